@@ -1,0 +1,189 @@
+#include "app/daemon.h"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <thread>
+
+#include "io/http_server.h"
+#include "io/pg_connection.h"
+#include "io/postgres_sink.h"
+#include "io/tcp_source.h"
+#include "pipeline/metrics.h"
+#include "pipeline/router.h"
+#include "schemas/schema.h"
+
+namespace evpipe::app {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Fails fast, with one clear line, when the database is unreachable or not
+// migrated.
+bool check_database(const config::settings& s) {
+  io::pg_connection conn;
+  auto st = conn.connect(s.postgres.dsn, "evpipe-check");
+  if (!st.ok) {
+    spdlog::error("cannot connect to PostgreSQL at {}: {}", config::mask_dsn(s.postgres.dsn), st.message);
+    return false;
+  }
+  for (const char* table : {"events_mirror", "dlq_events"}) {
+    std::string sql = std::string("SELECT 1 FROM ") + table + " LIMIT 0";
+    st = conn.exec(sql.c_str());
+    if (!st.ok) {
+      if (st.sqlstate == "42P01") {
+        spdlog::error("table {} does not exist: run `evpipe migrate --config FILE` first", table);
+      } else {
+        spdlog::error("cannot read table {}: {}", table, st.message);
+      }
+      return false;
+    }
+  }
+  {
+    io::pg_result r;
+    st = conn.query(
+        "SELECT 1 FROM pg_indexes WHERE tablename = 'events_mirror' "
+        "AND indexname = 'events_mirror_idempotency_key_key'",
+        r);
+    if (!st.ok || PQntuples(r.get()) == 0) {
+      spdlog::error("events_mirror lacks its idempotency index: run `evpipe migrate --config FILE`");
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int migrate(const config::settings& s) {
+  io::pg_connection conn;
+  auto st = conn.connect(s.postgres.dsn, "evpipe-migrate");
+  if (!st.ok) {
+    spdlog::error("cannot connect to PostgreSQL at {}: {}", config::mask_dsn(s.postgres.dsn), st.message);
+    return 1;
+  }
+  // One transaction under an advisory lock: concurrent migrations serialize.
+  std::string sql = "BEGIN; SELECT pg_advisory_xact_lock(727274001);\n";
+  sql += schemas::events_ddl();
+  sql += "\nCOMMIT;";
+  st = conn.exec(sql.c_str());
+  if (!st.ok) {
+    spdlog::error("migration failed: {} {}", st.sqlstate, st.message);
+    return 1;
+  }
+  spdlog::info("schema is up to date: events_mirror, dlq_events");
+  return 0;
+}
+
+int run_daemon(const config::settings& s, const run_hooks& hooks) {
+  if (!check_database(s)) return 1;
+
+  pipeline::metrics_registry registry(s.metrics.prefix, s.metrics.max_label_values);
+  uint32_t nshards = s.effective_shards();
+  pipeline::shard_options opts;
+  opts.max_rows = s.batch.max_rows;
+  opts.max_bytes = s.batch.max_bytes;
+  opts.linger = std::chrono::milliseconds(s.batch.linger_ms);
+  opts.window_keys = s.dedup.window_keys;
+  opts.retry_base = std::chrono::milliseconds(s.postgres.retry_base_ms);
+  opts.retry_max = std::chrono::milliseconds(s.postgres.retry_max_ms);
+
+  std::vector<std::unique_ptr<pipeline::shard>> shards;
+  for (uint32_t i = 0; i < nshards; ++i) {
+    auto sink = std::make_unique<io::postgres_sink>(s.postgres.dsn, "evpipe-shard-" + std::to_string(i));
+    if (!sink->connect()) {
+      spdlog::error("shard {}: cannot connect to PostgreSQL: {}", i, sink->last_error());
+      return 1;
+    }
+    shards.push_back(std::make_unique<pipeline::shard>(i, opts, std::move(sink), registry.add_shard(), registry));
+  }
+  pipeline::router router(std::move(shards), s.pipeline.queue_capacity);
+
+  stages::envelope_limits limits;
+  limits.max_event_bytes = s.events.max_event_bytes;
+  limits.max_key_bytes = s.events.max_key_bytes;
+  limits.max_depth = s.events.max_depth;
+
+  asio::io_context ioc(static_cast<int>(s.pipeline.io_threads));
+  auto& tcp_probe = registry.add_source("tcp");
+  std::vector<std::unique_ptr<io::tcp_source>> sources;
+  for (const auto& cfg : s.tcp_sources) {
+    sources.push_back(std::make_unique<io::tcp_source>(ioc, cfg, router, tcp_probe, limits));
+  }
+
+  asio::io_context http_ioc(1);
+  std::unique_ptr<io::http_server> http;
+  try {
+    for (auto& src : sources) src->start();
+    if (!s.http.listen.empty()) {
+      http = std::make_unique<io::http_server>(http_ioc, config::parse_endpoint(s.http.listen, "[http] listen"), registry);
+      http->start();
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+  router.start();
+
+  for (size_t i = 0; i < sources.size(); ++i) {
+    spdlog::info("listening for NDJSON events on {} (port {}), default topic \"{}\"", s.tcp_sources[i].listen.str(),
+                 sources[i]->port(), s.tcp_sources[i].topic);
+  }
+  if (http) spdlog::info("metrics and health on http://{}:{}/metrics", s.http.listen.substr(0, s.http.listen.rfind(':')), http->port());
+  spdlog::info("{} shards, batch max {} rows / {} bytes / {} ms linger, database {}", nshards, s.batch.max_rows,
+               s.batch.max_bytes, s.batch.linger_ms, config::mask_dsn(s.postgres.dsn));
+  if (hooks.on_listening) hooks.on_listening(sources.empty() ? 0 : sources[0]->port(), http ? http->port() : 0);
+
+  auto work = asio::make_work_guard(ioc);
+  auto http_work = asio::make_work_guard(http_ioc);
+  std::thread shutdown_thread;
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("received {}: draining (up to {} ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                 s.pipeline.shutdown_timeout_ms);
+    // Shutdown blocks (joins shards), so it runs off the I/O thread, which
+    // keeps delivering the last acks meanwhile.
+    shutdown_thread = std::thread([&] {
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(s.pipeline.shutdown_timeout_ms);
+      for (auto& src : sources) src->stop_reading();
+      for (auto& src : sources) {
+        while (src->reading_connections() > 0 && std::chrono::steady_clock::now() < deadline) {
+          std::this_thread::sleep_for(1ms);
+        }
+      }
+      router.stop(deadline);  // drains queues and commits every batch
+      // Connections close themselves once their last ack is written.
+      auto ack_deadline = std::chrono::steady_clock::now() + 2s;
+      for (auto& src : sources) {
+        while (src->open_connections() > 0 && std::chrono::steady_clock::now() < ack_deadline) {
+          std::this_thread::sleep_for(1ms);
+        }
+        src->close();
+      }
+      if (http) http->stop();
+      work.reset();
+      http_work.reset();
+      std::this_thread::sleep_for(50ms);
+      ioc.stop();
+      http_ioc.stop();
+    });
+  });
+
+  std::thread http_thread([&] { http_ioc.run(); });
+  std::vector<std::thread> io_threads;
+  for (uint32_t i = 1; i < s.pipeline.io_threads; ++i) io_threads.emplace_back([&] { ioc.run(); });
+  ioc.run();
+  for (auto& t : io_threads) t.join();
+  http_thread.join();
+  if (shutdown_thread.joinable()) shutdown_thread.join();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace evpipe::app

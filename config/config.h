@@ -1,0 +1,86 @@
+#pragma once
+// evpipe's configuration: parsed once from TOML into this immutable struct.
+// Every field has a default, a bound and a one-line doc; config/evpipe.toml
+// lists them all. Loading throws config_error with the file, the key and the
+// problem; that is the only place exceptions are used on purpose.
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace evpipe::config {
+
+struct endpoint {
+  std::string host;
+  uint16_t port = 0;
+  [[nodiscard]] std::string str() const;
+};
+
+struct tcp_source {
+  endpoint listen;                    // where NDJSON producers connect
+  std::string topic = "evpipe/tcp";   // topic of events without a `topic` field
+  uint32_t max_unacked = 65536;       // per connection: stop reading past this many unacked lines
+};
+
+struct settings {
+  struct {
+    uint32_t shards = 0;              // 0 = one per core
+    uint32_t queue_capacity = 65536;  // events queued per shard before sources pause
+    uint32_t io_threads = 1;          // threads running the sources
+    uint32_t shutdown_timeout_ms = 30'000;  // on SIGTERM, how long to wait for pending commits
+  } pipeline;
+  struct {
+    uint32_t max_rows = 4096;         // flush a batch at this many events
+    uint32_t max_bytes = 4 << 20;     // ... or this many encoded bytes
+    uint32_t linger_ms = 2;           // ... or this long after its first event
+  } batch;
+  struct {
+    uint32_t window_keys = 1'000'000; // recent keys remembered per shard
+  } dedup;
+  struct {
+    uint32_t max_event_bytes = 1 << 20;  // larger events are dead-lettered as too_large
+    uint32_t max_key_bytes = 255;        // longest idempotency_key
+    uint32_t max_depth = 64;             // deepest JSON nesting
+  } events;
+  struct {
+    std::string dsn = "postgresql://localhost/evpipe";  // libpq connection string or URI
+    uint32_t retry_base_ms = 100;     // first reconnect delay
+    uint32_t retry_max_ms = 5000;     // reconnect delay cap
+  } postgres;
+  struct {
+    std::string listen = "127.0.0.1:9464";  // metrics and health; "" disables
+  } http;
+  struct {
+    std::string prefix = "evpipe";    // metric name prefix ("taylor" for TaylorDash dashboards)
+    uint32_t max_label_values = 500;  // distinct values per label before folding into "other"
+  } metrics;
+  struct {
+    std::string level = "info";       // trace, debug, info, warn, error
+  } log;
+  std::vector<tcp_source> tcp_sources;
+
+  // shards with 0 resolved to the number of cores.
+  [[nodiscard]] uint32_t effective_shards() const;
+};
+
+class config_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Loads and validates a TOML file; throws config_error.
+[[nodiscard]] settings load_file(const std::string& path);
+// Same, from text (`origin` names it in messages).
+[[nodiscard]] settings load_string(std::string_view toml_text, const std::string& origin = "config");
+
+// The effective configuration as TOML, with secrets (DSN passwords) masked.
+[[nodiscard]] std::string to_toml(const settings& s);
+
+// "host:port", "[v6]:port"; throws config_error naming `what`.
+[[nodiscard]] endpoint parse_endpoint(std::string_view text, const std::string& what);
+
+// The DSN with any password replaced by "****", for logs and check-config.
+[[nodiscard]] std::string mask_dsn(const std::string& dsn);
+
+}  // namespace evpipe::config

@@ -1,0 +1,91 @@
+#include "io/pg_connection.h"
+
+namespace evpipe::io {
+
+namespace {
+std::string one_line(const char* s) {
+  std::string out = s ? s : "";
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  for (auto& c : out) {
+    if (c == '\n') c = ' ';
+  }
+  return out;
+}
+void ignore_notice(void*, const char*) {}
+}  // namespace
+
+pg_connection::~pg_connection() { close(); }
+
+void pg_connection::close() {
+  if (conn_) PQfinish(conn_);
+  conn_ = nullptr;
+}
+
+bool pg_connection::connected() const { return conn_ && PQstatus(conn_) == CONNECTION_OK; }
+
+pg_status pg_connection::connect(const std::string& dsn, const std::string& application_name) {
+  close();
+  // expand_dbname lets `dsn` be a full connection string or URI, while the
+  // keywords after it supply defaults it does not set.
+  const char* keys[] = {"dbname", "application_name", "connect_timeout", nullptr};
+  const char* values[] = {dsn.c_str(), application_name.c_str(), "5", nullptr};
+  conn_ = PQconnectdbParams(keys, values, 1);
+  if (!conn_ || PQstatus(conn_) != CONNECTION_OK) {
+    pg_status st{false, "08001", one_line(conn_ ? PQerrorMessage(conn_) : "out of memory"), true};
+    close();
+    return st;
+  }
+  PQsetNoticeProcessor(conn_, ignore_notice, nullptr);
+  return {};
+}
+
+pg_status pg_connection::error_of(const PGresult* r) const {
+  pg_status st;
+  st.ok = false;
+  const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  st.sqlstate = state ? state : "";
+  const char* msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : nullptr;
+  st.message = one_line(msg ? msg : (conn_ ? PQerrorMessage(conn_) : "no connection"));
+  st.connection_lost = !connected() || st.sqlstate.starts_with("08") || st.sqlstate == "57P01" ||
+                       st.sqlstate == "57P02" || st.sqlstate == "57P03";
+  return st;
+}
+
+pg_status pg_connection::exec(const char* sql) {
+  if (!conn_) return pg_status{false, "08003", "not connected", true};
+  pg_result r(PQexec(conn_, sql));
+  auto s = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) return {};
+  return error_of(r.get());
+}
+
+pg_status pg_connection::query(const char* sql, pg_result& out) {
+  if (!conn_) return pg_status{false, "08003", "not connected", true};
+  out.reset(PQexec(conn_, sql));
+  auto s = out ? PQresultStatus(out.get()) : PGRES_FATAL_ERROR;
+  if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) return {};
+  return error_of(out.get());
+}
+
+pg_status pg_connection::copy_in(const char* copy_sql, std::string_view data) {
+  if (!conn_) return pg_status{false, "08003", "not connected", true};
+  pg_result start(PQexec(conn_, copy_sql));
+  if (!start || PQresultStatus(start.get()) != PGRES_COPY_IN) return error_of(start.get());
+  // PQputCopyData buffers and, on a blocking connection, sends as it fills;
+  // large batches go in slices so libpq's buffer stays small.
+  constexpr size_t slice = 1 << 20;
+  for (size_t off = 0; off < data.size(); off += slice) {
+    size_t n = std::min(slice, data.size() - off);
+    if (PQputCopyData(conn_, data.data() + off, static_cast<int>(n)) != 1) return error_of(nullptr);
+  }
+  if (PQputCopyEnd(conn_, nullptr) != 1) return error_of(nullptr);
+  pg_status st;
+  while (PGresult* raw = PQgetResult(conn_)) {
+    pg_result r(raw);
+    if (PQresultStatus(raw) != PGRES_COMMAND_OK && st.ok) st = error_of(raw);
+  }
+  if (st.ok && !connected()) st = error_of(nullptr);
+  return st;
+}
+
+}  // namespace evpipe::io

@@ -1,0 +1,58 @@
+#pragma once
+// A thin RAII wrapper over one libpq connection, with the few operations evpipe
+// needs: run a command, stream a COPY, and report failures as values
+// (SQLSTATE + message) instead of exceptions.
+//
+// Not thread-safe: one connection belongs to one thread (a shard's sink, or
+// the migrate command).
+
+#include <libpq-fe.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace evpipe::io {
+
+struct pg_status {
+  bool ok = true;
+  std::string sqlstate;  // five characters when the server reported an error
+  std::string message;   // one line
+  // Whether the connection is gone (retry after reconnecting).
+  bool connection_lost = false;
+};
+
+struct pg_result_free {
+  void operator()(PGresult* r) const noexcept { PQclear(r); }
+};
+using pg_result = std::unique_ptr<PGresult, pg_result_free>;
+
+class pg_connection {
+ public:
+  pg_connection() = default;
+  ~pg_connection();
+  pg_connection(const pg_connection&) = delete;
+  pg_connection& operator=(const pg_connection&) = delete;
+
+  // Connects with a libpq connection string or URI; application_name names
+  // this connection in pg_stat_activity.
+  [[nodiscard]] pg_status connect(const std::string& dsn, const std::string& application_name);
+  void close();
+  [[nodiscard]] bool connected() const;
+  [[nodiscard]] PGconn* raw() const noexcept { return conn_; }
+
+  // Runs one or more SQL commands (simple query protocol).
+  [[nodiscard]] pg_status exec(const char* sql);
+  // Runs a query with text parameters and returns its result (or the error).
+  [[nodiscard]] pg_status query(const char* sql, pg_result& out);
+  // COPY ... FROM STDIN with the given data; one round trip for the data.
+  [[nodiscard]] pg_status copy_in(const char* copy_sql, std::string_view data);
+
+  // Builds the status of a failed result (or of the connection when r is null).
+  [[nodiscard]] pg_status error_of(const PGresult* r) const;
+
+ private:
+  PGconn* conn_ = nullptr;
+};
+
+}  // namespace evpipe::io

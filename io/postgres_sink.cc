@@ -1,0 +1,181 @@
+#include "io/postgres_sink.h"
+
+#include <absl/container/flat_hash_map.h>
+
+namespace evpipe::io {
+
+namespace {
+constexpr const char* copy_mirror_sql = "COPY events_mirror (topic, payload) FROM STDIN (FORMAT binary)";
+constexpr const char* copy_stage_sql = "COPY evpipe_stage (topic, payload) FROM STDIN (FORMAT binary)";
+constexpr const char* move_stage_sql =
+    "INSERT INTO events_mirror (topic, payload) SELECT topic, payload FROM evpipe_stage "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key";
+constexpr const char* dlq_statement = "evpipe_dlq_insert";
+constexpr const char* dlq_sql =
+    "INSERT INTO dlq_events (original_topic, failure_reason, reason_code, payload, raw, event_digest) "
+    "VALUES ($1, $2, $3, $4::jsonb, $5::bytea, $6::bytea) "
+    "ON CONFLICT (original_topic, event_digest) DO NOTHING";
+// Statements per pipeline sync: keeps both sides' socket buffers from filling
+// while a blocking connection writes (libpq's documented deadlock risk).
+constexpr size_t pipeline_chunk = 256;
+}  // namespace
+
+postgres_sink::postgres_sink(std::string dsn, std::string application_name)
+    : dsn_(std::move(dsn)), application_name_(std::move(application_name)) {}
+
+bool postgres_sink::connect() {
+  pg_status st = conn_.connect(dsn_, application_name_);
+  if (st.ok) {
+    st = conn_.exec(
+        "CREATE TEMP TABLE IF NOT EXISTS evpipe_stage (topic VARCHAR(255), payload JSONB) "
+        "ON COMMIT DELETE ROWS");
+  }
+  if (st.ok) {
+    pg_result r(PQprepare(conn_.raw(), dlq_statement, dlq_sql, 6, nullptr));
+    if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) st = conn_.error_of(r.get());
+  }
+  if (!st.ok) {
+    last_error_ = st.message;
+    conn_.close();
+    return false;
+  }
+  return true;
+}
+
+pipeline::write_status postgres_sink::fail(const pg_status& st) {
+  last_error_ = st.sqlstate.empty() ? st.message : st.sqlstate + " " + st.message;
+  if (st.connection_lost || !conn_.connected()) {
+    conn_.close();
+  } else {
+    (void)conn_.exec("ROLLBACK");  // leave no aborted transaction behind
+  }
+  return pipeline::write_status::retry;
+}
+
+pipeline::write_status postgres_sink::write(stages::write_batch& batch) {
+  if (batch.row_count() == 0 && batch.dead_letters().empty()) {
+    return pipeline::write_status::committed;  // only duplicates and blank lines
+  }
+  if (!conn_.connected() && !connect()) return pipeline::write_status::retry;
+
+  if (batch.dead_letters().empty()) {
+    pg_status st = conn_.copy_in(copy_mirror_sql, batch.copy_data());
+    if (st.ok) return pipeline::write_status::committed;
+    if (st.sqlstate != "23505") return fail(st);
+    // Some key is already in the table: fall through to the resolving path.
+  }
+  pg_status st = write_transaction(batch, batch.dead_letters().empty());
+  if (!st.ok && st.sqlstate == "23505") st = write_transaction(batch, true);
+  if (!st.ok) return fail(st);
+  return pipeline::write_status::committed;
+}
+
+pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool resolve) {
+  pg_status st = conn_.exec("BEGIN");
+  if (st.ok && batch.row_count() > 0) {
+    if (resolve) {
+      st = resolve_conflicts(batch);
+    } else {
+      st = conn_.copy_in(copy_mirror_sql, batch.copy_data());
+    }
+  }
+  if (!st.ok) {
+    if (!st.connection_lost) (void)conn_.exec("ROLLBACK");
+    return st;
+  }
+  if (batch.dead_letters().empty()) return conn_.exec("COMMIT");
+  return insert_dead_letters(batch);  // ends with COMMIT
+}
+
+pg_status postgres_sink::resolve_conflicts(stages::write_batch& batch) {
+  pg_status st = conn_.copy_in(copy_stage_sql, batch.copy_data());
+  if (!st.ok) return st;
+  pg_result r;
+  st = conn_.query(move_stage_sql, r);
+  if (!st.ok) return st;
+  // The rows that went in, by key; a key twice in one batch (possible only
+  // when the dedup window is tiny) goes in once.
+  absl::flat_hash_map<std::string_view, int> inserted;
+  for (int i = 0, n = PQntuples(r.get()); i < n; ++i) {
+    ++inserted[std::string_view(PQgetvalue(r.get(), i, 0), PQgetlength(r.get(), i, 0))];
+  }
+  const auto& rows = batch.rows();
+  for (size_t i = 0; i < rows.size(); ++i) {
+    auto it = inserted.find(batch.text(rows[i].key));
+    if (it != inserted.end() && it->second > 0) {
+      --it->second;
+    } else {
+      batch.mark_row_duplicate(i);
+    }
+  }
+  return {};
+}
+
+pg_status postgres_sink::insert_dead_letters(stages::write_batch& batch) {
+  PGconn* c = conn_.raw();
+  if (PQenterPipelineMode(c) != 1) return conn_.error_of(nullptr);
+  auto& letters = batch.dead_letters();
+  pg_status st;
+  size_t sent = 0;
+  bool commit_sent = false;
+  while (st.ok && !commit_sent) {
+    // Send one chunk, then read its results.
+    size_t queued = 0;
+    for (; sent < letters.size() && queued < pipeline_chunk; ++sent, ++queued) {
+      const auto& dl = letters[sent];
+      std::string_view code = stages::reason_code(dl.why);
+      std::string code_text(code);
+      const char* values[6] = {dl.topic.c_str(), dl.message.c_str(), code_text.c_str(),
+                               dl.bytes_are_json ? dl.bytes.c_str() : nullptr,
+                               dl.bytes_are_json ? nullptr : dl.bytes.data(), dl.digest.data()};
+      int lengths[6] = {0, 0, 0, static_cast<int>(dl.bytes.size()), static_cast<int>(dl.bytes.size()),
+                        static_cast<int>(dl.digest.size())};
+      int formats[6] = {0, 0, 0, 0, 1, 1};
+      if (PQsendQueryPrepared(c, dlq_statement, 6, values, lengths, formats, 0) != 1) {
+        st = conn_.error_of(nullptr);
+        break;
+      }
+    }
+    if (st.ok && sent == letters.size()) {
+      if (PQsendQueryParams(c, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0) != 1) {
+        st = conn_.error_of(nullptr);
+      } else {
+        commit_sent = true;
+        ++queued;
+      }
+    }
+    if (!st.ok) break;
+    if (PQpipelineSync(c) != 1) {
+      st = conn_.error_of(nullptr);
+      break;
+    }
+    // Each statement yields one result then a null; the sync yields PIPELINE_SYNC.
+    for (size_t i = 0; i < queued; ++i) {
+      pg_result r(PQgetResult(c));
+      if (!r) {
+        if (st.ok) st = conn_.error_of(nullptr);
+        break;
+      }
+      auto s = PQresultStatus(r.get());
+      if (s != PGRES_COMMAND_OK && st.ok) st = conn_.error_of(r.get());
+      pg_result end(PQgetResult(c));  // null terminator of this statement
+    }
+    for (;;) {
+      pg_result r(PQgetResult(c));
+      if (!r) {
+        if (!conn_.connected()) break;
+        continue;
+      }
+      if (PQresultStatus(r.get()) == PGRES_PIPELINE_SYNC) break;
+    }
+    if (!conn_.connected()) {
+      if (st.ok) st = conn_.error_of(nullptr);
+      break;
+    }
+  }
+  if (conn_.connected()) PQexitPipelineMode(c);
+  if (!st.ok && !st.connection_lost && conn_.connected()) (void)conn_.exec("ROLLBACK");
+  return st;
+}
+
+}  // namespace evpipe::io

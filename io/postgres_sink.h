@@ -1,0 +1,46 @@
+#pragma once
+// Where events are written: one shard's PostgreSQL connection.
+//
+// A batch commits in one transaction:
+//   - fast path (no dead letters): a single binary COPY into events_mirror,
+//     which is its own transaction — two round trips for the whole batch;
+//   - with dead letters: BEGIN, COPY, then the dlq_events INSERTs and COMMIT
+//     sent in libpq pipeline mode (COPY itself cannot run in a pipeline);
+//   - when COPY meets a key the table already holds (unique violation, e.g.
+//     after a restart emptied the dedup window): the batch is COPYed into a
+//     temporary staging table and moved with INSERT ... ON CONFLICT DO NOTHING
+//     RETURNING, so the new rows commit and the others are marked duplicates.
+//
+// Owned by one shard thread; not thread-safe.
+
+#include <string>
+
+#include "io/pg_connection.h"
+#include "pipeline/sink.h"
+
+namespace evpipe::io {
+
+class postgres_sink final : public pipeline::batch_sink {
+ public:
+  postgres_sink(std::string dsn, std::string application_name);
+
+  // Connects (also done lazily by write()); false with last_error() set.
+  [[nodiscard]] bool connect();
+
+  [[nodiscard]] pipeline::write_status write(stages::write_batch& batch) override;
+  [[nodiscard]] bool ready() const override { return conn_.connected(); }
+  [[nodiscard]] std::string last_error() const override { return last_error_; }
+
+ private:
+  pipeline::write_status fail(const pg_status& st);
+  [[nodiscard]] pg_status write_transaction(stages::write_batch& batch, bool resolve_conflicts);
+  [[nodiscard]] pg_status insert_dead_letters(stages::write_batch& batch);
+  [[nodiscard]] pg_status resolve_conflicts(stages::write_batch& batch);
+
+  std::string dsn_;
+  std::string application_name_;
+  pg_connection conn_;
+  std::string last_error_;
+};
+
+}  // namespace evpipe::io

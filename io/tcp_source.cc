@@ -1,0 +1,341 @@
+#include "io/tcp_source.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <simdjson.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "io/line_framer.h"
+#include "pipeline/ack_tracker.h"
+#include "stages/dedup.h"
+
+namespace evpipe::io {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+bool is_blank(std::string_view s) {
+  for (char c : s) {
+    if (c != ' ' && c != '\t' && c != '\r') return false;
+  }
+  return true;
+}
+
+// One validator per I/O thread: the simdjson parser keeps its buffers warm.
+stages::envelope_validator& thread_validator(const stages::envelope_limits& limits) {
+  thread_local std::unique_ptr<stages::envelope_validator> v;
+  if (!v || v->limits().max_event_bytes != limits.max_event_bytes ||
+      v->limits().max_key_bytes != limits.max_key_bytes || v->limits().max_depth != limits.max_depth) {
+    v = std::make_unique<stages::envelope_validator>(limits);
+  }
+  return *v;
+}
+
+}  // namespace
+
+class tcp_connection final : public stages::event_origin,
+                             public std::enable_shared_from_this<tcp_connection> {
+ public:
+  tcp_connection(tcp::socket socket, config::tcp_source cfg, pipeline::router& router,
+                 pipeline::source_probe& probe, stages::envelope_limits limits, std::atomic<int>& reading)
+      : reading_(reading),
+        socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        cfg_(std::move(cfg)),
+        router_(router),
+        probe_(probe),
+        limits_(limits),
+        framer_(limits.max_event_bytes, simdjson::SIMDJSON_PADDING),
+        tracker_(uint64_t{2} * cfg_.max_unacked),
+        out_(router.shard_count()) {}
+
+  ~tcp_connection() override {
+    probe_.unacked.fetch_sub(static_cast<int64_t>(tracker_.issued() - tracker_.acked()));
+  }
+
+  void start() {
+    reading_.fetch_add(1);
+    probe_.connections_active.fetch_add(1);
+    pipeline::bump(probe_.connections_total);
+    asio::co_spawn(socket_.get_executor(), read_loop(shared_from_this()), asio::detached);
+  }
+
+  // From shard threads: hand the outcomes to this connection's strand.
+  void on_outcomes(std::span<const stages::outcome> outcomes) override {
+    std::vector<uint64_t> seqs;
+    seqs.reserve(outcomes.size());
+    for (const auto& o : outcomes) seqs.push_back(o.seq);
+    asio::post(socket_.get_executor(), [self = shared_from_this(), seqs = std::move(seqs)] {
+      for (uint64_t s : seqs) self->tracker_.complete(s);
+      uint64_t before = self->tracker_.acked();
+      uint64_t after = self->tracker_.advance();
+      self->probe_.unacked.fetch_sub(static_cast<int64_t>(after - before), std::memory_order_relaxed);
+      self->send_ack();
+    });
+  }
+
+  void stop_reading() {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+      self->stopping_ = true;
+      boost::system::error_code ec;
+      // Wakes a pending read (it completes with end of stream).
+      self->socket_.shutdown(tcp::socket::shutdown_receive, ec);
+      self->timer_.cancel();
+    });
+  }
+
+  void close() {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+      self->stopping_ = true;
+      self->shut();
+    });
+  }
+
+ private:
+  asio::awaitable<void> read_loop(std::shared_ptr<tcp_connection> self) {
+    for (;;) {
+      // Backpressure: wait while a shard queue is full or too much is unacked.
+      while (!stopping_ && (!router_.has_room() || tracker_.in_flight() >= cfg_.max_unacked)) {
+        timer_.expires_after(std::chrono::microseconds(500));
+        co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+      if (stopping_) break;
+      auto space = framer_.writable();
+      // Every line takes at least one byte: reading no more bytes than the
+      // tracker has free slots keeps the lines in flight within its window.
+      size_t room = tracker_.window() - tracker_.in_flight() - 1;
+      auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space.data, std::min(space.size, room)),
+                                                      asio::as_tuple(asio::use_awaitable));
+      if (ec) {
+        // At end of stream the unterminated last line is an event too; when
+        // we are stopping, it is dropped unacked (the client resends it).
+        if (ec == asio::error::eof && !stopping_) {
+          int64_t t = now_ns();
+          auto it = framer_.finish();
+          if (it.what != line_framer::kind::none) {
+            take(it, t);
+            submit(t);
+          }
+        } else if (ec != asio::error::eof && ec != asio::error::operation_aborted) {
+          spdlog::debug("tcp {}: read: {}", cfg_.listen.str(), ec.message());
+        }
+        break;
+      }
+      if (stopping_) break;  // data that raced the stop stays unacked: the client resends it
+      framer_.commit(n);
+      int64_t t = now_ns();
+      for (auto it = framer_.next(); it.what != line_framer::kind::none; it = framer_.next()) take(it, t);
+      submit(t);
+    }
+    reading_done_ = true;
+    reading_.fetch_sub(1);
+    finish_if_done();
+  }
+
+  // Validates one line and adds it to its shard's batch.
+  void take(const line_framer::item& it, int64_t received) {
+    stages::event_record rec;
+    rec.seq = tracker_.next();
+    rec.received_ns = received;
+    probe_.unacked.fetch_add(1, std::memory_order_relaxed);
+    ++taken_;
+    std::string_view line = it.bytes;
+    std::string_view topic = cfg_.topic;
+
+    if (it.what == line_framer::kind::too_long) {
+      rec.why = stages::reason::too_large;
+      rec.raw_truncated = true;
+      rec.digest_lo = it.digest_lo;
+      rec.digest_hi = it.digest_hi;
+    } else if (is_blank(line)) {
+      rec.blank = true;
+    } else {
+      stages::envelope env;
+      auto v = thread_validator(limits_).check(line, it.readable, env);
+      rec.why = v.why;
+      if (env.has_topic && !env.topic.empty() && env.topic.size() <= limits_.max_topic_bytes &&
+          v.why != stages::reason::invalid_topic) {
+        topic = env.topic;
+      }
+      if (v.ok()) {
+        auto h = stages::hash_key(env.idempotency_key.data(), env.idempotency_key.size());
+        rec.key_hash_lo = h.lo;
+        rec.key_hash_hi = h.hi;
+        auto& b = out_[router_.shard_of(rec)];
+        rec.key = b.append(env.idempotency_key);
+        rec.kind = b.append(env.kind);
+        rec.topic = b.append(topic);
+        rec.raw = b.append(line);
+        b.events.push_back(rec);
+        return;
+      }
+      auto d = stages::hash_key(line.data(), line.size());
+      rec.digest_lo = d.lo;
+      rec.digest_hi = d.hi;
+      auto& b = out_[router_.shard_of(rec)];
+      rec.message = b.append(v.message);
+      rec.topic = b.append(topic);
+      rec.raw = b.append(line);
+      b.events.push_back(rec);
+      return;
+    }
+    auto& b = out_[router_.shard_of(rec)];
+    if (rec.why == stages::reason::too_large) {
+      rec.message = b.append("event is " + std::to_string(it.full_size) + " bytes, over the limit of " +
+                             std::to_string(limits_.max_event_bytes) + "; raw holds its first " +
+                             std::to_string(line.size()) + " bytes");
+    }
+    rec.topic = b.append(topic);
+    rec.raw = b.append(line);
+    b.events.push_back(rec);
+  }
+
+  void submit(int64_t started) {
+    if (taken_ == 0) return;
+    auto self = shared_from_this();
+    for (auto& b : out_) {
+      if (!b.events.empty()) b.origin = self;
+    }
+    pipeline::bump(probe_.received, taken_);
+    taken_ = 0;
+    probe_.validate_latency.observe_ns(now_ns() - started);
+    router_.submit(out_);
+  }
+
+  void send_ack() {
+    if (writing_ || closed_ || tracker_.acked() == sent_) {
+      finish_if_done();
+      return;
+    }
+    writing_ = true;
+    uint64_t n = tracker_.acked();
+    ack_text_ = "{\"ack\":" + std::to_string(n) + "}\n";
+    asio::async_write(socket_, asio::buffer(ack_text_),
+                      [self = shared_from_this(), n](boost::system::error_code ec, size_t) {
+                        self->writing_ = false;
+                        if (ec) {
+                          self->shut();
+                          return;
+                        }
+                        self->sent_ = n;
+                        self->send_ack();
+                      });
+  }
+
+  // Once reading has ended and every line read is acked, close gracefully.
+  void finish_if_done() {
+    if (reading_done_ && !writing_ && tracker_.acked() == tracker_.issued() && sent_ == tracker_.acked()) {
+      shut();
+    }
+  }
+
+  void shut() {
+    if (closed_) return;
+    if (writing_) return;  // the write's completion calls back here
+    closed_ = true;
+    boost::system::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
+    timer_.cancel();
+    probe_.connections_active.fetch_sub(1);
+  }
+
+  std::atomic<int>& reading_;  // the source's count of connections still reading
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  const config::tcp_source cfg_;
+  pipeline::router& router_;
+  pipeline::source_probe& probe_;
+  const stages::envelope_limits limits_;
+  line_framer framer_;
+  pipeline::ack_tracker tracker_;
+  std::vector<stages::event_batch> out_;  // one per shard, refilled every read
+  size_t taken_ = 0;
+  std::string ack_text_;
+  uint64_t sent_ = 0;
+  bool writing_ = false;
+  bool reading_done_ = false;
+  bool stopping_ = false;
+  bool closed_ = false;
+};
+
+tcp_source::tcp_source(asio::io_context& ioc, config::tcp_source cfg, pipeline::router& router,
+                       pipeline::source_probe& probe, stages::envelope_limits limits)
+    : ioc_(ioc), cfg_(std::move(cfg)), router_(router), probe_(probe), limits_(limits), acceptor_(ioc) {}
+
+tcp_source::~tcp_source() = default;
+
+void tcp_source::start() {
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(cfg_.listen.host, ec);
+  if (ec) throw std::runtime_error("tcp source: \"" + cfg_.listen.host + "\" is not an IP address");
+  tcp::endpoint ep(addr, cfg_.listen.port);
+  acceptor_.open(ep.protocol(), ec);
+  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(ep, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw std::runtime_error("tcp source: cannot listen on " + cfg_.listen.str() + ": " + ec.message());
+  port_ = acceptor_.local_endpoint().port();
+  accept();
+}
+
+void tcp_source::accept() {
+  acceptor_.async_accept(asio::make_strand(ioc_), [this](boost::system::error_code ec, tcp::socket socket) {
+    if (ec) {
+      if (ec != asio::error::operation_aborted) spdlog::warn("tcp source {}: accept: {}", cfg_.listen.str(), ec.message());
+      if (!acceptor_.is_open()) return;
+    } else {
+      socket.set_option(tcp::no_delay(true), ec);
+      auto conn = std::make_shared<tcp_connection>(std::move(socket), cfg_, router_, probe_, limits_, reading_);
+      {
+        std::lock_guard lock(mu_);
+        std::erase_if(conns_, [](const auto& w) { return w.expired(); });
+        conns_.push_back(conn);
+      }
+      conn->start();
+    }
+    accept();
+  });
+}
+
+void tcp_source::stop_reading() {
+  asio::post(ioc_, [this] {
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+  });
+  std::lock_guard lock(mu_);
+  for (auto& w : conns_) {
+    if (auto c = w.lock()) c->stop_reading();
+  }
+}
+
+void tcp_source::close() {
+  std::lock_guard lock(mu_);
+  for (auto& w : conns_) {
+    if (auto c = w.lock()) c->close();
+  }
+}
+
+size_t tcp_source::open_connections() {
+  std::lock_guard lock(mu_);
+  std::erase_if(conns_, [](const auto& w) { return w.expired(); });
+  return conns_.size();
+}
+
+}  // namespace evpipe::io

@@ -1,0 +1,65 @@
+#pragma once
+// Where events enter over TCP: newline-delimited JSON, one event a line.
+//
+// Per connection, lines are numbered from 1. Each read is framed into lines,
+// every line is validated on this (I/O) thread and routed to its shard; when
+// shards report outcomes after COMMIT, the connection writes back
+// {"ack":N}\n, N being how many lines from the first all have a durable
+// outcome. Acks are cumulative and coalesced: a line is never acked before its
+// outcome is committed. The connection stops reading while any shard queue is
+// full or its own unacked lines reach `max_unacked` (backpressure, no drops).
+//
+// Lifecycle: start() binds; stop_reading() stops accepting and reading (lines
+// already read still complete and are acked); close() closes every connection
+// once its last ack is written. Runs on the io_context it is given; the
+// public functions are thread-safe.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "config/config.h"
+#include "pipeline/metrics.h"
+#include "pipeline/router.h"
+#include "stages/validate.h"
+
+namespace evpipe::io {
+
+class tcp_connection;
+
+class tcp_source {
+ public:
+  tcp_source(boost::asio::io_context& ioc, config::tcp_source cfg, pipeline::router& router,
+             pipeline::source_probe& probe, stages::envelope_limits limits);
+  ~tcp_source();
+
+  // Binds and starts accepting; throws std::runtime_error naming the address.
+  void start();
+  [[nodiscard]] uint16_t port() const noexcept { return port_; }
+
+  void stop_reading();
+  void close();
+  // Connections still open, and still reading (for shutdown).
+  [[nodiscard]] size_t open_connections();
+  [[nodiscard]] int reading_connections() const noexcept { return reading_.load(); }
+
+ private:
+  void accept();
+
+  boost::asio::io_context& ioc_;
+  config::tcp_source cfg_;
+  pipeline::router& router_;
+  pipeline::source_probe& probe_;
+  stages::envelope_limits limits_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  uint16_t port_ = 0;
+  std::atomic<int> reading_{0};
+  std::mutex mu_;  // guards conns_
+  std::vector<std::weak_ptr<tcp_connection>> conns_;
+};
+
+}  // namespace evpipe::io

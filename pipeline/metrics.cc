@@ -1,0 +1,200 @@
+#include "pipeline/metrics.h"
+
+#include <cstdio>
+
+namespace evpipe::pipeline {
+
+std::string_view stage_name(stage s) noexcept {
+  switch (s) {
+    case stage::validate: return "validate";
+    case stage::dedup: return "dedup";
+    case stage::linger: return "linger";
+    case stage::write: return "write";
+    case stage::count_: break;
+  }
+  return "unknown";
+}
+
+std::string_view label_limiter::admit(std::string_view v) {
+  if (seen_.contains(absl::string_view(v.data(), v.size()))) return v;
+  if (seen_.size() >= max_) return "other";
+  seen_.insert(std::string(v));
+  return v;
+}
+
+metrics_registry::metrics_registry(std::string prefix, size_t max_label_values)
+    : prefix_(std::move(prefix)), topics_(max_label_values), kinds_(max_label_values), reasons_(64) {}
+
+shard_probe& metrics_registry::add_shard() { return *shards_.emplace_back(std::make_unique<shard_probe>()); }
+
+source_probe& metrics_registry::add_source(std::string kind) {
+  auto& p = *sources_.emplace_back(std::make_unique<source_probe>());
+  p.kind = std::move(kind);
+  return p;
+}
+
+void metrics_registry::merge(const absl::flat_hash_map<std::string, uint64_t>& in,
+                             absl::flat_hash_map<std::string, uint64_t>& into, label_limiter& second) {
+  std::lock_guard lock(mu_);
+  std::string key;
+  for (const auto& [k, n] : in) {
+    if (n == 0) continue;
+    auto sep = k.find(label_sep);
+    std::string_view a = std::string_view(k).substr(0, sep);
+    std::string_view b = sep == std::string::npos ? std::string_view{} : std::string_view(k).substr(sep + 1);
+    key.assign(topics_.admit(a));
+    key.push_back(label_sep);
+    key.append(second.admit(b));
+    into[key] += n;
+  }
+}
+
+void metrics_registry::add_ingested(const absl::flat_hash_map<std::string, uint64_t>& m) {
+  merge(m, ingested_, kinds_);
+}
+void metrics_registry::add_dead_lettered(const absl::flat_hash_map<std::string, uint64_t>& m) {
+  merge(m, dead_lettered_, reasons_);
+}
+
+bool metrics_registry::all_shards_ready() const {
+  for (const auto& s : shards_) {
+    if (!s->db_ready.load(std::memory_order_relaxed)) return false;
+  }
+  return !shards_.empty();
+}
+
+namespace {
+
+void escape_label(std::string& out, std::string_view v) {
+  for (char c : v) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out.push_back(c);
+  }
+}
+
+void header(std::string& out, const std::string& name, const char* type, const char* help) {
+  out += "# HELP " + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+void sample(std::string& out, const std::string& name, const std::string& labels, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  out += name;
+  if (!labels.empty()) out += "{" + labels + "}";
+  out += " ";
+  out += buf;
+  out += "\n";
+}
+
+void render_histogram(std::string& out, const std::string& name, const std::string& labels,
+                      const histogram::snapshot& s) {
+  uint64_t cumulative = 0;
+  std::string sep = labels.empty() ? "" : labels + ",";
+  for (size_t i = 0; i < histogram::bounds_ns.size(); ++i) {
+    cumulative += s.counts[i];
+    char le[32];
+    std::snprintf(le, sizeof le, "%g", histogram::bounds_ns[i] / 1e9);
+    sample(out, name + "_bucket", sep + "le=\"" + le + "\"", double(cumulative));
+  }
+  cumulative += s.counts.back();
+  sample(out, name + "_bucket", sep + "le=\"+Inf\"", double(cumulative));
+  sample(out, name + "_sum", labels, s.sum_ns / 1e9);
+  sample(out, name + "_count", labels, double(cumulative));
+}
+
+}  // namespace
+
+std::string metrics_registry::render() const {
+  std::string out;
+  out.reserve(16 * 1024);
+  const std::string& p = prefix_;
+  auto sum_shards = [&](auto field) {
+    uint64_t t = 0;
+    for (const auto& s : shards_) t += ((*s).*field).load(std::memory_order_relaxed);
+    return t;
+  };
+
+  std::string name = p + "_events_received_total";
+  header(out, name, "counter", "Events read by sources.");
+  for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->received.load()));
+
+  {
+    std::lock_guard lock(mu_);
+    name = p + "_ingest_total";
+    header(out, name, "counter", "Events committed to events_mirror, by topic and kind.");
+    for (const auto& [k, n] : ingested_) {
+      auto sep = k.find(label_sep);
+      std::string labels = "topic=\"";
+      escape_label(labels, std::string_view(k).substr(0, sep));
+      labels += "\",kind=\"";
+      escape_label(labels, std::string_view(k).substr(sep + 1));
+      labels += "\"";
+      sample(out, name, labels, double(n));
+    }
+    name = p + "_dlq_total";
+    header(out, name, "counter", "Events committed to dlq_events, by topic and reason.");
+    for (const auto& [k, n] : dead_lettered_) {
+      auto sep = k.find(label_sep);
+      std::string labels = "topic=\"";
+      escape_label(labels, std::string_view(k).substr(0, sep));
+      labels += "\",reason=\"";
+      escape_label(labels, std::string_view(k).substr(sep + 1));
+      labels += "\"";
+      sample(out, name, labels, double(n));
+    }
+  }
+
+  name = p + "_duplicates_total";
+  header(out, name, "counter", "Events dropped as duplicates of a committed idempotency key.");
+  sample(out, name, "", double(sum_shards(&shard_probe::duplicates)));
+  name = p + "_batches_total";
+  header(out, name, "counter", "Batches committed.");
+  sample(out, name, "", double(sum_shards(&shard_probe::batches)));
+  name = p + "_copy_rows_total";
+  header(out, name, "counter", "Rows sent with COPY.");
+  sample(out, name, "", double(sum_shards(&shard_probe::copy_rows)));
+  name = p + "_copy_bytes_total";
+  header(out, name, "counter", "Bytes sent with COPY.");
+  sample(out, name, "", double(sum_shards(&shard_probe::copy_bytes)));
+  name = p + "_db_errors_total";
+  header(out, name, "counter", "Database operations that failed.");
+  sample(out, name, "", double(sum_shards(&shard_probe::db_errors)));
+  name = p + "_db_retries_total";
+  header(out, name, "counter", "Batch writes retried after a database error.");
+  sample(out, name, "", double(sum_shards(&shard_probe::db_retries)));
+
+  name = p + "_queue_depth";
+  header(out, name, "gauge", "Events queued for a shard.");
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    sample(out, name, "shard=\"" + std::to_string(i) + "\"", double(shards_[i]->queue_depth.load()));
+  }
+  name = p + "_unacked_events";
+  header(out, name, "gauge", "Events read from a source whose outcome is not yet acknowledged.");
+  for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->unacked.load()));
+  name = p + "_connections_active";
+  header(out, name, "gauge", "Open source connections.");
+  for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->connections_active.load()));
+
+  name = p + "_event_latency_seconds";
+  header(out, name, "histogram", "Time from an event's receipt to the commit of its outcome.");
+  histogram::snapshot total;
+  for (const auto& s : shards_) total.add(s->event_latency.read());
+  render_histogram(out, name, "", total);
+
+  name = p + "_stage_latency_seconds";
+  header(out, name, "histogram", "Time one batch spends in a stage.");
+  for (size_t st = 0; st < static_cast<size_t>(stage::count_); ++st) {
+    histogram::snapshot snap;
+    if (static_cast<stage>(st) == stage::validate) {
+      for (const auto& s : sources_) snap.add(s->validate_latency.read());
+    } else {
+      for (const auto& s : shards_) snap.add(s->stage_latency[st].read());
+    }
+    render_histogram(out, name, "stage=\"" + std::string(stage_name(static_cast<stage>(st))) + "\"", snap);
+  }
+  return out;
+}
+
+}  // namespace evpipe::pipeline

@@ -1,0 +1,31 @@
+#include "pipeline/router.h"
+
+namespace evpipe::pipeline {
+
+router::router(std::vector<std::unique_ptr<shard>> shards, int64_t queue_capacity)
+    : shards_(std::move(shards)), capacity_(queue_capacity) {}
+
+bool router::has_room() const noexcept {
+  for (const auto& s : shards_) {
+    if (s->queued_events() >= capacity_) return false;
+  }
+  return true;
+}
+
+void router::submit(std::vector<stages::event_batch>& batches) {
+  for (size_t i = 0; i < batches.size() && i < shards_.size(); ++i) {
+    if (batches[i].events.empty()) continue;
+    shards_[i]->push(std::move(batches[i]));
+    batches[i].clear();
+  }
+}
+
+void router::start() {
+  for (auto& s : shards_) s->start();
+}
+
+void router::stop(std::chrono::steady_clock::time_point deadline) {
+  for (auto& s : shards_) s->stop(deadline);
+}
+
+}  // namespace evpipe::pipeline

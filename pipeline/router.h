@@ -1,0 +1,42 @@
+#pragma once
+// The set of shards and the rule that routes an event to one of them: the low
+// 64 bits of the XXH3-128 hash of its idempotency key, modulo the shard count.
+// Two copies of one key therefore always meet in the same shard's window.
+// Events without a key (invalid, blank) are spread by sequence number.
+//
+// Sources build one event_batch per shard from what they read and hand them
+// over with submit(). Thread-safe.
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "pipeline/shard.h"
+
+namespace evpipe::pipeline {
+
+class router {
+ public:
+  router(std::vector<std::unique_ptr<shard>> shards, int64_t queue_capacity);
+
+  [[nodiscard]] size_t shard_count() const noexcept { return shards_.size(); }
+  [[nodiscard]] size_t shard_of(const stages::event_record& ev) const noexcept {
+    uint64_t h = (ev.why == stages::reason::none && !ev.blank) ? ev.key_hash_lo : ev.seq;
+    return h % shards_.size();
+  }
+  // Whether every shard has room for more events; sources stop reading while
+  // this is false (backpressure).
+  [[nodiscard]] bool has_room() const noexcept;
+  // Hands batches over; batches[i] goes to shard i; empty ones are skipped.
+  void submit(std::vector<stages::event_batch>& batches);
+
+  void start();
+  // Drains and joins every shard (see shard::stop).
+  void stop(std::chrono::steady_clock::time_point deadline);
+
+ private:
+  std::vector<std::unique_ptr<shard>> shards_;
+  int64_t capacity_;
+};
+
+}  // namespace evpipe::pipeline

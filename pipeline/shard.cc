@@ -1,0 +1,195 @@
+#include "pipeline/shard.h"
+
+#include <spdlog/spdlog.h>
+
+#include <random>
+
+namespace evpipe::pipeline {
+
+namespace {
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+shard::shard(uint32_t id, shard_options opts, std::unique_ptr<batch_sink> sink, shard_probe& probe,
+             metrics_registry& registry)
+    : id_(id),
+      opts_(opts),
+      sink_(std::move(sink)),
+      probe_(probe),
+      registry_(registry),
+      queue_(256),
+      window_(opts.window_keys) {}
+
+shard::~shard() {
+  if (thread_.joinable()) stop(std::chrono::steady_clock::now());
+}
+
+void shard::start() { thread_ = std::thread([this] { run(); }); }
+
+void shard::push(stages::event_batch&& batch) {
+  probe_.queue_depth.fetch_add(static_cast<int64_t>(batch.events.size()), std::memory_order_relaxed);
+  queue_.enqueue(std::move(batch));
+}
+
+void shard::stop(std::chrono::steady_clock::time_point deadline) {
+  stopping_.store(true);
+  if (!thread_.joinable()) return;
+  // Wake the thread if it waits on an empty queue.
+  queue_.enqueue(stages::event_batch{});
+  // The thread may be retrying a write against an unreachable database: give
+  // it until the deadline, then tell it to give up.
+  while (!finished_.load() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (!finished_.load()) abandon_.store(true);
+  thread_.join();
+}
+
+void shard::run() {
+  struct mark_finished {
+    std::atomic<bool>& f;
+    ~mark_finished() { f.store(true); }
+  } guard{finished_};
+  std::vector<stages::event_batch> items(32);
+  probe_.db_ready.store(sink_->ready());
+  for (;;) {
+    std::chrono::microseconds wait{50'000};
+    if (!batch_.empty()) {
+      auto due = batch_.opened_at() + opts_.linger;
+      auto left = std::chrono::duration_cast<std::chrono::microseconds>(due - std::chrono::steady_clock::now());
+      wait = left.count() > 0 ? left : std::chrono::microseconds{0};
+    }
+    size_t n = queue_.wait_dequeue_bulk_timed(items.begin(), items.size(), wait);
+    for (size_t i = 0; i < n; ++i) {
+      probe_.queue_depth.fetch_sub(static_cast<int64_t>(items[i].events.size()), std::memory_order_relaxed);
+      if (!items[i].events.empty()) absorb(items[i]);
+      items[i].clear();
+      if (abandon_.load()) return;
+    }
+    if (!batch_.empty() && std::chrono::steady_clock::now() >= batch_.opened_at() + opts_.linger) flush();
+    if (n == 0 && stopping_.load(std::memory_order_relaxed) && queue_.size_approx() == 0) {
+      if (!batch_.empty()) flush();
+      return;
+    }
+    if (abandon_.load()) return;
+  }
+}
+
+void shard::absorb(stages::event_batch& in) {
+  int64_t t0 = now_ns();
+  batch_.begin_origin(in.origin);
+  for (const auto& ev : in.events) {
+    if (ev.blank) {
+      batch_.add_skipped(ev.seq, ev.received_ns);
+    } else if (ev.why != stages::reason::none) {
+      batch_.add_dead_letter(stages::route_dead_letter(in, ev), ev.seq, ev.received_ns);
+    } else if (!window_.insert({ev.key_hash_lo, ev.key_hash_hi})) {
+      // Its first copy is either committed or in this very batch, so acking
+      // this one with the batch never precedes the original.
+      batch_.add_duplicate(ev.seq, ev.received_ns);
+      bump(probe_.duplicates);
+    } else {
+      batch_.add_row(in.view(ev.topic), in.view(ev.raw), in.view(ev.key), in.view(ev.kind), ev.seq,
+                     ev.received_ns);
+    }
+    if (batch_.event_count() >= opts_.max_rows || batch_.byte_count() >= opts_.max_bytes) {
+      probe_.stage_latency[size_t(stage::dedup)].observe_ns(now_ns() - t0);
+      flush();
+      t0 = now_ns();
+      batch_.begin_origin(in.origin);
+    }
+  }
+  probe_.stage_latency[size_t(stage::dedup)].observe_ns(now_ns() - t0);
+}
+
+void shard::flush() {
+  // Retry with exponential backoff and jitter until the batch commits; the
+  // sources see backpressure meanwhile because this thread stops draining.
+  int64_t t0 = now_ns();
+  probe_.stage_latency[size_t(stage::linger)].observe_ns(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - batch_.opened_at())
+          .count());
+  auto delay = opts_.retry_base;
+  std::minstd_rand jitter(id_ * 7919u + 1);
+  bool logged = false;
+  for (;;) {
+    write_status st = sink_->write(batch_);
+    probe_.db_ready.store(sink_->ready(), std::memory_order_relaxed);
+    if (st == write_status::committed) {
+      if (logged) spdlog::info("shard {}: database writes resumed", id_);
+      break;
+    }
+    bump(probe_.db_errors);
+    bump(probe_.db_retries);
+    if (!logged) {
+      spdlog::warn("shard {}: batch of {} events not committed, retrying: {}", id_, batch_.event_count(),
+                   sink_->last_error());
+      logged = true;
+    }
+    auto sleep_until = std::chrono::steady_clock::now() +
+                       delay / 2 + std::chrono::milliseconds(jitter() % (delay.count() / 2 + 1));
+    while (std::chrono::steady_clock::now() < sleep_until) {
+      if (abandon_.load()) return;  // shutdown deadline: leave these events unacked
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    delay = std::min(delay * 2, opts_.retry_max);
+  }
+  probe_.stage_latency[size_t(stage::write)].observe_ns(now_ns() - t0);
+  bump(probe_.batches);
+  bump(probe_.copy_rows, batch_.row_count());
+  bump(probe_.copy_bytes, batch_.byte_count());
+  record_labels();
+  deliver_outcomes();
+  batch_.clear();
+}
+
+void shard::record_labels() {
+  auto& outcomes = batch_.outcomes();
+  for (const auto& r : batch_.rows()) {
+    if (outcomes[r.outcome_index].kind != stages::outcome_kind::mirrored) {
+      bump(probe_.duplicates);
+      continue;
+    }
+    label_key_.assign(batch_.text(r.topic));
+    label_key_.push_back(label_sep);
+    label_key_.append(batch_.text(r.kind));
+    auto it = ingest_labels_.find(label_key_);
+    if (it == ingest_labels_.end()) it = ingest_labels_.emplace(label_key_, 0).first;
+    ++it->second;
+  }
+  for (const auto& dl : batch_.dead_letters()) {
+    label_key_.assign(dl.topic);
+    label_key_.push_back(label_sep);
+    label_key_.append(stages::reason_code(dl.why));
+    ++dlq_labels_[label_key_];
+  }
+  if (!ingest_labels_.empty()) registry_.add_ingested(ingest_labels_);
+  if (!dlq_labels_.empty()) registry_.add_dead_lettered(dlq_labels_);
+  // Keep the keys (and their memory) for the next batch; only zero the counts.
+  for (auto& [k, n] : ingest_labels_) n = 0;
+  for (auto& [k, n] : dlq_labels_) n = 0;
+  if (ingest_labels_.size() > 4096) ingest_labels_.clear();
+  if (dlq_labels_.size() > 4096) dlq_labels_.clear();
+}
+
+void shard::deliver_outcomes() {
+  const auto& origins = batch_.origins();
+  if (by_origin_.size() < origins.size()) by_origin_.resize(origins.size());
+  int64_t now = now_ns();
+  for (const auto& p : batch_.outcomes()) {
+    by_origin_[p.origin].push_back(stages::outcome{p.seq, p.kind, p.why});
+    probe_.event_latency.observe_ns(now - p.received_ns);
+  }
+  for (size_t i = 0; i < origins.size(); ++i) {
+    if (!by_origin_[i].empty()) {
+      origins[i]->on_outcomes(by_origin_[i]);
+      by_origin_[i].clear();
+    }
+  }
+}
+
+}  // namespace evpipe::pipeline

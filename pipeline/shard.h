@@ -1,0 +1,90 @@
+#pragma once
+// A shard: one thread that owns a slice of the key space (by hash of the
+// idempotency key), its dedup window, its current batch and its own database
+// sink. Sources feed it through a lock-free queue of event batches; it runs
+// dedup, batch and DLQ routing, writes each batch in one transaction and,
+// after COMMIT, hands every event's outcome back to the event's origin.
+//
+// Lifecycle: constructed, start(), then stop() drains the queue, commits the
+// last batch and joins. Producers call push() from any thread; everything
+// else runs on the shard's own thread.
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
+
+#include <absl/container/flat_hash_map.h>
+#include <concurrentqueue/blockingconcurrentqueue.h>
+
+#include "pipeline/metrics.h"
+#include "pipeline/sink.h"
+#include "stages/batch.h"
+#include "stages/dedup.h"
+#include "stages/event.h"
+
+namespace evpipe::pipeline {
+
+struct shard_options {
+  uint32_t max_rows = 4096;
+  uint32_t max_bytes = 4 << 20;
+  std::chrono::microseconds linger{2000};
+  uint32_t window_keys = 1'000'000;
+  std::chrono::milliseconds retry_base{100};
+  std::chrono::milliseconds retry_max{5000};
+};
+
+// Tuning of the shard queue (moodycamel's traits): blocks of 64 batches; a
+// batch carries many events, so the queue itself stays short.
+struct shard_queue_traits : moodycamel::ConcurrentQueueDefaultTraits {
+  static const size_t BLOCK_SIZE = 64;
+};
+
+class shard {
+ public:
+  shard(uint32_t id, shard_options opts, std::unique_ptr<batch_sink> sink, shard_probe& probe,
+        metrics_registry& registry);
+  ~shard();
+  shard(const shard&) = delete;
+  shard& operator=(const shard&) = delete;
+
+  void start();
+  // Thread-safe. Never blocks and never drops: capacity is enforced by the
+  // sources, which stop reading while queued_events() is over the limit.
+  void push(stages::event_batch&& batch);
+  [[nodiscard]] int64_t queued_events() const noexcept {
+    return probe_.queue_depth.load(std::memory_order_relaxed);
+  }
+  // Drains the queue, commits what is pending and joins the thread. When
+  // `deadline` passes first, retries are abandoned (their events stay unacked).
+  void stop(std::chrono::steady_clock::time_point deadline);
+
+ private:
+  void run();
+  void absorb(stages::event_batch& in);
+  void flush();
+  void deliver_outcomes();
+  void record_labels();
+
+  uint32_t id_;
+  shard_options opts_;
+  std::unique_ptr<batch_sink> sink_;
+  shard_probe& probe_;
+  metrics_registry& registry_;
+
+  moodycamel::BlockingConcurrentQueue<stages::event_batch, shard_queue_traits> queue_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> abandon_{false};
+  std::atomic<bool> finished_{false};
+  std::thread thread_;
+
+  // Shard-thread state.
+  stages::dedup_window window_;
+  stages::write_batch batch_;
+  std::vector<std::vector<stages::outcome>> by_origin_;
+  absl::flat_hash_map<std::string, uint64_t> ingest_labels_;
+  absl::flat_hash_map<std::string, uint64_t> dlq_labels_;
+  std::string label_key_;
+};
+
+}  // namespace evpipe::pipeline

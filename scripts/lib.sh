@@ -1,0 +1,118 @@
+# Shared helpers for scripts/*.sh and perf/*.sh. Source it; do not run it.
+#   ensure_packages   install missing Debian packages (as root), or name them
+#   build_evpipe TYPE configure and build into build/ (or $EVPIPE_BUILD_DIR)
+#   pg_start / pg_stop a private PostgreSQL on loopback in a scratch directory
+set -euo pipefail
+
+EVPIPE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+EVPIPE_PACKAGES=(
+  build-essential cmake ninja-build pkg-config
+  libboost1.81-dev libconcurrentqueue-dev libsimdjson-dev libpq-dev libmimalloc-dev
+  libbenchmark-dev libgtest-dev libgmock-dev libtomlplusplus-dev libspdlog-dev libcli11-dev
+  libabsl-dev libxxhash-dev
+  postgresql postgresql-client
+)
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+ensure_packages() {
+  local missing=() p
+  for p in "${EVPIPE_PACKAGES[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    die "missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})"
+  fi
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null || log "apt-get update failed; trying the install anyway"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+build_evpipe() {
+  local type="${1:-Release}"
+  EVPIPE_BUILD_DIR="${EVPIPE_BUILD_DIR:-$EVPIPE_ROOT/build}"
+  local gen=()
+  command -v ninja >/dev/null && gen=(-G Ninja)
+  if [ ! -f "$EVPIPE_BUILD_DIR/CMakeCache.txt" ]; then
+    cmake -S "$EVPIPE_ROOT" -B "$EVPIPE_BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE="$type" >/dev/null
+  else
+    cmake -S "$EVPIPE_ROOT" -B "$EVPIPE_BUILD_DIR" -DCMAKE_BUILD_TYPE="$type" >/dev/null
+  fi
+  log "building ($type) in $EVPIPE_BUILD_DIR"
+  cmake --build "$EVPIPE_BUILD_DIR" -j "$(nproc)" >"$EVPIPE_BUILD_DIR/build.log" 2>&1 ||
+    { tail -40 "$EVPIPE_BUILD_DIR/build.log" >&2; die "build failed (full log: $EVPIPE_BUILD_DIR/build.log)"; }
+}
+
+# A loopback port that nothing listens on.
+free_port() {
+  python3 - <<'PY' 2>/dev/null || echo $((20000 + RANDOM % 20000))
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+PY
+}
+
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+
+# Runs a command as the user that owns the private cluster.
+as_pg_user() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# pg_start DIR: initdb + start on 127.0.0.1:$PGPORT (a free port), socket in DIR.
+# Exports PGHOST PGPORT PGUSER PGDATABASE and EVPIPE_DSN for database "evpipe".
+pg_start() {
+  local dir="$1"
+  [ -x "$PG_BIN/initdb" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+  mkdir -p "$dir"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres:postgres "$dir"
+    chmod 700 "$dir"
+  fi
+  export PGPORT="${PGPORT:-$(free_port)}"
+  export PGHOST=127.0.0.1
+  local user
+  if [ "$(id -u)" -eq 0 ]; then user=postgres; else user="$(id -un)"; fi
+  export PGUSER="$user"
+  as_pg_user "$PG_BIN/initdb" -D "$dir/data" -U "$user" -A trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
+    { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+  # Settings for a scratch cluster; durability stays on (fsync, synchronous_commit)
+  # so that what evpipe acks really is committed.
+  cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PGPORT
+unix_socket_directories = '$dir'
+shared_buffers = 512MB
+max_wal_size = 4GB
+checkpoint_timeout = 30min
+wal_buffers = 16MB
+max_connections = 100
+logging_collector = off
+CONF
+  as_pg_user "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null ||
+    { tail -20 "$dir/postgres.log" >&2; die "PostgreSQL did not start"; }
+  PG_SCRATCH="$dir"
+  export PGDATABASE=evpipe
+  as_pg_user "$PG_BIN/createdb" -h 127.0.0.1 -p "$PGPORT" -U "$user" evpipe
+  export EVPIPE_DSN="postgresql://$user@127.0.0.1:$PGPORT/evpipe"
+  log "PostgreSQL on 127.0.0.1:$PGPORT (data in $dir/data)"
+}
+
+pg_stop() {
+  [ -n "${PG_SCRATCH:-}" ] && [ -d "$PG_SCRATCH/data" ] || return 0
+  as_pg_user "$PG_BIN/pg_ctl" -D "$PG_SCRATCH/data" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+# A scratch directory that the cluster's user can use, removed by cleanup.
+make_scratch() {
+  local d
+  d="$(mktemp -d /tmp/evpipe.XXXXXX)"
+  chmod 755 "$d"
+  echo "$d"
+}

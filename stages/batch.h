@@ -1,0 +1,117 @@
+#pragma once
+// Batch stage: what one shard writes to the database in one transaction.
+//
+// Valid, first-seen events become rows already encoded as PostgreSQL binary
+// COPY tuples for events_mirror(topic, payload), so the sink streams the
+// buffer as is. Dead letters and duplicates ride along so that every event's
+// outcome is released together, after the transaction commits.
+//
+// Owned by one shard thread; not thread-safe. Reused across flushes (clear()
+// keeps the buffers' capacity, so steady state allocates nothing per event).
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "stages/event.h"
+
+namespace evpipe::stages {
+
+// One dead-lettered event, as dlq_events stores it.
+struct dead_letter {
+  std::string topic;
+  reason why = reason::none;
+  std::string message;
+  std::string bytes;          // the event as received (a prefix when truncated)
+  bool bytes_are_json = false;  // store in `payload` (jsonb) rather than `raw` (bytea)
+  bool truncated = false;
+  // Identity of the event (XXH3-128 of all its bytes, big-endian): dlq_events
+  // keeps one row per (topic, digest), so a resent bad event is stored once.
+  std::string digest;
+  uint32_t outcome_index = 0;
+};
+
+// Builds the DLQ record of an invalid event (the DLQ routing rule): the event
+// goes to `payload` as JSONB when it is valid JSON, else to `raw` as bytes.
+[[nodiscard]] dead_letter route_dead_letter(const event_batch& from, const event_record& ev);
+
+class write_batch {
+ public:
+  // Per-event bookkeeping, in arrival order.
+  struct pending {
+    uint32_t origin = 0;  // index into origins()
+    uint64_t seq = 0;
+    outcome_kind kind = outcome_kind::mirrored;
+    reason why = reason::none;
+    int64_t received_ns = 0;
+  };
+  // Per-row data needed after the write: the key to resolve conflicts and
+  // the labels for the ingest counters.
+  struct row {
+    span_ref key, topic, kind;
+    uint32_t outcome_index = 0;
+  };
+
+  write_batch();
+
+  // Registers the origin of the events that follow (consecutive events from
+  // one origin share one entry).
+  void begin_origin(const std::shared_ptr<event_origin>& origin);
+
+  void add_row(std::string_view topic, std::string_view payload, std::string_view key,
+               std::string_view kind, uint64_t seq, int64_t received_ns);
+  void add_dead_letter(dead_letter dl, uint64_t seq, int64_t received_ns);
+  void add_duplicate(uint64_t seq, int64_t received_ns);
+  void add_skipped(uint64_t seq, int64_t received_ns);
+
+  // The COPY stream: header, rows, trailer. Valid until the next add/clear.
+  [[nodiscard]] std::string_view copy_data();
+
+  [[nodiscard]] size_t row_count() const noexcept { return rows_.size(); }
+  [[nodiscard]] size_t event_count() const noexcept { return pending_.size(); }
+  [[nodiscard]] size_t byte_count() const noexcept { return copy_.size(); }
+  [[nodiscard]] bool empty() const noexcept { return pending_.empty(); }
+
+  [[nodiscard]] const std::vector<row>& rows() const noexcept { return rows_; }
+  [[nodiscard]] std::string_view text(span_ref s) const noexcept {
+    return std::string_view(meta_).substr(s.off, s.len);
+  }
+  [[nodiscard]] std::vector<dead_letter>& dead_letters() noexcept { return dead_; }
+  [[nodiscard]] std::vector<pending>& outcomes() noexcept { return pending_; }
+  [[nodiscard]] const std::vector<std::shared_ptr<event_origin>>& origins() const noexcept {
+    return origins_;
+  }
+  // Marks row i as a duplicate found by the database (it was not inserted).
+  void mark_row_duplicate(size_t i) { pending_[rows_[i].outcome_index].kind = outcome_kind::duplicate; }
+
+  // When the first event of this batch arrived (steady clock), for linger.
+  [[nodiscard]] std::chrono::steady_clock::time_point opened_at() const noexcept { return opened_; }
+
+  void clear();
+
+ private:
+  void note_open();
+  span_ref keep(std::string_view s);
+
+  std::string copy_;  // binary COPY header + tuples (trailer added by copy_data)
+  bool sealed_ = false;
+  std::string meta_;  // keys, topics, kinds of rows
+  std::vector<row> rows_;
+  std::vector<dead_letter> dead_;
+  std::vector<pending> pending_;
+  std::vector<std::shared_ptr<event_origin>> origins_;
+  std::chrono::steady_clock::time_point opened_{};
+};
+
+// Binary COPY framing, exposed for tests and benchmarks.
+namespace copy_format {
+inline constexpr std::string_view header{"PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 19};
+inline constexpr std::string_view trailer{"\377\377", 2};
+// Appends one (topic varchar, payload jsonb) tuple.
+void append_event_row(std::string& out, std::string_view topic, std::string_view payload);
+}  // namespace copy_format
+
+}  // namespace evpipe::stages

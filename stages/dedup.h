@@ -1,0 +1,54 @@
+#pragma once
+// Dedup stage: a bounded window of the idempotency keys a shard has seen most
+// recently. It is the fast path; the unique index on events_mirror's key is
+// the durable backstop (io/postgres_sink resolves what the window has
+// forgotten, e.g. after a restart).
+//
+// Keys are held as their 128-bit XXH3 hash: 16 bytes a key whatever its length,
+// no allocation per event. Two distinct keys collide with probability ~2^-128
+// per pair, far below any hardware error rate.
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include <absl/container/flat_hash_set.h>
+
+namespace evpipe::stages {
+
+struct key_hash {
+  uint64_t lo = 0;
+  uint64_t hi = 0;
+  friend bool operator==(const key_hash&, const key_hash&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const key_hash& k) {
+    // lo already picked the shard; hi is independent of it.
+    return H::combine(std::move(h), k.hi);
+  }
+};
+
+[[nodiscard]] key_hash hash_key(const void* data, size_t len) noexcept;
+
+// Owned by one shard thread; not thread-safe. Lifetime: the shard's.
+class dedup_window {
+ public:
+  explicit dedup_window(size_t capacity);
+
+  // True when the key was not in the window (and is now, as the newest entry);
+  // false for a duplicate. When full, the oldest key is forgotten.
+  [[nodiscard]] bool insert(const key_hash& k);
+  [[nodiscard]] bool contains(const key_hash& k) const { return set_.contains(k); }
+  // Forgets a key (its event did not become durable, so a resend must pass).
+  void erase(const key_hash& k) { set_.erase(k); }
+
+  [[nodiscard]] size_t size() const noexcept { return set_.size(); }
+  [[nodiscard]] size_t capacity() const noexcept { return ring_.size(); }
+
+ private:
+  absl::flat_hash_set<key_hash> set_;
+  std::vector<key_hash> ring_;  // insertion order, for FIFO eviction
+  size_t next_ = 0;
+  size_t filled_ = 0;
+};
+
+}  // namespace evpipe::stages

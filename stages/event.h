@@ -1,0 +1,101 @@
+#pragma once
+// The currency of the pipeline: an event_batch is what a source hands to a
+// shard, a batch of events from one origin (one TCP connection, later one MQTT
+// session or HTTP request) whose bytes live once, in the batch's arena.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace evpipe::stages {
+
+// Why an event was dead-lettered. The codes are stable: they are stored in
+// dlq_events.reason_code and used as the `reason` metric label.
+enum class reason : uint8_t {
+  none = 0,                 // valid
+  invalid_json,             // not JSON, not an object, or not storable as JSONB
+  missing_field,            // a required envelope field is absent
+  invalid_trace_id,         // not a UUID PostgreSQL accepts
+  invalid_ts,               // not an RFC 3339 / ISO 8601 date-time
+  invalid_kind,             // not a non-empty string
+  invalid_idempotency_key,  // not a non-empty string within the length limit
+  invalid_payload,          // not an object
+  invalid_topic,            // `topic` field present but not a usable string
+  too_large,                // event over the size limit
+};
+inline constexpr int reason_count = 10;
+
+[[nodiscard]] std::string_view reason_code(reason r) noexcept;
+
+// What finally happened to one event; reported to its origin after commit.
+enum class outcome_kind : uint8_t {
+  mirrored,       // row committed in events_mirror
+  duplicate,      // its key was already committed (or commits in the same batch)
+  dead_lettered,  // row committed in dlq_events
+  skipped,        // blank line: nothing to store
+};
+
+struct outcome {
+  uint64_t seq;  // the event's position at its origin, from 1
+  outcome_kind kind;
+  reason why;
+};
+
+// Where events come from and where their outcomes go. Implemented by sources
+// (a TCP connection, ...). on_outcomes is called from shard threads, after the
+// outcomes are durable; implementations hand the work to their own thread.
+class event_origin {
+ public:
+  virtual ~event_origin() = default;
+  virtual void on_outcomes(std::span<const outcome> outcomes) = 0;
+};
+
+// A slice of the batch arena.
+struct span_ref {
+  uint32_t off = 0;
+  uint32_t len = 0;
+};
+
+// One event inside an event_batch. Views are offsets into the batch's arena so
+// the record stays valid when the batch moves between threads.
+struct event_record {
+  span_ref raw;       // the line as received (trimmed of the line break)
+  span_ref key;       // unescaped idempotency_key (valid events only)
+  span_ref topic;     // effective topic
+  span_ref kind;      // unescaped kind (valid events only)
+  span_ref message;   // human reason (invalid events only)
+  uint64_t seq = 0;
+  uint64_t key_hash_lo = 0;  // XXH3-128 of the key: routing and dedup
+  uint64_t key_hash_hi = 0;
+  uint64_t digest_lo = 0;    // invalid events: XXH3-128 of the whole line, the
+  uint64_t digest_hi = 0;    // identity of a dead letter when it is resent
+  int64_t received_ns = 0;   // steady clock, for receive-to-commit latency
+  reason why = reason::none;
+  bool blank = false;        // empty line: counted and acked, nothing stored
+  bool raw_truncated = false;  // too_large: raw holds only a prefix
+};
+
+struct event_batch {
+  std::shared_ptr<event_origin> origin;
+  std::string arena;
+  std::vector<event_record> events;
+
+  [[nodiscard]] std::string_view view(span_ref s) const noexcept {
+    return std::string_view(arena).substr(s.off, s.len);
+  }
+  span_ref append(std::string_view bytes) {
+    span_ref s{static_cast<uint32_t>(arena.size()), static_cast<uint32_t>(bytes.size())};
+    arena.append(bytes);
+    return s;
+  }
+  void clear() {
+    origin.reset();
+    arena.clear();
+    events.clear();
+  }
+};
+
+}  // namespace evpipe::stages

@@ -1,0 +1,347 @@
+#include "stages/validate.h"
+
+#include <simdjson.h>
+
+#include <cstring>
+
+namespace evpipe::stages {
+
+std::string_view reason_code(reason r) noexcept {
+  switch (r) {
+    case reason::none: return "none";
+    case reason::invalid_json: return "invalid_json";
+    case reason::missing_field: return "missing_field";
+    case reason::invalid_trace_id: return "invalid_trace_id";
+    case reason::invalid_ts: return "invalid_ts";
+    case reason::invalid_kind: return "invalid_kind";
+    case reason::invalid_idempotency_key: return "invalid_idempotency_key";
+    case reason::invalid_payload: return "invalid_payload";
+    case reason::invalid_topic: return "invalid_topic";
+    case reason::too_large: return "too_large";
+  }
+  return "unknown";
+}
+
+namespace {
+
+bool is_hex(char c) noexcept {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+
+// Reads exactly n digits at s[pos..]; advances pos.
+bool read_digits(std::string_view s, size_t& pos, int n, int& value) noexcept {
+  if (pos + n > s.size()) return false;
+  value = 0;
+  for (int i = 0; i < n; ++i) {
+    char c = s[pos + i];
+    if (!is_digit(c)) return false;
+    value = value * 10 + (c - '0');
+  }
+  pos += n;
+  return true;
+}
+
+int days_in_month(int year, int month) noexcept {
+  static constexpr int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (month == 2) {
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    return leap ? 29 : 28;
+  }
+  return days[month - 1];
+}
+
+bool has_nul(std::string_view s) noexcept { return std::memchr(s.data(), 0, s.size()) != nullptr; }
+
+}  // namespace
+
+bool is_pg_uuid(std::string_view s) noexcept {
+  // Mirrors string_to_uuid() in PostgreSQL's src/backend/utils/adt/uuid.c.
+  size_t pos = 0;
+  bool braces = false;
+  if (pos < s.size() && s[pos] == '{') {
+    braces = true;
+    ++pos;
+  }
+  for (int i = 0; i < 16; ++i) {
+    if (pos + 2 > s.size() || !is_hex(s[pos]) || !is_hex(s[pos + 1])) return false;
+    pos += 2;
+    if (pos < s.size() && s[pos] == '-' && (i % 2) == 1 && i < 15) ++pos;
+  }
+  if (braces) {
+    if (pos >= s.size() || s[pos] != '}') return false;
+    ++pos;
+  }
+  return pos == s.size();
+}
+
+bool is_iso8601_datetime(std::string_view s) noexcept {
+  size_t p = 0;
+  int year, month, day, hour, minute, second = 0;
+  if (!read_digits(s, p, 4, year)) return false;
+  if (p >= s.size() || s[p++] != '-') return false;
+  if (!read_digits(s, p, 2, month) || month < 1 || month > 12) return false;
+  if (p >= s.size() || s[p++] != '-') return false;
+  if (!read_digits(s, p, 2, day) || day < 1 || day > days_in_month(year, month)) return false;
+  if (p >= s.size() || (s[p] != 'T' && s[p] != 't' && s[p] != ' ')) return false;
+  ++p;
+  if (!read_digits(s, p, 2, hour) || hour > 23) return false;
+  if (p >= s.size() || s[p++] != ':') return false;
+  if (!read_digits(s, p, 2, minute) || minute > 59) return false;
+  if (p < s.size() && s[p] == ':') {
+    ++p;
+    if (!read_digits(s, p, 2, second) || second > 60) return false;  // 60: leap second
+    if (p < s.size() && (s[p] == '.' || s[p] == ',')) {
+      ++p;
+      size_t start = p;
+      while (p < s.size() && is_digit(s[p])) ++p;
+      if (p == start) return false;
+    }
+  }
+  if (p == s.size()) return true;  // no offset: read as UTC
+  char c = s[p++];
+  if (c == 'Z' || c == 'z') return p == s.size();
+  if (c != '+' && c != '-') return false;
+  int oh, om = 0;
+  if (!read_digits(s, p, 2, oh) || oh > 23) return false;
+  if (p < s.size()) {
+    if (s[p] == ':') ++p;
+    if (!read_digits(s, p, 2, om) || om > 59) return false;
+  }
+  return p == s.size();
+}
+
+namespace ondemand = simdjson::ondemand;
+
+struct envelope_validator::impl {
+  ondemand::parser parser;
+  std::string padded;  // copy of a line that lacks simdjson's padding
+
+  // Why a value deep inside the document is not storable; empty when it is.
+  std::string walk_error;
+
+  // Checks that a value is well-formed JSON that PostgreSQL's jsonb accepts.
+  simdjson::error_code walk(ondemand::value v, uint32_t depth, uint32_t max_depth) {
+    if (depth > max_depth) {
+      walk_error = "nesting deeper than " + std::to_string(max_depth) + " levels";
+      return simdjson::DEPTH_ERROR;
+    }
+    ondemand::json_type type;
+    if (auto err = v.type().get(type)) return err;
+    switch (type) {
+      case ondemand::json_type::object: {
+        ondemand::object obj;
+        if (auto err = v.get_object().get(obj)) return err;
+        for (auto field : obj) {
+          std::string_view key;
+          if (auto err = field.unescaped_key().get(key)) return err;
+          if (has_nul(key)) {
+            walk_error = "a key contains \\u0000, which PostgreSQL jsonb cannot store";
+            return simdjson::STRING_ERROR;
+          }
+          ondemand::value child;
+          if (auto err = field.value().get(child)) return err;
+          if (auto err = walk(child, depth + 1, max_depth)) return err;
+        }
+        return simdjson::SUCCESS;
+      }
+      case ondemand::json_type::array: {
+        ondemand::array arr;
+        if (auto err = v.get_array().get(arr)) return err;
+        for (auto element : arr) {
+          ondemand::value child;
+          if (auto err = element.get(child)) return err;
+          if (auto err = walk(child, depth + 1, max_depth)) return err;
+        }
+        return simdjson::SUCCESS;
+      }
+      case ondemand::json_type::string: {
+        std::string_view s;
+        if (auto err = v.get_string().get(s)) return err;
+        if (has_nul(s)) {
+          walk_error = "a string contains \\u0000, which PostgreSQL jsonb cannot store";
+          return simdjson::STRING_ERROR;
+        }
+        return simdjson::SUCCESS;
+      }
+      case ondemand::json_type::number: {
+        ondemand::number n;
+        auto err = v.get_number().get(n);
+        if (err) walk_error = "a number is malformed or out of range";
+        return err;
+      }
+      case ondemand::json_type::boolean: {
+        bool b;
+        return v.get_bool().get(b);
+      }
+      case ondemand::json_type::null: {
+        bool is_null = false;
+        if (auto err = v.is_null().get(is_null)) return err;
+        return is_null ? simdjson::SUCCESS : simdjson::N_ATOM_ERROR;
+      }
+    }
+    return simdjson::INCORRECT_TYPE;
+  }
+};
+
+envelope_validator::envelope_validator(envelope_limits limits)
+    : limits_(limits), impl_(std::make_unique<impl>()) {}
+envelope_validator::~envelope_validator() = default;
+
+namespace {
+
+enum field_bit : unsigned {
+  f_trace_id = 1,
+  f_ts = 2,
+  f_kind = 4,
+  f_key = 8,
+  f_payload = 16,
+  f_topic = 32,
+};
+
+validation fail(reason r, std::string message) { return validation{r, std::move(message)}; }
+
+validation json_error(simdjson::error_code err, const std::string& detail) {
+  if (!detail.empty()) return fail(reason::invalid_json, "not storable JSON: " + detail);
+  return fail(reason::invalid_json, std::string("not valid JSON: ") + simdjson::error_message(err));
+}
+
+}  // namespace
+
+validation envelope_validator::check(std::string_view line, size_t capacity, envelope& out) {
+  out = envelope{};
+  if (line.size() > limits_.max_event_bytes) {
+    return fail(reason::too_large, "event is " + std::to_string(line.size()) +
+                                       " bytes, over the limit of " +
+                                       std::to_string(limits_.max_event_bytes));
+  }
+  if (line.size() >= 3 && line.substr(0, 3) == "\xEF\xBB\xBF") {
+    return fail(reason::invalid_json, "not valid JSON: starts with a byte order mark");
+  }
+  const char* data = line.data();
+  if (capacity < line.size() + simdjson::SIMDJSON_PADDING) {
+    impl_->padded.assign(line);
+    impl_->padded.resize(line.size() + simdjson::SIMDJSON_PADDING, '\0');
+    data = impl_->padded.data();
+    capacity = impl_->padded.size();
+  }
+  impl_->walk_error.clear();
+
+  ondemand::document doc;
+  if (auto err = impl_->parser.iterate(data, line.size(), capacity).get(doc)) {
+    return json_error(err, {});
+  }
+  ondemand::object obj;
+  if (auto err = doc.get_object().get(obj)) {
+    if (err == simdjson::INCORRECT_TYPE) {
+      return fail(reason::invalid_json, "an event must be a JSON object");
+    }
+    return json_error(err, {});
+  }
+
+  unsigned seen = 0;
+  validation field_error;  // first envelope rule broken; JSON errors win over it
+  auto note = [&](reason r, std::string msg) {
+    if (field_error.ok()) field_error = fail(r, std::move(msg));
+  };
+  auto string_field = [&](ondemand::value& v, std::string_view& dst, const char* name,
+                          reason r) -> simdjson::error_code {
+    ondemand::json_type t;
+    if (auto err = v.type().get(t)) return err;
+    if (t != ondemand::json_type::string) {
+      note(r, std::string(name) + " must be a string");
+      return impl_->walk(v, 1, limits_.max_depth);
+    }
+    if (auto err = v.get_string().get(dst)) return err;
+    if (has_nul(dst)) {
+      impl_->walk_error = std::string(name) + " contains \\u0000";
+      return simdjson::STRING_ERROR;
+    }
+    return simdjson::SUCCESS;
+  };
+
+  for (auto field : obj) {
+    std::string_view key;
+    if (auto err = field.unescaped_key().get(key)) return json_error(err, impl_->walk_error);
+    ondemand::value v;
+    if (auto err = field.value().get(v)) return json_error(err, impl_->walk_error);
+
+    unsigned bit = 0;
+    if (key == "trace_id") bit = f_trace_id;
+    else if (key == "ts") bit = f_ts;
+    else if (key == "kind") bit = f_kind;
+    else if (key == "idempotency_key") bit = f_key;
+    else if (key == "payload") bit = f_payload;
+    else if (key == "topic") bit = f_topic;
+
+    simdjson::error_code err = simdjson::SUCCESS;
+    if (bit != 0 && (seen & bit)) {
+      // jsonb keeps the last of duplicate keys; an envelope that says two
+      // things about itself is refused rather than guessed at.
+      note(reason::invalid_json, "field '" + std::string(key) + "' appears more than once");
+      err = impl_->walk(v, 1, limits_.max_depth);
+    } else {
+      seen |= bit;
+      switch (bit) {
+        case f_trace_id: err = string_field(v, out.trace_id, "trace_id", reason::invalid_trace_id); break;
+        case f_ts: err = string_field(v, out.ts, "ts", reason::invalid_ts); break;
+        case f_kind: err = string_field(v, out.kind, "kind", reason::invalid_kind); break;
+        case f_key: err = string_field(v, out.idempotency_key, "idempotency_key", reason::invalid_idempotency_key); break;
+        case f_topic:
+          err = string_field(v, out.topic, "topic", reason::invalid_topic);
+          out.has_topic = true;
+          break;
+        case f_payload: {
+          ondemand::json_type t;
+          err = v.type().get(t);
+          if (!err && t != ondemand::json_type::object) note(reason::invalid_payload, "payload must be an object");
+          if (!err) err = impl_->walk(v, 1, limits_.max_depth);
+          break;
+        }
+        default: err = impl_->walk(v, 1, limits_.max_depth); break;
+      }
+    }
+    if (err) return json_error(err, impl_->walk_error);
+  }
+  // A complete object followed by anything but white space is not one event.
+  const char* end = nullptr;
+  if (doc.current_location().get(end) == simdjson::SUCCESS) {
+    return fail(reason::invalid_json, "not valid JSON: content after the end of the object");
+  }
+
+  if (!field_error.ok()) return field_error;
+
+  if ((seen & (f_trace_id | f_ts | f_kind | f_key | f_payload)) != (f_trace_id | f_ts | f_kind | f_key | f_payload)) {
+    std::string missing;
+    auto add = [&](unsigned bit, const char* name) {
+      if (!(seen & bit)) missing += (missing.empty() ? "" : ", ") + std::string(name);
+    };
+    add(f_trace_id, "trace_id");
+    add(f_ts, "ts");
+    add(f_kind, "kind");
+    add(f_key, "idempotency_key");
+    add(f_payload, "payload");
+    return fail(reason::missing_field, "missing required field(s): " + missing);
+  }
+  if (!is_pg_uuid(out.trace_id)) {
+    return fail(reason::invalid_trace_id, "trace_id is not a UUID: '" + std::string(out.trace_id.substr(0, 64)) + "'");
+  }
+  if (!is_iso8601_datetime(out.ts)) {
+    return fail(reason::invalid_ts, "ts is not an ISO 8601 date-time: '" + std::string(out.ts.substr(0, 64)) + "'");
+  }
+  if (out.kind.empty()) return fail(reason::invalid_kind, "kind must not be empty");
+  if (out.idempotency_key.empty()) {
+    return fail(reason::invalid_idempotency_key, "idempotency_key must not be empty");
+  }
+  if (out.idempotency_key.size() > limits_.max_key_bytes) {
+    return fail(reason::invalid_idempotency_key,
+                "idempotency_key is " + std::to_string(out.idempotency_key.size()) +
+                    " bytes, over the limit of " + std::to_string(limits_.max_key_bytes));
+  }
+  if (out.has_topic && (out.topic.empty() || out.topic.size() > limits_.max_topic_bytes)) {
+    return fail(reason::invalid_topic, "topic must be 1 to " + std::to_string(limits_.max_topic_bytes) + " bytes");
+  }
+  return {};
+}
+
+}  // namespace evpipe::stages

@@ -1,0 +1,76 @@
+#pragma once
+// Envelope parsing and validation: the first stage an event meets.
+//
+// An event is one JSON object carrying trace_id, ts, kind, idempotency_key and
+// payload (schemas/envelope.md has the rules). The validator walks the whole
+// document once with simdjson's on-demand API: it extracts the envelope fields
+// and checks that every other value is well-formed and storable as JSONB, so a
+// row that passes here is not rejected by PostgreSQL for its JSON.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "stages/event.h"
+
+namespace evpipe::stages {
+
+struct envelope_limits {
+  size_t max_event_bytes = 1 << 20;  // whole line
+  size_t max_key_bytes = 255;        // idempotency_key, in bytes
+  size_t max_topic_bytes = 255;      // events_mirror.topic is VARCHAR(255)
+  uint32_t max_depth = 64;           // JSON nesting
+};
+
+// The fields of a valid envelope. Views point into the validator's scratch
+// space and live until its next call.
+struct envelope {
+  std::string_view trace_id;
+  std::string_view ts;
+  std::string_view kind;
+  std::string_view idempotency_key;
+  std::string_view topic;  // empty when the event has no `topic` field
+  bool has_topic = false;
+};
+
+struct validation {
+  reason why = reason::none;
+  std::string message;  // set only when why != none
+  [[nodiscard]] bool ok() const noexcept { return why == reason::none; }
+};
+
+// Per-thread parsing state (simdjson parser and buffers). Not thread-safe:
+// each source thread owns one.
+class envelope_validator {
+ public:
+  explicit envelope_validator(envelope_limits limits = {});
+  ~envelope_validator();
+  envelope_validator(const envelope_validator&) = delete;
+  envelope_validator& operator=(const envelope_validator&) = delete;
+
+  // Validates one event. `capacity` is how many bytes are readable from
+  // `line.data()` (simdjson reads up to 64 bytes past the end of a value);
+  // when it is smaller than line.size() + 64 the line is copied first.
+  [[nodiscard]] validation check(std::string_view line, size_t capacity, envelope& out);
+  [[nodiscard]] validation check(std::string_view line, envelope& out) {
+    return check(line, line.size(), out);
+  }
+
+  [[nodiscard]] const envelope_limits& limits() const noexcept { return limits_; }
+
+ private:
+  struct impl;
+  envelope_limits limits_;
+  std::unique_ptr<impl> impl_;
+};
+
+// Field rules, exposed for tests and for other sources.
+// A UUID as PostgreSQL's uuid_in accepts it: 32 hex digits, optional braces,
+// a hyphen allowed after any group of four digits.
+[[nodiscard]] bool is_pg_uuid(std::string_view s) noexcept;
+// RFC 3339 / ISO 8601 date-time: YYYY-MM-DD[T ]HH:MM[:SS[.frac]][Z|±HH[:MM]];
+// no offset means UTC. Checks calendar ranges (leap years, day of month).
+[[nodiscard]] bool is_iso8601_datetime(std::string_view s) noexcept;
+
+}  // namespace evpipe::stages

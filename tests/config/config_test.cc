@@ -1,0 +1,112 @@
+#include "config/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+namespace evpipe::config {
+namespace {
+
+std::string error_of(const std::string& toml) {
+  try {
+    (void)load_string(toml, "test.toml");
+  } catch (const config_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, DefaultsWhenEmpty) {
+  auto s = load_string("");
+  EXPECT_EQ(s.batch.max_rows, 4096u);
+  EXPECT_EQ(s.batch.linger_ms, 2u);
+  EXPECT_EQ(s.metrics.prefix, "evpipe");
+  EXPECT_EQ(s.http.listen, "127.0.0.1:9464");
+  EXPECT_GE(s.effective_shards(), 1u);
+  EXPECT_TRUE(s.tcp_sources.empty());
+}
+
+TEST(Config, ReadsEverySection) {
+  auto s = load_string(R"(
+[pipeline]
+shards = 3
+queue_capacity = 1000
+[batch]
+max_rows = 10
+max_bytes = 2048
+linger_ms = 0
+[dedup]
+window_keys = 5
+[postgres]
+dsn = "host=127.0.0.1 dbname=x"
+[http]
+listen = "[::1]:9000"
+[metrics]
+prefix = "taylor"
+[[sources.tcp]]
+listen = "127.0.0.1:7000"
+topic = "a/b"
+[[sources.tcp]]
+listen = "0.0.0.0:7001"
+)");
+  EXPECT_EQ(s.effective_shards(), 3u);
+  EXPECT_EQ(s.batch.linger_ms, 0u);
+  EXPECT_EQ(s.dedup.window_keys, 5u);
+  EXPECT_EQ(s.metrics.prefix, "taylor");
+  ASSERT_EQ(s.tcp_sources.size(), 2u);
+  EXPECT_EQ(s.tcp_sources[0].listen.port, 7000);
+  EXPECT_EQ(s.tcp_sources[0].topic, "a/b");
+  EXPECT_EQ(s.tcp_sources[1].topic, "evpipe/tcp");
+}
+
+TEST(Config, ErrorsNameTheKeyAndTheProblem) {
+  EXPECT_EQ(error_of("[batch]\nmax_rows = 0"), "test.toml: [batch] max_rows: must be between 1 and 1000000, got 0");
+  EXPECT_EQ(error_of("[batch]\nmax_rows = \"ten\""), "test.toml: [batch] max_rows: must be an integer");
+  EXPECT_EQ(error_of("[batch]\nmax_rowz = 1"), "test.toml: [batch]: unknown key \"max_rowz\"");
+  EXPECT_EQ(error_of("[bach]\nmax_rows = 1"), "test.toml: unknown section or key \"bach\"");
+  EXPECT_EQ(error_of("[[sources.tcp]]\ntopic = \"x\""), "test.toml: [[sources.tcp]] #1 listen: is required (\"host:port\")");
+  EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"nohost\"").find("expected \"host:port\""), std::string::npos);
+  EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"h:99999\"").find("port must be a number"), std::string::npos);
+  EXPECT_NE(error_of("[[sources.kafka]]\nx = 1").find("unknown source type \"kafka\""), std::string::npos);
+  EXPECT_NE(error_of("[metrics]\nprefix = \"bad-name\"").find("Prometheus metric name"), std::string::npos);
+  EXPECT_NE(error_of("[postgres]\nretry_base_ms = 500\nretry_max_ms = 100").find("retry_max_ms"), std::string::npos);
+  // A TOML syntax error carries the line and column.
+  EXPECT_NE(error_of("[batch\n").find("test.toml:1:"), std::string::npos);
+}
+
+TEST(Config, MasksPasswords) {
+  EXPECT_EQ(mask_dsn("postgresql://u:secret@h:5432/db"), "postgresql://u:****@h:5432/db");
+  EXPECT_EQ(mask_dsn("host=h password=secret dbname=d"), "host=h password=**** dbname=d");
+  EXPECT_EQ(mask_dsn("host=h dbname=d"), "host=h dbname=d");
+  auto s = load_string("[postgres]\ndsn = \"postgresql://u:hunter2@h/db\"");
+  EXPECT_EQ(to_toml(s).find("hunter2"), std::string::npos);
+}
+
+TEST(Config, EffectiveConfigRoundTrips) {
+  auto s = load_string("[batch]\nmax_rows = 77\n[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\n");
+  auto again = load_string(to_toml(s));
+  EXPECT_EQ(again.batch.max_rows, 77u);
+  ASSERT_EQ(again.tcp_sources.size(), 1u);
+  EXPECT_EQ(again.tcp_sources[0].listen.str(), "127.0.0.1:7000");
+}
+
+TEST(Config, ShippedDefaultFileLoads) {
+  auto s = load_file(std::string(EVPIPE_SOURCE_DIR) + "/config/evpipe.toml");
+  EXPECT_EQ(s.batch.max_rows, settings{}.batch.max_rows);
+  EXPECT_EQ(s.batch.linger_ms, settings{}.batch.linger_ms);
+  EXPECT_EQ(s.dedup.window_keys, settings{}.dedup.window_keys);
+  EXPECT_EQ(s.pipeline.queue_capacity, settings{}.pipeline.queue_capacity);
+  EXPECT_EQ(s.tcp_sources.size(), 1u);
+}
+
+TEST(Config, MissingFileIsOneClearError) {
+  try {
+    (void)load_file("/nonexistent/evpipe.toml");
+    FAIL();
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/evpipe.toml"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace evpipe::config

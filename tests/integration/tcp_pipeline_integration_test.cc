@@ -1,0 +1,285 @@
+// End to end against the real PostgreSQL that scripts/test.sh starts: the
+// evpipe binary runs as a child process; a producer sends NDJSON over TCP and
+// reads the acks; the tables are then checked row by row.
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+#include <set>
+
+#include "tests/support/harness.h"
+
+namespace evpipe::testing {
+namespace {
+
+std::string uuid_for(int i) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%08x-0000-4000-8000-%012x", i, i * 7);
+  return buf;
+}
+
+std::string valid_event(const std::string& key, const std::string& text = "plain", const std::string& extra = "") {
+  return "{\"trace_id\":\"" + uuid_for(static_cast<int>(std::hash<std::string>{}(key) & 0x7fffffff)) +
+         "\",\"ts\":\"2025-01-15T10:30:00.123+02:00\",\"kind\":\"project_created\",\"idempotency_key\":\"" + key +
+         "\",\"payload\":{\"text\":\"" + text + "\",\"n\":[1,2.5,-3e2,true,null]}" + extra + "}";
+}
+
+// A mixed stream and what it must leave in the tables.
+struct mixed_stream {
+  std::string data;
+  uint64_t lines = 0;
+  std::set<std::string> keys;             // valid unique keys
+  std::map<std::string, long> dlq;        // reason_code -> rows
+  void add(const std::string& line) {
+    data += line + "\n";
+    ++lines;
+  }
+};
+
+mixed_stream build_stream(const std::string& run, size_t valid) {
+  mixed_stream s;
+  std::mt19937 rng(7);
+  std::vector<std::string> sent;
+  for (size_t i = 0; i < valid; ++i) {
+    std::string key = run + "-" + std::to_string(i);
+    s.add(valid_event(key, "row " + std::to_string(i)));
+    s.keys.insert(key);
+    sent.push_back(key);
+    // Every 7th event is resent at once, every 11th much later.
+    if (i % 7 == 3) s.add(valid_event(key, "row " + std::to_string(i)));
+    if (i % 11 == 5 && i > 200) s.add(valid_event(sent[rng() % (sent.size() - 100)], "resent"));
+  }
+  // Payloads that COPY's text format or a naive writer would break.
+  std::string special = run + "-special";
+  s.add(valid_event(special, "tab\\there, newline\\nthere, back\\\\slash, \\\"quoted\\\", caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \\u00e9 \xf0\x9f\x98\x80"));
+  s.keys.insert(special);
+  std::string topical = run + "-topic";
+  s.add(valid_event(topical, "t", ",\"topic\":\"autocore/ESP32_001/telemetry\""));
+  s.keys.insert(topical);
+  std::string crlf = run + "-crlf";
+  s.data += valid_event(crlf) + "\r\n";
+  ++s.lines;
+  s.keys.insert(crlf);
+  s.add("");     // blank lines are counted and acked
+  s.add("   ");
+
+  s.add("{not json");
+  s.add("plain text");
+  s.dlq["invalid_json"] += 2;
+  s.add("{\"trace_id\":\"" + uuid_for(1) + "\",\"kind\":\"k\",\"idempotency_key\":\"" + run + "-m\",\"payload\":{}}");
+  s.dlq["missing_field"]++;
+  s.add("{\"trace_id\":\"not-a-uuid\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"k\",\"idempotency_key\":\"" + run + "-t\",\"payload\":{}}");
+  s.dlq["invalid_trace_id"]++;
+  s.add("{\"trace_id\":\"" + uuid_for(2) + "\",\"ts\":\"2025-02-30T10:30:00Z\",\"kind\":\"k\",\"idempotency_key\":\"" + run + "-ts\",\"payload\":{}}");
+  s.dlq["invalid_ts"]++;
+  s.add("{\"trace_id\":\"" + uuid_for(3) + "\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"\",\"idempotency_key\":\"" + run + "-k\",\"payload\":{}}");
+  s.dlq["invalid_kind"]++;
+  s.add("{\"trace_id\":\"" + uuid_for(4) + "\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"k\",\"idempotency_key\":\"\",\"payload\":{}}");
+  s.dlq["invalid_idempotency_key"]++;
+  s.add("{\"trace_id\":\"" + uuid_for(5) + "\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"k\",\"idempotency_key\":\"" + run + "-p\",\"payload\":[1]}");
+  s.dlq["invalid_payload"]++;
+  s.add("{\"trace_id\":\"" + uuid_for(6) + "\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"k\",\"idempotency_key\":\"" + run + "-tp\",\"payload\":{},\"topic\":7}");
+  s.dlq["invalid_topic"]++;
+  s.add(valid_event(run + "-big", std::string(10000, 'x')));  // over max_event_bytes = 4096
+  s.dlq["too_large"]++;
+  s.add("{\"trace_id\":\"" + uuid_for(8) + "\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"k\",\"idempotency_key\":\"" + run + "-nul\",\"payload\":{\"s\":\"a\\u0000b\"}}");
+  s.dlq["invalid_json"]++;
+  return s;
+}
+
+std::string config_for(const test_db& db, uint16_t tcp_port, uint16_t http_port) {
+  return "[pipeline]\nshards = 2\n"
+         "[batch]\nmax_rows = 500\nlinger_ms = 2\n"
+         "[events]\nmax_event_bytes = 4096\n"
+         "[postgres]\ndsn = \"" + db.dsn() + "\"\n"
+         "[http]\nlisten = \"127.0.0.1:" + std::to_string(http_port) + "\"\n"
+         "[metrics]\nprefix = \"taylor\"\n"
+         "[log]\nlevel = \"warn\"\n"
+         "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(tcp_port) + "\"\ntopic = \"tracker/events/it\"\n";
+}
+
+std::string http_get(uint16_t port, const std::string& path) {
+  std::string out;
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "";
+  std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, n);
+  ::close(fd);
+  return out;
+}
+
+class TcpPipeline : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!db.available()) {
+      if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "EVPIPE_TEST_DSN is not set";
+      GTEST_SKIP() << "EVPIPE_TEST_DSN not set (scripts/test.sh sets it)";
+    }
+  }
+  test_db db;
+};
+
+TEST_F(TcpPipeline, MixedStreamLandsExactlyOnceAndRestartAddsNothing) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port), "mixed");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << "migrate must be idempotent: " << evp.log("migrate.log");
+  evp.start(port);
+
+  auto stream = build_stream("mix", 3000);
+  {
+    ndjson_client producer(port);
+    producer.send_all(stream.data);
+    bool monotonic = true;
+    EXPECT_EQ(producer.read_acks_until(stream.lines, 60s, &monotonic), stream.lines) << evp.log();
+    EXPECT_TRUE(monotonic);
+  }
+
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), static_cast<long>(stream.keys.size()));
+  auto keys = db.column("SELECT idempotency_key FROM events_mirror");
+  EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()), stream.keys);
+  // The stored payload is the envelope as sent, escapes and all.
+  EXPECT_EQ(db.column("SELECT payload->'payload'->>'text' FROM events_mirror WHERE idempotency_key = 'mix-special'")
+                .at(0),
+            "tab\there, newline\nthere, back\\slash, \"quoted\", caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xc3\xa9 \xf0\x9f\x98\x80");
+  EXPECT_EQ(db.column("SELECT topic FROM events_mirror WHERE idempotency_key = 'mix-topic'").at(0),
+            "autocore/ESP32_001/telemetry");
+  EXPECT_EQ(db.column("SELECT topic FROM events_mirror WHERE idempotency_key = 'mix-1'").at(0), "tracker/events/it");
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE trace_id IS NULL"), 0);
+
+  for (const auto& [reason, n] : stream.dlq) {
+    EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = '" + reason + "'"), n) << reason;
+  }
+  long dlq_total = 0;
+  for (const auto& [r, n] : stream.dlq) dlq_total += n;
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), dlq_total);
+  // Bad JSON keeps its bytes; bad envelopes keep their JSON; every row says why.
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'invalid_json' AND payload IS NULL "
+                     "AND raw = convert_to('{not json', 'UTF8')"),
+            1);
+  EXPECT_EQ(db.column("SELECT payload->>'idempotency_key' FROM dlq_events WHERE reason_code = 'invalid_ts'").at(0),
+            "mix-ts");
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE failure_reason = '' OR original_topic <> 'tracker/events/it'"), 0);
+  EXPECT_EQ(db.column("SELECT length(raw) FROM dlq_events WHERE reason_code = 'too_large'").at(0), "4096");
+
+  // Metrics under the dashboard prefix.
+  auto metrics = http_get(http_port, "/metrics");
+  EXPECT_NE(metrics.find("taylor_ingest_total{topic=\"tracker/events/it\",kind=\"project_created\"}"), std::string::npos);
+  EXPECT_NE(metrics.find("taylor_dlq_total{topic=\"tracker/events/it\",reason=\"invalid_ts\"} 1"), std::string::npos);
+  EXPECT_NE(metrics.find("taylor_event_latency_seconds_count"), std::string::npos);
+  EXPECT_NE(http_get(http_port, "/health/ready").find("200 OK"), std::string::npos);
+  EXPECT_NE(http_get(http_port, "/health/live").find("200 OK"), std::string::npos);
+
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+
+  // Restart (empty dedup window) and resend everything, with new events mixed
+  // in: batches then hold both keys the table has and keys it lacks; only the
+  // new ones land.
+  std::string resend;
+  uint64_t resend_lines = 0;
+  size_t fresh = 0;
+  for (size_t pos = 0; pos < stream.data.size();) {
+    size_t nl = stream.data.find('\n', pos);
+    resend.append(stream.data, pos, nl + 1 - pos);
+    pos = nl + 1;
+    if (++resend_lines % 5 == 0) {
+      resend += valid_event("fresh-" + std::to_string(fresh++)) + "\n";
+      ++resend_lines;
+    }
+  }
+  evp.start(port);
+  {
+    ndjson_client producer(port);
+    producer.send_all(resend);
+    EXPECT_EQ(producer.read_acks_until(resend_lines, 60s), resend_lines) << evp.log();
+  }
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), static_cast<long>(stream.keys.size() + fresh));
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'fresh-%'"), static_cast<long>(fresh));
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), dlq_total);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
+TEST_F(TcpPipeline, ConcurrentConnectionsSendingTheSameKeysStoreEachOnce) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port), "concurrent");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  std::string data;
+  for (int i = 0; i < 5000; ++i) data += valid_event("c-" + std::to_string(i)) + "\n";
+  std::vector<std::thread> producers;
+  std::vector<uint64_t> acked(4, 0);
+  for (int p = 0; p < 4; ++p) {
+    producers.emplace_back([&, p] {
+      ndjson_client c(port);
+      c.send_all(data);
+      acked[p] = c.read_acks_until(5000, 60s);
+    });
+  }
+  for (auto& t : producers) t.join();
+  for (auto a : acked) EXPECT_EQ(a, 5000u);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 5000);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
+TEST_F(TcpPipeline, SigtermUnderLoadLosesNothingAcked) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port), "sigterm");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  const int n = 40000;
+  std::string data;
+  for (int i = 0; i < n; ++i) data += valid_event("s-" + std::to_string(i)) + "\n";
+  ndjson_client c(port);
+  std::thread sender([&] {
+    try {
+      c.send_all(data);
+    } catch (...) {
+      // the server stops reading and closes: expected
+    }
+  });
+  uint64_t first = c.read_acks_until(1, 30s);
+  ASSERT_GE(first, 1u);
+  evp.kill(SIGTERM);
+  uint64_t last = c.read_acks_until(n, 30s);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+  sender.join();
+  // Every acked line is in the table: lines are numbered from 1 in order.
+  long stored = db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = ANY (ARRAY(SELECT 's-' || g FROM "
+                         "generate_series(0, " + std::to_string(static_cast<long>(last) - 1) + ") g))");
+  EXPECT_EQ(stored, static_cast<long>(last));
+  EXPECT_GE(db.count("SELECT count(*) FROM events_mirror"), static_cast<long>(last));
+}
+
+TEST_F(TcpPipeline, StartupErrorsAreOneLineAndNonZero) {
+  // Unmigrated schema: refuses to run and says what to do.
+  uint16_t port = free_port();
+  evpipe_process evp(config_for(db, port, free_port()), "unmigrated");
+  EXPECT_EQ(evp.run_command("run"), 1);
+  EXPECT_NE(evp.log("run.log").find("evpipe migrate"), std::string::npos) << evp.log("run.log");
+  // Unreachable database.
+  evpipe_process bad("[postgres]\ndsn = \"postgresql://nobody@127.0.0.1:1/none\"\n[[sources.tcp]]\nlisten = \"127.0.0.1:" +
+                         std::to_string(free_port()) + "\"\n",
+                     "unreachable");
+  EXPECT_EQ(bad.run_command("run"), 1);
+  auto log = bad.log("run.log");
+  EXPECT_NE(log.find("cannot connect to PostgreSQL"), std::string::npos) << log;
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+  // Config error: exit 2, names the key.
+  evpipe_process wrong("[batch]\nmax_rows = -1\n", "badconfig");
+  EXPECT_EQ(wrong.run_command("check-config"), 2);
+  EXPECT_NE(wrong.log("check-config.log").find("[batch] max_rows"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace evpipe::testing

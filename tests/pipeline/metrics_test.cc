@@ -1,0 +1,70 @@
+#include "pipeline/metrics.h"
+
+#include <gtest/gtest.h>
+
+namespace evpipe::pipeline {
+namespace {
+
+TEST(Metrics, PrefixGivesTheDashboardNames) {
+  metrics_registry r("taylor", 10);
+  r.add_shard();
+  r.add_source("tcp");
+  absl::flat_hash_map<std::string, uint64_t> ingest{{std::string("tracker/events/a") + label_sep + "created", 3}};
+  r.add_ingested(ingest);
+  absl::flat_hash_map<std::string, uint64_t> dlq{{std::string("t") + label_sep + "invalid_ts", 2}};
+  r.add_dead_lettered(dlq);
+  r.shards()[0]->event_latency.observe_ns(1500);
+  auto text = r.render();
+  EXPECT_NE(text.find("taylor_ingest_total{topic=\"tracker/events/a\",kind=\"created\"} 3"), std::string::npos);
+  EXPECT_NE(text.find("taylor_dlq_total{topic=\"t\",reason=\"invalid_ts\"} 2"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE taylor_event_latency_seconds histogram"), std::string::npos);
+  EXPECT_NE(text.find("taylor_event_latency_seconds_bucket{le=\"1e-06\"} 0"), std::string::npos);
+  EXPECT_NE(text.find("taylor_event_latency_seconds_bucket{le=\"2.5e-06\"} 1"), std::string::npos);
+  EXPECT_NE(text.find("taylor_event_latency_seconds_bucket{le=\"+Inf\"} 1"), std::string::npos);
+  EXPECT_NE(text.find("taylor_event_latency_seconds_count 1"), std::string::npos);
+}
+
+TEST(Metrics, LabelValuesAreCappedAndFolded) {
+  metrics_registry r("evpipe", 3);
+  for (int i = 0; i < 10; ++i) {
+    absl::flat_hash_map<std::string, uint64_t> m{
+        {"autocore/ESP32_" + std::to_string(i) + "/telemetry" + label_sep + "telemetry", 1}};
+    r.add_ingested(m);
+  }
+  auto text = r.render();
+  EXPECT_NE(text.find("topic=\"autocore/ESP32_0/telemetry\""), std::string::npos);
+  EXPECT_EQ(text.find("topic=\"autocore/ESP32_5/telemetry\""), std::string::npos);
+  EXPECT_NE(text.find("evpipe_ingest_total{topic=\"other\",kind=\"telemetry\"} 7"), std::string::npos);
+}
+
+TEST(Metrics, LabelValuesAreEscaped) {
+  metrics_registry r("evpipe", 10);
+  absl::flat_hash_map<std::string, uint64_t> m{{std::string("a\"b\\c\nd") + label_sep + "k", 1}};
+  r.add_ingested(m);
+  EXPECT_NE(r.render().find("topic=\"a\\\"b\\\\c\\nd\""), std::string::npos);
+}
+
+TEST(Metrics, HistogramBucketsAreCumulative) {
+  histogram h;
+  h.observe_ns(500);             // <= 1us
+  h.observe_ns(3'000'000);       // <= 5ms
+  h.observe_ns(60'000'000'000);  // over 10 s
+  auto s = h.read();
+  EXPECT_EQ(s.total(), 3u);
+  EXPECT_EQ(s.counts[0], 1u);
+  EXPECT_EQ(s.counts.back(), 1u);
+}
+
+TEST(Metrics, ReadinessNeedsEveryShard) {
+  metrics_registry r("evpipe", 10);
+  EXPECT_FALSE(r.all_shards_ready());
+  auto& a = r.add_shard();
+  auto& b = r.add_shard();
+  a.db_ready = true;
+  EXPECT_FALSE(r.all_shards_ready());
+  b.db_ready = true;
+  EXPECT_TRUE(r.all_shards_ready());
+}
+
+}  // namespace
+}  // namespace evpipe::pipeline

@@ -1,0 +1,199 @@
+#include "pipeline/shard.h"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <mutex>
+
+#include "stages/dedup.h"
+
+namespace evpipe::pipeline {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A sink that records what it was asked to write; can fail on demand and can
+// pretend some keys are already in the table.
+class fake_sink : public batch_sink {
+ public:
+  write_status write(stages::write_batch& b) override {
+    std::lock_guard lock(mu);
+    ++calls;
+    if (fail_next > 0) {
+      --fail_next;
+      return write_status::retry;
+    }
+    for (size_t i = 0; i < b.rows().size(); ++i) {
+      std::string key(b.text(b.rows()[i].key));
+      if (existing.count(key)) {
+        b.mark_row_duplicate(i);
+      } else {
+        rows.push_back(key);
+        existing.insert(key);
+      }
+    }
+    dead_letters += b.dead_letters().size();
+    ++commits;
+    return write_status::committed;
+  }
+  bool ready() const override { return true; }
+  std::string last_error() const override { return "injected failure"; }
+
+  std::mutex mu;
+  int calls = 0, commits = 0, fail_next = 0;
+  size_t dead_letters = 0;
+  std::vector<std::string> rows;
+  std::set<std::string> existing;
+};
+
+class recording_origin : public stages::event_origin {
+ public:
+  void on_outcomes(std::span<const stages::outcome> o) override {
+    std::lock_guard lock(mu);
+    got.insert(got.end(), o.begin(), o.end());
+    cv.notify_all();
+  }
+  bool wait_for(size_t n) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, 5s, [&] { return got.size() >= n; });
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<stages::outcome> got;
+};
+
+stages::event_batch make_batch(std::shared_ptr<stages::event_origin> origin,
+                               const std::vector<std::string>& keys, uint64_t first_seq) {
+  stages::event_batch b;
+  b.origin = std::move(origin);
+  uint64_t seq = first_seq;
+  for (const auto& k : keys) {
+    stages::event_record r;
+    r.seq = seq++;
+    if (k == "<bad>") {
+      r.why = stages::reason::invalid_json;
+      r.raw = b.append("garbage");
+      r.message = b.append("not JSON");
+    } else if (k.empty()) {
+      r.blank = true;
+    } else {
+      auto h = stages::hash_key(k.data(), k.size());
+      r.key_hash_lo = h.lo;
+      r.key_hash_hi = h.hi;
+      r.key = b.append(k);
+      r.kind = b.append("kind");
+      r.raw = b.append("{\"idempotency_key\":\"" + k + "\"}");
+    }
+    r.topic = b.append("t");
+    b.events.push_back(r);
+  }
+  return b;
+}
+
+struct shard_fixture : ::testing::Test {
+  metrics_registry registry{"evpipe", 100};
+  shard_options opts;
+  fake_sink* sink = nullptr;
+  std::unique_ptr<shard> s;
+
+  void start() {
+    auto owned = std::make_unique<fake_sink>();
+    sink = owned.get();
+    s = std::make_unique<shard>(0, opts, std::move(owned), registry.add_shard(), registry);
+    s->start();
+  }
+};
+
+TEST_F(shard_fixture, EveryEventGetsItsOutcomeAfterCommit) {
+  opts.linger = 1ms;
+  start();
+  auto origin = std::make_shared<recording_origin>();
+  s->push(make_batch(origin, {"a", "b", "a", "<bad>", "", "c"}, 1));
+  ASSERT_TRUE(origin->wait_for(6));
+  s->stop(std::chrono::steady_clock::now() + 5s);
+  std::map<uint64_t, stages::outcome_kind> by_seq;
+  for (auto& o : origin->got) by_seq[o.seq] = o.kind;
+  EXPECT_EQ(by_seq[1], stages::outcome_kind::mirrored);
+  EXPECT_EQ(by_seq[2], stages::outcome_kind::mirrored);
+  EXPECT_EQ(by_seq[3], stages::outcome_kind::duplicate);
+  EXPECT_EQ(by_seq[4], stages::outcome_kind::dead_lettered);
+  EXPECT_EQ(by_seq[5], stages::outcome_kind::skipped);
+  EXPECT_EQ(by_seq[6], stages::outcome_kind::mirrored);
+  EXPECT_EQ(sink->rows, (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_EQ(sink->dead_letters, 1u);
+}
+
+TEST_F(shard_fixture, NoOutcomeBeforeTheBatchCommits) {
+  opts.linger = 1ms;
+  opts.retry_base = 20ms;
+  opts.retry_max = 20ms;
+  start();
+  {
+    std::lock_guard lock(sink->mu);
+    sink->fail_next = 3;  // three failed attempts before the commit
+  }
+  auto origin = std::make_shared<recording_origin>();
+  s->push(make_batch(origin, {"x", "y"}, 1));
+  ASSERT_TRUE(origin->wait_for(2));
+  {
+    std::lock_guard lock(sink->mu);
+    EXPECT_EQ(sink->calls, 4);
+    EXPECT_EQ(sink->commits, 1);
+  }
+  s->stop(std::chrono::steady_clock::now() + 5s);
+  EXPECT_EQ(registry.shards()[0]->db_retries.load(), 3u);
+}
+
+TEST_F(shard_fixture, FlushesAtMaxRows) {
+  opts.max_rows = 10;
+  opts.linger = 10s;  // only the row limit can flush
+  start();
+  auto origin = std::make_shared<recording_origin>();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 25; ++i) keys.push_back("k" + std::to_string(i));
+  s->push(make_batch(origin, keys, 1));
+  ASSERT_TRUE(origin->wait_for(20));
+  {
+    std::lock_guard lock(sink->mu);
+    EXPECT_EQ(sink->commits, 2);
+  }
+  s->stop(std::chrono::steady_clock::now() + 5s);  // the last 5 commit on stop
+  EXPECT_EQ(origin->got.size(), 25u);
+  EXPECT_EQ(sink->commits, 3);
+}
+
+TEST_F(shard_fixture, DatabaseKnownKeysBecomeDuplicates) {
+  opts.linger = 1ms;
+  start();
+  {
+    std::lock_guard lock(sink->mu);
+    sink->existing.insert("old");
+  }
+  auto origin = std::make_shared<recording_origin>();
+  s->push(make_batch(origin, {"old", "new"}, 1));
+  ASSERT_TRUE(origin->wait_for(2));
+  s->stop(std::chrono::steady_clock::now() + 5s);
+  EXPECT_EQ(origin->got[0].kind, stages::outcome_kind::duplicate);
+  EXPECT_EQ(origin->got[1].kind, stages::outcome_kind::mirrored);
+  EXPECT_NE(registry.render().find("evpipe_duplicates_total 1"), std::string::npos);
+}
+
+TEST_F(shard_fixture, StopAbandonsRetriesAtTheDeadline) {
+  opts.linger = 1ms;
+  opts.retry_base = 10ms;
+  start();
+  {
+    std::lock_guard lock(sink->mu);
+    sink->fail_next = 1'000'000;  // the database never comes back
+  }
+  auto origin = std::make_shared<recording_origin>();
+  s->push(make_batch(origin, {"x"}, 1));
+  std::this_thread::sleep_for(50ms);
+  auto t0 = std::chrono::steady_clock::now();
+  s->stop(t0 + 200ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  EXPECT_TRUE(origin->got.empty());  // never acked what never committed
+}
+
+}  // namespace
+}  // namespace evpipe::pipeline

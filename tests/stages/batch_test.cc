@@ -1,0 +1,117 @@
+#include "stages/batch.h"
+
+#include <gtest/gtest.h>
+
+namespace evpipe::stages {
+namespace {
+
+class recording_origin : public event_origin {
+ public:
+  void on_outcomes(std::span<const outcome> o) override { got.insert(got.end(), o.begin(), o.end()); }
+  std::vector<outcome> got;
+};
+
+TEST(CopyFormat, EncodesOneTupleByteForByte) {
+  std::string out;
+  copy_format::append_event_row(out, "t/a", "{\"x\":1}");
+  const std::string expected = std::string("\x00\x02", 2) +          // two fields
+                               std::string("\x00\x00\x00\x03", 4) + "t/a" +  // varchar: its text
+                               std::string("\x00\x00\x00\x08", 4) + "\x01" + "{\"x\":1}";  // jsonb: version 1 + text
+  EXPECT_EQ(out, expected);
+}
+
+TEST(CopyFormat, HeaderAndTrailer) {
+  EXPECT_EQ(copy_format::header.size(), 19u);
+  EXPECT_EQ(copy_format::header.substr(0, 11), std::string_view("PGCOPY\n\xff\r\n\0", 11));
+  EXPECT_EQ(copy_format::trailer, std::string_view("\xff\xff", 2));
+}
+
+TEST(CopyFormat, BinarySafeForAnyBytesAndLengths) {
+  std::string payload(70000, 'a');
+  payload[10] = '\t';
+  payload[11] = '\n';
+  payload[12] = '\\';
+  std::string out;
+  copy_format::append_event_row(out, "", payload);
+  ASSERT_EQ(out.size(), 2 + 4 + 0 + 4 + 1 + payload.size());
+  // 70001 = 0x00011171, big-endian.
+  EXPECT_EQ(out.substr(6, 4), std::string("\x00\x01\x11\x71", 4));
+  EXPECT_EQ(out.substr(11), payload);
+}
+
+TEST(WriteBatch, CopyDataIsHeaderRowsTrailerAndReopensForMoreRows) {
+  write_batch b;
+  auto origin = std::make_shared<recording_origin>();
+  b.begin_origin(origin);
+  b.add_row("t", "{}", "k1", "kind", 1, 0);
+  std::string one(b.copy_data());
+  std::string row;
+  copy_format::append_event_row(row, "t", "{}");
+  EXPECT_EQ(one, std::string(copy_format::header) + row + std::string(copy_format::trailer));
+  b.add_row("t", "{}", "k2", "kind", 2, 0);
+  std::string two(b.copy_data());
+  EXPECT_EQ(two, std::string(copy_format::header) + row + row + std::string(copy_format::trailer));
+  EXPECT_EQ(b.row_count(), 2u);
+  EXPECT_EQ(b.text(b.rows()[1].key), "k2");
+}
+
+TEST(WriteBatch, TracksOutcomesPerOriginInOrder) {
+  write_batch b;
+  auto a = std::make_shared<recording_origin>();
+  auto c = std::make_shared<recording_origin>();
+  b.begin_origin(a);
+  b.add_row("t", "{}", "k1", "x", 1, 0);
+  b.add_duplicate(2, 0);
+  b.begin_origin(c);
+  b.add_skipped(1, 0);
+  b.begin_origin(c);  // same origin again: no new entry
+  dead_letter dl;
+  dl.why = reason::invalid_ts;
+  b.add_dead_letter(dl, 2, 0);
+  ASSERT_EQ(b.origins().size(), 2u);
+  auto& o = b.outcomes();
+  ASSERT_EQ(o.size(), 4u);
+  EXPECT_EQ(o[0].origin, 0u);
+  EXPECT_EQ(o[0].kind, outcome_kind::mirrored);
+  EXPECT_EQ(o[1].kind, outcome_kind::duplicate);
+  EXPECT_EQ(o[2].origin, 1u);
+  EXPECT_EQ(o[2].kind, outcome_kind::skipped);
+  EXPECT_EQ(o[3].kind, outcome_kind::dead_lettered);
+  EXPECT_EQ(o[3].why, reason::invalid_ts);
+  b.mark_row_duplicate(0);
+  EXPECT_EQ(o[0].kind, outcome_kind::duplicate);
+  b.clear();
+  EXPECT_TRUE(b.empty());
+  EXPECT_EQ(b.copy_data(), std::string(copy_format::header) + std::string(copy_format::trailer));
+}
+
+TEST(DeadLetterRouting, JsonGoesToPayloadElseRawBytes) {
+  event_batch eb;
+  event_record bad_json;
+  bad_json.raw = eb.append("not json");
+  bad_json.topic = eb.append("t");
+  bad_json.message = eb.append("m");
+  bad_json.why = reason::invalid_json;
+  auto d1 = route_dead_letter(eb, bad_json);
+  EXPECT_FALSE(d1.bytes_are_json);
+  EXPECT_EQ(d1.bytes, "not json");
+  EXPECT_EQ(d1.topic, "t");
+  EXPECT_EQ(d1.message, "m");
+
+  event_record bad_ts = bad_json;
+  bad_ts.raw = eb.append("{\"ts\":1}");
+  bad_ts.why = reason::invalid_ts;
+  auto d2 = route_dead_letter(eb, bad_ts);
+  EXPECT_TRUE(d2.bytes_are_json);
+  EXPECT_EQ(d2.why, reason::invalid_ts);
+
+  event_record big = bad_json;
+  big.why = reason::too_large;
+  big.raw_truncated = true;
+  auto d3 = route_dead_letter(eb, big);
+  EXPECT_FALSE(d3.bytes_are_json);
+  EXPECT_TRUE(d3.truncated);
+}
+
+}  // namespace
+}  // namespace evpipe::stages

@@ -1,0 +1,256 @@
+#pragma once
+// Test support for integration tests: a private schema in the test database,
+// the evpipe binary run as a child process, and an NDJSON client that reads
+// the {"ack":N} replies. Header-only; used by tests/integration/*.
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace evpipe::testing {
+
+using namespace std::chrono_literals;
+
+inline std::string env_or(const char* name, const char* fallback = "") {
+  const char* v = std::getenv(name);
+  return v ? v : fallback;
+}
+
+// A loopback port nothing listens on right now.
+inline uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// A connection to the test database, with its own schema so that tests do not
+// see each other's rows. dsn() is what evpipe should use.
+class test_db {
+ public:
+  test_db() {
+    base_ = env_or("EVPIPE_TEST_DSN");
+    if (base_.empty()) return;
+    schema_ = "it_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++);
+    conn_ = PQconnectdb(base_.c_str());
+    if (PQstatus(conn_) != CONNECTION_OK) throw std::runtime_error(PQerrorMessage(conn_));
+    PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+    exec("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE");
+    exec("CREATE SCHEMA " + schema_);
+    exec("SET search_path = " + schema_);
+  }
+  ~test_db() {
+    if (conn_) {
+      if (env_or("EVPIPE_TEST_KEEP").empty()) exec("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE");
+      PQfinish(conn_);
+    }
+  }
+  [[nodiscard]] bool available() const { return !base_.empty(); }
+  [[nodiscard]] std::string dsn() const {
+    std::string opt = "options=-csearch_path%3D" + schema_;
+    if (base_.find("://") != std::string::npos) {
+      return base_ + (base_.find('?') == std::string::npos ? "?" : "&") + opt;
+    }
+    return base_ + " options='-csearch_path=" + schema_ + "'";
+  }
+  void exec(const std::string& sql) {
+    PGresult* r = PQexec(conn_, sql.c_str());
+    auto st = PQresultStatus(r);
+    std::string err = PQresultErrorMessage(r);
+    PQclear(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) throw std::runtime_error(sql + ": " + err);
+  }
+  // All rows of a one-column query, as text ("<null>" for NULL).
+  std::vector<std::string> column(const std::string& sql) {
+    PGresult* r = PQexec(conn_, sql.c_str());
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+      std::string err = PQresultErrorMessage(r);
+      PQclear(r);
+      throw std::runtime_error(sql + ": " + err);
+    }
+    std::vector<std::string> out;
+    for (int i = 0; i < PQntuples(r); ++i) {
+      out.push_back(PQgetisnull(r, i, 0) ? "<null>" : std::string(PQgetvalue(r, i, 0), PQgetlength(r, i, 0)));
+    }
+    PQclear(r);
+    return out;
+  }
+  long count(const std::string& sql) { return std::stol(column(sql).at(0)); }
+
+ private:
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+  std::string base_;
+  std::string schema_;
+  PGconn* conn_ = nullptr;
+};
+
+// The evpipe binary with a config written for the test.
+class evpipe_process {
+ public:
+  evpipe_process(std::string config_text, std::string name) : name_(std::move(name)) {
+    dir_ = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_" + name_;
+    std::string mk = "mkdir -p '" + dir_ + "'";
+    if (std::system(mk.c_str()) != 0) throw std::runtime_error("mkdir " + dir_);
+    config_path_ = dir_ + "/evpipe.toml";
+    std::ofstream(config_path_) << config_text;
+  }
+  ~evpipe_process() { kill(SIGKILL); }
+
+  // Runs a subcommand to completion; returns its exit code.
+  int run_command(const std::string& sub) {
+    pid_t pid = spawn({EVPIPE_BINARY, sub, "--config", config_path_}, dir_ + "/" + sub + ".log");
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  // Starts `evpipe run` and waits until `port` accepts connections.
+  void start(uint16_t port) {
+    pid_ = spawn({EVPIPE_BINARY, "run", "--config", config_path_}, dir_ + "/run.log");
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(port);
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+      ::close(fd);
+      if (ok) return;
+      int status;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error("evpipe exited at startup: " + log());
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    throw std::runtime_error("evpipe did not listen in time: " + log());
+  }
+  void kill(int sig) {
+    if (pid_ > 0) ::kill(pid_, sig);
+    if (sig == SIGKILL && pid_ > 0) {
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+  // Waits for the process to exit; returns its exit code (-1 on timeout or signal).
+  int wait(std::chrono::milliseconds timeout = 30s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (pid_ > 0 && std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return -1;
+  }
+  [[nodiscard]] std::string log(const std::string& file = "run.log") const {
+    std::ifstream in(dir_ + "/" + file);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+ private:
+  static pid_t spawn(const std::vector<std::string>& args, const std::string& log_path) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) throw std::runtime_error("cannot start " + args[0]);
+    return pid;
+  }
+  std::string name_, dir_, config_path_;
+  pid_t pid_ = -1;
+};
+
+// A producer connection: writes NDJSON, reads {"ack":N} lines.
+class ndjson_client {
+ public:
+  explicit ndjson_client(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("connect");
+  }
+  ~ndjson_client() { ::close(fd_); }
+
+  void send_all(const std::string& data) {
+    size_t off = 0;
+    while (off < data.size()) {
+      ssize_t n = ::send(fd_, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) throw std::runtime_error("send");
+      off += n;
+    }
+  }
+  void shutdown_write() { ::shutdown(fd_, SHUT_WR); }
+
+  // Reads acks until `target` is acked, the peer closes, or the timeout.
+  // Returns the last ack seen; every ack must be larger than the one before.
+  uint64_t read_acks_until(uint64_t target, std::chrono::milliseconds timeout, bool* monotonic = nullptr) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (last_ < target && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      char buf[4096];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) {
+        closed_ = true;
+        break;
+      }
+      pending_.append(buf, n);
+      size_t nl;
+      while ((nl = pending_.find('\n')) != std::string::npos) {
+        std::string line = pending_.substr(0, nl);
+        pending_.erase(0, nl + 1);
+        auto colon = line.find(':');
+        uint64_t v = std::stoull(line.substr(colon + 1));
+        if (v <= last_ && monotonic) *monotonic = false;
+        last_ = v;
+      }
+    }
+    return last_;
+  }
+  [[nodiscard]] bool closed() const { return closed_; }
+
+ private:
+  int fd_ = -1;
+  std::string pending_;
+  uint64_t last_ = 0;
+  bool closed_ = false;
+};
+
+}  // namespace evpipe::testing
