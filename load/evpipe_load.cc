@@ -1,0 +1,396 @@
+// evpipe-load: sends events to an evpipe TCP source (or anything that speaks
+// NDJSON with {"ack":N} replies) and reports throughput and latency.
+//
+// Latency of an event = time its ack arrived - time it was meant to be sent.
+// With --rate the send times follow a fixed schedule (open loop), so a server
+// stall shows up in the percentiles instead of slowing the sender down.
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "load/event_generator.h"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch()).count();
+}
+
+struct options {
+  std::string target;
+  std::string rate = "max";
+  double duration_s = 10;
+  uint64_t count = 0;
+  int connections = 1;
+  size_t payload_bytes = 400;
+  double invalid_frac = 0, dup_frac = 0;
+  uint64_t seed = 1;
+  std::string run_id;
+  std::string emit, emit_csv, input, json;
+  double warmup_s = 0;
+  uint64_t window = 20000;
+  bool quiet = false;
+};
+
+// Per-event intended send times, appended by the sender and read by the
+// receiver for events the server has acked (always already sent).
+class send_times {
+ public:
+  static constexpr size_t block = 1 << 16;
+  send_times() : blocks_(1 << 14) {}
+  void set(uint64_t i, int64_t t) {
+    auto& b = blocks_.at(i / block);
+    if (!b) b = std::make_unique<int64_t[]>(block);
+    b[i % block] = t;
+  }
+  int64_t get(uint64_t i) const { return blocks_[i / block][i % block]; }
+
+ private:
+  std::vector<std::unique_ptr<int64_t[]>> blocks_;
+};
+
+struct connection_state {
+  int fd = -1;
+  send_times times;
+  std::atomic<uint64_t> sent{0};   // events whose bytes were handed to the socket
+  std::atomic<uint64_t> acked{0};
+  std::atomic<bool> send_done{false};
+  std::vector<int64_t> latencies;  // receiver-owned
+  uint64_t valid = 0, invalid = 0, dups = 0;
+  bool error = false;
+};
+
+int connect_to(const std::string& target) {
+  std::string hostport = target;
+  if (hostport.rfind("tcp://", 0) == 0) hostport = hostport.substr(6);
+  auto colon = hostport.rfind(':');
+  if (colon == std::string::npos) throw std::runtime_error("target must be tcp://host:port");
+  std::string host = hostport.substr(0, colon), port = hostport.substr(colon + 1);
+  if (!host.empty() && host.front() == '[') host = host.substr(1, host.size() - 2);
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0) throw std::runtime_error("cannot resolve " + host);
+  int fd = ::socket(res->ai_family, SOCK_STREAM, 0);
+  int rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
+  freeaddrinfo(res);
+  if (rc != 0) throw std::runtime_error("cannot connect to " + target + ": " + std::strerror(errno));
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+bool send_all(int fd, const std::string& data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += n;
+  }
+  return true;
+}
+
+void receiver(connection_state& c, int64_t warmup_until, std::chrono::seconds drain_timeout) {
+  std::string pending;
+  char buf[4096];
+  int64_t give_up = 0;
+  for (;;) {
+    if (c.send_done.load() && c.acked.load() >= c.sent.load()) break;
+    if (c.send_done.load() && give_up == 0) give_up = now_ns() + drain_timeout.count() * 1'000'000'000LL;
+    if (give_up && now_ns() > give_up) break;
+    pollfd p{c.fd, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    int64_t now = now_ns();
+    pending.append(buf, n);
+    size_t nl;
+    while ((nl = pending.find('\n')) != std::string::npos) {
+      auto colon = pending.find(':');
+      uint64_t ack = std::strtoull(pending.c_str() + colon + 1, nullptr, 10);
+      pending.erase(0, nl + 1);
+      for (uint64_t i = c.acked.load(); i < ack; ++i) {
+        int64_t t = c.times.get(i);
+        if (t >= warmup_until) c.latencies.push_back(now - t);
+      }
+      c.acked.store(ack);
+    }
+  }
+}
+
+// Sends this connection's share: generated events or lines of --input.
+void sender(connection_state& c, const options& o, int stream, uint64_t quota, double rate_per_conn,
+            int64_t start, int64_t stop, const std::vector<std::string>* lines, size_t first_line) {
+  evpipe::load::generator_options g;
+  g.run_id = o.run_id;
+  g.seed = o.seed;
+  g.payload_bytes = o.payload_bytes;
+  g.invalid_frac = o.invalid_frac;
+  g.dup_frac = o.dup_frac;
+  g.stream = static_cast<uint32_t>(stream);
+  evpipe::load::event_generator gen(g);
+  std::string buf;
+  uint64_t i = 0;
+  auto more = [&] { return (quota == 0 || i < quota) && (stop == 0 || now_ns() < stop); };
+  while (more()) {
+    buf.clear();
+    int64_t now = now_ns();
+    uint64_t due;
+    if (rate_per_conn > 0) {
+      // Open loop: every event whose intended time has come.
+      uint64_t should = static_cast<uint64_t>((now - start) * rate_per_conn / 1e9) + 1;
+      if (should <= i) {
+        int64_t next = start + static_cast<int64_t>(i * 1e9 / rate_per_conn);
+        std::this_thread::sleep_for(std::chrono::nanoseconds(std::max<int64_t>(0, next - now_ns())));
+        continue;
+      }
+      due = std::min<uint64_t>(should - i, 1000);
+    } else {
+      // Closed loop: keep at most `window` events unacked.
+      uint64_t in_flight = i - c.acked.load();
+      if (in_flight >= o.window) {
+        std::this_thread::sleep_for(100us);
+        continue;
+      }
+      due = std::min<uint64_t>(o.window - in_flight, 256);
+    }
+    if (quota) due = std::min(due, quota - i);
+    for (uint64_t k = 0; k < due; ++k) {
+      uint64_t idx = i + k;
+      int64_t intended = rate_per_conn > 0 ? start + static_cast<int64_t>(idx * 1e9 / rate_per_conn) : now;
+      c.times.set(idx, intended);
+      if (lines) {
+        buf += (*lines)[first_line + idx];
+      } else {
+        switch (gen.next(buf)) {
+          case evpipe::load::event_class::valid: ++c.valid; break;
+          case evpipe::load::event_class::invalid: ++c.invalid; break;
+          case evpipe::load::event_class::duplicate: ++c.dups; break;
+        }
+      }
+      buf.push_back('\n');
+    }
+    if (!send_all(c.fd, buf)) {
+      c.error = true;
+      break;
+    }
+    i += due;
+    c.sent.store(i);
+  }
+  c.send_done.store(true);
+}
+
+double percentile(std::vector<int64_t>& v, double p) {
+  if (v.empty()) return 0;
+  size_t k = std::min(v.size() - 1, static_cast<size_t>(std::ceil(p / 100.0 * v.size())) - (p > 0 ? 1 : 0));
+  std::nth_element(v.begin(), v.begin() + k, v.end());
+  return v[k] / 1e6;
+}
+
+int emit(const options& o) {
+  if (o.count == 0) {
+    std::cerr << "evpipe-load: --emit and --emit-csv need --count\n";
+    return 2;
+  }
+  evpipe::load::generator_options g;
+  g.run_id = o.run_id;
+  g.seed = o.seed;
+  g.payload_bytes = o.payload_bytes;
+  g.invalid_frac = o.invalid_frac;
+  g.dup_frac = o.dup_frac;
+  evpipe::load::event_generator gen(g);
+  std::ofstream nd, csv;
+  if (!o.emit.empty()) nd.open(o.emit);
+  if (!o.emit_csv.empty()) csv.open(o.emit_csv);
+  std::string line, quoted;
+  for (uint64_t i = 0; i < o.count; ++i) {
+    line.clear();
+    gen.next(line);
+    if (nd.is_open()) nd << line << '\n';
+    if (csv.is_open()) {
+      // topic,payload for `\copy events_mirror (topic, payload) FROM f WITH (FORMAT csv)`
+      auto p = line.find("\"topic\":\"");
+      std::string topic = p == std::string::npos ? "evpipe/load" : line.substr(p + 9, line.find('"', p + 9) - p - 9);
+      quoted.clear();
+      for (char ch : line) {
+        if (ch == '"') quoted += '"';
+        quoted += ch;
+      }
+      csv << topic << ",\"" << quoted << "\"\n";
+    }
+  }
+  std::cerr << "evpipe-load: wrote " << o.count << " events (" << gen.valid_sent() << " valid, "
+            << gen.invalid_sent() << " invalid, " << gen.duplicates_sent() << " resends)\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options o;
+  CLI::App cli{"evpipe-load: send events to an NDJSON-over-TCP endpoint and measure acked throughput and latency"};
+  cli.add_option("--target", o.target, "tcp://host:port of the evpipe TCP source");
+  cli.add_option("--rate", o.rate, "events/s across all connections (open loop), or \"max\" (closed loop)")
+      ->default_val("max");
+  cli.add_option("--duration", o.duration_s, "seconds to send (ignored with --count)")->default_val(10);
+  cli.add_option("--count", o.count, "events to send in all (0: use --duration)");
+  cli.add_option("--connections", o.connections, "parallel connections")->default_val(1)->check(CLI::Range(1, 1024));
+  cli.add_option("--payload-bytes", o.payload_bytes, "approximate size of each event")->default_val(400);
+  cli.add_option("--invalid-frac", o.invalid_frac, "fraction of events that must be dead-lettered")->check(CLI::Range(0.0, 1.0));
+  cli.add_option("--dup-frac", o.dup_frac, "fraction of events that resend an earlier key")->check(CLI::Range(0.0, 1.0));
+  cli.add_option("--seed", o.seed, "seed of the event stream")->default_val(1);
+  cli.add_option("--run-id", o.run_id, "prefix of every idempotency key (default: derived from the clock)");
+  cli.add_option("--warmup", o.warmup_s, "seconds at the start left out of the latency figures")->default_val(0);
+  cli.add_option("--window", o.window, "with --rate max: most unacked events per connection")->default_val(20000);
+  cli.add_option("--emit", o.emit, "write the stream as NDJSON to FILE instead of sending (needs --count)");
+  cli.add_option("--emit-csv", o.emit_csv, "write (topic,payload) CSV for psql \\copy to FILE (needs --count)");
+  cli.add_option("--input", o.input, "send the lines of this NDJSON file instead of generated events");
+  cli.add_option("--json", o.json, "also write the figures as JSON to FILE");
+  cli.add_flag("--quiet", o.quiet, "no progress line");
+  CLI11_PARSE(cli, argc, argv);
+
+  if (o.run_id.empty()) o.run_id = "r" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count() / 1000000);
+  if (!o.emit.empty() || !o.emit_csv.empty()) return emit(o);
+  if (o.target.empty()) {
+    std::cerr << "evpipe-load: --target tcp://host:port is required (or --emit FILE)\n";
+    return 2;
+  }
+  double rate = 0;
+  if (o.rate != "max") {
+    try {
+      rate = std::stod(o.rate);
+    } catch (...) {
+      std::cerr << "evpipe-load: --rate takes a number of events/s or \"max\"\n";
+      return 2;
+    }
+    if (rate <= 0) {
+      std::cerr << "evpipe-load: --rate must be positive\n";
+      return 2;
+    }
+  }
+
+  std::vector<std::string> lines;
+  if (!o.input.empty()) {
+    std::ifstream in(o.input);
+    if (!in) {
+      std::cerr << "evpipe-load: cannot read " << o.input << "\n";
+      return 2;
+    }
+    for (std::string l; std::getline(in, l);) lines.push_back(std::move(l));
+    o.count = lines.size();
+  }
+
+  std::vector<std::unique_ptr<connection_state>> conns;
+  try {
+    for (int i = 0; i < o.connections; ++i) {
+      conns.push_back(std::make_unique<connection_state>());
+      conns.back()->fd = connect_to(o.target);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "evpipe-load: " << e.what() << "\n";
+    return 1;
+  }
+
+  int64_t start = now_ns() + 10'000'000;  // 10 ms for the threads to start
+  int64_t stop = o.count ? 0 : start + static_cast<int64_t>(o.duration_s * 1e9);
+  int64_t warmup_until = start + static_cast<int64_t>(o.warmup_s * 1e9);
+  std::vector<std::thread> threads;
+  size_t next_line = 0;
+  for (int i = 0; i < o.connections; ++i) {
+    uint64_t quota = o.count ? o.count / o.connections + (static_cast<uint64_t>(i) < o.count % o.connections) : 0;
+    auto& c = *conns[i];
+    threads.emplace_back(receiver, std::ref(c), warmup_until, std::chrono::seconds(60));
+    threads.emplace_back(sender, std::ref(c), std::cref(o), i, quota, rate / o.connections, start, stop,
+                         lines.empty() ? nullptr : &lines, next_line);
+    next_line += quota;
+  }
+
+  // Progress once a second, on stderr.
+  std::atomic<bool> finished{false};
+  std::thread progress([&] {
+    int64_t last_t = start;
+    uint64_t last_acked = 0;
+    while (!finished.load()) {
+      std::this_thread::sleep_for(200ms);
+      if (now_ns() - last_t < 1'000'000'000 || o.quiet) continue;
+      uint64_t sent = 0, acked = 0;
+      for (auto& c : conns) {
+        sent += c->sent.load();
+        acked += c->acked.load();
+      }
+      int64_t t = now_ns();
+      std::fprintf(stderr, "  %6.1f s  sent %10llu  acked %10llu  %9.0f acked/s\n", (t - start) / 1e9,
+                   static_cast<unsigned long long>(sent), static_cast<unsigned long long>(acked),
+                   (acked - last_acked) * 1e9 / (t - last_t));
+      last_t = t;
+      last_acked = acked;
+    }
+  });
+  for (auto& t : threads) t.join();
+  int64_t end = now_ns();
+  finished.store(true);
+  progress.join();
+
+  uint64_t sent = 0, acked = 0, valid = 0, invalid = 0, dups = 0;
+  bool error = false;
+  std::vector<int64_t> lat;
+  int64_t last_ack_time = end;
+  for (auto& c : conns) {
+    sent += c->sent.load();
+    acked += c->acked.load();
+    valid += c->valid;
+    invalid += c->invalid;
+    dups += c->dups;
+    error |= c->error;
+    lat.insert(lat.end(), c->latencies.begin(), c->latencies.end());
+    ::close(c->fd);
+  }
+  double secs = (last_ack_time - start) / 1e9;
+  double p50 = percentile(lat, 50), p90 = percentile(lat, 90), p99 = percentile(lat, 99), p999 = percentile(lat, 99.9),
+         pmax = percentile(lat, 100);
+  std::printf("evpipe-load  %s  connections %d  rate %s  run %s\n", o.target.c_str(), o.connections, o.rate.c_str(),
+              o.run_id.c_str());
+  std::printf("  sent                %12llu\n", static_cast<unsigned long long>(sent));
+  std::printf("  acked               %12llu\n", static_cast<unsigned long long>(acked));
+  if (lines.empty()) {
+    std::printf("  expected mirrored   %12llu\n", static_cast<unsigned long long>(valid));
+    std::printf("  expected DLQ        %12llu\n", static_cast<unsigned long long>(invalid));
+    std::printf("  duplicates sent     %12llu\n", static_cast<unsigned long long>(dups));
+  }
+  std::printf("  throughput          %12.0f events/s (acked, over %.2f s)\n", acked / secs, secs);
+  std::printf("  latency ms  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n", p50, p90, p99, p999, pmax);
+  if (!o.json.empty()) {
+    std::ofstream j(o.json);
+    j << "{\"sent\":" << sent << ",\"acked\":" << acked << ",\"expected_mirrored\":" << valid
+      << ",\"expected_dlq\":" << invalid << ",\"duplicates_sent\":" << dups << ",\"seconds\":" << secs
+      << ",\"throughput\":" << acked / secs << ",\"latency_ms\":{\"p50\":" << p50 << ",\"p90\":" << p90
+      << ",\"p99\":" << p99 << ",\"p99_9\":" << p999 << ",\"max\":" << pmax << "}}\n";
+  }
+  if (error || acked != sent) {
+    std::fprintf(stderr, "evpipe-load: %llu of %llu events were not acked\n",
+                 static_cast<unsigned long long>(sent - acked), static_cast<unsigned long long>(sent));
+    return 1;
+  }
+  return 0;
+}
