@@ -50,7 +50,7 @@ struct options {
   std::string run_id;
   std::string emit, emit_csv, input, json;
   double warmup_s = 0;
-  uint64_t window = 20000;
+  uint64_t window = 0;
   bool quiet = false;
 };
 
@@ -166,11 +166,15 @@ void sender(connection_state& c, const options& o, int stream, uint64_t quota, d
         continue;
       }
       due = std::min<uint64_t>(should - i, 1000);
+    } else if (o.window == 0) {
+      // Closed loop: send as fast as the server reads; TCP flow control
+      // blocks send() when it does not, so this thread never spins.
+      due = 256;
     } else {
-      // Closed loop: keep at most `window` events unacked.
+      // Closed loop with at most `window` events unacked.
       uint64_t in_flight = i - c.acked.load();
       if (in_flight >= o.window) {
-        std::this_thread::sleep_for(100us);
+        std::this_thread::sleep_for(1ms);
         continue;
       }
       due = std::min<uint64_t>(o.window - in_flight, 256);
@@ -262,7 +266,8 @@ int main(int argc, char** argv) {
   cli.add_option("--seed", o.seed, "seed of the event stream")->default_val(1);
   cli.add_option("--run-id", o.run_id, "prefix of every idempotency key (default: derived from the clock)");
   cli.add_option("--warmup", o.warmup_s, "seconds at the start left out of the latency figures")->default_val(0);
-  cli.add_option("--window", o.window, "with --rate max: most unacked events per connection")->default_val(20000);
+  cli.add_option("--window", o.window, "with --rate max: most unacked events per connection (0: no limit but TCP's)")
+      ->default_val(0);
   cli.add_option("--emit", o.emit, "write the stream as NDJSON to FILE instead of sending (needs --count)");
   cli.add_option("--emit-csv", o.emit_csv, "write (topic,payload) CSV for psql \\copy to FILE (needs --count)");
   cli.add_option("--input", o.input, "send the lines of this NDJSON file instead of generated events");

@@ -56,7 +56,16 @@ bool has_nul(std::string_view s) noexcept { return std::memchr(s.data(), 0, s.si
 }  // namespace
 
 bool is_pg_uuid(std::string_view s) noexcept {
-  // Mirrors string_to_uuid() in PostgreSQL's src/backend/utils/adt/uuid.c.
+  // Fast path: the canonical 8-4-4-4-12 form that nearly every producer sends.
+  if (s.size() == 36 && s[8] == '-' && s[13] == '-' && s[18] == '-' && s[23] == '-') {
+    for (size_t i = 0; i < 36; ++i) {
+      if (i == 8 || i == 13 || i == 18 || i == 23) continue;
+      if (!is_hex(s[i])) return false;
+    }
+    return true;
+  }
+  // Every other form PostgreSQL accepts; mirrors string_to_uuid() in
+  // src/backend/utils/adt/uuid.c.
   size_t pos = 0;
   bool braces = false;
   if (pos < s.size() && s[pos] == '{') {

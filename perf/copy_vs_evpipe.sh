@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Loads the same N events (about 400 bytes each) into a fresh events_mirror,
+# once with `psql \copy` (PostgreSQL's raw bulk-load path) and once through
+# evpipe over TCP, on the same machine in the same run, and prints both rates
+# and their ratio. Repeats R times (alternating which goes first) and reports
+# medians. Starts and stops its own PostgreSQL.
+#
+#   perf/copy_vs_evpipe.sh [--events N] [--runs R] [--connections C]
+#                          [--payload-bytes B] [--shards S] [--binary PATH] [--out FILE]
+#
+# --binary runs another evpipe build in an extra column (e.g. one built with
+# -DEVPIPE_USE_MIMALLOC=OFF), so two builds are compared side by side.
+set -euo pipefail
+source "$(dirname "$0")/../scripts/lib.sh"
+
+events=200000 runs=3 connections=4 payload=400 shards=0 other_bin="" out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --events) events="$2"; shift 2 ;;
+    --runs) runs="$2"; shift 2 ;;
+    --connections) connections="$2"; shift 2 ;;
+    --payload-bytes) payload="$2"; shift 2 ;;
+    --shards) shards="$2"; shift 2 ;;
+    --binary) other_bin="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+
+ensure_packages
+build_evpipe Release
+bin="$EVPIPE_BUILD_DIR"
+scratch="$(make_scratch)"
+evpipe_pid=""
+cleanup() {
+  [ -n "$evpipe_pid" ] && kill "$evpipe_pid" 2>/dev/null && wait "$evpipe_pid" 2>/dev/null || true
+  pg_stop
+  rm -rf "$scratch"
+}
+trap cleanup EXIT
+pg_start "$scratch/pg"
+chmod 755 "$scratch"
+
+tcp_port="$(free_port)"
+cat >"$scratch/evpipe.toml" <<CONF
+[pipeline]
+shards = $shards
+[postgres]
+dsn = "$EVPIPE_DSN"
+[http]
+listen = ""
+[log]
+level = "warn"
+[[sources.tcp]]
+listen = "127.0.0.1:$tcp_port"
+topic = "perf/tcp"
+CONF
+
+log "generating $events events of ~$payload bytes"
+"$bin/load/evpipe-load" --emit "$scratch/events.ndjson" --emit-csv "$scratch/events.csv" \
+  --count "$events" --payload-bytes "$payload" --run-id perf 2>/dev/null
+chmod 644 "$scratch/events.csv"
+
+psqlq() { psql -X -q -At -d "$EVPIPE_DSN" "$@"; }
+fresh_table() {
+  psqlq -c "DROP TABLE IF EXISTS events_mirror, dlq_events" -c "CHECKPOINT"
+  "$bin/app/evpipe" migrate --config "$scratch/evpipe.toml" 2>/dev/null
+}
+now() { date +%s.%N; }
+
+# Rows/s of psql \copy into a fresh table.
+run_copy() {
+  fresh_table
+  local t0 t1
+  t0=$(now)
+  psqlq -c "\\copy events_mirror (topic, payload) FROM '$scratch/events.csv' WITH (FORMAT csv)" >/dev/null
+  t1=$(now)
+  [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" = "$events" ] || die "psql \\copy loaded a wrong row count"
+  echo "$events $t0 $t1" | awk '{printf "%.0f", $1 / ($3 - $2)}'
+}
+
+# Rows/s through evpipe (first send to last ack, every ack after COMMIT).
+run_evpipe() {
+  local evbin="$1"
+  fresh_table
+  "$evbin" run --config "$scratch/evpipe.toml" 2>"$scratch/evpipe.log" &
+  evpipe_pid=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$tcp_port") 2>/dev/null && break
+    sleep 0.05
+  done
+  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/events.ndjson" \
+    --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null
+  kill -TERM "$evpipe_pid"; wait "$evpipe_pid" || die "evpipe exited non-zero: $(tail -3 "$scratch/evpipe.log")"
+  evpipe_pid=""
+  [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" = "$events" ] || die "evpipe stored a wrong row count"
+  python3 -c "import json,sys; print('%.0f' % json.load(open(sys.argv[1]))['throughput'])" "$scratch/load.json"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+copy_rates=() evpipe_rates=() other_rates=()
+header="| run | psql \\copy rows/s | evpipe rows/s | ratio |"
+[ -n "$other_bin" ] && header="$header $(basename "$other_bin") rows/s | ratio |"
+table="$header"$'\n'"|---|---|---|---|"
+[ -n "$other_bin" ] && table="$table---|---|"
+for r in $(seq "$runs"); do
+  if [ $((r % 2)) -eq 1 ]; then
+    c=$(run_copy); e=$(run_evpipe "$bin/app/evpipe")
+  else
+    e=$(run_evpipe "$bin/app/evpipe"); c=$(run_copy)
+  fi
+  o=""
+  [ -n "$other_bin" ] && o=$(run_evpipe "$other_bin")
+  copy_rates+=("$c"); evpipe_rates+=("$e"); [ -n "$o" ] && other_rates+=("$o")
+  row="| $r | $c | $e | $(awk -v a="$e" -v b="$c" 'BEGIN{printf "%.2f", a/b}') |"
+  [ -n "$o" ] && row="$row $o | $(awk -v a="$o" -v b="$c" 'BEGIN{printf "%.2f", a/b}') |"
+  table="$table"$'\n'"$row"
+  log "run $r: psql \\copy $c rows/s, evpipe $e rows/s${o:+, other $o rows/s}"
+done
+mc=$(printf '%s\n' "${copy_rates[@]}" | median)
+me=$(printf '%s\n' "${evpipe_rates[@]}" | median)
+row="| median | $mc | $me | $(awk -v a="$me" -v b="$mc" 'BEGIN{printf "%.2f", a/b}') |"
+if [ -n "$other_bin" ]; then
+  mo=$(printf '%s\n' "${other_rates[@]}" | median)
+  row="$row $mo | $(awk -v a="$mo" -v b="$mc" 'BEGIN{printf "%.2f", a/b}') |"
+fi
+table="$table"$'\n'"$row"
+
+machine="$(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), PostgreSQL $(psqlq -c 'SHOW server_version'), shared_buffers $(psqlq -c 'SHOW shared_buffers'), synchronous_commit $(psqlq -c 'SHOW synchronous_commit')"
+report="$events events of ~$payload bytes, $connections connections, shards=$shards (0 = one per core), $runs runs
+machine: $machine
+
+$table"
+echo
+echo "$report"
+[ -n "$out" ] && echo "$report" >"$out"
+exit 0
