@@ -33,7 +33,7 @@ struct settings {
   struct {
     uint32_t max_rows = 4096;         // flush a batch at this many events
     uint32_t max_bytes = 4 << 20;     // ... or this many encoded bytes
-    uint32_t linger_ms = 2;           // ... or this long after its first event
+    uint32_t linger_ms = 0;           // ... or this long after its first event (0: as soon as the queue is empty)
   } batch;
   struct {
     uint32_t window_keys = 1'000'000; // recent keys remembered per shard

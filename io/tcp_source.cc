@@ -15,7 +15,7 @@
 
 #include "io/line_framer.h"
 #include "pipeline/ack_tracker.h"
-#include "stages/dedup.h"
+#include "pipeline/intake.h"
 
 namespace evpipe::io {
 
@@ -28,13 +28,6 @@ int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-bool is_blank(std::string_view s) {
-  for (char c : s) {
-    if (c != ' ' && c != '\t' && c != '\r') return false;
-  }
-  return true;
 }
 
 // One validator per I/O thread: the simdjson parser keeps its buffers warm.
@@ -63,7 +56,7 @@ class tcp_connection final : public stages::event_origin,
         limits_(limits),
         framer_(limits.max_event_bytes, simdjson::SIMDJSON_PADDING),
         tracker_(uint64_t{2} * cfg_.max_unacked),
-        out_(router.shard_count()) {}
+        intake_(router.shard_count(), limits) {}
 
   ~tcp_connection() override {
     probe_.unacked.fetch_sub(static_cast<int64_t>(tracker_.issued() - tracker_.acked()));
@@ -143,11 +136,7 @@ class tcp_connection final : public stages::event_origin,
       }
       if (stopping_) break;  // data that raced the stop stays unacked: the client resends it
       framer_.commit(n);
-      // One allocation per shard batch and read, not one per growth step.
-      for (auto& b : out_) {
-        if (b.arena.capacity() == 0) b.arena.reserve(n + n / 4 + 1024);
-        if (b.events.capacity() == 0) b.events.reserve(n / 128 + 16);
-      }
+      intake_.reserve(n);  // one allocation per shard batch and read
       int64_t t = now_ns();
       for (auto it = framer_.next(); it.what != line_framer::kind::none; it = framer_.next()) take(it, t);
       submit(t);
@@ -157,74 +146,28 @@ class tcp_connection final : public stages::event_origin,
     finish_if_done();
   }
 
-  // Validates one line and adds it to its shard's batch.
+  // Hands one framed line to the intake (validate, route, copy once).
   void take(const line_framer::item& it, int64_t received) {
-    stages::event_record rec;
-    rec.seq = tracker_.next();
-    rec.received_ns = received;
+    uint64_t seq = tracker_.next();
     probe_.unacked.fetch_add(1, std::memory_order_relaxed);
-    ++taken_;
-    std::string_view line = it.bytes;
-    std::string_view topic = cfg_.topic;
-
     if (it.what == line_framer::kind::too_long) {
-      rec.why = stages::reason::too_large;
-      rec.raw_truncated = true;
-      rec.digest_lo = it.digest_lo;
-      rec.digest_hi = it.digest_hi;
-    } else if (is_blank(line)) {
-      rec.blank = true;
+      intake_.add_too_large(it.bytes, it.full_size, it.digest_lo, it.digest_hi, seq, received, cfg_.topic);
     } else {
-      stages::envelope env;
-      auto v = thread_validator(limits_).check(line, it.readable, env);
-      rec.why = v.why;
-      if (env.has_topic && !env.topic.empty() && env.topic.size() <= limits_.max_topic_bytes &&
-          v.why != stages::reason::invalid_topic) {
-        topic = env.topic;
-      }
-      if (v.ok()) {
-        auto h = stages::hash_key(env.idempotency_key.data(), env.idempotency_key.size());
-        rec.key_hash_lo = h.lo;
-        rec.key_hash_hi = h.hi;
-        auto& b = out_[router_.shard_of(rec)];
-        rec.key = b.append(env.idempotency_key);
-        rec.kind = b.append(env.kind);
-        rec.topic = b.append(topic);
-        rec.raw = b.append(line);
-        b.events.push_back(rec);
-        return;
-      }
-      auto d = stages::hash_key(line.data(), line.size());
-      rec.digest_lo = d.lo;
-      rec.digest_hi = d.hi;
-      auto& b = out_[router_.shard_of(rec)];
-      rec.message = b.append(v.message);
-      rec.topic = b.append(topic);
-      rec.raw = b.append(line);
-      b.events.push_back(rec);
-      return;
+      intake_.add(it.bytes, it.readable, seq, received, cfg_.topic, thread_validator(limits_));
     }
-    auto& b = out_[router_.shard_of(rec)];
-    if (rec.why == stages::reason::too_large) {
-      rec.message = b.append("event is " + std::to_string(it.full_size) + " bytes, over the limit of " +
-                             std::to_string(limits_.max_event_bytes) + "; raw holds its first " +
-                             std::to_string(line.size()) + " bytes");
-    }
-    rec.topic = b.append(topic);
-    rec.raw = b.append(line);
-    b.events.push_back(rec);
   }
 
   void submit(int64_t started) {
-    if (taken_ == 0) return;
+    size_t taken = intake_.pending();
+    if (taken == 0) return;
     auto self = shared_from_this();
-    for (auto& b : out_) {
+    for (auto& b : intake_.batches()) {
       if (!b.events.empty()) b.origin = self;
     }
-    pipeline::bump(probe_.received, taken_);
-    taken_ = 0;
+    pipeline::bump(probe_.received, taken);
+    intake_.submitted();
     probe_.validate_latency.observe_ns(now_ns() - started);
-    router_.submit(out_);
+    router_.submit(intake_.batches());
   }
 
   void send_ack() {
@@ -274,8 +217,7 @@ class tcp_connection final : public stages::event_origin,
   const stages::envelope_limits limits_;
   line_framer framer_;
   pipeline::ack_tracker tracker_;
-  std::vector<stages::event_batch> out_;  // one per shard, refilled every read
-  size_t taken_ = 0;
+  pipeline::intake intake_;
   std::string ack_text_;
   uint64_t sent_ = 0;
   bool writing_ = false;

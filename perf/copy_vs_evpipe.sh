@@ -102,7 +102,8 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 
 copy_rates=() evpipe_rates=() other_rates=()
 header="| run | psql \\copy rows/s | evpipe rows/s | ratio |"
-[ -n "$other_bin" ] && header="$header $(basename "$other_bin") rows/s | ratio |"
+other_label="$(basename "$(dirname "$(dirname "$other_bin")")")/$(basename "$other_bin")"
+[ -n "$other_bin" ] && header="$header $other_label rows/s | ratio |"
 table="$header"$'\n'"|---|---|---|---|"
 [ -n "$other_bin" ] && table="$table---|---|"
 for r in $(seq "$runs"); do

@@ -1,16 +1,13 @@
 #pragma once
-// The set of shards and the rule that routes an event to one of them: the low
-// 64 bits of the XXH3-128 hash of its idempotency key, modulo the shard count.
-// Two copies of one key therefore always meet in the same shard's window.
-// Events without a key (invalid, blank) are spread by sequence number.
-//
-// Sources build one event_batch per shard from what they read and hand them
-// over with submit(). Thread-safe.
+// The set of shards. Sources build one event_batch per shard from what they
+// read (pipeline/intake, which routes by shard_for) and hand them over with
+// submit(). Thread-safe.
 
 #include <chrono>
 #include <memory>
 #include <vector>
 
+#include "pipeline/intake.h"
 #include "pipeline/shard.h"
 
 namespace evpipe::pipeline {
@@ -21,8 +18,7 @@ class router {
 
   [[nodiscard]] size_t shard_count() const noexcept { return shards_.size(); }
   [[nodiscard]] size_t shard_of(const stages::event_record& ev) const noexcept {
-    uint64_t h = (ev.why == stages::reason::none && !ev.blank) ? ev.key_hash_lo : ev.seq;
-    return h % shards_.size();
+    return shard_for(ev, shards_.size());
   }
   // Whether every shard has room for more events; sources stop reading while
   // this is false (backpressure).

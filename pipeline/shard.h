@@ -28,7 +28,7 @@ namespace evpipe::pipeline {
 struct shard_options {
   uint32_t max_rows = 4096;
   uint32_t max_bytes = 4 << 20;
-  std::chrono::microseconds linger{2000};
+  std::chrono::microseconds linger{0};
   uint32_t window_keys = 1'000'000;
   std::chrono::milliseconds retry_base{100};
   std::chrono::milliseconds retry_max{5000};

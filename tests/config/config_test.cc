@@ -19,7 +19,7 @@ std::string error_of(const std::string& toml) {
 TEST(Config, DefaultsWhenEmpty) {
   auto s = load_string("");
   EXPECT_EQ(s.batch.max_rows, 4096u);
-  EXPECT_EQ(s.batch.linger_ms, 2u);
+  EXPECT_EQ(s.batch.linger_ms, 0u);
   EXPECT_EQ(s.metrics.prefix, "evpipe");
   EXPECT_EQ(s.http.listen, "127.0.0.1:9464");
   EXPECT_GE(s.effective_shards(), 1u);
@@ -34,7 +34,7 @@ queue_capacity = 1000
 [batch]
 max_rows = 10
 max_bytes = 2048
-linger_ms = 0
+linger_ms = 7
 [dedup]
 window_keys = 5
 [postgres]
@@ -50,7 +50,7 @@ topic = "a/b"
 listen = "0.0.0.0:7001"
 )");
   EXPECT_EQ(s.effective_shards(), 3u);
-  EXPECT_EQ(s.batch.linger_ms, 0u);
+  EXPECT_EQ(s.batch.linger_ms, 7u);
   EXPECT_EQ(s.dedup.window_keys, 5u);
   EXPECT_EQ(s.metrics.prefix, "taylor");
   ASSERT_EQ(s.tcp_sources.size(), 2u);

@@ -1,0 +1,87 @@
+#include "pipeline/intake.h"
+
+#include "stages/dedup.h"
+
+namespace evpipe::pipeline {
+
+namespace {
+bool is_blank(std::string_view s) {
+  for (char c : s) {
+    if (c != ' ' && c != '\t' && c != '\r') return false;
+  }
+  return true;
+}
+}  // namespace
+
+intake::intake(size_t shards, stages::envelope_limits limits) : limits_(limits), out_(shards == 0 ? 1 : shards) {}
+
+void intake::reserve(size_t bytes) {
+  for (auto& b : out_) {
+    if (b.arena.capacity() == 0) b.arena.reserve(bytes + bytes / 4 + 1024);
+    if (b.events.capacity() == 0) b.events.reserve(bytes / 128 + 16);
+  }
+}
+
+void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t received_ns,
+                 std::string_view default_topic, stages::envelope_validator& validator) {
+  ++pending_;
+  stages::event_record rec;
+  rec.seq = seq;
+  rec.received_ns = received_ns;
+  if (is_blank(line)) {
+    rec.blank = true;
+    auto& b = batch_of(rec);
+    rec.topic = b.append(default_topic);
+    b.events.push_back(rec);
+    return;
+  }
+  stages::envelope env;
+  auto v = validator.check(line, readable, env);
+  rec.why = v.why;
+  std::string_view topic = default_topic;
+  if (env.has_topic && !env.topic.empty() && env.topic.size() <= limits_.max_topic_bytes &&
+      v.why != stages::reason::invalid_topic) {
+    topic = env.topic;
+  }
+  if (v.ok()) {
+    auto h = stages::hash_key(env.idempotency_key.data(), env.idempotency_key.size());
+    rec.key_hash_lo = h.lo;
+    rec.key_hash_hi = h.hi;
+    auto& b = batch_of(rec);
+    rec.key = b.append(env.idempotency_key);
+    rec.kind = b.append(env.kind);
+    rec.topic = b.append(topic);
+    rec.raw = b.append(line);
+    b.events.push_back(rec);
+    return;
+  }
+  auto d = stages::hash_key(line.data(), line.size());
+  rec.digest_lo = d.lo;
+  rec.digest_hi = d.hi;
+  auto& b = batch_of(rec);
+  rec.message = b.append(v.message);
+  rec.topic = b.append(topic);
+  rec.raw = b.append(line);
+  b.events.push_back(rec);
+}
+
+void intake::add_too_large(std::string_view prefix, size_t full_size, uint64_t digest_lo, uint64_t digest_hi,
+                           uint64_t seq, int64_t received_ns, std::string_view default_topic) {
+  ++pending_;
+  stages::event_record rec;
+  rec.seq = seq;
+  rec.received_ns = received_ns;
+  rec.why = stages::reason::too_large;
+  rec.raw_truncated = true;
+  rec.digest_lo = digest_lo;
+  rec.digest_hi = digest_hi;
+  auto& b = batch_of(rec);
+  rec.message = b.append("event is " + std::to_string(full_size) + " bytes, over the limit of " +
+                         std::to_string(limits_.max_event_bytes) + "; raw holds its first " +
+                         std::to_string(prefix.size()) + " bytes");
+  rec.topic = b.append(default_topic);
+  rec.raw = b.append(prefix);
+  b.events.push_back(rec);
+}
+
+}  // namespace evpipe::pipeline

@@ -1,0 +1,51 @@
+#pragma once
+// Intake: how every source turns the bytes of one event into an event record
+// in the batch of the shard that owns it. Validates the envelope, picks the
+// topic (the event's own `topic` field, else the source's), hashes the key and
+// routes by it, and copies the bytes once into that batch's arena.
+//
+// Owned by one source connection; not thread-safe. A source adds the events of
+// one read, then hands batches() to router::submit.
+
+#include <string_view>
+#include <vector>
+
+#include "stages/event.h"
+#include "stages/validate.h"
+
+namespace evpipe::pipeline {
+
+// The shard an event belongs to: by its key hash, so that two copies of one
+// key always meet in one dedup window; events without a key by position.
+[[nodiscard]] inline size_t shard_for(const stages::event_record& ev, size_t shards) noexcept {
+  uint64_t h = (ev.why == stages::reason::none && !ev.blank) ? ev.key_hash_lo : ev.seq;
+  return h % shards;
+}
+
+class intake {
+ public:
+  intake(size_t shards, stages::envelope_limits limits);
+
+  // One event's bytes; `readable` bytes from line.data() may be read (the
+  // validator's padding). `validator` belongs to the calling thread.
+  void add(std::string_view line, size_t readable, uint64_t seq, int64_t received_ns, std::string_view default_topic,
+           stages::envelope_validator& validator);
+  // An event over the size limit: only its first bytes are kept.
+  void add_too_large(std::string_view prefix, size_t full_size, uint64_t digest_lo, uint64_t digest_hi, uint64_t seq,
+                     int64_t received_ns, std::string_view default_topic);
+
+  // Reserves room for about `bytes` of events in every shard's batch.
+  void reserve(size_t bytes);
+  [[nodiscard]] std::vector<stages::event_batch>& batches() noexcept { return out_; }
+  [[nodiscard]] size_t pending() const noexcept { return pending_; }
+  void submitted() noexcept { pending_ = 0; }
+
+ private:
+  stages::event_batch& batch_of(const stages::event_record& rec) { return out_[shard_for(rec, out_.size())]; }
+
+  stages::envelope_limits limits_;
+  std::vector<stages::event_batch> out_;  // one per shard
+  size_t pending_ = 0;
+};
+
+}  // namespace evpipe::pipeline

@@ -1,0 +1,91 @@
+#include "pipeline/intake.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace evpipe::pipeline {
+namespace {
+
+std::string ev(const std::string& key, const std::string& extra = "") {
+  return "{\"trace_id\":\"550e8400-e29b-41d4-a716-446655440000\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"k\","
+         "\"idempotency_key\":\"" + key + "\",\"payload\":{}" + extra + "}";
+}
+
+struct found {
+  const stages::event_batch* batch;
+  const stages::event_record* rec;
+};
+found find_seq(intake& in, uint64_t seq) {
+  for (auto& b : in.batches()) {
+    for (auto& r : b.events) {
+      if (r.seq == seq) return {&b, &r};
+    }
+  }
+  return {nullptr, nullptr};
+}
+
+TEST(Intake, SameKeyAlwaysGoesToTheSameShard) {
+  intake in(4, {});
+  stages::envelope_validator v;
+  for (uint64_t i = 0; i < 200; ++i) in.add(ev("key-" + std::to_string(i % 20)), 0, i + 1, 0, "t", v);
+  std::map<std::string, size_t> shard_of_key;
+  for (size_t s = 0; s < in.batches().size(); ++s) {
+    for (auto& r : in.batches()[s].events) {
+      std::string key(in.batches()[s].view(r.key));
+      auto [it, inserted] = shard_of_key.emplace(key, s);
+      EXPECT_EQ(it->second, s) << key;
+    }
+  }
+  EXPECT_EQ(shard_of_key.size(), 20u);
+  EXPECT_EQ(in.pending(), 200u);
+  size_t used = 0;
+  for (auto& b : in.batches()) used += !b.events.empty();
+  EXPECT_GT(used, 1u);  // keys spread over shards
+}
+
+TEST(Intake, TopicFromTheEventElseTheSource) {
+  intake in(1, {});
+  stages::envelope_validator v;
+  in.add(ev("a", ",\"topic\":\"own/topic\""), 0, 1, 0, "src/topic", v);
+  in.add(ev("b"), 0, 2, 0, "src/topic", v);
+  in.add(ev("c", ",\"topic\":\"\""), 0, 3, 0, "src/topic", v);  // invalid_topic: falls back
+  auto a = find_seq(in, 1), b = find_seq(in, 2), c = find_seq(in, 3);
+  EXPECT_EQ(a.batch->view(a.rec->topic), "own/topic");
+  EXPECT_EQ(b.batch->view(b.rec->topic), "src/topic");
+  EXPECT_EQ(c.rec->why, stages::reason::invalid_topic);
+  EXPECT_EQ(c.batch->view(c.rec->topic), "src/topic");
+}
+
+TEST(Intake, InvalidBlankAndTooLargeEventsKeepWhatTheDlqNeeds) {
+  intake in(2, {});
+  stages::envelope_validator v;
+  in.add("not json", 0, 1, 0, "t", v);
+  in.add("  ", 0, 2, 0, "t", v);
+  in.add_too_large("{\"big", 5000000, 11, 22, 3, 0, "t");
+  auto bad = find_seq(in, 1), blank = find_seq(in, 2), big = find_seq(in, 3);
+  EXPECT_EQ(bad.rec->why, stages::reason::invalid_json);
+  EXPECT_EQ(bad.batch->view(bad.rec->raw), "not json");
+  EXPECT_FALSE(bad.batch->view(bad.rec->message).empty());
+  EXPECT_NE(bad.rec->digest_lo | bad.rec->digest_hi, 0u);
+  EXPECT_TRUE(blank.rec->blank);
+  EXPECT_EQ(big.rec->why, stages::reason::too_large);
+  EXPECT_TRUE(big.rec->raw_truncated);
+  EXPECT_EQ(big.rec->digest_lo, 11u);
+  EXPECT_NE(big.batch->view(big.rec->message).find("5000000"), std::string::npos);
+}
+
+TEST(Intake, ValidEventsCarryKeyKindAndRawBytes) {
+  intake in(1, {});
+  stages::envelope_validator v;
+  std::string line = ev("k\\u0031");  // escaped key: stored unescaped
+  in.add(line, 0, 7, 42, "t", v);
+  auto f = find_seq(in, 7);
+  EXPECT_EQ(f.batch->view(f.rec->key), "k1");
+  EXPECT_EQ(f.batch->view(f.rec->kind), "k");
+  EXPECT_EQ(f.batch->view(f.rec->raw), line);
+  EXPECT_EQ(f.rec->received_ns, 42);
+}
+
+}  // namespace
+}  // namespace evpipe::pipeline
