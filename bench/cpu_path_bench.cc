@@ -30,6 +30,7 @@ class null_sink : public pipeline::batch_sink {
     return pipeline::write_status::committed;
   }
   bool ready() const override { return true; }
+  bool check() override { return true; }
   std::string last_error() const override { return {}; }
 };
 

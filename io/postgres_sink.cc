@@ -42,6 +42,16 @@ bool postgres_sink::connect() {
   return true;
 }
 
+bool postgres_sink::check() {
+  if (!conn_.connected()) return connect();
+  pg_status st = conn_.exec("SELECT 1");
+  if (!st.ok) {
+    last_error_ = st.message;
+    conn_.close();
+  }
+  return st.ok;
+}
+
 pipeline::write_status postgres_sink::fail(const pg_status& st) {
   last_error_ = st.sqlstate.empty() ? st.message : st.sqlstate + " " + st.message;
   if (st.connection_lost || !conn_.connected()) {

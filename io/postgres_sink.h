@@ -29,6 +29,7 @@ class postgres_sink final : public pipeline::batch_sink {
 
   [[nodiscard]] pipeline::write_status write(stages::write_batch& batch) override;
   [[nodiscard]] bool ready() const override { return conn_.connected(); }
+  [[nodiscard]] bool check() override;
   [[nodiscard]] std::string last_error() const override { return last_error_; }
 
  private:

@@ -139,9 +139,7 @@ void receiver(connection_state& c, int64_t warmup_until, std::chrono::seconds dr
   }
 }
 
-// Sends this connection's share: generated events or lines of --input.
-void sender(connection_state& c, const options& o, int stream, uint64_t quota, double rate_per_conn,
-            int64_t start, int64_t stop, const std::vector<std::string>* lines, size_t first_line) {
+evpipe::load::generator_options generator_for(const options& o, int stream) {
   evpipe::load::generator_options g;
   g.run_id = o.run_id;
   g.seed = o.seed;
@@ -149,7 +147,13 @@ void sender(connection_state& c, const options& o, int stream, uint64_t quota, d
   g.invalid_frac = o.invalid_frac;
   g.dup_frac = o.dup_frac;
   g.stream = static_cast<uint32_t>(stream);
-  evpipe::load::event_generator gen(g);
+  return g;
+}
+
+// Sends this connection's share: generated events or lines of --input.
+void sender(connection_state& c, const options& o, int stream, uint64_t quota, double rate_per_conn,
+            int64_t start, int64_t stop, const std::vector<std::string>* lines, size_t first_line) {
+  evpipe::load::event_generator gen(generator_for(o, stream));
   std::string buf;
   uint64_t i = 0;
   auto more = [&] { return (quota == 0 || i < quota) && (stop == 0 || now_ns() < stop); };
@@ -220,13 +224,7 @@ int emit(const options& o) {
     std::cerr << "evpipe-load: --emit and --emit-csv need --count\n";
     return 2;
   }
-  evpipe::load::generator_options g;
-  g.run_id = o.run_id;
-  g.seed = o.seed;
-  g.payload_bytes = o.payload_bytes;
-  g.invalid_frac = o.invalid_frac;
-  g.dup_frac = o.dup_frac;
-  evpipe::load::event_generator gen(g);
+  evpipe::load::event_generator gen(generator_for(o, 0));
   std::ofstream nd, csv;
   if (!o.emit.empty()) nd.open(o.emit);
   if (!o.emit_csv.empty()) csv.open(o.emit_csv);

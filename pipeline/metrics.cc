@@ -104,13 +104,30 @@ void render_histogram(std::string& out, const std::string& name, const std::stri
   sample(out, name + "_count", labels, double(cumulative));
 }
 
+// A counter family labelled (topic, second), from a map keyed "topic\x1fsecond".
+void render_pairs(std::string& out, const std::string& name, const char* help, const char* second,
+                  const absl::flat_hash_map<std::string, uint64_t>& counts) {
+  header(out, name, "counter", help);
+  for (const auto& [k, n] : counts) {
+    auto sep = k.find(label_sep);
+    std::string labels = "topic=\"";
+    escape_label(labels, std::string_view(k).substr(0, sep));
+    labels += "\",";
+    labels += second;
+    labels += "=\"";
+    escape_label(labels, std::string_view(k).substr(sep + 1));
+    labels += "\"";
+    sample(out, name, labels, double(n));
+  }
+}
+
 }  // namespace
 
 std::string metrics_registry::render() const {
   std::string out;
   out.reserve(16 * 1024);
   const std::string& p = prefix_;
-  auto sum_shards = [&](auto field) {
+  auto sum_shards = [&](counter shard_probe::*field) {
     uint64_t t = 0;
     for (const auto& s : shards_) t += ((*s).*field).load(std::memory_order_relaxed);
     return t;
@@ -122,48 +139,29 @@ std::string metrics_registry::render() const {
 
   {
     std::lock_guard lock(mu_);
-    name = p + "_ingest_total";
-    header(out, name, "counter", "Events committed to events_mirror, by topic and kind.");
-    for (const auto& [k, n] : ingested_) {
-      auto sep = k.find(label_sep);
-      std::string labels = "topic=\"";
-      escape_label(labels, std::string_view(k).substr(0, sep));
-      labels += "\",kind=\"";
-      escape_label(labels, std::string_view(k).substr(sep + 1));
-      labels += "\"";
-      sample(out, name, labels, double(n));
-    }
-    name = p + "_dlq_total";
-    header(out, name, "counter", "Events committed to dlq_events, by topic and reason.");
-    for (const auto& [k, n] : dead_lettered_) {
-      auto sep = k.find(label_sep);
-      std::string labels = "topic=\"";
-      escape_label(labels, std::string_view(k).substr(0, sep));
-      labels += "\",reason=\"";
-      escape_label(labels, std::string_view(k).substr(sep + 1));
-      labels += "\"";
-      sample(out, name, labels, double(n));
-    }
+    render_pairs(out, p + "_ingest_total", "Events committed to events_mirror, by topic and kind.", "kind", ingested_);
+    render_pairs(out, p + "_dlq_total", "Events committed to dlq_events, by topic and reason.", "reason",
+                 dead_lettered_);
   }
 
-  name = p + "_duplicates_total";
-  header(out, name, "counter", "Events dropped as duplicates of a committed idempotency key.");
-  sample(out, name, "", double(sum_shards(&shard_probe::duplicates)));
-  name = p + "_batches_total";
-  header(out, name, "counter", "Batches committed.");
-  sample(out, name, "", double(sum_shards(&shard_probe::batches)));
-  name = p + "_copy_rows_total";
-  header(out, name, "counter", "Rows sent with COPY.");
-  sample(out, name, "", double(sum_shards(&shard_probe::copy_rows)));
-  name = p + "_copy_bytes_total";
-  header(out, name, "counter", "Bytes sent with COPY.");
-  sample(out, name, "", double(sum_shards(&shard_probe::copy_bytes)));
-  name = p + "_db_errors_total";
-  header(out, name, "counter", "Database operations that failed.");
-  sample(out, name, "", double(sum_shards(&shard_probe::db_errors)));
-  name = p + "_db_retries_total";
-  header(out, name, "counter", "Batch writes retried after a database error.");
-  sample(out, name, "", double(sum_shards(&shard_probe::db_retries)));
+  struct shard_counter {
+    const char* suffix;
+    const char* help;
+    counter shard_probe::*field;
+  };
+  static constexpr shard_counter shard_counters[] = {
+      {"_duplicates_total", "Events dropped as duplicates of a committed idempotency key.", &shard_probe::duplicates},
+      {"_batches_total", "Batches committed.", &shard_probe::batches},
+      {"_copy_rows_total", "Rows sent with COPY.", &shard_probe::copy_rows},
+      {"_copy_bytes_total", "Bytes sent with COPY.", &shard_probe::copy_bytes},
+      {"_db_errors_total", "Database operations that failed.", &shard_probe::db_errors},
+      {"_db_retries_total", "Batch writes retried after a database error.", &shard_probe::db_retries},
+  };
+  for (const auto& c : shard_counters) {
+    name = p + c.suffix;
+    header(out, name, "counter", c.help);
+    sample(out, name, "", double(sum_shards(c.field)));
+  }
 
   name = p + "_queue_depth";
   header(out, name, "gauge", "Events queued for a shard.");
@@ -173,6 +171,9 @@ std::string metrics_registry::render() const {
   name = p + "_unacked_events";
   header(out, name, "gauge", "Events read from a source whose outcome is not yet acknowledged.");
   for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->unacked.load()));
+  name = p + "_backpressure_waits_total";
+  header(out, name, "counter", "Times a source connection paused reading because a shard queue was full or too much was unacked.");
+  for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->backpressure_waits.load()));
   name = p + "_connections_active";
   header(out, name, "gauge", "Open source connections.");
   for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->connections_active.load()));

@@ -95,6 +95,7 @@ struct source_probe {
   counter connections_total{0};
   std::atomic<int64_t> connections_active{0};
   std::atomic<int64_t> unacked{0};      // events read and not yet acknowledged
+  counter backpressure_waits{0};        // times a connection paused reading (queue full or too much unacked)
   histogram validate_latency;           // per source read (a batch of lines)
 };
 

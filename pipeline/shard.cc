@@ -56,6 +56,7 @@ void shard::run() {
   } guard{finished_};
   std::vector<stages::event_batch> items(32);
   probe_.db_ready.store(sink_->ready());
+  auto last_db_contact = std::chrono::steady_clock::now();
   for (;;) {
     std::chrono::microseconds wait{50'000};
     if (!batch_.empty()) {
@@ -70,8 +71,26 @@ void shard::run() {
       items[i].clear();
       if (abandon_.load()) return;
     }
-    if (!batch_.empty() && std::chrono::steady_clock::now() >= batch_.opened_at() + opts_.linger) flush();
-    if (n == 0 && stopping_.load(std::memory_order_relaxed) && queue_.size_approx() == 0) {
+    auto now = std::chrono::steady_clock::now();
+    if (!batch_.empty() && now >= batch_.opened_at() + opts_.linger) {
+      flush();
+      last_db_contact = std::chrono::steady_clock::now();
+    } else if (batch_.empty() && now - last_db_contact >= std::chrono::seconds(1)) {
+      // Idle: keep /health/ready truthful, and reconnect before events come.
+      bool ok = sink_->check();
+      if (ok != probe_.db_ready.load(std::memory_order_relaxed)) {
+        if (ok) {
+          spdlog::info("shard {}: database reachable", id_);
+        } else {
+          spdlog::warn("shard {}: database unreachable: {}", id_, sink_->last_error());
+        }
+      }
+      probe_.db_ready.store(ok, std::memory_order_relaxed);
+      last_db_contact = now;
+    }
+    // Stopping: sources no longer push, so an empty queue means drained; the
+    // open batch is committed now rather than after its linger.
+    if (stopping_.load(std::memory_order_relaxed) && queue_.size_approx() == 0) {
       if (!batch_.empty()) flush();
       return;
     }

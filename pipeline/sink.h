@@ -21,6 +21,9 @@ class batch_sink {
   [[nodiscard]] virtual write_status write(stages::write_batch& batch) = 0;
   // Whether the last operation left a usable database connection.
   [[nodiscard]] virtual bool ready() const = 0;
+  // Asks the database whether it answers, reconnecting if needed; called by
+  // an idle shard so that readiness follows the database without traffic.
+  [[nodiscard]] virtual bool check() = 0;
   // One line on the last failure, for logs.
   [[nodiscard]] virtual std::string last_error() const = 0;
 };

@@ -18,15 +18,7 @@ ensure_packages
 build_evpipe Release
 bin="$EVPIPE_BUILD_DIR"
 
-scratch="$(make_scratch)"
-evpipe_pid=""
-cleanup() {
-  [ -n "$evpipe_pid" ] && kill "$evpipe_pid" 2>/dev/null && wait "$evpipe_pid" 2>/dev/null || true
-  pg_stop
-  rm -rf "$scratch"
-}
-trap cleanup EXIT
-pg_start "$scratch/pg"
+scratch_cluster
 
 tcp_port="$(free_port)"
 http_port="$(free_port)"

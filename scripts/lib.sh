@@ -109,10 +109,20 @@ pg_stop() {
   as_pg_user "$PG_BIN/pg_ctl" -D "$PG_SCRATCH/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
-# A scratch directory that the cluster's user can use, removed by cleanup.
-make_scratch() {
-  local d
-  d="$(mktemp -d /tmp/evpipe.XXXXXX)"
-  chmod 755 "$d"
-  echo "$d"
+# scratch_cluster: makes $scratch (a directory the cluster's user can use),
+# starts the private PostgreSQL in it, and arranges that on exit the evpipe in
+# $evpipe_pid (if any), the cluster and the directory all go away.
+scratch_cluster() {
+  scratch="$(mktemp -d /tmp/evpipe.XXXXXX)"
+  chmod 755 "$scratch"
+  evpipe_pid=""
+  trap cleanup_scratch EXIT
+  pg_start "$scratch/pg"
+}
+cleanup_scratch() {
+  if [ -n "${evpipe_pid:-}" ]; then
+    kill "$evpipe_pid" 2>/dev/null && wait "$evpipe_pid" 2>/dev/null || true
+  fi
+  pg_stop
+  [ -n "${scratch:-}" ] && rm -rf "$scratch"
 }

@@ -13,10 +13,7 @@ esac
 ensure_packages
 build_evpipe Release
 
-scratch="$(make_scratch)"
-cleanup() { pg_stop; rm -rf "$scratch"; }
-trap cleanup EXIT
-pg_start "$scratch/pg"
+scratch_cluster
 
 export EVPIPE_TEST_DSN="$EVPIPE_DSN"
 export EVPIPE_REQUIRE_DB=1      # integration tests fail, not skip, without a database

@@ -232,6 +232,42 @@ TEST_F(TcpPipeline, ConcurrentConnectionsSendingTheSameKeysStoreEachOnce) {
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
 
+TEST_F(TcpPipeline, TinyQueuesPauseReadingAndLoseNothing) {
+  uint16_t port = free_port(), http_port = free_port();
+  // Queues of 64 events, 100 unacked lines per connection, batches of 50:
+  // sources spend most of the run paused by backpressure.
+  std::string cfg = config_for(db, port, http_port);
+  cfg.replace(cfg.find("[pipeline]\nshards = 2\n"), 22, "[pipeline]\nshards = 2\nqueue_capacity = 64\n");
+  cfg.replace(cfg.find("max_rows = 500"), 14, "max_rows = 50");
+  cfg += "max_unacked = 100\n";
+  evpipe_process evp(cfg, "tiny");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  const int per_conn = 10000;
+  std::vector<std::thread> producers;
+  std::vector<uint64_t> acked(3, 0);
+  for (int p = 0; p < 3; ++p) {
+    producers.emplace_back([&, p] {
+      std::string data;
+      for (int i = 0; i < per_conn; ++i) data += valid_event("bp-" + std::to_string(p) + "-" + std::to_string(i)) + "\n";
+      ndjson_client c(port);
+      c.send_all(data);
+      acked[p] = c.read_acks_until(per_conn, 120s);
+    });
+  }
+  for (auto& t : producers) t.join();
+  for (auto a : acked) EXPECT_EQ(a, static_cast<uint64_t>(per_conn));
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 3 * per_conn);
+  auto metrics = http_get(http_port, "/metrics");
+  EXPECT_NE(metrics.find("taylor_unacked_events{source=\"tcp\"} 0"), std::string::npos) << metrics.substr(0, 2000);
+  const std::string waits = "taylor_backpressure_waits_total{source=\"tcp\"} ";
+  auto at = metrics.find(waits);
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_GT(std::stod(metrics.substr(at + waits.size())), 10.0) << "the sources never paused: the test did not test backpressure";
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
 TEST_F(TcpPipeline, SigtermUnderLoadLosesNothingAcked) {
   uint16_t port = free_port(), http_port = free_port();
   evpipe_process evp(config_for(db, port, http_port), "sigterm");

@@ -36,8 +36,15 @@ class fake_sink : public batch_sink {
     ++commits;
     return write_status::committed;
   }
-  bool ready() const override { return true; }
+  bool ready() const override { return healthy; }
+  bool check() override {
+    std::lock_guard lock(mu);
+    ++checks;
+    return healthy;
+  }
   std::string last_error() const override { return "injected failure"; }
+  std::atomic<bool> healthy{true};
+  int checks = 0;
 
   std::mutex mu;
   int calls = 0, commits = 0, fail_next = 0;
@@ -150,7 +157,7 @@ TEST_F(shard_fixture, FlushesAtMaxRows) {
   start();
   auto origin = std::make_shared<recording_origin>();
   std::vector<std::string> keys;
-  for (int i = 0; i < 25; ++i) keys.push_back("k" + std::to_string(i));
+  for (int i = 0; i < 25; ++i) keys.push_back(std::string("k").append(std::to_string(i)));
   s->push(make_batch(origin, keys, 1));
   ASSERT_TRUE(origin->wait_for(20));
   {
@@ -176,6 +183,24 @@ TEST_F(shard_fixture, DatabaseKnownKeysBecomeDuplicates) {
   EXPECT_EQ(origin->got[0].kind, stages::outcome_kind::duplicate);
   EXPECT_EQ(origin->got[1].kind, stages::outcome_kind::mirrored);
   EXPECT_NE(registry.render().find("evpipe_duplicates_total 1"), std::string::npos);
+}
+
+TEST_F(shard_fixture, IdleShardFollowsTheDatabaseForReadiness) {
+  start();
+  auto wait_ready = [&](bool want) {
+    for (int i = 0; i < 400; ++i) {
+      if (registry.all_shards_ready() == want) return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  };
+  EXPECT_TRUE(wait_ready(true));
+  sink->healthy = false;  // the database goes away while no events flow
+  EXPECT_TRUE(wait_ready(false));
+  sink->healthy = true;
+  EXPECT_TRUE(wait_ready(true));
+  s->stop(std::chrono::steady_clock::now() + 5s);
+  EXPECT_GE(sink->checks, 2);
 }
 
 TEST_F(shard_fixture, StopAbandonsRetriesAtTheDeadline) {
