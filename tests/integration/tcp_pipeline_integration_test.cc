@@ -297,6 +297,23 @@ TEST_F(TcpPipeline, SigtermUnderLoadLosesNothingAcked) {
   EXPECT_GE(db.count("SELECT count(*) FROM events_mirror"), static_cast<long>(last));
 }
 
+TEST_F(TcpPipeline, HalfCloseGetsTheLastLineAckedThenTheConnectionCloses) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port), "halfclose");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  ndjson_client c(port);
+  // The last event has no trailing newline: end of stream ends it.
+  c.send_all(valid_event("h-1") + "\n" + valid_event("h-2") + "\r\n" + valid_event("h-3"));
+  c.shutdown_write();
+  EXPECT_EQ(c.read_acks_until(3, 30s), 3u);
+  c.read_acks_until(4, 3s);  // nothing more comes; the server closes
+  EXPECT_TRUE(c.closed());
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key IN ('h-1', 'h-2', 'h-3')"), 3);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
 TEST_F(TcpPipeline, StartupErrorsAreOneLineAndNonZero) {
   // Unmigrated schema: refuses to run and says what to do.
   uint16_t port = free_port();
