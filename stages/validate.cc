@@ -120,81 +120,40 @@ bool is_iso8601_datetime(std::string_view s) noexcept {
   return p == s.size();
 }
 
-namespace ondemand = simdjson::ondemand;
+namespace dom = simdjson::dom;
 
 struct envelope_validator::impl {
-  ondemand::parser parser;
+  dom::parser parser;
   std::string padded;  // copy of a line that lacks simdjson's padding
 
-  // Why a value deep inside the document is not storable; empty when it is.
-  std::string walk_error;
-
-  // Checks that a value is well-formed JSON that PostgreSQL's jsonb accepts.
-  simdjson::error_code walk(ondemand::value v, uint32_t depth, uint32_t max_depth) {
-    if (depth > max_depth) {
-      walk_error = "nesting deeper than " + std::to_string(max_depth) + " levels";
-      return simdjson::DEPTH_ERROR;
+  // PostgreSQL's jsonb cannot store U+0000. JSON can only carry it as the
+  // escape \u0000 (raw control characters are invalid), so the tree is only
+  // walked when the escape occurs in the text.
+  static bool holds_nul(dom::element e) {
+    switch (e.type()) {
+      case dom::element_type::OBJECT:
+        for (auto field : dom::object(e)) {
+          if (has_nul(field.key) || holds_nul(field.value)) return true;
+        }
+        return false;
+      case dom::element_type::ARRAY:
+        for (auto child : dom::array(e)) {
+          if (holds_nul(child)) return true;
+        }
+        return false;
+      case dom::element_type::STRING:
+        return has_nul(std::string_view(e));
+      default:
+        return false;
     }
-    ondemand::json_type type;
-    if (auto err = v.type().get(type)) return err;
-    switch (type) {
-      case ondemand::json_type::object: {
-        ondemand::object obj;
-        if (auto err = v.get_object().get(obj)) return err;
-        for (auto field : obj) {
-          std::string_view key;
-          if (auto err = field.unescaped_key().get(key)) return err;
-          if (has_nul(key)) {
-            walk_error = "a key contains \\u0000, which PostgreSQL jsonb cannot store";
-            return simdjson::STRING_ERROR;
-          }
-          ondemand::value child;
-          if (auto err = field.value().get(child)) return err;
-          if (auto err = walk(child, depth + 1, max_depth)) return err;
-        }
-        return simdjson::SUCCESS;
-      }
-      case ondemand::json_type::array: {
-        ondemand::array arr;
-        if (auto err = v.get_array().get(arr)) return err;
-        for (auto element : arr) {
-          ondemand::value child;
-          if (auto err = element.get(child)) return err;
-          if (auto err = walk(child, depth + 1, max_depth)) return err;
-        }
-        return simdjson::SUCCESS;
-      }
-      case ondemand::json_type::string: {
-        std::string_view s;
-        if (auto err = v.get_string().get(s)) return err;
-        if (has_nul(s)) {
-          walk_error = "a string contains \\u0000, which PostgreSQL jsonb cannot store";
-          return simdjson::STRING_ERROR;
-        }
-        return simdjson::SUCCESS;
-      }
-      case ondemand::json_type::number: {
-        ondemand::number n;
-        auto err = v.get_number().get(n);
-        if (err) walk_error = "a number is malformed or out of range";
-        return err;
-      }
-      case ondemand::json_type::boolean: {
-        bool b;
-        return v.get_bool().get(b);
-      }
-      case ondemand::json_type::null: {
-        bool is_null = false;
-        if (auto err = v.is_null().get(is_null)) return err;
-        return is_null ? simdjson::SUCCESS : simdjson::N_ATOM_ERROR;
-      }
-    }
-    return simdjson::INCORRECT_TYPE;
   }
 };
 
 envelope_validator::envelope_validator(envelope_limits limits)
-    : limits_(limits), impl_(std::make_unique<impl>()) {}
+    : limits_(limits), impl_(std::make_unique<impl>()) {
+  // Depth counts the event object itself; max_depth counts nesting inside it.
+  if (impl_->parser.allocate(64 * 1024, limits_.max_depth + 1) != simdjson::SUCCESS) throw std::bad_alloc();
+}
 envelope_validator::~envelope_validator() = default;
 
 namespace {
@@ -210,9 +169,12 @@ enum field_bit : unsigned {
 
 validation fail(reason r, std::string message) { return validation{r, std::move(message)}; }
 
-validation json_error(simdjson::error_code err, const std::string& detail) {
-  if (!detail.empty()) return fail(reason::invalid_json, "not storable JSON: " + detail);
-  return fail(reason::invalid_json, std::string("not valid JSON: ") + simdjson::error_message(err));
+// At most n bytes of s, cut at a UTF-8 character boundary (messages are stored
+// as text and must stay valid UTF-8).
+std::string utf8_prefix(std::string_view s, size_t n) {
+  if (s.size() <= n) return std::string(s);
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return std::string(s.substr(0, n)) + "...";
 }
 
 }  // namespace
@@ -232,49 +194,39 @@ validation envelope_validator::check(std::string_view line, size_t capacity, env
     impl_->padded.assign(line);
     impl_->padded.resize(line.size() + simdjson::SIMDJSON_PADDING, '\0');
     data = impl_->padded.data();
-    capacity = impl_->padded.size();
   }
-  impl_->walk_error.clear();
 
-  ondemand::document doc;
-  if (auto err = impl_->parser.iterate(data, line.size(), capacity).get(doc)) {
-    return json_error(err, {});
-  }
-  ondemand::object obj;
-  if (auto err = doc.get_object().get(obj)) {
-    if (err == simdjson::INCORRECT_TYPE) {
-      return fail(reason::invalid_json, "an event must be a JSON object");
+  // A full parse: simdjson validates the whole document (structure, UTF-8,
+  // strings and their escapes, numbers, depth) before we look at a field.
+  dom::element doc;
+  if (auto err = impl_->parser.parse(data, line.size(), false).get(doc)) {
+    switch (err) {
+      case simdjson::DEPTH_ERROR:
+        return fail(reason::invalid_json, "not storable JSON: nesting deeper than " +
+                                              std::to_string(limits_.max_depth) + " levels");
+      case simdjson::NUMBER_ERROR:
+        return fail(reason::invalid_json, "not storable JSON: a number is malformed or out of range");
+      default:
+        return fail(reason::invalid_json, std::string("not valid JSON: ") + simdjson::error_message(err));
     }
-    return json_error(err, {});
+  }
+  dom::object obj;
+  if (doc.get_object().get(obj)) return fail(reason::invalid_json, "an event must be a JSON object");
+  if (line.find("\\u0000") != std::string_view::npos && impl::holds_nul(doc)) {
+    return fail(reason::invalid_json, "not storable JSON: a string or key contains \\u0000, which PostgreSQL jsonb cannot store");
   }
 
   unsigned seen = 0;
-  validation field_error;  // first envelope rule broken; JSON errors win over it
+  validation field_error;  // the first envelope rule broken, in document order
   auto note = [&](reason r, std::string msg) {
     if (field_error.ok()) field_error = fail(r, std::move(msg));
   };
-  auto string_field = [&](ondemand::value& v, std::string_view& dst, const char* name,
-                          reason r) -> simdjson::error_code {
-    ondemand::json_type t;
-    if (auto err = v.type().get(t)) return err;
-    if (t != ondemand::json_type::string) {
-      note(r, std::string(name) + " must be a string");
-      return impl_->walk(v, 1, limits_.max_depth);
-    }
-    if (auto err = v.get_string().get(dst)) return err;
-    if (has_nul(dst)) {
-      impl_->walk_error = std::string(name) + " contains \\u0000";
-      return simdjson::STRING_ERROR;
-    }
-    return simdjson::SUCCESS;
+  auto string_field = [&](dom::element v, std::string_view& dst, const char* name, reason r) {
+    if (v.get_string().get(dst)) note(r, std::string(name) + " must be a string");
   };
 
   for (auto field : obj) {
-    std::string_view key;
-    if (auto err = field.unescaped_key().get(key)) return json_error(err, impl_->walk_error);
-    ondemand::value v;
-    if (auto err = field.value().get(v)) return json_error(err, impl_->walk_error);
-
+    std::string_view key = field.key;
     unsigned bit = 0;
     if (key == "trace_id") bit = f_trace_id;
     else if (key == "ts") bit = f_ts;
@@ -282,42 +234,28 @@ validation envelope_validator::check(std::string_view line, size_t capacity, env
     else if (key == "idempotency_key") bit = f_key;
     else if (key == "payload") bit = f_payload;
     else if (key == "topic") bit = f_topic;
-
-    simdjson::error_code err = simdjson::SUCCESS;
-    if (bit != 0 && (seen & bit)) {
+    if (bit == 0) continue;
+    if (seen & bit) {
       // jsonb keeps the last of duplicate keys; an envelope that says two
       // things about itself is refused rather than guessed at.
       note(reason::invalid_json, "field '" + std::string(key) + "' appears more than once");
-      err = impl_->walk(v, 1, limits_.max_depth);
-    } else {
-      seen |= bit;
-      switch (bit) {
-        case f_trace_id: err = string_field(v, out.trace_id, "trace_id", reason::invalid_trace_id); break;
-        case f_ts: err = string_field(v, out.ts, "ts", reason::invalid_ts); break;
-        case f_kind: err = string_field(v, out.kind, "kind", reason::invalid_kind); break;
-        case f_key: err = string_field(v, out.idempotency_key, "idempotency_key", reason::invalid_idempotency_key); break;
-        case f_topic:
-          err = string_field(v, out.topic, "topic", reason::invalid_topic);
-          out.has_topic = true;
-          break;
-        case f_payload: {
-          ondemand::json_type t;
-          err = v.type().get(t);
-          if (!err && t != ondemand::json_type::object) note(reason::invalid_payload, "payload must be an object");
-          if (!err) err = impl_->walk(v, 1, limits_.max_depth);
-          break;
-        }
-        default: err = impl_->walk(v, 1, limits_.max_depth); break;
-      }
+      continue;
     }
-    if (err) return json_error(err, impl_->walk_error);
+    seen |= bit;
+    switch (bit) {
+      case f_trace_id: string_field(field.value, out.trace_id, "trace_id", reason::invalid_trace_id); break;
+      case f_ts: string_field(field.value, out.ts, "ts", reason::invalid_ts); break;
+      case f_kind: string_field(field.value, out.kind, "kind", reason::invalid_kind); break;
+      case f_key: string_field(field.value, out.idempotency_key, "idempotency_key", reason::invalid_idempotency_key); break;
+      case f_topic:
+        string_field(field.value, out.topic, "topic", reason::invalid_topic);
+        out.has_topic = true;
+        break;
+      case f_payload:
+        if (!field.value.is_object()) note(reason::invalid_payload, "payload must be an object");
+        break;
+    }
   }
-  // A complete object followed by anything but white space is not one event.
-  const char* end = nullptr;
-  if (doc.current_location().get(end) == simdjson::SUCCESS) {
-    return fail(reason::invalid_json, "not valid JSON: content after the end of the object");
-  }
-
   if (!field_error.ok()) return field_error;
 
   if ((seen & (f_trace_id | f_ts | f_kind | f_key | f_payload)) != (f_trace_id | f_ts | f_kind | f_key | f_payload)) {
@@ -333,10 +271,10 @@ validation envelope_validator::check(std::string_view line, size_t capacity, env
     return fail(reason::missing_field, "missing required field(s): " + missing);
   }
   if (!is_pg_uuid(out.trace_id)) {
-    return fail(reason::invalid_trace_id, "trace_id is not a UUID: '" + std::string(out.trace_id.substr(0, 64)) + "'");
+    return fail(reason::invalid_trace_id, "trace_id is not a UUID: '" + utf8_prefix(out.trace_id, 64) + "'");
   }
   if (!is_iso8601_datetime(out.ts)) {
-    return fail(reason::invalid_ts, "ts is not an ISO 8601 date-time: '" + std::string(out.ts.substr(0, 64)) + "'");
+    return fail(reason::invalid_ts, "ts is not an ISO 8601 date-time: '" + utf8_prefix(out.ts, 64) + "'");
   }
   if (out.kind.empty()) return fail(reason::invalid_kind, "kind must not be empty");
   if (out.idempotency_key.empty()) {
