@@ -127,7 +127,7 @@ class tcp_connection final : public stages::event_origin,
           int64_t t = now_ns();
           auto it = framer_.finish();
           if (it.what != line_framer::kind::none) {
-            take(it, t);
+            take(it, t, thread_validator(limits_));
             submit(t);
           }
         } else if (ec != asio::error::eof && ec != asio::error::operation_aborted) {
@@ -139,7 +139,8 @@ class tcp_connection final : public stages::event_origin,
       framer_.commit(n);
       intake_.reserve(n);  // one allocation per shard batch and read
       int64_t t = now_ns();
-      for (auto it = framer_.next(); it.what != line_framer::kind::none; it = framer_.next()) take(it, t);
+      auto& validator = thread_validator(limits_);  // this thread's parser, once per read
+      for (auto it = framer_.next(); it.what != line_framer::kind::none; it = framer_.next()) take(it, t, validator);
       submit(t);
     }
     reading_done_ = true;
@@ -148,13 +149,13 @@ class tcp_connection final : public stages::event_origin,
   }
 
   // Hands one framed line to the intake (validate, route, copy once).
-  void take(const line_framer::item& it, int64_t received) {
+  void take(const line_framer::item& it, int64_t received, stages::envelope_validator& validator) {
     uint64_t seq = tracker_.next();
     probe_.unacked.fetch_add(1, std::memory_order_relaxed);
     if (it.what == line_framer::kind::too_long) {
       intake_.add_too_large(it.bytes, it.full_size, it.digest_lo, it.digest_hi, seq, received, cfg_.topic);
     } else {
-      intake_.add(it.bytes, it.readable, seq, received, cfg_.topic, thread_validator(limits_));
+      intake_.add(it.bytes, it.readable, seq, received, cfg_.topic, validator);
     }
   }
 
