@@ -18,6 +18,14 @@ constexpr const char* dlq_sql =
 // Statements per pipeline sync: keeps both sides' socket buffers from filling
 // while a blocking connection writes (libpq's documented deadlock risk).
 constexpr size_t pipeline_chunk = 256;
+
+// The rows themselves are refused (data exception, integrity constraint,
+// program limit): retrying them unchanged cannot succeed. A unique violation
+// is not one of these: it is resolved as duplicates.
+bool is_data_error(const pg_status& st) {
+  if (st.ok || st.connection_lost || st.sqlstate.size() != 5 || st.sqlstate == "23505") return false;
+  return st.sqlstate.starts_with("22") || st.sqlstate.starts_with("23") || st.sqlstate.starts_with("54");
+}
 }  // namespace
 
 postgres_sink::postgres_sink(std::string dsn, std::string application_name)
@@ -71,11 +79,56 @@ pipeline::write_status postgres_sink::write(stages::write_batch& batch) {
   if (batch.dead_letters().empty()) {
     pg_status st = conn_.copy_in(copy_mirror_sql, batch.copy_data());
     if (st.ok) return pipeline::write_status::committed;
+    if (is_data_error(st)) return isolate_refused_rows(batch);
     if (st.sqlstate != "23505") return fail(st);
     // Some key is already in the table: fall through to the resolving path.
   }
   pg_status st = write_transaction(batch, batch.dead_letters().empty());
   if (!st.ok && st.sqlstate == "23505") st = write_transaction(batch, true);
+  if (is_data_error(st)) return isolate_refused_rows(batch);
+  if (!st.ok) return fail(st);
+  return pipeline::write_status::committed;
+}
+
+pipeline::write_status postgres_sink::isolate_refused_rows(stages::write_batch& batch) {
+  // Bisection: a range that commits is done; a refused range is split until
+  // single rows remain. k bad rows in n cost about 2k·log2(n) transactions.
+  // If the connection drops midway, the whole write is retried: rows already
+  // committed here then come back as duplicates of themselves, which keeps
+  // exactly one row per key.
+  std::string slice;
+  std::vector<std::pair<size_t, size_t>> todo{{0, batch.row_count()}};
+  struct refused {
+    size_t row;
+    pg_status why;
+  };
+  std::vector<refused> refused_rows;
+  while (!todo.empty()) {
+    auto [first, last] = todo.back();
+    todo.pop_back();
+    batch.copy_slice(first, last, slice);
+    pg_status st = conn_.exec("BEGIN");
+    if (st.ok) st = resolve_conflicts(batch, first, last, slice);
+    if (st.ok) st = conn_.exec("COMMIT");
+    if (st.ok) continue;
+    if (!st.connection_lost) (void)conn_.exec("ROLLBACK");
+    if (!is_data_error(st)) return fail(st);
+    if (last - first == 1) {
+      refused_rows.push_back({first, st});
+      continue;
+    }
+    size_t mid = first + (last - first) / 2;
+    todo.emplace_back(mid, last);
+    todo.emplace_back(first, mid);  // the first half is tried first
+  }
+  for (auto& r : refused_rows) {
+    // Class 23 (constraints) judged a stored jsonb value: the JSON itself is
+    // fine. Otherwise keep the bytes, which PostgreSQL may not accept as jsonb.
+    batch.reject_row(r.row, r.why.sqlstate, r.why.message, r.why.sqlstate.starts_with("23"));
+  }
+  if (batch.dead_letters().empty()) return pipeline::write_status::committed;
+  pg_status st = conn_.exec("BEGIN");
+  if (st.ok) st = insert_dead_letters(batch);  // ends with COMMIT
   if (!st.ok) return fail(st);
   return pipeline::write_status::committed;
 }
@@ -84,7 +137,7 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
   pg_status st = conn_.exec("BEGIN");
   if (st.ok && batch.row_count() > 0) {
     if (resolve) {
-      st = resolve_conflicts(batch);
+      st = resolve_conflicts(batch, 0, batch.row_count(), batch.copy_data());
     } else {
       st = conn_.copy_in(copy_mirror_sql, batch.copy_data());
     }
@@ -97,8 +150,9 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
   return insert_dead_letters(batch);  // ends with COMMIT
 }
 
-pg_status postgres_sink::resolve_conflicts(stages::write_batch& batch) {
-  pg_status st = conn_.copy_in(copy_stage_sql, batch.copy_data());
+pg_status postgres_sink::resolve_conflicts(stages::write_batch& batch, size_t first, size_t last,
+                                           std::string_view copy_data) {
+  pg_status st = conn_.copy_in(copy_stage_sql, copy_data);
   if (!st.ok) return st;
   pg_result r;
   st = conn_.query(move_stage_sql, r);
@@ -110,7 +164,7 @@ pg_status postgres_sink::resolve_conflicts(stages::write_batch& batch) {
     ++inserted[std::string_view(PQgetvalue(r.get(), i, 0), PQgetlength(r.get(), i, 0))];
   }
   const auto& rows = batch.rows();
-  for (size_t i = 0; i < rows.size(); ++i) {
+  for (size_t i = first; i < last; ++i) {
     auto it = inserted.find(batch.text(rows[i].key));
     if (it != inserted.end() && it->second > 0) {
       --it->second;

@@ -9,7 +9,13 @@
 //   - when COPY meets a key the table already holds (unique violation, e.g.
 //     after a restart emptied the dedup window): the batch is COPYed into a
 //     temporary staging table and moved with INSERT ... ON CONFLICT DO NOTHING
-//     RETURNING, so the new rows commit and the others are marked duplicates.
+//     RETURNING, so the new rows commit and the others are marked duplicates;
+//   - when PostgreSQL refuses a row for its data (SQLSTATE class 22, 23 or 54:
+//     a CHECK constraint, a trigger, a value it cannot store): the batch is
+//     bisected into ranges committed separately until the refused rows stand
+//     alone; they become dead letters (db_rejected, with SQLSTATE and message)
+//     and every other row commits. Other errors (connection, shutdown,
+//     serialization, resources) are transient: the whole batch is retried.
 //
 // Owned by one shard thread; not thread-safe.
 
@@ -36,7 +42,9 @@ class postgres_sink final : public pipeline::batch_sink {
   pipeline::write_status fail(const pg_status& st);
   [[nodiscard]] pg_status write_transaction(stages::write_batch& batch, bool resolve_conflicts);
   [[nodiscard]] pg_status insert_dead_letters(stages::write_batch& batch);
-  [[nodiscard]] pg_status resolve_conflicts(stages::write_batch& batch);
+  [[nodiscard]] pg_status resolve_conflicts(stages::write_batch& batch, size_t first, size_t last,
+                                            std::string_view copy_data);
+  [[nodiscard]] pipeline::write_status isolate_refused_rows(stages::write_batch& batch);
 
   std::string dsn_;
   std::string application_name_;

@@ -56,6 +56,11 @@ void metrics_registry::add_dead_lettered(const absl::flat_hash_map<std::string, 
   merge(m, dead_lettered_, reasons_);
 }
 
+void metrics_registry::add_db_rejected(std::string_view sqlstate, uint64_t n) {
+  std::lock_guard lock(mu_);
+  db_rejected_[std::string(sqlstate)] += n;
+}
+
 bool metrics_registry::all_shards_ready() const {
   for (const auto& s : shards_) {
     if (!s->db_ready.load(std::memory_order_relaxed)) return false;
@@ -142,6 +147,9 @@ std::string metrics_registry::render() const {
     render_pairs(out, p + "_ingest_total", "Events committed to events_mirror, by topic and kind.", "kind", ingested_);
     render_pairs(out, p + "_dlq_total", "Events committed to dlq_events, by topic and reason.", "reason",
                  dead_lettered_);
+    name = p + "_db_rejected_total";
+    header(out, name, "counter", "Rows PostgreSQL refused (dead-lettered as db_rejected), by SQLSTATE.");
+    for (const auto& [state, n] : db_rejected_) sample(out, name, "sqlstate=\"" + state + "\"", double(n));
   }
 
   struct shard_counter {

@@ -124,6 +124,8 @@ class metrics_registry {
   // (topic, reason code). Thread-safe.
   void add_ingested(const absl::flat_hash_map<std::string, uint64_t>& by_topic_kind);
   void add_dead_lettered(const absl::flat_hash_map<std::string, uint64_t>& by_topic_reason);
+  // Rows PostgreSQL refused (dead-lettered as db_rejected), by SQLSTATE.
+  void add_db_rejected(std::string_view sqlstate, uint64_t n);
 
   // Prometheus text exposition format 0.0.4.
   [[nodiscard]] std::string render() const;
@@ -147,6 +149,7 @@ class metrics_registry {
   label_limiter reasons_;
   absl::flat_hash_map<std::string, uint64_t> ingested_;
   absl::flat_hash_map<std::string, uint64_t> dead_lettered_;
+  absl::flat_hash_map<std::string, uint64_t> db_rejected_;  // SQLSTATE codes: a bounded set
 };
 
 // Joins two label values into one map key.

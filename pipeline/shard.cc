@@ -185,6 +185,7 @@ void shard::record_labels() {
     label_key_.push_back(label_sep);
     label_key_.append(stages::reason_code(dl.why));
     ++dlq_labels_[label_key_];
+    if (dl.why == stages::reason::db_rejected) registry_.add_db_rejected(dl.sqlstate, 1);
   }
   if (!ingest_labels_.empty()) registry_.add_ingested(ingest_labels_);
   if (!dlq_labels_.empty()) registry_.add_dead_lettered(dlq_labels_);

@@ -1,5 +1,7 @@
 #include "stages/batch.h"
 
+#include <xxhash.h>
+
 #include <cstring>
 
 namespace evpipe::stages {
@@ -30,6 +32,18 @@ void append_event_row(std::string& out, std::string_view topic, std::string_view
 }
 }  // namespace copy_format
 
+namespace {
+// XXH3-128 as 16 big-endian bytes (the dlq_events.event_digest column).
+std::string digest_bytes(uint64_t hi, uint64_t lo) {
+  std::string d(16, '\0');
+  for (int i = 0; i < 8; ++i) {
+    d[i] = static_cast<char>(hi >> (56 - 8 * i));
+    d[8 + i] = static_cast<char>(lo >> (56 - 8 * i));
+  }
+  return d;
+}
+}  // namespace
+
 dead_letter route_dead_letter(const event_batch& from, const event_record& ev) {
   dead_letter dl;
   dl.topic.assign(from.view(ev.topic));
@@ -40,11 +54,7 @@ dead_letter route_dead_letter(const event_batch& from, const event_record& ev) {
   // Only invalid_json and too_large events may not parse; every other reason
   // was found in a document that the validator walked to the end.
   dl.bytes_are_json = ev.why != reason::invalid_json && ev.why != reason::too_large;
-  dl.digest.resize(16);
-  for (int i = 0; i < 8; ++i) {
-    dl.digest[i] = static_cast<char>(ev.digest_hi >> (56 - 8 * i));
-    dl.digest[8 + i] = static_cast<char>(ev.digest_lo >> (56 - 8 * i));
-  }
+  dl.digest = digest_bytes(ev.digest_hi, ev.digest_lo);
   return dl;
 }
 
@@ -71,8 +81,11 @@ void write_batch::add_row(std::string_view topic, std::string_view payload, std:
     copy_.resize(copy_.size() - copy_format::trailer.size());
     sealed_ = false;
   }
+  auto off = static_cast<uint32_t>(copy_.size());
   copy_format::append_event_row(copy_, topic, payload);
-  rows_.push_back(row{keep(key), keep(topic), keep(kind), static_cast<uint32_t>(pending_.size())});
+  auto len = static_cast<uint32_t>(copy_.size() - off);
+  rows_.push_back(row{keep(key), keep(topic), keep(kind), static_cast<uint32_t>(pending_.size()), off, len,
+                      static_cast<uint32_t>(copy_.size() - payload.size()), static_cast<uint32_t>(payload.size())});
   pending_.push_back(pending{static_cast<uint32_t>(origins_.size() - 1), seq, outcome_kind::mirrored,
                              reason::none, received_ns});
 }
@@ -95,6 +108,35 @@ void write_batch::add_skipped(uint64_t seq, int64_t received_ns) {
   note_open();
   pending_.push_back(pending{static_cast<uint32_t>(origins_.size() - 1), seq, outcome_kind::skipped,
                              reason::none, received_ns});
+}
+
+void write_batch::reject_row(size_t i, std::string sqlstate, std::string message, bool payload_is_storable_json) {
+  const row& r = rows_[i];
+  if (pending_[r.outcome_index].kind == outcome_kind::dead_lettered) return;  // already (a retried write)
+  dead_letter dl;
+  dl.topic.assign(text(r.topic));
+  dl.why = reason::db_rejected;
+  dl.message = "PostgreSQL refused the row: SQLSTATE " + sqlstate + ": " + message;
+  dl.sqlstate = std::move(sqlstate);
+  dl.bytes.assign(row_payload(i));
+  dl.bytes_are_json = payload_is_storable_json;
+  auto h = XXH3_128bits(dl.bytes.data(), dl.bytes.size());
+  dl.digest = digest_bytes(h.high64, h.low64);
+  dl.outcome_index = r.outcome_index;
+  auto& p = pending_[r.outcome_index];
+  p.kind = outcome_kind::dead_lettered;
+  p.why = reason::db_rejected;
+  dead_.push_back(std::move(dl));
+}
+
+void write_batch::copy_slice(size_t first, size_t last, std::string& out) const {
+  out.assign(copy_format::header);
+  if (first < last) {
+    size_t from = rows_[first].copy_off;
+    size_t to = rows_[last - 1].copy_off + rows_[last - 1].copy_len;
+    out.append(copy_, from, to - from);
+  }
+  out.append(copy_format::trailer);
 }
 
 std::string_view write_batch::copy_data() {

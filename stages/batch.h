@@ -31,6 +31,7 @@ struct dead_letter {
   // Identity of the event (XXH3-128 of all its bytes, big-endian): dlq_events
   // keeps one row per (topic, digest), so a resent bad event is stored once.
   std::string digest;
+  std::string sqlstate;       // db_rejected: what PostgreSQL said
   uint32_t outcome_index = 0;
 };
 
@@ -53,6 +54,10 @@ class write_batch {
   struct row {
     span_ref key, topic, kind;
     uint32_t outcome_index = 0;
+    uint32_t copy_off = 0;   // its tuple in the COPY stream
+    uint32_t copy_len = 0;
+    uint32_t payload_off = 0;  // the event's bytes inside that tuple
+    uint32_t payload_len = 0;
   };
 
   write_batch();
@@ -86,6 +91,14 @@ class write_batch {
   }
   // Marks row i as a duplicate found by the database (it was not inserted).
   void mark_row_duplicate(size_t i) { pending_[rows_[i].outcome_index].kind = outcome_kind::duplicate; }
+  // Turns row i, which the database refused, into a dead letter
+  // (reason db_rejected) that will be written with the batch's others.
+  void reject_row(size_t i, std::string sqlstate, std::string message, bool payload_is_storable_json);
+  // The COPY stream of rows [first, last) alone: header, tuples, trailer.
+  void copy_slice(size_t first, size_t last, std::string& out) const;
+  [[nodiscard]] std::string_view row_payload(size_t i) const {
+    return std::string_view(copy_).substr(rows_[i].payload_off, rows_[i].payload_len);
+  }
 
   // When the first event of this batch arrived (steady clock), for linger.
   [[nodiscard]] std::chrono::steady_clock::time_point opened_at() const noexcept { return opened_; }

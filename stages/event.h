@@ -25,8 +25,9 @@ enum class reason : uint8_t {
   invalid_payload,          // not an object
   invalid_topic,            // `topic` field present but not a usable string
   too_large,                // event over the size limit
+  db_rejected,              // passed validation, but PostgreSQL refused the row (SQLSTATE in the message)
 };
-inline constexpr int reason_count = 10;
+inline constexpr int reason_count = 11;
 
 [[nodiscard]] std::string_view reason_code(reason r) noexcept;
 

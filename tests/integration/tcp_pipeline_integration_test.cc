@@ -297,6 +297,53 @@ TEST_F(TcpPipeline, SigtermUnderLoadLosesNothingAcked) {
   EXPECT_GE(db.count("SELECT count(*) FROM events_mirror"), static_cast<long>(last));
 }
 
+TEST_F(TcpPipeline, RowsThePostgresRefusesAreDeadLetteredAndTheirBatchCommits) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port), "poison");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  // A rule the validator knows nothing about: PostgreSQL refuses these rows.
+  db.exec("ALTER TABLE events_mirror ADD CONSTRAINT no_poison CHECK (payload->'payload'->>'text' <> 'poison')");
+  evp.start(port);
+  std::string data;
+  std::set<std::string> good;
+  for (int i = 0; i < 3000; ++i) {
+    bool poison = i == 0 || i == 1234 || i == 1235 || i == 2999;
+    std::string key = "pz-" + std::to_string(i);
+    data += valid_event(key, poison ? "poison" : "fine") + "\n";
+    if (!poison) good.insert(key);
+  }
+  {
+    ndjson_client c(port);
+    c.send_all(data);
+    EXPECT_EQ(c.read_acks_until(3000, 60s), 3000u) << evp.log();
+  }
+  auto keys = db.column("SELECT idempotency_key FROM events_mirror");
+  EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()), good);
+  EXPECT_EQ(keys.size(), good.size());
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'db_rejected' AND payload->>'idempotency_key' "
+                     "IN ('pz-0', 'pz-1234', 'pz-1235', 'pz-2999') AND failure_reason LIKE '%23514%no_poison%'"),
+            4);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 4);
+  auto metrics = http_get(http_port, "/metrics");
+  EXPECT_NE(metrics.find("taylor_db_rejected_total{sqlstate=\"23514\"} 4"), std::string::npos);
+  EXPECT_NE(metrics.find("reason=\"db_rejected\"} 4"), std::string::npos);
+
+  // Resending everything after a restart adds nothing: the good rows are
+  // duplicates, the refused ones are already dead-lettered.
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(port);
+  {
+    ndjson_client c(port);
+    c.send_all(data);
+    EXPECT_EQ(c.read_acks_until(3000, 60s), 3000u) << evp.log();
+  }
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), static_cast<long>(good.size()));
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 4);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
 TEST_F(TcpPipeline, HalfCloseGetsTheLastLineAckedThenTheConnectionCloses) {
   uint16_t port = free_port(), http_port = free_port();
   evpipe_process evp(config_for(db, port, http_port), "halfclose");

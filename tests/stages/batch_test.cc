@@ -85,6 +85,43 @@ TEST(WriteBatch, TracksOutcomesPerOriginInOrder) {
   EXPECT_EQ(b.copy_data(), std::string(copy_format::header) + std::string(copy_format::trailer));
 }
 
+TEST(WriteBatch, CopySliceHoldsExactlyTheRowsOfTheRange) {
+  write_batch b;
+  auto origin = std::make_shared<recording_origin>();
+  b.begin_origin(origin);
+  for (int i = 0; i < 5; ++i) b.add_row("t" + std::to_string(i), "{\"n\":" + std::to_string(i) + "}", "k" + std::to_string(i), "x", i + 1, 0);
+  std::string slice, expected(copy_format::header);
+  b.copy_slice(1, 3, slice);
+  copy_format::append_event_row(expected, "t1", "{\"n\":1}");
+  copy_format::append_event_row(expected, "t2", "{\"n\":2}");
+  expected += copy_format::trailer;
+  EXPECT_EQ(slice, expected);
+  b.copy_slice(0, 5, slice);
+  EXPECT_EQ(slice, std::string(b.copy_data()));
+  EXPECT_EQ(b.row_payload(4), "{\"n\":4}");
+}
+
+TEST(WriteBatch, RejectedRowBecomesADeadLetterOnce) {
+  write_batch b;
+  auto origin = std::make_shared<recording_origin>();
+  b.begin_origin(origin);
+  b.add_row("t", "{\"a\":1}", "k1", "x", 1, 0);
+  b.add_row("t", "{\"a\":2}", "k2", "x", 2, 0);
+  b.reject_row(1, "23514", "violates check constraint", true);
+  b.reject_row(1, "23514", "violates check constraint", true);  // a retried write: no second entry
+  ASSERT_EQ(b.dead_letters().size(), 1u);
+  const auto& dl = b.dead_letters()[0];
+  EXPECT_EQ(dl.why, reason::db_rejected);
+  EXPECT_EQ(dl.sqlstate, "23514");
+  EXPECT_EQ(dl.bytes, "{\"a\":2}");
+  EXPECT_TRUE(dl.bytes_are_json);
+  EXPECT_NE(dl.message.find("23514"), std::string::npos);
+  EXPECT_EQ(dl.digest.size(), 16u);
+  EXPECT_EQ(b.outcomes()[1].kind, outcome_kind::dead_lettered);
+  EXPECT_EQ(b.outcomes()[1].why, reason::db_rejected);
+  EXPECT_EQ(b.outcomes()[0].kind, outcome_kind::mirrored);
+}
+
 TEST(DeadLetterRouting, JsonGoesToPayloadElseRawBytes) {
   event_batch eb;
   event_record bad_json;
