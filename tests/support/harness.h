@@ -69,6 +69,20 @@ class test_db {
     }
   }
   [[nodiscard]] bool available() const { return !base_.empty(); }
+  // The server's port, when the DSN is a URI naming host:port (else 0).
+  [[nodiscard]] uint16_t server_port() const {
+    auto at = base_.find('@');
+    auto colon = base_.find(':', at == std::string::npos ? base_.find("://") + 3 : at);
+    if (base_.find("://") == std::string::npos || colon == std::string::npos) return 0;
+    return static_cast<uint16_t>(std::atoi(base_.c_str() + colon + 1));
+  }
+  // dsn() with the server's port replaced (to go through a proxy).
+  [[nodiscard]] std::string dsn_via(uint16_t port) const {
+    std::string d = dsn();
+    std::string from = ":" + std::to_string(server_port()) + "/";
+    auto at = d.find(from);
+    return at == std::string::npos ? d : d.replace(at, from.size(), ":" + std::to_string(port) + "/");
+  }
   [[nodiscard]] std::string dsn() const {
     std::string opt = "options=-csearch_path%3D" + schema_;
     if (base_.find("://") != std::string::npos) {
@@ -204,7 +218,10 @@ class ndjson_client {
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("connect");
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(fd_);
+      throw std::runtime_error("connect");
+    }
   }
   ~ndjson_client() { ::close(fd_); }
 
@@ -245,6 +262,7 @@ class ndjson_client {
     return last_;
   }
   [[nodiscard]] bool closed() const { return closed_; }
+  [[nodiscard]] uint64_t last_ack() const { return last_; }
 
  private:
   int fd_ = -1;
