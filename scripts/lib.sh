@@ -31,16 +31,15 @@ ensure_packages() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# build_evpipe TYPE [DIR [extra cmake args...]]: configure and build; sets
+# EVPIPE_BUILD_DIR (default build/, or $EVPIPE_BUILD_DIR when set).
 build_evpipe() {
   local type="${1:-Release}"
-  EVPIPE_BUILD_DIR="${EVPIPE_BUILD_DIR:-$EVPIPE_ROOT/build}"
+  EVPIPE_BUILD_DIR="${2:-${EVPIPE_BUILD_DIR:-$EVPIPE_ROOT/build}}"
+  shift $(( $# > 2 ? 2 : $# ))
   local gen=()
-  command -v ninja >/dev/null && gen=(-G Ninja)
-  if [ ! -f "$EVPIPE_BUILD_DIR/CMakeCache.txt" ]; then
-    cmake -S "$EVPIPE_ROOT" -B "$EVPIPE_BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE="$type" >/dev/null
-  else
-    cmake -S "$EVPIPE_ROOT" -B "$EVPIPE_BUILD_DIR" -DCMAKE_BUILD_TYPE="$type" >/dev/null
-  fi
+  command -v ninja >/dev/null && [ ! -f "$EVPIPE_BUILD_DIR/CMakeCache.txt" ] && gen=(-G Ninja)
+  cmake -S "$EVPIPE_ROOT" -B "$EVPIPE_BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE="$type" "$@" >/dev/null
   log "building ($type) in $EVPIPE_BUILD_DIR"
   cmake --build "$EVPIPE_BUILD_DIR" -j "$(nproc)" >"$EVPIPE_BUILD_DIR/build.log" 2>&1 ||
     { tail -40 "$EVPIPE_BUILD_DIR/build.log" >&2; die "build failed (full log: $EVPIPE_BUILD_DIR/build.log)"; }

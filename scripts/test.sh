@@ -1,23 +1,40 @@
 #!/usr/bin/env bash
 # Runs every test: installs missing Debian packages, builds, starts a private
-# PostgreSQL on a loopback port in a scratch directory, runs ctest, stops it.
-#   scripts/test.sh                 all tests
-#   scripts/test.sh -L unit         ctest arguments are passed through
+# PostgreSQL on a loopback port in a scratch directory, runs ctest on a
+# Release build and then on an AddressSanitizer + UndefinedBehaviorSanitizer
+# build, stops PostgreSQL.
+#   scripts/test.sh                    all tests, both builds
+#   scripts/test.sh -L unit            ctest arguments are passed through
+#   EVPIPE_SANITIZERS=0 scripts/test.sh   skip the sanitizer build
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 ensure_packages
-build_evpipe Release
+build_evpipe Release "$EVPIPE_ROOT/build"
+release_dir="$EVPIPE_BUILD_DIR"
+if [ "${EVPIPE_SANITIZERS:-1}" != 0 ]; then
+  san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
+  build_evpipe Debug "$EVPIPE_ROOT/build-sanitize" -DEVPIPE_USE_MIMALLOC=OFF -DEVPIPE_BUILD_BENCH=OFF \
+    -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
+fi
 
 scratch_cluster
-
 export EVPIPE_TEST_DSN="$EVPIPE_DSN"
 export EVPIPE_REQUIRE_DB=1      # integration tests fail, not skip, without a database
 export TMPDIR="$scratch"
-log "running tests"
-cd "$EVPIPE_BUILD_DIR"
-ctest --output-on-failure --timeout 300 -j "$(nproc)" "$@"
+
+log "running tests (Release)"
+(cd "$release_dir" && ctest --output-on-failure --timeout 300 -j "$(nproc)" "$@")
+if [ "${EVPIPE_SANITIZERS:-1}" != 0 ]; then
+  log "running tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1"
+  (cd "$EVPIPE_ROOT/build-sanitize" && ctest --output-on-failure --timeout 600 -j "$(nproc)" "$@")
+  # evpipe runs as a child of the integration tests: its reports land in its logs.
+  if grep -rlE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$scratch" --include='*.log' 2>/dev/null; then
+    die "a sanitizer reported an error in an evpipe child process (logs above)"
+  fi
+fi

@@ -15,14 +15,14 @@
 namespace evpipe::testing {
 namespace {
 
-std::string uuid_for(int i) {
+std::string uuid_for(uint32_t i) {
   char buf[40];
-  std::snprintf(buf, sizeof buf, "%08x-0000-4000-8000-%012x", i, i * 7);
+  std::snprintf(buf, sizeof buf, "%08x-0000-4000-8000-%012llx", i, static_cast<unsigned long long>(i) * 7);
   return buf;
 }
 
 std::string valid_event(const std::string& key, const std::string& text = "plain", const std::string& extra = "") {
-  return "{\"trace_id\":\"" + uuid_for(static_cast<int>(std::hash<std::string>{}(key) & 0x7fffffff)) +
+  return "{\"trace_id\":\"" + uuid_for(static_cast<uint32_t>(std::hash<std::string>{}(key))) +
          "\",\"ts\":\"2025-01-15T10:30:00.123+02:00\",\"kind\":\"project_created\",\"idempotency_key\":\"" + key +
          "\",\"payload\":{\"text\":\"" + text + "\",\"n\":[1,2.5,-3e2,true,null]}" + extra + "}";
 }
