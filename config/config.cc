@@ -200,6 +200,8 @@ settings parse(const toml::table& root, const std::string& origin) {
         r.str("listen", listen, false);
         r.str("topic", src.topic, false);
         r.uint("max_unacked", src.max_unacked, 1, 1u << 24);
+        r.uint("max_connections", src.max_connections, 1, 1'000'000);
+        r.uint("idle_timeout_s", src.idle_timeout_s, 0, 86'400);
         r.reject_unknown();
         if (listen.empty()) r.fail("listen", "is required (\"host:port\")");
         src.listen = parse_endpoint(listen, origin + ": " + where + " listen");
@@ -262,7 +264,9 @@ std::string to_toml(const settings& s) {
   for (const auto& src : s.tcp_sources) {
     tcp.push_back(toml::table{{"listen", src.listen.str()},
                               {"topic", src.topic},
-                              {"max_unacked", int64_t(src.max_unacked)}});
+                              {"max_unacked", int64_t(src.max_unacked)},
+                              {"max_connections", int64_t(src.max_connections)},
+                              {"idle_timeout_s", int64_t(src.idle_timeout_s)}});
   }
   root.insert("sources", toml::table{{"tcp", std::move(tcp)}});
   std::ostringstream out;

@@ -21,6 +21,8 @@ struct tcp_source {
   endpoint listen;                    // where NDJSON producers connect
   std::string topic = "evpipe/tcp";   // topic of events without a `topic` field
   uint32_t max_unacked = 65536;       // per connection: stop reading past this many unacked lines
+  uint32_t max_connections = 1024;    // further connections are closed at once
+  uint32_t idle_timeout_s = 300;      // close after this long without a complete line (0: never)
 };
 
 struct settings {

@@ -50,6 +50,7 @@ class tcp_connection final : public stages::event_origin,
       : reading_(reading),
         socket_(std::move(socket)),
         timer_(socket_.get_executor()),
+        idle_timer_(socket_.get_executor()),
         cfg_(std::move(cfg)),
         router_(router),
         probe_(probe),
@@ -66,7 +67,9 @@ class tcp_connection final : public stages::event_origin,
     reading_.fetch_add(1);
     probe_.connections_active.fetch_add(1);
     pipeline::bump(probe_.connections_total);
+    last_line_ = std::chrono::steady_clock::now();
     asio::co_spawn(socket_.get_executor(), read_loop(shared_from_this()), asio::detached);
+    if (cfg_.idle_timeout_s > 0) asio::co_spawn(socket_.get_executor(), idle_watch(shared_from_this()), asio::detached);
   }
 
   // From shard threads: hand the outcomes to this connection's strand.
@@ -148,8 +151,29 @@ class tcp_connection final : public stages::event_origin,
     finish_if_done();
   }
 
+  // Closes the connection once no complete line has arrived for the idle
+  // timeout and nothing is unacked: an idle client, a vanished one (with TCP
+  // keepalive), or one trickling bytes that never make a line.
+  asio::awaitable<void> idle_watch(std::shared_ptr<tcp_connection> self) {
+    const auto timeout = std::chrono::seconds(cfg_.idle_timeout_s);
+    while (!closed_) {
+      idle_timer_.expires_at(last_line_ + timeout);
+      co_await idle_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (closed_) break;
+      if (std::chrono::steady_clock::now() - last_line_ >= timeout && tracker_.in_flight() == 0 && !writing_) {
+        spdlog::debug("tcp {}: closing a connection idle for {} s", cfg_.listen.str(), cfg_.idle_timeout_s);
+        pipeline::bump(probe_.connections_timed_out);
+        stopping_ = true;  // a partial line is dropped unacked: the client resends it
+        shut();
+        break;
+      }
+      if (std::chrono::steady_clock::now() - last_line_ >= timeout) last_line_ = std::chrono::steady_clock::now();
+    }
+  }
+
   // Hands one framed line to the intake (validate, route, copy once).
   void take(const line_framer::item& it, int64_t received, stages::envelope_validator& validator) {
+    last_line_ = std::chrono::steady_clock::now();
     uint64_t seq = tracker_.next();
     probe_.unacked.fetch_add(1, std::memory_order_relaxed);
     if (it.what == line_framer::kind::too_long) {
@@ -207,12 +231,15 @@ class tcp_connection final : public stages::event_origin,
     socket_.shutdown(tcp::socket::shutdown_both, ec);
     socket_.close(ec);
     timer_.cancel();
+    idle_timer_.cancel();
     probe_.connections_active.fetch_sub(1);
   }
 
   std::atomic<int>& reading_;  // the source's count of connections still reading
   tcp::socket socket_;
-  asio::steady_timer timer_;
+  asio::steady_timer timer_;       // backpressure waits
+  asio::steady_timer idle_timer_;  // idle_watch
+  std::chrono::steady_clock::time_point last_line_{};
   const config::tcp_source cfg_;
   pipeline::router& router_;
   pipeline::source_probe& probe_;
@@ -254,8 +281,19 @@ void tcp_source::accept() {
     if (ec) {
       if (ec != asio::error::operation_aborted) spdlog::warn("tcp source {}: accept: {}", cfg_.listen.str(), ec.message());
       if (!acceptor_.is_open()) return;
+    } else if (open_connections() >= cfg_.max_connections) {
+      // Over the limit: close at once rather than let it wait unserved.
+      pipeline::bump(probe_.connections_refused);
+      if (!refusal_logged_) {
+        spdlog::warn("tcp source {}: at its limit of {} connections; closing new ones", cfg_.listen.str(),
+                     cfg_.max_connections);
+        refusal_logged_ = true;
+      }
+      socket.close(ec);
     } else {
+      refusal_logged_ = false;
       socket.set_option(tcp::no_delay(true), ec);
+      socket.set_option(asio::socket_base::keep_alive(true), ec);  // half-open peers end in an error
       auto conn = std::make_shared<tcp_connection>(std::move(socket), cfg_, router_, probe_, limits_, reading_);
       {
         std::lock_guard lock(mu_);

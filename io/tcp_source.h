@@ -58,6 +58,7 @@ class tcp_source {
   boost::asio::ip::tcp::acceptor acceptor_;
   uint16_t port_ = 0;
   std::atomic<int> reading_{0};
+  bool refusal_logged_ = false;  // accept handler only
   std::mutex mu_;  // guards conns_
   std::vector<std::weak_ptr<tcp_connection>> conns_;
 };

@@ -182,6 +182,12 @@ std::string metrics_registry::render() const {
   name = p + "_backpressure_waits_total";
   header(out, name, "counter", "Times a source connection paused reading because a shard queue was full or too much was unacked.");
   for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->backpressure_waits.load()));
+  name = p + "_connections_refused_total";
+  header(out, name, "counter", "Connections closed at once because the source was at its connection limit.");
+  for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->connections_refused.load()));
+  name = p + "_connections_timed_out_total";
+  header(out, name, "counter", "Connections closed by the idle timeout.");
+  for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->connections_timed_out.load()));
   name = p + "_connections_active";
   header(out, name, "gauge", "Open source connections.");
   for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->connections_active.load()));

@@ -93,6 +93,8 @@ struct source_probe {
   std::string kind;                     // "tcp", ...
   counter received{0};
   counter connections_total{0};
+  counter connections_refused{0};       // over the source's connection limit
+  counter connections_timed_out{0};     // closed by the idle timeout
   std::atomic<int64_t> connections_active{0};
   std::atomic<int64_t> unacked{0};      // events read and not yet acknowledged
   counter backpressure_waits{0};        // times a connection paused reading (queue full or too much unacked)

@@ -462,6 +462,47 @@ TEST_F(TcpPipeline, DatabaseOutageHoldsAcksAndResumesWithoutLoss) {
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
 
+TEST_F(TcpPipeline, ConnectionLimitAndIdleTimeoutCloseHostileClients) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port) + "max_connections = 3\nidle_timeout_s = 1\n", "hostile");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);  // its readiness probe connects and goes: wait for that
+  std::this_thread::sleep_for(200ms);
+
+  ndjson_client idle(port), trickle(port), busy(port);
+  std::this_thread::sleep_for(100ms);
+  ndjson_client refused(port);  // the fourth: closed at once
+  EXPECT_EQ(refused.read_acks_until(1, 2s), 0u);
+  EXPECT_TRUE(refused.closed());
+
+  // The trickler sends bytes that never make a line; the busy client sends a
+  // line every 300 ms; the idle one sends nothing.
+  std::string event = valid_event("busy-0");
+  auto t0 = std::chrono::steady_clock::now();
+  int busy_lines = 0;
+  bool trickle_cut = false;  // a send failed: the server had closed it
+  for (size_t i = 0; std::chrono::steady_clock::now() - t0 < 2500ms; ++i) {
+    try {
+      if (!trickle_cut) trickle.send_all(std::string(1, event[i % event.size()]));
+    } catch (const std::exception&) {
+      trickle_cut = true;
+    }
+    if (i % 3 == 0) busy.send_all(valid_event("busy-" + std::to_string(busy_lines++)) + "\n");
+    std::this_thread::sleep_for(100ms);
+  }
+  idle.read_acks_until(1, 100ms);
+  trickle.read_acks_until(1, 100ms);
+  EXPECT_TRUE(idle.closed()) << "an idle client was not closed";
+  EXPECT_TRUE(trickle_cut || trickle.closed()) << "a client trickling a never-ending line was not closed";
+  EXPECT_EQ(busy.read_acks_until(busy_lines, 5s), static_cast<uint64_t>(busy_lines));
+  EXPECT_FALSE(busy.closed());
+  auto metrics = http_get(http_port, "/metrics");
+  EXPECT_GE(metric_value(metrics, "taylor_connections_refused_total{source=\"tcp\"}"), 1.0);
+  EXPECT_GE(metric_value(metrics, "taylor_connections_timed_out_total{source=\"tcp\"}"), 2.0);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
 TEST_F(TcpPipeline, HalfCloseGetsTheLastLineAckedThenTheConnectionCloses) {
   uint16_t port = free_port(), http_port = free_port();
   evpipe_process evp(config_for(db, port, http_port), "halfclose");
