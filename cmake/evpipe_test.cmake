@@ -19,3 +19,30 @@ function(evpipe_add_test)
     PROPERTIES LABELS ${T_LABEL} TIMEOUT ${T_TIMEOUT}
     DISCOVERY_TIMEOUT 30)
 endfunction()
+
+# evpipe_add_fuzz(NAME <name> SOURCES <files...> LIBS <targets...> CORPUS <dir>)
+# A libFuzzer target (tests/<folder>/<name>.cc) and its seed corpus.
+#  - normal build: linked with a replay driver; ctest runs the corpus through
+#    it as a unit test (`<name>_replay`, label unit);
+#  - EVPIPE_FUZZ build (clang): linked with libFuzzer; ctest fuzzes for
+#    EVPIPE_FUZZ_SECONDS, starting from the corpus (`<name>`, label fuzz).
+#    New inputs go to the build tree, never into the repository.
+function(evpipe_add_fuzz)
+  cmake_parse_arguments(F "" "NAME;CORPUS" "SOURCES;LIBS" ${ARGN})
+  if(EVPIPE_FUZZ)
+    add_executable(${F_NAME} ${F_SOURCES})
+    target_link_options(${F_NAME} PRIVATE -fsanitize=fuzzer)
+    set(work ${CMAKE_CURRENT_BINARY_DIR}/${F_NAME}_work)
+    file(MAKE_DIRECTORY ${work})
+    add_test(NAME ${F_NAME}
+      COMMAND ${F_NAME} -max_total_time=${EVPIPE_FUZZ_SECONDS} -timeout=10 -rss_limit_mb=2048
+              -print_final_stats=1 ${work} ${F_CORPUS})
+    set_tests_properties(${F_NAME} PROPERTIES LABELS fuzz TIMEOUT 900)
+  else()
+    add_executable(${F_NAME} ${F_SOURCES} ${PROJECT_SOURCE_DIR}/tests/support/fuzz_replay_main.cc)
+    add_test(NAME ${F_NAME}_replay COMMAND ${F_NAME} ${F_CORPUS})
+    set_tests_properties(${F_NAME}_replay PROPERTIES LABELS unit TIMEOUT 120)
+  endif()
+  target_include_directories(${F_NAME} PRIVATE ${PROJECT_SOURCE_DIR})
+  target_link_libraries(${F_NAME} PRIVATE ${F_LIBS})
+endfunction()

@@ -39,6 +39,14 @@ endpoint parse_endpoint(std::string_view text, const std::string& what) {
     ep.host = std::string(text.substr(0, colon));
     port_text = text.substr(colon + 1);
   }
+  // A host name or IPv4 address, or an IPv6 address in brackets.
+  static const std::regex name_re(R"(^[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?$)");
+  static const std::regex v6_re(R"(^[0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?$)");
+  bool bracketed = !text.empty() && text.front() == '[';
+  if (!(bracketed ? std::regex_match(ep.host, v6_re) && ep.host.find(':') != std::string::npos
+                  : std::regex_match(ep.host, name_re))) {
+    throw config_error(what + ": \"" + ep.host + "\" is not a host name or IP address (IPv6 goes in brackets)");
+  }
   unsigned port = 0;
   auto [p, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec != std::errc{} || p != port_text.data() + port_text.size() || port > 65535) {
@@ -190,7 +198,9 @@ settings parse(const toml::table& root, const std::string& origin) {
         throw config_error(origin + ": [sources]: unknown source type \"" + std::string(k.str()) +
                            "\" (supported: tcp)");
       }
-      if (!v.is_array_of_tables()) throw config_error(origin + ": sources.tcp must be written [[sources.tcp]]");
+      if (!v.is_array() || (!v.as_array()->empty() && !v.is_array_of_tables())) {
+        throw config_error(origin + ": sources.tcp must be written [[sources.tcp]]");
+      }
       size_t i = 0;
       for (auto& item : *v.as_array()) {
         std::string where = "[[sources.tcp]] #" + std::to_string(++i);
@@ -268,7 +278,7 @@ std::string to_toml(const settings& s) {
                               {"max_connections", int64_t(src.max_connections)},
                               {"idle_timeout_s", int64_t(src.idle_timeout_s)}});
   }
-  root.insert("sources", toml::table{{"tcp", std::move(tcp)}});
+  if (!tcp.empty()) root.insert("sources", toml::table{{"tcp", std::move(tcp)}});
   std::ostringstream out;
   out << root << "\n";
   return out.str();

@@ -11,6 +11,7 @@ EVPIPE_PACKAGES=(
   libbenchmark-dev libgtest-dev libgmock-dev libtomlplusplus-dev libspdlog-dev libcli11-dev
   libabsl-dev libxxhash-dev
   postgresql postgresql-client
+  clang libclang-rt-14-dev
 )
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

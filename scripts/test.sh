@@ -2,15 +2,17 @@
 # Runs every test: installs missing Debian packages, builds, starts a private
 # PostgreSQL on a loopback port in a scratch directory, runs ctest on a
 # Release build and then on an AddressSanitizer + UndefinedBehaviorSanitizer
-# build, stops PostgreSQL.
-#   scripts/test.sh                    all tests, both builds
-#   scripts/test.sh -L unit            ctest arguments are passed through
-#   EVPIPE_SANITIZERS=0 scripts/test.sh   skip the sanitizer build
+# build, fuzzes each libFuzzer target for a minute (clang build), stops
+# PostgreSQL.
+#   scripts/test.sh                        everything
+#   scripts/test.sh -L unit                ctest arguments are passed through
+#   EVPIPE_SANITIZERS=0 scripts/test.sh    skip the sanitizer build
+#   EVPIPE_FUZZ_SECONDS=0 scripts/test.sh  skip fuzzing (default 60 s a target)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 ensure_packages
@@ -20,6 +22,12 @@ if [ "${EVPIPE_SANITIZERS:-1}" != 0 ]; then
   san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
   build_evpipe Debug "$EVPIPE_ROOT/build-sanitize" -DEVPIPE_USE_MIMALLOC=OFF -DEVPIPE_BUILD_BENCH=OFF \
     -DCMAKE_CXX_FLAGS="$san" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
+fi
+
+fuzz_seconds="${EVPIPE_FUZZ_SECONDS:-60}"
+if [ "$fuzz_seconds" != 0 ]; then
+  CC=clang CXX=clang++ build_evpipe RelWithDebInfo "$EVPIPE_ROOT/build-fuzz" -DEVPIPE_FUZZ=ON \
+    -DEVPIPE_FUZZ_SECONDS="$fuzz_seconds"
 fi
 
 scratch_cluster
@@ -37,4 +45,8 @@ if [ "${EVPIPE_SANITIZERS:-1}" != 0 ]; then
   if grep -rlE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$scratch" --include='*.log' 2>/dev/null; then
     die "a sanitizer reported an error in an evpipe child process (logs above)"
   fi
+fi
+if [ "$fuzz_seconds" != 0 ] && [ $# -eq 0 ]; then
+  log "fuzzing each target for $fuzz_seconds s (libFuzzer, ASan + UBSan)"
+  (cd "$EVPIPE_ROOT/build-fuzz" && ctest -L fuzz --output-on-failure -j "$(nproc)")
 fi

@@ -67,6 +67,11 @@ TEST(Config, ErrorsNameTheKeyAndTheProblem) {
   EXPECT_EQ(error_of("[[sources.tcp]]\ntopic = \"x\""), "test.toml: [[sources.tcp]] #1 listen: is required (\"host:port\")");
   EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"nohost\"").find("expected \"host:port\""), std::string::npos);
   EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"h:99999\"").find("port must be a number"), std::string::npos);
+  // Found by config_fuzz: a host that is neither a name nor an address.
+  EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"]1]:7::000\"").find("not a host name or IP address"), std::string::npos);
+  EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"::1:7000\"").find("IPv6 goes in brackets"), std::string::npos);
+  EXPECT_EQ(error_of("[[sources.tcp]]\nlisten = \"[fe80::1%eth0]:7000\""), "");
+  EXPECT_EQ(error_of("[[sources.tcp]]\nlisten = \"localhost:7000\""), "");
   EXPECT_NE(error_of("[[sources.kafka]]\nx = 1").find("unknown source type \"kafka\""), std::string::npos);
   EXPECT_NE(error_of("[metrics]\nprefix = \"bad-name\"").find("Prometheus metric name"), std::string::npos);
   EXPECT_NE(error_of("[postgres]\nretry_base_ms = 500\nretry_max_ms = 100").find("retry_max_ms"), std::string::npos);
@@ -88,6 +93,13 @@ TEST(Config, EffectiveConfigRoundTrips) {
   EXPECT_EQ(again.batch.max_rows, 77u);
   ASSERT_EQ(again.tcp_sources.size(), 1u);
   EXPECT_EQ(again.tcp_sources[0].listen.str(), "127.0.0.1:7000");
+}
+
+TEST(Config, EffectiveConfigWithoutSourcesRoundTrips) {
+  // Found by config_fuzz: check-config's output must load again.
+  auto s = load_string("");
+  EXPECT_NO_THROW((void)load_string(to_toml(s)));
+  EXPECT_TRUE(load_string("[sources]\ntcp = []\n").tcp_sources.empty());
 }
 
 TEST(Config, ShippedDefaultFileLoads) {

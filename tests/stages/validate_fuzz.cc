@@ -1,0 +1,34 @@
+// Fuzz target: the envelope validator on arbitrary bytes. Beyond not
+// crashing, a valid verdict must satisfy every envelope rule, a refusal must
+// carry a message, and every message must be valid UTF-8 (it is stored in a
+// TEXT column). The same input must get the same verdict twice.
+#include <simdjson.h>
+
+#include <cstdint>
+#include <string_view>
+
+#include "stages/validate.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static evpipe::stages::envelope_validator validator([] {
+    evpipe::stages::envelope_limits l;
+    l.max_event_bytes = 1 << 16;
+    l.max_depth = 16;
+    return l;
+  }());
+  std::string_view line(reinterpret_cast<const char*>(data), size);
+  evpipe::stages::envelope env;
+  auto first = validator.check(line, env);
+  if (first.ok()) {
+    if (!evpipe::stages::is_pg_uuid(env.trace_id) || !evpipe::stages::is_iso8601_datetime(env.ts) ||
+        env.kind.empty() || env.idempotency_key.empty() || env.idempotency_key.size() > 255 ||
+        (env.has_topic && (env.topic.empty() || env.topic.size() > 255))) {
+      __builtin_trap();
+    }
+  } else if (first.message.empty() || !simdjson::validate_utf8(first.message.data(), first.message.size())) {
+    __builtin_trap();
+  }
+  auto second = validator.check(line, env);
+  if (second.why != first.why || second.message != first.message) __builtin_trap();
+  return 0;
+}
