@@ -503,6 +503,92 @@ TEST_F(TcpPipeline, ConnectionLimitAndIdleTimeoutCloseHostileClients) {
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
 
+// Hostile events, each between two valid neighbours in the same batch: every
+// one ends in exactly one of the two tables, the neighbours all land, and
+// evpipe stays up.
+TEST_F(TcpPipeline, NastyEventsEndInOneTableAndSpareTheirNeighbours) {
+  uint16_t port = free_port(), http_port = free_port();
+  std::string cfg = config_for(db, port, http_port);
+  cfg.replace(cfg.find("linger_ms = 2"), 13, "linger_ms = 200");  // one batch
+  evpipe_process evp(cfg, "nasty");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+
+  const std::string id = "\"trace_id\":\"550e8400-e29b-41d4-a716-446655440000\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"k\"";
+  auto ev = [&](const std::string& key, const std::string& payload, const std::string& extra = "") {
+    return "{" + id + ",\"idempotency_key\":\"" + key + "\",\"payload\":" + payload + extra + "}";
+  };
+  std::string deep_ok, deep_bad;
+  for (int i = 0; i < 60; ++i) deep_ok += "[";
+  for (int i = 0; i < 60; ++i) deep_ok += "]";
+  for (int i = 0; i < 5000; ++i) deep_bad += "[";
+  for (int i = 0; i < 5000; ++i) deep_bad += "]";
+  const std::vector<std::string> nasty = {
+      "\xEF\xBB\xBF" + ev("n-bom", "{}"),
+      ev("n-trailing", "{}") + " {}",
+      ev("n-trailing2", "{}") + "garbage",
+      ev("n-dupkey", "{}", ",\"idempotency_key\":\"other\""),
+      ev("n-dupfield", "{\"a\":1,\"a\":2}"),  // duplicate key inside the payload: valid JSON
+      ev("n-deep-ok", "{\"d\":" + deep_ok + "}"),
+      ev("n-deep-bad", "{\"d\":" + deep_bad + "}"),
+      ev("n-hugeint", "{\"n\":123456789012345678901234567890123456789}"),
+      ev("n-hugeexp", "{\"n\":1e999999}"),
+      ev("n-tinyexp", "{\"n\":1e-999}"),
+      ev("n-escapes", "{\"s\":\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u0001 \\u00e9 \\u20ac \\ud83d\\ude00\"}"),
+      ev("n-lone-high", "{\"s\":\"\\ud800\"}"),
+      ev("n-lone-low", "{\"s\":\"\\udc00x\"}"),
+      ev("n-overlong", "{\"s\":\"\xC0\xAF\"}"),
+      ev("n-surrogate-utf8", "{\"s\":\"\xED\xA0\x80\"}"),
+      ev("n-nul-escape", "{\"s\":\"a\\u0000b\"}"),
+      ev("n-nul-key", "{\"a\\u0000\":1}"),
+      std::string("{\"trace_id\":\"x\0y\"}", 19),  // a raw NUL byte
+      ev("n-raw-tab", "{\"s\":\"a\tb\"}"),            // raw control character in a string
+      ev("n-cr-inside", "{\"s\":1}\r\r"),
+      "\r",
+      ev("n-key-ctrl", "{}").replace(id.size() + 1, 0, " "),
+      "{\"idempotency_key\":",
+      "[]",
+      "null",
+      "\"just a string\"",
+      std::string(200, '{'),
+      ev("n-key-\\u00e9", "{}"),  // escaped key: stored under its unescaped value
+  };
+  std::string data;
+  size_t lines = 0;
+  for (size_t i = 0; i < nasty.size(); ++i) {
+    data += valid_event("nb-" + std::to_string(i) + "-before") + "\n" + nasty[i] + "\n" +
+            valid_event("nb-" + std::to_string(i) + "-after") + "\n";
+    lines += 3;
+  }
+  {
+    ndjson_client c(port);
+    c.send_all(data);
+    EXPECT_EQ(c.read_acks_until(lines, 30s), lines) << evp.log();
+  }
+  // Neighbours all landed.
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'nb-%'"),
+            static_cast<long>(2 * nasty.size()));
+  // Each nasty line is in exactly one table (one blank line, "\r", is neither).
+  long mirrored = db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key NOT LIKE 'nb-%'");
+  long dead = db.count("SELECT count(*) FROM dlq_events");
+  EXPECT_EQ(mirrored + dead, static_cast<long>(nasty.size()) - 1) << "mirrored " << mirrored << ", dead " << dead;
+  // Spot checks of where things went.
+  for (const char* key : {"n-dupfield", "n-deep-ok", "n-tinyexp", "n-escapes", "n-cr-inside", "n-key-\xc3\xa9"}) {
+    EXPECT_EQ(db.count(std::string("SELECT count(*) FROM events_mirror WHERE idempotency_key = '") + key + "'"), 1) << key;
+  }
+  EXPECT_EQ(db.column("SELECT payload->'payload'->>'s' FROM events_mirror WHERE idempotency_key = 'n-escapes'").at(0),
+            "\" \\ / \b \f \n \r \t \x01 \xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+  // Not JSON that PostgreSQL could store: bytes kept raw (the 10 KB one over the 4 KiB limit as too_large).
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code IN ('invalid_json', 'too_large') "
+                     "AND raw IS NOT NULL AND payload IS NULL"),
+            dead);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE failure_reason = ''"), 0);
+  // Still up and serving.
+  EXPECT_NE(http_get(http_port, "/health/live").find("200 OK"), std::string::npos);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
 TEST_F(TcpPipeline, HalfCloseGetsTheLastLineAckedThenTheConnectionCloses) {
   uint16_t port = free_port(), http_port = free_port();
   evpipe_process evp(config_for(db, port, http_port), "halfclose");
