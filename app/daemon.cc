@@ -92,6 +92,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   opts.window_keys = s.dedup.window_keys;
   opts.retry_base = std::chrono::milliseconds(s.postgres.retry_base_ms);
   opts.retry_max = std::chrono::milliseconds(s.postgres.retry_max_ms);
+  opts.max_attempts = s.postgres.max_attempts;
 
   std::vector<std::unique_ptr<pipeline::shard>> shards;
   for (uint32_t i = 0; i < nshards; ++i) {

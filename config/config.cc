@@ -164,6 +164,7 @@ settings parse(const toml::table& root, const std::string& origin) {
     r.str("dsn", s.postgres.dsn, false);
     r.uint("retry_base_ms", s.postgres.retry_base_ms, 1, 60'000);
     r.uint("retry_max_ms", s.postgres.retry_max_ms, 1, 600'000);
+    r.uint("max_attempts", s.postgres.max_attempts, 0, 1'000'000);
     r.reject_unknown();
     if (s.postgres.retry_max_ms < s.postgres.retry_base_ms) {
       r.fail("retry_max_ms", "must not be below retry_base_ms");
@@ -265,7 +266,8 @@ std::string to_toml(const settings& s) {
                                     {"max_depth", int64_t(s.events.max_depth)}});
   root.insert("postgres", toml::table{{"dsn", mask_dsn(s.postgres.dsn)},
                                       {"retry_base_ms", int64_t(s.postgres.retry_base_ms)},
-                                      {"retry_max_ms", int64_t(s.postgres.retry_max_ms)}});
+                                      {"retry_max_ms", int64_t(s.postgres.retry_max_ms)},
+                                      {"max_attempts", int64_t(s.postgres.max_attempts)}});
   root.insert("http", toml::table{{"listen", s.http.listen}});
   root.insert("metrics", toml::table{{"prefix", s.metrics.prefix},
                                      {"max_label_values", int64_t(s.metrics.max_label_values)}});

@@ -14,6 +14,15 @@ std::string one_line(const char* s) {
 void ignore_notice(void*, const char*) {}
 }  // namespace
 
+pg_failure classify(const pg_status& st) noexcept {
+  if (st.ok) return pg_failure::none;
+  if (st.connection_lost || st.sqlstate.size() != 5) return pg_failure::transient;
+  if (st.sqlstate == "23505") return pg_failure::duplicate_key;
+  std::string_view cls = std::string_view(st.sqlstate).substr(0, 2);
+  if (cls == "22" || cls == "23" || cls == "54" || cls == "P0") return pg_failure::data;
+  return pg_failure::transient;
+}
+
 pg_connection::~pg_connection() { close(); }
 
 void pg_connection::close() {

@@ -22,6 +22,17 @@ struct pg_status {
   bool connection_lost = false;
 };
 
+// What a failed statement means for the batch that ran it.
+enum class pg_failure {
+  none,           // it did not fail
+  duplicate_key,  // 23505: resolved by marking the known keys as duplicates
+  data,           // the rows are refused (class 22 data, 23 constraints, 54 limits,
+                  // P0 a trigger's RAISE): retrying them unchanged cannot help
+  transient,      // anything else (connection, shutdown, serialization, locks,
+                  // resources, permissions): retry the whole batch later
+};
+[[nodiscard]] pg_failure classify(const pg_status& st) noexcept;
+
 struct pg_result_free {
   void operator()(PGresult* r) const noexcept { PQclear(r); }
 };

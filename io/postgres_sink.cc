@@ -19,13 +19,7 @@ constexpr const char* dlq_sql =
 // while a blocking connection writes (libpq's documented deadlock risk).
 constexpr size_t pipeline_chunk = 256;
 
-// The rows themselves are refused (data exception, integrity constraint,
-// program limit): retrying them unchanged cannot succeed. A unique violation
-// is not one of these: it is resolved as duplicates.
-bool is_data_error(const pg_status& st) {
-  if (st.ok || st.connection_lost || st.sqlstate.size() != 5 || st.sqlstate == "23505") return false;
-  return st.sqlstate.starts_with("22") || st.sqlstate.starts_with("23") || st.sqlstate.starts_with("54");
-}
+bool is_data_error(const pg_status& st) { return classify(st) == pg_failure::data; }
 }  // namespace
 
 postgres_sink::postgres_sink(std::string dsn, std::string application_name)
@@ -80,11 +74,11 @@ pipeline::write_status postgres_sink::write(stages::write_batch& batch) {
     pg_status st = conn_.copy_in(copy_mirror_sql, batch.copy_data());
     if (st.ok) return pipeline::write_status::committed;
     if (is_data_error(st)) return isolate_refused_rows(batch);
-    if (st.sqlstate != "23505") return fail(st);
+    if (classify(st) != pg_failure::duplicate_key) return fail(st);
     // Some key is already in the table: fall through to the resolving path.
   }
   pg_status st = write_transaction(batch, batch.dead_letters().empty());
-  if (!st.ok && st.sqlstate == "23505") st = write_transaction(batch, true);
+  if (classify(st) == pg_failure::duplicate_key) st = write_transaction(batch, true);
   if (is_data_error(st)) return isolate_refused_rows(batch);
   if (!st.ok) return fail(st);
   return pipeline::write_status::committed;

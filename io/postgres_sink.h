@@ -10,8 +10,8 @@
 //     after a restart emptied the dedup window): the batch is COPYed into a
 //     temporary staging table and moved with INSERT ... ON CONFLICT DO NOTHING
 //     RETURNING, so the new rows commit and the others are marked duplicates;
-//   - when PostgreSQL refuses a row for its data (SQLSTATE class 22, 23 or 54:
-//     a CHECK constraint, a trigger, a value it cannot store): the batch is
+//   - when PostgreSQL refuses a row for its data (io::classify: SQLSTATE class
+//     22, 23, 54 or P0: a CHECK constraint, a trigger, a value it cannot store): the batch is
 //     bisected into ranges committed separately until the refused rows stand
 //     alone; they become dead letters (db_rejected, with SQLSTATE and message)
 //     and every other row commits. Other errors (connection, shutdown,

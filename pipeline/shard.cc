@@ -135,6 +135,7 @@ void shard::flush() {
   auto delay = opts_.retry_base;
   std::minstd_rand jitter(id_ * 7919u + 1);
   bool logged = false;
+  uint32_t attempts = 0;
   for (;;) {
     write_status st = sink_->write(batch_);
     probe_.db_ready.store(sink_->ready(), std::memory_order_relaxed);
@@ -143,6 +144,16 @@ void shard::flush() {
       break;
     }
     bump(probe_.db_errors);
+    if (opts_.max_attempts > 0 && ++attempts == opts_.max_attempts && batch_.row_count() > 0) {
+      // Give up on the rows; their dead letters are written now (and retried
+      // like anything else if that fails too).
+      spdlog::error("shard {}: {} rows not committed after {} attempts, dead-lettering them: {}", id_,
+                    batch_.row_count(), attempts, sink_->last_error());
+      batch_.dead_letter_all_rows(stages::reason::retries_exhausted,
+                                  "not committed after " + std::to_string(attempts) + " attempts: " +
+                                      sink_->last_error());
+      continue;
+    }
     bump(probe_.db_retries);
     if (!logged) {
       spdlog::warn("shard {}: batch of {} events not committed, retrying: {}", id_, batch_.event_count(),

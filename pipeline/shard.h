@@ -32,6 +32,7 @@ struct shard_options {
   uint32_t window_keys = 1'000'000;
   std::chrono::milliseconds retry_base{100};
   std::chrono::milliseconds retry_max{5000};
+  uint32_t max_attempts = 0;  // 0: retry forever
 };
 
 // Tuning of the shard queue (moodycamel's traits): blocks of 64 batches; a

@@ -129,6 +129,22 @@ void write_batch::reject_row(size_t i, std::string sqlstate, std::string message
   dead_.push_back(std::move(dl));
 }
 
+void write_batch::dead_letter_all_rows(reason why, const std::string& message) {
+  for (size_t i = 0; i < rows_.size(); ++i) {
+    if (pending_[rows_[i].outcome_index].kind == outcome_kind::duplicate) continue;  // already stored
+    size_t before = dead_.size();
+    reject_row(i, "", message, true);  // rows passed validation: their JSON is storable
+    if (dead_.size() > before) {
+      dead_.back().why = why;
+      dead_.back().message = message;
+      pending_[rows_[i].outcome_index].why = why;
+    }
+  }
+  rows_.clear();
+  copy_.assign(copy_format::header);
+  sealed_ = false;
+}
+
 void write_batch::copy_slice(size_t first, size_t last, std::string& out) const {
   out.assign(copy_format::header);
   if (first < last) {

@@ -26,8 +26,9 @@ enum class reason : uint8_t {
   invalid_topic,            // `topic` field present but not a usable string
   too_large,                // event over the size limit
   db_rejected,              // passed validation, but PostgreSQL refused the row (SQLSTATE in the message)
+  retries_exhausted,        // not committed within [postgres] max_attempts
 };
-inline constexpr int reason_count = 11;
+inline constexpr int reason_count = 12;
 
 [[nodiscard]] std::string_view reason_code(reason r) noexcept;
 

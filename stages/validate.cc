@@ -19,6 +19,7 @@ std::string_view reason_code(reason r) noexcept {
     case reason::invalid_topic: return "invalid_topic";
     case reason::too_large: return "too_large";
     case reason::db_rejected: return "db_rejected";
+    case reason::retries_exhausted: return "retries_exhausted";
   }
   return "unknown";
 }

@@ -589,6 +589,40 @@ TEST_F(TcpPipeline, NastyEventsEndInOneTableAndSpareTheirNeighbours) {
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
 
+// A batch that cannot commit for a reason that is not its data (here the
+// table is locked by someone else and evpipe's lock_timeout expires) is
+// dead-lettered as retries_exhausted after [postgres] max_attempts, so its
+// events are acked with a durable outcome instead of holding the shard.
+TEST_F(TcpPipeline, BatchesThatNeverCommitAreDeadLetteredAfterMaxAttempts) {
+  if (db.server_port() == 0) GTEST_SKIP() << "needs EVPIPE_TEST_DSN as a URI";
+  uint16_t port = free_port(), http_port = free_port();
+  std::string cfg = config_for(db, port, http_port, db.dsn("%20-clock_timeout%3D200"));
+  cfg.replace(cfg.find("retry_max_ms = 300\n"), 19, "retry_max_ms = 300\nmax_attempts = 3\n");
+  evpipe_process evp(cfg, "exhausted");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  std::string stuck, later;
+  for (int i = 0; i < 100; ++i) stuck += valid_event("ex-" + std::to_string(i)) + "\n";
+  for (int i = 0; i < 100; ++i) later += valid_event("ex-later-" + std::to_string(i)) + "\n";
+
+  db.exec("BEGIN");
+  db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
+  ndjson_client c(port);
+  c.send_all(stuck);
+  EXPECT_EQ(c.read_acks_until(100, 30s), 100u) << evp.log();
+  db.exec("COMMIT");
+
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'retries_exhausted' "
+                     "AND failure_reason LIKE '%3 attempts%55P03%' AND payload->>'idempotency_key' LIKE 'ex-%'"),
+            100);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 0);
+  c.send_all(later);  // the lock is gone: business as usual
+  EXPECT_EQ(c.read_acks_until(200, 30s), 200u);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 100);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
 TEST_F(TcpPipeline, HalfCloseGetsTheLastLineAckedThenTheConnectionCloses) {
   uint16_t port = free_port(), http_port = free_port();
   evpipe_process evp(config_for(db, port, http_port), "halfclose");

@@ -23,6 +23,7 @@ class fake_sink : public batch_sink {
       --fail_next;
       return write_status::retry;
     }
+    if (refuse_rows && b.row_count() > 0) return write_status::retry;
     for (size_t i = 0; i < b.rows().size(); ++i) {
       std::string key(b.text(b.rows()[i].key));
       if (existing.count(key)) {
@@ -44,6 +45,7 @@ class fake_sink : public batch_sink {
   }
   std::string last_error() const override { return "injected failure"; }
   std::atomic<bool> healthy{true};
+  bool refuse_rows = false;  // rows never commit; dead letters do
   int checks = 0;
 
   std::mutex mu;
@@ -201,6 +203,27 @@ TEST_F(shard_fixture, IdleShardFollowsTheDatabaseForReadiness) {
   EXPECT_TRUE(wait_ready(true));
   s->stop(std::chrono::steady_clock::now() + 5s);
   EXPECT_GE(sink->checks, 2);
+}
+
+TEST_F(shard_fixture, AfterMaxAttemptsTheEventsAreDeadLettered) {
+  opts.linger = 1ms;
+  opts.retry_base = 5ms;
+  opts.retry_max = 5ms;
+  opts.max_attempts = 3;
+  start();
+  {
+    std::lock_guard lock(sink->mu);
+    sink->refuse_rows = true;
+  }
+  auto origin = std::make_shared<recording_origin>();
+  s->push(make_batch(origin, {"x", "y", "<bad>"}, 1));
+  ASSERT_TRUE(origin->wait_for(3));
+  s->stop(std::chrono::steady_clock::now() + 5s);
+  for (const auto& o : origin->got) EXPECT_EQ(o.kind, stages::outcome_kind::dead_lettered) << o.seq;
+  EXPECT_EQ(origin->got[0].why, stages::reason::retries_exhausted);
+  EXPECT_EQ(sink->calls, 4);  // three refused attempts, then the dead letters
+  EXPECT_EQ(sink->dead_letters, 3u);
+  EXPECT_TRUE(sink->rows.empty());
 }
 
 TEST_F(shard_fixture, StopAbandonsRetriesAtTheDeadline) {

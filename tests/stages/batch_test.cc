@@ -122,6 +122,28 @@ TEST(WriteBatch, RejectedRowBecomesADeadLetterOnce) {
   EXPECT_EQ(b.outcomes()[0].kind, outcome_kind::mirrored);
 }
 
+TEST(WriteBatch, GivingUpTurnsEveryUnstoredRowIntoADeadLetter) {
+  write_batch b;
+  auto origin = std::make_shared<recording_origin>();
+  b.begin_origin(origin);
+  b.add_row("t", "{\"a\":1}", "k1", "x", 1, 0);
+  b.add_row("t", "{\"a\":2}", "k2", "x", 2, 0);
+  b.add_row("t", "{\"a\":3}", "k3", "x", 3, 0);
+  b.mark_row_duplicate(0);  // already stored: stays a duplicate
+  b.dead_letter_all_rows(reason::retries_exhausted, "not committed after 3 attempts: 55P03 lock timeout");
+  EXPECT_EQ(b.row_count(), 0u);
+  EXPECT_EQ(b.copy_data(), std::string(copy_format::header) + std::string(copy_format::trailer));
+  ASSERT_EQ(b.dead_letters().size(), 2u);
+  for (const auto& dl : b.dead_letters()) {
+    EXPECT_EQ(dl.why, reason::retries_exhausted);
+    EXPECT_TRUE(dl.bytes_are_json);
+    EXPECT_NE(dl.message.find("55P03"), std::string::npos);
+  }
+  EXPECT_EQ(b.outcomes()[0].kind, outcome_kind::duplicate);
+  EXPECT_EQ(b.outcomes()[1].why, reason::retries_exhausted);
+  EXPECT_EQ(b.outcomes()[2].kind, outcome_kind::dead_lettered);
+}
+
 TEST(DeadLetterRouting, JsonGoesToPayloadElseRawBytes) {
   event_batch eb;
   event_record bad_json;

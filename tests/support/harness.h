@@ -83,8 +83,10 @@ class test_db {
     auto at = d.find(from);
     return at == std::string::npos ? d : d.replace(at, from.size(), ":" + std::to_string(port) + "/");
   }
-  [[nodiscard]] std::string dsn() const {
-    std::string opt = "options=-csearch_path%3D" + schema_;
+  // `extra` is appended to the server options, URL-encoded (URI DSNs), e.g.
+  // "%20-clock_timeout%3D200".
+  [[nodiscard]] std::string dsn(const std::string& extra = "") const {
+    std::string opt = "options=-csearch_path%3D" + schema_ + extra;
     if (base_.find("://") != std::string::npos) {
       return base_ + (base_.find('?') == std::string::npos ? "?" : "&") + opt;
     }
