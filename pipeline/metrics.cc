@@ -176,21 +176,31 @@ std::string metrics_registry::render() const {
   for (size_t i = 0; i < shards_.size(); ++i) {
     sample(out, name, "shard=\"" + std::to_string(i) + "\"", double(shards_[i]->queue_depth.load()));
   }
-  name = p + "_unacked_events";
-  header(out, name, "gauge", "Events read from a source whose outcome is not yet acknowledged.");
-  for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->unacked.load()));
-  name = p + "_backpressure_waits_total";
-  header(out, name, "counter", "Times a source connection paused reading because a shard queue was full or too much was unacked.");
-  for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->backpressure_waits.load()));
-  name = p + "_connections_refused_total";
-  header(out, name, "counter", "Connections closed at once because the source was at its connection limit.");
-  for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->connections_refused.load()));
-  name = p + "_connections_timed_out_total";
-  header(out, name, "counter", "Connections closed by the idle timeout.");
-  for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->connections_timed_out.load()));
-  name = p + "_connections_active";
-  header(out, name, "gauge", "Open source connections.");
-  for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->connections_active.load()));
+  struct source_metric {
+    const char* suffix;
+    const char* type;
+    const char* help;
+    double (*value)(const source_probe&);
+  };
+  static constexpr source_metric source_metrics[] = {
+      {"_unacked_events", "gauge", "Events read from a source whose outcome is not yet acknowledged.",
+       [](const source_probe& s) { return double(s.unacked.load()); }},
+      {"_backpressure_waits_total", "counter",
+       "Times a source connection paused reading because a shard queue was full or too much was unacked.",
+       [](const source_probe& s) { return double(s.backpressure_waits.load()); }},
+      {"_connections_refused_total", "counter",
+       "Connections closed at once because the source was at its connection limit.",
+       [](const source_probe& s) { return double(s.connections_refused.load()); }},
+      {"_connections_timed_out_total", "counter", "Connections closed by the idle timeout.",
+       [](const source_probe& s) { return double(s.connections_timed_out.load()); }},
+      {"_connections_active", "gauge", "Open source connections.",
+       [](const source_probe& s) { return double(s.connections_active.load()); }},
+  };
+  for (const auto& m : source_metrics) {
+    name = p + m.suffix;
+    header(out, name, m.type, m.help);
+    for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", m.value(*s));
+  }
 
   name = p + "_event_latency_seconds";
   header(out, name, "histogram", "Time from an event's receipt to the commit of its outcome.");
