@@ -28,6 +28,8 @@
 #include <vector>
 
 #include "load/event_generator.h"
+#include "load/latency_histogram.h"
+#include "load/rate_pacer.h"
 
 namespace {
 
@@ -48,7 +50,7 @@ struct options {
   double invalid_frac = 0, dup_frac = 0;
   uint64_t seed = 1;
   std::string run_id;
-  std::string emit, emit_csv, input, json;
+  std::string emit, emit_csv, input, json, hdr;
   double warmup_s = 0;
   uint64_t window = 0;
   bool quiet = false;
@@ -77,7 +79,7 @@ struct connection_state {
   std::atomic<uint64_t> sent{0};   // events whose bytes were handed to the socket
   std::atomic<uint64_t> acked{0};
   std::atomic<bool> send_done{false};
-  std::vector<int64_t> latencies;  // receiver-owned
+  evpipe::load::latency_histogram latencies;  // receiver-owned
   uint64_t valid = 0, invalid = 0, dups = 0;
   bool error = false;
 };
@@ -132,7 +134,7 @@ void receiver(connection_state& c, int64_t warmup_until, std::chrono::seconds dr
       pending.erase(0, nl + 1);
       for (uint64_t i = c.acked.load(); i < ack; ++i) {
         int64_t t = c.times.get(i);
-        if (t >= warmup_until) c.latencies.push_back(now - t);
+        if (t >= warmup_until) c.latencies.record(now - t);
       }
       c.acked.store(ack);
     }
@@ -157,6 +159,9 @@ void sender(connection_state& c, const options& o, int stream, uint64_t quota, d
   std::string buf;
   uint64_t i = 0;
   auto more = [&] { return (quota == 0 || i < quota) && (stop == 0 || now_ns() < stop); };
+  evpipe::load::rate_pacer pacer(start, rate_per_conn > 0 ? rate_per_conn : 1.0);
+  // Nothing is sent before the schedule starts (threads start a little early).
+  std::this_thread::sleep_for(std::chrono::nanoseconds(std::max<int64_t>(0, start - now_ns())));
   while (more()) {
     buf.clear();
     int64_t now = now_ns();
@@ -166,10 +171,9 @@ void sender(connection_state& c, const options& o, int stream, uint64_t quota, d
       // Wakes at most every 250 us (sending what fell due meanwhile) so the
       // generator does not spend the CPU it is measuring; each event's
       // latency still counts from its own intended time.
-      uint64_t should = static_cast<uint64_t>((now - start) * rate_per_conn / 1e9) + 1;
+      uint64_t should = pacer.due(now);
       if (should <= i) {
-        int64_t next = start + static_cast<int64_t>(i * 1e9 / rate_per_conn);
-        std::this_thread::sleep_for(std::chrono::nanoseconds(std::max<int64_t>(250'000, next - now_ns())));
+        std::this_thread::sleep_for(std::chrono::nanoseconds(std::max<int64_t>(250'000, pacer.intended(i) - now_ns())));
         continue;
       }
       due = std::min<uint64_t>(should - i, 1000);
@@ -189,7 +193,7 @@ void sender(connection_state& c, const options& o, int stream, uint64_t quota, d
     if (quota) due = std::min(due, quota - i);
     for (uint64_t k = 0; k < due; ++k) {
       uint64_t idx = i + k;
-      int64_t intended = rate_per_conn > 0 ? start + static_cast<int64_t>(idx * 1e9 / rate_per_conn) : now;
+      int64_t intended = rate_per_conn > 0 ? pacer.intended(idx) : now;
       c.times.set(idx, intended);
       if (lines) {
         buf += (*lines)[first_line + idx];
@@ -210,13 +214,6 @@ void sender(connection_state& c, const options& o, int stream, uint64_t quota, d
     c.sent.store(i);
   }
   c.send_done.store(true);
-}
-
-double percentile(std::vector<int64_t>& v, double p) {
-  if (v.empty()) return 0;
-  size_t k = std::min(v.size() - 1, static_cast<size_t>(std::ceil(p / 100.0 * v.size())) - (p > 0 ? 1 : 0));
-  std::nth_element(v.begin(), v.begin() + k, v.end());
-  return v[k] / 1e6;
 }
 
 int emit(const options& o) {
@@ -273,6 +270,7 @@ int main(int argc, char** argv) {
   cli.add_option("--emit-csv", o.emit_csv, "write (topic,payload) CSV for psql \\copy to FILE (needs --count)");
   cli.add_option("--input", o.input, "send the lines of this NDJSON file instead of generated events");
   cli.add_option("--json", o.json, "also write the figures as JSON to FILE");
+  cli.add_option("--hdr", o.hdr, "also write the full latency percentile distribution (HdrHistogram text) to FILE");
   cli.add_flag("--quiet", o.quiet, "no progress line");
   CLI11_PARSE(cli, argc, argv);
 
@@ -360,7 +358,7 @@ int main(int argc, char** argv) {
 
   uint64_t sent = 0, acked = 0, valid = 0, invalid = 0, dups = 0;
   bool error = false;
-  std::vector<int64_t> lat;
+  evpipe::load::latency_histogram lat;
   int64_t last_ack_time = end;
   for (auto& c : conns) {
     sent += c->sent.load();
@@ -369,12 +367,12 @@ int main(int argc, char** argv) {
     invalid += c->invalid;
     dups += c->dups;
     error |= c->error;
-    lat.insert(lat.end(), c->latencies.begin(), c->latencies.end());
+    lat.merge(c->latencies);
     ::close(c->fd);
   }
   double secs = (last_ack_time - start) / 1e9;
-  double p50 = percentile(lat, 50), p90 = percentile(lat, 90), p99 = percentile(lat, 99), p999 = percentile(lat, 99.9),
-         pmax = percentile(lat, 100);
+  double p50 = lat.percentile(50) / 1e6, p90 = lat.percentile(90) / 1e6, p99 = lat.percentile(99) / 1e6,
+         p999 = lat.percentile(99.9) / 1e6, pmax = lat.max() / 1e6;
   std::printf("evpipe-load  %s  connections %d  rate %s  run %s\n", o.target.c_str(), o.connections, o.rate.c_str(),
               o.run_id.c_str());
   std::printf("  sent                %12llu\n", static_cast<unsigned long long>(sent));
@@ -393,6 +391,7 @@ int main(int argc, char** argv) {
       << ",\"throughput\":" << acked / secs << ",\"latency_ms\":{\"p50\":" << p50 << ",\"p90\":" << p90
       << ",\"p99\":" << p99 << ",\"p99_9\":" << p999 << ",\"max\":" << pmax << "}}\n";
   }
+  if (!o.hdr.empty()) std::ofstream(o.hdr) << lat.distribution();
   if (error || acked != sent) {
     std::fprintf(stderr, "evpipe-load: %llu of %llu events were not acked\n",
                  static_cast<unsigned long long>(sent - acked), static_cast<unsigned long long>(sent));
