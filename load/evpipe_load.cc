@@ -30,6 +30,7 @@
 #include "load/event_generator.h"
 #include "load/latency_histogram.h"
 #include "load/rate_pacer.h"
+#include "load/verify.h"
 
 namespace {
 
@@ -50,7 +51,7 @@ struct options {
   double invalid_frac = 0, dup_frac = 0;
   uint64_t seed = 1;
   std::string run_id;
-  std::string emit, emit_csv, input, json, hdr;
+  std::string emit, emit_csv, input, json, hdr, verify;
   double warmup_s = 0;
   uint64_t window = 0;
   bool quiet = false;
@@ -271,6 +272,9 @@ int main(int argc, char** argv) {
   cli.add_option("--input", o.input, "send the lines of this NDJSON file instead of generated events");
   cli.add_option("--json", o.json, "also write the figures as JSON to FILE");
   cli.add_option("--hdr", o.hdr, "also write the full latency percentile distribution (HdrHistogram text) to FILE");
+  cli.add_option("--verify", o.verify,
+                 "after the run, check in PostgreSQL (this DSN) that every valid unique key is in events_mirror "
+                 "once, every invalid event is in dlq_events, and nothing else of the run is there");
   cli.add_flag("--quiet", o.quiet, "no progress line");
   CLI11_PARSE(cli, argc, argv);
 
@@ -294,6 +298,10 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (!o.verify.empty() && !o.input.empty()) {
+    std::cerr << "evpipe-load: --verify checks generated events; it cannot be used with --input\n";
+    return 2;
+  }
   std::vector<std::string> lines;
   if (!o.input.empty()) {
     std::ifstream in(o.input);
@@ -396,6 +404,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "evpipe-load: %llu of %llu events were not acked\n",
                  static_cast<unsigned long long>(sent - acked), static_cast<unsigned long long>(sent));
     return 1;
+  }
+  if (!o.verify.empty()) {
+    std::vector<uint64_t> valid_per_stream;
+    for (auto& c : conns) valid_per_stream.push_back(c->valid);
+    try {
+      auto report = evpipe::load::verify_run(o.verify, o.run_id, evpipe::load::generated_keys(o.run_id, valid_per_stream),
+                                             invalid);
+      std::printf("  verify              %s: %s\n", report.ok() ? "OK" : "FAILED", report.summary().c_str());
+      for (const auto& e : report.examples) std::printf("    %s\n", e.c_str());
+      if (!report.ok()) return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "evpipe-load: %s\n", e.what());
+      return 1;
+    }
   }
   return 0;
 }
