@@ -64,16 +64,17 @@ void event_generator::valid_event(std::string& out, uint64_t n, const std::strin
 }
 
 void event_generator::invalid_event(std::string& out, uint64_t n) {
-  // One of each reason in turn.
+  // One of each reason in turn (all but too_large, which would need 1 MiB lines).
   std::string key = opts_.run_id + "-" + std::to_string(opts_.stream) + "-bad-" + std::to_string(n);
   std::string id = uuid_from(rng_(), rng_());
-  switch (n % 7) {
+  switch (n % 8) {
     case 0: out += "{\"trace_id\":\"" + id + "\",\"ts\": garbage " + key + "}"; break;  // invalid_json
     case 1: out += "{\"trace_id\":\"" + id + "\",\"kind\":\"k\",\"idempotency_key\":\"" + key + "\",\"payload\":{}}"; break;
     case 2: out += "{\"trace_id\":\"not-a-uuid\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"k\",\"idempotency_key\":\"" + key + "\",\"payload\":{}}"; break;
     case 3: out += "{\"trace_id\":\"" + id + "\",\"ts\":\"2025-13-15T10:30:00Z\",\"kind\":\"k\",\"idempotency_key\":\"" + key + "\",\"payload\":{}}"; break;
     case 4: out += "{\"trace_id\":\"" + id + "\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"\",\"idempotency_key\":\"" + key + "\",\"payload\":{}}"; break;
     case 5: out += "{\"trace_id\":\"" + id + "\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"k\",\"idempotency_key\":\"\",\"payload\":{\"k\":\"" + key + "\"}}"; break;
+    case 6: out += "{\"trace_id\":\"" + id + "\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"k\",\"idempotency_key\":\"" + key + "\",\"payload\":{},\"topic\":7}"; break;
     default: out += "{\"trace_id\":\"" + id + "\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"k\",\"idempotency_key\":\"" + key + "\",\"payload\":[1]}"; break;
   }
 }

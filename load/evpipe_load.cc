@@ -51,7 +51,7 @@ struct options {
   double invalid_frac = 0, dup_frac = 0;
   uint64_t seed = 1;
   std::string run_id;
-  std::string emit, emit_csv, input, json, hdr, verify;
+  std::string emit, emit_csv, input, json, hdr, verify, timeline;
   double warmup_s = 0;
   uint64_t window = 0;
   bool quiet = false;
@@ -229,9 +229,11 @@ int emit(const options& o) {
   std::string line, quoted;
   for (uint64_t i = 0; i < o.count; ++i) {
     line.clear();
-    gen.next(line);
+    auto what = gen.next(line);
     if (nd.is_open()) nd << line << '\n';
-    if (csv.is_open()) {
+    // The CSV is for psql \copy straight into events_mirror: only the rows
+    // evpipe would mirror (valid, first copy of each key).
+    if (csv.is_open() && what == evpipe::load::event_class::valid) {
       // topic,payload for `\copy events_mirror (topic, payload) FROM f WITH (FORMAT csv)`
       auto p = line.find("\"topic\":\"");
       std::string topic = p == std::string::npos ? "evpipe/load" : line.substr(p + 9, line.find('"', p + 9) - p - 9);
@@ -268,9 +270,12 @@ int main(int argc, char** argv) {
   cli.add_option("--window", o.window, "with --rate max: most unacked events per connection (0: no limit but TCP's)")
       ->default_val(0);
   cli.add_option("--emit", o.emit, "write the stream as NDJSON to FILE instead of sending (needs --count)");
-  cli.add_option("--emit-csv", o.emit_csv, "write (topic,payload) CSV for psql \\copy to FILE (needs --count)");
+  cli.add_option("--emit-csv", o.emit_csv,
+                 "write the rows evpipe would mirror (valid, first copy of each key) as (topic,payload) CSV for "
+                 "psql \\copy to FILE (needs --count)");
   cli.add_option("--input", o.input, "send the lines of this NDJSON file instead of generated events");
   cli.add_option("--json", o.json, "also write the figures as JSON to FILE");
+  cli.add_option("--timeline", o.timeline, "also write acked events per second as CSV (seconds,acked_per_s) to FILE");
   cli.add_option("--hdr", o.hdr, "also write the full latency percentile distribution (HdrHistogram text) to FILE");
   cli.add_option("--verify", o.verify,
                  "after the run, check in PostgreSQL (this DSN) that every valid unique key is in events_mirror "
@@ -340,21 +345,29 @@ int main(int argc, char** argv) {
 
   // Progress once a second, on stderr.
   std::atomic<bool> finished{false};
+  std::ofstream timeline;
+  if (!o.timeline.empty()) {
+    timeline.open(o.timeline);
+    timeline << "seconds,acked_per_s\n";
+  }
   std::thread progress([&] {
     int64_t last_t = start;
     uint64_t last_acked = 0;
     while (!finished.load()) {
       std::this_thread::sleep_for(200ms);
-      if (now_ns() - last_t < 1'000'000'000 || o.quiet) continue;
+      if (now_ns() - last_t < 1'000'000'000) continue;
       uint64_t sent = 0, acked = 0;
       for (auto& c : conns) {
         sent += c->sent.load();
         acked += c->acked.load();
       }
       int64_t t = now_ns();
-      std::fprintf(stderr, "  %6.1f s  sent %10llu  acked %10llu  %9.0f acked/s\n", (t - start) / 1e9,
-                   static_cast<unsigned long long>(sent), static_cast<unsigned long long>(acked),
-                   (acked - last_acked) * 1e9 / (t - last_t));
+      double per_s = (acked - last_acked) * 1e9 / (t - last_t);
+      if (!o.quiet) {
+        std::fprintf(stderr, "  %6.1f s  sent %10llu  acked %10llu  %9.0f acked/s\n", (t - start) / 1e9,
+                     static_cast<unsigned long long>(sent), static_cast<unsigned long long>(acked), per_s);
+      }
+      if (timeline.is_open()) timeline << (t - start) / 1e9 << "," << per_s << "\n";
       last_t = t;
       last_acked = acked;
     }

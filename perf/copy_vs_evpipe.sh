@@ -11,7 +11,7 @@
 # --binary runs another evpipe build in an extra column (e.g. one built with
 # -DEVPIPE_USE_MIMALLOC=OFF), so two builds are compared side by side.
 set -euo pipefail
-source "$(dirname "$0")/../scripts/lib.sh"
+source "$(dirname "$0")/lib.sh"
 
 events=200000 runs=3 connections=4 payload=400 shards=0 other_bin="" out=""
 while [ $# -gt 0 ]; do
@@ -28,66 +28,22 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-ensure_packages
-build_evpipe Release
-bin="$EVPIPE_BUILD_DIR"
-scratch_cluster
-chmod 755 "$scratch"
-
-tcp_port="$(free_port)"
-cat >"$scratch/evpipe.toml" <<CONF
-[pipeline]
-shards = $shards
-[postgres]
-dsn = "$EVPIPE_DSN"
-[http]
-listen = ""
-[log]
-level = "warn"
-[[sources.tcp]]
-listen = "127.0.0.1:$tcp_port"
-topic = "perf/tcp"
-CONF
+perf_setup "$shards"
 
 log "generating $events events of ~$payload bytes"
 "$bin/load/evpipe-load" --emit "$scratch/events.ndjson" --emit-csv "$scratch/events.csv" \
   --count "$events" --payload-bytes "$payload" --run-id perf 2>/dev/null
-chmod 644 "$scratch/events.csv"
-
-psqlq() { psql -X -q -At -d "$EVPIPE_DSN" "$@"; }
-fresh_table() {
-  psqlq -c "DROP TABLE IF EXISTS events_mirror, dlq_events" -c "CHECKPOINT"
-  "$bin/app/evpipe" migrate --config "$scratch/evpipe.toml" 2>/dev/null
-}
-now() { date +%s.%N; }
-
-# Rows/s of psql \copy into a fresh table.
-run_copy() {
-  fresh_table
-  local t0 t1
-  t0=$(now)
-  psqlq -c "\\copy events_mirror (topic, payload) FROM '$scratch/events.csv' WITH (FORMAT csv)" >/dev/null
-  t1=$(now)
-  [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" = "$events" ] || die "psql \\copy loaded a wrong row count"
-  echo "$events $t0 $t1" | awk '{printf "%.0f", $1 / ($3 - $2)}'
-}
+run_copy() { copy_rate "$scratch/events.csv" "$events"; }
 
 # Rows/s through evpipe (first send to last ack, every ack after COMMIT).
 run_evpipe() {
-  local evbin="$1"
   fresh_table
-  "$evbin" run --config "$scratch/evpipe.toml" 2>"$scratch/evpipe.log" &
-  evpipe_pid=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$tcp_port") 2>/dev/null && break
-    sleep 0.05
-  done
+  evpipe_start "$1"
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/events.ndjson" \
     --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null
-  kill -TERM "$evpipe_pid"; wait "$evpipe_pid" || die "evpipe exited non-zero: $(tail -3 "$scratch/evpipe.log")"
-  evpipe_pid=""
+  evpipe_stop
   [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" = "$events" ] || die "evpipe stored a wrong row count"
-  python3 -c "import json,sys; print('%.0f' % json.load(open(sys.argv[1]))['throughput'])" "$scratch/load.json"
+  printf '%.0f' "$(json_field "$scratch/load.json" "['throughput']")"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
@@ -121,7 +77,7 @@ if [ -n "$other_bin" ]; then
 fi
 table="$table"$'\n'"$row"
 
-machine="$(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), PostgreSQL $(psqlq -c 'SHOW server_version'), shared_buffers $(psqlq -c 'SHOW shared_buffers'), synchronous_commit $(psqlq -c 'SHOW synchronous_commit')"
+machine="$(machine_line)"
 report="$events events of ~$payload bytes, $connections connections, shards=$shards (0 = one per core), $runs runs
 machine: $machine
 
