@@ -5,9 +5,11 @@
 #include <simdjson.h>
 
 #include <atomic>
+#include <random>
 #include <thread>
 
 #include "load/event_generator.h"
+#include "load/latency_histogram.h"
 #include "stages/batch.h"
 #include "stages/dedup.h"
 #include "stages/validate.h"
@@ -119,6 +121,19 @@ void BM_QueueHandoff(benchmark::State& state) {
   state.SetItemsProcessed(produced);
 }
 BENCHMARK(BM_QueueHandoff)->Arg(1)->Arg(64)->Arg(512)->UseRealTime();
+
+// evpipe-load's latency histogram: one record per acked event.
+void BM_HistogramRecord(benchmark::State& state) {
+  evpipe::load::latency_histogram h;
+  std::mt19937_64 rng(1);
+  std::vector<int64_t> values(4096);
+  for (auto& v : values) v = 1000 + static_cast<int64_t>(rng() % 100'000'000);
+  size_t i = 0;
+  for (auto _ : state) h.record(values[i++ & 4095]);
+  benchmark::DoNotOptimize(h.count());
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_HistogramRecord);
 
 }  // namespace
 
