@@ -36,7 +36,7 @@ CONF
 "$bin/app/evpipe" run --config "$scratch/evpipe.toml" 2>"$scratch/evpipe.log" &
 evpipe_pid=$!
 for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$http_port/health/ready" >/dev/null 2>&1 && break
+  http_get "$http_port" /health/ready >/dev/null && break
   kill -0 "$evpipe_pid" 2>/dev/null || { cat "$scratch/evpipe.log" >&2; die "evpipe did not start"; }
   sleep 0.1
 done
@@ -50,7 +50,7 @@ echo "rows in PostgreSQL:"
 psql -X -q -d "$EVPIPE_DSN" -c "SELECT (SELECT count(*) FROM events_mirror) AS events_mirror, (SELECT count(*) FROM dlq_events) AS dlq_events"
 psql -X -q -d "$EVPIPE_DSN" -c "SELECT reason_code, count(*) FROM dlq_events GROUP BY 1 ORDER BY 2 DESC"
 echo "a few metrics (http://127.0.0.1:$http_port/metrics):"
-curl -s "http://127.0.0.1:$http_port/metrics" |
+http_get "$http_port" /metrics |
   grep -E '^evpipe_(ingest_total|duplicates_total|batches_total|event_latency_seconds_count)' | head -8
 
 kill -TERM "$evpipe_pid"

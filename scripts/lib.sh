@@ -12,6 +12,7 @@ EVPIPE_PACKAGES=(
   libabsl-dev libxxhash-dev
   postgresql postgresql-client
   clang libclang-rt-14-dev
+  python3 procps
 )
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -44,6 +45,16 @@ build_evpipe() {
   log "building ($type) in $EVPIPE_BUILD_DIR"
   cmake --build "$EVPIPE_BUILD_DIR" -j "$(nproc)" >"$EVPIPE_BUILD_DIR/build.log" 2>&1 ||
     { tail -40 "$EVPIPE_BUILD_DIR/build.log" >&2; die "build failed (full log: $EVPIPE_BUILD_DIR/build.log)"; }
+}
+
+# http_get PORT PATH: the body of a GET to 127.0.0.1 (bash only, no client
+# needed); fails when nothing listens or the status is not 200.
+http_get() {
+  local reply
+  reply="$( { exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+              printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3 && cat <&3; } 2>/dev/null)" || return 1
+  case "${reply%%$'\r'*}" in *" 200 "*) ;; *) return 1 ;; esac
+  printf '%s\n' "${reply#*$'\r\n\r\n'}"
 }
 
 # A loopback port that nothing listens on.
