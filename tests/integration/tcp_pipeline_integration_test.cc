@@ -90,15 +90,27 @@ mixed_stream build_stream(const std::string& run, size_t valid) {
   return s;
 }
 
-std::string config_for(const test_db& db, uint16_t tcp_port, uint16_t http_port, std::string dsn = "") {
-  return "[pipeline]\nshards = 2\n"
-         "[batch]\nmax_rows = 500\nlinger_ms = 2\n"
+// What a test changes in the configuration config_for() writes.
+struct tuning {
+  uint32_t queue_capacity = 65536;
+  uint32_t max_rows = 500;
+  uint32_t linger_ms = 2;
+  uint32_t max_attempts = 0;
+  std::string dsn;        // default: the test schema's
+  std::string tcp_extra;  // more keys for the [[sources.tcp]] section
+};
+
+std::string config_for(const test_db& db, uint16_t tcp_port, uint16_t http_port, const tuning& t = {}) {
+  return "[pipeline]\nshards = 2\nqueue_capacity = " + std::to_string(t.queue_capacity) + "\n"
+         "[batch]\nmax_rows = " + std::to_string(t.max_rows) + "\nlinger_ms = " + std::to_string(t.linger_ms) + "\n"
          "[events]\nmax_event_bytes = 4096\n"
-         "[postgres]\ndsn = \"" + (dsn.empty() ? db.dsn() : dsn) + "\"\nretry_base_ms = 50\nretry_max_ms = 300\n"
+         "[postgres]\ndsn = \"" + (t.dsn.empty() ? db.dsn() : t.dsn) + "\"\nretry_base_ms = 50\nretry_max_ms = 300\n"
+         "max_attempts = " + std::to_string(t.max_attempts) + "\n"
          "[http]\nlisten = \"127.0.0.1:" + std::to_string(http_port) + "\"\n"
          "[metrics]\nprefix = \"taylor\"\n"
          "[log]\nlevel = \"warn\"\n"
-         "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(tcp_port) + "\"\ntopic = \"tracker/events/it\"\n";
+         "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(tcp_port) + "\"\ntopic = \"tracker/events/it\"\n" +
+         t.tcp_extra;
 }
 
 std::string http_get(uint16_t port, const std::string& path) {
@@ -245,10 +257,7 @@ TEST_F(TcpPipeline, TinyQueuesPauseReadingAndLoseNothing) {
   uint16_t port = free_port(), http_port = free_port();
   // Queues of 64 events, 100 unacked lines per connection, batches of 50:
   // sources spend most of the run paused by backpressure.
-  std::string cfg = config_for(db, port, http_port);
-  cfg.replace(cfg.find("[pipeline]\nshards = 2\n"), 22, "[pipeline]\nshards = 2\nqueue_capacity = 64\n");
-  cfg.replace(cfg.find("max_rows = 500"), 14, "max_rows = 50");
-  cfg += "max_unacked = 100\n";
+  std::string cfg = config_for(db, port, http_port, {.queue_capacity = 64, .max_rows = 50, .tcp_extra = "max_unacked = 100\n"});
   evpipe_process evp(cfg, "tiny");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(port);
@@ -356,8 +365,7 @@ TEST_F(TcpPipeline, RowsThePostgresRefusesAreDeadLetteredAndTheirBatchCommits) {
 // event must be stored exactly once.
 TEST_F(TcpPipeline, RepeatedSigkillLosesAndDuplicatesNothing) {
   uint16_t port = free_port(), http_port = free_port();
-  std::string cfg = config_for(db, port, http_port);
-  cfg.replace(cfg.find("max_rows = 500"), 14, "max_rows = 200");
+  std::string cfg = config_for(db, port, http_port, {.max_rows = 200});
   evpipe_process evp(cfg, "sigkill");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(port);
@@ -432,8 +440,7 @@ TEST_F(TcpPipeline, DatabaseOutageHoldsAcksAndResumesWithoutLoss) {
   if (db.server_port() == 0) GTEST_SKIP() << "needs EVPIPE_TEST_DSN as a URI with host:port";
   tcp_proxy proxy(db.server_port());
   uint16_t port = free_port(), http_port = free_port();
-  std::string cfg = config_for(db, port, http_port, db.dsn_via(proxy.port()));
-  cfg.replace(cfg.find("[pipeline]\nshards = 2\n"), 22, "[pipeline]\nshards = 2\nqueue_capacity = 256\n");
+  std::string cfg = config_for(db, port, http_port, {.queue_capacity = 256, .dsn = db.dsn_via(proxy.port())});
   evpipe_process evp(cfg, "outage");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(port);
@@ -477,7 +484,7 @@ TEST_F(TcpPipeline, DatabaseOutageHoldsAcksAndResumesWithoutLoss) {
 
 TEST_F(TcpPipeline, ConnectionLimitAndIdleTimeoutCloseHostileClients) {
   uint16_t port = free_port(), http_port = free_port();
-  evpipe_process evp(config_for(db, port, http_port) + "max_connections = 3\nidle_timeout_s = 1\n", "hostile");
+  evpipe_process evp(config_for(db, port, http_port, {.tcp_extra = "max_connections = 3\nidle_timeout_s = 1\n"}), "hostile");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(port);  // its readiness probe connects and goes: wait for that
   std::this_thread::sleep_for(200ms);
@@ -521,8 +528,7 @@ TEST_F(TcpPipeline, ConnectionLimitAndIdleTimeoutCloseHostileClients) {
 // evpipe stays up.
 TEST_F(TcpPipeline, NastyEventsEndInOneTableAndSpareTheirNeighbours) {
   uint16_t port = free_port(), http_port = free_port();
-  std::string cfg = config_for(db, port, http_port);
-  cfg.replace(cfg.find("linger_ms = 2"), 13, "linger_ms = 200");  // one batch
+  std::string cfg = config_for(db, port, http_port, {.linger_ms = 200});  // one batch
   evpipe_process evp(cfg, "nasty");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(port);
@@ -609,8 +615,7 @@ TEST_F(TcpPipeline, NastyEventsEndInOneTableAndSpareTheirNeighbours) {
 TEST_F(TcpPipeline, BatchesThatNeverCommitAreDeadLetteredAfterMaxAttempts) {
   if (db.server_port() == 0) GTEST_SKIP() << "needs EVPIPE_TEST_DSN as a URI";
   uint16_t port = free_port(), http_port = free_port();
-  std::string cfg = config_for(db, port, http_port, db.dsn("%20-clock_timeout%3D200"));
-  cfg.replace(cfg.find("retry_max_ms = 300\n"), 19, "retry_max_ms = 300\nmax_attempts = 3\n");
+  std::string cfg = config_for(db, port, http_port, {.max_attempts = 3, .dsn = db.dsn("%20-clock_timeout%3D200")});
   evpipe_process evp(cfg, "exhausted");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(port);
