@@ -149,6 +149,7 @@ void shard::flush() {
       // like anything else if that fails too).
       spdlog::error("shard {}: {} rows not committed after {} attempts, dead-lettering them: {}", id_,
                     batch_.row_count(), attempts, sink_->last_error());
+      forget_unmirrored_keys(/*giving_up=*/true);
       batch_.dead_letter_all_rows(stages::reason::retries_exhausted,
                                   "not committed after " + std::to_string(attempts) + " attempts: " +
                                       sink_->last_error());
@@ -169,12 +170,28 @@ void shard::flush() {
     delay = std::min(delay * 2, opts_.retry_max);
   }
   probe_.stage_latency[size_t(stage::write)].observe_ns(now_ns() - t0);
+  forget_unmirrored_keys(/*giving_up=*/false);
   bump(probe_.batches);
   bump(probe_.copy_rows, batch_.row_count());
   bump(probe_.copy_bytes, batch_.byte_count());
   record_labels();
   deliver_outcomes();
   batch_.clear();
+}
+
+void shard::forget_unmirrored_keys(bool giving_up) {
+  // The window holds a key from the moment its event is absorbed. A row that
+  // ended in the DLQ instead of events_mirror (refused by the database, or
+  // given up on) must not make a later copy look like a duplicate: a replay
+  // of the dead letters would be acked and stored nowhere but the DLQ.
+  const auto& outcomes = batch_.outcomes();
+  for (const auto& r : batch_.rows()) {
+    auto kind = outcomes[r.outcome_index].kind;
+    bool unmirrored = giving_up ? kind != stages::outcome_kind::duplicate : kind == stages::outcome_kind::dead_lettered;
+    if (!unmirrored) continue;
+    std::string_view key = batch_.text(r.key);
+    window_.erase(stages::hash_key(key.data(), key.size()));
+  }
 }
 
 void shard::record_labels() {

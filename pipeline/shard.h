@@ -65,6 +65,9 @@ class shard {
   void absorb(stages::event_batch& in);
   void flush();
   void deliver_outcomes();
+  // Forgets the keys of rows that did not become rows of events_mirror (all
+  // rows not already stored, when giving up on the batch).
+  void forget_unmirrored_keys(bool giving_up);
   void record_labels();
 
   uint32_t id_;
