@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "io/http_server.h"
+#include "io/mqtt_source.h"
 #include "io/pg_connection.h"
 #include "io/postgres_sink.h"
 #include "io/tcp_source.h"
@@ -111,10 +112,20 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   limits.max_depth = s.events.max_depth;
 
   asio::io_context ioc(static_cast<int>(s.pipeline.io_threads));
-  auto& tcp_probe = registry.add_source("tcp");
-  std::vector<std::unique_ptr<io::tcp_source>> sources;
-  for (const auto& cfg : s.tcp_sources) {
-    sources.push_back(std::make_unique<io::tcp_source>(ioc, cfg, router, tcp_probe, limits));
+  // The sources: where events enter. Each kind shares one metrics probe.
+  std::vector<std::unique_ptr<io::source>> sources;
+  io::tcp_source* first_tcp = nullptr;
+  if (!s.tcp_sources.empty()) {
+    auto& probe = registry.add_source("tcp");
+    for (const auto& cfg : s.tcp_sources) {
+      auto src = std::make_unique<io::tcp_source>(ioc, cfg, router, probe, limits);
+      if (!first_tcp) first_tcp = src.get();
+      sources.push_back(std::move(src));
+    }
+  }
+  if (!s.mqtt_sources.empty()) {
+    auto& probe = registry.add_source("mqtt");
+    for (const auto& cfg : s.mqtt_sources) sources.push_back(std::make_unique<io::mqtt_source>(ioc, cfg, router, probe, limits));
   }
 
   asio::io_context http_ioc(1);
@@ -131,14 +142,11 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   }
   router.start();
 
-  for (size_t i = 0; i < sources.size(); ++i) {
-    spdlog::info("listening for NDJSON events on {} (port {}), default topic \"{}\"", s.tcp_sources[i].listen.str(),
-                 sources[i]->port(), s.tcp_sources[i].topic);
-  }
+  for (const auto& src : sources) spdlog::info("source: {}", src->describe());
   if (http) spdlog::info("metrics and health on http://{}:{}/metrics", s.http.listen.substr(0, s.http.listen.rfind(':')), http->port());
   spdlog::info("{} shards, batch max {} rows / {} bytes / {} ms linger, database {}", nshards, s.batch.max_rows,
                s.batch.max_bytes, s.batch.linger_ms, config::mask_dsn(s.postgres.dsn));
-  if (hooks.on_listening) hooks.on_listening(sources.empty() ? 0 : sources[0]->port(), http ? http->port() : 0);
+  if (hooks.on_listening) hooks.on_listening(first_tcp ? first_tcp->port() : 0, http ? http->port() : 0);
 
   auto work = asio::make_work_guard(ioc);
   auto http_work = asio::make_work_guard(http_ioc);

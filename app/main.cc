@@ -51,8 +51,8 @@ int main(int argc, char** argv) {
   }
   setup_logging(settings.log.level);
   if (*migrate) return evpipe::app::migrate(settings);
-  if (settings.tcp_sources.empty()) {
-    spdlog::error("no sources configured: add a [[sources.tcp]] section with listen = \"host:port\"");
+  if (settings.tcp_sources.empty() && settings.mqtt_sources.empty() && settings.http_sources.empty()) {
+    spdlog::error("no sources configured: add a [[sources.tcp]], [[sources.mqtt]] or [[sources.http]] section (see config/evpipe.toml)");
     return 2;
   }
   return evpipe::app::run_daemon(settings);

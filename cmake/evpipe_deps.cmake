@@ -4,6 +4,7 @@ find_package(Threads REQUIRED)
 find_package(Boost 1.81 REQUIRED CONFIG)            # Asio, Beast (header-only parts)
 find_package(simdjson REQUIRED CONFIG)
 find_package(PostgreSQL REQUIRED)                   # libpq
+find_package(OpenSSL REQUIRED)                      # mqtts:// (Asio SSL)
 find_package(tomlplusplus REQUIRED CONFIG)
 find_package(spdlog REQUIRED CONFIG)
 find_package(CLI11 REQUIRED CONFIG)

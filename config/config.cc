@@ -3,6 +3,7 @@
 #include <toml++/toml.h>
 
 #include <charconv>
+#include <fstream>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -97,6 +98,26 @@ class table_reader {
     if (!allow_empty && dst.empty()) fail(key, "must not be empty");
   }
 
+  void boolean(const char* key, bool& dst) {
+    known_.insert(key);
+    const toml::node* n = t_.get(key);
+    if (!n) return;
+    if (!n->is_boolean()) fail(key, "must be true or false");
+    dst = *n->value<bool>();
+  }
+
+  void str_list(const char* key, std::vector<std::string>& dst) {
+    known_.insert(key);
+    const toml::node* n = t_.get(key);
+    if (!n) return;
+    if (!n->is_array()) fail(key, "must be an array of strings");
+    dst.clear();
+    for (auto& item : *n->as_array()) {
+      if (!item.is_string()) fail(key, "must be an array of strings");
+      dst.push_back(*item.value<std::string>());
+    }
+  }
+
   [[noreturn]] void fail(const std::string& key, const std::string& problem) const {
     throw config_error(origin_ + ": " + where_ + " " + key + ": " + problem);
   }
@@ -121,6 +142,116 @@ const toml::table* section(const toml::table& root, const char* name, const std:
   if (!n) return nullptr;
   if (!n->is_table()) throw config_error(origin + ": [" + name + "] must be a table");
   return n->as_table();
+}
+
+// The first line of a secret file (password, token), without its line break.
+std::string read_secret(const std::string& path, table_reader& r, const char* key) {
+  std::ifstream in(path);
+  if (!in) r.fail(key, "cannot read \"" + path + "\"");
+  std::string line;
+  std::getline(in, line);
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.empty()) r.fail(key, "\"" + path + "\" is empty");
+  return line;
+}
+
+// MQTT topic filter rules (MQTT 3.1.1 section 4.7): '+' and '#' only as whole
+// levels, '#' only last, no U+0000.
+bool valid_filter(std::string_view f) {
+  if (f.empty() || f.size() > 65535 || f.find('\0') != std::string_view::npos) return false;
+  size_t start = 0;
+  for (;;) {
+    size_t end = f.find('/', start);
+    std::string_view level = f.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+    if (level.find_first_of("+#") != std::string_view::npos && level.size() != 1) return false;
+    if (level == "#" && end != std::string_view::npos) return false;
+    if (end == std::string_view::npos) return true;
+    start = end + 1;
+  }
+}
+
+mqtt_source parse_mqtt(const toml::table& t, const std::string& where, const std::string& origin) {
+  table_reader r(t, where, origin);
+  mqtt_source m;
+  r.str("url", m.url, false);
+  r.str("ca_file", m.ca_file);
+  r.str("cert_file", m.cert_file);
+  r.str("key_file", m.key_file);
+  r.str("client_id", m.client_id, false);
+  r.str("username", m.username);
+  r.str("password_file", m.password_file);
+  r.str_list("topics", m.topics);
+  r.uint("qos", m.qos, 0, 1);
+  r.uint("keepalive_s", m.keepalive_s, 1, 65535);
+  r.uint("connections", m.connections, 1, 64);
+  r.str("shared_group", m.shared_group);
+  r.uint("max_inflight", m.max_inflight, 1, 1u << 20);
+  r.uint("base_ms", m.base_ms, 1, 60'000);
+  r.uint("max_ms", m.max_ms, 1, 600'000);
+  r.uint("jitter_pct", m.jitter_pct, 0, 100);
+  r.boolean("dlq_publish", m.dlq_publish);
+  r.str("dlq_prefix", m.dlq_prefix, false);
+  r.reject_unknown();
+
+  if (m.url.empty()) r.fail("url", "is required (\"mqtt://host:port\" or \"mqtts://host:port\")");
+  std::string_view rest;
+  if (m.url.rfind("mqtt://", 0) == 0) {
+    rest = std::string_view(m.url).substr(7);
+  } else if (m.url.rfind("mqtts://", 0) == 0) {
+    rest = std::string_view(m.url).substr(8);
+    m.tls = true;
+  } else {
+    r.fail("url", "must start with mqtt:// or mqtts://, got \"" + m.url + "\"");
+  }
+  if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+  if (rest.find(':') == std::string_view::npos || (rest.front() == '[' && rest.back() == ']')) {
+    m.broker = parse_endpoint(std::string(rest) + (m.tls ? ":8883" : ":1883"), origin + ": " + where + " url");
+  } else {
+    m.broker = parse_endpoint(rest, origin + ": " + where + " url");
+  }
+  if (m.broker.port == 0) r.fail("url", "needs a port other than 0");
+  if (!m.tls && (!m.ca_file.empty() || !m.cert_file.empty() || !m.key_file.empty())) {
+    r.fail("ca_file", "ca_file, cert_file and key_file need an mqtts:// url");
+  }
+  if (m.cert_file.empty() != m.key_file.empty()) r.fail("cert_file", "cert_file and key_file go together");
+  if (m.client_id.size() > 200) r.fail("client_id", "must be at most 200 bytes");
+  if (!m.password_file.empty()) {
+    if (m.username.empty()) r.fail("password_file", "needs a username (MQTT 3.1.1 sends no password without one)");
+    m.password = read_secret(m.password_file, r, "password_file");
+  }
+  if (m.topics.empty()) r.fail("topics", "is required: at least one topic filter, e.g. [\"tracker/events/#\"]");
+  for (const auto& f : m.topics) {
+    if (!valid_filter(f)) r.fail("topics", "\"" + f + "\" is not a valid MQTT topic filter");
+    if (f.rfind("$share/", 0) == 0) r.fail("topics", "\"" + f + "\": use shared_group instead of $share/ filters");
+  }
+  if (!m.shared_group.empty() && m.shared_group.find_first_of("/+#") != std::string::npos) {
+    r.fail("shared_group", "must not contain '/', '+' or '#'");
+  }
+  if (m.connections > 1 && m.shared_group.empty()) {
+    r.fail("connections", "more than one connection needs shared_group, or every connection receives every message");
+  }
+  if (m.max_ms < m.base_ms) r.fail("max_ms", "must not be below base_ms");
+  if (m.dlq_prefix.find_first_of("+#") != std::string::npos) r.fail("dlq_prefix", "must not contain '+' or '#'");
+  return m;
+}
+
+http_source parse_http(const toml::table& t, const std::string& where, const std::string& origin) {
+  table_reader r(t, where, origin);
+  http_source h;
+  std::string listen;
+  r.str("listen", listen, false);
+  r.str("topic", h.topic, false);
+  r.uint("max_body_bytes", h.max_body_bytes, 64, 1u << 30);
+  r.uint("max_header_bytes", h.max_header_bytes, 1024, 1u << 20);
+  r.str("bearer_token_file", h.bearer_token_file);
+  r.uint("max_connections", h.max_connections, 1, 1'000'000);
+  r.uint("idle_timeout_s", h.idle_timeout_s, 1, 86'400);
+  r.reject_unknown();
+  if (listen.empty()) r.fail("listen", "is required (\"host:port\")");
+  h.listen = parse_endpoint(listen, origin + ": " + where + " listen");
+  if (h.topic.size() > 255) r.fail("topic", "must be at most 255 bytes");
+  if (!h.bearer_token_file.empty()) h.bearer_token = read_secret(h.bearer_token_file, r, "bearer_token_file");
+  return h;
 }
 
 settings parse(const toml::table& root, const std::string& origin) {
@@ -195,16 +326,24 @@ settings parse(const toml::table& root, const std::string& origin) {
   }
   if (auto* t = section(root, "sources", origin)) {
     for (auto&& [k, v] : *t) {
-      if (k.str() != "tcp") {
-        throw config_error(origin + ": [sources]: unknown source type \"" + std::string(k.str()) +
-                           "\" (supported: tcp)");
+      std::string type(k.str());
+      if (type != "tcp" && type != "mqtt" && type != "http") {
+        throw config_error(origin + ": [sources]: unknown source type \"" + type + "\" (supported: tcp, mqtt, http)");
       }
       if (!v.is_array() || (!v.as_array()->empty() && !v.is_array_of_tables())) {
-        throw config_error(origin + ": sources.tcp must be written [[sources.tcp]]");
+        throw config_error(origin + ": sources." + type + " must be written [[sources." + type + "]]");
       }
       size_t i = 0;
       for (auto& item : *v.as_array()) {
-        std::string where = "[[sources.tcp]] #" + std::to_string(++i);
+        std::string where = "[[sources." + type + "]] #" + std::to_string(++i);
+        if (type == "mqtt") {
+          s.mqtt_sources.push_back(parse_mqtt(*item.as_table(), where, origin));
+          continue;
+        }
+        if (type == "http") {
+          s.http_sources.push_back(parse_http(*item.as_table(), where, origin));
+          continue;
+        }
         table_reader r(*item.as_table(), where, origin);
         tcp_source src;
         std::string listen;
@@ -280,7 +419,47 @@ std::string to_toml(const settings& s) {
                               {"max_connections", int64_t(src.max_connections)},
                               {"idle_timeout_s", int64_t(src.idle_timeout_s)}});
   }
-  if (!tcp.empty()) root.insert("sources", toml::table{{"tcp", std::move(tcp)}});
+  toml::array mqtt;
+  for (const auto& m : s.mqtt_sources) {
+    toml::array topics;
+    for (const auto& f : m.topics) topics.push_back(f);
+    toml::table t{{"url", m.url},
+                  {"client_id", m.client_id},
+                  {"topics", std::move(topics)},
+                  {"qos", int64_t(m.qos)},
+                  {"keepalive_s", int64_t(m.keepalive_s)},
+                  {"connections", int64_t(m.connections)},
+                  {"shared_group", m.shared_group},
+                  {"max_inflight", int64_t(m.max_inflight)},
+                  {"base_ms", int64_t(m.base_ms)},
+                  {"max_ms", int64_t(m.max_ms)},
+                  {"jitter_pct", int64_t(m.jitter_pct)},
+                  {"dlq_publish", m.dlq_publish},
+                  {"dlq_prefix", m.dlq_prefix}};
+    // The password's file is named, the password itself never.
+    if (!m.username.empty()) t.insert("username", m.username);
+    if (!m.password_file.empty()) t.insert("password_file", m.password_file);
+    if (!m.ca_file.empty()) t.insert("ca_file", m.ca_file);
+    if (!m.cert_file.empty()) t.insert("cert_file", m.cert_file);
+    if (!m.key_file.empty()) t.insert("key_file", m.key_file);
+    mqtt.push_back(std::move(t));
+  }
+  toml::array http;
+  for (const auto& h : s.http_sources) {
+    toml::table t{{"listen", h.listen.str()},
+                  {"topic", h.topic},
+                  {"max_body_bytes", int64_t(h.max_body_bytes)},
+                  {"max_header_bytes", int64_t(h.max_header_bytes)},
+                  {"max_connections", int64_t(h.max_connections)},
+                  {"idle_timeout_s", int64_t(h.idle_timeout_s)}};
+    if (!h.bearer_token_file.empty()) t.insert("bearer_token_file", h.bearer_token_file);
+    http.push_back(std::move(t));
+  }
+  toml::table sources;
+  if (!tcp.empty()) sources.insert("tcp", std::move(tcp));
+  if (!mqtt.empty()) sources.insert("mqtt", std::move(mqtt));
+  if (!http.empty()) sources.insert("http", std::move(http));
+  if (!sources.empty()) root.insert("sources", std::move(sources));
   std::ostringstream out;
   out << root << "\n";
   return out.str();

@@ -25,6 +25,45 @@ struct tcp_source {
   uint32_t idle_timeout_s = 300;      // close after this long without a complete line (0: never)
 };
 
+// One MQTT broker to subscribe to ([[sources.mqtt]]). Messages are received
+// at QoS 1 on a persistent session and acknowledged (PUBACK) only once their
+// outcome is committed.
+struct mqtt_source {
+  std::string url;                    // "mqtt://host:port" or "mqtts://host:port"
+  endpoint broker;                    // parsed from url
+  bool tls = false;                   // mqtts://
+  std::string ca_file;                // mqtts: CA bundle to verify the broker ("" = system default)
+  std::string cert_file;              // mqtts: client certificate (optional, with key_file)
+  std::string key_file;               // mqtts: client private key
+  std::string client_id = "evpipe";   // stable, so the broker keeps the session (suffixed -N when connections > 1)
+  std::string username;               // "" = none
+  std::string password_file;          // file holding the password (first line); never logged
+  std::string password;               // read from password_file at load; never printed
+  std::vector<std::string> topics;    // topic filters, '+' and '#' allowed
+  uint32_t qos = 1;                   // 1 = at least once (acked after commit); 0 = at most once
+  uint32_t keepalive_s = 30;          // MQTT keep alive; PINGREQ when idle
+  uint32_t connections = 1;           // sessions to the broker (> 1 needs shared_group)
+  std::string shared_group;           // subscribe as $share/<group>/<filter> ("" = plain subscriptions)
+  uint32_t max_inflight = 16384;      // per connection: stop reading past this many unacked messages
+  uint32_t base_ms = 100;             // first reconnect delay
+  uint32_t max_ms = 10'000;           // reconnect delay cap
+  uint32_t jitter_pct = 20;           // reconnect delays vary by up to this percentage
+  bool dlq_publish = false;           // republish dead letters to <dlq_prefix><topic with / as _>
+  std::string dlq_prefix = "tracker/dlq/";
+};
+
+// One HTTP listener accepting POST /v1/events ([[sources.http]]).
+struct http_source {
+  endpoint listen;
+  std::string topic = "evpipe/http";  // topic when neither X-Topic nor the event's `topic` field gives one
+  uint32_t max_body_bytes = 8u << 20; // larger requests get 413
+  uint32_t max_header_bytes = 16384;  // larger request headers get 431
+  std::string bearer_token_file;      // "" = no authentication; else file holding the token
+  std::string bearer_token;           // read from bearer_token_file at load; never printed
+  uint32_t max_connections = 1024;    // further connections are closed at once
+  uint32_t idle_timeout_s = 60;       // close a keep-alive connection idle this long
+};
+
 struct settings {
   struct {
     uint32_t shards = 0;              // 0 = one per core
@@ -62,6 +101,8 @@ struct settings {
     std::string level = "info";       // trace, debug, info, warn, error
   } log;
   std::vector<tcp_source> tcp_sources;
+  std::vector<mqtt_source> mqtt_sources;
+  std::vector<http_source> http_sources;
 
   // shards with 0 resolved to the number of cores.
   [[nodiscard]] uint32_t effective_shards() const;

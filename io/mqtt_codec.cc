@@ -108,7 +108,14 @@ decode_status read_frame(std::string_view buf, size_t max_packet, frame& out) no
     if (!(b & 0x80)) break;
   }
   size_t header = i + 1;
-  if (header + remaining > max_packet) return decode_status::too_large;
+  if (header + remaining > max_packet) {
+    // The caller may skip the packet as it streams in: say what and how big.
+    out.type = t;
+    out.flags = flags;
+    out.body = {};
+    out.size = header + remaining;
+    return decode_status::too_large;
+  }
   if (buf.size() < header + remaining) return decode_status::need_more;
   out.type = t;
   out.flags = flags;

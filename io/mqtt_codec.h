@@ -75,7 +75,8 @@ struct frame {
 
 // Frames the packet at the start of `buf`. Checks the fixed header: a known
 // type, the flags the specification requires, a remaining length of at most
-// four bytes, and the caller's size limit.
+// four bytes, and the caller's size limit. On too_large, `out` holds the
+// type, flags and whole size (body empty), so the caller can skip the packet.
 [[nodiscard]] decode_status read_frame(std::string_view buf, size_t max_packet, frame& out) noexcept;
 
 [[nodiscard]] decode_status parse_connect(const frame& f, connect_packet& out);

@@ -324,6 +324,11 @@ void tcp_source::close() {
   }
 }
 
+std::string tcp_source::describe() const {
+  return "NDJSON over TCP on " + cfg_.listen.host + ":" + std::to_string(port_) + ", default topic \"" + cfg_.topic +
+         "\"";
+}
+
 size_t tcp_source::open_connections() {
   std::lock_guard lock(mu_);
   std::erase_if(conns_, [](const auto& w) { return w.expired(); });

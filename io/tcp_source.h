@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "io/source.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
 #include "stages/validate.h"
@@ -31,21 +32,21 @@ namespace evpipe::io {
 
 class tcp_connection;
 
-class tcp_source {
+class tcp_source final : public source {
  public:
   tcp_source(boost::asio::io_context& ioc, config::tcp_source cfg, pipeline::router& router,
              pipeline::source_probe& probe, stages::envelope_limits limits);
-  ~tcp_source();
+  ~tcp_source() override;
 
   // Binds and starts accepting; throws std::runtime_error naming the address.
-  void start();
+  void start() override;
   [[nodiscard]] uint16_t port() const noexcept { return port_; }
 
-  void stop_reading();
-  void close();
-  // Connections still open, and still reading (for shutdown).
-  [[nodiscard]] size_t open_connections();
-  [[nodiscard]] int reading_connections() const noexcept { return reading_.load(); }
+  void stop_reading() override;
+  void close() override;
+  [[nodiscard]] size_t open_connections() override;
+  [[nodiscard]] int reading_connections() const noexcept override { return reading_.load(); }
+  [[nodiscard]] std::string describe() const override;
 
  private:
   void accept();

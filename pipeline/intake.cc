@@ -23,7 +23,7 @@ void intake::reserve(size_t bytes) {
 }
 
 void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t received_ns,
-                 std::string_view default_topic, stages::envelope_validator& validator) {
+                 std::string_view default_topic, stages::envelope_validator& validator, topic_rule rule) {
   ++pending_;
   stages::event_record rec;
   rec.seq = seq;
@@ -39,9 +39,23 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
   auto v = validator.check(line, readable, env);
   rec.why = v.why;
   std::string_view topic = default_topic;
-  if (env.has_topic && !env.topic.empty() && env.topic.size() <= limits_.max_topic_bytes &&
-      v.why != stages::reason::invalid_topic) {
+  std::string message;
+  if (rule == topic_rule::event_first && env.has_topic && !env.topic.empty() &&
+      env.topic.size() <= limits_.max_topic_bytes && v.why != stages::reason::invalid_topic) {
     topic = env.topic;
+  } else if (rule == topic_rule::source_only && topic.size() > limits_.max_topic_bytes) {
+    // An MQTT topic can be longer than the topic column: dead-letter the event
+    // under the topic's first bytes rather than let the database refuse it.
+    message = "topic is " + std::to_string(topic.size()) + " bytes, over the limit of " +
+              std::to_string(limits_.max_topic_bytes);
+    size_t cut = limits_.max_topic_bytes;
+    while (cut > 0 && (static_cast<unsigned char>(topic[cut]) & 0xC0) == 0x80) --cut;  // whole UTF-8 characters
+    topic = topic.substr(0, cut);
+    if (v.ok()) {
+      v.why = stages::reason::invalid_topic;
+      v.message = message;
+      rec.why = v.why;
+    }
   }
   if (v.ok()) {
     auto h = stages::hash_key(env.idempotency_key.data(), env.idempotency_key.size());

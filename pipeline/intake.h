@@ -7,6 +7,7 @@
 // Owned by one source connection; not thread-safe. A source adds the events of
 // one read, then hands batches() to router::submit.
 
+#include <cstdint>
 #include <string_view>
 #include <vector>
 
@@ -22,6 +23,12 @@ namespace evpipe::pipeline {
   return h % shards;
 }
 
+// Which topic an event is stored under.
+enum class topic_rule : uint8_t {
+  event_first,   // the event's own `topic` field, else the source's (TCP, HTTP without X-Topic)
+  source_only,   // the source's: the MQTT topic, an HTTP X-Topic header
+};
+
 class intake {
  public:
   intake(size_t shards, stages::envelope_limits limits);
@@ -29,7 +36,7 @@ class intake {
   // One event's bytes; `readable` bytes from line.data() may be read (the
   // validator's padding). `validator` belongs to the calling thread.
   void add(std::string_view line, size_t readable, uint64_t seq, int64_t received_ns, std::string_view default_topic,
-           stages::envelope_validator& validator);
+           stages::envelope_validator& validator, topic_rule rule = topic_rule::event_first);
   // An event over the size limit: only its first bytes are kept.
   void add_too_large(std::string_view prefix, size_t full_size, uint64_t digest_lo, uint64_t digest_hi, uint64_t seq,
                      int64_t received_ns, std::string_view default_topic);

@@ -201,6 +201,40 @@ std::string metrics_registry::render() const {
     header(out, name, m.type, m.help);
     for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", m.value(*s));
   }
+  // Metrics of one source kind, unlabelled (names as the dashboards know them).
+  struct kind_metric {
+    const char* kind;
+    const char* suffix;
+    const char* type;
+    const char* help;
+    double (*value)(const source_probe&);
+  };
+  static constexpr kind_metric kind_metrics[] = {
+      {"mqtt", "_mqtt_connections_active", "gauge", "MQTT sessions connected to the broker.",
+       [](const source_probe& s) { return double(s.connections_active.load()); }},
+      {"mqtt", "_mqtt_reconnects_total", "counter", "MQTT sessions re-established after a lost connection.",
+       [](const source_probe& s) { return double(s.reconnects.load()); }},
+      {"mqtt", "_mqtt_pubacks_total", "counter", "PUBACKs sent, each after its message's outcome committed.",
+       [](const source_probe& s) { return double(s.pubacks.load()); }},
+      {"mqtt", "_mqtt_dlq_published_total", "counter", "Dead letters republished to the broker.",
+       [](const source_probe& s) { return double(s.dlq_published.load()); }},
+  };
+  for (const auto& m : kind_metrics) {
+    for (const auto& s : sources_) {
+      if (s->kind != m.kind) continue;
+      name = p + m.suffix;
+      header(out, name, m.type, m.help);
+      sample(out, name, "", m.value(*s));
+    }
+  }
+  for (const auto& s : sources_) {
+    if (s->kind != "http") continue;
+    name = p + "_http_responses_total";
+    header(out, name, "counter", "Responses of the HTTP source to POST /v1/events, by status class.");
+    sample(out, name, "code=\"200\"", double(s->http_ok.load()));
+    sample(out, name, "code=\"4xx\"", double(s->http_client_errors.load()));
+    sample(out, name, "code=\"503\"", double(s->http_busy.load()));
+  }
 
   name = p + "_event_latency_seconds";
   header(out, name, "histogram", "Time from an event's receipt to the commit of its outcome.");

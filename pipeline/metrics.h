@@ -99,6 +99,14 @@ struct source_probe {
   std::atomic<int64_t> unacked{0};      // events read and not yet acknowledged
   counter backpressure_waits{0};        // times a connection paused reading (queue full or too much unacked)
   histogram validate_latency;           // per source read (a batch of lines)
+  // MQTT only.
+  counter reconnects{0};                // sessions re-established after a lost connection
+  counter pubacks{0};                   // PUBACKs sent (each after its message's outcome committed)
+  counter dlq_published{0};             // dead letters republished to the broker
+  // HTTP only: responses by status class.
+  counter http_ok{0};                   // 200
+  counter http_client_errors{0};        // 400, 401, 404, 405, 413, 415, 431
+  counter http_busy{0};                 // 503 (queues full or shutting down)
 };
 
 // Caps the distinct values of one label. Not thread-safe (used under the

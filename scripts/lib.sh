@@ -9,8 +9,8 @@ EVPIPE_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libboost1.81-dev libconcurrentqueue-dev libsimdjson-dev libpq-dev libmimalloc-dev
   libbenchmark-dev libgtest-dev libgmock-dev libtomlplusplus-dev libspdlog-dev libcli11-dev
-  libabsl-dev libxxhash-dev
-  postgresql postgresql-client
+  libabsl-dev libxxhash-dev libssl-dev
+  postgresql postgresql-client mosquitto openssl
   clang libclang-rt-14-dev
   python3 procps
 )

@@ -1,0 +1,884 @@
+#include "io/mqtt_source.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <simdjson.h>
+#include <spdlog/spdlog.h>
+#include <xxhash.h>
+
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <optional>
+#include <random>
+
+#include "io/mqtt_codec.h"
+#include "pipeline/ack_tracker.h"
+#include "pipeline/intake.h"
+
+namespace evpipe::io {
+
+namespace asio = boost::asio;
+namespace ssl = asio::ssl;
+using asio::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch()).count();
+}
+
+stages::envelope_validator& thread_validator(const stages::envelope_limits& limits) {
+  thread_local std::unique_ptr<stages::envelope_validator> v;
+  if (!v || v->limits().max_event_bytes != limits.max_event_bytes ||
+      v->limits().max_key_bytes != limits.max_key_bytes || v->limits().max_depth != limits.max_depth) {
+    v = std::make_unique<stages::envelope_validator>(limits);
+  }
+  return *v;
+}
+
+void append_json_string(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+std::string utc_now_iso8601() {
+  auto now = std::chrono::system_clock::now();
+  auto t = std::chrono::system_clock::to_time_t(now);
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() % 1'000'000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<long long>(us));
+  return buf;
+}
+
+// The byte stream to the broker: plain TCP or TLS over it.
+class mqtt_stream {
+ public:
+  mqtt_stream(const asio::any_io_executor& ex, ssl::context* tls) {
+    if (tls) {
+      tls_.emplace(ex, *tls);
+    } else {
+      plain_.emplace(ex);
+    }
+  }
+  tcp::socket& socket() { return tls_ ? tls_->next_layer() : *plain_; }
+  [[nodiscard]] bool is_tls() const { return tls_.has_value(); }
+  ssl::stream<tcp::socket>& tls() { return *tls_; }
+
+  asio::awaitable<std::tuple<boost::system::error_code, size_t>> read_some(asio::mutable_buffer b) {
+    if (tls_) co_return co_await tls_->async_read_some(b, asio::as_tuple(asio::use_awaitable));
+    co_return co_await plain_->async_read_some(b, asio::as_tuple(asio::use_awaitable));
+  }
+  template <typename Handler>
+  void write(asio::const_buffer b, Handler&& h) {
+    if (tls_) {
+      asio::async_write(*tls_, b, std::forward<Handler>(h));
+    } else {
+      asio::async_write(*plain_, b, std::forward<Handler>(h));
+    }
+  }
+
+ private:
+  std::optional<tcp::socket> plain_;
+  std::optional<ssl::stream<tcp::socket>> tls_;
+};
+
+}  // namespace
+
+// What every connection of one source shares; owned by the source.
+struct mqtt_shared {
+  const config::mqtt_source& cfg;
+  pipeline::router& router;
+  pipeline::source_probe& probe;
+  stages::envelope_limits limits;
+  std::atomic<int>& reading;  // connections reading, for shutdown
+  ssl::context* tls;          // null for mqtt://
+};
+
+namespace {
+
+// How a connection ended.
+enum class link_end : uint8_t {
+  unreachable,  // no TCP/TLS connection, or no CONNACK in time
+  refused,      // CONNACK with a non-zero return code
+  lost,         // was connected, then the connection failed
+  stopped,      // stop_reading(): reading ended on purpose
+};
+
+}  // namespace
+
+// One network connection of a session: handshake, subscriptions, reading,
+// PUBACKs, keepalive. It is the event_origin of the messages it read: their
+// outcomes come back here, and once it is closed they are ignored (the broker
+// redelivers what was never acknowledged to the next connection).
+//
+// Owned by its session (and by the batches still carrying its events); runs
+// on the session's strand; on_outcomes is the only entry from other threads.
+class mqtt_link final : public stages::event_origin, public std::enable_shared_from_this<mqtt_link> {
+ public:
+  using connected_fn = std::function<void(bool session_present)>;
+
+  mqtt_link(asio::strand<asio::io_context::executor_type> strand, const mqtt_shared& shared, std::string client_id,
+            connected_fn on_connected)
+      : on_connected_(std::move(on_connected)),
+        strand_(strand),
+        sh_(shared),
+        client_id_(std::move(client_id)),
+        stream_(strand_, shared.tls),
+        wake_(strand_),
+        keepalive_timer_(strand_),
+        tracker_(uint64_t{2} * shared.cfg.max_inflight),
+        intake_(shared.router.shard_count(), shared.limits),
+        // A PUBLISH carries the event, its topic (up to 64 KiB) and a few bytes.
+        max_packet_(size_t{shared.limits.max_event_bytes} + 65536 + 16),
+        buf_(std::min(max_packet_, size_t{256} << 10) + simdjson::SIMDJSON_PADDING) {}
+
+  ~mqtt_link() override = default;
+
+  // Connects, subscribes and reads until the connection ends or reading stops.
+  asio::awaitable<link_end> run(std::string& why) {
+    auto self = shared_from_this();
+    if (!co_await connect(why)) co_return connack_refused_ ? link_end::refused : link_end::unreachable;
+    connected_ = true;
+    sh_.probe.connections_active.fetch_add(1);
+    pipeline::bump(sh_.probe.connections_total);
+    on_connected_(session_present_);
+    subscribe();
+    asio::co_spawn(strand_, keepalive_loop(self), asio::detached);
+    reading_ = true;
+    sh_.reading.fetch_add(1);
+    link_end end = co_await read_loop(why);
+    reading_ = false;
+    sh_.reading.fetch_sub(1);
+    if (end == link_end::stopped) {
+      finish_if_done();  // closes once every message read is acknowledged
+    } else {
+      shut();
+    }
+    co_return end;
+  }
+
+  [[nodiscard]] bool session_present() const noexcept { return session_present_; }
+  [[nodiscard]] bool closed() const noexcept { return closed_; }
+
+  // From shard threads: the outcomes are committed; acknowledge on the strand.
+  void on_outcomes(std::span<const stages::outcome> outcomes) override {
+    std::vector<stages::outcome> copy(outcomes.begin(), outcomes.end());
+    asio::post(strand_, [self = shared_from_this(), copy = std::move(copy)] { self->acknowledge(copy); });
+  }
+
+  // On the strand.
+  void stop_reading() {
+    stopping_ = true;
+    wake_.cancel();
+    boost::system::error_code ec;
+    // Wakes a pending read (it completes with end of stream); writes go on.
+    stream_.socket().shutdown(tcp::socket::shutdown_receive, ec);
+  }
+
+  // On the strand: close now, acknowledged or not (what is unacknowledged is
+  // redelivered by the broker).
+  void close() {
+    stopping_ = true;
+    writing_ = false;  // a pending write completes with an error; do not wait
+    shut();
+  }
+
+ private:
+  // One message read and not yet acknowledged, in arrival order.
+  struct inflight {
+    uint16_t packet_id = 0;           // 0 for QoS 0: nothing to acknowledge
+    bool dead_lettered = false;       // set from its outcome (dlq_publish only)
+    stages::reason why = stages::reason::none;
+    std::string topic, payload;       // kept only with dlq_publish
+  };
+
+  asio::awaitable<bool> connect(std::string& why) {
+    const auto& cfg = sh_.cfg;
+    // One deadline for resolving, connecting, the TLS handshake and CONNACK.
+    asio::steady_timer deadline(strand_);
+    deadline.expires_after(std::chrono::seconds(std::max<uint32_t>(10, cfg.keepalive_s)));
+    deadline.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (ec || self->connect_done_) return;
+      self->connect_timed_out_ = true;
+      boost::system::error_code ignore;
+      self->stream_.socket().close(ignore);
+    });
+    auto fail = [&](const std::string& what, const boost::system::error_code& ec) {
+      connect_done_ = true;
+      why = what + ": " + (connect_timed_out_ ? std::string("timed out") : ec.message());
+      deadline.cancel();
+      return false;
+    };
+    tcp::resolver resolver(strand_);
+    auto [rec, endpoints] = co_await resolver.async_resolve(cfg.broker.host, std::to_string(cfg.broker.port),
+                                                            asio::as_tuple(asio::use_awaitable));
+    if (rec) co_return fail("cannot resolve " + cfg.broker.host, rec);
+    auto [cec, ep] = co_await asio::async_connect(stream_.socket(), endpoints, asio::as_tuple(asio::use_awaitable));
+    if (cec || stopping_) co_return fail("cannot connect to " + cfg.broker.str(), cec);
+    boost::system::error_code ignore;
+    stream_.socket().set_option(tcp::no_delay(true), ignore);
+    stream_.socket().set_option(asio::socket_base::keep_alive(true), ignore);
+    if (stream_.is_tls()) {
+      SSL_set_tlsext_host_name(stream_.tls().native_handle(), cfg.broker.host.c_str());
+      stream_.tls().set_verify_callback(ssl::host_name_verification(cfg.broker.host));
+      auto [hec] = co_await stream_.tls().async_handshake(ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
+      if (hec) co_return fail("TLS handshake with " + cfg.broker.str() + " failed", hec);
+    }
+    mqtt::connect_packet c;
+    c.client_id = client_id_;
+    c.clean_session = false;  // the broker keeps our subscriptions and queued messages
+    c.keepalive_s = static_cast<uint16_t>(cfg.keepalive_s);
+    if (!cfg.username.empty()) c.username = cfg.username;
+    if (!cfg.password.empty()) c.password = cfg.password;
+    mqtt::encode_connect(pending_, c);
+    flush();
+    // The first packet must be CONNACK (MQTT-3.2.0-1).
+    for (;;) {
+      mqtt::frame f;
+      auto st = mqtt::read_frame(std::string_view(buf_.data() + begin_, end_ - begin_), max_packet_, f);
+      if (st == mqtt::decode_status::ok) {
+        mqtt::connack_packet ack;
+        if (f.type != mqtt::packet_type::connack || mqtt::parse_connack(f, ack) != mqtt::decode_status::ok) {
+          why = "the broker's first packet was not a valid CONNACK";
+          connect_done_ = true;
+          deadline.cancel();
+          co_return false;
+        }
+        begin_ += f.size;
+        connect_done_ = true;
+        deadline.cancel();
+        if (ack.return_code != 0) {
+          static constexpr const char* codes[] = {"", "unacceptable protocol version", "client identifier rejected",
+                                                  "server unavailable", "bad user name or password",
+                                                  "not authorized"};
+          why = std::string("the broker refused the connection: ") + codes[ack.return_code];
+          connack_refused_ = true;
+          co_return false;
+        }
+        session_present_ = ack.session_present;
+        co_return true;
+      }
+      if (st != mqtt::decode_status::need_more) {
+        why = "malformed CONNACK";
+        connect_done_ = true;
+        deadline.cancel();
+        co_return false;
+      }
+      auto [ec, n] = co_await stream_.read_some(asio::buffer(buf_.data() + end_, capacity() - end_));
+      if (ec) co_return fail("no CONNACK from " + cfg.broker.str(), ec);
+      end_ += n;
+    }
+  }
+
+  void subscribe() {
+    mqtt::subscribe_packet sub;
+    sub.packet_id = next_packet_id();
+    for (const auto& f : sh_.cfg.topics) {
+      std::string filter = sh_.cfg.shared_group.empty() ? f : "$share/" + sh_.cfg.shared_group + "/" + f;
+      sub.filters.emplace_back(std::move(filter), static_cast<uint8_t>(sh_.cfg.qos));
+    }
+    subscribe_id_ = sub.packet_id;
+    mqtt::encode_subscribe(pending_, sub);
+    flush();
+  }
+
+  asio::awaitable<link_end> read_loop(std::string& why) {
+    for (;;) {
+      if (auto end = process_buffer(why)) co_return *end;
+      submit();
+      // Backpressure: wait while a shard queue is full or too much is
+      // unacknowledged. Acks cancel the wait; a full shard queue is polled.
+      while (!stopping_ && !closed_ &&
+             (!sh_.router.has_room() || tracker_.in_flight() >= sh_.cfg.max_inflight)) {
+        if (!paused_) pipeline::bump(sh_.probe.backpressure_waits);
+        paused_ = true;
+        wake_.expires_after(2ms);
+        co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+      if (paused_) {
+        paused_ = false;
+        if (ping_outstanding_) ping_sent_ = clock_type::now();  // we were not reading: no verdict yet
+      }
+      if (stopping_) co_return link_end::stopped;
+      if (closed_) {
+        why = dead_reason_.empty() ? "connection closed" : dead_reason_;
+        co_return link_end::lost;
+      }
+      if (held_) continue;  // packets already buffered come first
+      make_room();
+      auto [ec, n] = co_await stream_.read_some(asio::buffer(buf_.data() + end_, capacity() - end_));
+      if (stopping_) co_return link_end::stopped;  // what raced the stop stays unacknowledged: redelivered
+      if (ec) {
+        why = !dead_reason_.empty() ? dead_reason_
+              : ec == asio::error::eof ? "the broker closed the connection"
+                                       : ec.message();
+        co_return link_end::lost;
+      }
+      end_ += n;
+    }
+  }
+
+  // Handles every complete packet in the buffer; a value ends the connection.
+  std::optional<link_end> process_buffer(std::string& why) {
+    int64_t received = now_ns();
+    auto& validator = thread_validator(sh_.limits);
+    held_ = false;
+    for (;;) {
+      if (skip_) {
+        if (!skip_some()) return std::nullopt;
+        continue;
+      }
+      if (tracker_.in_flight() >= sh_.cfg.max_inflight) {
+        held_ = begin_ < end_;  // our bound: the rest waits in the buffer
+        return std::nullopt;
+      }
+      mqtt::frame f;
+      std::string_view avail(buf_.data() + begin_, end_ - begin_);
+      auto st = mqtt::read_frame(avail, max_packet_, f);
+      if (st == mqtt::decode_status::need_more) return std::nullopt;
+      if (st == mqtt::decode_status::too_large) {
+        if (f.type != mqtt::packet_type::publish) {
+          why = "the broker sent an oversized non-PUBLISH packet";
+          return link_end::lost;
+        }
+        if (!start_skip(f, avail, why)) return why.empty() ? std::nullopt : std::optional(link_end::lost);
+        continue;
+      }
+      if (st != mqtt::decode_status::ok) {
+        why = "malformed packet from the broker";
+        return link_end::lost;
+      }
+      switch (f.type) {
+        case mqtt::packet_type::publish: {
+          mqtt::publish_packet p;
+          auto ps = mqtt::parse_publish(f, p);
+          if (ps != mqtt::decode_status::ok) {
+            why = ps == mqtt::decode_status::unsupported ? "the broker sent a QoS 2 PUBLISH (evpipe subscribes at QoS 1)"
+                                                         : "malformed PUBLISH from the broker";
+            return link_end::lost;
+          }
+          uint64_t seq = take_seq(p.packet_id, p.topic, p.payload);
+          if (p.payload.size() > sh_.limits.max_event_bytes) {
+            auto h = XXH3_128bits(p.payload.data(), p.payload.size());
+            intake_.add_too_large(p.payload.substr(0, too_large_prefix), p.payload.size(), h.low64, h.high64, seq,
+                                  received, column_topic(p.topic));
+          } else {
+            size_t readable = static_cast<size_t>(buf_.data() + buf_.size() - p.payload.data());
+            intake_.add(p.payload, readable, seq, received, p.topic, validator, pipeline::topic_rule::source_only);
+          }
+          break;
+        }
+        case mqtt::packet_type::suback: {
+          mqtt::suback_packet s;
+          if (mqtt::parse_suback(f, s) != mqtt::decode_status::ok) {
+            why = "malformed SUBACK";
+            return link_end::lost;
+          }
+          if (s.packet_id == subscribe_id_) report_suback(s);
+          break;
+        }
+        case mqtt::packet_type::pingresp:
+          ping_outstanding_ = false;
+          break;
+        case mqtt::packet_type::puback:
+          break;  // of a dead letter we republished: nothing more to do
+        default:
+          why = "unexpected packet type " + std::to_string(static_cast<int>(f.type)) + " from the broker";
+          return link_end::lost;
+      }
+      begin_ += f.size;
+    }
+  }
+
+  uint64_t take_seq(uint16_t packet_id, std::string_view topic, std::string_view payload) {
+    uint64_t seq = tracker_.next();
+    sh_.probe.unacked.fetch_add(1, std::memory_order_relaxed);
+    auto& m = inflight_.emplace_back();
+    m.packet_id = packet_id;
+    if (sh_.cfg.dlq_publish) {
+      m.topic.assign(topic);
+      m.payload.assign(payload.substr(0, std::min<size_t>(payload.size(), sh_.limits.max_event_bytes)));
+    }
+    return seq;
+  }
+
+  // A PUBLISH over the size limit is skipped as it streams in, keeping a
+  // prefix and a digest, and dead-lettered as too_large: acknowledging it
+  // (after the dead letter commits) stops the broker from redelivering it.
+  bool start_skip(const mqtt::frame& f, std::string_view avail, std::string& why) {
+    why.clear();
+    // read_frame has read the whole remaining length: its last byte has the
+    // top bit clear.
+    size_t header = 1;
+    while (static_cast<uint8_t>(avail[header]) & 0x80) ++header;
+    ++header;
+    uint8_t qos = (f.flags >> 1) & 0x3;
+    if (qos == 2) {
+      why = "the broker sent a QoS 2 PUBLISH";
+      return false;
+    }
+    if (avail.size() < header + 2) return false;  // need the topic length
+    size_t tlen = static_cast<uint8_t>(avail[header]) << 8 | static_cast<uint8_t>(avail[header + 1]);
+    size_t var = 2 + tlen + (qos > 0 ? 2 : 0);
+    if (avail.size() < header + var) return false;
+    std::string_view topic = avail.substr(header + 2, tlen);
+    if (!mqtt::valid_topic_name(topic)) {
+      why = "malformed PUBLISH from the broker";
+      return false;
+    }
+    uint16_t id = 0;
+    if (qos > 0) {
+      id = static_cast<uint16_t>(static_cast<uint8_t>(avail[header + 2 + tlen]) << 8 |
+                                 static_cast<uint8_t>(avail[header + 3 + tlen]));
+    }
+    skip_.emplace();
+    skip_->seq = take_seq(id, topic, {});
+    skip_->topic.assign(topic);
+    skip_->left = f.size - header - var;
+    skip_->payload_size = skip_->left;
+    skip_->received = now_ns();
+    XXH3_128bits_reset(skip_->state.get());
+    begin_ += header + var;
+    return true;
+  }
+
+  // Consumes what is buffered of the skipped packet; false when it needs more.
+  bool skip_some() {
+    size_t n = std::min(skip_->left, end_ - begin_);
+    std::string_view part(buf_.data() + begin_, n);
+    if (skip_->prefix.size() < too_large_prefix) {
+      skip_->prefix.append(part.substr(0, too_large_prefix - skip_->prefix.size()));
+    }
+    XXH3_128bits_update(skip_->state.get(), part.data(), part.size());
+    begin_ += n;
+    skip_->left -= n;
+    if (skip_->left > 0) return false;
+    XXH128_hash_t h = XXH3_128bits_digest(skip_->state.get());
+    if (sh_.cfg.dlq_publish) inflight_.back().payload = skip_->prefix;
+    intake_.add_too_large(skip_->prefix, skip_->payload_size, h.low64, h.high64, skip_->seq, skip_->received,
+                          column_topic(skip_->topic));
+    skip_.reset();
+    return true;
+  }
+
+  // The topic as the topic column can hold it (whole UTF-8 characters).
+  [[nodiscard]] std::string_view column_topic(std::string_view topic) const noexcept {
+    if (topic.size() <= sh_.limits.max_topic_bytes) return topic;
+    size_t cut = sh_.limits.max_topic_bytes;
+    while (cut > 0 && (static_cast<unsigned char>(topic[cut]) & 0xC0) == 0x80) --cut;
+    return topic.substr(0, cut);
+  }
+
+  void report_suback(const mqtt::suback_packet& s) {
+    for (size_t i = 0; i < s.return_codes.size() && i < sh_.cfg.topics.size(); ++i) {
+      if (s.return_codes[i] == 0x80) {
+        spdlog::error("mqtt {} ({}): the broker refused the subscription to \"{}\"", sh_.cfg.url, client_id_,
+                      sh_.cfg.topics[i]);
+      } else if (s.return_codes[i] < sh_.cfg.qos) {
+        spdlog::warn("mqtt {} ({}): the broker granted QoS {} for \"{}\" (asked {}): messages are not redelivered",
+                     sh_.cfg.url, client_id_, s.return_codes[i], sh_.cfg.topics[i], sh_.cfg.qos);
+      }
+    }
+  }
+
+  void submit() {
+    size_t taken = intake_.pending();
+    if (taken == 0) return;
+    auto self = shared_from_this();
+    for (auto& b : intake_.batches()) {
+      if (!b.events.empty()) b.origin = self;
+    }
+    pipeline::bump(sh_.probe.received, taken);
+    intake_.submitted();
+    sh_.router.submit(intake_.batches());
+  }
+
+  // Moves unread bytes to the front, and grows the buffer when a packet
+  // larger than it is coming.
+  void make_room() {
+    if (begin_ > 0) {
+      std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    if (end_ == capacity() && capacity() < max_packet_) {
+      buf_.resize(std::min(max_packet_, capacity() * 2) + simdjson::SIMDJSON_PADDING);
+    }
+  }
+  [[nodiscard]] size_t capacity() const noexcept { return buf_.size() - simdjson::SIMDJSON_PADDING; }
+
+  void acknowledge(const std::vector<stages::outcome>& outcomes) {
+    if (closed_) return;  // a lost connection: the broker redelivers these to the next one
+    uint64_t first = tracker_.acked() + 1;
+    for (const auto& o : outcomes) {
+      tracker_.complete(o.seq);
+      if (sh_.cfg.dlq_publish && o.kind == stages::outcome_kind::dead_lettered) {
+        auto& m = inflight_[o.seq - first];
+        m.dead_lettered = true;
+        m.why = o.why;
+      }
+    }
+    uint64_t before = tracker_.acked();
+    uint64_t after = tracker_.advance();
+    sh_.probe.unacked.fetch_sub(static_cast<int64_t>(after - before), std::memory_order_relaxed);
+    for (uint64_t i = before; i < after; ++i) {
+      auto& m = inflight_.front();
+      if (m.dead_lettered) publish_dead_letter(m);
+      if (m.packet_id != 0) {
+        mqtt::encode_puback(pending_, m.packet_id);
+        ++pending_pubacks_;
+      }
+      inflight_.pop_front();
+    }
+    if (paused_ && after != before) wake_.cancel();  // room again: read now
+    flush();
+  }
+
+  // Republishes a committed dead letter, as the TaylorDash DLQ topic format
+  // has it. Best effort: the dlq_events row is the record.
+  void publish_dead_letter(const inflight& m) {
+    std::string topic = sh_.cfg.dlq_prefix;
+    for (char c : m.topic) topic.push_back(c == '/' ? '_' : c);
+    std::string body = "{\"original_topic\":";
+    append_json_string(body, m.topic);
+    body += ",\"failure_reason\":";
+    append_json_string(body, stages::reason_code(m.why));
+    body += ",\"failure_timestamp\":";
+    append_json_string(body, utc_now_iso8601());
+    body += ",\"payload\":";
+    // The object if it parsed, else the text.
+    bool parsed = m.why != stages::reason::invalid_json && m.why != stages::reason::too_large;
+    if (parsed) {
+      body += m.payload;
+    } else {
+      append_json_string(body, m.payload);
+    }
+    body += "}";
+    mqtt::publish_packet p;
+    p.topic = topic;
+    p.payload = body;
+    p.qos = 1;
+    p.packet_id = next_packet_id();
+    mqtt::encode_publish(pending_, p);
+    pipeline::bump(sh_.probe.dlq_published);
+  }
+
+  uint16_t next_packet_id() {
+    if (++packet_id_ == 0) packet_id_ = 1;
+    return packet_id_;
+  }
+
+  // One write at a time; what is queued meanwhile goes out in the next.
+  void flush() {
+    if (writing_ || closed_ || pending_.empty()) return;
+    writing_ = true;
+    std::swap(writing_buf_, pending_);
+    pending_.clear();
+    size_t pubacks = pending_pubacks_;
+    pending_pubacks_ = 0;
+    last_write_ = clock_type::now();
+    stream_.write(asio::buffer(writing_buf_), [self = shared_from_this(), pubacks](boost::system::error_code ec, size_t) {
+      if (!self->writing_) return;  // closed meanwhile
+      self->writing_ = false;
+      if (ec) {
+        self->dead_reason_ = "write failed: " + ec.message();
+        self->shut();
+        return;
+      }
+      pipeline::bump(self->sh_.probe.pubacks, pubacks);
+      self->flush();
+      self->finish_if_done();
+    });
+  }
+
+  // Sends PINGREQ when the link has been quiet for half the keep alive, and
+  // declares the broker gone when no PINGRESP came within the keep alive
+  // while we were reading.
+  asio::awaitable<void> keepalive_loop(std::shared_ptr<mqtt_link> self) {
+    const auto keepalive = std::chrono::seconds(sh_.cfg.keepalive_s);
+    const auto tick = std::max<clock_type::duration>(keepalive / 4, 250ms);
+    while (!closed_) {
+      keepalive_timer_.expires_after(tick);
+      co_await keepalive_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (closed_) break;
+      auto now = clock_type::now();
+      if (ping_outstanding_ && !paused_ && now - ping_sent_ > keepalive) {
+        dead_reason_ = "no PINGRESP within the keep alive of " + std::to_string(sh_.cfg.keepalive_s) + " s";
+        shut();
+        break;
+      }
+      if (!ping_outstanding_ && now - last_write_ >= keepalive / 2) {
+        mqtt::encode_pingreq(pending_);
+        ping_outstanding_ = true;
+        ping_sent_ = now;
+        flush();
+      }
+    }
+  }
+
+  // After stop_reading: once every message read is acknowledged, say goodbye.
+  void finish_if_done() {
+    if (reading_ || closed_ || writing_ || !stopping_ || tracker_.in_flight() != 0 || !pending_.empty()) return;
+    if (!sent_disconnect_) {
+      sent_disconnect_ = true;
+      mqtt::encode_disconnect(pending_);
+      flush();
+      return;
+    }
+    shut();
+  }
+
+  void shut() {
+    if (closed_) return;
+    closed_ = true;
+    boost::system::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.socket().close(ec);
+    wake_.cancel();
+    keepalive_timer_.cancel();
+    if (connected_) sh_.probe.connections_active.fetch_sub(1);
+    // Whatever is unacknowledged is now the broker's to redeliver.
+    sh_.probe.unacked.fetch_sub(static_cast<int64_t>(tracker_.in_flight()), std::memory_order_relaxed);
+  }
+
+  struct xxh3_state {
+    XXH3_state_t* st = XXH3_createState();
+    ~xxh3_state() { XXH3_freeState(st); }
+    XXH3_state_t* get() const { return st; }
+  };
+  struct skipping {
+    uint64_t seq = 0;
+    std::string topic, prefix;
+    size_t left = 0, payload_size = 0;
+    int64_t received = 0;
+    xxh3_state state;
+  };
+  static constexpr size_t too_large_prefix = 4096;
+
+  connected_fn on_connected_;
+  asio::strand<asio::io_context::executor_type> strand_;
+  const mqtt_shared& sh_;
+  const std::string client_id_;
+  mqtt_stream stream_;
+  asio::steady_timer wake_;             // backpressure waits
+  asio::steady_timer keepalive_timer_;
+  pipeline::ack_tracker tracker_;
+  pipeline::intake intake_;
+  std::deque<inflight> inflight_;       // read, not yet acknowledged, in arrival order
+  const size_t max_packet_;
+  std::vector<char> buf_;               // received bytes [begin_, end_), then simdjson padding
+  size_t begin_ = 0, end_ = 0;
+  std::optional<skipping> skip_;
+  std::string pending_, writing_buf_;   // packets to write; the write in progress
+  size_t pending_pubacks_ = 0;
+  uint16_t packet_id_ = 0;
+  uint16_t subscribe_id_ = 0;
+  clock_type::time_point last_write_ = clock_type::now();
+  clock_type::time_point ping_sent_{};
+  std::string dead_reason_;
+  bool ping_outstanding_ = false;
+  bool held_ = false;  // buffered bytes wait for in-flight room
+  bool connect_done_ = false;
+  bool connect_timed_out_ = false;
+  bool connack_refused_ = false;
+  bool session_present_ = false;
+  bool connected_ = false;
+  bool reading_ = false;
+  bool writing_ = false;
+  bool paused_ = false;
+  bool stopping_ = false;
+  bool closed_ = false;
+  bool sent_disconnect_ = false;
+};
+
+// One MQTT session (one client id): keeps a link to the broker, reconnecting
+// forever with exponential backoff and jitter until stopped. Owned by the
+// source; runs on its own strand.
+class mqtt_session : public std::enable_shared_from_this<mqtt_session> {
+ public:
+  mqtt_session(asio::io_context& ioc, const mqtt_shared& shared, std::string client_id)
+      : strand_(asio::make_strand(ioc)), sh_(shared), client_id_(std::move(client_id)), backoff_timer_(strand_) {}
+
+  void start() { asio::co_spawn(strand_, run(shared_from_this()), asio::detached); }
+
+  void stop_reading() {
+    asio::post(strand_, [self = shared_from_this()] {
+      self->stopping_ = true;
+      self->backoff_timer_.cancel();
+      if (self->link_) self->link_->stop_reading();
+    });
+  }
+  void close() {
+    asio::post(strand_, [self = shared_from_this()] {
+      self->stopping_ = true;
+      self->backoff_timer_.cancel();
+      if (self->link_) self->link_->close();
+    });
+  }
+  [[nodiscard]] bool open() const noexcept { return open_.load(); }
+
+ private:
+  asio::awaitable<void> run(std::shared_ptr<mqtt_session> self) {
+    std::mt19937_64 rng(std::random_device{}() ^ std::hash<std::string>{}(client_id_));
+    uint32_t failures = 0;       // attempts since the last successful connection
+    bool ever_connected = false;
+    std::string last_problem;
+    while (!stopping_) {
+      auto on_connected = [this, &failures, &ever_connected, &last_problem](bool session_present) {
+        if (ever_connected) pipeline::bump(sh_.probe.reconnects);
+        std::string filters;
+        for (const auto& f : sh_.cfg.topics) filters += (filters.empty() ? "" : ", ") + f;
+        spdlog::info("mqtt {} ({}): {}{}; subscribing to {}{} at QoS {}", sh_.cfg.url, client_id_,
+                     ever_connected ? "reconnected" : "connected",
+                     failures > 0 ? " after " + std::to_string(failures + 1) + " attempts" : std::string(),
+                     filters, sh_.cfg.shared_group.empty() ? "" : " in shared group " + sh_.cfg.shared_group,
+                     sh_.cfg.qos);
+        if (!session_present) {
+          spdlog::info("mqtt {} ({}): the broker had no session for this client id: a new one starts now",
+                       sh_.cfg.url, client_id_);
+        }
+        ever_connected = true;
+        failures = 0;
+        last_problem.clear();
+      };
+      link_ = std::make_shared<mqtt_link>(strand_, sh_, client_id_, on_connected);
+      open_ = true;
+      std::string why;
+      link_end end = co_await link_->run(why);
+      if (end == link_end::stopped) {
+        watch_close(link_);  // the link closes itself once its last PUBACK is written
+        co_return;
+      }
+      open_ = false;
+      if (stopping_) break;
+      if (end == link_end::lost) {
+        spdlog::warn("mqtt {} ({}): connection lost: {}; reconnecting", sh_.cfg.url, client_id_, why);
+      } else if (why != last_problem) {
+        // Each new problem once; the same one again only at debug level.
+        spdlog::warn("mqtt {} ({}): {}; retrying with backoff up to {} ms", sh_.cfg.url, client_id_, why,
+                     sh_.cfg.max_ms);
+        last_problem = why;
+      } else {
+        spdlog::debug("mqtt {} ({}): {} (attempt {})", sh_.cfg.url, client_id_, why, failures + 1);
+      }
+      ++failures;
+      // Exponential backoff from base_ms to max_ms, with jitter so that many
+      // clients do not come back in step.
+      double delay = sh_.cfg.base_ms;
+      for (uint32_t i = 1; i < failures && delay < sh_.cfg.max_ms; ++i) delay *= 2;
+      delay = std::min<double>(delay, sh_.cfg.max_ms);
+      double j = sh_.cfg.jitter_pct / 100.0;
+      delay *= std::uniform_real_distribution<double>(1.0 - j, 1.0 + j)(rng);
+      backoff_timer_.expires_after(std::chrono::milliseconds(static_cast<int64_t>(delay)));
+      co_await backoff_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    link_.reset();
+  }
+
+  // After stop_reading, `open` stays true until the link has closed.
+  void watch_close(std::shared_ptr<mqtt_link> link) {
+    if (link->closed()) {
+      open_ = false;
+      return;
+    }
+    auto t = std::make_shared<asio::steady_timer>(strand_, 5ms);
+    t->async_wait([self = shared_from_this(), link, t](boost::system::error_code) { self->watch_close(link); });
+  }
+
+  asio::strand<asio::io_context::executor_type> strand_;
+  const mqtt_shared& sh_;
+  const std::string client_id_;
+  asio::steady_timer backoff_timer_;
+  std::shared_ptr<mqtt_link> link_;
+  std::atomic<bool> open_{false};
+  bool stopping_ = false;
+};
+
+mqtt_source::mqtt_source(asio::io_context& ioc, config::mqtt_source cfg, pipeline::router& router,
+                         pipeline::source_probe& probe, stages::envelope_limits limits)
+    : ioc_(ioc), cfg_(std::move(cfg)), router_(router), probe_(probe), limits_(limits) {}
+
+mqtt_source::~mqtt_source() = default;
+
+void mqtt_source::start() {
+  if (cfg_.tls) {
+    tls_ = std::make_unique<ssl::context>(ssl::context::tls_client);
+    boost::system::error_code ec;
+    tls_->set_verify_mode(ssl::verify_peer);
+    if (cfg_.ca_file.empty()) {
+      tls_->set_default_verify_paths(ec);
+    } else {
+      tls_->load_verify_file(cfg_.ca_file, ec);
+    }
+    if (ec) throw std::runtime_error("mqtt " + cfg_.url + ": cannot load CA file \"" + cfg_.ca_file + "\": " + ec.message());
+    if (!cfg_.cert_file.empty()) {
+      tls_->use_certificate_chain_file(cfg_.cert_file, ec);
+      if (ec) throw std::runtime_error("mqtt " + cfg_.url + ": cannot load cert_file \"" + cfg_.cert_file + "\": " + ec.message());
+      tls_->use_private_key_file(cfg_.key_file, ssl::context::pem, ec);
+      if (ec) throw std::runtime_error("mqtt " + cfg_.url + ": cannot load key_file \"" + cfg_.key_file + "\": " + ec.message());
+    }
+  }
+  shared_ = std::make_unique<mqtt_shared>(mqtt_shared{cfg_, router_, probe_, limits_, reading_, tls_.get()});
+  for (uint32_t i = 0; i < cfg_.connections; ++i) {
+    std::string id = cfg_.connections == 1 ? cfg_.client_id : cfg_.client_id + "-" + std::to_string(i + 1);
+    sessions_.push_back(std::make_shared<mqtt_session>(ioc_, *shared_, std::move(id)));
+  }
+  for (auto& s : sessions_) s->start();
+}
+
+void mqtt_source::stop_reading() {
+  for (auto& s : sessions_) s->stop_reading();
+}
+
+void mqtt_source::close() {
+  for (auto& s : sessions_) s->close();
+}
+
+size_t mqtt_source::open_connections() {
+  size_t n = 0;
+  for (auto& s : sessions_) n += s->open() ? 1 : 0;
+  return n;
+}
+
+std::string mqtt_source::describe() const {
+  std::string filters;
+  for (const auto& f : cfg_.topics) filters += (filters.empty() ? "" : ", ") + f;
+  return "MQTT from " + cfg_.url + " as " + cfg_.client_id + (cfg_.connections > 1 ? "-1.." + std::to_string(cfg_.connections) : "") +
+         ", topics " + filters + " (QoS " + std::to_string(cfg_.qos) + ", up to " + std::to_string(cfg_.max_inflight) +
+         " unacknowledged per connection)";
+}
+
+}  // namespace evpipe::io
