@@ -102,6 +102,88 @@ TEST(Config, EffectiveConfigWithoutSourcesRoundTrips) {
   EXPECT_TRUE(load_string("[sources]\ntcp = []\n").tcp_sources.empty());
 }
 
+TEST(Config, ReadsMqttSources) {
+  std::string pw = ::testing::TempDir() + "/mqtt_password";
+  std::ofstream(pw) << "s3cret-pw\n";
+  auto s = load_string(R"([[sources.mqtt]]
+url = "mqtt://broker.local:1884"
+client_id = "ingest-1"
+username = "evpipe"
+password_file = ")" + pw + R"("
+topics = ["tracker/events/#", "autocore/+/telemetry"]
+connections = 3
+shared_group = "ingest"
+max_inflight = 100
+base_ms = 10
+max_ms = 2000
+jitter_pct = 50
+dlq_publish = true
+[[sources.mqtt]]
+url = "mqtt://127.0.0.1"
+topics = ["a/b"]
+)");
+  ASSERT_EQ(s.mqtt_sources.size(), 2u);
+  const auto& m = s.mqtt_sources[0];
+  EXPECT_EQ(m.broker.host, "broker.local");
+  EXPECT_EQ(m.broker.port, 1884);
+  EXPECT_FALSE(m.tls);
+  EXPECT_EQ(m.password, "s3cret-pw");
+  EXPECT_EQ(m.topics.size(), 2u);
+  EXPECT_EQ(m.connections, 3u);
+  EXPECT_EQ(m.qos, 1u);
+  EXPECT_TRUE(m.dlq_publish);
+  EXPECT_EQ(s.mqtt_sources[1].broker.port, 1883) << "the MQTT port by default";
+  EXPECT_EQ(s.mqtt_sources[1].client_id, "evpipe");
+
+  // The effective configuration names the password file, never the password.
+  std::string out = to_toml(s);
+  EXPECT_EQ(out.find("s3cret-pw"), std::string::npos);
+  EXPECT_NE(out.find(pw), std::string::npos);
+  auto again = load_string(out);
+  EXPECT_EQ(again.mqtt_sources[0].password, "s3cret-pw");
+  EXPECT_EQ(again.mqtt_sources[0].topics, m.topics);
+}
+
+TEST(Config, MqttErrorsNameTheKey) {
+  EXPECT_NE(error_of("[[sources.mqtt]]\ntopics = [\"a\"]").find("url: is required"), std::string::npos);
+  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"tcp://h:1\"\ntopics = [\"a\"]").find("must start with mqtt://"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"").find("topics: is required"), std::string::npos);
+  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a/#/b\"]").find("not a valid MQTT topic filter"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nconnections = 2")
+                .find("needs shared_group"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nqos = 2").find("qos: must be between 0 and 1"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"")
+                .find("password_file: cannot read"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nca_file = \"x\"").find("need an mqtts:// url"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\ncolour = 1").find("unknown key \"colour\""),
+            std::string::npos);
+}
+
+TEST(Config, ReadsHttpSources) {
+  std::string tok = ::testing::TempDir() + "/http_token";
+  std::ofstream(tok) << "tok-123\n";
+  auto s = load_string(R"([[sources.http]]
+listen = "127.0.0.1:8080"
+topic = "tracker/events/http"
+max_body_bytes = 1024
+bearer_token_file = ")" + tok + R"("
+)");
+  ASSERT_EQ(s.http_sources.size(), 1u);
+  EXPECT_EQ(s.http_sources[0].listen.port, 8080);
+  EXPECT_EQ(s.http_sources[0].max_body_bytes, 1024u);
+  EXPECT_EQ(s.http_sources[0].bearer_token, "tok-123");
+  EXPECT_EQ(to_toml(s).find("tok-123"), std::string::npos);
+  EXPECT_NE(error_of("[[sources.http]]\ntopic = \"x\"").find("listen: is required"), std::string::npos);
+  EXPECT_NE(error_of("[[sources.http]]\nlisten = \"127.0.0.1:1\"\nmax_body_bytes = 1").find("max_body_bytes: must be between"),
+            std::string::npos);
+}
+
 TEST(Config, ShippedDefaultFileLoads) {
   auto s = load_file(std::string(EVPIPE_SOURCE_DIR) + "/config/evpipe.toml");
   EXPECT_EQ(s.batch.max_rows, settings{}.batch.max_rows);

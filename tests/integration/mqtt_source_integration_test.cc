@@ -1,0 +1,313 @@
+// The MQTT source end to end: the evpipe binary against the real PostgreSQL
+// that scripts/test.sh starts, and either Debian's Mosquitto (started here per
+// test, persistence on) or a fake broker that shows exactly which PUBACKs
+// evpipe sends and when.
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "tests/support/harness.h"
+#include "tests/support/mqtt_peer.h"
+#include "tests/support/tcp_proxy.h"
+#include "tests/support/test_events.h"
+
+namespace evpipe::testing {
+namespace {
+
+struct mqtt_options {
+  std::string client_id = "evpipe-it";
+  std::string shared_group;
+  std::string dsn;           // default: the test schema
+  bool dlq_publish = false;
+  uint32_t max_inflight = 16384;
+};
+
+std::string mqtt_config(const test_db& db, const std::string& url, uint16_t http_port, const mqtt_options& o = {}) {
+  return "[pipeline]\nshards = 2\n"
+         "[events]\nmax_event_bytes = 4096\n"
+         "[postgres]\ndsn = \"" + (o.dsn.empty() ? db.dsn() : o.dsn) + "\"\nretry_base_ms = 50\nretry_max_ms = 300\n"
+         "[http]\nlisten = \"127.0.0.1:" + std::to_string(http_port) + "\"\n"
+         "[log]\nlevel = \"info\"\n"
+         "[[sources.mqtt]]\nurl = \"" + url + "\"\nclient_id = \"" + o.client_id + "\"\n"
+         "topics = [\"tracker/events/#\", \"autocore/+/telemetry\"]\n"
+         "keepalive_s = 5\nbase_ms = 50\nmax_ms = 500\n"
+         "max_inflight = " + std::to_string(o.max_inflight) + "\n" +
+         (o.shared_group.empty() ? "" : "shared_group = \"" + o.shared_group + "\"\n") +
+         (o.dlq_publish ? "dlq_publish = true\n" : "");
+}
+
+// Polls until `done` or the timeout; returns done().
+template <typename F>
+bool eventually(F done, std::chrono::milliseconds timeout = 60s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+double mqtt_metric(uint16_t http_port, const std::string& sample) {
+  return metric_value(http_get(http_port, "/metrics"), sample);
+}
+
+class MqttSource : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!db.available()) {
+      if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "EVPIPE_TEST_DSN is not set";
+      GTEST_SKIP() << "EVPIPE_TEST_DSN not set (scripts/test.sh sets it)";
+    }
+    if (::access(env_or("EVPIPE_TEST_MOSQUITTO", "/usr/sbin/mosquitto").c_str(), X_OK) != 0) {
+      if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "mosquitto is not installed";
+      GTEST_SKIP() << "mosquitto is not installed (scripts/test.sh installs it)";
+    }
+  }
+
+  // Starts evpipe and waits until its session is connected to the broker.
+  void start_connected(evpipe_process& evp, uint16_t http_port) {
+    evp.start(http_port);
+    ASSERT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_mqtt_connections_active") == 1; }, 20s))
+        << evp.log();
+  }
+
+  long mirrored() { return db.count("SELECT count(*) FROM events_mirror"); }
+
+  test_db db;
+};
+
+// Message i of a run: valid and unique, with every 10th a resend of the key
+// before it and every 25th not JSON at all.
+std::vector<std::string> mixed_messages(const std::string& run, int n, long& unique, long& invalid) {
+  std::vector<std::string> out;
+  unique = invalid = 0;
+  for (int i = 0; i < n; ++i) {
+    if (i % 25 == 24) {
+      out.push_back("not json " + run + " " + std::to_string(i));
+      ++invalid;
+    } else if (i % 10 == 9) {
+      out.push_back(valid_event(run + "-" + std::to_string(i - 1), "resent"));
+    } else {
+      out.push_back(valid_event(run + "-" + std::to_string(i)));
+      ++unique;
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> valid_messages(const std::string& run, int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) out.push_back(valid_event(run + "-" + std::to_string(i)));
+  return out;
+}
+
+TEST_F(MqttSource, PubacksWaitForTheCommitAndKeepArrivalOrder) {
+  fake_broker broker;
+  uint16_t http_port = free_port();
+  evpipe_process evp(mqtt_config(db, "mqtt://127.0.0.1:" + std::to_string(broker.port()), http_port), "mqtt_order");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  auto connect = broker.accept_client();
+  EXPECT_EQ(connect.client_id, "evpipe-it");
+  EXPECT_FALSE(connect.clean_session) << "a persistent session keeps messages while evpipe is away";
+  ASSERT_EQ(broker.filters().size(), 2u);
+  EXPECT_EQ(broker.filters()[0], (std::pair<std::string, uint8_t>{"tracker/events/#", 1}));
+
+  // Hold commits: the test's transaction locks events_mirror.
+  db.exec("BEGIN");
+  db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
+  std::vector<uint16_t> ids;
+  for (uint16_t i = 1; i <= 40; ++i) {
+    uint16_t id = static_cast<uint16_t>(1000 + i * 7);  // any order of ids; the arrival order counts
+    ids.push_back(id);
+    std::string payload = i % 13 == 0   ? "{\"broken\": " + std::to_string(i)   // invalid_json
+                          : i % 17 == 0 ? valid_event("order-" + std::to_string(i - 1))  // duplicate
+                          : i == 30     ? std::string(5000, 'x')                // over max_event_bytes
+                          : i == 35     ? std::string(100'000, 'y')             // over the packet limit: skipped as it streams
+                                        : valid_event("order-" + std::to_string(i));
+    broker.publish(i % 2 ? "tracker/events/projects/created" : "autocore/ESP32_001/telemetry", payload, id);
+  }
+  EXPECT_TRUE(broker.read_pubacks(1, 1500ms).empty()) << "a PUBACK left before its message committed";
+  db.exec("COMMIT");
+  auto acked = broker.read_pubacks(ids.size(), 30s);
+  EXPECT_EQ(acked, ids) << "every message acknowledged once, in arrival order\n" << evp.log();
+
+  EXPECT_EQ(mirrored(), 40 - 3 - 2 - 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE topic = 'autocore/ESP32_001/telemetry'"), 17);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'invalid_json'"), 3);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'too_large'"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'too_large' AND length(raw) = 4096"), 2)
+      << "a too_large dead letter keeps the first 4 KiB";
+  // The MQTT topic is the event's topic.
+  EXPECT_EQ(db.column("SELECT topic FROM events_mirror WHERE idempotency_key = 'order-1'").at(0),
+            "tracker/events/projects/created");
+  EXPECT_EQ(mqtt_metric(http_port, "evpipe_mqtt_pubacks_total"), 40);
+}
+
+TEST_F(MqttSource, DatabaseDownSendsNoPubackAndEverythingLandsAfter) {
+  fake_broker broker;
+  tcp_proxy proxy(db.server_port());
+  uint16_t http_port = free_port();
+  mqtt_options o;
+  o.dsn = db.dsn_via(proxy.port());
+  evpipe_process evp(mqtt_config(db, "mqtt://127.0.0.1:" + std::to_string(broker.port()), http_port, o), "mqtt_dbdown");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  broker.accept_client();
+  broker.publish("tracker/events/a", valid_event("down-0"), 1);
+  ASSERT_EQ(broker.read_pubacks(1, 10s), std::vector<uint16_t>{1});
+
+  proxy.cut();
+  std::vector<uint16_t> ids;
+  for (uint16_t i = 1; i <= 200; ++i) {
+    ids.push_back(static_cast<uint16_t>(i + 1));
+    broker.publish("tracker/events/a", valid_event("down-" + std::to_string(i)), static_cast<uint16_t>(i + 1));
+  }
+  EXPECT_TRUE(broker.read_pubacks(1, 2500ms).empty()) << "PUBACK sent while the database was down";
+  proxy.restore();
+  EXPECT_EQ(broker.read_pubacks(ids.size(), 30s), ids) << evp.log();
+  EXPECT_EQ(mirrored(), 201);
+}
+
+TEST_F(MqttSource, BacklogPublishedWhileStoppedLandsOnStart) {
+  mosquitto_broker broker("backlog");
+  uint16_t http_port = free_port();
+  evpipe_process evp(mqtt_config(db, broker.url(), http_port), "mqtt_backlog");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  start_connected(evp, http_port);  // the broker now holds the session and its subscriptions
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+
+  long unique = 0, invalid = 0;
+  auto messages = mixed_messages("backlog", 3000, unique, invalid);
+  {
+    mqtt_test_client producer(broker.port(), "producer-backlog");
+    ASSERT_EQ(producer.publish_all("tracker/events/projects/created", messages), messages.size());
+  }
+  evp.start(http_port);
+  EXPECT_TRUE(eventually([&] { return mirrored() >= unique; })) << evp.log();
+  EXPECT_TRUE(eventually([&] { return db.count("SELECT count(*) FROM dlq_events") >= invalid; }));
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(mirrored(), unique);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), invalid);
+  EXPECT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_unacked_events{source=\"mqtt\"}") == 0; }, 10s));
+}
+
+TEST_F(MqttSource, KilledBeforeCommitRedeliveredExactlyOnce) {
+  mosquitto_broker broker("sigkill");
+  uint16_t http_port = free_port();
+  evpipe_process evp(mqtt_config(db, broker.url(), http_port), "mqtt_sigkill");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  start_connected(evp, http_port);
+
+  db.exec("BEGIN");
+  db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
+  auto messages = valid_messages("kill", 500);
+  {
+    mqtt_test_client producer(broker.port(), "producer-kill");
+    ASSERT_EQ(producer.publish_all("tracker/events/x", messages), messages.size());
+  }
+  // evpipe has every message and cannot commit any.
+  ASSERT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_events_received_total{source=\"mqtt\"}") == 500; },
+                         20s));
+  evp.kill(SIGKILL);
+  db.exec("COMMIT");
+  EXPECT_EQ(mirrored(), 0);
+
+  evp.start(http_port);
+  EXPECT_TRUE(eventually([&] { return mirrored() >= 500; })) << evp.log();
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(mirrored(), 500);
+  EXPECT_EQ(db.count("SELECT count(DISTINCT idempotency_key) FROM events_mirror"), 500);
+}
+
+TEST_F(MqttSource, BrokerRestartReconnectsAndLosesNothing) {
+  mosquitto_broker broker("restart");
+  uint16_t http_port = free_port();
+  evpipe_process evp(mqtt_config(db, broker.url(), http_port), "mqtt_restart");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  start_connected(evp, http_port);
+  {
+    mqtt_test_client producer(broker.port(), "producer-a");
+    ASSERT_EQ(producer.publish_all("tracker/events/a", valid_messages("before", 300)), 300u);
+  }
+  ASSERT_TRUE(eventually([&] { return mirrored() == 300; })) << evp.log();
+
+  broker.stop(SIGTERM);  // saves the sessions
+  std::this_thread::sleep_for(300ms);
+  broker.start();
+  {
+    // Published while evpipe is still reconnecting: queued in its session.
+    mqtt_test_client producer(broker.port(), "producer-b");
+    ASSERT_EQ(producer.publish_all("tracker/events/b", valid_messages("after", 300)), 300u);
+  }
+  EXPECT_TRUE(eventually([&] { return mirrored() >= 600; })) << evp.log();
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(mirrored(), 600);
+  EXPECT_GE(mqtt_metric(http_port, "evpipe_mqtt_reconnects_total"), 1);
+  EXPECT_EQ(mqtt_metric(http_port, "evpipe_mqtt_connections_active"), 1);
+  EXPECT_NE(evp.log().find("connection lost"), std::string::npos);
+}
+
+TEST_F(MqttSource, SharedGroupSplitsOneStreamBetweenTwoProcesses) {
+  mosquitto_broker broker("shared");
+  uint16_t http_a = free_port(), http_b = free_port();
+  mqtt_options a, b;
+  a.client_id = "evpipe-a";
+  b.client_id = "evpipe-b";
+  a.shared_group = b.shared_group = "ingest";
+  evpipe_process evp_a(mqtt_config(db, broker.url(), http_a, a), "mqtt_shared_a");
+  evpipe_process evp_b(mqtt_config(db, broker.url(), http_b, b), "mqtt_shared_b");
+  ASSERT_EQ(evp_a.run_command("migrate"), 0) << evp_a.log("migrate.log");
+  start_connected(evp_a, http_a);
+  start_connected(evp_b, http_b);
+  std::this_thread::sleep_for(200ms);  // both subscriptions in place
+
+  {
+    mqtt_test_client producer(broker.port(), "producer-shared");
+    ASSERT_EQ(producer.publish_all("tracker/events/shared", valid_messages("shared", 2000)), 2000u);
+  }
+  EXPECT_TRUE(eventually([&] { return mirrored() >= 2000; })) << evp_a.log() << evp_b.log();
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(mirrored(), 2000);
+  double got_a = mqtt_metric(http_a, "evpipe_events_received_total{source=\"mqtt\"}");
+  double got_b = mqtt_metric(http_b, "evpipe_events_received_total{source=\"mqtt\"}");
+  EXPECT_GT(got_a, 0);
+  EXPECT_GT(got_b, 0);
+  EXPECT_EQ(got_a + got_b, 2000) << "each message goes to one member of the group";
+}
+
+TEST_F(MqttSource, DeadLettersAreRepublishedAfterTheirRowCommits) {
+  mosquitto_broker broker("dlqpub");
+  uint16_t http_port = free_port();
+  mqtt_options o;
+  o.dlq_publish = true;
+  evpipe_process evp(mqtt_config(db, broker.url(), http_port, o), "mqtt_dlqpub");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  start_connected(evp, http_port);
+
+  mqtt_test_client watcher(broker.port(), "dlq-watcher");
+  watcher.subscribe("tracker/dlq/#");
+  {
+    mqtt_test_client producer(broker.port(), "producer-dlq");
+    std::string missing_kind = "{\"trace_id\":\"" + uuid_for(1) +
+                               "\",\"ts\":\"2025-01-15T10:30:00Z\",\"idempotency_key\":\"dlq-1\",\"payload\":{}}";
+    ASSERT_EQ(producer.publish_all("tracker/events/projects/created", {missing_kind}), 1u);
+    ASSERT_EQ(producer.publish_all("autocore/ESP32_001/telemetry", {"temp=21.5"}), 1u);
+  }
+  auto first = watcher.receive(10s);
+  auto second = watcher.receive(10s);
+  ASSERT_TRUE(first && second) << evp.log();
+  EXPECT_EQ(first->first, "tracker/dlq/tracker_events_projects_created");
+  EXPECT_NE(first->second.find("\"original_topic\":\"tracker/events/projects/created\""), std::string::npos);
+  EXPECT_NE(first->second.find("\"failure_reason\":\"missing_field\""), std::string::npos);
+  EXPECT_NE(first->second.find("\"payload\":{\"trace_id\""), std::string::npos) << "a parsed payload is embedded";
+  EXPECT_NE(first->second.find("\"failure_timestamp\":\"20"), std::string::npos);
+  EXPECT_EQ(second->first, "tracker/dlq/autocore_ESP32_001_telemetry");
+  EXPECT_NE(second->second.find("\"payload\":\"temp=21.5\""), std::string::npos) << "unparsable text as a string";
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 2);
+}
+
+}  // namespace
+}  // namespace evpipe::testing
