@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "io/http_server.h"
+#include "io/http_source.h"
 #include "io/mqtt_source.h"
 #include "io/pg_connection.h"
 #include "io/postgres_sink.h"
@@ -126,6 +127,10 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   if (!s.mqtt_sources.empty()) {
     auto& probe = registry.add_source("mqtt");
     for (const auto& cfg : s.mqtt_sources) sources.push_back(std::make_unique<io::mqtt_source>(ioc, cfg, router, probe, limits));
+  }
+  if (!s.http_sources.empty()) {
+    auto& probe = registry.add_source("http");
+    for (const auto& cfg : s.http_sources) sources.push_back(std::make_unique<io::http_source>(ioc, cfg, router, probe, limits));
   }
 
   asio::io_context http_ioc(1);

@@ -8,6 +8,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "io/listener.h"
+
 namespace evpipe::io {
 
 namespace asio = boost::asio;
@@ -71,16 +73,7 @@ http_server::http_server(asio::io_context& ioc, config::endpoint listen, const p
     : ioc_(ioc), listen_(std::move(listen)), metrics_(metrics), acceptor_(ioc) {}
 
 void http_server::start() {
-  boost::system::error_code ec;
-  auto addr = asio::ip::make_address(listen_.host, ec);
-  if (ec) throw std::runtime_error("http: \"" + listen_.host + "\" is not an IP address");
-  tcp::endpoint ep(addr, listen_.port);
-  acceptor_.open(ep.protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(ep, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw std::runtime_error("http: cannot listen on " + listen_.str() + ": " + ec.message());
-  port_ = acceptor_.local_endpoint().port();
+  port_ = open_listener(acceptor_, listen_, "http");
   asio::co_spawn(ioc_, [this]() -> asio::awaitable<void> {
     for (;;) {
       auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));

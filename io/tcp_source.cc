@@ -17,6 +17,8 @@
 #include "pipeline/ack_tracker.h"
 #include "pipeline/intake.h"
 
+#include "io/listener.h"
+
 namespace evpipe::io {
 
 namespace asio = boost::asio;
@@ -263,16 +265,7 @@ tcp_source::tcp_source(asio::io_context& ioc, config::tcp_source cfg, pipeline::
 tcp_source::~tcp_source() = default;
 
 void tcp_source::start() {
-  boost::system::error_code ec;
-  auto addr = asio::ip::make_address(cfg_.listen.host, ec);
-  if (ec) throw std::runtime_error("tcp source: \"" + cfg_.listen.host + "\" is not an IP address");
-  tcp::endpoint ep(addr, cfg_.listen.port);
-  acceptor_.open(ep.protocol(), ec);
-  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) acceptor_.bind(ep, ec);
-  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw std::runtime_error("tcp source: cannot listen on " + cfg_.listen.str() + ": " + ec.message());
-  port_ = acceptor_.local_endpoint().port();
+  port_ = open_listener(acceptor_, cfg_.listen, "tcp source");
   accept();
 }
 

@@ -1,0 +1,492 @@
+#include "io/http_source.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <simdjson.h>
+#include <spdlog/spdlog.h>
+#include <xxhash.h>
+
+#include <chrono>
+
+#include "io/listener.h"
+#include "pipeline/intake.h"
+
+namespace evpipe::io {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+using namespace std::chrono_literals;
+
+namespace {
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+stages::envelope_validator& thread_validator(const stages::envelope_limits& limits) {
+  thread_local std::unique_ptr<stages::envelope_validator> v;
+  if (!v || v->limits().max_event_bytes != limits.max_event_bytes ||
+      v->limits().max_key_bytes != limits.max_key_bytes || v->limits().max_depth != limits.max_depth) {
+    v = std::make_unique<stages::envelope_validator>(limits);
+  }
+  return *v;
+}
+
+constexpr size_t too_large_prefix = 4096;
+
+enum class body_form : uint8_t { json, ndjson, unsupported };
+
+body_form form_of(std::string_view content_type) {
+  auto semi = content_type.find(';');
+  std::string type(content_type.substr(0, semi));
+  while (!type.empty() && type.back() == ' ') type.pop_back();
+  for (auto& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (type.empty() || type == "application/json") return body_form::json;
+  if (type == "application/x-ndjson" || type == "application/ndjson" || type == "application/jsonl" ||
+      type == "application/x-jsonlines") {
+    return body_form::ndjson;
+  }
+  return body_form::unsupported;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r' || s.front() == '\n')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) s.remove_suffix(1);
+  return s;
+}
+
+// Splits a body into its events (views into `body`); false with `error` set
+// when it is in none of the accepted forms.
+bool split_events(const simdjson::padded_string& body, body_form form, std::vector<std::string_view>& out,
+                  std::string& error) {
+  std::string_view all(body.data(), body.size());
+  if (form == body_form::ndjson) {
+    size_t start = 0;
+    while (start <= all.size()) {
+      size_t nl = all.find('\n', start);
+      std::string_view line = all.substr(start, nl == std::string_view::npos ? std::string_view::npos : nl - start);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (!trim(line).empty()) out.push_back(line);
+      if (nl == std::string_view::npos) break;
+      start = nl + 1;
+    }
+    return true;
+  }
+  // JSON: one event object, or an array of events. The whole body must parse.
+  simdjson::dom::parser dom;
+  simdjson::dom::element root;
+  if (auto err = dom.parse(body).get(root)) {
+    error = std::string("the body is not JSON (") + simdjson::error_message(err) +
+            "); send one event, an array of events, or NDJSON with Content-Type: application/x-ndjson";
+    return false;
+  }
+  if (root.is_object()) {
+    out.push_back(trim(all));
+    return true;
+  }
+  if (!root.is_array()) {
+    error = "a JSON body must be one event object or an array of events";
+    return false;
+  }
+  // The elements' own bytes, so that each is stored exactly as sent.
+  simdjson::ondemand::parser od;
+  simdjson::ondemand::document doc;
+  simdjson::ondemand::array arr;
+  if (od.iterate(body).get(doc) || doc.get_array().get(arr)) {
+    error = "cannot read the JSON array";
+    return false;
+  }
+  for (auto el : arr) {
+    simdjson::ondemand::value v;
+    simdjson::ondemand::json_type type;
+    std::string_view raw;
+    bool failed = el.get(v) || v.type().get(type);
+    if (!failed) {
+      if (type == simdjson::ondemand::json_type::object) {
+        simdjson::ondemand::object o;
+        failed = v.get_object().get(o) || o.raw_json().get(raw);
+      } else if (type == simdjson::ondemand::json_type::array) {
+        simdjson::ondemand::array a;
+        failed = v.get_array().get(a) || a.raw_json().get(raw);
+      } else {
+        // A scalar (not an event; dead-lettered as invalid_json): its token.
+        raw = v.raw_json_token();
+      }
+    }
+    if (failed) {
+      error = "cannot read an element of the JSON array";
+      return false;
+    }
+    out.push_back(trim(raw));
+  }
+  return true;
+}
+
+// Constant-time comparison, so the token cannot be guessed byte by byte.
+bool same_secret(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % (b.empty() ? 1 : b.size())]);
+  return diff == 0 && !b.empty();
+}
+
+}  // namespace
+
+// The events of one request, waiting for their outcomes. on_outcomes comes
+// from shard threads; the last one wakes the connection's coroutine.
+class http_request final : public stages::event_origin, public std::enable_shared_from_this<http_request> {
+ public:
+  http_request(asio::strand<asio::io_context::executor_type> strand, size_t n)
+      : results_(n), remaining_(n), strand_(strand), timer_(strand) {}
+
+  void on_outcomes(std::span<const stages::outcome> outcomes) override {
+    for (const auto& o : outcomes) results_[o.seq - 1] = o;  // distinct slots: no lock
+    if (remaining_.fetch_sub(outcomes.size(), std::memory_order_acq_rel) == outcomes.size()) {
+      asio::post(strand_, [self = shared_from_this()] {
+        self->done_ = true;
+        self->timer_.cancel();
+      });
+    }
+  }
+
+  // On the strand: until every event has its outcome.
+  asio::awaitable<void> wait() {
+    while (!done_) {
+      timer_.expires_after(1h);
+      co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+  }
+
+  [[nodiscard]] const std::vector<stages::outcome>& results() const { return results_; }
+
+ private:
+  std::vector<stages::outcome> results_;  // by event position
+  std::atomic<size_t> remaining_;
+  asio::strand<asio::io_context::executor_type> strand_;
+  asio::steady_timer timer_;
+  bool done_ = false;  // strand only
+};
+
+// One keep-alive connection. Owned by its coroutine (and the source's weak
+// list); runs on its strand.
+class http_connection : public std::enable_shared_from_this<http_connection> {
+ public:
+  // `socket` was accepted on `strand`.
+  http_connection(tcp::socket socket, asio::strand<asio::io_context::executor_type> strand,
+                  const config::http_source& cfg, pipeline::router& router, pipeline::source_probe& probe,
+                  stages::envelope_limits limits, std::atomic<int>& reading, std::atomic<bool>& stopping)
+      : stream_(std::move(socket)),
+        strand_(strand),
+        cfg_(cfg),
+        router_(router),
+        probe_(probe),
+        limits_(limits),
+        intake_(router.shard_count(), limits),
+        reading_(reading),
+        stopping_(stopping) {}
+
+  void start() {
+    probe_.connections_active.fetch_add(1);
+    pipeline::bump(probe_.connections_total);
+    asio::co_spawn(strand_, serve(shared_from_this()), asio::detached);
+  }
+
+  // Ends an idle wait for the next request; a request in progress completes.
+  void stop_reading() {
+    asio::post(strand_, [self = shared_from_this()] {
+      if (self->idle_) self->shut();
+    });
+  }
+  void close() {
+    asio::post(strand_, [self = shared_from_this()] { self->shut(); });
+  }
+
+ private:
+  using request_parser = http::request_parser<http::string_body>;
+  using response = http::response<http::string_body>;
+
+  asio::awaitable<void> serve(std::shared_ptr<http_connection> self) {
+    beast::flat_buffer buffer;
+    for (;;) {
+      request_parser parser;
+      parser.header_limit(cfg_.max_header_bytes);
+      parser.body_limit(cfg_.max_body_bytes);
+      stream_.expires_after(std::chrono::seconds(cfg_.idle_timeout_s));
+      idle_ = true;
+      if (stopping_.load()) break;
+      auto [hec, hn] = co_await http::async_read_header(stream_, buffer, parser, asio::as_tuple(asio::use_awaitable));
+      idle_ = false;
+      if (hec) {
+        // End of stream, idle timeout or shutdown: just close. Broken HTTP
+        // gets one answer first.
+        if (hec == http::error::header_limit) {
+          co_await reply_and_close(431, error_body("request headers are over max_header_bytes"));
+        } else if (hec == http::error::body_limit) {  // Content-Length over the limit
+          co_await reply_and_close(413, error_body("the body is over max_body_bytes = " + std::to_string(cfg_.max_body_bytes)));
+        } else if (hec != http::error::end_of_stream && hec.category() == http::make_error_code(http::error::bad_method).category()) {
+          co_await reply_and_close(400, error_body("malformed HTTP request"));
+        }
+        break;
+      }
+      auto& req = parser.get();
+      // Answer what needs no body before reading it.
+      if (auto early = check_request(req, parser)) {
+        co_await reply_and_close(early->first, early->second);
+        break;
+      }
+      if (req[http::field::expect] == "100-continue") {
+        response cont{http::status::continue_, req.version()};
+        co_await http::async_write(stream_, cont, asio::as_tuple(asio::use_awaitable));
+      }
+      stream_.expires_after(30s);  // the body must arrive in reasonable time
+      auto [bec, bn] = co_await http::async_read(stream_, buffer, parser, asio::as_tuple(asio::use_awaitable));
+      if (bec) {
+        if (bec == http::error::body_limit) {
+          co_await reply_and_close(413, error_body("the body is over max_body_bytes = " + std::to_string(cfg_.max_body_bytes)));
+        }
+        break;
+      }
+      stream_.expires_never();
+      auto res = co_await ingest(parser.get());
+      res.keep_alive(parser.get().keep_alive() && !stopping_.load());
+      res.prepare_payload();
+      auto [wec, wn] = co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
+      if (wec || !res.keep_alive()) break;
+    }
+    shut();
+  }
+
+  // A status and body for requests refused before their body is read.
+  std::optional<std::pair<int, std::string>> check_request(const http::request<http::string_body>& req,
+                                                           const request_parser& parser) {
+    std::string_view target = req.target();
+    if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+    if (target != "/v1/events") return std::pair{404, error_body("not found; events go to POST /v1/events")};
+    if (req.method() != http::verb::post) return std::pair{405, error_body("use POST")};
+    if (!cfg_.bearer_token.empty()) {
+      std::string_view auth = req[http::field::authorization];
+      constexpr std::string_view scheme = "Bearer ";
+      if (auth.size() < scheme.size() || !same_secret(auth.substr(scheme.size()), cfg_.bearer_token) ||
+          !beast::iequals(auth.substr(0, scheme.size()), scheme)) {
+        return std::pair{401, error_body("a valid bearer token is required")};
+      }
+    }
+    if (auto len = parser.content_length(); len && *len > cfg_.max_body_bytes) {
+      return std::pair{413, error_body("the body is over max_body_bytes = " + std::to_string(cfg_.max_body_bytes))};
+    }
+    if (form_of(req[http::field::content_type]) == body_form::unsupported) {
+      return std::pair{415, error_body("Content-Type must be application/json or application/x-ndjson")};
+    }
+    if (stopping_.load()) return std::pair{503, error_body("shutting down")};
+    if (!router_.has_room()) return std::pair{503, error_body("queues are full; retry shortly")};
+    return std::nullopt;
+  }
+
+  // Validates and routes the request's events, waits for their outcomes and
+  // builds the 200 response (or a 400 for an unreadable body).
+  asio::awaitable<response> ingest(const http::request<http::string_body>& req) {
+    response res{http::status::ok, req.version()};
+    res.set(http::field::server, "evpipe");
+    res.set(http::field::content_type, "application/json");
+    std::string_view topic_header = req["X-Topic"];
+    if (req.find("X-Topic") != req.end() && (topic_header.empty() || topic_header.size() > limits_.max_topic_bytes ||
+                                             !simdjson::validate_utf8(topic_header.data(), topic_header.size()))) {
+      fill_error(res, 400, "X-Topic must be 1 to " + std::to_string(limits_.max_topic_bytes) + " bytes of UTF-8");
+      co_return res;
+    }
+    simdjson::padded_string body(req.body());
+    std::vector<std::string_view> events;
+    std::string error;
+    if (!split_events(body, form_of(req[http::field::content_type]), events, error)) {
+      fill_error(res, 400, error);
+      co_return res;
+    }
+    auto pending = std::make_shared<http_request>(strand_, events.size());
+    if (!events.empty()) {
+      reading_.fetch_add(1);
+      int64_t received = now_ns();
+      auto& validator = thread_validator(limits_);
+      const bool fixed_topic = req.find("X-Topic") != req.end();
+      std::string_view topic = fixed_topic ? topic_header : std::string_view(cfg_.topic);
+      for (size_t i = 0; i < events.size(); ++i) {
+        std::string_view ev = events[i];
+        if (ev.size() > limits_.max_event_bytes) {
+          auto h = XXH3_128bits(ev.data(), ev.size());
+          intake_.add_too_large(ev.substr(0, too_large_prefix), ev.size(), h.low64, h.high64, i + 1, received, topic);
+        } else {
+          size_t readable = static_cast<size_t>(body.data() + body.size() + simdjson::SIMDJSON_PADDING - ev.data());
+          intake_.add(ev, readable, i + 1, received, topic, validator,
+                      fixed_topic ? pipeline::topic_rule::source_only : pipeline::topic_rule::event_first);
+        }
+      }
+      for (auto& b : intake_.batches()) {
+        if (!b.events.empty()) b.origin = pending;
+      }
+      pipeline::bump(probe_.received, events.size());
+      probe_.unacked.fetch_add(static_cast<int64_t>(events.size()));
+      intake_.submitted();
+      router_.submit(intake_.batches());
+      reading_.fetch_sub(1);
+      co_await pending->wait();
+      probe_.unacked.fetch_sub(static_cast<int64_t>(events.size()));
+    }
+    // {"accepted":N,"ok":a,"duplicate":b,"dlq":c,"results":[...]} in request order.
+    size_t ok = 0, dup = 0, dlq = 0;
+    std::string results;
+    results.reserve(events.size() * 20);
+    for (const auto& o : pending->results()) {
+      if (!results.empty()) results += ',';
+      switch (o.kind) {
+        case stages::outcome_kind::mirrored: ++ok; results += "{\"outcome\":\"ok\"}"; break;
+        case stages::outcome_kind::duplicate: ++dup; results += "{\"outcome\":\"duplicate\"}"; break;
+        default:
+          ++dlq;
+          results += "{\"outcome\":\"dlq\",\"reason\":\"";
+          results += stages::reason_code(o.why);
+          results += "\"}";
+      }
+    }
+    res.body() = "{\"accepted\":" + std::to_string(events.size()) + ",\"ok\":" + std::to_string(ok) +
+                 ",\"duplicate\":" + std::to_string(dup) + ",\"dlq\":" + std::to_string(dlq) + ",\"results\":[" +
+                 results + "]}\n";
+    pipeline::bump(probe_.http_ok);
+    co_return res;
+  }
+
+  static std::string error_body(const std::string& message) {
+    std::string out = "{\"error\":\"";
+    for (char c : message) {
+      if (c == '"' || c == '\\') out.push_back('\\');
+      out.push_back(c);
+    }
+    return out + "\"}\n";
+  }
+
+  void fill_error(response& res, int status, const std::string& message) {
+    res.result(static_cast<http::status>(status));
+    res.set(http::field::content_type, "application/json");
+    res.body() = error_body(message);
+    count_status(status);
+  }
+
+  void count_status(int status) {
+    if (status == 503) {
+      pipeline::bump(probe_.http_busy);
+    } else if (status >= 400) {
+      pipeline::bump(probe_.http_client_errors);
+    }
+  }
+
+  // Writes an error response and ends the connection (its body, if any, was
+  // not read).
+  asio::awaitable<void> reply_and_close(int status, std::string body) {
+    response res{static_cast<http::status>(status), 11};
+    res.set(http::field::server, "evpipe");
+    res.set(http::field::content_type, "application/json");
+    if (status == 503) res.set(http::field::retry_after, "1");
+    if (status == 401) res.set(http::field::www_authenticate, "Bearer");
+    if (status == 405) res.set(http::field::allow, "POST");
+    res.keep_alive(false);
+    res.body() = std::move(body);
+    res.prepare_payload();
+    count_status(status);
+    stream_.expires_after(5s);
+    co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
+  }
+
+  void shut() {
+    if (closed_) return;
+    closed_ = true;
+    boost::system::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.socket().close(ec);
+    probe_.connections_active.fetch_sub(1);
+  }
+
+  beast::tcp_stream stream_;
+  asio::strand<asio::io_context::executor_type> strand_;
+  const config::http_source& cfg_;
+  pipeline::router& router_;
+  pipeline::source_probe& probe_;
+  const stages::envelope_limits limits_;
+  pipeline::intake intake_;
+  std::atomic<int>& reading_;
+  std::atomic<bool>& stopping_;
+  bool idle_ = false;
+  bool closed_ = false;
+};
+
+http_source::http_source(asio::io_context& ioc, config::http_source cfg, pipeline::router& router,
+                         pipeline::source_probe& probe, stages::envelope_limits limits)
+    : ioc_(ioc), cfg_(std::move(cfg)), router_(router), probe_(probe), limits_(limits), acceptor_(ioc) {}
+
+http_source::~http_source() = default;
+
+void http_source::start() {
+  port_ = open_listener(acceptor_, cfg_.listen, "http source");
+  accept();
+}
+
+void http_source::accept() {
+  auto strand = asio::make_strand(ioc_);
+  acceptor_.async_accept(strand, [this, strand](boost::system::error_code ec, tcp::socket socket) {
+    if (ec) {
+      if (!acceptor_.is_open()) return;
+    } else if (open_connections() >= cfg_.max_connections) {
+      pipeline::bump(probe_.connections_refused);
+      socket.close(ec);
+    } else {
+      socket.set_option(tcp::no_delay(true), ec);
+      auto conn = std::make_shared<http_connection>(std::move(socket), strand, cfg_, router_, probe_, limits_,
+                                                    reading_, stopping_);
+      {
+        std::lock_guard lock(mu_);
+        std::erase_if(conns_, [](const auto& w) { return w.expired(); });
+        conns_.push_back(conn);
+      }
+      conn->start();
+    }
+    accept();
+  });
+}
+
+void http_source::stop_reading() {
+  stopping_ = true;
+  asio::post(ioc_, [this] {
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+  });
+  std::lock_guard lock(mu_);
+  for (auto& w : conns_) {
+    if (auto c = w.lock()) c->stop_reading();
+  }
+}
+
+void http_source::close() {
+  std::lock_guard lock(mu_);
+  for (auto& w : conns_) {
+    if (auto c = w.lock()) c->close();
+  }
+}
+
+size_t http_source::open_connections() {
+  std::lock_guard lock(mu_);
+  std::erase_if(conns_, [](const auto& w) { return w.expired(); });
+  return conns_.size();
+}
+
+std::string http_source::describe() const {
+  return "HTTP POST /v1/events on " + cfg_.listen.host + ":" + std::to_string(port_) + ", default topic \"" +
+         cfg_.topic + "\"" + (cfg_.bearer_token.empty() ? "" : ", bearer token required");
+}
+
+}  // namespace evpipe::io
