@@ -1,0 +1,166 @@
+// The HTTP source end to end: the evpipe binary against the real PostgreSQL
+// that scripts/test.sh starts; requests over a plain socket; every status the
+// source promises, and responses that wait for the commit.
+
+#include <gtest/gtest.h>
+
+#include <future>
+
+#include "tests/support/harness.h"
+#include "tests/support/test_events.h"
+
+namespace evpipe::testing {
+namespace {
+
+struct http_reply {
+  int status = 0;
+  std::string headers;
+  std::string body;
+};
+
+// One request on a fresh connection; reads the response to its end.
+http_reply http_request(uint16_t port, const std::string& method, const std::string& path, const std::string& body,
+                        const std::string& extra_headers = "Content-Type: application/json\r\n") {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("connect");
+  timeval tv{60, 0};  // a test must not hang on a missing answer
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string req = method + " " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + extra_headers +
+                    "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  std::string raw;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) raw.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  http_reply r;
+  if (raw.size() > 12) r.status = std::atoi(raw.c_str() + 9);
+  auto end = raw.find("\r\n\r\n");
+  r.headers = raw.substr(0, end);
+  if (end != std::string::npos) r.body = raw.substr(end + 4);
+  return r;
+}
+
+class HttpSource : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!db.available()) {
+      if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "EVPIPE_TEST_DSN is not set";
+      GTEST_SKIP() << "EVPIPE_TEST_DSN not set (scripts/test.sh sets it)";
+    }
+  }
+  std::string config(uint16_t port, uint16_t metrics_port, const std::string& extra = "") {
+    return "[pipeline]\nshards = 2\nqueue_capacity = 64\n"
+           "[events]\nmax_event_bytes = 4096\n"
+           "[postgres]\ndsn = \"" + db.dsn() + "\"\nretry_base_ms = 50\nretry_max_ms = 300\n"
+           "[http]\nlisten = \"127.0.0.1:" + std::to_string(metrics_port) + "\"\n"
+           "[[sources.http]]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\ntopic = \"tracker/events/http\"\n"
+           "max_body_bytes = 65536\n" + extra;
+  }
+  test_db db;
+};
+
+TEST_F(HttpSource, AcceptsOneEventAnArrayOrNdjsonAndReportsEachOutcome) {
+  uint16_t port = free_port(), metrics_port = free_port();
+  evpipe_process evp(config(port, metrics_port), "http_forms");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+
+  auto one = http_request(port, "POST", "/v1/events", valid_event("h-1"));
+  EXPECT_EQ(one.status, 200) << one.body;
+  EXPECT_EQ(one.body, "{\"accepted\":1,\"ok\":1,\"duplicate\":0,\"dlq\":0,\"results\":[{\"outcome\":\"ok\"}]}\n");
+
+  std::string array = "[" + valid_event("h-2") + ", " + valid_event("h-1") + ", 42, {\"kind\":\"x\"}]";
+  auto arr = http_request(port, "POST", "/v1/events", array);
+  EXPECT_EQ(arr.status, 200);
+  EXPECT_EQ(arr.body,
+            "{\"accepted\":4,\"ok\":1,\"duplicate\":1,\"dlq\":2,\"results\":[{\"outcome\":\"ok\"},{\"outcome\":"
+            "\"duplicate\"},{\"outcome\":\"dlq\",\"reason\":\"invalid_json\"},{\"outcome\":\"dlq\",\"reason\":"
+            "\"missing_field\"}]}\n");
+
+  std::string ndjson = valid_event("h-3") + "\n\n" + valid_event("h-4", "t", ",\"topic\":\"ignored/by/x-topic\"") + "\r\n";
+  auto nd = http_request(port, "POST", "/v1/events", ndjson,
+                         "Content-Type: application/x-ndjson\r\nX-Topic: autocore/ESP32_001/telemetry\r\n");
+  EXPECT_EQ(nd.status, 200);
+  EXPECT_NE(nd.body.find("\"accepted\":2,\"ok\":2"), std::string::npos) << nd.body;
+
+  // Stored as sent; topics from X-Topic, else the event, else the listener.
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 4);
+  EXPECT_EQ(db.column("SELECT topic FROM events_mirror WHERE idempotency_key = 'h-1'").at(0), "tracker/events/http");
+  EXPECT_EQ(db.column("SELECT topic FROM events_mirror WHERE idempotency_key = 'h-4'").at(0),
+            "autocore/ESP32_001/telemetry");
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 2);
+}
+
+TEST_F(HttpSource, AnswersEveryErrorWithItsStatus) {
+  uint16_t port = free_port(), metrics_port = free_port();
+  std::string token_file = env_or("TMPDIR", "/tmp") + "/http_token_" + std::to_string(::getpid());
+  std::ofstream(token_file) << "tok-123\n";
+  evpipe_process evp(config(port, metrics_port, "bearer_token_file = \"" + token_file + "\"\n"), "http_errors");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  const std::string auth = "Content-Type: application/json\r\nAuthorization: Bearer tok-123\r\n";
+
+  auto no_token = http_request(port, "POST", "/v1/events", valid_event("e-1"));
+  EXPECT_EQ(no_token.status, 401);
+  EXPECT_NE(no_token.headers.find("WWW-Authenticate: Bearer"), std::string::npos);
+  EXPECT_EQ(http_request(port, "POST", "/v1/events", valid_event("e-1"),
+                         "Content-Type: application/json\r\nAuthorization: Bearer tok-124\r\n").status, 401);
+  EXPECT_EQ(http_request(port, "POST", "/v1/events", valid_event("e-1"), auth).status, 200);
+
+  EXPECT_EQ(http_request(port, "POST", "/v1/events", "{\"not\": json", auth).status, 400);
+  EXPECT_EQ(http_request(port, "POST", "/v1/events", "\"just a string\"", auth).status, 400);
+  EXPECT_EQ(http_request(port, "POST", "/v1/events", std::string(70000, ' '), auth).status, 413);
+  EXPECT_EQ(http_request(port, "POST", "/v1/events", "<xml/>",
+                         "Content-Type: application/xml\r\nAuthorization: Bearer tok-123\r\n").status, 415);
+  EXPECT_EQ(http_request(port, "POST", "/v1/elsewhere", "{}", auth).status, 404);
+  auto get = http_request(port, "GET", "/v1/events", "", auth);
+  EXPECT_EQ(get.status, 405);
+  EXPECT_NE(get.headers.find("Allow: POST"), std::string::npos);
+  EXPECT_EQ(http_request(port, "POST", "/v1/events", valid_event("e-2"),
+                         auth + "X-Padding: " + std::string(20000, 'p') + "\r\n").status, 431);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 1) << "nothing refused was stored";
+}
+
+TEST_F(HttpSource, AnswersOnlyAfterEveryShardCommitsAndSays503WhenFull) {
+  uint16_t port = free_port(), metrics_port = free_port();
+  evpipe_process evp(config(port, metrics_port), "http_commit");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+
+  // 300 events a request: both shards get some of each.
+  auto batch_of = [](const std::string& run) {
+    std::string array = "[";
+    for (int i = 0; i < 300; ++i) array += (i ? "," : "") + valid_event(run + std::to_string(i));
+    return array + "]";
+  };
+  std::string first = batch_of("c-"), second = batch_of("d-");
+  db.exec("BEGIN");
+  db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
+  auto pending = std::async(std::launch::async, [&] { return http_request(port, "POST", "/v1/events", first); });
+  EXPECT_EQ(pending.wait_for(1500ms), std::future_status::timeout) << "answered before the commit";
+  // The shards hold the first request in their blocked batches; the second
+  // fills their queues (capacity 64), so a third finds no room.
+  auto queued = std::async(std::launch::async, [&] { return http_request(port, "POST", "/v1/events", second); });
+  std::this_thread::sleep_for(500ms);
+  auto busy = http_request(port, "POST", "/v1/events", valid_event("c-busy"));
+  EXPECT_EQ(busy.status, 503) << busy.body;
+  EXPECT_NE(busy.headers.find("Retry-After: 1"), std::string::npos);
+
+  db.exec("COMMIT");
+  ASSERT_EQ(pending.wait_for(30s), std::future_status::ready);
+  ASSERT_EQ(queued.wait_for(30s), std::future_status::ready);
+  for (auto* f : {&pending, &queued}) {
+    auto reply = f->get();
+    EXPECT_EQ(reply.status, 200);
+    EXPECT_NE(reply.body.find("\"accepted\":300,\"ok\":300"), std::string::npos) << reply.body.substr(0, 200);
+  }
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 600);
+}
+
+}  // namespace
+}  // namespace evpipe::testing
