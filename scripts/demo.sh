@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # evpipe in 15 seconds: installs missing Debian packages, builds Release,
-# starts a private PostgreSQL on loopback in a scratch directory, migrates,
-# runs evpipe, sends it a stream of events (valid, invalid, duplicates) for
-# about 15 s, prints events/s, latency percentiles and the row counts of both
-# tables, then stops everything it started.
+# starts a private PostgreSQL and Mosquitto on loopback in a scratch
+# directory, migrates, runs evpipe, sends it a stream of events (valid,
+# invalid, duplicates) over TCP for about 15 s, then 2000 over MQTT, prints
+# events/s, latency percentiles and the row counts of both tables, then stops
+# everything it started.
 #   DEMO_RATE=20000 DEMO_SECONDS=15 scripts/demo.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -19,6 +20,7 @@ build_evpipe Release
 bin="$EVPIPE_BUILD_DIR"
 
 scratch_cluster
+mosquitto_start "$scratch/mqtt"
 
 tcp_port="$(free_port)"
 http_port="$(free_port)"
@@ -30,6 +32,10 @@ listen = "127.0.0.1:$http_port"
 [[sources.tcp]]
 listen = "127.0.0.1:$tcp_port"
 topic = "tracker/events/demo"
+[[sources.mqtt]]
+url = "mqtt://127.0.0.1:$MQTT_PORT"
+client_id = "evpipe-demo"
+topics = ["tracker/events/#", "autocore/+/telemetry"]
 CONF
 
 "$bin/app/evpipe" migrate --config "$scratch/evpipe.toml"
@@ -44,6 +50,17 @@ done
 log "sending events at $rate/s for $seconds s (1% invalid, 2% resent keys) to 127.0.0.1:$tcp_port"
 "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate "$rate" --duration "$seconds" \
   --connections 4 --invalid-frac 0.01 --dup-frac 0.02 --warmup 1
+
+log "publishing 2000 events over MQTT (QoS 1) to tracker/events/demo/mqtt"
+"$bin/load/evpipe-load" --emit "$scratch/mqtt.ndjson" --count 2000 --run-id mqtt-demo --invalid-frac 0.01 >/dev/null
+mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -q 1 -t tracker/events/demo/mqtt -l <"$scratch/mqtt.ndjson"
+for _ in $(seq 100); do
+  n="$(psql -X -Atq -d "$EVPIPE_DSN" -c "SELECT (SELECT count(*) FROM events_mirror WHERE topic = 'tracker/events/demo/mqtt') + (SELECT count(*) FROM dlq_events WHERE original_topic = 'tracker/events/demo/mqtt')")"
+  [ "$n" -ge 2000 ] && break
+  sleep 0.1
+done
+echo "MQTT ingest (every message PUBACKed by evpipe only after its row committed):"
+psql -X -q -d "$EVPIPE_DSN" -c "SELECT 'events_mirror' AS table, count(*) FROM events_mirror WHERE topic = 'tracker/events/demo/mqtt' UNION ALL SELECT 'dlq_events', count(*) FROM dlq_events WHERE original_topic = 'tracker/events/demo/mqtt'"
 
 echo
 echo "rows in PostgreSQL:"

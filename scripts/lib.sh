@@ -10,7 +10,7 @@ EVPIPE_PACKAGES=(
   libboost1.81-dev libconcurrentqueue-dev libsimdjson-dev libpq-dev libmimalloc-dev
   libbenchmark-dev libgtest-dev libgmock-dev libtomlplusplus-dev libspdlog-dev libcli11-dev
   libabsl-dev libxxhash-dev libssl-dev
-  postgresql postgresql-client mosquitto openssl
+  postgresql postgresql-client mosquitto mosquitto-clients openssl
   clang libclang-rt-14-dev
   python3 procps
 )
@@ -120,6 +120,39 @@ pg_stop() {
   as_pg_user "$PG_BIN/pg_ctl" -D "$PG_SCRATCH/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
+# mosquitto_start DIR: Debian's Mosquitto on 127.0.0.1:$MQTT_PORT (a free
+# port) with its own config: persistent sessions kept on disk, no limit on
+# queued or in-flight messages (evpipe bounds its own in-flight messages).
+mosquitto_start() {
+  local dir="$1"
+  mkdir -p "$dir"
+  export MQTT_PORT="${MQTT_PORT:-$(free_port)}"
+  cat >"$dir/mosquitto.conf" <<CONF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $dir/
+max_queued_messages 0
+max_inflight_messages 0
+log_dest file $dir/mosquitto.log
+CONF
+  # As root, Mosquitto would switch to its own user and lose the scratch dir.
+  [ "$(id -u)" -eq 0 ] && echo "user root" >>"$dir/mosquitto.conf"
+  /usr/sbin/mosquitto -c "$dir/mosquitto.conf" 2>>"$dir/mosquitto.log" &
+  MQTT_PID=$!
+  local _
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null && { log "Mosquitto on 127.0.0.1:$MQTT_PORT"; return 0; }
+    sleep 0.1
+  done
+  die "Mosquitto did not start (see $dir/mosquitto.log)"
+}
+mosquitto_stop() {
+  [ -n "${MQTT_PID:-}" ] || return 0
+  kill "$MQTT_PID" 2>/dev/null && wait "$MQTT_PID" 2>/dev/null || true
+  MQTT_PID=""
+}
+
 # scratch_cluster: makes $scratch (a directory the cluster's user can use),
 # starts the private PostgreSQL in it, and arranges that on exit the evpipe in
 # $evpipe_pid (if any), the cluster and the directory all go away.
@@ -134,6 +167,7 @@ cleanup_scratch() {
   if [ -n "${evpipe_pid:-}" ]; then
     kill "$evpipe_pid" 2>/dev/null && wait "$evpipe_pid" 2>/dev/null || true
   fi
+  mosquitto_stop
   pg_stop
   [ -n "${scratch:-}" ] && rm -rf "$scratch"
 }

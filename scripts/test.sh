@@ -34,6 +34,10 @@ scratch_cluster
 export EVPIPE_TEST_DSN="$EVPIPE_DSN"
 export EVPIPE_REQUIRE_DB=1      # integration tests fail, not skip, without a database
 export TMPDIR="$scratch"
+# MQTT tests run Debian's Mosquitto, one broker per test on a loopback port
+# with its own config (tests/support/mqtt_peer.h): a test restarts its broker,
+# and persistent sessions must not leak between tests.
+export EVPIPE_TEST_MOSQUITTO=/usr/sbin/mosquitto
 
 log "running tests (Release)"
 (cd "$release_dir" && ctest --output-on-failure --timeout 300 -j "$(nproc)" "$@")
