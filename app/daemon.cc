@@ -85,6 +85,10 @@ int migrate(const config::settings& s) {
 int run_daemon(const config::settings& s, const run_hooks& hooks) {
   if (!check_database(s)) return 1;
 
+  // Declared first so that it is destroyed last: the shards' batches hold
+  // sources' connections (their event origins), which own Asio objects.
+  asio::io_context ioc(static_cast<int>(s.pipeline.io_threads));
+
   pipeline::metrics_registry registry(s.metrics.prefix, s.metrics.max_label_values);
   uint32_t nshards = s.effective_shards();
   pipeline::shard_options opts;
@@ -112,7 +116,6 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   limits.max_key_bytes = s.events.max_key_bytes;
   limits.max_depth = s.events.max_depth;
 
-  asio::io_context ioc(static_cast<int>(s.pipeline.io_threads));
   // The sources: where events enter. Each kind shares one metrics probe.
   std::vector<std::unique_ptr<io::source>> sources;
   io::tcp_source* first_tcp = nullptr;
