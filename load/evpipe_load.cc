@@ -1,5 +1,6 @@
-// evpipe-load: sends events to an evpipe TCP source (or anything that speaks
-// NDJSON with {"ack":N} replies) and reports throughput and latency.
+// evpipe-load: sends events to an evpipe source over TCP, MQTT or HTTP (or to
+// anything that speaks those protocols; load/wire.h) and reports throughput
+// and latency.
 //
 // Latency of an event = time its ack arrived - time it was meant to be sent.
 // With --rate the send times follow a fixed schedule (open loop), so a server
@@ -24,6 +25,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -31,6 +33,7 @@
 #include "load/latency_histogram.h"
 #include "load/rate_pacer.h"
 #include "load/verify.h"
+#include "load/wire.h"
 
 namespace {
 
@@ -54,6 +57,9 @@ struct options {
   std::string emit, emit_csv, input, json, hdr, verify, timeline;
   double warmup_s = 0;
   uint64_t window = 0;
+  uint64_t http_batch = 1000;
+  std::string bearer_token_file;
+  evpipe::load::wire_options wire;
   bool quiet = false;
 };
 
@@ -76,6 +82,8 @@ class send_times {
 
 struct connection_state {
   int fd = -1;
+  std::unique_ptr<evpipe::load::wire> wire;
+  std::mutex send_mu;                // sender and receiver (PINGRESP) both write
   send_times times;
   std::atomic<uint64_t> sent{0};   // events whose bytes were handed to the socket
   std::atomic<uint64_t> acked{0};
@@ -84,25 +92,6 @@ struct connection_state {
   uint64_t valid = 0, invalid = 0, dups = 0;
   bool error = false;
 };
-
-int connect_to(const std::string& target) {
-  std::string hostport = target;
-  if (hostport.rfind("tcp://", 0) == 0) hostport = hostport.substr(6);
-  auto colon = hostport.rfind(':');
-  if (colon == std::string::npos) throw std::runtime_error("target must be tcp://host:port");
-  std::string host = hostport.substr(0, colon), port = hostport.substr(colon + 1);
-  if (!host.empty() && host.front() == '[') host = host.substr(1, host.size() - 2);
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_socktype = SOCK_STREAM;
-  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0) throw std::runtime_error("cannot resolve " + host);
-  int fd = ::socket(res->ai_family, SOCK_STREAM, 0);
-  int rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
-  freeaddrinfo(res);
-  if (rc != 0) throw std::runtime_error("cannot connect to " + target + ": " + std::strerror(errno));
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  return fd;
-}
 
 bool send_all(int fd, const std::string& data) {
   size_t off = 0;
@@ -115,8 +104,8 @@ bool send_all(int fd, const std::string& data) {
 }
 
 void receiver(connection_state& c, int64_t warmup_until, std::chrono::seconds drain_timeout) {
-  std::string pending;
-  char buf[4096];
+  std::string pending, reply;
+  char buf[65536];
   int64_t give_up = 0;
   for (;;) {
     if (c.send_done.load() && c.acked.load() >= c.sent.load()) break;
@@ -128,17 +117,24 @@ void receiver(connection_state& c, int64_t warmup_until, std::chrono::seconds dr
     if (n <= 0) break;
     int64_t now = now_ns();
     pending.append(buf, n);
-    size_t nl;
-    while ((nl = pending.find('\n')) != std::string::npos) {
-      auto colon = pending.find(':');
-      uint64_t ack = std::strtoull(pending.c_str() + colon + 1, nullptr, 10);
-      pending.erase(0, nl + 1);
-      for (uint64_t i = c.acked.load(); i < ack; ++i) {
-        int64_t t = c.times.get(i);
-        if (t >= warmup_until) c.latencies.record(now - t);
-      }
-      c.acked.store(ack);
+    uint64_t before = c.acked.load(), ack = before;
+    try {
+      ack = c.wire->on_bytes(pending, before, reply);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "evpipe-load: %s\n", e.what());
+      c.error = true;
+      break;
     }
+    if (!reply.empty()) {
+      std::lock_guard lock(c.send_mu);
+      (void)send_all(c.fd, reply);
+      reply.clear();
+    }
+    for (uint64_t i = before; i < ack; ++i) {
+      int64_t t = c.times.get(i);
+      if (t >= warmup_until) c.latencies.record(now - t);
+    }
+    c.acked.store(ack);
   }
 }
 
@@ -157,7 +153,7 @@ evpipe::load::generator_options generator_for(const options& o, int stream) {
 void sender(connection_state& c, const options& o, int stream, uint64_t quota, double rate_per_conn,
             int64_t start, int64_t stop, const std::vector<std::string>* lines, size_t first_line) {
   evpipe::load::event_generator gen(generator_for(o, stream));
-  std::string buf;
+  std::string buf, event;
   uint64_t i = 0;
   auto more = [&] { return (quota == 0 || i < quota) && (stop == 0 || now_ns() < stop); };
   evpipe::load::rate_pacer pacer(start, rate_per_conn > 0 ? rate_per_conn : 1.0);
@@ -192,22 +188,37 @@ void sender(connection_state& c, const options& o, int stream, uint64_t quota, d
       due = std::min<uint64_t>(o.window - in_flight, 256);
     }
     if (quota) due = std::min(due, quota - i);
+    // The protocol's own bounds: unacknowledged MQTT packet ids, events per
+    // HTTP request.
+    uint64_t in_flight = i - c.acked.load();
+    if (in_flight >= c.wire->max_in_flight() || (in_flight > 0 && c.wire->one_group_at_a_time())) {
+      std::this_thread::sleep_for(200us);
+      continue;
+    }
+    due = std::min({due, c.wire->max_in_flight() - in_flight, c.wire->max_group()});
     for (uint64_t k = 0; k < due; ++k) {
       uint64_t idx = i + k;
       int64_t intended = rate_per_conn > 0 ? pacer.intended(idx) : now;
       c.times.set(idx, intended);
+      event.clear();
       if (lines) {
-        buf += (*lines)[first_line + idx];
+        event = (*lines)[first_line + idx];
       } else {
-        switch (gen.next(buf)) {
+        switch (gen.next(event)) {
           case evpipe::load::event_class::valid: ++c.valid; break;
           case evpipe::load::event_class::invalid: ++c.invalid; break;
           case evpipe::load::event_class::duplicate: ++c.dups; break;
         }
       }
-      buf.push_back('\n');
+      c.wire->add(idx, event, buf);
     }
-    if (!send_all(c.fd, buf)) {
+    c.wire->finish(buf);
+    bool sent_ok;
+    {
+      std::lock_guard lock(c.send_mu);
+      sent_ok = send_all(c.fd, buf);
+    }
+    if (!sent_ok) {
       c.error = true;
       break;
     }
@@ -254,8 +265,19 @@ int emit(const options& o) {
 
 int main(int argc, char** argv) {
   options o;
-  CLI::App cli{"evpipe-load: send events to an NDJSON-over-TCP endpoint and measure acked throughput and latency"};
-  cli.add_option("--target", o.target, "tcp://host:port of the evpipe TCP source");
+  CLI::App cli{"evpipe-load: send events to evpipe over TCP, MQTT or HTTP and measure acknowledged throughput and latency"};
+  cli.add_option("--target", o.target,
+                 "tcp://host:port (NDJSON, acked by {\"ack\":N}); mqtt://host:port (QoS 1 through a broker, acked by "
+                 "the broker's PUBACK); mqtt-serve://host:port (play the broker for evpipe's MQTT source: acked by "
+                 "evpipe's PUBACK after commit); http://host:port/v1/events (NDJSON batches, acked by the response)");
+  cli.add_option("--topic", o.wire.topic, "MQTT topic to publish on")->default_val("tracker/events/load");
+  cli.add_option("--http-batch", o.http_batch,
+                 "events per HTTP request at most; a connection sends its next request once the last is answered, "
+                 "with every event that fell due meanwhile")->default_val(1000)
+      ->check(CLI::Range(1, 1'000'000));
+  cli.add_option("--bearer-token-file", o.bearer_token_file, "http: file whose first line is the bearer token");
+  cli.add_option("--accept-timeout", o.wire.accept_timeout_s, "mqtt-serve: seconds to wait for evpipe to connect")
+      ->default_val(30);
   cli.add_option("--rate", o.rate, "events/s across all connections (open loop), or \"max\" (closed loop)")
       ->default_val("max");
   cli.add_option("--duration", o.duration_s, "seconds to send (ignored with --count)")->default_val(10);
@@ -286,9 +308,24 @@ int main(int argc, char** argv) {
   if (o.run_id.empty()) o.run_id = "r" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count() / 1000000);
   if (!o.emit.empty() || !o.emit_csv.empty()) return emit(o);
   if (o.target.empty()) {
-    std::cerr << "evpipe-load: --target tcp://host:port is required (or --emit FILE)\n";
+    std::cerr << "evpipe-load: --target is required (tcp://, mqtt://, mqtt-serve:// or http://; or --emit FILE)\n";
     return 2;
   }
+  evpipe::load::target target;
+  try {
+    target = evpipe::load::parse_target(o.target);
+  } catch (const std::exception& e) {
+    std::cerr << "evpipe-load: " << e.what() << "\n";
+    return 2;
+  }
+  if (!o.bearer_token_file.empty()) {
+    std::ifstream in(o.bearer_token_file);
+    if (!in || !std::getline(in, o.wire.bearer_token)) {
+      std::cerr << "evpipe-load: cannot read " << o.bearer_token_file << "\n";
+      return 2;
+    }
+  }
+  o.wire.client_id = "evpipe-load-" + o.run_id;
   double rate = 0;
   if (o.rate != "max") {
     try {
@@ -322,7 +359,8 @@ int main(int argc, char** argv) {
   try {
     for (int i = 0; i < o.connections; ++i) {
       conns.push_back(std::make_unique<connection_state>());
-      conns.back()->fd = connect_to(o.target);
+      conns.back()->fd = evpipe::load::open_connection(target, i, o.wire);
+      conns.back()->wire = evpipe::load::make_wire(target, o.wire, o.http_batch);
     }
   } catch (const std::exception& e) {
     std::cerr << "evpipe-load: " << e.what() << "\n";
@@ -422,8 +460,14 @@ int main(int argc, char** argv) {
     std::vector<uint64_t> valid_per_stream;
     for (auto& c : conns) valid_per_stream.push_back(c->valid);
     try {
-      auto report = evpipe::load::verify_run(o.verify, o.run_id, evpipe::load::generated_keys(o.run_id, valid_per_stream),
-                                             invalid);
+      auto keys = evpipe::load::generated_keys(o.run_id, valid_per_stream);
+      auto report = evpipe::load::verify_run(o.verify, o.run_id, keys, invalid);
+      // Through a broker, the PUBACKs came from the broker: give evpipe time
+      // to commit what it has yet to receive.
+      for (int waited = 0; target.kind == evpipe::load::target_kind::mqtt && !report.ok() && waited < 600; ++waited) {
+        std::this_thread::sleep_for(100ms);
+        report = evpipe::load::verify_run(o.verify, o.run_id, keys, invalid);
+      }
       std::printf("  verify              %s: %s\n", report.ok() ? "OK" : "FAILED", report.summary().c_str());
       for (const auto& e : report.examples) std::printf("    %s\n", e.c_str());
       if (!report.ok()) return 1;

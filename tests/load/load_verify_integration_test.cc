@@ -6,6 +6,7 @@
 
 #include "load/verify.h"
 #include "tests/support/harness.h"
+#include "tests/support/mqtt_peer.h"
 
 namespace evpipe::testing {
 namespace {
@@ -48,6 +49,41 @@ TEST(LoadVerify, MixedRunVerifiesAndTamperingIsCaught) {
   EXPECT_FALSE(tampered.ok());
   EXPECT_EQ(tampered.missing, 1u);
   EXPECT_EQ(tampered.stray, 1u);
+}
+
+// Each protocol target of evpipe-load end to end, each run checked with --verify:
+// http://, mqtt-serve:// (evpipe-load is the broker evpipe's session connects
+// to, so every ack is evpipe's PUBACK) and mqtt:// through Mosquitto.
+TEST(LoadVerify, HttpMqttServeAndMqttTargetsVerify) {
+  test_db db;
+  if (!db.available()) {
+    if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "EVPIPE_TEST_DSN is not set";
+    GTEST_SKIP() << "EVPIPE_TEST_DSN not set (scripts/test.sh sets it)";
+  }
+  mosquitto_broker broker("loadverify");
+  uint16_t http_port = free_port(), serve_port = free_port();
+  evpipe_process evp("[postgres]\ndsn = \"" + db.dsn() + "\"\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n"
+                     "[[sources.http]]\nlisten = \"127.0.0.1:" + std::to_string(http_port) + "\"\n"
+                     "[[sources.mqtt]]\nurl = \"mqtt://127.0.0.1:" + std::to_string(serve_port) + "\"\n"
+                     "client_id = \"lv-serve\"\ntopics = [\"tracker/events/#\"]\nbase_ms = 20\nmax_ms = 100\n"
+                     "[[sources.mqtt]]\nurl = \"" + broker.url() + "\"\nclient_id = \"lv-broker\"\n"
+                     "topics = [\"tracker/events/#\"]\n",
+                     "loadverify_protocols");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  std::this_thread::sleep_for(300ms);  // the broker session subscribes
+
+  for (const std::string target : {"http://127.0.0.1:" + std::to_string(http_port) + "/v1/events",
+                                   "mqtt-serve://127.0.0.1:" + std::to_string(serve_port), broker.url()}) {
+    const std::string run = "lvp" + std::to_string(::getpid()) + "x" + std::to_string(target.size());
+    std::string out = env_or("TMPDIR", "/tmp") + "/" + run + ".out";
+    std::string cmd = std::string(EVPIPE_LOAD_BINARY) + " --target " + target +
+                      " --count 3000 --invalid-frac 0.05 --dup-frac 0.1 --seed 5 --quiet --run-id " + run +
+                      " --verify '" + db.dsn() + "' > " + out + " 2>&1";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd << "\n" << evp.log();
+  }
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
 
 }  // namespace
