@@ -53,7 +53,8 @@ log "sending events at $rate/s for $seconds s (1% invalid, 2% resent keys) to 12
 
 log "publishing 2000 events over MQTT (QoS 1) to tracker/events/demo/mqtt"
 "$bin/load/evpipe-load" --emit "$scratch/mqtt.ndjson" --count 2000 --run-id mqtt-demo --invalid-frac 0.01 >/dev/null
-mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -q 1 -t tracker/events/demo/mqtt -l <"$scratch/mqtt.ndjson"
+"$bin/load/evpipe-load" --target "mqtt://127.0.0.1:$MQTT_PORT" --topic tracker/events/demo/mqtt \
+  --input "$scratch/mqtt.ndjson" --quiet | grep -E '^ +(sent|acked)'   # acked = PUBACKs of the broker
 for _ in $(seq 100); do
   n="$(psql -X -Atq -d "$EVPIPE_DSN" -c "SELECT (SELECT count(*) FROM events_mirror WHERE topic = 'tracker/events/demo/mqtt') + (SELECT count(*) FROM dlq_events WHERE original_topic = 'tracker/events/demo/mqtt')")"
   [ "$n" -ge 2000 ] && break
