@@ -70,3 +70,62 @@ json_field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); prin
 machine_line() {
   echo "$(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), PostgreSQL $(psqlq -c 'SHOW server_version'), shared_buffers $(psqlq -c 'SHOW shared_buffers'), synchronous_commit $(psqlq -c 'SHOW synchronous_commit'), fsync $(psqlq -c 'SHOW fsync')"
 }
+
+# mqtt_setup: Mosquitto on loopback, and two more evpipe configs next to
+# $scratch/evpipe.toml: evpipe-mqtt.toml subscribes to that broker,
+# evpipe-serve.toml to evpipe-load playing the broker on $serve_port.
+mqtt_setup() {
+  mosquitto_start "$scratch/mqtt"
+  serve_port="$(free_port)"
+  cp "$scratch/evpipe.toml" "$scratch/evpipe-tcp.toml"
+  { cat "$scratch/evpipe-tcp.toml"; printf '[[sources.mqtt]]\nurl = "mqtt://127.0.0.1:%s"\nclient_id = "evpipe-perf-drain"\ntopics = ["perf/mqtt/#"]\n' "$MQTT_PORT"; } \
+    >"$scratch/evpipe-mqtt.toml"
+  { cat "$scratch/evpipe-tcp.toml"; printf '[[sources.mqtt]]\nurl = "mqtt://127.0.0.1:%s"\nclient_id = "evpipe-perf-serve"\ntopics = ["perf/mqtt/#"]\nbase_ms = 10\nmax_ms = 50\n' "$serve_port"; } \
+    >"$scratch/evpipe-serve.toml"
+}
+
+# with_config NAME: evpipe_start/evpipe_stop and fresh_table use evpipe-NAME.toml.
+with_config() { cp "$scratch/evpipe-$1.toml" "$scratch/evpipe.toml"; }
+
+# mqtt_drain NDJSON ROWS: fresh table; evpipe subscribes once and stops; every
+# line of NDJSON is published at QoS 1 to Mosquitto (evpipe-load waits for the
+# broker's PUBACKs); evpipe starts and the time until ROWS rows are committed
+# is measured. Prints "rows/s preload_seconds".
+mqtt_drain() {
+  local ndjson="$1" rows="$2" t0 t1 t2 got
+  with_config mqtt
+  fresh_table
+  evpipe_start
+  sleep 1   # its session and subscription now exist in the broker
+  evpipe_stop
+  t0=$(now)
+  "$bin/load/evpipe-load" --target "mqtt://127.0.0.1:$MQTT_PORT" --topic perf/mqtt/drain --input "$ndjson" \
+    --quiet >/dev/null
+  t1=$(now)
+  evpipe_start
+  for _ in $(seq 3000); do
+    [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" -ge "$rows" ] && break
+    sleep 0.2
+  done
+  t2=$(now)
+  got="$(psqlq -c 'SELECT count(*) FROM events_mirror')"
+  evpipe_stop
+  with_config tcp
+  [ "$got" = "$rows" ] || die "evpipe committed $got rows from the MQTT backlog, expected $rows"
+  echo "$rows $t0 $t1 $t2" | awk '{printf "%.0f %.1f", $1 / ($4 - $3), $3 - $2}'
+}
+
+# mqtt_serve JSON [evpipe-load options]: fresh table; evpipe-load plays the
+# broker for evpipe's MQTT session; its figures (acks are evpipe's PUBACKs)
+# go to JSON.
+mqtt_serve() {
+  local json="$1"
+  shift
+  with_config serve
+  fresh_table
+  evpipe_start
+  "$bin/load/evpipe-load" --target "mqtt-serve://127.0.0.1:$serve_port" --topic perf/mqtt/serve --quiet \
+    --json "$json" "$@" >/dev/null
+  evpipe_stop
+  with_config tcp
+}

@@ -30,35 +30,7 @@ while [ $# -gt 0 ]; do
 done
 
 perf_setup
-mosquitto_start "$scratch/mqtt"
-serve_port="$(free_port)"
-cp "$scratch/evpipe.toml" "$scratch/evpipe-tcp.toml"
-cat >>"$scratch/evpipe.toml" <<CONF
-[[sources.mqtt]]
-url = "mqtt://127.0.0.1:$MQTT_PORT"
-client_id = "evpipe-perf-drain"
-topics = ["perf/mqtt/#"]
-CONF
-# The same evpipe, but its MQTT session goes to evpipe-load playing the broker.
-cp "$scratch/evpipe-tcp.toml" "$scratch/evpipe-serve.toml"
-cat >>"$scratch/evpipe-serve.toml" <<CONF
-[[sources.mqtt]]
-url = "mqtt://127.0.0.1:$serve_port"
-client_id = "evpipe-perf-serve"
-topics = ["perf/mqtt/#"]
-base_ms = 10
-max_ms = 50
-CONF
-serve_rate() {  # rows/s of --count messages from evpipe-load as the broker, into a fresh table
-  fresh_table
-  cp "$scratch/evpipe.toml" "$scratch/evpipe-broker.toml"
-  cp "$scratch/evpipe-serve.toml" "$scratch/evpipe.toml"
-  evpipe_start
-  "$bin/load/evpipe-load" --target "mqtt-serve://127.0.0.1:$serve_port" --topic perf/mqtt/serve \
-    --input "$scratch/drain.ndjson" --quiet --json "$scratch/serve.json" "$@" >/dev/null
-  evpipe_stop
-  cp "$scratch/evpipe-broker.toml" "$scratch/evpipe.toml"
-}
+mqtt_setup
 
 "$bin/load/evpipe-load" --count "$count" --run-id drain --invalid-frac 0 --dup-frac 0 \
   --emit "$scratch/drain.ndjson" --emit-csv "$scratch/drain.csv" 2>/dev/null
@@ -68,30 +40,10 @@ echo "# $count messages, $(($(stat -c %s "$scratch/drain.ndjson") / count)) B ea
 printf '%-4s %12s %10s %16s %7s %18s %7s\n' run copy_rows/s preload_s via_mosquitto/s ratio no_broker_rows/s ratio
 for r in $(seq "$runs"); do
   copy="$(copy_rate "$scratch/drain.csv" "$rows")"
-  fresh_table
-  # Let evpipe create its session and subscription, then stop it.
-  evpipe_start
-  sleep 1
-  evpipe_stop
-  t0=$(now)
-  # evpipe-load waits for the broker's PUBACK of every message (mosquitto_pub
-  # -l 2.0.11 exits with messages still queued: 68,934 of 200,000 arrived).
-  "$bin/load/evpipe-load" --target "mqtt://127.0.0.1:$MQTT_PORT" --topic perf/mqtt/drain \
-    --input "$scratch/drain.ndjson" --quiet >/dev/null
-  t1=$(now)
-  evpipe_start
-  for _ in $(seq 3000); do
-    [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" -ge "$rows" ] && break
-    sleep 0.2
-  done
-  t2=$(now)
-  got="$(psqlq -c 'SELECT count(*) FROM events_mirror')"
-  [ "$got" = "$rows" ] || die "evpipe committed $got rows, expected $rows"
-  evpipe_stop
-  rate="$(echo "$rows $t1 $t2" | awk '{printf "%.0f", $1 / ($3 - $2)}')"
-  serve_rate
+  read -r rate preload <<<"$(mqtt_drain "$scratch/drain.ndjson" "$rows")"
+  mqtt_serve "$scratch/serve.json" --input "$scratch/drain.ndjson"
   direct="$(json_field "$scratch/serve.json" "['throughput']" | awk '{printf "%.0f", $1}')"
-  printf '%-4s %12s %10.1f %16s %7.2f %18s %7.2f\n' "$r" "$copy" "$(echo "$t0 $t1" | awk '{print $2 - $1}')" "$rate" \
+  printf '%-4s %12s %10s %16s %7.2f %18s %7.2f\n' "$r" "$copy" "$preload" "$rate" \
     "$(echo "$rate $copy" | awk '{print $1 / $2}')" "$direct" "$(echo "$direct $copy" | awk '{print $1 / $2}')"
 done
 
@@ -99,7 +51,7 @@ echo
 echo "# publish-to-PUBACK latency, evpipe-load as the broker, $latency_rate msg/s for $latency_seconds s (2 s warmup)"
 "$bin/load/evpipe-load" --emit "$scratch/drain.ndjson" --count "$((latency_rate * (latency_seconds + 1)))" \
   --run-id latency 2>/dev/null
-serve_rate --rate "$latency_rate" --duration "$latency_seconds" --warmup 2
+mqtt_serve "$scratch/serve.json" --input "$scratch/drain.ndjson" --rate "$latency_rate" --warmup 2
 python3 - "$scratch/serve.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))

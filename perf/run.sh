@@ -9,6 +9,8 @@
 #   dlq-heavy  the same with 10% invalid events
 #   dup-heavy  the same with 20% resent keys
 #   latency    constant rate at 50% of tcp-max's rate (or --rate) for S seconds (default 60)
+#   mqtt-drain N QoS 1 messages preloaded in Mosquitto for evpipe's persistent
+#              session, drained after evpipe starts (perf/mqtt_drain.sh has more)
 # Each throughput scenario also times `psql \copy` of the rows it mirrors into a
 # fresh events_mirror, in the same run, and reports evpipe's rate as a ratio.
 # Results: DIR/results.md, DIR/latency.png, DIR/rate.png, and the raw files
@@ -24,11 +26,11 @@ while [ $# -gt 0 ]; do
     --rate) rate="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    tcp-max|dlq-heavy|dup-heavy|latency) scenarios+=("$1"); shift ;;
+    tcp-max|dlq-heavy|dup-heavy|latency|mqtt-drain) scenarios+=("$1"); shift ;;
     *) die "unknown scenario or option $1 (see --help)" ;;
   esac
 done
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(tcp-max dlq-heavy dup-heavy latency)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(tcp-max dlq-heavy dup-heavy latency mqtt-drain)
 out="${out:-$EVPIPE_ROOT/perf/results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 
@@ -79,9 +81,26 @@ latency() {
 | latency ($r/s, ${latency_seconds} s) | $sent | $(printf '%.0f' "$(json_field "$out/latency.json" "['throughput']")") | | | $(json_field "$out/latency.json" "['latency_ms']['p50']") | $(json_field "$out/latency.json" "['latency_ms']['p99']") | $(json_field "$out/latency.json" "['latency_ms']['p99_9']") | $(json_field "$out/latency.json" "['latency_ms']['max']") |"
 }
 
+# The backlog drain through Mosquitto: no per-event latency (the messages
+# waited in the broker by design), only the rate against psql \copy.
+mqtt_drain_scenario() {
+  log "mqtt-drain: $events messages preloaded in Mosquitto"
+  [ -n "${MQTT_PID:-}" ] || mqtt_setup
+  "$bin/load/evpipe-load" --emit "$scratch/mqtt-drain.ndjson" --emit-csv "$scratch/mqtt-drain.csv" --count "$events" \
+    --run-id mqtt-drain 2>/dev/null
+  local rows copy rate preload
+  rows=$(wc -l <"$scratch/mqtt-drain.csv")
+  copy=$(copy_rate "$scratch/mqtt-drain.csv" "$rows")
+  read -r rate preload <<<"$(mqtt_drain "$scratch/mqtt-drain.ndjson" "$rows")"
+  rows_md="$rows_md
+| mqtt-drain (via Mosquitto) | $events | $rate | $copy | $(awk -v a="$rate" -v b="$copy" 'BEGIN{printf "%.2f", a/b}') | | | | |"
+  log "mqtt-drain: evpipe $rate rows/s, psql \\copy $copy rows/s"
+}
+
 for s in "${scenarios[@]}"; do
   case "$s" in
     tcp-max) throughput tcp-max 0 0 ;;
+    mqtt-drain) mqtt_drain_scenario ;;
     dlq-heavy) throughput dlq-heavy 0.1 0 ;;
     dup-heavy) throughput dup-heavy 0 0.2 ;;
     latency) latency ;;
