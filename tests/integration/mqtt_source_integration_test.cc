@@ -17,6 +17,7 @@ namespace {
 
 struct mqtt_options {
   std::string client_id = "evpipe-it";
+  std::string extra;         // more keys of [[sources.mqtt]]
   std::string shared_group;
   std::string dsn;           // default: the test schema
   bool dlq_publish = false;
@@ -34,7 +35,7 @@ std::string mqtt_config(const test_db& db, const std::string& url, uint16_t http
          "keepalive_s = 5\nbase_ms = 50\nmax_ms = 500\n"
          "max_inflight = " + std::to_string(o.max_inflight) + "\n" +
          (o.shared_group.empty() ? "" : "shared_group = \"" + o.shared_group + "\"\n") +
-         (o.dlq_publish ? "dlq_publish = true\n" : "");
+         (o.dlq_publish ? "dlq_publish = true\n" : "") + o.extra;
 }
 
 // Polls until `done` or the timeout; returns done().
@@ -307,6 +308,32 @@ TEST_F(MqttSource, DeadLettersAreRepublishedAfterTheirRowCommits) {
   EXPECT_EQ(second->first, "tracker/dlq/autocore_ESP32_001_telemetry");
   EXPECT_NE(second->second.find("\"payload\":\"temp=21.5\""), std::string::npos) << "unparsable text as a string";
   EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 2);
+}
+
+TEST_F(MqttSource, MqttsVerifiesTheBrokerCertificate) {
+  mosquitto_broker broker("tls", /*tls=*/true);
+  uint16_t http_port = free_port(), other_http = free_port();
+  mqtt_options o;
+  o.extra = "ca_file = \"" + broker.ca_file() + "\"\n";
+  evpipe_process evp(mqtt_config(db, broker.tls_url(), http_port, o), "mqtt_tls");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  start_connected(evp, http_port);
+  {
+    mqtt_test_client producer(broker.port(), "producer-tls");  // the plain listener of the same broker
+    ASSERT_EQ(producer.publish_all("tracker/events/tls", valid_messages("tls", 200)), 200u);
+  }
+  EXPECT_TRUE(eventually([&] { return mirrored() == 200; })) << evp.log();
+
+  // A broker whose certificate does not chain to the configured CA is refused.
+  mqtt_options wrong;
+  wrong.client_id = "evpipe-wrong-ca";
+  wrong.extra = "ca_file = \"" + broker.dir() + "/other-ca.crt\"\n";
+  evpipe_process untrusting(mqtt_config(db, broker.tls_url(), other_http, wrong), "mqtt_tls_wrong");
+  untrusting.start(other_http);
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(mqtt_metric(other_http, "evpipe_mqtt_connections_active"), 0);
+  EXPECT_NE(untrusting.log().find("TLS handshake"), std::string::npos) << untrusting.log();
+  EXPECT_NE(untrusting.log().find("certificate verify failed"), std::string::npos) << untrusting.log();
 }
 
 }  // namespace

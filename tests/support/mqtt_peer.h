@@ -271,16 +271,25 @@ class fake_broker {
 };
 
 // Debian's Mosquitto on 127.0.0.1:port, data in a scratch directory.
-// scripts/test.sh installs it; EVPIPE_TEST_MOSQUITTO names the binary.
+// scripts/test.sh installs it; EVPIPE_TEST_MOSQUITTO names the binary. With
+// `tls`, a second listener on tls_port() speaks TLS with a certificate for
+// 127.0.0.1 signed by a throwaway CA (ca_file()), made with the openssl CLI.
 class mosquitto_broker {
  public:
-  explicit mosquitto_broker(const std::string& name) : port_(free_port()) {
+  explicit mosquitto_broker(const std::string& name, bool tls = false) : port_(free_port()) {
     dir_ = env_or("TMPDIR", "/tmp") + "/mosquitto_" + std::to_string(::getpid()) + "_" + name;
     std::string mk = "mkdir -p '" + dir_ + "'";
     if (std::system(mk.c_str()) != 0) throw std::runtime_error("mkdir " + dir_);
+    if (tls) make_certificates();
     std::ofstream conf(dir_ + "/mosquitto.conf");
-    conf << "listener " << port_ << " 127.0.0.1\n"
-         << "allow_anonymous true\n"
+    conf << "allow_anonymous true\n"
+         << "listener " << port_ << " 127.0.0.1\n";
+    if (tls) {
+      tls_port_ = free_port();
+      conf << "listener " << tls_port_ << " 127.0.0.1\n"
+           << "cafile " << dir_ << "/ca.crt\ncertfile " << dir_ << "/server.crt\nkeyfile " << dir_ << "/server.key\n";
+    }
+    conf
          << "persistence true\npersistence_location " << dir_ << "/\n"
          << "max_queued_messages 0\nmax_inflight_messages 0\n"
          << "log_dest file " << dir_ << "/mosquitto.log\n";
@@ -292,6 +301,26 @@ class mosquitto_broker {
 
   [[nodiscard]] uint16_t port() const { return port_; }
   [[nodiscard]] std::string url() const { return "mqtt://127.0.0.1:" + std::to_string(port_); }
+  [[nodiscard]] std::string tls_url() const { return "mqtts://127.0.0.1:" + std::to_string(tls_port_); }
+  [[nodiscard]] std::string ca_file() const { return dir_ + "/ca.crt"; }
+  [[nodiscard]] std::string dir() const { return dir_; }
+
+  // A CA and a server certificate for IP 127.0.0.1, valid for a day.
+  void make_certificates() {
+    std::string d = "'" + dir_ + "'";  // quoted for the shell
+    std::string cmd = "cd " + d + " && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext"
+                      " && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1"
+                      " -subj /CN=evpipe-test-ca"
+                      " && openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1"
+                      " && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt"
+                      " -days 1 -extfile san.ext"
+                      " && openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.crt -days 1"
+                      " -subj /CN=some-other-ca"
+                      " && chmod 644 *.key >/dev/null 2>&1";
+    if (std::system(("(" + cmd + ") >" + d + "/openssl.log 2>&1").c_str()) != 0) {
+      throw std::runtime_error("openssl could not make the test certificates (see " + dir_ + "/openssl.log)");
+    }
+  }
 
   void start() {
     std::string bin = env_or("EVPIPE_TEST_MOSQUITTO", "/usr/sbin/mosquitto");
@@ -322,6 +351,7 @@ class mosquitto_broker {
  private:
   std::string dir_;
   uint16_t port_;
+  uint16_t tls_port_ = 0;
   pid_t pid_ = -1;
 };
 
