@@ -336,5 +336,42 @@ TEST_F(MqttSource, MqttsVerifiesTheBrokerCertificate) {
   EXPECT_NE(untrusting.log().find("certificate verify failed"), std::string::npos) << untrusting.log();
 }
 
+TEST_F(MqttSource, LogsInWithThePasswordFileAndNeverShowsThePassword) {
+  const std::string password = "pw-" + std::to_string(::getpid()) + "-secret";
+  mosquitto_broker broker("auth", /*tls=*/false, "ingest", password);
+  std::string pw_file = env_or("TMPDIR", "/tmp") + "/mqtt_pw_" + std::to_string(::getpid());
+  std::ofstream(pw_file) << password << "\n";
+  std::string wrong_file = pw_file + ".wrong";
+  std::ofstream(wrong_file) << "not-" << password << "\n";
+
+  uint16_t http_port = free_port(), wrong_http = free_port();
+  mqtt_options o;
+  o.extra = "username = \"ingest\"\npassword_file = \"" + pw_file + "\"\n";
+  evpipe_process evp(mqtt_config(db, broker.url(), http_port, o), "mqtt_auth");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  ASSERT_EQ(evp.run_command("check-config"), 0);
+  EXPECT_EQ(evp.log("check-config.log").find(password), std::string::npos) << "check-config printed the password";
+  start_connected(evp, http_port);
+  {
+    mqtt_test_client producer(broker.port(), "producer-auth", true, "ingest", password);
+    ASSERT_EQ(producer.publish_all("tracker/events/auth", valid_messages("auth", 50)), 50u);
+  }
+  EXPECT_TRUE(eventually([&] { return mirrored() == 50; })) << evp.log();
+
+  mqtt_options bad;
+  bad.client_id = "evpipe-wrong-pw";
+  bad.extra = "username = \"ingest\"\npassword_file = \"" + wrong_file + "\"\n";
+  evpipe_process refused(mqtt_config(db, broker.url(), wrong_http, bad), "mqtt_auth_wrong");
+  refused.start(wrong_http);
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(mqtt_metric(wrong_http, "evpipe_mqtt_connections_active"), 0);
+  std::string log = refused.log();
+  EXPECT_NE(log.find("not authorized"), std::string::npos) << log;
+  // Logged once, not once per retry (retries go to debug).
+  EXPECT_EQ(log.find("not authorized"), log.rfind("not authorized")) << log;
+  EXPECT_EQ(log.find(password), std::string::npos);
+  EXPECT_EQ(evp.log().find(password), std::string::npos);
+}
+
 }  // namespace
 }  // namespace evpipe::testing

@@ -102,12 +102,15 @@ class mqtt_socket {
 
 class mqtt_test_client {
  public:
-  mqtt_test_client(uint16_t port, const std::string& client_id, bool clean_session = true)
+  mqtt_test_client(uint16_t port, const std::string& client_id, bool clean_session = true,
+                   const std::string& username = "", const std::string& password = "")
       : sock_(mqtt_socket::connect_to(port)) {
     mqtt::connect_packet c;
     c.client_id = client_id;
     c.clean_session = clean_session;
     c.keepalive_s = 60;
+    if (!username.empty()) c.username = username;
+    if (!password.empty()) c.password = password;
     std::string out;
     mqtt::encode_connect(out, c);
     sock_.send(out);
@@ -276,14 +279,26 @@ class fake_broker {
 // 127.0.0.1 signed by a throwaway CA (ca_file()), made with the openssl CLI.
 class mosquitto_broker {
  public:
-  explicit mosquitto_broker(const std::string& name, bool tls = false) : port_(free_port()) {
+  // With a `user`, anonymous clients are refused and `user`/`password` is the
+  // one account (made with mosquitto_passwd).
+  explicit mosquitto_broker(const std::string& name, bool tls = false, const std::string& user = "",
+                            const std::string& password = "")
+      : port_(free_port()) {
     dir_ = env_or("TMPDIR", "/tmp") + "/mosquitto_" + std::to_string(::getpid()) + "_" + name;
     std::string mk = "mkdir -p '" + dir_ + "'";
     if (std::system(mk.c_str()) != 0) throw std::runtime_error("mkdir " + dir_);
     if (tls) make_certificates();
+    if (!user.empty()) {
+      std::string cmd = "mosquitto_passwd -b -c '" + dir_ + "/passwd' '" + user + "' '" + password + "'";
+      if (std::system(cmd.c_str()) != 0) throw std::runtime_error("mosquitto_passwd failed");
+    }
     std::ofstream conf(dir_ + "/mosquitto.conf");
-    conf << "allow_anonymous true\n"
-         << "listener " << port_ << " 127.0.0.1\n";
+    if (user.empty()) {
+      conf << "allow_anonymous true\n";
+    } else {
+      conf << "allow_anonymous false\npassword_file " << dir_ << "/passwd\n";
+    }
+    conf << "listener " << port_ << " 127.0.0.1\n";
     if (tls) {
       tls_port_ = free_port();
       conf << "listener " << tls_port_ << " 127.0.0.1\n"
