@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <poll.h>
+
 #include <future>
 
 #include "tests/support/harness.h"
@@ -160,6 +162,53 @@ TEST_F(HttpSource, AnswersOnlyAfterEveryShardCommitsAndSays503WhenFull) {
     EXPECT_NE(reply.body.find("\"accepted\":300,\"ok\":300"), std::string::npos) << reply.body.substr(0, 200);
   }
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 600);
+}
+
+// Slow or silent clients do not hold a connection forever: headers must
+// arrive within idle_timeout_s, and idle keep-alive connections are closed.
+TEST_F(HttpSource, TricklingAndIdleClientsAreDisconnected) {
+  uint16_t port = free_port(), metrics_port = free_port();
+  evpipe_process evp(config(port, metrics_port, "idle_timeout_s = 1\n"), "http_trickle");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  auto connect = [&] {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("connect");
+    return fd;
+  };
+  // Closed by the server: a read returns end of stream (or reset).
+  auto closed_within = [](int fd, std::chrono::milliseconds limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    char buf[256];
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 50) > 0 && ::recv(fd, buf, sizeof buf, MSG_DONTWAIT) <= 0) return true;
+    }
+    return false;
+  };
+
+  int trickle = connect();
+  const std::string head = "POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+  auto started = std::chrono::steady_clock::now();
+  bool closed = false;
+  for (int i = 0; i < 40 && !closed; ++i) {  // one byte every 100 ms, never finishing the headers
+    (void)::send(trickle, i < static_cast<int>(head.size()) ? &head[i] : "a", 1, MSG_NOSIGNAL);
+    closed = closed_within(trickle, 100ms);
+  }
+  EXPECT_TRUE(closed) << "a trickling client kept its connection for 4 s";
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 3s);
+  ::close(trickle);
+
+  int idle = connect();
+  EXPECT_TRUE(closed_within(idle, 3s)) << "an idle connection stayed open";
+  ::close(idle);
+
+  // The listener still serves.
+  EXPECT_EQ(http_request(port, "POST", "/v1/events", valid_event("after-trickle")).status, 200);
 }
 
 }  // namespace

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <iostream>
+#include <random>
 #include <set>
 
 #include "tests/support/harness.h"
@@ -371,6 +374,83 @@ TEST_F(MqttSource, LogsInWithThePasswordFileAndNeverShowsThePassword) {
   EXPECT_EQ(log.find("not authorized"), log.rfind("not authorized")) << log;
   EXPECT_EQ(log.find(password), std::string::npos);
   EXPECT_EQ(evp.log().find(password), std::string::npos);
+}
+
+// SIGKILL at random moments while evpipe drains a stream from Mosquitto, ten
+// times; after the last restart every message is stored exactly once (the
+// broker redelivers what evpipe never acknowledged; dedup drops the copies of
+// what it had committed but not yet acknowledged).
+TEST_F(MqttSource, RepeatedSigkillLosesAndDuplicatesNothing) {
+  mosquitto_broker broker("repeated_kill");
+  uint16_t http_port = free_port();
+  mqtt_options o;
+  o.client_id = "evpipe-kill";
+  evpipe_process evp(mqtt_config(db, broker.url(), http_port, o), "mqtt_repeated_kill");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  start_connected(evp, http_port);
+
+  const int n = 150000;
+  std::atomic<size_t> published{0};
+  std::thread producer([&] {
+    mqtt_test_client client(broker.port(), "producer-kill");
+    for (int from = 0; from < n; from += 5000) {
+      std::vector<std::string> chunk;
+      for (int i = from; i < from + 5000; ++i) chunk.push_back(valid_event("mk-" + std::to_string(i)));
+      published += client.publish_all("tracker/events/kill", chunk, 60s);
+    }
+  });
+  std::mt19937 rng(777);
+  int kills = 0;
+  while (kills < 10) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 500));
+    evp.kill(SIGKILL);
+    ++kills;
+    // One snapshot (a commit the killed process had sent may still land).
+    auto counts = db.column("SELECT count(*) || ' ' || count(DISTINCT idempotency_key) FROM events_mirror").at(0);
+    long rows = std::stol(counts);
+    std::cout << "kill " << kills << " with " << rows << " rows of " << n << "\n";
+    EXPECT_EQ(counts, std::to_string(rows) + " " + std::to_string(rows)) << "a key stored twice";
+    evp.start(http_port);
+    if (rows >= n) break;
+  }
+  producer.join();
+  ASSERT_EQ(published.load(), static_cast<size_t>(n));
+  EXPECT_EQ(kills, 10) << "the stream ended before 10 kills: make it longer";
+  EXPECT_TRUE(eventually([&] { return mirrored() >= n; }, 120s)) << evp.log();
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(mirrored(), n);
+  EXPECT_EQ(db.count("SELECT count(DISTINCT idempotency_key) FROM events_mirror"), n);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
+// SIGTERM while messages stream in: evpipe stops reading, commits what it
+// read, sends those PUBACKs, says DISCONNECT and exits 0; every message it
+// acknowledged is stored, and the acknowledged ones are a prefix of the
+// stream (the rest stays with the broker for the next start).
+TEST_F(MqttSource, SigtermAcknowledgesWhatItCommittedAndDisconnects) {
+  fake_broker broker;
+  uint16_t http_port = free_port();
+  evpipe_process evp(mqtt_config(db, "mqtt://127.0.0.1:" + std::to_string(broker.port()), http_port), "mqtt_sigterm");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  broker.accept_client();
+  const int n = 20000;
+  std::vector<uint16_t> ids;
+  for (int i = 0; i < n; ++i) {
+    ids.push_back(static_cast<uint16_t>(i % 65535 + 1));
+    broker.publish("tracker/events/term", valid_event("term-" + std::to_string(i)), ids.back());
+    if (i == n / 4) evp.kill(SIGTERM);
+  }
+  auto acked = broker.read_pubacks(n, 30s);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+  EXPECT_TRUE(broker.saw_disconnect());
+  ASSERT_GT(acked.size(), 0u);
+  EXPECT_TRUE(std::equal(acked.begin(), acked.end(), ids.begin())) << "PUBACKs are a prefix, in order";
+  long acked_stored = db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = ANY (ARRAY(SELECT 'term-' || g "
+                               "FROM generate_series(0, " + std::to_string(acked.size() - 1) + ") g))");
+  EXPECT_EQ(acked_stored, static_cast<long>(acked.size()));
+  std::cout << acked.size() << " of " << n << " acknowledged before the exit\n";
 }
 
 }  // namespace

@@ -89,12 +89,18 @@ class mqtt_socket {
       if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
       char buf[65536];
       ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n <= 0) return false;
+      if (n <= 0) {
+        eof_ = true;
+        return false;
+      }
       in_.append(buf, static_cast<size_t>(n));
     }
   }
+  // The peer closed the connection.
+  [[nodiscard]] bool eof() const { return eof_; }
 
  private:
+  bool eof_ = false;
   int fd_;
   std::string in_;
   size_t consumed_ = 0;
@@ -233,6 +239,8 @@ class fake_broker {
     return c;
   }
   [[nodiscard]] const std::vector<std::pair<std::string, uint8_t>>& filters() const { return filters_; }
+  // The client said DISCONNECT (a clean goodbye) before closing.
+  [[nodiscard]] bool saw_disconnect() const { return saw_disconnect_; }
 
   void publish(const std::string& topic, const std::string& payload, uint16_t packet_id) {
     mqtt::publish_packet p;
@@ -250,10 +258,12 @@ class fake_broker {
   std::vector<uint16_t> read_pubacks(size_t n, std::chrono::milliseconds timeout) {
     std::vector<uint16_t> ids;
     auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (ids.size() < n && std::chrono::steady_clock::now() < deadline) {
+    while (ids.size() < n && std::chrono::steady_clock::now() < deadline && !client_->eof()) {
       mqtt::frame f;
       if (!client_->read(f, 50ms)) continue;
-      if (f.type == mqtt::packet_type::puback) {
+      if (f.type == mqtt::packet_type::disconnect) {
+        saw_disconnect_ = true;
+      } else if (f.type == mqtt::packet_type::puback) {
         uint16_t id = 0;
         if (mqtt::parse_packet_id(f, id) != mqtt::decode_status::ok) throw std::runtime_error("bad PUBACK");
         ids.push_back(id);
@@ -271,6 +281,7 @@ class fake_broker {
   uint16_t port_ = 0;
   std::optional<mqtt_socket> client_;
   std::vector<std::pair<std::string, uint8_t>> filters_;
+  bool saw_disconnect_ = false;
 };
 
 // Debian's Mosquitto on 127.0.0.1:port, data in a scratch directory.
