@@ -28,20 +28,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-stages::envelope_validator& thread_validator(const stages::envelope_limits& limits) {
-  thread_local std::unique_ptr<stages::envelope_validator> v;
-  if (!v || v->limits().max_event_bytes != limits.max_event_bytes ||
-      v->limits().max_key_bytes != limits.max_key_bytes || v->limits().max_depth != limits.max_depth) {
-    v = std::make_unique<stages::envelope_validator>(limits);
-  }
-  return *v;
-}
-
 constexpr size_t too_large_prefix = 4096;
 
 enum class body_form : uint8_t { json, ndjson, unsupported };
@@ -313,8 +299,8 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
     auto pending = std::make_shared<http_request>(strand_, events.size());
     if (!events.empty()) {
       reading_.fetch_add(1);
-      int64_t received = now_ns();
-      auto& validator = thread_validator(limits_);
+      int64_t received = pipeline::steady_now_ns();
+      auto& validator = pipeline::thread_validator(limits_);
       const bool fixed_topic = req.find("X-Topic") != req.end();
       std::string_view topic = fixed_topic ? topic_header : std::string_view(cfg_.topic);
       for (size_t i = 0; i < events.size(); ++i) {
@@ -448,11 +434,7 @@ void http_source::accept() {
       socket.set_option(tcp::no_delay(true), ec);
       auto conn = std::make_shared<http_connection>(std::move(socket), strand, cfg_, router_, probe_, limits_,
                                                     reading_, stopping_);
-      {
-        std::lock_guard lock(mu_);
-        std::erase_if(conns_, [](const auto& w) { return w.expired(); });
-        conns_.push_back(conn);
-      }
+      conns_.add(conn);
       conn->start();
     }
     accept();
@@ -465,22 +447,14 @@ void http_source::stop_reading() {
     boost::system::error_code ec;
     acceptor_.close(ec);
   });
-  std::lock_guard lock(mu_);
-  for (auto& w : conns_) {
-    if (auto c = w.lock()) c->stop_reading();
-  }
+  conns_.for_each([](auto& c) { c.stop_reading(); });
 }
 
 void http_source::close() {
-  std::lock_guard lock(mu_);
-  for (auto& w : conns_) {
-    if (auto c = w.lock()) c->close();
-  }
+  conns_.for_each([](auto& c) { c.close(); });
 }
 
 size_t http_source::open_connections() {
-  std::lock_guard lock(mu_);
-  std::erase_if(conns_, [](const auto& w) { return w.expired(); });
   return conns_.size();
 }
 

@@ -22,10 +22,10 @@
 
 #include <atomic>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "config/config.h"
+#include "io/connection_set.h"
 #include "io/source.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
@@ -61,8 +61,7 @@ class http_source final : public source {
   uint16_t port_ = 0;
   std::atomic<int> reading_{0};
   std::atomic<bool> stopping_{false};
-  std::mutex mu_;  // guards conns_
-  std::vector<std::weak_ptr<http_connection>> conns_;
+  connection_set<http_connection> conns_;
 };
 
 }  // namespace evpipe::io

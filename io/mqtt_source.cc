@@ -36,19 +36,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch()).count();
-}
-
-stages::envelope_validator& thread_validator(const stages::envelope_limits& limits) {
-  thread_local std::unique_ptr<stages::envelope_validator> v;
-  if (!v || v->limits().max_event_bytes != limits.max_event_bytes ||
-      v->limits().max_key_bytes != limits.max_key_bytes || v->limits().max_depth != limits.max_depth) {
-    v = std::make_unique<stages::envelope_validator>(limits);
-  }
-  return *v;
-}
-
 void append_json_string(std::string& out, std::string_view s) {
   out.push_back('"');
   for (unsigned char c : s) {
@@ -353,8 +340,8 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
 
   // Handles every complete packet in the buffer; a value ends the connection.
   std::optional<link_end> process_buffer(std::string& why) {
-    int64_t received = now_ns();
-    auto& validator = thread_validator(sh_.limits);
+    int64_t received = pipeline::steady_now_ns();
+    auto& validator = pipeline::thread_validator(sh_.limits);
     held_ = false;
     for (;;) {
       if (skip_) {
@@ -469,7 +456,7 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
     skip_->topic.assign(topic);
     skip_->left = f.size - header - var;
     skip_->payload_size = skip_->left;
-    skip_->received = now_ns();
+    skip_->received = pipeline::steady_now_ns();
     XXH3_128bits_reset(skip_->state.get());
     begin_ += header + var;
     return true;

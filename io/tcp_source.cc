@@ -26,22 +26,6 @@ using asio::ip::tcp;
 
 namespace {
 
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-// One validator per I/O thread: the simdjson parser keeps its buffers warm.
-stages::envelope_validator& thread_validator(const stages::envelope_limits& limits) {
-  thread_local std::unique_ptr<stages::envelope_validator> v;
-  if (!v || v->limits().max_event_bytes != limits.max_event_bytes ||
-      v->limits().max_key_bytes != limits.max_key_bytes || v->limits().max_depth != limits.max_depth) {
-    v = std::make_unique<stages::envelope_validator>(limits);
-  }
-  return *v;
-}
-
 }  // namespace
 
 class tcp_connection final : public stages::event_origin,
@@ -129,10 +113,10 @@ class tcp_connection final : public stages::event_origin,
         // At end of stream the unterminated last line is an event too; when
         // we are stopping, it is dropped unacked (the client resends it).
         if (ec == asio::error::eof && !stopping_) {
-          int64_t t = now_ns();
+          int64_t t = pipeline::steady_now_ns();
           auto it = framer_.finish();
           if (it.what != line_framer::kind::none) {
-            take(it, t, thread_validator(limits_));
+            take(it, t, pipeline::thread_validator(limits_));
             submit(t);
           }
         } else if (ec != asio::error::eof && ec != asio::error::operation_aborted) {
@@ -143,8 +127,8 @@ class tcp_connection final : public stages::event_origin,
       if (stopping_) break;  // data that raced the stop stays unacked: the client resends it
       framer_.commit(n);
       intake_.reserve(n);  // one allocation per shard batch and read
-      int64_t t = now_ns();
-      auto& validator = thread_validator(limits_);  // this thread's parser, once per read
+      int64_t t = pipeline::steady_now_ns();
+      auto& validator = pipeline::thread_validator(limits_);  // this thread's parser, once per read
       for (auto it = framer_.next(); it.what != line_framer::kind::none; it = framer_.next()) take(it, t, validator);
       submit(t);
     }
@@ -194,7 +178,7 @@ class tcp_connection final : public stages::event_origin,
     }
     pipeline::bump(probe_.received, taken);
     intake_.submitted();
-    probe_.validate_latency.observe_ns(now_ns() - started);
+    probe_.validate_latency.observe_ns(pipeline::steady_now_ns() - started);
     router_.submit(intake_.batches());
   }
 
@@ -288,11 +272,7 @@ void tcp_source::accept() {
       socket.set_option(tcp::no_delay(true), ec);
       socket.set_option(asio::socket_base::keep_alive(true), ec);  // half-open peers end in an error
       auto conn = std::make_shared<tcp_connection>(std::move(socket), cfg_, router_, probe_, limits_, reading_);
-      {
-        std::lock_guard lock(mu_);
-        std::erase_if(conns_, [](const auto& w) { return w.expired(); });
-        conns_.push_back(conn);
-      }
+      conns_.add(conn);
       conn->start();
     }
     accept();
@@ -304,17 +284,11 @@ void tcp_source::stop_reading() {
     boost::system::error_code ec;
     acceptor_.close(ec);
   });
-  std::lock_guard lock(mu_);
-  for (auto& w : conns_) {
-    if (auto c = w.lock()) c->stop_reading();
-  }
+  conns_.for_each([](auto& c) { c.stop_reading(); });
 }
 
 void tcp_source::close() {
-  std::lock_guard lock(mu_);
-  for (auto& w : conns_) {
-    if (auto c = w.lock()) c->close();
-  }
+  conns_.for_each([](auto& c) { c.close(); });
 }
 
 std::string tcp_source::describe() const {
@@ -323,8 +297,6 @@ std::string tcp_source::describe() const {
 }
 
 size_t tcp_source::open_connections() {
-  std::lock_guard lock(mu_);
-  std::erase_if(conns_, [](const auto& w) { return w.expired(); });
   return conns_.size();
 }
 

@@ -19,10 +19,10 @@
 
 #include <atomic>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "config/config.h"
+#include "io/connection_set.h"
 #include "io/source.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
@@ -60,8 +60,7 @@ class tcp_source final : public source {
   uint16_t port_ = 0;
   std::atomic<int> reading_{0};
   bool refusal_logged_ = false;  // accept handler only
-  std::mutex mu_;  // guards conns_
-  std::vector<std::weak_ptr<tcp_connection>> conns_;
+  connection_set<tcp_connection> conns_;
 };
 
 }  // namespace evpipe::io

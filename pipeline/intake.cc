@@ -1,5 +1,8 @@
 #include "pipeline/intake.h"
 
+#include <chrono>
+#include <memory>
+
 #include "stages/dedup.h"
 
 namespace evpipe::pipeline {
@@ -12,6 +15,20 @@ bool is_blank(std::string_view s) {
   return true;
 }
 }  // namespace
+
+int64_t steady_now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+stages::envelope_validator& thread_validator(const stages::envelope_limits& limits) {
+  thread_local std::unique_ptr<stages::envelope_validator> v;
+  if (!v || v->limits().max_event_bytes != limits.max_event_bytes ||
+      v->limits().max_key_bytes != limits.max_key_bytes || v->limits().max_depth != limits.max_depth) {
+    v = std::make_unique<stages::envelope_validator>(limits);
+  }
+  return *v;
+}
 
 intake::intake(size_t shards, stages::envelope_limits limits) : limits_(limits), out_(shards == 0 ? 1 : shards) {}
 

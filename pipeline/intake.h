@@ -16,6 +16,13 @@
 
 namespace evpipe::pipeline {
 
+// Steady-clock nanoseconds: when an event was received (latency metrics).
+[[nodiscard]] int64_t steady_now_ns() noexcept;
+
+// This thread's validator for `limits`: sources validate on their I/O
+// threads, and a simdjson parser keeps its buffers warm between reads.
+[[nodiscard]] stages::envelope_validator& thread_validator(const stages::envelope_limits& limits);
+
 // The shard an event belongs to: by its key hash, so that two copies of one
 // key always meet in one dedup window; events without a key by position.
 [[nodiscard]] inline size_t shard_for(const stages::event_record& ev, size_t shards) noexcept {

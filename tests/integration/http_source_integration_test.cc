@@ -23,12 +23,7 @@ struct http_reply {
 // One request on a fresh connection; reads the response to its end.
 http_reply http_request(uint16_t port, const std::string& method, const std::string& path, const std::string& body,
                         const std::string& extra_headers = "Content-Type: application/json\r\n") {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("connect");
+  int fd = connect_loopback(port);
   timeval tv{60, 0};  // a test must not hang on a missing answer
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   std::string req = method + " " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + extra_headers +
@@ -171,15 +166,6 @@ TEST_F(HttpSource, TricklingAndIdleClientsAreDisconnected) {
   evpipe_process evp(config(port, metrics_port, "idle_timeout_s = 1\n"), "http_trickle");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(port);
-  auto connect = [&] {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("connect");
-    return fd;
-  };
   // Closed by the server: a read returns end of stream (or reset).
   auto closed_within = [](int fd, std::chrono::milliseconds limit) {
     auto deadline = std::chrono::steady_clock::now() + limit;
@@ -191,7 +177,7 @@ TEST_F(HttpSource, TricklingAndIdleClientsAreDisconnected) {
     return false;
   };
 
-  int trickle = connect();
+  int trickle = connect_loopback(port);
   const std::string head = "POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Slow: ";
   auto started = std::chrono::steady_clock::now();
   bool closed = false;
@@ -203,7 +189,7 @@ TEST_F(HttpSource, TricklingAndIdleClientsAreDisconnected) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, 3s);
   ::close(trickle);
 
-  int idle = connect();
+  int idle = connect_loopback(port);
   EXPECT_TRUE(closed_within(idle, 3s)) << "an idle connection stayed open";
   ::close(idle);
 

@@ -47,6 +47,20 @@ inline uint16_t free_port() {
   return ntohs(a.sin_port);
 }
 
+// A TCP connection to 127.0.0.1:port; throws when refused.
+inline int connect_loopback(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    throw std::runtime_error("cannot connect to 127.0.0.1:" + std::to_string(port));
+  }
+  return fd;
+}
+
 // A connection to the test database, with its own schema so that tests do not
 // see each other's rows. dsn() is what evpipe should use.
 class test_db {
@@ -214,17 +228,7 @@ class evpipe_process {
 // A producer connection: writes NDJSON, reads {"ack":N} lines.
 class ndjson_client {
  public:
-  explicit ndjson_client(uint16_t port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      ::close(fd_);
-      throw std::runtime_error("connect");
-    }
-  }
+  explicit ndjson_client(uint16_t port) : fd_(connect_loopback(port)) {}
   ~ndjson_client() { ::close(fd_); }
 
   void send_all(const std::string& data) {

@@ -48,18 +48,7 @@ class mqtt_socket {
     if (fd_ >= 0) ::close(fd_);
   }
 
-  static int connect_to(uint16_t port) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      ::close(fd);
-      throw std::runtime_error("cannot connect to 127.0.0.1:" + std::to_string(port));
-    }
-    return fd;
-  }
+  static int connect_to(uint16_t port) { return connect_loopback(port); }
 
   void send(const std::string& bytes) {
     size_t off = 0;
