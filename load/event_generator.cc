@@ -64,9 +64,19 @@ void event_generator::valid_event(std::string& out, uint64_t n, const std::strin
 }
 
 void event_generator::invalid_event(std::string& out, uint64_t n) {
-  // One of each reason in turn (all but too_large, which would need 1 MiB lines).
+  // One of each reason in turn; too_large only when the server's limit is
+  // given (at evpipe's default that is a 1 MiB line).
   std::string key = opts_.run_id + "-" + std::to_string(opts_.stream) + "-bad-" + std::to_string(n);
   std::string id = uuid_from(rng_(), rng_());
+  if (opts_.too_large_bytes > 0 && n % 9 == 8) {
+    size_t start = out.size();
+    out += "{\"trace_id\":\"" + id + "\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"k\",\"idempotency_key\":\"" + key +
+           "\",\"payload\":{\"big\":\"";
+    size_t used = out.size() - start + 3;
+    if (used <= opts_.too_large_bytes) out.append(opts_.too_large_bytes + 1 - used, 'x');
+    out += "\"}}";
+    return;
+  }
   switch (n % 8) {
     case 0: out += "{\"trace_id\":\"" + id + "\",\"ts\": garbage " + key + "}"; break;  // invalid_json
     case 1: out += "{\"trace_id\":\"" + id + "\",\"kind\":\"k\",\"idempotency_key\":\"" + key + "\",\"payload\":{}}"; break;

@@ -21,6 +21,8 @@ struct generator_options {
   double invalid_frac = 0.0;   // events that must be dead-lettered
   double dup_frac = 0.0;       // resends of a key already sent
   uint32_t stream = 0;         // distinguishes generators of one run (connections)
+  size_t too_large_bytes = 0;  // the server's event size limit: when set, invalid events
+                               // include events one byte over it (too_large)
 };
 
 enum class event_class : uint8_t { valid, invalid, duplicate };

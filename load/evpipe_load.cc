@@ -58,6 +58,7 @@ struct options {
   double warmup_s = 0;
   uint64_t window = 0;
   uint64_t http_batch = 1000;
+  size_t too_large_bytes = 0;
   std::string bearer_token_file;
   evpipe::load::wire_options wire;
   bool quiet = false;
@@ -146,6 +147,7 @@ evpipe::load::generator_options generator_for(const options& o, int stream) {
   g.invalid_frac = o.invalid_frac;
   g.dup_frac = o.dup_frac;
   g.stream = static_cast<uint32_t>(stream);
+  g.too_large_bytes = o.too_large_bytes;
   return g;
 }
 
@@ -286,6 +288,9 @@ int main(int argc, char** argv) {
   cli.add_option("--payload-bytes", o.payload_bytes, "approximate size of each event")->default_val(400);
   cli.add_option("--invalid-frac", o.invalid_frac, "fraction of events that must be dead-lettered")->check(CLI::Range(0.0, 1.0));
   cli.add_option("--dup-frac", o.dup_frac, "fraction of events that resend an earlier key")->check(CLI::Range(0.0, 1.0));
+  cli.add_option("--too-large-bytes", o.too_large_bytes,
+                 "evpipe's [events] max_event_bytes: invalid events then include events one byte over it "
+                 "(too_large); off by default, as evpipe's default limit makes them 1 MiB");
   cli.add_option("--seed", o.seed, "seed of the event stream")->default_val(1);
   cli.add_option("--run-id", o.run_id, "prefix of every idempotency key (default: derived from the clock)");
   cli.add_option("--warmup", o.warmup_s, "seconds at the start left out of the latency figures")->default_val(0);

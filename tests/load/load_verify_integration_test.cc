@@ -63,6 +63,7 @@ TEST(LoadVerify, HttpMqttServeAndMqttTargetsVerify) {
   mosquitto_broker broker("loadverify");
   uint16_t http_port = free_port(), serve_port = free_port();
   evpipe_process evp("[postgres]\ndsn = \"" + db.dsn() + "\"\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n"
+                     "[events]\nmax_event_bytes = 4096\n"
                      "[[sources.http]]\nlisten = \"127.0.0.1:" + std::to_string(http_port) + "\"\n"
                      "[[sources.mqtt]]\nurl = \"mqtt://127.0.0.1:" + std::to_string(serve_port) + "\"\n"
                      "client_id = \"lv-serve\"\ntopics = [\"tracker/events/#\"]\nbase_ms = 20\nmax_ms = 100\n"
@@ -78,10 +79,11 @@ TEST(LoadVerify, HttpMqttServeAndMqttTargetsVerify) {
     const std::string run = "lvp" + std::to_string(::getpid()) + "x" + std::to_string(target.size());
     std::string out = env_or("TMPDIR", "/tmp") + "/" + run + ".out";
     std::string cmd = std::string(EVPIPE_LOAD_BINARY) + " --target " + target +
-                      " --count 3000 --invalid-frac 0.05 --dup-frac 0.1 --seed 5 --quiet --run-id " + run +
+                      " --count 3000 --invalid-frac 0.05 --dup-frac 0.1 --too-large-bytes 4096 --seed 5 --quiet --run-id " + run +
                       " --verify '" + db.dsn() + "' > " + out + " 2>&1";
     EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd << "\n" << evp.log();
   }
+  EXPECT_GT(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'too_large'"), 0);
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
