@@ -149,6 +149,33 @@ TEST_F(MqttSource, PubacksWaitForTheCommitAndKeepArrivalOrder) {
   EXPECT_EQ(mqtt_metric(http_port, "evpipe_mqtt_pubacks_total"), 40);
 }
 
+// evpipe bounds its own unacknowledged messages (max_inflight) instead of
+// trusting the broker's limit: past it, it stops reading the socket.
+TEST_F(MqttSource, StopsReadingAtMaxInflight) {
+  fake_broker broker;
+  uint16_t http_port = free_port();
+  mqtt_options o;
+  o.max_inflight = 10;
+  evpipe_process evp(mqtt_config(db, "mqtt://127.0.0.1:" + std::to_string(broker.port()), http_port, o), "mqtt_inflight");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  broker.accept_client();
+  db.exec("BEGIN");
+  db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
+  std::vector<uint16_t> ids;
+  for (uint16_t i = 1; i <= 100; ++i) {
+    ids.push_back(i);
+    broker.publish("tracker/events/inflight", valid_event("inflight-" + std::to_string(i)), i);
+  }
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(mqtt_metric(http_port, "evpipe_events_received_total{source=\"mqtt\"}"), 10);
+  EXPECT_EQ(mqtt_metric(http_port, "evpipe_unacked_events{source=\"mqtt\"}"), 10);
+  EXPECT_GE(mqtt_metric(http_port, "evpipe_backpressure_waits_total{source=\"mqtt\"}"), 1);
+  db.exec("COMMIT");
+  EXPECT_EQ(broker.read_pubacks(ids.size(), 30s), ids) << evp.log();
+  EXPECT_EQ(mirrored(), 100);
+}
+
 TEST_F(MqttSource, DatabaseDownSendsNoPubackAndEverythingLandsAfter) {
   fake_broker broker;
   tcp_proxy proxy(db.server_port());
