@@ -465,8 +465,12 @@ TEST_F(MqttSource, SigtermAcknowledgesWhatItCommittedAndDisconnects) {
   const int n = 20000;
   std::vector<uint16_t> ids;
   for (int i = 0; i < n; ++i) {
+    try {
+      broker.publish("tracker/events/term", valid_event("term-" + std::to_string(i)), static_cast<uint16_t>(i % 65535 + 1));
+    } catch (const std::exception&) {
+      break;  // evpipe is done and has closed the connection (a slow build gets there first)
+    }
     ids.push_back(static_cast<uint16_t>(i % 65535 + 1));
-    broker.publish("tracker/events/term", valid_event("term-" + std::to_string(i)), ids.back());
     if (i == n / 4) evp.kill(SIGTERM);
   }
   auto acked = broker.read_pubacks(n, 30s);
@@ -477,7 +481,7 @@ TEST_F(MqttSource, SigtermAcknowledgesWhatItCommittedAndDisconnects) {
   long acked_stored = db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = ANY (ARRAY(SELECT 'term-' || g "
                                "FROM generate_series(0, " + std::to_string(acked.size() - 1) + ") g))");
   EXPECT_EQ(acked_stored, static_cast<long>(acked.size()));
-  std::cout << acked.size() << " of " << n << " acknowledged before the exit\n";
+  std::cout << acked.size() << " of " << ids.size() << " published acknowledged before the exit\n";
 }
 
 }  // namespace
