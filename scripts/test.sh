@@ -2,8 +2,9 @@
 # Runs every test: installs missing Debian packages, builds, starts a private
 # PostgreSQL on a loopback port in a scratch directory, runs ctest on a
 # Release build and then on an AddressSanitizer + UndefinedBehaviorSanitizer
-# build, fuzzes each libFuzzer target for a minute (clang build), stops
-# PostgreSQL.
+# build (the MQTT tests start Mosquitto brokers of their own on loopback in
+# the same directory), fuzzes each libFuzzer target for a minute (clang
+# build), stops PostgreSQL.
 #   scripts/test.sh                        everything
 #   scripts/test.sh -L unit                ctest arguments are passed through
 #   EVPIPE_SANITIZERS=0 scripts/test.sh    skip the sanitizer build
@@ -12,7 +13,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 ensure_packages
