@@ -159,6 +159,27 @@ TEST_F(HttpSource, AnswersOnlyAfterEveryShardCommitsAndSays503WhenFull) {
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 600);
 }
 
+TEST_F(HttpSource, ConnectionsOverTheLimitAreClosedAtOnce) {
+  uint16_t port = free_port(), metrics_port = free_port();
+  evpipe_process evp(config(port, metrics_port, "max_connections = 2\n"), "http_limit");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  std::this_thread::sleep_for(500ms);  // the readiness probe's connection is gone
+  int a = connect_loopback(port), b = connect_loopback(port);
+  std::this_thread::sleep_for(200ms);
+  int c = connect_loopback(port);
+  pollfd p{c, POLLIN, 0};
+  char byte;
+  ASSERT_EQ(::poll(&p, 1, 2000), 1) << "the third connection was left open";
+  EXPECT_LE(::recv(c, &byte, 1, 0), 0);
+  ::close(c);
+  EXPECT_EQ(metric_value(http_get(metrics_port, "/metrics"), "evpipe_connections_refused_total{source=\"http\"}"), 1);
+  ::close(a);
+  ::close(b);
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(http_request(port, "POST", "/v1/events", valid_event("after-limit")).status, 200);
+}
+
 // Slow or silent clients do not hold a connection forever: headers must
 // arrive within idle_timeout_s, and idle keep-alive connections are closed.
 TEST_F(HttpSource, TricklingAndIdleClientsAreDisconnected) {

@@ -176,6 +176,25 @@ TEST_F(MqttSource, StopsReadingAtMaxInflight) {
   EXPECT_EQ(mirrored(), 100);
 }
 
+// A broker that stops answering (no PINGRESP within the keep alive) is
+// declared gone, and evpipe connects again.
+TEST_F(MqttSource, SilentBrokerIsDetectedByKeepAliveAndReconnected) {
+  fake_broker broker;
+  uint16_t http_port = free_port();
+  std::string cfg = mqtt_config(db, "mqtt://127.0.0.1:" + std::to_string(broker.port()), http_port);
+  cfg.replace(cfg.find("keepalive_s = 5"), 15, "keepalive_s = 1");
+  evpipe_process evp(cfg, "mqtt_keepalive");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  auto first = broker.accept_client();
+  EXPECT_EQ(first.keepalive_s, 1);
+  // Never answer: read_pubacks would answer PINGREQs, so just wait.
+  auto second = broker.accept_client(10s);
+  EXPECT_EQ(second.client_id, "evpipe-it");
+  EXPECT_NE(evp.log().find("no PINGRESP within the keep alive"), std::string::npos) << evp.log();
+  EXPECT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_mqtt_reconnects_total") == 1; }, 5s));
+}
+
 TEST_F(MqttSource, DatabaseDownSendsNoPubackAndEverythingLandsAfter) {
   fake_broker broker;
   tcp_proxy proxy(db.server_port());
@@ -307,6 +326,34 @@ TEST_F(MqttSource, SharedGroupSplitsOneStreamBetweenTwoProcesses) {
   EXPECT_GT(got_a, 0);
   EXPECT_GT(got_b, 0);
   EXPECT_EQ(got_a + got_b, 2000) << "each message goes to one member of the group";
+}
+
+TEST_F(MqttSource, SeveralConnectionsOfOneProcessShareTheStream) {
+  mosquitto_broker broker("connections");
+  uint16_t http_port = free_port();
+  mqtt_options o;
+  o.client_id = "evpipe-multi";
+  o.shared_group = "multi";
+  o.extra = "connections = 3\n";
+  evpipe_process evp(mqtt_config(db, broker.url(), http_port, o), "mqtt_connections");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  ASSERT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_mqtt_connections_active") == 3; }, 20s))
+      << evp.log();
+  std::this_thread::sleep_for(200ms);
+  {
+    mqtt_test_client producer(broker.port(), "producer-multi");
+    ASSERT_EQ(producer.publish_all("tracker/events/multi", valid_messages("multi", 3000)), 3000u);
+  }
+  EXPECT_TRUE(eventually([&] { return mirrored() >= 3000; })) << evp.log();
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(mirrored(), 3000);
+  EXPECT_EQ(mqtt_metric(http_port, "evpipe_events_received_total{source=\"mqtt\"}"), 3000)
+      << "each message reaches one of the three sessions";
+  auto log = evp.log();
+  for (const char* id : {"evpipe-multi-1", "evpipe-multi-2", "evpipe-multi-3"}) {
+    EXPECT_NE(log.find(std::string("(") + id + "): connected"), std::string::npos) << id;
+  }
 }
 
 TEST_F(MqttSource, DeadLettersAreRepublishedAfterTheirRowCommits) {
