@@ -11,7 +11,6 @@
 #include <boost/beast/http.hpp>
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
-#include <xxhash.h>
 
 #include <chrono>
 
@@ -27,8 +26,6 @@ using asio::ip::tcp;
 using namespace std::chrono_literals;
 
 namespace {
-
-constexpr size_t too_large_prefix = 4096;
 
 enum class body_form : uint8_t { json, ndjson, unsupported };
 
@@ -305,14 +302,9 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       std::string_view topic = fixed_topic ? topic_header : std::string_view(cfg_.topic);
       for (size_t i = 0; i < events.size(); ++i) {
         std::string_view ev = events[i];
-        if (ev.size() > limits_.max_event_bytes) {
-          auto h = XXH3_128bits(ev.data(), ev.size());
-          intake_.add_too_large(ev.substr(0, too_large_prefix), ev.size(), h.low64, h.high64, i + 1, received, topic);
-        } else {
-          size_t readable = static_cast<size_t>(body.data() + body.size() + simdjson::SIMDJSON_PADDING - ev.data());
-          intake_.add(ev, readable, i + 1, received, topic, validator,
-                      fixed_topic ? pipeline::topic_rule::source_only : pipeline::topic_rule::event_first);
-        }
+        size_t readable = static_cast<size_t>(body.data() + body.size() + simdjson::SIMDJSON_PADDING - ev.data());
+        intake_.add(ev, readable, i + 1, received, topic, validator,
+                    fixed_topic ? pipeline::topic_rule::source_only : pipeline::topic_rule::event_first);
       }
       for (auto& b : intake_.batches()) {
         if (!b.events.empty()) b.origin = pending;

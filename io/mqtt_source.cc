@@ -378,14 +378,8 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
             return link_end::lost;
           }
           uint64_t seq = take_seq(p.packet_id, p.topic, p.payload);
-          if (p.payload.size() > sh_.limits.max_event_bytes) {
-            auto h = XXH3_128bits(p.payload.data(), p.payload.size());
-            intake_.add_too_large(p.payload.substr(0, too_large_prefix), p.payload.size(), h.low64, h.high64, seq,
-                                  received, column_topic(p.topic));
-          } else {
-            size_t readable = static_cast<size_t>(buf_.data() + buf_.size() - p.payload.data());
-            intake_.add(p.payload, readable, seq, received, p.topic, validator, pipeline::topic_rule::source_only);
-          }
+          size_t readable = static_cast<size_t>(buf_.data() + buf_.size() - p.payload.data());
+          intake_.add(p.payload, readable, seq, received, p.topic, validator, pipeline::topic_rule::source_only);
           break;
         }
         case mqtt::packet_type::suback: {
@@ -417,7 +411,8 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
     m.packet_id = packet_id;
     if (sh_.cfg.dlq_publish) {
       m.topic.assign(topic);
-      m.payload.assign(payload.substr(0, std::min<size_t>(payload.size(), sh_.limits.max_event_bytes)));
+      // What dlq_events.raw keeps of it: all, or the prefix of a too_large one.
+      m.payload.assign(payload.size() > sh_.limits.max_event_bytes ? payload.substr(0, too_large_prefix) : payload);
     }
     return seq;
   }
@@ -476,17 +471,9 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
     XXH128_hash_t h = XXH3_128bits_digest(skip_->state.get());
     if (sh_.cfg.dlq_publish) inflight_.back().payload = skip_->prefix;
     intake_.add_too_large(skip_->prefix, skip_->payload_size, h.low64, h.high64, skip_->seq, skip_->received,
-                          column_topic(skip_->topic));
+                          skip_->topic);
     skip_.reset();
     return true;
-  }
-
-  // The topic as the topic column can hold it (whole UTF-8 characters).
-  [[nodiscard]] std::string_view column_topic(std::string_view topic) const noexcept {
-    if (topic.size() <= sh_.limits.max_topic_bytes) return topic;
-    size_t cut = sh_.limits.max_topic_bytes;
-    while (cut > 0 && (static_cast<unsigned char>(topic[cut]) & 0xC0) == 0x80) --cut;
-    return topic.substr(0, cut);
   }
 
   void report_suback(const mqtt::suback_packet& s) {
@@ -673,7 +660,7 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
     int64_t received = 0;
     xxh3_state state;
   };
-  static constexpr size_t too_large_prefix = 4096;
+  static constexpr size_t too_large_prefix = pipeline::intake::too_large_prefix;
 
   connected_fn on_connected_;
   asio::strand<asio::io_context::executor_type> strand_;

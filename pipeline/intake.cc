@@ -41,6 +41,11 @@ void intake::reserve(size_t bytes) {
 
 void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t received_ns,
                  std::string_view default_topic, stages::envelope_validator& validator, topic_rule rule) {
+  if (line.size() > limits_.max_event_bytes) {
+    auto d = stages::hash_key(line.data(), line.size());
+    add_too_large(line.substr(0, too_large_prefix), line.size(), d.lo, d.hi, seq, received_ns, default_topic);
+    return;
+  }
   ++pending_;
   stages::event_record rec;
   rec.seq = seq;
@@ -65,9 +70,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     // under the topic's first bytes rather than let the database refuse it.
     message = "topic is " + std::to_string(topic.size()) + " bytes, over the limit of " +
               std::to_string(limits_.max_topic_bytes);
-    size_t cut = limits_.max_topic_bytes;
-    while (cut > 0 && (static_cast<unsigned char>(topic[cut]) & 0xC0) == 0x80) --cut;  // whole UTF-8 characters
-    topic = topic.substr(0, cut);
+    topic = column_topic(topic);
     if (v.ok()) {
       v.why = stages::reason::invalid_topic;
       v.message = message;
@@ -96,6 +99,13 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
   b.events.push_back(rec);
 }
 
+std::string_view intake::column_topic(std::string_view topic) const noexcept {
+  if (topic.size() <= limits_.max_topic_bytes) return topic;
+  size_t cut = limits_.max_topic_bytes;
+  while (cut > 0 && (static_cast<unsigned char>(topic[cut]) & 0xC0) == 0x80) --cut;
+  return topic.substr(0, cut);
+}
+
 void intake::add_too_large(std::string_view prefix, size_t full_size, uint64_t digest_lo, uint64_t digest_hi,
                            uint64_t seq, int64_t received_ns, std::string_view default_topic) {
   ++pending_;
@@ -110,7 +120,7 @@ void intake::add_too_large(std::string_view prefix, size_t full_size, uint64_t d
   rec.message = b.append("event is " + std::to_string(full_size) + " bytes, over the limit of " +
                          std::to_string(limits_.max_event_bytes) + "; raw holds its first " +
                          std::to_string(prefix.size()) + " bytes");
-  rec.topic = b.append(default_topic);
+  rec.topic = b.append(column_topic(default_topic));
   rec.raw = b.append(prefix);
   b.events.push_back(rec);
 }

@@ -38,13 +38,18 @@ enum class topic_rule : uint8_t {
 
 class intake {
  public:
+  // How much of an event over the size limit is kept (dlq_events.raw).
+  static constexpr size_t too_large_prefix = 4096;
+
   intake(size_t shards, stages::envelope_limits limits);
 
   // One event's bytes; `readable` bytes from line.data() may be read (the
-  // validator's padding). `validator` belongs to the calling thread.
+  // validator's padding). `validator` belongs to the calling thread. An event
+  // over the size limit is dead-lettered as too_large with its first bytes.
   void add(std::string_view line, size_t readable, uint64_t seq, int64_t received_ns, std::string_view default_topic,
            stages::envelope_validator& validator, topic_rule rule = topic_rule::event_first);
-  // An event over the size limit: only its first bytes are kept.
+  // An event over the size limit whose whole bytes were never held at once
+  // (streamed past): its first bytes and the digest of all of them.
   void add_too_large(std::string_view prefix, size_t full_size, uint64_t digest_lo, uint64_t digest_hi, uint64_t seq,
                      int64_t received_ns, std::string_view default_topic);
 
@@ -56,6 +61,8 @@ class intake {
 
  private:
   stages::event_batch& batch_of(const stages::event_record& rec) { return out_[shard_for(rec, out_.size())]; }
+  // The topic as the topic column can hold it: whole UTF-8 characters.
+  [[nodiscard]] std::string_view column_topic(std::string_view topic) const noexcept;
 
   stages::envelope_limits limits_;
   std::vector<stages::event_batch> out_;  // one per shard

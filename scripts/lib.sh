@@ -59,10 +59,16 @@ http_get() {
 
 # A loopback port that nothing listens on.
 free_port() {
-  python3 - <<'PY' 2>/dev/null || echo $((20000 + RANDOM % 20000))
-import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
-PY
+  # Never the same port twice in one script ($$ is the script's PID in
+  # subshells too): the kernel can offer one ephemeral port twice in a row.
+  local given="/tmp/evpipe-ports.$$" port
+  for _ in $(seq 20); do
+    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' \
+      2>/dev/null || echo $((20000 + RANDOM % 20000)))"
+    grep -qx "$port" "$given" 2>/dev/null || break
+  done
+  echo "$port" >>"$given"
+  echo "$port"
 }
 
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
@@ -169,5 +175,6 @@ cleanup_scratch() {
   fi
   mosquitto_stop
   pg_stop
+  rm -f "/tmp/evpipe-ports.$$"
   [ -n "${scratch:-}" ] && rm -rf "$scratch"
 }

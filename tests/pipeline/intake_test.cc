@@ -1,5 +1,7 @@
 #include "pipeline/intake.h"
 
+#include "stages/dedup.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
@@ -73,6 +75,39 @@ TEST(Intake, InvalidBlankAndTooLargeEventsKeepWhatTheDlqNeeds) {
   EXPECT_TRUE(big.rec->raw_truncated);
   EXPECT_EQ(big.rec->digest_lo, 11u);
   EXPECT_NE(big.batch->view(big.rec->message).find("5000000"), std::string::npos);
+}
+
+TEST(Intake, EventsOverTheLimitKeepAPrefixAndTheDigestOfAll) {
+  stages::envelope_limits limits;
+  limits.max_event_bytes = 5000;
+  intake in(1, limits);
+  stages::envelope_validator v(limits);
+  std::string big = ev("big", ",\"pad\":\"" + std::string(6000, 'x') + "\"");
+  big.append(64, ' ');  // readable padding for the validator, beyond the event
+  std::string_view line(big.data(), big.size() - 64);
+  in.add(line, big.size(), 1, 0, "t", v);
+  auto f = find_seq(in, 1);
+  ASSERT_NE(f.rec, nullptr);
+  EXPECT_EQ(f.rec->why, stages::reason::too_large);
+  EXPECT_TRUE(f.rec->raw_truncated);
+  EXPECT_EQ(f.batch->view(f.rec->raw), line.substr(0, intake::too_large_prefix));
+  auto d = stages::hash_key(line.data(), line.size());
+  EXPECT_EQ(f.rec->digest_lo, d.lo);
+  EXPECT_EQ(f.rec->digest_hi, d.hi);
+}
+
+TEST(Intake, SourceTopicsLongerThanTheColumnAreCutAtACharacter) {
+  intake in(1, {});
+  stages::envelope_validator v;
+  std::string topic = std::string(254, 'a') + "\xc3\xa9";  // 256 bytes; the cut must not split the é
+  in.add(ev("k1"), 0, 1, 0, topic, v, topic_rule::source_only);
+  in.add_too_large("{", 2'000'000, 1, 2, 2, 0, topic);
+  for (uint64_t seq : {1u, 2u}) {
+    auto f = find_seq(in, seq);
+    ASSERT_NE(f.rec, nullptr);
+    EXPECT_EQ(f.batch->view(f.rec->topic), std::string(254, 'a')) << seq;
+  }
+  EXPECT_EQ(find_seq(in, 1).rec->why, stages::reason::invalid_topic);
 }
 
 TEST(Intake, ValidEventsCarryKeyKindAndRawBytes) {
