@@ -8,12 +8,12 @@
 #include <csignal>
 #include <thread>
 
-#include "io/http_server.h"
-#include "io/http_source.h"
-#include "io/mqtt_source.h"
-#include "io/pg_connection.h"
-#include "io/postgres_sink.h"
-#include "io/tcp_source.h"
+#include "io/serve/http_server.h"
+#include "io/sources/http/http_source.h"
+#include "io/sources/mqtt/mqtt_source.h"
+#include "io/postgres/pg_connection.h"
+#include "io/postgres/postgres_sink.h"
+#include "io/sources/tcp/tcp_source.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
 #include "schemas/schema.h"

@@ -13,7 +13,7 @@
 #include <atomic>
 #include <cstring>
 
-#include "io/line_framer.h"
+#include "io/sources/tcp/line_framer.h"
 #include "load/event_generator.h"
 #include "pipeline/intake.h"
 #include "pipeline/metrics.h"

@@ -12,7 +12,7 @@
 #include <cstring>
 #include <mutex>
 
-#include "io/mqtt_codec.h"
+#include "io/sources/mqtt/mqtt_codec.h"
 
 namespace evpipe::load {
 

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "io/mqtt_codec.h"
+#include "io/sources/mqtt/mqtt_codec.h"
 
 namespace evpipe::load {
 namespace {

@@ -28,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-#include "io/mqtt_codec.h"
+#include "io/sources/mqtt/mqtt_codec.h"
 #include "tests/support/harness.h"
 
 namespace evpipe::testing {

@@ -1,4 +1,4 @@
-#include "io/http_server.h"
+#include "io/serve/http_server.h"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>

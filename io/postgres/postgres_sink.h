@@ -21,7 +21,7 @@
 
 #include <string>
 
-#include "io/pg_connection.h"
+#include "io/postgres/pg_connection.h"
 #include "pipeline/sink.h"
 
 namespace evpipe::io {

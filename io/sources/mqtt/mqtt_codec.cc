@@ -1,4 +1,4 @@
-#include "io/mqtt_codec.h"
+#include "io/sources/mqtt/mqtt_codec.h"
 
 #include <simdjson.h>
 

@@ -1,4 +1,4 @@
-#include "io/tcp_source.h"
+#include "io/sources/tcp/tcp_source.h"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -13,7 +13,7 @@
 
 #include <chrono>
 
-#include "io/line_framer.h"
+#include "io/sources/tcp/line_framer.h"
 #include "pipeline/ack_tracker.h"
 #include "pipeline/intake.h"
 

@@ -1,4 +1,4 @@
-#include "io/line_framer.h"
+#include "io/sources/tcp/line_framer.h"
 
 #include <xxhash.h>
 

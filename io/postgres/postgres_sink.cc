@@ -1,4 +1,4 @@
-#include "io/postgres_sink.h"
+#include "io/postgres/postgres_sink.h"
 
 #include <absl/container/flat_hash_map.h>
 

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "io/mqtt_codec.h"
+#include "io/sources/mqtt/mqtt_codec.h"
 
 using namespace evpipe::io::mqtt;
 

@@ -1,4 +1,4 @@
-#include "io/http_source.h"
+#include "io/sources/http/http_source.h"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>

@@ -1,4 +1,4 @@
-#include "io/pg_connection.h"
+#include "io/postgres/pg_connection.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "io/pg_connection.h"
+#include "io/postgres/pg_connection.h"
 
 namespace evpipe::io {
 

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <string_view>
 
-#include "io/line_framer.h"
+#include "io/sources/tcp/line_framer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;

@@ -1,0 +1,473 @@
+#include "io/sources/mqtt/mqtt_link.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <simdjson.h>
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+#include "io/sources/mqtt/mqtt_dead_letter.h"
+
+namespace evpipe::io {
+
+namespace asio = boost::asio;
+namespace ssl = asio::ssl;
+using asio::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+mqtt_link::mqtt_link(asio::strand<asio::io_context::executor_type> strand, const mqtt_shared& shared, std::string client_id,
+                     connected_fn on_connected)
+    : on_connected_(std::move(on_connected)),
+      strand_(strand),
+      sh_(shared),
+      client_id_(std::move(client_id)),
+      stream_(strand_, shared.tls),
+      wake_(strand_),
+      keepalive_timer_(strand_),
+      tracker_(uint64_t{2} * shared.cfg.max_inflight),
+      intake_(shared.router.shard_count(), shared.limits),
+      // A PUBLISH carries the event, its topic (up to 64 KiB) and a few bytes.
+      max_packet_(size_t{shared.limits.max_event_bytes} + 65536 + 16),
+      buf_(std::min(max_packet_, size_t{256} << 10) + simdjson::SIMDJSON_PADDING) {}
+
+
+size_t mqtt_link::capacity() const noexcept { return buf_.size() - simdjson::SIMDJSON_PADDING; }
+
+asio::awaitable<link_end> mqtt_link::run(std::string& why) {
+  auto self = shared_from_this();
+  if (!co_await connect(why)) co_return connack_refused_ ? link_end::refused : link_end::unreachable;
+  connected_ = true;
+  sh_.probe.connections_active.fetch_add(1);
+  pipeline::bump(sh_.probe.connections_total);
+  on_connected_(session_present_);
+  subscribe();
+  asio::co_spawn(strand_, keepalive_loop(self), asio::detached);
+  reading_ = true;
+  sh_.reading.fetch_add(1);
+  link_end end = co_await read_loop(why);
+  reading_ = false;
+  sh_.reading.fetch_sub(1);
+  if (end == link_end::stopped) {
+    finish_if_done();  // closes once every message read is acknowledged
+  } else {
+    shut();
+  }
+  co_return end;
+}
+
+void mqtt_link::stop_reading() {
+  stopping_ = true;
+  wake_.cancel();
+  boost::system::error_code ec;
+  // Wakes a pending read (it completes with end of stream); writes go on.
+  stream_.socket().shutdown(tcp::socket::shutdown_receive, ec);
+}
+
+asio::awaitable<bool> mqtt_link::connect(std::string& why) {
+  const auto& cfg = sh_.cfg;
+  // One deadline for resolving, connecting, the TLS handshake and CONNACK.
+  asio::steady_timer deadline(strand_);
+  deadline.expires_after(std::chrono::seconds(std::max<uint32_t>(10, cfg.keepalive_s)));
+  deadline.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec || self->connect_done_) return;
+    self->connect_timed_out_ = true;
+    boost::system::error_code ignore;
+    self->stream_.socket().close(ignore);
+  });
+  auto fail = [&](const std::string& what, const boost::system::error_code& ec) {
+    connect_done_ = true;
+    why = what + ": " + (connect_timed_out_ ? std::string("timed out") : ec.message());
+    deadline.cancel();
+    return false;
+  };
+  tcp::resolver resolver(strand_);
+  auto [rec, endpoints] = co_await resolver.async_resolve(cfg.broker.host, std::to_string(cfg.broker.port),
+                                                          asio::as_tuple(asio::use_awaitable));
+  if (rec) co_return fail("cannot resolve " + cfg.broker.host, rec);
+  auto [cec, ep] = co_await asio::async_connect(stream_.socket(), endpoints, asio::as_tuple(asio::use_awaitable));
+  if (cec || stopping_) co_return fail("cannot connect to " + cfg.broker.str(), cec);
+  boost::system::error_code ignore;
+  stream_.socket().set_option(tcp::no_delay(true), ignore);
+  stream_.socket().set_option(asio::socket_base::keep_alive(true), ignore);
+  if (stream_.is_tls()) {
+    SSL_set_tlsext_host_name(stream_.tls().native_handle(), cfg.broker.host.c_str());
+    stream_.tls().set_verify_callback(ssl::host_name_verification(cfg.broker.host));
+    auto [hec] = co_await stream_.tls().async_handshake(ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
+    if (hec) co_return fail("TLS handshake with " + cfg.broker.str() + " failed", hec);
+  }
+  mqtt::connect_packet c;
+  c.client_id = client_id_;
+  c.clean_session = false;  // the broker keeps our subscriptions and queued messages
+  c.keepalive_s = static_cast<uint16_t>(cfg.keepalive_s);
+  if (!cfg.username.empty()) c.username = cfg.username;
+  if (!cfg.password.empty()) c.password = cfg.password;
+  mqtt::encode_connect(pending_, c);
+  flush();
+  // The first packet must be CONNACK (MQTT-3.2.0-1).
+  for (;;) {
+    mqtt::frame f;
+    auto st = mqtt::read_frame(std::string_view(buf_.data() + begin_, end_ - begin_), max_packet_, f);
+    if (st == mqtt::decode_status::ok) {
+      mqtt::connack_packet ack;
+      if (f.type != mqtt::packet_type::connack || mqtt::parse_connack(f, ack) != mqtt::decode_status::ok) {
+        why = "the broker's first packet was not a valid CONNACK";
+        connect_done_ = true;
+        deadline.cancel();
+        co_return false;
+      }
+      begin_ += f.size;
+      connect_done_ = true;
+      deadline.cancel();
+      if (ack.return_code != 0) {
+        static constexpr const char* codes[] = {"", "unacceptable protocol version", "client identifier rejected",
+                                                "server unavailable", "bad user name or password",
+                                                "not authorized"};
+        why = std::string("the broker refused the connection: ") + codes[ack.return_code];
+        connack_refused_ = true;
+        co_return false;
+      }
+      session_present_ = ack.session_present;
+      co_return true;
+    }
+    if (st != mqtt::decode_status::need_more) {
+      why = "malformed CONNACK";
+      connect_done_ = true;
+      deadline.cancel();
+      co_return false;
+    }
+    auto [ec, n] = co_await stream_.read_some(asio::buffer(buf_.data() + end_, capacity() - end_));
+    if (ec) co_return fail("no CONNACK from " + cfg.broker.str(), ec);
+    end_ += n;
+  }
+}
+
+void mqtt_link::subscribe() {
+  mqtt::subscribe_packet sub;
+  sub.packet_id = next_packet_id();
+  for (const auto& f : sh_.cfg.topics) {
+    std::string filter = sh_.cfg.shared_group.empty() ? f : "$share/" + sh_.cfg.shared_group + "/" + f;
+    sub.filters.emplace_back(std::move(filter), static_cast<uint8_t>(sh_.cfg.qos));
+  }
+  subscribe_id_ = sub.packet_id;
+  mqtt::encode_subscribe(pending_, sub);
+  flush();
+}
+
+asio::awaitable<link_end> mqtt_link::read_loop(std::string& why) {
+  for (;;) {
+    if (auto end = process_buffer(why)) co_return *end;
+    submit();
+    // Backpressure: wait while a shard queue is full or too much is
+    // unacknowledged. Acks cancel the wait; a full shard queue is polled.
+    while (!stopping_ && !closed_ &&
+           (!sh_.router.has_room() || tracker_.in_flight() >= sh_.cfg.max_inflight)) {
+      if (!paused_) pipeline::bump(sh_.probe.backpressure_waits);
+      paused_ = true;
+      wake_.expires_after(2ms);
+      co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    if (paused_) {
+      paused_ = false;
+      if (ping_outstanding_) ping_sent_ = clock_type::now();  // we were not reading: no verdict yet
+    }
+    if (stopping_) co_return link_end::stopped;
+    if (closed_) {
+      why = dead_reason_.empty() ? "connection closed" : dead_reason_;
+      co_return link_end::lost;
+    }
+    if (held_) continue;  // packets already buffered come first
+    make_room();
+    auto [ec, n] = co_await stream_.read_some(asio::buffer(buf_.data() + end_, capacity() - end_));
+    if (stopping_) co_return link_end::stopped;  // what raced the stop stays unacknowledged: redelivered
+    if (ec) {
+      why = !dead_reason_.empty() ? dead_reason_
+            : ec == asio::error::eof ? "the broker closed the connection"
+                                     : ec.message();
+      co_return link_end::lost;
+    }
+    end_ += n;
+  }
+}
+
+std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
+  int64_t received = pipeline::steady_now_ns();
+  auto& validator = pipeline::thread_validator(sh_.limits);
+  held_ = false;
+  for (;;) {
+    if (skip_) {
+      if (!skip_some()) return std::nullopt;
+      continue;
+    }
+    if (tracker_.in_flight() >= sh_.cfg.max_inflight) {
+      held_ = begin_ < end_;  // our bound: the rest waits in the buffer
+      return std::nullopt;
+    }
+    mqtt::frame f;
+    std::string_view avail(buf_.data() + begin_, end_ - begin_);
+    auto st = mqtt::read_frame(avail, max_packet_, f);
+    if (st == mqtt::decode_status::need_more) return std::nullopt;
+    if (st == mqtt::decode_status::too_large) {
+      if (f.type != mqtt::packet_type::publish) {
+        why = "the broker sent an oversized non-PUBLISH packet";
+        return link_end::lost;
+      }
+      if (!start_skip(f, avail, why)) return why.empty() ? std::nullopt : std::optional(link_end::lost);
+      continue;
+    }
+    if (st != mqtt::decode_status::ok) {
+      why = "malformed packet from the broker";
+      return link_end::lost;
+    }
+    switch (f.type) {
+      case mqtt::packet_type::publish: {
+        mqtt::publish_packet p;
+        auto ps = mqtt::parse_publish(f, p);
+        if (ps != mqtt::decode_status::ok) {
+          why = ps == mqtt::decode_status::unsupported ? "the broker sent a QoS 2 PUBLISH (evpipe subscribes at QoS 1)"
+                                                       : "malformed PUBLISH from the broker";
+          return link_end::lost;
+        }
+        uint64_t seq = take_seq(p.packet_id, p.topic, p.payload);
+        size_t readable = static_cast<size_t>(buf_.data() + buf_.size() - p.payload.data());
+        intake_.add(p.payload, readable, seq, received, p.topic, validator, pipeline::topic_rule::source_only);
+        break;
+      }
+      case mqtt::packet_type::suback: {
+        mqtt::suback_packet s;
+        if (mqtt::parse_suback(f, s) != mqtt::decode_status::ok) {
+          why = "malformed SUBACK";
+          return link_end::lost;
+        }
+        if (s.packet_id == subscribe_id_) report_suback(s);
+        break;
+      }
+      case mqtt::packet_type::pingresp:
+        ping_outstanding_ = false;
+        break;
+      case mqtt::packet_type::puback:
+        break;  // of a dead letter we republished: nothing more to do
+      default:
+        why = "unexpected packet type " + std::to_string(static_cast<int>(f.type)) + " from the broker";
+        return link_end::lost;
+    }
+    begin_ += f.size;
+  }
+}
+
+uint64_t mqtt_link::take_seq(uint16_t packet_id, std::string_view topic, std::string_view payload) {
+  uint64_t seq = tracker_.next();
+  sh_.probe.unacked.fetch_add(1, std::memory_order_relaxed);
+  auto& m = inflight_.emplace_back();
+  m.packet_id = packet_id;
+  if (sh_.cfg.dlq_publish) {
+    m.topic.assign(topic);
+    // What dlq_events.raw keeps of it: all, or the prefix of a too_large one.
+    m.payload.assign(payload.size() > sh_.limits.max_event_bytes ? payload.substr(0, too_large_prefix) : payload);
+  }
+  return seq;
+}
+
+bool mqtt_link::start_skip(const mqtt::frame& f, std::string_view avail, std::string& why) {
+  why.clear();
+  // read_frame has read the whole remaining length: its last byte has the
+  // top bit clear.
+  size_t header = 1;
+  while (static_cast<uint8_t>(avail[header]) & 0x80) ++header;
+  ++header;
+  uint8_t qos = (f.flags >> 1) & 0x3;
+  if (qos == 2) {
+    why = "the broker sent a QoS 2 PUBLISH";
+    return false;
+  }
+  if (avail.size() < header + 2) return false;  // need the topic length
+  size_t tlen = static_cast<uint8_t>(avail[header]) << 8 | static_cast<uint8_t>(avail[header + 1]);
+  size_t var = 2 + tlen + (qos > 0 ? 2 : 0);
+  if (avail.size() < header + var) return false;
+  std::string_view topic = avail.substr(header + 2, tlen);
+  if (!mqtt::valid_topic_name(topic)) {
+    why = "malformed PUBLISH from the broker";
+    return false;
+  }
+  uint16_t id = 0;
+  if (qos > 0) {
+    id = static_cast<uint16_t>(static_cast<uint8_t>(avail[header + 2 + tlen]) << 8 |
+                               static_cast<uint8_t>(avail[header + 3 + tlen]));
+  }
+  skip_.emplace();
+  skip_->seq = take_seq(id, topic, {});
+  skip_->topic.assign(topic);
+  skip_->left = f.size - header - var;
+  skip_->payload_size = skip_->left;
+  skip_->received = pipeline::steady_now_ns();
+  XXH3_128bits_reset(skip_->state.get());
+  begin_ += header + var;
+  return true;
+}
+
+bool mqtt_link::skip_some() {
+  size_t n = std::min(skip_->left, end_ - begin_);
+  std::string_view part(buf_.data() + begin_, n);
+  if (skip_->prefix.size() < too_large_prefix) {
+    skip_->prefix.append(part.substr(0, too_large_prefix - skip_->prefix.size()));
+  }
+  XXH3_128bits_update(skip_->state.get(), part.data(), part.size());
+  begin_ += n;
+  skip_->left -= n;
+  if (skip_->left > 0) return false;
+  XXH128_hash_t h = XXH3_128bits_digest(skip_->state.get());
+  if (sh_.cfg.dlq_publish) inflight_.back().payload = skip_->prefix;
+  intake_.add_too_large(skip_->prefix, skip_->payload_size, h.low64, h.high64, skip_->seq, skip_->received,
+                        skip_->topic);
+  skip_.reset();
+  return true;
+}
+
+void mqtt_link::report_suback(const mqtt::suback_packet& s) {
+  for (size_t i = 0; i < s.return_codes.size() && i < sh_.cfg.topics.size(); ++i) {
+    if (s.return_codes[i] == 0x80) {
+      spdlog::error("mqtt {} ({}): the broker refused the subscription to \"{}\"", sh_.cfg.url, client_id_,
+                    sh_.cfg.topics[i]);
+    } else if (s.return_codes[i] < sh_.cfg.qos) {
+      spdlog::warn("mqtt {} ({}): the broker granted QoS {} for \"{}\" (asked {}): messages are not redelivered",
+                   sh_.cfg.url, client_id_, s.return_codes[i], sh_.cfg.topics[i], sh_.cfg.qos);
+    }
+  }
+}
+
+void mqtt_link::submit() {
+  size_t taken = intake_.pending();
+  if (taken == 0) return;
+  auto self = shared_from_this();
+  for (auto& b : intake_.batches()) {
+    if (!b.events.empty()) b.origin = self;
+  }
+  pipeline::bump(sh_.probe.received, taken);
+  intake_.submitted();
+  sh_.router.submit(intake_.batches());
+}
+
+void mqtt_link::make_room() {
+  if (begin_ > 0) {
+    std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+    end_ -= begin_;
+    begin_ = 0;
+  }
+  if (end_ == capacity() && capacity() < max_packet_) {
+    buf_.resize(std::min(max_packet_, capacity() * 2) + simdjson::SIMDJSON_PADDING);
+  }
+}
+
+void mqtt_link::acknowledge(const std::vector<stages::outcome>& outcomes) {
+  if (closed_) return;  // a lost connection: the broker redelivers these to the next one
+  uint64_t first = tracker_.acked() + 1;
+  for (const auto& o : outcomes) {
+    tracker_.complete(o.seq);
+    if (sh_.cfg.dlq_publish && o.kind == stages::outcome_kind::dead_lettered) {
+      auto& m = inflight_[o.seq - first];
+      m.dead_lettered = true;
+      m.why = o.why;
+    }
+  }
+  uint64_t before = tracker_.acked();
+  uint64_t after = tracker_.advance();
+  sh_.probe.unacked.fetch_sub(static_cast<int64_t>(after - before), std::memory_order_relaxed);
+  for (uint64_t i = before; i < after; ++i) {
+    auto& m = inflight_.front();
+    if (m.dead_lettered) publish_dead_letter(m);
+    if (m.packet_id != 0) {
+      mqtt::encode_puback(pending_, m.packet_id);
+      ++pending_pubacks_;
+    }
+    inflight_.pop_front();
+  }
+  if (paused_ && after != before) wake_.cancel();  // room again: read now
+  flush();
+}
+
+void mqtt_link::publish_dead_letter(const inflight& m) {
+  std::string topic = dead_letter_topic(sh_.cfg.dlq_prefix, m.topic);
+  std::string body = dead_letter_body(m.topic, m.why, m.payload);
+  mqtt::publish_packet p;
+  p.topic = topic;
+  p.payload = body;
+  p.qos = 1;
+  p.packet_id = next_packet_id();
+  mqtt::encode_publish(pending_, p);
+  pipeline::bump(sh_.probe.dlq_published);
+}
+
+void mqtt_link::flush() {
+  if (writing_ || closed_ || pending_.empty()) return;
+  writing_ = true;
+  std::swap(writing_buf_, pending_);
+  pending_.clear();
+  size_t pubacks = pending_pubacks_;
+  pending_pubacks_ = 0;
+  last_write_ = clock_type::now();
+  stream_.write(asio::buffer(writing_buf_), [self = shared_from_this(), pubacks](boost::system::error_code ec, size_t) {
+    if (!self->writing_) return;  // closed meanwhile
+    self->writing_ = false;
+    if (ec) {
+      self->dead_reason_ = "write failed: " + ec.message();
+      self->shut();
+      return;
+    }
+    pipeline::bump(self->sh_.probe.pubacks, pubacks);
+    self->flush();
+    self->finish_if_done();
+  });
+}
+
+asio::awaitable<void> mqtt_link::keepalive_loop(std::shared_ptr<mqtt_link> self) {
+  const auto keepalive = std::chrono::seconds(sh_.cfg.keepalive_s);
+  const auto tick = std::max<clock_type::duration>(keepalive / 4, 250ms);
+  while (!closed_) {
+    keepalive_timer_.expires_after(tick);
+    co_await keepalive_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (closed_) break;
+    auto now = clock_type::now();
+    if (ping_outstanding_ && !paused_ && now - ping_sent_ > keepalive) {
+      dead_reason_ = "no PINGRESP within the keep alive of " + std::to_string(sh_.cfg.keepalive_s) + " s";
+      shut();
+      break;
+    }
+    if (!ping_outstanding_ && now - last_write_ >= keepalive / 2) {
+      mqtt::encode_pingreq(pending_);
+      ping_outstanding_ = true;
+      ping_sent_ = now;
+      flush();
+    }
+  }
+}
+
+void mqtt_link::finish_if_done() {
+  if (reading_ || closed_ || writing_ || !stopping_ || tracker_.in_flight() != 0 || !pending_.empty()) return;
+  if (!sent_disconnect_) {
+    sent_disconnect_ = true;
+    mqtt::encode_disconnect(pending_);
+    flush();
+    return;
+  }
+  shut();
+}
+
+void mqtt_link::shut() {
+  if (closed_) return;
+  closed_ = true;
+  boost::system::error_code ec;
+  stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+  stream_.socket().close(ec);
+  wake_.cancel();
+  keepalive_timer_.cancel();
+  if (connected_) sh_.probe.connections_active.fetch_sub(1);
+  // Whatever is unacknowledged is now the broker's to redeliver.
+  sh_.probe.unacked.fetch_sub(static_cast<int64_t>(tracker_.in_flight()), std::memory_order_relaxed);
+}
+
+}  // namespace evpipe::io

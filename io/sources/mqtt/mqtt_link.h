@@ -1,0 +1,204 @@
+#pragma once
+// One network connection of an MQTT session (io/sources/mqtt): the handshake,
+// the subscriptions, reading PUBLISHes into the pipeline, PUBACKs after
+// commit, the keep alive. Private to this folder: mqtt_source.cc drives it.
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <xxhash.h>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "io/sources/mqtt/mqtt_codec.h"
+#include "io/sources/mqtt/mqtt_stream.h"
+#include "pipeline/ack_tracker.h"
+#include "pipeline/intake.h"
+#include "pipeline/metrics.h"
+#include "pipeline/router.h"
+#include "stages/event.h"
+#include "stages/validate.h"
+
+namespace evpipe::io {
+
+// What every connection of one source shares; owned by the source.
+struct mqtt_shared {
+  const config::mqtt_source& cfg;
+  pipeline::router& router;
+  pipeline::source_probe& probe;
+  stages::envelope_limits limits;
+  std::atomic<int>& reading;  // connections reading, for shutdown
+  boost::asio::ssl::context* tls;  // null for mqtt://
+};
+
+// How a connection ended.
+enum class link_end : uint8_t {
+  unreachable,  // no TCP/TLS connection, or no CONNACK in time
+  refused,      // CONNACK with a non-zero return code
+  lost,         // was connected, then the connection failed
+  stopped,      // stop_reading(): reading ended on purpose
+};
+
+
+// One network connection of a session: handshake, subscriptions, reading,
+// PUBACKs, keepalive. It is the event_origin of the messages it read: their
+// outcomes come back here, and once it is closed they are ignored (the broker
+// redelivers what was never acknowledged to the next connection).
+//
+// Owned by its session (and by the batches still carrying its events); runs
+// on the session's strand; on_outcomes is the only entry from other threads.
+class mqtt_link final : public stages::event_origin, public std::enable_shared_from_this<mqtt_link> {
+ public:
+  using connected_fn = std::function<void(bool session_present)>;
+
+  mqtt_link(boost::asio::strand<boost::asio::io_context::executor_type> strand, const mqtt_shared& shared, std::string client_id,
+            connected_fn on_connected);
+
+  ~mqtt_link() override = default;
+
+  // Connects, subscribes and reads until the connection ends or reading stops.
+  boost::asio::awaitable<link_end> run(std::string& why);
+
+  [[nodiscard]] bool session_present() const noexcept { return session_present_; }
+  [[nodiscard]] bool closed() const noexcept { return closed_; }
+
+  // From shard threads: the outcomes are committed; acknowledge on the strand.
+  void on_outcomes(std::span<const stages::outcome> outcomes) override {
+    std::vector<stages::outcome> copy(outcomes.begin(), outcomes.end());
+    boost::asio::post(strand_, [self = shared_from_this(), copy = std::move(copy)] { self->acknowledge(copy); });
+  }
+
+  // On the strand.
+  void stop_reading();
+
+  // On the strand: close now, acknowledged or not (what is unacknowledged is
+  // redelivered by the broker).
+  void close() {
+    stopping_ = true;
+    writing_ = false;  // a pending write completes with an error; do not wait
+    shut();
+  }
+
+ private:
+  // One message read and not yet acknowledged, in arrival order.
+  struct inflight {
+    uint16_t packet_id = 0;           // 0 for QoS 0: nothing to acknowledge
+    bool dead_lettered = false;       // set from its outcome (dlq_publish only)
+    stages::reason why = stages::reason::none;
+    std::string topic, payload;       // kept only with dlq_publish
+  };
+
+  boost::asio::awaitable<bool> connect(std::string& why);
+
+  void subscribe();
+
+  boost::asio::awaitable<link_end> read_loop(std::string& why);
+
+  // Handles every complete packet in the buffer; a value ends the connection.
+  std::optional<link_end> process_buffer(std::string& why);
+
+  uint64_t take_seq(uint16_t packet_id, std::string_view topic, std::string_view payload);
+
+  // A PUBLISH over the size limit is skipped as it streams in, keeping a
+  // prefix and a digest, and dead-lettered as too_large: acknowledging it
+  // (after the dead letter commits) stops the broker from redelivering it.
+  bool start_skip(const mqtt::frame& f, std::string_view avail, std::string& why);
+
+  // Consumes what is buffered of the skipped packet; false when it needs more.
+  bool skip_some();
+
+  void report_suback(const mqtt::suback_packet& s);
+
+  void submit();
+
+  // Moves unread bytes to the front, and grows the buffer when a packet
+  // larger than it is coming.
+  void make_room();
+  [[nodiscard]] size_t capacity() const noexcept;
+
+  void acknowledge(const std::vector<stages::outcome>& outcomes);
+
+  // Republishes a committed dead letter, as the TaylorDash DLQ topic format
+  // has it. Best effort: the dlq_events row is the record.
+  void publish_dead_letter(const inflight& m);
+
+  uint16_t next_packet_id() {
+    if (++packet_id_ == 0) packet_id_ = 1;
+    return packet_id_;
+  }
+
+  // One write at a time; what is queued meanwhile goes out in the next.
+  void flush();
+
+  // Sends PINGREQ when the link has been quiet for half the keep alive, and
+  // declares the broker gone when no PINGRESP came within the keep alive
+  // while we were reading.
+  boost::asio::awaitable<void> keepalive_loop(std::shared_ptr<mqtt_link> self);
+
+  // After stop_reading: once every message read is acknowledged, say goodbye.
+  void finish_if_done();
+
+  void shut();
+
+  struct xxh3_state {
+    XXH3_state_t* st = XXH3_createState();
+    ~xxh3_state() { XXH3_freeState(st); }
+    XXH3_state_t* get() const { return st; }
+  };
+  struct skipping {
+    uint64_t seq = 0;
+    std::string topic, prefix;
+    size_t left = 0, payload_size = 0;
+    int64_t received = 0;
+    xxh3_state state;
+  };
+  static constexpr size_t too_large_prefix = pipeline::intake::too_large_prefix;
+
+  connected_fn on_connected_;
+  boost::asio::strand<boost::asio::io_context::executor_type> strand_;
+  const mqtt_shared& sh_;
+  const std::string client_id_;
+  mqtt_stream stream_;
+  boost::asio::steady_timer wake_;             // backpressure waits
+  boost::asio::steady_timer keepalive_timer_;
+  pipeline::ack_tracker tracker_;
+  pipeline::intake intake_;
+  std::deque<inflight> inflight_;       // read, not yet acknowledged, in arrival order
+  const size_t max_packet_;
+  std::vector<char> buf_;               // received bytes [begin_, end_), then simdjson padding
+  size_t begin_ = 0, end_ = 0;
+  std::optional<skipping> skip_;
+  std::string pending_, writing_buf_;   // packets to write; the write in progress
+  size_t pending_pubacks_ = 0;
+  uint16_t packet_id_ = 0;
+  uint16_t subscribe_id_ = 0;
+  std::chrono::steady_clock::time_point last_write_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point ping_sent_{};
+  std::string dead_reason_;
+  bool ping_outstanding_ = false;
+  bool held_ = false;  // buffered bytes wait for in-flight room
+  bool connect_done_ = false;
+  bool connect_timed_out_ = false;
+  bool connack_refused_ = false;
+  bool session_present_ = false;
+  bool connected_ = false;
+  bool reading_ = false;
+  bool writing_ = false;
+  bool paused_ = false;
+  bool stopping_ = false;
+  bool closed_ = false;
+  bool sent_disconnect_ = false;
+};
+
+}  // namespace evpipe::io
