@@ -6,8 +6,12 @@
 #include <spdlog/spdlog.h>
 
 #include <csignal>
+#include <functional>
+#include <memory>
 #include <thread>
 
+#include "app/process.h"
+#include "io/listener.h"
 #include "io/serve/http_server.h"
 #include "io/sources/http/http_source.h"
 #include "io/sources/mqtt/mqtt_source.h"
@@ -24,6 +28,39 @@ namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
 namespace {
+
+const char* signal_name(int sig) {
+  switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGHUP: return "SIGHUP";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
+    default: return "a signal";
+  }
+}
+
+// Raises the open-file limit, keeps io::descriptor_reserve descriptors back
+// from the sources' listeners (for the health endpoint and database
+// reconnects), and warns when the connection limits add up to more than the
+// process may open.
+void guard_descriptors(const config::settings& s) {
+  rlim_t limit = raise_open_file_limit();
+  if (limit == 0 || limit == RLIM_INFINITY) return;
+  uint64_t caps = s.http.max_connections + 2ull * s.effective_shards() + io::descriptor_reserve;
+  for (const auto& t : s.tcp_sources) caps += t.max_connections;
+  for (const auto& h : s.http_sources) caps += h.max_connections;
+  for (const auto& m : s.mqtt_sources) caps += m.connections;
+  if (limit > 2 * io::descriptor_reserve) {
+    io::descriptor_ceiling.store(static_cast<int>(std::min<rlim_t>(limit, 1 << 30) - io::descriptor_reserve));
+  }
+  if (caps > limit) {
+    spdlog::warn("the connection limits (max_connections of every listener, plus {} kept in reserve) add up to {} "
+                 "descriptors, over the open file limit of {}: sources will refuse connections before their limits",
+                 io::descriptor_reserve, caps, limit);
+  }
+}
 
 // Fails fast, with one clear line, when the database is unreachable or not
 // migrated.
@@ -83,6 +120,7 @@ int migrate(const config::settings& s) {
 }
 
 int run_daemon(const config::settings& s, const run_hooks& hooks) {
+  guard_descriptors(s);
   if (!check_database(s)) return 1;
 
   // Declared first so that it is destroyed last: the shards' batches hold
@@ -141,7 +179,11 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   try {
     for (auto& src : sources) src->start();
     if (!s.http.listen.empty()) {
-      http = std::make_unique<io::http_server>(http_ioc, config::parse_endpoint(s.http.listen, "[http] listen"), registry);
+      io::http_server_options ho;
+      ho.listen = config::parse_endpoint(s.http.listen, "[http] listen");
+      ho.max_connections = s.http.max_connections;
+      ho.idle_timeout = std::chrono::seconds(s.http.idle_timeout_s);
+      http = std::make_unique<io::http_server>(http_ioc, std::move(ho), registry);
       http->start();
     }
   } catch (const std::exception& e) {
@@ -159,24 +201,51 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   auto work = asio::make_work_guard(ioc);
   auto http_work = asio::make_work_guard(http_ioc);
   std::thread shutdown_thread;
-  asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
-    if (ec) return;
-    spdlog::info("received {}: draining (up to {} ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                 s.pipeline.shutdown_timeout_ms);
-    // Shutdown blocks (joins shards), so it runs off the I/O thread, which
-    // keeps delivering the last acks meanwhile.
-    shutdown_thread = std::thread([&] {
-      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(s.pipeline.shutdown_timeout_ms);
+  // Signals (the table is in docs/operations.md): SIGINT, SIGTERM and SIGQUIT
+  // drain and exit 0 within shutdown_timeout_ms; SIGHUP, SIGUSR1 and SIGUSR2
+  // are logged and ignored (there is no reload yet).
+  asio::signal_set stop_signals(ioc, SIGINT, SIGTERM, SIGQUIT);
+  asio::signal_set ignored_signals(ioc, SIGHUP, SIGUSR1, SIGUSR2);
+  std::function<void()> wait_ignored = [&] {
+    ignored_signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      spdlog::warn("received {}: ignored (evpipe has no reload; restart it to apply a new config)", signal_name(sig));
+      wait_ignored();
+    });
+  };
+  wait_ignored();
+  // The drain runs off the I/O threads (it joins shards), which keep
+  // delivering the last acks meanwhile. Commits get the time budget but for a
+  // reserve in which the last acks are written; a watchdog ends the process
+  // at the budget whatever a dependency is doing (a hung query, a DNS lookup,
+  // a broker): what was not committed was not acknowledged, and its producers
+  // resend it.
+  auto drain_done = std::make_shared<std::atomic<bool>>(false);
+  auto start_drain = [&](int sig) {
+    const auto budget = std::chrono::milliseconds(s.pipeline.shutdown_timeout_ms);
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto end = t0 + budget;
+    const auto commit_deadline = end - std::min<std::chrono::milliseconds>(budget / 5, 2000ms);
+    spdlog::info("received {}: draining (up to {} ms)", signal_name(sig), s.pipeline.shutdown_timeout_ms);
+    if (http) http->set_draining();
+    std::thread([drain_done, end, budget] {
+      std::this_thread::sleep_until(end);
+      if (drain_done->load()) return;
+      spdlog::warn("shutdown_timeout_ms ({} ms) reached before the drain finished: exiting now; events not "
+                   "committed were not acknowledged and will be resent by their producers",
+                   budget.count());
+      exit_process(0, exit_mode::immediate, 200);
+    }).detach();
+    shutdown_thread = std::thread([&, commit_deadline, end] {
       for (auto& src : sources) src->stop_reading();
       for (auto& src : sources) {
-        while (src->reading_connections() > 0 && std::chrono::steady_clock::now() < deadline) {
+        while (src->reading_connections() > 0 && std::chrono::steady_clock::now() < commit_deadline) {
           std::this_thread::sleep_for(1ms);
         }
       }
-      router.stop(deadline);  // drains queues and commits every batch
+      router.stop(commit_deadline);  // drains queues and commits every batch
       // Connections close themselves once their last ack is written.
-      auto ack_deadline = std::chrono::steady_clock::now() + 2s;
+      auto ack_deadline = std::min(std::chrono::steady_clock::now() + 2s, end - 100ms);
       for (auto& src : sources) {
         while (src->open_connections() > 0 && std::chrono::steady_clock::now() < ack_deadline) {
           std::this_thread::sleep_for(1ms);
@@ -187,10 +256,27 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
       work.reset();
       http_work.reset();
       std::this_thread::sleep_for(50ms);
+      drain_done->store(true);
       ioc.stop();
       http_ioc.stop();
     });
-  });
+  };
+  bool draining = false;
+  std::function<void()> wait_stop = [&] {
+    stop_signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      if (draining) {
+        spdlog::info("received {} while draining: the drain goes on (at most {} ms in all)", signal_name(sig),
+                     s.pipeline.shutdown_timeout_ms);
+        wait_stop();
+        return;
+      }
+      draining = true;
+      wait_stop();
+      start_drain(sig);
+    });
+  };
+  wait_stop();
 
   std::thread http_thread([&] { http_ioc.run(); });
   std::vector<std::thread> io_threads;

@@ -4,26 +4,16 @@
 //   evpipe migrate --config FILE      create or update the tables
 
 #include <CLI/CLI.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <iostream>
 
 #include "app/daemon.h"
+#include "app/process.h"
 #include "config/config.h"
 
-namespace {
-
-void setup_logging(const std::string& level) {
-  auto logger = spdlog::stderr_color_mt("evpipe");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::from_str(level));
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
+  evpipe::app::harden_process();
   CLI::App cli{"evpipe: ingest JSON events into PostgreSQL (events_mirror, dlq_events)"};
   cli.require_subcommand(1);
   cli.set_version_flag("--version", "evpipe 0.1.0");
@@ -49,11 +39,12 @@ int main(int argc, char** argv) {
     std::cout << evpipe::config::to_toml(settings);
     return 0;
   }
-  setup_logging(settings.log.level);
-  if (*migrate) return evpipe::app::migrate(settings);
+  evpipe::app::setup_logging(settings.log.level);
+  using evpipe::app::exit_mode;
+  if (*migrate) evpipe::app::exit_process(evpipe::app::migrate(settings), exit_mode::unwind);
   if (settings.tcp_sources.empty() && settings.mqtt_sources.empty() && settings.http_sources.empty()) {
     spdlog::error("no sources configured: add a [[sources.tcp]], [[sources.mqtt]] or [[sources.http]] section (see config/evpipe.toml)");
-    return 2;
+    evpipe::app::exit_process(2, exit_mode::unwind);
   }
-  return evpipe::app::run_daemon(settings);
+  evpipe::app::exit_process(evpipe::app::run_daemon(settings), exit_mode::unwind);
 }

@@ -304,6 +304,8 @@ settings parse(const toml::table& root, const std::string& origin) {
   if (auto* t = section(root, "http", origin)) {
     table_reader r(*t, "[http]", origin);
     r.str("listen", s.http.listen);
+    r.uint("max_connections", s.http.max_connections, 1, 100'000);
+    r.uint("idle_timeout_s", s.http.idle_timeout_s, 1, 3600);
     r.reject_unknown();
     if (!s.http.listen.empty()) (void)parse_endpoint(s.http.listen, origin + ": [http] listen");
   }
@@ -407,7 +409,9 @@ std::string to_toml(const settings& s) {
                                       {"retry_base_ms", int64_t(s.postgres.retry_base_ms)},
                                       {"retry_max_ms", int64_t(s.postgres.retry_max_ms)},
                                       {"max_attempts", int64_t(s.postgres.max_attempts)}});
-  root.insert("http", toml::table{{"listen", s.http.listen}});
+  root.insert("http", toml::table{{"listen", s.http.listen},
+                                  {"max_connections", int64_t(s.http.max_connections)},
+                                  {"idle_timeout_s", int64_t(s.http.idle_timeout_s)}});
   root.insert("metrics", toml::table{{"prefix", s.metrics.prefix},
                                      {"max_label_values", int64_t(s.metrics.max_label_values)}});
   root.insert("log", toml::table{{"level", s.log.level}});

@@ -92,6 +92,8 @@ struct settings {
   } postgres;
   struct {
     std::string listen = "127.0.0.1:9464";  // metrics and health; "" disables
+    uint32_t max_connections = 64;          // further connections are closed at once
+    uint32_t idle_timeout_s = 10;           // a request's headers, or the next keep-alive request, within this
   } http;
   struct {
     std::string prefix = "evpipe";    // metric name prefix ("taylor" for TaylorDash dashboards)

@@ -3,7 +3,10 @@
 // (the TCP and HTTP sources, the metrics endpoint) starts the same way.
 
 #include <boost/asio/ip/tcp.hpp>
+#include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <chrono>
 #include <stdexcept>
 #include <string>
 
@@ -28,5 +31,62 @@ inline uint16_t open_listener(boost::asio::ip::tcp::acceptor& acceptor, const co
   if (ec) throw std::runtime_error(what + ": cannot listen on " + at.str() + ": " + ec.message());
   return acceptor.local_endpoint().port();
 }
+
+// Descriptors kept back from the sources' listeners: a source whose clients
+// use up the rest still leaves the metrics/health endpoint and the database
+// reconnects enough to work. Set once at start (app/daemon.cc) from the open
+// file limit; 0 disables the check.
+inline std::atomic<int> descriptor_ceiling{0};
+inline constexpr int descriptor_reserve = 64;
+
+// A source's newly accepted socket that falls into the reserve (descriptors
+// are handed out lowest first, so its number is how many are open).
+inline bool in_descriptor_reserve(int fd) {
+  int ceiling = descriptor_ceiling.load(std::memory_order_relaxed);
+  return ceiling > 0 && fd >= ceiling;
+}
+
+// What an accept loop does after accept() fails. Running out of descriptors
+// (EMFILE, ENFILE) or kernel memory (ENOBUFS, ENOMEM) is an episode, not a
+// storm: the first failure logs one warning, the listener then pauses `pause`
+// before each further try, and the first success logs one line with the count.
+// Anything else (a peer that gave up while queued) is retried at once, and
+// logged at debug. Owned by one accept loop; not thread-safe.
+class accept_pacer {
+ public:
+  explicit accept_pacer(std::string what, std::chrono::milliseconds pause = std::chrono::milliseconds(100))
+      : what_(std::move(what)), pause_(pause) {}
+
+  // After a failed accept: how long to wait before the next one (0: now).
+  std::chrono::milliseconds failed(const boost::system::error_code& ec) {
+    namespace errc = boost::system::errc;
+    bool exhausted = ec == errc::too_many_files_open || ec == errc::too_many_files_open_in_system ||
+                     ec == errc::no_buffer_space || ec == errc::not_enough_memory;
+    if (!exhausted) {
+      spdlog::debug("{}: accept: {}", what_, ec.message());
+      return std::chrono::milliseconds(0);
+    }
+    if (failures_++ == 0) {
+      since_ = std::chrono::steady_clock::now();
+      spdlog::warn("{}: accept: {}; pausing this listener {} ms at a time until descriptors are free", what_,
+                   ec.message(), pause_.count());
+    }
+    return pause_;
+  }
+
+  // After a successful accept: ends an episode.
+  void succeeded() {
+    if (failures_ == 0) return;
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - since_);
+    spdlog::warn("{}: accepting again after {} failed accepts over {} ms", what_, failures_, ms.count());
+    failures_ = 0;
+  }
+
+ private:
+  std::string what_;
+  std::chrono::milliseconds pause_;
+  uint64_t failures_ = 0;
+  std::chrono::steady_clock::time_point since_{};
+};
 
 }  // namespace evpipe::io

@@ -7,8 +7,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-
-#include "io/listener.h"
+#include <spdlog/spdlog.h>
 
 namespace evpipe::io {
 
@@ -20,7 +19,7 @@ using asio::ip::tcp;
 namespace {
 
 http::response<http::string_body> route(const http::request<http::string_body>& req,
-                                        const pipeline::metrics_registry& metrics) {
+                                        const pipeline::metrics_registry& metrics, bool draining) {
   http::response<http::string_body> res;
   res.version(req.version());
   res.keep_alive(req.keep_alive());
@@ -43,6 +42,11 @@ http::response<http::string_body> route(const http::request<http::string_body>& 
   }
   if (target == "/health/live") return reply(http::status::ok, "{\"status\":\"live\"}\n", "application/json");
   if (target == "/health/ready") {
+    // A load balancer must stop sending before the sources stop reading.
+    if (draining) {
+      return reply(http::status::service_unavailable, "{\"status\":\"not_ready\",\"reason\":\"draining\"}\n",
+                   "application/json");
+    }
     if (metrics.all_shards_ready()) return reply(http::status::ok, "{\"status\":\"ready\"}\n", "application/json");
     return reply(http::status::service_unavailable, "{\"status\":\"not_ready\",\"reason\":\"database unreachable\"}\n",
                  "application/json");
@@ -50,45 +54,82 @@ http::response<http::string_body> route(const http::request<http::string_body>& 
   return reply(http::status::not_found, "not found; try /metrics, /health/live, /health/ready\n");
 }
 
-asio::awaitable<void> serve(tcp::socket socket, const pipeline::metrics_registry& metrics) {
+}  // namespace
+
+http_server::http_server(asio::io_context& ioc, http_server_options opts, const pipeline::metrics_registry& metrics)
+    : ioc_(ioc),
+      opts_(std::move(opts)),
+      metrics_(metrics),
+      acceptor_(ioc),
+      accept_timer_(ioc),
+      pacer_("metrics endpoint " + opts_.listen.str()) {}
+
+void http_server::start() {
+  port_ = open_listener(acceptor_, opts_.listen, "http");
+  asio::co_spawn(ioc_, accept_loop(), asio::detached);
+}
+
+asio::awaitable<void> http_server::accept_loop() {
+  bool refusing = false;
+  for (;;) {
+    auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      if (!acceptor_.is_open()) co_return;
+      auto pause = pacer_.failed(ec);
+      if (pause.count() > 0) {
+        accept_timer_.expires_after(pause);
+        co_await accept_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+      }
+      continue;
+    }
+    pacer_.succeeded();
+    if (open_ >= opts_.max_connections) {
+      // Closed at once: an idle client must not hold a descriptor the next
+      // health probe needs.
+      if (!refusing) {
+        spdlog::warn("metrics endpoint {}: at its limit of {} connections; closing new ones until one ends",
+                     opts_.listen.str(), opts_.max_connections);
+        refusing = true;
+      }
+      boost::system::error_code ignore;
+      socket.close(ignore);
+      continue;
+    }
+    refusing = false;
+    ++open_;
+    asio::co_spawn(ioc_, serve(std::move(socket)), asio::detached);
+  }
+}
+
+asio::awaitable<void> http_server::serve(tcp::socket socket) {
+  struct release {
+    uint32_t& open;
+    ~release() { --open; }
+  } guard{open_};
+  beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(16 * 1024);
     parser.body_limit(64 * 1024);
-    auto [ec, n] = co_await http::async_read(socket, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    // Headers, body and the next keep-alive request: each within the timeout.
+    stream.expires_after(opts_.idle_timeout);
+    auto [ec, n] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
     if (ec) break;
-    auto res = route(parser.get(), metrics);
+    auto res = route(parser.get(), metrics_, draining_.load());
     bool keep = res.keep_alive();
-    auto [wec, wn] = co_await http::async_write(socket, res, asio::as_tuple(asio::use_awaitable));
+    stream.expires_after(opts_.idle_timeout);
+    auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
     if (wec || !keep) break;
   }
   boost::system::error_code ec;
-  socket.shutdown(tcp::socket::shutdown_both, ec);
-}
-
-}  // namespace
-
-http_server::http_server(asio::io_context& ioc, config::endpoint listen, const pipeline::metrics_registry& metrics)
-    : ioc_(ioc), listen_(std::move(listen)), metrics_(metrics), acceptor_(ioc) {}
-
-void http_server::start() {
-  port_ = open_listener(acceptor_, listen_, "http");
-  asio::co_spawn(ioc_, [this]() -> asio::awaitable<void> {
-    for (;;) {
-      auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
-      if (ec) {
-        if (!acceptor_.is_open()) co_return;
-        continue;
-      }
-      asio::co_spawn(ioc_, serve(std::move(socket), metrics_), asio::detached);
-    }
-  }, asio::detached);
+  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
 }
 
 void http_server::stop() {
   asio::post(ioc_, [this] {
     boost::system::error_code ec;
+    accept_timer_.cancel();
     acceptor_.close(ec);
   });
 }

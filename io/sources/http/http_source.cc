@@ -405,7 +405,8 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
 
 http_source::http_source(asio::io_context& ioc, config::http_source cfg, pipeline::router& router,
                          pipeline::source_probe& probe, stages::envelope_limits limits)
-    : ioc_(ioc), cfg_(std::move(cfg)), router_(router), probe_(probe), limits_(limits), acceptor_(ioc) {}
+    : ioc_(ioc), cfg_(std::move(cfg)), router_(router), probe_(probe), limits_(limits), acceptor_(ioc),
+      accept_timer_(ioc), pacer_("http source " + cfg_.listen.str()) {}
 
 http_source::~http_source() = default;
 
@@ -418,11 +419,19 @@ void http_source::accept() {
   auto strand = asio::make_strand(ioc_);
   acceptor_.async_accept(strand, [this, strand](boost::system::error_code ec, tcp::socket socket) {
     if (ec) {
-      if (!acceptor_.is_open()) return;
-    } else if (open_connections() >= cfg_.max_connections) {
+      if (!acceptor_.is_open() || ec == asio::error::operation_aborted) return;
+      auto pause = pacer_.failed(ec);
+      if (pause.count() > 0) {
+        accept_timer_.expires_after(pause);
+        accept_timer_.async_wait([this](boost::system::error_code) { accept(); });
+        return;
+      }
+    } else if (open_connections() >= cfg_.max_connections || in_descriptor_reserve(socket.native_handle())) {
+      pacer_.succeeded();
       pipeline::bump(probe_.connections_refused);
       socket.close(ec);
     } else {
+      pacer_.succeeded();
       socket.set_option(tcp::no_delay(true), ec);
       auto conn = std::make_shared<http_connection>(std::move(socket), strand, cfg_, router_, probe_, limits_,
                                                     reading_, stopping_);
@@ -437,6 +446,7 @@ void http_source::stop_reading() {
   stopping_ = true;
   asio::post(ioc_, [this] {
     boost::system::error_code ec;
+    accept_timer_.cancel();
     acceptor_.close(ec);
   });
   conns_.for_each([](auto& c) { c.stop_reading(); });

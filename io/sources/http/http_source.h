@@ -19,6 +19,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
 #include <memory>
@@ -26,6 +27,7 @@
 
 #include "config/config.h"
 #include "io/connection_set.h"
+#include "io/listener.h"
 #include "io/source.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
@@ -58,6 +60,8 @@ class http_source final : public source {
   pipeline::source_probe& probe_;
   const stages::envelope_limits limits_;
   boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer accept_timer_;  // pauses accepting while descriptors run out
+  accept_pacer pacer_;
   uint16_t port_ = 0;
   std::atomic<int> reading_{0};
   std::atomic<bool> stopping_{false};

@@ -244,7 +244,8 @@ class tcp_connection final : public stages::event_origin,
 
 tcp_source::tcp_source(asio::io_context& ioc, config::tcp_source cfg, pipeline::router& router,
                        pipeline::source_probe& probe, stages::envelope_limits limits)
-    : ioc_(ioc), cfg_(std::move(cfg)), router_(router), probe_(probe), limits_(limits), acceptor_(ioc) {}
+    : ioc_(ioc), cfg_(std::move(cfg)), router_(router), probe_(probe), limits_(limits), acceptor_(ioc),
+      accept_timer_(ioc), pacer_("tcp source " + cfg_.listen.str()) {}
 
 tcp_source::~tcp_source() = default;
 
@@ -256,18 +257,31 @@ void tcp_source::start() {
 void tcp_source::accept() {
   acceptor_.async_accept(asio::make_strand(ioc_), [this](boost::system::error_code ec, tcp::socket socket) {
     if (ec) {
-      if (ec != asio::error::operation_aborted) spdlog::warn("tcp source {}: accept: {}", cfg_.listen.str(), ec.message());
-      if (!acceptor_.is_open()) return;
-    } else if (open_connections() >= cfg_.max_connections) {
+      if (!acceptor_.is_open() || ec == asio::error::operation_aborted) return;
+      auto pause = pacer_.failed(ec);
+      if (pause.count() > 0) {
+        accept_timer_.expires_after(pause);
+        accept_timer_.async_wait([this](boost::system::error_code) { accept(); });
+        return;
+      }
+    } else if (open_connections() >= cfg_.max_connections || in_descriptor_reserve(socket.native_handle())) {
+      pacer_.succeeded();
       // Over the limit: close at once rather than let it wait unserved.
       pipeline::bump(probe_.connections_refused);
       if (!refusal_logged_) {
-        spdlog::warn("tcp source {}: at its limit of {} connections; closing new ones", cfg_.listen.str(),
-                     cfg_.max_connections);
+        if (open_connections() >= cfg_.max_connections) {
+          spdlog::warn("tcp source {}: at its limit of {} connections; closing new ones", cfg_.listen.str(),
+                       cfg_.max_connections);
+        } else {
+          spdlog::warn("tcp source {}: the process is near its open file limit ({} descriptors kept for health "
+                       "and database connections); closing new connections",
+                       cfg_.listen.str(), descriptor_reserve);
+        }
         refusal_logged_ = true;
       }
       socket.close(ec);
     } else {
+      pacer_.succeeded();
       refusal_logged_ = false;
       socket.set_option(tcp::no_delay(true), ec);
       socket.set_option(asio::socket_base::keep_alive(true), ec);  // half-open peers end in an error
@@ -282,6 +296,7 @@ void tcp_source::accept() {
 void tcp_source::stop_reading() {
   asio::post(ioc_, [this] {
     boost::system::error_code ec;
+    accept_timer_.cancel();
     acceptor_.close(ec);
   });
   conns_.for_each([](auto& c) { c.stop_reading(); });

@@ -1,0 +1,40 @@
+#pragma once
+// What the `evpipe` process does about its environment before and after it
+// runs: the descriptors and signals a service manager, a log pipe, a terminal
+// or a container runtime can hand it (docs/operations.md has the table), the
+// open-file limit, and logging that never makes ingest wait.
+//
+// Called from main() on the main thread, before any other thread starts
+// (harden_process, setup_logging) and at the very end (exit_process).
+
+#include <sys/resource.h>
+
+#include <cstdint>
+#include <string>
+
+namespace evpipe::app {
+
+// Reopens any of descriptors 0, 1, 2 that is closed onto /dev/null (so that a
+// socket opened later never becomes "stderr"), ignores SIGPIPE and SIGXFSZ
+// (a write then fails with EPIPE/EFBIG instead of killing the process), and
+// ignores SIGHUP, SIGUSR1 and SIGUSR2 until the daemon's own handler takes
+// them over (so that a logrotate or a reload during start-up kills nothing).
+void harden_process();
+
+// Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now
+// in force.
+rlim_t raise_open_file_limit();
+
+// Logs to stderr through a bounded queue and one writer thread: when stderr
+// is a pipe nobody reads, the oldest lines are dropped (and counted), and no
+// event thread ever blocks on a log line.
+void setup_logging(const std::string& level);
+
+// Flushes the log for up to `flush_ms` and exits with `code`. A writer stuck
+// on a full pipe does not hold the exit: the process ends regardless.
+// `unwind`: run static destructors (std::exit), which is only safe from main()
+// once every other thread is joined; otherwise std::_Exit.
+enum class exit_mode : uint8_t { unwind, immediate };
+[[noreturn]] void exit_process(int code, exit_mode mode, int flush_ms = 1000);
+
+}  // namespace evpipe::app

@@ -1,0 +1,373 @@
+// What an operator's environment does to the daemon (issue 18): signals a
+// service manager, logrotate or a terminal sends, descriptors that are closed
+// or full, an open-file limit that runs out, and what /health/ready says
+// meanwhile. The evpipe binary runs as a child process against the real
+// PostgreSQL that scripts/test.sh starts.
+
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <sys/resource.h>
+
+#include <fstream>
+#include <iostream>
+
+#include "tests/support/harness.h"
+#include "tests/support/test_events.h"
+
+namespace evpipe::testing {
+namespace {
+
+template <typename F>
+bool within(std::chrono::milliseconds timeout, F done) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return done();
+}
+
+std::string ops_config(const test_db& db, uint16_t tcp_port, uint16_t http_port, const std::string& extra = "",
+                       const std::string& level = "info") {
+  return "[pipeline]\nshards = 2\nshutdown_timeout_ms = 4000\n"
+         "[postgres]\ndsn = \"" + db.dsn() + "\"\nretry_base_ms = 50\nretry_max_ms = 300\n"
+         "[http]\nlisten = \"127.0.0.1:" + std::to_string(http_port) + "\"\n"
+         "[log]\nlevel = \"" + level + "\"\n"
+         "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(tcp_port) + "\"\ntopic = \"ops/it\"\n" + extra;
+}
+
+std::string events(const std::string& run, int n) {
+  std::string data;
+  for (int i = 0; i < n; ++i) data += valid_event(run + "-" + std::to_string(i)) + "\n";
+  return data;
+}
+
+size_t count_of(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// A second session on the test database, to hold locks while evpipe writes.
+class side_session {
+ public:
+  explicit side_session(const std::string& dsn) : conn_(PQconnectdb(dsn.c_str())) {}
+  ~side_session() { PQfinish(conn_); }
+  void exec(const std::string& sql) {
+    PGresult* r = PQexec(conn_, sql.c_str());
+    auto st = PQresultStatus(r);
+    std::string err = PQerrorMessage(conn_);
+    PQclear(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) throw std::runtime_error(sql + ": " + err);
+  }
+
+ private:
+  PGconn* conn_;
+};
+
+// evpipe started by hand, for what evpipe_process does not set up: stderr on
+// a pipe the test never reads, descriptors 0-2 closed, a lowered open-file
+// limit. Its stdout and stderr go to `log_path` unless the test says otherwise.
+struct child_options {
+  bool stdio_closed = false;    // start with descriptors 0, 1 and 2 closed
+  int stderr_pipe = -1;         // write end of a pipe for stdout and stderr
+  rlim_t nofile = 0;            // soft and hard RLIMIT_NOFILE for the child (0: inherit)
+};
+
+class raw_child {
+ public:
+  raw_child(const std::string& config_path, const std::string& log_path, const child_options& o) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      if (o.nofile > 0) {
+        rlimit lim{o.nofile, o.nofile};
+        ::setrlimit(RLIMIT_NOFILE, &lim);
+      }
+      if (o.stdio_closed) {
+        for (int fd = 0; fd < 3; ++fd) ::close(fd);
+      } else {
+        int out = o.stderr_pipe >= 0 ? o.stderr_pipe : ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ::dup2(out, 1);
+        ::dup2(out, 2);
+      }
+      // Nothing else of the test's may leak into the child.
+      for (int fd = 3; fd < 4096; ++fd) ::close(fd);
+      ::execl(EVPIPE_BINARY, EVPIPE_BINARY, "run", "--config", config_path.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  ~raw_child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  void signal(int sig) const { ::kill(pid_, sig); }
+  // The exit code, or -1 on a timeout or a death by signal.
+  int wait(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return -1;
+  }
+  // CPU time the child has used (user + system), from /proc.
+  [[nodiscard]] double cpu_seconds() const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    auto close_paren = stat.rfind(')');
+    std::istringstream fields(stat.substr(close_paren + 2));
+    std::string f;
+    unsigned long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && fields >> f; ++i) {
+      if (i == 14) utime = std::stoul(f);
+      if (i == 15) stime = std::stoul(f);
+    }
+    return double(utime + stime) / double(::sysconf(_SC_CLK_TCK));
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+bool accepts(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+std::string status_line(const std::string& reply) { return reply.substr(0, reply.find("\r\n")); }
+
+class Operations : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!db.available()) {
+      if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "EVPIPE_TEST_DSN is not set";
+      GTEST_SKIP() << "EVPIPE_TEST_DSN not set (scripts/test.sh sets it)";
+    }
+  }
+  long mirrored(const std::string& run) {
+    return db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE '" + run + "-%'");
+  }
+  test_db db;
+};
+
+// logrotate's postrotate, `systemctl reload` and a closed terminal send
+// SIGHUP; some log tools send SIGUSR1 or SIGUSR2. Each is logged and ignored:
+// 2,000 events in flight at the time are all acknowledged and stored.
+TEST_F(Operations, HupUsr1Usr2AreLoggedAndIgnoredWithEventsInFlight) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(ops_config(db, port, http_port), "ops_hup");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  ndjson_client c(port);
+  c.send_all(events("hup", 2000));
+  // One at a time: signals of one kind that arrive together count once.
+  const std::pair<int, const char*> sigs[] = {
+      {SIGHUP, "SIGHUP"}, {SIGUSR1, "SIGUSR1"}, {SIGUSR2, "SIGUSR2"}, {SIGHUP, "SIGHUP"}};
+  size_t logged = 0;
+  for (auto [sig, name] : sigs) {
+    evp.kill(sig);
+    ++logged;
+    ASSERT_TRUE(within(30s, [&] { return count_of(evp.log(), "ignored (evpipe has no reload") == logged; }))
+        << name << " " << evp.log();
+  }
+  EXPECT_EQ(c.read_acks_until(2000, 60s), 2000u) << evp.log();
+  EXPECT_EQ(mirrored("hup"), 2000);
+  // Still running and ingesting after the signals.
+  ndjson_client c2(port);
+  c2.send_all(events("hup2", 10));
+  EXPECT_EQ(c2.read_acks_until(10, 60s), 10u) << evp.log();
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(60s), 0) << evp.log();
+  std::string log = evp.log();
+  EXPECT_EQ(count_of(log, "received SIGHUP: ignored"), 2u) << log;
+  EXPECT_EQ(count_of(log, "received SIGUSR1: ignored"), 1u) << log;
+  EXPECT_EQ(count_of(log, "received SIGUSR2: ignored"), 1u) << log;
+}
+
+// Ctrl-\ and some container runtimes send SIGQUIT: the same drain as SIGTERM,
+// and a second stop signal during the drain does not cut it short.
+TEST_F(Operations, SigquitAndRepeatedStopSignalsDrainAndExitZero) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(ops_config(db, port, http_port), "ops_quit");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  const int n = 20000;
+  ndjson_client c(port);
+  std::thread sender([&] {
+    try {
+      c.send_all(events("quit", n));
+    } catch (...) {
+      // evpipe stops reading and closes: expected
+    }
+  });
+  ASSERT_GE(c.read_acks_until(1, 60s), 1u);
+  evp.kill(SIGQUIT);
+  ASSERT_TRUE(within(30s, [&] { return evp.log().find("received SIGQUIT: draining") != std::string::npos; }))
+      << evp.log();
+  evp.kill(SIGINT);
+  uint64_t acked = c.read_acks_until(n, 60s);
+  EXPECT_EQ(evp.wait(60s), 0) << evp.log();
+  sender.join();
+  long stored = db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = ANY (ARRAY(SELECT 'quit-' || g "
+                         "FROM generate_series(0, " + std::to_string(static_cast<long>(acked) - 1) + ") g))");
+  EXPECT_EQ(stored, static_cast<long>(acked));
+  EXPECT_NE(evp.log().find("while draining: the drain goes on"), std::string::npos) << evp.log();
+}
+
+// A database that holds every write (a migration's ACCESS EXCLUSIVE lock):
+// from the moment the drain starts /health/ready says 503 "draining" while
+// /health/live stays 200, and the process still exits 0 once
+// shutdown_timeout_ms is up, without acknowledging what it could not commit.
+TEST_F(Operations, DrainIsVisibleToReadinessAndEndsAtTheTimeoutWhateverTheDatabaseDoes) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(ops_config(db, port, http_port), "ops_stall");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  EXPECT_EQ(status_line(http_get(http_port, "/health/ready")), "HTTP/1.1 200 OK");
+  side_session locker(db.dsn());
+  locker.exec("BEGIN");
+  locker.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
+  ndjson_client c(port);
+  c.send_all(events("stall", 500));
+  // The events reach a shard, whose COPY now waits on the lock.
+  ASSERT_TRUE(within(60s, [&] {
+    return metric_value(http_get(http_port, "/metrics"), "evpipe_events_received_total{source=\"tcp\"}") >= 500;
+  })) << http_get(http_port, "/metrics");
+  auto t0 = std::chrono::steady_clock::now();
+  evp.kill(SIGTERM);
+  ASSERT_TRUE(within(20s, [&] { return http_get(http_port, "/health/ready").find("draining") != std::string::npos; }))
+      << evp.log();
+  EXPECT_EQ(status_line(http_get(http_port, "/health/ready")), "HTTP/1.1 503 Service Unavailable");
+  EXPECT_EQ(status_line(http_get(http_port, "/health/live")), "HTTP/1.1 200 OK");
+  // shutdown_timeout_ms is 4 s; the wait allows for a slow machine, and the
+  // lock is held until after it, so only the timeout can end the drain.
+  int code = evp.wait(30s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  locker.exec("ROLLBACK");
+  EXPECT_EQ(code, 0) << evp.log();
+  std::cout << "exited " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+            << " ms after SIGTERM (shutdown_timeout_ms = 4000)\n";
+  EXPECT_EQ(c.read_acks_until(500, 2s), 0u) << "nothing was committed, so nothing may be acknowledged";
+  EXPECT_NE(evp.log().find("shutdown_timeout_ms (4000 ms) reached"), std::string::npos) << evp.log();
+}
+
+// stderr is a pipe that nobody reads (a stalled log shipper): lines are
+// dropped rather than stalling ingest, and the process still exits 0 on
+// SIGTERM with the pipe full. The pipe holds 4 KiB; the SIGHUPs below log far
+// more than that.
+TEST_F(Operations, StalledLogPipeNeitherStallsIngestNorHoldsTheExit) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process setup(ops_config(db, port, http_port), "ops_logpipe");
+  ASSERT_EQ(setup.run_command("migrate"), 0) << setup.log("migrate.log");
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ASSERT_GE(::fcntl(fds[1], F_SETPIPE_SZ, 4096), 0);
+  std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_ops_logpipe";
+  raw_child child(dir + "/evpipe.toml", "", {.stderr_pipe = fds[1]});
+  ::close(fds[1]);
+  ASSERT_TRUE(within(30s, [&] { return accepts(port); }));
+  for (int i = 0; i < 300; ++i) {
+    child.signal(SIGHUP);
+    std::this_thread::sleep_for(1ms);  // signals of one kind sent together count once
+  }
+  ndjson_client c(port);
+  c.send_all(events("logpipe", 1000));
+  EXPECT_EQ(c.read_acks_until(1000, 60s), 1000u);
+  EXPECT_EQ(mirrored("logpipe"), 1000);
+  child.signal(SIGTERM);
+  EXPECT_EQ(child.wait(60s), 0);
+  ::close(fds[0]);
+}
+
+// Started with descriptors 0, 1 and 2 closed (a careless init script): a
+// socket opened later must not become "stderr", or log lines would be written
+// into a database or producer connection.
+TEST_F(Operations, ClosedStdioDescriptorsDoNotCapturePipelineSockets) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process setup(ops_config(db, port, http_port, "", "debug"), "ops_stdio");
+  ASSERT_EQ(setup.run_command("migrate"), 0) << setup.log("migrate.log");
+  std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_ops_stdio";
+  raw_child child(dir + "/evpipe.toml", "", {.stdio_closed = true});
+  ASSERT_TRUE(within(30s, [&] { return accepts(port); }));
+  for (int round = 0; round < 3; ++round) {
+    ndjson_client c(port);
+    std::string run = "stdio" + std::to_string(round);
+    c.send_all(events(run, 300) + "not json\n");
+    EXPECT_EQ(c.read_acks_until(301, 60s), 301u);
+    EXPECT_EQ(mirrored(run), 300);
+  }
+  child.signal(SIGTERM);
+  EXPECT_EQ(child.wait(60s), 0);
+}
+
+// 1,100 idle clients under an open-file limit of 1,024 (the child's own), on
+// the metrics endpoint and then on the TCP source: no accept storm (a few log
+// lines, little CPU), and /health/live still answers.
+void idle_clients_under_low_limit(test_db& db, const std::string& name, bool on_source) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process setup(ops_config(db, port, http_port), name);
+  ASSERT_EQ(setup.run_command("migrate"), 0) << setup.log("migrate.log");
+  std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_" + name;
+  std::string log_path = dir + "/child.log";
+  raw_child child(dir + "/evpipe.toml", log_path, {.nofile = 1024});
+  ASSERT_TRUE(within(30s, [&] { return accepts(port); }));
+  double cpu0 = child.cpu_seconds();
+  std::vector<int> idle;
+  for (int i = 0; i < 1100; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(on_source ? port : http_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    (void)::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);  // completes in the backlog or not: both count
+    idle.push_back(fd);
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  bool live = within(15s, [&] { return status_line(http_get(http_port, "/health/live")) == "HTTP/1.1 200 OK"; });
+  EXPECT_TRUE(live) << "/health/live did not answer within 15 s";
+  std::this_thread::sleep_until(t0 + 10s);
+  double cpu = child.cpu_seconds() - cpu0;
+  std::ifstream in(log_path);
+  std::string log((std::istreambuf_iterator<char>(in)), {});
+  size_t lines = count_of(log, "\n");
+  std::cout << name << ": " << lines << " log lines in all, " << cpu << " s of CPU over 10 s with 1,100 idle clients\n";
+  EXPECT_LT(cpu, 1.0) << "over 10 % of a core";
+  EXPECT_LT(lines, 20u + 12u) << log.substr(0, 4000);  // the 12 or so start-up lines are not the episode
+  // Still ingesting once the idle clients leave.
+  for (int fd : idle) ::close(fd);
+  ASSERT_TRUE(within(30s, [&] {
+    try {
+      ndjson_client c(port);
+      c.send_all(events(name, 10));
+      return c.read_acks_until(10, 5s) == 10;
+    } catch (...) {
+      return false;
+    }
+  })) << log;
+  child.signal(SIGTERM);
+  EXPECT_EQ(child.wait(60s), 0);
+}
+
+TEST_F(Operations, IdleMetricsClientsUnderALowFileLimitCauseNoAcceptStorm) {
+  idle_clients_under_low_limit(db, "ops_fd_metrics", false);
+}
+
+TEST_F(Operations, IdleSourceClientsUnderALowFileLimitLeaveHealthAndDatabaseWorking) {
+  idle_clients_under_low_limit(db, "ops_fd_source", true);
+}
+
+}  // namespace
+}  // namespace evpipe::testing
