@@ -120,12 +120,19 @@ int migrate(const config::settings& s) {
 }
 
 int run_daemon(const config::settings& s, const run_hooks& hooks) {
-  guard_descriptors(s);
-  if (!check_database(s)) return 1;
-
   // Declared first so that it is destroyed last: the shards' batches hold
   // sources' connections (their event origins), which own Asio objects.
   asio::io_context ioc(static_cast<int>(s.pipeline.io_threads));
+  // Registered before anything starts: a signal that arrives during start-up
+  // waits in the set and is handled as soon as the daemon runs (the table is
+  // in docs/operations.md). SIGINT, SIGTERM and SIGQUIT drain and exit 0
+  // within shutdown_timeout_ms; SIGHUP, SIGUSR1 and SIGUSR2 are logged and
+  // ignored (there is no reload yet).
+  asio::signal_set stop_signals(ioc, SIGINT, SIGTERM, SIGQUIT);
+  asio::signal_set ignored_signals(ioc, SIGHUP, SIGUSR1, SIGUSR2);
+
+  guard_descriptors(s);
+  if (!check_database(s)) return 1;
 
   pipeline::metrics_registry registry(s.metrics.prefix, s.metrics.max_label_values);
   uint32_t nshards = s.effective_shards();
@@ -180,7 +187,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
     for (auto& src : sources) src->start();
     if (!s.http.listen.empty()) {
       io::http_server_options ho;
-      ho.listen = config::parse_endpoint(s.http.listen, "[http] listen");
+      ho.listen = config::parse_listen(s.http.listen, "[http] listen");
       ho.max_connections = s.http.max_connections;
       ho.idle_timeout = std::chrono::seconds(s.http.idle_timeout_s);
       http = std::make_unique<io::http_server>(http_ioc, std::move(ho), registry);
@@ -201,11 +208,6 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   auto work = asio::make_work_guard(ioc);
   auto http_work = asio::make_work_guard(http_ioc);
   std::thread shutdown_thread;
-  // Signals (the table is in docs/operations.md): SIGINT, SIGTERM and SIGQUIT
-  // drain and exit 0 within shutdown_timeout_ms; SIGHUP, SIGUSR1 and SIGUSR2
-  // are logged and ignored (there is no reload yet).
-  asio::signal_set stop_signals(ioc, SIGINT, SIGTERM, SIGQUIT);
-  asio::signal_set ignored_signals(ioc, SIGHUP, SIGUSR1, SIGUSR2);
   std::function<void()> wait_ignored = [&] {
     ignored_signals.async_wait([&](const boost::system::error_code& ec, int sig) {
       if (ec) return;

@@ -35,6 +35,12 @@ int main(int argc, char** argv) {
     std::cerr << "evpipe: config error: " << e.what() << "\n";
     return 2;
   }
+  // What `run` would refuse, check-config refuses too (migrate needs no source).
+  if (*check || *run) {
+    auto problems = evpipe::config::problems_for_run(settings);
+    for (const auto& p : problems) std::cerr << "evpipe: config error: " << config_path << ": " << p << "\n";
+    if (!problems.empty()) return 2;
+  }
   if (*check) {
     std::cout << evpipe::config::to_toml(settings);
     return 0;
@@ -42,9 +48,5 @@ int main(int argc, char** argv) {
   evpipe::app::setup_logging(settings.log.level);
   using evpipe::app::exit_mode;
   if (*migrate) evpipe::app::exit_process(evpipe::app::migrate(settings), exit_mode::unwind);
-  if (settings.tcp_sources.empty() && settings.mqtt_sources.empty() && settings.http_sources.empty()) {
-    spdlog::error("no sources configured: add a [[sources.tcp]], [[sources.mqtt]] or [[sources.http]] section (see config/evpipe.toml)");
-    evpipe::app::exit_process(2, exit_mode::unwind);
-  }
   evpipe::app::exit_process(evpipe::app::run_daemon(settings), exit_mode::unwind);
 }

@@ -1,8 +1,12 @@
 #include "config/config.h"
 
+#include <arpa/inet.h>
 #include <toml++/toml.h>
+#include <unistd.h>
 
 #include <charconv>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -57,6 +61,20 @@ endpoint parse_endpoint(std::string_view text, const std::string& what) {
   return ep;
 }
 
+endpoint parse_listen(std::string_view text, const std::string& what) {
+  endpoint ep = parse_endpoint(text, what);
+  in6_addr v6{};
+  in_addr v4{};
+  std::string host = ep.host.substr(0, ep.host.find('%'));  // a zone id (fe80::1%eth0) is fine
+  if (inet_pton(AF_INET, host.c_str(), &v4) != 1 && inet_pton(AF_INET6, host.c_str(), &v6) != 1) {
+    // A name can stand for several addresses, and for other ones by the time
+    // `run` starts: a listener takes an address, as the check promises.
+    throw config_error(what + ": \"" + ep.host + "\" is not an IP address; listen on 127.0.0.1 or [::1] (loopback), " +
+                       "0.0.0.0 or [::] (every interface), or one interface's address");
+  }
+  return ep;
+}
+
 std::string mask_dsn(const std::string& dsn) {
   // URI form: scheme://user:password@host...
   static const std::regex uri_pw(R"(^([a-z]+://[^:/@]*):([^@]*)@)");
@@ -94,7 +112,7 @@ class table_reader {
     const toml::node* n = t_.get(key);
     if (!n) return;
     if (!n->is_string()) fail(key, "must be a string");
-    dst = *n->value<std::string>();
+    dst = expand(key, *n->value<std::string>());
     if (!allow_empty && dst.empty()) fail(key, "must not be empty");
   }
 
@@ -114,8 +132,52 @@ class table_reader {
     dst.clear();
     for (auto& item : *n->as_array()) {
       if (!item.is_string()) fail(key, "must be an array of strings");
-      dst.push_back(*item.value<std::string>());
+      dst.push_back(expand(key, *item.value<std::string>()));
     }
+  }
+
+  // ${NAME} and ${NAME:-default} from the environment, $$ for a literal $;
+  // any other $ stays as it is.
+  [[nodiscard]] std::string expand(const char* key, const std::string& text) const {
+    if (text.find('$') == std::string::npos) return text;
+    std::string out;
+    for (size_t i = 0; i < text.size(); ++i) {
+      if (text[i] != '$' || i + 1 == text.size()) {
+        out.push_back(text[i]);
+        continue;
+      }
+      if (text[i + 1] == '$') {
+        out.push_back('$');
+        ++i;
+        continue;
+      }
+      if (text[i + 1] != '{') {
+        out.push_back('$');
+        continue;
+      }
+      size_t close = text.find('}', i + 2);
+      if (close == std::string::npos) fail(key, "\"${\" without a closing \"}\" (write $$ for a literal $)");
+      std::string inner = text.substr(i + 2, close - i - 2);
+      std::string name = inner, fallback;
+      bool has_default = false;
+      if (auto d = inner.find(":-"); d != std::string::npos) {
+        name = inner.substr(0, d);
+        fallback = inner.substr(d + 2);
+        has_default = true;
+      }
+      static const std::regex var_re("^[A-Za-z_][A-Za-z0-9_]*$");
+      if (!std::regex_match(name, var_re)) fail(key, "\"${" + inner + "}\" is not a valid variable reference");
+      const char* v = std::getenv(name.c_str());
+      if (v && *v) {
+        out += v;
+      } else if (has_default) {
+        out += fallback;
+      } else {
+        fail(key, "environment variable " + name + " is not set (give a default with ${" + name + ":-value})");
+      }
+      i = close;
+    }
+    return out;
   }
 
   [[noreturn]] void fail(const std::string& key, const std::string& problem) const {
@@ -170,7 +232,15 @@ bool valid_filter(std::string_view f) {
   }
 }
 
-mqtt_source parse_mqtt(const toml::table& t, const std::string& where, const std::string& origin) {
+// A file named in the config: relative paths are taken from the config
+// file's folder, so that a service started from / finds them.
+std::string resolve_path(const std::string& path, const std::string& base_dir) {
+  if (path.empty() || path.front() == '/' || base_dir.empty()) return path;
+  return base_dir + "/" + path;
+}
+
+mqtt_source parse_mqtt(const toml::table& t, const std::string& where, const std::string& origin,
+                       const std::string& base_dir) {
   table_reader r(t, where, origin);
   mqtt_source m;
   r.str("url", m.url, false);
@@ -192,6 +262,7 @@ mqtt_source parse_mqtt(const toml::table& t, const std::string& where, const std
   r.boolean("dlq_publish", m.dlq_publish);
   r.str("dlq_prefix", m.dlq_prefix, false);
   r.reject_unknown();
+  for (auto* file : {&m.ca_file, &m.cert_file, &m.key_file, &m.password_file}) *file = resolve_path(*file, base_dir);
 
   if (m.url.empty()) r.fail("url", "is required (\"mqtt://host:port\" or \"mqtts://host:port\")");
   std::string_view rest;
@@ -235,7 +306,8 @@ mqtt_source parse_mqtt(const toml::table& t, const std::string& where, const std
   return m;
 }
 
-http_source parse_http(const toml::table& t, const std::string& where, const std::string& origin) {
+http_source parse_http(const toml::table& t, const std::string& where, const std::string& origin,
+                       const std::string& base_dir) {
   table_reader r(t, where, origin);
   http_source h;
   std::string listen;
@@ -248,13 +320,14 @@ http_source parse_http(const toml::table& t, const std::string& where, const std
   r.uint("idle_timeout_s", h.idle_timeout_s, 1, 86'400);
   r.reject_unknown();
   if (listen.empty()) r.fail("listen", "is required (\"host:port\")");
-  h.listen = parse_endpoint(listen, origin + ": " + where + " listen");
+  h.listen = parse_listen(listen, origin + ": " + where + " listen");
   if (h.topic.size() > 255) r.fail("topic", "must be at most 255 bytes");
+  h.bearer_token_file = resolve_path(h.bearer_token_file, base_dir);
   if (!h.bearer_token_file.empty()) h.bearer_token = read_secret(h.bearer_token_file, r, "bearer_token_file");
   return h;
 }
 
-settings parse(const toml::table& root, const std::string& origin) {
+settings parse(const toml::table& root, const std::string& origin, const std::string& base_dir) {
   settings s;
   static const std::set<std::string> sections = {"pipeline", "batch", "dedup", "events", "postgres",
                                                  "http", "metrics", "log", "sources"};
@@ -307,7 +380,7 @@ settings parse(const toml::table& root, const std::string& origin) {
     r.uint("max_connections", s.http.max_connections, 1, 100'000);
     r.uint("idle_timeout_s", s.http.idle_timeout_s, 1, 3600);
     r.reject_unknown();
-    if (!s.http.listen.empty()) (void)parse_endpoint(s.http.listen, origin + ": [http] listen");
+    if (!s.http.listen.empty()) (void)parse_listen(s.http.listen, origin + ": [http] listen");
   }
   if (auto* t = section(root, "metrics", origin)) {
     table_reader r(*t, "[metrics]", origin);
@@ -339,11 +412,11 @@ settings parse(const toml::table& root, const std::string& origin) {
       for (auto& item : *v.as_array()) {
         std::string where = "[[sources." + type + "]] #" + std::to_string(++i);
         if (type == "mqtt") {
-          s.mqtt_sources.push_back(parse_mqtt(*item.as_table(), where, origin));
+          s.mqtt_sources.push_back(parse_mqtt(*item.as_table(), where, origin, base_dir));
           continue;
         }
         if (type == "http") {
-          s.http_sources.push_back(parse_http(*item.as_table(), where, origin));
+          s.http_sources.push_back(parse_http(*item.as_table(), where, origin, base_dir));
           continue;
         }
         table_reader r(*item.as_table(), where, origin);
@@ -356,7 +429,7 @@ settings parse(const toml::table& root, const std::string& origin) {
         r.uint("idle_timeout_s", src.idle_timeout_s, 0, 86'400);
         r.reject_unknown();
         if (listen.empty()) r.fail("listen", "is required (\"host:port\")");
-        src.listen = parse_endpoint(listen, origin + ": " + where + " listen");
+        src.listen = parse_listen(listen, origin + ": " + where + " listen");
         if (src.topic.size() > 255) r.fail("topic", "must be at most 255 bytes");
         s.tcp_sources.push_back(std::move(src));
       }
@@ -376,7 +449,7 @@ settings load_string(std::string_view text, const std::string& origin) {
     throw config_error(origin + ":" + std::to_string(where.line) + ":" + std::to_string(where.column) +
                        ": " + std::string(e.description()));
   }
-  return parse(root, origin);
+  return parse(root, origin, "");
 }
 
 settings load_file(const std::string& path) {
@@ -389,7 +462,33 @@ settings load_file(const std::string& path) {
     if (where.line == 0) throw config_error(path + ": " + desc);
     throw config_error(path + ":" + std::to_string(where.line) + ":" + std::to_string(where.column) + ": " + desc);
   }
-  return parse(root, path);
+  auto slash = path.rfind('/');
+  std::string base_dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  if (base_dir.front() != '/') {
+    // Absolute, so that it means the same after a chdir.
+    char cwd[4096];
+    if (getcwd(cwd, sizeof cwd)) base_dir = std::string(cwd) + (base_dir == "." ? "" : "/" + base_dir);
+  }
+  return parse(root, path, base_dir);
+}
+
+std::vector<std::string> problems_for_run(const settings& s) {
+  std::vector<std::string> out;
+  if (s.tcp_sources.empty() && s.mqtt_sources.empty() && s.http_sources.empty()) {
+    out.push_back("no sources configured: add a [[sources.tcp]], [[sources.mqtt]] or [[sources.http]] section "
+                  "(see config/evpipe.toml)");
+  }
+  size_t i = 0;
+  for (const auto& m : s.mqtt_sources) {
+    ++i;
+    for (auto [key, file] : {std::pair{"ca_file", &m.ca_file}, {"cert_file", &m.cert_file}, {"key_file", &m.key_file}}) {
+      if (!file->empty() && access(file->c_str(), R_OK) != 0) {
+        out.push_back("[[sources.mqtt]] #" + std::to_string(i) + " " + key + ": cannot read \"" + *file + "\": " +
+                      std::strerror(errno));
+      }
+    }
+  }
+  return out;
 }
 
 std::string to_toml(const settings& s) {

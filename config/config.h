@@ -126,6 +126,14 @@ class config_error : public std::runtime_error {
 // "host:port", "[v6]:port"; throws config_error naming `what`.
 [[nodiscard]] endpoint parse_endpoint(std::string_view text, const std::string& what);
 
+// A listen address: parse_endpoint, and the host must be an IP address.
+[[nodiscard]] endpoint parse_listen(std::string_view text, const std::string& what);
+
+// What `run` would refuse in a configuration that loads: no source at all, a
+// TLS file that cannot be read. `check-config` reports the same, so that what
+// it accepts, `run` runs. Empty when there is nothing to say.
+[[nodiscard]] std::vector<std::string> problems_for_run(const settings& s);
+
 // The DSN with any password replaced by "****", for logs and check-config.
 [[nodiscard]] std::string mask_dsn(const std::string& dsn);
 

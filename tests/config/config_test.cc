@@ -71,7 +71,8 @@ TEST(Config, ErrorsNameTheKeyAndTheProblem) {
   EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"]1]:7::000\"").find("not a host name or IP address"), std::string::npos);
   EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"::1:7000\"").find("IPv6 goes in brackets"), std::string::npos);
   EXPECT_EQ(error_of("[[sources.tcp]]\nlisten = \"[fe80::1%eth0]:7000\""), "");
-  EXPECT_EQ(error_of("[[sources.tcp]]\nlisten = \"localhost:7000\""), "");
+  // `run` cannot listen on a name, so the check refuses it (issue 18).
+  EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"localhost:7000\"").find("not an IP address"), std::string::npos);
   EXPECT_NE(error_of("[[sources.kafka]]\nx = 1").find("unknown source type \"kafka\""), std::string::npos);
   EXPECT_NE(error_of("[metrics]\nprefix = \"bad-name\"").find("Prometheus metric name"), std::string::npos);
   EXPECT_NE(error_of("[postgres]\nretry_base_ms = 500\nretry_max_ms = 100").find("retry_max_ms"), std::string::npos);
@@ -200,6 +201,86 @@ TEST(Config, MissingFileIsOneClearError) {
   } catch (const config_error& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/evpipe.toml"), std::string::npos);
   }
+}
+
+// ${NAME} and ${NAME:-default} come from the environment, $$ is a literal $,
+// and an unset variable without a default names the key and the variable.
+TEST(Config, ExpandsEnvironmentVariablesInStrings) {
+  ::setenv("EVPIPE_TEST_PGPW", "s3cret", 1);
+  ::setenv("EVPIPE_TEST_TOPIC", "tracker/events/env", 1);
+  ::unsetenv("EVPIPE_TEST_UNSET");
+  auto s = load_string(R"([postgres]
+dsn = "postgresql://evpipe:${EVPIPE_TEST_PGPW}@127.0.0.1/${EVPIPE_TEST_UNSET:-evpipe}"
+[log]
+level = "${EVPIPE_TEST_UNSET:-warn}"
+[[sources.tcp]]
+listen = "127.0.0.1:7000"
+topic = "${EVPIPE_TEST_TOPIC}"
+[[sources.mqtt]]
+url = "mqtt://127.0.0.1:1883"
+topics = ["${EVPIPE_TEST_TOPIC}/#"]
+client_id = "pay$$roll"
+)");
+  EXPECT_EQ(s.postgres.dsn, "postgresql://evpipe:s3cret@127.0.0.1/evpipe");
+  EXPECT_EQ(s.log.level, "warn");
+  EXPECT_EQ(s.tcp_sources.at(0).topic, "tracker/events/env");
+  EXPECT_EQ(s.mqtt_sources.at(0).topics.at(0), "tracker/events/env/#");
+  EXPECT_EQ(s.mqtt_sources.at(0).client_id, "pay$roll");
+  EXPECT_EQ(to_toml(s).find("s3cret"), std::string::npos) << "the expanded password is still masked";
+  std::string err = error_of("[postgres]\ndsn = \"postgresql://u:${EVPIPE_TEST_UNSET}@h/db\"");
+  EXPECT_NE(err.find("[postgres] dsn: environment variable EVPIPE_TEST_UNSET is not set"), std::string::npos) << err;
+  EXPECT_NE(error_of("[postgres]\ndsn = \"${EVPIPE_TEST_PGPW\"").find("without a closing"), std::string::npos);
+  EXPECT_NE(error_of("[postgres]\ndsn = \"${1BAD}\"").find("not a valid variable reference"), std::string::npos);
+  // A lone $ is left alone (passwords often hold one).
+  EXPECT_EQ(load_string("[postgres]\ndsn = \"password=a$b\"").postgres.dsn, "password=a$b");
+}
+
+// Files named in the config are found next to it, whatever the working
+// directory of the service.
+TEST(Config, RelativeFilesResolveAgainstTheConfigFolder) {
+  std::string dir = ::testing::TempDir() + "/evpipe_relative_cfg";
+  ASSERT_EQ(std::system(("mkdir -p '" + dir + "/secrets'").c_str()), 0);
+  std::ofstream(dir + "/secrets/token") << "tok-rel\n";
+  std::ofstream(dir + "/secrets/mqtt_pw") << "pw-rel\n";
+  std::ofstream(dir + "/evpipe.toml") << R"([[sources.http]]
+listen = "127.0.0.1:8080"
+bearer_token_file = "secrets/token"
+[[sources.mqtt]]
+url = "mqtts://127.0.0.1:8883"
+topics = ["a/#"]
+username = "u"
+password_file = "secrets/mqtt_pw"
+ca_file = "secrets/ca.pem"
+)";
+  ASSERT_EQ(::chdir("/"), 0);
+  auto s = load_file(dir + "/evpipe.toml");
+  EXPECT_EQ(s.http_sources.at(0).bearer_token, "tok-rel");
+  EXPECT_EQ(s.mqtt_sources.at(0).password, "pw-rel");
+  EXPECT_EQ(s.mqtt_sources.at(0).ca_file, dir + "/secrets/ca.pem");
+  // check-config and run both report the missing CA file.
+  auto problems = problems_for_run(s);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("ca_file: cannot read \"" + dir + "/secrets/ca.pem\""), std::string::npos) << problems[0];
+}
+
+// A listener takes an IP address; a host name is refused by the check with the
+// key's name, not by `run` later.
+TEST(Config, ListenAddressesMustBeIpAddresses) {
+  std::string err = error_of("[[sources.tcp]]\nlisten = \"localhost:7000\"");
+  EXPECT_NE(err.find("[[sources.tcp]] #1 listen: \"localhost\" is not an IP address"), std::string::npos) << err;
+  EXPECT_NE(error_of("[http]\nlisten = \"localhost:9464\"").find("[http] listen: \"localhost\" is not an IP address"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[sources.http]]\nlisten = \"example.org:80\"").find("is not an IP address"), std::string::npos);
+  EXPECT_EQ(error_of("[[sources.tcp]]\nlisten = \"[::1]:7000\"\n[http]\nlisten = \"0.0.0.0:9464\""), "");
+  // A broker, unlike a listener, may be a name.
+  EXPECT_EQ(error_of("[[sources.mqtt]]\nurl = \"mqtt://localhost:1883\"\ntopics = [\"a\"]"), "");
+}
+
+TEST(Config, NoSourceIsAProblemForRun) {
+  auto problems = problems_for_run(load_string(""));
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("no sources configured"), std::string::npos);
+  EXPECT_TRUE(problems_for_run(load_string("[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"")).empty());
 }
 
 }  // namespace

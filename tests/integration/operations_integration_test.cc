@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include <fstream>
+#include <sstream>
 #include <iostream>
 
 #include "tests/support/harness.h"
@@ -145,6 +146,16 @@ bool accepts(uint16_t port) {
   bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
   ::close(fd);
   return ok;
+}
+
+// The sum of every series of one metric family in a /metrics body.
+double family_sum(const std::string& metrics, const std::string& name) {
+  double sum = 0;
+  std::istringstream lines(metrics);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(name + "{", 0) == 0 || line.rfind(name + " ", 0) == 0) sum += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return sum;
 }
 
 std::string status_line(const std::string& reply) { return reply.substr(0, reply.find("\r\n")); }
@@ -302,6 +313,13 @@ TEST_F(Operations, ClosedStdioDescriptorsDoNotCapturePipelineSockets) {
   std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_ops_stdio";
   raw_child child(dir + "/evpipe.toml", "", {.stdio_closed = true});
   ASSERT_TRUE(within(30s, [&] { return accepts(port); }));
+  // Descriptors 0-2 are /dev/null, so that nothing opened later takes them.
+  for (int fd = 0; fd < 3; ++fd) {
+    char target[256] = {};
+    std::string link = "/proc/" + std::to_string(child.pid()) + "/fd/" + std::to_string(fd);
+    ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+    EXPECT_EQ(std::string(target, n > 0 ? n : 0), "/dev/null") << "descriptor " << fd;
+  }
   for (int round = 0; round < 3; ++round) {
     ndjson_client c(port);
     std::string run = "stdio" + std::to_string(round);
@@ -309,6 +327,10 @@ TEST_F(Operations, ClosedStdioDescriptorsDoNotCapturePipelineSockets) {
     EXPECT_EQ(c.read_acks_until(301, 60s), 301u);
     EXPECT_EQ(mirrored(run), 300);
   }
+  // Log lines written into a database connection break its protocol: the
+  // shards would have failed and reconnected.
+  auto metrics = http_get(http_port, "/metrics");
+  EXPECT_EQ(family_sum(metrics, "evpipe_db_errors_total"), 0) << metrics;
   child.signal(SIGTERM);
   EXPECT_EQ(child.wait(60s), 0);
 }
@@ -367,6 +389,50 @@ TEST_F(Operations, IdleMetricsClientsUnderALowFileLimitCauseNoAcceptStorm) {
 
 TEST_F(Operations, IdleSourceClientsUnderALowFileLimitLeaveHealthAndDatabaseWorking) {
   idle_clients_under_low_limit(db, "ops_fd_source", true);
+}
+
+// What `check-config` accepts, `run` runs; what it refuses, `run` refuses too,
+// over the error kinds that used to pass the check and fail at start.
+TEST_F(Operations, CheckConfigAndRunAgree) {
+  uint16_t port = free_port(), http_port = free_port();
+  ::setenv("EVPIPE_OPS_PORT", std::to_string(port).c_str(), 1);
+  ::unsetenv("EVPIPE_OPS_UNSET");
+  std::string base = "[postgres]\ndsn = \"" + db.dsn() + "\"\n[http]\nlisten = \"127.0.0.1:" +
+                     std::to_string(http_port) + "\"\n";
+  std::string tcp = "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n";
+  struct case_t {
+    std::string name, toml;
+    bool accepted;
+  };
+  std::vector<case_t> cases = {
+      {"plain", base + tcp, true},
+      {"env_port", base + "[[sources.tcp]]\nlisten = \"127.0.0.1:${EVPIPE_OPS_PORT}\"\n", true},
+      {"env_default", base + tcp + "topic = \"${EVPIPE_OPS_UNSET:-ops/default}\"\n", true},
+      {"host_name", base + "[[sources.tcp]]\nlisten = \"localhost:" + std::to_string(port) + "\"\n", false},
+      {"no_source", base, false},
+      {"env_unset", base + tcp + "topic = \"${EVPIPE_OPS_UNSET}\"\n", false},
+      {"missing_ca", base + tcp + "[[sources.mqtt]]\nurl = \"mqtts://127.0.0.1:8883\"\ntopics = [\"a/#\"]\n"
+                     "ca_file = \"no-such-ca.pem\"\n", false},
+  };
+  bool migrated = false;
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    evpipe_process evp(c.toml, "ops_cfg_" + c.name);
+    if (!migrated) {
+      ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+      migrated = true;
+    }
+    int check = evp.run_command("check-config");
+    EXPECT_EQ(check == 0, c.accepted) << evp.log("check-config.log");
+    if (check == 0) {
+      EXPECT_NO_THROW(evp.start(port));  // throws when run exits at start
+      evp.kill(SIGTERM);
+      EXPECT_EQ(evp.wait(60s), 0) << evp.log();
+    } else {
+      EXPECT_THROW(evp.start(port), std::runtime_error) << "check-config refused it, run must too";
+      EXPECT_NE(evp.log().find("config error"), std::string::npos) << evp.log();
+    }
+  }
 }
 
 }  // namespace
