@@ -41,17 +41,6 @@ std::string mqtt_config(const test_db& db, const std::string& url, uint16_t http
          (o.dlq_publish ? "dlq_publish = true\n" : "") + o.extra;
 }
 
-// Polls until `done` or the timeout; returns done().
-template <typename F>
-bool eventually(F done, std::chrono::milliseconds timeout = 60s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
-}
-
 double mqtt_metric(uint16_t http_port, const std::string& sample) {
   return metric_value(http_get(http_port, "/metrics"), sample);
 }
