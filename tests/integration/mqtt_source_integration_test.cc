@@ -44,6 +44,7 @@ std::string mqtt_config(const test_db& db, const std::string& url, uint16_t http
 double mqtt_metric(uint16_t http_port, const std::string& sample) {
   return metric_value(http_get(http_port, "/metrics"), sample);
 }
+double unacked(uint16_t http_port) { return mqtt_metric(http_port, "evpipe_unacked_events{source=\"mqtt\"}"); }
 
 class MqttSource : public ::testing::Test {
  protected:
@@ -443,6 +444,14 @@ TEST_F(MqttSource, LogsInWithThePasswordFileAndNeverShowsThePassword) {
 // times; after the last restart every message is stored exactly once (the
 // broker redelivers what evpipe never acknowledged; dedup drops the copies of
 // what it had committed but not yet acknowledged).
+//
+// The kills are paced by progress, not by the clock: each comes once a random
+// 1,000 to 5,000 more rows are stored than when the process started, so every
+// kill lands mid-drain and ten of them fit in the stream whether the disk
+// commits 150,000 rows in a few seconds or a sanitizer build crawls. The
+// producer keeps at most `ahead` messages more than are stored and publishes
+// until the tenth kill, at most max_n messages: the stream goes on through
+// every kill and the drain after the last one stays short.
 TEST_F(MqttSource, RepeatedSigkillLosesAndDuplicatesNothing) {
   mosquitto_broker broker("repeated_kill");
   uint16_t http_port = free_port();
@@ -452,35 +461,64 @@ TEST_F(MqttSource, RepeatedSigkillLosesAndDuplicatesNothing) {
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   start_connected(evp, http_port);
 
-  const int n = 150000;
+  const int want_kills = 10;
+  const long min_step = 1000, max_step = 5000;
+  // Ten kills need at most 50,000 rows and what a commit overshoots each step
+  // by (a batch is up to 4,096 rows a shard): max_n is far past that.
+  const size_t chunk = 5000, ahead = 20000, max_n = 300000;
+  std::atomic<bool> enough{false};
   std::atomic<size_t> published{0};
+  std::atomic<long> stored{0};  // the last row count the kill loop saw
+  std::atomic<bool> short_chunk{false};
   std::thread producer([&] {
     mqtt_test_client client(broker.port(), "producer-kill");
-    for (int from = 0; from < n; from += 5000) {
-      std::vector<std::string> chunk;
-      for (int i = from; i < from + 5000; ++i) chunk.push_back(valid_event("mk-" + std::to_string(i)));
-      published += client.publish_all("tracker/events/kill", chunk, 60s);
+    for (size_t from = 0; from < max_n && !enough.load(); from += chunk) {
+      while (!enough.load() && published.load() > static_cast<size_t>(stored.load()) + ahead) {
+        std::this_thread::sleep_for(5ms);
+      }
+      std::vector<std::string> messages;
+      for (size_t i = from; i < from + chunk; ++i) messages.push_back(valid_event("mk-" + std::to_string(i)));
+      size_t acked = client.publish_all("tracker/events/kill", messages, 120s);
+      published += acked;
+      if (acked != messages.size()) {
+        short_chunk = true;  // some may still arrive: the final count would mean nothing
+        return;
+      }
     }
   });
   std::mt19937 rng(777);
   int kills = 0;
-  while (kills < 10) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 500));
+  long rows_at_start = 0;  // stored when the running process started
+  while (kills < want_kills) {
+    long step = min_step + static_cast<long>(rng() % (max_step - min_step + 1));
+    auto grown = [&] {
+      stored = mirrored();
+      return stored.load() >= rows_at_start + step;
+    };
+    if (!eventually(grown, 120s)) {
+      ADD_FAILURE() << "no " << step << " rows stored after restart " << kills << " (" << rows_at_start << " before, "
+                    << published.load() << " published)\n" << evp.log();
+      break;
+    }
     evp.kill(SIGKILL);
     ++kills;
     // One snapshot (a commit the killed process had sent may still land).
     auto counts = db.column("SELECT count(*) || ' ' || count(DISTINCT idempotency_key) FROM events_mirror").at(0);
     long rows = std::stol(counts);
-    std::cout << "kill " << kills << " with " << rows << " rows of " << n << "\n";
+    std::cout << "kill " << kills << " with " << rows << " rows (" << rows - rows_at_start << " since the start), "
+              << published.load() << " published and acknowledged by the broker\n";
     EXPECT_EQ(counts, std::to_string(rows) + " " + std::to_string(rows)) << "a key stored twice";
+    rows_at_start = rows;
     evp.start(http_port);
-    if (rows >= n) break;
   }
+  enough = true;
   producer.join();
-  ASSERT_EQ(published.load(), static_cast<size_t>(n));
-  EXPECT_EQ(kills, 10) << "the stream ended before 10 kills: make it longer";
+  EXPECT_EQ(kills, want_kills);
+  ASSERT_FALSE(short_chunk.load()) << "the broker did not acknowledge a chunk in time";
+  const long n = static_cast<long>(published.load());
+  std::cout << n << " messages published\n";
   EXPECT_TRUE(eventually([&] { return mirrored() >= n; }, 120s)) << evp.log();
-  std::this_thread::sleep_for(500ms);
+  EXPECT_TRUE(eventually([&] { return unacked(http_port) == 0; })) << evp.log();
   EXPECT_EQ(mirrored(), n);
   EXPECT_EQ(db.count("SELECT count(DISTINCT idempotency_key) FROM events_mirror"), n);
   evp.kill(SIGTERM);
