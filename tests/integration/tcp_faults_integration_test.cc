@@ -32,10 +32,10 @@ TEST_F(TcpPipeline, SigtermUnderLoadLosesNothingAcked) {
       // the server stops reading and closes: expected
     }
   });
-  uint64_t first = c.read_acks_until(1, 30s);
+  uint64_t first = c.read_acks_until(1, 60s);
   ASSERT_GE(first, 1u);
   evp.kill(SIGTERM);
-  uint64_t last = c.read_acks_until(n, 30s);
+  uint64_t last = c.read_acks_until(n, 60s);
   EXPECT_EQ(evp.wait(), 0) << evp.log();
   sender.join();
   // Every acked line is in the table: lines are numbered from 1 in order.
@@ -155,30 +155,34 @@ TEST_F(TcpPipeline, DatabaseOutageHoldsAcksAndResumesWithoutLoss) {
 
   ndjson_client c(port);
   c.send_all(before);
-  ASSERT_EQ(c.read_acks_until(2000, 30s), 2000u);
+  ASSERT_EQ(c.read_acks_until(2000, 60s), 2000u);
+  auto metric = [&](const std::string& sample) { return metric_value(http_get(http_port, "/metrics"), sample); };
+  const double waits_before = metric("taylor_backpressure_waits_total{source=\"tcp\"}");
 
   proxy.cut();
   // evpipe stops reading once its queues are full, so this send blocks: it
   // runs beside the checks and finishes after the database returns.
   std::thread sender([&] { c.send_all(during); });
+  // Before checking that nothing is acked: evpipe has read events sent during
+  // the outage, a write of them has failed, and its sources have paused (the
+  // queues are full). The 2 s below then watch acks that a broken evpipe
+  // would send now, on any machine.
+  ASSERT_TRUE(eventually([&] {
+    return metric("taylor_events_received_total{source=\"tcp\"}") > 2000 && metric("taylor_db_errors_total") >= 1 &&
+           metric("taylor_backpressure_waits_total{source=\"tcp\"}") > waits_before;
+  })) << http_get(http_port, "/metrics").substr(0, 3000) << evp.log();
   EXPECT_EQ(c.read_acks_until(total, 2s), 2000u) << "acked while the database was unreachable";
   // Memory stays bounded: evpipe has read only what its queues, batches and
   // one read hold; the rest waits in TCP buffers.
-  auto down = http_get(http_port, "/metrics");
-  EXPECT_GT(metric_value(down, "taylor_backpressure_waits_total{source=\"tcp\"}"), 0.0);
-  EXPECT_LT(metric_value(down, "taylor_unacked_events{source=\"tcp\"}"), 6000.0);
-  std::cout << "while down: " << metric_value(down, "taylor_unacked_events{source=\"tcp\"}")
-            << " of 20000 sent events read and unacked\n";
-  bool not_ready = false;
-  for (int i = 0; i < 40 && !not_ready; ++i) {
-    not_ready = http_get(http_port, "/health/ready").find("503") != std::string::npos;
-    if (!not_ready) std::this_thread::sleep_for(100ms);
-  }
-  EXPECT_TRUE(not_ready) << "/health/ready stayed ready during the outage";
+  double unacked = metric("taylor_unacked_events{source=\"tcp\"}");
+  EXPECT_LT(unacked, 6000.0);
+  std::cout << "while down: " << unacked << " of 20000 sent events read and unacked\n";
+  EXPECT_TRUE(eventually([&] { return http_get(http_port, "/health/ready").find("503") != std::string::npos; }))
+      << "/health/ready stayed ready during the outage";
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 2000);
 
   proxy.restore();
-  EXPECT_EQ(c.read_acks_until(total, 60s), total) << evp.log();
+  EXPECT_EQ(c.read_acks_until(total, 120s), total) << evp.log();
   sender.join();
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), static_cast<long>(total));
   EXPECT_GT(metric_value(http_get(http_port, "/metrics"), "taylor_db_retries_total"), 0.0);
@@ -190,35 +194,43 @@ TEST_F(TcpPipeline, ConnectionLimitAndIdleTimeoutCloseHostileClients) {
   uint16_t port = free_port(), http_port = free_port();
   evpipe_process evp(config_for(db, port, http_port, {.tcp_extra = "max_connections = 3\nidle_timeout_s = 1\n"}), "hostile");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
-  evp.start(port);  // its readiness probe connects and goes: wait for that
-  std::this_thread::sleep_for(200ms);
+  evp.start(port);
+  auto active = [&] { return metric_value(http_get(http_port, "/metrics"), "taylor_connections_active{source=\"tcp\"}"); };
+  // The readiness probe of start() connects and goes: wait until it has gone.
+  ASSERT_TRUE(eventually([&] { return active() == 0; }));
 
   ndjson_client idle(port), trickle(port), busy(port);
-  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(eventually([&] { return active() == 3; }));
   ndjson_client refused(port);  // the fourth: closed at once
-  EXPECT_EQ(refused.read_acks_until(1, 2s), 0u);
+  EXPECT_EQ(refused.read_acks_until(1, 60s), 0u);  // returns as soon as it is closed
   EXPECT_TRUE(refused.closed());
 
-  // The trickler sends bytes that never make a line; the busy client sends a
-  // line every 300 ms; the idle one sends nothing.
+  // The trickler sends a byte every 100 ms that never makes a line; the busy
+  // client sends a line every 300 ms; the idle one sends nothing. This goes on
+  // for at least 2.5 s (over two idle timeouts, so the busy client shows that
+  // lines keep a connection open) and until the idle and the trickling client
+  // are closed, which a loaded machine may do late (bounded at 60 s).
   std::string event = valid_event("busy-0");
   auto t0 = std::chrono::steady_clock::now();
   int busy_lines = 0;
   bool trickle_cut = false;  // a send failed: the server had closed it
-  for (size_t i = 0; std::chrono::steady_clock::now() - t0 < 2500ms; ++i) {
+  auto both_closed = [&] { return idle.closed() && (trickle_cut || trickle.closed()); };
+  for (size_t i = 0; std::chrono::steady_clock::now() - t0 < 60s; ++i) {
+    auto next = std::chrono::steady_clock::now() + 100ms;
+    if (std::chrono::steady_clock::now() - t0 >= 2500ms && both_closed()) break;
     try {
       if (!trickle_cut) trickle.send_all(std::string(1, event[i % event.size()]));
     } catch (const std::exception&) {
       trickle_cut = true;
     }
     if (i % 3 == 0) busy.send_all(valid_event("busy-" + std::to_string(busy_lines++)) + "\n");
-    std::this_thread::sleep_for(100ms);
+    if (!idle.closed()) idle.read_acks_until(1, 1ms);
+    if (!trickle_cut && !trickle.closed()) trickle.read_acks_until(1, 1ms);
+    std::this_thread::sleep_until(next);
   }
-  idle.read_acks_until(1, 100ms);
-  trickle.read_acks_until(1, 100ms);
   EXPECT_TRUE(idle.closed()) << "an idle client was not closed";
   EXPECT_TRUE(trickle_cut || trickle.closed()) << "a client trickling a never-ending line was not closed";
-  EXPECT_EQ(busy.read_acks_until(busy_lines, 5s), static_cast<uint64_t>(busy_lines));
+  EXPECT_EQ(busy.read_acks_until(busy_lines, 60s), static_cast<uint64_t>(busy_lines));
   EXPECT_FALSE(busy.closed());
   auto metrics = http_get(http_port, "/metrics");
   EXPECT_GE(metric_value(metrics, "taylor_connections_refused_total{source=\"tcp\"}"), 1.0);
@@ -246,7 +258,7 @@ TEST_F(TcpPipeline, BatchesThatNeverCommitAreDeadLetteredAfterMaxAttempts) {
   db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
   ndjson_client c(port);
   c.send_all(stuck);
-  EXPECT_EQ(c.read_acks_until(100, 30s), 100u) << evp.log();
+  EXPECT_EQ(c.read_acks_until(100, 60s), 100u) << evp.log();
   db.exec("COMMIT");
 
   EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'retries_exhausted' "
@@ -254,12 +266,12 @@ TEST_F(TcpPipeline, BatchesThatNeverCommitAreDeadLetteredAfterMaxAttempts) {
             100);
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 0);
   c.send_all(later);  // the lock is gone: business as usual
-  EXPECT_EQ(c.read_acks_until(200, 30s), 200u);
+  EXPECT_EQ(c.read_acks_until(200, 60s), 200u);
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 100);
   // Replaying the dead letters (what a DLQ recovery does) mirrors them now:
   // evpipe did not keep their keys as seen.
   c.send_all(stuck);
-  EXPECT_EQ(c.read_acks_until(300, 30s), 300u);
+  EXPECT_EQ(c.read_acks_until(300, 60s), 300u);
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 200);
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(), 0) << evp.log();
