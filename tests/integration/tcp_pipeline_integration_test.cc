@@ -10,8 +10,8 @@
 #include <set>
 
 #include "tests/support/harness.h"
+#include "tests/support/tcp_pipeline.h"
 #include "tests/support/test_events.h"
-#include "tests/support/tcp_proxy.h"
 
 namespace evpipe::testing {
 namespace {
@@ -79,39 +79,6 @@ mixed_stream build_stream(const std::string& run, size_t valid) {
   return s;
 }
 
-// What a test changes in the configuration config_for() writes.
-struct tuning {
-  uint32_t queue_capacity = 65536;
-  uint32_t max_rows = 500;
-  uint32_t linger_ms = 2;
-  uint32_t max_attempts = 0;
-  std::string dsn;        // default: the test schema's
-  std::string tcp_extra;  // more keys for the [[sources.tcp]] section
-};
-
-std::string config_for(const test_db& db, uint16_t tcp_port, uint16_t http_port, const tuning& t = {}) {
-  return "[pipeline]\nshards = 2\nqueue_capacity = " + std::to_string(t.queue_capacity) + "\n"
-         "[batch]\nmax_rows = " + std::to_string(t.max_rows) + "\nlinger_ms = " + std::to_string(t.linger_ms) + "\n"
-         "[events]\nmax_event_bytes = 4096\n"
-         "[postgres]\ndsn = \"" + (t.dsn.empty() ? db.dsn() : t.dsn) + "\"\nretry_base_ms = 50\nretry_max_ms = 300\n"
-         "max_attempts = " + std::to_string(t.max_attempts) + "\n"
-         "[http]\nlisten = \"127.0.0.1:" + std::to_string(http_port) + "\"\n"
-         "[metrics]\nprefix = \"taylor\"\n"
-         "[log]\nlevel = \"warn\"\n"
-         "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(tcp_port) + "\"\ntopic = \"tracker/events/it\"\n" +
-         t.tcp_extra;
-}
-
-class TcpPipeline : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!db.available()) {
-      if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "EVPIPE_TEST_DSN is not set";
-      GTEST_SKIP() << "EVPIPE_TEST_DSN not set (scripts/test.sh sets it)";
-    }
-  }
-  test_db db;
-};
 
 TEST_F(TcpPipeline, MixedStreamLandsExactlyOnceAndRestartAddsNothing) {
   uint16_t port = free_port(), http_port = free_port();
@@ -226,6 +193,12 @@ TEST_F(TcpPipeline, TinyQueuesPauseReadingAndLoseNothing) {
   evpipe_process evp(cfg, "tiny");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(port);
+  auto metric = [&](const std::string& sample) { return metric_value(http_get(http_port, "/metrics"), sample); };
+  // Commits are held at first, so every connection must pause whatever the
+  // speed of evpipe against the database (when reading was the slower side,
+  // the sources hardly paused and the run proved nothing).
+  db.exec("BEGIN");
+  db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
   const int per_conn = 10000;
   std::vector<std::thread> producers;
   std::vector<uint64_t> acked(3, 0);
@@ -235,46 +208,29 @@ TEST_F(TcpPipeline, TinyQueuesPauseReadingAndLoseNothing) {
       for (int i = 0; i < per_conn; ++i) data += valid_event("bp-" + std::to_string(p) + "-" + std::to_string(i)) + "\n";
       ndjson_client c(port);
       c.send_all(data);
-      acked[p] = c.read_acks_until(per_conn, 120s);
+      acked[p] = c.read_acks_until(per_conn, 240s);
     });
   }
+  // The sources pause, having read what the limits allow: the queues' 64
+  // events a shard and at most 100 unacked lines a connection (plus the
+  // line a last read may complete).
+  bool paused = eventually([&] {
+    return metric("taylor_backpressure_waits_total{source=\"tcp\"}") >= 3 &&
+           metric("taylor_connections_active{source=\"tcp\"}") == 3;
+  });
+  double held = metric("taylor_unacked_events{source=\"tcp\"}");
+  std::cout << held << " lines read and unacked with commits held\n";
+  db.exec("COMMIT");
+  EXPECT_TRUE(paused) << "the sources never paused with commits held\n" << evp.log();
+  EXPECT_LE(held, 3 * (100 + 1)) << "a connection read past max_unacked";
   for (auto& t : producers) t.join();
   for (auto a : acked) EXPECT_EQ(a, static_cast<uint64_t>(per_conn));
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 3 * per_conn);
   auto metrics = http_get(http_port, "/metrics");
   EXPECT_NE(metrics.find("taylor_unacked_events{source=\"tcp\"} 0"), std::string::npos) << metrics.substr(0, 2000);
-  EXPECT_GT(metric_value(metrics, "taylor_backpressure_waits_total{source=\"tcp\"}"), 10.0) << "the sources never paused: the test did not test backpressure";
+  std::cout << metric_value(metrics, "taylor_backpressure_waits_total{source=\"tcp\"}") << " pauses in all\n";
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(), 0) << evp.log();
-}
-
-TEST_F(TcpPipeline, SigtermUnderLoadLosesNothingAcked) {
-  uint16_t port = free_port(), http_port = free_port();
-  evpipe_process evp(config_for(db, port, http_port), "sigterm");
-  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
-  evp.start(port);
-  const int n = 40000;
-  std::string data;
-  for (int i = 0; i < n; ++i) data += valid_event("s-" + std::to_string(i)) + "\n";
-  ndjson_client c(port);
-  std::thread sender([&] {
-    try {
-      c.send_all(data);
-    } catch (...) {
-      // the server stops reading and closes: expected
-    }
-  });
-  uint64_t first = c.read_acks_until(1, 30s);
-  ASSERT_GE(first, 1u);
-  evp.kill(SIGTERM);
-  uint64_t last = c.read_acks_until(n, 30s);
-  EXPECT_EQ(evp.wait(), 0) << evp.log();
-  sender.join();
-  // Every acked line is in the table: lines are numbered from 1 in order.
-  long stored = db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = ANY (ARRAY(SELECT 's-' || g FROM "
-                         "generate_series(0, " + std::to_string(static_cast<long>(last) - 1) + ") g))");
-  EXPECT_EQ(stored, static_cast<long>(last));
-  EXPECT_GE(db.count("SELECT count(*) FROM events_mirror"), static_cast<long>(last));
 }
 
 TEST_F(TcpPipeline, RowsThePostgresRefusesAreDeadLetteredAndTheirBatchCommits) {
@@ -329,170 +285,6 @@ TEST_F(TcpPipeline, RowsThePostgresRefusesAreDeadLetteredAndTheirBatchCommits) {
   }
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 3000);
   EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 4);
-  evp.kill(SIGTERM);
-  EXPECT_EQ(evp.wait(), 0) << evp.log();
-}
-
-// SIGKILL at random moments under load. The producer does what an at-least-
-// once client does: after a reconnect it resends everything after its last
-// ack. After each kill every acked event must be stored; at the end every
-// event must be stored exactly once.
-TEST_F(TcpPipeline, RepeatedSigkillLosesAndDuplicatesNothing) {
-  uint16_t port = free_port(), http_port = free_port();
-  std::string cfg = config_for(db, port, http_port, {.max_rows = 200});
-  evpipe_process evp(cfg, "sigkill");
-  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
-  evp.start(port);
-
-  const uint64_t n = 300000;  // outlasts 10 kills at any speed seen here
-  std::string data;
-  std::vector<size_t> offset;  // where line i starts in data
-  for (uint64_t i = 0; i < n; ++i) {
-    offset.push_back(data.size());
-    data += valid_event("kill-" + std::to_string(i)) + "\n";
-  }
-  offset.push_back(data.size());
-
-  std::atomic<uint64_t> acked{0};  // lines [0, acked) have a committed outcome
-  std::atomic<bool> producing{true};
-  std::thread producer([&] {
-    uint64_t base = 0;
-    auto deadline = std::chrono::steady_clock::now() + 120s;
-    while (base < n && std::chrono::steady_clock::now() < deadline) {
-      std::unique_ptr<ndjson_client> c;
-      try {
-        c = std::make_unique<ndjson_client>(port);
-      } catch (const std::exception&) {
-        std::this_thread::sleep_for(20ms);  // evpipe is down: try again
-        continue;
-      }
-      std::thread sender([&, from = base] {
-        try {
-          c->send_all(data.substr(offset[from]));
-        } catch (const std::exception&) {
-          // killed mid-send: the unacked rest is resent on the next connection
-        }
-      });
-      while (!c->closed() && base + c->last_ack() < n) {
-        c->read_acks_until(n - base, 50ms);
-        acked.store(base + c->last_ack());
-      }
-      c->shutdown_write();
-      sender.join();
-      base += c->last_ack();
-    }
-    producing.store(false);
-  });
-
-  std::mt19937 rng(12345);
-  int kills = 0;
-  for (; kills < 10 && producing.load(); ++kills) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 300));
-    uint64_t acked_before = acked.load();
-    std::cout << "kill " << kills + 1 << " with " << acked_before << " of " << n << " acked\n";
-    evp.kill(SIGKILL);
-    // Everything acked before the kill is in the table.
-    long stored = db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = ANY (ARRAY(SELECT 'kill-' || g "
-                           "FROM generate_series(0, " + std::to_string(static_cast<long>(acked_before) - 1) + ") g))");
-    EXPECT_EQ(stored, static_cast<long>(acked_before)) << "kill " << kills;
-    evp.start(port);
-  }
-  producer.join();
-  EXPECT_EQ(kills, 10) << "the load ended before 10 kills: make it bigger";
-  EXPECT_EQ(acked.load(), n);
-  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), static_cast<long>(n));
-  EXPECT_EQ(db.count("SELECT count(DISTINCT idempotency_key) FROM events_mirror WHERE idempotency_key LIKE 'kill-%'"),
-            static_cast<long>(n));
-  evp.kill(SIGTERM);
-  EXPECT_EQ(evp.wait(), 0) << evp.log();
-}
-
-// The database becomes unreachable (every connection reset, new ones
-// refused) while events keep coming: nothing is acked until it returns, the
-// ready check says so, and afterwards every event lands once.
-TEST_F(TcpPipeline, DatabaseOutageHoldsAcksAndResumesWithoutLoss) {
-  if (db.server_port() == 0) GTEST_SKIP() << "needs EVPIPE_TEST_DSN as a URI with host:port";
-  tcp_proxy proxy(db.server_port());
-  uint16_t port = free_port(), http_port = free_port();
-  std::string cfg = config_for(db, port, http_port, {.queue_capacity = 256, .dsn = db.dsn_via(proxy.port())});
-  evpipe_process evp(cfg, "outage");
-  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
-  evp.start(port);
-  const uint64_t total = 22000;
-  std::string before, during;
-  for (uint64_t i = 0; i < 2000; ++i) before += valid_event("out-" + std::to_string(i)) + "\n";
-  for (uint64_t i = 2000; i < total; ++i) during += valid_event("out-" + std::to_string(i)) + "\n";
-
-  ndjson_client c(port);
-  c.send_all(before);
-  ASSERT_EQ(c.read_acks_until(2000, 30s), 2000u);
-
-  proxy.cut();
-  // evpipe stops reading once its queues are full, so this send blocks: it
-  // runs beside the checks and finishes after the database returns.
-  std::thread sender([&] { c.send_all(during); });
-  EXPECT_EQ(c.read_acks_until(total, 2s), 2000u) << "acked while the database was unreachable";
-  // Memory stays bounded: evpipe has read only what its queues, batches and
-  // one read hold; the rest waits in TCP buffers.
-  auto down = http_get(http_port, "/metrics");
-  EXPECT_GT(metric_value(down, "taylor_backpressure_waits_total{source=\"tcp\"}"), 0.0);
-  EXPECT_LT(metric_value(down, "taylor_unacked_events{source=\"tcp\"}"), 6000.0);
-  std::cout << "while down: " << metric_value(down, "taylor_unacked_events{source=\"tcp\"}")
-            << " of 20000 sent events read and unacked\n";
-  bool not_ready = false;
-  for (int i = 0; i < 40 && !not_ready; ++i) {
-    not_ready = http_get(http_port, "/health/ready").find("503") != std::string::npos;
-    if (!not_ready) std::this_thread::sleep_for(100ms);
-  }
-  EXPECT_TRUE(not_ready) << "/health/ready stayed ready during the outage";
-  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 2000);
-
-  proxy.restore();
-  EXPECT_EQ(c.read_acks_until(total, 60s), total) << evp.log();
-  sender.join();
-  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), static_cast<long>(total));
-  EXPECT_GT(metric_value(http_get(http_port, "/metrics"), "taylor_db_retries_total"), 0.0);
-  evp.kill(SIGTERM);
-  EXPECT_EQ(evp.wait(), 0) << evp.log();
-}
-
-TEST_F(TcpPipeline, ConnectionLimitAndIdleTimeoutCloseHostileClients) {
-  uint16_t port = free_port(), http_port = free_port();
-  evpipe_process evp(config_for(db, port, http_port, {.tcp_extra = "max_connections = 3\nidle_timeout_s = 1\n"}), "hostile");
-  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
-  evp.start(port);  // its readiness probe connects and goes: wait for that
-  std::this_thread::sleep_for(200ms);
-
-  ndjson_client idle(port), trickle(port), busy(port);
-  std::this_thread::sleep_for(100ms);
-  ndjson_client refused(port);  // the fourth: closed at once
-  EXPECT_EQ(refused.read_acks_until(1, 2s), 0u);
-  EXPECT_TRUE(refused.closed());
-
-  // The trickler sends bytes that never make a line; the busy client sends a
-  // line every 300 ms; the idle one sends nothing.
-  std::string event = valid_event("busy-0");
-  auto t0 = std::chrono::steady_clock::now();
-  int busy_lines = 0;
-  bool trickle_cut = false;  // a send failed: the server had closed it
-  for (size_t i = 0; std::chrono::steady_clock::now() - t0 < 2500ms; ++i) {
-    try {
-      if (!trickle_cut) trickle.send_all(std::string(1, event[i % event.size()]));
-    } catch (const std::exception&) {
-      trickle_cut = true;
-    }
-    if (i % 3 == 0) busy.send_all(valid_event("busy-" + std::to_string(busy_lines++)) + "\n");
-    std::this_thread::sleep_for(100ms);
-  }
-  idle.read_acks_until(1, 100ms);
-  trickle.read_acks_until(1, 100ms);
-  EXPECT_TRUE(idle.closed()) << "an idle client was not closed";
-  EXPECT_TRUE(trickle_cut || trickle.closed()) << "a client trickling a never-ending line was not closed";
-  EXPECT_EQ(busy.read_acks_until(busy_lines, 5s), static_cast<uint64_t>(busy_lines));
-  EXPECT_FALSE(busy.closed());
-  auto metrics = http_get(http_port, "/metrics");
-  EXPECT_GE(metric_value(metrics, "taylor_connections_refused_total{source=\"tcp\"}"), 1.0);
-  EXPECT_GE(metric_value(metrics, "taylor_connections_timed_out_total{source=\"tcp\"}"), 2.0);
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
@@ -582,44 +374,6 @@ TEST_F(TcpPipeline, NastyEventsEndInOneTableAndSpareTheirNeighbours) {
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
 
-// A batch that cannot commit for a reason that is not its data (here the
-// table is locked by someone else and evpipe's lock_timeout expires) is
-// dead-lettered as retries_exhausted after [postgres] max_attempts, so its
-// events are acked with a durable outcome instead of holding the shard.
-TEST_F(TcpPipeline, BatchesThatNeverCommitAreDeadLetteredAfterMaxAttempts) {
-  if (db.server_port() == 0) GTEST_SKIP() << "needs EVPIPE_TEST_DSN as a URI";
-  uint16_t port = free_port(), http_port = free_port();
-  std::string cfg = config_for(db, port, http_port, {.max_attempts = 3, .dsn = db.dsn("%20-clock_timeout%3D200")});
-  evpipe_process evp(cfg, "exhausted");
-  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
-  evp.start(port);
-  std::string stuck, later;
-  for (int i = 0; i < 100; ++i) stuck += valid_event("ex-" + std::to_string(i)) + "\n";
-  for (int i = 0; i < 100; ++i) later += valid_event("ex-later-" + std::to_string(i)) + "\n";
-
-  db.exec("BEGIN");
-  db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
-  ndjson_client c(port);
-  c.send_all(stuck);
-  EXPECT_EQ(c.read_acks_until(100, 30s), 100u) << evp.log();
-  db.exec("COMMIT");
-
-  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'retries_exhausted' "
-                     "AND failure_reason LIKE '%3 attempts%55P03%' AND payload->>'idempotency_key' LIKE 'ex-%'"),
-            100);
-  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 0);
-  c.send_all(later);  // the lock is gone: business as usual
-  EXPECT_EQ(c.read_acks_until(200, 30s), 200u);
-  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 100);
-  // Replaying the dead letters (what a DLQ recovery does) mirrors them now:
-  // evpipe did not keep their keys as seen.
-  c.send_all(stuck);
-  EXPECT_EQ(c.read_acks_until(300, 30s), 300u);
-  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 200);
-  evp.kill(SIGTERM);
-  EXPECT_EQ(evp.wait(), 0) << evp.log();
-}
-
 TEST_F(TcpPipeline, HalfCloseGetsTheLastLineAckedThenTheConnectionCloses) {
   uint16_t port = free_port(), http_port = free_port();
   evpipe_process evp(config_for(db, port, http_port), "halfclose");
@@ -629,8 +383,8 @@ TEST_F(TcpPipeline, HalfCloseGetsTheLastLineAckedThenTheConnectionCloses) {
   // The last event has no trailing newline: end of stream ends it.
   c.send_all(valid_event("h-1") + "\n" + valid_event("h-2") + "\r\n" + valid_event("h-3"));
   c.shutdown_write();
-  EXPECT_EQ(c.read_acks_until(3, 30s), 3u);
-  c.read_acks_until(4, 3s);  // nothing more comes; the server closes
+  EXPECT_EQ(c.read_acks_until(3, 60s), 3u);
+  c.read_acks_until(4, 60s);  // nothing more comes: returns once the server closes
   EXPECT_TRUE(c.closed());
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key IN ('h-1', 'h-2', 'h-3')"), 3);
   evp.kill(SIGTERM);

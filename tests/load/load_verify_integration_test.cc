@@ -72,7 +72,9 @@ TEST(LoadVerify, HttpMqttServeAndMqttTargetsVerify) {
                      "loadverify_protocols");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(http_port);
-  std::this_thread::sleep_for(300ms);  // the broker session subscribes
+  // The broker session's subscription is in place before evpipe-load
+  // publishes to Mosquitto (else the first messages would go nowhere).
+  ASSERT_TRUE(eventually([&] { return broker.subscriptions("lv-broker", "tracker/events/#") >= 1; })) << broker.log();
 
   for (const std::string target : {"http://127.0.0.1:" + std::to_string(http_port) + "/v1/events",
                                    "mqtt-serve://127.0.0.1:" + std::to_string(serve_port), broker.url()}) {

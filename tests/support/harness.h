@@ -35,6 +35,20 @@ inline std::string env_or(const char* name, const char* fallback = "") {
   return v ? v : fallback;
 }
 
+// Polls `done` every `poll` until it holds or `timeout` passes; returns
+// done(). Tests wait on what they can observe (a row count, a metric, a log
+// line) with a deadline generous enough for a loaded sanitizer build, never on
+// a sleep that hopes the machine was fast enough.
+template <typename F>
+bool eventually(F done, std::chrono::milliseconds timeout = 60s, std::chrono::milliseconds poll = 20ms) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(poll);
+  }
+  return true;
+}
+
 // A loopback port nothing listens on right now, and not handed out before by
 // this process: the kernel may offer one ephemeral port twice in a row, and
 // a test asks for several before anything binds them.
@@ -136,6 +150,12 @@ class test_db {
     return out;
   }
   long count(const std::string& sql) { return std::stol(column(sql).at(0)); }
+  // Sessions waiting for a lock on `table` of the test schema: with the
+  // table locked by this connection, evpipe's writers show up here once a
+  // batch has reached the database.
+  long lock_waiters(const std::string& table) {
+    return count("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '" + table + "'::regclass");
+  }
 
  private:
   static int& counter() {
@@ -169,7 +189,7 @@ class evpipe_process {
   // Starts `evpipe run` and waits until `port` accepts connections.
   void start(uint16_t port) {
     pid_ = spawn({EVPIPE_BINARY, "run", "--config", config_path_}, dir_ + "/run.log");
-    auto deadline = std::chrono::steady_clock::now() + 20s;
+    auto deadline = std::chrono::steady_clock::now() + 60s;  // a loaded sanitizer build starts slowly
     while (std::chrono::steady_clock::now() < deadline) {
       int fd = ::socket(AF_INET, SOCK_STREAM, 0);
       sockaddr_in a{};
@@ -196,7 +216,7 @@ class evpipe_process {
     }
   }
   // Waits for the process to exit; returns its exit code (-1 on timeout or signal).
-  int wait(std::chrono::milliseconds timeout = 30s) {
+  int wait(std::chrono::milliseconds timeout = 60s) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (pid_ > 0 && std::chrono::steady_clock::now() < deadline) {
       int status = 0;

@@ -111,7 +111,7 @@ class mqtt_test_client {
     sock_.send(out);
     mqtt::frame f;
     mqtt::connack_packet ack;
-    if (!sock_.read(f, 5s) || mqtt::parse_connack(f, ack) != mqtt::decode_status::ok || ack.return_code != 0) {
+    if (!sock_.read(f, 30s) || mqtt::parse_connack(f, ack) != mqtt::decode_status::ok || ack.return_code != 0) {
       throw std::runtime_error("mqtt test client: no CONNACK");
     }
   }
@@ -119,7 +119,7 @@ class mqtt_test_client {
   // Publishes every payload at QoS 1 (pipelined, up to `window` unacked) and
   // waits for all PUBACKs; returns how many came.
   size_t publish_all(const std::string& topic, const std::vector<std::string>& payloads,
-                     std::chrono::milliseconds timeout = 30s, size_t window = 1000) {
+                     std::chrono::milliseconds timeout = 60s, size_t window = 1000) {
     size_t sent = 0, acked = 0;
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (acked < payloads.size() && std::chrono::steady_clock::now() < deadline) {
@@ -149,7 +149,7 @@ class mqtt_test_client {
     mqtt::encode_subscribe(out, s);
     sock_.send(out);
     mqtt::frame f;
-    if (!sock_.read(f, 5s) || f.type != mqtt::packet_type::suback) throw std::runtime_error("no SUBACK");
+    if (!sock_.read(f, 30s) || f.type != mqtt::packet_type::suback) throw std::runtime_error("no SUBACK");
   }
 
   // The next message (acknowledged if QoS 1): (topic, payload).
@@ -202,20 +202,20 @@ class fake_broker {
   [[nodiscard]] uint16_t port() const { return port_; }
 
   // Accepts the client, answers its CONNECT and SUBSCRIBE; returns the CONNECT.
-  mqtt::connect_packet accept_client(std::chrono::milliseconds timeout = 20s) {
+  mqtt::connect_packet accept_client(std::chrono::milliseconds timeout = 60s) {
     pollfd p{listen_fd_, POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) throw std::runtime_error("fake broker: no client");
     client_.emplace(::accept(listen_fd_, nullptr, nullptr));
     mqtt::frame f;
     mqtt::connect_packet c;
-    if (!client_->read(f, 5s) || mqtt::parse_connect(f, c) != mqtt::decode_status::ok) {
+    if (!client_->read(f, 30s) || mqtt::parse_connect(f, c) != mqtt::decode_status::ok) {
       throw std::runtime_error("fake broker: no CONNECT");
     }
     std::string out;
     mqtt::encode_connack(out, mqtt::connack_packet{false, 0});
     client_->send(out);
     mqtt::subscribe_packet s;
-    if (!client_->read(f, 5s) || mqtt::parse_subscribe(f, s) != mqtt::decode_status::ok) {
+    if (!client_->read(f, 30s) || mqtt::parse_subscribe(f, s) != mqtt::decode_status::ok) {
       throw std::runtime_error("fake broker: no SUBSCRIBE");
     }
     filters_ = s.filters;
@@ -307,7 +307,9 @@ class mosquitto_broker {
     conf
          << "persistence true\npersistence_location " << dir_ << "/\n"
          << "max_queued_messages 0\nmax_inflight_messages 0\n"
-         << "log_dest file " << dir_ << "/mosquitto.log\n";
+         << "log_dest file " << dir_ << "/mosquitto.log\n"
+         // The defaults, plus one line per SUBSCRIBE (see subscriptions()).
+         << "log_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n";
     if (::geteuid() == 0) conf << "user root\n";  // keep access to the scratch directory
     conf.close();
     start();
@@ -319,6 +321,23 @@ class mosquitto_broker {
   [[nodiscard]] std::string tls_url() const { return "mqtts://127.0.0.1:" + std::to_string(tls_port_); }
   [[nodiscard]] std::string ca_file() const { return dir_ + "/ca.crt"; }
   [[nodiscard]] std::string dir() const { return dir_; }
+
+  // The broker's log so far.
+  [[nodiscard]] std::string log() const {
+    std::ifstream in(dir_ + "/mosquitto.log");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  // How many times the broker has logged a subscription of `client_id` to
+  // `filter` (e.g. "$share/group/tracker/events/#"). Mosquitto adds the
+  // subscription before it logs it, so every PUBLISH it handles afterwards
+  // is routed to that client: wait on this instead of sleeping before
+  // publishing.
+  [[nodiscard]] size_t subscriptions(const std::string& client_id, const std::string& filter) const {
+    std::string text = log(), line = " " + client_id + " 1 " + filter + "\n";
+    size_t n = 0;
+    for (auto at = text.find(line); at != std::string::npos; at = text.find(line, at + 1)) ++n;
+    return n;
+  }
 
   // A CA and a server certificate for IP 127.0.0.1, valid for a day.
   void make_certificates() {
@@ -344,7 +363,7 @@ class mosquitto_broker {
     if (posix_spawn(&pid_, bin.c_str(), nullptr, nullptr, argv.data(), environ) != 0) {
       throw std::runtime_error("cannot start " + bin);
     }
-    auto deadline = std::chrono::steady_clock::now() + 10s;
+    auto deadline = std::chrono::steady_clock::now() + 30s;
     while (std::chrono::steady_clock::now() < deadline) {
       try {
         ::close(mqtt_socket::connect_to(port_));
