@@ -18,16 +18,6 @@
 namespace evpipe::testing {
 namespace {
 
-template <typename F>
-bool within(std::chrono::milliseconds timeout, F done) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return done();
-}
-
 std::string ops_config(const test_db& db, uint16_t tcp_port, uint16_t http_port, const std::string& extra = "",
                        const std::string& level = "info") {
   return "[pipeline]\nshards = 2\nshutdown_timeout_ms = 4000\n"
@@ -191,7 +181,7 @@ TEST_F(Operations, HupUsr1Usr2AreLoggedAndIgnoredWithEventsInFlight) {
   for (auto [sig, name] : sigs) {
     evp.kill(sig);
     ++logged;
-    ASSERT_TRUE(within(30s, [&] { return count_of(evp.log(), "ignored (evpipe has no reload") == logged; }))
+    ASSERT_TRUE(eventually([&] { return count_of(evp.log(), "ignored (evpipe has no reload") == logged; }, 30s))
         << name << " " << evp.log();
   }
   EXPECT_EQ(c.read_acks_until(2000, 60s), 2000u) << evp.log();
@@ -226,7 +216,7 @@ TEST_F(Operations, SigquitAndRepeatedStopSignalsDrainAndExitZero) {
   });
   ASSERT_GE(c.read_acks_until(1, 60s), 1u);
   evp.kill(SIGQUIT);
-  ASSERT_TRUE(within(30s, [&] { return evp.log().find("received SIGQUIT: draining") != std::string::npos; }))
+  ASSERT_TRUE(eventually([&] { return evp.log().find("received SIGQUIT: draining") != std::string::npos; }, 30s))
       << evp.log();
   evp.kill(SIGINT);
   uint64_t acked = c.read_acks_until(n, 60s);
@@ -254,12 +244,12 @@ TEST_F(Operations, DrainIsVisibleToReadinessAndEndsAtTheTimeoutWhateverTheDataba
   ndjson_client c(port);
   c.send_all(events("stall", 500));
   // The events reach a shard, whose COPY now waits on the lock.
-  ASSERT_TRUE(within(60s, [&] {
+  ASSERT_TRUE(eventually([&] {
     return metric_value(http_get(http_port, "/metrics"), "evpipe_events_received_total{source=\"tcp\"}") >= 500;
-  })) << http_get(http_port, "/metrics");
+  }, 60s)) << http_get(http_port, "/metrics");
   auto t0 = std::chrono::steady_clock::now();
   evp.kill(SIGTERM);
-  ASSERT_TRUE(within(20s, [&] { return http_get(http_port, "/health/ready").find("draining") != std::string::npos; }))
+  ASSERT_TRUE(eventually([&] { return http_get(http_port, "/health/ready").find("draining") != std::string::npos; }, 20s))
       << evp.log();
   EXPECT_EQ(status_line(http_get(http_port, "/health/ready")), "HTTP/1.1 503 Service Unavailable");
   EXPECT_EQ(status_line(http_get(http_port, "/health/live")), "HTTP/1.1 200 OK");
@@ -289,7 +279,7 @@ TEST_F(Operations, StalledLogPipeNeitherStallsIngestNorHoldsTheExit) {
   std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_ops_logpipe";
   raw_child child(dir + "/evpipe.toml", "", {.stderr_pipe = fds[1]});
   ::close(fds[1]);
-  ASSERT_TRUE(within(30s, [&] { return accepts(port); }));
+  ASSERT_TRUE(eventually([&] { return accepts(port); }, 30s));
   for (int i = 0; i < 300; ++i) {
     child.signal(SIGHUP);
     std::this_thread::sleep_for(1ms);  // signals of one kind sent together count once
@@ -312,7 +302,7 @@ TEST_F(Operations, ClosedStdioDescriptorsDoNotCapturePipelineSockets) {
   ASSERT_EQ(setup.run_command("migrate"), 0) << setup.log("migrate.log");
   std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_ops_stdio";
   raw_child child(dir + "/evpipe.toml", "", {.stdio_closed = true});
-  ASSERT_TRUE(within(30s, [&] { return accepts(port); }));
+  ASSERT_TRUE(eventually([&] { return accepts(port); }, 30s));
   // Descriptors 0-2 are /dev/null, so that nothing opened later takes them.
   for (int fd = 0; fd < 3; ++fd) {
     char target[256] = {};
@@ -345,7 +335,7 @@ void idle_clients_under_low_limit(test_db& db, const std::string& name, bool on_
   std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_" + name;
   std::string log_path = dir + "/child.log";
   raw_child child(dir + "/evpipe.toml", log_path, {.nofile = 1024});
-  ASSERT_TRUE(within(30s, [&] { return accepts(port); }));
+  ASSERT_TRUE(eventually([&] { return accepts(port); }, 30s));
   double cpu0 = child.cpu_seconds();
   std::vector<int> idle;
   for (int i = 0; i < 1100; ++i) {
@@ -358,7 +348,7 @@ void idle_clients_under_low_limit(test_db& db, const std::string& name, bool on_
     idle.push_back(fd);
   }
   auto t0 = std::chrono::steady_clock::now();
-  bool live = within(15s, [&] { return status_line(http_get(http_port, "/health/live")) == "HTTP/1.1 200 OK"; });
+  bool live = eventually([&] { return status_line(http_get(http_port, "/health/live")) == "HTTP/1.1 200 OK"; }, 15s);
   EXPECT_TRUE(live) << "/health/live did not answer within 15 s";
   std::this_thread::sleep_until(t0 + 10s);
   double cpu = child.cpu_seconds() - cpu0;
@@ -370,7 +360,7 @@ void idle_clients_under_low_limit(test_db& db, const std::string& name, bool on_
   EXPECT_LT(lines, 20u + 12u) << log.substr(0, 4000);  // the 12 or so start-up lines are not the episode
   // Still ingesting once the idle clients leave.
   for (int fd : idle) ::close(fd);
-  ASSERT_TRUE(within(30s, [&] {
+  ASSERT_TRUE(eventually([&] {
     try {
       ndjson_client c(port);
       c.send_all(events(name, 10));
@@ -378,7 +368,7 @@ void idle_clients_under_low_limit(test_db& db, const std::string& name, bool on_
     } catch (...) {
       return false;
     }
-  })) << log;
+  }, 30s)) << log;
   child.signal(SIGTERM);
   EXPECT_EQ(child.wait(60s), 0);
 }
