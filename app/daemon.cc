@@ -134,7 +134,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   guard_descriptors(s);
   if (!check_database(s)) return 1;
 
-  pipeline::metrics_registry registry(s.metrics.prefix, s.metrics.max_label_values);
+  pipeline::metrics_registry registry(s.metrics.prefix, s.metrics.max_label_values, s.metrics.max_series);
   uint32_t nshards = s.effective_shards();
   pipeline::shard_options opts;
   opts.max_rows = s.batch.max_rows;

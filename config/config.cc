@@ -232,6 +232,13 @@ bool valid_filter(std::string_view f) {
   }
 }
 
+// Characters of UTF-8 text (config does not depend on stages/).
+size_t stages_utf8_chars(std::string_view s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
 // A file named in the config: relative paths are taken from the config
 // file's folder, so that a service started from / finds them.
 std::string resolve_path(const std::string& path, const std::string& base_dir) {
@@ -321,7 +328,7 @@ http_source parse_http(const toml::table& t, const std::string& where, const std
   r.reject_unknown();
   if (listen.empty()) r.fail("listen", "is required (\"host:port\")");
   h.listen = parse_listen(listen, origin + ": " + where + " listen");
-  if (h.topic.size() > 255) r.fail("topic", "must be at most 255 bytes");
+  if (stages_utf8_chars(h.topic) > 255) r.fail("topic", "must be at most 255 characters (the topic column)");
   h.bearer_token_file = resolve_path(h.bearer_token_file, base_dir);
   if (!h.bearer_token_file.empty()) h.bearer_token = read_secret(h.bearer_token_file, r, "bearer_token_file");
   return h;
@@ -386,6 +393,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
     table_reader r(*t, "[metrics]", origin);
     r.str("prefix", s.metrics.prefix, false);
     r.uint("max_label_values", s.metrics.max_label_values, 1, 100'000);
+    r.uint("max_series", s.metrics.max_series, 1, 1'000'000);
     r.reject_unknown();
     static const std::regex name_re("^[a-zA-Z_:][a-zA-Z0-9_:]*$");
     if (!std::regex_match(s.metrics.prefix, name_re)) {
@@ -430,7 +438,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
         r.reject_unknown();
         if (listen.empty()) r.fail("listen", "is required (\"host:port\")");
         src.listen = parse_listen(listen, origin + ": " + where + " listen");
-        if (src.topic.size() > 255) r.fail("topic", "must be at most 255 bytes");
+        if (stages_utf8_chars(src.topic) > 255) r.fail("topic", "must be at most 255 characters (the topic column)");
         s.tcp_sources.push_back(std::move(src));
       }
     }
@@ -512,7 +520,8 @@ std::string to_toml(const settings& s) {
                                   {"max_connections", int64_t(s.http.max_connections)},
                                   {"idle_timeout_s", int64_t(s.http.idle_timeout_s)}});
   root.insert("metrics", toml::table{{"prefix", s.metrics.prefix},
-                                     {"max_label_values", int64_t(s.metrics.max_label_values)}});
+                                     {"max_label_values", int64_t(s.metrics.max_label_values)},
+                                     {"max_series", int64_t(s.metrics.max_series)}});
   root.insert("log", toml::table{{"level", s.log.level}});
   toml::array tcp;
   for (const auto& src : s.tcp_sources) {

@@ -97,7 +97,8 @@ struct settings {
   } http;
   struct {
     std::string prefix = "evpipe";    // metric name prefix ("taylor" for TaylorDash dashboards)
-    uint32_t max_label_values = 500;  // distinct values per label before folding into "other"
+    uint32_t max_label_values = 500;  // distinct values per label of one family before folding into "other"
+    uint32_t max_series = 2000;       // series per labelled family (topic x kind, topic x reason), then (other, other)
   } metrics;
   struct {
     std::string level = "info";       // trace, debug, info, warn, error

@@ -63,13 +63,13 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
   std::string_view topic = default_topic;
   std::string message;
   if (rule == topic_rule::event_first && env.has_topic && !env.topic.empty() &&
-      env.topic.size() <= limits_.max_topic_bytes && v.why != stages::reason::invalid_topic) {
+      stages::fits_varchar(env.topic, limits_.max_topic_chars) && v.why != stages::reason::invalid_topic) {
     topic = env.topic;
-  } else if (rule == topic_rule::source_only && topic.size() > limits_.max_topic_bytes) {
+  } else if (rule == topic_rule::source_only && !stages::fits_varchar(topic, limits_.max_topic_chars)) {
     // An MQTT topic can be longer than the topic column: dead-letter the event
-    // under the topic's first bytes rather than let the database refuse it.
-    message = "topic is " + std::to_string(topic.size()) + " bytes, over the limit of " +
-              std::to_string(limits_.max_topic_bytes);
+    // under the topic's first characters rather than let the database refuse it.
+    message = "topic is " + std::to_string(stages::utf8_chars(topic)) + " characters, over the limit of " +
+              std::to_string(limits_.max_topic_chars);
     topic = column_topic(topic);
     if (v.ok()) {
       v.why = stages::reason::invalid_topic;
@@ -100,10 +100,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
 }
 
 std::string_view intake::column_topic(std::string_view topic) const noexcept {
-  if (topic.size() <= limits_.max_topic_bytes) return topic;
-  size_t cut = limits_.max_topic_bytes;
-  while (cut > 0 && (static_cast<unsigned char>(topic[cut]) & 0xC0) == 0x80) --cut;
-  return topic.substr(0, cut);
+  return stages::varchar_prefix(topic, limits_.max_topic_chars);
 }
 
 void intake::add_too_large(std::string_view prefix, size_t full_size, uint64_t digest_lo, uint64_t digest_hi,

@@ -22,8 +22,29 @@ std::string_view label_limiter::admit(std::string_view v) {
   return v;
 }
 
-metrics_registry::metrics_registry(std::string prefix, size_t max_label_values)
-    : prefix_(std::move(prefix)), topics_(max_label_values), kinds_(max_label_values), reasons_(64) {}
+void labelled_family::add(std::string_view a, std::string_view b, uint64_t n) {
+  std::string key(first.admit(a));
+  key.push_back(label_sep);
+  key.append(second.admit(b));
+  auto it = counts.find(key);
+  if (it == counts.end() && counts.size() >= max_series) {
+    key = "other";
+    key.push_back(label_sep);
+    key += "other";
+    it = counts.find(key);
+  }
+  if (it == counts.end()) {
+    counts.emplace(std::move(key), n);
+  } else {
+    it->second += n;
+  }
+}
+
+metrics_registry::metrics_registry(std::string prefix, size_t max_label_values, size_t max_series)
+    : prefix_(std::move(prefix)),
+      // Reason codes are a fixed set, plus SQLSTATE-free db_rejected: 64 is plenty.
+      ingested_(max_label_values, max_label_values, max_series),
+      dead_lettered_(max_label_values, 64, max_series) {}
 
 shard_probe& metrics_registry::add_shard() { return *shards_.emplace_back(std::make_unique<shard_probe>()); }
 
@@ -33,27 +54,20 @@ source_probe& metrics_registry::add_source(std::string kind) {
   return p;
 }
 
-void metrics_registry::merge(const absl::flat_hash_map<std::string, uint64_t>& in,
-                             absl::flat_hash_map<std::string, uint64_t>& into, label_limiter& second) {
+void metrics_registry::merge(const absl::flat_hash_map<std::string, uint64_t>& in, labelled_family& into) {
   std::lock_guard lock(mu_);
-  std::string key;
   for (const auto& [k, n] : in) {
     if (n == 0) continue;
     auto sep = k.find(label_sep);
     std::string_view a = std::string_view(k).substr(0, sep);
     std::string_view b = sep == std::string::npos ? std::string_view{} : std::string_view(k).substr(sep + 1);
-    key.assign(topics_.admit(a));
-    key.push_back(label_sep);
-    key.append(second.admit(b));
-    into[key] += n;
+    into.add(a, b, n);
   }
 }
 
-void metrics_registry::add_ingested(const absl::flat_hash_map<std::string, uint64_t>& m) {
-  merge(m, ingested_, kinds_);
-}
+void metrics_registry::add_ingested(const absl::flat_hash_map<std::string, uint64_t>& m) { merge(m, ingested_); }
 void metrics_registry::add_dead_lettered(const absl::flat_hash_map<std::string, uint64_t>& m) {
-  merge(m, dead_lettered_, reasons_);
+  merge(m, dead_lettered_);
 }
 
 void metrics_registry::add_db_rejected(std::string_view sqlstate, uint64_t n) {
@@ -144,9 +158,9 @@ std::string metrics_registry::render() const {
 
   {
     std::lock_guard lock(mu_);
-    render_pairs(out, p + "_ingest_total", "Events committed to events_mirror, by topic and kind.", "kind", ingested_);
+    render_pairs(out, p + "_ingest_total", "Events committed to events_mirror, by topic and kind.", "kind", ingested_.counts);
     render_pairs(out, p + "_dlq_total", "Events committed to dlq_events, by topic and reason.", "reason",
-                 dead_lettered_);
+                 dead_lettered_.counts);
     name = p + "_db_rejected_total";
     header(out, name, "counter", "Rows PostgreSQL refused (dead-lettered as db_rejected), by SQLSTATE.");
     for (const auto& [state, n] : db_rejected_) sample(out, name, "sqlstate=\"" + state + "\"", double(n));

@@ -5,8 +5,10 @@
 // Counters and histograms on the hot path are relaxed atomics written by one
 // thread (the probe's owner); the scraper only reads them. Labelled counters
 // (ingest by topic and kind, DLQ by topic and reason) are merged once per
-// committed batch under a mutex, through a limiter that caps the number of
-// distinct values per label and folds the rest into "other".
+// committed batch under a mutex. Each labelled family has its own budget: at
+// most `max_label_values` distinct values per label and `max_series` series,
+// the rest folded into "other" (counts are moved, never dropped, so sums stay
+// exact), so that junk in one family never crowds out another.
 
 #include <array>
 #include <atomic>
@@ -123,9 +125,25 @@ class label_limiter {
   absl::flat_hash_set<std::string> seen_;
 };
 
+// One counter family labelled (topic, second label) and its budget. Not
+// thread-safe (used under the registry's mutex).
+struct labelled_family {
+  labelled_family(size_t max_values_first, size_t max_values_second, size_t max_series)
+      : first(max_values_first), second(max_values_second), max_series(max_series) {}
+  // Adds n to the series of (a, b), or to the series it folds into: a label
+  // over its budget reads "other", and a series still new once the family
+  // holds max_series reads (other, other), so a family has at most
+  // max_series + 1 series.
+  void add(std::string_view a, std::string_view b, uint64_t n);
+
+  label_limiter first, second;
+  size_t max_series;
+  absl::flat_hash_map<std::string, uint64_t> counts;  // key "a\x1fb"
+};
+
 class metrics_registry {
  public:
-  metrics_registry(std::string prefix, size_t max_label_values);
+  metrics_registry(std::string prefix, size_t max_label_values, size_t max_series = 2000);
 
   shard_probe& add_shard();          // call before threads start
   source_probe& add_source(std::string kind);
@@ -146,19 +164,15 @@ class metrics_registry {
   [[nodiscard]] const std::vector<std::unique_ptr<source_probe>>& sources() const { return sources_; }
 
  private:
-  void merge(const absl::flat_hash_map<std::string, uint64_t>& in,
-             absl::flat_hash_map<std::string, uint64_t>& into, label_limiter& second);
+  void merge(const absl::flat_hash_map<std::string, uint64_t>& in, labelled_family& into);
 
   std::string prefix_;
   std::vector<std::unique_ptr<shard_probe>> shards_;
   std::vector<std::unique_ptr<source_probe>> sources_;
 
-  mutable std::mutex mu_;  // guards the labelled maps and limiters
-  label_limiter topics_;
-  label_limiter kinds_;
-  label_limiter reasons_;
-  absl::flat_hash_map<std::string, uint64_t> ingested_;
-  absl::flat_hash_map<std::string, uint64_t> dead_lettered_;
+  mutable std::mutex mu_;  // guards the labelled families
+  labelled_family ingested_;       // (topic, kind)
+  labelled_family dead_lettered_;  // (topic, reason)
   absl::flat_hash_map<std::string, uint64_t> db_rejected_;  // SQLSTATE codes: a bounded set
 };
 

@@ -287,8 +287,9 @@ validation envelope_validator::check(std::string_view line, size_t capacity, env
                 "idempotency_key is " + std::to_string(out.idempotency_key.size()) +
                     " bytes, over the limit of " + std::to_string(limits_.max_key_bytes));
   }
-  if (out.has_topic && (out.topic.empty() || out.topic.size() > limits_.max_topic_bytes)) {
-    return fail(reason::invalid_topic, "topic must be 1 to " + std::to_string(limits_.max_topic_bytes) + " bytes");
+  if (out.has_topic && (out.topic.empty() || !fits_varchar(out.topic, limits_.max_topic_chars))) {
+    return fail(reason::invalid_topic,
+                "topic must be 1 to " + std::to_string(limits_.max_topic_chars) + " characters");
   }
   return {};
 }

@@ -18,10 +18,33 @@
 
 namespace evpipe::stages {
 
+// Characters (code points) in UTF-8 text, the unit of VARCHAR(n): every byte
+// that does not continue a sequence starts one.
+[[nodiscard]] inline size_t utf8_chars(std::string_view s) noexcept {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+// Whether `s` fits a VARCHAR(max_chars) column; the byte count settles most.
+[[nodiscard]] inline bool fits_varchar(std::string_view s, size_t max_chars) noexcept {
+  return s.size() <= max_chars || utf8_chars(s) <= max_chars;
+}
+
+// The longest prefix of `s` with at most max_chars characters, cut between
+// characters.
+[[nodiscard]] inline std::string_view varchar_prefix(std::string_view s, size_t max_chars) noexcept {
+  size_t chars = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80 && chars++ == max_chars) return s.substr(0, i);
+  }
+  return s;
+}
+
 struct envelope_limits {
   size_t max_event_bytes = 1 << 20;  // whole line
   size_t max_key_bytes = 255;        // idempotency_key, in bytes
-  size_t max_topic_bytes = 255;      // events_mirror.topic is VARCHAR(255)
+  size_t max_topic_chars = 255;      // events_mirror.topic is VARCHAR(255): characters, not bytes
   uint32_t max_depth = 64;           // JSON nesting
 };
 

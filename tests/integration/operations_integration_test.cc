@@ -381,6 +381,31 @@ TEST_F(Operations, IdleSourceClientsUnderALowFileLimitLeaveHealthAndDatabaseWork
   idle_clients_under_low_limit(db, "ops_fd_source", true);
 }
 
+// Limits in the database's units: the topic column is VARCHAR(255), which
+// counts characters. Topics of 255 three- and four-byte characters are
+// stored as sent; 256 characters are dead-lettered as invalid_topic, not
+// refused by the database.
+TEST_F(Operations, TopicLimitIsTheColumnsCharactersNotBytes) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(ops_config(db, port, http_port), "ops_units");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  std::string cjk255, emoji255;
+  for (int i = 0; i < 255; ++i) cjk255 += "\xe6\x97\xa5";
+  for (int i = 0; i < 255; ++i) emoji255 += "\xf0\x9f\x98\x80";
+  ndjson_client c(port);
+  c.send_all(valid_event("units-cjk", "t", ",\"topic\":\"" + cjk255 + "\"") + "\n" +
+             valid_event("units-emoji", "t", ",\"topic\":\"" + emoji255 + "\"") + "\n" +
+             valid_event("units-over", "t", ",\"topic\":\"" + cjk255 + "x\"") + "\n");
+  EXPECT_EQ(c.read_acks_until(3, 60s), 3u) << evp.log();
+  EXPECT_EQ(db.column("SELECT topic FROM events_mirror WHERE idempotency_key = 'units-cjk'").at(0), cjk255);
+  EXPECT_EQ(db.column("SELECT topic FROM events_mirror WHERE idempotency_key = 'units-emoji'").at(0), emoji255);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'invalid_topic'"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'db_rejected'"), 0);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(60s), 0) << evp.log();
+}
+
 // What `check-config` accepts, `run` runs; what it refuses, `run` refuses too,
 // over the error kinds that used to pass the check and fail at start.
 TEST_F(Operations, CheckConfigAndRunAgree) {

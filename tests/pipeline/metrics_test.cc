@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 namespace evpipe::pipeline {
 namespace {
 
@@ -35,6 +37,51 @@ TEST(Metrics, LabelValuesAreCappedAndFolded) {
   EXPECT_NE(text.find("topic=\"autocore/ESP32_0/telemetry\""), std::string::npos);
   EXPECT_EQ(text.find("topic=\"autocore/ESP32_5/telemetry\""), std::string::npos);
   EXPECT_NE(text.find("evpipe_ingest_total{topic=\"other\",kind=\"telemetry\"} 7"), std::string::npos);
+}
+
+// Counts of one family's series, and their sum, from the rendered text.
+std::pair<size_t, double> family(const std::string& text, const std::string& name) {
+  size_t series = 0;
+  double sum = 0;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(name + "{", 0) != 0) continue;
+    ++series;
+    sum += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return {series, sum};
+}
+
+// 150 topics x 150 kinds under a per-label cap of 500: the series cap holds
+// the family to max_series + 1, and no count is lost.
+TEST(Metrics, SeriesArePerFamilyCappedAndSumsStayExact) {
+  metrics_registry r("evpipe", 500, 1000);
+  for (int t = 0; t < 150; ++t) {
+    absl::flat_hash_map<std::string, uint64_t> m;
+    for (int k = 0; k < 150; ++k) m["topic/" + std::to_string(t) + label_sep + "kind" + std::to_string(k)] = 2;
+    r.add_ingested(m);
+  }
+  auto [series, sum] = family(r.render(), "evpipe_ingest_total");
+  EXPECT_LE(series, 1001u);
+  EXPECT_EQ(sum, 150.0 * 150 * 2);
+  EXPECT_NE(r.render().find("evpipe_ingest_total{topic=\"other\",kind=\"other\"}"), std::string::npos);
+}
+
+// Junk topics dead-lettered first do not use up the ingest family's topics.
+TEST(Metrics, OneFamilyCannotStarveAnother) {
+  metrics_registry r("evpipe", 100);
+  for (int i = 0; i < 500; ++i) {
+    absl::flat_hash_map<std::string, uint64_t> m{{"junk/" + std::to_string(i) + label_sep + "invalid_json", 1}};
+    r.add_dead_lettered(m);
+  }
+  absl::flat_hash_map<std::string, uint64_t> good{{std::string("tracker/events/good") + label_sep + "created", 5}};
+  r.add_ingested(good);
+  auto text = r.render();
+  EXPECT_NE(text.find("evpipe_ingest_total{topic=\"tracker/events/good\",kind=\"created\"} 5"), std::string::npos)
+      << text.substr(0, 3000);
+  auto [series, sum] = family(text, "evpipe_dlq_total");
+  EXPECT_LE(series, 101u);
+  EXPECT_EQ(sum, 500.0);
 }
 
 TEST(Metrics, LabelValuesAreEscaped) {

@@ -144,6 +144,15 @@ TEST(Validate, KindKeyPayloadTopicRules) {
   EXPECT_EQ(check(event(id, ts, "\"k\"", "\"k\"", "{}", ",\"topic\":5")).why, reason::invalid_topic);
   EXPECT_EQ(check(event(id, ts, "\"k\"", "\"k\"", "{}", ",\"topic\":\"" + std::string(256, 't') + "\"")).why,
             reason::invalid_topic);
+  // The topic column is VARCHAR(255): characters, whatever their bytes.
+  std::string cjk255, emoji255;
+  for (int i = 0; i < 255; ++i) cjk255 += "\xe6\x97\xa5";     // 日, 3 bytes
+  for (int i = 0; i < 255; ++i) emoji255 += "\xf0\x9f\x98\x80";  // 😀, 4 bytes
+  EXPECT_TRUE(check(event(id, ts, "\"k\"", "\"k\"", "{}", ",\"topic\":\"" + cjk255 + "\"")).ok());
+  EXPECT_TRUE(check(event(id, ts, "\"k\"", "\"k\"", "{}", ",\"topic\":\"" + emoji255 + "\"")).ok());
+  EXPECT_EQ(check(event(id, ts, "\"k\"", "\"k\"", "{}", ",\"topic\":\"" + cjk255 + "x\"")).why, reason::invalid_topic);
+  EXPECT_EQ(utf8_chars(emoji255), 255u);
+  EXPECT_EQ(varchar_prefix(cjk255 + "abc", 256), cjk255 + "a");
 }
 
 TEST(Validate, SizeLimit) {

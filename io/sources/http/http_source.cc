@@ -281,9 +281,9 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
     res.set(http::field::server, "evpipe");
     res.set(http::field::content_type, "application/json");
     std::string_view topic_header = req["X-Topic"];
-    if (req.find("X-Topic") != req.end() && (topic_header.empty() || topic_header.size() > limits_.max_topic_bytes ||
+    if (req.find("X-Topic") != req.end() && (topic_header.empty() || !stages::fits_varchar(topic_header, limits_.max_topic_chars) ||
                                              !simdjson::validate_utf8(topic_header.data(), topic_header.size()))) {
-      fill_error(res, 400, "X-Topic must be 1 to " + std::to_string(limits_.max_topic_bytes) + " bytes of UTF-8");
+      fill_error(res, 400, "X-Topic must be 1 to " + std::to_string(limits_.max_topic_chars) + " characters of UTF-8");
       co_return res;
     }
     simdjson::padded_string body(req.body());
