@@ -6,11 +6,21 @@ namespace evpipe::io {
 
 namespace {
 constexpr const char* copy_mirror_sql = "COPY events_mirror (topic, payload) FROM STDIN (FORMAT binary)";
-constexpr const char* copy_stage_sql = "COPY evpipe_stage (topic, payload) FROM STDIN (FORMAT binary)";
+// Nothing outlives a transaction on the server (no temporary table, no named
+// prepared statement, no SET), so that any server connection may serve the
+// next transaction: a transaction-mode pooler (PgBouncer pool_mode =
+// transaction) hands out a different one each time, and recycles them. The
+// staging table lives and dies inside the transaction that resolves conflicts
+// (ON COMMIT DROP; a rollback drops it too). It is created only on that path,
+// after a unique violation, so the fast path stays one COPY.
+constexpr const char* create_stage_sql =
+    "CREATE TEMP TABLE evpipe_stage (topic VARCHAR(255), payload JSONB) ON COMMIT DROP";
+constexpr const char* copy_stage_sql = "COPY pg_temp.evpipe_stage (topic, payload) FROM STDIN (FORMAT binary)";
 constexpr const char* move_stage_sql =
-    "INSERT INTO events_mirror (topic, payload) SELECT topic, payload FROM evpipe_stage "
+    "INSERT INTO events_mirror (topic, payload) SELECT topic, payload FROM pg_temp.evpipe_stage "
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key";
-constexpr const char* dlq_statement = "evpipe_dlq_insert";
+// Sent as an unnamed statement (parsed again for each dead letter, which is
+// cheap next to the row it writes; dead letters are the rare path).
 constexpr const char* dlq_sql =
     "INSERT INTO dlq_events (original_topic, failure_reason, reason_code, payload, raw, event_digest) "
     "VALUES ($1, $2, $3, $4::jsonb, $5::bytea, $6::bytea) "
@@ -27,15 +37,6 @@ postgres_sink::postgres_sink(std::string dsn, std::string application_name)
 
 bool postgres_sink::connect() {
   pg_status st = conn_.connect(dsn_, application_name_);
-  if (st.ok) {
-    st = conn_.exec(
-        "CREATE TEMP TABLE IF NOT EXISTS evpipe_stage (topic VARCHAR(255), payload JSONB) "
-        "ON COMMIT DELETE ROWS");
-  }
-  if (st.ok) {
-    pg_result r(PQprepare(conn_.raw(), dlq_statement, dlq_sql, 6, nullptr));
-    if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) st = conn_.error_of(r.get());
-  }
   if (!st.ok) {
     last_error_ = st.message;
     conn_.close();
@@ -146,7 +147,9 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
 
 pg_status postgres_sink::resolve_conflicts(stages::write_batch& batch, size_t first, size_t last,
                                            std::string_view copy_data) {
-  pg_status st = conn_.copy_in(copy_stage_sql, copy_data);
+  // Called inside a transaction, once per transaction.
+  pg_status st = conn_.exec(create_stage_sql);
+  if (st.ok) st = conn_.copy_in(copy_stage_sql, copy_data);
   if (!st.ok) return st;
   pg_result r;
   st = conn_.query(move_stage_sql, r);
@@ -189,7 +192,7 @@ pg_status postgres_sink::insert_dead_letters(stages::write_batch& batch) {
       int lengths[6] = {0, 0, 0, static_cast<int>(dl.bytes.size()), static_cast<int>(dl.bytes.size()),
                         static_cast<int>(dl.digest.size())};
       int formats[6] = {0, 0, 0, 0, 1, 1};
-      if (PQsendQueryPrepared(c, dlq_statement, 6, values, lengths, formats, 0) != 1) {
+      if (PQsendQueryParams(c, dlq_sql, 6, nullptr, values, lengths, formats, 0) != 1) {
         st = conn_.error_of(nullptr);
         break;
       }

@@ -8,14 +8,19 @@
 //     sent in libpq pipeline mode (COPY itself cannot run in a pipeline);
 //   - when COPY meets a key the table already holds (unique violation, e.g.
 //     after a restart emptied the dedup window): the batch is COPYed into a
-//     temporary staging table and moved with INSERT ... ON CONFLICT DO NOTHING
-//     RETURNING, so the new rows commit and the others are marked duplicates;
+//     temporary staging table created in the same transaction (ON COMMIT DROP)
+//     and moved with INSERT ... ON CONFLICT DO NOTHING RETURNING, so the new
+//     rows commit and the others are marked duplicates;
 //   - when PostgreSQL refuses a row for its data (io::classify: SQLSTATE class
 //     22, 23, 54 or P0: a CHECK constraint, a trigger, a value it cannot store): the batch is
 //     bisected into ranges committed separately until the refused rows stand
 //     alone; they become dead letters (db_rejected, with SQLSTATE and message)
 //     and every other row commits. Other errors (connection, shutdown,
 //     serialization, resources) are transient: the whole batch is retried.
+//
+// No server state outlives a transaction (no session temp table, no named
+// prepared statement), so a transaction-mode pooler may give each
+// transaction a different server connection (docs/postgres.md).
 //
 // Owned by one shard thread; not thread-safe.
 
