@@ -292,7 +292,7 @@ settings parse(const toml::table& root, const std::string& origin) {
   }
   if (auto* t = section(root, "postgres", origin)) {
     table_reader r(*t, "[postgres]", origin);
-    r.str("dsn", s.postgres.dsn, false);
+    r.str("dsn", s.postgres.dsn);  // "" leaves everything to libpq's defaults and PG* environment
     r.uint("retry_base_ms", s.postgres.retry_base_ms, 1, 60'000);
     r.uint("retry_max_ms", s.postgres.retry_max_ms, 1, 600'000);
     r.uint("max_attempts", s.postgres.max_attempts, 0, 1'000'000);

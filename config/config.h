@@ -85,7 +85,7 @@ struct settings {
     uint32_t max_depth = 64;             // deepest JSON nesting
   } events;
   struct {
-    std::string dsn = "postgresql://localhost/evpipe";  // libpq connection string or URI
+    std::string dsn;  // libpq connection string or URI; "" = libpq's defaults and PG* environment
     uint32_t retry_base_ms = 100;     // first reconnect delay
     uint32_t retry_max_ms = 5000;     // reconnect delay cap
     uint32_t max_attempts = 0;        // per batch, then its events are dead-lettered as retries_exhausted (0: forever)

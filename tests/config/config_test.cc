@@ -193,6 +193,12 @@ TEST(Config, ShippedDefaultFileLoads) {
   EXPECT_EQ(s.tcp_sources.size(), 1u);
 }
 
+TEST(Config, EmptyDsnLeavesConnectionSettingsToLibpq) {
+  EXPECT_EQ(settings{}.postgres.dsn, "") << "no host or database the user did not ask for";
+  EXPECT_EQ(load_string("[postgres]\ndsn = \"\"\n").postgres.dsn, "");
+  EXPECT_EQ(load_file(std::string(EVPIPE_SOURCE_DIR) + "/config/evpipe.toml").postgres.dsn, "");
+}
+
 TEST(Config, MissingFileIsOneClearError) {
   try {
     (void)load_file("/nonexistent/evpipe.toml");
