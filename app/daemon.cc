@@ -13,6 +13,7 @@
 #include "io/sources/mqtt/mqtt_source.h"
 #include "io/postgres/pg_connection.h"
 #include "io/postgres/postgres_sink.h"
+#include "io/postgres/schema_check.h"
 #include "io/sources/tcp/tcp_source.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
@@ -46,16 +47,11 @@ bool check_database(const config::settings& s) {
       return false;
     }
   }
-  {
-    io::pg_result r;
-    st = conn.query(
-        "SELECT 1 FROM pg_indexes WHERE tablename = 'events_mirror' "
-        "AND indexname = 'events_mirror_idempotency_key_key'",
-        r);
-    if (!st.ok || PQntuples(r.get()) == 0) {
-      spdlog::error("events_mirror lacks its idempotency index: run `evpipe migrate --config FILE`");
-      return false;
-    }
+  // The tables as the shards' sessions resolve them, each with a unique index
+  // its ON CONFLICT clause can use.
+  if (std::string problem = io::find_schema_problem(conn); !problem.empty()) {
+    spdlog::error("{}", problem);
+    return false;
   }
   return true;
 }
@@ -69,13 +65,8 @@ int migrate(const config::settings& s) {
     spdlog::error("cannot connect to PostgreSQL at {}: {}", config::mask_dsn(s.postgres.dsn), st.message);
     return 1;
   }
-  // One transaction under an advisory lock: concurrent migrations serialize.
-  std::string sql = "BEGIN; SELECT pg_advisory_xact_lock(727274001);\n";
-  sql += schemas::events_ddl();
-  sql += "\nCOMMIT;";
-  st = conn.exec(sql.c_str());
-  if (!st.ok) {
-    spdlog::error("migration failed: {} {}", st.sqlstate, st.message);
+  if (std::string error = io::migrate_schema(conn); !error.empty()) {
+    spdlog::error("{}", error);
     return 1;
   }
   spdlog::info("schema is up to date: events_mirror, dlq_events");
