@@ -68,8 +68,13 @@ pg_status pg_connection::error_of(const PGresult* r) const {
   st.sqlstate = state ? state : "";
   const char* msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : nullptr;
   st.message = one_line(msg ? msg : (conn_ ? PQerrorMessage(conn_) : "no connection"));
+  // Besides a lost connection: the server shutting down (57P0x) or no longer
+  // able to write (25006: a failed-over old primary, or
+  // default_transaction_read_only). Retrying on this connection cannot help;
+  // a new one, made through the DSN, lets libpq's host list and
+  // target_session_attrs=read-write find the server that can write.
   st.connection_lost = !connected() || st.sqlstate.starts_with("08") || st.sqlstate == "57P01" ||
-                       st.sqlstate == "57P02" || st.sqlstate == "57P03";
+                       st.sqlstate == "57P02" || st.sqlstate == "57P03" || st.sqlstate == "25006";
   return st;
 }
 

@@ -18,7 +18,8 @@ struct pg_status {
   bool ok = true;
   std::string sqlstate;  // five characters when the server reported an error
   std::string message;   // one line
-  // Whether the connection is gone (retry after reconnecting).
+  // Whether the connection is gone or can no longer write here (retry after
+  // reconnecting through the DSN).
   bool connection_lost = false;
 };
 

@@ -1,8 +1,10 @@
 #pragma once
 // Test support for the PostgreSQL deployment tests: a scratch database of its
 // own in the test cluster (for what cannot be confined to a schema, such as a
-// pooler that refuses the `options` startup parameter) and Debian's PgBouncer
-// run on a loopback port with its own ini file. Header-only.
+// pooler that refuses the `options` startup parameter), a PostgreSQL cluster
+// of its own (for what changes a whole server, such as making it read-only),
+// and Debian's PgBouncer run on a loopback port with its own ini file.
+// Header-only.
 
 #include <libpq-fe.h>
 #include <sys/stat.h>
@@ -92,6 +94,64 @@ class scratch_database {
   std::string name_;
   PGconn* admin_ = nullptr;
   PGconn* conn_ = nullptr;
+};
+
+// A private PostgreSQL cluster on a loopback port, in a scratch directory,
+// stopped and removed afterwards; trust auth for the same user as the test
+// cluster (the cluster's OS user when running as root, as scripts/lib.sh does).
+class scratch_cluster {
+ public:
+  explicit scratch_cluster(const std::string& name) {
+    user_ = dsn_keywords(env_or("EVPIPE_TEST_DSN")).at("user");
+    dir_ = env_or("TMPDIR", "/tmp") + "/evpipe_cluster_" + std::to_string(::getpid()) + "_" + name;
+    port_ = free_port();
+    std::string bin = pg_bin();
+    sh("rm -rf '" + dir_ + "' && mkdir -p '" + dir_ + "'" + (::geteuid() == 0 ? " && chown postgres '" + dir_ + "'" : ""));
+    sh(as_owner("'" + bin + "/initdb' -D '" + dir_ + "/data' -U " + user_ + " -A trust -E UTF8 --locale=C.UTF-8") +
+       " >'" + dir_ + "/initdb.log' 2>&1");
+    std::ofstream(dir_ + "/data/postgresql.conf", std::ios::app)
+        << "listen_addresses = '127.0.0.1'\nport = " << port_ << "\nunix_socket_directories = '" << dir_
+        << "'\nshared_buffers = 32MB\nmax_connections = 30\nlogging_collector = off\n";
+    sh(as_owner("'" + bin + "/pg_ctl' -D '" + dir_ + "/data' -l '" + dir_ + "/postgres.log' -w -t 60 start") +
+       " >/dev/null");
+    started_ = true;
+  }
+  ~scratch_cluster() {
+    if (started_) {
+      (void)std::system((as_owner("'" + pg_bin() + "/pg_ctl' -D '" + dir_ + "/data' -m immediate -w stop") +
+                         " >/dev/null 2>&1").c_str());
+    }
+    if (env_or("EVPIPE_TEST_KEEP").empty()) (void)std::system(("rm -rf '" + dir_ + "'").c_str());
+  }
+  [[nodiscard]] uint16_t port() const { return port_; }
+  [[nodiscard]] std::string dsn(const std::string& dbname = "postgres") const {
+    return "host=127.0.0.1 port=" + std::to_string(port_) + " user=" + user_ + " dbname=" + dbname;
+  }
+
+ private:
+  static std::string pg_bin() {
+    std::string bin = env_or("EVPIPE_TEST_PG_BIN");
+    if (!bin.empty()) return bin;
+    FILE* p = ::popen("ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1", "r");
+    char buf[512] = {};
+    if (p && std::fgets(buf, sizeof buf, p)) bin = buf;
+    if (p) ::pclose(p);
+    while (!bin.empty() && bin.back() == '\n') bin.pop_back();
+    if (bin.empty()) throw std::runtime_error("PostgreSQL server binaries not found under /usr/lib/postgresql");
+    return bin;
+  }
+  static std::string as_owner(const std::string& cmd) {
+    return ::geteuid() == 0 ? "runuser -u postgres -- " + cmd : cmd;
+  }
+  void sh(const std::string& cmd) {
+    if (std::system(cmd.c_str()) != 0) {
+      std::ifstream in(dir_ + "/initdb.log");
+      throw std::runtime_error("failed: " + cmd + "\n" + std::string(std::istreambuf_iterator<char>(in), {}));
+    }
+  }
+  std::string user_, dir_;
+  uint16_t port_ = 0;
+  bool started_ = false;
 };
 
 // Debian's PgBouncer (EVPIPE_TEST_PGBOUNCER, else /usr/sbin/pgbouncer) on a
