@@ -87,6 +87,26 @@ std::string find_schema_problem(pg_connection& conn) {
              "), without which duplicates would be stored: run `evpipe migrate --config FILE`";
     }
   }
+  // What the shards' writes need of the role. The staging table is created
+  // only when a batch meets stored keys; without the privilege that batch
+  // would be retried forever, so it is checked here.
+  pg_result r;
+  pg_status st = conn.query(
+      "SELECT has_database_privilege(current_database(), 'TEMPORARY'), has_table_privilege('events_mirror', "
+      "'INSERT'), has_table_privilege('dlq_events', 'INSERT'), current_user, current_database()",
+      r);
+  if (!st.ok) return "cannot check the role's privileges: " + describe(st);
+  std::string role = PQgetvalue(r.get(), 0, 3), database = PQgetvalue(r.get(), 0, 4);
+  if (PQgetvalue(r.get(), 0, 0)[0] != 't') {
+    return "role " + role + " may not create temporary tables in database " + database +
+           " (evpipe needs one, dropped at commit, for batches that meet stored keys): GRANT TEMPORARY ON DATABASE " +
+           database + " TO " + role;
+  }
+  for (int col : {1, 2}) {
+    if (PQgetvalue(r.get(), 0, col)[0] != 't') {
+      return "role " + role + " may not INSERT into " + (col == 1 ? "events_mirror" : "dlq_events");
+    }
+  }
   return "";
 }
 

@@ -120,6 +120,33 @@ TEST_F(PostgresSetup, OnlineIndexSwapIsAcceptedAndMigrateBuildsConcurrently) {
   EXPECT_EQ(db.count("SELECT count(*) FROM pg_index WHERE indrelid = 'events_mirror'::regclass AND NOT indisvalid"), 0);
 }
 
+TEST_F(PostgresSetup, RoleWithoutTemporaryPrivilegeIsRefusedAtStart) {
+  // A database of its own: the privilege is per database, and PUBLIC has it.
+  scratch_database sdb(env_or("EVPIPE_TEST_DSN"), "evpipe_notemp_" + std::to_string(::getpid()));
+  uint16_t port = free_port();
+  evpipe_process owner(config(sdb.dsn(), port), "notemp_migrate");
+  ASSERT_EQ(owner.run_command("migrate"), 0) << owner.log("migrate.log");
+  std::string role = "evpipe_notemp_" + std::to_string(::getpid());
+  sdb.exec("DROP ROLE IF EXISTS " + role);
+  sdb.exec("CREATE ROLE " + role + " LOGIN");
+  sdb.exec("REVOKE TEMPORARY ON DATABASE " + sdb.name() + " FROM PUBLIC");
+  sdb.exec("GRANT SELECT, INSERT ON events_mirror, dlq_events TO " + role);
+  sdb.exec("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO " + role);
+  std::string as_role = sdb.dsn();
+  as_role.replace(as_role.find(" user=") + 6, sdb.user().size(), role);
+  evpipe_process evp(config(as_role, port), "notemp");
+  std::string started;
+  try {
+    evp.start(port);
+  } catch (const std::exception& e) {
+    started = e.what();
+  }
+  sdb.exec("DROP OWNED BY " + role);
+  EXPECT_NE(started.find("GRANT TEMPORARY ON DATABASE " + sdb.name()), std::string::npos) << started << evp.log();
+  evp.kill(SIGKILL);
+  sdb.drop_role(role);
+}
+
 TEST_F(PostgresSetup, DsnKeywordsWinOverEvpipeDefaults) {
   uint16_t port = free_port();
   evpipe_process evp(config(db.dsn() + "&application_name=evpipe-prod", port), "appname");

@@ -57,10 +57,13 @@ class scratch_database {
     PQfinish(conn_);
     try {
       if (env_or("EVPIPE_TEST_KEEP").empty()) run(admin_, "DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
+      for (const auto& role : roles_) run(admin_, "DROP ROLE IF EXISTS " + role);
     } catch (const std::exception&) {
     }
     PQfinish(admin_);
   }
+  // Drops `role` (cluster-wide) once the database is gone.
+  void drop_role(const std::string& role) { roles_.push_back(role); }
   // A key=value DSN straight to the server.
   [[nodiscard]] std::string dsn() const {
     return "host=" + host() + " port=" + port() + " user=" + user() + " dbname=" + name_;
@@ -91,6 +94,7 @@ class scratch_database {
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) throw std::runtime_error(sql + ": " + err);
   }
   std::map<std::string, std::string> keys_;
+  std::vector<std::string> roles_;
   std::string name_;
   PGconn* admin_ = nullptr;
   PGconn* conn_ = nullptr;
