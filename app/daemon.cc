@@ -36,20 +36,21 @@ bool check_database(const config::settings& s) {
     return false;
   }
   for (const char* table : {"events_mirror", "dlq_events"}) {
-    std::string sql = std::string("SELECT 1 FROM ") + table + " LIMIT 0";
+    std::string qualified = s.postgres.schema.empty() ? table : s.postgres.schema + "." + table;
+    std::string sql = "SELECT 1 FROM " + qualified + " LIMIT 0";
     st = conn.exec(sql.c_str());
     if (!st.ok) {
-      if (st.sqlstate == "42P01") {
-        spdlog::error("table {} does not exist: run `evpipe migrate --config FILE` first", table);
+      if (st.sqlstate == "42P01" || st.sqlstate == "3F000") {  // no such table, or schema
+        spdlog::error("table {} does not exist: run `evpipe migrate --config FILE` first", qualified);
       } else {
-        spdlog::error("cannot read table {}: {}", table, st.message);
+        spdlog::error("cannot read table {}: {}", qualified, st.message);
       }
       return false;
     }
   }
   // The tables as the shards' sessions resolve them, each with a unique index
   // its ON CONFLICT clause can use.
-  if (std::string problem = io::find_schema_problem(conn); !problem.empty()) {
+  if (std::string problem = io::find_schema_problem(conn, s.postgres.schema); !problem.empty()) {
     spdlog::error("{}", problem);
     return false;
   }
@@ -65,7 +66,7 @@ int migrate(const config::settings& s) {
     spdlog::error("cannot connect to PostgreSQL at {}: {}", config::mask_dsn(s.postgres.dsn), st.message);
     return 1;
   }
-  if (std::string error = io::migrate_schema(conn); !error.empty()) {
+  if (std::string error = io::migrate_schema(conn, s.postgres.schema); !error.empty()) {
     spdlog::error("{}", error);
     return 1;
   }
@@ -93,7 +94,8 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
 
   std::vector<std::unique_ptr<pipeline::shard>> shards;
   for (uint32_t i = 0; i < nshards; ++i) {
-    auto sink = std::make_unique<io::postgres_sink>(s.postgres.dsn, "evpipe-shard-" + std::to_string(i));
+    auto sink = std::make_unique<io::postgres_sink>(s.postgres.dsn, "evpipe-shard-" + std::to_string(i),
+                                                     s.postgres.schema);
     if (!sink->connect()) {
       spdlog::error("shard {}: cannot connect to PostgreSQL: {}", i, sink->last_error());
       return 1;

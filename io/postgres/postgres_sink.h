@@ -33,7 +33,9 @@ namespace evpipe::io {
 
 class postgres_sink final : public pipeline::batch_sink {
  public:
-  postgres_sink(std::string dsn, std::string application_name);
+  // schema: where events_mirror and dlq_events are ("" = the connection's
+  // search_path); a lowercase identifier (config checks it).
+  postgres_sink(std::string dsn, std::string application_name, const std::string& schema = "");
 
   // Connects (also done lazily by write()); false with last_error() set.
   [[nodiscard]] bool connect();
@@ -53,6 +55,7 @@ class postgres_sink final : public pipeline::batch_sink {
 
   std::string dsn_;
   std::string application_name_;
+  std::string copy_mirror_sql_, move_stage_sql_, dlq_sql_;  // with the schema, if one is set
   pg_connection conn_;
   std::string last_error_;
 };

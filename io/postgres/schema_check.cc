@@ -53,8 +53,13 @@ std::string key_array(std::string_view keys) {
   return out + "}";
 }
 
-pg_status inspect(pg_connection& conn, const schemas::index_spec& spec, table_state& out) {
-  std::string table(spec.table), keys = key_array(spec.keys), name(spec.name);
+// The table as evpipe's statements name it.
+std::string table_name(std::string_view table, const std::string& schema) {
+  return schema.empty() ? std::string(table) : schema + "." + std::string(table);
+}
+
+pg_status inspect(pg_connection& conn, const schemas::index_spec& spec, const std::string& schema, table_state& out) {
+  std::string table = table_name(spec.table, schema), keys = key_array(spec.keys), name(spec.name);
   const char* params[3] = {table.c_str(), keys.c_str(), name.c_str()};
   pg_result r;
   pg_status st = conn.query_params(inspect_sql, 3, params, r);
@@ -70,20 +75,21 @@ std::string describe(const pg_status& st) { return st.sqlstate.empty() ? st.mess
 
 }  // namespace
 
-std::string find_schema_problem(pg_connection& conn) {
+std::string find_schema_problem(pg_connection& conn, const std::string& schema) {
   for (const auto& spec : schemas::indexes) {
     if (!spec.unique) continue;  // the others only make reads faster
     table_state t;
-    pg_status st = inspect(conn, spec, t);
+    pg_status st = inspect(conn, spec, schema, t);
+    std::string table = table_name(spec.table, schema);
     if (!st.ok) {
-      if (st.sqlstate == "42P01") {
-        return "table " + std::string(spec.table) + " does not exist: run `evpipe migrate --config FILE` first";
+      if (st.sqlstate == "42P01" || st.sqlstate == "3F000") {
+        return "table " + table + " does not exist: run `evpipe migrate --config FILE` first";
       }
-      return "cannot inspect table " + std::string(spec.table) + ": " + describe(st);
+      return "cannot inspect table " + table + ": " + describe(st);
     }
     if (!t.has_equivalent) {
-      return "table " + t.qualified + " (the " + std::string(spec.table) +
-             " this connection's search_path finds) lacks a unique index on (" + std::string(spec.keys) +
+      std::string found = schema.empty() ? " (the " + table + " this connection's search_path finds)" : "";
+      return "table " + t.qualified + found + " lacks a unique index on (" + std::string(spec.keys) +
              "), without which duplicates would be stored: run `evpipe migrate --config FILE`";
     }
   }
@@ -91,10 +97,12 @@ std::string find_schema_problem(pg_connection& conn) {
   // only when a batch meets stored keys; without the privilege that batch
   // would be retried forever, so it is checked here.
   pg_result r;
-  pg_status st = conn.query(
-      "SELECT has_database_privilege(current_database(), 'TEMPORARY'), has_table_privilege('events_mirror', "
-      "'INSERT'), has_table_privilege('dlq_events', 'INSERT'), current_user, current_database()",
-      r);
+  std::string mirror = table_name(schemas::mirror_table, schema), dlq = table_name(schemas::dlq_table, schema);
+  const char* tables[2] = {mirror.c_str(), dlq.c_str()};
+  pg_status st = conn.query_params(
+      "SELECT has_database_privilege(current_database(), 'TEMPORARY'), has_table_privilege($1, 'INSERT'), "
+      "has_table_privilege($2, 'INSERT'), current_user, current_database()",
+      2, tables, r);
   if (!st.ok) return "cannot check the role's privileges: " + describe(st);
   std::string role = PQgetvalue(r.get(), 0, 3), database = PQgetvalue(r.get(), 0, 4);
   if (PQgetvalue(r.get(), 0, 0)[0] != 't') {
@@ -104,16 +112,20 @@ std::string find_schema_problem(pg_connection& conn) {
   }
   for (int col : {1, 2}) {
     if (PQgetvalue(r.get(), 0, col)[0] != 't') {
-      return "role " + role + " may not INSERT into " + (col == 1 ? "events_mirror" : "dlq_events");
+      return "role " + role + " may not INSERT into " + (col == 1 ? mirror : dlq);
     }
   }
   return "";
 }
 
-std::string migrate_schema(pg_connection& conn) {
+std::string migrate_schema(pg_connection& conn, const std::string& schema) {
   pg_status st = conn.exec(migration_lock);
   if (!st.ok) return "cannot take the migration lock: " + describe(st);
   std::string sql = "BEGIN;\n";
+  if (!schema.empty()) {
+    // events.sql names its tables without a schema: they go to the first one in the search_path.
+    sql += "CREATE SCHEMA IF NOT EXISTS " + schema + ";\nSET LOCAL search_path = " + schema + ";\n";
+  }
   sql += schemas::events_ddl();
   sql += "\nCOMMIT;";
   st = conn.exec(sql.c_str());
@@ -123,8 +135,8 @@ std::string migrate_schema(pg_connection& conn) {
   }
   for (const auto& spec : schemas::indexes) {
     table_state t;
-    st = inspect(conn, spec, t);
-    if (!st.ok) return "cannot inspect table " + std::string(spec.table) + ": " + describe(st);
+    st = inspect(conn, spec, schema, t);
+    if (!st.ok) return "cannot inspect table " + table_name(spec.table, schema) + ": " + describe(st);
     if (spec.unique ? t.has_equivalent : t.named == "valid") continue;
     std::string index = t.schema + "." + std::string(spec.name);
     if (t.named == "valid") {

@@ -13,14 +13,16 @@
 namespace evpipe::io {
 
 // "" when the tables are ready to be written; otherwise one line saying what
-// is missing and what to do about it.
-[[nodiscard]] std::string find_schema_problem(pg_connection& conn);
+// is missing and what to do about it. `schema`: [postgres] schema ("" = the
+// connection's search_path decides), here and below.
+[[nodiscard]] std::string find_schema_problem(pg_connection& conn, const std::string& schema);
 
-// Applies schemas/events.sql in one transaction, then builds each missing
+// Applies schemas/events.sql in one transaction (creating `schema` first, if
+// set), then builds each missing
 // index (schemas::indexes): CONCURRENTLY when its table holds rows. Holds a
 // session advisory lock meanwhile, so concurrent migrations take turns; it
 // therefore needs a session of its own (straight to the server, or a
 // session-mode pool). Progress goes to the log; returns "" or the error.
-[[nodiscard]] std::string migrate_schema(pg_connection& conn);
+[[nodiscard]] std::string migrate_schema(pg_connection& conn, const std::string& schema);
 
 }  // namespace evpipe::io

@@ -199,6 +199,14 @@ TEST(Config, EmptyDsnLeavesConnectionSettingsToLibpq) {
   EXPECT_EQ(load_file(std::string(EVPIPE_SOURCE_DIR) + "/config/evpipe.toml").postgres.dsn, "");
 }
 
+TEST(Config, SchemaIsALowercaseIdentifier) {
+  EXPECT_EQ(settings{}.postgres.schema, "");
+  EXPECT_EQ(load_string("[postgres]\nschema = \"ingest_2\"\n").postgres.schema, "ingest_2");
+  for (const char* bad : {"Ingest", "in gest", "a;b", "1x", "x.y"}) {
+    EXPECT_NE(error_of(std::string("[postgres]\nschema = \"") + bad + "\"\n").find("schema"), std::string::npos) << bad;
+  }
+}
+
 TEST(Config, MissingFileIsOneClearError) {
   try {
     (void)load_file("/nonexistent/evpipe.toml");

@@ -147,6 +147,38 @@ TEST_F(PostgresSetup, RoleWithoutTemporaryPrivilegeIsRefusedAtStart) {
   sdb.drop_role(role);
 }
 
+TEST_F(PostgresSetup, ConfiguredSchemaIsUsedWhateverTheSearchPath) {
+  // The connection's search_path names the test schema only; the config names another.
+  std::string ingest = schema + "_ingest";
+  db.exec("DROP SCHEMA IF EXISTS " + ingest + " CASCADE");
+  uint16_t port = free_port();
+  std::string cfg = config(db.dsn(), port);
+  cfg.replace(cfg.find("[postgres]\n") + 11, 0, "schema = \"" + ingest + "\"\n");
+  evpipe_process evp(cfg, "schema_opt");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  EXPECT_EQ(db.count("SELECT count(*) FROM pg_tables WHERE schemaname = '" + schema + "'"), 0);
+  EXPECT_EQ(db.count("SELECT count(*) FROM pg_tables WHERE schemaname = '" + ingest + "'"), 2);
+  evp.start(port);
+  ASSERT_NO_FATAL_FAILURE(store(port, "schema-1"));
+  {
+    ndjson_client producer(port);
+    producer.send_all("{not json\n");
+    ASSERT_EQ(producer.read_acks_until(1, 60s), 1u);
+  }
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  // After a restart the key is only in the table: the resend goes through the staging path.
+  evp.start(port);
+  ASSERT_NO_FATAL_FAILURE(store(port, "schema-1"));
+  ASSERT_NO_FATAL_FAILURE(store(port, "schema-2"));
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM " + ingest + ".events_mirror"), 2);
+  EXPECT_EQ(db.count("SELECT count(DISTINCT idempotency_key) FROM " + ingest + ".events_mirror"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM " + ingest + ".dlq_events"), 1);
+  db.exec("DROP SCHEMA " + ingest + " CASCADE");
+}
+
 TEST_F(PostgresSetup, DsnKeywordsWinOverEvpipeDefaults) {
   uint16_t port = free_port();
   evpipe_process evp(config(db.dsn() + "&application_name=evpipe-prod", port), "appname");
