@@ -2,8 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <vector>
-
 #include "schemas/schema.h"
 
 namespace evpipe::io {
@@ -14,7 +12,7 @@ constexpr const char* migration_lock = "SELECT pg_advisory_lock(727274001)";
 constexpr const char* migration_unlock = "SELECT pg_advisory_unlock(727274001)";
 
 // For a table name as the session resolves it ($1): its qualified name, the
-// quoted schema, whether it has rows, whether a unique index with exactly the
+// quoted schema, whether a unique index with exactly the
 // key columns $2 (in any order) can serve ON CONFLICT (valid, immediate, not
 // partial, no expressions), and whether an index named $3 exists on it and if
 // it is valid (a failed CREATE INDEX CONCURRENTLY leaves an invalid one).

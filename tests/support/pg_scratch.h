@@ -7,12 +7,13 @@
 // Header-only.
 
 #include <libpq-fe.h>
-#include <sys/stat.h>
 
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "tests/support/harness.h"
 
