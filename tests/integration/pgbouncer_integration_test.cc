@@ -67,11 +67,13 @@ std::string build_round(const std::string& name, size_t fresh, ledger& l, uint64
 // The server connections PgBouncer holds to the database now.
 std::set<long> server_pids(scratch_database& db) {
   std::set<long> out;
-  long n = db.count("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()");
+  const std::string servers =
+      "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+      "AND backend_type = 'client backend'";
+  long n = db.count("SELECT count(*) " + servers);
   for (long i = 0; i < n; ++i) {
     try {
-      out.insert(db.count("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                          "AND pid <> pg_backend_pid() ORDER BY pid OFFSET " + std::to_string(i) + " LIMIT 1"));
+      out.insert(db.count("SELECT pid " + servers + " ORDER BY pid OFFSET " + std::to_string(i) + " LIMIT 1"));
     } catch (const std::exception&) {
       break;  // one went away meanwhile
     }

@@ -93,6 +93,19 @@ TEST_F(PostgresFailover, ReadOnlyPrimaryMakesEvpipeReconnectToTheWritableHost) {
   // A turns read-only for every session, including evpipe's open ones.
   run_on(a.dsn(), "ALTER SYSTEM SET default_transaction_read_only = on");
   run_on(a.dsn(), "SELECT pg_reload_conf()");
+  // Once a new session sees it, the postmaster has reloaded and signalled the
+  // open sessions, which apply it at their next statement.
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  bool read_only = false;
+  while (!read_only && std::chrono::steady_clock::now() < deadline) {
+    PGconn* c = PQconnectdb(a.dsn().c_str());
+    PGresult* r = PQexec(c, "SHOW default_transaction_read_only");
+    read_only = PQresultStatus(r) == PGRES_TUPLES_OK && std::string(PQgetvalue(r, 0, 0)) == "on";
+    PQclear(r);
+    PQfinish(c);
+    if (!read_only) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(read_only);
   ASSERT_NO_FATAL_FAILURE(round("after_failover", 2000));
 
   auto on_a = keys_in(a.dsn()), on_b = keys_in(b.dsn());
