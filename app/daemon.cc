@@ -26,13 +26,18 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// The DSN for logs: password masked; "" is libpq's defaults and environment.
+std::string describe_dsn(const std::string& dsn) {
+  return dsn.empty() ? "(libpq defaults and PG* environment)" : config::mask_dsn(dsn);
+}
+
 // Fails fast, with one clear line, when the database is unreachable or not
 // migrated.
 bool check_database(const config::settings& s) {
   io::pg_connection conn;
   auto st = conn.connect(s.postgres.dsn, "evpipe-check");
   if (!st.ok) {
-    spdlog::error("cannot connect to PostgreSQL at {}: {}", config::mask_dsn(s.postgres.dsn), st.message);
+    spdlog::error("cannot connect to PostgreSQL at {}: {}", describe_dsn(s.postgres.dsn), st.message);
     return false;
   }
   for (const char* table : {"events_mirror", "dlq_events"}) {
@@ -63,7 +68,7 @@ int migrate(const config::settings& s) {
   io::pg_connection conn;
   auto st = conn.connect(s.postgres.dsn, "evpipe-migrate");
   if (!st.ok) {
-    spdlog::error("cannot connect to PostgreSQL at {}: {}", config::mask_dsn(s.postgres.dsn), st.message);
+    spdlog::error("cannot connect to PostgreSQL at {}: {}", describe_dsn(s.postgres.dsn), st.message);
     return 1;
   }
   if (std::string error = io::migrate_schema(conn, s.postgres.schema); !error.empty()) {
@@ -146,7 +151,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   for (const auto& src : sources) spdlog::info("source: {}", src->describe());
   if (http) spdlog::info("metrics and health on http://{}:{}/metrics", s.http.listen.substr(0, s.http.listen.rfind(':')), http->port());
   spdlog::info("{} shards, batch max {} rows / {} bytes / {} ms linger, database {}", nshards, s.batch.max_rows,
-               s.batch.max_bytes, s.batch.linger_ms, config::mask_dsn(s.postgres.dsn));
+               s.batch.max_bytes, s.batch.linger_ms, describe_dsn(s.postgres.dsn));
   if (hooks.on_listening) hooks.on_listening(first_tcp ? first_tcp->port() : 0, http ? http->port() : 0);
 
   auto work = asio::make_work_guard(ioc);
