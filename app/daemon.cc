@@ -17,6 +17,7 @@
 #include "io/sources/mqtt/mqtt_source.h"
 #include "io/postgres/pg_connection.h"
 #include "io/postgres/postgres_sink.h"
+#include "io/postgres/schema_check.h"
 #include "io/sources/tcp/tcp_source.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
@@ -62,37 +63,38 @@ void guard_descriptors(const config::settings& s) {
   }
 }
 
+// The DSN for logs: password masked; "" is libpq's defaults and environment.
+std::string describe_dsn(const std::string& dsn) {
+  return dsn.empty() ? "(libpq defaults and PG* environment)" : config::mask_dsn(dsn);
+}
+
 // Fails fast, with one clear line, when the database is unreachable or not
 // migrated.
 bool check_database(const config::settings& s) {
   io::pg_connection conn;
   auto st = conn.connect(s.postgres.dsn, "evpipe-check");
   if (!st.ok) {
-    spdlog::error("cannot connect to PostgreSQL at {}: {}", config::mask_dsn(s.postgres.dsn), st.message);
+    spdlog::error("cannot connect to PostgreSQL at {}: {}", describe_dsn(s.postgres.dsn), st.message);
     return false;
   }
   for (const char* table : {"events_mirror", "dlq_events"}) {
-    std::string sql = std::string("SELECT 1 FROM ") + table + " LIMIT 0";
+    std::string qualified = s.postgres.schema.empty() ? table : s.postgres.schema + "." + table;
+    std::string sql = "SELECT 1 FROM " + qualified + " LIMIT 0";
     st = conn.exec(sql.c_str());
     if (!st.ok) {
-      if (st.sqlstate == "42P01") {
-        spdlog::error("table {} does not exist: run `evpipe migrate --config FILE` first", table);
+      if (st.sqlstate == "42P01" || st.sqlstate == "3F000") {  // no such table, or schema
+        spdlog::error("table {} does not exist: run `evpipe migrate --config FILE` first", qualified);
       } else {
-        spdlog::error("cannot read table {}: {}", table, st.message);
+        spdlog::error("cannot read table {}: {}", qualified, st.message);
       }
       return false;
     }
   }
-  {
-    io::pg_result r;
-    st = conn.query(
-        "SELECT 1 FROM pg_indexes WHERE tablename = 'events_mirror' "
-        "AND indexname = 'events_mirror_idempotency_key_key'",
-        r);
-    if (!st.ok || PQntuples(r.get()) == 0) {
-      spdlog::error("events_mirror lacks its idempotency index: run `evpipe migrate --config FILE`");
-      return false;
-    }
+  // The tables as the shards' sessions resolve them, each with a unique index
+  // its ON CONFLICT clause can use.
+  if (std::string problem = io::find_schema_problem(conn, s.postgres.schema); !problem.empty()) {
+    spdlog::error("{}", problem);
+    return false;
   }
   return true;
 }
@@ -103,16 +105,11 @@ int migrate(const config::settings& s) {
   io::pg_connection conn;
   auto st = conn.connect(s.postgres.dsn, "evpipe-migrate");
   if (!st.ok) {
-    spdlog::error("cannot connect to PostgreSQL at {}: {}", config::mask_dsn(s.postgres.dsn), st.message);
+    spdlog::error("cannot connect to PostgreSQL at {}: {}", describe_dsn(s.postgres.dsn), st.message);
     return 1;
   }
-  // One transaction under an advisory lock: concurrent migrations serialize.
-  std::string sql = "BEGIN; SELECT pg_advisory_xact_lock(727274001);\n";
-  sql += schemas::events_ddl();
-  sql += "\nCOMMIT;";
-  st = conn.exec(sql.c_str());
-  if (!st.ok) {
-    spdlog::error("migration failed: {} {}", st.sqlstate, st.message);
+  if (std::string error = io::migrate_schema(conn, s.postgres.schema); !error.empty()) {
+    spdlog::error("{}", error);
     return 1;
   }
   spdlog::info("schema is up to date: events_mirror, dlq_events");
@@ -147,7 +144,8 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
 
   std::vector<std::unique_ptr<pipeline::shard>> shards;
   for (uint32_t i = 0; i < nshards; ++i) {
-    auto sink = std::make_unique<io::postgres_sink>(s.postgres.dsn, "evpipe-shard-" + std::to_string(i));
+    auto sink = std::make_unique<io::postgres_sink>(s.postgres.dsn, "evpipe-shard-" + std::to_string(i),
+                                                     s.postgres.schema);
     if (!sink->connect()) {
       spdlog::error("shard {}: cannot connect to PostgreSQL: {}", i, sink->last_error());
       return 1;
@@ -202,7 +200,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   for (const auto& src : sources) spdlog::info("source: {}", src->describe());
   if (http) spdlog::info("metrics and health on http://{}:{}/metrics", s.http.listen.substr(0, s.http.listen.rfind(':')), http->port());
   spdlog::info("{} shards, batch max {} rows / {} bytes / {} ms linger, database {}", nshards, s.batch.max_rows,
-               s.batch.max_bytes, s.batch.linger_ms, config::mask_dsn(s.postgres.dsn));
+               s.batch.max_bytes, s.batch.linger_ms, describe_dsn(s.postgres.dsn));
   if (hooks.on_listening) hooks.on_listening(first_tcp ? first_tcp->port() : 0, http ? http->port() : 0);
 
   auto work = asio::make_work_guard(ioc);

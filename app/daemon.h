@@ -18,7 +18,7 @@ struct run_hooks {
 // problems (database unreachable, port taken) print one line and return 1.
 int run_daemon(const config::settings& settings, const run_hooks& hooks = {});
 
-// `migrate`: applies schemas/events.sql. Returns the exit code.
+// `migrate`: applies schemas/events.sql and builds the indexes of schemas/schema.h. Returns the exit code.
 int migrate(const config::settings& settings);
 
 }  // namespace evpipe::app

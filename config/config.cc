@@ -372,13 +372,19 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
   }
   if (auto* t = section(root, "postgres", origin)) {
     table_reader r(*t, "[postgres]", origin);
-    r.str("dsn", s.postgres.dsn, false);
+    r.str("dsn", s.postgres.dsn);  // "" leaves everything to libpq's defaults and PG* environment
     r.uint("retry_base_ms", s.postgres.retry_base_ms, 1, 60'000);
     r.uint("retry_max_ms", s.postgres.retry_max_ms, 1, 600'000);
     r.uint("max_attempts", s.postgres.max_attempts, 0, 1'000'000);
+    r.str("schema", s.postgres.schema);
     r.reject_unknown();
     if (s.postgres.retry_max_ms < s.postgres.retry_base_ms) {
       r.fail("retry_max_ms", "must not be below retry_base_ms");
+    }
+    // An unquoted lowercase identifier: means the same in every statement, no quoting rules to explain.
+    static const std::regex identifier("[a-z_][a-z0-9_]{0,62}");
+    if (!s.postgres.schema.empty() && !std::regex_match(s.postgres.schema, identifier)) {
+      r.fail("schema", "must be a lowercase identifier (a-z, 0-9, _)");
     }
   }
   if (auto* t = section(root, "http", origin)) {
@@ -515,7 +521,8 @@ std::string to_toml(const settings& s) {
   root.insert("postgres", toml::table{{"dsn", mask_dsn(s.postgres.dsn)},
                                       {"retry_base_ms", int64_t(s.postgres.retry_base_ms)},
                                       {"retry_max_ms", int64_t(s.postgres.retry_max_ms)},
-                                      {"max_attempts", int64_t(s.postgres.max_attempts)}});
+                                      {"max_attempts", int64_t(s.postgres.max_attempts)},
+                                      {"schema", s.postgres.schema}});
   root.insert("http", toml::table{{"listen", s.http.listen},
                                   {"max_connections", int64_t(s.http.max_connections)},
                                   {"idle_timeout_s", int64_t(s.http.idle_timeout_s)}});

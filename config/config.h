@@ -85,10 +85,11 @@ struct settings {
     uint32_t max_depth = 64;             // deepest JSON nesting
   } events;
   struct {
-    std::string dsn = "postgresql://localhost/evpipe";  // libpq connection string or URI
+    std::string dsn;  // libpq connection string or URI; "" = libpq's defaults and PG* environment
     uint32_t retry_base_ms = 100;     // first reconnect delay
     uint32_t retry_max_ms = 5000;     // reconnect delay cap
     uint32_t max_attempts = 0;        // per batch, then its events are dead-lettered as retries_exhausted (0: forever)
+    std::string schema;               // schema of evpipe's tables; "" = the connection's search_path
   } postgres;
   struct {
     std::string listen = "127.0.0.1:9464";  // metrics and health; "" disables

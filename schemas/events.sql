@@ -1,4 +1,5 @@
--- evpipe schema. Applied by `evpipe migrate`; every statement is idempotent.
+-- evpipe schema: the tables. Applied by `evpipe migrate` in one transaction;
+-- every statement is idempotent. The indexes are in schemas/schema.h.
 -- events_mirror and dlq_events are a compatible superset of the TaylorDash
 -- tables: existing INSERTs of (topic, payload) and existing queries keep working.
 
@@ -16,13 +17,9 @@ CREATE TABLE IF NOT EXISTS events_mirror (
 ALTER TABLE events_mirror
     ADD COLUMN IF NOT EXISTS idempotency_key TEXT
     GENERATED ALWAYS AS (payload->>'idempotency_key') STORED;
-CREATE UNIQUE INDEX IF NOT EXISTS events_mirror_idempotency_key_key
-    ON events_mirror (idempotency_key);
-
-CREATE INDEX IF NOT EXISTS idx_events_mirror_topic ON events_mirror (topic);
-CREATE INDEX IF NOT EXISTS idx_events_mirror_trace_id ON events_mirror (trace_id);
-CREATE INDEX IF NOT EXISTS idx_events_mirror_created_at ON events_mirror (created_at);
-CREATE INDEX IF NOT EXISTS idx_events_mirror_kind ON events_mirror ((payload->>'kind'));
+-- Its unique index, and every other index, is listed in schemas/schema.h:
+-- `evpipe migrate` builds the missing ones after this file (CONCURRENTLY on a
+-- table that has rows) and accepts an equivalent unique index of any name.
 
 CREATE TABLE IF NOT EXISTS dlq_events (
     id BIGSERIAL PRIMARY KEY,
@@ -40,7 +37,4 @@ ALTER TABLE dlq_events ALTER COLUMN payload DROP NOT NULL;
 -- event_digest: XXH3-128 of the event's bytes. A producer that resends a bad
 -- event (at-least-once delivery) gets one DLQ row per topic, not one per try.
 ALTER TABLE dlq_events ADD COLUMN IF NOT EXISTS event_digest BYTEA;
-CREATE UNIQUE INDEX IF NOT EXISTS dlq_events_topic_digest_key
-    ON dlq_events (original_topic, event_digest);
-CREATE INDEX IF NOT EXISTS idx_dlq_events_created_at ON dlq_events (created_at);
-CREATE INDEX IF NOT EXISTS idx_dlq_events_reason_code ON dlq_events (reason_code);
+-- Unique on (original_topic, event_digest): see schemas/schema.h.

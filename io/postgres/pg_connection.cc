@@ -1,5 +1,7 @@
 #include "io/postgres/pg_connection.h"
 
+#include <cstdlib>
+
 namespace evpipe::io {
 
 namespace {
@@ -34,10 +36,21 @@ bool pg_connection::connected() const { return conn_ && PQstatus(conn_) == CONNE
 
 pg_status pg_connection::connect(const std::string& dsn, const std::string& application_name) {
   close();
-  // expand_dbname lets `dsn` be a full connection string or URI, while the
-  // keywords after it supply defaults it does not set.
-  const char* keys[] = {"dbname", "application_name", "connect_timeout", nullptr};
-  const char* values[] = {dsn.c_str(), application_name.c_str(), "5", nullptr};
+  // The DSN is the user's: libpq processes the keywords in order and a later
+  // one wins, so evpipe's defaults come first and the DSN (expanded from the
+  // dbname slot) overrides them. application_name goes in as libpq's
+  // fallback_application_name, which also yields to PGAPPNAME; the connect
+  // timeout default is left out when PGCONNECT_TIMEOUT is set. An empty DSN
+  // is an empty value, which libpq skips: its defaults and PG* environment.
+  const char* keys[4] = {"fallback_application_name", nullptr, nullptr, nullptr};
+  const char* values[4] = {application_name.c_str(), nullptr, nullptr, nullptr};
+  int n = 1;
+  if (!std::getenv("PGCONNECT_TIMEOUT")) {
+    keys[n] = "connect_timeout";
+    values[n++] = "5";
+  }
+  keys[n] = "dbname";
+  values[n] = dsn.c_str();
   conn_ = PQconnectdbParams(keys, values, 1);
   if (!conn_ || PQstatus(conn_) != CONNECTION_OK) {
     pg_status st{false, "08001", one_line(conn_ ? PQerrorMessage(conn_) : "out of memory"), true};
@@ -55,8 +68,13 @@ pg_status pg_connection::error_of(const PGresult* r) const {
   st.sqlstate = state ? state : "";
   const char* msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : nullptr;
   st.message = one_line(msg ? msg : (conn_ ? PQerrorMessage(conn_) : "no connection"));
+  // Besides a lost connection: the server shutting down (57P0x) or no longer
+  // able to write (25006: a failed-over old primary, or
+  // default_transaction_read_only). Retrying on this connection cannot help;
+  // a new one, made through the DSN, lets libpq's host list and
+  // target_session_attrs=read-write find the server that can write.
   st.connection_lost = !connected() || st.sqlstate.starts_with("08") || st.sqlstate == "57P01" ||
-                       st.sqlstate == "57P02" || st.sqlstate == "57P03";
+                       st.sqlstate == "57P02" || st.sqlstate == "57P03" || st.sqlstate == "25006";
   return st;
 }
 
@@ -71,6 +89,14 @@ pg_status pg_connection::exec(const char* sql) {
 pg_status pg_connection::query(const char* sql, pg_result& out) {
   if (!conn_) return pg_status{false, "08003", "not connected", true};
   out.reset(PQexec(conn_, sql));
+  auto s = out ? PQresultStatus(out.get()) : PGRES_FATAL_ERROR;
+  if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) return {};
+  return error_of(out.get());
+}
+
+pg_status pg_connection::query_params(const char* sql, int n, const char* const* params, pg_result& out) {
+  if (!conn_) return pg_status{false, "08003", "not connected", true};
+  out.reset(PQexecParams(conn_, sql, n, nullptr, params, nullptr, nullptr, 0));
   auto s = out ? PQresultStatus(out.get()) : PGRES_FATAL_ERROR;
   if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) return {};
   return error_of(out.get());

@@ -18,7 +18,8 @@ struct pg_status {
   bool ok = true;
   std::string sqlstate;  // five characters when the server reported an error
   std::string message;   // one line
-  // Whether the connection is gone (retry after reconnecting).
+  // Whether the connection is gone or can no longer write here (retry after
+  // reconnecting through the DSN).
   bool connection_lost = false;
 };
 
@@ -45,8 +46,9 @@ class pg_connection {
   pg_connection(const pg_connection&) = delete;
   pg_connection& operator=(const pg_connection&) = delete;
 
-  // Connects with a libpq connection string or URI; application_name names
-  // this connection in pg_stat_activity.
+  // Connects with a libpq connection string or URI ("" = libpq's defaults and
+  // PG* environment). Every keyword the DSN sets wins; application_name (the
+  // name in pg_stat_activity) and a 5 s connect_timeout are only defaults.
   [[nodiscard]] pg_status connect(const std::string& dsn, const std::string& application_name);
   void close();
   [[nodiscard]] bool connected() const;
@@ -54,8 +56,10 @@ class pg_connection {
 
   // Runs one or more SQL commands (simple query protocol).
   [[nodiscard]] pg_status exec(const char* sql);
-  // Runs a query with text parameters and returns its result (or the error).
+  // Runs a query and returns its result (or the error).
   [[nodiscard]] pg_status query(const char* sql, pg_result& out);
+  // The same with text parameters $1..$n (unnamed statement: no session state).
+  [[nodiscard]] pg_status query_params(const char* sql, int n, const char* const* params, pg_result& out);
   // COPY ... FROM STDIN with the given data; one round trip for the data.
   [[nodiscard]] pg_status copy_in(const char* copy_sql, std::string_view data);
 

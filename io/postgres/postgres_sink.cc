@@ -5,14 +5,25 @@
 namespace evpipe::io {
 
 namespace {
-constexpr const char* copy_mirror_sql = "COPY events_mirror (topic, payload) FROM STDIN (FORMAT binary)";
-constexpr const char* copy_stage_sql = "COPY evpipe_stage (topic, payload) FROM STDIN (FORMAT binary)";
-constexpr const char* move_stage_sql =
-    "INSERT INTO events_mirror (topic, payload) SELECT topic, payload FROM evpipe_stage "
+// `{}` stands for the tables' schema prefix ("" or "name."; see postgres_sink()).
+constexpr std::string_view copy_mirror_sql = "COPY {}events_mirror (topic, payload) FROM STDIN (FORMAT binary)";
+// Nothing outlives a transaction on the server (no temporary table, no named
+// prepared statement, no SET), so that any server connection may serve the
+// next transaction: a transaction-mode pooler (PgBouncer pool_mode =
+// transaction) hands out a different one each time, and recycles them. The
+// staging table lives and dies inside the transaction that resolves conflicts
+// (ON COMMIT DROP; a rollback drops it too). It is created only on that path,
+// after a unique violation, so the fast path stays one COPY.
+constexpr const char* create_stage_sql =
+    "CREATE TEMP TABLE evpipe_stage (topic VARCHAR(255), payload JSONB) ON COMMIT DROP";
+constexpr const char* copy_stage_sql = "COPY pg_temp.evpipe_stage (topic, payload) FROM STDIN (FORMAT binary)";
+constexpr std::string_view move_stage_sql =
+    "INSERT INTO {}events_mirror (topic, payload) SELECT topic, payload FROM pg_temp.evpipe_stage "
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key";
-constexpr const char* dlq_statement = "evpipe_dlq_insert";
-constexpr const char* dlq_sql =
-    "INSERT INTO dlq_events (original_topic, failure_reason, reason_code, payload, raw, event_digest) "
+// Sent as an unnamed statement (parsed again for each dead letter, which is
+// cheap next to the row it writes; dead letters are the rare path).
+constexpr std::string_view dlq_sql =
+    "INSERT INTO {}dlq_events (original_topic, failure_reason, reason_code, payload, raw, event_digest) "
     "VALUES ($1, $2, $3, $4::jsonb, $5::bytea, $6::bytea) "
     "ON CONFLICT (original_topic, event_digest) DO NOTHING";
 // Statements per pipeline sync: keeps both sides' socket buffers from filling
@@ -20,22 +31,23 @@ constexpr const char* dlq_sql =
 constexpr size_t pipeline_chunk = 256;
 
 bool is_data_error(const pg_status& st) { return classify(st) == pg_failure::data; }
+
+std::string with_schema(std::string_view sql, const std::string& schema) {
+  std::string out(sql);
+  auto at = out.find("{}");
+  return out.replace(at, 2, schema.empty() ? "" : schema + ".");
+}
 }  // namespace
 
-postgres_sink::postgres_sink(std::string dsn, std::string application_name)
-    : dsn_(std::move(dsn)), application_name_(std::move(application_name)) {}
+postgres_sink::postgres_sink(std::string dsn, std::string application_name, const std::string& schema)
+    : dsn_(std::move(dsn)),
+      application_name_(std::move(application_name)),
+      copy_mirror_sql_(with_schema(copy_mirror_sql, schema)),
+      move_stage_sql_(with_schema(move_stage_sql, schema)),
+      dlq_sql_(with_schema(dlq_sql, schema)) {}
 
 bool postgres_sink::connect() {
   pg_status st = conn_.connect(dsn_, application_name_);
-  if (st.ok) {
-    st = conn_.exec(
-        "CREATE TEMP TABLE IF NOT EXISTS evpipe_stage (topic VARCHAR(255), payload JSONB) "
-        "ON COMMIT DELETE ROWS");
-  }
-  if (st.ok) {
-    pg_result r(PQprepare(conn_.raw(), dlq_statement, dlq_sql, 6, nullptr));
-    if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) st = conn_.error_of(r.get());
-  }
   if (!st.ok) {
     last_error_ = st.message;
     conn_.close();
@@ -71,7 +83,7 @@ pipeline::write_status postgres_sink::write(stages::write_batch& batch) {
   if (!conn_.connected() && !connect()) return pipeline::write_status::retry;
 
   if (batch.dead_letters().empty()) {
-    pg_status st = conn_.copy_in(copy_mirror_sql, batch.copy_data());
+    pg_status st = conn_.copy_in(copy_mirror_sql_.c_str(), batch.copy_data());
     if (st.ok) return pipeline::write_status::committed;
     if (is_data_error(st)) return isolate_refused_rows(batch);
     if (classify(st) != pg_failure::duplicate_key) return fail(st);
@@ -133,7 +145,7 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
     if (resolve) {
       st = resolve_conflicts(batch, 0, batch.row_count(), batch.copy_data());
     } else {
-      st = conn_.copy_in(copy_mirror_sql, batch.copy_data());
+      st = conn_.copy_in(copy_mirror_sql_.c_str(), batch.copy_data());
     }
   }
   if (!st.ok) {
@@ -146,10 +158,12 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
 
 pg_status postgres_sink::resolve_conflicts(stages::write_batch& batch, size_t first, size_t last,
                                            std::string_view copy_data) {
-  pg_status st = conn_.copy_in(copy_stage_sql, copy_data);
+  // Called inside a transaction, once per transaction.
+  pg_status st = conn_.exec(create_stage_sql);
+  if (st.ok) st = conn_.copy_in(copy_stage_sql, copy_data);
   if (!st.ok) return st;
   pg_result r;
-  st = conn_.query(move_stage_sql, r);
+  st = conn_.query(move_stage_sql_.c_str(), r);
   if (!st.ok) return st;
   // The rows that went in, by key; a key twice in one batch (possible only
   // when the dedup window is tiny) goes in once.
@@ -189,7 +203,7 @@ pg_status postgres_sink::insert_dead_letters(stages::write_batch& batch) {
       int lengths[6] = {0, 0, 0, static_cast<int>(dl.bytes.size()), static_cast<int>(dl.bytes.size()),
                         static_cast<int>(dl.digest.size())};
       int formats[6] = {0, 0, 0, 0, 1, 1};
-      if (PQsendQueryPrepared(c, dlq_statement, 6, values, lengths, formats, 0) != 1) {
+      if (PQsendQueryParams(c, dlq_sql_.c_str(), 6, nullptr, values, lengths, formats, 0) != 1) {
         st = conn_.error_of(nullptr);
         break;
       }

@@ -8,14 +8,19 @@
 //     sent in libpq pipeline mode (COPY itself cannot run in a pipeline);
 //   - when COPY meets a key the table already holds (unique violation, e.g.
 //     after a restart emptied the dedup window): the batch is COPYed into a
-//     temporary staging table and moved with INSERT ... ON CONFLICT DO NOTHING
-//     RETURNING, so the new rows commit and the others are marked duplicates;
+//     temporary staging table created in the same transaction (ON COMMIT DROP)
+//     and moved with INSERT ... ON CONFLICT DO NOTHING RETURNING, so the new
+//     rows commit and the others are marked duplicates;
 //   - when PostgreSQL refuses a row for its data (io::classify: SQLSTATE class
 //     22, 23, 54 or P0: a CHECK constraint, a trigger, a value it cannot store): the batch is
 //     bisected into ranges committed separately until the refused rows stand
 //     alone; they become dead letters (db_rejected, with SQLSTATE and message)
 //     and every other row commits. Other errors (connection, shutdown,
 //     serialization, resources) are transient: the whole batch is retried.
+//
+// No server state outlives a transaction (no session temp table, no named
+// prepared statement), so a transaction-mode pooler may give each
+// transaction a different server connection (docs/postgres.md).
 //
 // Owned by one shard thread; not thread-safe.
 
@@ -28,7 +33,9 @@ namespace evpipe::io {
 
 class postgres_sink final : public pipeline::batch_sink {
  public:
-  postgres_sink(std::string dsn, std::string application_name);
+  // schema: where events_mirror and dlq_events are ("" = the connection's
+  // search_path); a lowercase identifier (config checks it).
+  postgres_sink(std::string dsn, std::string application_name, const std::string& schema = "");
 
   // Connects (also done lazily by write()); false with last_error() set.
   [[nodiscard]] bool connect();
@@ -48,6 +55,7 @@ class postgres_sink final : public pipeline::batch_sink {
 
   std::string dsn_;
   std::string application_name_;
+  std::string copy_mirror_sql_, move_stage_sql_, dlq_sql_;  // with the schema, if one is set
   pg_connection conn_;
   std::string last_error_;
 };

@@ -194,6 +194,20 @@ TEST(Config, ShippedDefaultFileLoads) {
   EXPECT_EQ(s.tcp_sources.size(), 1u);
 }
 
+TEST(Config, EmptyDsnLeavesConnectionSettingsToLibpq) {
+  EXPECT_EQ(settings{}.postgres.dsn, "") << "no host or database the user did not ask for";
+  EXPECT_EQ(load_string("[postgres]\ndsn = \"\"\n").postgres.dsn, "");
+  EXPECT_EQ(load_file(std::string(EVPIPE_SOURCE_DIR) + "/config/evpipe.toml").postgres.dsn, "");
+}
+
+TEST(Config, SchemaIsALowercaseIdentifier) {
+  EXPECT_EQ(settings{}.postgres.schema, "");
+  EXPECT_EQ(load_string("[postgres]\nschema = \"ingest_2\"\n").postgres.schema, "ingest_2");
+  for (const char* bad : {"Ingest", "in gest", "a;b", "1x", "x.y"}) {
+    EXPECT_NE(error_of(std::string("[postgres]\nschema = \"") + bad + "\"\n").find("schema"), std::string::npos) << bad;
+  }
+}
+
 TEST(Config, MissingFileIsOneClearError) {
   try {
     (void)load_file("/nonexistent/evpipe.toml");
