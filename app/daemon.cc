@@ -188,6 +188,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
       ho.listen = config::parse_listen(s.http.listen, "[http] listen");
       ho.max_connections = s.http.max_connections;
       ho.idle_timeout = std::chrono::seconds(s.http.idle_timeout_s);
+      ho.max_commit_stall = std::chrono::milliseconds(s.health.max_commit_stall_ms);
       http = std::make_unique<io::http_server>(http_ioc, std::move(ho), registry);
       http->start();
     }

@@ -337,7 +337,7 @@ http_source parse_http(const toml::table& t, const std::string& where, const std
 settings parse(const toml::table& root, const std::string& origin, const std::string& base_dir) {
   settings s;
   static const std::set<std::string> sections = {"pipeline", "batch", "dedup", "events", "postgres",
-                                                 "http", "metrics", "log", "sources"};
+                                                 "http", "health", "metrics", "log", "sources"};
   for (auto&& [k, v] : root) {
     if (!sections.count(std::string(k.str()))) {
       throw config_error(origin + ": unknown section or key \"" + std::string(k.str()) + "\"");
@@ -394,6 +394,11 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
     r.uint("idle_timeout_s", s.http.idle_timeout_s, 1, 3600);
     r.reject_unknown();
     if (!s.http.listen.empty()) (void)parse_listen(s.http.listen, origin + ": [http] listen");
+  }
+  if (auto* t = section(root, "health", origin)) {
+    table_reader r(*t, "[health]", origin);
+    r.uint("max_commit_stall_ms", s.health.max_commit_stall_ms, 1, 3'600'000);
+    r.reject_unknown();
   }
   if (auto* t = section(root, "metrics", origin)) {
     table_reader r(*t, "[metrics]", origin);
@@ -526,6 +531,7 @@ std::string to_toml(const settings& s) {
   root.insert("http", toml::table{{"listen", s.http.listen},
                                   {"max_connections", int64_t(s.http.max_connections)},
                                   {"idle_timeout_s", int64_t(s.http.idle_timeout_s)}});
+  root.insert("health", toml::table{{"max_commit_stall_ms", int64_t(s.health.max_commit_stall_ms)}});
   root.insert("metrics", toml::table{{"prefix", s.metrics.prefix},
                                      {"max_label_values", int64_t(s.metrics.max_label_values)},
                                      {"max_series", int64_t(s.metrics.max_series)}});

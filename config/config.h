@@ -97,6 +97,9 @@ struct settings {
     uint32_t idle_timeout_s = 10;           // a request's headers, or the next keep-alive request, within this
   } http;
   struct {
+    uint32_t max_commit_stall_ms = 2000;  // /health/ready is 503 while a batch write takes longer (or is retried)
+  } health;
+  struct {
     std::string prefix = "evpipe";    // metric name prefix ("taylor" for TaylorDash dashboards)
     uint32_t max_label_values = 500;  // distinct values per label of one family before folding into "other"
     uint32_t max_series = 2000;       // series per labelled family (topic x kind, topic x reason), then (other, other)

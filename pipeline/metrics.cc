@@ -1,6 +1,10 @@
 #include "pipeline/metrics.h"
 
+#include <algorithm>
+#include <cctype>
+#include <chrono>
 #include <cstdio>
+#include <ctime>
 
 namespace evpipe::pipeline {
 
@@ -46,7 +50,13 @@ metrics_registry::metrics_registry(std::string prefix, size_t max_label_values, 
       ingested_(max_label_values, max_label_values, max_series),
       dead_lettered_(max_label_values, 64, max_series) {}
 
-shard_probe& metrics_registry::add_shard() { return *shards_.emplace_back(std::make_unique<shard_probe>()); }
+shard_probe& metrics_registry::add_shard() {
+  auto& p = *shards_.emplace_back(std::make_unique<shard_probe>());
+  p.last_commit_unix_ms.store(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count());
+  return p;
+}
 
 source_probe& metrics_registry::add_source(std::string kind) {
   auto& p = *sources_.emplace_back(std::make_unique<source_probe>());
@@ -80,6 +90,85 @@ bool metrics_registry::all_shards_ready() const {
     if (!s->db_ready.load(std::memory_order_relaxed)) return false;
   }
   return !shards_.empty();
+}
+
+namespace {
+
+std::string iso8601_utc(int64_t unix_ms) {
+  std::time_t t = unix_ms / 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(unix_ms % 1000));
+  return buf;
+}
+
+void json_string(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(static_cast<char>(c));
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  out.push_back('"');
+}
+
+}  // namespace
+
+metrics_registry::readiness metrics_registry::ready_state(std::chrono::milliseconds max_stall) const {
+  readiness r;
+  std::string shards;
+  int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::steady_clock::now().time_since_epoch()).count();
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    const auto& s = *shards_[i];
+    int64_t started = s.write_started_ns.load();
+    bool stalled = started != 0 && now - started > std::chrono::nanoseconds(max_stall).count();
+    bool retrying = s.retrying.load();
+    bool connected = s.db_ready.load();
+    if (connected && !stalled && !retrying) continue;
+    std::string error = s.last_error();
+    // libpq errors carry their SQLSTATE first ("25006 cannot execute ...").
+    std::string sqlstate;
+    if (error.size() > 6 && error[5] == ' ' &&
+        std::all_of(error.begin(), error.begin() + 5, [](char c) { return std::isdigit(c) || std::isupper(c); })) {
+      sqlstate = error.substr(0, 5);
+    }
+    shards += shards.empty() ? "" : ",";
+    shards += "{\"shard\":" + std::to_string(i) + ",\"state\":";
+    json_string(shards, !connected ? "database unreachable" : retrying ? "retrying a failed write" : "commit stalled");
+    if (started != 0) {
+      shards += ",\"since\":";
+      json_string(shards, iso8601_utc(s.write_started_unix_ms.load()));
+      shards += ",\"stalled_ms\":" + std::to_string((now - started) / 1'000'000);
+    }
+    if (!sqlstate.empty()) {
+      shards += ",\"sqlstate\":";
+      json_string(shards, sqlstate);
+    }
+    if (!error.empty() && (retrying || !connected)) {
+      shards += ",\"error\":";
+      json_string(shards, error);
+    }
+    shards += "}";
+  }
+  if (shards_.empty()) {
+    r.body = "{\"status\":\"not_ready\",\"reason\":\"no shards\"}\n";
+  } else if (shards.empty()) {
+    r.ready = true;
+    r.body = "{\"status\":\"ready\"}\n";
+  } else {
+    r.body = "{\"status\":\"not_ready\",\"reason\":\"database\",\"shards\":[" + shards + "]}\n";
+  }
+  return r;
 }
 
 namespace {
@@ -183,6 +272,12 @@ std::string metrics_registry::render() const {
     name = p + c.suffix;
     header(out, name, "counter", c.help);
     sample(out, name, "", double(sum_shards(c.field)));
+  }
+
+  name = p + "_shard_last_commit_timestamp_seconds";
+  header(out, name, "gauge", "When a shard last committed a batch (Unix time; the start time before the first).");
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    sample(out, name, "shard=\"" + std::to_string(i) + "\"", double(shards_[i]->last_commit_unix_ms.load()) / 1000);
   }
 
   name = p + "_queue_depth";

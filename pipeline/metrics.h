@@ -11,6 +11,7 @@
 // exact), so that junk in one family never crowds out another.
 
 #include <array>
+#include <chrono>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -86,8 +87,28 @@ struct shard_probe {
   counter db_retries{0};
   std::atomic<int64_t> queue_depth{0};  // events queued for this shard (sources add, shard subtracts)
   std::atomic<bool> db_ready{false};
+  // For readiness: when the write in progress began (steady-clock ns, and the
+  // wall clock for the report; 0: no write in progress), whether it has
+  // failed at least once, and when a batch last committed (wall clock ms; the
+  // start time before the first commit).
+  std::atomic<int64_t> write_started_ns{0};
+  std::atomic<int64_t> write_started_unix_ms{0};
+  std::atomic<bool> retrying{false};
+  std::atomic<int64_t> last_commit_unix_ms{0};
+  void set_last_error(std::string e) {
+    std::lock_guard lock(error_mu_);
+    last_error_ = std::move(e);
+  }
+  [[nodiscard]] std::string last_error() const {
+    std::lock_guard lock(error_mu_);
+    return last_error_;
+  }
   histogram event_latency;             // receive to commit, per event
   std::array<histogram, static_cast<size_t>(stage::count_)> stage_latency;
+
+ private:
+  mutable std::mutex error_mu_;  // the shard writes on failures; the scraper reads
+  std::string last_error_;
 };
 
 // Written by the source threads (one probe per source kind).
@@ -159,6 +180,15 @@ class metrics_registry {
   [[nodiscard]] std::string render() const;
 
   [[nodiscard]] bool all_shards_ready() const;
+  // What /health/ready answers: not ready while a shard has no database
+  // connection, is retrying a failed write, or has been writing one batch for
+  // longer than max_stall; `body` is the JSON to send, naming the shard, the
+  // SQLSTATE and since when. An idle shard is ready.
+  struct readiness {
+    bool ready = false;
+    std::string body;
+  };
+  [[nodiscard]] readiness ready_state(std::chrono::milliseconds max_stall) const;
   [[nodiscard]] const std::string& prefix() const noexcept { return prefix_; }
   [[nodiscard]] const std::vector<std::unique_ptr<shard_probe>>& shards() const { return shards_; }
   [[nodiscard]] const std::vector<std::unique_ptr<source_probe>>& sources() const { return sources_; }

@@ -136,6 +136,10 @@ void shard::flush() {
   std::minstd_rand jitter(id_ * 7919u + 1);
   bool logged = false;
   uint32_t attempts = 0;
+  probe_.write_started_unix_ms.store(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  probe_.write_started_ns.store(now_ns());
   for (;;) {
     write_status st = sink_->write(batch_);
     probe_.db_ready.store(sink_->ready(), std::memory_order_relaxed);
@@ -144,6 +148,8 @@ void shard::flush() {
       break;
     }
     bump(probe_.db_errors);
+    probe_.set_last_error(sink_->last_error());
+    probe_.retrying.store(true);
     if (opts_.max_attempts > 0 && ++attempts == opts_.max_attempts && batch_.row_count() > 0) {
       // Give up on the rows; their dead letters are written now (and retried
       // like anything else if that fails too).
@@ -170,6 +176,11 @@ void shard::flush() {
     delay = std::min(delay * 2, opts_.retry_max);
   }
   probe_.stage_latency[size_t(stage::write)].observe_ns(now_ns() - t0);
+  probe_.write_started_ns.store(0);
+  probe_.retrying.store(false);
+  probe_.last_commit_unix_ms.store(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
   forget_unmirrored_keys(/*giving_up=*/false);
   bump(probe_.batches);
   bump(probe_.copy_rows, batch_.row_count());

@@ -19,7 +19,8 @@ using asio::ip::tcp;
 namespace {
 
 http::response<http::string_body> route(const http::request<http::string_body>& req,
-                                        const pipeline::metrics_registry& metrics, bool draining) {
+                                        const pipeline::metrics_registry& metrics, bool draining,
+                                        std::chrono::milliseconds max_stall) {
   http::response<http::string_body> res;
   res.version(req.version());
   res.keep_alive(req.keep_alive());
@@ -47,8 +48,8 @@ http::response<http::string_body> route(const http::request<http::string_body>& 
       return reply(http::status::service_unavailable, "{\"status\":\"not_ready\",\"reason\":\"draining\"}\n",
                    "application/json");
     }
-    if (metrics.all_shards_ready()) return reply(http::status::ok, "{\"status\":\"ready\"}\n", "application/json");
-    return reply(http::status::service_unavailable, "{\"status\":\"not_ready\",\"reason\":\"database unreachable\"}\n",
+    auto state = metrics.ready_state(max_stall);
+    return reply(state.ready ? http::status::ok : http::status::service_unavailable, std::move(state.body),
                  "application/json");
   }
   return reply(http::status::not_found, "not found; try /metrics, /health/live, /health/ready\n");
@@ -116,7 +117,7 @@ asio::awaitable<void> http_server::serve(tcp::socket socket) {
     stream.expires_after(opts_.idle_timeout);
     auto [ec, n] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
     if (ec) break;
-    auto res = route(parser.get(), metrics_, draining_.load());
+    auto res = route(parser.get(), metrics_, draining_.load(), opts_.max_commit_stall);
     bool keep = res.keep_alive();
     stream.expires_after(opts_.idle_timeout);
     auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));

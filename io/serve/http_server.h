@@ -28,6 +28,7 @@ struct http_server_options {
   config::endpoint listen;
   uint32_t max_connections = 64;
   std::chrono::seconds idle_timeout{10};
+  std::chrono::milliseconds max_commit_stall{2000};  // see metrics_registry::ready_state
 };
 
 class http_server {

@@ -39,23 +39,6 @@ size_t count_of(const std::string& text, const std::string& what) {
   return n;
 }
 
-// A second session on the test database, to hold locks while evpipe writes.
-class side_session {
- public:
-  explicit side_session(const std::string& dsn) : conn_(PQconnectdb(dsn.c_str())) {}
-  ~side_session() { PQfinish(conn_); }
-  void exec(const std::string& sql) {
-    PGresult* r = PQexec(conn_, sql.c_str());
-    auto st = PQresultStatus(r);
-    std::string err = PQerrorMessage(conn_);
-    PQclear(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) throw std::runtime_error(sql + ": " + err);
-  }
-
- private:
-  PGconn* conn_;
-};
-
 // evpipe started by hand, for what evpipe_process does not set up: stderr on
 // a pipe the test never reads, descriptors 0-2 closed, a lowered open-file
 // limit. Its stdout and stderr go to `log_path` unless the test says otherwise.

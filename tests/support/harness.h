@@ -167,6 +167,23 @@ class test_db {
   PGconn* conn_ = nullptr;
 };
 
+// A second session on the test database, to hold locks while evpipe writes.
+class side_session {
+ public:
+  explicit side_session(const std::string& dsn) : conn_(PQconnectdb(dsn.c_str())) {}
+  ~side_session() { PQfinish(conn_); }
+  void exec(const std::string& sql) {
+    PGresult* r = PQexec(conn_, sql.c_str());
+    auto st = PQresultStatus(r);
+    std::string err = PQerrorMessage(conn_);
+    PQclear(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) throw std::runtime_error(sql + ": " + err);
+  }
+
+ private:
+  PGconn* conn_;
+};
+
 // The evpipe binary with a config written for the test.
 class evpipe_process {
  public:
