@@ -14,6 +14,7 @@ EVPIPE_PACKAGES=(
   clang libclang-rt-14-dev
   python3 procps
   zlib1g-dev  # HTTP source: gzip and deflate request bodies
+  chromium    # tests only: browser producers (CORS, sendBeacon) in headless Chromium
 )
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
