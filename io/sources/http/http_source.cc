@@ -232,7 +232,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
         } else if (hec == http::error::header_limit) {
           co_await reply_and_close(431, error_body("request headers are over max_header_bytes"), true);
         } else if (hec == http::error::body_limit) {  // Content-Length over the limit
-          co_await reply_and_close(413, error_body("the body is over max_body_bytes = " + std::to_string(cfg_.max_body_bytes)), true);
+          co_await reply_and_close(413, over_limit_body(), true);
         } else if (hec != http::error::end_of_stream && hec.category() == http::make_error_code(http::error::bad_method).category()) {
           co_await reply_and_close(400, error_body("malformed HTTP request"), true);
         }
@@ -255,7 +255,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       auto [bec, bn] = co_await http::async_read(stream_, buffer, parser, asio::as_tuple(asio::use_awaitable));
       if (bec) {
         if (bec == http::error::body_limit) {
-          co_await reply_and_close(413, error_body("the body is over max_body_bytes = " + std::to_string(cfg_.max_body_bytes)), true);
+          co_await reply_and_close(413, over_limit_body(), true);
         }
         break;
       }
@@ -296,7 +296,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       }
     }
     if (auto len = parser.content_length(); len && *len > cfg_.max_body_bytes) {
-      return std::pair{413, error_body("the body is over max_body_bytes = " + std::to_string(cfg_.max_body_bytes))};
+      return std::pair{413, over_limit_body()};
     }
     auto form = form_of(req[http::field::content_type]);
     if (form == body_form::unsupported || (form == body_form::text && cfg_.cors_allow_origins.empty())) {
@@ -336,7 +336,8 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
           fill_error(res, 413, "the decoded body is over max_body_bytes = " + std::to_string(cfg_.max_body_bytes));
           co_return res;
         case decode_status::corrupt:
-          fill_error(res, 400, std::string("the body is not valid ") + (coding == content_coding::gzip ? "gzip" : "deflate"));
+          fill_error(res, 400, coding == content_coding::gzip ? "the body is not valid gzip"
+                                                              : "the body is not valid deflate");
           co_return res;
       }
       raw = decoded;
@@ -400,6 +401,10 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
                  results + "]}\n";
     pipeline::bump(probe_.http_ok);
     co_return res;
+  }
+
+  [[nodiscard]] std::string over_limit_body() const {
+    return error_body("the body is over max_body_bytes = " + std::to_string(cfg_.max_body_bytes));
   }
 
   static std::string error_body(const std::string& message) {
