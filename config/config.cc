@@ -325,12 +325,22 @@ http_source parse_http(const toml::table& t, const std::string& where, const std
   r.str("bearer_token_file", h.bearer_token_file);
   r.uint("max_connections", h.max_connections, 1, 1'000'000);
   r.uint("idle_timeout_s", h.idle_timeout_s, 1, 86'400);
+  r.str_list("cors_allow_origins", h.cors_allow_origins);
   r.reject_unknown();
   if (listen.empty()) r.fail("listen", "is required (\"host:port\")");
   h.listen = parse_listen(listen, origin + ": " + where + " listen");
   if (stages_utf8_chars(h.topic) > 255) r.fail("topic", "must be at most 255 characters (the topic column)");
   h.bearer_token_file = resolve_path(h.bearer_token_file, base_dir);
   if (!h.bearer_token_file.empty()) h.bearer_token = read_secret(h.bearer_token_file, r, "bearer_token_file");
+  for (const auto& o : h.cors_allow_origins) {
+    // An origin as browsers send it: scheme and host, an optional port, no path.
+    std::string_view rest = o;
+    bool scheme = rest.starts_with("http://") || rest.starts_with("https://");
+    rest.remove_prefix(scheme ? rest.find("//") + 2 : 0);
+    if (o != "*" && (!scheme || rest.empty() || rest.find_first_of("/?# ") != std::string_view::npos)) {
+      r.fail("cors_allow_origins", "\"" + o + "\" is not an origin like \"https://app.example.com\" or \"*\"");
+    }
+  }
   return h;
 }
 
@@ -578,6 +588,11 @@ std::string to_toml(const settings& s) {
                   {"max_connections", int64_t(h.max_connections)},
                   {"idle_timeout_s", int64_t(h.idle_timeout_s)}};
     if (!h.bearer_token_file.empty()) t.insert("bearer_token_file", h.bearer_token_file);
+    if (!h.cors_allow_origins.empty()) {
+      toml::array origins;
+      for (const auto& o : h.cors_allow_origins) origins.push_back(o);
+      t.insert("cors_allow_origins", std::move(origins));
+    }
     http.push_back(std::move(t));
   }
   toml::table sources;

@@ -62,6 +62,7 @@ struct http_source {
   std::string bearer_token;           // read from bearer_token_file at load; never printed
   uint32_t max_connections = 1024;    // further connections are closed at once
   uint32_t idle_timeout_s = 60;       // close a keep-alive connection idle this long
+  std::vector<std::string> cors_allow_origins;  // web pages that may post ("https://host[:port]" or "*"); [] = none
 };
 
 struct settings {

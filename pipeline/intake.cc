@@ -41,6 +41,13 @@ void intake::reserve(size_t bytes) {
 
 void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t received_ns,
                  std::string_view default_topic, stages::envelope_validator& validator, topic_rule rule) {
+  // A UTF-8 byte order mark is no part of an event (RFC 8259 section 8.1 lets
+  // a parser ignore one). Dropped here, it is dropped for every source: the
+  // start of a TCP stream (or of each file cat'ed into one), an MQTT payload.
+  if (line.starts_with("\xEF\xBB\xBF")) {
+    line.remove_prefix(3);
+    readable = readable >= 3 ? readable - 3 : 0;
+  }
   if (line.size() > limits_.max_event_bytes) {
     auto d = stages::hash_key(line.data(), line.size());
     add_too_large(line.substr(0, too_large_prefix), line.size(), d.lo, d.hi, seq, received_ns, default_topic);

@@ -13,6 +13,8 @@ EVPIPE_PACKAGES=(
   postgresql postgresql-client mosquitto openssl pgbouncer
   clang libclang-rt-14-dev
   python3 procps
+  zlib1g-dev  # HTTP source: gzip and deflate request bodies
+  chromium    # tests only: browser producers (CORS, sendBeacon) in headless Chromium
 )
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

@@ -185,6 +185,25 @@ bearer_token_file = ")" + tok + R"("
             std::string::npos);
 }
 
+TEST(Config, ReadsHttpCorsOrigins) {
+  auto s = load_string(R"([[sources.http]]
+listen = "127.0.0.1:8080"
+cors_allow_origins = ["https://dash.example", "http://127.0.0.1:5173"]
+)");
+  ASSERT_EQ(s.http_sources.size(), 1u);
+  EXPECT_EQ(s.http_sources[0].cors_allow_origins,
+            (std::vector<std::string>{"https://dash.example", "http://127.0.0.1:5173"}));
+  EXPECT_EQ(load_string(to_toml(s)).http_sources[0].cors_allow_origins, s.http_sources[0].cors_allow_origins);
+  EXPECT_TRUE(load_string("[[sources.http]]\nlisten = \"127.0.0.1:1\"\n").http_sources[0].cors_allow_origins.empty());
+  EXPECT_EQ(load_string("[[sources.http]]\nlisten = \"127.0.0.1:1\"\ncors_allow_origins = [\"*\"]")
+                .http_sources[0].cors_allow_origins.size(), 1u);
+  for (const char* bad : {"dash.example", "https://dash.example/", "https://dash.example/app", "https://", "ftp://x"}) {
+    EXPECT_NE(error_of(std::string("[[sources.http]]\nlisten = \"127.0.0.1:1\"\ncors_allow_origins = [\"") + bad + "\"]")
+                  .find("cors_allow_origins: \"" + std::string(bad) + "\" is not an origin"),
+              std::string::npos) << bad;
+  }
+}
+
 TEST(Config, ShippedDefaultFileLoads) {
   auto s = load_file(std::string(EVPIPE_SOURCE_DIR) + "/config/evpipe.toml");
   EXPECT_EQ(s.batch.max_rows, settings{}.batch.max_rows);

@@ -124,5 +124,17 @@ TEST(Intake, ValidEventsCarryKeyKindAndRawBytes) {
   EXPECT_EQ(f.rec->received_ns, 42);
 }
 
+TEST(Intake, ALeadingByteOrderMarkIsNotPartOfTheEvent) {
+  intake in(1, {});
+  stages::envelope_validator v;
+  std::string line = ev("bom");
+  in.add("\xEF\xBB\xBF" + line, 0, 1, 0, "t", v);
+  in.add("\xEF\xBB\xBF", 0, 2, 0, "t", v);  // a line holding only the mark is blank
+  auto f = find_seq(in, 1);
+  EXPECT_EQ(f.rec->why, stages::reason::none);
+  EXPECT_EQ(f.batch->view(f.rec->raw), line);
+  EXPECT_TRUE(find_seq(in, 2).rec->blank);
+}
+
 }  // namespace
 }  // namespace evpipe::pipeline

@@ -15,6 +15,7 @@
 #include <chrono>
 
 #include "io/listener.h"
+#include "io/sources/http/content_coding.h"
 #include "pipeline/intake.h"
 
 namespace evpipe::io {
@@ -27,7 +28,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-enum class body_form : uint8_t { json, ndjson, unsupported };
+// text: text/plain, which browsers send without a CORS preflight (sendBeacon,
+// fetch with a string body); taken only when CORS is configured.
+enum class body_form : uint8_t { json, ndjson, text, unsupported };
 
 body_form form_of(std::string_view content_type) {
   auto semi = content_type.find(';');
@@ -39,6 +42,7 @@ body_form form_of(std::string_view content_type) {
       type == "application/x-jsonlines") {
     return body_form::ndjson;
   }
+  if (type == "text/plain") return body_form::text;
   return body_form::unsupported;
 }
 
@@ -121,6 +125,17 @@ bool same_secret(std::string_view a, std::string_view b) {
   for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % (b.empty() ? 1 : b.size())]);
   return diff == 0 && !b.empty();
 }
+
+// How long and how much a connection keeps reading after an error answer to a
+// request whose body it did not read (a lingering close, as nginx and Apache
+// do). A client that sends its whole body before reading (Python's urllib,
+// without Expect) otherwise meets a reset while sending and never sees the
+// status; these bounds cap what such a client can cost.
+struct linger_traits {
+  static constexpr auto max_time = std::chrono::seconds(30);  // nginx's lingering_time
+  static constexpr auto max_quiet = std::chrono::seconds(5);  // nginx's lingering_timeout
+  static constexpr size_t max_bytes = size_t{128} << 20;      // a 64 MiB upload and then some
+};
 
 }  // namespace
 
@@ -205,28 +220,34 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       parser.body_limit(cfg_.max_body_bytes);
       stream_.expires_after(std::chrono::seconds(cfg_.idle_timeout_s));
       idle_ = true;
+      cors_origin_.clear();
       if (stopping_.load()) break;
       auto [hec, hn] = co_await http::async_read_header(stream_, buffer, parser, asio::as_tuple(asio::use_awaitable));
       idle_ = false;
       if (hec) {
         // End of stream, idle timeout or shutdown: just close. Broken HTTP
         // gets one answer first.
-        if (hec == http::error::header_limit) {
-          co_await reply_and_close(431, error_body("request headers are over max_header_bytes"));
+        if (hec == beast::error::timeout) {
+          pipeline::bump(probe_.connections_timed_out);  // idle, or trickling its headers
+        } else if (hec == http::error::header_limit) {
+          co_await reply_and_close(431, error_body("request headers are over max_header_bytes"), true);
         } else if (hec == http::error::body_limit) {  // Content-Length over the limit
-          co_await reply_and_close(413, error_body("the body is over max_body_bytes = " + std::to_string(cfg_.max_body_bytes)));
+          co_await reply_and_close(413, over_limit_body(), true);
         } else if (hec != http::error::end_of_stream && hec.category() == http::make_error_code(http::error::bad_method).category()) {
-          co_await reply_and_close(400, error_body("malformed HTTP request"));
+          co_await reply_and_close(400, error_body("malformed HTTP request"), true);
         }
         break;
       }
       auto& req = parser.get();
+      cors_origin_ = allowed_origin(req[http::field::origin]);
       // Answer what needs no body before reading it.
       if (auto early = check_request(req, parser)) {
-        co_await reply_and_close(early->first, early->second);
+        co_await reply_and_close(early->first, early->second, !parser.is_done());
         break;
       }
-      if (req[http::field::expect] == "100-continue") {
+      // RFC 9110 section 10.1.1: the expectation is case-insensitive, and an
+      // HTTP/1.0 client must not get a 1xx answer.
+      if (req.version() >= 11 && beast::iequals(req[http::field::expect], "100-continue")) {
         response cont{http::status::continue_, req.version()};
         co_await http::async_write(stream_, cont, asio::as_tuple(asio::use_awaitable));
       }
@@ -234,13 +255,23 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       auto [bec, bn] = co_await http::async_read(stream_, buffer, parser, asio::as_tuple(asio::use_awaitable));
       if (bec) {
         if (bec == http::error::body_limit) {
-          co_await reply_and_close(413, error_body("the body is over max_body_bytes = " + std::to_string(cfg_.max_body_bytes)));
+          co_await reply_and_close(413, over_limit_body(), true);
         }
         break;
       }
       stream_.expires_never();
-      auto res = co_await ingest(parser.get());
+      // Not a conditional expression: GCC 12 miscompiles co_await inside ?:.
+      response res;
+      if (req.method() == http::verb::options) {
+        res = preflight(req);
+      } else {
+        res = co_await ingest(parser.get());
+      }
+      decorate(res);
       res.keep_alive(parser.get().keep_alive() && !stopping_.load());
+      // Clients that know when the server gives up on an idle connection stop
+      // reusing it in time, instead of meeting a reset (Node, python-requests).
+      if (res.keep_alive()) res.set(http::field::keep_alive, "timeout=" + std::to_string(cfg_.idle_timeout_s));
       res.prepare_payload();
       auto [wec, wn] = co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
       if (wec || !res.keep_alive()) break;
@@ -254,6 +285,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
     std::string_view target = req.target();
     if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
     if (target != "/v1/events") return std::pair{404, error_body("not found; events go to POST /v1/events")};
+    if (req.method() == http::verb::options) return std::nullopt;  // a CORS preflight carries no credentials
     if (req.method() != http::verb::post) return std::pair{405, error_body("use POST")};
     if (!cfg_.bearer_token.empty()) {
       std::string_view auth = req[http::field::authorization];
@@ -264,10 +296,19 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       }
     }
     if (auto len = parser.content_length(); len && *len > cfg_.max_body_bytes) {
-      return std::pair{413, error_body("the body is over max_body_bytes = " + std::to_string(cfg_.max_body_bytes))};
+      return std::pair{413, over_limit_body()};
     }
-    if (form_of(req[http::field::content_type]) == body_form::unsupported) {
+    auto form = form_of(req[http::field::content_type]);
+    if (form == body_form::unsupported || (form == body_form::text && cfg_.cors_allow_origins.empty())) {
       return std::pair{415, error_body("Content-Type must be application/json or application/x-ndjson")};
+    }
+    // A text/plain POST is a "simple" request that a browser sends without
+    // asking first: a page whose origin is not allowed must not write events.
+    if (form == body_form::text && !req[http::field::origin].empty() && cors_origin_.empty()) {
+      return std::pair{403, error_body("this origin is not in cors_allow_origins")};
+    }
+    if (coding_of(req[http::field::content_encoding]) == content_coding::unsupported) {
+      return std::pair{415, error_body("Content-Encoding must be gzip, deflate or identity")};
     }
     if (stopping_.load()) return std::pair{503, error_body("shutting down")};
     if (!router_.has_room()) return std::pair{503, error_body("queues are full; retry shortly")};
@@ -278,7 +319,6 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
   // builds the 200 response (or a 400 for an unreadable body).
   asio::awaitable<response> ingest(const http::request<http::string_body>& req) {
     response res{http::status::ok, req.version()};
-    res.set(http::field::server, "evpipe");
     res.set(http::field::content_type, "application/json");
     std::string_view topic_header = req["X-Topic"];
     if (req.find("X-Topic") != req.end() && (topic_header.empty() || !stages::fits_varchar(topic_header, limits_.max_topic_chars) ||
@@ -286,10 +326,33 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       fill_error(res, 400, "X-Topic must be 1 to " + std::to_string(limits_.max_topic_chars) + " characters of UTF-8");
       co_return res;
     }
-    simdjson::padded_string body(req.body());
+    std::string_view raw = req.body();
+    std::string decoded;  // per request: a connection does not keep max_body_bytes between requests
+    auto coding = coding_of(req[http::field::content_encoding]);
+    if (coding != content_coding::identity) {
+      switch (decode_body(coding, raw, cfg_.max_body_bytes, decoded)) {
+        case decode_status::ok: break;
+        case decode_status::too_large:
+          fill_error(res, 413, "the decoded body is over max_body_bytes = " + std::to_string(cfg_.max_body_bytes));
+          co_return res;
+        case decode_status::corrupt:
+          fill_error(res, 400, coding == content_coding::gzip ? "the body is not valid gzip"
+                                                              : "the body is not valid deflate");
+          co_return res;
+      }
+      raw = decoded;
+    }
+    simdjson::padded_string body(without_bom(raw));
     std::vector<std::string_view> events;
     std::string error;
-    if (!split_events(body, form_of(req[http::field::content_type]), events, error)) {
+    auto form = form_of(req[http::field::content_type]);
+    if (form == body_form::text) {
+      // What a page sends as text/plain is one JSON document (an event or an
+      // array) or NDJSON: whichever the whole body parses as.
+      form = split_events(body, body_form::json, events, error) ? body_form::json : body_form::ndjson;
+      events.clear();
+    }
+    if (!split_events(body, form, events, error)) {
       fill_error(res, 400, error);
       co_return res;
     }
@@ -340,6 +403,10 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
     co_return res;
   }
 
+  [[nodiscard]] std::string over_limit_body() const {
+    return error_body("the body is over max_body_bytes = " + std::to_string(cfg_.max_body_bytes));
+  }
+
   static std::string error_body(const std::string& message) {
     std::string out = "{\"error\":\"";
     for (char c : message) {
@@ -364,21 +431,81 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
     }
   }
 
-  // Writes an error response and ends the connection (its body, if any, was
-  // not read).
-  asio::awaitable<void> reply_and_close(int status, std::string body) {
-    response res{static_cast<http::status>(status), 11};
+  // The allowed origin to echo for a request's Origin header ("*" when any
+  // is allowed), or "" when CORS is off, there is no Origin, or it is not listed.
+  [[nodiscard]] std::string allowed_origin(std::string_view origin) const {
+    if (origin.empty()) return {};
+    for (const auto& o : cfg_.cors_allow_origins) {
+      if (o == "*") return o;
+      if (beast::iequals(o, origin)) return std::string(origin);
+    }
+    return {};
+  }
+
+  // The answer to OPTIONS /v1/events: a CORS preflight when the origin is
+  // allowed, else just the methods (decorate adds nothing for other origins,
+  // so the browser refuses the actual request).
+  response preflight(const http::request<http::string_body>& req) {
+    response res{http::status::no_content, req.version()};
+    res.set(http::field::allow, "POST, OPTIONS");
+    if (!cors_origin_.empty()) {
+      res.set(http::field::access_control_allow_methods, "POST");
+      res.set(http::field::access_control_allow_headers, "content-type, content-encoding, authorization, x-topic");
+      res.set(http::field::access_control_max_age, "600");  // preflights cached for 10 minutes
+    }
+    return res;
+  }
+
+  // Headers every response carries: the server, and with CORS configured the
+  // allowed origin (answers differ by Origin, hence Vary for caches).
+  void decorate(response& res) const {
     res.set(http::field::server, "evpipe");
+    if (cfg_.cors_allow_origins.empty()) return;
+    res.set(http::field::vary, "Origin");
+    if (cors_origin_.empty()) return;
+    res.set(http::field::access_control_allow_origin, cors_origin_);
+    res.set(http::field::access_control_expose_headers, "Retry-After");
+  }
+
+  // Writes an error response and ends the connection. `linger` when the
+  // client may still be sending a body that was not read.
+  asio::awaitable<void> reply_and_close(int status, std::string body, bool linger) {
+    response res{static_cast<http::status>(status), 11};
+    decorate(res);
     res.set(http::field::content_type, "application/json");
     if (status == 503) res.set(http::field::retry_after, "1");
     if (status == 401) res.set(http::field::www_authenticate, "Bearer");
-    if (status == 405) res.set(http::field::allow, "POST");
+    if (status == 405) res.set(http::field::allow, "POST, OPTIONS");
+    if (status == 415) res.set(http::field::accept_encoding, "gzip, deflate");  // RFC 9110 section 12.5.3
     res.keep_alive(false);
     res.body() = std::move(body);
     res.prepare_payload();
     count_status(status);
     stream_.expires_after(5s);
-    co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
+    auto [ec, n] = co_await http::async_write(stream_, res, asio::as_tuple(asio::use_awaitable));
+    if (!ec && linger) co_await drain_and_drop();
+  }
+
+  // A lingering close: stop sending (the client sees the end of the answer),
+  // then read and drop what it still sends, within linger_traits' bounds, so
+  // that closing does not reset the connection under it before it has read
+  // the answer.
+  asio::awaitable<void> drain_and_drop() {
+    boost::system::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    idle_ = true;  // nothing left to answer: stop_reading may end it
+    if (stopping_.load()) co_return;
+    const auto deadline = std::chrono::steady_clock::now() + linger_traits::max_time;
+    std::vector<char> scratch(64 * 1024);
+    size_t dropped = 0;
+    while (!closed_ && dropped < linger_traits::max_bytes) {
+      auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero()) break;
+      stream_.expires_after(std::min<std::chrono::steady_clock::duration>(left, linger_traits::max_quiet));
+      auto [rec, n] = co_await stream_.async_read_some(asio::buffer(scratch), asio::as_tuple(asio::use_awaitable));
+      if (rec) break;  // the client closed (it read the answer), or a bound ran out
+      dropped += n;
+    }
   }
 
   void shut() {
@@ -399,6 +526,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
   pipeline::intake intake_;
   std::atomic<int>& reading_;
   std::atomic<bool>& stopping_;
+  std::string cors_origin_;  // allowed_origin() of the current request
   bool idle_ = false;
   bool closed_ = false;
 };

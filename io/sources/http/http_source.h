@@ -12,7 +12,21 @@
 // max_header_bytes), 503 with Retry-After (shard queues full, or shutting
 // down). The topic is the X-Topic header if given, else the event's `topic`
 // field, else the listener's default. Keep-alive connections are served until
-// idle for idle_timeout_s.
+// idle for idle_timeout_s, which answers announce (Keep-Alive: timeout=N).
+//
+// Bodies may be sent with Content-Encoding gzip or deflate (content_coding.h);
+// max_body_bytes bounds the decoded size too. Other codings get 415. A leading
+// UTF-8 byte order mark is ignored. After an error answer to a request whose
+// body was not read, the connection reads and drops what the client still
+// sends for a bounded time (a lingering close), so that the client sees the
+// status rather than a reset.
+//
+// Browsers: with cors_allow_origins set, OPTIONS /v1/events answers CORS
+// preflights, every answer to a listed Origin carries
+// Access-Control-Allow-Origin, and text/plain bodies (sendBeacon, fetch
+// without a preflight) are taken as JSON or NDJSON, from listed origins only
+// (403 for others, which a browser would otherwise let write events without
+// asking).
 //
 // Threads: each connection runs on its own strand; the public functions are
 // thread-safe.
