@@ -68,14 +68,17 @@ std::string describe_dsn(const std::string& dsn) {
   return dsn.empty() ? "(libpq defaults and PG* environment)" : config::mask_dsn(dsn);
 }
 
-// Fails fast, with one clear line, when the database is unreachable or not
-// migrated.
-bool check_database(const config::settings& s) {
+enum class db_check : uint8_t { ok, unreachable, unusable };
+
+// Whether evpipe can write: the database answers (else `unreachable`, and
+// `why` says what libpq said) and holds migrated tables (else `unusable`,
+// logged with the hint to migrate).
+db_check check_database(const config::settings& s, std::string& why) {
   io::pg_connection conn;
   auto st = conn.connect(s.postgres.dsn, "evpipe-check");
   if (!st.ok) {
-    spdlog::error("cannot connect to PostgreSQL at {}: {}", describe_dsn(s.postgres.dsn), st.message);
-    return false;
+    why = st.message;
+    return db_check::unreachable;
   }
   for (const char* table : {"events_mirror", "dlq_events"}) {
     std::string qualified = s.postgres.schema.empty() ? table : s.postgres.schema + "." + table;
@@ -87,16 +90,16 @@ bool check_database(const config::settings& s) {
       } else {
         spdlog::error("cannot read table {}: {}", qualified, st.message);
       }
-      return false;
+      return db_check::unusable;
     }
   }
   // The tables as the shards' sessions resolve them, each with a unique index
   // its ON CONFLICT clause can use.
   if (std::string problem = io::find_schema_problem(conn, s.postgres.schema); !problem.empty()) {
     spdlog::error("{}", problem);
-    return false;
+    return db_check::unusable;
   }
-  return true;
+  return db_check::ok;
 }
 
 }  // namespace
@@ -129,7 +132,22 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   asio::signal_set ignored_signals(ioc, SIGHUP, SIGUSR1, SIGUSR2);
 
   guard_descriptors(s);
-  if (!check_database(s)) return 1;
+  // Started before its database ([postgres] startup = "wait"): everything
+  // starts, the router stays closed so that sources read nothing, and a
+  // watcher opens it once the database answers with migrated tables.
+  std::string why;
+  db_check first = check_database(s, why);
+  if (first == db_check::unusable) return 1;
+  bool waiting_for_db = first == db_check::unreachable;
+  if (waiting_for_db) {
+    if (s.postgres.startup == "fail") {
+      spdlog::error("cannot connect to PostgreSQL at {}: {}", describe_dsn(s.postgres.dsn), why);
+      return 1;
+    }
+    spdlog::warn("cannot connect to PostgreSQL at {}: {}; waiting for it (listeners and /metrics are up, "
+                 "sources read nothing until it answers)",
+                 describe_dsn(s.postgres.dsn), why);
+  }
 
   pipeline::metrics_registry registry(s.metrics.prefix, s.metrics.max_label_values, s.metrics.max_series);
   uint32_t nshards = s.effective_shards();
@@ -146,13 +164,15 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   for (uint32_t i = 0; i < nshards; ++i) {
     auto sink = std::make_unique<io::postgres_sink>(s.postgres.dsn, "evpipe-shard-" + std::to_string(i),
                                                      s.postgres.schema);
-    if (!sink->connect()) {
+    // While waiting, the shard connects on its own (its idle check) later.
+    if (!sink->connect() && !waiting_for_db) {
       spdlog::error("shard {}: cannot connect to PostgreSQL: {}", i, sink->last_error());
       return 1;
     }
     shards.push_back(std::make_unique<pipeline::shard>(i, opts, std::move(sink), registry.add_shard(), registry));
   }
   pipeline::router router(std::move(shards), s.pipeline.queue_capacity);
+  router.set_open(!waiting_for_db);
 
   stages::envelope_limits limits;
   limits.max_event_bytes = s.events.max_event_bytes;
@@ -207,6 +227,42 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   auto work = asio::make_work_guard(ioc);
   auto http_work = asio::make_work_guard(http_ioc);
   std::thread shutdown_thread;
+  int exit_code = 0;
+
+  // Waiting for the database: checks with the write retries' backoff, one log
+  // line per new problem; opens the router once the tables are there, and
+  // ends the process (exit 1, after a normal drain) when the database answers
+  // without evpipe's tables.
+  std::atomic<bool> stop_waiting{false};
+  std::thread db_waiter;
+  if (waiting_for_db) {
+    db_waiter = std::thread([&] {
+      auto delay = std::chrono::milliseconds(s.postgres.retry_base_ms);
+      std::string last = why;
+      while (!stop_waiting.load()) {
+        auto until = std::chrono::steady_clock::now() + delay;
+        while (!stop_waiting.load() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+        if (stop_waiting.load()) return;
+        std::string now_why;
+        db_check r = check_database(s, now_why);
+        if (r == db_check::ok) {
+          spdlog::info("PostgreSQL answers: sources read now");
+          router.set_open(true);
+          return;
+        }
+        if (r == db_check::unusable) {
+          exit_code = 1;
+          std::raise(SIGTERM);  // the usual drain; nothing was read
+          return;
+        }
+        if (now_why != last) {
+          spdlog::warn("still waiting for PostgreSQL: {}", now_why);
+          last = now_why;
+        }
+        delay = std::min(delay * 2, std::chrono::milliseconds(s.postgres.retry_max_ms));
+      }
+    });
+  }
   std::function<void()> wait_ignored = [&] {
     ignored_signals.async_wait([&](const boost::system::error_code& ec, int sig) {
       if (ec) return;
@@ -229,6 +285,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
     const auto commit_deadline = end - std::min<std::chrono::milliseconds>(budget / 5, 2000ms);
     spdlog::info("received {}: draining (up to {} ms)", signal_name(sig), s.pipeline.shutdown_timeout_ms);
     if (http) http->set_draining();
+    stop_waiting.store(true);
     std::thread([drain_done, end, budget] {
       std::this_thread::sleep_until(end);
       if (drain_done->load()) return;
@@ -286,8 +343,10 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   for (auto& t : io_threads) t.join();
   http_thread.join();
   if (shutdown_thread.joinable()) shutdown_thread.join();
+  stop_waiting.store(true);
+  if (db_waiter.joinable()) db_waiter.join();
   spdlog::info("stopped");
-  return 0;
+  return exit_code;
 }
 
 }  // namespace evpipe::app

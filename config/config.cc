@@ -387,7 +387,9 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
     r.uint("retry_max_ms", s.postgres.retry_max_ms, 1, 600'000);
     r.uint("max_attempts", s.postgres.max_attempts, 0, 1'000'000);
     r.str("schema", s.postgres.schema);
+    r.str("startup", s.postgres.startup, false);
     r.reject_unknown();
+    if (s.postgres.startup != "wait" && s.postgres.startup != "fail") r.fail("startup", "must be \"wait\" or \"fail\"");
     if (s.postgres.retry_max_ms < s.postgres.retry_base_ms) {
       r.fail("retry_max_ms", "must not be below retry_base_ms");
     }
@@ -537,7 +539,8 @@ std::string to_toml(const settings& s) {
                                       {"retry_base_ms", int64_t(s.postgres.retry_base_ms)},
                                       {"retry_max_ms", int64_t(s.postgres.retry_max_ms)},
                                       {"max_attempts", int64_t(s.postgres.max_attempts)},
-                                      {"schema", s.postgres.schema}});
+                                      {"schema", s.postgres.schema},
+                                      {"startup", s.postgres.startup}});
   root.insert("http", toml::table{{"listen", s.http.listen},
                                   {"max_connections", int64_t(s.http.max_connections)},
                                   {"idle_timeout_s", int64_t(s.http.idle_timeout_s)}});

@@ -91,6 +91,7 @@ struct settings {
     uint32_t retry_max_ms = 5000;     // reconnect delay cap
     uint32_t max_attempts = 0;        // per batch, then its events are dead-lettered as retries_exhausted (0: forever)
     std::string schema;               // schema of evpipe's tables; "" = the connection's search_path
+    std::string startup = "wait";     // database unreachable at start: "wait" for it, or "fail" (exit 1)
   } postgres;
   struct {
     std::string listen = "127.0.0.1:9464";  // metrics and health; "" disables

@@ -6,6 +6,7 @@ router::router(std::vector<std::unique_ptr<shard>> shards, int64_t queue_capacit
     : shards_(std::move(shards)), capacity_(queue_capacity) {}
 
 bool router::has_room() const noexcept {
+  if (!open_.load(std::memory_order_relaxed)) return false;
   for (const auto& s : shards_) {
     if (s->queued_events() >= capacity_) return false;
   }

@@ -3,6 +3,7 @@
 // read (pipeline/intake, which routes by shard_for) and hand them over with
 // submit(). Thread-safe.
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <vector>
@@ -23,6 +24,10 @@ class router {
   // Whether every shard has room for more events; sources stop reading while
   // this is false (backpressure).
   [[nodiscard]] bool has_room() const noexcept;
+  // Closed, has_room() is false whatever the queues hold: sources read
+  // nothing (evpipe started before its database and waits for it).
+  // Thread-safe.
+  void set_open(bool open) noexcept { open_.store(open); }
   // Hands batches over; batches[i] goes to shard i; empty ones are skipped.
   void submit(std::vector<stages::event_batch>& batches);
 
@@ -33,6 +38,7 @@ class router {
  private:
   std::vector<std::unique_ptr<shard>> shards_;
   int64_t capacity_;
+  std::atomic<bool> open_{true};
 };
 
 }  // namespace evpipe::pipeline

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/harness.h"
+#include "tests/support/tcp_proxy.h"
 #include "tests/support/test_events.h"
 
 namespace evpipe::testing {
@@ -106,6 +107,44 @@ TEST_F(Readiness, RetriedWritesNameTheSqlstate) {
   EXPECT_TRUE(eventually([&] { return status_of(http_get(http_port, "/health/ready")) == "HTTP/1.1 200 OK"; }, 60s))
       << http_get(http_port, "/health/ready");
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'retry-%'"), 100);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(60s), 0) << evp.log();
+}
+
+// Started before its database (issue 17 §3): with the default startup =
+// "wait" the listeners and /metrics come up, /health/live is 200 and
+// /health/ready 503, sources read nothing, and once the database answers the
+// events sent meanwhile are stored and acknowledged. With "fail" it exits 1.
+TEST_F(Readiness, StartedBeforeTheDatabaseItWaitsThenIngests) {
+  uint16_t port = free_port(), http_port = free_port();
+  {
+    evpipe_process migrate(ready_config(db.dsn(), port, http_port), "ready_wait_migrate");
+    ASSERT_EQ(migrate.run_command("migrate"), 0) << migrate.log("migrate.log");
+  }
+  tcp_proxy proxy(db.server_port());
+  ASSERT_NE(db.server_port(), 0);
+  proxy.cut();  // the database is unreachable
+  {
+    std::string cfg = ready_config(db.dsn_via(proxy.port()), port, http_port);
+    cfg.insert(cfg.find("[health]"), "startup = \"fail\"\n");  // still in [postgres]
+    evpipe_process fail_fast(cfg, "ready_fail_fast");
+    EXPECT_EQ(fail_fast.run_command("run"), 1) << fail_fast.log("run.log");
+  }
+  evpipe_process evp(ready_config(db.dsn_via(proxy.port()), port, http_port), "ready_wait");
+  evp.start(port);
+  EXPECT_TRUE(eventually([&] { return evp.log().find("waiting for it") != std::string::npos; }, 60s)) << evp.log();
+  EXPECT_EQ(status_of(http_get(http_port, "/health/live")), "HTTP/1.1 200 OK");
+  EXPECT_EQ(status_of(http_get(http_port, "/health/ready")), "HTTP/1.1 503 Service Unavailable");
+  ndjson_client c(port);
+  c.send_all(batch_of("wait", 100));
+  // A source that reads would count them within milliseconds; it must not.
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(metric_value(http_get(http_port, "/metrics"), "evpipe_events_received_total{source=\"tcp\"}"), 0);
+  proxy.restore();
+  EXPECT_EQ(c.read_acks_until(100, 120s), 100u) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'wait-%'"), 100);
+  EXPECT_TRUE(eventually([&] { return status_of(http_get(http_port, "/health/ready")) == "HTTP/1.1 200 OK"; }, 60s))
+      << http_get(http_port, "/health/ready");
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(60s), 0) << evp.log();
 }

@@ -397,8 +397,10 @@ TEST_F(TcpPipeline, StartupErrorsAreOneLineAndNonZero) {
   evpipe_process evp(config_for(db, port, free_port()), "unmigrated");
   EXPECT_EQ(evp.run_command("run"), 1);
   EXPECT_NE(evp.log("run.log").find("evpipe migrate"), std::string::npos) << evp.log("run.log");
-  // Unreachable database.
-  evpipe_process bad("[postgres]\ndsn = \"postgresql://nobody@127.0.0.1:1/none\"\n[[sources.tcp]]\nlisten = \"127.0.0.1:" +
+  // Unreachable database, with startup = "fail" (the default waits for it:
+  // Readiness.StartedBeforeTheDatabaseItWaitsThenIngests).
+  evpipe_process bad("[postgres]\ndsn = \"postgresql://nobody@127.0.0.1:1/none\"\nstartup = \"fail\"\n"
+                     "[[sources.tcp]]\nlisten = \"127.0.0.1:" +
                          std::to_string(free_port()) + "\"\n",
                      "unreachable");
   EXPECT_EQ(bad.run_command("run"), 1);
