@@ -219,6 +219,23 @@ TEST_F(MqttProtocol, Qos2ReceiveFlowWithPubrecAfterCommit) {
   EXPECT_EQ(metric(http_port, "evpipe_mqtt_protocol_errors_total"), 0);
 }
 
+// Issue 9 defect 8 (MQTT part): a payload that starts with a UTF-8 byte
+// order mark is the event after it, not invalid JSON.
+TEST_F(MqttProtocol, ALeadingByteOrderMarkIsIgnored) {
+  scripted_broker broker;
+  uint16_t http_port = free_port();
+  evpipe_process evp(config_for(db, broker.url(), http_port, options{}), "mqtt_bom");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  auto s = broker.accept();
+  ASSERT_TRUE(s) << evp.log();
+  publish(*s, "tracker/events/bom", "\xEF\xBB\xBF" + valid_event("bom-1"), 1, 1);
+  publish(*s, "tracker/events/bom", "\xEF\xBB\xBF{broken", 1, 2);  // what follows the BOM is still checked
+  EXPECT_EQ(read_acks(*s, 2, 30s), (acks{{puback, 1}, {puback, 2}})) << evp.log();
+  EXPECT_EQ(count("events_mirror"), 1);
+  EXPECT_EQ(count("dlq_events"), 1);
+}
+
 // Issue 9 defect 2's second lesson: a broker that keeps breaking the protocol
 // right after CONNACK gets a backoff that grows, one warning, and a count;
 // the old code reconnected every base_ms forever.

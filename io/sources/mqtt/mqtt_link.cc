@@ -253,6 +253,9 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
           pass_through(p.packet_id, p.qos);
           break;
         }
+        // RFC 8259 section 8.1 lets a parser ignore a leading byte order mark;
+        // some device SDKs send one, and it must not dead-letter the event.
+        if (p.payload.starts_with("\xEF\xBB\xBF")) p.payload.remove_prefix(3);
         uint64_t seq = take_seq(p.packet_id, p.qos, p.topic, p.payload);
         size_t readable = static_cast<size_t>(buf_.data() + buf_.size() - p.payload.data());
         intake_.add(p.payload, readable, seq, received, p.topic, validator, pipeline::topic_rule::source_only);
