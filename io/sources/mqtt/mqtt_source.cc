@@ -269,6 +269,7 @@ size_t mqtt_source::open_connections() {
 mqtt_source::readiness mqtt_source::ready_state() const {
   readiness r;
   r.sessions = sessions_.size();
+  r.filters = sessions_.size() * cfg_.topics.size();
   for (const auto& s : sessions_) {
     r.connected += s->connected() ? 1 : 0;
     r.flapping += s->flapping() ? 1 : 0;

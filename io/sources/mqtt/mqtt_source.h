@@ -64,10 +64,12 @@ class mqtt_source final : public source {
   [[nodiscard]] size_t open_connections() override;
   [[nodiscard]] std::string describe() const override;
 
-  // For /health/ready, from any thread. Ready means every session connected
-  // (connected == sessions), none flapping, no filter degraded.
+  // For /health/ready, from any thread. Suggested reading: not ready while
+  // connected < sessions, flapping > 0, or degraded_filters == filters (every
+  // subscription refused or QoS 0); degraded_filters > 0 alone is a warning.
   struct readiness {
     size_t sessions = 0;
+    size_t filters = 0;           // subscriptions asked for: sessions x topics
     size_t connected = 0;         // sessions with a CONNACK and a live connection
     size_t flapping = 0;          // sessions whose connections keep failing or ending soon after CONNACK
     int64_t degraded_filters = 0; // filters refused (SUBACK 0x80) or granted only QoS 0, over all sessions
