@@ -11,6 +11,7 @@
 #include "app/daemon.h"
 #include "app/process.h"
 #include "config/config.h"
+#include "io/sources/mqtt/mqtt_source.h"
 
 int main(int argc, char** argv) {
   evpipe::app::harden_process();
@@ -43,6 +44,9 @@ int main(int argc, char** argv) {
   }
   if (*check) {
     std::cout << evpipe::config::to_toml(settings);
+    for (const auto& m : settings.mqtt_sources) {
+      for (const auto& w : evpipe::io::mqtt_config_warnings(m)) std::cerr << "evpipe: warning: " << w << "\n";
+    }
     return 0;
   }
   evpipe::app::setup_logging(settings.log.level);

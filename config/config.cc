@@ -13,6 +13,8 @@
 #include <sstream>
 #include <thread>
 
+#include <unistd.h>
+
 namespace evpipe::config {
 
 std::string endpoint::str() const {
@@ -258,7 +260,7 @@ mqtt_source parse_mqtt(const toml::table& t, const std::string& where, const std
   r.str("username", m.username);
   r.str("password_file", m.password_file);
   r.str_list("topics", m.topics);
-  r.uint("qos", m.qos, 0, 1);
+  r.uint("qos", m.qos, 0, 2);
   r.uint("keepalive_s", m.keepalive_s, 1, 65535);
   r.uint("connections", m.connections, 1, 64);
   r.str("shared_group", m.shared_group);
@@ -292,6 +294,7 @@ mqtt_source parse_mqtt(const toml::table& t, const std::string& where, const std
     r.fail("ca_file", "ca_file, cert_file and key_file need an mqtts:// url");
   }
   if (m.cert_file.empty() != m.key_file.empty()) r.fail("cert_file", "cert_file and key_file go together");
+  if (m.client_id.empty()) m.client_id = default_mqtt_client_id();
   if (m.client_id.size() > 200) r.fail("client_id", "must be at most 200 bytes");
   if (!m.password_file.empty()) {
     if (m.username.empty()) r.fail("password_file", "needs a username (MQTT 3.1.1 sends no password without one)");
@@ -606,6 +609,21 @@ std::string to_toml(const settings& s) {
   std::ostringstream out;
   out << root << "\n";
   return out.str();
+}
+
+std::string default_mqtt_client_id() {
+  // Two hosts on one broker must not share a session by accident (they would
+  // take it from each other): the host name makes the default differ. Kept
+  // to the characters every broker accepts in a client id.
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') return "evpipe";
+  std::string id = "evpipe-";
+  for (const char* c = host; *c != '\0' && id.size() < 64; ++c) {
+    bool ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' ||
+              *c == '_' || *c == '.';
+    id.push_back(ok ? *c : '_');
+  }
+  return id;
 }
 
 }  // namespace evpipe::config

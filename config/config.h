@@ -25,6 +25,9 @@ struct tcp_source {
   uint32_t idle_timeout_s = 300;      // close after this long without a complete line (0: never)
 };
 
+// "evpipe-<host name>": the client id of an MQTT source that sets none.
+std::string default_mqtt_client_id();
+
 // One MQTT broker to subscribe to ([[sources.mqtt]]). Messages are received
 // at QoS 1 on a persistent session and acknowledged (PUBACK) only once their
 // outcome is committed.
@@ -35,12 +38,13 @@ struct mqtt_source {
   std::string ca_file;                // mqtts: CA bundle to verify the broker ("" = system default)
   std::string cert_file;              // mqtts: client certificate (optional, with key_file)
   std::string key_file;               // mqtts: client private key
-  std::string client_id = "evpipe";   // stable, so the broker keeps the session (suffixed -N when connections > 1)
+  std::string client_id;              // stable, so the broker keeps the session (suffixed -N when connections > 1);
+                                      // "" = default_mqtt_client_id(), "evpipe-<host name>"
   std::string username;               // "" = none
   std::string password_file;          // file holding the password (first line); never logged
   std::string password;               // read from password_file at load; never printed
   std::vector<std::string> topics;    // topic filters, '+' and '#' allowed
-  uint32_t qos = 1;                   // 1 = at least once (acked after commit); 0 = at most once
+  uint32_t qos = 1;                   // 1 = at least once (acked after commit); 2 = QoS 2 handshake; 0 = at most once
   uint32_t keepalive_s = 30;          // MQTT keep alive; PINGREQ when idle
   uint32_t connections = 1;           // sessions to the broker (> 1 needs shared_group)
   std::string shared_group;           // subscribe as $share/<group>/<filter> ("" = plain subscriptions)

@@ -327,6 +327,20 @@ std::string metrics_registry::render() const {
        [](const source_probe& s) { return double(s.pubacks.load()); }},
       {"mqtt", "_mqtt_dlq_published_total", "counter", "Dead letters republished to the broker.",
        [](const source_probe& s) { return double(s.dlq_published.load()); }},
+      {"mqtt", "_mqtt_dlq_echoes_ignored_total", "counter",
+       "Own dead-letter republishes received back on a subscribed filter: acknowledged, not stored again.",
+       [](const source_probe& s) { return double(s.dlq_echoes_ignored.load()); }},
+      {"mqtt", "_mqtt_protocol_errors_total", "counter", "Connections dropped because the broker broke the protocol.",
+       [](const source_probe& s) { return double(s.protocol_errors.load()); }},
+      {"mqtt", "_mqtt_session_takeovers_total", "counter",
+       "Sessions the broker closed within seconds of CONNACK: most likely another client with the same client id.",
+       [](const source_probe& s) { return double(s.session_takeovers.load()); }},
+      {"mqtt", "_mqtt_session_lost_total", "counter",
+       "Reconnects where the broker no longer had evpipe's persistent session (its queued messages are gone).",
+       [](const source_probe& s) { return double(s.session_lost.load()); }},
+      {"mqtt", "_mqtt_subscriptions_degraded", "gauge",
+       "Topic filters the broker refused (SUBACK 0x80) or granted only at QoS 0, per the latest SUBACKs.",
+       [](const source_probe& s) { return double(s.subscriptions_degraded.load()); }},
   };
   for (const auto& m : kind_metrics) {
     for (const auto& s : sources_) {

@@ -126,6 +126,11 @@ struct source_probe {
   counter reconnects{0};                // sessions re-established after a lost connection
   counter pubacks{0};                   // PUBACKs sent (each after its message's outcome committed)
   counter dlq_published{0};             // dead letters republished to the broker
+  counter dlq_echoes_ignored{0};        // our own dead-letter republishes received back and acked unstored
+  counter protocol_errors{0};           // connections dropped because the broker broke the protocol
+  counter session_takeovers{0};         // sessions the broker closed soon after CONNACK (same client id elsewhere?)
+  counter session_lost{0};              // reconnects where the broker no longer had our persistent session
+  std::atomic<int64_t> subscriptions_degraded{0};  // filters refused (SUBACK 0x80) or granted only QoS 0
   // HTTP only: responses by status class.
   counter http_ok{0};                   // 200
   counter http_client_errors{0};        // 400, 401, 404, 405, 413, 415, 431

@@ -134,7 +134,9 @@ topics = ["a/b"]
   EXPECT_EQ(m.qos, 1u);
   EXPECT_TRUE(m.dlq_publish);
   EXPECT_EQ(s.mqtt_sources[1].broker.port, 1883) << "the MQTT port by default";
-  EXPECT_EQ(s.mqtt_sources[1].client_id, "evpipe");
+  EXPECT_EQ(s.mqtt_sources[1].client_id, default_mqtt_client_id());
+  EXPECT_EQ(s.mqtt_sources[1].client_id.rfind("evpipe-", 0), 0u) << "the default names the host";
+  EXPECT_GT(s.mqtt_sources[1].client_id.size(), 7u);
 
   // The effective configuration names the password file, never the password.
   std::string out = to_toml(s);
@@ -155,7 +157,7 @@ TEST(Config, MqttErrorsNameTheKey) {
   EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nconnections = 2")
                 .find("needs shared_group"),
             std::string::npos);
-  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nqos = 2").find("qos: must be between 0 and 1"),
+  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nqos = 3").find("qos: must be between 0 and 2"),
             std::string::npos);
   EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"")
                 .find("password_file: cannot read"),

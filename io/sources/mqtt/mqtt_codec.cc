@@ -73,6 +73,34 @@ bool valid_topic_filter(std::string_view s) noexcept {
   }
 }
 
+bool filter_can_match_prefix(std::string_view filter, std::string_view prefix) noexcept {
+  // Walk the filter level by level against the prefix. A topic under the
+  // prefix is the prefix followed by anything, so once the prefix runs out (or
+  // ends inside a level) any remaining filter levels can still match.
+  size_t f = 0, p = 0;
+  for (;;) {
+    if (p >= prefix.size()) return true;
+    if (f >= filter.size()) return false;
+    size_t f_end = filter.find('/', f);
+    if (f_end == std::string_view::npos) f_end = filter.size();
+    std::string_view level = filter.substr(f, f_end - f);
+    size_t p_end = prefix.find('/', p);
+    bool prefix_level_complete = p_end != std::string_view::npos;
+    if (!prefix_level_complete) p_end = prefix.size();
+    std::string_view plevel = prefix.substr(p, p_end - p);
+    if (level == "#") return true;
+    if (level != "+") {
+      // An incomplete last prefix level only needs to start the filter level.
+      if (prefix_level_complete ? level != plevel : level.substr(0, plevel.size()) != plevel) return false;
+    }
+    if (!prefix_level_complete) return true;
+    // The prefix goes on past this level: the filter needs another level.
+    if (f_end == filter.size()) return false;
+    f = f_end + 1;
+    p = p_end + 1;
+  }
+}
+
 void encode_remaining_length(std::string& out, uint32_t n) {
   // 7 bits a byte, least significant first; the top bit says "more".
   do {
@@ -169,7 +197,6 @@ decode_status parse_publish(const frame& f, publish_packet& out) noexcept {
   out.retain = f.flags & 0x1;
   out.qos = (f.flags >> 1) & 0x3;
   out.dup = f.flags & 0x8;
-  if (out.qos == 2) return decode_status::unsupported;
   if (out.qos == 0 && out.dup) return decode_status::malformed;  // MQTT-3.3.1-2
   reader r{f.body};
   out.topic = r.str();
@@ -184,7 +211,9 @@ decode_status parse_publish(const frame& f, publish_packet& out) noexcept {
 }
 
 decode_status parse_packet_id(const frame& f, uint16_t& id) noexcept {
-  if (f.body.size() != 2) return decode_status::malformed;
+  bool acks = f.type == packet_type::puback || f.type == packet_type::pubrec || f.type == packet_type::pubrel ||
+              f.type == packet_type::pubcomp || f.type == packet_type::unsuback;
+  if (!acks || f.body.size() != 2) return decode_status::malformed;
   reader r{f.body};
   id = r.u16();
   return id == 0 ? decode_status::malformed : decode_status::ok;
@@ -250,6 +279,21 @@ void encode_publish(std::string& out, const publish_packet& p) {
 
 void encode_puback(std::string& out, uint16_t packet_id) {
   put_header(out, packet_type::puback, 0, 2);
+  put_u16(out, packet_id);
+}
+
+void encode_pubrec(std::string& out, uint16_t packet_id) {
+  put_header(out, packet_type::pubrec, 0, 2);
+  put_u16(out, packet_id);
+}
+
+void encode_pubrel(std::string& out, uint16_t packet_id) {
+  put_header(out, packet_type::pubrel, 0x2, 2);  // MQTT-3.6.1-1
+  put_u16(out, packet_id);
+}
+
+void encode_pubcomp(std::string& out, uint16_t packet_id) {
+  put_header(out, packet_type::pubcomp, 0, 2);
   put_u16(out, packet_id);
 }
 

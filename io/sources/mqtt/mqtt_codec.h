@@ -6,7 +6,8 @@
 // input is an error value.
 //
 // Covers what evpipe's client needs: CONNECT/CONNACK, SUBSCRIBE/SUBACK,
-// PUBLISH at QoS 0 and 1 both ways, PUBACK, PINGREQ/PINGRESP, DISCONNECT.
+// PUBLISH at QoS 0, 1 and 2 both ways, PUBACK, PUBREC/PUBREL/PUBCOMP,
+// PINGREQ/PINGRESP, DISCONNECT.
 
 #include <cstdint>
 #include <optional>
@@ -27,7 +28,7 @@ enum class decode_status : uint8_t {
   need_more,    // the buffer holds only part of a packet
   malformed,    // the bytes break the specification: close the connection
   too_large,    // the packet is larger than the caller's limit
-  unsupported,  // valid MQTT, but not what this codec handles (QoS 2, wills)
+  unsupported,  // valid MQTT, but not what this codec handles (wills)
 };
 
 // The largest remaining length MQTT can express (four length bytes).
@@ -52,7 +53,7 @@ struct publish_packet {
   uint8_t qos = 0;
   bool dup = false;
   bool retain = false;
-  uint16_t packet_id = 0;    // QoS 1 only
+  uint16_t packet_id = 0;    // QoS 1 and 2 only
 };
 
 struct subscribe_packet {
@@ -82,7 +83,8 @@ struct frame {
 [[nodiscard]] decode_status parse_connect(const frame& f, connect_packet& out);
 [[nodiscard]] decode_status parse_connack(const frame& f, connack_packet& out) noexcept;
 [[nodiscard]] decode_status parse_publish(const frame& f, publish_packet& out) noexcept;
-[[nodiscard]] decode_status parse_packet_id(const frame& f, uint16_t& id) noexcept;  // PUBACK
+// PUBACK, PUBREC, PUBREL, PUBCOMP: a packet id and nothing else.
+[[nodiscard]] decode_status parse_packet_id(const frame& f, uint16_t& id) noexcept;
 [[nodiscard]] decode_status parse_subscribe(const frame& f, subscribe_packet& out);
 [[nodiscard]] decode_status parse_suback(const frame& f, suback_packet& out);
 
@@ -92,6 +94,9 @@ void encode_connect(std::string& out, const connect_packet& p);
 void encode_connack(std::string& out, const connack_packet& p);
 void encode_publish(std::string& out, const publish_packet& p);
 void encode_puback(std::string& out, uint16_t packet_id);
+void encode_pubrec(std::string& out, uint16_t packet_id);   // QoS 2, step 1 of the receiver
+void encode_pubrel(std::string& out, uint16_t packet_id);   // QoS 2, the sender's answer (flags 0010)
+void encode_pubcomp(std::string& out, uint16_t packet_id);  // QoS 2, the receiver's last word
 void encode_subscribe(std::string& out, const subscribe_packet& p);
 void encode_suback(std::string& out, const suback_packet& p);
 void encode_pingreq(std::string& out);
@@ -103,5 +108,11 @@ void encode_disconnect(std::string& out);
 // filter with '+' and '#' only as whole levels, '#' only last.
 [[nodiscard]] bool valid_topic_name(std::string_view s) noexcept;
 [[nodiscard]] bool valid_topic_filter(std::string_view s) noexcept;
+
+// Whether a subscription to `filter` can deliver some topic that starts with
+// `prefix` (a topic name prefix, no wildcards): "tracker/#" and "+/dlq/x" can
+// reach "tracker/dlq/...", "tracker/events/#" cannot. Used to warn when a
+// source would receive its own dead-letter republishes.
+[[nodiscard]] bool filter_can_match_prefix(std::string_view filter, std::string_view prefix) noexcept;
 
 }  // namespace evpipe::io::mqtt

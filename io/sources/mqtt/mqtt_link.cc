@@ -22,11 +22,12 @@ using clock_type = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 mqtt_link::mqtt_link(asio::strand<asio::io_context::executor_type> strand, const mqtt_shared& shared, std::string client_id,
-                     connected_fn on_connected)
+                     mqtt_session_state& state, connected_fn on_connected)
     : on_connected_(std::move(on_connected)),
       strand_(strand),
       sh_(shared),
       client_id_(std::move(client_id)),
+      state_(state),
       stream_(strand_, shared.tls),
       wake_(strand_),
       keepalive_timer_(strand_),
@@ -41,8 +42,11 @@ size_t mqtt_link::capacity() const noexcept { return buf_.size() - simdjson::SIM
 
 asio::awaitable<link_end> mqtt_link::run(std::string& why) {
   auto self = shared_from_this();
-  if (!co_await connect(why)) co_return connack_refused_ ? link_end::refused : link_end::unreachable;
+  if (!co_await connect(why)) {
+    co_return connack_refused_ ? link_end::refused : bad_connack_ ? link_end::violation : link_end::unreachable;
+  }
   connected_ = true;
+  connected_at_ = clock_type::now();
   sh_.probe.connections_active.fetch_add(1);
   pipeline::bump(sh_.probe.connections_total);
   on_connected_(session_present_);
@@ -117,6 +121,7 @@ asio::awaitable<bool> mqtt_link::connect(std::string& why) {
       mqtt::connack_packet ack;
       if (f.type != mqtt::packet_type::connack || mqtt::parse_connack(f, ack) != mqtt::decode_status::ok) {
         why = "the broker's first packet was not a valid CONNACK";
+        bad_connack_ = true;
         connect_done_ = true;
         deadline.cancel();
         co_return false;
@@ -137,6 +142,7 @@ asio::awaitable<bool> mqtt_link::connect(std::string& why) {
     }
     if (st != mqtt::decode_status::need_more) {
       why = "malformed CONNACK";
+      bad_connack_ = true;
       connect_done_ = true;
       deadline.cancel();
       co_return false;
@@ -186,10 +192,11 @@ asio::awaitable<link_end> mqtt_link::read_loop(std::string& why) {
     auto [ec, n] = co_await stream_.read_some(asio::buffer(buf_.data() + end_, capacity() - end_));
     if (stopping_) co_return link_end::stopped;  // what raced the stop stays unacknowledged: redelivered
     if (ec) {
+      bool by_broker = dead_reason_.empty() && (ec == asio::error::eof || ec == asio::error::connection_reset);
       why = !dead_reason_.empty() ? dead_reason_
             : ec == asio::error::eof ? "the broker closed the connection"
                                      : ec.message();
-      co_return link_end::lost;
+      co_return by_broker ? link_end::closed_by_broker : link_end::lost;
     }
     end_ += n;
   }
@@ -215,25 +222,41 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
     if (st == mqtt::decode_status::too_large) {
       if (f.type != mqtt::packet_type::publish) {
         why = "the broker sent an oversized non-PUBLISH packet";
-        return link_end::lost;
+        return link_end::violation;
       }
-      if (!start_skip(f, avail, why)) return why.empty() ? std::nullopt : std::optional(link_end::lost);
+      if (!start_skip(f, avail, why)) return why.empty() ? std::nullopt : std::optional(link_end::violation);
       continue;
     }
     if (st != mqtt::decode_status::ok) {
       why = "malformed packet from the broker";
-      return link_end::lost;
+      return link_end::violation;
     }
     switch (f.type) {
       case mqtt::packet_type::publish: {
         mqtt::publish_packet p;
         auto ps = mqtt::parse_publish(f, p);
         if (ps != mqtt::decode_status::ok) {
-          why = ps == mqtt::decode_status::unsupported ? "the broker sent a QoS 2 PUBLISH (evpipe subscribes at QoS 1)"
-                                                       : "malformed PUBLISH from the broker";
-          return link_end::lost;
+          why = "malformed PUBLISH from the broker";
+          return link_end::violation;
         }
-        uint64_t seq = take_seq(p.packet_id, p.topic, p.payload);
+        if (p.qos == 2 && state_.awaiting_pubrel.contains(p.packet_id)) {
+          // Its outcome is committed and PUBREC sent; the broker did not see
+          // that PUBREC. Answer again, store nothing twice.
+          pass_through(p.packet_id, p.qos);
+          break;
+        }
+        if (sh_.cfg.dlq_publish && !sh_.cfg.dlq_prefix.empty() && p.topic.starts_with(sh_.cfg.dlq_prefix)) {
+          // Our own dead-letter republish (a filter such as "tracker/#" also
+          // matches the DLQ prefix, and MQTT 3.1.1 cannot exclude a branch):
+          // consuming it would dead-letter and republish it again, forever.
+          pipeline::bump(sh_.probe.dlq_echoes_ignored);
+          pass_through(p.packet_id, p.qos);
+          break;
+        }
+        // RFC 8259 section 8.1 lets a parser ignore a leading byte order mark;
+        // some device SDKs send one, and it must not dead-letter the event.
+        if (p.payload.starts_with("\xEF\xBB\xBF")) p.payload.remove_prefix(3);
+        uint64_t seq = take_seq(p.packet_id, p.qos, p.topic, p.payload);
         size_t readable = static_cast<size_t>(buf_.data() + buf_.size() - p.payload.data());
         intake_.add(p.payload, readable, seq, received, p.topic, validator, pipeline::topic_rule::source_only);
         break;
@@ -242,7 +265,7 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
         mqtt::suback_packet s;
         if (mqtt::parse_suback(f, s) != mqtt::decode_status::ok) {
           why = "malformed SUBACK";
-          return link_end::lost;
+          return link_end::violation;
         }
         if (s.packet_id == subscribe_id_) report_suback(s);
         break;
@@ -252,25 +275,46 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
         break;
       case mqtt::packet_type::puback:
         break;  // of a dead letter we republished: nothing more to do
+      case mqtt::packet_type::pubrel: {
+        uint16_t id = 0;
+        if (mqtt::parse_packet_id(f, id) != mqtt::decode_status::ok) {
+          why = "malformed PUBREL from the broker";
+          return link_end::violation;
+        }
+        // The broker has our PUBREC: the exchange ends here. PUBCOMP is owed
+        // even for an id we do not know (a PUBREL resent after a reconnect
+        // whose PUBCOMP was lost, MQTT-4.3.3).
+        state_.awaiting_pubrel.erase(id);
+        mqtt::encode_pubcomp(pending_, id);
+        flush();
+        break;
+      }
       default:
         why = "unexpected packet type " + std::to_string(static_cast<int>(f.type)) + " from the broker";
-        return link_end::lost;
+        return link_end::violation;
     }
     begin_ += f.size;
   }
 }
 
-uint64_t mqtt_link::take_seq(uint16_t packet_id, std::string_view topic, std::string_view payload) {
+uint64_t mqtt_link::take_seq(uint16_t packet_id, uint8_t qos, std::string_view topic, std::string_view payload) {
   uint64_t seq = tracker_.next();
   sh_.probe.unacked.fetch_add(1, std::memory_order_relaxed);
   auto& m = inflight_.emplace_back();
   m.packet_id = packet_id;
+  m.qos = qos;
   if (sh_.cfg.dlq_publish) {
     m.topic.assign(topic);
     // What dlq_events.raw keeps of it: all, or the prefix of a too_large one.
     m.payload.assign(payload.size() > sh_.limits.max_event_bytes ? payload.substr(0, too_large_prefix) : payload);
   }
   return seq;
+}
+
+void mqtt_link::pass_through(uint16_t packet_id, uint8_t qos) {
+  uint64_t seq = take_seq(packet_id, qos, {}, {});
+  tracker_.complete(seq);
+  release();
 }
 
 bool mqtt_link::start_skip(const mqtt::frame& f, std::string_view avail, std::string& why) {
@@ -281,10 +325,6 @@ bool mqtt_link::start_skip(const mqtt::frame& f, std::string_view avail, std::st
   while (static_cast<uint8_t>(avail[header]) & 0x80) ++header;
   ++header;
   uint8_t qos = (f.flags >> 1) & 0x3;
-  if (qos == 2) {
-    why = "the broker sent a QoS 2 PUBLISH";
-    return false;
-  }
   if (avail.size() < header + 2) return false;  // need the topic length
   size_t tlen = static_cast<uint8_t>(avail[header]) << 8 | static_cast<uint8_t>(avail[header + 1]);
   size_t var = 2 + tlen + (qos > 0 ? 2 : 0);
@@ -300,7 +340,7 @@ bool mqtt_link::start_skip(const mqtt::frame& f, std::string_view avail, std::st
                                static_cast<uint8_t>(avail[header + 3 + tlen]));
   }
   skip_.emplace();
-  skip_->seq = take_seq(id, topic, {});
+  skip_->seq = take_seq(id, qos, topic, {});
   skip_->topic.assign(topic);
   skip_->left = f.size - header - var;
   skip_->payload_size = skip_->left;
@@ -329,7 +369,9 @@ bool mqtt_link::skip_some() {
 }
 
 void mqtt_link::report_suback(const mqtt::suback_packet& s) {
+  int degraded = 0;
   for (size_t i = 0; i < s.return_codes.size() && i < sh_.cfg.topics.size(); ++i) {
+    if (s.return_codes[i] == 0x80 || (s.return_codes[i] == 0 && sh_.cfg.qos > 0)) ++degraded;
     if (s.return_codes[i] == 0x80) {
       spdlog::error("mqtt {} ({}): the broker refused the subscription to \"{}\"", sh_.cfg.url, client_id_,
                     sh_.cfg.topics[i]);
@@ -338,6 +380,9 @@ void mqtt_link::report_suback(const mqtt::suback_packet& s) {
                    sh_.cfg.url, client_id_, s.return_codes[i], sh_.cfg.topics[i], sh_.cfg.qos);
     }
   }
+  // The source's gauge sums its sessions' latest SUBACKs.
+  sh_.probe.subscriptions_degraded.fetch_add(degraded - state_.degraded_filters, std::memory_order_relaxed);
+  state_.degraded_filters = degraded;
 }
 
 void mqtt_link::submit() {
@@ -374,13 +419,22 @@ void mqtt_link::acknowledge(const std::vector<stages::outcome>& outcomes) {
       m.why = o.why;
     }
   }
+  release();
+}
+
+void mqtt_link::release() {
   uint64_t before = tracker_.acked();
   uint64_t after = tracker_.advance();
   sh_.probe.unacked.fetch_sub(static_cast<int64_t>(after - before), std::memory_order_relaxed);
   for (uint64_t i = before; i < after; ++i) {
     auto& m = inflight_.front();
     if (m.dead_lettered) publish_dead_letter(m);
-    if (m.packet_id != 0) {
+    if (m.qos == 2) {
+      // Step one of QoS 2: the message is ours now; PUBREL/PUBCOMP follow.
+      mqtt::encode_pubrec(pending_, m.packet_id);
+      state_.awaiting_pubrel.insert(m.packet_id);
+      ++pending_pubacks_;
+    } else if (m.packet_id != 0) {
       mqtt::encode_puback(pending_, m.packet_id);
       ++pending_pubacks_;
     }

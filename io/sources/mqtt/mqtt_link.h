@@ -18,6 +18,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "config/config.h"
@@ -47,7 +48,21 @@ enum class link_end : uint8_t {
   unreachable,  // no TCP/TLS connection, or no CONNACK in time
   refused,      // CONNACK with a non-zero return code
   lost,         // was connected, then the connection failed
+  closed_by_broker,  // was connected, then the broker closed it without a word (a takeover by another
+                     // client with the same id looks like this)
+  violation,    // the broker broke the protocol (a malformed or unexpected packet, a bad CONNACK)
   stopped,      // stop_reading(): reading ended on purpose
+};
+
+// What a session keeps across its connections, on the session's strand.
+struct mqtt_session_state {
+  // QoS 2 packet ids whose PUBREC was sent and whose PUBREL has not come: a
+  // PUBLISH redelivered with one of them is answered with PUBREC again and
+  // not stored twice (MQTT 3.1.1 section 4.3.3, method B).
+  std::unordered_set<uint16_t> awaiting_pubrel;
+  // Filters of the last SUBACK that were refused (0x80) or granted only QoS 0
+  // where more was asked.
+  int degraded_filters = 0;
 };
 
 
@@ -63,7 +78,7 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   using connected_fn = std::function<void(bool session_present)>;
 
   mqtt_link(boost::asio::strand<boost::asio::io_context::executor_type> strand, const mqtt_shared& shared, std::string client_id,
-            connected_fn on_connected);
+            mqtt_session_state& state, connected_fn on_connected);
 
   ~mqtt_link() override = default;
 
@@ -72,6 +87,9 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
 
   [[nodiscard]] bool session_present() const noexcept { return session_present_; }
   [[nodiscard]] bool closed() const noexcept { return closed_; }
+  // When CONNACK came (meaningful once connected).
+  [[nodiscard]] std::chrono::steady_clock::time_point connected_at() const noexcept { return connected_at_; }
+
 
   // From shard threads: the outcomes are committed; acknowledge on the strand.
   void on_outcomes(std::span<const stages::outcome> outcomes) override {
@@ -94,6 +112,7 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   // One message read and not yet acknowledged, in arrival order.
   struct inflight {
     uint16_t packet_id = 0;           // 0 for QoS 0: nothing to acknowledge
+    uint8_t qos = 0;                  // 1: PUBACK; 2: PUBREC (then PUBREL from the broker, PUBCOMP from us)
     bool dead_lettered = false;       // set from its outcome (dlq_publish only)
     stages::reason why = stages::reason::none;
     std::string topic, payload;       // kept only with dlq_publish
@@ -108,7 +127,12 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   // Handles every complete packet in the buffer; a value ends the connection.
   std::optional<link_end> process_buffer(std::string& why);
 
-  uint64_t take_seq(uint16_t packet_id, std::string_view topic, std::string_view payload);
+  uint64_t take_seq(uint16_t packet_id, uint8_t qos, std::string_view topic, std::string_view payload);
+
+  // A message that is acknowledged without entering the pipeline (our own
+  // dead-letter republish coming back, a QoS 2 redelivery already answered):
+  // done at once, its acknowledgement still leaves in arrival order.
+  void pass_through(uint16_t packet_id, uint8_t qos);
 
   // A PUBLISH over the size limit is skipped as it streams in, keeping a
   // prefix and a digest, and dead-lettered as too_large: acknowledging it
@@ -128,6 +152,9 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   [[nodiscard]] size_t capacity() const noexcept;
 
   void acknowledge(const std::vector<stages::outcome>& outcomes);
+
+  // Writes the acknowledgements of every message now done in arrival order.
+  void release();
 
   // Republishes a committed dead letter, as the TaylorDash DLQ topic format
   // has it. Best effort: the dlq_events row is the record.
@@ -169,6 +196,7 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   boost::asio::strand<boost::asio::io_context::executor_type> strand_;
   const mqtt_shared& sh_;
   const std::string client_id_;
+  mqtt_session_state& state_;
   mqtt_stream stream_;
   boost::asio::steady_timer wake_;             // backpressure waits
   boost::asio::steady_timer keepalive_timer_;
@@ -185,12 +213,14 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   uint16_t subscribe_id_ = 0;
   std::chrono::steady_clock::time_point last_write_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point ping_sent_{};
+  std::chrono::steady_clock::time_point connected_at_{};
   std::string dead_reason_;
   bool ping_outstanding_ = false;
   bool held_ = false;  // buffered bytes wait for in-flight room
   bool connect_done_ = false;
   bool connect_timed_out_ = false;
   bool connack_refused_ = false;
+  bool bad_connack_ = false;  // the broker's first packet broke the protocol
   bool session_present_ = false;
   bool connected_ = false;
   bool reading_ = false;

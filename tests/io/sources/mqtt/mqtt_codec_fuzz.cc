@@ -57,6 +57,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         (void)parse_suback(f, p);
         break;
       }
+      case packet_type::puback:
+      case packet_type::pubrec:
+      case packet_type::pubrel:
+      case packet_type::pubcomp: {
+        // The acknowledgements of QoS 1 and 2 round-trip through their encoders.
+        uint16_t id = 0, id2 = 0;
+        if (parse_packet_id(f, id) != decode_status::ok) break;
+        if (f.type == packet_type::puback) encode_puback(again, id);
+        if (f.type == packet_type::pubrec) encode_pubrec(again, id);
+        if (f.type == packet_type::pubrel) encode_pubrel(again, id);
+        if (f.type == packet_type::pubcomp) encode_pubcomp(again, id);
+        if (read_frame(again, 1 << 17, g) != decode_status::ok || g.type != f.type ||
+            parse_packet_id(g, id2) != decode_status::ok || id2 != id || again.size() != f.size) {
+          __builtin_trap();
+        }
+        break;
+      }
       default: {
         uint16_t id;
         (void)parse_packet_id(f, id);

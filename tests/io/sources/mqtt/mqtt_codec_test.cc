@@ -145,7 +145,7 @@ TEST(MqttCodec, MalformedPacketsAreRejected) {
   EXPECT_EQ(publish_status(bytes({0x32, 7, 0, 3, 'a', '/', 'b', 0, 0})), decode_status::malformed);  // packet id 0
   EXPECT_EQ(publish_status(bytes({0x30, 4, 0, 9, 'a', 'b'})), decode_status::malformed);        // string past the end
   EXPECT_EQ(publish_status(bytes({0x30, 5, 0, 3, 'a', 0xC0, 0xAF})), decode_status::malformed);  // bad UTF-8
-  EXPECT_EQ(publish_status(bytes({0x34, 7, 0, 3, 'a', '/', 'b', 0, 1})), decode_status::unsupported);  // QoS 2
+  EXPECT_EQ(publish_status(bytes({0x36, 7, 0, 3, 'a', '/', 'b', 0, 1})), decode_status::malformed);  // QoS 3
 
   connack_packet ca;
   EXPECT_EQ(parse_connack(framed(bytes({0x20, 2, 0, 6})), ca), decode_status::malformed);  // no such return code
@@ -162,6 +162,58 @@ TEST(MqttCodec, MalformedPacketsAreRejected) {
             decode_status::malformed);  // reserved connect flag
   EXPECT_EQ(parse_connect(framed(bytes({0x10, 12, 0, 4, 'M', 'Q', 'I', 's', 3, 0x02, 0, 60, 0, 0})), cp),
             decode_status::malformed);  // MQTT 3.1's protocol name
+}
+
+TEST(MqttCodec, Qos2PublishAndItsHandshakeByteForByte) {
+  // PUBLISH QoS 2, DUP set, retain clear: 0x3C; topic "a/b", id 0x1234, payload "{}".
+  std::string in = bytes({0x3C, 9, 0, 3, 'a', '/', 'b', 0x12, 0x34, '{', '}'});
+  publish_packet p;
+  ASSERT_EQ(parse_publish(framed(in), p), decode_status::ok);
+  EXPECT_EQ(p.qos, 2);
+  EXPECT_TRUE(p.dup);
+  EXPECT_EQ(p.packet_id, 0x1234);
+  EXPECT_EQ(p.topic, "a/b");
+  EXPECT_EQ(p.payload, "{}");
+  std::string out;
+  encode_publish(out, p);
+  EXPECT_EQ(out, in);
+  // QoS 2 needs a packet id other than 0, like QoS 1.
+  EXPECT_EQ(parse_publish(framed(bytes({0x34, 7, 0, 3, 'a', '/', 'b', 0, 0})), p), decode_status::malformed);
+
+  out.clear();
+  encode_pubrec(out, 0x1234);
+  EXPECT_EQ(out, bytes({0x50, 2, 0x12, 0x34}));
+  out.clear();
+  encode_pubrel(out, 0x1234);
+  EXPECT_EQ(out, bytes({0x62, 2, 0x12, 0x34}));  // PUBREL's fixed flags are 0010
+  out.clear();
+  encode_pubcomp(out, 0xBEEF);
+  EXPECT_EQ(out, bytes({0x70, 2, 0xBE, 0xEF}));
+
+  uint16_t id = 0;
+  for (auto [packet, want] : {std::pair{bytes({0x50, 2, 0, 7}), 7}, {bytes({0x62, 2, 1, 0}), 256},
+                              {bytes({0x70, 2, 0xff, 0xff}), 65535}, {bytes({0x40, 2, 0, 9}), 9}}) {
+    ASSERT_EQ(parse_packet_id(framed(packet), id), decode_status::ok);
+    EXPECT_EQ(id, want);
+  }
+  frame f;
+  EXPECT_EQ(read_frame(bytes({0x60, 2, 0, 1}), 1024, f), decode_status::malformed);  // PUBREL with flags 0000
+  EXPECT_EQ(read_frame(bytes({0x52, 2, 0, 1}), 1024, f), decode_status::malformed);  // PUBREC with flags 0010
+  EXPECT_EQ(parse_packet_id(framed(bytes({0x50, 3, 0, 1, 0})), id), decode_status::malformed);  // trailing byte
+  EXPECT_EQ(parse_packet_id(framed(bytes({0x70, 2, 0, 0})), id), decode_status::malformed);     // id 0
+  EXPECT_EQ(parse_packet_id(framed(bytes({0xD0, 0})), id), decode_status::malformed);           // PINGRESP: no id
+}
+
+TEST(MqttCodec, FilterCanMatchAPrefix) {
+  for (const char* f : {"#", "tracker/#", "+/dlq/#", "tracker/+/x", "tracker/dlq/#", "tracker/dlq/a", "+/+/+",
+                        "tracker/dlq/"}) {
+    EXPECT_TRUE(filter_can_match_prefix(f, "tracker/dlq/")) << f;
+  }
+  for (const char* f : {"tracker/events/#", "tracker/dlq", "tracker", "tracker/+", "+", "other/#", "tracker/dlqx/#"}) {
+    EXPECT_FALSE(filter_can_match_prefix(f, "tracker/dlq/")) << f;
+  }
+  EXPECT_TRUE(filter_can_match_prefix("dead-x/#", "dead"));   // a prefix may end inside a level
+  EXPECT_FALSE(filter_can_match_prefix("dea", "dead"));
 }
 
 TEST(MqttCodec, TopicRules) {
