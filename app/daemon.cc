@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "app/process.h"
+#include "app/service_notify.h"
 #include "io/listener.h"
 #include "io/serve/http_server.h"
 #include "io/sources/http/http_source.h"
@@ -204,6 +205,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   spdlog::info("{} shards, batch max {} rows / {} bytes / {} ms linger, database {}", nshards, s.batch.max_rows,
                s.batch.max_bytes, s.batch.linger_ms, config::mask_dsn(s.postgres.dsn));
   if (hooks.on_listening) hooks.on_listening(first_tcp ? first_tcp->port() : 0, http ? http->port() : 0);
+  service_notify::ready(ioc);  // the sources listen and the database answered (check_database, shard connects)
 
   auto work = asio::make_work_guard(ioc);
   auto http_work = asio::make_work_guard(http_ioc);
@@ -230,6 +232,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
     const auto commit_deadline = end - std::min<std::chrono::milliseconds>(budget / 5, 2000ms);
     spdlog::info("received {}: draining (up to {} ms)", signal_name(sig), s.pipeline.shutdown_timeout_ms);
     if (http) http->set_draining();
+    service_notify::stopping();
     std::thread([drain_done, end, budget] {
       std::this_thread::sleep_until(end);
       if (drain_done->load()) return;
