@@ -10,13 +10,14 @@
 
 #include "app/daemon.h"
 #include "app/process.h"
+#include "app/version.h"
 #include "config/config.h"
 
 int main(int argc, char** argv) {
   evpipe::app::harden_process();
   CLI::App cli{"evpipe: ingest JSON events into PostgreSQL (events_mirror, dlq_events)"};
   cli.require_subcommand(1);
-  cli.set_version_flag("--version", "evpipe 0.1.0");
+  cli.set_version_flag("--version", evpipe::app::version_text);
 
   std::string config_path;
   auto* run = cli.add_subcommand("run", "Ingest events until SIGINT/SIGTERM, then drain and exit 0");
