@@ -13,7 +13,7 @@ EVPIPE_PACKAGES=(
   postgresql postgresql-client mosquitto openssl
   clang libclang-rt-14-dev
   python3 procps
-  prometheus libsystemd-dev systemd
+  prometheus libsystemd-dev systemd lintian
 )
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
