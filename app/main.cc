@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
     std::cout << evpipe::config::to_toml(settings);
     return 0;
   }
-  evpipe::app::setup_logging(settings.log.level);
+  evpipe::app::setup_logging(settings.log.level, settings.log.format);
   using evpipe::app::exit_mode;
   if (*migrate) evpipe::app::exit_process(evpipe::app::migrate(settings), exit_mode::unwind);
   evpipe::app::exit_process(evpipe::app::run_daemon(settings), exit_mode::unwind);
