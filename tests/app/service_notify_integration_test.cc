@@ -64,7 +64,8 @@ bool accepts(uint16_t port) {
 }
 
 std::string config(const std::string& dsn, uint16_t tcp_port) {
-  return "[postgres]\ndsn = \"" + dsn + "\"\n"
+  // Its own metrics port: the default (9464) may be taken by another test.
+  return "[postgres]\ndsn = \"" + dsn + "\"\n[http]\nlisten = \"127.0.0.1:" + std::to_string(free_port()) + "\"\n"
          "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(tcp_port) + "\"\ntopic = \"notify/it\"\n";
 }
 
