@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "app/process.h"
+#include "app/service_notify.h"
 #include "io/listener.h"
 #include "io/serve/http_server.h"
 #include "io/sources/http/http_source.h"
@@ -181,6 +182,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
 
   // The sources: where events enter. Each kind shares one metrics probe.
   std::vector<std::unique_ptr<io::source>> sources;
+  std::vector<io::mqtt_source*> mqtt_sources;  // also in `sources`; for readiness
   io::tcp_source* first_tcp = nullptr;
   if (!s.tcp_sources.empty()) {
     auto& probe = registry.add_source("tcp");
@@ -192,7 +194,11 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   }
   if (!s.mqtt_sources.empty()) {
     auto& probe = registry.add_source("mqtt");
-    for (const auto& cfg : s.mqtt_sources) sources.push_back(std::make_unique<io::mqtt_source>(ioc, cfg, router, probe, limits));
+    for (const auto& cfg : s.mqtt_sources) {
+      auto src = std::make_unique<io::mqtt_source>(ioc, cfg, router, probe, limits);
+      mqtt_sources.push_back(src.get());
+      sources.push_back(std::move(src));
+    }
   }
   if (!s.http_sources.empty()) {
     auto& probe = registry.add_source("http");
@@ -209,6 +215,33 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
       ho.max_connections = s.http.max_connections;
       ho.idle_timeout = std::chrono::seconds(s.http.idle_timeout_s);
       ho.max_commit_stall = std::chrono::milliseconds(s.health.max_commit_stall_ms);
+      // An MQTT session that keeps failing, or whose every filter was refused
+      // (or granted only QoS 0), is evpipe's or its config's problem: not
+      // ready. A broker that is down is only noted: the other sources still
+      // work, and /metrics shows it (mqtt_connections_active).
+      ho.source_notes = [&mqtt_sources, &s] {
+        std::vector<io::http_server_options::source_note> notes;
+        for (size_t i = 0; i < mqtt_sources.size(); ++i) {
+          auto r = mqtt_sources[i]->ready_state();
+          std::string who = "mqtt " + s.mqtt_sources[i].url;
+          if (r.flapping > 0) {
+            notes.push_back({true, who + ": " + std::to_string(r.flapping) + " of " + std::to_string(r.sessions) +
+                                       " sessions keep failing soon after connecting (protocol errors or client id "
+                                       "takeovers: see the log)"});
+          }
+          if (r.filters > 0 && r.degraded_filters >= static_cast<int64_t>(r.filters)) {
+            notes.push_back({true, who + ": every subscription was refused or granted only QoS 0"});
+          } else if (r.degraded_filters > 0) {
+            notes.push_back({false, who + ": " + std::to_string(r.degraded_filters) +
+                                        " subscriptions refused or granted only QoS 0"});
+          }
+          if (r.connected < r.sessions && r.flapping == 0) {
+            notes.push_back({false, who + ": " + std::to_string(r.sessions - r.connected) + " of " +
+                                        std::to_string(r.sessions) + " sessions not connected to the broker"});
+          }
+        }
+        return notes;
+      };
       http = std::make_unique<io::http_server>(http_ioc, std::move(ho), registry);
       http->start();
     }
@@ -223,6 +256,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   spdlog::info("{} shards, batch max {} rows / {} bytes / {} ms linger, database {}", nshards, s.batch.max_rows,
                s.batch.max_bytes, s.batch.linger_ms, describe_dsn(s.postgres.dsn));
   if (hooks.on_listening) hooks.on_listening(first_tcp ? first_tcp->port() : 0, http ? http->port() : 0);
+  service_notify::ready(ioc);  // the sources listen and the database answered (check_database, shard connects)
 
   auto work = asio::make_work_guard(ioc);
   auto http_work = asio::make_work_guard(http_ioc);
@@ -286,6 +320,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
     spdlog::info("received {}: draining (up to {} ms)", signal_name(sig), s.pipeline.shutdown_timeout_ms);
     if (http) http->set_draining();
     stop_waiting.store(true);
+    service_notify::stopping();
     std::thread([drain_done, end, budget] {
       std::this_thread::sleep_until(end);
       if (drain_done->load()) return;

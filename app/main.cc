@@ -10,6 +10,7 @@
 
 #include "app/daemon.h"
 #include "app/process.h"
+#include "app/version.h"
 #include "config/config.h"
 #include "io/sources/mqtt/mqtt_source.h"
 
@@ -17,7 +18,7 @@ int main(int argc, char** argv) {
   evpipe::app::harden_process();
   CLI::App cli{"evpipe: ingest JSON events into PostgreSQL (events_mirror, dlq_events)"};
   cli.require_subcommand(1);
-  cli.set_version_flag("--version", "evpipe 0.1.0");
+  cli.set_version_flag("--version", evpipe::app::version_text);
 
   std::string config_path;
   auto* run = cli.add_subcommand("run", "Ingest events until SIGINT/SIGTERM, then drain and exit 0");
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  evpipe::app::setup_logging(settings.log.level);
+  evpipe::app::setup_logging(settings.log.level, settings.log.format);
   using evpipe::app::exit_mode;
   if (*migrate) evpipe::app::exit_process(evpipe::app::migrate(settings), exit_mode::unwind);
   evpipe::app::exit_process(evpipe::app::run_daemon(settings), exit_mode::unwind);

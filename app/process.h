@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace evpipe::app {
 
@@ -28,7 +29,12 @@ rlim_t raise_open_file_limit();
 // Logs to stderr through a bounded queue and one writer thread: when stderr
 // is a pipe nobody reads, the oldest lines are dropped (and counted), and no
 // event thread ever blocks on a log line.
-void setup_logging(const std::string& level);
+// format "json" writes one object per line, {"time":..., "level":..., "message":...},
+// the message escaped so that every line parses (invalid UTF-8 becomes U+FFFD).
+void setup_logging(const std::string& level, const std::string& format = "text");
+
+// One JSON log line (with its newline), as the "json" format writes it; for tests.
+[[nodiscard]] std::string json_log_line(std::string_view time, std::string_view level, std::string_view message);
 
 // Flushes the log for up to `flush_ms` and exits with `code`. A writer stuck
 // on a full pipe does not hold the exit: the process ends regardless.

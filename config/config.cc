@@ -429,7 +429,9 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
   if (auto* t = section(root, "log", origin)) {
     table_reader r(*t, "[log]", origin);
     r.str("level", s.log.level);
+    r.str("format", s.log.format);
     r.reject_unknown();
+    if (s.log.format != "text" && s.log.format != "json") r.fail("format", "must be text or json");
     static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error", "off"};
     if (!levels.count(s.log.level)) r.fail("level", "must be one of trace, debug, info, warn, error, off");
   }
@@ -551,7 +553,7 @@ std::string to_toml(const settings& s) {
   root.insert("metrics", toml::table{{"prefix", s.metrics.prefix},
                                      {"max_label_values", int64_t(s.metrics.max_label_values)},
                                      {"max_series", int64_t(s.metrics.max_series)}});
-  root.insert("log", toml::table{{"level", s.log.level}});
+  root.insert("log", toml::table{{"level", s.log.level}, {"format", s.log.format}});
   toml::array tcp;
   for (const auto& src : s.tcp_sources) {
     tcp.push_back(toml::table{{"listen", src.listen.str()},

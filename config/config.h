@@ -112,6 +112,7 @@ struct settings {
   } metrics;
   struct {
     std::string level = "info";       // trace, debug, info, warn, error
+    std::string format = "text";      // text, or json: one object per line (time, level, message)
   } log;
   std::vector<tcp_source> tcp_sources;
   std::vector<mqtt_source> mqtt_sources;

@@ -15,6 +15,7 @@ EVPIPE_PACKAGES=(
   python3 procps
   zlib1g-dev  # HTTP source: gzip and deflate request bodies
   chromium    # tests only: browser producers (CORS, sendBeacon) in headless Chromium
+  prometheus libsystemd-dev systemd lintian
 )
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

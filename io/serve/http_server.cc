@@ -20,7 +20,7 @@ namespace {
 
 http::response<http::string_body> route(const http::request<http::string_body>& req,
                                         const pipeline::metrics_registry& metrics, bool draining,
-                                        std::chrono::milliseconds max_stall) {
+                                        const http_server_options& opts) {
   http::response<http::string_body> res;
   res.version(req.version());
   res.keep_alive(req.keep_alive());
@@ -48,9 +48,31 @@ http::response<http::string_body> route(const http::request<http::string_body>& 
       return reply(http::status::service_unavailable, "{\"status\":\"not_ready\",\"reason\":\"draining\"}\n",
                    "application/json");
     }
-    auto state = metrics.ready_state(max_stall);
-    return reply(state.ready ? http::status::ok : http::status::service_unavailable, std::move(state.body),
-                 "application/json");
+    auto state = metrics.ready_state(opts.max_commit_stall);
+    std::vector<http_server_options::source_note> notes;
+    if (opts.source_notes) notes = opts.source_notes();
+    if (notes.empty()) {
+      return reply(state.ready ? http::status::ok : http::status::service_unavailable, std::move(state.body),
+                   "application/json");
+    }
+    // The shards' verdict, with the sources' notes added to the object.
+    bool ready = state.ready;
+    std::string list;
+    for (const auto& n : notes) {
+      ready = ready && !n.not_ready;
+      list += list.empty() ? "" : ",";
+      list += "{\"not_ready\":" + std::string(n.not_ready ? "true" : "false") + ",\"what\":\"";
+      for (char c : n.text) {
+        if (c == '"' || c == '\\') list.push_back('\\');
+        if (static_cast<unsigned char>(c) >= 0x20) list.push_back(c);
+      }
+      list += "\"}";
+    }
+    std::string body = state.body;
+    while (!body.empty() && (body.back() == '\n' || body.back() == '}')) body.pop_back();
+    if (!ready && state.ready) body = "{\"status\":\"not_ready\",\"reason\":\"sources\"";
+    body += ",\"sources\":[" + list + "]}\n";
+    return reply(ready ? http::status::ok : http::status::service_unavailable, std::move(body), "application/json");
   }
   return reply(http::status::not_found, "not found; try /metrics, /health/live, /health/ready\n");
 }
@@ -117,7 +139,7 @@ asio::awaitable<void> http_server::serve(tcp::socket socket) {
     stream.expires_after(opts_.idle_timeout);
     auto [ec, n] = co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
     if (ec) break;
-    auto res = route(parser.get(), metrics_, draining_.load(), opts_.max_commit_stall);
+    auto res = route(parser.get(), metrics_, draining_.load(), opts_);
     bool keep = res.keep_alive();
     stream.expires_after(opts_.idle_timeout);
     auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));

@@ -17,6 +17,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
 
 #include "config/config.h"
 #include "io/listener.h"
@@ -29,6 +32,14 @@ struct http_server_options {
   uint32_t max_connections = 64;
   std::chrono::seconds idle_timeout{10};
   std::chrono::milliseconds max_commit_stall{2000};  // see metrics_registry::ready_state
+  // What the sources say for /health/ready, called on each request from the
+  // endpoint's thread: `not_ready` ones make it 503, the others are listed as
+  // warnings. Empty: nothing to say.
+  struct source_note {
+    bool not_ready = false;
+    std::string text;
+  };
+  std::function<std::vector<source_note>()> source_notes;
 };
 
 class http_server {

@@ -265,6 +265,10 @@ TEST_F(MqttProtocol, ABrokerThatKeepsViolatingTheProtocolGetsBoundedReconnects) 
   // 1.5 s however fast the machine; without the fix, 5 x 50 ms.
   auto spent = std::chrono::steady_clock::now() - first;
   EXPECT_GE(spent, 1500ms) << "the backoff was reset by each CONNACK\n" << evp.log();
+  // A session that keeps breaking is not ready (issue 9: no message may wedge a session unseen).
+  std::string ready = http_get(http_port, "/health/ready");
+  EXPECT_NE(ready.find("HTTP/1.1 503"), std::string::npos) << ready;
+  EXPECT_NE(ready.find("keep failing soon after connecting"), std::string::npos) << ready;
   EXPECT_TRUE(eventually([&] { return metric(http_port, "evpipe_mqtt_protocol_errors_total") >= connections - 1; },
                          20s));
   std::string log = evp.log();
@@ -286,12 +290,18 @@ TEST_F(MqttProtocol, RefusedFiltersAndALostSessionAreVisible) {
     ASSERT_TRUE(s) << evp.log();
     EXPECT_TRUE(eventually([&] { return metric(http_port, "evpipe_mqtt_subscriptions_degraded") == 2; }, 30s))
         << evp.log();
+    // Two of three filters degraded: ready, with a warning that says so.
+    std::string ready = http_get(http_port, "/health/ready");
+    EXPECT_NE(ready.find("HTTP/1.1 200"), std::string::npos) << ready;
+    EXPECT_NE(ready.find("2 subscriptions refused or granted only QoS 0"), std::string::npos) << ready;
     EXPECT_EQ(metric(http_port, "evpipe_mqtt_session_lost_total"), 0) << "a first connection without a session is normal";
   }  // the broker drops the connection
   auto s = broker.accept(false, {1, 1, 1});
   ASSERT_TRUE(s) << evp.log();
   EXPECT_TRUE(eventually([&] { return metric(http_port, "evpipe_mqtt_session_lost_total") == 1; }, 30s)) << evp.log();
   EXPECT_TRUE(eventually([&] { return metric(http_port, "evpipe_mqtt_subscriptions_degraded") == 0; }, 30s));
+  EXPECT_TRUE(eventually([&] { return http_get(http_port, "/health/ready").find("\"sources\"") == std::string::npos; }, 30s))
+      << http_get(http_port, "/health/ready");
   std::string log = evp.log();
   EXPECT_EQ(count_lines(log, "no longer had this client's persistent session"), 1u) << log;
   EXPECT_NE(log.find(" warning "), std::string::npos);

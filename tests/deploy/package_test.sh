@@ -1,0 +1,50 @@
+#!/bin/bash
+# The Debian package (issue 15, cmake/evpipe_package.cmake): build it with
+# `cpack -G DEB`, run lintian (errors fail; the remaining warnings are
+# explained in docs/operations.md), then, as root, install it with apt-get,
+# check what it promises, and purge it.
+# Usage: package_test.sh BUILD_DIR. Exit 77 (ctest: skipped) when not root or
+# when an evpipe package is already installed (a real one is never replaced).
+set -euo pipefail
+build="$1"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+cpack -G DEB -B "$out" --config "$build/CPackConfig.cmake" >"$out/cpack.log" 2>&1 || { cat "$out/cpack.log"; exit 1; }
+deb="$(ls "$out"/evpipe_*_amd64.deb)"
+echo "built $(basename "$deb")"
+
+if command -v lintian >/dev/null; then
+  lintian --tag-display-limit 0 "$deb" 2>&1 | grep -v 'root privileges' | tee "$out/lintian.txt" || true
+  if grep -q '^E:' "$out/lintian.txt"; then echo "lintian reports errors"; exit 1; fi
+else
+  echo "lintian not found: apt-get install lintian"; exit 1
+fi
+
+if [ "$(id -u)" -ne 0 ]; then echo "SKIPPED install: not root (apt-get install needs root)"; exit 77; fi
+if dpkg-query -W -f='${Status}' evpipe 2>/dev/null | grep -q 'ok installed'; then
+  echo "SKIPPED install: an evpipe package is already installed here; not replacing it"; exit 77
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt_get() { apt-get -o DPkg::Lock::Timeout=300 -y -qq "$@"; }
+trap 'apt_get purge evpipe >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+# apt-get, not dpkg -i: the Depends computed by shlibdeps must resolve.
+apt_get install --no-install-recommends "$deb" >"$out/install.log" 2>&1 || { cat "$out/install.log"; fail "install"; }
+/usr/bin/evpipe --version || fail "evpipe --version"
+/usr/bin/evpipe --version | grep -q '^evpipe [0-9]' || fail "--version has no release line"
+getent passwd evpipe >/dev/null || fail "postinst did not create the evpipe user"
+[ "$(stat -c '%U:%G %a' /etc/evpipe/evpipe.toml)" = "root:evpipe 640" ] ||
+  fail "/etc/evpipe/evpipe.toml is $(stat -c '%U:%G %a' /etc/evpipe/evpipe.toml), not root:evpipe 640"
+dpkg-query -W -f='${Conffiles}\n' evpipe | grep -q '/etc/evpipe/evpipe.toml' || fail "evpipe.toml is not a conffile"
+# The service user can read its config, as the unit's ExecStartPre does.
+runuser -u evpipe -- /usr/bin/evpipe check-config --config /etc/evpipe/evpipe.toml >/dev/null ||
+  fail "evpipe check-config --config /etc/evpipe/evpipe.toml (as user evpipe)"
+/usr/bin/evpipe check-config --config /etc/evpipe/evpipe.toml >/dev/null || fail "check-config as root"
+[ -f /usr/share/evpipe/deploy/grafana/evpipe.json ] || fail "deploy/ not installed"
+systemd-analyze verify /lib/systemd/system/evpipe.service || fail "installed unit does not verify"
+
+apt_get purge evpipe >"$out/purge.log" 2>&1 || { cat "$out/purge.log"; fail "purge"; }
+[ ! -e /usr/bin/evpipe ] || fail "/usr/bin/evpipe left after purge"
+[ ! -e /etc/evpipe ] || fail "/etc/evpipe left after purge"
+echo "installed, checked and purged $(basename "$deb")"
