@@ -2,6 +2,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <spdlog/spdlog.h>
 
@@ -256,7 +257,9 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   spdlog::info("{} shards, batch max {} rows / {} bytes / {} ms linger, database {}", nshards, s.batch.max_rows,
                s.batch.max_bytes, s.batch.linger_ms, describe_dsn(s.postgres.dsn));
   if (hooks.on_listening) hooks.on_listening(first_tcp ? first_tcp->port() : 0, http ? http->port() : 0);
-  service_notify::ready(ioc);  // the sources listen and the database answered (check_database, shard connects)
+  // The sources listen and the database answered (check_database, shard
+  // connects); while waiting for the database, READY comes when it answers.
+  if (!waiting_for_db) service_notify::ready(ioc);
 
   auto work = asio::make_work_guard(ioc);
   auto http_work = asio::make_work_guard(http_ioc);
@@ -282,6 +285,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
         if (r == db_check::ok) {
           spdlog::info("PostgreSQL answers: sources read now");
           router.set_open(true);
+          asio::post(ioc, [&ioc] { service_notify::ready(ioc); });
           return;
         }
         if (r == db_check::unusable) {

@@ -37,7 +37,7 @@ TEST(JsonLog, EscapesWhatWouldBreakTheLine) {
 TEST(JsonLog, DaemonWritesOneObjectPerLineWithoutThePassword) {
   uint16_t tcp_port = free_port(), no_db = free_port();
   evpipe_process evp("[postgres]\ndsn = \"postgresql://evpipe:sekret-pw@127.0.0.1:" + std::to_string(no_db) +
-                         "/none\"\n[log]\nformat = \"json\"\n[http]\nlisten = \"127.0.0.1:" + std::to_string(free_port()) +
+                         "/none\"\nstartup = \"fail\"\n[log]\nformat = \"json\"\n[http]\nlisten = \"127.0.0.1:" + std::to_string(free_port()) +
                          "\"\n[[sources.tcp]]\nlisten = \"127.0.0.1:" +
                          std::to_string(tcp_port) + "\"\ntopic = \"json/log\"\n",
                      "json_log");
