@@ -2,13 +2,16 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <thread>
+
 #include "schemas/schema.h"
 
 namespace evpipe::io {
 
 namespace {
 
-constexpr const char* migration_lock = "SELECT pg_advisory_lock(727274001)";
+constexpr const char* migration_try_lock = "SELECT pg_try_advisory_lock(727274001)";
 constexpr const char* migration_unlock = "SELECT pg_advisory_unlock(727274001)";
 
 // For a table name as the session resolves it ($1): its qualified name, the
@@ -117,8 +120,21 @@ std::string find_schema_problem(pg_connection& conn, const std::string& schema) 
 }
 
 std::string migrate_schema(pg_connection& conn, const std::string& schema) {
-  pg_status st = conn.exec(migration_lock);
-  if (!st.ok) return "cannot take the migration lock: " + describe(st);
+  // Concurrent migrations take turns, waiting in a loop of try-locks outside
+  // any transaction: a session blocked in pg_advisory_lock holds a
+  // transaction open, which the lock holder's CREATE INDEX CONCURRENTLY then
+  // waits for (PostgreSQL breaks that deadlock by failing one side, 40P01).
+  pg_status st;
+  for (bool logged = false;; std::this_thread::sleep_for(std::chrono::milliseconds(100))) {
+    pg_result r;
+    st = conn.query(migration_try_lock, r);
+    if (!st.ok) return "cannot take the migration lock: " + describe(st);
+    if (PQgetvalue(r.get(), 0, 0)[0] == 't') break;
+    if (!logged) {
+      spdlog::info("another evpipe migrate is running on this database: waiting for it");
+      logged = true;
+    }
+  }
   std::string sql = "BEGIN;\n";
   if (!schema.empty()) {
     // events.sql names its tables without a schema: they go to the first one in the search_path.
