@@ -1,11 +1,13 @@
-# evpipe_add_test(NAME <name> SOURCES <files...> LIBS <targets...> LABEL unit|integration)
+# evpipe_add_test(NAME <name> SOURCES <files...> LIBS <targets...> LABEL unit|integration
+#                 [TIMEOUT s] [RUNS_EVPIPE])
 # One helper registers every GoogleTest binary with a label, so `ctest -L unit`
-# and `ctest -L integration` select suites.
+# and `ctest -L integration` select suites. RUNS_EVPIPE: the test starts the
+# evpipe binary (EVPIPE_BINARY is its path), which is built first.
 find_package(GTest REQUIRED)
 include(GoogleTest)
 
 function(evpipe_add_test)
-  cmake_parse_arguments(T "" "NAME;LABEL;TIMEOUT" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(T "RUNS_EVPIPE" "NAME;LABEL;TIMEOUT" "SOURCES;LIBS" ${ARGN})
   if(NOT T_LABEL)
     set(T_LABEL unit)
   endif()
@@ -15,6 +17,10 @@ function(evpipe_add_test)
   add_executable(${T_NAME} ${T_SOURCES})
   target_include_directories(${T_NAME} PRIVATE ${PROJECT_SOURCE_DIR})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
+  if(T_RUNS_EVPIPE)
+    target_compile_definitions(${T_NAME} PRIVATE EVPIPE_BINARY="$<TARGET_FILE:evpipe>")
+    add_dependencies(${T_NAME} evpipe)
+  endif()
   gtest_discover_tests(${T_NAME}
     PROPERTIES LABELS ${T_LABEL} TIMEOUT ${T_TIMEOUT}
     DISCOVERY_TIMEOUT 30)

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "stages/json_text.h"
+
 namespace evpipe::pipeline {
 
 std::string_view stage_name(stage s) noexcept {
@@ -104,22 +106,6 @@ std::string iso8601_utc(int64_t unix_ms) {
   return buf;
 }
 
-void json_string(std::string& out, std::string_view s) {
-  out.push_back('"');
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(static_cast<char>(c));
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  out.push_back('"');
-}
 
 }  // namespace
 
@@ -144,19 +130,19 @@ metrics_registry::readiness metrics_registry::ready_state(std::chrono::milliseco
     }
     shards += shards.empty() ? "" : ",";
     shards += "{\"shard\":" + std::to_string(i) + ",\"state\":";
-    json_string(shards, !connected ? "database unreachable" : retrying ? "retrying a failed write" : "commit stalled");
+    stages::append_json_string(shards, !connected ? "database unreachable" : retrying ? "retrying a failed write" : "commit stalled");
     if (started != 0) {
       shards += ",\"since\":";
-      json_string(shards, iso8601_utc(s.write_started_unix_ms.load()));
+      stages::append_json_string(shards, iso8601_utc(s.write_started_unix_ms.load()));
       shards += ",\"stalled_ms\":" + std::to_string((now - started) / 1'000'000);
     }
     if (!sqlstate.empty()) {
       shards += ",\"sqlstate\":";
-      json_string(shards, sqlstate);
+      stages::append_json_string(shards, sqlstate);
     }
     if (!error.empty() && (retrying || !connected)) {
       shards += ",\"error\":";
-      json_string(shards, error);
+      stages::append_json_string(shards, error);
     }
     shards += "}";
   }

@@ -9,6 +9,8 @@
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
 
+#include "stages/json_text.h"
+
 namespace evpipe::io {
 
 namespace asio = boost::asio;
@@ -61,12 +63,9 @@ http::response<http::string_body> route(const http::request<http::string_body>& 
     for (const auto& n : notes) {
       ready = ready && !n.not_ready;
       list += list.empty() ? "" : ",";
-      list += "{\"not_ready\":" + std::string(n.not_ready ? "true" : "false") + ",\"what\":\"";
-      for (char c : n.text) {
-        if (c == '"' || c == '\\') list.push_back('\\');
-        if (static_cast<unsigned char>(c) >= 0x20) list.push_back(c);
-      }
-      list += "\"}";
+      list += "{\"not_ready\":" + std::string(n.not_ready ? "true" : "false") + ",\"what\":";
+      stages::append_json_string(list, n.text);
+      list += "}";
     }
     std::string body = state.body;
     while (!body.empty() && (body.back() == '\n' || body.back() == '}')) body.pop_back();

@@ -46,6 +46,7 @@ struct child_options {
   bool stdio_closed = false;    // start with descriptors 0, 1 and 2 closed
   int stderr_pipe = -1;         // write end of a pipe for stdout and stderr
   rlim_t nofile = 0;            // soft and hard RLIMIT_NOFILE for the child (0: inherit)
+  rlim_t fsize = 0;             // soft and hard RLIMIT_FSIZE for the child (0: inherit)
 };
 
 class raw_child {
@@ -56,6 +57,10 @@ class raw_child {
       if (o.nofile > 0) {
         rlimit lim{o.nofile, o.nofile};
         ::setrlimit(RLIMIT_NOFILE, &lim);
+      }
+      if (o.fsize > 0) {
+        rlimit lim{o.fsize, o.fsize};
+        ::setrlimit(RLIMIT_FSIZE, &lim);
       }
       if (o.stdio_closed) {
         for (int fd = 0; fd < 3; ++fd) ::close(fd);
@@ -274,6 +279,45 @@ TEST_F(Operations, StalledLogPipeNeitherStallsIngestNorHoldsTheExit) {
   child.signal(SIGTERM);
   EXPECT_EQ(child.wait(60s), 0);
   ::close(fds[0]);
+}
+
+// The log file reaches RLIMIT_FSIZE (a quota, a container's limit): the
+// write fails with EFBIG instead of SIGXFSZ killing the process. The SIGHUPs
+// log far more than the 2 KiB allowed.
+TEST_F(Operations, LogFileOverTheSizeLimitDoesNotKill) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process setup(ops_config(db, port, http_port), "ops_fsize");
+  ASSERT_EQ(setup.run_command("migrate"), 0) << setup.log("migrate.log");
+  std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_ops_fsize";
+  raw_child child(dir + "/evpipe.toml", dir + "/child.log", {.fsize = 2048});
+  ASSERT_TRUE(eventually([&] { return accepts(port); }, 30s));
+  for (int i = 0; i < 100; ++i) {
+    child.signal(SIGHUP);
+    std::this_thread::sleep_for(2ms);  // signals of one kind sent together count once
+  }
+  ndjson_client c(port);
+  c.send_all(events("fsize", 100));
+  EXPECT_EQ(c.read_acks_until(100, 60s), 100u);
+  child.signal(SIGTERM);
+  EXPECT_EQ(child.wait(60s), 0) << "killed (SIGXFSZ?)";
+}
+
+// A terminal's job control: SIGTSTP stops evpipe (the default), SIGCONT
+// resumes it; producers see a pause, and nothing is lost or acked early.
+TEST_F(Operations, StopAndContinueLoseNothing) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(ops_config(db, port, http_port), "ops_tstp");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  evp.kill(SIGTSTP);
+  ndjson_client c(port);  // the kernel completes the handshake for a stopped listener
+  c.send_all(events("tstp", 500));
+  EXPECT_EQ(c.read_acks_until(1, 1s), 0u) << "a stopped process acknowledged";
+  evp.kill(SIGCONT);
+  EXPECT_EQ(c.read_acks_until(500, 60s), 500u) << evp.log();
+  EXPECT_EQ(mirrored("tstp"), 500);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(60s), 0) << evp.log();
 }
 
 // Started with descriptors 0, 1 and 2 closed (a careless init script): a

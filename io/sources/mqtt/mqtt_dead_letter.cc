@@ -4,30 +4,10 @@
 #include <cstdio>
 #include <ctime>
 
+#include "stages/json_text.h"
+
 namespace evpipe::io {
 namespace {
-
-void append_json_string(std::string& out, std::string_view s) {
-  out.push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out.push_back('"');
-}
 
 std::string utc_now_iso8601() {
   auto now = std::chrono::system_clock::now();
@@ -51,17 +31,17 @@ std::string dead_letter_topic(std::string_view dlq_prefix, std::string_view orig
 
 std::string dead_letter_body(std::string_view original_topic, stages::reason why, std::string_view payload) {
   std::string body = "{\"original_topic\":";
-  append_json_string(body, original_topic);
+  stages::append_json_string(body, original_topic);
   body += ",\"failure_reason\":";
-  append_json_string(body, stages::reason_code(why));
+  stages::append_json_string(body, stages::reason_code(why));
   body += ",\"failure_timestamp\":";
-  append_json_string(body, utc_now_iso8601());
+  stages::append_json_string(body, utc_now_iso8601());
   body += ",\"payload\":";
   bool parsed = why != stages::reason::invalid_json && why != stages::reason::too_large;
   if (parsed) {
     body += payload;
   } else {
-    append_json_string(body, payload);
+    stages::append_json_string(body, payload);
   }
   body += "}";
   return body;
