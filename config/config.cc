@@ -527,6 +527,26 @@ std::vector<std::string> problems_for_run(const settings& s) {
   return out;
 }
 
+namespace {
+
+// Doubles every `$` in the string values below `node` ($$ reads back as $).
+void escape_dollars(toml::node& node) {
+  if (auto* t = node.as_table()) {
+    for (auto&& [k, v] : *t) escape_dollars(v);
+  } else if (auto* a = node.as_array()) {
+    for (auto& v : *a) escape_dollars(v);
+  } else if (auto* str = node.as_string()) {
+    std::string out;
+    for (char c : str->get()) {
+      out.push_back(c);
+      if (c == '$') out.push_back('$');
+    }
+    str->get() = std::move(out);
+  }
+}
+
+}  // namespace
+
 std::string to_toml(const settings& s) {
   toml::table root;
   root.insert("pipeline", toml::table{{"shards", int64_t(s.effective_shards())},
@@ -608,6 +628,8 @@ std::string to_toml(const settings& s) {
   if (!mqtt.empty()) sources.insert("mqtt", std::move(mqtt));
   if (!http.empty()) sources.insert("http", std::move(http));
   if (!sources.empty()) root.insert("sources", std::move(sources));
+  // The values are expanded: a `$` in one must read back as itself.
+  escape_dollars(root);
   std::ostringstream out;
   out << root << "\n";
   return out.str();

@@ -266,6 +266,11 @@ client_id = "pay$$roll"
   EXPECT_NE(err.find("[postgres] dsn: environment variable EVPIPE_TEST_UNSET is not set"), std::string::npos) << err;
   EXPECT_NE(error_of("[postgres]\ndsn = \"${EVPIPE_TEST_PGPW\"").find("without a closing"), std::string::npos);
   EXPECT_NE(error_of("[postgres]\ndsn = \"${1BAD}\"").find("not a valid variable reference"), std::string::npos);
+  // check-config's output loads again to the same values (found by config_fuzz).
+  auto round = load_string(to_toml(s), "round-trip");
+  EXPECT_EQ(round.mqtt_sources.at(0).client_id, "pay$roll");
+  EXPECT_EQ(load_string(to_toml(load_string("[metrics]\nprefix = \"p\"\n[log]\nlevel = \"info\"\n[postgres]\ndsn = \"a$${x}\"")),
+                        "rt").postgres.dsn, "a${x}");
   // A lone $ is left alone (passwords often hold one).
   EXPECT_EQ(load_string("[postgres]\ndsn = \"password=a$b\"").postgres.dsn, "password=a$b");
 }

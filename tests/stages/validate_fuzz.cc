@@ -22,7 +22,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (first.ok()) {
     if (!evpipe::stages::is_pg_uuid(env.trace_id) || !evpipe::stages::is_iso8601_datetime(env.ts) ||
         env.kind.empty() || env.idempotency_key.empty() || env.idempotency_key.size() > 255 ||
-        (env.has_topic && (env.topic.empty() || env.topic.size() > 255))) {
+        // The topic column is VARCHAR(255): characters, not bytes.
+        (env.has_topic && (env.topic.empty() || !evpipe::stages::fits_varchar(env.topic, 255)))) {
       __builtin_trap();
     }
   } else if (first.message.empty() || !simdjson::validate_utf8(first.message.data(), first.message.size())) {

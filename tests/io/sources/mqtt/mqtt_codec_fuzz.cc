@@ -68,8 +68,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (f.type == packet_type::pubrec) encode_pubrec(again, id);
         if (f.type == packet_type::pubrel) encode_pubrel(again, id);
         if (f.type == packet_type::pubcomp) encode_pubcomp(again, id);
+        // Not the same size: a remaining length may arrive in more bytes than
+        // it needs (0x82 0x00 for 2), and the encoder writes the fewest.
         if (read_frame(again, 1 << 17, g) != decode_status::ok || g.type != f.type ||
-            parse_packet_id(g, id2) != decode_status::ok || id2 != id || again.size() != f.size) {
+            parse_packet_id(g, id2) != decode_status::ok || id2 != id || again.size() > f.size) {
           __builtin_trap();
         }
         break;
