@@ -84,18 +84,7 @@ class raw_child {
   [[nodiscard]] pid_t pid() const { return pid_; }
   void signal(int sig) const { ::kill(pid_, sig); }
   // The exit code, or -1 on a timeout or a death by signal.
-  int wait(std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    return -1;
-  }
+  int wait(std::chrono::milliseconds timeout) { return wait_for_exit(pid_, timeout); }
   // CPU time the child has used (user + system), from /proc.
   [[nodiscard]] double cpu_seconds() const {
     std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");

@@ -184,6 +184,21 @@ class side_session {
   PGconn* conn_;
 };
 
+// Waits for child `pid` to exit; its exit code, or -1 on a timeout or a death
+// by signal. Sets pid to -1 once it has exited.
+inline int wait_for_exit(pid_t& pid, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (pid > 0 && std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      pid = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  return -1;
+}
+
 // The evpipe binary with a config written for the test.
 class evpipe_process {
  public:
@@ -233,18 +248,7 @@ class evpipe_process {
     }
   }
   // Waits for the process to exit; returns its exit code (-1 on timeout or signal).
-  int wait(std::chrono::milliseconds timeout = 60s) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (pid_ > 0 && std::chrono::steady_clock::now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    return -1;
-  }
+  int wait(std::chrono::milliseconds timeout = 60s) { return wait_for_exit(pid_, timeout); }
   [[nodiscard]] std::string log(const std::string& file = "run.log") const {
     std::ifstream in(dir_ + "/" + file);
     return std::string(std::istreambuf_iterator<char>(in), {});
