@@ -1,0 +1,148 @@
+// Internal to evpipe::config: reading one TOML table with typed, bounded keys,
+// and the small rules several sections share. Not part of the public API.
+#pragma once
+
+#include <toml++/toml.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <regex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/config.h"
+
+namespace evpipe::config::detail {
+
+// Reads keys of one table, checking types and bounds, and remembers which keys
+// it knows so that the rest can be reported as unknown.
+class table_reader {
+ public:
+  table_reader(const toml::table& t, std::string where, const std::string& origin)
+      : t_(t), where_(std::move(where)), origin_(origin) {}
+
+  template <typename U>
+  void uint(const char* key, U& dst, uint64_t lo, uint64_t hi) {
+    known_.insert(key);
+    const toml::node* n = t_.get(key);
+    if (!n) return;
+    auto v = n->value<int64_t>();
+    if (!n->is_integer() || !v) fail(key, "must be an integer");
+    if (*v < 0 || static_cast<uint64_t>(*v) < lo || static_cast<uint64_t>(*v) > hi) {
+      fail(key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " +
+                    std::to_string(*v));
+    }
+    dst = static_cast<U>(*v);
+  }
+
+  void str(const char* key, std::string& dst, bool allow_empty = true) {
+    known_.insert(key);
+    const toml::node* n = t_.get(key);
+    if (!n) return;
+    if (!n->is_string()) fail(key, "must be a string");
+    dst = expand(key, *n->value<std::string>());
+    if (!allow_empty && dst.empty()) fail(key, "must not be empty");
+  }
+
+  void boolean(const char* key, bool& dst) {
+    known_.insert(key);
+    const toml::node* n = t_.get(key);
+    if (!n) return;
+    if (!n->is_boolean()) fail(key, "must be true or false");
+    dst = *n->value<bool>();
+  }
+
+  void str_list(const char* key, std::vector<std::string>& dst) {
+    known_.insert(key);
+    const toml::node* n = t_.get(key);
+    if (!n) return;
+    if (!n->is_array()) fail(key, "must be an array of strings");
+    dst.clear();
+    for (auto& item : *n->as_array()) {
+      if (!item.is_string()) fail(key, "must be an array of strings");
+      dst.push_back(expand(key, *item.value<std::string>()));
+    }
+  }
+
+  // ${NAME} and ${NAME:-default} from the environment, $$ for a literal $;
+  // any other $ stays as it is.
+  [[nodiscard]] std::string expand(const char* key, const std::string& text) const {
+    if (text.find('$') == std::string::npos) return text;
+    std::string out;
+    for (size_t i = 0; i < text.size(); ++i) {
+      if (text[i] != '$' || i + 1 == text.size()) {
+        out.push_back(text[i]);
+        continue;
+      }
+      if (text[i + 1] == '$') {
+        out.push_back('$');
+        ++i;
+        continue;
+      }
+      if (text[i + 1] != '{') {
+        out.push_back('$');
+        continue;
+      }
+      size_t close = text.find('}', i + 2);
+      if (close == std::string::npos) fail(key, "\"${\" without a closing \"}\" (write $$ for a literal $)");
+      std::string inner = text.substr(i + 2, close - i - 2);
+      std::string name = inner, fallback;
+      bool has_default = false;
+      if (auto d = inner.find(":-"); d != std::string::npos) {
+        name = inner.substr(0, d);
+        fallback = inner.substr(d + 2);
+        has_default = true;
+      }
+      static const std::regex var_re("^[A-Za-z_][A-Za-z0-9_]*$");
+      if (!std::regex_match(name, var_re)) fail(key, "\"${" + inner + "}\" is not a valid variable reference");
+      const char* v = std::getenv(name.c_str());
+      if (v && *v) {
+        out += v;
+      } else if (has_default) {
+        out += fallback;
+      } else {
+        fail(key, "environment variable " + name + " is not set (give a default with ${" + name + ":-value})");
+      }
+      i = close;
+    }
+    return out;
+  }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& problem) const {
+    throw config_error(origin_ + ": " + where_ + " " + key + ": " + problem);
+  }
+
+  void reject_unknown() const {
+    for (auto&& [k, v] : t_) {
+      if (!known_.count(std::string(k.str()))) {
+        throw config_error(origin_ + ": " + where_ + ": unknown key \"" + std::string(k.str()) + "\"");
+      }
+    }
+  }
+
+ private:
+  const toml::table& t_;
+  std::string where_;
+  const std::string& origin_;
+  std::set<std::string> known_;
+};
+
+const toml::table* section(const toml::table& root, const char* name, const std::string& origin);
+
+// The first line of a secret file (password, token), without its line break.
+std::string read_secret(const std::string& path, table_reader& r, const char* key);
+
+// MQTT topic filter rules (MQTT 3.1.1 section 4.7): '+' and '#' only as whole
+// levels, '#' only last, no U+0000.
+bool valid_filter(std::string_view f);
+
+// Characters of UTF-8 text (config does not depend on stages/).
+size_t utf8_chars(std::string_view s);
+
+// A file named in the config: relative paths are taken from the config
+// file's folder, so that a service started from / finds them.
+std::string resolve_path(const std::string& path, const std::string& base_dir);
+
+}  // namespace evpipe::config::detail

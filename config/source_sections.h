@@ -1,0 +1,17 @@
+// Internal to evpipe::config: the [[sources.*]] sections other than tcp.
+#pragma once
+
+#include <toml++/toml.h>
+
+#include <string>
+
+#include "config/config.h"
+
+namespace evpipe::config::detail {
+
+mqtt_source parse_mqtt(const toml::table& t, const std::string& where, const std::string& origin,
+                       const std::string& base_dir);
+http_source parse_http(const toml::table& t, const std::string& where, const std::string& origin,
+                       const std::string& base_dir);
+
+}  // namespace evpipe::config::detail
