@@ -84,7 +84,10 @@ std::string mask_dsn(const std::string& dsn) {
   static const std::regex uri_pw(R"(^([a-z]+://[^:/@]*):([^@]*)@)");
   // key=value form: password=...
   static const std::regex kv_pw(R"((^|\s)password\s*=\s*('([^'\\]|\\.)*'|\S+))");
+  // URI query parameter: ...?password=... or ...&password=...
+  static const std::regex query_pw(R"(([?&])password=[^&]*)");
   std::string out = std::regex_replace(dsn, uri_pw, "$1:****@");
+  if (out.find("://") != std::string::npos) return std::regex_replace(out, query_pw, "$1password=****");
   return std::regex_replace(out, kv_pw, "$1password=****");
 }
 

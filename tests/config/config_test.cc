@@ -84,6 +84,9 @@ TEST(Config, MasksPasswords) {
   EXPECT_EQ(mask_dsn("postgresql://u:secret@h:5432/db"), "postgresql://u:****@h:5432/db");
   EXPECT_EQ(mask_dsn("host=h password=secret dbname=d"), "host=h password=**** dbname=d");
   EXPECT_EQ(mask_dsn("host=h dbname=d"), "host=h dbname=d");
+  EXPECT_EQ(mask_dsn("postgresql://h/db?user=u&password=secret"), "postgresql://h/db?user=u&password=****");
+  EXPECT_EQ(mask_dsn("postgresql://h/db?password=secret&sslmode=require"),
+            "postgresql://h/db?password=****&sslmode=require");
   auto s = load_string("[postgres]\ndsn = \"postgresql://u:hunter2@h/db\"");
   EXPECT_EQ(to_toml(s).find("hunter2"), std::string::npos);
 }
