@@ -327,10 +327,19 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
     service_notify::stopping();
     std::thread([drain_done, end, budget] {
       std::this_thread::sleep_until(end);
-      if (drain_done->load()) return;
-      spdlog::warn("shutdown_timeout_ms ({} ms) reached before the drain finished: exiting now; events not "
-                   "committed were not acknowledged and will be resent by their producers",
-                   budget.count());
+      if (exit_started()) return;
+      if (drain_done->load()) {
+        // Drained, but the teardown waits on a call nothing can interrupt:
+        // Asio joins its resolver thread, which may sit in getaddrinfo for
+        // the resolver's whole timeout (issue 18).
+        spdlog::warn("shutdown_timeout_ms ({} ms) reached after the drain, with the teardown still waiting "
+                     "(a DNS lookup?): exiting now",
+                     budget.count());
+      } else {
+        spdlog::warn("shutdown_timeout_ms ({} ms) reached before the drain finished: exiting now; events not "
+                     "committed were not acknowledged and will be resent by their producers",
+                     budget.count());
+      }
       exit_process(0, exit_mode::immediate, 200);
     }).detach();
     shutdown_thread = std::thread([&, commit_deadline, end] {

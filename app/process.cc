@@ -104,7 +104,16 @@ void setup_logging(const std::string& level, const std::string& format) {
   spdlog::set_default_logger(logger);
 }
 
+namespace {
+std::atomic<bool> exiting{false};
+}  // namespace
+
+bool exit_started() noexcept { return exiting.load(); }
+
 void exit_process(int code, exit_mode mode, int flush_ms) {
+  if (exiting.exchange(true)) {
+    for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+  }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(flush_ms);
   if (auto pool = spdlog::thread_pool()) {
     spdlog::default_logger()->flush();

@@ -41,6 +41,10 @@ void setup_logging(const std::string& level, const std::string& format = "text")
 // `unwind`: run static destructors (std::exit), which is only safe from main()
 // once every other thread is joined; otherwise std::_Exit.
 enum class exit_mode : uint8_t { unwind, immediate };
+// The first caller exits; a later one (the shutdown watchdog racing the
+// normal exit) waits for that exit instead of starting a second.
 [[noreturn]] void exit_process(int code, exit_mode mode, int flush_ms = 1000);
+// True once exit_process has been called.
+[[nodiscard]] bool exit_started() noexcept;
 
 }  // namespace evpipe::app

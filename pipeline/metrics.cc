@@ -87,6 +87,11 @@ void metrics_registry::add_db_rejected(std::string_view sqlstate, uint64_t n) {
   db_rejected_[std::string(sqlstate)] += n;
 }
 
+void metrics_registry::add_dlq_duplicate(std::string_view reason, uint64_t n) {
+  std::lock_guard lock(mu_);
+  dlq_duplicates_[std::string(reason)] += n;
+}
+
 bool metrics_registry::all_shards_ready() const {
   for (const auto& s : shards_) {
     if (!s->db_ready.load(std::memory_order_relaxed)) return false;
@@ -234,11 +239,15 @@ std::string metrics_registry::render() const {
   {
     std::lock_guard lock(mu_);
     render_pairs(out, p + "_ingest_total", "Events committed to events_mirror, by topic and kind.", "kind", ingested_.counts);
-    render_pairs(out, p + "_dlq_total", "Events committed to dlq_events, by topic and reason.", "reason",
+    render_pairs(out, p + "_dlq_total", "Dead letters committed as new rows of dlq_events, by topic and reason (resends: _dlq_duplicates_total).", "reason",
                  dead_lettered_.counts);
     name = p + "_db_rejected_total";
     header(out, name, "counter", "Rows PostgreSQL refused (dead-lettered as db_rejected), by SQLSTATE.");
     for (const auto& [state, n] : db_rejected_) sample(out, name, "sqlstate=\"" + state + "\"", double(n));
+    name = p + "_dlq_duplicates_total";
+    header(out, name, "counter",
+           "Dead letters dlq_events already held (the same bad event resent), by reason: acked, no new row.");
+    for (const auto& [reason, n] : dlq_duplicates_) sample(out, name, "reason=\"" + reason + "\"", double(n));
   }
 
   struct shard_counter {

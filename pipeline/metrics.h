@@ -180,6 +180,9 @@ class metrics_registry {
   void add_dead_lettered(const absl::flat_hash_map<std::string, uint64_t>& by_topic_reason);
   // Rows PostgreSQL refused (dead-lettered as db_rejected), by SQLSTATE.
   void add_db_rejected(std::string_view sqlstate, uint64_t n);
+  // Dead letters dlq_events already held (same topic and bytes, resent), by
+  // reason code: acked, but no new row, so not in add_dead_lettered.
+  void add_dlq_duplicate(std::string_view reason, uint64_t n);
 
   // Prometheus text exposition format 0.0.4.
   [[nodiscard]] std::string render() const;
@@ -209,6 +212,7 @@ class metrics_registry {
   labelled_family ingested_;       // (topic, kind)
   labelled_family dead_lettered_;  // (topic, reason)
   absl::flat_hash_map<std::string, uint64_t> db_rejected_;  // SQLSTATE codes: a bounded set
+  absl::flat_hash_map<std::string, uint64_t> dlq_duplicates_;  // reason codes: a fixed set
 };
 
 // Joins two label values into one map key.

@@ -220,6 +220,11 @@ void shard::record_labels() {
     ++it->second;
   }
   for (const auto& dl : batch_.dead_letters()) {
+    if (dl.already_stored) {
+      // Acked as dead-lettered, but no new row: counted as a resend only.
+      registry_.add_dlq_duplicate(stages::reason_code(dl.why), 1);
+      continue;
+    }
     label_key_.assign(dl.topic);
     label_key_.push_back(label_sep);
     label_key_.append(stages::reason_code(dl.why));

@@ -15,6 +15,8 @@ EVPIPE_PACKAGES=(
   python3 procps
   zlib1g-dev  # HTTP source: gzip and deflate request bodies
   chromium    # tests only: browser producers (CORS, sendBeacon) in headless Chromium
+  rabbitmq-server  # tests only: MQTT interop with RabbitMQ's MQTT plugin (label interop)
+  nodejs      # tests only: runs the aedes broker (npm; scripts/test.sh installs npm if the command is missing)
   prometheus libsystemd-dev systemd lintian
 )
 

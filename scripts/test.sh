@@ -39,6 +39,20 @@ export TMPDIR="$scratch"
 # with its own config (tests/support/mqtt_peer.h): a test restarts its broker,
 # and persistent sessions must not leak between tests.
 export EVPIPE_TEST_MOSQUITTO=/usr/sbin/mosquitto
+# The interop tests (ctest label interop) start RabbitMQ (Debian) and aedes
+# (npm, installed here into the scratch directory like the Debian packages
+# above; Debian's npm only where no npm came with nodejs). Without npm's
+# registry the aedes tests skip with the reason; EVPIPE_REQUIRE_AEDES=1
+# makes them fail instead.
+command -v npm >/dev/null || (ensure_packages npm) || log "warning: npm could not be installed"
+if timeout 300 npm install --prefix "$scratch/npm" --no-audit --no-fund --loglevel=error aedes@1.2.0 \
+     >"$scratch/npm-install.log" 2>&1; then
+  export EVPIPE_TEST_AEDES_MODULES="$scratch/npm/node_modules"
+  log "aedes 1.2.0 installed with npm in $scratch/npm"
+else
+  log "warning: npm could not install aedes (the aedes interop tests will skip):"
+  tail -5 "$scratch/npm-install.log" >&2
+fi
 
 log "running tests (Release)"
 (cd "$release_dir" && ctest --output-on-failure --timeout 300 -j "$(nproc)" "$@")

@@ -33,6 +33,9 @@ struct dead_letter {
   std::string digest;
   std::string sqlstate;       // db_rejected: what PostgreSQL said
   uint32_t outcome_index = 0;
+  // Set by the sink when the INSERT stored no row because dlq_events already
+  // held this (topic, digest): a resend, counted apart from new dead letters.
+  bool already_stored = false;
 };
 
 // Builds the DLQ record of an invalid event (the DLQ routing rule): the event

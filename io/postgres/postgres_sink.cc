@@ -192,6 +192,7 @@ pg_status postgres_sink::insert_dead_letters(stages::write_batch& batch) {
   bool commit_sent = false;
   while (st.ok && !commit_sent) {
     // Send one chunk, then read its results.
+    const size_t chunk_first = sent;
     size_t queued = 0;
     for (; sent < letters.size() && queued < pipeline_chunk; ++sent, ++queued) {
       const auto& dl = letters[sent];
@@ -230,6 +231,12 @@ pg_status postgres_sink::insert_dead_letters(stages::write_batch& batch) {
       }
       auto s = PQresultStatus(r.get());
       if (s != PGRES_COMMAND_OK && st.ok) st = conn_.error_of(r.get());
+      if (s == PGRES_COMMAND_OK && chunk_first + i < sent) {
+        // "INSERT 0 1", or "INSERT 0 0" when ON CONFLICT found the row stored
+        // before (a resent bad event). Set on every attempt: a retried batch
+        // reads the answer of the transaction that commits.
+        letters[chunk_first + i].already_stored = std::string_view(PQcmdTuples(r.get())) == "0";
+      }
       pg_result end(PQgetResult(c));  // null terminator of this statement
     }
     for (;;) {

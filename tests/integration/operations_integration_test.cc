@@ -6,6 +6,10 @@
 
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 
 #include <fstream>
@@ -47,6 +51,9 @@ struct child_options {
   int stderr_pipe = -1;         // write end of a pipe for stdout and stderr
   rlim_t nofile = 0;            // soft and hard RLIMIT_NOFILE for the child (0: inherit)
   rlim_t fsize = 0;             // soft and hard RLIMIT_FSIZE for the child (0: inherit)
+  // Bind-mounted over /etc/resolv.conf in a mount namespace of the child's
+  // own (needs root; exit code 126 when that fails), with RES_OPTIONS.
+  std::string resolv_conf, res_options;
 };
 
 class raw_child {
@@ -61,6 +68,14 @@ class raw_child {
       if (o.fsize > 0) {
         rlimit lim{o.fsize, o.fsize};
         ::setrlimit(RLIMIT_FSIZE, &lim);
+      }
+      if (!o.resolv_conf.empty()) {
+        // Private to the child: the machine's resolv.conf stays as it is.
+        if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+            ::mount(o.resolv_conf.c_str(), "/etc/resolv.conf", nullptr, MS_BIND, nullptr) != 0) {
+          ::_exit(126);
+        }
+        ::setenv("RES_OPTIONS", o.res_options.c_str(), 1);
       }
       if (o.stdio_closed) {
         for (int fd = 0; fd < 3; ++fd) ::close(fd);
@@ -268,6 +283,53 @@ TEST_F(Operations, StalledLogPipeNeitherStallsIngestNorHoldsTheExit) {
   child.signal(SIGTERM);
   EXPECT_EQ(child.wait(60s), 0);
   ::close(fds[0]);
+}
+
+// SIGTERM while the MQTT broker's name is being looked up and the DNS server
+// never answers (RES_OPTIONS: 30 s a try, 3 tries): evpipe exits 0 within
+// shutdown_timeout_ms instead of waiting for getaddrinfo. The child gets its
+// own resolv.conf in a mount namespace, naming a loopback address where the
+// test holds a UDP socket that reads nothing; the machine's resolver is
+// untouched. Needs root (as scripts/test.sh runs); skipped otherwise.
+TEST_F(Operations, SigtermDuringAHangingDnsLookupExitsZeroWithinTheShutdownTimeout) {
+  // Port 53 is fixed in resolv.conf; an address of 127/8 that nothing else uses.
+  const char* dns_ip = "127.53.86.1";
+  int dns = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(53);
+  ::inet_pton(AF_INET, dns_ip, &a.sin_addr);
+  if (::bind(dns, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(dns);
+    GTEST_SKIP() << "cannot bind " << dns_ip << ":53 (needs root)";
+  }
+  uint16_t port = free_port(), http_port = free_port();
+  std::string mqtt = "[[sources.mqtt]]\nurl = \"mqtt://broker.evpipe-dns-test.example:1883\"\n"
+                     "client_id = \"evpipe-dns\"\ntopics = [\"t/#\"]\n";
+  evpipe_process setup(ops_config(db, port, http_port, mqtt), "ops_dns");
+  ASSERT_EQ(setup.run_command("migrate"), 0) << setup.log("migrate.log");
+  std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_ops_dns";
+  std::ofstream(dir + "/resolv.conf") << "nameserver " << dns_ip << "\n";
+  raw_child child(dir + "/evpipe.toml", dir + "/child.log",
+                  {.resolv_conf = dir + "/resolv.conf", .res_options = "timeout:30 attempts:3"});
+  // The lookup has begun once its query reaches the silent server.
+  pollfd p{dns, POLLIN, 0};
+  int ready = ::poll(&p, 1, 30000);
+  if (ready <= 0 && child.wait(0ms) == 126) {
+    ::close(dns);
+    GTEST_SKIP() << "no mount namespace for the child (needs CAP_SYS_ADMIN)";
+  }
+  ASSERT_EQ(ready, 1) << "no DNS query within 30 s: " << setup.log("child.log");
+  ASSERT_TRUE(eventually([&] { return accepts(port); }, 30s)) << setup.log("child.log");
+  auto t0 = std::chrono::steady_clock::now();
+  child.signal(SIGTERM);
+  // shutdown_timeout_ms is 4 s; the lookup would take 90 s.
+  int code = child.wait(20s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  ::close(dns);
+  EXPECT_EQ(code, 0) << setup.log("child.log");
+  std::cout << "exited " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+            << " ms after SIGTERM during the lookup (shutdown_timeout_ms = 4000)\n";
 }
 
 // The log file reaches RLIMIT_FSIZE (a quota, a container's limit): the

@@ -233,6 +233,36 @@ TEST_F(TcpPipeline, TinyQueuesPauseReadingAndLoseNothing) {
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
 
+// Issue 9, defect 7: dlq_events keeps one row per (topic, bytes), so a bad
+// event sent again adds no row; <prefix>_dlq_total counts the rows committed
+// and <prefix>_dlq_duplicates_total the resends.
+TEST_F(TcpPipeline, ResentDeadLettersAreCountedOnceAndTheResendsApart) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port), "dlqresend");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  {
+    ndjson_client c(port);
+    // Half in one burst (one batch: the conflicts meet in one transaction),
+    // half after those were acked (each resend meets the committed row).
+    std::string burst;
+    for (int i = 0; i < 5; ++i) burst += "{not json, resent\n";
+    c.send_all(burst);
+    ASSERT_EQ(c.read_acks_until(5, 30s), 5u) << evp.log();
+    for (uint64_t i = 6; i <= 10; ++i) {
+      c.send_all("{not json, resent\n");
+      ASSERT_EQ(c.read_acks_until(i, 30s), i) << evp.log();
+    }
+  }
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 1);
+  auto metrics = http_get(http_port, "/metrics");
+  EXPECT_EQ(metric_value(metrics, "taylor_dlq_total{topic=\"tracker/events/it\",reason=\"invalid_json\"}"), 1)
+      << metrics;
+  EXPECT_EQ(metric_value(metrics, "taylor_dlq_duplicates_total{reason=\"invalid_json\"}"), 9) << metrics;
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
 TEST_F(TcpPipeline, RowsThePostgresRefusesAreDeadLetteredAndTheirBatchCommits) {
   uint16_t port = free_port(), http_port = free_port();
   evpipe_process evp(config_for(db, port, http_port), "poison");
