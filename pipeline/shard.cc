@@ -220,6 +220,8 @@ void shard::record_labels() {
     ++it->second;
   }
   for (const auto& dl : batch_.dead_letters()) {
+    // PostgreSQL refused the row this time too, whether or not its dead letter is new.
+    if (dl.why == stages::reason::db_rejected) registry_.add_db_rejected(dl.sqlstate, 1);
     if (dl.already_stored) {
       // Acked as dead-lettered, but no new row: counted as a resend only.
       registry_.add_dlq_duplicate(stages::reason_code(dl.why), 1);
@@ -229,7 +231,6 @@ void shard::record_labels() {
     label_key_.push_back(label_sep);
     label_key_.append(stages::reason_code(dl.why));
     ++dlq_labels_[label_key_];
-    if (dl.why == stages::reason::db_rejected) registry_.add_db_rejected(dl.sqlstate, 1);
   }
   if (!ingest_labels_.empty()) registry_.add_ingested(ingest_labels_);
   if (!dlq_labels_.empty()) registry_.add_dead_lettered(dlq_labels_);
