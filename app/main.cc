@@ -53,5 +53,7 @@ int main(int argc, char** argv) {
   evpipe::app::setup_logging(settings.log.level, settings.log.format);
   using evpipe::app::exit_mode;
   if (*migrate) evpipe::app::exit_process(evpipe::app::migrate(settings), exit_mode::unwind);
-  evpipe::app::exit_process(evpipe::app::run_daemon(settings), exit_mode::unwind);
+  evpipe::app::run_hooks hooks;
+  hooks.config_path = config_path;
+  evpipe::app::exit_process(evpipe::app::run_daemon(settings, hooks), exit_mode::unwind);
 }

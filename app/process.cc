@@ -95,13 +95,20 @@ void setup_logging(const std::string& level, const std::string& format) {
   auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
   auto logger = std::make_shared<spdlog::async_logger>("evpipe", sink, spdlog::thread_pool(),
                                                        spdlog::async_overflow_policy::overrun_oldest);
+  spdlog::set_default_logger(logger);
+  apply_log_settings(level, format);
+}
+
+void apply_log_settings(const std::string& level, const std::string& format) {
+  auto logger = spdlog::default_logger();
+  // The sinks swap formatters under their own lock, so the writer thread
+  // formats each line wholly in one format or the other.
   if (format == "json") {
     logger->set_formatter(std::make_unique<json_formatter>());
   } else {
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   }
   logger->set_level(spdlog::level::from_str(level));
-  spdlog::set_default_logger(logger);
 }
 
 void exit_process(int code, exit_mode mode, int flush_ms) {
