@@ -16,6 +16,7 @@ EVPIPE_PACKAGES=(
   zlib1g-dev  # HTTP source: gzip and deflate request bodies
   chromium    # tests only: browser producers (CORS, sendBeacon) in headless Chromium
   prometheus libsystemd-dev systemd lintian
+  tmux        # tests only: `evpipe top` on a real terminal (top_integration_test)
 )
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
