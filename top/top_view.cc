@@ -123,16 +123,16 @@ std::vector<std::string> render_view(const view_input& in, int width, int height
 
   // End-to-end latency over the interval.
   lines.push_back("");
-  std::string lat = "LATENCY end to end";
+  std::string lat = "E2E LATENCY";
   if (in.before) {
-    lat += fmt(", last %.1f s:", in.interval_s);
+    lat += fmt(" (last %.1f s):", in.interval_s);
     const char* names[] = {"p50", "p99", "p99.9"};
     const double qs[] = {0.5, 0.99, 0.999};
     for (int i = 0; i < 3; ++i) {
       auto v = quantile_between(*in.before, now, p + "_event_latency_seconds", qs[i]);
-      lat += std::string("  ") + names[i] + " " + (v ? format_seconds(*v) : "-");
+      lat += std::string(" ") + names[i] + " " + (v ? format_seconds(*v) : "-");
     }
-    lat += "  (" + rate_text(rate(in, p + "_event_latency_seconds_count") * in.interval_s) + " events)";
+    lat += ", " + rate_text(rate(in, p + "_event_latency_seconds_count") * in.interval_s) + " events";
   }
   lines.push_back(lat);
 
