@@ -9,6 +9,7 @@
 #include <libpq-fe.h>
 
 #include <atomic>
+#include <fstream>
 #include <memory>
 #include <thread>
 
@@ -244,6 +245,64 @@ TEST_F(Reload, TenReloadsUnderLoadLoseAndDuplicateNothingAndKeepUnchangedConnect
   EXPECT_EQ(metric_value(metrics, "evpipe_config_reloads_total{result=\"failure\"}"), 1) << metrics;
   EXPECT_EQ(metric_value(metrics, "evpipe_config_last_reload_successful"), 1) << metrics;
   EXPECT_GT(metric_value(metrics, "evpipe_config_last_reload_timestamp_seconds"), 1.7e9) << metrics;
+}
+
+// The status of one POST /v1/events on a fresh connection.
+int post_status(uint16_t port, const std::string& token, const std::string& body) {
+  int fd = connect_loopback(port);
+  timeval tv{60, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string req = "POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                    "Authorization: Bearer " + token + "\r\nContent-Length: " + std::to_string(body.size()) +
+                    "\r\n\r\n" + body;
+  (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  std::string raw;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) raw.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return raw.size() > 12 ? std::atoi(raw.c_str() + 9) : 0;
+}
+
+// A new token in bearer_token_file takes effect with a reload, with the
+// config file itself unchanged; the HTTP source restarts, a TCP producer's
+// connection to the other source stays open, and the token never reaches the log.
+TEST_F(Reload, ATokenChangedInItsFileTakesEffectAndTheOtherSourceKeepsItsConnection) {
+  uint16_t tcp = free_port(), http = free_port(), metrics = free_port();
+  std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_reload_token";
+  std::string token_file = dir + "/token";
+  evpipe_process evp("[postgres]\ndsn = \"" + db.dsn() + "\"\n[http]\nlisten = \"127.0.0.1:" +
+                         std::to_string(metrics) + "\"\n[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(tcp) +
+                         "\"\n[[sources.http]]\nlisten = \"127.0.0.1:" + std::to_string(http) +
+                         "\"\nbearer_token_file = \"token\"\n",
+                     "reload_token");
+  std::ofstream(token_file) << "first-secret-token\n";
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(tcp);
+  ndjson_client producer(tcp);
+  producer.send_all(valid_event("rlt-tcp-0") + "\n");
+  ASSERT_EQ(producer.read_acks_until(1, 30s), 1u);
+  EXPECT_EQ(post_status(http, "first-secret-token", valid_event("rlt-http-0")), 200) << evp.log();
+
+  std::ofstream(token_file, std::ios::trunc) << "second-secret-token\n";
+  evp.kill(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return evp.log().find("reload done") != std::string::npos; }, 30s)) << evp.log();
+  EXPECT_NE(evp.log().find("reload done: sources 1 stopped, 1 started, 1 unchanged"), std::string::npos)
+      << evp.log();
+  ASSERT_TRUE(eventually([&] { return post_status(http, "second-secret-token", valid_event("rlt-http-1")) == 200; },
+                         30s))
+      << evp.log();
+  EXPECT_EQ(post_status(http, "first-secret-token", valid_event("rlt-http-2")), 401);
+
+  // The TCP producer's connection is the same one, still acking.
+  producer.send_all(valid_event("rlt-tcp-1") + "\n");
+  EXPECT_EQ(producer.read_acks_until(2, 30s), 2u) << evp.log();
+  EXPECT_FALSE(producer.closed());
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(60s), 0) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'rlt-%'"), 4);
+  std::string log = evp.log();
+  EXPECT_EQ(log.find("secret-token"), std::string::npos) << log;
 }
 
 }  // namespace
