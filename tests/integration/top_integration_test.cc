@@ -93,7 +93,8 @@ TEST_F(Top, ShowsWhatMetricsSaysOnAnEightyByTwentyFourTerminalAndQuitsOnQ) {
     for (int i = 0; i < chunks; ++i) {
       std::string data;
       for (int j = 0; j < valid; ++j) data += valid_event("top-" + std::to_string(i * valid + j)) + "\n";
-      for (int j = 0; j < invalid; ++j) data += "{not json\n";
+      // Each one different: identical dead letters are stored (and counted) once.
+      for (int j = 0; j < invalid; ++j) data += "{not json " + std::to_string(i * invalid + j) + "\n";
       c.send_all(data);
       std::this_thread::sleep_for(100ms);
     }
