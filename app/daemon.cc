@@ -8,10 +8,13 @@
 
 #include <csignal>
 #include <functional>
+#include <future>
 #include <memory>
 #include <thread>
 
+#include "app/live_sources.h"
 #include "app/process.h"
+#include "app/reload.h"
 #include "app/service_notify.h"
 #include "io/listener.h"
 #include "io/serve/http_server.h"
@@ -128,8 +131,8 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   // Registered before anything starts: a signal that arrives during start-up
   // waits in the set and is handled as soon as the daemon runs (the table is
   // in docs/operations.md). SIGINT, SIGTERM and SIGQUIT drain and exit 0
-  // within shutdown_timeout_ms; SIGHUP, SIGUSR1 and SIGUSR2 are logged and
-  // ignored (there is no reload yet).
+  // within shutdown_timeout_ms; SIGHUP reloads the config; SIGUSR1 and
+  // SIGUSR2 are logged and ignored.
   asio::signal_set stop_signals(ioc, SIGINT, SIGTERM, SIGQUIT);
   asio::signal_set ignored_signals(ioc, SIGHUP, SIGUSR1, SIGUSR2);
 
@@ -182,69 +185,31 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   limits.max_depth = s.events.max_depth;
 
   // The sources: where events enter. Each kind shares one metrics probe.
-  std::vector<std::unique_ptr<io::source>> sources;
-  std::vector<io::mqtt_source*> mqtt_sources;  // also in `sources`; for readiness
-  io::tcp_source* first_tcp = nullptr;
-  if (!s.tcp_sources.empty()) {
-    auto& probe = registry.add_source("tcp");
-    for (const auto& cfg : s.tcp_sources) {
-      auto src = std::make_unique<io::tcp_source>(ioc, cfg, router, probe, limits);
-      if (!first_tcp) first_tcp = src.get();
-      sources.push_back(std::move(src));
-    }
-  }
-  if (!s.mqtt_sources.empty()) {
-    auto& probe = registry.add_source("mqtt");
-    for (const auto& cfg : s.mqtt_sources) {
-      auto src = std::make_unique<io::mqtt_source>(ioc, cfg, router, probe, limits);
-      mqtt_sources.push_back(src.get());
-      sources.push_back(std::move(src));
-    }
-  }
-  if (!s.http_sources.empty()) {
-    auto& probe = registry.add_source("http");
-    for (const auto& cfg : s.http_sources) sources.push_back(std::make_unique<io::http_source>(ioc, cfg, router, probe, limits));
-  }
+  live_sources sources(ioc, router, registry, limits);
 
   asio::io_context http_ioc(1);
   std::unique_ptr<io::http_server> http;
   try {
-    for (auto& src : sources) src->start();
+    sources.start_all(s);
     if (!s.http.listen.empty()) {
       io::http_server_options ho;
       ho.listen = config::parse_listen(s.http.listen, "[http] listen");
       ho.max_connections = s.http.max_connections;
       ho.idle_timeout = std::chrono::seconds(s.http.idle_timeout_s);
       ho.max_commit_stall = std::chrono::milliseconds(s.health.max_commit_stall_ms);
-      // An MQTT session that keeps failing, or whose every filter was refused
-      // (or granted only QoS 0), is evpipe's or its config's problem: not
-      // ready. A broker that is down is only noted: the other sources still
-      // work, and /metrics shows it (mqtt_connections_active).
-      ho.source_notes = [&mqtt_sources, &s] {
-        std::vector<io::http_server_options::source_note> notes;
-        for (size_t i = 0; i < mqtt_sources.size(); ++i) {
-          auto r = mqtt_sources[i]->ready_state();
-          std::string who = "mqtt " + s.mqtt_sources[i].url;
-          if (r.flapping > 0) {
-            notes.push_back({true, who + ": " + std::to_string(r.flapping) + " of " + std::to_string(r.sessions) +
-                                       " sessions keep failing soon after connecting (protocol errors or client id "
-                                       "takeovers: see the log)"});
-          }
-          if (r.filters > 0 && r.degraded_filters >= static_cast<int64_t>(r.filters)) {
-            notes.push_back({true, who + ": every subscription was refused or granted only QoS 0"});
-          } else if (r.degraded_filters > 0) {
-            notes.push_back({false, who + ": " + std::to_string(r.degraded_filters) +
-                                        " subscriptions refused or granted only QoS 0"});
-          }
-          if (r.connected < r.sessions && r.flapping == 0) {
-            notes.push_back({false, who + ": " + std::to_string(r.sessions - r.connected) + " of " +
-                                        std::to_string(r.sessions) + " sessions not connected to the broker"});
-          }
-        }
-        return notes;
-      };
+      ho.source_notes = [&sources] { return sources.mqtt_notes(); };
       http = std::make_unique<io::http_server>(http_ioc, std::move(ho), registry);
       http->start();
+      // /metrics is rendered on http_ioc's one thread: a reload adds a
+      // source kind's probe there, never during a scrape.
+      sources.set_metrics_thread([&http_ioc](std::function<void()> fn) {
+        std::promise<void> done;
+        asio::post(http_ioc, [&] {
+          fn();
+          done.set_value();
+        });
+        done.get_future().wait();
+      });
     }
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
@@ -252,11 +217,11 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   }
   router.start();
 
-  for (const auto& src : sources) spdlog::info("source: {}", src->describe());
+  for (const auto& line : sources.describe()) spdlog::info("source: {}", line);
   if (http) spdlog::info("metrics and health on http://{}:{}/metrics", s.http.listen.substr(0, s.http.listen.rfind(':')), http->port());
   spdlog::info("{} shards, batch max {} rows / {} bytes / {} ms linger, database {}", nshards, s.batch.max_rows,
                s.batch.max_bytes, s.batch.linger_ms, describe_dsn(s.postgres.dsn));
-  if (hooks.on_listening) hooks.on_listening(first_tcp ? first_tcp->port() : 0, http ? http->port() : 0);
+  if (hooks.on_listening) hooks.on_listening(sources.first_tcp_port(), http ? http->port() : 0);
   // The sources listen and the database answered (check_database, shard
   // connects); while waiting for the database, READY comes when it answers.
   if (!waiting_for_db) service_notify::ready(ioc);
@@ -301,10 +266,20 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
       }
     });
   }
+  // SIGHUP reloads the config (without a config file, as in tests that run
+  // the daemon in-process, it is logged and ignored like SIGUSR1/2).
+  std::unique_ptr<config_reloader> reloader;
+  if (!hooks.config_path.empty()) {
+    reloader = std::make_unique<config_reloader>(hooks.config_path, s, router, registry, sources);
+  }
   std::function<void()> wait_ignored = [&] {
     ignored_signals.async_wait([&](const boost::system::error_code& ec, int sig) {
       if (ec) return;
-      spdlog::warn("received {}: ignored (evpipe has no reload; restart it to apply a new config)", signal_name(sig));
+      if (sig == SIGHUP && reloader) {
+        reloader->request();
+      } else {
+        spdlog::warn("received {}: ignored", signal_name(sig));
+      }
       wait_ignored();
     });
   };
@@ -343,21 +318,14 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
       exit_process(0, exit_mode::immediate, 200);
     }).detach();
     shutdown_thread = std::thread([&, commit_deadline, end] {
-      for (auto& src : sources) src->stop_reading();
-      for (auto& src : sources) {
-        while (src->reading_connections() > 0 && std::chrono::steady_clock::now() < commit_deadline) {
-          std::this_thread::sleep_for(1ms);
-        }
-      }
+      // Waits for a reload under way (bounded by its own stop budget); a
+      // reload that comes later changes no source.
+      sources.stop_reading_all();
+      sources.wait_not_reading(commit_deadline);
       router.stop(commit_deadline);  // drains queues and commits every batch
       // Connections close themselves once their last ack is written.
       auto ack_deadline = std::min(std::chrono::steady_clock::now() + 2s, end - 100ms);
-      for (auto& src : sources) {
-        while (src->open_connections() > 0 && std::chrono::steady_clock::now() < ack_deadline) {
-          std::this_thread::sleep_for(1ms);
-        }
-        src->close();
-      }
+      sources.close_all(ack_deadline);
       if (http) http->stop();
       work.reset();
       http_work.reset();
@@ -391,6 +359,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   for (auto& t : io_threads) t.join();
   http_thread.join();
   if (shutdown_thread.joinable()) shutdown_thread.join();
+  if (reloader) reloader->stop();
   stop_waiting.store(true);
   if (db_waiter.joinable()) db_waiter.join();
   spdlog::info("stopped");

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <functional>
+#include <string>
 
 #include "config/config.h"
 
@@ -12,6 +13,8 @@ namespace evpipe::app {
 struct run_hooks {
   // Called once every listener is bound (tests read the ports from it).
   std::function<void(uint16_t first_tcp_port, uint16_t http_port)> on_listening;
+  // The file `settings` came from: SIGHUP reloads it. "" = SIGHUP is ignored.
+  std::string config_path;
 };
 
 // Runs until SIGINT/SIGTERM, then drains and returns the exit code. Startup

@@ -2,6 +2,7 @@
 //   evpipe run --config FILE          ingest until SIGINT/SIGTERM
 //   evpipe check-config --config FILE print the effective configuration
 //   evpipe migrate --config FILE      create or update the tables
+//   evpipe top [--url URL | --config FILE]  live view of a running evpipe's /metrics
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -13,6 +14,7 @@
 #include "app/version.h"
 #include "config/config.h"
 #include "io/sources/mqtt/mqtt_source.h"
+#include "top/top_main.h"
 
 int main(int argc, char** argv) {
   evpipe::app::harden_process();
@@ -28,7 +30,39 @@ int main(int argc, char** argv) {
   auto* migrate = cli.add_subcommand("migrate", "Create or update events_mirror and dlq_events (idempotent)");
   migrate->add_option("-c,--config", config_path, "TOML configuration file")->required();
 
+  evpipe::top::top_options top_opts;
+  std::string top_url;
+  auto* top = cli.add_subcommand("top", "Live view of a running evpipe's /metrics, refreshed every second (q quits)");
+  top->add_option("--url", top_url, "its /metrics, e.g. http://127.0.0.1:9464/metrics (default: from --config)");
+  top->add_option("-c,--config", config_path, "the TOML configuration evpipe runs with ([http] listen, [metrics] prefix)");
+  top->add_option("--prefix", top_opts.prefix, "metric name prefix ([metrics] prefix)");
+
   CLI11_PARSE(cli, argc, argv);
+
+  if (*top) {
+    if (!config_path.empty()) {
+      try {
+        auto s = evpipe::config::load_file(config_path);
+        if (top->count("--prefix") == 0) top_opts.prefix = s.metrics.prefix;
+        if (top_url.empty()) {
+          if (s.http.listen.empty()) {
+            std::cerr << "evpipe top: [http] listen is empty in " << config_path << ": give --url\n";
+            return 2;
+          }
+          // A wildcard listen address is reached on loopback.
+          auto ep = evpipe::config::parse_listen(s.http.listen, "[http] listen");
+          std::string host = ep.host == "0.0.0.0" ? "127.0.0.1" : ep.host == "::" ? "::1" : ep.host;
+          if (host.find(':') != std::string::npos) host = "[" + host + "]";
+          top_url = "http://" + host + ":" + std::to_string(ep.port) + "/metrics";
+        }
+      } catch (const evpipe::config::config_error& e) {
+        std::cerr << "evpipe: config error: " << e.what() << "\n";
+        return 2;
+      }
+    }
+    if (!top_url.empty()) top_opts.url = top_url;
+    return evpipe::top::run_top(top_opts);
+  }
 
   evpipe::config::settings settings;
   try {
@@ -53,5 +87,7 @@ int main(int argc, char** argv) {
   evpipe::app::setup_logging(settings.log.level, settings.log.format);
   using evpipe::app::exit_mode;
   if (*migrate) evpipe::app::exit_process(evpipe::app::migrate(settings), exit_mode::unwind);
-  evpipe::app::exit_process(evpipe::app::run_daemon(settings), exit_mode::unwind);
+  evpipe::app::run_hooks hooks;
+  hooks.config_path = config_path;
+  evpipe::app::exit_process(evpipe::app::run_daemon(settings, hooks), exit_mode::unwind);
 }

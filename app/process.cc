@@ -15,6 +15,7 @@
 #include <memory>
 #include <thread>
 
+#include "app/log_limiter.h"
 #include "stages/json_text.h"
 
 namespace evpipe::app {
@@ -55,6 +56,41 @@ class json_formatter final : public spdlog::formatter {
   std::string line_;  // reused: one writer thread formats every line
 };
 
+// The daemon's logger: repeated lines are rate-limited (app/log_limiter.h)
+// on the calling thread, then go to `queued` (the async logger whose queue
+// feeds the writer thread), so that a flood never fills that queue.
+// spdlog's async_logger is final, hence a front logger without sinks.
+class limited_logger final : public spdlog::logger {
+ public:
+  explicit limited_logger(std::shared_ptr<spdlog::async_logger> queued)
+      : spdlog::logger("evpipe"), queued_(std::move(queued)) {
+    queued_->set_level(spdlog::level::trace);  // the level is this logger's
+  }
+  [[nodiscard]] spdlog::async_logger& queued() { return *queued_; }
+
+  // Writes what is still suppressed (at exit).
+  void write_summaries() {
+    for (const auto& s : limiter_.drain()) write_summary(s);
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    auto d = limiter_.admit(static_cast<int>(msg.level), std::string_view(msg.payload.data(), msg.payload.size()),
+                            log_limiter::clock::now());
+    for (const auto& s : d.summaries) write_summary(s);
+    if (d.write) queued_->log(msg.time, msg.source, msg.level, msg.payload);
+  }
+  void flush_() override { queued_->flush(); }
+
+ private:
+  void write_summary(const log_limiter::summary& s) {
+    queued_->log(static_cast<spdlog::level::level_enum>(s.level), s.text);
+  }
+
+  std::shared_ptr<spdlog::async_logger> queued_;
+  log_limiter limiter_;
+};
+
 }  // namespace
 
 std::string json_log_line(std::string_view time, std::string_view level, std::string_view message) {
@@ -93,15 +129,25 @@ void setup_logging(const std::string& level, const std::string& format) {
   // loses the oldest lines, not the ingest thread's time.
   spdlog::init_thread_pool(8192, 1);
   auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-  auto logger = std::make_shared<spdlog::async_logger>("evpipe", sink, spdlog::thread_pool(),
+  auto queued = std::make_shared<spdlog::async_logger>("evpipe", sink, spdlog::thread_pool(),
                                                        spdlog::async_overflow_policy::overrun_oldest);
+  auto logger = std::make_shared<limited_logger>(std::move(queued));
+  spdlog::set_default_logger(logger);
+  apply_log_settings(level, format);
+}
+
+void apply_log_settings(const std::string& level, const std::string& format) {
+  auto logger = spdlog::default_logger();
+  auto* limited = dynamic_cast<limited_logger*>(logger.get());
+  spdlog::logger& formatted = limited ? static_cast<spdlog::logger&>(limited->queued()) : *logger;
+  // The sinks swap formatters under their own lock, so the writer thread
+  // formats each line wholly in one format or the other.
   if (format == "json") {
-    logger->set_formatter(std::make_unique<json_formatter>());
+    formatted.set_formatter(std::make_unique<json_formatter>());
   } else {
-    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+    formatted.set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   }
   logger->set_level(spdlog::level::from_str(level));
-  spdlog::set_default_logger(logger);
 }
 
 namespace {
@@ -116,6 +162,7 @@ void exit_process(int code, exit_mode mode, int flush_ms) {
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(flush_ms);
   if (auto pool = spdlog::thread_pool()) {
+    if (auto* limited = dynamic_cast<limited_logger*>(spdlog::default_logger_raw())) limited->write_summaries();
     spdlog::default_logger()->flush();
     while (pool->queue_size() > 0 && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));

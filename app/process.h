@@ -33,6 +33,10 @@ rlim_t raise_open_file_limit();
 // the message escaped so that every line parses (invalid UTF-8 becomes U+FFFD).
 void setup_logging(const std::string& level, const std::string& format = "text");
 
+// A reload's [log]: the level and format of the logger setup_logging made.
+// Thread-safe.
+void apply_log_settings(const std::string& level, const std::string& format);
+
 // One JSON log line (with its newline), as the "json" format writes it; for tests.
 [[nodiscard]] std::string json_log_line(std::string_view time, std::string_view level, std::string_view message);
 

@@ -15,6 +15,7 @@ struct endpoint {
   std::string host;
   uint16_t port = 0;
   [[nodiscard]] std::string str() const;
+  bool operator==(const endpoint&) const = default;
 };
 
 struct tcp_source {
@@ -23,6 +24,7 @@ struct tcp_source {
   uint32_t max_unacked = 65536;       // per connection: stop reading past this many unacked lines
   uint32_t max_connections = 1024;    // further connections are closed at once
   uint32_t idle_timeout_s = 300;      // close after this long without a complete line (0: never)
+  bool operator==(const tcp_source&) const = default;  // a reload restarts a source only when it changed
 };
 
 // "evpipe-<host name>": the client id of an MQTT source that sets none.
@@ -54,6 +56,7 @@ struct mqtt_source {
   uint32_t jitter_pct = 20;           // reconnect delays vary by up to this percentage
   bool dlq_publish = false;           // republish dead letters to <dlq_prefix><topic with / as _>
   std::string dlq_prefix = "tracker/dlq/";
+  bool operator==(const mqtt_source&) const = default;
 };
 
 // One HTTP listener accepting POST /v1/events ([[sources.http]]).
@@ -67,6 +70,7 @@ struct http_source {
   uint32_t max_connections = 1024;    // further connections are closed at once
   uint32_t idle_timeout_s = 60;       // close a keep-alive connection idle this long
   std::vector<std::string> cors_allow_origins;  // web pages that may post ("https://host[:port]" or "*"); [] = none
+  bool operator==(const http_source&) const = default;
 };
 
 struct settings {

@@ -371,6 +371,17 @@ std::string metrics_registry::render() const {
     }
     render_histogram(out, name, "stage=\"" + std::string(stage_name(static_cast<stage>(st))) + "\"", snap);
   }
+
+  name = p + "_config_reloads_total";
+  header(out, name, "counter", "Config reloads (SIGHUP) by result: success (applied), failure (kept the running config).");
+  sample(out, name, "result=\"success\"", double(reloads.succeeded.load()));
+  sample(out, name, "result=\"failure\"", double(reloads.failed.load()));
+  name = p + "_config_last_reload_timestamp_seconds";
+  header(out, name, "gauge", "When the last config reload ended (Unix time; 0 before the first).");
+  sample(out, name, "", reloads.last_timestamp.load());
+  name = p + "_config_last_reload_successful";
+  header(out, name, "gauge", "Whether the last config reload succeeded (1 before the first).");
+  sample(out, name, "", reloads.last_succeeded.load() ? 1.0 : 0.0);
   return out;
 }
 

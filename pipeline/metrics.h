@@ -201,6 +201,14 @@ class metrics_registry {
   [[nodiscard]] const std::vector<std::unique_ptr<shard_probe>>& shards() const { return shards_; }
   [[nodiscard]] const std::vector<std::unique_ptr<source_probe>>& sources() const { return sources_; }
 
+  // Config reloads (SIGHUP, app/daemon.cc): how many loaded and applied or
+  // failed to load, and when the last one ended. Written by the reload thread.
+  struct reload_probe {
+    counter succeeded{0}, failed{0};
+    std::atomic<double> last_timestamp{0};  // Unix time; 0 before the first
+    std::atomic<bool> last_succeeded{true};
+  } reloads;
+
  private:
   void merge(const absl::flat_hash_map<std::string, uint64_t>& in, labelled_family& into);
 

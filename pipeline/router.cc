@@ -8,7 +8,7 @@ router::router(std::vector<std::unique_ptr<shard>> shards, int64_t queue_capacit
 bool router::has_room() const noexcept {
   if (!open_.load(std::memory_order_relaxed)) return false;
   for (const auto& s : shards_) {
-    if (s->queued_events() >= capacity_) return false;
+    if (s->queued_events() >= capacity_.load(std::memory_order_relaxed)) return false;
   }
   return true;
 }

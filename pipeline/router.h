@@ -28,6 +28,12 @@ class router {
   // nothing (evpipe started before its database and waits for it).
   // Thread-safe.
   void set_open(bool open) noexcept { open_.store(open); }
+  // A reload's [pipeline] queue_capacity and [batch]; thread-safe, effective
+  // for the next has_room() and each shard's next batch.
+  void set_queue_capacity(int64_t capacity) noexcept { capacity_.store(capacity, std::memory_order_relaxed); }
+  void set_batch_limits(uint32_t max_rows, uint32_t max_bytes, std::chrono::microseconds linger) noexcept {
+    for (auto& s : shards_) s->set_batch_limits(max_rows, max_bytes, linger);
+  }
   // Hands batches over; batches[i] goes to shard i; empty ones are skipped.
   void submit(std::vector<stages::event_batch>& batches);
 
@@ -37,7 +43,7 @@ class router {
 
  private:
   std::vector<std::unique_ptr<shard>> shards_;
-  int64_t capacity_;
+  std::atomic<int64_t> capacity_;
   std::atomic<bool> open_{true};
 };
 

@@ -35,6 +35,13 @@ void shard::push(stages::event_batch&& batch) {
   queue_.enqueue(std::move(batch));
 }
 
+void shard::set_batch_limits(uint32_t max_rows, uint32_t max_bytes, std::chrono::microseconds linger) noexcept {
+  next_max_rows_.store(max_rows, std::memory_order_relaxed);
+  next_max_bytes_.store(max_bytes, std::memory_order_relaxed);
+  next_linger_us_.store(linger.count(), std::memory_order_relaxed);
+  limits_changed_.store(true, std::memory_order_release);
+}
+
 void shard::stop(std::chrono::steady_clock::time_point deadline) {
   stopping_.store(true);
   if (!thread_.joinable()) return;
@@ -58,6 +65,11 @@ void shard::run() {
   probe_.db_ready.store(sink_->ready());
   auto last_db_contact = std::chrono::steady_clock::now();
   for (;;) {
+    if (limits_changed_.load(std::memory_order_relaxed) && limits_changed_.exchange(false, std::memory_order_acquire)) {
+      opts_.max_rows = next_max_rows_.load(std::memory_order_relaxed);
+      opts_.max_bytes = next_max_bytes_.load(std::memory_order_relaxed);
+      opts_.linger = std::chrono::microseconds(next_linger_us_.load(std::memory_order_relaxed));
+    }
     std::chrono::microseconds wait{50'000};
     if (!batch_.empty()) {
       auto due = batch_.opened_at() + opts_.linger;

@@ -59,6 +59,9 @@ class shard {
   // Drains the queue, commits what is pending and joins the thread. When
   // `deadline` passes first, retries are abandoned (their events stay unacked).
   void stop(std::chrono::steady_clock::time_point deadline);
+  // Thread-safe (a reload's [batch]): the shard thread takes these limits
+  // before its next dequeue; the open batch closes by the new ones.
+  void set_batch_limits(uint32_t max_rows, uint32_t max_bytes, std::chrono::microseconds linger) noexcept;
 
  private:
   void run();
@@ -81,6 +84,10 @@ class shard {
   std::atomic<bool> abandon_{false};
   std::atomic<bool> finished_{false};
   std::thread thread_;
+  // Limits set by set_batch_limits, taken by the shard thread into opts_.
+  std::atomic<uint32_t> next_max_rows_{0}, next_max_bytes_{0};
+  std::atomic<int64_t> next_linger_us_{0};
+  std::atomic<bool> limits_changed_{false};
 
   // Shard-thread state.
   stages::dedup_window window_;

@@ -18,6 +18,7 @@ EVPIPE_PACKAGES=(
   rabbitmq-server  # tests only: MQTT interop with RabbitMQ's MQTT plugin (label interop)
   nodejs      # tests only: runs the aedes broker (npm; scripts/test.sh installs npm if the command is missing)
   prometheus libsystemd-dev systemd lintian
+  tmux        # tests only: `evpipe top` on a real terminal (top_integration_test)
 )
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

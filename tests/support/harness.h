@@ -249,6 +249,8 @@ class evpipe_process {
   }
   // Waits for the process to exit; returns its exit code (-1 on timeout or signal).
   int wait(std::chrono::milliseconds timeout = 60s) { return wait_for_exit(pid_, timeout); }
+  // Replaces the config file (a reload test then sends SIGHUP).
+  void write_config(const std::string& text) const { std::ofstream(config_path_) << text; }
   [[nodiscard]] std::string log(const std::string& file = "run.log") const {
     std::ifstream in(dir_ + "/" + file);
     return std::string(std::istreambuf_iterator<char>(in), {});

@@ -1,0 +1,104 @@
+#include "app/reload.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+#include "app/process.h"
+#include "config/reload.h"
+
+namespace evpipe::app {
+
+config_reloader::config_reloader(std::string path, config::settings running, pipeline::router& router,
+                                 pipeline::metrics_registry& registry, live_sources& sources)
+    : path_(std::move(path)), running_(std::move(running)), router_(router), registry_(registry), sources_(sources) {
+  thread_ = std::thread([this] { run(); });
+}
+
+config_reloader::~config_reloader() { stop(); }
+
+void config_reloader::request() {
+  std::lock_guard lock(mu_);
+  pending_ = true;
+  cv_.notify_one();
+}
+
+void config_reloader::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    cv_.notify_one();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void config_reloader::run() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [this] { return pending_ || stopping_; });
+    if (stopping_) return;
+    pending_ = false;
+    lock.unlock();
+    reload_once();
+    lock.lock();
+  }
+}
+
+void config_reloader::record(bool ok) {
+  pipeline::bump(ok ? registry_.reloads.succeeded : registry_.reloads.failed);
+  registry_.reloads.last_succeeded.store(ok);
+  auto now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  registry_.reloads.last_timestamp.store(now);
+}
+
+void config_reloader::reload_once() {
+  spdlog::info("received SIGHUP: reloading {}", path_);
+  config::settings next;
+  try {
+    next = config::load_file(path_);
+    auto problems = config::problems_for_run(next);
+    if (!problems.empty()) throw config::config_error(path_ + ": " + problems.front());
+  } catch (const std::exception& e) {
+    // Nothing changes: a typo in the file must not stop ingest.
+    spdlog::error("reload failed, the running configuration stays: {}", e.what());
+    record(false);
+    return;
+  }
+  auto plan = config::plan_reload(running_, next);
+  if (!plan.kept.empty()) {
+    std::string keys;
+    for (const auto& k : plan.kept) keys += (keys.empty() ? "" : ", ") + k;
+    spdlog::warn("reload: {} cannot change while evpipe runs: the running values stay until a restart", keys);
+  }
+  if (plan.batch) {
+    router_.set_batch_limits(next.batch.max_rows, next.batch.max_bytes, std::chrono::milliseconds(next.batch.linger_ms));
+  }
+  if (plan.queue) router_.set_queue_capacity(next.pipeline.queue_capacity);
+  if (plan.log) apply_log_settings(next.log.level, next.log.format);
+
+  // A source that is stopped waits this long for its last acks.
+  const auto stop_budget = std::chrono::milliseconds(std::min<uint32_t>(running_.pipeline.shutdown_timeout_ms, 10'000));
+  int failed = sources_.apply(plan, plan.effective, stop_budget);
+  if (failed < 0) {
+    spdlog::info("reload: evpipe is draining; sources unchanged");
+    record(false);
+    return;
+  }
+  auto count = [](const config::reload_plan& p, auto member) {
+    return (p.tcp.*member).size() + (p.mqtt.*member).size() + (p.http.*member).size();
+  };
+  spdlog::info("reload done: sources {} stopped, {} started, {} unchanged{}{}{}{}",
+               count(plan, &config::source_changes::stop), count(plan, &config::source_changes::start) - failed,
+               count(plan, &config::source_changes::keep),
+               plan.batch ? "; batch max " + std::to_string(next.batch.max_rows) + " rows / " +
+                                std::to_string(next.batch.max_bytes) + " bytes / " +
+                                std::to_string(next.batch.linger_ms) + " ms linger"
+                          : "",
+               plan.queue ? "; queue_capacity " + std::to_string(next.pipeline.queue_capacity) : "",
+               plan.log ? "; log " + next.log.level + " " + next.log.format : "",
+               failed > 0 ? "; " + std::to_string(failed) + " sources failed to start (see above)" : "");
+  running_ = std::move(plan.effective);
+  record(failed == 0);
+}
+
+}  // namespace evpipe::app

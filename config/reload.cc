@@ -1,0 +1,72 @@
+#include "config/reload.h"
+
+namespace evpipe::config {
+
+namespace {
+
+// Copies the parts a reload applies live from `from` into `to`.
+void copy_live_parts(const settings& from, settings& to) {
+  to.batch = from.batch;
+  to.pipeline.queue_capacity = from.pipeline.queue_capacity;
+  to.log = from.log;
+  to.tcp_sources = from.tcp_sources;
+  to.mqtt_sources = from.mqtt_sources;
+  to.http_sources = from.http_sources;
+}
+
+}  // namespace
+
+reload_plan plan_reload(const settings& running, const settings& next) {
+  reload_plan p;
+  p.tcp = diff_sources(running.tcp_sources, next.tcp_sources);
+  p.mqtt = diff_sources(running.mqtt_sources, next.mqtt_sources);
+  p.http = diff_sources(running.http_sources, next.http_sources);
+  p.batch = running.batch.max_rows != next.batch.max_rows || running.batch.max_bytes != next.batch.max_bytes ||
+            running.batch.linger_ms != next.batch.linger_ms;
+  p.queue = running.pipeline.queue_capacity != next.pipeline.queue_capacity;
+  p.log = running.log.level != next.log.level || running.log.format != next.log.format;
+
+  // The settings that need a restart, by name.
+  auto differs = [&p](bool changed, const char* key) {
+    if (changed) p.kept.emplace_back(key);
+  };
+  const auto &a = running, &b = next;
+  differs(a.effective_shards() != b.effective_shards(), "[pipeline] shards");
+  differs(a.pipeline.io_threads != b.pipeline.io_threads, "[pipeline] io_threads");
+  differs(a.pipeline.shutdown_timeout_ms != b.pipeline.shutdown_timeout_ms, "[pipeline] shutdown_timeout_ms");
+  differs(a.dedup.window_keys != b.dedup.window_keys, "[dedup] window_keys");
+  differs(a.events.max_event_bytes != b.events.max_event_bytes, "[events] max_event_bytes");
+  differs(a.events.max_key_bytes != b.events.max_key_bytes, "[events] max_key_bytes");
+  differs(a.events.max_depth != b.events.max_depth, "[events] max_depth");
+  differs(a.postgres.dsn != b.postgres.dsn, "[postgres] dsn");
+  differs(a.postgres.schema != b.postgres.schema, "[postgres] schema");
+  differs(a.postgres.retry_base_ms != b.postgres.retry_base_ms || a.postgres.retry_max_ms != b.postgres.retry_max_ms ||
+              a.postgres.max_attempts != b.postgres.max_attempts,
+          "[postgres] retry_base_ms/retry_max_ms/max_attempts");
+  differs(a.postgres.startup != b.postgres.startup, "[postgres] startup");
+  differs(a.http.listen != b.http.listen || a.http.max_connections != b.http.max_connections ||
+              a.http.idle_timeout_s != b.http.idle_timeout_s,
+          "[http]");
+  differs(a.health.max_commit_stall_ms != b.health.max_commit_stall_ms, "[health] max_commit_stall_ms");
+  differs(a.metrics.prefix != b.metrics.prefix || a.metrics.max_label_values != b.metrics.max_label_values ||
+              a.metrics.max_series != b.metrics.max_series,
+          "[metrics]");
+  // Settings this function does not name (sections added later) that differ
+  // are kept too, and reported.
+  settings probe = next;
+  copy_live_parts(running, probe);
+  probe.pipeline = running.pipeline;
+  probe.dedup = running.dedup;
+  probe.events = running.events;
+  probe.postgres = running.postgres;
+  probe.http = running.http;
+  probe.health = running.health;
+  probe.metrics = running.metrics;
+  if (to_toml(probe) != to_toml(running)) p.kept.emplace_back("other settings");
+
+  p.effective = running;
+  copy_live_parts(next, p.effective);
+  return p;
+}
+
+}  // namespace evpipe::config
