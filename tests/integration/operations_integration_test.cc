@@ -234,7 +234,10 @@ TEST_F(Operations, DrainIsVisibleToReadinessAndEndsAtTheTimeoutWhateverTheDataba
   evpipe_process evp(ops_config(db, port, http_port), "ops_stall");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(port);
-  EXPECT_EQ(status_line(http_get(http_port, "/health/ready")), "HTTP/1.1 200 OK");
+  // The listeners open before the first database round trip ([postgres]
+  // startup = "wait"), so readiness may still say 503 for a moment.
+  EXPECT_TRUE(eventually([&] { return status_line(http_get(http_port, "/health/ready")) == "HTTP/1.1 200 OK"; }, 20s))
+      << http_get(http_port, "/health/ready");
   side_session locker(db.dsn());
   locker.exec("BEGIN");
   locker.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
