@@ -37,7 +37,6 @@ mqtt_link::mqtt_link(asio::strand<asio::io_context::executor_type> strand, const
       max_packet_(size_t{shared.limits.max_event_bytes} + 65536 + 16),
       buf_(std::min(max_packet_, size_t{256} << 10) + simdjson::SIMDJSON_PADDING) {}
 
-
 size_t mqtt_link::capacity() const noexcept { return buf_.size() - simdjson::SIMDJSON_PADDING; }
 
 asio::awaitable<link_end> mqtt_link::run(std::string& why) {
@@ -151,18 +150,6 @@ asio::awaitable<bool> mqtt_link::connect(std::string& why) {
     if (ec) co_return fail("no CONNACK from " + cfg.broker.str(), ec);
     end_ += n;
   }
-}
-
-void mqtt_link::subscribe() {
-  mqtt::subscribe_packet sub;
-  sub.packet_id = next_packet_id();
-  for (const auto& f : sh_.cfg.topics) {
-    std::string filter = sh_.cfg.shared_group.empty() ? f : "$share/" + sh_.cfg.shared_group + "/" + f;
-    sub.filters.emplace_back(std::move(filter), static_cast<uint8_t>(sh_.cfg.qos));
-  }
-  subscribe_id_ = sub.packet_id;
-  mqtt::encode_subscribe(pending_, sub);
-  flush();
 }
 
 asio::awaitable<link_end> mqtt_link::read_loop(std::string& why) {
@@ -366,23 +353,6 @@ bool mqtt_link::skip_some() {
                         skip_->topic);
   skip_.reset();
   return true;
-}
-
-void mqtt_link::report_suback(const mqtt::suback_packet& s) {
-  int degraded = 0;
-  for (size_t i = 0; i < s.return_codes.size() && i < sh_.cfg.topics.size(); ++i) {
-    if (s.return_codes[i] == 0x80 || (s.return_codes[i] == 0 && sh_.cfg.qos > 0)) ++degraded;
-    if (s.return_codes[i] == 0x80) {
-      spdlog::error("mqtt {} ({}): the broker refused the subscription to \"{}\"", sh_.cfg.url, client_id_,
-                    sh_.cfg.topics[i]);
-    } else if (s.return_codes[i] < sh_.cfg.qos) {
-      spdlog::warn("mqtt {} ({}): the broker granted QoS {} for \"{}\" (asked {}): messages are not redelivered",
-                   sh_.cfg.url, client_id_, s.return_codes[i], sh_.cfg.topics[i], sh_.cfg.qos);
-    }
-  }
-  // The source's gauge sums its sessions' latest SUBACKs.
-  sh_.probe.subscriptions_degraded.fetch_add(degraded - state_.degraded_filters, std::memory_order_relaxed);
-  state_.degraded_filters = degraded;
 }
 
 void mqtt_link::submit() {
