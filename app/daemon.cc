@@ -17,6 +17,7 @@
 #include "io/serve/http_server.h"
 #include "io/sources/http/http_source.h"
 #include "io/sources/mqtt/mqtt_source.h"
+#include "io/sources/mqtt/mqtt_subscription_memory.h"
 #include "io/postgres/pg_connection.h"
 #include "io/postgres/postgres_sink.h"
 #include "io/postgres/schema_check.h"
@@ -181,6 +182,13 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   limits.max_key_bytes = s.events.max_key_bytes;
   limits.max_depth = s.events.max_depth;
 
+  // What each MQTT client id subscribed, so removed filters are unsubscribed
+  // (declared before the sources: it outlives them).
+  std::unique_ptr<io::mqtt_subscription_memory> mqtt_memory;
+  if (!s.mqtt_sources.empty()) {
+    mqtt_memory = std::make_unique<io::mqtt_subscription_memory>(s.postgres.dsn, s.postgres.schema, s.mqtt_sources);
+    mqtt_memory->start();
+  }
   // The sources: where events enter. Each kind shares one metrics probe.
   std::vector<std::unique_ptr<io::source>> sources;
   std::vector<io::mqtt_source*> mqtt_sources;  // also in `sources`; for readiness
@@ -196,7 +204,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   if (!s.mqtt_sources.empty()) {
     auto& probe = registry.add_source("mqtt");
     for (const auto& cfg : s.mqtt_sources) {
-      auto src = std::make_unique<io::mqtt_source>(ioc, cfg, router, probe, limits);
+      auto src = std::make_unique<io::mqtt_source>(ioc, cfg, router, probe, limits, mqtt_memory.get());
       mqtt_sources.push_back(src.get());
       sources.push_back(std::move(src));
     }

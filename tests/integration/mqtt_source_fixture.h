@@ -26,6 +26,7 @@ struct mqtt_options {
   std::string dsn;           // default: the test schema
   bool dlq_publish = false;
   uint32_t max_inflight = 16384;
+  std::string topics = R"(["tracker/events/#", "autocore/+/telemetry"])";
 };
 
 inline std::string mqtt_config(const test_db& db, const std::string& url, uint16_t http_port, const mqtt_options& o = {}) {
@@ -35,7 +36,7 @@ inline std::string mqtt_config(const test_db& db, const std::string& url, uint16
          "[http]\nlisten = \"127.0.0.1:" + std::to_string(http_port) + "\"\n"
          "[log]\nlevel = \"info\"\n"
          "[[sources.mqtt]]\nurl = \"" + url + "\"\nclient_id = \"" + o.client_id + "\"\n"
-         "topics = [\"tracker/events/#\", \"autocore/+/telemetry\"]\n"
+         "topics = " + o.topics + "\n"
          "keepalive_s = 5\nbase_ms = 50\nmax_ms = 500\n"
          "max_inflight = " + std::to_string(o.max_inflight) + "\n" +
          (o.shared_group.empty() ? "" : "shared_group = \"" + o.shared_group + "\"\n") +

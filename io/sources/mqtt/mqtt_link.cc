@@ -50,6 +50,7 @@ asio::awaitable<link_end> mqtt_link::run(std::string& why) {
   pipeline::bump(sh_.probe.connections_total);
   on_connected_(session_present_);
   subscribe();
+  recall_removed_filters();
   asio::co_spawn(strand_, keepalive_loop(self), asio::detached);
   reading_ = true;
   sh_.reading.fetch_add(1);
@@ -240,6 +241,20 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
           pass_through(p.packet_id, p.qos);
           break;
         }
+        if (!wanted_topic(p.topic)) {
+          // From a subscription the persistent session kept from an older
+          // config (its UNSUBSCRIBE is on the way, or the broker queued this
+          // before it): the config no longer wants it, so it is acknowledged
+          // and not stored.
+          if (!state_.told_unwanted) {
+            state_.told_unwanted = true;
+            spdlog::info("mqtt {} ({}): a message on \"{}\" matches no configured topic filter (a subscription kept "
+                         "from an older configuration): acknowledged and not stored; further ones are not logged",
+                         sh_.cfg.url, client_id_, p.topic);
+          }
+          pass_through(p.packet_id, p.qos);
+          break;
+        }
         // RFC 8259 section 8.1 lets a parser ignore a leading byte order mark;
         // some device SDKs send one, and it must not dead-letter the event.
         if (p.payload.starts_with("\xEF\xBB\xBF")) p.payload.remove_prefix(3);
@@ -255,6 +270,15 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
           return link_end::violation;
         }
         if (s.packet_id == subscribe_id_) report_suback(s);
+        break;
+      }
+      case mqtt::packet_type::unsuback: {
+        uint16_t id = 0;
+        if (mqtt::parse_packet_id(f, id) != mqtt::decode_status::ok) {
+          why = "malformed UNSUBACK";
+          return link_end::violation;
+        }
+        report_unsuback(id);
         break;
       }
       case mqtt::packet_type::pingresp:

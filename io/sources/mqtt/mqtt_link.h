@@ -24,6 +24,7 @@
 #include "config/config.h"
 #include "io/sources/mqtt/mqtt_codec.h"
 #include "io/sources/mqtt/mqtt_stream.h"
+#include "io/sources/mqtt/mqtt_subscription_memory.h"
 #include "pipeline/ack_tracker.h"
 #include "pipeline/intake.h"
 #include "pipeline/metrics.h"
@@ -41,6 +42,7 @@ struct mqtt_shared {
   stages::envelope_limits limits;
   std::atomic<int>& reading;  // connections reading, for shutdown
   boost::asio::ssl::context* tls;  // null for mqtt://
+  mqtt_subscription_memory* memory = nullptr;  // what each client id subscribed; null = not remembered
 };
 
 // How a connection ended.
@@ -63,6 +65,9 @@ struct mqtt_session_state {
   // Filters of the last SUBACK that were refused (0x80) or granted only QoS 0
   // where more was asked.
   int degraded_filters = 0;
+  // Messages on topics no configured filter matches (an old subscription of
+  // the persistent session) were reported once.
+  bool told_unwanted = false;
 };
 
 
@@ -144,6 +149,17 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
 
   void report_suback(const mqtt::suback_packet& s);
 
+  // The filter as subscribed on the wire ($share/<group>/ prepended).
+  [[nodiscard]] std::string wire_filter(const std::string& f) const;
+  // Asks the subscription memory what this client id subscribed before;
+  // unsubscribe_removed() UNSUBSCRIBEs what the config no longer has.
+  void recall_removed_filters();
+  void unsubscribe_removed(const std::vector<mqtt_subscription_memory::filter_row>& remembered);
+  void report_unsuback(uint16_t id);
+  // Whether some configured filter matches `topic`: a message that matches
+  // none came from a subscription the session kept from an older config.
+  [[nodiscard]] bool wanted_topic(std::string_view topic) const noexcept;
+
   void submit();
 
   // Moves unread bytes to the front, and grows the buffer when a packet
@@ -211,6 +227,8 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   size_t pending_pubacks_ = 0;
   uint16_t packet_id_ = 0;
   uint16_t subscribe_id_ = 0;
+  uint16_t unsubscribe_id_ = 0;
+  std::vector<std::string> unsubscribing_;  // filters of the UNSUBSCRIBE in flight
   std::chrono::steady_clock::time_point last_write_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point ping_sent_{};
   std::chrono::steady_clock::time_point connected_at_{};

@@ -220,8 +220,9 @@ std::vector<std::string> mqtt_config_warnings(const config::mqtt_source& cfg) {
 }
 
 mqtt_source::mqtt_source(asio::io_context& ioc, config::mqtt_source cfg, pipeline::router& router,
-                         pipeline::source_probe& probe, stages::envelope_limits limits)
-    : ioc_(ioc), cfg_(std::move(cfg)), router_(router), probe_(probe), limits_(limits) {}
+                         pipeline::source_probe& probe, stages::envelope_limits limits,
+                         mqtt_subscription_memory* memory)
+    : ioc_(ioc), cfg_(std::move(cfg)), router_(router), probe_(probe), limits_(limits), memory_(memory) {}
 
 mqtt_source::~mqtt_source() = default;
 
@@ -244,11 +245,8 @@ void mqtt_source::start() {
     }
   }
   for (const auto& w : mqtt_config_warnings(cfg_)) spdlog::warn("{}", w);
-  shared_ = std::make_unique<mqtt_shared>(mqtt_shared{cfg_, router_, probe_, limits_, reading_, tls_.get()});
-  for (uint32_t i = 0; i < cfg_.connections; ++i) {
-    std::string id = cfg_.connections == 1 ? cfg_.client_id : cfg_.client_id + "-" + std::to_string(i + 1);
-    sessions_.push_back(std::make_shared<mqtt_session>(ioc_, *shared_, std::move(id)));
-  }
+  shared_ = std::make_unique<mqtt_shared>(mqtt_shared{cfg_, router_, probe_, limits_, reading_, tls_.get(), memory_});
+  for (auto& id : mqtt_client_ids(cfg_)) sessions_.push_back(std::make_shared<mqtt_session>(ioc_, *shared_, std::move(id)));
   for (auto& s : sessions_) s->start();
 }
 

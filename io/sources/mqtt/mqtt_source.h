@@ -40,6 +40,7 @@ class context;
 namespace evpipe::io {
 
 class mqtt_session;
+class mqtt_subscription_memory;
 struct mqtt_shared;
 
 // Warnings about a [[sources.mqtt]] that is valid but likely not what was
@@ -52,7 +53,8 @@ struct mqtt_shared;
 class mqtt_source final : public source {
  public:
   mqtt_source(boost::asio::io_context& ioc, config::mqtt_source cfg, pipeline::router& router,
-              pipeline::source_probe& probe, stages::envelope_limits limits);
+              pipeline::source_probe& probe, stages::envelope_limits limits,
+              mqtt_subscription_memory* memory = nullptr);  // outlives the source; null = nothing remembered
   ~mqtt_source() override;
 
   // Starts the sessions; they connect in the background (an unreachable broker
@@ -82,6 +84,7 @@ class mqtt_source final : public source {
   pipeline::router& router_;
   pipeline::source_probe& probe_;
   const stages::envelope_limits limits_;
+  mqtt_subscription_memory* const memory_;
   std::unique_ptr<boost::asio::ssl::context> tls_;
   std::unique_ptr<mqtt_shared> shared_;
   std::atomic<int> reading_{0};
