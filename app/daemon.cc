@@ -238,6 +238,11 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
                                        " sessions keep failing soon after connecting (protocol errors or client id "
                                        "takeovers: see the log)"});
           }
+          if (r.shared_silent > 0) {
+            notes.push_back({true, who + ": " + std::to_string(r.shared_silent) + " of " + std::to_string(r.sessions) +
+                                       " sessions receive nothing through shared_group (the broker does not seem to "
+                                       "support $share subscriptions: see the log)"});
+          }
           if (r.filters > 0 && r.degraded_filters >= static_cast<int64_t>(r.filters)) {
             notes.push_back({true, who + ": every subscription was refused or granted only QoS 0"});
           } else if (r.degraded_filters > 0) {

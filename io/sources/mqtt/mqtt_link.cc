@@ -31,6 +31,7 @@ mqtt_link::mqtt_link(asio::strand<asio::io_context::executor_type> strand, const
       stream_(strand_, shared.tls),
       wake_(strand_),
       keepalive_timer_(strand_),
+      probe_timer_(strand_),
       tracker_(uint64_t{2} * shared.cfg.max_inflight),
       intake_(shared.router.shard_count(), shared.limits),
       // A PUBLISH carries the event, its topic (up to 64 KiB) and a few bytes.
@@ -233,6 +234,12 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
           pass_through(p.packet_id, p.qos);
           break;
         }
+        if (!sh_.cfg.shared_group.empty() && p.topic == probe_topic()) {
+          // Our shared_group probe came back: the broker honours $share.
+          shared_probe_answered();
+          pass_through(p.packet_id, p.qos);
+          break;
+        }
         if (sh_.cfg.dlq_publish && !sh_.cfg.dlq_prefix.empty() && p.topic.starts_with(sh_.cfg.dlq_prefix)) {
           // Our own dead-letter republish (a filter such as "tracker/#" also
           // matches the DLQ prefix, and MQTT 3.1.1 cannot exclude a branch):
@@ -255,6 +262,7 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
           pass_through(p.packet_id, p.qos);
           break;
         }
+        if (probe_waiting_) shared_evidence_ = true;
         // RFC 8259 section 8.1 lets a parser ignore a leading byte order mark;
         // some device SDKs send one, and it must not dead-letter the event.
         if (p.payload.starts_with("\xEF\xBB\xBF")) p.payload.remove_prefix(3);
@@ -513,6 +521,7 @@ void mqtt_link::shut() {
   stream_.socket().close(ec);
   wake_.cancel();
   keepalive_timer_.cancel();
+  probe_timer_.cancel();
   if (connected_) sh_.probe.connections_active.fetch_sub(1);
   // Whatever is unacknowledged is now the broker's to redeliver.
   sh_.probe.unacked.fetch_sub(static_cast<int64_t>(tracker_.in_flight()), std::memory_order_relaxed);

@@ -68,6 +68,12 @@ struct mqtt_session_state {
   // Messages on topics no configured filter matches (an old subscription of
   // the persistent session) were reported once.
   bool told_unwanted = false;
+  // Filters the last SUBACK refused or granted below the asked QoS.
+  int suback_degraded = 0;
+  // shared_group: the probe published after SUBACK did not come back through
+  // the shared filter (the broker binds "$share/..." literally, as aedes and
+  // RabbitMQ 3.10 do): every filter delivers nothing. Read by readiness.
+  std::atomic<bool> shared_silent{false};
 };
 
 
@@ -156,6 +162,20 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   void recall_removed_filters();
   void unsubscribe_removed(const std::vector<mqtt_subscription_memory::filter_row>& remembered);
   void report_unsuback(uint16_t id);
+  // shared_group (defect 5 of issue 9): brokers without shared subscriptions
+  // accept "$share/<group>/<filter>" and deliver nothing. After SUBACK the
+  // link publishes one QoS 1 message to evpipe/probe/<client id>, which only
+  // its own shared subscription "$share/<group>/evpipe/probe/<client id>"
+  // matches; if neither it nor any message on a configured filter arrives
+  // within shared_probe_timeout, the subscriptions count as degraded.
+  [[nodiscard]] std::string probe_topic() const;
+  void start_shared_probe();
+  void shared_probe_expired();
+  void shared_probe_answered();
+  // Publishes state_'s degraded filters into the source's gauge.
+  void update_degraded();
+  static constexpr std::chrono::seconds shared_probe_timeout{5};
+
   // Whether some configured filter matches `topic`: a message that matches
   // none came from a subscription the session kept from an older config.
   [[nodiscard]] bool wanted_topic(std::string_view topic) const noexcept;
@@ -216,6 +236,7 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   mqtt_stream stream_;
   boost::asio::steady_timer wake_;             // backpressure waits
   boost::asio::steady_timer keepalive_timer_;
+  boost::asio::steady_timer probe_timer_;      // shared_group probe deadline
   pipeline::ack_tracker tracker_;
   pipeline::intake intake_;
   std::deque<inflight> inflight_;       // read, not yet acknowledged, in arrival order
@@ -234,6 +255,8 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   std::chrono::steady_clock::time_point connected_at_{};
   std::string dead_reason_;
   bool ping_outstanding_ = false;
+  bool probe_waiting_ = false;    // the shared_group probe is out
+  bool shared_evidence_ = false;  // a message on a configured filter came while it was out
   bool held_ = false;  // buffered bytes wait for in-flight room
   bool connect_done_ = false;
   bool connect_timed_out_ = false;

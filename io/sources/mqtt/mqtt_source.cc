@@ -48,6 +48,7 @@ class mqtt_session : public std::enable_shared_from_this<mqtt_session> {
     });
   }
   [[nodiscard]] bool open() const noexcept { return open_.load(); }
+  [[nodiscard]] bool shared_silent() const noexcept { return state_.shared_silent.load(); }
   [[nodiscard]] bool connected() const noexcept { return connected_.load(); }
   // Connections keep failing or ending soon after CONNACK.
   [[nodiscard]] bool flapping() const noexcept {
@@ -271,6 +272,7 @@ mqtt_source::readiness mqtt_source::ready_state() const {
   for (const auto& s : sessions_) {
     r.connected += s->connected() ? 1 : 0;
     r.flapping += s->flapping() ? 1 : 0;
+    r.shared_silent += s->shared_silent() ? 1 : 0;
   }
   r.degraded_filters = probe_.subscriptions_degraded.load(std::memory_order_relaxed);
   return r;

@@ -75,6 +75,8 @@ class mqtt_source final : public source {
     size_t connected = 0;         // sessions with a CONNACK and a live connection
     size_t flapping = 0;          // sessions whose connections keep failing or ending soon after CONNACK
     int64_t degraded_filters = 0; // filters refused (SUBACK 0x80) or granted only QoS 0, over all sessions
+                                  // (every filter of a session whose shared_group delivers nothing)
+    size_t shared_silent = 0;     // sessions whose shared_group probe did not come back (broker without $share)
   };
   [[nodiscard]] readiness ready_state() const;
 
