@@ -7,7 +7,8 @@
 //
 // Covers what evpipe's client needs: CONNECT/CONNACK, SUBSCRIBE/SUBACK,
 // PUBLISH at QoS 0, 1 and 2 both ways, PUBACK, PUBREC/PUBREL/PUBCOMP,
-// PINGREQ/PINGRESP, DISCONNECT.
+// PINGREQ/PINGRESP, DISCONNECT, UNSUBSCRIBE/UNSUBACK. MQTT 5's packets are in
+// mqtt_codec_v5.h, which shares read_frame and the packet structs.
 
 #include <cstdint>
 #include <optional>

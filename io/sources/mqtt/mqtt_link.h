@@ -23,6 +23,7 @@
 
 #include "config/config.h"
 #include "io/sources/mqtt/mqtt_codec.h"
+#include "io/sources/mqtt/mqtt_codec_v5.h"
 #include "io/sources/mqtt/mqtt_stream.h"
 #include "io/sources/mqtt/mqtt_subscription_memory.h"
 #include "pipeline/ack_tracker.h"
@@ -127,9 +128,20 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
     bool dead_lettered = false;       // set from its outcome (dlq_publish only)
     stages::reason why = stages::reason::none;
     std::string topic, payload;       // kept only with dlq_publish
+    std::string properties_json;      // MQTT 5 content type and user properties, with dlq_publish
   };
 
   boost::asio::awaitable<bool> connect(std::string& why);
+
+  // MQTT 5 (protocol = "5"), in mqtt_link_v5.cc.
+  void encode_connect_v5();
+  // CONNACK: accepted (true), or refused / malformed with `why` set.
+  bool accept_connack_v5(const mqtt::frame& f, std::string& why);
+  // A PUBLISH the broker may send us: no topic alias (we allow none), within
+  // our Receive Maximum. Keeps its properties for a dead letter.
+  bool check_publish_v5(const mqtt::publish_packet& p, std::string& why);
+  // DISCONNECT from the broker: how the link ends.
+  link_end broker_disconnect_v5(const mqtt::frame& f, std::string& why);
 
   void subscribe();
 
@@ -241,6 +253,12 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   pipeline::intake intake_;
   std::deque<inflight> inflight_;       // read, not yet acknowledged, in arrival order
   const size_t max_packet_;
+  const bool v5_;                       // protocol = "5"
+  uint32_t keepalive_s_;                // ours, or the broker's Server Keep Alive (MQTT 5)
+  uint16_t receive_maximum_ = 65535;    // MQTT 5: what we told the broker
+  size_t qos_unacked_ = 0;              // QoS 1 and 2 messages read and not yet acknowledged
+  mqtt::v5::properties props_;          // of the packet being handled (views into buf_)
+  std::string properties_json_;         // of the PUBLISH being taken, for its dead letter (dlq_publish)
   std::vector<char> buf_;               // received bytes [begin_, end_), then simdjson padding
   size_t begin_ = 0, end_ = 0;
   std::optional<skipping> skip_;

@@ -3,6 +3,8 @@
 #include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
+#include "io/sources/mqtt/mqtt_codec_v5.h"
+
 // The subscriptions of an mqtt_link: what it asks the broker for after
 // CONNACK, and what it makes of the SUBACK. Split from mqtt_link.cc.
 
@@ -17,17 +19,23 @@ void mqtt_link::subscribe() {
   // Last, so the SUBACK's first codes still line up with `topics`.
   if (!sh_.cfg.shared_group.empty()) sub.filters.emplace_back(wire_filter(probe_topic()), 1);
   subscribe_id_ = sub.packet_id;
-  mqtt::encode_subscribe(pending_, sub);
+  if (v5_) {
+    mqtt::v5::encode_subscribe(pending_, sub, {});
+  } else {
+    mqtt::encode_subscribe(pending_, sub);
+  }
   flush();
 }
 
 void mqtt_link::report_suback(const mqtt::suback_packet& s) {
   int degraded = 0;
   for (size_t i = 0; i < s.return_codes.size() && i < sh_.cfg.topics.size(); ++i) {
-    if (s.return_codes[i] == 0x80 || (s.return_codes[i] == 0 && sh_.cfg.qos > 0)) ++degraded;
-    if (s.return_codes[i] == 0x80) {
-      spdlog::error("mqtt {} ({}): the broker refused the subscription to \"{}\"", sh_.cfg.url, client_id_,
-                    sh_.cfg.topics[i]);
+    // 3.1.1 refuses with 0x80; MQTT 5 with a reason code from 0x80 up.
+    if (s.return_codes[i] >= 0x80 || (s.return_codes[i] == 0 && sh_.cfg.qos > 0)) ++degraded;
+    if (s.return_codes[i] >= 0x80) {
+      spdlog::error("mqtt {} ({}): the broker refused the subscription to \"{}\"{}", sh_.cfg.url, client_id_,
+                    sh_.cfg.topics[i],
+                    v5_ ? std::string(": ") + mqtt::v5::reason_name(s.return_codes[i]) : std::string());
     } else if (s.return_codes[i] < sh_.cfg.qos) {
       spdlog::warn("mqtt {} ({}): the broker granted QoS {} for \"{}\" (asked {}): messages are not redelivered",
                    sh_.cfg.url, client_id_, s.return_codes[i], sh_.cfg.topics[i], sh_.cfg.qos);
@@ -37,10 +45,10 @@ void mqtt_link::report_suback(const mqtt::suback_packet& s) {
     // Remembered only once granted: a refused filter is not in the session.
     std::vector<mqtt_subscription_memory::filter_row> granted;
     for (size_t i = 0; i < s.return_codes.size() && i < sh_.cfg.topics.size(); ++i) {
-      if (s.return_codes[i] != 0x80) granted.push_back({wire_filter(sh_.cfg.topics[i]), s.return_codes[i]});
+      if (s.return_codes[i] < 0x80) granted.push_back({wire_filter(sh_.cfg.topics[i]), s.return_codes[i]});
     }
     size_t probe = sh_.cfg.topics.size();
-    if (!sh_.cfg.shared_group.empty() && probe < s.return_codes.size() && s.return_codes[probe] != 0x80) {
+    if (!sh_.cfg.shared_group.empty() && probe < s.return_codes.size() && s.return_codes[probe] < 0x80) {
       granted.push_back({wire_filter(probe_topic()), s.return_codes[probe]});
     }
     if (!granted.empty()) sh_.memory->remember(client_id_, sh_.cfg.broker.str(), std::move(granted));
@@ -49,7 +57,7 @@ void mqtt_link::report_suback(const mqtt::suback_packet& s) {
   update_degraded();
   if (!sh_.cfg.shared_group.empty()) {
     size_t probe = sh_.cfg.topics.size();
-    if (probe < s.return_codes.size() && s.return_codes[probe] != 0x80) {
+    if (probe < s.return_codes.size() && s.return_codes[probe] < 0x80) {
       start_shared_probe();
     } else {
       spdlog::warn("mqtt {} ({}): the broker refused the subscription to \"{}\": whether it honours shared_group "
@@ -85,7 +93,11 @@ void mqtt_link::start_shared_probe() {
   p.payload = "evpipe shared_group probe";
   p.qos = 1;  // the broker keeps it until we have it, even across a reconnect race
   p.packet_id = next_packet_id();
-  mqtt::encode_publish(pending_, p);
+  if (v5_) {
+    mqtt::v5::encode_publish(pending_, p, {});
+  } else {
+    mqtt::encode_publish(pending_, p);
+  }
   flush();
   probe_timer_.expires_after(shared_probe_timeout);
   probe_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
@@ -171,7 +183,11 @@ void mqtt_link::unsubscribe_removed(const std::vector<mqtt_subscription_memory::
   u.filters = gone;
   unsubscribe_id_ = u.packet_id;
   unsubscribing_ = std::move(gone);
-  mqtt::encode_unsubscribe(pending_, u);
+  if (v5_) {
+    mqtt::v5::encode_unsubscribe(pending_, u, {});
+  } else {
+    mqtt::encode_unsubscribe(pending_, u);
+  }
   flush();
 }
 

@@ -281,7 +281,7 @@ mqtt_source::readiness mqtt_source::ready_state() const {
 std::string mqtt_source::describe() const {
   std::string filters;
   for (const auto& f : cfg_.topics) filters += (filters.empty() ? "" : ", ") + f;
-  return "MQTT from " + cfg_.url + " as " + cfg_.client_id + (cfg_.connections > 1 ? "-1.." + std::to_string(cfg_.connections) : "") +
+  return "MQTT " + cfg_.protocol + " from " + cfg_.url + " as " + cfg_.client_id + (cfg_.connections > 1 ? "-1.." + std::to_string(cfg_.connections) : "") +
          ", topics " + filters + " (QoS " + std::to_string(cfg_.qos) + ", up to " + std::to_string(cfg_.max_inflight) +
          " unacknowledged per connection)";
 }

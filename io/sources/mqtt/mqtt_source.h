@@ -1,6 +1,8 @@
 #pragma once
 // Where events enter over MQTT: evpipe subscribes to a broker as an MQTT 3.1.1
-// client (io/mqtt_codec for the bytes, this file for the session).
+// client, or an MQTT 5 one with protocol = "5" (mqtt_codec / mqtt_codec_v5
+// for the bytes, mqtt_link for a connection, this file for the session;
+// docs/mqtt.md for the MQTT 5 choices).
 //
 // Each configured connection is one persistent session (clean session off, a
 // stable client id), subscribed at QoS 1 (or `qos`), so the broker keeps
