@@ -35,7 +35,7 @@ mqtt_link::mqtt_link(asio::strand<asio::io_context::executor_type> strand, const
       probe_timer_(strand_),
       v5_(shared.cfg.protocol == "5"),
       keepalive_s_(shared.cfg.keepalive_s),
-      tracker_(uint64_t{2} * shared.cfg.max_inflight),
+      tracker_(uint64_t{shared.cfg.protocol == "5" ? 3u : 2u} * shared.cfg.max_inflight),  // read_limit() and margin
       intake_(shared.router.shard_count(), shared.limits),
       // A PUBLISH carries the event, its topic (up to 64 KiB) and a few bytes.
       max_packet_(size_t{shared.limits.max_event_bytes} + 65536 + 16),
@@ -182,7 +182,7 @@ asio::awaitable<link_end> mqtt_link::read_loop(std::string& why) {
     // Backpressure: wait while a shard queue is full or too much is
     // unacknowledged. Acks cancel the wait; a full shard queue is polled.
     while (!stopping_ && !closed_ &&
-           (!sh_.router.has_room() || tracker_.in_flight() >= sh_.cfg.max_inflight)) {
+           (!sh_.router.has_room() || tracker_.in_flight() >= read_limit())) {
       if (!paused_) pipeline::bump(sh_.probe.backpressure_waits);
       paused_ = true;
       wake_.expires_after(2ms);
@@ -221,7 +221,7 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
       if (!skip_some()) return std::nullopt;
       continue;
     }
-    if (tracker_.in_flight() >= sh_.cfg.max_inflight) {
+    if (tracker_.in_flight() >= read_limit()) {
       held_ = begin_ < end_;  // our bound: the rest waits in the buffer
       return std::nullopt;
     }

@@ -198,6 +198,14 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   // larger than it is coming.
   void make_room();
   [[nodiscard]] size_t capacity() const noexcept;
+  // Unacknowledged messages past which the link stops reading. At 3.1.1,
+  // max_inflight. At MQTT 5 the broker holds QoS 1 and 2 back at our Receive
+  // Maximum (= max_inflight), so this bound only has to catch QoS 0 floods
+  // and lets a broker that exceeds the Receive Maximum be seen: twice that,
+  // the ack tracker's capacity.
+  [[nodiscard]] size_t read_limit() const noexcept {
+    return v5_ ? size_t{2} * sh_.cfg.max_inflight : size_t{sh_.cfg.max_inflight};
+  }
 
   void acknowledge(const std::vector<stages::outcome>& outcomes);
 
