@@ -20,6 +20,7 @@
 #include "io/serve/http_server.h"
 #include "io/sources/http/http_source.h"
 #include "io/sources/mqtt/mqtt_source.h"
+#include "io/sources/mqtt/mqtt_subscription_memory.h"
 #include "io/postgres/pg_connection.h"
 #include "io/postgres/postgres_sink.h"
 #include "io/postgres/schema_check.h"
@@ -184,8 +185,15 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   limits.max_key_bytes = s.events.max_key_bytes;
   limits.max_depth = s.events.max_depth;
 
+  // What each MQTT client id subscribed, so removed filters are unsubscribed
+  // (declared before the sources: it outlives them).
+  std::unique_ptr<io::mqtt_subscription_memory> mqtt_memory;
+  if (!s.mqtt_sources.empty()) {
+    mqtt_memory = std::make_unique<io::mqtt_subscription_memory>(s.postgres.dsn, s.postgres.schema, s.mqtt_sources);
+    mqtt_memory->start();
+  }
   // The sources: where events enter. Each kind shares one metrics probe.
-  live_sources sources(ioc, router, registry, limits);
+  live_sources sources(ioc, router, registry, limits, mqtt_memory.get());
 
   asio::io_context http_ioc(1);
   std::unique_ptr<io::http_server> http;

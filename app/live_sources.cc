@@ -13,8 +13,9 @@ namespace evpipe::app {
 using namespace std::chrono_literals;
 
 live_sources::live_sources(boost::asio::io_context& ioc, pipeline::router& router,
-                           pipeline::metrics_registry& registry, stages::envelope_limits limits)
-    : ioc_(ioc), router_(router), registry_(registry), limits_(limits) {}
+                           pipeline::metrics_registry& registry, stages::envelope_limits limits,
+                           io::mqtt_subscription_memory* mqtt_memory)
+    : ioc_(ioc), router_(router), registry_(registry), limits_(limits), mqtt_memory_(mqtt_memory) {}
 
 live_sources::~live_sources() = default;
 
@@ -41,7 +42,7 @@ std::unique_ptr<io::source> live_sources::make_tcp(const config::tcp_source& c) 
   return std::make_unique<io::tcp_source>(ioc_, c, router_, probe_for("tcp"), limits_);
 }
 std::unique_ptr<io::source> live_sources::make_mqtt(const config::mqtt_source& c) {
-  return std::make_unique<io::mqtt_source>(ioc_, c, router_, probe_for("mqtt"), limits_);
+  return std::make_unique<io::mqtt_source>(ioc_, c, router_, probe_for("mqtt"), limits_, mqtt_memory_);
 }
 std::unique_ptr<io::source> live_sources::make_http(const config::http_source& c) {
   return std::make_unique<io::http_source>(ioc_, c, router_, probe_for("http"), limits_);
@@ -208,6 +209,11 @@ std::vector<io::http_server_options::source_note> live_sources::mqtt_notes() {
       notes.push_back({true, who + ": " + std::to_string(r.flapping) + " of " + std::to_string(r.sessions) +
                                  " sessions keep failing soon after connecting (protocol errors or client id "
                                  "takeovers: see the log)"});
+    }
+    if (r.shared_silent > 0) {
+      notes.push_back({true, who + ": " + std::to_string(r.shared_silent) + " of " + std::to_string(r.sessions) +
+                                 " sessions receive nothing through shared_group (the broker does not seem to "
+                                 "support $share subscriptions: see the log)"});
     }
     if (r.filters > 0 && r.degraded_filters >= static_cast<int64_t>(r.filters)) {
       notes.push_back({true, who + ": every subscription was refused or granted only QoS 0"});

@@ -31,6 +31,7 @@
 
 namespace evpipe::io {
 class mqtt_source;
+class mqtt_subscription_memory;
 class tcp_source;
 }  // namespace evpipe::io
 
@@ -38,8 +39,10 @@ namespace evpipe::app {
 
 class live_sources {
  public:
+  // `mqtt_memory` (may be null: then MQTT sources remember no subscriptions)
+  // outlives this object.
   live_sources(boost::asio::io_context& ioc, pipeline::router& router, pipeline::metrics_registry& registry,
-               stages::envelope_limits limits);
+               stages::envelope_limits limits, io::mqtt_subscription_memory* mqtt_memory);
   ~live_sources();
 
   // Builds and starts every source of `s`; throws std::runtime_error as a
@@ -84,6 +87,7 @@ class live_sources {
   pipeline::router& router_;
   pipeline::metrics_registry& registry_;
   stages::envelope_limits limits_;
+  io::mqtt_subscription_memory* mqtt_memory_;
   std::function<void(std::function<void()>)> on_metrics_thread_;
 
   std::mutex mu_;

@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "io/sources/mqtt/mqtt_source.h"
 #include "top/top_main.h"
+#include "io/sources/mqtt/mqtt_subscription_memory.h"
 
 int main(int argc, char** argv) {
   evpipe::app::harden_process();
@@ -82,6 +83,9 @@ int main(int argc, char** argv) {
     for (const auto& m : settings.mqtt_sources) {
       for (const auto& w : evpipe::io::mqtt_config_warnings(m)) std::cerr << "evpipe: warning: " << w << "\n";
     }
+    // Client ids of this host that the config no longer uses: only known when
+    // the database answers (a note says so when it does not).
+    for (const auto& w : evpipe::io::mqtt_sessions_left_behind(settings)) std::cerr << "evpipe: warning: " << w << "\n";
     return 0;
   }
   evpipe::app::setup_logging(settings.log.level, settings.log.format);

@@ -56,6 +56,9 @@ struct mqtt_source {
   uint32_t jitter_pct = 20;           // reconnect delays vary by up to this percentage
   bool dlq_publish = false;           // republish dead letters to <dlq_prefix><topic with / as _>
   std::string dlq_prefix = "tracker/dlq/";
+  std::string protocol = "3.1.1";     // "3.1.1" or "5" (MQTT 5: Receive Maximum, session expiry, reason codes)
+  uint32_t session_expiry_s = 4294967295u;  // MQTT 5: how long the broker keeps the session while evpipe is away
+                                            // (4294967295 = never, like a 3.1.1 persistent session)
   bool operator==(const mqtt_source&) const = default;
 };
 

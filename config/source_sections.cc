@@ -26,6 +26,8 @@ mqtt_source parse_mqtt(const toml::table& t, const std::string& where, const std
   r.uint("jitter_pct", m.jitter_pct, 0, 100);
   r.boolean("dlq_publish", m.dlq_publish);
   r.str("dlq_prefix", m.dlq_prefix, false);
+  r.str("protocol", m.protocol, false);
+  r.uint("session_expiry_s", m.session_expiry_s, 0, 4294967295u);
   r.reject_unknown();
   for (auto* file : {&m.ca_file, &m.cert_file, &m.key_file, &m.password_file}) *file = resolve_path(*file, base_dir);
 
@@ -69,6 +71,14 @@ mqtt_source parse_mqtt(const toml::table& t, const std::string& where, const std
   }
   if (m.max_ms < m.base_ms) r.fail("max_ms", "must not be below base_ms");
   if (m.dlq_prefix.find_first_of("+#") != std::string::npos) r.fail("dlq_prefix", "must not contain '+' or '#'");
+  if (m.protocol != "3.1.1" && m.protocol != "5") r.fail("protocol", "must be \"3.1.1\" or \"5\", got \"" + m.protocol + "\"");
+  if (m.protocol == "3.1.1" && m.session_expiry_s != 4294967295u) {
+    r.fail("session_expiry_s", "needs protocol = \"5\" (an MQTT 3.1.1 persistent session does not expire)");
+  }
+  if (m.protocol == "5" && m.session_expiry_s == 0) {
+    r.fail("session_expiry_s", "0 ends the session with each connection: the broker would keep nothing for evpipe "
+                               "while it is away (and redeliver nothing it never acknowledged)");
+  }
   return m;
 }
 

@@ -77,7 +77,9 @@ std::string to_toml(const settings& s) {
                   {"max_ms", int64_t(m.max_ms)},
                   {"jitter_pct", int64_t(m.jitter_pct)},
                   {"dlq_publish", m.dlq_publish},
-                  {"dlq_prefix", m.dlq_prefix}};
+                  {"dlq_prefix", m.dlq_prefix},
+                  {"protocol", m.protocol}};
+    if (m.protocol == "5") t.insert("session_expiry_s", int64_t(m.session_expiry_s));
     // The password's file is named, the password itself never.
     if (!m.username.empty()) t.insert("username", m.username);
     if (!m.password_file.empty()) t.insert("password_file", m.password_file);

@@ -38,3 +38,18 @@ ALTER TABLE dlq_events ALTER COLUMN payload DROP NOT NULL;
 -- event (at-least-once delivery) gets one DLQ row per topic, not one per try.
 ALTER TABLE dlq_events ADD COLUMN IF NOT EXISTS event_digest BYTEA;
 -- Unique on (original_topic, event_digest): see schemas/schema.h.
+
+-- What each MQTT client id subscribed to at a broker, written by evpipe after
+-- each SUBACK: MQTT 3.1.1 cannot list a persistent session's subscriptions,
+-- and a filter removed from the config must be UNSUBSCRIBEd or the broker
+-- keeps delivering it. Also tells when a client id change left an old session
+-- behind (rows of this host under an id the config no longer has).
+CREATE TABLE IF NOT EXISTS evpipe_mqtt_subscriptions (
+    client_id TEXT NOT NULL,
+    broker TEXT NOT NULL,
+    filter TEXT NOT NULL,
+    qos SMALLINT NOT NULL,
+    host TEXT NOT NULL DEFAULT '',
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (client_id, broker, filter)
+);

@@ -150,6 +150,24 @@ topics = ["a/b"]
   EXPECT_EQ(again.mqtt_sources[0].topics, m.topics);
 }
 
+TEST(Config, MqttProtocolAndSessionExpiry) {
+  auto s = load_string("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\n");
+  EXPECT_EQ(s.mqtt_sources[0].protocol, "3.1.1") << "3.1.1 by default";
+  s = load_string("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nprotocol = \"5\"\nsession_expiry_s = 3600\n");
+  EXPECT_EQ(s.mqtt_sources[0].protocol, "5");
+  EXPECT_EQ(s.mqtt_sources[0].session_expiry_s, 3600u);
+  auto again = load_string(to_toml(s));
+  EXPECT_EQ(again.mqtt_sources[0].protocol, "5");
+  EXPECT_EQ(again.mqtt_sources[0].session_expiry_s, 3600u);
+  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nprotocol = \"3.1\"").find("protocol: must be"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nsession_expiry_s = 60").find("needs protocol"),
+            std::string::npos);
+  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nprotocol = \"5\"\nsession_expiry_s = 0")
+                .find("session_expiry_s: 0 ends the session"),
+            std::string::npos);
+}
+
 TEST(Config, MqttErrorsNameTheKey) {
   EXPECT_NE(error_of("[[sources.mqtt]]\ntopics = [\"a\"]").find("url: is required"), std::string::npos);
   EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"tcp://h:1\"\ntopics = [\"a\"]").find("must start with mqtt://"),

@@ -1,4 +1,4 @@
-// The MQTT source's protocol edges end to end (issue 9 defects 1 and 2, issue
+// The MQTT source's protocol edges end to end (issue 9 defects 1, 2 and 5, issue
 // 18 sections 3 and 5): the evpipe binary against the test PostgreSQL and
 // either Debian's Mosquitto or a scripted broker that plays one packet
 // sequence per connection, so a test sees exactly what evpipe answers.
@@ -417,6 +417,91 @@ TEST_F(MqttProtocol, TwoProcessesWithOneClientIdBackOff) {
     EXPECT_LE(count_lines(log, "\n"), 30u) << log;
   }
   EXPECT_EQ(count_lines(a.log(), "most likely another client connects with the same"), 1u) << a.log();
+}
+
+// Issue 9 defect 5: a broker without shared subscriptions (aedes, RabbitMQ
+// 3.10) accepts "$share/<group>/<filter>", binds it literally and delivers
+// nothing. evpipe publishes a probe that only its own shared subscription
+// matches; this broker acknowledges it and never delivers it back.
+TEST_F(MqttProtocol, SharedGroupOnABrokerWithoutSharedSubscriptionsIsReported) {
+  scripted_broker broker;
+  uint16_t http_port = free_port();
+  options o;
+  o.extra = "shared_group = \"g1\"\n";
+  evpipe_process evp(config_for(db, broker.url(), http_port, o), "mqtt_share_literal");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  auto s = broker.accept(false);
+  ASSERT_TRUE(s) << evp.log();
+  ASSERT_EQ(broker.requested().size(), 2u);
+  EXPECT_EQ(broker.requested()[0].first, "$share/g1/tracker/events/#");
+  EXPECT_EQ(broker.requested()[1].first, "$share/g1/evpipe/probe/evpipe-proto");
+  bool probe_published = false;
+  bool reported = false;
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!reported && std::chrono::steady_clock::now() < deadline && !s->eof()) {
+    mqtt::frame f;
+    if (s->read(f, 50ms)) {
+      std::string out;
+      mqtt::publish_packet p;
+      if (f.type == mqtt::packet_type::pingreq) {
+        mqtt::encode_pingresp(out);
+      } else if (f.type == mqtt::packet_type::publish && mqtt::parse_publish(f, p) == mqtt::decode_status::ok) {
+        probe_published = probe_published || p.topic == "evpipe/probe/evpipe-proto";
+        mqtt::encode_puback(out, p.packet_id);  // taken, and (bound literally) delivered to nobody
+      }
+      if (!out.empty()) s->send(out);
+    }
+    reported = metric(http_port, "evpipe_mqtt_subscriptions_degraded") == 1;
+  }
+  EXPECT_TRUE(probe_published) << evp.log();
+  ASSERT_TRUE(reported) << evp.log();
+  std::string ready = http_get(http_port, "/health/ready");
+  EXPECT_NE(ready.find("HTTP/1.1 503"), std::string::npos) << ready;
+  EXPECT_NE(ready.find("receive nothing through shared_group"), std::string::npos) << ready;
+  std::string log = evp.log();
+  EXPECT_EQ(count_lines(log, "shared_group \"g1\" delivers nothing"), 1u) << log;
+}
+
+// The same probe on a broker that honours $share comes back: no warning.
+TEST_F(MqttProtocol, SharedGroupProbeThatComesBackIsQuiet) {
+  scripted_broker broker;
+  uint16_t http_port = free_port();
+  options o;
+  o.extra = "shared_group = \"g1\"\n";
+  evpipe_process evp(config_for(db, broker.url(), http_port, o), "mqtt_share_ok");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  auto s = broker.accept(false);
+  ASSERT_TRUE(s) << evp.log();
+  bool probe_acked = false;
+  // Past the probe's 5 s deadline, serving the connection meanwhile.
+  auto until = std::chrono::steady_clock::now() + 8s;
+  while (std::chrono::steady_clock::now() < until && !s->eof()) {
+    mqtt::frame f;
+    if (!s->read(f, 50ms)) continue;
+    std::string out;
+    mqtt::publish_packet p;
+    uint16_t id = 0;
+    if (f.type == mqtt::packet_type::pingreq) {
+      mqtt::encode_pingresp(out);
+    } else if (f.type == mqtt::packet_type::publish && mqtt::parse_publish(f, p) == mqtt::decode_status::ok) {
+      mqtt::encode_puback(out, p.packet_id);
+      if (p.topic == "evpipe/probe/evpipe-proto") {
+        // Delivered back through the shared subscription.
+        mqtt::publish_packet back = p;
+        back.packet_id = 41;
+        mqtt::encode_publish(out, back);
+      }
+    } else if (f.type == mqtt::packet_type::puback && mqtt::parse_packet_id(f, id) == mqtt::decode_status::ok) {
+      probe_acked = probe_acked || id == 41;
+    }
+    if (!out.empty()) s->send(out);
+  }
+  EXPECT_TRUE(probe_acked) << evp.log();
+  EXPECT_EQ(metric(http_port, "evpipe_mqtt_subscriptions_degraded"), 0);
+  EXPECT_EQ(evp.log().find("delivers nothing"), std::string::npos) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 0) << "the probe was taken for an event";
 }
 
 }  // namespace

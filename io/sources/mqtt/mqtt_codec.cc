@@ -101,6 +101,28 @@ bool filter_can_match_prefix(std::string_view filter, std::string_view prefix) n
   }
 }
 
+bool topic_matches_filter(std::string_view filter, std::string_view topic) noexcept {
+  if (!topic.empty() && topic[0] == '$' && !filter.empty() && (filter[0] == '+' || filter[0] == '#')) return false;
+  size_t f = 0, t = 0;
+  for (;;) {
+    size_t f_end = filter.find('/', f);
+    if (f_end == std::string_view::npos) f_end = filter.size();
+    std::string_view level = filter.substr(f, f_end - f);
+    if (level == "#") return true;  // this level and below, or the parent itself
+    size_t t_end = topic.find('/', t);
+    if (t_end == std::string_view::npos) t_end = topic.size();
+    if (level != "+" && level != topic.substr(t, t_end - t)) return false;
+    bool filter_done = f_end == filter.size(), topic_done = t_end == topic.size();
+    if (filter_done || topic_done) {
+      if (filter_done && topic_done) return true;
+      // "a/#" matches "a": the filter's next and last level is '#'.
+      return topic_done && filter.substr(f_end) == "/#";
+    }
+    f = f_end + 1;
+    t = t_end + 1;
+  }
+}
+
 void encode_remaining_length(std::string& out, uint32_t n) {
   // 7 bits a byte, least significant first; the top bit says "more".
   do {
@@ -248,6 +270,20 @@ decode_status parse_suback(const frame& f, suback_packet& out) {
   return decode_status::ok;
 }
 
+decode_status parse_unsubscribe(const frame& f, unsubscribe_packet& out) {
+  if (f.type != packet_type::unsubscribe) return decode_status::malformed;
+  reader r{f.body};
+  out.packet_id = r.u16();
+  if (r.failed || out.packet_id == 0) return decode_status::malformed;
+  out.filters.clear();
+  while (r.left() > 0) {
+    std::string_view filter = r.str();
+    if (r.failed || !valid_topic_filter(filter)) return decode_status::malformed;
+    out.filters.emplace_back(filter);
+  }
+  return out.filters.empty() ? decode_status::malformed : decode_status::ok;  // MQTT-3.10.3-2
+}
+
 void encode_connect(std::string& out, const connect_packet& p) {
   std::string body;
   put_str(body, "MQTT");
@@ -312,6 +348,19 @@ void encode_suback(std::string& out, const suback_packet& p) {
   put_header(out, packet_type::suback, 0, 2 + p.return_codes.size());
   put_u16(out, p.packet_id);
   for (uint8_t c : p.return_codes) out.push_back(static_cast<char>(c));
+}
+
+void encode_unsubscribe(std::string& out, const unsubscribe_packet& p) {
+  size_t remaining = 2;
+  for (const auto& filter : p.filters) remaining += 2 + filter.size();
+  put_header(out, packet_type::unsubscribe, 0x2, remaining);  // MQTT-3.10.1-1
+  put_u16(out, p.packet_id);
+  for (const auto& filter : p.filters) put_str(out, filter);
+}
+
+void encode_unsuback(std::string& out, uint16_t packet_id) {
+  put_header(out, packet_type::unsuback, 0, 2);
+  put_u16(out, packet_id);
 }
 
 void encode_pingreq(std::string& out) { put_header(out, packet_type::pingreq, 0, 0); }

@@ -7,7 +7,8 @@
 //
 // Covers what evpipe's client needs: CONNECT/CONNACK, SUBSCRIBE/SUBACK,
 // PUBLISH at QoS 0, 1 and 2 both ways, PUBACK, PUBREC/PUBREL/PUBCOMP,
-// PINGREQ/PINGRESP, DISCONNECT.
+// PINGREQ/PINGRESP, DISCONNECT, UNSUBSCRIBE/UNSUBACK. MQTT 5's packets are in
+// mqtt_codec_v5.h, which shares read_frame and the packet structs.
 
 #include <cstdint>
 #include <optional>
@@ -66,6 +67,13 @@ struct suback_packet {
   std::vector<uint8_t> return_codes;  // granted QoS 0-2, or 0x80 failure
 };
 
+// UNSUBSCRIBE: filters a persistent session should no longer deliver
+// (defect 4 of issue 9). Its UNSUBACK is a packet id only (parse_packet_id).
+struct unsubscribe_packet {
+  uint16_t packet_id = 0;
+  std::vector<std::string> filters;
+};
+
 // One packet framed out of a byte stream.
 struct frame {
   packet_type type = packet_type::connect;
@@ -87,6 +95,7 @@ struct frame {
 [[nodiscard]] decode_status parse_packet_id(const frame& f, uint16_t& id) noexcept;
 [[nodiscard]] decode_status parse_subscribe(const frame& f, subscribe_packet& out);
 [[nodiscard]] decode_status parse_suback(const frame& f, suback_packet& out);
+[[nodiscard]] decode_status parse_unsubscribe(const frame& f, unsubscribe_packet& out);
 
 // Encoders append one packet to `out`.
 void encode_remaining_length(std::string& out, uint32_t n);
@@ -99,6 +108,8 @@ void encode_pubrel(std::string& out, uint16_t packet_id);   // QoS 2, the sender
 void encode_pubcomp(std::string& out, uint16_t packet_id);  // QoS 2, the receiver's last word
 void encode_subscribe(std::string& out, const subscribe_packet& p);
 void encode_suback(std::string& out, const suback_packet& p);
+void encode_unsubscribe(std::string& out, const unsubscribe_packet& p);
+void encode_unsuback(std::string& out, uint16_t packet_id);
 void encode_pingreq(std::string& out);
 void encode_pingresp(std::string& out);
 void encode_disconnect(std::string& out);
@@ -108,6 +119,12 @@ void encode_disconnect(std::string& out);
 // filter with '+' and '#' only as whole levels, '#' only last.
 [[nodiscard]] bool valid_topic_name(std::string_view s) noexcept;
 [[nodiscard]] bool valid_topic_filter(std::string_view s) noexcept;
+
+// Whether `topic` (a topic name) matches `filter` as MQTT 4.7 defines it:
+// '+' one level, '#' this level and every one below (also the parent: "a/#"
+// matches "a"), and wildcards at the first level never match a topic that
+// starts with '$' (MQTT-4.7.2-1).
+[[nodiscard]] bool topic_matches_filter(std::string_view filter, std::string_view topic) noexcept;
 
 // Whether a subscription to `filter` can deliver some topic that starts with
 // `prefix` (a topic name prefix, no wildcards): "tracker/#" and "+/dlq/x" can

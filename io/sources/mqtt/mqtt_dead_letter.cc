@@ -29,7 +29,8 @@ std::string dead_letter_topic(std::string_view dlq_prefix, std::string_view orig
   return topic;
 }
 
-std::string dead_letter_body(std::string_view original_topic, stages::reason why, std::string_view payload) {
+std::string dead_letter_body(std::string_view original_topic, stages::reason why, std::string_view payload,
+                             std::string_view mqtt_properties) {
   std::string body = "{\"original_topic\":";
   stages::append_json_string(body, original_topic);
   body += ",\"failure_reason\":";
@@ -42,6 +43,10 @@ std::string dead_letter_body(std::string_view original_topic, stages::reason why
     body += payload;
   } else {
     stages::append_json_string(body, payload);
+  }
+  if (!mqtt_properties.empty()) {
+    body += ",\"mqtt_properties\":";
+    body += mqtt_properties;
   }
   body += "}";
   return body;

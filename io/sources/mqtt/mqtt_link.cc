@@ -11,6 +11,7 @@
 
 #include <cstring>
 
+#include "io/sources/mqtt/mqtt_codec_v5.h"
 #include "io/sources/mqtt/mqtt_dead_letter.h"
 
 namespace evpipe::io {
@@ -31,12 +32,14 @@ mqtt_link::mqtt_link(asio::strand<asio::io_context::executor_type> strand, const
       stream_(strand_, shared.tls),
       wake_(strand_),
       keepalive_timer_(strand_),
-      tracker_(uint64_t{2} * shared.cfg.max_inflight),
+      probe_timer_(strand_),
+      v5_(shared.cfg.protocol == "5"),
+      keepalive_s_(shared.cfg.keepalive_s),
+      tracker_(uint64_t{shared.cfg.protocol == "5" ? 3u : 2u} * shared.cfg.max_inflight),  // read_limit() and margin
       intake_(shared.router.shard_count(), shared.limits),
       // A PUBLISH carries the event, its topic (up to 64 KiB) and a few bytes.
       max_packet_(size_t{shared.limits.max_event_bytes} + 65536 + 16),
       buf_(std::min(max_packet_, size_t{256} << 10) + simdjson::SIMDJSON_PADDING) {}
-
 
 size_t mqtt_link::capacity() const noexcept { return buf_.size() - simdjson::SIMDJSON_PADDING; }
 
@@ -51,6 +54,7 @@ asio::awaitable<link_end> mqtt_link::run(std::string& why) {
   pipeline::bump(sh_.probe.connections_total);
   on_connected_(session_present_);
   subscribe();
+  recall_removed_filters();
   asio::co_spawn(strand_, keepalive_loop(self), asio::detached);
   reading_ = true;
   sh_.reading.fetch_add(1);
@@ -105,18 +109,36 @@ asio::awaitable<bool> mqtt_link::connect(std::string& why) {
     auto [hec] = co_await stream_.tls().async_handshake(ssl::stream_base::client, asio::as_tuple(asio::use_awaitable));
     if (hec) co_return fail("TLS handshake with " + cfg.broker.str() + " failed", hec);
   }
-  mqtt::connect_packet c;
-  c.client_id = client_id_;
-  c.clean_session = false;  // the broker keeps our subscriptions and queued messages
-  c.keepalive_s = static_cast<uint16_t>(cfg.keepalive_s);
-  if (!cfg.username.empty()) c.username = cfg.username;
-  if (!cfg.password.empty()) c.password = cfg.password;
-  mqtt::encode_connect(pending_, c);
+  if (v5_) {
+    encode_connect_v5();
+  } else {
+    mqtt::connect_packet c;
+    c.client_id = client_id_;
+    c.clean_session = false;  // the broker keeps our subscriptions and queued messages
+    c.keepalive_s = static_cast<uint16_t>(cfg.keepalive_s);
+    if (!cfg.username.empty()) c.username = cfg.username;
+    if (!cfg.password.empty()) c.password = cfg.password;
+    mqtt::encode_connect(pending_, c);
+  }
   flush();
   // The first packet must be CONNACK (MQTT-3.2.0-1).
   for (;;) {
     mqtt::frame f;
     auto st = mqtt::read_frame(std::string_view(buf_.data() + begin_, end_ - begin_), max_packet_, f);
+    if (st == mqtt::decode_status::ok && v5_) {
+      begin_ += f.size;
+      connect_done_ = true;
+      deadline.cancel();
+      co_return accept_connack_v5(f, why);
+    }
+    if (v5_ && begin_ < end_ && (static_cast<uint8_t>(buf_[begin_]) >> 4) == 15) {
+      why = "the broker asked for enhanced authentication (AUTH), which evpipe does not support: use user name and "
+            "password (username, password_file) or TLS client certificates";
+      bad_connack_ = true;
+      connect_done_ = true;
+      deadline.cancel();
+      co_return false;
+    }
     if (st == mqtt::decode_status::ok) {
       mqtt::connack_packet ack;
       if (f.type != mqtt::packet_type::connack || mqtt::parse_connack(f, ack) != mqtt::decode_status::ok) {
@@ -153,18 +175,6 @@ asio::awaitable<bool> mqtt_link::connect(std::string& why) {
   }
 }
 
-void mqtt_link::subscribe() {
-  mqtt::subscribe_packet sub;
-  sub.packet_id = next_packet_id();
-  for (const auto& f : sh_.cfg.topics) {
-    std::string filter = sh_.cfg.shared_group.empty() ? f : "$share/" + sh_.cfg.shared_group + "/" + f;
-    sub.filters.emplace_back(std::move(filter), static_cast<uint8_t>(sh_.cfg.qos));
-  }
-  subscribe_id_ = sub.packet_id;
-  mqtt::encode_subscribe(pending_, sub);
-  flush();
-}
-
 asio::awaitable<link_end> mqtt_link::read_loop(std::string& why) {
   for (;;) {
     if (auto end = process_buffer(why)) co_return *end;
@@ -172,7 +182,7 @@ asio::awaitable<link_end> mqtt_link::read_loop(std::string& why) {
     // Backpressure: wait while a shard queue is full or too much is
     // unacknowledged. Acks cancel the wait; a full shard queue is polled.
     while (!stopping_ && !closed_ &&
-           (!sh_.router.has_room() || tracker_.in_flight() >= sh_.cfg.max_inflight)) {
+           (!sh_.router.has_room() || tracker_.in_flight() >= read_limit())) {
       if (!paused_) pipeline::bump(sh_.probe.backpressure_waits);
       paused_ = true;
       wake_.expires_after(2ms);
@@ -211,12 +221,16 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
       if (!skip_some()) return std::nullopt;
       continue;
     }
-    if (tracker_.in_flight() >= sh_.cfg.max_inflight) {
+    if (tracker_.in_flight() >= read_limit()) {
       held_ = begin_ < end_;  // our bound: the rest waits in the buffer
       return std::nullopt;
     }
     mqtt::frame f;
     std::string_view avail(buf_.data() + begin_, end_ - begin_);
+    if (v5_ && !avail.empty() && (static_cast<uint8_t>(avail[0]) >> 4) == 15) {
+      why = "the broker sent AUTH: enhanced authentication is not supported by evpipe";
+      return link_end::violation;
+    }
     auto st = mqtt::read_frame(avail, max_packet_, f);
     if (st == mqtt::decode_status::need_more) return std::nullopt;
     if (st == mqtt::decode_status::too_large) {
@@ -234,14 +248,21 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
     switch (f.type) {
       case mqtt::packet_type::publish: {
         mqtt::publish_packet p;
-        auto ps = mqtt::parse_publish(f, p);
+        auto ps = v5_ ? mqtt::v5::parse_publish(f, p, props_) : mqtt::parse_publish(f, p);
         if (ps != mqtt::decode_status::ok) {
           why = "malformed PUBLISH from the broker";
           return link_end::violation;
         }
+        if (v5_ && !check_publish_v5(p, why)) return link_end::violation;
         if (p.qos == 2 && state_.awaiting_pubrel.contains(p.packet_id)) {
           // Its outcome is committed and PUBREC sent; the broker did not see
           // that PUBREC. Answer again, store nothing twice.
+          pass_through(p.packet_id, p.qos);
+          break;
+        }
+        if (!sh_.cfg.shared_group.empty() && p.topic == probe_topic()) {
+          // Our shared_group probe came back: the broker honours $share.
+          shared_probe_answered();
           pass_through(p.packet_id, p.qos);
           break;
         }
@@ -253,6 +274,21 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
           pass_through(p.packet_id, p.qos);
           break;
         }
+        if (!wanted_topic(p.topic)) {
+          // From a subscription the persistent session kept from an older
+          // config (its UNSUBSCRIBE is on the way, or the broker queued this
+          // before it): the config no longer wants it, so it is acknowledged
+          // and not stored.
+          if (!state_.told_unwanted) {
+            state_.told_unwanted = true;
+            spdlog::info("mqtt {} ({}): a message on \"{}\" matches no configured topic filter (a subscription kept "
+                         "from an older configuration): acknowledged and not stored; further ones are not logged",
+                         sh_.cfg.url, client_id_, p.topic);
+          }
+          pass_through(p.packet_id, p.qos);
+          break;
+        }
+        if (probe_waiting_) shared_evidence_ = true;
         // RFC 8259 section 8.1 lets a parser ignore a leading byte order mark;
         // some device SDKs send one, and it must not dead-letter the event.
         if (p.payload.starts_with("\xEF\xBB\xBF")) p.payload.remove_prefix(3);
@@ -263,11 +299,24 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
       }
       case mqtt::packet_type::suback: {
         mqtt::suback_packet s;
-        if (mqtt::parse_suback(f, s) != mqtt::decode_status::ok) {
+        auto ss = v5_ ? mqtt::v5::parse_suback(f, s, props_) : mqtt::parse_suback(f, s);
+        if (ss != mqtt::decode_status::ok) {
           why = "malformed SUBACK";
           return link_end::violation;
         }
         if (s.packet_id == subscribe_id_) report_suback(s);
+        break;
+      }
+      case mqtt::packet_type::unsuback: {
+        uint16_t id = 0;
+        mqtt::suback_packet u;
+        auto us = v5_ ? mqtt::v5::parse_unsuback(f, u, props_) : mqtt::parse_packet_id(f, id);
+        if (us != mqtt::decode_status::ok) {
+          why = "malformed UNSUBACK";
+          return link_end::violation;
+        }
+        if (v5_) id = u.packet_id;
+        report_unsuback(id);
         break;
       }
       case mqtt::packet_type::pingresp:
@@ -277,18 +326,29 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
         break;  // of a dead letter we republished: nothing more to do
       case mqtt::packet_type::pubrel: {
         uint16_t id = 0;
-        if (mqtt::parse_packet_id(f, id) != mqtt::decode_status::ok) {
+        mqtt::v5::ack_packet rel;
+        auto rs = v5_ ? mqtt::v5::parse_ack(f, rel) : mqtt::parse_packet_id(f, id);
+        if (rs != mqtt::decode_status::ok) {
           why = "malformed PUBREL from the broker";
           return link_end::violation;
         }
+        if (v5_) id = rel.packet_id;
         // The broker has our PUBREC: the exchange ends here. PUBCOMP is owed
         // even for an id we do not know (a PUBREL resent after a reconnect
         // whose PUBCOMP was lost, MQTT-4.3.3).
-        state_.awaiting_pubrel.erase(id);
-        mqtt::encode_pubcomp(pending_, id);
+        bool known = state_.awaiting_pubrel.erase(id) > 0;
+        if (v5_) {
+          // MQTT 5 says which: 0x92 when the id is not ours any more.
+          mqtt::v5::encode_ack(pending_, mqtt::packet_type::pubcomp, {id, uint8_t(known ? 0x00 : 0x92), {}});
+        } else {
+          mqtt::encode_pubcomp(pending_, id);
+        }
         flush();
         break;
       }
+      case mqtt::packet_type::disconnect:
+        if (v5_) return broker_disconnect_v5(f, why);
+        [[fallthrough]];
       default:
         why = "unexpected packet type " + std::to_string(static_cast<int>(f.type)) + " from the broker";
         return link_end::violation;
@@ -303,11 +363,14 @@ uint64_t mqtt_link::take_seq(uint16_t packet_id, uint8_t qos, std::string_view t
   auto& m = inflight_.emplace_back();
   m.packet_id = packet_id;
   m.qos = qos;
+  if (qos > 0) ++qos_unacked_;
   if (sh_.cfg.dlq_publish) {
     m.topic.assign(topic);
     // What dlq_events.raw keeps of it: all, or the prefix of a too_large one.
     m.payload.assign(payload.size() > sh_.limits.max_event_bytes ? payload.substr(0, too_large_prefix) : payload);
+    m.properties_json = std::move(properties_json_);
   }
+  properties_json_.clear();
   return seq;
 }
 
@@ -328,6 +391,22 @@ bool mqtt_link::start_skip(const mqtt::frame& f, std::string_view avail, std::st
   if (avail.size() < header + 2) return false;  // need the topic length
   size_t tlen = static_cast<uint8_t>(avail[header]) << 8 | static_cast<uint8_t>(avail[header + 1]);
   size_t var = 2 + tlen + (qos > 0 ? 2 : 0);
+  if (v5_) {
+    // MQTT 5: the properties follow the packet id; skipped with the header.
+    size_t pos = header + var;
+    uint32_t plen = 0;
+    if (avail.size() < pos + 4 && avail.size() < f.size) {
+      // The property length may not be all here yet.
+      size_t end = pos;
+      while (end < avail.size() && (static_cast<uint8_t>(avail[end]) & 0x80)) ++end;
+      if (end >= avail.size()) return false;
+    }
+    if (mqtt::v5::read_varint(avail, pos, plen) != mqtt::decode_status::ok || pos + plen > f.size) {
+      why = "malformed PUBLISH from the broker";
+      return false;
+    }
+    var = pos + plen - header;
+  }
   if (avail.size() < header + var) return false;
   std::string_view topic = avail.substr(header + 2, tlen);
   if (!mqtt::valid_topic_name(topic)) {
@@ -366,23 +445,6 @@ bool mqtt_link::skip_some() {
                         skip_->topic);
   skip_.reset();
   return true;
-}
-
-void mqtt_link::report_suback(const mqtt::suback_packet& s) {
-  int degraded = 0;
-  for (size_t i = 0; i < s.return_codes.size() && i < sh_.cfg.topics.size(); ++i) {
-    if (s.return_codes[i] == 0x80 || (s.return_codes[i] == 0 && sh_.cfg.qos > 0)) ++degraded;
-    if (s.return_codes[i] == 0x80) {
-      spdlog::error("mqtt {} ({}): the broker refused the subscription to \"{}\"", sh_.cfg.url, client_id_,
-                    sh_.cfg.topics[i]);
-    } else if (s.return_codes[i] < sh_.cfg.qos) {
-      spdlog::warn("mqtt {} ({}): the broker granted QoS {} for \"{}\" (asked {}): messages are not redelivered",
-                   sh_.cfg.url, client_id_, s.return_codes[i], sh_.cfg.topics[i], sh_.cfg.qos);
-    }
-  }
-  // The source's gauge sums its sessions' latest SUBACKs.
-  sh_.probe.subscriptions_degraded.fetch_add(degraded - state_.degraded_filters, std::memory_order_relaxed);
-  state_.degraded_filters = degraded;
 }
 
 void mqtt_link::submit() {
@@ -429,6 +491,7 @@ void mqtt_link::release() {
   for (uint64_t i = before; i < after; ++i) {
     auto& m = inflight_.front();
     if (m.dead_lettered) publish_dead_letter(m);
+    if (m.qos > 0) --qos_unacked_;
     if (m.qos == 2) {
       // Step one of QoS 2: the message is ours now; PUBREL/PUBCOMP follow.
       mqtt::encode_pubrec(pending_, m.packet_id);
@@ -446,13 +509,17 @@ void mqtt_link::release() {
 
 void mqtt_link::publish_dead_letter(const inflight& m) {
   std::string topic = dead_letter_topic(sh_.cfg.dlq_prefix, m.topic);
-  std::string body = dead_letter_body(m.topic, m.why, m.payload);
+  std::string body = dead_letter_body(m.topic, m.why, m.payload, m.properties_json);
   mqtt::publish_packet p;
   p.topic = topic;
   p.payload = body;
   p.qos = 1;
   p.packet_id = next_packet_id();
-  mqtt::encode_publish(pending_, p);
+  if (v5_) {
+    mqtt::v5::encode_publish(pending_, p, {});
+  } else {
+    mqtt::encode_publish(pending_, p);
+  }
   pipeline::bump(sh_.probe.dlq_published);
 }
 
@@ -479,7 +546,7 @@ void mqtt_link::flush() {
 }
 
 asio::awaitable<void> mqtt_link::keepalive_loop(std::shared_ptr<mqtt_link> self) {
-  const auto keepalive = std::chrono::seconds(sh_.cfg.keepalive_s);
+  const auto keepalive = std::chrono::seconds(keepalive_s_);
   const auto tick = std::max<clock_type::duration>(keepalive / 4, 250ms);
   while (!closed_) {
     keepalive_timer_.expires_after(tick);
@@ -487,7 +554,7 @@ asio::awaitable<void> mqtt_link::keepalive_loop(std::shared_ptr<mqtt_link> self)
     if (closed_) break;
     auto now = clock_type::now();
     if (ping_outstanding_ && !paused_ && now - ping_sent_ > keepalive) {
-      dead_reason_ = "no PINGRESP within the keep alive of " + std::to_string(sh_.cfg.keepalive_s) + " s";
+      dead_reason_ = "no PINGRESP within the keep alive of " + std::to_string(keepalive_s_) + " s";
       shut();
       break;
     }
@@ -519,6 +586,7 @@ void mqtt_link::shut() {
   stream_.socket().close(ec);
   wake_.cancel();
   keepalive_timer_.cancel();
+  probe_timer_.cancel();
   if (connected_) sh_.probe.connections_active.fetch_sub(1);
   // Whatever is unacknowledged is now the broker's to redeliver.
   sh_.probe.unacked.fetch_sub(static_cast<int64_t>(tracker_.in_flight()), std::memory_order_relaxed);

@@ -23,7 +23,9 @@
 
 #include "config/config.h"
 #include "io/sources/mqtt/mqtt_codec.h"
+#include "io/sources/mqtt/mqtt_codec_v5.h"
 #include "io/sources/mqtt/mqtt_stream.h"
+#include "io/sources/mqtt/mqtt_subscription_memory.h"
 #include "pipeline/ack_tracker.h"
 #include "pipeline/intake.h"
 #include "pipeline/metrics.h"
@@ -41,6 +43,7 @@ struct mqtt_shared {
   stages::envelope_limits limits;
   std::atomic<int>& reading;  // connections reading, for shutdown
   boost::asio::ssl::context* tls;  // null for mqtt://
+  mqtt_subscription_memory* memory = nullptr;  // what each client id subscribed; null = not remembered
 };
 
 // How a connection ended.
@@ -63,6 +66,15 @@ struct mqtt_session_state {
   // Filters of the last SUBACK that were refused (0x80) or granted only QoS 0
   // where more was asked.
   int degraded_filters = 0;
+  // Messages on topics no configured filter matches (an old subscription of
+  // the persistent session) were reported once.
+  bool told_unwanted = false;
+  // Filters the last SUBACK refused or granted below the asked QoS.
+  int suback_degraded = 0;
+  // shared_group: the probe published after SUBACK did not come back through
+  // the shared filter (the broker binds "$share/..." literally, as aedes and
+  // RabbitMQ 3.10 do): every filter delivers nothing. Read by readiness.
+  std::atomic<bool> shared_silent{false};
 };
 
 
@@ -116,9 +128,20 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
     bool dead_lettered = false;       // set from its outcome (dlq_publish only)
     stages::reason why = stages::reason::none;
     std::string topic, payload;       // kept only with dlq_publish
+    std::string properties_json;      // MQTT 5 content type and user properties, with dlq_publish
   };
 
   boost::asio::awaitable<bool> connect(std::string& why);
+
+  // MQTT 5 (protocol = "5"), in mqtt_link_v5.cc.
+  void encode_connect_v5();
+  // CONNACK: accepted (true), or refused / malformed with `why` set.
+  bool accept_connack_v5(const mqtt::frame& f, std::string& why);
+  // A PUBLISH the broker may send us: no topic alias (we allow none), within
+  // our Receive Maximum. Keeps its properties for a dead letter.
+  bool check_publish_v5(const mqtt::publish_packet& p, std::string& why);
+  // DISCONNECT from the broker: how the link ends.
+  link_end broker_disconnect_v5(const mqtt::frame& f, std::string& why);
 
   void subscribe();
 
@@ -144,12 +167,45 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
 
   void report_suback(const mqtt::suback_packet& s);
 
+  // The filter as subscribed on the wire ($share/<group>/ prepended).
+  [[nodiscard]] std::string wire_filter(const std::string& f) const;
+  // Asks the subscription memory what this client id subscribed before;
+  // unsubscribe_removed() UNSUBSCRIBEs what the config no longer has.
+  void recall_removed_filters();
+  void unsubscribe_removed(const std::vector<mqtt_subscription_memory::filter_row>& remembered);
+  void report_unsuback(uint16_t id);
+  // shared_group (defect 5 of issue 9): brokers without shared subscriptions
+  // accept "$share/<group>/<filter>" and deliver nothing. After SUBACK the
+  // link publishes one QoS 1 message to evpipe/probe/<client id>, which only
+  // its own shared subscription "$share/<group>/evpipe/probe/<client id>"
+  // matches; if neither it nor any message on a configured filter arrives
+  // within shared_probe_timeout, the subscriptions count as degraded.
+  [[nodiscard]] std::string probe_topic() const;
+  void start_shared_probe();
+  void shared_probe_expired();
+  void shared_probe_answered();
+  // Publishes state_'s degraded filters into the source's gauge.
+  void update_degraded();
+  static constexpr std::chrono::seconds shared_probe_timeout{5};
+
+  // Whether some configured filter matches `topic`: a message that matches
+  // none came from a subscription the session kept from an older config.
+  [[nodiscard]] bool wanted_topic(std::string_view topic) const noexcept;
+
   void submit();
 
   // Moves unread bytes to the front, and grows the buffer when a packet
   // larger than it is coming.
   void make_room();
   [[nodiscard]] size_t capacity() const noexcept;
+  // Unacknowledged messages past which the link stops reading. At 3.1.1,
+  // max_inflight. At MQTT 5 the broker holds QoS 1 and 2 back at our Receive
+  // Maximum (= max_inflight), so this bound only has to catch QoS 0 floods
+  // and lets a broker that exceeds the Receive Maximum be seen: twice that,
+  // the ack tracker's capacity.
+  [[nodiscard]] size_t read_limit() const noexcept {
+    return v5_ ? size_t{2} * sh_.cfg.max_inflight : size_t{sh_.cfg.max_inflight};
+  }
 
   void acknowledge(const std::vector<stages::outcome>& outcomes);
 
@@ -200,10 +256,17 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   mqtt_stream stream_;
   boost::asio::steady_timer wake_;             // backpressure waits
   boost::asio::steady_timer keepalive_timer_;
+  boost::asio::steady_timer probe_timer_;      // shared_group probe deadline
   pipeline::ack_tracker tracker_;
   pipeline::intake intake_;
   std::deque<inflight> inflight_;       // read, not yet acknowledged, in arrival order
   const size_t max_packet_;
+  const bool v5_;                       // protocol = "5"
+  uint32_t keepalive_s_;                // ours, or the broker's Server Keep Alive (MQTT 5)
+  uint16_t receive_maximum_ = 65535;    // MQTT 5: what we told the broker
+  size_t qos_unacked_ = 0;              // QoS 1 and 2 messages read and not yet acknowledged
+  mqtt::v5::properties props_;          // of the packet being handled (views into buf_)
+  std::string properties_json_;         // of the PUBLISH being taken, for its dead letter (dlq_publish)
   std::vector<char> buf_;               // received bytes [begin_, end_), then simdjson padding
   size_t begin_ = 0, end_ = 0;
   std::optional<skipping> skip_;
@@ -211,11 +274,15 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   size_t pending_pubacks_ = 0;
   uint16_t packet_id_ = 0;
   uint16_t subscribe_id_ = 0;
+  uint16_t unsubscribe_id_ = 0;
+  std::vector<std::string> unsubscribing_;  // filters of the UNSUBSCRIBE in flight
   std::chrono::steady_clock::time_point last_write_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point ping_sent_{};
   std::chrono::steady_clock::time_point connected_at_{};
   std::string dead_reason_;
   bool ping_outstanding_ = false;
+  bool probe_waiting_ = false;    // the shared_group probe is out
+  bool shared_evidence_ = false;  // a message on a configured filter came while it was out
   bool held_ = false;  // buffered bytes wait for in-flight room
   bool connect_done_ = false;
   bool connect_timed_out_ = false;

@@ -48,6 +48,7 @@ class mqtt_session : public std::enable_shared_from_this<mqtt_session> {
     });
   }
   [[nodiscard]] bool open() const noexcept { return open_.load(); }
+  [[nodiscard]] bool shared_silent() const noexcept { return state_.shared_silent.load(); }
   [[nodiscard]] bool connected() const noexcept { return connected_.load(); }
   // Connections keep failing or ending soon after CONNACK.
   [[nodiscard]] bool flapping() const noexcept {
@@ -220,8 +221,9 @@ std::vector<std::string> mqtt_config_warnings(const config::mqtt_source& cfg) {
 }
 
 mqtt_source::mqtt_source(asio::io_context& ioc, config::mqtt_source cfg, pipeline::router& router,
-                         pipeline::source_probe& probe, stages::envelope_limits limits)
-    : ioc_(ioc), cfg_(std::move(cfg)), router_(router), probe_(probe), limits_(limits) {}
+                         pipeline::source_probe& probe, stages::envelope_limits limits,
+                         mqtt_subscription_memory* memory)
+    : ioc_(ioc), cfg_(std::move(cfg)), router_(router), probe_(probe), limits_(limits), memory_(memory) {}
 
 mqtt_source::~mqtt_source() = default;
 
@@ -244,11 +246,8 @@ void mqtt_source::start() {
     }
   }
   for (const auto& w : mqtt_config_warnings(cfg_)) spdlog::warn("{}", w);
-  shared_ = std::make_unique<mqtt_shared>(mqtt_shared{cfg_, router_, probe_, limits_, reading_, tls_.get()});
-  for (uint32_t i = 0; i < cfg_.connections; ++i) {
-    std::string id = cfg_.connections == 1 ? cfg_.client_id : cfg_.client_id + "-" + std::to_string(i + 1);
-    sessions_.push_back(std::make_shared<mqtt_session>(ioc_, *shared_, std::move(id)));
-  }
+  shared_ = std::make_unique<mqtt_shared>(mqtt_shared{cfg_, router_, probe_, limits_, reading_, tls_.get(), memory_});
+  for (auto& id : mqtt_client_ids(cfg_)) sessions_.push_back(std::make_shared<mqtt_session>(ioc_, *shared_, std::move(id)));
   for (auto& s : sessions_) s->start();
 }
 
@@ -273,6 +272,7 @@ mqtt_source::readiness mqtt_source::ready_state() const {
   for (const auto& s : sessions_) {
     r.connected += s->connected() ? 1 : 0;
     r.flapping += s->flapping() ? 1 : 0;
+    r.shared_silent += s->shared_silent() ? 1 : 0;
   }
   r.degraded_filters = probe_.subscriptions_degraded.load(std::memory_order_relaxed);
   return r;
@@ -281,7 +281,7 @@ mqtt_source::readiness mqtt_source::ready_state() const {
 std::string mqtt_source::describe() const {
   std::string filters;
   for (const auto& f : cfg_.topics) filters += (filters.empty() ? "" : ", ") + f;
-  return "MQTT from " + cfg_.url + " as " + cfg_.client_id + (cfg_.connections > 1 ? "-1.." + std::to_string(cfg_.connections) : "") +
+  return "MQTT " + cfg_.protocol + " from " + cfg_.url + " as " + cfg_.client_id + (cfg_.connections > 1 ? "-1.." + std::to_string(cfg_.connections) : "") +
          ", topics " + filters + " (QoS " + std::to_string(cfg_.qos) + ", up to " + std::to_string(cfg_.max_inflight) +
          " unacknowledged per connection)";
 }

@@ -1,6 +1,8 @@
 #pragma once
 // Where events enter over MQTT: evpipe subscribes to a broker as an MQTT 3.1.1
-// client (io/mqtt_codec for the bytes, this file for the session).
+// client, or an MQTT 5 one with protocol = "5" (mqtt_codec / mqtt_codec_v5
+// for the bytes, mqtt_link for a connection, this file for the session;
+// docs/mqtt.md for the MQTT 5 choices).
 //
 // Each configured connection is one persistent session (clean session off, a
 // stable client id), subscribed at QoS 1 (or `qos`), so the broker keeps
@@ -40,6 +42,7 @@ class context;
 namespace evpipe::io {
 
 class mqtt_session;
+class mqtt_subscription_memory;
 struct mqtt_shared;
 
 // Warnings about a [[sources.mqtt]] that is valid but likely not what was
@@ -52,7 +55,8 @@ struct mqtt_shared;
 class mqtt_source final : public source {
  public:
   mqtt_source(boost::asio::io_context& ioc, config::mqtt_source cfg, pipeline::router& router,
-              pipeline::source_probe& probe, stages::envelope_limits limits);
+              pipeline::source_probe& probe, stages::envelope_limits limits,
+              mqtt_subscription_memory* memory = nullptr);  // outlives the source; null = nothing remembered
   ~mqtt_source() override;
 
   // Starts the sessions; they connect in the background (an unreachable broker
@@ -73,6 +77,8 @@ class mqtt_source final : public source {
     size_t connected = 0;         // sessions with a CONNACK and a live connection
     size_t flapping = 0;          // sessions whose connections keep failing or ending soon after CONNACK
     int64_t degraded_filters = 0; // filters refused (SUBACK 0x80) or granted only QoS 0, over all sessions
+                                  // (every filter of a session whose shared_group delivers nothing)
+    size_t shared_silent = 0;     // sessions whose shared_group probe did not come back (broker without $share)
   };
   [[nodiscard]] readiness ready_state() const;
 
@@ -82,6 +88,7 @@ class mqtt_source final : public source {
   pipeline::router& router_;
   pipeline::source_probe& probe_;
   const stages::envelope_limits limits_;
+  mqtt_subscription_memory* const memory_;
   std::unique_ptr<boost::asio::ssl::context> tls_;
   std::unique_ptr<mqtt_shared> shared_;
   std::atomic<int> reading_{0};

@@ -227,5 +227,49 @@ TEST(MqttCodec, TopicRules) {
   EXPECT_FALSE(valid_topic_name(std::string("a\0b", 3)));
 }
 
+TEST(MqttCodec, UnsubscribeAndUnsubackByteForByteAndBack) {
+  unsubscribe_packet p;
+  p.packet_id = 7;
+  p.filters = {"a/#", "b"};
+  std::string out;
+  encode_unsubscribe(out, p);
+  EXPECT_EQ(out, bytes({0xA2, 10, 0, 7, 0, 3, 'a', '/', '#', 0, 1, 'b'}));
+  unsubscribe_packet back;
+  ASSERT_EQ(parse_unsubscribe(framed(out), back), decode_status::ok);
+  EXPECT_EQ(back.packet_id, 7);
+  EXPECT_EQ(back.filters, p.filters);
+  std::string ack;
+  encode_unsuback(ack, 7);
+  EXPECT_EQ(ack, bytes({0xB0, 2, 0, 7}));
+  uint16_t id = 0;
+  ASSERT_EQ(parse_packet_id(framed(ack), id), decode_status::ok);
+  EXPECT_EQ(id, 7);
+  // No filter at all, a bad filter, a packet id 0: malformed values.
+  EXPECT_EQ(parse_unsubscribe(framed(bytes({0xA2, 2, 0, 7})), back), decode_status::malformed);
+  EXPECT_EQ(parse_unsubscribe(framed(bytes({0xA2, 6, 0, 7, 0, 2, 'a', '#'})), back), decode_status::malformed);
+  EXPECT_EQ(parse_unsubscribe(framed(bytes({0xA2, 5, 0, 0, 0, 1, 'b'})), back), decode_status::malformed);
+}
+
+TEST(MqttCodec, TopicMatchesFilter) {
+  EXPECT_TRUE(topic_matches_filter("tracker/events/#", "tracker/events/a/b"));
+  EXPECT_TRUE(topic_matches_filter("tracker/events/#", "tracker/events"));
+  EXPECT_FALSE(topic_matches_filter("tracker/events/#", "tracker/eventsx"));
+  EXPECT_FALSE(topic_matches_filter("tracker/events/#", "tracker"));
+  EXPECT_TRUE(topic_matches_filter("autocore/+/telemetry", "autocore/x/telemetry"));
+  EXPECT_FALSE(topic_matches_filter("autocore/+/telemetry", "autocore/x/y/telemetry"));
+  EXPECT_FALSE(topic_matches_filter("autocore/+/telemetry", "autocore/x"));
+  EXPECT_TRUE(topic_matches_filter("a/+", "a/"));
+  EXPECT_TRUE(topic_matches_filter("+", "a"));
+  EXPECT_FALSE(topic_matches_filter("+", "a/b"));
+  EXPECT_TRUE(topic_matches_filter("#", "a/b"));
+  EXPECT_TRUE(topic_matches_filter("a/b", "a/b"));
+  EXPECT_FALSE(topic_matches_filter("a/b", "a/b/c"));
+  EXPECT_FALSE(topic_matches_filter("a/b/c", "a/b"));
+  // Wildcards at the first level do not reach $-topics (MQTT-4.7.2-1).
+  EXPECT_FALSE(topic_matches_filter("#", "$SYS/x"));
+  EXPECT_FALSE(topic_matches_filter("+/x", "$SYS/x"));
+  EXPECT_TRUE(topic_matches_filter("$SYS/#", "$SYS/x"));
+}
+
 }  // namespace
 }  // namespace evpipe::io::mqtt
