@@ -27,8 +27,9 @@ enum class reason : uint8_t {
   too_large,                // event over the size limit
   db_rejected,              // passed validation, but PostgreSQL refused the row (SQLSTATE in the message)
   retries_exhausted,        // not committed within [postgres] max_attempts
+  route_mismatch,           // a route took it, but a column is missing, of the wrong type or out of range
 };
-inline constexpr int reason_count = 12;
+inline constexpr int reason_count = 13;
 
 [[nodiscard]] std::string_view reason_code(reason r) noexcept;
 

@@ -20,6 +20,7 @@ std::string_view reason_code(reason r) noexcept {
     case reason::too_large: return "too_large";
     case reason::db_rejected: return "db_rejected";
     case reason::retries_exhausted: return "retries_exhausted";
+    case reason::route_mismatch: return "route_mismatch";
   }
   return "unknown";
 }
