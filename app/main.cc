@@ -13,6 +13,7 @@
 #include "app/version.h"
 #include "config/config.h"
 #include "io/sources/mqtt/mqtt_source.h"
+#include "stages/route/route_set.h"
 
 int main(int argc, char** argv) {
   evpipe::app::harden_process();
@@ -44,6 +45,13 @@ int main(int argc, char** argv) {
     if (!problems.empty()) return 2;
   }
   if (*check) {
+    try {
+      // What only the compiled routes check (a default's value for its type).
+      evpipe::stages::route::route_set routes(settings.routes);
+    } catch (const evpipe::config::config_error& e) {
+      std::cerr << "evpipe: config error: " << config_path << ": " << e.what() << "\n";
+      return 2;
+    }
     std::cout << evpipe::config::to_toml(settings);
     for (const auto& m : settings.mqtt_sources) {
       for (const auto& w : evpipe::io::mqtt_config_warnings(m)) std::cerr << "evpipe: warning: " << w << "\n";

@@ -111,6 +111,11 @@ void shard::absorb(stages::event_batch& in) {
       // this one with the batch never precedes the original.
       batch_.add_duplicate(ev.seq, ev.received_ns);
       bump(probe_.duplicates);
+    } else if (ev.routed.len > 0 || ev.skip_mirror) {
+      // Taken by routes (docs/routes.md): its rows go to the routes' tables,
+      // in the same transaction as the rest of the batch.
+      batch_.add_routed(in.view(ev.routed), !ev.skip_mirror, in.view(ev.topic), in.view(ev.raw), in.view(ev.key),
+                        in.view(ev.kind), ev.seq, ev.received_ns);
     } else {
       batch_.add_row(in.view(ev.topic), in.view(ev.raw), in.view(ev.key), in.view(ev.kind), ev.seq,
                      ev.received_ns);
@@ -200,6 +205,11 @@ void shard::forget_unmirrored_keys(bool giving_up) {
     auto kind = outcomes[r.outcome_index].kind;
     bool unmirrored = giving_up ? kind != stages::outcome_kind::duplicate : kind == stages::outcome_kind::dead_lettered;
     if (!unmirrored) continue;
+    std::string_view key = batch_.text(r.key);
+    window_.erase(stages::hash_key(key.data(), key.size()));
+  }
+  for (const auto& r : batch_.routed_rows()) {
+    if (outcomes[r.outcome_index].kind != stages::outcome_kind::dead_lettered) continue;
     std::string_view key = batch_.text(r.key);
     window_.erase(stages::hash_key(key.data(), key.size()));
   }

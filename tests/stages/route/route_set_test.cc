@@ -137,3 +137,35 @@ TEST(RouteSet, RefusesDefaultsTheTypeCannotHold) {
 
 }  // namespace
 }  // namespace evpipe::stages::route
+
+namespace evpipe::stages::route {
+namespace {
+
+// The shipped AutoCore example loads, compiles, and routes the seed's topics.
+TEST(RouteSet, AutoCoreExample) {
+  auto s = config::load_file(std::string(EVPIPE_SOURCE_DIR) + "/config/examples/autocore.toml");
+  route_set rs(s.routes);
+  ASSERT_EQ(s.mqtt_sources.size(), 1u);
+  EXPECT_EQ(s.mqtt_sources[0].topics.size(), 5u);
+  auto first = [&](std::string_view topic) {
+    std::array<uint16_t, route_set::max_routes_per_message> out{};
+    size_t n = rs.match(topic, "", false, out);
+    return n == 0 ? std::string("-") : rs.at(out[0]).cfg.name;
+  };
+  EXPECT_EQ(first("autocore/ESP32_001/status"), "device_status");
+  EXPECT_EQ(first("autocore/ESP32_001/telemetry"), "telemetry");
+  EXPECT_EQ(first("autocore/ESP32_001/relay/0/status"), "relays");
+  EXPECT_EQ(first("autocore/ESP32_001/display/interaction"), "display_interactions");
+  EXPECT_EQ(first("autocore/ESP32_001/system/boot"), "system");
+  EXPECT_EQ(first("autocore/ESP32_001/other"), "-");
+  for (const auto& topic : s.mqtt_sources[0].topics) {
+    bool routed = false;
+    for (size_t i = 0; i < rs.size(); ++i) {
+      for (const auto& f : rs.at(i).cfg.topics) routed |= f == topic;
+    }
+    EXPECT_TRUE(routed) << topic << " is subscribed but no route takes it";
+  }
+}
+
+}  // namespace
+}  // namespace evpipe::stages::route
