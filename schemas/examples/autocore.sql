@@ -26,34 +26,26 @@ CREATE TABLE IF NOT EXISTS relays (
     PRIMARY KEY (device_id, relay_index)
 );
 
--- Relay state changes. Written by the trigger below, in the transaction of
--- the upsert that changed relays.current_state: the database compares the
--- old and the new state in one step, so evpipe needs no read-back, and a
--- redelivered or older message (which the upsert ignores) adds no history.
-CREATE TABLE IF NOT EXISTS relay_state_history (
-    id BIGSERIAL PRIMARY KEY,
+-- Every relay message, appended (a route with also = true, next to the
+-- upsert of relays). Keeping them all is what makes the history exact:
+-- devices send out of order and one batch may hold several changes of one
+-- relay, which an upsert (or a trigger on it) would fold into the newest.
+CREATE TABLE IF NOT EXISTS relay_events (
     device_id TEXT NOT NULL,
     relay_index INTEGER NOT NULL,
     state BOOLEAN NOT NULL,
-    previous_state BOOLEAN,         -- NULL: the first state evpipe saw for this relay
     triggered_by TEXT,
     changed_at TIMESTAMPTZ NOT NULL
 );
-CREATE INDEX IF NOT EXISTS relay_state_history_relay ON relay_state_history (device_id, relay_index, changed_at);
+CREATE INDEX IF NOT EXISTS relay_events_relay ON relay_events (device_id, relay_index, changed_at);
 
-CREATE OR REPLACE FUNCTION relays_record_change() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF TG_OP = 'INSERT' OR NEW.current_state IS DISTINCT FROM OLD.current_state THEN
-    INSERT INTO relay_state_history (device_id, relay_index, state, previous_state, triggered_by, changed_at)
-    VALUES (NEW.device_id, NEW.relay_index, NEW.current_state,
-            CASE WHEN TG_OP = 'UPDATE' THEN OLD.current_state END, NEW.triggered_by,
-            coalesce(NEW.changed_at, now()));
-  END IF;
-  RETURN NULL;
-END $$;
-DROP TRIGGER IF EXISTS relays_record_change ON relays;
-CREATE TRIGGER relays_record_change AFTER INSERT OR UPDATE OF current_state ON relays
-    FOR EACH ROW EXECUTE FUNCTION relays_record_change();
+-- The state changes: each relay message whose state differs from the one
+-- before it in the device's own time order (the first one counts as a change).
+CREATE OR REPLACE VIEW relay_state_history AS
+SELECT device_id, relay_index, state, previous_state, triggered_by, changed_at
+FROM (SELECT e.*, lag(state) OVER (PARTITION BY device_id, relay_index ORDER BY changed_at) AS previous_state
+      FROM relay_events e) AS ordered
+WHERE previous_state IS DISTINCT FROM state;
 
 -- Sensor data, appended from autocore/<device>/telemetry.
 CREATE TABLE IF NOT EXISTS telemetry (

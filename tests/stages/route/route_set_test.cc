@@ -154,7 +154,12 @@ TEST(RouteSet, AutoCoreExample) {
   };
   EXPECT_EQ(first("autocore/ESP32_001/status"), "device_status");
   EXPECT_EQ(first("autocore/ESP32_001/telemetry"), "telemetry");
-  EXPECT_EQ(first("autocore/ESP32_001/relay/0/status"), "relays");
+  EXPECT_EQ(first("autocore/ESP32_001/relay/0/status"), "relay_events");
+  {
+    std::array<uint16_t, route_set::max_routes_per_message> out{};
+    ASSERT_EQ(rs.match("autocore/ESP32_001/relay/0/status", "", false, out), 2u) << "relay_events says also";
+    EXPECT_EQ(rs.at(out[1]).cfg.name, "relays");
+  }
   EXPECT_EQ(first("autocore/ESP32_001/display/interaction"), "display_interactions");
   EXPECT_EQ(first("autocore/ESP32_001/system/boot"), "system");
   EXPECT_EQ(first("autocore/ESP32_001/other"), "-");
