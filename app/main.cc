@@ -13,6 +13,7 @@
 #include "app/version.h"
 #include "config/config.h"
 #include "io/sources/mqtt/mqtt_source.h"
+#include "io/postgres/route_check.h"
 #include "stages/route/route_set.h"
 
 int main(int argc, char** argv) {
@@ -26,6 +27,9 @@ int main(int argc, char** argv) {
   run->add_option("-c,--config", config_path, "TOML configuration file (see config/evpipe.toml)")->required();
   auto* check = cli.add_subcommand("check-config", "Validate a configuration and print the effective settings");
   check->add_option("-c,--config", config_path, "TOML configuration file")->required();
+  bool check_db = false;
+  check->add_flag("--check-db", check_db,
+                  "Also check the database: routed tables, column types, upsert keys' unique indexes");
   auto* migrate = cli.add_subcommand("migrate", "Create or update events_mirror and dlq_events (idempotent)");
   migrate->add_option("-c,--config", config_path, "TOML configuration file")->required();
 
@@ -53,6 +57,16 @@ int main(int argc, char** argv) {
       return 2;
     }
     std::cout << evpipe::config::to_toml(settings);
+    if (check_db) {
+      evpipe::io::pg_connection conn;
+      if (auto st = conn.connect(settings.postgres.dsn, "evpipe-check-config"); !st.ok) {
+        std::cerr << "evpipe: cannot connect to PostgreSQL: " << st.message << "\n";
+        return 1;
+      }
+      auto problems = evpipe::io::route_db_problems(conn, settings.routes, settings.postgres.schema);
+      for (const auto& p : problems) std::cerr << "evpipe: database: " << p << "\n";
+      if (!problems.empty()) return 2;
+    }
     for (const auto& m : settings.mqtt_sources) {
       for (const auto& w : evpipe::io::mqtt_config_warnings(m)) std::cerr << "evpipe: warning: " << w << "\n";
     }
