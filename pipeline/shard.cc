@@ -155,7 +155,8 @@ void shard::flush() {
     bump(probe_.db_errors);
     probe_.set_last_error(sink_->last_error());
     probe_.retrying.store(true);
-    if (opts_.max_attempts > 0 && ++attempts == opts_.max_attempts && batch_.row_count() > 0) {
+    if (opts_.max_attempts > 0 && ++attempts == opts_.max_attempts &&
+        (batch_.row_count() > 0 || batch_.routed_row_count() > 0)) {
       // Give up on the rows; their dead letters are written now (and retried
       // like anything else if that fails too).
       spdlog::error("shard {}: {} rows not committed after {} attempts, dead-lettering them: {}", id_,
@@ -209,7 +210,8 @@ void shard::forget_unmirrored_keys(bool giving_up) {
     window_.erase(stages::hash_key(key.data(), key.size()));
   }
   for (const auto& r : batch_.routed_rows()) {
-    if (outcomes[r.outcome_index].kind != stages::outcome_kind::dead_lettered) continue;
+    auto kind = outcomes[r.outcome_index].kind;
+    if (giving_up ? kind == stages::outcome_kind::duplicate : kind != stages::outcome_kind::dead_lettered) continue;
     std::string_view key = batch_.text(r.key);
     window_.erase(stages::hash_key(key.data(), key.size()));
   }

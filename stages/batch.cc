@@ -204,6 +204,17 @@ void write_batch::dead_letter_all_rows(reason why, const std::string& message) {
   rows_.clear();
   copy_.assign(copy_format::header);
   sealed_ = false;
+  // Events that only routed tables would have held.
+  for (const auto& r : routed_) {
+    if (pending_[r.outcome_index].kind != outcome_kind::mirrored) continue;
+    reject_routed(r.outcome_index, "", message);
+    dead_.back().why = why;
+    dead_.back().message = message;
+    pending_[r.outcome_index].why = why;
+  }
+  routed_.clear();
+  for (auto& c : route_copy_) c.clear();
+  routed_bytes_ = 0;
 }
 
 void write_batch::copy_slice(size_t first, size_t last, std::string& out) const {

@@ -119,8 +119,9 @@ class write_batch {
   // Turns row i, which the database refused, into a dead letter
   // (reason db_rejected) that will be written with the batch's others.
   void reject_row(size_t i, std::string sqlstate, std::string message, bool payload_is_storable_json);
-  // Gives up on every row: each becomes a dead letter with `why` and
-  // `message`, and the batch holds no rows any more (only dead letters).
+  // Gives up on every row (events_mirror and routed): each event becomes a
+  // dead letter with `why` and `message`, and the batch holds no rows any
+  // more (only dead letters).
   void dead_letter_all_rows(reason why, const std::string& message);
   // The COPY stream of rows [first, last) alone: header, tuples, trailer.
   void copy_slice(size_t first, size_t last, std::string& out) const;
