@@ -19,6 +19,7 @@
 #include "io/sources/mqtt/mqtt_source.h"
 #include "io/postgres/pg_connection.h"
 #include "io/postgres/postgres_sink.h"
+#include "io/postgres/route_check.h"
 #include "stages/route/active.h"
 #include "io/postgres/schema_check.h"
 #include "io/sources/tcp/tcp_source.h"
@@ -102,6 +103,11 @@ db_check check_database(const config::settings& s, std::string& why) {
     spdlog::error("{}", problem);
     return db_check::unusable;
   }
+  // The routes' tables (docs/routes.md): what check-config --check-db
+  // reports would otherwise dead-letter every routed row as db_rejected.
+  auto route_problems = io::route_db_problems(conn, s.routes, s.postgres.schema);
+  for (const auto& p : route_problems) spdlog::error("{}", p);
+  if (!route_problems.empty()) return db_check::unusable;
   return db_check::ok;
 }
 

@@ -74,12 +74,18 @@ columns = [{ name = "x", type = "int4" }]
   }
 
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  // `run` refuses what check-config reports, rather than dead-letter every routed row.
+  EXPECT_THROW(evp.start(port), std::runtime_error);
+  EXPECT_NE(evp.log().find("[[routes]] \"readings\" columns \"value\": the route writes float8, the column is int4"),
+            std::string::npos)
+      << evp.log();
   db.exec("DROP TABLE devices, readings");
   db.exec("CREATE TABLE devices (device_id varchar(64) PRIMARY KEY, last_seen timestamptz, doc jsonb, "
           "site text NOT NULL DEFAULT 'lab')");
   db.exec("CREATE TABLE readings (value float8)");
   db.exec("CREATE TABLE nowhere (x int4)");
   EXPECT_EQ(check_db(cfg, err), 0) << err;
+  evp.start(port);  // and now it runs
 }
 
 }  // namespace
