@@ -44,6 +44,7 @@ bool intake::apply_routes(std::string_view line, std::string_view topic, std::st
   routed_.clear();
   identity_.clear();
   if (n == 0) return false;
+  first_route_ = routes_->at(ids[0]).cfg.name;
   bool mirror = false;
   // The wall clock, for received_at columns (received_ns is a steady clock).
   const int64_t now_us =
@@ -148,6 +149,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     rec.skip_mirror = skip_mirror_;
     auto& b = batch_of(rec);
     rec.key = b.append(identity_);
+    rec.kind = b.append(first_route_);  // a bare message's kind label: the route that took it
     rec.topic = b.append(topic);
     rec.raw = b.append(line);
     rec.routed = b.append(routed_);

@@ -79,6 +79,7 @@ class intake {
   size_t pending_ = 0;
   const stages::route::route_set* routes_;  // stages::route::active_routes() (nullptr: no routes)
   std::string routed_, identity_;           // scratch of apply_routes, reused
+  std::string_view first_route_;            // name of the first route that took the message
   bool skip_mirror_ = false;
 };
 

@@ -231,6 +231,14 @@ void shard::record_labels() {
     if (it == ingest_labels_.end()) it = ingest_labels_.emplace(label_key_, 0).first;
     ++it->second;
   }
+  // Routed events without an events_mirror row are ingested too.
+  for (const auto& r : batch_.routed_rows()) {
+    if (!r.counts_event || outcomes[r.outcome_index].kind != stages::outcome_kind::mirrored) continue;
+    label_key_.assign(batch_.text(r.topic));
+    label_key_.push_back(label_sep);
+    label_key_.append(batch_.text(r.kind));
+    ++ingest_labels_[label_key_];
+  }
   for (const auto& dl : batch_.dead_letters()) {
     label_key_.assign(dl.topic);
     label_key_.push_back(label_sep);

@@ -100,7 +100,8 @@ void write_batch::add_routed(std::string_view routed, bool mirror, std::string_v
                                reason::none, received_ns});
   }
   const auto outcome = static_cast<uint32_t>(pending_.size() - 1);
-  span_ref t = keep(topic), p = keep(payload), k = keep(key);
+  span_ref t = keep(topic), p = keep(payload), k = keep(key), kd = keep(kind);
+  bool first = !mirror;
   size_t pos = 0;
   while (pos + 6 <= routed.size()) {
     auto* u = reinterpret_cast<const unsigned char*>(routed.data() + pos);
@@ -108,7 +109,8 @@ void write_batch::add_routed(std::string_view routed, bool mirror, std::string_v
     uint32_t len = (uint32_t(u[2]) << 24) | (uint32_t(u[3]) << 16) | (uint32_t(u[4]) << 8) | u[5];
     if (route_copy_.size() <= route) route_copy_.resize(route + 1);
     std::string& stream = route_copy_[route];
-    routed_.push_back(routed_row{route, outcome, static_cast<uint32_t>(stream.size()), len, t, p, k});
+    routed_.push_back(routed_row{route, outcome, static_cast<uint32_t>(stream.size()), len, t, p, k, kd, first});
+    first = false;
     stream.append(routed.substr(pos + 6, len));
     routed_bytes_ += len;
     pos += 6 + len;

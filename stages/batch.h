@@ -88,6 +88,8 @@ class write_batch {
     uint32_t copy_len = 0;
     span_ref topic, payload;  // in meta_: for its dead letter if the database refuses it
     span_ref key;             // in meta_: the dedup key, forgotten when the row is not stored
+    span_ref kind;            // in meta_: the metrics' kind label (a bare message's: its first route's name)
+    bool counts_event = false;  // the event's first row, and it has no events_mirror row: counts in ingest_total
   };
   [[nodiscard]] size_t routed_row_count() const noexcept { return routed_.size(); }
   [[nodiscard]] const std::vector<routed_row>& routed_rows() const noexcept { return routed_; }

@@ -104,6 +104,9 @@ TEST_F(RoutesAppend, TypedRowsCommitWithTheirBatchAndBadOnesAreDeadLettered) {
 
   EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 41) << evp.log();
   EXPECT_EQ(db.count("SELECT count(DISTINCT (device_id, ts)) FROM telemetry"), 41);
+  EXPECT_EQ(metric_value(http_get(http_port, "/metrics"), "taylor_ingest_total{topic=\"tracker/events/it\",kind=\"telemetry\"}"),
+            41)
+      << "routed messages count as ingested, a bare one under its route's name";
   EXPECT_EQ(db.column("SELECT temperature::text FROM telemetry WHERE device_id = 'ESP32_001' AND ts = "
                       "'2025-01-28T10:30:05Z'"),
             std::vector<std::string>{"21.5"})

@@ -35,6 +35,10 @@ TEST(RoutedBatch, StreamsPerRouteAndSlicesByEvent) {
   EXPECT_EQ(b.event_count(), 3u) << "one outcome per event, however many rows";
   EXPECT_EQ(b.row_count(), 1u);
   EXPECT_EQ(b.routed_row_count(), 4u);
+  EXPECT_TRUE(b.routed_rows()[0].counts_event);
+  EXPECT_FALSE(b.routed_rows()[1].counts_event) << "one count per event";
+  EXPECT_FALSE(b.routed_rows()[2].counts_event) << "its events_mirror row counts it";
+  EXPECT_TRUE(b.routed_rows()[3].counts_event);
   std::string s;
   b.route_copy_slice(0, 0, SIZE_MAX, s);
   EXPECT_EQ(s, header + "A1A3" + trailer);
