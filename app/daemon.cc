@@ -23,6 +23,8 @@
 #include "io/sources/mqtt/mqtt_subscription_memory.h"
 #include "io/postgres/pg_connection.h"
 #include "io/postgres/postgres_sink.h"
+#include "io/postgres/route_check.h"
+#include "stages/route/active.h"
 #include "io/postgres/schema_check.h"
 #include "io/sources/tcp/tcp_source.h"
 #include "pipeline/metrics.h"
@@ -105,6 +107,11 @@ db_check check_database(const config::settings& s, std::string& why) {
     spdlog::error("{}", problem);
     return db_check::unusable;
   }
+  // The routes' tables (docs/routes.md): what check-config --check-db
+  // reports would otherwise dead-letter every routed row as db_rejected.
+  auto route_problems = io::route_db_problems(conn, s.routes, s.postgres.schema);
+  for (const auto& p : route_problems) spdlog::error("{}", p);
+  if (!route_problems.empty()) return db_check::unusable;
   return db_check::ok;
 }
 
@@ -120,6 +127,13 @@ int migrate(const config::settings& s) {
   if (std::string error = io::migrate_schema(conn, s.postgres.schema); !error.empty()) {
     spdlog::error("{}", error);
     return 1;
+  }
+  // Routes keep the identities of the messages they stored (docs/routes.md).
+  if (!s.routes.empty()) {
+    if (std::string error = io::migrate_route_keys(conn, s.postgres.schema); !error.empty()) {
+      spdlog::error("{}", error);
+      return 1;
+    }
   }
   spdlog::info("schema is up to date: events_mirror, dlq_events");
   return 0;
@@ -153,6 +167,14 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
     spdlog::warn("cannot connect to PostgreSQL at {}: {}; waiting for it (listeners and /metrics are up, "
                  "sources read nothing until it answers)",
                  describe_dsn(s.postgres.dsn), why);
+  }
+
+  // Routes (docs/routes.md): compiled once, before any sink or source exists.
+  try {
+    stages::route::set_active_routes(std::make_shared<const stages::route::route_set>(s.routes));
+  } catch (const config::config_error& e) {
+    spdlog::error("config error: {}", e.what());
+    return 2;
   }
 
   pipeline::metrics_registry registry(s.metrics.prefix, s.metrics.max_label_values, s.metrics.max_series);

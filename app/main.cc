@@ -16,6 +16,8 @@
 #include "io/sources/mqtt/mqtt_source.h"
 #include "top/top_main.h"
 #include "io/sources/mqtt/mqtt_subscription_memory.h"
+#include "io/postgres/route_check.h"
+#include "stages/route/route_set.h"
 
 int main(int argc, char** argv) {
   evpipe::app::harden_process();
@@ -28,6 +30,9 @@ int main(int argc, char** argv) {
   run->add_option("-c,--config", config_path, "TOML configuration file (see config/evpipe.toml)")->required();
   auto* check = cli.add_subcommand("check-config", "Validate a configuration and print the effective settings");
   check->add_option("-c,--config", config_path, "TOML configuration file")->required();
+  bool check_db = false;
+  check->add_flag("--check-db", check_db,
+                  "Also check the database: routed tables, column types, upsert keys' unique indexes");
   auto* migrate = cli.add_subcommand("migrate", "Create or update events_mirror and dlq_events (idempotent)");
   migrate->add_option("-c,--config", config_path, "TOML configuration file")->required();
 
@@ -79,7 +84,24 @@ int main(int argc, char** argv) {
     if (!problems.empty()) return 2;
   }
   if (*check) {
+    try {
+      // What only the compiled routes check (a default's value for its type).
+      evpipe::stages::route::route_set routes(settings.routes);
+    } catch (const evpipe::config::config_error& e) {
+      std::cerr << "evpipe: config error: " << config_path << ": " << e.what() << "\n";
+      return 2;
+    }
     std::cout << evpipe::config::to_toml(settings);
+    if (check_db) {
+      evpipe::io::pg_connection conn;
+      if (auto st = conn.connect(settings.postgres.dsn, "evpipe-check-config"); !st.ok) {
+        std::cerr << "evpipe: cannot connect to PostgreSQL: " << st.message << "\n";
+        return 1;
+      }
+      auto problems = evpipe::io::route_db_problems(conn, settings.routes, settings.postgres.schema);
+      for (const auto& p : problems) std::cerr << "evpipe: database: " << p << "\n";
+      if (!problems.empty()) return 2;
+    }
     for (const auto& m : settings.mqtt_sources) {
       for (const auto& w : evpipe::io::mqtt_config_warnings(m)) std::cerr << "evpipe: warning: " << w << "\n";
     }

@@ -1,6 +1,7 @@
 #include "config/config.h"
 #include "config/reader.h"
 #include "config/source_sections.h"
+#include "config/route_sections.h"
 
 #include <arpa/inet.h>
 #include <toml++/toml.h>
@@ -98,7 +99,7 @@ using namespace detail;
 settings parse(const toml::table& root, const std::string& origin, const std::string& base_dir) {
   settings s;
   static const std::set<std::string> sections = {"pipeline", "batch", "dedup", "events", "postgres",
-                                                 "http", "health", "metrics", "log", "sources"};
+                                                 "http", "health", "metrics", "log", "sources", "routes"};
   for (auto&& [k, v] : root) {
     if (!sections.count(std::string(k.str()))) {
       throw config_error(origin + ": unknown section or key \"" + std::string(k.str()) + "\"");
@@ -219,6 +220,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
       }
     }
   }
+  if (const toml::node* routes = root.get("routes")) s.routes = parse_routes(*routes, origin);
   return s;
 }
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "config/route_config.h"
+
 namespace evpipe::config {
 
 struct endpoint {
@@ -124,6 +126,7 @@ struct settings {
   std::vector<tcp_source> tcp_sources;
   std::vector<mqtt_source> mqtt_sources;
   std::vector<http_source> http_sources;
+  std::vector<route> routes;          // [[routes]]: messages into typed tables (docs/routes.md), in match order
 
   // shards with 0 resolved to the number of cores.
   [[nodiscard]] uint32_t effective_shards() const;

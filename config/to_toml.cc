@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "config/config.h"
+#include "config/route_sections.h"
 
 namespace evpipe::config {
 
@@ -109,6 +110,7 @@ std::string to_toml(const settings& s) {
   if (!mqtt.empty()) sources.insert("mqtt", std::move(mqtt));
   if (!http.empty()) sources.insert("http", std::move(http));
   if (!sources.empty()) root.insert("sources", std::move(sources));
+  if (!s.routes.empty()) root.insert("routes", detail::routes_to_toml(s.routes));
   // The values are expanded: a `$` in one must read back as itself.
   escape_dollars(root);
   std::ostringstream out;

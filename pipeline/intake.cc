@@ -3,7 +3,11 @@
 #include <chrono>
 #include <memory>
 
+#include <simdjson.h>
+
 #include "stages/dedup.h"
+#include "stages/route/active.h"
+#include "stages/route/extract.h"
 
 namespace evpipe::pipeline {
 
@@ -30,7 +34,53 @@ stages::envelope_validator& thread_validator(const stages::envelope_limits& limi
   return *v;
 }
 
-intake::intake(size_t shards, stages::envelope_limits limits) : limits_(limits), out_(shards == 0 ? 1 : shards) {}
+intake::intake(size_t shards, stages::envelope_limits limits)
+    : limits_(limits), out_(shards == 0 ? 1 : shards), routes_(stages::route::active_routes()) {}
+
+bool intake::apply_routes(std::string_view line, std::string_view topic, std::string_view kind, bool bare,
+                          stages::envelope_validator& validator, stages::validation& v) {
+  std::array<uint16_t, stages::route::route_set::max_routes_per_message> ids;
+  size_t n = routes_->match(topic, kind, !bare, ids);
+  routed_.clear();
+  identity_.clear();
+  if (n == 0) return false;
+  first_route_ = routes_->at(ids[0]).cfg.name;
+  bool mirror = false;
+  // The wall clock, for received_at columns (received_ns is a steady clock).
+  const int64_t now_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  const stages::route::message_view mv{line, topic, now_us};
+  stages::route::extract_error err;
+  for (size_t i = 0; i < n; ++i) {
+    const auto& r = routes_->at(ids[i]);
+    mirror |= r.cfg.mirror;
+    if (r.cfg.table.empty()) continue;  // a route that only mirrors
+    // [u16 route][u32 length][tuple]: the header is filled in once the tuple is there.
+    const size_t at = routed_.size();
+    routed_.append(6, '\0');
+    // A bare message's identity comes from the first route that names columns for it.
+    std::string* id = bare && identity_.empty() && !r.identity_columns.empty() ? &identity_ : nullptr;
+    if (stages::route::extract_row(r, validator.document(), mv, routed_, &err, id) != stages::route::extract_status::ok) {
+      v.why = stages::reason::route_mismatch;
+      v.message = std::move(err.message);
+      routed_.clear();
+      return true;
+    }
+    const uint32_t len = static_cast<uint32_t>(routed_.size() - at - 6);
+    routed_[at] = static_cast<char>(r.index >> 8);
+    routed_[at + 1] = static_cast<char>(r.index);
+    for (int k = 0; k < 4; ++k) routed_[at + 2 + k] = static_cast<char>(len >> (24 - 8 * k));
+  }
+  skip_mirror_ = !mirror;
+  if (bare && identity_.empty()) {
+    // No idempotency columns: the bytes are the message's identity.
+    auto d = stages::hash_key(line.data(), line.size());
+    identity_.assign("\0digest\0");
+    identity_.append(reinterpret_cast<const char*>(&d), sizeof d);
+  }
+  return true;
+}
 
 void intake::reserve(size_t bytes) {
   for (auto& b : out_) {
@@ -65,7 +115,10 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     return;
   }
   stages::envelope env;
-  auto v = validator.check(line, readable, env);
+  // A message on a topic whose first route takes bare JSON (envelope "none")
+  // meets only the whole-document rules; its columns are checked by the route.
+  const bool bare = routes_ && routes_->bare_route_for(default_topic) != nullptr;
+  auto v = bare ? validator.check_json(line, readable) : validator.check(line, readable, env);
   rec.why = v.why;
   std::string_view topic = default_topic;
   std::string message;
@@ -84,6 +137,25 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
       rec.why = v.why;
     }
   }
+  bool routed = false;
+  if (v.ok() && routes_) {
+    routed = apply_routes(line, topic, env.kind, bare, validator, v);
+    rec.why = v.why;
+  }
+  if (v.ok() && bare) {
+    auto h = stages::hash_key(identity_.data(), identity_.size());
+    rec.key_hash_lo = h.lo;
+    rec.key_hash_hi = h.hi;
+    rec.skip_mirror = skip_mirror_;
+    auto& b = batch_of(rec);
+    rec.key = b.append(identity_);
+    rec.kind = b.append(first_route_);  // a bare message's kind label: the route that took it
+    rec.topic = b.append(topic);
+    rec.raw = b.append(line);
+    rec.routed = b.append(routed_);
+    b.events.push_back(rec);
+    return;
+  }
   if (v.ok()) {
     auto h = stages::hash_key(env.idempotency_key.data(), env.idempotency_key.size());
     rec.key_hash_lo = h.lo;
@@ -93,6 +165,10 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     rec.kind = b.append(env.kind);
     rec.topic = b.append(topic);
     rec.raw = b.append(line);
+    if (routed) {
+      rec.skip_mirror = skip_mirror_;
+      rec.routed = b.append(routed_);
+    }
     b.events.push_back(rec);
     return;
   }

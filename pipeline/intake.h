@@ -14,6 +14,10 @@
 #include "stages/event.h"
 #include "stages/validate.h"
 
+namespace evpipe::stages::route {
+class route_set;
+}
+
 namespace evpipe::pipeline {
 
 // Steady-clock nanoseconds: when an event was received (latency metrics).
@@ -64,9 +68,19 @@ class intake {
   // The topic as the topic column can hold it: whole UTF-8 characters.
   [[nodiscard]] std::string_view column_topic(std::string_view topic) const noexcept;
 
+  // Matches a valid message against the routes and extracts its rows into
+  // routed_ (and a bare message's identity into identity_). False when no
+  // route takes it; a column that does not fit turns `v` into route_mismatch.
+  bool apply_routes(std::string_view line, std::string_view topic, std::string_view kind, bool bare,
+                    stages::envelope_validator& validator, stages::validation& v);
+
   stages::envelope_limits limits_;
   std::vector<stages::event_batch> out_;  // one per shard
   size_t pending_ = 0;
+  const stages::route::route_set* routes_;  // stages::route::active_routes() (nullptr: no routes)
+  std::string routed_, identity_;           // scratch of apply_routes, reused
+  std::string_view first_route_;            // name of the first route that took the message
+  bool skip_mirror_ = false;
 };
 
 }  // namespace evpipe::pipeline

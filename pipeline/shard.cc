@@ -123,6 +123,11 @@ void shard::absorb(stages::event_batch& in) {
       // this one with the batch never precedes the original.
       batch_.add_duplicate(ev.seq, ev.received_ns);
       bump(probe_.duplicates);
+    } else if (ev.routed.len > 0 || ev.skip_mirror) {
+      // Taken by routes (docs/routes.md): its rows go to the routes' tables,
+      // in the same transaction as the rest of the batch.
+      batch_.add_routed(in.view(ev.routed), !ev.skip_mirror, in.view(ev.topic), in.view(ev.raw), in.view(ev.key),
+                        in.view(ev.kind), ev.seq, ev.received_ns);
     } else {
       batch_.add_row(in.view(ev.topic), in.view(ev.raw), in.view(ev.key), in.view(ev.kind), ev.seq,
                      ev.received_ns);
@@ -162,7 +167,8 @@ void shard::flush() {
     bump(probe_.db_errors);
     probe_.set_last_error(sink_->last_error());
     probe_.retrying.store(true);
-    if (opts_.max_attempts > 0 && ++attempts == opts_.max_attempts && batch_.row_count() > 0) {
+    if (opts_.max_attempts > 0 && ++attempts == opts_.max_attempts &&
+        (batch_.row_count() > 0 || batch_.routed_row_count() > 0)) {
       // Give up on the rows; their dead letters are written now (and retried
       // like anything else if that fails too).
       spdlog::error("shard {}: {} rows not committed after {} attempts, dead-lettering them: {}", id_,
@@ -215,6 +221,12 @@ void shard::forget_unmirrored_keys(bool giving_up) {
     std::string_view key = batch_.text(r.key);
     window_.erase(stages::hash_key(key.data(), key.size()));
   }
+  for (const auto& r : batch_.routed_rows()) {
+    auto kind = outcomes[r.outcome_index].kind;
+    if (giving_up ? kind == stages::outcome_kind::duplicate : kind != stages::outcome_kind::dead_lettered) continue;
+    std::string_view key = batch_.text(r.key);
+    window_.erase(stages::hash_key(key.data(), key.size()));
+  }
 }
 
 void shard::record_labels() {
@@ -230,6 +242,14 @@ void shard::record_labels() {
     auto it = ingest_labels_.find(label_key_);
     if (it == ingest_labels_.end()) it = ingest_labels_.emplace(label_key_, 0).first;
     ++it->second;
+  }
+  // Routed events without an events_mirror row are ingested too.
+  for (const auto& r : batch_.routed_rows()) {
+    if (!r.counts_event || outcomes[r.outcome_index].kind != stages::outcome_kind::mirrored) continue;
+    label_key_.assign(batch_.text(r.topic));
+    label_key_.push_back(label_sep);
+    label_key_.append(batch_.text(r.kind));
+    ++ingest_labels_[label_key_];
   }
   for (const auto& dl : batch_.dead_letters()) {
     // PostgreSQL refused the row this time too, whether or not its dead letter is new.

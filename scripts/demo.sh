@@ -4,13 +4,14 @@
 # directory, migrates, runs evpipe, sends it a stream of events (valid,
 # invalid, duplicates) over TCP for about 15 s, then 2000 over MQTT, prints
 # events/s, latency percentiles and the row counts of both tables, then stops
-# everything it started.
+# everything it started. Then a short AutoCore part: simulated devices publish
+# status, telemetry and relay messages; their routed tables are printed.
 #   DEMO_RATE=20000 DEMO_SECONDS=15 scripts/demo.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 rate="${DEMO_RATE:-20000}"
 seconds="${DEMO_SECONDS:-15}"
@@ -73,4 +74,45 @@ http_get "$http_port" /metrics |
 
 kill -TERM "$evpipe_pid"
 wait "$evpipe_pid" && log "evpipe drained and exited 0"
+evpipe_pid=""
+
+# AutoCore (docs/routes.md): device JSON without an envelope, routed into
+# typed tables by config/examples/autocore.toml through the same Mosquitto.
+log "AutoCore: three simulated devices publish status, telemetry and relay messages"
+psql -X -q -d "$EVPIPE_DSN" -f "$EVPIPE_ROOT/schemas/examples/autocore.sql" >/dev/null
+{ printf '[http]\nlisten = "127.0.0.1:%s"\n' "$(free_port)"; cat "$EVPIPE_ROOT/config/examples/autocore.toml"; } \
+  >"$scratch/autocore.toml"
+export EVPIPE_DSN AUTOCORE_BROKER="mqtt://127.0.0.1:$MQTT_PORT"
+"$bin/app/evpipe" migrate --config "$scratch/autocore.toml" 2>/dev/null
+"$bin/app/evpipe" run --config "$scratch/autocore.toml" 2>"$scratch/autocore.log" &
+evpipe_pid=$!
+sleep 1  # its session subscribes
+publish() {  # TOPIC LINE...: one QoS 1 message per line
+  local topic="$1"; shift
+  printf '%s\n' "$@" >"$scratch/device.ndjson"
+  "$bin/load/evpipe-load" --target "mqtt://127.0.0.1:$MQTT_PORT" --topic "$topic" --input "$scratch/device.ndjson" \
+    --quiet >/dev/null
+}
+for d in 1 2 3; do
+  id="ESP32_00$d"
+  # Status out of order: the device's timestamp decides, 10:30:20 wins.
+  publish "autocore/$id/status" \
+    "{\"device_id\":\"$id\",\"status\":\"online\",\"ip_address\":\"192.168.1.10$d\",\"firmware_version\":\"1.2.0\",\"uptime\":3620,\"timestamp\":\"2025-01-28T10:30:20Z\"}" \
+    "{\"device_id\":\"$id\",\"status\":\"booting\",\"ip_address\":\"192.168.1.10$d\",\"firmware_version\":\"1.1.9\",\"uptime\":5,\"timestamp\":\"2025-01-28T10:29:00Z\"}"
+  publish "autocore/$id/telemetry" \
+    "{\"device_id\":\"$id\",\"temperature\":2$d.6,\"humidity\":45.2,\"voltage\":3.28,\"memory_free\":45120,\"timestamp\":\"2025-01-28T10:30:15Z\"}" \
+    "{\"device_id\":\"$id\",\"temperature\":2$d.9,\"humidity\":44.8,\"voltage\":3.27,\"memory_free\":45088,\"timestamp\":\"2025-01-28T10:30:45Z\"}"
+  publish "autocore/$id/relay/0/status" \
+    "{\"device_id\":\"$id\",\"relay_index\":0,\"state\":true,\"triggered_by\":\"manual\",\"timestamp\":\"2025-01-28T10:30:30Z\"}" \
+    "{\"device_id\":\"$id\",\"relay_index\":0,\"state\":false,\"triggered_by\":\"schedule\",\"timestamp\":\"2025-01-28T10:31:30Z\"}"
+done
+for _ in $(seq 100); do
+  [ "$(psql -X -Atq -d "$EVPIPE_DSN" -c "SELECT count(*) FROM relay_events")" -ge 6 ] && break
+  sleep 0.1
+done
+psql -X -q -d "$EVPIPE_DSN" -c "SELECT device_id, status, ip_address, firmware_version, last_seen FROM devices ORDER BY 1"
+psql -X -q -d "$EVPIPE_DSN" -c "SELECT device_id, relay_index, current_state, triggered_by, changed_at FROM relays ORDER BY 1, 2"
+psql -X -q -d "$EVPIPE_DSN" -c "SELECT device_id, count(*) AS telemetry_rows, max(temperature) FROM telemetry GROUP BY 1 ORDER BY 1"
+kill -TERM "$evpipe_pid"
+wait "$evpipe_pid" && log "evpipe (AutoCore) drained and exited 0"
 evpipe_pid=""

@@ -90,6 +90,69 @@ void write_batch::add_row(std::string_view topic, std::string_view payload, std:
                              reason::none, received_ns});
 }
 
+void write_batch::add_routed(std::string_view routed, bool mirror, std::string_view topic, std::string_view payload,
+                             std::string_view key, std::string_view kind, uint64_t seq, int64_t received_ns) {
+  if (mirror) {
+    add_row(topic, payload, key, kind, seq, received_ns);  // also takes the event's outcome
+  } else {
+    note_open();
+    pending_.push_back(pending{static_cast<uint32_t>(origins_.size() - 1), seq, outcome_kind::mirrored,
+                               reason::none, received_ns});
+  }
+  const auto outcome = static_cast<uint32_t>(pending_.size() - 1);
+  span_ref t = keep(topic), p = keep(payload), k = keep(key), kd = keep(kind);
+  bool first = !mirror;
+  size_t pos = 0;
+  while (pos + 6 <= routed.size()) {
+    auto* u = reinterpret_cast<const unsigned char*>(routed.data() + pos);
+    uint16_t route = static_cast<uint16_t>((u[0] << 8) | u[1]);
+    uint32_t len = (uint32_t(u[2]) << 24) | (uint32_t(u[3]) << 16) | (uint32_t(u[4]) << 8) | u[5];
+    if (route_copy_.size() <= route) route_copy_.resize(route + 1);
+    std::string& stream = route_copy_[route];
+    routed_.push_back(routed_row{route, outcome, static_cast<uint32_t>(stream.size()), len, t, p, k, kd, first});
+    first = false;
+    stream.append(routed.substr(pos + 6, len));
+    routed_bytes_ += len;
+    pos += 6 + len;
+  }
+}
+
+void write_batch::route_copy_slice(size_t route, size_t first_outcome, size_t last_outcome, std::string& out) const {
+  out.clear();
+  if (route >= route_copy_.size()) return;
+  bool any = false;
+  for (const auto& r : routed_) {
+    if (r.route != route || r.outcome_index < first_outcome || r.outcome_index >= last_outcome) continue;
+    if (pending_[r.outcome_index].kind != outcome_kind::mirrored) continue;  // refused or a duplicate
+    if (!any) out.assign(copy_format::header);
+    any = true;
+    out.append(route_copy_[route], r.copy_off, r.copy_len);
+  }
+  if (any) out.append(copy_format::trailer);
+}
+
+void write_batch::reject_routed(uint32_t outcome_index, std::string sqlstate, std::string message) {
+  auto& p = pending_[outcome_index];
+  if (p.kind == outcome_kind::dead_lettered) return;
+  for (const auto& r : routed_) {
+    if (r.outcome_index != outcome_index) continue;
+    dead_letter dl;
+    dl.topic.assign(text(r.topic));
+    dl.why = reason::db_rejected;
+    dl.message = "PostgreSQL refused the routed row: SQLSTATE " + sqlstate + ": " + message;
+    dl.sqlstate = std::move(sqlstate);
+    dl.bytes.assign(text(r.payload));
+    dl.bytes_are_json = true;  // routed events passed the JSON rules at intake
+    auto h = XXH3_128bits(dl.bytes.data(), dl.bytes.size());
+    dl.digest = digest_bytes(h.high64, h.low64);
+    dl.outcome_index = outcome_index;
+    p.kind = outcome_kind::dead_lettered;
+    p.why = reason::db_rejected;
+    dead_.push_back(std::move(dl));
+    return;
+  }
+}
+
 void write_batch::add_dead_letter(dead_letter dl, uint64_t seq, int64_t received_ns) {
   note_open();
   dl.outcome_index = static_cast<uint32_t>(pending_.size());
@@ -143,6 +206,17 @@ void write_batch::dead_letter_all_rows(reason why, const std::string& message) {
   rows_.clear();
   copy_.assign(copy_format::header);
   sealed_ = false;
+  // Events that only routed tables would have held.
+  for (const auto& r : routed_) {
+    if (pending_[r.outcome_index].kind != outcome_kind::mirrored) continue;
+    reject_routed(r.outcome_index, "", message);
+    dead_.back().why = why;
+    dead_.back().message = message;
+    pending_[r.outcome_index].why = why;
+  }
+  routed_.clear();
+  for (auto& c : route_copy_) c.clear();
+  routed_bytes_ = 0;
 }
 
 void write_batch::copy_slice(size_t first, size_t last, std::string& out) const {
@@ -171,6 +245,9 @@ void write_batch::clear() {
   dead_.clear();
   pending_.clear();
   origins_.clear();
+  routed_.clear();
+  for (auto& c : route_copy_) c.clear();
+  routed_bytes_ = 0;
 }
 
 }  // namespace evpipe::stages

@@ -71,6 +71,10 @@ class write_batch {
 
   void add_row(std::string_view topic, std::string_view payload, std::string_view key,
                std::string_view kind, uint64_t seq, int64_t received_ns);
+  // An event that routes took (event_record::routed): its tuples go to the
+  // streams of their routes, and with `mirror` its events_mirror row too.
+  void add_routed(std::string_view routed, bool mirror, std::string_view topic, std::string_view payload,
+                  std::string_view key, std::string_view kind, uint64_t seq, int64_t received_ns);
   void add_dead_letter(dead_letter dl, uint64_t seq, int64_t received_ns);
   void add_duplicate(uint64_t seq, int64_t received_ns);
   void add_skipped(uint64_t seq, int64_t received_ns);
@@ -79,8 +83,31 @@ class write_batch {
   [[nodiscard]] std::string_view copy_data();
 
   [[nodiscard]] size_t row_count() const noexcept { return rows_.size(); }
+  // Rows of routed tables (docs/routes.md), in arrival order per route.
+  struct routed_row {
+    uint16_t route = 0;
+    uint32_t outcome_index = 0;
+    uint32_t copy_off = 0;  // the tuple in its route's stream
+    uint32_t copy_len = 0;
+    span_ref topic, payload;  // in meta_: for its dead letter if the database refuses it
+    span_ref key;             // in meta_: the dedup key, forgotten when the row is not stored
+    span_ref kind;            // in meta_: the metrics' kind label (a bare message's: its first route's name)
+    bool counts_event = false;  // the event's first row, and it has no events_mirror row: counts in ingest_total
+  };
+  [[nodiscard]] size_t routed_row_count() const noexcept { return routed_.size(); }
+  [[nodiscard]] const std::vector<routed_row>& routed_rows() const noexcept { return routed_; }
+  // Routes with rows in this batch have a stream: header + tuples.
+  [[nodiscard]] size_t route_stream_count() const noexcept { return route_copy_.size(); }
+  // The COPY stream of route r's rows whose event is in [first_outcome,
+  // last_outcome) (all: 0, SIZE_MAX); empty when it has none.
+  void route_copy_slice(size_t route, size_t first_outcome, size_t last_outcome, std::string& out) const;
+  // Turns the event at `outcome_index`, whose routed rows the database
+  // refused, into a db_rejected dead letter.
+  void reject_routed(uint32_t outcome_index, std::string sqlstate, std::string message);
+  // Marks the event at `outcome_index` as already stored (its routed rows are not written).
+  void mark_event_duplicate(uint32_t outcome_index) { pending_[outcome_index].kind = outcome_kind::duplicate; }
   [[nodiscard]] size_t event_count() const noexcept { return pending_.size(); }
-  [[nodiscard]] size_t byte_count() const noexcept { return copy_.size(); }
+  [[nodiscard]] size_t byte_count() const noexcept { return copy_.size() + routed_bytes_; }
   [[nodiscard]] bool empty() const noexcept { return pending_.empty(); }
 
   [[nodiscard]] const std::vector<row>& rows() const noexcept { return rows_; }
@@ -97,8 +124,9 @@ class write_batch {
   // Turns row i, which the database refused, into a dead letter
   // (reason db_rejected) that will be written with the batch's others.
   void reject_row(size_t i, std::string sqlstate, std::string message, bool payload_is_storable_json);
-  // Gives up on every row: each becomes a dead letter with `why` and
-  // `message`, and the batch holds no rows any more (only dead letters).
+  // Gives up on every row (events_mirror and routed): each event becomes a
+  // dead letter with `why` and `message`, and the batch holds no rows any
+  // more (only dead letters).
   void dead_letter_all_rows(reason why, const std::string& message);
   // The COPY stream of rows [first, last) alone: header, tuples, trailer.
   void copy_slice(size_t first, size_t last, std::string& out) const;
@@ -123,6 +151,9 @@ class write_batch {
   std::vector<pending> pending_;
   std::vector<std::shared_ptr<event_origin>> origins_;
   std::chrono::steady_clock::time_point opened_{};
+  std::vector<routed_row> routed_;
+  std::vector<std::string> route_copy_;  // per route: tuples (no header, no trailer)
+  size_t routed_bytes_ = 0;
 };
 
 // Binary COPY framing, exposed for tests and benchmarks.

@@ -27,8 +27,9 @@ enum class reason : uint8_t {
   too_large,                // event over the size limit
   db_rejected,              // passed validation, but PostgreSQL refused the row (SQLSTATE in the message)
   retries_exhausted,        // not committed within [postgres] max_attempts
+  route_mismatch,           // a route took it, but a column is missing, of the wrong type or out of range
 };
-inline constexpr int reason_count = 12;
+inline constexpr int reason_count = 13;
 
 [[nodiscard]] std::string_view reason_code(reason r) noexcept;
 
@@ -75,7 +76,11 @@ struct event_record {
   uint64_t digest_lo = 0;    // invalid events: XXH3-128 of the whole line, the
   uint64_t digest_hi = 0;    // identity of a dead letter when it is resent
   int64_t received_ns = 0;   // steady clock, for receive-to-commit latency
+  // Routes that took the event (docs/routes.md): per route with a table,
+  // [u16 route index][u32 length][binary COPY tuple], extracted at intake.
+  span_ref routed;
   reason why = reason::none;
+  bool skip_mirror = false;  // taken by routes, none of which keeps the events_mirror row
   bool blank = false;        // empty line: counted and acked, nothing stored
   bool raw_truncated = false;  // too_large: raw holds only a prefix
 };

@@ -20,6 +20,7 @@ std::string_view reason_code(reason r) noexcept {
     case reason::too_large: return "too_large";
     case reason::db_rejected: return "db_rejected";
     case reason::retries_exhausted: return "retries_exhausted";
+    case reason::route_mismatch: return "route_mismatch";
   }
   return "unknown";
 }
@@ -127,6 +128,7 @@ namespace dom = simdjson::dom;
 struct envelope_validator::impl {
   dom::parser parser;
   std::string padded;  // copy of a line that lacks simdjson's padding
+  dom::element doc;    // the last document check_json() accepted
 
   // PostgreSQL's jsonb cannot store U+0000. JSON can only carry it as the
   // escape \u0000 (raw control characters are invalid), so the tree is only
@@ -181,8 +183,7 @@ std::string utf8_prefix(std::string_view s, size_t n) {
 
 }  // namespace
 
-validation envelope_validator::check(std::string_view line, size_t capacity, envelope& out) {
-  out = envelope{};
+validation envelope_validator::check_json(std::string_view line, size_t capacity) {
   if (line.size() > limits_.max_event_bytes) {
     return fail(reason::too_large, "event is " + std::to_string(line.size()) +
                                        " bytes, over the limit of " +
@@ -217,6 +218,16 @@ validation envelope_validator::check(std::string_view line, size_t capacity, env
   if (line.find("\\u0000") != std::string_view::npos && impl::holds_nul(doc)) {
     return fail(reason::invalid_json, "not storable JSON: a string or key contains \\u0000, which PostgreSQL jsonb cannot store");
   }
+  impl_->doc = doc;
+  return {};
+}
+
+simdjson::dom::element envelope_validator::document() const { return impl_->doc; }
+
+validation envelope_validator::check(std::string_view line, size_t capacity, envelope& out) {
+  out = envelope{};
+  if (auto v = check_json(line, capacity); !v.ok()) return v;
+  dom::object obj = dom::object(impl_->doc);
 
   unsigned seen = 0;
   validation field_error;  // the first envelope rule broken, in document order

@@ -16,6 +16,10 @@
 
 #include "stages/event.h"
 
+namespace simdjson::dom {
+class element;
+}
+
 namespace evpipe::stages {
 
 // Characters (code points) in UTF-8 text, the unit of VARCHAR(n): every byte
@@ -81,6 +85,13 @@ class envelope_validator {
   [[nodiscard]] validation check(std::string_view line, envelope& out) {
     return check(line, line.size(), out);
   }
+
+  // Only the whole-document rules (valid JSON, an object, storable as
+  // jsonb, size and depth): for messages a route takes without an envelope.
+  [[nodiscard]] validation check_json(std::string_view line, size_t capacity);
+  // The document the last check() or check_json() accepted, until the next
+  // call: routes extract their columns from it instead of parsing again.
+  [[nodiscard]] simdjson::dom::element document() const;
 
   [[nodiscard]] const envelope_limits& limits() const noexcept { return limits_; }
 

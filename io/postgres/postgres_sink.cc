@@ -2,6 +2,10 @@
 
 #include <absl/container/flat_hash_map.h>
 
+#include <algorithm>
+
+#include "stages/route/active.h"
+
 namespace evpipe::io {
 
 namespace {
@@ -44,7 +48,9 @@ postgres_sink::postgres_sink(std::string dsn, std::string application_name, cons
       application_name_(std::move(application_name)),
       copy_mirror_sql_(with_schema(copy_mirror_sql, schema)),
       move_stage_sql_(with_schema(move_stage_sql, schema)),
-      dlq_sql_(with_schema(dlq_sql, schema)) {}
+      dlq_sql_(with_schema(dlq_sql, schema)) {
+  if (const auto* routes = stages::route::active_routes()) tables_ = std::make_unique<table_writer>(*routes, schema);
+}
 
 bool postgres_sink::connect() {
   pg_status st = conn_.connect(dsn_, application_name_);
@@ -77,19 +83,19 @@ pipeline::write_status postgres_sink::fail(const pg_status& st) {
 }
 
 pipeline::write_status postgres_sink::write(stages::write_batch& batch) {
-  if (batch.row_count() == 0 && batch.dead_letters().empty()) {
+  if (batch.row_count() == 0 && batch.routed_row_count() == 0 && batch.dead_letters().empty()) {
     return pipeline::write_status::committed;  // only duplicates and blank lines
   }
   if (!conn_.connected() && !connect()) return pipeline::write_status::retry;
 
-  if (batch.dead_letters().empty()) {
+  if (batch.dead_letters().empty() && batch.routed_row_count() == 0) {
     pg_status st = conn_.copy_in(copy_mirror_sql_.c_str(), batch.copy_data());
     if (st.ok) return pipeline::write_status::committed;
     if (is_data_error(st)) return isolate_refused_rows(batch);
     if (classify(st) != pg_failure::duplicate_key) return fail(st);
     // Some key is already in the table: fall through to the resolving path.
   }
-  pg_status st = write_transaction(batch, batch.dead_letters().empty());
+  pg_status st = write_transaction(batch, batch.dead_letters().empty() && batch.routed_row_count() == 0);
   if (classify(st) == pg_failure::duplicate_key) st = write_transaction(batch, true);
   if (is_data_error(st)) return isolate_refused_rows(batch);
   if (!st.ok) return fail(st);
@@ -97,6 +103,7 @@ pipeline::write_status postgres_sink::write(stages::write_batch& batch) {
 }
 
 pipeline::write_status postgres_sink::isolate_refused_rows(stages::write_batch& batch) {
+  if (batch.routed_row_count() > 0 && tables_) return isolate_refused_events(batch);
   // Bisection: a range that commits is done; a refused range is split until
   // single rows remain. k bad rows in n cost about 2k·log2(n) transactions.
   // If the connection drops midway, the whole write is retried: rows already
@@ -139,6 +146,70 @@ pipeline::write_status postgres_sink::isolate_refused_rows(stages::write_batch& 
   return pipeline::write_status::committed;
 }
 
+pipeline::write_status postgres_sink::isolate_refused_events(stages::write_batch& batch) {
+  // The units are the events with rows (events_mirror, routed tables or
+  // both), in arrival order; an event's rows commit or are refused together.
+  std::vector<uint32_t> units;
+  for (const auto& r : batch.rows()) units.push_back(r.outcome_index);
+  for (const auto& r : batch.routed_rows()) units.push_back(r.outcome_index);
+  std::sort(units.begin(), units.end());
+  units.erase(std::unique(units.begin(), units.end()), units.end());
+  const auto& rows = batch.rows();
+  // The events_mirror rows of the events [first, last): contiguous, as both are in arrival order.
+  auto mirror_range = [&](uint32_t first, uint32_t last) {
+    auto lo = std::lower_bound(rows.begin(), rows.end(), first,
+                               [](const auto& r, uint32_t v) { return r.outcome_index < v; });
+    auto hi = std::lower_bound(rows.begin(), rows.end(), last,
+                               [](const auto& r, uint32_t v) { return r.outcome_index < v; });
+    return std::pair<size_t, size_t>(lo - rows.begin(), hi - rows.begin());
+  };
+  std::string slice;
+  std::vector<std::pair<size_t, size_t>> todo{{0, units.size()}};
+  struct refused {
+    uint32_t outcome;
+    pg_status why;
+  };
+  std::vector<refused> refused_events;
+  while (!todo.empty()) {
+    auto [first, last] = todo.back();
+    todo.pop_back();
+    if (first == last) continue;
+    const uint32_t o_first = units[first], o_last = units[last - 1] + 1;
+    auto [r_first, r_last] = mirror_range(o_first, o_last);
+    pg_status st = conn_.exec("BEGIN");
+    if (st.ok && r_first < r_last) {
+      batch.copy_slice(r_first, r_last, slice);
+      st = resolve_conflicts(batch, r_first, r_last, slice);
+    }
+    if (st.ok) st = tables_->claim_keys(conn_, batch, o_first, o_last);
+    if (st.ok) st = tables_->write(conn_, batch, o_first, o_last);
+    if (st.ok) st = conn_.exec("COMMIT");
+    if (st.ok) continue;
+    if (!st.connection_lost) (void)conn_.exec("ROLLBACK");
+    if (!is_data_error(st)) return fail(st);
+    if (last - first == 1) {
+      refused_events.push_back({o_first, st});
+      continue;
+    }
+    size_t mid = first + (last - first) / 2;
+    todo.emplace_back(mid, last);
+    todo.emplace_back(first, mid);
+  }
+  for (auto& r : refused_events) {
+    auto [r_first, r_last] = mirror_range(r.outcome, r.outcome + 1);
+    if (r_first < r_last) {
+      batch.reject_row(r_first, r.why.sqlstate, r.why.message, r.why.sqlstate.starts_with("23"));
+    } else {
+      batch.reject_routed(r.outcome, r.why.sqlstate, r.why.message);
+    }
+  }
+  if (batch.dead_letters().empty()) return pipeline::write_status::committed;
+  pg_status st = conn_.exec("BEGIN");
+  if (st.ok) st = insert_dead_letters(batch);  // ends with COMMIT
+  if (!st.ok) return fail(st);
+  return pipeline::write_status::committed;
+}
+
 pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool resolve) {
   pg_status st = conn_.exec("BEGIN");
   if (st.ok && batch.row_count() > 0) {
@@ -147,6 +218,10 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
     } else {
       st = conn_.copy_in(copy_mirror_sql_.c_str(), batch.copy_data());
     }
+  }
+  if (st.ok && tables_ && batch.routed_row_count() > 0) {
+    st = tables_->claim_keys(conn_, batch, 0, SIZE_MAX);
+    if (st.ok) st = tables_->write(conn_, batch, 0, SIZE_MAX);
   }
   if (!st.ok) {
     if (!st.connection_lost) (void)conn_.exec("ROLLBACK");

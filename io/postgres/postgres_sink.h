@@ -24,9 +24,11 @@
 //
 // Owned by one shard thread; not thread-safe.
 
+#include <memory>
 #include <string>
 
 #include "io/postgres/pg_connection.h"
+#include "io/postgres/table_writer.h"
 #include "pipeline/sink.h"
 
 namespace evpipe::io {
@@ -52,12 +54,16 @@ class postgres_sink final : public pipeline::batch_sink {
   [[nodiscard]] pg_status resolve_conflicts(stages::write_batch& batch, size_t first, size_t last,
                                             std::string_view copy_data);
   [[nodiscard]] pipeline::write_status isolate_refused_rows(stages::write_batch& batch);
+  // isolate_refused_rows for a batch with routed rows: bisects over events,
+  // each with its events_mirror row and its routed rows.
+  [[nodiscard]] pipeline::write_status isolate_refused_events(stages::write_batch& batch);
 
   std::string dsn_;
   std::string application_name_;
   std::string copy_mirror_sql_, move_stage_sql_, dlq_sql_;  // with the schema, if one is set
   pg_connection conn_;
   std::string last_error_;
+  std::unique_ptr<table_writer> tables_;  // routed tables (docs/routes.md); null without routes
 };
 
 }  // namespace evpipe::io

@@ -1,0 +1,80 @@
+#pragma once
+// Writes the rows of routed tables (docs/routes.md) inside the transaction a
+// postgres_sink opened for a shard's batch, so that routed rows, the
+// events_mirror rows, the dead letters and the acknowledgements all follow
+// one COMMIT.
+//
+// mode = "append": one binary COPY per route with rows in the batch, the
+// tuples exactly as the route stage encoded them at intake.
+//
+// mode = "upsert": the rows are COPYed into a staging table made in the
+// transaction (ON COMMIT DROP, like the sink's own), then
+//   INSERT INTO t SELECT DISTINCT ON (key) ... ORDER BY key, order_by DESC
+//   ON CONFLICT (key) DO UPDATE SET ... WHERE EXCLUDED.order_by > t.order_by
+// so the newest message of the batch per key is the candidate, and it only
+// replaces a row holding older state: devices send out of order and brokers
+// redeliver, and state never moves backwards. Without order_by the last
+// message to arrive wins (ctid order of the staging table, which only COPY
+// wrote to). This is the SQL a user would write by hand, run per batch.
+//
+// Idempotency across restarts: evpipe_route_keys (one row per stored
+// routed message) rather than a unique index the user's table must have.
+// It works the same for every mode, for "digest" identities that are no
+// column of the table, and for messages that feed several tables (also);
+// the price is one small INSERT per message, in the same transaction.
+//
+// Built from the active routes by the sink; owned by one shard thread, not
+// thread-safe.
+
+#include <string>
+#include <vector>
+
+#include "io/postgres/pg_connection.h"
+#include "stages/batch.h"
+#include "stages/route/route_set.h"
+
+namespace evpipe::io {
+
+// The keys table, created by `evpipe migrate` when the config has routes
+// (schemas/events.sql is for evpipe's tables every setup has). {} is the
+// schema prefix ("" or "name.").
+inline constexpr std::string_view route_keys_ddl =
+    "CREATE TABLE IF NOT EXISTS {}evpipe_route_keys ("
+    "key BYTEA PRIMARY KEY, created_at TIMESTAMPTZ NOT NULL DEFAULT now())";
+
+// Creates evpipe_route_keys in `schema` ("" = search_path); "" or the error.
+[[nodiscard]] std::string migrate_route_keys(pg_connection& conn, const std::string& schema);
+
+class table_writer {
+ public:
+  // schema: where evpipe_route_keys is ("" = the search_path), as for the sink.
+  explicit table_writer(const stages::route::route_set& routes, const std::string& schema = "");
+
+  // In an open transaction, before write(): records the identity of every
+  // event in [first_outcome, last_outcome) whose rows only routed tables
+  // hold, in evpipe_route_keys; an event whose identity is already there was
+  // stored before (a redelivery after a restart) and is marked duplicate, so
+  // write() leaves it out. Events with an events_mirror row are settled by
+  // its idempotency_key instead.
+  [[nodiscard]] pg_status claim_keys(pg_connection& conn, stages::write_batch& batch, size_t first_outcome,
+                                     size_t last_outcome);
+
+  // In an open transaction: writes the routed rows of the events whose
+  // outcome index is in [first_outcome, last_outcome) and that are still to
+  // be stored (not refused, not duplicates).
+  [[nodiscard]] pg_status write(pg_connection& conn, const stages::write_batch& batch, size_t first_outcome,
+                                size_t last_outcome);
+
+  // "COPY table (c1, c2, ...) FROM STDIN (FORMAT binary)" for route i.
+  [[nodiscard]] const std::string& copy_sql(size_t route) const { return copy_sql_[route]; }
+
+ private:
+  const stages::route::route_set& routes_;
+  // Per route: append: the COPY into the table. upsert: the staging table's
+  // creation, the COPY into it, and the INSERT ... ON CONFLICT from it.
+  std::vector<std::string> copy_sql_, stage_sql_, merge_sql_;
+  std::string claim_sql_;
+  std::string slice_, keys_param_;
+};
+
+}  // namespace evpipe::io

@@ -1,0 +1,121 @@
+#include "stages/route/route_set.h"
+
+#include <simdjson.h>
+
+#include "config/config.h"
+#include "stages/route/pg_binary.h"
+
+namespace evpipe::stages::route {
+
+namespace {
+
+std::vector<std::string> split_levels(std::string_view s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    size_t end = s.find('/', start);
+    out.emplace_back(s.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+    if (end == std::string_view::npos) return out;
+    start = end + 1;
+  }
+}
+
+[[noreturn]] void fail(const config::route& r, const std::string& key, const std::string& problem) {
+  throw config::config_error("[[routes]] \"" + r.name + "\" " + key + ": " + problem);
+}
+
+}  // namespace
+
+bool filter_matches(std::span<const std::string> filter, std::string_view topic) noexcept {
+  if (!topic.empty() && topic.front() == '$' && !filter.empty() && (filter[0] == "+" || filter[0] == "#")) {
+    return false;
+  }
+  size_t start = 0;
+  for (size_t i = 0; i < filter.size(); ++i) {
+    if (filter[i] == "#") return true;
+    if (start > topic.size()) return false;  // the topic has fewer levels
+    size_t end = topic.find('/', start);
+    std::string_view level = topic.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+    if (filter[i] != "+" && filter[i] != level) return false;
+    start = end == std::string_view::npos ? topic.size() + 1 : end + 1;
+  }
+  return start > topic.size();  // every level of the topic was matched
+}
+
+route_set::route_set(const std::vector<config::route>& routes) {
+  routes_.reserve(routes.size());
+  for (size_t i = 0; i < routes.size(); ++i) {
+    compiled_route cr;
+    cr.cfg = routes[i];
+    cr.index = static_cast<uint16_t>(i);
+    for (const auto& f : cr.cfg.topics) cr.filters.push_back(split_levels(f));
+    for (const auto& c : cr.cfg.columns) {
+      compiled_column cc;
+      cc.cfg = c;
+      for (const auto& p : c.path) {
+        path_step st;
+        if (p.size() > 2 && p.front() == '[' && p.back() == ']') {
+          st.index = std::stoi(p.substr(1, p.size() - 2));
+        } else {
+          st.key = p;
+        }
+        cc.steps.push_back(std::move(st));
+      }
+      if (c.has_default) {
+        std::string problem;
+        if (c.type == config::column_type::jsonb) {
+          // A jsonb default is JSON text: check it with the parser that reads messages.
+          simdjson::dom::parser parser;
+          if (parser.parse(simdjson::padded_string(c.default_text)).error()) {
+            fail(cr.cfg, "columns \"" + c.name + "\" default", "\"" + c.default_text + "\" is not JSON");
+          }
+          pg_binary::append_jsonb(cc.default_field, c.default_text);
+        } else if (append_from_text(cc.default_field, c.type, c.default_text, &problem) != parse_status::ok) {
+          fail(cr.cfg, "columns \"" + c.name + "\" default", problem);
+        }
+      }
+      cr.columns.push_back(std::move(cc));
+    }
+    for (const auto& name : cr.cfg.idempotency) {
+      for (size_t k = 0; k < cr.columns.size(); ++k) {
+        if (cr.columns[k].cfg.name == name) cr.identity_columns.push_back(static_cast<uint16_t>(k));
+      }
+    }
+    routes_.push_back(std::move(cr));
+  }
+}
+
+size_t route_set::match(std::string_view topic, std::string_view kind, bool has_envelope,
+                        std::span<uint16_t, max_routes_per_message> out) const noexcept {
+  size_t n = 0;
+  for (const auto& r : routes_) {
+    if (r.cfg.envelope_standard && !has_envelope) continue;
+    bool topic_ok = r.filters.empty();
+    for (const auto& f : r.filters) {
+      if (filter_matches(f, topic)) {
+        topic_ok = true;
+        break;
+      }
+    }
+    if (!topic_ok) continue;
+    if (!r.cfg.kinds.empty()) {
+      bool kind_ok = false;
+      for (const auto& k : r.cfg.kinds) kind_ok |= k == kind;
+      if (!kind_ok) continue;
+    }
+    out[n++] = r.index;
+    if (!r.cfg.also || n == out.size()) break;
+  }
+  return n;
+}
+
+const compiled_route* route_set::bare_route_for(std::string_view topic) const noexcept {
+  for (const auto& r : routes_) {
+    for (const auto& f : r.filters) {
+      if (filter_matches(f, topic)) return r.cfg.envelope_standard ? nullptr : &r;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace evpipe::stages::route

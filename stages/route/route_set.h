@@ -1,0 +1,69 @@
+#pragma once
+// The routes of a configuration, compiled for the hot path: topic filters
+// split into levels, JSON paths into steps, defaults already in their binary
+// COPY form. Built once at startup (throws config::config_error naming the
+// route and the key); immutable afterwards and shared by every thread.
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/route_config.h"
+
+namespace evpipe::stages::route {
+
+// One step of a JSON path: an object key, or an array index (index >= 0).
+struct path_step {
+  std::string key;
+  int32_t index = -1;
+};
+
+struct compiled_column {
+  config::route_column cfg;
+  std::vector<path_step> steps;  // json_path sources
+  std::string default_field;     // has_default: the whole binary field (length + bytes)
+};
+
+struct compiled_route {
+  config::route cfg;
+  uint16_t index = 0;
+  std::vector<std::vector<std::string>> filters;  // topics, split at '/'
+  std::vector<compiled_column> columns;
+  std::vector<uint16_t> identity_columns;          // positions of cfg.idempotency in columns
+};
+
+// Whether an MQTT topic filter (split into levels) matches a topic; '+' is
+// one level, '#' the rest (including none). Topics starting with '$' are not
+// matched by a leading wildcard (MQTT 3.1.1 section 4.7.2).
+[[nodiscard]] bool filter_matches(std::span<const std::string> filter_levels, std::string_view topic) noexcept;
+
+class route_set {
+ public:
+  static constexpr size_t max_routes_per_message = 16;
+
+  route_set() = default;
+  explicit route_set(const std::vector<config::route>& routes);
+
+  // The routes that take a message, in config order, written to `out`; their
+  // count is returned. Routes are checked in order and the first match ends
+  // the search, unless that route says `also = true`. A route with the
+  // standard envelope needs has_envelope (a valid envelope) and, when it lists
+  // kinds, one of them; an envelope "none" route matches by topic alone.
+  size_t match(std::string_view topic, std::string_view kind, bool has_envelope,
+               std::span<uint16_t, max_routes_per_message> out) const noexcept;
+
+  // Whether the first route matching `topic` by its topics alone takes bare
+  // messages (envelope "none"): such a message skips the envelope rules.
+  [[nodiscard]] const compiled_route* bare_route_for(std::string_view topic) const noexcept;
+
+  [[nodiscard]] const compiled_route& at(size_t i) const noexcept { return routes_[i]; }
+  [[nodiscard]] size_t size() const noexcept { return routes_.size(); }
+  [[nodiscard]] bool empty() const noexcept { return routes_.empty(); }
+
+ private:
+  std::vector<compiled_route> routes_;
+};
+
+}  // namespace evpipe::stages::route

@@ -1,0 +1,151 @@
+// Routes in append mode, end to end through the evpipe binary and the real
+// PostgreSQL that scripts/test.sh starts: bare device JSON and standard
+// envelopes into typed tables, in the batch's transaction, acked after
+// commit; route_mismatch and db_rejected rows dead-lettered while their
+// neighbours commit; redeliveries (in the window and after a restart) stored once.
+
+#include <gtest/gtest.h>
+
+#include "tests/support/harness.h"
+#include "tests/support/tcp_pipeline.h"
+#include "tests/support/test_events.h"
+
+namespace evpipe::testing {
+namespace {
+
+constexpr const char* routes = R"(
+[[routes]]
+name = "telemetry"
+topics = ["tracker/events/it"]
+envelope = "none"
+table = "telemetry"
+idempotency = ["device_id", "ts"]
+columns = [
+  { name = "device_id", type = "text", required = true },
+  { name = "temperature", type = "float8" },
+  { name = "memory_free", type = "int8" },
+  { name = "online", type = "bool", default = true },
+  { name = "ts", source = "timestamp", type = "timestamptz", required = true },
+  { name = "topic", source = "topic", type = "text" },
+  { name = "extra", source = "diag", type = "jsonb" },
+]
+
+[[routes]]
+name = "readings"
+kinds = ["reading"]
+mirror = true
+table = "readings"
+columns = [
+  { name = "sensor", source = "payload.sensor", type = "text", required = true },
+  { name = "value", source = "payload.value", type = "int4" },
+  { name = "id", source = "trace_id", type = "uuid" },
+]
+)";
+
+const char* tables = R"(
+CREATE TABLE telemetry (device_id text NOT NULL, temperature float8 CHECK (temperature < 1000), memory_free int8,
+                        online bool, ts timestamptz NOT NULL, topic text, extra jsonb);
+CREATE TABLE readings (sensor text NOT NULL, value int4, id uuid);
+)";
+
+std::string telemetry(const std::string& device, int second, const std::string& temperature = "21.5") {
+  return "{\"device_id\":\"" + device + "\",\"temperature\":" + temperature +
+         ",\"memory_free\":45120,\"timestamp\":\"2025-01-28T10:30:" + (second < 10 ? "0" : "") +
+         std::to_string(second) + "Z\",\"diag\":{\"rssi\":-61}}";
+}
+
+std::string reading(const std::string& key, const std::string& payload, const std::string& extra = "") {
+  return "{\"trace_id\":\"" + uuid_for(static_cast<uint32_t>(std::hash<std::string>{}(key))) +
+         "\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"reading\",\"idempotency_key\":\"" + key +
+         "\",\"payload\":" + payload + ",\"topic\":\"lab/readings\"" + extra + "}";
+}
+
+class RoutesAppend : public TcpPipeline {};
+
+TEST_F(RoutesAppend, TypedRowsCommitWithTheirBatchAndBadOnesAreDeadLettered) {
+  // Device JSON arrives on the first listener (its topic is the bare
+  // route's), envelopes on the second.
+  uint16_t port = free_port(), http_port = free_port(), envelope_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port) + "[[sources.tcp]]\nlisten = \"127.0.0.1:" +
+                         std::to_string(envelope_port) + "\"\ntopic = \"lab/envelopes\"\n" + routes,
+                     "routes_append");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec(tables);
+  evp.start(port);
+
+  std::string data;
+  uint64_t lines = 0;
+  auto add = [&](const std::string& l) {
+    data += l + "\n";
+    ++lines;
+  };
+  for (int i = 0; i < 40; ++i) add(telemetry("ESP32_00" + std::to_string(i % 4), i));
+  add(telemetry("ESP32_000", 0));                     // redelivered: the same device and time
+  add(telemetry("ESP32_001", 5, "21.75"));            // same identity, other bytes: still the same message
+  add("{\"temperature\":20,\"timestamp\":\"2025-01-28T10:31:00Z\"}");                        // no device_id
+  add("{\"device_id\":\"E9\",\"temperature\":\"hot\",\"timestamp\":\"2025-01-28T10:31:00Z\"}");  // wrong type
+  add("{\"device_id\":\"E9\",\"memory_free\":18446744073709551615,\"timestamp\":\"2025-01-28T10:31:00Z\"}");  // > int8
+  add("{\"device_id\":\"E9\",\"timestamp\":\"2025-02-30T10:31:00Z\"}");                         // no such date
+  add("{\"device_id\":\"E9\",\"timestamp\":\"2025-01-28T10:31:00Z\",\"temperature\":5000}");  // CHECK refuses it
+  add("{not json");
+  add(telemetry("ESP32_009", 59));  // after the bad ones: still stored
+  // Standard envelopes: a kind with a route (also mirrored), and one without.
+  const std::string envelopes = reading("r-1", "{\"sensor\":\"s1\",\"value\":7}") + "\n" +
+                                reading("r-2", "{\"sensor\":\"s2\",\"value\":3000000000}") + "\n" +  // > int4
+                                valid_event("plain-1", "not routed", ",\"topic\":\"lab/other\"") + "\n";
+  auto send = [&] {
+    ndjson_client producer(port), enveloped(envelope_port);
+    producer.send_all(data);
+    enveloped.send_all(envelopes);
+    EXPECT_EQ(producer.read_acks_until(lines, 60s), lines) << evp.log();
+    EXPECT_EQ(enveloped.read_acks_until(3, 60s), 3u) << evp.log();
+  };
+  send();
+
+  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 41) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(DISTINCT (device_id, ts)) FROM telemetry"), 41);
+  EXPECT_EQ(metric_value(http_get(http_port, "/metrics"), "taylor_ingest_total{topic=\"tracker/events/it\",kind=\"telemetry\"}"),
+            41)
+      << "routed messages count as ingested, a bare one under its route's name";
+  EXPECT_EQ(db.column("SELECT temperature::text FROM telemetry WHERE device_id = 'ESP32_001' AND ts = "
+                      "'2025-01-28T10:30:05Z'"),
+            std::vector<std::string>{"21.5"})
+      << "the first copy is kept";
+  EXPECT_EQ(db.column("SELECT concat_ws('|', memory_free, online, topic, extra->>'rssi') FROM telemetry WHERE "
+                      "device_id = 'ESP32_009'"),
+            std::vector<std::string>{"45120|t|tracker/events/it|-61"});
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE payload ? 'device_id'"), 0)
+      << "a route without mirror keeps no events_mirror row";
+
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'route_mismatch'"), 5);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'route_mismatch' AND failure_reason = "
+                     "'route \"telemetry\": column \"device_id\" (source \"device_id\"): required, but absent or null'"),
+            1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE failure_reason LIKE "
+                     "'route \"readings\": column \"value\" (source \"payload.value\"): 3000000000 is out of range%'"),
+            1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'db_rejected' AND payload->>'temperature' = "
+                     "'5000' AND failure_reason LIKE '%23514%'"),
+            1)
+      << "the CHECK constraint refuses one row; the rest of its batch commits";
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'invalid_json'"), 1);
+
+  EXPECT_EQ(db.column("SELECT concat_ws('|', sensor, value, id IS NOT NULL) FROM readings"),
+            std::vector<std::string>{"s1|7|t"});
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key IN ('r-1', 'plain-1')"), 2)
+      << "mirror = true keeps the envelope's row; an unrouted kind takes today's path";
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 2);
+
+  // A restart empties the dedup window: the same messages again store nothing.
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(port);
+  send();
+  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 41) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM readings"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 7) << "dead letters resent byte for byte are stored once";
+}
+
+}  // namespace
+}  // namespace evpipe::testing

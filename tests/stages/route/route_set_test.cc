@@ -1,0 +1,176 @@
+// Route matching: topic filters, kinds, first match against `also`, an
+// envelope route next to a bare one; compiling defaults.
+#include "stages/route/route_set.h"
+
+#include <gtest/gtest.h>
+
+#include "config/config.h"
+
+namespace evpipe::stages::route {
+namespace {
+
+std::vector<std::string> levels(std::string_view f) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    size_t end = f.find('/', start);
+    out.emplace_back(f.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+    if (end == std::string_view::npos) return out;
+    start = end + 1;
+  }
+}
+
+bool matches(std::string_view filter, std::string_view topic) { return filter_matches(levels(filter), topic); }
+
+TEST(RouteSet, TopicFilters) {
+  EXPECT_TRUE(matches("autocore/+/status", "autocore/ESP32_001/status"));
+  EXPECT_FALSE(matches("autocore/+/status", "autocore/ESP32_001/telemetry"));
+  EXPECT_FALSE(matches("autocore/+/status", "autocore/ESP32_001/status/x"));
+  EXPECT_FALSE(matches("autocore/+/status", "autocore/status"));
+  EXPECT_TRUE(matches("autocore/+/relay/+/status", "autocore/ESP32_001/relay/0/status"));
+  EXPECT_TRUE(matches("autocore/+/system/+", "autocore/E/system/boot"));
+  EXPECT_FALSE(matches("autocore/+/system/+", "autocore/E/system"));
+  EXPECT_TRUE(matches("autocore/#", "autocore"));
+  EXPECT_TRUE(matches("autocore/#", "autocore/a/b/c"));
+  EXPECT_TRUE(matches("#", "anything/at/all"));
+  EXPECT_FALSE(matches("#", "$SYS/broker")) << "wildcards do not match $ topics";
+  EXPECT_TRUE(matches("a/+", "a/")) << "an empty level is a level";
+  EXPECT_FALSE(matches("a", "a/"));
+}
+
+std::vector<config::route> routes_of(const std::string& toml) { return config::load_string(toml).routes; }
+
+std::vector<uint16_t> match(const route_set& rs, std::string_view topic, std::string_view kind, bool envelope) {
+  std::array<uint16_t, route_set::max_routes_per_message> out{};
+  size_t n = rs.match(topic, kind, envelope, out);
+  return {out.begin(), out.begin() + n};
+}
+
+constexpr const char* mixed = R"(
+[[routes]]
+name = "relay_history"
+topics = ["autocore/+/relay/+/status"]
+envelope = "none"
+also = true
+table = "relay_state_history"
+columns = [{ name = "state", type = "bool" }]
+[[routes]]
+name = "relays"
+topics = ["autocore/+/relay/+/status"]
+envelope = "none"
+table = "relays"
+mode = "upsert"
+key = ["device_id", "relay_index"]
+columns = [{ name = "device_id", source = "topic[1]", type = "text" },
+           { name = "relay_index", source = "topic[3]", type = "int4" },
+           { name = "state", type = "bool" }]
+[[routes]]
+name = "never"
+topics = ["autocore/#"]
+envelope = "none"
+table = "t"
+columns = [{ name = "x", type = "text" }]
+[[routes]]
+name = "orders"
+topics = ["shop/#"]
+kinds = ["order.created", "order.paid"]
+table = "orders"
+columns = [{ name = "id", source = "payload.id", type = "int8" }]
+[[routes]]
+name = "any_shop"
+topics = ["shop/#"]
+table = "shop_events"
+columns = [{ name = "kind", source = "kind", type = "text" }]
+)";
+
+TEST(RouteSet, FirstMatchWinsUnlessAlso) {
+  route_set rs(routes_of(mixed));
+  EXPECT_EQ(match(rs, "autocore/E1/relay/2/status", "", false), (std::vector<uint16_t>{0, 1}))
+      << "relay_history says also, relays ends the search: 'never' does not take it";
+  EXPECT_EQ(match(rs, "autocore/E1/status", "", false), (std::vector<uint16_t>{2}));
+  EXPECT_TRUE(match(rs, "elsewhere", "", false).empty()) << "no route: today's path";
+}
+
+TEST(RouteSet, KindsAndEnvelopes) {
+  route_set rs(routes_of(mixed));
+  EXPECT_EQ(match(rs, "shop/eu", "order.paid", true), (std::vector<uint16_t>{3}));
+  EXPECT_EQ(match(rs, "shop/eu", "cart.viewed", true), (std::vector<uint16_t>{4})) << "kind not listed: next route";
+  EXPECT_TRUE(match(rs, "shop/eu", "", false).empty()) << "a standard-envelope route needs a valid envelope";
+  EXPECT_EQ(rs.bare_route_for("autocore/E1/telemetry"), &rs.at(2));
+  EXPECT_EQ(rs.bare_route_for("shop/eu"), nullptr) << "the first route on shop/ wants the envelope";
+  EXPECT_EQ(rs.bare_route_for("elsewhere"), nullptr);
+}
+
+TEST(RouteSet, CompilesPathsAndDefaults) {
+  route_set rs(routes_of(R"(
+[[routes]]
+name = "r"
+topics = ["a"]
+table = "t"
+columns = [{ name = "x", source = "payload.list[2].v", type = "int4", default = 7 },
+           { name = "j", type = "jsonb", default = "{\"a\":1}" }]
+)"));
+  const auto& c = rs.at(0).columns[0];
+  ASSERT_EQ(c.steps.size(), 4u);
+  EXPECT_EQ(c.steps[0].key, "payload");
+  EXPECT_EQ(c.steps[2].index, 2);
+  EXPECT_EQ(c.steps[3].key, "v");
+  EXPECT_EQ(c.default_field, std::string("\0\0\0\4\0\0\0\7", 8));
+  EXPECT_EQ(rs.at(0).columns[1].default_field, std::string("\0\0\0\x08\1{\"a\":1}", 12));
+}
+
+TEST(RouteSet, RefusesDefaultsTheTypeCannotHold) {
+  auto refused = [](const std::string& col) {
+    try {
+      route_set rs(routes_of("[[routes]]\nname = \"r\"\ntopics = [\"a\"]\ntable = \"t\"\ncolumns = [" + col + "]\n"));
+    } catch (const config::config_error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(refused(R"({ name = "t", type = "timestamptz", default = "soon" })")
+                .find("[[routes]] \"r\" columns \"t\" default: \"soon\" is not an ISO 8601 date-time"),
+            std::string::npos);
+  EXPECT_NE(refused(R"({ name = "u", type = "uuid", default = "x" })").find("\"x\" is not a UUID"), std::string::npos);
+  EXPECT_NE(refused(R"({ name = "j", type = "jsonb", default = "{" })").find("\"{\" is not JSON"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace evpipe::stages::route
+
+namespace evpipe::stages::route {
+namespace {
+
+// The shipped AutoCore example loads, compiles, and routes the seed's topics.
+TEST(RouteSet, AutoCoreExample) {
+  auto s = config::load_file(std::string(EVPIPE_SOURCE_DIR) + "/config/examples/autocore.toml");
+  route_set rs(s.routes);
+  ASSERT_EQ(s.mqtt_sources.size(), 1u);
+  EXPECT_EQ(s.mqtt_sources[0].topics.size(), 5u);
+  auto first = [&](std::string_view topic) {
+    std::array<uint16_t, route_set::max_routes_per_message> out{};
+    size_t n = rs.match(topic, "", false, out);
+    return n == 0 ? std::string("-") : rs.at(out[0]).cfg.name;
+  };
+  EXPECT_EQ(first("autocore/ESP32_001/status"), "device_status");
+  EXPECT_EQ(first("autocore/ESP32_001/telemetry"), "telemetry");
+  EXPECT_EQ(first("autocore/ESP32_001/relay/0/status"), "relay_events");
+  {
+    std::array<uint16_t, route_set::max_routes_per_message> out{};
+    ASSERT_EQ(rs.match("autocore/ESP32_001/relay/0/status", "", false, out), 2u) << "relay_events says also";
+    EXPECT_EQ(rs.at(out[1]).cfg.name, "relays");
+  }
+  EXPECT_EQ(first("autocore/ESP32_001/display/interaction"), "display_interactions");
+  EXPECT_EQ(first("autocore/ESP32_001/system/boot"), "system");
+  EXPECT_EQ(first("autocore/ESP32_001/other"), "-");
+  for (const auto& topic : s.mqtt_sources[0].topics) {
+    bool routed = false;
+    for (size_t i = 0; i < rs.size(); ++i) {
+      for (const auto& f : rs.at(i).cfg.topics) routed |= f == topic;
+    }
+    EXPECT_TRUE(routed) << topic << " is subscribed but no route takes it";
+  }
+}
+
+}  // namespace
+}  // namespace evpipe::stages::route

@@ -1,0 +1,84 @@
+// The routed rows of a write_batch: per-route streams, slices by event,
+// refusals, duplicates and giving up, as the sink and the shard use them.
+#include <gtest/gtest.h>
+
+#include "stages/batch.h"
+
+namespace evpipe::stages {
+namespace {
+
+struct null_origin : event_origin {
+  void on_outcomes(std::span<const outcome>) override {}
+};
+
+// [u16 route][u32 length][tuple], as intake writes event_record::routed.
+std::string routed(std::initializer_list<std::pair<uint16_t, std::string>> parts) {
+  std::string out;
+  for (const auto& [route, tuple] : parts) {
+    out.push_back(static_cast<char>(route >> 8));
+    out.push_back(static_cast<char>(route));
+    uint32_t n = static_cast<uint32_t>(tuple.size());
+    for (int k = 0; k < 4; ++k) out.push_back(static_cast<char>(n >> (24 - 8 * k)));
+    out += tuple;
+  }
+  return out;
+}
+
+const std::string header(copy_format::header), trailer(copy_format::trailer);
+
+TEST(RoutedBatch, StreamsPerRouteAndSlicesByEvent) {
+  write_batch b;
+  b.begin_origin(std::make_shared<null_origin>());
+  b.add_routed(routed({{0, "A1"}, {1, "B1"}}), false, "t", "{\"m\":1}", "k1", "", 1, 0);
+  b.add_routed(routed({{1, "B2"}}), true, "t", "{\"m\":2}", "k2", "kind", 2, 0);  // also mirrored
+  b.add_routed(routed({{0, "A3"}}), false, "t", "{\"m\":3}", "k3", "", 3, 0);
+  EXPECT_EQ(b.event_count(), 3u) << "one outcome per event, however many rows";
+  EXPECT_EQ(b.row_count(), 1u);
+  EXPECT_EQ(b.routed_row_count(), 4u);
+  EXPECT_TRUE(b.routed_rows()[0].counts_event);
+  EXPECT_FALSE(b.routed_rows()[1].counts_event) << "one count per event";
+  EXPECT_FALSE(b.routed_rows()[2].counts_event) << "its events_mirror row counts it";
+  EXPECT_TRUE(b.routed_rows()[3].counts_event);
+  std::string s;
+  b.route_copy_slice(0, 0, SIZE_MAX, s);
+  EXPECT_EQ(s, header + "A1A3" + trailer);
+  b.route_copy_slice(1, 0, SIZE_MAX, s);
+  EXPECT_EQ(s, header + "B1B2" + trailer);
+  b.route_copy_slice(0, 1, 2, s);
+  EXPECT_TRUE(s.empty()) << "event 1 has no row of route 0";
+  b.route_copy_slice(1, 1, 3, s);
+  EXPECT_EQ(s, header + "B2" + trailer);
+
+  b.mark_event_duplicate(2);
+  b.route_copy_slice(0, 0, SIZE_MAX, s);
+  EXPECT_EQ(s, header + "A1" + trailer) << "a duplicate's rows are left out";
+  b.reject_routed(0, "23514", "check violated");
+  b.route_copy_slice(1, 0, SIZE_MAX, s);
+  EXPECT_EQ(s, header + "B2" + trailer) << "a refused event's rows are left out";
+  ASSERT_EQ(b.dead_letters().size(), 1u);
+  EXPECT_EQ(b.dead_letters()[0].why, reason::db_rejected);
+  EXPECT_EQ(b.dead_letters()[0].bytes, "{\"m\":1}");
+  EXPECT_EQ(b.outcomes()[0].kind, outcome_kind::dead_lettered);
+
+  b.clear();
+  EXPECT_EQ(b.routed_row_count(), 0u);
+  EXPECT_EQ(b.byte_count(), header.size());
+}
+
+TEST(RoutedBatch, GivingUpDeadLettersRoutedOnlyEventsToo) {
+  write_batch b;
+  b.begin_origin(std::make_shared<null_origin>());
+  b.add_routed(routed({{0, "A1"}}), false, "t", "{\"m\":1}", "k1", "", 1, 0);
+  b.add_routed(routed({{0, "A2"}}), false, "t", "{\"m\":2}", "k2", "", 2, 0);
+  b.mark_event_duplicate(1);
+  b.dead_letter_all_rows(reason::retries_exhausted, "not committed");
+  EXPECT_EQ(b.routed_row_count(), 0u);
+  ASSERT_EQ(b.dead_letters().size(), 1u) << "the duplicate is already stored";
+  EXPECT_EQ(b.dead_letters()[0].why, reason::retries_exhausted);
+  EXPECT_EQ(b.outcomes()[0].kind, outcome_kind::dead_lettered);
+  EXPECT_EQ(b.outcomes()[0].why, reason::retries_exhausted);
+  EXPECT_EQ(b.outcomes()[1].kind, outcome_kind::duplicate);
+}
+
+}  // namespace
+}  // namespace evpipe::stages
