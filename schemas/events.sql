@@ -38,3 +38,12 @@ ALTER TABLE dlq_events ALTER COLUMN payload DROP NOT NULL;
 -- event (at-least-once delivery) gets one DLQ row per topic, not one per try.
 ALTER TABLE dlq_events ADD COLUMN IF NOT EXISTS event_digest BYTEA;
 -- Unique on (original_topic, event_digest): see schemas/schema.h.
+
+-- tx: the id of the transaction that wrote the row, the first half of its
+-- read position (tx, id); readers only read below the visibility horizon, so
+-- no row appears behind a position they have passed (docs/read.md). The
+-- default is STABLE, so adding the column rewrites nothing: rows that predate
+-- it all get this migration's transaction id, which is later than theirs.
+-- Writers need no change: the default fills it in, COPY and INSERT alike.
+ALTER TABLE events_mirror ADD COLUMN IF NOT EXISTS tx xid8 NOT NULL DEFAULT pg_current_xact_id();
+-- Its index (tx, id), which readers resume on: see schemas/schema.h.
