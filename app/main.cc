@@ -2,6 +2,7 @@
 //   evpipe run --config FILE          ingest until SIGINT/SIGTERM
 //   evpipe check-config --config FILE print the effective configuration
 //   evpipe migrate --config FILE      create or update the tables
+//   evpipe replay --config FILE ...   committed events back out, in position order (read/replay)
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -13,6 +14,7 @@
 #include "app/version.h"
 #include "config/config.h"
 #include "io/sources/mqtt/mqtt_source.h"
+#include "read/replay/replay.h"
 
 int main(int argc, char** argv) {
   evpipe::app::harden_process();
@@ -27,6 +29,19 @@ int main(int argc, char** argv) {
   check->add_option("-c,--config", config_path, "TOML configuration file")->required();
   auto* migrate = cli.add_subcommand("migrate", "Create or update events_mirror and dlq_events (idempotent)");
   migrate->add_option("-c,--config", config_path, "TOML configuration file")->required();
+
+  evpipe::read::replay_options replay_opts;
+  auto* replay = cli.add_subcommand("replay", "Print committed events as NDJSON in position order, or send them to an "
+                                              "evpipe TCP source; the last position goes to stderr at the end");
+  replay->add_option("-c,--config", config_path, "TOML configuration file")->required();
+  replay->add_option("--since", replay_opts.since, "after this position, or from this time (ISO 8601)");
+  replay->add_option("--until", replay_opts.until, "up to this position, or before this time (ISO 8601)");
+  replay->add_option("--topic", replay_opts.topics, "MQTT-style topic filter (repeatable; any of them)");
+  replay->add_option("--kind", replay_opts.kinds, "event kind (repeatable; any of them)");
+  replay->add_option("--to", replay_opts.to, "stdout (NDJSON) or tcp://host:port (an evpipe TCP source)");
+  replay->add_option("--rate", replay_opts.rate, "events per second at most (default: as fast as possible)");
+  replay->add_option("--max-rows", replay_opts.max_rows, "stop after this many events (continue from the last position)");
+  replay->add_flag("!--no-progress", replay_opts.progress, "no progress line on stderr");
 
   CLI11_PARSE(cli, argc, argv);
 
@@ -50,6 +65,7 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  if (*replay) return evpipe::read::run_replay(settings, replay_opts);
   evpipe::app::setup_logging(settings.log.level, settings.log.format);
   using evpipe::app::exit_mode;
   if (*migrate) evpipe::app::exit_process(evpipe::app::migrate(settings), exit_mode::unwind);
