@@ -3,6 +3,7 @@
 //   evpipe check-config --config FILE print the effective configuration
 //   evpipe migrate --config FILE      create or update the tables
 //   evpipe replay --config FILE ...   committed events back out, in position order (read/replay)
+//   evpipe dlq list|show|purge ...    the dead letters (read/dlq)
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -14,6 +15,7 @@
 #include "app/version.h"
 #include "config/config.h"
 #include "io/sources/mqtt/mqtt_source.h"
+#include "read/dlq/dlq_commands.h"
 #include "read/replay/replay.h"
 
 int main(int argc, char** argv) {
@@ -43,6 +45,29 @@ int main(int argc, char** argv) {
   replay->add_option("--max-rows", replay_opts.max_rows, "stop after this many events (continue from the last position)");
   replay->add_flag("!--no-progress", replay_opts.progress, "no progress line on stderr");
 
+  evpipe::read::dlq_options dlq_opts;
+  auto* dlq = cli.add_subcommand("dlq", "Inspect and delete dead letters (dlq_events)");
+  dlq->require_subcommand(1);
+  auto dlq_filters = [&](CLI::App* sub) {
+    sub->add_option("-c,--config", config_path, "TOML configuration file")->required();
+    sub->add_option("--reason", dlq_opts.reasons, "reason code, e.g. invalid_json (repeatable; any of them)");
+    sub->add_option("--topic", dlq_opts.topics, "MQTT-style filter on the original topic (repeatable)");
+    sub->add_option("--since", dlq_opts.since, "created at or after this time (ISO 8601)");
+    sub->add_option("--until", dlq_opts.until, "created before this time (ISO 8601)");
+  };
+  auto* dlq_list = dlq->add_subcommand("list", "The newest dead letters as a table (or --json lines)");
+  dlq_filters(dlq_list);
+  dlq_list->add_flag("--json", dlq_opts.json, "one JSON object per line");
+  dlq_list->add_option("--limit", dlq_opts.limit, "at most this many, newest first (0: all; default 100)");
+  auto* dlq_show = dlq->add_subcommand("show", "One dead letter in full");
+  dlq_show->add_option("-c,--config", config_path, "TOML configuration file")->required();
+  dlq_show->add_option("id", dlq_opts.id, "its id (from list)")->required();
+  dlq_show->add_flag("--json", dlq_opts.json, "one line of JSON");
+  auto* dlq_purge = dlq->add_subcommand("purge", "Delete the dead letters the filters select (asks unless --yes)");
+  dlq_filters(dlq_purge);
+  dlq_purge->add_flag("--dry-run", dlq_opts.dry_run, "count them, delete nothing");
+  dlq_purge->add_flag("-y,--yes", dlq_opts.yes, "do not ask for confirmation");
+
   CLI11_PARSE(cli, argc, argv);
 
   evpipe::config::settings settings;
@@ -66,6 +91,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*replay) return evpipe::read::run_replay(settings, replay_opts);
+  if (*dlq_list) return evpipe::read::run_dlq_list(settings, dlq_opts);
+  if (*dlq_show) return evpipe::read::run_dlq_show(settings, dlq_opts);
+  if (*dlq_purge) return evpipe::read::run_dlq_purge(settings, dlq_opts);
   evpipe::app::setup_logging(settings.log.level, settings.log.format);
   using evpipe::app::exit_mode;
   if (*migrate) evpipe::app::exit_process(evpipe::app::migrate(settings), exit_mode::unwind);
