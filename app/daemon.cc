@@ -23,6 +23,8 @@
 #include "io/sources/tcp/tcp_source.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
+#include "read/stream/sse_server.h"
+#include "read/stream/stream_hub.h"
 #include "schemas/schema.h"
 
 namespace evpipe::app {
@@ -250,6 +252,36 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
     spdlog::error("{}", e.what());
     return 1;
   }
+  // The read side's live stream (docs/read.md): one tail reader, connected
+  // to PostgreSQL only while clients listen. The default address is best
+  // effort (a second evpipe on the host runs without a stream); one the
+  // file names must be free.
+  std::unique_ptr<read::stream_hub> stream_hub;
+  std::unique_ptr<read::sse_server> stream;
+  if (!s.stream.listen.empty()) {
+    read::stream_hub_options so;
+    so.dsn = s.postgres.dsn;
+    so.schema = s.postgres.schema;
+    so.poll_ms = s.stream.poll_ms;
+    so.max_client_buffer_bytes = s.stream.max_client_buffer_bytes;
+    stream_hub = std::make_unique<read::stream_hub>(so);
+    try {
+      stream = std::make_unique<read::sse_server>(s.stream, *stream_hub);
+    } catch (const std::exception& e) {
+      if (s.stream.listen_set) {
+        spdlog::error("{}", e.what());
+        return 1;
+      }
+      spdlog::warn("{}: running without the stream (set [stream] listen to another address, or \"\" to disable it)",
+                   e.what());
+    }
+    if (stream) {
+      stream_hub->start();
+      stream->start();
+      spdlog::info("stream of committed events on http://{}:{}/v1/stream", s.stream.listen.substr(0, s.stream.listen.rfind(':')),
+                   stream->port());
+    }
+  }
   router.start();
 
   for (const auto& src : sources) spdlog::info("source: {}", src->describe());
@@ -349,6 +381,8 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
         }
         src->close();
       }
+      if (stream) stream->stop();
+      if (stream_hub) stream_hub->stop();
       if (http) http->stop();
       work.reset();
       http_work.reset();

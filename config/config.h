@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "config/stream_section.h"
+
 namespace evpipe::config {
 
 struct endpoint {
@@ -114,6 +116,7 @@ struct settings {
     std::string level = "info";       // trace, debug, info, warn, error
     std::string format = "text";      // text, or json: one object per line (time, level, message)
   } log;
+  stream_section stream;              // [stream]: the live stream of committed events (docs/read.md)
   std::vector<tcp_source> tcp_sources;
   std::vector<mqtt_source> mqtt_sources;
   std::vector<http_source> http_sources;

@@ -25,7 +25,7 @@ uint32_t get_u32(const char* p) {
   return v;
 }
 
-// A cursor over one CopyData message of the SELECT's six columns.
+// A cursor over one CopyData message of the SELECT's seven columns.
 struct tuple_cursor {
   const char* p;
   const char* end;
@@ -81,7 +81,7 @@ std::string table_reader::check() {
 
 std::string table_reader::select_sql(const read_window& w) const {
   std::string sql =
-      "SELECT tx, id, topic, payload ? 'topic', payload, created_at FROM " + table_ +
+      "SELECT tx, id, topic, payload ? 'topic', payload, created_at, payload->>'kind' FROM " + table_ +
       // The horizon: every transaction below it has ended, so the rows read
       // here are all the rows there will ever be up to the last one read.
       " WHERE tx < pg_snapshot_xmin(pg_current_snapshot())"
@@ -148,14 +148,14 @@ io::pg_status table_reader::read(const read_window& w, const std::function<row_a
     }
     auto fields = static_cast<int16_t>((static_cast<unsigned char>(p[0]) << 8) | static_cast<unsigned char>(p[1]));
     if (fields == -1) continue;  // the trailer
-    if (fields != 6) {
+    if (fields != 7) {
       status = protocol_error("tuple of " + std::to_string(fields) + " fields");
       continue;
     }
     tuple_cursor cur{p + 2, end};
-    std::string_view tx, id, topic, has_topic, payload, created;
+    std::string_view tx, id, topic, has_topic, payload, created, kind;
     if (!cur.field(tx) || !cur.field(id) || !cur.field(topic) || !cur.field(has_topic) || !cur.field(payload) ||
-        !cur.field(created) || tx.size() != 8 || id.size() != 8 || has_topic.size() != 1 || payload.empty() ||
+        !cur.field(created) || !cur.field(kind) || tx.size() != 8 || id.size() != 8 || has_topic.size() != 1 || payload.empty() ||
         payload[0] != 1 || created.size() != 8) {
       status = protocol_error("malformed tuple");
       continue;
@@ -166,6 +166,7 @@ io::pg_status table_reader::read(const read_window& w, const std::function<row_a
     row.payload = payload.substr(1);  // jsonb's binary form: version 1, then the text
     row.payload_has_topic = has_topic[0] != 0;
     row.created_at_us = static_cast<int64_t>(get_u64(created.data())) + pg_epoch_us;
+    row.kind = kind;
     if (on_row(row) == row_action::stop) {
       stopped = true;
       // Ends the COPY on the server; what it already sent is drained above.
@@ -180,6 +181,18 @@ io::pg_status table_reader::read(const read_window& w, const std::function<row_a
     if (PQresultStatus(r.get()) != PGRES_COMMAND_OK && status.ok && !stopped) status = conn_.error_of(r.get());
   }
   return status;
+}
+
+io::pg_status table_reader::live_edge(position& out) {
+  io::pg_result r;
+  std::string sql = "SELECT tx::text, id FROM " + table_ +
+                    " WHERE tx < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx DESC, id DESC LIMIT 1";
+  auto st = conn_.query(sql.c_str(), r);
+  if (!st.ok) return st;
+  out = PQntuples(r.get()) == 0 ? position::start()
+                                : position{std::strtoull(PQgetvalue(r.get(), 0, 0), nullptr, 10),
+                                           std::strtoll(PQgetvalue(r.get(), 0, 1), nullptr, 10)};
+  return {};
 }
 
 uint64_t table_reader::estimate_rows(const read_window& w) {

@@ -42,6 +42,7 @@ struct event_row {
   std::string_view topic;
   std::string_view payload;    // the event, as jsonb's text
   bool payload_has_topic = false;  // the event carries its own "topic" field
+  std::string_view kind;       // payload->>'kind' ("" when absent)
   int64_t created_at_us = 0;   // microseconds since 1970-01-01 UTC
 };
 
@@ -60,6 +61,10 @@ class table_reader {
   // Streams the window's rows below the horizon to `on_row`, in position
   // order. Stopping early cancels the COPY (the connection stays usable).
   [[nodiscard]] io::pg_status read(const read_window& w, const std::function<row_action(const event_row&)>& on_row);
+
+  // The newest position below the horizon (start() for an empty table):
+  // where a reader that wants only what comes next begins.
+  [[nodiscard]] io::pg_status live_edge(position& out);
 
   // The planner's estimate of the window's rows (for an ETA): no scan.
   [[nodiscard]] uint64_t estimate_rows(const read_window& w);
