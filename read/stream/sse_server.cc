@@ -18,6 +18,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "read/stream/ws_session.h"
 #include "read/topic_filter.h"
 #include "stages/json_text.h"
 
@@ -297,8 +298,17 @@ void sse_server::serve(int fd, uint64_t session) {
     if (token != cfg_.bearer_token) return respond(fd, http::status::unauthorized, "a valid bearer token is required");
   }
   if (beast::websocket::is_upgrade(req)) {
-    return respond(fd, http::status::not_implemented,
-                   "WebSocket is not available yet on this server: use Server-Sent Events (Accept: text/event-stream)");
+    // Filters come in messages; the query may carry only the token.
+    if (active_.fetch_add(1) >= cfg_.max_clients) {
+      active_.fetch_sub(1);
+      return respond(fd, http::status::service_unavailable,
+                     "too many stream clients (max_clients = " + std::to_string(cfg_.max_clients) + ")");
+    }
+    timeval none{0, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+    serve_websocket(fd, req, cfg_, hub_, stopping_);
+    active_.fetch_sub(1);
+    return;
   }
   if (req[http::field::accept].find("text/event-stream") == std::string_view::npos) {
     return respond(fd, http::status::bad_request,

@@ -1,6 +1,7 @@
 #pragma once
-// GET /v1/stream as Server-Sent Events (Boost.Beast, synchronous, one thread
-// per client, at most max_clients): query parameters `topics` and `kinds`
+// GET /v1/stream: a WebSocket upgrade goes to read/stream/ws_session; else
+// Server-Sent Events (Boost.Beast parsing, one thread per client, at most
+// max_clients of either kind): query parameters `topics` and `kinds`
 // (comma-separated or repeated), `since` = a position, "now" (the default)
 // or an ISO 8601 time; a `Last-Event-ID` header (what EventSource sends when
 // it reconnects) wins over `since`. Every event's SSE `id:` is its position,

@@ -119,6 +119,15 @@ class StreamSse : public TcpPipeline {
     evpipe = std::make_unique<evpipe_process>(config_for(db, tcp_port, free_port(), t), "stream_sse");
     ASSERT_EQ(evpipe->run_command("migrate"), 0) << evpipe->log("migrate.log");
     evpipe->start(tcp_port);
+    // The stream listens just after the sources.
+    ASSERT_TRUE(eventually([&] {
+      try {
+        ::close(connect_loopback(stream_port));
+        return true;
+      } catch (const std::exception&) {
+        return false;
+      }
+    }, 30s));
   }
   // Sends `n` events keyed prefix-0.. and waits for their acks.
   static void produce(uint16_t port, const std::string& prefix, int n, int per_write = 50) {
@@ -257,8 +266,8 @@ TEST_F(StreamSse, BadRequestsGetAClearError) {
            {"?colour=red", auth + "Accept: text/event-stream\r\n", "400", "unknown query parameter"},
            {"?topics=a/%23/b", auth + "Accept: text/event-stream\r\n", "400", "'#' must be"},
            {"?since=yesterday", auth + "Accept: text/event-stream\r\n", "400", "neither a position"},
-           {"", auth + "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                       "Sec-WebSocket-Version: 13\r\n", "501", "Server-Sent Events"},
+           {"", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n", "401", "bearer token"},  // a WebSocket needs the token too
        }) {
     sse_client c(stream_port, b.query, b.headers);
     std::string h = c.head();
