@@ -76,7 +76,7 @@ TEST_F(TableReader, MigrationAddsPositionsWithoutRewritingTheTable) {
   EXPECT_EQ(db.column("SELECT pg_relation_filenode('events_mirror')").at(0), before);
   EXPECT_EQ(reader.check(), "");
   EXPECT_EQ(db.count("SELECT count(DISTINCT tx) FROM events_mirror"), 1);
-  EXPECT_EQ(db.count("SELECT count(*) FROM pg_indexes WHERE indexname = 'idx_events_mirror_tx_id'"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'idx_events_mirror_tx_id'"), 1);
   db.exec(row_sql("t/a", "new-0"));
   auto rows = read_at_least(position::start(), 51);
   ASSERT_EQ(rows.size(), 51u);
