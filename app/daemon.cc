@@ -208,6 +208,17 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
     for (const auto& cfg : s.http_sources) sources.push_back(std::make_unique<io::http_source>(ioc, cfg, router, probe, limits));
   }
 
+  // The read side's stream hub (started below with its listener), made
+  // first so that /metrics can show its probe.
+  std::unique_ptr<read::stream_hub> stream_hub;
+  if (!s.stream.listen.empty()) {
+    read::stream_hub_options so;
+    so.dsn = s.postgres.dsn;
+    so.schema = s.postgres.schema;
+    so.poll_ms = s.stream.poll_ms;
+    so.max_client_buffer_bytes = s.stream.max_client_buffer_bytes;
+    stream_hub = std::make_unique<read::stream_hub>(so);
+  }
   asio::io_context http_ioc(1);
   std::unique_ptr<io::http_server> http;
   try {
@@ -245,6 +256,11 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
         }
         return notes;
       };
+      if (stream_hub) {
+        ho.extra_metrics = [hub = stream_hub.get(), prefix = s.metrics.prefix] {
+          return read::render_stream_metrics(hub->probe(), prefix);
+        };
+      }
       http = std::make_unique<io::http_server>(http_ioc, std::move(ho), registry);
       http->start();
     }
@@ -256,15 +272,8 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   // to PostgreSQL only while clients listen. The default address is best
   // effort (a second evpipe on the host runs without a stream); one the
   // file names must be free.
-  std::unique_ptr<read::stream_hub> stream_hub;
   std::unique_ptr<read::sse_server> stream;
-  if (!s.stream.listen.empty()) {
-    read::stream_hub_options so;
-    so.dsn = s.postgres.dsn;
-    so.schema = s.postgres.schema;
-    so.poll_ms = s.stream.poll_ms;
-    so.max_client_buffer_bytes = s.stream.max_client_buffer_bytes;
-    stream_hub = std::make_unique<read::stream_hub>(so);
+  if (stream_hub) {
     try {
       stream = std::make_unique<read::sse_server>(s.stream, *stream_hub);
     } catch (const std::exception& e) {

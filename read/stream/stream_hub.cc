@@ -71,6 +71,30 @@ void stream_hub::remove(uint64_t id) {
   probe_.clients.fetch_sub(1, std::memory_order_relaxed);
 }
 
+std::string render_stream_metrics(const stream_probe& p, const std::string& prefix) {
+  std::string out;
+  auto one = [&](const char* name, const char* type, const char* help, const std::string& value) {
+    std::string full = prefix + "_stream_" + name;
+    out += "# HELP " + full + " " + help + "\n# TYPE " + full + " " + type + "\n" + full + " " + value + "\n";
+  };
+  auto u = [](uint64_t v) { return std::to_string(v); };
+  one("clients", "gauge", "Stream subscriptions (SSE clients and subscribed WebSocket clients).",
+      std::to_string(p.clients.load(std::memory_order_relaxed)));
+  one("events_delivered_total", "counter", "Events handed to stream clients.",
+      u(p.events_delivered.load(std::memory_order_relaxed)));
+  one("catch_ups_total", "counter", "Clients read from the table (a past since, or fallen behind).",
+      u(p.catch_ups.load(std::memory_order_relaxed)));
+  one("fell_behind_total", "counter", "Live clients moved back to catch-up: send buffer over max_client_buffer_bytes.",
+      u(p.fell_behind.load(std::memory_order_relaxed)));
+  one("read_errors_total", "counter", "Failed reads of events_mirror by the stream.",
+      u(p.read_errors.load(std::memory_order_relaxed)));
+  char age[32];
+  std::snprintf(age, sizeof age, "%.3f", p.horizon_age_s.load(std::memory_order_relaxed));
+  one("horizon_age_seconds", "gauge",
+      "Age of the oldest open transaction that has written: readers wait for it (sampled while clients listen).", age);
+  return out;
+}
+
 void stream_hub::run() {
   std::vector<std::shared_ptr<client_state>> clients;
   io::pg_connection conn;
@@ -78,6 +102,7 @@ void stream_hub::run() {
   position tail;
   bool tail_known = false;
   auto backoff = std::chrono::milliseconds(100);
+  auto next_horizon_sample = std::chrono::steady_clock::now();
 
   for (;;) {
     {
@@ -155,6 +180,13 @@ void stream_hub::run() {
           probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
           break;
       }
+    }
+
+    // What holds the horizon back, once a second.
+    if (auto now = std::chrono::steady_clock::now(); now >= next_horizon_sample) {
+      next_horizon_sample = now + std::chrono::seconds(1);
+      horizon_state h;
+      if (read_horizon(conn, h).ok) probe_.horizon_age_s.store(h.oldest_pid ? h.oldest_age_s : 0, std::memory_order_relaxed);
     }
 
     // The tail: rows past it, to every live client whose filter matches.

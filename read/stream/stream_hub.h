@@ -65,7 +65,14 @@ struct stream_probe {
   std::atomic<uint64_t> catch_ups{0};        // clients moved (back) to catch-up from the table
   std::atomic<uint64_t> fell_behind{0};      // of which: buffer over max_client_buffer_bytes
   std::atomic<uint64_t> read_errors{0};
+  // Age of the oldest transaction in the cluster that has written and is
+  // still open: it holds every reader's horizon back (docs/read.md). Sampled
+  // once a second while clients listen; 0 when there is none.
+  std::atomic<double> horizon_age_s{0};
 };
+
+// The probe in Prometheus text, names under `prefix` ("evpipe_stream_...").
+[[nodiscard]] std::string render_stream_metrics(const stream_probe& p, const std::string& prefix);
 
 class stream_hub {
  public:

@@ -116,7 +116,8 @@ class StreamSse : public TcpPipeline {
     tuning t;
     t.linger_ms = 1;
     t.tcp_extra = "\n[stream]\nlisten = \"127.0.0.1:" + std::to_string(stream_port) + "\"\npoll_ms = 5\n" + stream_extra;
-    evpipe = std::make_unique<evpipe_process>(config_for(db, tcp_port, free_port(), t), "stream_sse");
+    http_port = free_port();
+    evpipe = std::make_unique<evpipe_process>(config_for(db, tcp_port, http_port, t), "stream_sse");
     ASSERT_EQ(evpipe->run_command("migrate"), 0) << evpipe->log("migrate.log");
     evpipe->start(tcp_port);
     // The stream listens just after the sources.
@@ -150,7 +151,8 @@ class StreamSse : public TcpPipeline {
     eventually([&] { return (rows = db.column(sql)).size() >= expected; }, 30s);
     return rows;
   }
-  uint16_t tcp_port = 0, stream_port = 0;
+  double metric(const std::string& name) { return metric_value(http_get(http_port, "/metrics"), "taylor_stream_" + name); }
+  uint16_t tcp_port = 0, stream_port = 0, http_port = 0;
   std::unique_ptr<evpipe_process> evpipe;
 };
 
@@ -184,6 +186,8 @@ TEST_F(StreamSse, EventsCommittedDuringAndRightAfterTheSubscribeAreAllDelivered)
   }
   EXPECT_EQ(got, expected);
   EXPECT_GE(got.size(), 500u);  // at least every event sent after the subscribe
+  EXPECT_EQ(metric("clients"), 1);
+  EXPECT_GE(metric("events_delivered_total"), static_cast<double>(got.size()));
   for (int i = 0; i < 500; ++i) EXPECT_NE(std::find(got.begin(), got.end(), "after-" + std::to_string(i)), got.end());
 }
 
@@ -250,6 +254,9 @@ TEST_F(StreamSse, AClientThatStopsReadingCatchesUpFromTheTable) {
     got.push_back(key_in(f->data));
   }
   EXPECT_EQ(got, expected);
+  // It did fall behind and was caught up from the table (not just buffered).
+  EXPECT_GE(metric("fell_behind_total"), 1);
+  EXPECT_GE(metric("catch_ups_total"), 1);
 }
 
 TEST_F(StreamSse, BadRequestsGetAClearError) {
