@@ -9,12 +9,10 @@
 namespace evpipe::config {
 
 struct stream_section {
-  // GET /v1/stream (SSE, WebSocket); "" (the default for now) disables;
-  // 127.0.0.1:9465 is the documented address. Off by default until the
-  // Operations.StopAndContinueLoseNothing failure seen with it on (3 of 4
-  // parallel runs, docs/read.md) is understood. Were the default an address,
-  // it would be taken only when free.
-  std::string listen = "";
+  // GET /v1/stream (Server-Sent Events); "" disables. When the key is not in
+  // the file, the default address is taken only if it is free (a second
+  // evpipe on the host runs without a stream, with a warning).
+  std::string listen = "127.0.0.1:9465";
   bool listen_set = false;                      // the file names listen
   uint32_t max_clients = 64;                    // further clients get 503
   uint32_t max_filters = 32;                    // topics + kinds of one subscription
