@@ -29,6 +29,8 @@
 #include "io/sources/tcp/tcp_source.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
+#include "read/stream/sse_server.h"
+#include "read/stream/stream_hub.h"
 #include "schemas/schema.h"
 
 namespace evpipe::app {
@@ -217,6 +219,17 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   // The sources: where events enter. Each kind shares one metrics probe.
   live_sources sources(ioc, router, registry, limits, mqtt_memory.get());
 
+  // The read side's stream hub (started below with its listener), made
+  // first so that /metrics can show its probe.
+  std::unique_ptr<read::stream_hub> stream_hub;
+  if (!s.stream.listen.empty()) {
+    read::stream_hub_options so;
+    so.dsn = s.postgres.dsn;
+    so.schema = s.postgres.schema;
+    so.poll_ms = s.stream.poll_ms;
+    so.max_client_buffer_bytes = s.stream.max_client_buffer_bytes;
+    stream_hub = std::make_unique<read::stream_hub>(so);
+  }
   asio::io_context http_ioc(1);
   std::unique_ptr<io::http_server> http;
   try {
@@ -228,6 +241,11 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
       ho.idle_timeout = std::chrono::seconds(s.http.idle_timeout_s);
       ho.max_commit_stall = std::chrono::milliseconds(s.health.max_commit_stall_ms);
       ho.source_notes = [&sources] { return sources.mqtt_notes(); };
+      if (stream_hub) {
+        ho.extra_metrics = [hub = stream_hub.get(), prefix = s.metrics.prefix] {
+          return read::render_stream_metrics(hub->probe(), prefix);
+        };
+      }
       http = std::make_unique<io::http_server>(http_ioc, std::move(ho), registry);
       http->start();
       // /metrics is rendered on http_ioc's one thread: a reload adds a
@@ -244,6 +262,29 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return 1;
+  }
+  // The read side's live stream (docs/read.md): one tail reader, connected
+  // to PostgreSQL only while clients listen. The default address is best
+  // effort (a second evpipe on the host runs without a stream); one the
+  // file names must be free.
+  std::unique_ptr<read::sse_server> stream;
+  if (stream_hub) {
+    try {
+      stream = std::make_unique<read::sse_server>(s.stream, *stream_hub);
+    } catch (const std::exception& e) {
+      if (s.stream.listen_set) {
+        spdlog::error("{}", e.what());
+        return 1;
+      }
+      spdlog::warn("{}: running without the stream (set [stream] listen to another address, or \"\" to disable it)",
+                   e.what());
+    }
+    if (stream) {
+      stream_hub->start();
+      stream->start();
+      spdlog::info("stream of committed events on http://{}:{}/v1/stream", s.stream.listen.substr(0, s.stream.listen.rfind(':')),
+                   stream->port());
+    }
   }
   router.start();
 
@@ -356,6 +397,8 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
       // Connections close themselves once their last ack is written.
       auto ack_deadline = std::min(std::chrono::steady_clock::now() + 2s, end - 100ms);
       sources.close_all(ack_deadline);
+      if (stream) stream->stop();
+      if (stream_hub) stream_hub->stop();
       if (http) http->stop();
       work.reset();
       http_work.reset();

@@ -3,6 +3,8 @@
 //   evpipe check-config --config FILE print the effective configuration
 //   evpipe migrate --config FILE      create or update the tables
 //   evpipe top [--url URL | --config FILE]  live view of a running evpipe's /metrics
+//   evpipe replay --config FILE ...   committed events back out, in position order (read/replay)
+//   evpipe dlq list|show|purge ...    the dead letters (read/dlq)
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -18,6 +20,8 @@
 #include "io/sources/mqtt/mqtt_subscription_memory.h"
 #include "io/postgres/route_check.h"
 #include "stages/route/route_set.h"
+#include "read/dlq/dlq_commands.h"
+#include "read/replay/replay.h"
 
 int main(int argc, char** argv) {
   evpipe::app::harden_process();
@@ -42,6 +46,41 @@ int main(int argc, char** argv) {
   top->add_option("--url", top_url, "its /metrics, e.g. http://127.0.0.1:9464/metrics (default: from --config)");
   top->add_option("-c,--config", config_path, "the TOML configuration evpipe runs with ([http] listen, [metrics] prefix)");
   top->add_option("--prefix", top_opts.prefix, "metric name prefix ([metrics] prefix)");
+  evpipe::read::replay_options replay_opts;
+  auto* replay = cli.add_subcommand("replay", "Print committed events as NDJSON in position order, or send them to an "
+                                              "evpipe TCP source; the last position goes to stderr at the end");
+  replay->add_option("-c,--config", config_path, "TOML configuration file")->required();
+  replay->add_option("--since", replay_opts.since, "after this position, or from this time (ISO 8601)");
+  replay->add_option("--until", replay_opts.until, "up to this position, or before this time (ISO 8601)");
+  replay->add_option("--topic", replay_opts.topics, "MQTT-style topic filter (repeatable; any of them)");
+  replay->add_option("--kind", replay_opts.kinds, "event kind (repeatable; any of them)");
+  replay->add_option("--to", replay_opts.to, "stdout (NDJSON) or tcp://host:port (an evpipe TCP source)");
+  replay->add_option("--rate", replay_opts.rate, "events per second at most (default: as fast as possible)");
+  replay->add_option("--max-rows", replay_opts.max_rows, "stop after this many events (continue from the last position)");
+  replay->add_flag("!--no-progress", replay_opts.progress, "no progress line on stderr");
+
+  evpipe::read::dlq_options dlq_opts;
+  auto* dlq = cli.add_subcommand("dlq", "Inspect and delete dead letters (dlq_events)");
+  dlq->require_subcommand(1);
+  auto dlq_filters = [&](CLI::App* sub) {
+    sub->add_option("-c,--config", config_path, "TOML configuration file")->required();
+    sub->add_option("--reason", dlq_opts.reasons, "reason code, e.g. invalid_json (repeatable; any of them)");
+    sub->add_option("--topic", dlq_opts.topics, "MQTT-style filter on the original topic (repeatable)");
+    sub->add_option("--since", dlq_opts.since, "created at or after this time (ISO 8601)");
+    sub->add_option("--until", dlq_opts.until, "created before this time (ISO 8601)");
+  };
+  auto* dlq_list = dlq->add_subcommand("list", "The newest dead letters as a table (or --json lines)");
+  dlq_filters(dlq_list);
+  dlq_list->add_flag("--json", dlq_opts.json, "one JSON object per line");
+  dlq_list->add_option("--limit", dlq_opts.limit, "at most this many, newest first (0: all; default 100)");
+  auto* dlq_show = dlq->add_subcommand("show", "One dead letter in full");
+  dlq_show->add_option("-c,--config", config_path, "TOML configuration file")->required();
+  dlq_show->add_option("id", dlq_opts.id, "its id (from list)")->required();
+  dlq_show->add_flag("--json", dlq_opts.json, "one line of JSON");
+  auto* dlq_purge = dlq->add_subcommand("purge", "Delete the dead letters the filters select (asks unless --yes)");
+  dlq_filters(dlq_purge);
+  dlq_purge->add_flag("--dry-run", dlq_opts.dry_run, "count them, delete nothing");
+  dlq_purge->add_flag("-y,--yes", dlq_opts.yes, "do not ask for confirmation");
 
   CLI11_PARSE(cli, argc, argv);
 
@@ -110,6 +149,10 @@ int main(int argc, char** argv) {
     for (const auto& w : evpipe::io::mqtt_sessions_left_behind(settings)) std::cerr << "evpipe: warning: " << w << "\n";
     return 0;
   }
+  if (*replay) return evpipe::read::run_replay(settings, replay_opts);
+  if (*dlq_list) return evpipe::read::run_dlq_list(settings, dlq_opts);
+  if (*dlq_show) return evpipe::read::run_dlq_show(settings, dlq_opts);
+  if (*dlq_purge) return evpipe::read::run_dlq_purge(settings, dlq_opts);
   evpipe::app::setup_logging(settings.log.level, settings.log.format);
   using evpipe::app::exit_mode;
   if (*migrate) evpipe::app::exit_process(evpipe::app::migrate(settings), exit_mode::unwind);

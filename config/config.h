@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/route_config.h"
+#include "config/stream_section.h"
 
 namespace evpipe::config {
 
@@ -123,6 +124,7 @@ struct settings {
     std::string level = "info";       // trace, debug, info, warn, error
     std::string format = "text";      // text, or json: one object per line (time, level, message)
   } log;
+  stream_section stream;              // [stream]: the live stream of committed events (docs/read.md)
   std::vector<tcp_source> tcp_sources;
   std::vector<mqtt_source> mqtt_sources;
   std::vector<http_source> http_sources;

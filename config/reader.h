@@ -145,4 +145,7 @@ size_t utf8_chars(std::string_view s);
 // file's folder, so that a service started from / finds them.
 std::string resolve_path(const std::string& path, const std::string& base_dir);
 
+// [stream] (config/stream_section.cc).
+stream_section parse_stream(const toml::table& t, const std::string& origin, const std::string& base_dir);
+
 }  // namespace evpipe::config::detail

@@ -49,6 +49,13 @@ std::string to_toml(const settings& s) {
   root.insert("http", toml::table{{"listen", s.http.listen},
                                   {"max_connections", int64_t(s.http.max_connections)},
                                   {"idle_timeout_s", int64_t(s.http.idle_timeout_s)}});
+  root.insert("stream", toml::table{{"listen", s.stream.listen},
+                                    {"max_clients", int64_t(s.stream.max_clients)},
+                                    {"max_filters", int64_t(s.stream.max_filters)},
+                                    {"max_client_buffer_bytes", int64_t(s.stream.max_client_buffer_bytes)},
+                                    {"poll_ms", int64_t(s.stream.poll_ms)},
+                                    {"heartbeat_s", int64_t(s.stream.heartbeat_s)},
+                                    {"bearer_token_file", s.stream.bearer_token_file}});
   root.insert("health", toml::table{{"max_commit_stall_ms", int64_t(s.health.max_commit_stall_ms)}});
   root.insert("metrics", toml::table{{"prefix", s.metrics.prefix},
                                      {"max_label_values", int64_t(s.metrics.max_label_values)},

@@ -53,3 +53,12 @@ CREATE TABLE IF NOT EXISTS evpipe_mqtt_subscriptions (
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (client_id, broker, filter)
 );
+
+-- tx: the id of the transaction that wrote the row, the first half of its
+-- read position (tx, id); readers only read below the visibility horizon, so
+-- no row appears behind a position they have passed (docs/read.md). The
+-- default is STABLE, so adding the column rewrites nothing: rows that predate
+-- it all get this migration's transaction id, which is later than theirs.
+-- Writers need no change: the default fills it in, COPY and INSERT alike.
+ALTER TABLE events_mirror ADD COLUMN IF NOT EXISTS tx xid8 NOT NULL DEFAULT pg_current_xact_id();
+-- Its index (tx, id), which readers resume on: see schemas/schema.h.

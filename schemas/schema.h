@@ -33,6 +33,8 @@ inline constexpr index_spec indexes[] = {
     {mirror_table, "idx_events_mirror_trace_id", "trace_id"},
     {mirror_table, "idx_events_mirror_created_at", "created_at"},
     {mirror_table, "idx_events_mirror_kind", "(payload->>'kind')"},
+    // Read positions: readers resume with (tx, id) > P in this order (docs/read.md).
+    {mirror_table, "idx_events_mirror_tx_id", "tx, id"},
     // One dead letter per topic and event bytes, however often it is resent.
     {dlq_table, "dlq_events_topic_digest_key", "original_topic, event_digest", true},
     {dlq_table, "idx_dlq_events_created_at", "created_at"},

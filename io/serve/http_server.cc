@@ -41,7 +41,9 @@ http::response<http::string_body> route(const http::request<http::string_body>& 
     return reply(http::status::method_not_allowed, "only GET\n");
   }
   if (target == "/metrics") {
-    return reply(http::status::ok, metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
+    std::string body = metrics.render();
+    if (opts.extra_metrics) body += opts.extra_metrics();
+    return reply(http::status::ok, std::move(body), "text/plain; version=0.0.4; charset=utf-8");
   }
   if (target == "/health/live") return reply(http::status::ok, "{\"status\":\"live\"}\n", "application/json");
   if (target == "/health/ready") {

@@ -40,6 +40,9 @@ struct http_server_options {
     std::string text;
   };
   std::function<std::vector<source_note>()> source_notes;
+  // More Prometheus text appended to /metrics (the read side's stream probe),
+  // called on the endpoint's thread. Empty: nothing.
+  std::function<std::string()> extra_metrics;
 };
 
 class http_server {

@@ -1,0 +1,26 @@
+#pragma once
+// [stream]: the read side's live stream of committed events (read/stream,
+// docs/read.md). Part of config::settings; parsed by detail::parse_stream()
+// (config/reader.h, stream_section.cc).
+
+#include <cstdint>
+#include <string>
+
+namespace evpipe::config {
+
+struct stream_section {
+  // GET /v1/stream (Server-Sent Events); "" disables. When the key is not in
+  // the file, the default address is taken only if it is free (a second
+  // evpipe on the host runs without a stream, with a warning).
+  std::string listen = "127.0.0.1:9465";
+  bool listen_set = false;                      // the file names listen
+  uint32_t max_clients = 64;                    // further clients get 503
+  uint32_t max_filters = 32;                    // topics + kinds of one subscription
+  uint32_t max_client_buffer_bytes = 1u << 20;  // a client with more queued falls back to catch-up from the table
+  uint32_t poll_ms = 20;                        // how often the tail reads past the last position
+  uint32_t heartbeat_s = 15;                    // an SSE comment line when idle this long
+  std::string bearer_token_file;                // "" = no authentication; else file holding the token
+  std::string bearer_token;                     // read from bearer_token_file at load; never printed
+};
+
+}  // namespace evpipe::config

@@ -1,0 +1,371 @@
+#include "read/stream/sse_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <sstream>
+#include <stdexcept>
+
+#include "read/stream/ws_session.h"
+#include "read/topic_filter.h"
+#include "stages/json_text.h"
+
+namespace evpipe::read {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+namespace {
+
+// One SSE client's send queue: filled by the hub thread, drained by the
+// client's own thread.
+class sse_client final : public stream_client {
+ public:
+  void on_event(position pos, std::string_view topic, std::string_view payload) override {
+    std::string f;
+    f.reserve(payload.size() + topic.size() + 160);
+    std::string p = encode(pos);
+    f += "id: " + p + "\nevent: event\ndata: {\"type\":\"event\",\"position\":\"" + p + "\",\"topic\":";
+    stages::append_json_string(f, topic);
+    f += ",\"event\":";
+    f.append(payload);
+    f += "}\n\n";
+    push(std::move(f));
+  }
+  void on_caught_up(position pos) override {
+    std::string p = encode(pos);
+    push("id: " + p + "\nevent: caught_up\ndata: {\"type\":\"caught_up\",\"position\":\"" + p + "\"}\n\n");
+  }
+  void on_error(std::string_view message) override {
+    std::string f = "event: error\ndata: {\"type\":\"error\",\"message\":";
+    stages::append_json_string(f, message);
+    f += "}\n\n";
+    push(std::move(f), true);
+  }
+  size_t queued_bytes() const override { return bytes_.load(std::memory_order_relaxed); }
+
+  // Waits up to `wait` for frames; returns them (empty on timeout) and
+  // whether the stream ends after them.
+  std::string take(std::chrono::seconds wait, bool& last, const std::atomic<bool>& stopping) {
+    std::unique_lock lock(mu_);
+    // In slices, so that stop() is seen within 100 ms without a registry of
+    // waiting clients to notify.
+    auto until = std::chrono::steady_clock::now() + wait;
+    while (q_.empty() && !closing_ && !stopping.load() && std::chrono::steady_clock::now() < until) {
+      cv_.wait_for(lock, std::chrono::milliseconds(100));
+    }
+    std::string out;
+    while (!q_.empty()) {
+      out += q_.front();
+      q_.pop_front();
+    }
+    last = closing_;
+    return out;
+  }
+  void sent(size_t n) { bytes_.fetch_sub(n, std::memory_order_relaxed); }
+
+ private:
+  void push(std::string f, bool closing = false) {
+    bytes_.fetch_add(f.size(), std::memory_order_relaxed);
+    {
+      std::lock_guard lock(mu_);
+      q_.push_back(std::move(f));
+      closing_ = closing_ || closing;
+    }
+    cv_.notify_one();
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::string> q_;
+  bool closing_ = false;
+  std::atomic<size_t> bytes_{0};
+};
+
+std::string url_decode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+               std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// Comma-separated values of a query parameter, appended.
+void split_into(std::string_view v, std::vector<std::string>& out) {
+  size_t start = 0;
+  while (start <= v.size()) {
+    size_t comma = v.find(',', start);
+    auto item = v.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+    if (!item.empty()) out.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+}
+
+bool send_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+void respond(int fd, http::status status, const std::string& message) {
+  http::response<http::string_body> res{status, 11};
+  res.set(http::field::content_type, "application/json");
+  res.set(http::field::connection, "close");
+  std::string body = "{\"type\":\"error\",\"message\":";
+  stages::append_json_string(body, message);
+  res.body() = body + "}\n";
+  res.prepare_payload();
+  std::ostringstream os;
+  os << res;
+  (void)send_all(fd, os.str());
+}
+
+}  // namespace
+
+sse_server::sse_server(const config::stream_section& cfg, stream_hub& hub) : cfg_(cfg), hub_(hub) {
+  config::endpoint ep = config::parse_listen(cfg.listen, "[stream] listen");
+  auto addr = asio::ip::make_address(ep.host);
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (addr.is_v4()) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(ep.port);
+    auto b = addr.to_v4().to_bytes();
+    std::memcpy(&a->sin_addr, b.data(), 4);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(ep.port);
+    auto b = addr.to_v6().to_bytes();
+    std::memcpy(&a->sin6_addr, b.data(), 16);
+    len = sizeof *a;
+  }
+  listen_fd_ = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(listen_fd_, 128) != 0) {
+    std::string why = std::strerror(errno);
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+    throw std::runtime_error("[stream] cannot listen on " + cfg.listen + ": " + why);
+  }
+  sockaddr_storage bound{};
+  socklen_t blen = sizeof bound;
+  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &blen);
+  port_ = ntohs(bound.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
+                                           : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+}
+
+sse_server::~sse_server() { stop(); }
+
+void sse_server::start() { acceptor_ = std::thread([this] { accept_loop(); }); }
+
+void sse_server::stop() {
+  if (stopping_.exchange(true)) return;
+  if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RDWR);  // wakes accept()
+  if (acceptor_.joinable()) acceptor_.join();
+  std::map<uint64_t, std::thread> sessions;
+  {
+    std::lock_guard lock(mu_);
+    for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+    sessions.swap(sessions_);
+  }
+  for (auto& [id, t] : sessions) t.join();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  listen_fd_ = -1;
+}
+
+void sse_server::accept_loop() {
+  while (!stopping_.load()) {
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    std::vector<std::thread> done;
+    {
+      std::lock_guard lock(mu_);
+      for (uint64_t id : finished_) {
+        auto it = sessions_.find(id);
+        if (it != sessions_.end()) {
+          done.push_back(std::move(it->second));
+          sessions_.erase(it);
+        }
+      }
+      finished_.clear();
+    }
+    for (auto& t : done) t.join();
+    if (fd < 0) {
+      if (stopping_.load()) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // EMFILE and the like
+      continue;
+    }
+    std::lock_guard lock(mu_);
+    if (stopping_.load()) {
+      ::close(fd);
+      return;
+    }
+    uint64_t id = next_session_++;
+    fds_.insert(fd);
+    sessions_.emplace(id, std::thread([this, fd, id] { serve(fd, id); }));
+  }
+}
+
+void sse_server::serve(int fd, uint64_t session) {
+  struct done_guard {
+    sse_server* s;
+    int fd;
+    uint64_t id;
+    ~done_guard() {
+      std::lock_guard lock(s->mu_);
+      s->fds_.erase(fd);
+      ::close(fd);
+      s->finished_.push_back(id);
+    }
+  } guard{this, fd, session};
+  timeval tv{10, 0};  // the request must come within 10 s
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+  // The request head, read with the receive timeout above (a client that
+  // sends nothing is dropped after 10 s), then parsed by Beast.
+  std::string head;
+  while (head.find("\r\n\r\n") == std::string::npos) {
+    char tmp[4096];
+    ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+    if (n <= 0) return;
+    head.append(tmp, static_cast<size_t>(n));
+    if (head.size() > 16384) return respond(fd, http::status::request_header_fields_too_large, "request head over 16 KiB");
+  }
+  beast::error_code ec;
+  http::request_parser<http::empty_body> parser;
+  parser.header_limit(16384);
+  parser.eager(false);
+  parser.put(asio::buffer(head), ec);
+  if (ec || !parser.is_header_done()) return respond(fd, http::status::bad_request, "malformed HTTP request");
+  const auto& req = parser.get();
+  std::string_view target = req.target();
+  std::string_view path = target.substr(0, target.find('?'));
+  std::string_view query = target.size() > path.size() ? target.substr(path.size() + 1) : std::string_view();
+  if (path != "/v1/stream") return respond(fd, http::status::not_found, "not found: the stream is GET /v1/stream");
+  if (req.method() != http::verb::get) return respond(fd, http::status::method_not_allowed, "only GET");
+
+  stream_filter filter;
+  std::string since = "now", token;
+  for (size_t start = 0; start < query.size();) {
+    size_t amp = query.find('&', start);
+    auto pair = query.substr(start, amp == std::string_view::npos ? std::string_view::npos : amp - start);
+    start = amp == std::string_view::npos ? query.size() : amp + 1;
+    auto eq = pair.find('=');
+    std::string key = url_decode(pair.substr(0, eq));
+    std::string value = eq == std::string_view::npos ? "" : url_decode(pair.substr(eq + 1));
+    if (key == "topics" || key == "topic") {
+      split_into(value, filter.topics);
+    } else if (key == "kinds" || key == "kind") {
+      split_into(value, filter.kinds);
+    } else if (key == "since") {
+      since = value;
+    } else if (key == "access_token") {
+      token = value;  // EventSource cannot set headers
+    } else {
+      return respond(fd, http::status::bad_request, "unknown query parameter \"" + key + "\" (topics, kinds, since)");
+    }
+  }
+  if (!cfg_.bearer_token.empty()) {
+    std::string_view auth = req[http::field::authorization];
+    if (auth.size() > 7 && beast::iequals(auth.substr(0, 7), "Bearer ")) token = std::string(auth.substr(7));
+    if (token != cfg_.bearer_token) return respond(fd, http::status::unauthorized, "a valid bearer token is required");
+  }
+  if (beast::websocket::is_upgrade(req)) {
+    // Filters come in messages; the query may carry only the token.
+    if (active_.fetch_add(1) >= cfg_.max_clients) {
+      active_.fetch_sub(1);
+      return respond(fd, http::status::service_unavailable,
+                     "too many stream clients (max_clients = " + std::to_string(cfg_.max_clients) + ")");
+    }
+    timeval none{0, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+    serve_websocket(fd, req, cfg_, hub_, stopping_);
+    active_.fetch_sub(1);
+    return;
+  }
+  if (req[http::field::accept].find("text/event-stream") == std::string_view::npos) {
+    return respond(fd, http::status::bad_request,
+                   "GET /v1/stream is a stream: send Accept: text/event-stream (Server-Sent Events)");
+  }
+  for (const auto& t : filter.topics) {
+    if (auto p = topic_filter_problem(t); !p.empty()) return respond(fd, http::status::bad_request, "topics: " + t + ": " + p);
+  }
+  if (filter.topics.size() + filter.kinds.size() > cfg_.max_filters) {
+    return respond(fd, http::status::bad_request,
+                   "more than max_filters (" + std::to_string(cfg_.max_filters) + ") topics and kinds");
+  }
+  stream_since from;
+  std::string_view last_id = req["Last-Event-ID"];
+  if (!last_id.empty()) since = std::string(last_id);
+  if (since == "now" || since.empty()) {
+    from.what = stream_since::kind::now;
+  } else if (auto p = decode(since)) {
+    from.what = stream_since::kind::after_position;
+    from.pos = *p;
+  } else if (since.size() >= 10 && std::isdigit(static_cast<unsigned char>(since[0])) && since[4] == '-') {
+    from.what = stream_since::kind::from_time;
+    from.time = since;
+  } else {
+    return respond(fd, http::status::bad_request,
+                   "since: \"" + since + "\" is neither a position, \"now\" nor an ISO 8601 time");
+  }
+  if (active_.fetch_add(1) >= cfg_.max_clients) {
+    active_.fetch_sub(1);
+    return respond(fd, http::status::service_unavailable,
+                   "too many stream clients (max_clients = " + std::to_string(cfg_.max_clients) + ")");
+  }
+  struct active_guard {
+    std::atomic<uint32_t>& n;
+    ~active_guard() { n.fetch_sub(1); }
+  } active{active_};
+
+  timeval none{0, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (!send_all(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                    "Connection: close\r\nX-Accel-Buffering: no\r\n\r\n: evpipe stream\n\n")) {
+    return;
+  }
+  auto client = std::make_shared<sse_client>();
+  uint64_t id = hub_.add(client, std::move(filter), std::move(from));
+  for (;;) {
+    bool last = false;
+    std::string frames = client->take(std::chrono::seconds(cfg_.heartbeat_s), last, stopping_);
+    if (stopping_.load()) break;
+    // Idle: a comment line, which also finds out a client that went away.
+    bool ok = send_all(fd, frames.empty() ? std::string_view(": ping\n\n") : std::string_view(frames));
+    client->sent(frames.size());
+    if (!ok || last) break;
+  }
+  hub_.remove(id);
+}
+
+}  // namespace evpipe::read

@@ -1,0 +1,274 @@
+#include "read/stream/stream_hub.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "io/postgres/pg_connection.h"
+#include "read/table_reader.h"
+#include "read/topic_filter.h"
+
+namespace evpipe::read {
+
+bool stream_filter::matches(std::string_view topic, std::string_view kind) const {
+  if (!kinds.empty() && std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) return false;
+  if (topics.empty()) return true;
+  for (const auto& f : topics) {
+    if (topic_matches(f, topic)) return true;
+  }
+  return false;
+}
+
+// A client as the hub thread sees it. Owned by that thread once added.
+struct stream_hub::client_state {
+  uint64_t id = 0;
+  std::shared_ptr<stream_client> client;
+  stream_filter filter;
+  stream_since since;
+  bool started = false;   // since resolved
+  bool live = false;      // at the tail: fed by the fan-out; else caught up from the table
+  position pos;           // everything up to here was handed to the client (or did not match)
+  std::string since_time; // catch-up only: the first catch-up's time bound
+  bool dead = false;      // given up after on_error()
+};
+
+stream_hub::stream_hub(stream_hub_options o) : opts_(std::move(o)) {}
+
+stream_hub::~stream_hub() { stop(); }
+
+void stream_hub::start() { thread_ = std::thread([this] { run(); }); }
+
+void stream_hub::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+uint64_t stream_hub::add(std::shared_ptr<stream_client> c, stream_filter f, stream_since since) {
+  auto s = std::make_shared<client_state>();
+  s->client = std::move(c);
+  s->filter = std::move(f);
+  s->since = std::move(since);
+  uint64_t id;
+  {
+    std::lock_guard lock(mu_);
+    id = s->id = next_id_++;
+    pending_.push_back(std::move(s));
+  }
+  probe_.clients.fetch_add(1, std::memory_order_relaxed);
+  wake_.notify_all();
+  return id;
+}
+
+void stream_hub::remove(uint64_t id) {
+  {
+    std::lock_guard lock(mu_);
+    removed_.push_back(id);
+  }
+  probe_.clients.fetch_sub(1, std::memory_order_relaxed);
+}
+
+std::string render_stream_metrics(const stream_probe& p, const std::string& prefix) {
+  std::string out;
+  auto one = [&](const char* name, const char* type, const char* help, const std::string& value) {
+    std::string full = prefix + "_stream_" + name;
+    out += "# HELP " + full + " " + help + "\n# TYPE " + full + " " + type + "\n" + full + " " + value + "\n";
+  };
+  auto u = [](uint64_t v) { return std::to_string(v); };
+  one("clients", "gauge", "Stream subscriptions (SSE clients and subscribed WebSocket clients).",
+      std::to_string(p.clients.load(std::memory_order_relaxed)));
+  one("events_delivered_total", "counter", "Events handed to stream clients.",
+      u(p.events_delivered.load(std::memory_order_relaxed)));
+  one("catch_ups_total", "counter", "Clients read from the table (a past since, or fallen behind).",
+      u(p.catch_ups.load(std::memory_order_relaxed)));
+  one("fell_behind_total", "counter", "Live clients moved back to catch-up: send buffer over max_client_buffer_bytes.",
+      u(p.fell_behind.load(std::memory_order_relaxed)));
+  one("read_errors_total", "counter", "Failed reads of events_mirror by the stream.",
+      u(p.read_errors.load(std::memory_order_relaxed)));
+  char age[32];
+  std::snprintf(age, sizeof age, "%.3f", p.horizon_age_s.load(std::memory_order_relaxed));
+  one("horizon_age_seconds", "gauge",
+      "Age of the oldest open transaction that has written: readers wait for it (sampled while clients listen).", age);
+  return out;
+}
+
+void stream_hub::run() {
+  std::vector<std::shared_ptr<client_state>> clients;
+  io::pg_connection conn;
+  std::unique_ptr<table_reader> reader;
+  position tail;
+  bool tail_known = false;
+  auto backoff = std::chrono::milliseconds(100);
+  auto next_horizon_sample = std::chrono::steady_clock::now();
+
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      wake_.wait_for(lock, std::chrono::milliseconds(opts_.poll_ms),
+                     [&] { return stopping_ || !pending_.empty(); });
+      if (stopping_) return;
+      for (auto& p : pending_) clients.push_back(std::move(p));
+      pending_.clear();
+      for (uint64_t id : removed_) {
+        std::erase_if(clients, [id](const auto& c) { return c->id == id; });
+      }
+      removed_.clear();
+    }
+    if (clients.empty()) {
+      // No one listens: hold no connection and no position.
+      if (reader) {
+        reader.reset();
+        conn.close();
+      }
+      tail_known = false;
+      continue;
+    }
+    if (!reader) {
+      auto st = conn.connect(opts_.dsn, "evpipe-stream");
+      std::string problem = st.ok ? "" : st.message;
+      if (st.ok) {
+        reader = std::make_unique<table_reader>(conn, opts_.schema);
+        problem = reader->check();
+      }
+      if (!problem.empty()) {
+        probe_.read_errors.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("stream: cannot read events_mirror: {}; retrying", problem);
+        reader.reset();
+        conn.close();
+        std::this_thread::sleep_for(backoff);
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+        continue;
+      }
+      backoff = std::chrono::milliseconds(100);
+    }
+    auto failed = [&](const io::pg_status& st) {
+      probe_.read_errors.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("stream: reading events_mirror failed: {}", st.message);
+      if (!conn.connected() || st.connection_lost || PQstatus(conn.raw()) != CONNECTION_OK) {
+        reader.reset();
+        conn.close();
+      }
+    };
+    if (!tail_known) {
+      if (auto st = reader->live_edge(tail); !st.ok) {
+        failed(st);
+        continue;
+      }
+      tail_known = true;
+    }
+
+    // New clients: where they start.
+    for (auto& c : clients) {
+      if (c->started) continue;
+      c->started = true;
+      switch (c->since.what) {
+        case stream_since::kind::now:
+          c->pos = tail;
+          c->live = true;
+          c->client->on_caught_up(tail);
+          break;
+        case stream_since::kind::after_position:
+          c->pos = c->since.pos;
+          probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
+          break;
+        case stream_since::kind::from_time:
+          c->pos = position::start();
+          c->since_time = c->since.time;
+          probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
+          break;
+      }
+    }
+
+    // What holds the horizon back, once a second.
+    if (auto now = std::chrono::steady_clock::now(); now >= next_horizon_sample) {
+      next_horizon_sample = now + std::chrono::seconds(1);
+      horizon_state h;
+      if (read_horizon(conn, h).ok) probe_.horizon_age_s.store(h.oldest_pid ? h.oldest_age_s : 0, std::memory_order_relaxed);
+    }
+
+    // The tail: rows past it, to every live client whose filter matches.
+    read_window tw;
+    tw.after = tail;
+    tw.limit = opts_.tail_page;
+    position before = tail;
+    auto st = reader->read(tw, [&](const event_row& r) {
+      for (auto& c : clients) {
+        if (!c->live || !c->filter.matches(r.topic, r.kind)) continue;
+        if (c->client->queued_bytes() > opts_.max_client_buffer_bytes) {
+          // Falls behind: back to the table from the last row it was given.
+          c->live = false;
+          c->pos = before;
+          probe_.fell_behind.fetch_add(1, std::memory_order_relaxed);
+          spdlog::debug("stream: client {} fell behind (over max_client_buffer_bytes): catching it up from the table", c->id);
+          probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
+        c->client->on_event(r.pos, r.topic, r.payload);
+        probe_.events_delivered.fetch_add(1, std::memory_order_relaxed);
+      }
+      before = r.pos;
+      return row_action::next;
+    });
+    if (!st.ok) {
+      // Rows handed out before the failure count: the tail moves to the last
+      // one, so nobody gets them twice.
+      tail = before;
+      for (auto& c : clients) {
+        if (c->live) c->pos = tail;
+      }
+      failed(st);
+      continue;
+    }
+    tail = before;
+    for (auto& c : clients) {
+      if (c->live) c->pos = tail;
+    }
+
+    // Catch-up: each client behind the tail reads its next page from the
+    // table, bounded by the tail, while its buffer has room.
+    for (auto& c : clients) {
+      if (c->live || !c->started || c->dead) continue;
+      if (c->client->queued_bytes() > opts_.max_client_buffer_bytes / 2) continue;
+      read_window w;
+      w.after = c->pos;
+      w.until = tail;
+      w.topic_filters = c->filter.topics;
+      w.kinds = c->filter.kinds;
+      w.since_time = c->since_time;
+      w.limit = opts_.catch_up_page;
+      uint32_t rows = 0;
+      position last = c->pos;
+      auto cst = reader->read(w, [&](const event_row& r) {
+        c->client->on_event(r.pos, r.topic, r.payload);
+        probe_.events_delivered.fetch_add(1, std::memory_order_relaxed);
+        last = r.pos;
+        ++rows;
+        return row_action::next;
+      });
+      c->pos = last;
+      if (!cst.ok) {
+        if (cst.sqlstate.rfind("22", 0) == 0) {
+          // The client's own input (a time PostgreSQL does not take).
+          c->client->on_error("cannot read from there: " + cst.message);
+          c->dead = true;
+          continue;
+        }
+        failed(cst);
+        break;
+      }
+      if (rows < opts_.catch_up_page) {
+        // Everything up to the tail was handed over: live from here.
+        c->pos = tail;
+        c->live = true;
+        c->since_time.clear();
+        c->client->on_caught_up(tail);
+      }
+    }
+    std::erase_if(clients, [](const auto& c) { return c->dead; });
+  }
+}
+
+}  // namespace evpipe::read

@@ -1,0 +1,107 @@
+#pragma once
+// The stream's one tail reader and its fan-out (docs/read.md). One thread
+// reads events_mirror past the last position every poll_ms (rows of this
+// process, of other evpipe processes and of other writers alike) and hands
+// each row to the live clients whose filters match. A client that asks for
+// an older position, or whose send buffer passes max_client_buffer_bytes, is
+// caught up from the table by the same thread, page by page while its buffer
+// has room, up to the tail's position; then it is live again. The tail never
+// waits for a client, so ingest never does.
+//
+// The hub connects to PostgreSQL only while it has clients. Thread-safe:
+// add() and remove() from any thread; clients are called on the hub thread.
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "read/position.h"
+
+namespace evpipe::read {
+
+// What a client receives, called on the hub thread. Must not block: a
+// client queues the bytes and writes them on its own thread.
+class stream_client {
+ public:
+  virtual ~stream_client() = default;
+  virtual void on_event(position pos, std::string_view topic, std::string_view payload) = 0;
+  virtual void on_caught_up(position pos) = 0;
+  virtual void on_error(std::string_view message) = 0;  // the hub gives the client up after this
+  // Bytes queued and not yet sent (thread-safe).
+  [[nodiscard]] virtual size_t queued_bytes() const = 0;
+};
+
+struct stream_filter {
+  std::vector<std::string> topics;  // MQTT-style filters, any of them ([] = every topic)
+  std::vector<std::string> kinds;   // any of them ([] = every kind)
+  [[nodiscard]] bool matches(std::string_view topic, std::string_view kind) const;
+};
+
+// Where a client starts.
+struct stream_since {
+  enum class kind : uint8_t { now, after_position, from_time } what = kind::now;
+  position pos;      // after_position
+  std::string time;  // from_time: rows created at or after it (ISO 8601)
+};
+
+struct stream_hub_options {
+  std::string dsn, schema;
+  uint32_t poll_ms = 20;
+  size_t max_client_buffer_bytes = 1u << 20;
+  uint32_t catch_up_page = 500;   // rows per catch-up read of one client
+  uint32_t tail_page = 10'000;    // rows per tail read
+};
+
+// Counters for /metrics and tests (relaxed atomics).
+struct stream_probe {
+  std::atomic<int64_t> clients{0};
+  std::atomic<uint64_t> events_delivered{0};
+  std::atomic<uint64_t> catch_ups{0};        // clients moved (back) to catch-up from the table
+  std::atomic<uint64_t> fell_behind{0};      // of which: buffer over max_client_buffer_bytes
+  std::atomic<uint64_t> read_errors{0};
+  // Age of the oldest transaction in the cluster that has written and is
+  // still open: it holds every reader's horizon back (docs/read.md). Sampled
+  // once a second while clients listen; 0 when there is none.
+  std::atomic<double> horizon_age_s{0};
+};
+
+// The probe in Prometheus text, names under `prefix` ("evpipe_stream_...").
+[[nodiscard]] std::string render_stream_metrics(const stream_probe& p, const std::string& prefix);
+
+class stream_hub {
+ public:
+  explicit stream_hub(stream_hub_options o);
+  ~stream_hub();
+  stream_hub(const stream_hub&) = delete;
+  stream_hub& operator=(const stream_hub&) = delete;
+
+  void start();
+  void stop();  // joins the thread; clients get nothing more
+
+  // Registers a client; returns its id for remove().
+  uint64_t add(std::shared_ptr<stream_client> c, stream_filter f, stream_since since);
+  void remove(uint64_t id);
+  [[nodiscard]] stream_probe& probe() { return probe_; }
+
+ private:
+  struct client_state;
+  void run();
+
+  stream_hub_options opts_;
+  stream_probe probe_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::vector<std::shared_ptr<client_state>> pending_;   // added, not yet seen by the hub thread
+  std::vector<uint64_t> removed_;
+  uint64_t next_id_ = 1;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace evpipe::read

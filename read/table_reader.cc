@@ -1,0 +1,228 @@
+#include "read/table_reader.h"
+
+#include <cstring>
+
+#include "read/topic_filter.h"
+
+namespace evpipe::read {
+
+namespace {
+
+// PostgreSQL's binary COPY header: signature, flags, header extension length.
+constexpr char copy_signature[] = "PGCOPY\n\377\r\n";
+constexpr size_t copy_signature_size = 11;
+// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
+constexpr int64_t pg_epoch_us = 946'684'800'000'000;
+
+uint64_t get_u64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+uint32_t get_u32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+
+// A cursor over one CopyData message of the SELECT's seven columns.
+struct tuple_cursor {
+  const char* p;
+  const char* end;
+  bool field(std::string_view& out) {
+    if (end - p < 4) return false;
+    auto len = static_cast<int32_t>(get_u32(p));
+    p += 4;
+    if (len < 0) {  // NULL
+      out = {};
+      return true;
+    }
+    if (end - p < len) return false;
+    out = std::string_view(p, static_cast<size_t>(len));
+    p += len;
+    return true;
+  }
+};
+
+io::pg_status protocol_error(const std::string& what) {
+  return io::pg_status{false, "", "unexpected COPY data from the server: " + what, false};
+}
+
+}  // namespace
+
+std::string sql_literal(std::string_view s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  return out + "'";
+}
+
+table_reader::table_reader(io::pg_connection& conn, std::string schema)
+    : conn_(conn), table_(schema.empty() ? "events_mirror" : schema + ".events_mirror") {}
+
+std::string table_reader::check() {
+  // Literals are quoted for standard_conforming_strings = on (the default
+  // since 9.1); made sure of here rather than trusted.
+  if (auto st = conn_.exec("SET standard_conforming_strings = on"); !st.ok) return st.message;
+  io::pg_result r;
+  std::string sql = "SELECT tx FROM " + table_ + " LIMIT 0";
+  auto st = conn_.query(sql.c_str(), r);
+  if (st.ok) return "";
+  if (st.sqlstate == "42703") {
+    return "table " + table_ + " has no tx column (the position of each row): run `evpipe migrate --config FILE`";
+  }
+  if (st.sqlstate == "42P01" || st.sqlstate == "3F000") {
+    return "table " + table_ + " does not exist: run `evpipe migrate --config FILE` first";
+  }
+  return "cannot read table " + table_ + ": " + st.message;
+}
+
+std::string table_reader::select_sql(const read_window& w) const {
+  std::string sql =
+      "SELECT tx, id, topic, payload ? 'topic', payload, created_at, payload->>'kind' FROM " + table_ +
+      // The horizon: every transaction below it has ended, so the rows read
+      // here are all the rows there will ever be up to the last one read.
+      " WHERE tx < pg_snapshot_xmin(pg_current_snapshot())"
+      " AND (tx, id) > ('" + std::to_string(w.after.tx) + "'::xid8, " + std::to_string(w.after.id) + ")";
+  if (w.until) {
+    sql += " AND (tx, id) <= ('" + std::to_string(w.until->tx) + "'::xid8, " + std::to_string(w.until->id) + ")";
+  }
+  if (!w.since_time.empty()) sql += " AND created_at >= " + sql_literal(w.since_time) + "::timestamptz";
+  if (!w.until_time.empty()) sql += " AND created_at < " + sql_literal(w.until_time) + "::timestamptz";
+  if (!w.topic_filters.empty()) {
+    sql += " AND (";
+    for (size_t i = 0; i < w.topic_filters.size(); ++i) {
+      if (i) sql += " OR ";
+      const auto& f = w.topic_filters[i];
+      // A filter without wildcards is an equality the topic index can use.
+      if (f.find_first_of("+#") == std::string::npos) {
+        sql += "topic = " + sql_literal(f);
+      } else {
+        sql += "topic ~ " + sql_literal(topic_filter_regex(f));
+      }
+    }
+    sql += ")";
+  }
+  if (!w.kinds.empty()) {
+    sql += " AND payload->>'kind' IN (";
+    for (size_t i = 0; i < w.kinds.size(); ++i) sql += (i ? ", " : "") + sql_literal(w.kinds[i]);
+    sql += ")";
+  }
+  sql += " ORDER BY tx, id";
+  if (w.limit) sql += " LIMIT " + std::to_string(w.limit);
+  return sql;
+}
+
+io::pg_status table_reader::read(const read_window& w, const std::function<row_action(const event_row&)>& on_row) {
+  std::string sql = "COPY (" + select_sql(w) + ") TO STDOUT (FORMAT binary)";
+  PGconn* c = conn_.raw();
+  io::pg_result start(PQexec(c, sql.c_str()));
+  if (PQresultStatus(start.get()) != PGRES_COPY_OUT) return conn_.error_of(start.get());
+
+  io::pg_status status;
+  bool header_seen = false, stopped = false;
+  for (;;) {
+    char* buf = nullptr;
+    int n = PQgetCopyData(c, &buf, 0);
+    if (n == -1) break;  // done (or cancelled): the result follows
+    if (n < 0) return conn_.error_of(nullptr);
+    std::unique_ptr<char, decltype(&PQfreemem)> hold(buf, &PQfreemem);
+    if (stopped || !status.ok) continue;  // draining after a cancel
+    const char* p = buf;
+    const char* end = buf + n;
+    if (!header_seen) {
+      if (n < 19 || std::memcmp(p, copy_signature, copy_signature_size) != 0) {
+        status = protocol_error("no binary header");
+        continue;
+      }
+      uint32_t ext = get_u32(p + 15);
+      p += 19 + ext;
+      header_seen = true;
+      if (p >= end) continue;  // the header came alone
+    }
+    if (end - p < 2) {
+      status = protocol_error("short tuple");
+      continue;
+    }
+    auto fields = static_cast<int16_t>((static_cast<unsigned char>(p[0]) << 8) | static_cast<unsigned char>(p[1]));
+    if (fields == -1) continue;  // the trailer
+    if (fields != 7) {
+      status = protocol_error("tuple of " + std::to_string(fields) + " fields");
+      continue;
+    }
+    tuple_cursor cur{p + 2, end};
+    std::string_view tx, id, topic, has_topic, payload, created, kind;
+    if (!cur.field(tx) || !cur.field(id) || !cur.field(topic) || !cur.field(has_topic) || !cur.field(payload) ||
+        !cur.field(created) || !cur.field(kind) || tx.size() != 8 || id.size() != 8 || has_topic.size() != 1 || payload.empty() ||
+        payload[0] != 1 || created.size() != 8) {
+      status = protocol_error("malformed tuple");
+      continue;
+    }
+    event_row row;
+    row.pos = position{get_u64(tx.data()), static_cast<int64_t>(get_u64(id.data()))};
+    row.topic = topic;
+    row.payload = payload.substr(1);  // jsonb's binary form: version 1, then the text
+    row.payload_has_topic = has_topic[0] != 0;
+    row.created_at_us = static_cast<int64_t>(get_u64(created.data())) + pg_epoch_us;
+    row.kind = kind;
+    if (on_row(row) == row_action::stop) {
+      stopped = true;
+      // Ends the COPY on the server; what it already sent is drained above.
+      if (PGcancel* cancel = PQgetCancel(c)) {
+        char err[256];
+        (void)PQcancel(cancel, err, sizeof err);
+        PQfreeCancel(cancel);
+      }
+    }
+  }
+  for (io::pg_result r(PQgetResult(c)); r; r.reset(PQgetResult(c))) {
+    if (PQresultStatus(r.get()) != PGRES_COMMAND_OK && status.ok && !stopped) status = conn_.error_of(r.get());
+  }
+  return status;
+}
+
+io::pg_status table_reader::live_edge(position& out) {
+  io::pg_result r;
+  std::string sql = "SELECT tx::text, id FROM " + table_ +
+                    " WHERE tx < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx DESC, id DESC LIMIT 1";
+  auto st = conn_.query(sql.c_str(), r);
+  if (!st.ok) return st;
+  out = PQntuples(r.get()) == 0 ? position::start()
+                                : position{std::strtoull(PQgetvalue(r.get(), 0, 0), nullptr, 10),
+                                           std::strtoll(PQgetvalue(r.get(), 0, 1), nullptr, 10)};
+  return {};
+}
+
+uint64_t table_reader::estimate_rows(const read_window& w) {
+  io::pg_result r;
+  std::string sql = "EXPLAIN (FORMAT JSON) " + select_sql(w);
+  if (!conn_.query(sql.c_str(), r).ok) return 0;
+  std::string_view plan = PQgetvalue(r.get(), 0, 0);
+  auto at = plan.find("\"Plan Rows\": ");
+  if (at == std::string_view::npos) return 0;
+  return std::strtoull(plan.data() + at + 13, nullptr, 10);
+}
+
+io::pg_status read_horizon(io::pg_connection& conn, horizon_state& out) {
+  io::pg_result r;
+  auto st = conn.query(
+      "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text, "
+      "       COALESCE(EXTRACT(epoch FROM clock_timestamp() - a.xact_start), 0), COALESCE(a.pid, 0), "
+      "       COALESCE(a.application_name, '') "
+      "FROM pg_current_snapshot() s LEFT JOIN LATERAL ("
+      "  SELECT pid, xact_start, application_name FROM pg_stat_activity "
+      "  WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
+      "  ORDER BY age(backend_xid) DESC LIMIT 1) a ON true",
+      r);
+  if (!st.ok) return st;
+  out.horizon = std::strtoull(PQgetvalue(r.get(), 0, 0), nullptr, 10);
+  out.next_tx = std::strtoull(PQgetvalue(r.get(), 0, 1), nullptr, 10);
+  out.oldest_age_s = std::strtod(PQgetvalue(r.get(), 0, 2), nullptr);
+  out.oldest_pid = std::atoi(PQgetvalue(r.get(), 0, 3));
+  out.oldest_application = PQgetvalue(r.get(), 0, 4);
+  return {};
+}
+
+}  // namespace evpipe::read

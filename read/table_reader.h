@@ -1,0 +1,95 @@
+#pragma once
+// Reads committed events back from events_mirror in position order (see
+// read/position.h and docs/read.md): one `COPY (SELECT ...) TO STDOUT (FORMAT
+// binary)` per window, streamed row by row, so a reader holds one row at a
+// time whatever the window's size, and reads at the rate of a plain COPY.
+//
+// Only rows below the visibility horizon are read (their transaction id
+// below pg_snapshot_xmin of the statement's snapshot): every transaction
+// there has ended, so no row can later appear at or before a position a
+// reader has passed. Rows of transactions still running wait for the next
+// read.
+//
+// Owns nothing but the SQL it builds; runs on the caller's thread and
+// connection (not thread-safe, like the connection).
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "io/postgres/pg_connection.h"
+#include "read/position.h"
+
+namespace evpipe::read {
+
+// Which rows to read. Every bound is optional; they combine with AND.
+struct read_window {
+  position after = position::start();  // rows strictly after this position
+  std::optional<position> until;       // ... and at or before this one
+  std::string since_time;              // created_at >= this (ISO 8601, "" = no bound)
+  std::string until_time;              // created_at < this
+  std::vector<std::string> topic_filters;  // MQTT-style, any of them ([] = every topic); valid filters only
+  std::vector<std::string> kinds;          // payload->>'kind', any of them ([] = every kind)
+  uint64_t limit = 0;                      // at most this many rows (0 = no limit)
+};
+
+// One row as read; the views live until the callback returns.
+struct event_row {
+  position pos;
+  std::string_view topic;
+  std::string_view payload;    // the event, as jsonb's text
+  bool payload_has_topic = false;  // the event carries its own "topic" field
+  std::string_view kind;       // payload->>'kind' ("" when absent)
+  int64_t created_at_us = 0;   // microseconds since 1970-01-01 UTC
+};
+
+// What the caller says after each row.
+enum class row_action : uint8_t { next, stop };
+
+class table_reader {
+ public:
+  // `schema`: [postgres] schema ("" = the connection's search_path).
+  table_reader(io::pg_connection& conn, std::string schema);
+
+  // "" when events_mirror can be read by position (it has the `tx` column
+  // that `evpipe migrate` adds); else one line saying what to do.
+  [[nodiscard]] std::string check();
+
+  // Streams the window's rows below the horizon to `on_row`, in position
+  // order. Stopping early cancels the COPY (the connection stays usable).
+  [[nodiscard]] io::pg_status read(const read_window& w, const std::function<row_action(const event_row&)>& on_row);
+
+  // The newest position below the horizon (start() for an empty table):
+  // where a reader that wants only what comes next begins.
+  [[nodiscard]] io::pg_status live_edge(position& out);
+
+  // The planner's estimate of the window's rows (for an ETA): no scan.
+  [[nodiscard]] uint64_t estimate_rows(const read_window& w);
+
+  // The SELECT a window reads (exposed for tests and EXPLAIN).
+  [[nodiscard]] std::string select_sql(const read_window& w) const;
+
+ private:
+  io::pg_connection& conn_;
+  std::string table_;  // schema-qualified when a schema is set
+};
+
+// What holds the horizon back: the oldest transaction with an id that is
+// still running (a writer, or anything else that wrote), if any.
+struct horizon_state {
+  uint64_t horizon = 0;          // pg_snapshot_xmin(pg_current_snapshot())
+  uint64_t next_tx = 0;          // pg_snapshot_xmax: the next transaction id
+  double oldest_age_s = 0;       // how long the oldest running writer has run (0: none)
+  int oldest_pid = 0;            // its backend pid (0: none, or not visible to this role)
+  std::string oldest_application;  // its application_name
+};
+[[nodiscard]] io::pg_status read_horizon(io::pg_connection& conn, horizon_state& out);
+
+// `s` quoted as an SQL string literal (standard_conforming_strings on, as
+// table_reader sets it). NUL bytes cannot be quoted: callers refuse them.
+[[nodiscard]] std::string sql_literal(std::string_view s);
+
+}  // namespace evpipe::read

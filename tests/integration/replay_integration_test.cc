@@ -1,0 +1,226 @@
+// `evpipe replay` end to end: windows and filters return exactly what the
+// reference SQL query returns, in position order; a replay into evpipe's own
+// TCP source stores nothing twice; a replay resumed from its printed last
+// position continues exactly where it stopped.
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "tests/support/harness.h"
+#include "tests/support/tcp_pipeline.h"
+#include "tests/support/test_events.h"
+
+namespace evpipe::testing {
+namespace {
+
+struct replay_result {
+  int exit_code = -1;
+  std::vector<std::string> lines;  // stdout
+  std::string err;                 // stderr
+  std::string last_position;       // from "last position: ..."
+};
+
+// The idempotency key of one NDJSON line (jsonb's text: `"key": "value"`).
+std::string key_of(const std::string& line) {
+  const std::string tag = "\"idempotency_key\": \"";
+  auto at = line.find(tag);
+  if (at == std::string::npos) return "?";
+  at += tag.size();
+  return line.substr(at, line.find('"', at) - at);
+}
+std::vector<std::string> keys_of(const std::vector<std::string>& lines) {
+  std::vector<std::string> out;
+  for (const auto& l : lines) out.push_back(key_of(l));
+  return out;
+}
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+class Replay : public TcpPipeline {
+ protected:
+  void SetUp() override {
+    TcpPipeline::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    tcp_port = free_port();
+    http_port = free_port();
+    evpipe = std::make_unique<evpipe_process>(config_for(db, tcp_port, http_port), "replay");
+    ASSERT_EQ(evpipe->run_command("migrate"), 0) << evpipe->log("migrate.log");
+    dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_replay";
+  }
+  replay_result replay(const std::string& args) {
+    replay_result r;
+    std::string out = dir + "/replay.out", err = dir + "/replay.err";
+    std::string cmd = std::string(EVPIPE_BINARY) + " replay --config " + dir + "/evpipe.toml " + args + " >" + out +
+                      " 2>" + err;
+    int status = std::system(cmd.c_str());
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    std::istringstream lines(read_text(out));
+    for (std::string l; std::getline(lines, l);) r.lines.push_back(l);
+    r.err = read_text(err);
+    auto at = r.err.find("last position: ");
+    if (at != std::string::npos) r.last_position = r.err.substr(at + 15, r.err.find('\n', at) - at - 15);
+    return r;
+  }
+  // The reference: the same window in plain SQL, in position order (the
+  // tests first wait until the horizon has passed every row).
+  std::vector<std::string> reference(const std::string& where) {
+    return db.column("SELECT payload->>'idempotency_key' FROM events_mirror WHERE " + where + " ORDER BY tx, id");
+  }
+  void insert_rows() {
+    // 600 rows over 6 days, 3 topics, 2 kinds, written by 4 transactions.
+    for (int part = 0; part < 4; ++part) {
+      db.exec("INSERT INTO events_mirror (topic, payload, created_at) SELECT "
+              "CASE g % 3 WHEN 0 THEN 'tracker/events/projects/created' WHEN 1 THEN 'tracker/events/tasks/done' "
+              "ELSE 'autocore/ESP32_001/telemetry' END, "
+              "jsonb_build_object('idempotency_key', 'r-' || g, 'kind', CASE WHEN g % 4 = 0 THEN 'task_done' ELSE "
+              "'project_created' END, 'trace_id', '550e8400-e29b-41d4-a716-446655440000', 'ts', '2025-01-15T10:30:00Z', "
+              "'payload', jsonb_build_object('n', g, 'text', 'quote \" backslash \\ tab' || chr(9))), "
+              "timestamptz '2025-01-01 00:00:00+00' + (g * interval '15 minutes') "
+              "FROM generate_series(" + std::to_string(part * 150 + 1) + ", " + std::to_string(part * 150 + 150) + ") g");
+    }
+    ASSERT_TRUE(eventually([&] { return replay("--no-progress").lines.size() == 600; }));
+  }
+  uint16_t tcp_port = 0, http_port = 0;
+  std::unique_ptr<evpipe_process> evpipe;
+  std::string dir;
+};
+
+TEST_F(Replay, WindowsAndFiltersReturnExactlyTheReferenceRowsInPositionOrder) {
+  insert_rows();
+  auto all = replay("");
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  EXPECT_EQ(keys_of(all.lines), reference("true"));
+  EXPECT_NE(all.err.find("replay: 600 rows in"), std::string::npos) << all.err;
+  for (size_t i = 1; i < all.lines.size(); ++i) ASSERT_LT(all.lines[i - 1], all.lines[i]);  // positions lead each line
+  // Every line is the row: position, topic, the stored event.
+  EXPECT_EQ(all.lines[0].rfind("{\"position\":\"1-", 0), 0u) << all.lines[0];
+
+  struct window_case {
+    std::string args, where;
+  };
+  std::string p100 = all.lines[99].substr(13, 34), p400 = all.lines[399].substr(13, 34);
+  std::vector<window_case> cases = {
+      {"--since 2025-01-02T00:00:00Z --until 2025-01-03T12:00:00Z",
+       "created_at >= '2025-01-02T00:00:00Z' AND created_at < '2025-01-03T12:00:00Z'"},
+      {"--topic 'tracker/events/#'", "topic LIKE 'tracker/events/%'"},
+      {"--topic 'tracker/+/tasks/done' --topic 'autocore/ESP32_001/telemetry'",
+       "topic IN ('tracker/events/tasks/done', 'autocore/ESP32_001/telemetry')"},
+      {"--kind task_done", "payload->>'kind' = 'task_done'"},
+      {"--kind task_done --topic '+/+/+/created' --since 2025-01-03T00:00:00+02:00",
+       "payload->>'kind' = 'task_done' AND topic = 'tracker/events/projects/created' AND created_at >= "
+       "'2025-01-03T00:00:00+02:00'"},
+      {"--since " + p100 + " --until " + p400, "(tx, id) > (SELECT tx, id FROM events_mirror WHERE payload->>'idempotency_key' = '" +
+                                                    key_of(all.lines[99]) + "') AND (tx, id) <= (SELECT tx, id FROM events_mirror WHERE payload->>'idempotency_key' = '" +
+                                                    key_of(all.lines[399]) + "')"},
+      {"--topic nothing/here", "false"},
+      {"--topic 'tracker/+/done'", "false"},  // '+' is one level: tasks/done is two
+  };
+  for (const auto& c : cases) {
+    auto r = replay(c.args);
+    ASSERT_EQ(r.exit_code, 0) << c.args << ": " << r.err;
+    EXPECT_EQ(keys_of(r.lines), reference(c.where)) << c.args;
+  }
+  EXPECT_EQ(replay("--since " + p100 + " --until " + p400).lines.size(), 300u);
+}
+
+TEST_F(Replay, BadOptionsAreRefusedWithTheReason) {
+  auto r = replay("--since yesterday-ish");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("neither a position"), std::string::npos) << r.err;
+  r = replay("--topic 'a/#/b'");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("'#' must be"), std::string::npos) << r.err;
+  r = replay("--to udp://127.0.0.1:1");
+  EXPECT_EQ(r.exit_code, 2);
+  r = replay("--to tcp://127.0.0.1:" + std::to_string(free_port()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot connect"), std::string::npos) << r.err;
+}
+
+// Replaying a pipeline's own rows back into its TCP source: every event is
+// acknowledged as a duplicate, 0 rows are added, and the printed position is
+// the last acknowledged event.
+TEST_F(Replay, IntoTheOwnTcpSourceAddsNoRows) {
+  evpipe->start(tcp_port);
+  {
+    ndjson_client producer(tcp_port);
+    std::string data;
+    for (int i = 0; i < 2000; ++i) {
+      data += valid_event("tcp-" + std::to_string(i), "t",
+                          i % 2 ? ",\"topic\":\"tracker/events/own\"" : "") + "\n";
+    }
+    producer.send_all(data);
+    ASSERT_EQ(producer.read_acks_until(2000, 60s), 2000u);
+  }
+  // Rows another writer stored under a topic their events do not carry.
+  db.exec("INSERT INTO events_mirror (topic, payload) SELECT 'autocore/dev/telemetry', "
+          "jsonb_build_object('idempotency_key', 'mqtt-' || g, 'kind', 'telemetry', 'trace_id', "
+          "'550e8400-e29b-41d4-a716-446655440000', 'ts', '2025-01-15T10:30:00Z', 'payload', '{}'::jsonb) "
+          "FROM generate_series(1, 500) g");
+  long before = db.count("SELECT count(*) FROM events_mirror");
+  ASSERT_EQ(before, 2500);
+  ASSERT_TRUE(eventually([&] { return replay("--no-progress").lines.size() == 2500; }));
+  auto all = replay("--no-progress");
+  auto r = replay("--to tcp://127.0.0.1:" + std::to_string(tcp_port));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(r.lines.empty());
+  EXPECT_EQ(r.last_position, all.lines.back().substr(13, 34));
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), before);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 0);
+  // Each replayed event kept its topic: no row moved to the source's default.
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE topic = 'autocore/dev/telemetry'"), 500);
+}
+
+TEST_F(Replay, ResumingFromThePrintedPositionContinuesExactly) {
+  insert_rows();
+  auto all = replay("--no-progress");
+  ASSERT_EQ(all.lines.size(), 600u);
+  // In pages: each run stops after 137 rows and prints where it stopped.
+  std::vector<std::string> joined;
+  std::string since;
+  for (int page = 0; page < 10 && joined.size() < 600; ++page) {
+    auto r = replay("--no-progress --max-rows 137" + (since.empty() ? "" : " --since " + since));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ASSERT_FALSE(r.last_position.empty()) << r.err;
+    if (!r.lines.empty()) {
+      EXPECT_EQ(r.last_position, r.lines.back().substr(13, 34));
+    }
+    joined.insert(joined.end(), r.lines.begin(), r.lines.end());
+    since = r.last_position;
+  }
+  EXPECT_EQ(joined, all.lines);
+  // Nothing after the end; the position stays where it was.
+  auto rest = replay("--since " + since);
+  EXPECT_TRUE(rest.lines.empty());
+  EXPECT_EQ(rest.last_position, since);
+
+  // Interrupted by SIGINT halfway through a slow replay: the printed
+  // position is the last line written, and the rest follows from it.
+  std::string out = dir + "/slow.out", err = dir + "/slow.err";
+  std::string cmd = std::string(EVPIPE_BINARY) + " replay --config " + dir + "/evpipe.toml --rate 400 >" + out +
+                    " 2>" + err + " & echo $! > " + dir + "/slow.pid; wait";
+  std::thread runner([&] { (void)std::system(cmd.c_str()); });
+  ASSERT_TRUE(eventually([&] { return read_text(out).size() > 20000; }, 30s));
+  ::kill(std::stoi(read_text(dir + "/slow.pid")), SIGINT);
+  runner.join();
+  std::istringstream lines(read_text(out));
+  std::vector<std::string> first;
+  for (std::string l; std::getline(lines, l);) first.push_back(l);
+  std::string e = read_text(err);
+  auto at = e.find("last position: ");
+  ASSERT_NE(at, std::string::npos) << e;
+  std::string stopped = e.substr(at + 15, 34);
+  ASSERT_FALSE(first.empty());
+  ASSERT_LT(first.size(), 600u);
+  EXPECT_EQ(stopped, first.back().substr(13, 34));
+  auto second = replay("--no-progress --since " + stopped);
+  first.insert(first.end(), second.lines.begin(), second.lines.end());
+  EXPECT_EQ(first, all.lines);
+}
+
+}  // namespace
+}  // namespace evpipe::testing

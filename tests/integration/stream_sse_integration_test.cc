@@ -1,0 +1,322 @@
+// The live stream as Server-Sent Events (read/stream) end to end: events
+// committed during and right after a subscribe are all delivered; a client
+// that resumes with Last-Event-ID at random points gets every row written by
+// two evpipe processes exactly once, in position order; a client that stops
+// reading falls back to the table and still gets everything; bad requests
+// are answered with a clear error.
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <poll.h>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "tests/support/harness.h"
+#include "tests/support/tcp_pipeline.h"
+#include "tests/support/test_events.h"
+
+namespace evpipe::testing {
+namespace {
+
+struct sse_frame {
+  std::string id, event, data;
+};
+
+// A minimal SSE client on a raw socket.
+class sse_client {
+ public:
+  sse_client(uint16_t port, const std::string& query, const std::string& headers = "Accept: text/event-stream\r\n",
+             int rcvbuf = 0)
+      : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    if (rcvbuf) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("connect");
+    std::string req = "GET /v1/stream" + query + " HTTP/1.1\r\nHost: x\r\n" + headers + "\r\n";
+    (void)::send(fd_, req.data(), req.size(), MSG_NOSIGNAL);
+  }
+  ~sse_client() { ::close(fd_); }
+  // The status line and headers (reads them first).
+  std::string head(std::chrono::milliseconds timeout = 10s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (buf_.find("\r\n\r\n") == std::string::npos && fill(deadline)) {
+    }
+    auto end = buf_.find("\r\n\r\n");
+    if (end == std::string::npos) return buf_;
+    std::string h = buf_.substr(0, end + 4);
+    buf_.erase(0, end + 4);
+    return h;
+  }
+  std::string rest(std::chrono::milliseconds timeout = 5s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (fill(deadline)) {
+    }
+    return buf_;
+  }
+  // The next frame with an event name (comments skipped); nullopt on timeout or close.
+  std::optional<sse_frame> next(std::chrono::milliseconds timeout = 30s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      auto end = buf_.find("\n\n");
+      if (end != std::string::npos) {
+        std::string block = buf_.substr(0, end);
+        buf_.erase(0, end + 2);
+        sse_frame f;
+        size_t start = 0;
+        while (start <= block.size()) {
+          size_t nl = block.find('\n', start);
+          std::string line = block.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+          if (line.rfind("id: ", 0) == 0) f.id = line.substr(4);
+          if (line.rfind("event: ", 0) == 0) f.event = line.substr(7);
+          if (line.rfind("data: ", 0) == 0) f.data = line.substr(6);
+          if (nl == std::string::npos) break;
+          start = nl + 1;
+        }
+        if (!f.event.empty()) return f;
+        continue;
+      }
+      if (!fill(deadline)) return std::nullopt;
+    }
+  }
+
+ private:
+  bool fill(std::chrono::steady_clock::time_point deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+    char tmp[65536];
+    ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+    if (n <= 0) return false;
+    buf_.append(tmp, static_cast<size_t>(n));
+    return true;
+  }
+  int fd_;
+  std::string buf_;
+};
+
+std::string key_in(const std::string& data) {
+  const std::string tag = "\"idempotency_key\": \"";
+  auto at = data.find(tag);
+  if (at == std::string::npos) return "";
+  at += tag.size();
+  return data.substr(at, data.find('"', at) - at);
+}
+
+class StreamSse : public TcpPipeline {
+ protected:
+  void start(const std::string& stream_extra = "") {
+    tcp_port = free_port();
+    stream_port = free_port();
+    tuning t;
+    t.linger_ms = 1;
+    t.tcp_extra = "\n[stream]\nlisten = \"127.0.0.1:" + std::to_string(stream_port) + "\"\npoll_ms = 5\n" + stream_extra;
+    http_port = free_port();
+    evpipe = std::make_unique<evpipe_process>(config_for(db, tcp_port, http_port, t), "stream_sse");
+    ASSERT_EQ(evpipe->run_command("migrate"), 0) << evpipe->log("migrate.log");
+    evpipe->start(tcp_port);
+    // The stream listens just after the sources.
+    ASSERT_TRUE(eventually([&] {
+      try {
+        ::close(connect_loopback(stream_port));
+        return true;
+      } catch (const std::exception&) {
+        return false;
+      }
+    }, 30s));
+  }
+  // Sends `n` events keyed prefix-0.. and waits for their acks.
+  static void produce(uint16_t port, const std::string& prefix, int n, int per_write = 50) {
+    ndjson_client p(port);
+    for (int i = 0; i < n; i += per_write) {
+      std::string data;
+      for (int j = i; j < std::min(n, i + per_write); ++j) data += valid_event(prefix + "-" + std::to_string(j)) + "\n";
+      p.send_all(data);
+      std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_EQ(p.read_acks_until(static_cast<uint64_t>(n), 120s), static_cast<uint64_t>(n));
+  }
+  // The keys of every row after `pos`, in position order, once the horizon has passed `expected` rows.
+  std::vector<std::string> keys_after(const std::string& pos, size_t expected) {
+    std::string tx = std::to_string(std::stoull(pos.substr(2, 16), nullptr, 16));
+    std::string id = std::to_string(std::stoll(pos.substr(18, 16), nullptr, 16));
+    std::string sql = "SELECT payload->>'idempotency_key' FROM events_mirror WHERE (tx, id) > ('" + tx + "'::xid8, " +
+                      id + ") ORDER BY tx, id";
+    std::vector<std::string> rows;
+    eventually([&] { return (rows = db.column(sql)).size() >= expected; }, 30s);
+    return rows;
+  }
+  double metric(const std::string& name) { return metric_value(http_get(http_port, "/metrics"), "taylor_stream_" + name); }
+  uint16_t tcp_port = 0, stream_port = 0, http_port = 0;
+  std::unique_ptr<evpipe_process> evpipe;
+};
+
+// Events are being committed before, during and right after the subscribe:
+// the client gets exactly the rows after the position its caught_up names.
+TEST_F(StreamSse, EventsCommittedDuringAndRightAfterTheSubscribeAreAllDelivered) {
+  start();
+  std::atomic<bool> go{true};
+  std::thread before([&] { produce(tcp_port, "before", 1500, 10); });
+  std::this_thread::sleep_for(50ms);
+  sse_client c(stream_port, "?since=now");
+  ASSERT_NE(c.head().find("200 OK"), std::string::npos);
+  auto caught = c.next();
+  ASSERT_TRUE(caught);
+  ASSERT_EQ(caught->event, "caught_up");
+  std::thread after([&] { produce(tcp_port, "after", 500, 10); });
+  before.join();
+  after.join();
+  long total = db.count("SELECT count(*) FROM events_mirror");
+  ASSERT_EQ(total, 2000);
+  auto expected = keys_after(caught->id, 0);
+  std::vector<std::string> got;
+  std::string last = caught->id;
+  while (got.size() < expected.size()) {
+    auto f = c.next(30s);
+    ASSERT_TRUE(f) << got.size() << " of " << expected.size();
+    ASSERT_EQ(f->event, "event");
+    ASSERT_GT(f->id, last);
+    last = f->id;
+    got.push_back(key_in(f->data));
+  }
+  EXPECT_EQ(got, expected);
+  EXPECT_GE(got.size(), 500u);  // at least every event sent after the subscribe
+  EXPECT_EQ(metric("clients"), 1);
+  EXPECT_GE(metric("events_delivered_total"), static_cast<double>(got.size()));
+  for (int i = 0; i < 500; ++i) EXPECT_NE(std::find(got.begin(), got.end(), "after-" + std::to_string(i)), got.end());
+}
+
+// Two evpipe processes (two shards each) write one table; a client resumes
+// with Last-Event-ID at 20 random points: every row exactly once, in order.
+TEST_F(StreamSse, ResumingWithLastEventIdAtRandomPointsLosesAndRepeatsNothing) {
+  start();
+  uint16_t second_port = free_port();
+  tuning t2;
+  t2.linger_ms = 1;
+  t2.tcp_extra = "\n[stream]\nlisten = \"\"\n";
+  evpipe_process second(config_for(db, second_port, free_port(), t2), "stream_sse_second");
+  second.start(second_port);
+  constexpr int per_process = 4000;
+  std::thread w1([&] { produce(tcp_port, "one", per_process, 100); });
+  std::thread w2([&] { produce(second_port, "two", per_process, 100); });
+
+  std::mt19937 rng(11);
+  std::vector<std::string> ids, keys;
+  std::string resume_from = "1-00000000000000000000000000000000";  // from the start
+  for (int reconnect = 0; reconnect <= 20; ++reconnect) {
+    sse_client c(stream_port, "", "Accept: text/event-stream\r\nLast-Event-ID: " + resume_from + "\r\n");
+    ASSERT_NE(c.head().find("200 OK"), std::string::npos);
+    size_t take = reconnect == 20 ? SIZE_MAX : 1 + rng() % 600;
+    for (size_t n = 0; n < take;) {
+      if (reconnect == 20 && keys.size() == 2u * per_process) break;
+      auto f = c.next(60s);
+      ASSERT_TRUE(f) << "stalled after " << keys.size() << " events";
+      if (f->event != "event") continue;
+      ASSERT_TRUE(ids.empty() || f->id > ids.back()) << "out of order or repeated";
+      ids.push_back(f->id);
+      keys.push_back(key_in(f->data));
+      resume_from = f->id;
+      ++n;
+    }
+  }
+  w1.join();
+  w2.join();
+  std::set<std::string> unique(keys.begin(), keys.end());
+  EXPECT_EQ(unique.size(), keys.size()) << "an event was delivered twice";
+  EXPECT_EQ(keys.size(), 2u * per_process);
+  EXPECT_EQ(keys, keys_after("1-00000000000000000000000000000000", 2 * per_process));
+}
+
+// A client that stops reading, with a small buffer, is moved back to the
+// table and in the end gets every event, in order.
+TEST_F(StreamSse, AClientThatStopsReadingCatchesUpFromTheTable) {
+  start("max_client_buffer_bytes = 4096\n");
+  sse_client c(stream_port, "?since=now", "Accept: text/event-stream\r\n", 4096);
+  ASSERT_NE(c.head().find("200 OK"), std::string::npos);
+  auto caught = c.next();
+  ASSERT_TRUE(caught);
+  produce(tcp_port, "slow", 3000, 100);  // meanwhile the client reads nothing
+  auto expected = keys_after(caught->id, 3000);
+  ASSERT_EQ(expected.size(), 3000u);
+  std::vector<std::string> got;
+  std::string last = caught->id;
+  while (got.size() < expected.size()) {
+    auto f = c.next(30s);
+    ASSERT_TRUE(f) << got.size();
+    if (f->event != "event") continue;
+    ASSERT_GT(f->id, last);
+    last = f->id;
+    got.push_back(key_in(f->data));
+  }
+  EXPECT_EQ(got, expected);
+  // It did fall behind and was caught up from the table (not just buffered).
+  EXPECT_GE(metric("fell_behind_total"), 1);
+  EXPECT_GE(metric("catch_ups_total"), 1);
+}
+
+TEST_F(StreamSse, BadRequestsGetAClearError) {
+  std::string token_file = env_or("TMPDIR", "/tmp") + "/stream_token_" + std::to_string(::getpid());
+  std::ofstream(token_file) << "s3cret\n";
+  start("max_clients = 2\nbearer_token_file = \"" + token_file + "\"\n");
+  const std::string auth = "Authorization: Bearer s3cret\r\n";
+  struct bad_case {
+    std::string query, headers, status, message;
+  };
+  for (const auto& b : std::vector<bad_case>{
+           {"", "Accept: text/event-stream\r\n", "401", "bearer token"},
+           {"", auth, "400", "text/event-stream"},
+           {"?colour=red", auth + "Accept: text/event-stream\r\n", "400", "unknown query parameter"},
+           {"?topics=a/%23/b", auth + "Accept: text/event-stream\r\n", "400", "'#' must be"},
+           {"?since=yesterday", auth + "Accept: text/event-stream\r\n", "400", "neither a position"},
+           {"", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n", "401", "bearer token"},  // a WebSocket needs the token too
+       }) {
+    sse_client c(stream_port, b.query, b.headers);
+    std::string h = c.head();
+    EXPECT_NE(h.find("HTTP/1.1 " + b.status), std::string::npos) << b.query << b.headers << ": " << h;
+    EXPECT_NE(c.rest().find(b.message), std::string::npos) << b.query << b.headers;
+  }
+  // A time PostgreSQL refuses ends the stream with an error event.
+  {
+    sse_client c(stream_port, "?since=2025-13-45T99:00:00Z", auth + "Accept: text/event-stream\r\n");
+    ASSERT_NE(c.head().find("200 OK"), std::string::npos);
+    auto f = c.next();
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->event, "error");
+    EXPECT_NE(f->data.find("cannot read from there"), std::string::npos) << f->data;
+  }
+  // The token in the query (EventSource cannot set headers); max_clients = 2.
+  sse_client one(stream_port, "?access_token=s3cret"), two(stream_port, "", auth + "Accept: text/event-stream\r\n");
+  ASSERT_NE(one.head().find("200 OK"), std::string::npos);
+  ASSERT_NE(two.head().find("200 OK"), std::string::npos);
+  sse_client three(stream_port, "", auth + "Accept: text/event-stream\r\n");
+  EXPECT_NE(three.head().find("HTTP/1.1 503"), std::string::npos);
+  EXPECT_NE(three.rest().find("max_clients"), std::string::npos);
+}
+
+TEST_F(StreamSse, CurlReceivesCommittedEvents) {
+  start();
+  std::string out = env_or("TMPDIR", "/tmp") + "/stream_curl_" + std::to_string(::getpid());
+  std::string cmd = "curl -sN --max-time 20 -H 'Accept: text/event-stream' 'http://127.0.0.1:" +
+                    std::to_string(stream_port) + "/v1/stream?topics=tracker/events/%23&kinds=project_created' >" + out +
+                    " 2>&1";
+  std::thread curl([&] { (void)std::system(cmd.c_str()); });
+  auto text = [&] {
+    std::ifstream in(out);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  ASSERT_TRUE(eventually([&] { return text().find("caught_up") != std::string::npos; }, 20s)) << text();
+  produce(tcp_port, "curl", 3);
+  EXPECT_TRUE(eventually([&] { return text().find("curl-2") != std::string::npos; }, 20s)) << text();
+  std::string t = text();
+  EXPECT_NE(t.find("event: event\ndata: {\"type\":\"event\",\"position\":\"1-"), std::string::npos) << t;
+  curl.join();
+}
+
+}  // namespace
+}  // namespace evpipe::testing

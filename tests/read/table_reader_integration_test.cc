@@ -1,0 +1,213 @@
+// read/table_reader against PostgreSQL: the position column's migration, and
+// the promise that a reader resuming from its last position never skips a
+// row and never repeats one, although transactions commit out of id order.
+#include "read/table_reader.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "io/postgres/schema_check.h"
+#include "read/topic_filter.h"
+#include "tests/read/topic_filter_cases.h"
+#include "tests/support/harness.h"
+
+namespace evpipe::read {
+namespace {
+
+using testing::test_db;
+
+// A row copied out of the reader's callback (its views die with the callback).
+struct owned_row {
+  position pos;
+  std::string topic, payload;
+};
+using namespace std::chrono_literals;
+
+class TableReader : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!db.available()) GTEST_SKIP() << "EVPIPE_TEST_DSN not set";
+    ASSERT_TRUE(conn.connect(db.dsn(), "reader-test").ok);
+    ASSERT_EQ(io::migrate_schema(conn, ""), "");
+    ASSERT_EQ(reader.check(), "");
+  }
+  // Every row after `from`, in the reader's order.
+  std::vector<owned_row> read_all(position from, read_window w = {}) {
+    w.after = from;
+    std::vector<owned_row> out;
+    auto st = reader.read(w, [&](const event_row& r) {
+      out.push_back({r.pos, std::string(r.topic), std::string(r.payload)});
+      return row_action::next;
+    });
+    EXPECT_TRUE(st.ok) << st.message;
+    return out;
+  }
+  // Rows after `from` once at least `n` are readable. The horizon is
+  // cluster-wide: a transaction of another test (or another database) that
+  // is still running holds rows back for a moment, as it would in production.
+  std::vector<owned_row> read_at_least(position from, size_t n, read_window w = {}) {
+    std::vector<owned_row> rows;
+    testing::eventually([&] { return (rows = read_all(from, w)).size() >= n; });
+    return rows;
+  }
+  static std::string row_sql(const std::string& topic, const std::string& key, const std::string& kind = "k") {
+    return "INSERT INTO events_mirror (topic, payload) VALUES (" + sql_literal(topic) + ", " +
+           sql_literal("{\"idempotency_key\":\"" + key + "\",\"kind\":\"" + kind + "\"}") + ")";
+  }
+  test_db db;
+  io::pg_connection conn;
+  table_reader reader{conn, ""};
+};
+
+// Tables that predate positions get the column from `evpipe migrate` without
+// a rewrite (same relfilenode), and their rows become readable in id order.
+TEST_F(TableReader, MigrationAddsPositionsWithoutRewritingTheTable) {
+  db.exec("DROP INDEX idx_events_mirror_tx_id");
+  db.exec("ALTER TABLE events_mirror DROP COLUMN tx");
+  EXPECT_NE(reader.check(), "");
+  for (int i = 0; i < 50; ++i) db.exec(row_sql("t/a", "old-" + std::to_string(i)));
+  db.exec("VACUUM FULL events_mirror");  // a table file without the dropped column
+  auto before = db.column("SELECT pg_relation_filenode('events_mirror')").at(0);
+  ASSERT_EQ(io::migrate_schema(conn, ""), "");
+  EXPECT_EQ(db.column("SELECT pg_relation_filenode('events_mirror')").at(0), before);
+  EXPECT_EQ(reader.check(), "");
+  EXPECT_EQ(db.count("SELECT count(DISTINCT tx) FROM events_mirror"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'idx_events_mirror_tx_id'"), 1);
+  db.exec(row_sql("t/a", "new-0"));
+  auto rows = read_at_least(position::start(), 51);
+  ASSERT_EQ(rows.size(), 51u);
+  for (size_t i = 1; i < rows.size(); ++i) EXPECT_LT(rows[i - 1].pos, rows[i].pos);
+  EXPECT_NE(rows.back().payload.find("new-0"), std::string::npos);
+}
+
+// The case an id-ordered reader gets wrong: the row with the smaller id
+// commits after the one with the larger id.
+TEST_F(TableReader, ARowCommittedLaterWithASmallerIdIsNotSkipped) {
+  testing::side_session a(db.dsn()), b(db.dsn());
+  a.exec("BEGIN");
+  a.exec(row_sql("t", "first-id"));   // id 1, still running
+  b.exec("BEGIN");
+  b.exec(row_sql("t", "second-id"));  // id 2
+  b.exec("COMMIT");
+  // What an id-ordered reader would now take as "everything up to id 2".
+  EXPECT_EQ(db.column("SELECT max(id) FROM events_mirror").at(0), "2");
+  // The horizon holds b's row back while a runs.
+  EXPECT_TRUE(read_all(position::start()).empty());
+  a.exec("COMMIT");
+  auto rows = read_at_least(position::start(), 2);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_NE(rows[0].payload.find("first-id"), std::string::npos);
+  EXPECT_NE(rows[1].payload.find("second-id"), std::string::npos);
+  EXPECT_TRUE(read_all(rows.back().pos).empty());
+}
+
+// A transaction that got its id first but writes its row last: positions
+// follow transaction ids, not commit order, and still nothing is skipped,
+// because the reader cannot pass the older transaction while it runs.
+TEST_F(TableReader, AnOlderTransactionWritingLastIsNotSkipped) {
+  db.exec("CREATE TABLE other_work (x int)");
+  testing::side_session old_tx(db.dsn()), young_tx(db.dsn());
+  old_tx.exec("BEGIN");
+  old_tx.exec("INSERT INTO other_work VALUES (1)");  // takes its transaction id now
+  young_tx.exec("BEGIN");
+  young_tx.exec(row_sql("t", "young"));
+  young_tx.exec("COMMIT");
+  EXPECT_TRUE(read_all(position::start()).empty());
+  old_tx.exec(row_sql("t", "old"));
+  old_tx.exec("COMMIT");
+  auto rows = read_at_least(position::start(), 2);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_NE(rows[0].payload.find("\"old\""), std::string::npos);  // the older transaction first
+  EXPECT_NE(rows[1].payload.find("young"), std::string::npos);
+}
+
+// Concurrent writers in transactions of random length, a reader polling from
+// its last position meanwhile: every row exactly once, positions increasing.
+TEST_F(TableReader, ConcurrentWritersNeverMakeAResumingReaderSkipOrRepeat) {
+  constexpr int writers = 4, txs_per_writer = 150;
+  std::atomic<int> done{0};
+  std::vector<std::thread> threads;
+  std::string dsn = db.dsn();
+  for (int w = 0; w < writers; ++w) {
+    threads.emplace_back([&, w] {
+      PGconn* c = PQconnectdb(dsn.c_str());
+      std::mt19937 rng(w);
+      for (int t = 0; t < txs_per_writer; ++t) {
+        std::string sql = "BEGIN;";
+        int rows = 1 + rng() % 4;
+        for (int r = 0; r < rows; ++r) sql += row_sql("t/" + std::to_string(w), std::to_string(w) + "-" + std::to_string(t) + "-" + std::to_string(r)) + ";";
+        PQclear(PQexec(c, sql.c_str()));
+        // Hold the transaction open a little, so that others commit past it.
+        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+        PQclear(PQexec(c, "COMMIT"));
+      }
+      PQfinish(c);
+      done++;
+    });
+  }
+  std::vector<position> seen;
+  std::set<int64_t> ids;
+  position last = position::start();
+  auto deadline = std::chrono::steady_clock::now() + 120s;
+  long expected = -1;
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool writers_done = done.load() == writers;
+    if (writers_done && expected < 0) expected = db.count("SELECT count(*) FROM events_mirror");
+    for (const auto& r : read_all(last)) {
+      seen.push_back(r.pos);
+      EXPECT_TRUE(ids.insert(r.pos.id).second) << "row " << r.pos.id << " delivered twice";
+      last = r.pos;
+    }
+    if (expected >= 0 && static_cast<long>(ids.size()) >= expected) break;
+    std::this_thread::sleep_for(2ms);
+  }
+  for (auto& t : threads) t.join();
+  long total = db.count("SELECT count(*) FROM events_mirror");
+  EXPECT_EQ(static_cast<long>(ids.size()), total);
+  EXPECT_EQ(*ids.begin(), 1);
+  EXPECT_EQ(*ids.rbegin(), std::stoll(db.column("SELECT max(id) FROM events_mirror").at(0)));
+  for (size_t i = 1; i < seen.size(); ++i) ASSERT_LT(seen[i - 1], seen[i]);
+}
+
+// PostgreSQL's regular expressions match exactly what topic_matches does.
+TEST_F(TableReader, TopicFiltersInSqlAgreeWithMqttMatching) {
+  std::set<std::string> topics;
+  for (const auto& c : topic_cases) topics.insert(c.topic);
+  int n = 0;
+  for (const auto& t : topics) db.exec(row_sql(t, "k" + std::to_string(n++)));
+  ASSERT_EQ(read_at_least(position::start(), topics.size()).size(), topics.size());
+  for (const auto& c : topic_cases) {
+    read_window w;
+    w.topic_filters = {c.filter};
+    std::set<std::string> got;
+    for (const auto& r : read_all(position::start(), w)) got.insert(r.topic);
+    for (const auto& t : topics) EXPECT_EQ(got.count(t) == 1, topic_matches(c.filter, t)) << c.filter << " vs " << t;
+  }
+}
+
+TEST_F(TableReader, StoppingEarlyLeavesTheConnectionUsable) {
+  db.exec("INSERT INTO events_mirror (topic, payload) SELECT 't', jsonb_build_object('idempotency_key', 'k' || g, "
+          "'kind', 'k') FROM generate_series(1, 20000) g");
+  ASSERT_EQ(read_at_least(position::start(), 20000).size(), 20000u);
+  int got = 0;
+  auto st = reader.read({}, [&](const event_row&) { return ++got == 10 ? row_action::stop : row_action::next; });
+  EXPECT_TRUE(st.ok) << st.message;
+  EXPECT_EQ(got, 10);
+  read_window w;
+  w.limit = 5;
+  w.kinds = {"k"};
+  EXPECT_EQ(read_all(position::start(), w).size(), 5u);
+  db.exec("ANALYZE events_mirror");
+  EXPECT_GT(reader.estimate_rows({}), 1000u);
+  horizon_state h;
+  ASSERT_TRUE(read_horizon(conn, h).ok);
+  EXPECT_GT(h.horizon, 0u);
+  EXPECT_LE(h.horizon, h.next_tx);
+}
+
+}  // namespace
+}  // namespace evpipe::read
