@@ -367,8 +367,16 @@ TEST_F(Operations, StopAndContinueLoseNothing) {
   uint16_t port = free_port(), http_port = free_port();
   evpipe_process evp(ops_config(db, port, http_port), "ops_tstp");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
-  evp.start(port);
+  evp.start(port, /*own_process_group=*/true);
   evp.kill(SIGTSTP);
+  // Stopped: state T in /proc/PID/stat (after the ") " that ends the name).
+  auto state = [&] {
+    std::ifstream in("/proc/" + std::to_string(evp.pid()) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    auto close = stat.rfind(") ");
+    return close == std::string::npos ? '?' : stat[close + 2];
+  };
+  ASSERT_TRUE(eventually([&] { return state() == 'T'; }, 10s)) << "SIGTSTP did not stop evpipe, state " << state();
   ndjson_client c(port);  // the kernel completes the handshake for a stopped listener
   c.send_all(events("tstp", 500));
   EXPECT_EQ(c.read_acks_until(1, 1s), 0u) << "a stopped process acknowledged";

@@ -219,8 +219,12 @@ class evpipe_process {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
   // Starts `evpipe run` and waits until `port` accepts connections.
-  void start(uint16_t port) {
-    pid_ = spawn({EVPIPE_BINARY, "run", "--config", config_path_}, dir_ + "/run.log");
+  // `own_process_group`: the child leads a process group of its own, whose
+  // parent (this test) is in the same session, so the group is never
+  // orphaned; the kernel discards SIGTSTP sent to an orphaned group (as when
+  // the test runner was started in the background by a shell that exited).
+  void start(uint16_t port, bool own_process_group = false) {
+    pid_ = spawn({EVPIPE_BINARY, "run", "--config", config_path_}, dir_ + "/run.log", own_process_group);
     auto deadline = std::chrono::steady_clock::now() + 60s;  // a loaded sanitizer build starts slowly
     while (std::chrono::steady_clock::now() < deadline) {
       int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -247,6 +251,7 @@ class evpipe_process {
       pid_ = -1;
     }
   }
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
   // Waits for the process to exit; returns its exit code (-1 on timeout or signal).
   int wait(std::chrono::milliseconds timeout = 60s) { return wait_for_exit(pid_, timeout); }
   // Replaces the config file (a reload test then sends SIGHUP).
@@ -257,7 +262,14 @@ class evpipe_process {
   }
 
  private:
-  static pid_t spawn(const std::vector<std::string>& args, const std::string& log_path) {
+  static pid_t spawn(const std::vector<std::string>& args, const std::string& log_path,
+                     bool own_process_group = false) {
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    if (own_process_group) {
+      posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+      posix_spawnattr_setpgroup(&attr, 0);
+    }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -266,8 +278,9 @@ class evpipe_process {
     for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
     pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+    int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
     if (rc != 0) throw std::runtime_error("cannot start " + args[0]);
     return pid;
   }
