@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <deque>
+
 namespace evpipe::io::mqtt::v5 {
 namespace {
 
@@ -15,10 +17,14 @@ std::string bytes(std::initializer_list<int> b) {
   return s;
 }
 
-frame framed(const std::string& wire) {
+// A frame of `wire`. Parsed packets hold views into the bytes, so the bytes
+// are kept until the test program ends (a temporary would dangle).
+frame framed(std::string wire) {
+  static std::deque<std::string> kept;  // push_back keeps earlier elements in place
+  const std::string& bytes = kept.emplace_back(std::move(wire));
   frame f;
-  EXPECT_EQ(read_frame(wire, 1 << 20, f), decode_status::ok);
-  EXPECT_EQ(f.size, wire.size());
+  EXPECT_EQ(read_frame(bytes, 1 << 20, f), decode_status::ok);
+  EXPECT_EQ(f.size, bytes.size());
   return f;
 }
 
