@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "read/topic_filter.h"
+#include "stages/topic_filter.h"
 
 namespace evpipe::read {
 
@@ -100,7 +100,7 @@ std::string table_reader::select_sql(const read_window& w) const {
       if (f.find_first_of("+#") == std::string::npos) {
         sql += "topic = " + sql_literal(f);
       } else {
-        sql += "topic ~ " + sql_literal(topic_filter_regex(f));
+        sql += "topic ~ " + sql_literal(stages::topic_filter_regex(f));
       }
     }
     sql += ")";

@@ -7,7 +7,7 @@
 
 #include "io/postgres/pg_connection.h"
 #include "read/table_reader.h"
-#include "read/topic_filter.h"
+#include "stages/topic_filter.h"
 
 namespace evpipe::read {
 
@@ -46,12 +46,12 @@ std::string where_clause(const dlq_options& o, std::string& problem) {
   if (!o.topics.empty()) {
     w += " AND (";
     for (size_t i = 0; i < o.topics.size(); ++i) {
-      if (auto p = topic_filter_problem(o.topics[i]); !p.empty()) {
+      if (auto p = stages::topic_filter_problem(o.topics[i]); !p.empty()) {
         problem = "--topic " + o.topics[i] + ": " + p;
         return "";
       }
       if (i) w += " OR ";
-      w += "original_topic ~ " + sql_literal(topic_filter_regex(o.topics[i]));
+      w += "original_topic ~ " + sql_literal(stages::topic_filter_regex(o.topics[i]));
     }
     w += ")";
   }

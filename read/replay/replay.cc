@@ -11,7 +11,7 @@
 #include "io/postgres/pg_connection.h"
 #include "read/replay/replay_output.h"
 #include "read/table_reader.h"
-#include "read/topic_filter.h"
+#include "stages/topic_filter.h"
 
 namespace evpipe::read {
 
@@ -60,7 +60,7 @@ void print_progress(uint64_t rows, double seconds, uint64_t estimate, bool final
 
 int run_replay(const config::settings& s, const replay_options& o) {
   for (const auto& f : o.topics) {
-    if (auto problem = topic_filter_problem(f); !problem.empty()) {
+    if (auto problem = stages::topic_filter_problem(f); !problem.empty()) {
       std::fprintf(stderr, "evpipe replay: --topic %s: %s\n", f.c_str(), problem.c_str());
       return 2;
     }

@@ -19,7 +19,7 @@
 #include <stdexcept>
 
 #include "read/stream/ws_session.h"
-#include "read/topic_filter.h"
+#include "stages/topic_filter.h"
 #include "stages/json_text.h"
 
 namespace evpipe::read {
@@ -315,7 +315,7 @@ void sse_server::serve(int fd, uint64_t session) {
                    "GET /v1/stream is a stream: send Accept: text/event-stream (Server-Sent Events)");
   }
   for (const auto& t : filter.topics) {
-    if (auto p = topic_filter_problem(t); !p.empty()) return respond(fd, http::status::bad_request, "topics: " + t + ": " + p);
+    if (auto p = stages::topic_filter_problem(t); !p.empty()) return respond(fd, http::status::bad_request, "topics: " + t + ": " + p);
   }
   if (filter.topics.size() + filter.kinds.size() > cfg_.max_filters) {
     return respond(fd, http::status::bad_request,

@@ -6,7 +6,7 @@
 
 #include "io/postgres/pg_connection.h"
 #include "read/table_reader.h"
-#include "read/topic_filter.h"
+#include "stages/topic_filter.h"
 
 namespace evpipe::read {
 
@@ -14,7 +14,7 @@ bool stream_filter::matches(std::string_view topic, std::string_view kind) const
   if (!kinds.empty() && std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) return false;
   if (topics.empty()) return true;
   for (const auto& f : topics) {
-    if (topic_matches(f, topic)) return true;
+    if (stages::topic_matches(f, topic)) return true;
   }
   return false;
 }

@@ -13,7 +13,7 @@
 #include <deque>
 #include <mutex>
 
-#include "read/topic_filter.h"
+#include "stages/topic_filter.h"
 #include "stages/json_text.h"
 
 namespace evpipe::read {
@@ -204,7 +204,7 @@ class session {
     if (!doc["kinds"].get(e) && !strings(e, kinds, problem, "kinds")) return error(problem);
     if (!doc["topics"].get(e) && !strings(e, topics, problem, "topics")) return error(problem);
     for (const auto& t : topics) {
-      if (auto p = topic_filter_problem(t); !p.empty()) return error("topics: " + t + ": " + p);
+      if (auto p = stages::topic_filter_problem(t); !p.empty()) return error("topics: " + t + ": " + p);
     }
     if (type == "unsubscribe") {
       if (kinds.empty() && topics.empty()) {

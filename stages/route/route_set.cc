@@ -4,21 +4,11 @@
 
 #include "config/config.h"
 #include "stages/route/pg_binary.h"
+#include "stages/topic_filter.h"
 
 namespace evpipe::stages::route {
 
 namespace {
-
-std::vector<std::string> split_levels(std::string_view s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  for (;;) {
-    size_t end = s.find('/', start);
-    out.emplace_back(s.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
-    if (end == std::string_view::npos) return out;
-    start = end + 1;
-  }
-}
 
 [[noreturn]] void fail(const config::route& r, const std::string& key, const std::string& problem) {
   throw config::config_error("[[routes]] \"" + r.name + "\" " + key + ": " + problem);
@@ -26,29 +16,13 @@ std::vector<std::string> split_levels(std::string_view s) {
 
 }  // namespace
 
-bool filter_matches(std::span<const std::string> filter, std::string_view topic) noexcept {
-  if (!topic.empty() && topic.front() == '$' && !filter.empty() && (filter[0] == "+" || filter[0] == "#")) {
-    return false;
-  }
-  size_t start = 0;
-  for (size_t i = 0; i < filter.size(); ++i) {
-    if (filter[i] == "#") return true;
-    if (start > topic.size()) return false;  // the topic has fewer levels
-    size_t end = topic.find('/', start);
-    std::string_view level = topic.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
-    if (filter[i] != "+" && filter[i] != level) return false;
-    start = end == std::string_view::npos ? topic.size() + 1 : end + 1;
-  }
-  return start > topic.size();  // every level of the topic was matched
-}
-
 route_set::route_set(const std::vector<config::route>& routes) {
   routes_.reserve(routes.size());
   for (size_t i = 0; i < routes.size(); ++i) {
     compiled_route cr;
     cr.cfg = routes[i];
     cr.index = static_cast<uint16_t>(i);
-    for (const auto& f : cr.cfg.topics) cr.filters.push_back(split_levels(f));
+    cr.filters = cr.cfg.topics;
     for (const auto& c : cr.cfg.columns) {
       compiled_column cc;
       cc.cfg = c;
@@ -92,7 +66,7 @@ size_t route_set::match(std::string_view topic, std::string_view kind, bool has_
     if (r.cfg.envelope_standard && !has_envelope) continue;
     bool topic_ok = r.filters.empty();
     for (const auto& f : r.filters) {
-      if (filter_matches(f, topic)) {
+      if (topic_matches(f, topic)) {
         topic_ok = true;
         break;
       }
@@ -112,7 +86,7 @@ size_t route_set::match(std::string_view topic, std::string_view kind, bool has_
 const compiled_route* route_set::bare_route_for(std::string_view topic) const noexcept {
   for (const auto& r : routes_) {
     for (const auto& f : r.filters) {
-      if (filter_matches(f, topic)) return r.cfg.envelope_standard ? nullptr : &r;
+      if (topic_matches(f, topic)) return r.cfg.envelope_standard ? nullptr : &r;
     }
   }
   return nullptr;

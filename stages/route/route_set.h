@@ -29,15 +29,10 @@ struct compiled_column {
 struct compiled_route {
   config::route cfg;
   uint16_t index = 0;
-  std::vector<std::vector<std::string>> filters;  // topics, split at '/'
+  std::vector<std::string> filters;                // cfg.topics (MQTT topic filters)
   std::vector<compiled_column> columns;
   std::vector<uint16_t> identity_columns;          // positions of cfg.idempotency in columns
 };
-
-// Whether an MQTT topic filter (split into levels) matches a topic; '+' is
-// one level, '#' the rest (including none). Topics starting with '$' are not
-// matched by a leading wildcard (MQTT 3.1.1 section 4.7.2).
-[[nodiscard]] bool filter_matches(std::span<const std::string> filter_levels, std::string_view topic) noexcept;
 
 class route_set {
  public:

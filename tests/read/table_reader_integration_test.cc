@@ -11,8 +11,8 @@
 #include <thread>
 
 #include "io/postgres/schema_check.h"
-#include "read/topic_filter.h"
-#include "tests/read/topic_filter_cases.h"
+#include "stages/topic_filter.h"
+#include "tests/stages/topic_filter_cases.h"
 #include "tests/support/harness.h"
 
 namespace evpipe::read {
@@ -176,16 +176,16 @@ TEST_F(TableReader, ConcurrentWritersNeverMakeAResumingReaderSkipOrRepeat) {
 // PostgreSQL's regular expressions match exactly what topic_matches does.
 TEST_F(TableReader, TopicFiltersInSqlAgreeWithMqttMatching) {
   std::set<std::string> topics;
-  for (const auto& c : topic_cases) topics.insert(c.topic);
+  for (const auto& c : stages::topic_cases) topics.insert(c.topic);
   int n = 0;
   for (const auto& t : topics) db.exec(row_sql(t, "k" + std::to_string(n++)));
   ASSERT_EQ(read_at_least(position::start(), topics.size()).size(), topics.size());
-  for (const auto& c : topic_cases) {
+  for (const auto& c : stages::topic_cases) {
     read_window w;
     w.topic_filters = {c.filter};
     std::set<std::string> got;
     for (const auto& r : read_all(position::start(), w)) got.insert(r.topic);
-    for (const auto& t : topics) EXPECT_EQ(got.count(t) == 1, topic_matches(c.filter, t)) << c.filter << " vs " << t;
+    for (const auto& t : topics) EXPECT_EQ(got.count(t) == 1, stages::topic_matches(c.filter, t)) << c.filter << " vs " << t;
   }
 }
 

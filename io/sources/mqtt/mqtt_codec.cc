@@ -101,27 +101,6 @@ bool filter_can_match_prefix(std::string_view filter, std::string_view prefix) n
   }
 }
 
-bool topic_matches_filter(std::string_view filter, std::string_view topic) noexcept {
-  if (!topic.empty() && topic[0] == '$' && !filter.empty() && (filter[0] == '+' || filter[0] == '#')) return false;
-  size_t f = 0, t = 0;
-  for (;;) {
-    size_t f_end = filter.find('/', f);
-    if (f_end == std::string_view::npos) f_end = filter.size();
-    std::string_view level = filter.substr(f, f_end - f);
-    if (level == "#") return true;  // this level and below, or the parent itself
-    size_t t_end = topic.find('/', t);
-    if (t_end == std::string_view::npos) t_end = topic.size();
-    if (level != "+" && level != topic.substr(t, t_end - t)) return false;
-    bool filter_done = f_end == filter.size(), topic_done = t_end == topic.size();
-    if (filter_done || topic_done) {
-      if (filter_done && topic_done) return true;
-      // "a/#" matches "a": the filter's next and last level is '#'.
-      return topic_done && filter.substr(f_end) == "/#";
-    }
-    f = f_end + 1;
-    t = t_end + 1;
-  }
-}
 
 void encode_remaining_length(std::string& out, uint32_t n) {
   // 7 bits a byte, least significant first; the top bit says "more".

@@ -120,12 +120,6 @@ void encode_disconnect(std::string& out);
 [[nodiscard]] bool valid_topic_name(std::string_view s) noexcept;
 [[nodiscard]] bool valid_topic_filter(std::string_view s) noexcept;
 
-// Whether `topic` (a topic name) matches `filter` as MQTT 4.7 defines it:
-// '+' one level, '#' this level and every one below (also the parent: "a/#"
-// matches "a"), and wildcards at the first level never match a topic that
-// starts with '$' (MQTT-4.7.2-1).
-[[nodiscard]] bool topic_matches_filter(std::string_view filter, std::string_view topic) noexcept;
-
 // Whether a subscription to `filter` can deliver some topic that starts with
 // `prefix` (a topic name prefix, no wildcards): "tracker/#" and "+/dlq/x" can
 // reach "tracker/dlq/...", "tracker/events/#" cannot. Used to warn when a

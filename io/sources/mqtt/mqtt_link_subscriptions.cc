@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "io/sources/mqtt/mqtt_codec_v5.h"
+#include "stages/topic_filter.h"
 
 // The subscriptions of an mqtt_link: what it asks the broker for after
 // CONNACK, and what it makes of the SUBACK. Split from mqtt_link.cc.
@@ -142,7 +143,7 @@ std::string mqtt_link::wire_filter(const std::string& f) const {
 
 bool mqtt_link::wanted_topic(std::string_view topic) const noexcept {
   for (const auto& f : sh_.cfg.topics) {
-    if (mqtt::topic_matches_filter(f, topic)) return true;
+    if (stages::topic_matches(f, topic)) return true;
   }
   return false;
 }

@@ -5,22 +5,12 @@
 #include <gtest/gtest.h>
 
 #include "config/config.h"
+#include "stages/topic_filter.h"
 
 namespace evpipe::stages::route {
 namespace {
 
-std::vector<std::string> levels(std::string_view f) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  for (;;) {
-    size_t end = f.find('/', start);
-    out.emplace_back(f.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
-    if (end == std::string_view::npos) return out;
-    start = end + 1;
-  }
-}
-
-bool matches(std::string_view filter, std::string_view topic) { return filter_matches(levels(filter), topic); }
+bool matches(std::string_view filter, std::string_view topic) { return topic_matches(filter, topic); }
 
 TEST(RouteSet, TopicFilters) {
   EXPECT_TRUE(matches("autocore/+/status", "autocore/ESP32_001/status"));

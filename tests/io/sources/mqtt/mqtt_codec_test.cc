@@ -250,26 +250,6 @@ TEST(MqttCodec, UnsubscribeAndUnsubackByteForByteAndBack) {
   EXPECT_EQ(parse_unsubscribe(framed(bytes({0xA2, 5, 0, 0, 0, 1, 'b'})), back), decode_status::malformed);
 }
 
-TEST(MqttCodec, TopicMatchesFilter) {
-  EXPECT_TRUE(topic_matches_filter("tracker/events/#", "tracker/events/a/b"));
-  EXPECT_TRUE(topic_matches_filter("tracker/events/#", "tracker/events"));
-  EXPECT_FALSE(topic_matches_filter("tracker/events/#", "tracker/eventsx"));
-  EXPECT_FALSE(topic_matches_filter("tracker/events/#", "tracker"));
-  EXPECT_TRUE(topic_matches_filter("autocore/+/telemetry", "autocore/x/telemetry"));
-  EXPECT_FALSE(topic_matches_filter("autocore/+/telemetry", "autocore/x/y/telemetry"));
-  EXPECT_FALSE(topic_matches_filter("autocore/+/telemetry", "autocore/x"));
-  EXPECT_TRUE(topic_matches_filter("a/+", "a/"));
-  EXPECT_TRUE(topic_matches_filter("+", "a"));
-  EXPECT_FALSE(topic_matches_filter("+", "a/b"));
-  EXPECT_TRUE(topic_matches_filter("#", "a/b"));
-  EXPECT_TRUE(topic_matches_filter("a/b", "a/b"));
-  EXPECT_FALSE(topic_matches_filter("a/b", "a/b/c"));
-  EXPECT_FALSE(topic_matches_filter("a/b/c", "a/b"));
-  // Wildcards at the first level do not reach $-topics (MQTT-4.7.2-1).
-  EXPECT_FALSE(topic_matches_filter("#", "$SYS/x"));
-  EXPECT_FALSE(topic_matches_filter("+/x", "$SYS/x"));
-  EXPECT_TRUE(topic_matches_filter("$SYS/#", "$SYS/x"));
-}
 
 }  // namespace
 }  // namespace evpipe::io::mqtt

@@ -2,7 +2,7 @@
 // Filter/topic pairs with the MQTT answer, shared by topic_filter_test (in
 // memory) and table_reader_integration_test (PostgreSQL's regex).
 
-namespace evpipe::read {
+namespace evpipe::stages {
 
 struct match_case {
   const char* filter;
@@ -25,4 +25,4 @@ inline const match_case topic_cases[] = {
     {"+/+", "/", true},            {"a//b", "a//b", true},        {"a/+/b", "a//b", true},
 };
 
-}  // namespace evpipe::read
+}  // namespace evpipe::stages

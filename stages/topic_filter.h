@@ -1,5 +1,7 @@
 #pragma once
-// MQTT-style topic filters for readers (replay --topic, stream subscriptions):
+// MQTT topic filters, the one implementation for every user: the MQTT
+// source (filters it no longer subscribes), routes, and readers (replay
+// --topic, stream subscriptions):
 // levels split by '/', '+' matches one level, '#' (last level only) matches
 // the rest, including the parent ("a/#" matches "a"). As in MQTT, a wildcard
 // in the first level does not match a topic that starts with '$'.
@@ -8,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-namespace evpipe::read {
+namespace evpipe::stages {
 
 // "" when `filter` is a valid filter, else what is wrong with it.
 [[nodiscard]] std::string topic_filter_problem(std::string_view filter);
@@ -21,4 +23,4 @@ namespace evpipe::read {
 // topic_matches() does.
 [[nodiscard]] std::string topic_filter_regex(std::string_view filter);
 
-}  // namespace evpipe::read
+}  // namespace evpipe::stages

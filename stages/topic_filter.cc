@@ -1,9 +1,9 @@
-#include "read/topic_filter.h"
+#include "stages/topic_filter.h"
 
 #include <cctype>
 #include <vector>
 
-namespace evpipe::read {
+namespace evpipe::stages {
 
 namespace {
 
@@ -88,4 +88,4 @@ std::string topic_filter_regex(std::string_view filter) {
   return re + "$";
 }
 
-}  // namespace evpipe::read
+}  // namespace evpipe::stages
