@@ -125,32 +125,30 @@ bool is_iso8601_datetime(std::string_view s) noexcept {
 
 namespace dom = simdjson::dom;
 
+bool holds_nul(const dom::element& e) {
+  switch (e.type()) {
+    case dom::element_type::OBJECT:
+      for (auto field : dom::object(e)) {
+        if (has_nul(field.key) || holds_nul(field.value)) return true;
+      }
+      return false;
+    case dom::element_type::ARRAY:
+      for (auto child : dom::array(e)) {
+        if (holds_nul(child)) return true;
+      }
+      return false;
+    case dom::element_type::STRING:
+      return has_nul(std::string_view(e));
+    default:
+      return false;
+  }
+}
+
 struct envelope_validator::impl {
   dom::parser parser;
   std::string padded;  // copy of a line that lacks simdjson's padding
   dom::element doc;    // the last document check_json() accepted
 
-  // PostgreSQL's jsonb cannot store U+0000. JSON can only carry it as the
-  // escape \u0000 (raw control characters are invalid), so the tree is only
-  // walked when the escape occurs in the text.
-  static bool holds_nul(dom::element e) {
-    switch (e.type()) {
-      case dom::element_type::OBJECT:
-        for (auto field : dom::object(e)) {
-          if (has_nul(field.key) || holds_nul(field.value)) return true;
-        }
-        return false;
-      case dom::element_type::ARRAY:
-        for (auto child : dom::array(e)) {
-          if (holds_nul(child)) return true;
-        }
-        return false;
-      case dom::element_type::STRING:
-        return has_nul(std::string_view(e));
-      default:
-        return false;
-    }
-  }
 };
 
 envelope_validator::envelope_validator(envelope_limits limits)
@@ -215,7 +213,7 @@ validation envelope_validator::check_json(std::string_view line, size_t capacity
   }
   dom::object obj;
   if (doc.get_object().get(obj)) return fail(reason::invalid_json, "an event must be a JSON object");
-  if (line.find("\\u0000") != std::string_view::npos && impl::holds_nul(doc)) {
+  if (line.find("\\u0000") != std::string_view::npos && holds_nul(doc)) {
     return fail(reason::invalid_json, "not storable JSON: a string or key contains \\u0000, which PostgreSQL jsonb cannot store");
   }
   impl_->doc = doc;

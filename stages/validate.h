@@ -22,6 +22,11 @@ class element;
 
 namespace evpipe::stages {
 
+// Whether a parsed JSON value holds U+0000 anywhere, keys included.
+// PostgreSQL's jsonb cannot store it, and JSON can only carry it as the
+// escape \u0000, so callers walk the tree only when that escape is in the text.
+[[nodiscard]] bool holds_nul(const simdjson::dom::element& e);
+
 // Characters (code points) in UTF-8 text, the unit of VARCHAR(n): every byte
 // that does not continue a sequence starts one.
 [[nodiscard]] inline size_t utf8_chars(std::string_view s) noexcept {

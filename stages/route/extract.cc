@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "stages/route/pg_binary.h"
+#include "stages/validate.h"
 
 namespace evpipe::stages::route {
 
@@ -40,24 +41,6 @@ std::string_view json_type_name(dom::element_type t) noexcept {
 }
 
 bool has_nul(std::string_view s) noexcept { return std::memchr(s.data(), 0, s.size()) != nullptr; }
-
-// PostgreSQL's jsonb cannot hold U+0000; it can only be in JSON as \u0000.
-bool holds_nul(dom::element e) {
-  switch (e.type()) {
-    case dom::element_type::OBJECT:
-      for (auto field : dom::object(e)) {
-        if (has_nul(field.key) || holds_nul(field.value)) return true;
-      }
-      return false;
-    case dom::element_type::ARRAY:
-      for (auto v : dom::array(e)) {
-        if (holds_nul(v)) return true;
-      }
-      return false;
-    case dom::element_type::STRING: return has_nul(std::string_view(e));
-    default: return false;
-  }
-}
 
 // The level N of a topic; false when it has fewer levels.
 bool topic_level(std::string_view topic, uint32_t n, std::string_view& out) noexcept {
