@@ -333,6 +333,10 @@ std::string metrics_registry::render() const {
       {"mqtt", "_mqtt_session_lost_total", "counter",
        "Reconnects where the broker no longer had evpipe's persistent session (its queued messages are gone).",
        [](const source_probe& s) { return double(s.session_lost.load()); }},
+      {"mqtt", "_mqtt_sessions_subscribed", "gauge",
+       "MQTT sessions whose subscription the broker confirmed (SUBACK). A connected session that is not yet "
+       "subscribed receives only what its persistent session had queued: a new session nothing.",
+       [](const source_probe& s) { return double(s.sessions_subscribed.load()); }},
       {"mqtt", "_mqtt_subscriptions_degraded", "gauge",
        "Topic filters the broker refused (SUBACK 0x80) or granted only at QoS 0, per the latest SUBACKs.",
        [](const source_probe& s) { return double(s.subscriptions_degraded.load()); }},

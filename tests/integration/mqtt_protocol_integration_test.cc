@@ -323,7 +323,7 @@ TEST_F(MqttProtocol, DeadLetterRepublishesAreNeverConsumedAgain) {
   EXPECT_NE(evp.log("check-config.log").find("also matches dlq_prefix"), std::string::npos)
       << evp.log("check-config.log");
   evp.start(http_port);
-  ASSERT_TRUE(eventually([&] { return metric(http_port, "evpipe_mqtt_connections_active") == 1; }, 20s))
+  ASSERT_TRUE(eventually([&] { return metric(http_port, "evpipe_mqtt_sessions_subscribed") == 1; }, 20s))
       << evp.log();
 
   mqtt_test_client watcher(broker.port(), "dlq-watcher");
@@ -354,7 +354,7 @@ TEST_F(MqttProtocol, Qos2FromMosquittoIsStoredOnce) {
   evpipe_process evp(config_for(db, broker.url(), http_port, o), "mqtt_qos2_mosq");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(http_port);
-  ASSERT_TRUE(eventually([&] { return metric(http_port, "evpipe_mqtt_connections_active") == 1; }, 20s))
+  ASSERT_TRUE(eventually([&] { return metric(http_port, "evpipe_mqtt_sessions_subscribed") == 1; }, 20s))
       << evp.log();
 
   // The publisher's side of QoS 2: PUBLISH, PUBREC from the broker, PUBREL, PUBCOMP.

@@ -68,10 +68,12 @@ class MqttSource : public ::testing::Test {
     }
   }
 
-  // Starts evpipe and waits until its session is connected to the broker.
+  // Starts evpipe and waits until its session is subscribed: connected is
+  // not enough, a message published between CONNACK and SUBACK matches no
+  // subscription of a new session (the broker drops it).
   void start_connected(evpipe_process& evp, uint16_t http_port) {
     evp.start(http_port);
-    ASSERT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_mqtt_connections_active") == 1; }))
+    ASSERT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_mqtt_sessions_subscribed") == 1; }))
         << evp.log();
   }
 

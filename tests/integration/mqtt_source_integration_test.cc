@@ -115,6 +115,29 @@ TEST_F(MqttSource, SilentBrokerIsDetectedByKeepAliveAndReconnected) {
   EXPECT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_mqtt_reconnects_total") == 1; }));
 }
 
+// Connected is not subscribed: between CONNACK and SUBACK a new session
+// receives nothing, so a producer (or a test) waiting for "connected" can
+// publish into the void. The sessions_subscribed gauge says when the
+// subscription holds, and drops with the connection.
+TEST_F(MqttSource, SubscribedGaugeFollowsTheSubackNotTheConnack) {
+  fake_broker broker;
+  uint16_t http_port = free_port();
+  evpipe_process evp(mqtt_config(db, "mqtt://127.0.0.1:" + std::to_string(broker.port()), http_port), "mqtt_subscribed");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  broker.accept_connect();
+  ASSERT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_mqtt_connections_active") == 1; })) << evp.log();
+  std::this_thread::sleep_for(300ms);  // evpipe's SUBSCRIBE is out; no SUBACK yet
+  EXPECT_EQ(mqtt_metric(http_port, "evpipe_mqtt_sessions_subscribed"), 0);
+  broker.answer_subscribe();
+  EXPECT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_mqtt_sessions_subscribed") == 1; })) << evp.log();
+  broker.drop_client();
+  EXPECT_TRUE(eventually([&] {
+    return mqtt_metric(http_port, "evpipe_mqtt_connections_active") == 0 &&
+           mqtt_metric(http_port, "evpipe_mqtt_sessions_subscribed") == 0;
+  })) << evp.log();
+}
+
 TEST_F(MqttSource, DatabaseDownSendsNoPubackAndEverythingLandsAfter) {
   fake_broker broker;
   tcp_proxy proxy(db.server_port());

@@ -224,6 +224,11 @@ class evpipe_process {
   // orphaned; the kernel discards SIGTSTP sent to an orphaned group (as when
   // the test runner was started in the background by a shell that exited).
   void start(uint16_t port, bool own_process_group = false) {
+    // The log of an earlier run is kept as run.<n>.log (earlier_logs()).
+    if (::access((dir_ + "/run.log").c_str(), F_OK) == 0) {
+      std::string kept = dir_ + "/run." + std::to_string(++runs_kept_) + ".log";
+      std::rename((dir_ + "/run.log").c_str(), kept.c_str());
+    }
     pid_ = spawn({EVPIPE_BINARY, "run", "--config", config_path_}, dir_ + "/run.log", own_process_group);
     auto deadline = std::chrono::steady_clock::now() + 60s;  // a loaded sanitizer build starts slowly
     while (std::chrono::steady_clock::now() < deadline) {
@@ -256,6 +261,12 @@ class evpipe_process {
   int wait(std::chrono::milliseconds timeout = 60s) { return wait_for_exit(pid_, timeout); }
   // Replaces the config file (a reload test then sends SIGHUP).
   void write_config(const std::string& text) const { std::ofstream(config_path_) << text; }
+  // The logs of the runs before the current one, oldest first.
+  [[nodiscard]] std::string earlier_logs() const {
+    std::string out;
+    for (int i = 1; i <= runs_kept_; ++i) out += "--- run " + std::to_string(i) + " ---\n" + log("run." + std::to_string(i) + ".log");
+    return out;
+  }
   [[nodiscard]] std::string log(const std::string& file = "run.log") const {
     std::ifstream in(dir_ + "/" + file);
     return std::string(std::istreambuf_iterator<char>(in), {});
@@ -286,6 +297,7 @@ class evpipe_process {
   }
   std::string name_, dir_, config_path_;
   pid_t pid_ = -1;
+  int runs_kept_ = 0;
 };
 
 // A producer connection: writes NDJSON, reads {"ack":N} lines.

@@ -161,6 +161,16 @@ class rabbitmq_broker {
   [[nodiscard]] uint16_t port() const { return port_; }
   [[nodiscard]] std::string url() const { return "mqtt://127.0.0.1:" + std::to_string(port_); }
   [[nodiscard]] std::string log() const { return read_text(dir_ + "/log/rabbit.log"); }
+  // The broker's own view of its queues (name, ready, unacknowledged), for a
+  // failure message: tells a message the broker still holds from one it lost.
+  [[nodiscard]] std::string queues() const {
+    std::string cmd = "env";
+    for (const auto& e : env_) cmd += " '" + e + "'";
+    cmd += " /usr/lib/rabbitmq/bin/rabbitmqctl -q list_queues name messages_ready messages_unacknowledged > '" + dir_ +
+           "/queues.txt' 2>&1";
+    if (std::system(cmd.c_str()) != 0) return "rabbitmqctl failed: " + read_text(dir_ + "/queues.txt");
+    return read_text(dir_ + "/queues.txt");
+  }
 
  private:
   std::string dir_;

@@ -203,6 +203,12 @@ class fake_broker {
 
   // Accepts the client, answers its CONNECT and SUBSCRIBE; returns the CONNECT.
   mqtt::connect_packet accept_client(std::chrono::milliseconds timeout = 60s) {
+    mqtt::connect_packet c = accept_connect(timeout);
+    answer_subscribe();
+    return c;
+  }
+  // Accepts the client and answers its CONNECT only; returns the CONNECT.
+  mqtt::connect_packet accept_connect(std::chrono::milliseconds timeout = 60s) {
     pollfd p{listen_fd_, POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) throw std::runtime_error("fake broker: no client");
     client_.emplace(::accept(listen_fd_, nullptr, nullptr));
@@ -214,6 +220,12 @@ class fake_broker {
     std::string out;
     mqtt::encode_connack(out, mqtt::connack_packet{false, 0});
     client_->send(out);
+    return c;
+  }
+  // Reads the client's SUBSCRIBE and grants every filter at QoS 1.
+  void answer_subscribe() {
+    mqtt::frame f;
+    std::string out;
     mqtt::subscribe_packet s;
     if (!client_->read(f, 30s) || mqtt::parse_subscribe(f, s) != mqtt::decode_status::ok) {
       throw std::runtime_error("fake broker: no SUBSCRIBE");
@@ -225,8 +237,9 @@ class fake_broker {
     for (size_t i = 0; i < s.filters.size(); ++i) ack.return_codes.push_back(1);
     mqtt::encode_suback(out, ack);
     client_->send(out);
-    return c;
   }
+  // Closes the client's connection (the broker going away).
+  void drop_client() { client_.reset(); }
   [[nodiscard]] const std::vector<std::pair<std::string, uint8_t>>& filters() const { return filters_; }
   // The client said DISCONNECT (a clean goodbye) before closing.
   [[nodiscard]] bool saw_disconnect() const { return saw_disconnect_; }

@@ -304,7 +304,13 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
           why = "malformed SUBACK";
           return link_end::violation;
         }
-        if (s.packet_id == subscribe_id_) report_suback(s);
+        if (s.packet_id == subscribe_id_) {
+          if (!subscribed_) {
+            subscribed_ = true;
+            sh_.probe.sessions_subscribed.fetch_add(1);
+          }
+          report_suback(s);
+        }
         break;
       }
       case mqtt::packet_type::unsuback: {
@@ -588,6 +594,7 @@ void mqtt_link::shut() {
   keepalive_timer_.cancel();
   probe_timer_.cancel();
   if (connected_) sh_.probe.connections_active.fetch_sub(1);
+  if (subscribed_) sh_.probe.sessions_subscribed.fetch_sub(1);
   // Whatever is unacknowledged is now the broker's to redeliver.
   sh_.probe.unacked.fetch_sub(static_cast<int64_t>(tracker_.in_flight()), std::memory_order_relaxed);
 }

@@ -290,6 +290,7 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   bool bad_connack_ = false;  // the broker's first packet broke the protocol
   bool session_present_ = false;
   bool connected_ = false;
+  bool subscribed_ = false;  // our SUBSCRIBE's SUBACK came back on this connection
   bool reading_ = false;
   bool writing_ = false;
   bool paused_ = false;
