@@ -17,6 +17,10 @@
 //     alone; they become dead letters (db_rejected, with SQLSTATE and message)
 //     and every other row commits. Other errors (connection, shutdown,
 //     serialization, resources) are transient: the whole batch is retried.
+//   - requeued dead letters (`evpipe dlq requeue`, an origin with
+//     requeued_dead_letters()): every transaction above also deletes the
+//     dlq_events rows of the events whose outcome it commits, before any new
+//     dead letter is inserted (docs/read.md, "Requeue").
 //
 // No server state outlives a transaction (no session temp table, no named
 // prepared statement), so a transaction-mode pooler may give each

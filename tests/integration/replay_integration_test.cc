@@ -148,6 +148,12 @@ TEST_F(Replay, BadOptionsAreRefusedWithTheReason) {
   r = replay("--to tcp://127.0.0.1:" + std::to_string(free_port()));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("cannot connect"), std::string::npos) << r.err;
+  r = replay("--to mqtt://127.0.0.1:1883/replayed/#");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("wildcards"), std::string::npos) << r.err;
+  r = replay("--to http://127.0.0.1:" + std::to_string(free_port()) + "/v1/events");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot connect"), std::string::npos) << r.err;
 }
 
 // Replaying a pipeline's own rows back into its TCP source: every event is
@@ -262,6 +268,22 @@ TEST_F(Replay, IntoTheOwnMqttSourceThroughMosquittoAddsNoRows) {
   EXPECT_EQ(metric("taylor_events_received_total{source=\"mqtt\"}"), 600);
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), before);
   EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 0);
+
+  // In two pages, the second resumed from the position the first printed:
+  // each ends exactly at its last row, and evpipe reads each event once more.
+  auto first = replay("--no-progress --max-rows 250 --to mqtt://127.0.0.1:" + std::to_string(broker.port()));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_EQ(first.last_position, all.lines[249].substr(13, 34));
+  auto second = replay("--no-progress --to mqtt://127.0.0.1:" + std::to_string(broker.port()) + " --since " +
+                       first.last_position);
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_EQ(second.last_position, all.lines.back().substr(13, 34));
+  ASSERT_TRUE(eventually([&] {
+    return metric("taylor_events_received_total{source=\"mqtt\"}") >= 1200 &&
+           metric("taylor_unacked_events{source=\"mqtt\"}") == 0;
+  }, 60s)) << evpipe->log();
+  EXPECT_EQ(metric("taylor_events_received_total{source=\"mqtt\"}"), 1200);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), before);
 }
 
 // Into evpipe's own HTTP source: POSTs of NDJSON, each answered after its
