@@ -277,5 +277,46 @@ TEST_F(DlqRequeue, SigkillsDuringARequeueLoseAndDuplicateNothing) {
             200);
 }
 
+// SIGINT (or SIGTERM) stops reading dead letters; what was handed to the
+// shards is committed before the exit (130), and the summary says how many:
+// exactly that many are mirrored and gone from dlq_events.
+TEST_F(DlqRequeue, AnInterruptedRequeueCommitsWhatItHandedOver) {
+  if (IsSkipped()) return;
+  tuning t;
+  t.max_rows = 50;
+  start_evpipe(t);
+  constexpr int n = 20000;
+  db.exec("INSERT INTO dlq_events (original_topic, failure_reason, reason_code, payload) SELECT 'tracker/events/it', "
+          "'refused', 'db_rejected', jsonb_build_object('trace_id', '550e8400-e29b-41d4-a716-446655440000', 'ts', "
+          "'2025-01-15T10:30:00Z', 'kind', 'k', 'idempotency_key', 'i-' || g, 'payload', '{}'::jsonb) "
+          "FROM generate_series(1, " + std::to_string(n) + ") g");
+  std::string log = dir + "/requeue_int.log";
+  pid_t pid = spawn_requeue(log);
+  ASSERT_TRUE(eventually([&] { return db.count("SELECT count(*) FROM dlq_events") < n - 500; }, 30s));
+  ::kill(pid, SIGINT);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  std::string text = read_text(log);
+  auto at = text.find("requeued ");
+  ASSERT_NE(at, std::string::npos) << text;
+  long settled = std::stol(text.substr(at + 9));
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), settled);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), n - settled);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror m JOIN dlq_events d ON d.payload->>'idempotency_key' = "
+                     "m.idempotency_key"),
+            0);
+  if (settled < n) {
+    EXPECT_EQ(WEXITSTATUS(status), 130) << text;
+    EXPECT_NE(text.find("interrupted"), std::string::npos) << text;
+  } else {
+    EXPECT_EQ(WEXITSTATUS(status), 0) << text;  // it had finished first
+  }
+  auto r = dlq("requeue");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), n);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 0);
+}
+
 }  // namespace
 }  // namespace evpipe::testing
