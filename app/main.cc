@@ -4,7 +4,7 @@
 //   evpipe migrate --config FILE      create or update the tables
 //   evpipe top [--url URL | --config FILE]  live view of a running evpipe's /metrics
 //   evpipe replay --config FILE ...   committed events back out, in position order (read/replay)
-//   evpipe dlq list|show|purge ...    the dead letters (read/dlq)
+//   evpipe dlq list|show|requeue|purge ...  the dead letters (read/dlq)
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -48,13 +48,15 @@ int main(int argc, char** argv) {
   top->add_option("--prefix", top_opts.prefix, "metric name prefix ([metrics] prefix)");
   evpipe::read::replay_options replay_opts;
   auto* replay = cli.add_subcommand("replay", "Print committed events as NDJSON in position order, or send them to an "
-                                              "evpipe TCP source; the last position goes to stderr at the end");
+                                              "evpipe source; the last position goes to stderr at the end");
   replay->add_option("-c,--config", config_path, "TOML configuration file")->required();
   replay->add_option("--since", replay_opts.since, "after this position, or from this time (ISO 8601)");
   replay->add_option("--until", replay_opts.until, "up to this position, or before this time (ISO 8601)");
   replay->add_option("--topic", replay_opts.topics, "MQTT-style topic filter (repeatable; any of them)");
   replay->add_option("--kind", replay_opts.kinds, "event kind (repeatable; any of them)");
-  replay->add_option("--to", replay_opts.to, "stdout (NDJSON) or tcp://host:port (an evpipe TCP source)");
+  replay->add_option("--to", replay_opts.to, "stdout (NDJSON), tcp://host:port (an evpipe TCP source), "
+                                            "mqtt://host:port[/topic-prefix] (QoS 1 through a broker, on each "
+                                            "event's topic) or http://host:port/v1/events (an evpipe HTTP source)");
   replay->add_option("--rate", replay_opts.rate, "events per second at most (default: as fast as possible)");
   replay->add_option("--max-rows", replay_opts.max_rows, "stop after this many events (continue from the last position)");
   replay->add_flag("!--no-progress", replay_opts.progress, "no progress line on stderr");
@@ -81,6 +83,11 @@ int main(int argc, char** argv) {
   dlq_filters(dlq_purge);
   dlq_purge->add_flag("--dry-run", dlq_opts.dry_run, "count them, delete nothing");
   dlq_purge->add_flag("-y,--yes", dlq_opts.yes, "do not ask for confirmation");
+  auto* dlq_requeue = dlq->add_subcommand("requeue", "Send the dead letters the filters select through validation and "
+                                                     "the write again; each leaves dlq_events in the transaction that "
+                                                     "commits its new outcome");
+  dlq_filters(dlq_requeue);
+  dlq_requeue->add_flag("--dry-run", dlq_opts.dry_run, "validate them and say what would happen, change nothing");
 
   CLI11_PARSE(cli, argc, argv);
 
@@ -153,6 +160,10 @@ int main(int argc, char** argv) {
   if (*dlq_list) return evpipe::read::run_dlq_list(settings, dlq_opts);
   if (*dlq_show) return evpipe::read::run_dlq_show(settings, dlq_opts);
   if (*dlq_purge) return evpipe::read::run_dlq_purge(settings, dlq_opts);
+  if (*dlq_requeue) {
+    evpipe::app::setup_logging(settings.log.level, settings.log.format);  // the shards' warnings
+    return evpipe::read::run_dlq_requeue(settings, dlq_opts);
+  }
   evpipe::app::setup_logging(settings.log.level, settings.log.format);
   using evpipe::app::exit_mode;
   if (*migrate) evpipe::app::exit_process(evpipe::app::migrate(settings), exit_mode::unwind);

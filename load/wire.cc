@@ -142,9 +142,10 @@ class ndjson_wire final : public wire {
 class mqtt_wire final : public wire {
  public:
   explicit mqtt_wire(std::string topic) : topic_(std::move(topic)) {}
-  void add(uint64_t idx, std::string_view event, std::string& out) override {
+  void add(uint64_t idx, std::string_view event, std::string& out) override { add_on_topic(idx, topic_, event, out); }
+  void add_on_topic(uint64_t idx, std::string_view topic, std::string_view event, std::string& out) override {
     mqtt::publish_packet p;
-    p.topic = topic_;
+    p.topic = topic;
     p.payload = event;
     p.qos = 1;
     p.packet_id = static_cast<uint16_t>(idx % 65535 + 1);

@@ -52,6 +52,13 @@ class wire {
   virtual ~wire() = default;
   // Appends the bytes of event number `idx` (from 0 on this connection).
   virtual void add(uint64_t idx, std::string_view event, std::string& out) = 0;
+  // The same on a topic of its own (MQTT: the PUBLISH topic, for `evpipe
+  // replay --to mqtt://`, which keeps each event's topic); other wires
+  // ignore it.
+  virtual void add_on_topic(uint64_t idx, std::string_view topic, std::string_view event, std::string& out) {
+    (void)topic;
+    add(idx, event, out);
+  }
   // Completes a group of added events (an HTTP request); a no-op elsewhere.
   virtual void finish(std::string& out) { (void)out; }
   // Consumes reply bytes from `in` (leaving an incomplete tail); returns the

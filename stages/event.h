@@ -54,6 +54,10 @@ class event_origin {
  public:
   virtual ~event_origin() = default;
   virtual void on_outcomes(std::span<const outcome> outcomes) = 0;
+  // `evpipe dlq requeue` (docs/read.md): each event's seq is the id of the
+  // dlq_events row it was read from, and the sink deletes that row in the
+  // transaction that commits the event's new outcome.
+  [[nodiscard]] virtual bool requeued_dead_letters() const noexcept { return false; }
 };
 
 // A slice of the batch arena.

@@ -33,6 +33,15 @@ constexpr std::string_view dlq_sql =
 // Statements per pipeline sync: keeps both sides' socket buffers from filling
 // while a blocking connection writes (libpq's documented deadlock risk).
 constexpr size_t pipeline_chunk = 256;
+// `evpipe dlq requeue` (docs/read.md): the dead letters whose events a
+// transaction settles are deleted in that transaction.
+constexpr std::string_view settle_requeued_sql = "DELETE FROM {}dlq_events WHERE id = ANY($1::bigint[])";
+
+// Whether the batch holds requeued dead letters (their seq is a dlq_events id).
+bool has_requeued(const stages::write_batch& batch) {
+  return std::any_of(batch.origins().begin(), batch.origins().end(),
+                     [](const auto& o) { return o && o->requeued_dead_letters(); });
+}
 
 bool is_data_error(const pg_status& st) { return classify(st) == pg_failure::data; }
 
@@ -48,7 +57,8 @@ postgres_sink::postgres_sink(std::string dsn, std::string application_name, cons
       application_name_(std::move(application_name)),
       copy_mirror_sql_(with_schema(copy_mirror_sql, schema)),
       move_stage_sql_(with_schema(move_stage_sql, schema)),
-      dlq_sql_(with_schema(dlq_sql, schema)) {
+      dlq_sql_(with_schema(dlq_sql, schema)),
+      settle_requeued_sql_(with_schema(settle_requeued_sql, schema)) {
   if (const auto* routes = stages::route::active_routes()) tables_ = std::make_unique<table_writer>(*routes, schema);
 }
 
@@ -83,12 +93,15 @@ pipeline::write_status postgres_sink::fail(const pg_status& st) {
 }
 
 pipeline::write_status postgres_sink::write(stages::write_batch& batch) {
-  if (batch.row_count() == 0 && batch.routed_row_count() == 0 && batch.dead_letters().empty()) {
+  const bool requeued = has_requeued(batch);
+  if (batch.row_count() == 0 && batch.routed_row_count() == 0 && batch.dead_letters().empty() && !requeued) {
     return pipeline::write_status::committed;  // only duplicates and blank lines
   }
   if (!conn_.connected() && !connect()) return pipeline::write_status::retry;
 
-  if (batch.dead_letters().empty() && batch.routed_row_count() == 0) {
+  // The fast path is a COPY on its own; requeued dead letters need their
+  // DELETE in the same transaction, so they take the transaction below.
+  if (batch.dead_letters().empty() && batch.routed_row_count() == 0 && !requeued) {
     pg_status st = conn_.copy_in(copy_mirror_sql_.c_str(), batch.copy_data());
     if (st.ok) return pipeline::write_status::committed;
     if (is_data_error(st)) return isolate_refused_rows(batch);
@@ -122,6 +135,13 @@ pipeline::write_status postgres_sink::isolate_refused_rows(stages::write_batch& 
     batch.copy_slice(first, last, slice);
     pg_status st = conn_.exec("BEGIN");
     if (st.ok) st = resolve_conflicts(batch, first, last, slice);
+    if (st.ok) {
+      st = settle_requeued(batch, [&](uint32_t o) {
+        auto it = std::lower_bound(batch.rows().begin() + first, batch.rows().begin() + last, o,
+                                   [](const auto& r, uint32_t v) { return r.outcome_index < v; });
+        return it != batch.rows().begin() + last && it->outcome_index == o;
+      });
+    }
     if (st.ok) st = conn_.exec("COMMIT");
     if (st.ok) continue;
     if (!st.connection_lost) (void)conn_.exec("ROLLBACK");
@@ -139,8 +159,11 @@ pipeline::write_status postgres_sink::isolate_refused_rows(stages::write_batch& 
     // fine. Otherwise keep the bytes, which PostgreSQL may not accept as jsonb.
     batch.reject_row(r.row, r.why.sqlstate, r.why.message, r.why.sqlstate.starts_with("23"));
   }
-  if (batch.dead_letters().empty()) return pipeline::write_status::committed;
+  if (batch.dead_letters().empty() && !has_requeued(batch)) return pipeline::write_status::committed;
+  // Every requeued dead letter not settled above (rows refused again, events
+  // invalid again, duplicates): its old row goes before its new one comes.
   pg_status st = conn_.exec("BEGIN");
+  if (st.ok) st = settle_requeued(batch, [](uint32_t) { return true; });
   if (st.ok) st = insert_dead_letters(batch);  // ends with COMMIT
   if (!st.ok) return fail(st);
   return pipeline::write_status::committed;
@@ -183,6 +206,13 @@ pipeline::write_status postgres_sink::isolate_refused_events(stages::write_batch
     }
     if (st.ok) st = tables_->claim_keys(conn_, batch, o_first, o_last);
     if (st.ok) st = tables_->write(conn_, batch, o_first, o_last);
+    if (st.ok) {
+      // Only the events this range holds rows of: the others' dead letters
+      // are written in the last transaction below.
+      st = settle_requeued(batch, [&](uint32_t o) {
+        return std::binary_search(units.begin() + first, units.begin() + last, o);
+      });
+    }
     if (st.ok) st = conn_.exec("COMMIT");
     if (st.ok) continue;
     if (!st.connection_lost) (void)conn_.exec("ROLLBACK");
@@ -203,8 +233,11 @@ pipeline::write_status postgres_sink::isolate_refused_events(stages::write_batch
       batch.reject_routed(r.outcome, r.why.sqlstate, r.why.message);
     }
   }
-  if (batch.dead_letters().empty()) return pipeline::write_status::committed;
+  if (batch.dead_letters().empty() && !has_requeued(batch)) return pipeline::write_status::committed;
+  // Every requeued dead letter not settled above (rows refused again, events
+  // invalid again, duplicates): its old row goes before its new one comes.
   pg_status st = conn_.exec("BEGIN");
+  if (st.ok) st = settle_requeued(batch, [](uint32_t) { return true; });
   if (st.ok) st = insert_dead_letters(batch);  // ends with COMMIT
   if (!st.ok) return fail(st);
   return pipeline::write_status::committed;
@@ -223,6 +256,9 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
     st = tables_->claim_keys(conn_, batch, 0, SIZE_MAX);
     if (st.ok) st = tables_->write(conn_, batch, 0, SIZE_MAX);
   }
+  // Requeued dead letters: deleted before their new dead letters (if any) are
+  // inserted, as (topic, digest) may be the same.
+  if (st.ok) st = settle_requeued(batch, [](uint32_t) { return true; });
   if (!st.ok) {
     if (!st.connection_lost) (void)conn_.exec("ROLLBACK");
     return st;
@@ -256,6 +292,24 @@ pg_status postgres_sink::resolve_conflicts(stages::write_batch& batch, size_t fi
     }
   }
   return {};
+}
+
+pg_status postgres_sink::settle_requeued(stages::write_batch& batch, const std::function<bool(uint32_t)>& settles) {
+  if (!has_requeued(batch)) return {};
+  std::string ids = "{";
+  const auto& origins = batch.origins();
+  const auto& outcomes = batch.outcomes();
+  for (uint32_t i = 0; i < outcomes.size(); ++i) {
+    const auto& p = outcomes[i];
+    if (!origins[p.origin]->requeued_dead_letters() || !settles(i)) continue;
+    if (ids.size() > 1) ids += ',';
+    ids += std::to_string(p.seq);
+  }
+  if (ids.size() == 1) return {};
+  ids += '}';
+  const char* params[1] = {ids.c_str()};
+  pg_result r;
+  return conn_.query_params(settle_requeued_sql_.c_str(), 1, params, r);
 }
 
 pg_status postgres_sink::insert_dead_letters(stages::write_batch& batch) {

@@ -17,6 +17,10 @@
 //     alone; they become dead letters (db_rejected, with SQLSTATE and message)
 //     and every other row commits. Other errors (connection, shutdown,
 //     serialization, resources) are transient: the whole batch is retried.
+//   - requeued dead letters (`evpipe dlq requeue`, an origin with
+//     requeued_dead_letters()): every transaction above also deletes the
+//     dlq_events rows of the events whose outcome it commits, before any new
+//     dead letter is inserted (docs/read.md, "Requeue").
 //
 // No server state outlives a transaction (no session temp table, no named
 // prepared statement), so a transaction-mode pooler may give each
@@ -24,6 +28,7 @@
 //
 // Owned by one shard thread; not thread-safe.
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -51,6 +56,10 @@ class postgres_sink final : public pipeline::batch_sink {
   pipeline::write_status fail(const pg_status& st);
   [[nodiscard]] pg_status write_transaction(stages::write_batch& batch, bool resolve_conflicts);
   [[nodiscard]] pg_status insert_dead_letters(stages::write_batch& batch);
+  // `evpipe dlq requeue`: deletes, in the open transaction, the dlq_events
+  // rows of the requeued events whose outcome index `settles` (nothing for
+  // a batch without requeued dead letters).
+  [[nodiscard]] pg_status settle_requeued(stages::write_batch& batch, const std::function<bool(uint32_t)>& settles);
   [[nodiscard]] pg_status resolve_conflicts(stages::write_batch& batch, size_t first, size_t last,
                                             std::string_view copy_data);
   [[nodiscard]] pipeline::write_status isolate_refused_rows(stages::write_batch& batch);
@@ -61,6 +70,7 @@ class postgres_sink final : public pipeline::batch_sink {
   std::string dsn_;
   std::string application_name_;
   std::string copy_mirror_sql_, move_stage_sql_, dlq_sql_;  // with the schema, if one is set
+  std::string settle_requeued_sql_;
   pg_connection conn_;
   std::string last_error_;
   std::unique_ptr<table_writer> tables_;  // routed tables (docs/routes.md); null without routes

@@ -1,12 +1,13 @@
 #pragma once
-// `evpipe dlq list | show ID | purge`: the operator's view of dlq_events.
-// Filters combine with AND: --reason (reason_code, repeatable: any), --topic
-// (MQTT-style filter on original_topic, repeatable: any), --since/--until
-// (created_at >= / <, ISO 8601). `requeue` is not implemented yet
-// (docs/read.md says what it must guarantee).
+// `evpipe dlq list | show ID | requeue | purge`: the operator's view of
+// dlq_events. Filters combine with AND: --reason (reason_code, repeatable:
+// any; an unknown code is refused), --topic (MQTT-style filter on
+// original_topic, repeatable: any), --since/--until (created_at >= / <, ISO
+// 8601).
 //
-// Runs on the calling thread with one database connection; prints to
-// stdout, errors to stderr.
+// list, show and purge run on the calling thread with one database
+// connection; requeue also runs shards of its own (dlq_requeue.cc). They
+// print to stdout, errors and progress to stderr.
 
 #include <cstdint>
 #include <string>
@@ -22,7 +23,7 @@ struct dlq_options {
   std::string since, until;
   bool json = false;      // list/show: one JSON object per line instead of a table
   uint64_t limit = 100;   // list: at most this many, newest first (0: all)
-  bool dry_run = false;   // purge: count what would go, delete nothing
+  bool dry_run = false;   // purge, requeue: say what would happen, change nothing
   bool yes = false;       // purge: no confirmation question
   int64_t id = 0;         // show
 };
@@ -32,5 +33,11 @@ struct dlq_options {
 [[nodiscard]] int run_dlq_list(const config::settings& s, const dlq_options& o);
 [[nodiscard]] int run_dlq_show(const config::settings& s, const dlq_options& o);
 [[nodiscard]] int run_dlq_purge(const config::settings& s, const dlq_options& o);
+// Sends the selected dead letters through validation, dedup and the write
+// again; each one's row is deleted in the transaction that commits its new
+// outcome (docs/read.md). too_large dead letters are left alone (only a
+// prefix is stored). Also 130: interrupted (what was handed over is
+// committed first; the rest stays in dlq_events).
+[[nodiscard]] int run_dlq_requeue(const config::settings& s, const dlq_options& o);
 
 }  // namespace evpipe::read

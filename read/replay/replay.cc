@@ -96,23 +96,19 @@ int run_replay(const config::settings& s, const replay_options& o) {
   std::unique_ptr<replay_output> out;
   if (o.to == "stdout") {
     out = make_stdout_output();
-  } else if (o.to.rfind("tcp://", 0) == 0) {
-    config::endpoint ep;
-    try {
-      ep = config::parse_endpoint(o.to.substr(6), "--to");
-    } catch (const config::config_error& e) {
-      std::fprintf(stderr, "evpipe replay: %s\n", e.what());
+  } else {
+    wire_target to;
+    if (auto problem = parse_wire_target(o.to, to); !problem.empty()) {
+      std::fprintf(stderr, "evpipe replay: %s\n", problem.c_str());
       return 2;
     }
-    // Below the TCP source's default max_unacked (65536).
-    out = make_tcp_output(ep.host, ep.port, 32768);
+    // TCP: below the source's default max_unacked (65536). MQTT: what the
+    // broker has not yet acknowledged. HTTP: one request in flight.
+    out = make_wire_output(to, to.target.kind == load::target_kind::mqtt ? 10000 : 32768);
     if (!out->last_error().empty()) {
       std::fprintf(stderr, "evpipe replay: %s\n", out->last_error().c_str());
       return 1;
     }
-  } else {
-    std::fprintf(stderr, "evpipe replay: --to %s: expected stdout or tcp://host:port\n", o.to.c_str());
-    return 2;
   }
 
   // SIGINT/SIGTERM stop the read after the current row; the last position is

@@ -1,6 +1,7 @@
 #pragma once
 // `evpipe replay`: committed events of events_mirror, in position order, to
-// stdout as NDJSON or back into an evpipe TCP source. Each event keeps its
+// stdout as NDJSON or back into an evpipe source (TCP, MQTT through a
+// broker, HTTP). Each event keeps its
 // idempotency_key, so a replay into a pipeline that already holds it stores
 // nothing twice. The last position is printed at the end (and on SIGINT or
 // SIGTERM), so an interrupted replay continues from it with --since.
@@ -20,7 +21,7 @@ struct replay_options {
   std::string until;                // a position (rows up to it) or a time (rows created before it)
   std::vector<std::string> topics;  // MQTT-style filters; any of them
   std::vector<std::string> kinds;   // event kinds; any of them
-  std::string to = "stdout";        // "stdout" or "tcp://host:port" (an evpipe TCP source)
+  std::string to = "stdout";        // "stdout", tcp://host:port, mqtt://host:port[/topic-prefix], http://host:port/path
   double rate = 0;                  // events per second at most (0: as fast as possible)
   uint64_t max_rows = 0;            // stop after this many (0: the whole window)
   bool progress = true;             // a progress line on stderr every second

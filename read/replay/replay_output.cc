@@ -1,5 +1,6 @@
 #include "read/replay/replay_output.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 
 #include "stages/json_text.h"
 
@@ -44,45 +46,60 @@ class stdout_output final : public replay_output {
   std::optional<position> pending_, done_;
 };
 
-class tcp_output final : public replay_output {
+// An evpipe source reached through load::wire (the framing evpipe-load
+// uses): NDJSON over TCP ({"ack":N}), MQTT PUBLISH at QoS 1 through a broker
+// (its PUBACKs), or HTTP POSTs of NDJSON (answered after commit). Every one
+// acknowledges in send order, so the acked count says which positions
+// have arrived.
+class wire_output final : public replay_output {
  public:
-  tcp_output(const std::string& host, uint16_t port, size_t window) : window_(window) {
-    addrinfo hints{}, *res = nullptr;
-    hints.ai_socktype = SOCK_STREAM;
-    if (int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res); rc != 0) {
-      error_ = "cannot resolve " + host + ": " + gai_strerror(rc);
+  wire_output(const wire_target& to, size_t window) : to_(to) {
+    load::wire_options wo;
+    wo.client_id = "evpipe-replay-" + std::to_string(::getpid());
+    try {
+      fd_ = load::open_connection(to_.target, 0, wo);
+      wire_ = load::make_wire(to_.target, wo, http_events_per_request);
+    } catch (const std::exception& e) {
+      error_ = e.what();
       return;
     }
-    for (auto* a = res; a; a = a->ai_next) {
-      fd_ = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-      if (fd_ >= 0 && ::connect(fd_, a->ai_addr, a->ai_addrlen) == 0) break;
-      if (fd_ >= 0) ::close(fd_);
-      fd_ = -1;
-    }
-    ::freeaddrinfo(res);
-    if (fd_ < 0) error_ = "cannot connect to " + host + ":" + std::to_string(port) + ": " + std::strerror(errno);
+    window_ = std::min<uint64_t>(window, wire_->max_in_flight());
+    int flags = ::fcntl(fd_, F_GETFL);
+    ::fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
   }
-  ~tcp_output() override {
+  ~wire_output() override {
     if (fd_ >= 0) ::close(fd_);
   }
-  [[nodiscard]] bool ok() const { return fd_ >= 0; }
 
   bool write(position pos, std::string_view topic, std::string_view payload, bool has_topic) override {
-    if (!has_topic && payload.size() >= 2 && payload[0] == '{') {
+    if (to_.target.kind == load::target_kind::mqtt) {
+      // The PUBLISH topic carries the event's topic (the MQTT source stores
+      // that one), under the URL's prefix if it has one.
+      if (topic.empty() || topic.find_first_of("+#") != std::string_view::npos) {
+        error_ = "the event at " + encode(pos) + " has the topic \"" + std::string(topic) +
+                 "\", which MQTT cannot publish to";
+        return false;
+      }
+      publish_topic_.assign(to_.topic_prefix);
+      if (!publish_topic_.empty()) publish_topic_ += '/';
+      publish_topic_.append(topic);
+      wire_->add_on_topic(sent_, publish_topic_, payload, out_);
+    } else if (!has_topic && payload.size() >= 2 && payload[0] == '{') {
       // The row's topic goes along, so the replayed event lands in the same
       // topic whichever source first took it.
-      buf_ += "{\"topic\":";
-      stages::append_json_string(buf_, topic);
-      if (payload.size() > 2) buf_ += ',';
-      buf_.append(payload.substr(1));
+      event_.assign("{\"topic\":");
+      stages::append_json_string(event_, topic);
+      if (payload.size() > 2) event_ += ',';
+      event_.append(payload.substr(1));
+      wire_->add(sent_, event_, out_);
     } else {
-      buf_.append(payload);
+      wire_->add(sent_, payload, out_);
     }
-    buf_ += '\n';
     unacked_.push_back(pos);
     ++sent_;
-    if (buf_.size() >= flush_bytes && !send_buffer()) return false;
-    // Stay within the source's max_unacked: wait for acks past the window.
+    if (++in_group_ >= wire_->max_group() && !close_group()) return false;
+    if (out_.size() >= flush_bytes && !send_buffer()) return false;
+    // Stay within the endpoint's window: wait for acks past it.
     while (unacked_.size() > window_) {
       if (!send_buffer() || !read_acks(1000)) return false;
     }
@@ -90,7 +107,7 @@ class tcp_output final : public replay_output {
   }
 
   bool finish() override {
-    if (!send_buffer()) return false;
+    if (!flush()) return false;
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (!unacked_.empty()) {
       if (std::chrono::steady_clock::now() > deadline) {
@@ -102,13 +119,27 @@ class tcp_output final : public replay_output {
     return true;
   }
   std::optional<position> done_position() const override { return done_; }
-  bool flush() override { return send_buffer(); }
+  bool flush() override { return close_group() && send_buffer(); }
 
  private:
+  // HTTP: the events added so far become one request. A connection's
+  // requests are answered in turn, so the next goes only once the one before
+  // is answered (what falls due meanwhile joins it).
+  bool close_group() {
+    if (in_group_ == 0) return true;
+    if (wire_->one_group_at_a_time()) {
+      while (unacked_.size() > in_group_) {
+        if (!send_buffer() || !read_acks(1000)) return false;
+      }
+    }
+    wire_->finish(out_);
+    in_group_ = 0;
+    return true;
+  }
   bool send_buffer() {
     size_t off = 0;
-    while (off < buf_.size()) {
-      ssize_t n = ::send(fd_, buf_.data() + off, buf_.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (off < out_.size()) {
+      ssize_t n = ::send(fd_, out_.data() + off, out_.size() - off, MSG_NOSIGNAL);
       if (n > 0) {
         off += static_cast<size_t>(n);
         continue;
@@ -122,40 +153,52 @@ class tcp_output final : public replay_output {
       error_ = std::string("cannot send: ") + std::strerror(errno);
       return false;
     }
-    buf_.clear();
+    out_.clear();
     return true;
   }
   // Reads what acks have arrived within `timeout_ms`; false when the
-  // connection closed or failed.
+  // connection closed or failed, or the endpoint refused events.
   bool read_acks(int timeout_ms) {
     pollfd p{fd_, POLLIN, 0};
     int r = ::poll(&p, 1, timeout_ms);
     if (r <= 0) return r == 0;
-    char tmp[4096];
+    char tmp[16384];
     ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
     if (n <= 0) {
-      error_ = n == 0 ? "the source closed the connection" : std::string("cannot read acks: ") + std::strerror(errno);
+      error_ = n == 0 ? "the endpoint closed the connection" : std::string("cannot read acks: ") + std::strerror(errno);
       return false;
     }
     in_.append(tmp, static_cast<size_t>(n));
-    for (size_t nl; (nl = in_.find('\n')) != std::string::npos; in_.erase(0, nl + 1)) {
-      // {"ack":N}: the first N events of this connection have a committed outcome.
-      auto colon = in_.find(':');
-      if (colon == std::string::npos || colon > nl) continue;
-      uint64_t acked = std::strtoull(in_.c_str() + colon + 1, nullptr, 10);
-      while (acked_ < acked && !unacked_.empty()) {
-        done_ = unacked_.front();
-        unacked_.pop_front();
-        ++acked_;
-      }
+    uint64_t acked = acked_;
+    try {
+      acked = wire_->on_bytes(in_, acked_, reply_);
+    } catch (const std::exception& e) {
+      error_ = e.what();
+      return false;
+    }
+    if (!reply_.empty()) {
+      out_.insert(0, reply_);  // PINGRESP first
+      reply_.clear();
+    }
+    while (acked_ < acked && !unacked_.empty()) {
+      done_ = unacked_.front();
+      unacked_.pop_front();
+      ++acked_;
     }
     return true;
   }
+
+  // HTTP: events per request.
+  static constexpr uint64_t http_events_per_request = 1000;
+
+  wire_target to_;
   int fd_ = -1;
-  size_t window_;
-  std::string buf_, in_;
+  std::unique_ptr<load::wire> wire_;
+  uint64_t window_ = 0;
+  std::string out_, in_, reply_, event_, publish_topic_;
   std::deque<position> unacked_;
-  uint64_t sent_ = 0, acked_ = 0;
+  uint64_t sent_ = 0, acked_ = 0, in_group_ = 0;
   std::optional<position> done_;
 };
 
@@ -173,9 +216,32 @@ void append_ndjson_line(std::string& out, position pos, std::string_view topic, 
 
 std::unique_ptr<replay_output> make_stdout_output() { return std::make_unique<stdout_output>(); }
 
-std::unique_ptr<replay_output> make_tcp_output(const std::string& host, uint16_t port, size_t window) {
-  auto out = std::make_unique<tcp_output>(host, port, window);
-  return out;
+std::string parse_wire_target(const std::string& url, wire_target& out) {
+  std::string rest = url;
+  if (url.rfind("mqtt://", 0) == 0) {
+    // mqtt://host:port[/prefix]: the prefix goes before each event's topic.
+    auto slash = url.find('/', 7);
+    if (slash != std::string::npos) {
+      out.topic_prefix = url.substr(slash + 1);
+      while (!out.topic_prefix.empty() && out.topic_prefix.back() == '/') out.topic_prefix.pop_back();
+      if (out.topic_prefix.find_first_of("+#") != std::string::npos) {
+        return "--to " + url + ": the topic prefix cannot hold MQTT wildcards";
+      }
+      rest = url.substr(0, slash);
+    }
+  } else if (url.rfind("tcp://", 0) != 0 && url.rfind("http://", 0) != 0) {
+    return "--to " + url + ": expected stdout, tcp://host:port, mqtt://host:port[/topic-prefix] or http://host:port/path";
+  }
+  try {
+    out.target = load::parse_target(rest);
+  } catch (const std::exception& e) {
+    return "--to " + url + ": " + e.what();
+  }
+  return "";
+}
+
+std::unique_ptr<replay_output> make_wire_output(const wire_target& to, size_t window) {
+  return std::make_unique<wire_output>(to, window);
 }
 
 }  // namespace evpipe::read

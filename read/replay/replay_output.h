@@ -1,6 +1,6 @@
 #pragma once
 // Where a replay's events go, and which of them have arrived: stdout counts
-// what was written, an evpipe TCP source what it acknowledged (committed).
+// what was written, an evpipe source what it acknowledged.
 // The replay prints done_position() as its last position, so a resumed
 // replay neither skips nor, beyond what the idempotency keys absorb, repeats.
 //
@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "load/wire.h"
 #include "read/position.h"
 
 namespace evpipe::read {
@@ -38,10 +39,21 @@ class replay_output {
 // NDJSON on stdout: {"position":"…","topic":"…","event":{…}} per line.
 [[nodiscard]] std::unique_ptr<replay_output> make_stdout_output();
 
-// The events themselves, one per line, to an evpipe TCP source at host:port
-// (the event's topic added as its "topic" field when it has none, so it
-// lands in the same topic); at most `window` unacknowledged.
-[[nodiscard]] std::unique_ptr<replay_output> make_tcp_output(const std::string& host, uint16_t port, size_t window);
+// Where --to sends events: an evpipe source (load/wire.h's targets).
+struct wire_target {
+  load::target target;       // tcp://, mqtt:// (through a broker) or http://
+  std::string topic_prefix;  // mqtt: put before each event's topic ("" = the topic itself)
+};
+// Parses --to tcp://host:port, mqtt://host:port[/topic-prefix] or
+// http://host:port/path; "" or what is wrong.
+[[nodiscard]] std::string parse_wire_target(const std::string& url, wire_target& out);
+
+// The events themselves to an evpipe source, at most `window`
+// unacknowledged, each acknowledged only once it has a committed outcome
+// (TCP, HTTP) or the broker holds it (MQTT, QoS 1). TCP and HTTP: the row's
+// topic is added as the event's "topic" field when it has none; MQTT: it is
+// the PUBLISH topic. last_error() is set when the connection failed.
+[[nodiscard]] std::unique_ptr<replay_output> make_wire_output(const wire_target& to, size_t window);
 
 // The stdout line of one event (exposed for tests).
 void append_ndjson_line(std::string& out, position pos, std::string_view topic, std::string_view payload);

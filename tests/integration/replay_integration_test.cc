@@ -1,7 +1,7 @@
 // `evpipe replay` end to end: windows and filters return exactly what the
 // reference SQL query returns, in position order; a replay into evpipe's own
-// TCP source stores nothing twice; a replay resumed from its printed last
-// position continues exactly where it stopped.
+// TCP, MQTT (through Mosquitto) or HTTP source stores nothing twice; a replay
+// resumed from its printed last position continues exactly where it stopped.
 
 #include <gtest/gtest.h>
 
@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "tests/support/harness.h"
+#include "tests/support/mqtt_peer.h"
 #include "tests/support/tcp_pipeline.h"
 #include "tests/support/test_events.h"
 
@@ -70,6 +71,14 @@ class Replay : public TcpPipeline {
   std::vector<std::string> reference(const std::string& where) {
     return db.column("SELECT payload->>'idempotency_key' FROM events_mirror WHERE " + where + " ORDER BY tx, id");
   }
+  // Restarts the fixture's evpipe with more sources (sections appended to
+  // the config).
+  void restart_with(const std::string& extra_sources) {
+    tuning t;
+    t.tcp_extra = extra_sources;
+    evpipe = std::make_unique<evpipe_process>(config_for(db, tcp_port, http_port, t), "replay");
+  }
+  double metric(const std::string& sample) { return metric_value(http_get(http_port, "/metrics"), sample); }
   void insert_rows() {
     // 600 rows over 6 days, 3 topics, 2 kinds, written by 4 transactions.
     for (int part = 0; part < 4; ++part) {
@@ -137,6 +146,12 @@ TEST_F(Replay, BadOptionsAreRefusedWithTheReason) {
   r = replay("--to udp://127.0.0.1:1");
   EXPECT_EQ(r.exit_code, 2);
   r = replay("--to tcp://127.0.0.1:" + std::to_string(free_port()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot connect"), std::string::npos) << r.err;
+  r = replay("--to mqtt://127.0.0.1:1883/replayed/#");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("wildcards"), std::string::npos) << r.err;
+  r = replay("--to http://127.0.0.1:" + std::to_string(free_port()) + "/v1/events");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("cannot connect"), std::string::npos) << r.err;
 }
@@ -220,6 +235,97 @@ TEST_F(Replay, ResumingFromThePrintedPositionContinuesExactly) {
   auto second = replay("--no-progress --since " + stopped);
   first.insert(first.end(), second.lines.begin(), second.lines.end());
   EXPECT_EQ(first, all.lines);
+}
+
+// Into evpipe's own MQTT source through Mosquitto: each event is published
+// at QoS 1 on its row's topic, evpipe reads every one of them, and stores
+// none (each keeps its idempotency_key). The printed position is the last
+// event the broker acknowledged.
+TEST_F(Replay, IntoTheOwnMqttSourceThroughMosquittoAddsNoRows) {
+  if (::access(env_or("EVPIPE_TEST_MOSQUITTO", "/usr/sbin/mosquitto").c_str(), X_OK) != 0) {
+    if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "mosquitto is not installed";
+    GTEST_SKIP() << "mosquitto is not installed (scripts/test.sh installs it)";
+  }
+  mosquitto_broker broker("replay");
+  restart_with("[[sources.mqtt]]\nurl = \"" + broker.url() +
+               "\"\nclient_id = \"evpipe-replay-it\"\ntopics = [\"tracker/events/#\", \"autocore/+/telemetry\"]\n"
+               "base_ms = 50\nmax_ms = 500\n");
+  insert_rows();
+  auto all = replay("--no-progress");
+  evpipe->start(tcp_port);
+  ASSERT_TRUE(eventually([&] { return broker.subscriptions("evpipe-replay-it", "autocore/+/telemetry") >= 1; }))
+      << broker.log();
+  long before = db.count("SELECT count(*) FROM events_mirror");
+  auto r = replay("--to mqtt://127.0.0.1:" + std::to_string(broker.port()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(r.lines.empty());
+  EXPECT_EQ(r.last_position, all.lines.back().substr(13, 34)) << r.err;
+  // evpipe read all 600 and settled them (PUBACKed after their outcome).
+  ASSERT_TRUE(eventually([&] {
+    return metric("taylor_events_received_total{source=\"mqtt\"}") >= 600 &&
+           metric("taylor_unacked_events{source=\"mqtt\"}") == 0;
+  }, 60s)) << evpipe->log();
+  EXPECT_EQ(metric("taylor_events_received_total{source=\"mqtt\"}"), 600);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), before);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 0);
+
+  // In two pages, the second resumed from the position the first printed:
+  // each ends exactly at its last row, and evpipe reads each event once more.
+  auto first = replay("--no-progress --max-rows 250 --to mqtt://127.0.0.1:" + std::to_string(broker.port()));
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_EQ(first.last_position, all.lines[249].substr(13, 34));
+  auto second = replay("--no-progress --to mqtt://127.0.0.1:" + std::to_string(broker.port()) + " --since " +
+                       first.last_position);
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_EQ(second.last_position, all.lines.back().substr(13, 34));
+  ASSERT_TRUE(eventually([&] {
+    return metric("taylor_events_received_total{source=\"mqtt\"}") >= 1200 &&
+           metric("taylor_unacked_events{source=\"mqtt\"}") == 0;
+  }, 60s)) << evpipe->log();
+  EXPECT_EQ(metric("taylor_events_received_total{source=\"mqtt\"}"), 1200);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), before);
+}
+
+// Into evpipe's own HTTP source: POSTs of NDJSON, each answered after its
+// events' commit; 0 rows added. In pages of --max-rows 250, each resumed
+// from the position the one before printed, the positions advance exactly
+// row by row as the stdout replay lists them.
+TEST_F(Replay, IntoTheOwnHttpSourceAddsNoRowsAndResumesExactly) {
+  uint16_t source_port = free_port();
+  restart_with("[[sources.http]]\nlisten = \"127.0.0.1:" + std::to_string(source_port) +
+               "\"\ntopic = \"tracker/events/http\"\n");
+  insert_rows();
+  auto all = replay("--no-progress");
+  ASSERT_EQ(all.lines.size(), 600u);
+  evpipe->start(source_port);
+  long before = db.count("SELECT count(*) FROM events_mirror");
+  const std::string to = "--to http://127.0.0.1:" + std::to_string(source_port) + "/v1/events";
+  auto r = replay(to);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.last_position, all.lines.back().substr(13, 34)) << r.err;
+  EXPECT_EQ(metric("taylor_events_received_total{source=\"http\"}"), 600);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), before);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 0);
+
+  std::string since;
+  for (size_t page = 1; page <= 3; ++page) {
+    auto p = replay("--no-progress --max-rows 250 " + to + (since.empty() ? "" : " --since " + since));
+    ASSERT_EQ(p.exit_code, 0) << p.err;
+    EXPECT_EQ(p.last_position, all.lines[std::min<size_t>(page * 250, 600) - 1].substr(13, 34)) << page;
+    since = p.last_position;
+  }
+  EXPECT_EQ(metric("taylor_events_received_total{source=\"http\"}"), 1200);
+  auto rest = replay("--no-progress " + to + " --since " + since);
+  EXPECT_EQ(rest.exit_code, 0) << rest.err;
+  EXPECT_EQ(rest.last_position, since);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), before);
+
+  // --rate applies to a source too: 200 events at 400/s take about half a second.
+  auto t0 = std::chrono::steady_clock::now();
+  auto paced = replay("--no-progress --max-rows 200 --rate 400 " + to);
+  ASSERT_EQ(paced.exit_code, 0) << paced.err;
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 450ms);
+  EXPECT_EQ(paced.last_position, all.lines[199].substr(13, 34));
 }
 
 }  // namespace
