@@ -20,6 +20,7 @@
 #include <valijson/validator.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -59,16 +60,20 @@ json for_valijson(json s) {
   return s;
 }
 
-// Strings for each pattern the shipped schemas use: some match, some do not.
-// A new pattern without samples fails the test, so that it gets some.
-const std::map<std::string, std::vector<std::string>> pattern_samples = {
-    {R"(^[0-9]+\.[0-9]+\.[0-9]+$)", {"1.0.0", "10.20.30", "1.0", "1.0.0-rc1", "v1.0.0", "1.0.0\n", "a.b.c", ""}},
-    {R"(^[0-9]{1,3}(\.[0-9]{1,3}){3}$)", {"10.0.0.1", "192.168.100.200", "1.2.3", "1.2.3.4.5", "1234.1.1.1", "::1"}},
-    {R"(^[0-9a-fA-F:]*:[0-9a-fA-F:.]*$)", {"::1", "fe80::1", "2001:db8::ff00:42:8329", "::ffff:10.0.0.1", "10.0.0.1", "fe80:zz"}},
-    {R"(^[0-9]+[smhd]$)", {"24h", "30m", "7d", "0s", "24", "h", "24hours", "1.5h"}},
-    {R"(^[a-z0-9][a-z0-9_.-]*$)", {"acme.reports", "p1", "my-plugin_2", "Plugin", "-x", "", "ok\n", "a b", "é"}},
-    {R"(^/)", {"/api/v1/admin/users", "/", "api/v1", "", " /x"}},
-    {R"(^[a-z_]+:[a-z_]+$)", {"admin:read", "task_admin:write", "admin", "admin:", "Admin:read", "a:b:c"}},
+// Strings for each pattern the shipped schemas use: first some that match,
+// then some that do not. A new pattern without samples fails the test, so
+// that it gets some.
+struct samples {
+  std::vector<std::string> matching, other;
+};
+const std::map<std::string, samples> pattern_samples = {
+    {R"(^[0-9]+\.[0-9]+\.[0-9]+$)", {{"1.0.0", "10.20.30", "0.0.1"}, {"1.0", "1.0.0-rc1", "v1.0.0", "1.0.0\n", "a.b.c", ""}}},
+    {R"(^[0-9]{1,3}(\.[0-9]{1,3}){3}$)", {{"10.0.0.1", "192.168.100.200", "999.0.0.1"}, {"1.2.3", "1.2.3.4.5", "1234.1.1.1", "10.0.0.1\n"}}},
+    {R"(^[0-9a-fA-F:]*:[0-9a-fA-F:.]*$)", {{"::1", "fe80::1", "2001:db8::ff00:42:8329", "::ffff:10.0.0.1"}, {"10.0.0.1x", "fe80:zz", "g::"}}},
+    {R"(^[0-9]+[smhd]$)", {{"24h", "30m", "7d", "0s"}, {"24", "h", "24hours", "1.5h", "24H"}}},
+    {R"(^[a-z0-9][a-z0-9_.-]*$)", {{"acme.reports", "p1", "my-plugin_2", "x"}, {"Plugin", "-x", "", "ok\n", "a b", "é"}}},
+    {R"(^/)", {{"/api/v1/admin/users", "/"}, {"api/v1", "", " /x"}}},
+    {R"(^[a-z_]+:[a-z_]+$)", {{"admin:read", "task_admin:write"}, {"admin", "admin:", "Admin:read", "a:b:c"}}},
 };
 
 struct generator {
@@ -164,13 +169,16 @@ struct generator {
         missing_pattern = p;
         return "";
       }
-      std::string v = it->second[pick(0, int64_t(it->second.size()) - 1)];
-      if (s.contains("maxLength") && chance(0.1)) v += std::string(s["maxLength"].get<size_t>(), 'a');
+      const auto& pool = wrong == 0 || chance(0.5) ? it->second.matching : it->second.other;
+      std::string v = pool[pick(0, int64_t(pool.size()) - 1)];
+      if (s.contains("maxLength") && chance(wrong)) v += std::string(s["maxLength"].get<size_t>(), 'a');
       return v;
     }
     int64_t lo = s.value("minLength", 0), hi = s.value("maxLength", lo + 12);
     // The edges, and one past each, most of the time.
-    int64_t len = chance(0.6) ? std::vector<int64_t>{lo, hi, std::max<int64_t>(0, lo - 1), hi + 1}[pick(0, 3)]
+    // The edges, and one past each when aiming at broken values.
+    const int64_t edges = wrong == 0 ? 1 : 3;
+    int64_t len = chance(0.6) ? std::vector<int64_t>{lo, hi, std::max<int64_t>(0, lo - 1), hi + 1}[pick(0, edges)]
                               : pick(lo, std::min<int64_t>(hi, lo + 30));
     return text(std::min<int64_t>(len, 400));
   }
@@ -183,9 +191,17 @@ struct generator {
     if (edges.empty()) edges.push_back(0);
     double base = edges[pick(0, int64_t(edges.size()) - 1)];
     double delta = integer ? double(pick(-2, 2)) : std::vector<double>{-1, -0.5, -1e-9, 0, 1e-9, 0.25, 3}[pick(0, 6)];
-    if (integer) return int64_t(base) + int64_t(delta);
-    if (chance(0.2)) return int64_t(base) + pick(-2, 2);  // an integer where a number is asked
-    return base + delta;
+    double v = integer ? double(int64_t(base) + int64_t(delta)) : chance(0.2) ? double(int64_t(base) + pick(-2, 2))
+                                                                               : base + delta;
+    if (wrong == 0) {
+      // Aiming at a valid value: moved inside the bounds when it fell outside.
+      double lo = s.value("minimum", -1e9), hi = s.value("maximum", 1e9);
+      if (s.contains("exclusiveMinimum")) lo = std::max(lo, s["exclusiveMinimum"].get<double>() + 1);
+      if (s.contains("exclusiveMaximum")) hi = std::min(hi, s["exclusiveMaximum"].get<double>() - 1);
+      if (v < lo || v > hi) v = integer ? std::ceil(lo) : lo;
+    }
+    if (integer || (v == std::trunc(v) && chance(0.5))) return int64_t(v);  // an integer where a number is asked, too
+    return v;
   }
 
   json make(const json& schema_in, int depth) {
@@ -242,9 +258,8 @@ TEST(schema_differential, shipped_schemas_agree_with_valijson) {
   }
   std::sort(files.begin(), files.end());
   ASSERT_GE(files.size(), 6u);
-  const size_t per_schema = 4000;                               // documents per schema
-  const auto budget = std::chrono::seconds(60);                 // and a time bound over all of them
-  const auto start = std::chrono::steady_clock::now();
+  const size_t per_schema = 4000;                  // documents per schema,
+  const auto budget = std::chrono::seconds(20);    // or fewer when this runs out (a loaded machine)
   size_t mismatches = 0;
   for (const auto& file : files) {
     std::ifstream in(file);
@@ -264,6 +279,7 @@ TEST(schema_differential, shipped_schemas_agree_with_valijson) {
     walker w;
     simdjson::dom::parser sj;
     totals t;
+    const auto start = std::chrono::steady_clock::now();
     for (size_t i = 0; i < per_schema && std::chrono::steady_clock::now() - start < budget; ++i) {
       gen.wrong = i % 2 ? 0.0 : 0.08;  // half aim at valid documents, half at broken ones
       json doc = gen.make(original, 0);
@@ -285,8 +301,10 @@ TEST(schema_differential, shipped_schemas_agree_with_valijson) {
     }
     std::printf("%-36s %5zu valid, %5zu invalid, same verdict on all but %zu\n", name.c_str(), t.valid, t.invalid,
                 mismatches);
-    EXPECT_GE(t.valid, 500u) << name;
-    EXPECT_GE(t.invalid, 500u) << name;
+    // Thousands in all, and neither verdict rare.
+    EXPECT_GE(t.valid + t.invalid, 1000u) << name;
+    EXPECT_GE(t.valid * 5, t.valid + t.invalid) << name;
+    EXPECT_GE(t.invalid * 5, t.valid + t.invalid) << name;
   }
   EXPECT_EQ(mismatches, 0u);
 }
