@@ -2,6 +2,7 @@
 
 #include <re2/re2.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -159,12 +160,19 @@ void append_token(std::string& out, std::string_view key) {
 }  // namespace
 
 bool is_uuid_text(std::string_view s) noexcept {
-  if (s.size() != 36) return false;
-  for (size_t i = 0; i < 36; ++i) {
-    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash ? s[i] != '-' : !hex(s[i])) return false;
-  }
-  return true;
+  // A table, not a chain of range tests: this runs for every uuid field.
+  static constexpr auto hex_digit = [] {
+    std::array<bool, 256> t{};
+    for (int c = '0'; c <= '9'; ++c) t[c] = true;
+    for (int c = 'a'; c <= 'f'; ++c) t[c] = true;
+    for (int c = 'A'; c <= 'F'; ++c) t[c] = true;
+    return t;
+  }();
+  if (s.size() != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-') return false;
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  bool ok = true;
+  for (size_t i = 0; i < 36; ++i) ok &= hex_digit[p[i]] | (i == 8 || i == 13 || i == 18 || i == 23);
+  return ok;
 }
 
 bool is_rfc3339_date_time(std::string_view s) noexcept {
@@ -285,7 +293,11 @@ bool walker::walk(uint32_t i, dom::element v, bool report) {
 }
 
 bool walker::walk_string(const node& n, std::string_view s, bool report) {
-  if (n.has & (node::h_min_length | node::h_max_length)) {
+  // A string has between size/4 and size characters: most lengths are
+  // settled by the byte count without counting characters.
+  const bool settled = (!(n.has & node::h_max_length) || s.size() <= n.max_length) &&
+                       (!(n.has & node::h_min_length) || s.size() / 4 >= n.min_length);
+  if (!settled && (n.has & (node::h_min_length | node::h_max_length))) {
     const size_t chars = utf8_chars(s);  // code points, as 2020-12 counts length
     if ((n.has & node::h_min_length) && chars < n.min_length) {
       return fail(report, n, keyword::min_length,
