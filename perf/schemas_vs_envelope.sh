@@ -4,7 +4,7 @@
 # schemas/kinds/project_created.json) sent by evpipe-load over C connections,
 # first send to last ack, into a fresh table each run; runs alternate
 # schemas off / on so that load from other processes on the machine falls on
-# both alike. Prints each run, the medians and on/off (the promise: >= 0.95).
+# both alike (and which of the two goes first alternates). Prints each run, the medians and on/off (the promise: >= 0.95).
 #
 #   perf/schemas_vs_envelope.sh [--events N] [--runs R] [--connections C] [--out FILE]
 set -euo pipefail
@@ -58,8 +58,13 @@ one_run() {  # one_run off|on: prints events/s
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 off=() on=()
 for r in $(seq "$runs"); do
-  off+=("$(one_run off)")
-  on+=("$(one_run on)")
+  # Which goes first alternates too: a run right after another can be slower
+  # or faster (checkpoints, caches), and that must not favour one side.
+  if [ $((r % 2)) = 1 ]; then
+    off+=("$(one_run off)"); on+=("$(one_run on)")
+  else
+    on+=("$(one_run on)"); off+=("$(one_run off)")
+  fi
   log "run $r: schemas off ${off[-1]} events/s, on ${on[-1]} events/s"
 done
 m_off=$(printf '%s\n' "${off[@]}" | median)

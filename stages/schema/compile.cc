@@ -67,6 +67,7 @@ class compiler {
       p_.nodes[from].ref = resolve(target, p_.nodes[from].where);
     }
     check_cycles();
+    skip_plain_refs();
   }
 
  private:
@@ -269,6 +270,25 @@ class compiler {
         n.required_props |= uint64_t{1} << i;
       } else {
         n.required_other.push_back(name);
+      }
+    }
+  }
+
+  // A subschema that is nothing but a $ref (the usual {"$ref": "#/$defs/x"})
+  // is skipped: whoever uses it points at the target, one dispatch less per
+  // value. After check_cycles(), so that every chain of them ends.
+  void skip_plain_refs() {
+    auto target = [&](uint32_t i) {
+      while (i != no_node && p_.nodes[i].has == node::h_ref) i = p_.nodes[i].ref;
+      return i;
+    };
+    for (auto& n : p_.nodes) {
+      for (auto& prop : n.properties) prop.node = target(prop.node);
+      n.additional = target(n.additional);
+      n.items = target(n.items);
+      n.ref = target(n.ref);
+      for (auto* list : {&n.all_of, &n.any_of, &n.one_of}) {
+        for (auto& c : *list) c = target(c);
       }
     }
   }

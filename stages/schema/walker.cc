@@ -308,7 +308,8 @@ bool walker::walk_string(const node& n, std::string_view s, bool report) {
                   std::to_string(chars) + " characters, more than " + std::to_string(n.max_length));
     }
   }
-  if ((n.has & node::h_pattern) && !RE2::PartialMatch(re2::StringPiece(s.data(), s.size()), *n.pattern)) {
+  if ((n.has & node::h_pattern) &&
+      !n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0)) {
     return fail(report, n, keyword::pattern, "does not match " + (report ? n.pattern->pattern() : ""));
   }
   if (n.has & node::h_format) {
