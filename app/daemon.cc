@@ -25,6 +25,8 @@
 #include "io/postgres/postgres_sink.h"
 #include "io/postgres/route_check.h"
 #include "stages/route/active.h"
+#include "stages/schema/active.h"
+#include "stages/schema/compile.h"
 #include "io/postgres/schema_check.h"
 #include "io/sources/tcp/tcp_source.h"
 #include "pipeline/metrics.h"
@@ -176,6 +178,15 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
     stages::route::set_active_routes(std::make_shared<const stages::route::route_set>(s.routes));
   } catch (const config::config_error& e) {
     spdlog::error("config error: {}", e.what());
+    return 2;
+  }
+  // Payload schemas (docs/schemas.md): a file that does not compile stops the start.
+  try {
+    if (size_t n = stages::schema::install_schemas(s.schemas); n > 0) {
+      spdlog::info("payload schemas: {} files from {}", n, s.schemas.dir);
+    }
+  } catch (const stages::schema::schema_error& e) {
+    spdlog::error("schema error: {}", e.what());
     return 2;
   }
 

@@ -20,6 +20,8 @@
 #include "io/sources/mqtt/mqtt_subscription_memory.h"
 #include "io/postgres/route_check.h"
 #include "stages/route/route_set.h"
+#include "stages/schema/compile.h"
+#include "stages/schema/schema_set.h"
 #include "read/dlq/dlq_commands.h"
 #include "read/replay/replay.h"
 
@@ -136,6 +138,16 @@ int main(int argc, char** argv) {
     } catch (const evpipe::config::config_error& e) {
       std::cerr << "evpipe: config error: " << config_path << ": " << e.what() << "\n";
       return 2;
+    }
+    if (settings.schemas.enabled) {
+      // The payload schemas compile as `run` would compile them (docs/schemas.md).
+      try {
+        (void)evpipe::stages::schema::schema_set::load({settings.schemas.dir, settings.schemas.version_path,
+                                                  settings.schemas.unknown_version == "dead_letter"});
+      } catch (const evpipe::stages::schema::schema_error& e) {
+        std::cerr << "evpipe: schema error: " << e.what() << "\n";
+        return 2;
+      }
     }
     std::cout << evpipe::config::to_toml(settings);
     if (check_db) {

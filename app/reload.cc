@@ -6,6 +6,8 @@
 
 #include "app/process.h"
 #include "config/reload.h"
+#include "stages/schema/active.h"
+#include "stages/schema/compile.h"
 
 namespace evpipe::app {
 
@@ -75,6 +77,16 @@ void config_reloader::reload_once() {
   }
   if (plan.queue) router_.set_queue_capacity(next.pipeline.queue_capacity);
   if (plan.log) apply_log_settings(next.log.level, next.log.format);
+  // Payload schemas: the files are read again on every reload; a set that
+  // fails to load leaves the running one in place.
+  bool schemas_ok = true;
+  try {
+    size_t n = stages::schema::install_schemas(next.schemas);
+    if (next.schemas.enabled) spdlog::info("reload: payload schemas: {} files from {}", n, next.schemas.dir);
+  } catch (const stages::schema::schema_error& e) {
+    spdlog::error("reload: payload schemas unchanged: {}", e.what());
+    schemas_ok = false;
+  }
 
   // A source that is stopped waits this long for its last acks.
   const auto stop_budget = std::chrono::milliseconds(std::min<uint32_t>(running_.pipeline.shutdown_timeout_ms, 10'000));
@@ -98,7 +110,7 @@ void config_reloader::reload_once() {
                plan.log ? "; log " + next.log.level + " " + next.log.format : "",
                failed > 0 ? "; " + std::to_string(failed) + " sources failed to start (see above)" : "");
   running_ = std::move(plan.effective);
-  record(failed == 0);
+  record(failed == 0 && schemas_ok);
 }
 
 }  // namespace evpipe::app

@@ -100,7 +100,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
   settings s;
   static const std::set<std::string> sections = {"pipeline", "batch", "dedup", "events", "postgres",
                                                  "http", "health", "metrics", "log", "sources", "routes",
-                                                 "stream"};
+                                                 "stream", "schemas"};
   for (auto&& [k, v] : root) {
     if (!sections.count(std::string(k.str()))) {
       throw config_error(origin + ": unknown section or key \"" + std::string(k.str()) + "\"");
@@ -161,6 +161,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
     if (!s.http.listen.empty()) (void)parse_listen(s.http.listen, origin + ": [http] listen");
   }
   if (auto* t = section(root, "stream", origin)) s.stream = parse_stream(*t, origin, base_dir);
+  if (auto* t = section(root, "schemas", origin)) s.schemas = parse_schemas(*t, origin, base_dir);
   if (auto* t = section(root, "health", origin)) {
     table_reader r(*t, "[health]", origin);
     r.uint("max_commit_stall_ms", s.health.max_commit_stall_ms, 1, 3'600'000);

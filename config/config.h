@@ -11,6 +11,7 @@
 
 #include "config/route_config.h"
 #include "config/stream_section.h"
+#include "config/schemas_section.h"
 
 namespace evpipe::config {
 
@@ -125,6 +126,7 @@ struct settings {
     std::string format = "text";      // text, or json: one object per line (time, level, message)
   } log;
   stream_section stream;              // [stream]: the live stream of committed events (docs/read.md)
+  schemas_section schemas;            // [schemas]: payload JSON Schemas per kind (docs/schemas.md)
   std::vector<tcp_source> tcp_sources;
   std::vector<mqtt_source> mqtt_sources;
   std::vector<http_source> http_sources;

@@ -148,4 +148,7 @@ std::string resolve_path(const std::string& path, const std::string& base_dir);
 // [stream] (config/stream_section.cc).
 stream_section parse_stream(const toml::table& t, const std::string& origin, const std::string& base_dir);
 
+// [schemas] (config/schemas_section.cc).
+schemas_section parse_schemas(const toml::table& t, const std::string& origin, const std::string& base_dir);
+
 }  // namespace evpipe::config::detail

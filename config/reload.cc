@@ -12,6 +12,7 @@ void copy_live_parts(const settings& from, settings& to) {
   to.tcp_sources = from.tcp_sources;
   to.mqtt_sources = from.mqtt_sources;
   to.http_sources = from.http_sources;
+  to.schemas = from.schemas;  // app/reload.cc loads the schema files again on every reload
 }
 
 }  // namespace

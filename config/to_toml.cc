@@ -56,6 +56,10 @@ std::string to_toml(const settings& s) {
                                     {"poll_ms", int64_t(s.stream.poll_ms)},
                                     {"heartbeat_s", int64_t(s.stream.heartbeat_s)},
                                     {"bearer_token_file", s.stream.bearer_token_file}});
+  root.insert("schemas", toml::table{{"enabled", s.schemas.enabled},
+                                     {"dir", s.schemas.dir},
+                                     {"version_path", s.schemas.version_path},
+                                     {"unknown_version", s.schemas.unknown_version}});
   root.insert("health", toml::table{{"max_commit_stall_ms", int64_t(s.health.max_commit_stall_ms)}});
   root.insert("metrics", toml::table{{"prefix", s.metrics.prefix},
                                      {"max_label_values", int64_t(s.metrics.max_label_values)},

@@ -8,6 +8,7 @@
 #include "stages/dedup.h"
 #include "stages/route/active.h"
 #include "stages/route/extract.h"
+#include "stages/schema/active.h"
 
 namespace evpipe::pipeline {
 
@@ -134,6 +135,14 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     if (v.ok()) {
       v.why = stages::reason::invalid_topic;
       v.message = message;
+      rec.why = v.why;
+    }
+  }
+  // Payload schemas (docs/schemas.md): the document already parsed, against
+  // the one snapshot of the set this thread holds for this event.
+  if (v.ok() && !bare) {
+    if (const auto* schemas = stages::schema::thread_schemas()) {
+      v = schemas->check(env.kind, validator.document(), stages::schema::thread_walker());
       rec.why = v.why;
     }
   }

@@ -14,6 +14,8 @@ EVPIPE_PACKAGES=(
   clang libclang-rt-14-dev
   python3 procps
   zlib1g-dev  # HTTP source: gzip and deflate request bodies
+  libre2-dev  # payload schemas: `pattern` (stages/schema)
+  libvalijson-dev  # tests only: the reference validator of tests/stages/schema/schema_differential_test
   chromium    # tests only: browser producers (CORS, sendBeacon) in headless Chromium
   rabbitmq-server  # tests only: MQTT interop with RabbitMQ's MQTT plugin (label interop)
   nodejs      # tests only: runs the aedes broker (npm; scripts/test.sh installs npm if the command is missing)

@@ -28,8 +28,10 @@ enum class reason : uint8_t {
   db_rejected,              // passed validation, but PostgreSQL refused the row (SQLSTATE in the message)
   retries_exhausted,        // not committed within [postgres] max_attempts
   route_mismatch,           // a route took it, but a column is missing, of the wrong type or out of range
+  schema_violation,         // the payload fails its kind's JSON Schema (pointer and keyword in the message; docs/schemas.md)
+  unknown_schema_version,   // the kind has versioned schemas, none for this event's version (when so configured)
 };
-inline constexpr int reason_count = 13;
+inline constexpr int reason_count = 15;
 
 [[nodiscard]] std::string_view reason_code(reason r) noexcept;
 

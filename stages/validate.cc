@@ -21,6 +21,8 @@ std::string_view reason_code(reason r) noexcept {
     case reason::db_rejected: return "db_rejected";
     case reason::retries_exhausted: return "retries_exhausted";
     case reason::route_mismatch: return "route_mismatch";
+    case reason::schema_violation: return "schema_violation";
+    case reason::unknown_schema_version: return "unknown_schema_version";
   }
   return "unknown";
 }

@@ -1,0 +1,342 @@
+#include "stages/schema/compile.h"
+
+#include <re2/re2.h>
+
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace evpipe::stages::schema {
+
+namespace {
+
+namespace dom = simdjson::dom;
+
+// A JSON pointer token: '~' and '/' escaped (RFC 6901).
+std::string escape_token(std::string_view key) {
+  std::string out;
+  for (char c : key) {
+    if (c == '~') out += "~0";
+    else if (c == '/') out += "~1";
+    else out.push_back(c);
+  }
+  return out;
+}
+
+// A $ref fragment is a URI fragment: percent-decoded before it is a pointer.
+std::string percent_decode(std::string_view s) {
+  std::string out;
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+// Keywords that carry no assertion: accepted and given no effect (2020-12
+// meta-data and core annotations). $schema and $id only at the root, where
+// they change nothing this subset does.
+bool is_annotation(std::string_view k) {
+  static const std::set<std::string_view> names = {"$comment", "title",      "description", "default",
+                                                   "examples", "deprecated", "readOnly",    "writeOnly"};
+  return names.count(k) > 0;
+}
+
+class compiler {
+ public:
+  compiler(program& p, dom::element root) : p_(p), root_(root) {}
+
+  void run() {
+    (void)compile(root_, "#", true);
+    // References are resolved after the tree, so a $ref may point anywhere in
+    // the file, including at a subschema compiled later or not at all.
+    while (!pending_refs_.empty()) {
+      auto [from, target] = std::move(pending_refs_.back());
+      pending_refs_.pop_back();
+      p_.nodes[from].ref = resolve(target, p_.nodes[from].where);
+    }
+    check_cycles();
+    skip_plain_refs();
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& where, const std::string& problem) const {
+    throw schema_error(p_.file + " at " + where + ": " + problem);
+  }
+
+  uint32_t resolve(const std::string& ref, const std::string& where) {
+    std::string fragment = percent_decode(std::string_view(ref).substr(1));
+    std::string key = "#" + fragment;
+    if (auto it = by_pointer_.find(key); it != by_pointer_.end()) return it->second;
+    dom::element target;
+    if (!fragment.empty() && fragment.front() != '/') {
+      fail(where + "/$ref", "\"" + ref + "\" is not a JSON pointer (\"#/$defs/name\"); $anchor is not supported");
+    }
+    if (root_.at_pointer(fragment).get(target) != simdjson::SUCCESS) {
+      fail(where + "/$ref", "\"" + ref + "\" points at nothing in this file");
+    }
+    return compile(target, key, false);
+  }
+
+  uint64_t count(dom::element v, const std::string& at) const {
+    uint64_t n = 0;
+    double d = 0;
+    if (v.get_uint64().get(n) == simdjson::SUCCESS) return n;
+    if (v.is_double() && v.get_double().get(d) == simdjson::SUCCESS && d >= 0 && d < 1.8e19 &&
+        static_cast<double>(static_cast<uint64_t>(d)) == d) {
+      return static_cast<uint64_t>(d);
+    }
+    fail(at, "must be a non-negative integer");
+  }
+
+  double number(dom::element v, const std::string& at) const {
+    double d = 0;
+    if (!v.is_number() || v.get_double().get(d) != simdjson::SUCCESS) fail(at, "must be a number");
+    return d;
+  }
+
+  std::vector<uint32_t> schema_list(dom::element v, const std::string& at) {
+    dom::array a;
+    if (v.get_array().get(a) != simdjson::SUCCESS || a.size() == 0) fail(at, "must be a non-empty array of schemas");
+    std::vector<uint32_t> out;
+    size_t i = 0;
+    for (dom::element s : a) out.push_back(compile(s, at + "/" + std::to_string(i++), false));
+    return out;
+  }
+
+  uint8_t type_bits(dom::element v, const std::string& at) const {
+    static const std::map<std::string_view, uint8_t> names = {
+        {"null", t_null},     {"boolean", t_boolean}, {"integer", t_integer}, {"number", t_number | t_integer},
+        {"string", t_string}, {"array", t_array},     {"object", t_object}};
+    auto one = [&](dom::element e, const std::string& where) -> uint8_t {
+      std::string_view s;
+      if (e.get_string().get(s) != simdjson::SUCCESS || !names.count(s)) {
+        fail(where, "must be one of null, boolean, integer, number, string, array, object");
+      }
+      return names.at(s);
+    };
+    dom::array a;
+    if (v.get_array().get(a) != simdjson::SUCCESS) return one(v, at);
+    if (a.size() == 0) fail(at, "must name at least one type");
+    uint8_t bits = 0;
+    size_t i = 0;
+    for (dom::element e : a) bits |= one(e, at + "/" + std::to_string(i++));
+    return bits;
+  }
+
+  uint32_t compile(dom::element e, const std::string& where, bool root) {
+    if (auto it = by_pointer_.find(where); it != by_pointer_.end()) return it->second;
+    const uint32_t idx = static_cast<uint32_t>(p_.nodes.size());
+    p_.nodes.emplace_back();
+    by_pointer_[where] = idx;
+    // Built aside and moved in at the end: compiling children grows p_.nodes.
+    node n;
+    n.where = where;
+    bool b = false;
+    dom::object obj;
+    if (e.get_bool().get(b) == simdjson::SUCCESS) {
+      if (!b) n.has |= node::h_false;
+    } else if (e.get_object().get(obj) != simdjson::SUCCESS) {
+      fail(where, "a schema must be an object or true/false");
+    } else {
+      for (auto field : obj) compile_keyword(n, field.key, field.value, where, root);
+      split_required(n);
+    }
+    p_.nodes[idx] = std::move(n);
+    return idx;
+  }
+
+  void compile_keyword(node& n, std::string_view k, dom::element v, const std::string& where, bool root) {
+    const std::string at = where + "/" + escape_token(k);
+    std::string_view s;
+    if (k == "type") {
+      n.has |= node::h_type;
+      n.types = type_bits(v, at);
+    } else if (k == "required") {
+      dom::array a;
+      if (v.get_array().get(a) != simdjson::SUCCESS) fail(at, "must be an array of strings");
+      for (dom::element r : a) {
+        if (r.get_string().get(s) != simdjson::SUCCESS) fail(at, "must be an array of strings");
+        n.required.emplace_back(s);
+      }
+      n.has |= node::h_required;
+    } else if (k == "properties") {
+      dom::object props;
+      if (v.get_object().get(props) != simdjson::SUCCESS) fail(at, "must be an object of schemas");
+      for (auto p : props) {
+        uint32_t child = compile(p.value, at + "/" + escape_token(p.key), false);
+        n.properties.push_back({std::string(p.key), child});
+      }
+      n.has |= node::h_properties;
+    } else if (k == "additionalProperties") {
+      bool allowed = false;
+      if (v.get_bool().get(allowed) == simdjson::SUCCESS) {
+        if (!allowed) n.has |= node::h_additional;  // `true` allows everything: no check
+      } else {
+        n.additional = compile(v, at, false);
+        n.has |= node::h_additional;
+      }
+    } else if (k == "enum") {
+      dom::array a;
+      if (v.get_array().get(a) != simdjson::SUCCESS) fail(at, "must be an array");
+      for (dom::element x : a) n.enum_values.push_back(x);
+      n.has |= node::h_enum;
+    } else if (k == "const") {
+      n.const_value = v;
+      n.has |= node::h_const;
+    } else if (k == "minimum") {
+      n.minimum = number(v, at), n.has |= node::h_minimum;
+    } else if (k == "maximum") {
+      n.maximum = number(v, at), n.has |= node::h_maximum;
+    } else if (k == "exclusiveMinimum") {
+      n.exclusive_minimum = number(v, at), n.has |= node::h_exclusive_minimum;
+    } else if (k == "exclusiveMaximum") {
+      n.exclusive_maximum = number(v, at), n.has |= node::h_exclusive_maximum;
+    } else if (k == "minLength") {
+      n.min_length = count(v, at), n.has |= node::h_min_length;
+    } else if (k == "maxLength") {
+      n.max_length = count(v, at), n.has |= node::h_max_length;
+    } else if (k == "minItems") {
+      n.min_items = count(v, at), n.has |= node::h_min_items;
+    } else if (k == "maxItems") {
+      n.max_items = count(v, at), n.has |= node::h_max_items;
+    } else if (k == "pattern") {
+      if (v.get_string().get(s) != simdjson::SUCCESS) fail(at, "must be a string");
+      RE2::Options opts;
+      opts.set_log_errors(false);
+      auto re = std::make_shared<const RE2>(re2::StringPiece(s.data(), s.size()), opts);
+      if (!re->ok()) fail(at, "\"" + std::string(s) + "\" is not a pattern RE2 accepts: " + re->error());
+      n.pattern = std::move(re);
+      n.has |= node::h_pattern;
+    } else if (k == "format") {
+      if (v.get_string().get(s) != simdjson::SUCCESS) fail(at, "must be a string");
+      if (s == "uuid") n.format = format_kind::uuid;
+      else if (s == "date-time") n.format = format_kind::date_time;
+      else fail(at, "format \"" + std::string(s) + "\" is not supported (uuid, date-time)");
+      n.has |= node::h_format;
+    } else if (k == "items") {
+      if (v.is_array()) fail(at, "items must be one schema (2020-12); the array form (prefixItems) is not supported");
+      n.items = compile(v, at, false);
+      n.has |= node::h_items;
+    } else if (k == "$ref") {
+      if (v.get_string().get(s) != simdjson::SUCCESS) fail(at, "must be a string");
+      if (s.empty() || s.front() != '#') {
+        fail(at, "\"" + std::string(s) + "\": only references within the file (\"#/$defs/name\") are supported");
+      }
+      n.has |= node::h_ref;
+      // The node is not in p_.nodes yet: resolved by run() once it is.
+      pending_refs_.emplace_back(static_cast<uint32_t>(by_pointer_.at(where)), std::string(s));
+    } else if (k == "allOf") {
+      n.all_of = schema_list(v, at), n.has |= node::h_all_of;
+    } else if (k == "anyOf") {
+      n.any_of = schema_list(v, at), n.has |= node::h_any_of;
+    } else if (k == "oneOf") {
+      n.one_of = schema_list(v, at), n.has |= node::h_one_of;
+    } else if (k == "$defs") {
+      dom::object defs;
+      if (v.get_object().get(defs) != simdjson::SUCCESS) fail(at, "must be an object of schemas");
+      // Compiled now, referenced or not: a mistake in one is found at load.
+      for (auto d : defs) (void)compile(d.value, at + "/" + escape_token(d.key), false);
+    } else if (k == "$schema" && root) {
+      if (v.get_string().get(s) != simdjson::SUCCESS ||
+          (s != "https://json-schema.org/draft/2020-12/schema" && s != "https://json-schema.org/draft/2020-12/schema#")) {
+        fail(at, "only \"https://json-schema.org/draft/2020-12/schema\" is supported");
+      }
+    } else if (k == "$id" && root) {
+      if (!v.is_string()) fail(at, "must be a string");
+    } else if (is_annotation(k)) {
+      // meta-data: no effect on validation
+    } else {
+      fail(at, "keyword \"" + std::string(k) + "\" is not supported (docs/schemas.md lists those that are)");
+    }
+  }
+
+  static void split_required(node& n) {
+    for (const auto& name : n.required) {
+      size_t i = 0;
+      while (i < n.properties.size() && n.properties[i].name != name) ++i;
+      if (i < n.properties.size() && i < 64) {
+        n.required_props |= uint64_t{1} << i;
+      } else {
+        n.required_other.push_back(name);
+      }
+    }
+  }
+
+  // A subschema that is nothing but a $ref (the usual {"$ref": "#/$defs/x"})
+  // is skipped: whoever uses it points at the target, one dispatch less per
+  // value. After check_cycles(), so that every chain of them ends.
+  void skip_plain_refs() {
+    auto target = [&](uint32_t i) {
+      while (i != no_node && p_.nodes[i].has == node::h_ref) i = p_.nodes[i].ref;
+      return i;
+    };
+    for (auto& n : p_.nodes) {
+      for (auto& prop : n.properties) prop.node = target(prop.node);
+      n.additional = target(n.additional);
+      n.items = target(n.items);
+      n.ref = target(n.ref);
+      for (auto* list : {&n.all_of, &n.any_of, &n.one_of}) {
+        for (auto& c : *list) c = target(c);
+      }
+    }
+  }
+
+  // A $ref, allOf, anyOf or oneOf applies its target to the same value; a
+  // loop of them would never descend into the payload and never end.
+  void check_cycles() const {
+    std::vector<uint8_t> state(p_.nodes.size(), 0);  // 0 new, 1 on the path, 2 done
+    auto visit = [&](auto& self, uint32_t i) -> void {
+      if (state[i] == 2) return;
+      if (state[i] == 1) fail(p_.nodes[i].where, "$ref / allOf / anyOf / oneOf loop that never descends into the value");
+      state[i] = 1;
+      const node& n = p_.nodes[i];
+      if (n.ref != no_node) self(self, n.ref);
+      for (auto* list : {&n.all_of, &n.any_of, &n.one_of}) {
+        for (uint32_t c : *list) self(self, c);
+      }
+      state[i] = 2;
+    };
+    for (uint32_t i = 0; i < p_.nodes.size(); ++i) visit(visit, i);
+  }
+
+  program& p_;
+  dom::element root_;
+  std::map<std::string, uint32_t> by_pointer_;  // compiled subschemas by location; $refs share them
+  std::vector<std::pair<uint32_t, std::string>> pending_refs_;
+};
+
+}  // namespace
+
+std::shared_ptr<const program> compile_schema(std::string_view json_text, const std::string& file) {
+  auto p = std::make_shared<program>();
+  p->file = file;
+  p->source = std::make_shared<dom::parser>();
+  dom::element root;
+  if (auto err = p->source->parse(json_text.data(), json_text.size(), true).get(root)) {
+    throw schema_error(file + ": not valid JSON: " + simdjson::error_message(err));
+  }
+  compiler(*p, root).run();
+  return p;
+}
+
+std::shared_ptr<const program> compile_schema_file(const std::string& path, const std::string& name) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw schema_error(name + ": cannot read " + path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return compile_schema(text.str(), name);
+}
+
+}  // namespace evpipe::stages::schema

@@ -1,0 +1,126 @@
+#pragma once
+// A compiled payload schema: the JSON Schema of one file turned into a flat
+// table of nodes that stages/schema/walker.cc checks a parsed payload against.
+// compile.cc builds it (JSON Schema -> program); walker.cc reads it. The two
+// meet only here, so the walker never looks at JSON Schema text.
+//
+// Immutable once compiled and shared between threads (schema_set holds it by
+// shared_ptr; a reload builds new programs, never edits one).
+
+#include <simdjson.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace re2 {
+class RE2;
+}
+
+namespace evpipe::stages::schema {
+
+// The keywords a node can fail on; their names are what the DLQ message says.
+enum class keyword : uint8_t {
+  false_schema,  // the schema `false`: nothing is valid
+  type,
+  required,
+  additional_properties,
+  enum_values,
+  const_value,
+  minimum,
+  maximum,
+  exclusive_minimum,
+  exclusive_maximum,
+  min_length,
+  max_length,
+  pattern,
+  format,
+  min_items,
+  max_items,
+  all_of,
+  any_of,
+  one_of,
+};
+[[nodiscard]] std::string_view keyword_name(keyword k) noexcept;
+
+// JSON Schema types as bits. A number with no fractional part is an integer
+// too (2020-12 section 6.1.1), so the walker sets both for 1 and 1.0.
+enum type_bit : uint8_t {
+  t_null = 1,
+  t_boolean = 2,
+  t_integer = 4,
+  t_number = 8,
+  t_string = 16,
+  t_array = 32,
+  t_object = 64,
+};
+
+enum class format_kind : uint8_t { none, uuid, date_time };
+
+inline constexpr uint32_t no_node = UINT32_MAX;
+
+struct property_rule {
+  std::string name;
+  uint32_t node;
+};
+
+// One subschema. `has` says which checks it carries, so the walker skips the
+// absent ones with one test each.
+struct node {
+  enum has_bit : uint32_t {
+    h_type = 1u << 0,
+    h_required = 1u << 1,
+    h_properties = 1u << 2,
+    h_additional = 1u << 3,  // additionalProperties (false or a schema)
+    h_enum = 1u << 4,
+    h_const = 1u << 5,
+    h_minimum = 1u << 6,
+    h_maximum = 1u << 7,
+    h_exclusive_minimum = 1u << 8,
+    h_exclusive_maximum = 1u << 9,
+    h_min_length = 1u << 10,
+    h_max_length = 1u << 11,
+    h_pattern = 1u << 12,
+    h_format = 1u << 13,
+    h_items = 1u << 14,
+    h_min_items = 1u << 15,
+    h_max_items = 1u << 16,
+    h_ref = 1u << 17,
+    h_all_of = 1u << 18,
+    h_any_of = 1u << 19,
+    h_one_of = 1u << 20,
+    h_false = 1u << 21,  // the boolean schema `false`
+  };
+  uint32_t has = 0;
+  uint8_t types = 0;
+  format_kind format = format_kind::none;
+  std::vector<property_rule> properties;
+  std::vector<std::string> required;  // as written (messages name the first one missing)
+  // `required` split for the walker: the names that are also in
+  // `properties` as bits of their index there (the first 64), found while the
+  // walker visits the fields anyway; the others looked up one by one.
+  uint64_t required_props = 0;
+  std::vector<std::string> required_other;
+  uint32_t additional = no_node;  // additionalProperties schema; with h_additional and no_node: `false`
+  std::vector<simdjson::dom::element> enum_values;  // views into program::source
+  simdjson::dom::element const_value;
+  double minimum = 0, maximum = 0, exclusive_minimum = 0, exclusive_maximum = 0;
+  uint64_t min_length = 0, max_length = 0, min_items = 0, max_items = 0;
+  std::shared_ptr<const re2::RE2> pattern;
+  uint32_t items = no_node;
+  uint32_t ref = no_node;
+  std::vector<uint32_t> all_of, any_of, one_of;
+  std::string where;  // JSON pointer of this subschema in its file ("#/properties/amount")
+};
+
+// One schema file, compiled. nodes[0] is the root.
+struct program {
+  std::string file;  // as named in messages ("project_created/2.json")
+  std::vector<node> nodes;
+  // The parsed schema text: enum and const values point into it.
+  std::shared_ptr<simdjson::dom::parser> source;
+};
+
+}  // namespace evpipe::stages::schema

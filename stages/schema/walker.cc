@@ -1,0 +1,401 @@
+#include "stages/schema/walker.h"
+
+#include <re2/re2.h>
+
+#include <array>
+#include <cmath>
+#include <cstring>
+
+#include "stages/validate.h"
+
+namespace evpipe::stages::schema {
+
+namespace dom = simdjson::dom;
+
+std::string_view keyword_name(keyword k) noexcept {
+  switch (k) {
+    case keyword::false_schema: return "false";
+    case keyword::type: return "type";
+    case keyword::required: return "required";
+    case keyword::additional_properties: return "additionalProperties";
+    case keyword::enum_values: return "enum";
+    case keyword::const_value: return "const";
+    case keyword::minimum: return "minimum";
+    case keyword::maximum: return "maximum";
+    case keyword::exclusive_minimum: return "exclusiveMinimum";
+    case keyword::exclusive_maximum: return "exclusiveMaximum";
+    case keyword::min_length: return "minLength";
+    case keyword::max_length: return "maxLength";
+    case keyword::pattern: return "pattern";
+    case keyword::format: return "format";
+    case keyword::min_items: return "minItems";
+    case keyword::max_items: return "maxItems";
+    case keyword::all_of: return "allOf";
+    case keyword::any_of: return "anyOf";
+    case keyword::one_of: return "oneOf";
+  }
+  return "unknown";
+}
+
+namespace {
+
+bool hex(char c) noexcept { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+bool digits(std::string_view s, size_t at, size_t n, int& out) noexcept {
+  if (at + n > s.size()) return false;
+  out = 0;
+  for (size_t i = at; i < at + n; ++i) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    out = out * 10 + (s[i] - '0');
+  }
+  return true;
+}
+
+// The JSON Schema type bits of a value: an integral number is both.
+uint8_t type_of(dom::element v) noexcept {
+  switch (v.type()) {
+    case dom::element_type::NULL_VALUE: return t_null;
+    case dom::element_type::BOOL: return t_boolean;
+    case dom::element_type::INT64:
+    case dom::element_type::UINT64: return t_integer | t_number;
+    case dom::element_type::DOUBLE: {
+      double d = double(v);
+      return std::trunc(d) == d ? uint8_t(t_integer | t_number) : uint8_t(t_number);
+    }
+    case dom::element_type::STRING: return t_string;
+    case dom::element_type::ARRAY: return t_array;
+    case dom::element_type::OBJECT: return t_object;
+  }
+  return 0;
+}
+
+std::string type_names(uint8_t bits) {
+  std::string out;
+  auto add = [&](uint8_t b, const char* name) {
+    if (bits & b) out += (out.empty() ? "" : " or ") + std::string(name);
+  };
+  add(t_null, "null");
+  add(t_boolean, "boolean");
+  if (bits & t_number) add(t_number, "number");
+  else add(t_integer, "integer");
+  add(t_string, "string");
+  add(t_array, "array");
+  add(t_object, "object");
+  return out;
+}
+
+std::string type_name(dom::element v) {
+  uint8_t t = type_of(v);
+  return type_names((t & t_number) ? uint8_t(t_number) : t);
+}
+
+double as_double(dom::element v) noexcept {
+  switch (v.type()) {
+    case dom::element_type::INT64: return static_cast<double>(int64_t(v));
+    case dom::element_type::UINT64: return static_cast<double>(uint64_t(v));
+    default: return double(v);
+  }
+}
+
+// Short text of a number for messages.
+std::string num(double d) {
+  char buf[32];
+  int n = std::snprintf(buf, sizeof buf, "%.17g", d);
+  return std::string(buf, n > 0 ? size_t(n) : 0);
+}
+
+bool is_int(dom::element v) noexcept {
+  return v.type() == dom::element_type::INT64 || v.type() == dom::element_type::UINT64;
+}
+
+// JSON equality as enum and const mean it: numbers by value (1 == 1.0),
+// objects regardless of member order.
+bool json_equal(dom::element a, dom::element b) {
+  const bool an = a.is_number(), bn = b.is_number();
+  if (an || bn) {
+    if (!(an && bn)) return false;
+    if (is_int(a) && is_int(b)) {
+      if (a.type() == b.type()) return a.type() == dom::element_type::INT64 ? int64_t(a) == int64_t(b)
+                                                                            : uint64_t(a) == uint64_t(b);
+      return false;  // one is negative int64, the other above INT64_MAX (simdjson uses UINT64 only there)
+    }
+    return as_double(a) == as_double(b);
+  }
+  if (a.type() != b.type()) return false;
+  switch (a.type()) {
+    case dom::element_type::NULL_VALUE: return true;
+    case dom::element_type::BOOL: return bool(a) == bool(b);
+    case dom::element_type::STRING: return std::string_view(a) == std::string_view(b);
+    case dom::element_type::ARRAY: {
+      dom::array x(a), y(b);
+      if (x.size() != y.size()) return false;
+      auto i = x.begin(), j = y.begin();
+      for (; i != x.end(); ++i, ++j) {
+        if (!json_equal(*i, *j)) return false;
+      }
+      return true;
+    }
+    case dom::element_type::OBJECT: {
+      dom::object x(a), y(b);
+      if (x.size() != y.size()) return false;
+      for (auto f : x) {
+        dom::element other;
+        if (y.at_key(f.key).get(other) != simdjson::SUCCESS || !json_equal(f.value, other)) return false;
+      }
+      return true;
+    }
+    default: return false;
+  }
+}
+
+void append_token(std::string& out, std::string_view key) {
+  out.push_back('/');
+  for (char c : key) {
+    if (c == '~') out += "~0";
+    else if (c == '/') out += "~1";
+    else out.push_back(c);
+  }
+}
+
+}  // namespace
+
+bool is_uuid_text(std::string_view s) noexcept {
+  // A table, not a chain of range tests: this runs for every uuid field.
+  static constexpr auto hex_digit = [] {
+    std::array<bool, 256> t{};
+    for (int c = '0'; c <= '9'; ++c) t[c] = true;
+    for (int c = 'a'; c <= 'f'; ++c) t[c] = true;
+    for (int c = 'A'; c <= 'F'; ++c) t[c] = true;
+    return t;
+  }();
+  if (s.size() != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-') return false;
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  bool ok = true;
+  for (size_t i = 0; i < 36; ++i) ok &= hex_digit[p[i]] | (i == 8 || i == 13 || i == 18 || i == 23);
+  return ok;
+}
+
+bool is_rfc3339_date_time(std::string_view s) noexcept {
+  int year, month, day, hour, minute, second, oh, om;
+  if (s.size() < 20 || !digits(s, 0, 4, year) || s[4] != '-' || !digits(s, 5, 2, month) || s[7] != '-' ||
+      !digits(s, 8, 2, day) || (s[10] != 'T' && s[10] != 't') || !digits(s, 11, 2, hour) || s[13] != ':' ||
+      !digits(s, 14, 2, minute) || s[16] != ':' || !digits(s, 17, 2, second)) {
+    return false;
+  }
+  if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 60) return false;
+  static constexpr int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (day > days[month - 1] + (month == 2 && leap ? 1 : 0)) return false;
+  size_t p = 19;
+  if (s[p] == '.') {
+    size_t start = ++p;
+    while (p < s.size() && s[p] >= '0' && s[p] <= '9') ++p;
+    if (p == start) return false;
+  }
+  if (p >= s.size()) return false;  // the offset is required
+  if (s[p] == 'Z' || s[p] == 'z') return p + 1 == s.size();
+  if (s[p] != '+' && s[p] != '-') return false;
+  return p + 6 == s.size() && digits(s, p + 1, 2, oh) && s[p + 3] == ':' && digits(s, p + 4, 2, om) && oh <= 23 &&
+         om <= 59;
+}
+
+bool walker::check(const program& p, dom::element value, violation* why) {
+  p_ = &p;
+  why_ = why;
+  path_.clear();
+  return walk(0, value, why != nullptr);
+}
+
+bool walker::fail(bool report, const node& n, keyword k, std::string detail) {
+  if (!report) return false;
+  why_->what = k;
+  why_->detail = std::move(detail);
+  why_->schema_at = n.where;
+  why_->pointer.clear();
+  for (const auto& s : path_) {
+    if (s.key.data()) append_token(why_->pointer, s.key);
+    else why_->pointer += "/" + std::to_string(s.index);
+  }
+  return false;
+}
+
+bool walker::walk(uint32_t i, dom::element v, bool report) {
+  const node& n = p_->nodes[i];
+  const uint32_t has = n.has;
+  if (has == 0) return true;
+  if (has & node::h_false) return fail(report, n, keyword::false_schema, "no value is allowed here");
+  if ((has & node::h_type) && !(type_of(v) & n.types)) {
+    return fail(report, n, keyword::type, report ? "expected " + type_names(n.types) + ", got " + type_name(v) : "");
+  }
+  if ((has & node::h_const) && !json_equal(v, n.const_value)) {
+    return fail(report, n, keyword::const_value, "not the constant " + (report ? simdjson::minify(n.const_value) : ""));
+  }
+  if (has & node::h_enum) {
+    bool found = false;
+    for (const auto& e : n.enum_values) {
+      if ((found = json_equal(v, e))) break;
+    }
+    if (!found) return fail(report, n, keyword::enum_values, "not one of the enum values");
+  }
+  switch (v.type()) {
+    case dom::element_type::STRING:
+      if ((has & (node::h_min_length | node::h_max_length | node::h_pattern | node::h_format)) &&
+          !walk_string(n, std::string_view(v), report)) {
+        return false;
+      }
+      break;
+    case dom::element_type::INT64:
+    case dom::element_type::UINT64:
+    case dom::element_type::DOUBLE:
+      if ((has & (node::h_minimum | node::h_maximum | node::h_exclusive_minimum | node::h_exclusive_maximum)) &&
+          !walk_number(n, v, report)) {
+        return false;
+      }
+      break;
+    case dom::element_type::ARRAY:
+      if ((has & (node::h_items | node::h_min_items | node::h_max_items)) && !walk_array(n, dom::array(v), report)) {
+        return false;
+      }
+      break;
+    case dom::element_type::OBJECT:
+      if ((has & (node::h_required | node::h_properties | node::h_additional)) &&
+          !walk_object(n, dom::object(v), report)) {
+        return false;
+      }
+      break;
+    default: break;
+  }
+  if ((has & node::h_ref) && !walk(n.ref, v, report)) return false;
+  if (has & node::h_all_of) {
+    for (uint32_t c : n.all_of) {
+      if (!walk(c, v, report)) return false;  // the inner failure says more than "allOf"
+    }
+  }
+  if (has & node::h_any_of) {
+    bool any = false;
+    for (uint32_t c : n.any_of) {
+      if ((any = walk(c, v, false))) break;
+    }
+    if (!any) return fail(report, n, keyword::any_of, "matches none of the " + std::to_string(n.any_of.size()) + " schemas");
+  }
+  if (has & node::h_one_of) {
+    size_t matched = 0;
+    for (uint32_t c : n.one_of) {
+      if (walk(c, v, false) && ++matched > 1) break;
+    }
+    if (matched != 1) {
+      return fail(report, n, keyword::one_of,
+                  matched == 0 ? "matches none of the " + std::to_string(n.one_of.size()) + " schemas"
+                               : "matches more than one of the " + std::to_string(n.one_of.size()) + " schemas");
+    }
+  }
+  return true;
+}
+
+bool walker::walk_string(const node& n, std::string_view s, bool report) {
+  // A string has between size/4 and size characters: most lengths are
+  // settled by the byte count without counting characters.
+  const bool settled = (!(n.has & node::h_max_length) || s.size() <= n.max_length) &&
+                       (!(n.has & node::h_min_length) || s.size() / 4 >= n.min_length);
+  if (!settled && (n.has & (node::h_min_length | node::h_max_length))) {
+    const size_t chars = utf8_chars(s);  // code points, as 2020-12 counts length
+    if ((n.has & node::h_min_length) && chars < n.min_length) {
+      return fail(report, n, keyword::min_length,
+                  std::to_string(chars) + " characters, fewer than " + std::to_string(n.min_length));
+    }
+    if ((n.has & node::h_max_length) && chars > n.max_length) {
+      return fail(report, n, keyword::max_length,
+                  std::to_string(chars) + " characters, more than " + std::to_string(n.max_length));
+    }
+  }
+  if ((n.has & node::h_pattern) &&
+      !n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0)) {
+    return fail(report, n, keyword::pattern, "does not match " + (report ? n.pattern->pattern() : ""));
+  }
+  if (n.has & node::h_format) {
+    bool ok = n.format == format_kind::uuid ? is_uuid_text(s) : is_rfc3339_date_time(s);
+    if (!ok) return fail(report, n, keyword::format, n.format == format_kind::uuid ? "not a uuid" : "not an RFC 3339 date-time");
+  }
+  return true;
+}
+
+bool walker::walk_number(const node& n, dom::element v, bool report) {
+  const double x = as_double(v);
+  if ((n.has & node::h_minimum) && !(x >= n.minimum)) {
+    return fail(report, n, keyword::minimum, num(x) + " is below the minimum " + num(n.minimum));
+  }
+  if ((n.has & node::h_maximum) && !(x <= n.maximum)) {
+    return fail(report, n, keyword::maximum, num(x) + " is above the maximum " + num(n.maximum));
+  }
+  if ((n.has & node::h_exclusive_minimum) && !(x > n.exclusive_minimum)) {
+    return fail(report, n, keyword::exclusive_minimum, num(x) + " is not above " + num(n.exclusive_minimum));
+  }
+  if ((n.has & node::h_exclusive_maximum) && !(x < n.exclusive_maximum)) {
+    return fail(report, n, keyword::exclusive_maximum, num(x) + " is not below " + num(n.exclusive_maximum));
+  }
+  return true;
+}
+
+bool walker::walk_array(const node& n, dom::array a, bool report) {
+  const size_t size = a.size();
+  if ((n.has & node::h_min_items) && size < n.min_items) {
+    return fail(report, n, keyword::min_items, std::to_string(size) + " items, fewer than " + std::to_string(n.min_items));
+  }
+  if ((n.has & node::h_max_items) && size > n.max_items) {
+    return fail(report, n, keyword::max_items, std::to_string(size) + " items, more than " + std::to_string(n.max_items));
+  }
+  if (n.has & node::h_items) {
+    size_t i = 0;
+    for (dom::element e : a) {
+      path_.push_back(step{{}, i++});
+      if (!walk(n.items, e, report)) return false;  // the path stays for the message; check() clears it
+      path_.pop_back();
+    }
+  }
+  return true;
+}
+
+bool walker::walk_object(const node& n, dom::object o, bool report) {
+  uint64_t seen = 0;
+  const bool named = n.has & node::h_properties;
+  const bool extra = n.has & node::h_additional;
+  if (named || extra) {
+    for (auto field : o) {
+      const std::string_view key = field.key;
+      size_t i = 0;
+      const size_t count = n.properties.size();
+      while (i < count && !(n.properties[i].name.size() == key.size() &&
+                            std::memcmp(n.properties[i].name.data(), key.data(), key.size()) == 0)) {
+        ++i;
+      }
+      uint32_t child;
+      if (i < count) {
+        if (i < 64) seen |= uint64_t{1} << i;
+        child = n.properties[i].node;
+      } else if (extra) {
+        if (n.additional == no_node) {
+          path_.push_back(step{key, 0});
+          return fail(report, n, keyword::additional_properties,
+                      "property \"" + std::string(key) + "\" is not allowed");
+        }
+        child = n.additional;
+      } else {
+        continue;
+      }
+      path_.push_back(step{key, 0});
+      if (!walk(child, field.value, report)) return false;
+      path_.pop_back();
+    }
+  }
+  if ((n.required_props & seen) != n.required_props || !n.required_other.empty()) {
+    for (const auto& name : n.required) {
+      dom::element ignored;
+      if (o.at_key(name).get(ignored) != simdjson::SUCCESS) {
+        return fail(report, n, keyword::required, "property \"" + name + "\" is missing");
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace evpipe::stages::schema
