@@ -103,6 +103,21 @@ db_check check_database(const config::settings& s, std::string& why) {
       return db_check::unusable;
     }
   }
+  // MQTT 5 sources store content type and user properties in the headers
+  // columns (docs/mqtt.md); a batch naming a missing column would be retried forever.
+  bool mqtt5 = false;
+  for (const auto& m : s.mqtt_sources) mqtt5 = mqtt5 || m.protocol == "5";
+  for (const char* table : {"events_mirror", "dlq_events"}) {
+    if (!mqtt5) break;
+    std::string qualified = s.postgres.schema.empty() ? table : s.postgres.schema + "." + table;
+    std::string sql = "SELECT headers FROM " + qualified + " LIMIT 0";
+    if (st = conn.exec(sql.c_str()); !st.ok) {
+      spdlog::error("table {} has no headers column, where MQTT 5 sources keep content type and user properties: "
+                    "run `evpipe migrate --config FILE`",
+                    qualified);
+      return db_check::unusable;
+    }
+  }
   // The tables as the shards' sessions resolve them, each with a unique index
   // its ON CONFLICT clause can use.
   if (std::string problem = io::find_schema_problem(conn, s.postgres.schema); !problem.empty()) {

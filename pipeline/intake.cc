@@ -90,7 +90,8 @@ void intake::reserve(size_t bytes) {
 }
 
 void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t received_ns,
-                 std::string_view default_topic, stages::envelope_validator& validator, topic_rule rule) {
+                 std::string_view default_topic, stages::envelope_validator& validator, topic_rule rule,
+                 std::string_view headers) {
   // A UTF-8 byte order mark is no part of an event (RFC 8259 section 8.1 lets
   // a parser ignore one). Dropped here, it is dropped for every source: the
   // start of a TCP stream (or of each file cat'ed into one), an MQTT payload.
@@ -153,6 +154,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     rec.topic = b.append(topic);
     rec.raw = b.append(line);
     rec.routed = b.append(routed_);
+    if (!headers.empty()) rec.headers = b.append(headers);
     b.events.push_back(rec);
     return;
   }
@@ -169,6 +171,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
       rec.skip_mirror = skip_mirror_;
       rec.routed = b.append(routed_);
     }
+    if (!headers.empty()) rec.headers = b.append(headers);
     b.events.push_back(rec);
     return;
   }
@@ -179,6 +182,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
   rec.message = b.append(v.message);
   rec.topic = b.append(topic);
   rec.raw = b.append(line);
+  if (!headers.empty()) rec.headers = b.append(headers);
   b.events.push_back(rec);
 }
 

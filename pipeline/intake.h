@@ -50,8 +50,11 @@ class intake {
   // One event's bytes; `readable` bytes from line.data() may be read (the
   // validator's padding). `validator` belongs to the calling thread. An event
   // over the size limit is dead-lettered as too_large with its first bytes.
+  // `headers`: the transport's headers as a JSON object (an MQTT 5 message's
+  // content type and user properties), kept with the event; empty: none.
   void add(std::string_view line, size_t readable, uint64_t seq, int64_t received_ns, std::string_view default_topic,
-           stages::envelope_validator& validator, topic_rule rule = topic_rule::event_first);
+           stages::envelope_validator& validator, topic_rule rule = topic_rule::event_first,
+           std::string_view headers = {});
   // An event over the size limit whose whole bytes were never held at once
   // (streamed past): its first bytes and the digest of all of them.
   void add_too_large(std::string_view prefix, size_t full_size, uint64_t digest_lo, uint64_t digest_hi, uint64_t seq,

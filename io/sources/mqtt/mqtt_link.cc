@@ -294,7 +294,8 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
         if (p.payload.starts_with("\xEF\xBB\xBF")) p.payload.remove_prefix(3);
         uint64_t seq = take_seq(p.packet_id, p.qos, p.topic, p.payload);
         size_t readable = static_cast<size_t>(buf_.data() + buf_.size() - p.payload.data());
-        intake_.add(p.payload, readable, seq, received, p.topic, validator, pipeline::topic_rule::source_only);
+        intake_.add(p.payload, readable, seq, received, p.topic, validator, pipeline::topic_rule::source_only,
+                    properties_json_);
         break;
       }
       case mqtt::packet_type::suback: {
@@ -368,9 +369,8 @@ uint64_t mqtt_link::take_seq(uint16_t packet_id, uint8_t qos, std::string_view t
     m.topic.assign(topic);
     // What dlq_events.raw keeps of it: all, or the prefix of a too_large one.
     m.payload.assign(payload.size() > sh_.limits.max_event_bytes ? payload.substr(0, too_large_prefix) : payload);
-    m.properties_json = std::move(properties_json_);
+    m.properties_json = properties_json_;
   }
-  properties_json_.clear();
   return seq;
 }
 

@@ -266,7 +266,7 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   uint16_t receive_maximum_ = 65535;    // MQTT 5: what we told the broker
   size_t qos_unacked_ = 0;              // QoS 1 and 2 messages read and not yet acknowledged
   mqtt::v5::properties props_;          // of the packet being handled (views into buf_)
-  std::string properties_json_;         // of the PUBLISH being taken, for its dead letter (dlq_publish)
+  std::string properties_json_;         // of the PUBLISH being taken (MQTT 5): its event's headers, and its dead letter's
   std::vector<char> buf_;               // received bytes [begin_, end_), then simdjson padding
   size_t begin_ = 0, end_ = 0;
   std::optional<skipping> skip_;
