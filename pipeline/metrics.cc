@@ -336,6 +336,10 @@ std::string metrics_registry::render() const {
       {"mqtt", "_mqtt_subscriptions_degraded", "gauge",
        "Topic filters the broker refused (SUBACK 0x80) or granted only at QoS 0, per the latest SUBACKs.",
        [](const source_probe& s) { return double(s.subscriptions_degraded.load()); }},
+      {"mqtt", "_mqtt_shared_subscription_unconfirmed", "gauge",
+       "MQTT sessions with shared_group whose probe did not come back through the $share filter: the broker most "
+       "likely binds it literally and delivers nothing to it.",
+       [](const source_probe& s) { return double(s.shared_unconfirmed.load()); }},
   };
   for (const auto& m : kind_metrics) {
     for (const auto& s : sources_) {
