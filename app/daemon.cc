@@ -29,6 +29,7 @@
 #include "io/sources/tcp/tcp_source.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
+#include "pipeline/intake.h"
 #include "read/stream/sse_server.h"
 #include "read/stream/stream_hub.h"
 #include "schemas/schema.h"
@@ -223,6 +224,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   limits.max_event_bytes = s.events.max_event_bytes;
   limits.max_key_bytes = s.events.max_key_bytes;
   limits.max_depth = s.events.max_depth;
+  pipeline::publish_event_limits(limits);  // every connection follows them; a reload publishes new ones
 
   // What each MQTT client id subscribed, so removed filters are unsubscribed
   // (declared before the sources: it outlives them).

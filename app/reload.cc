@@ -6,6 +6,7 @@
 
 #include "app/process.h"
 #include "config/reload.h"
+#include "pipeline/intake.h"
 
 namespace evpipe::app {
 
@@ -75,6 +76,17 @@ void config_reloader::reload_once() {
   }
   if (plan.queue) router_.set_queue_capacity(next.pipeline.queue_capacity);
   if (plan.log) apply_log_settings(next.log.level, next.log.format);
+  if (plan.events) {
+    // Open connections take them at their next read (between two events);
+    // none is closed, and events already read keep the verdict they had.
+    stages::envelope_limits limits;
+    limits.max_event_bytes = next.events.max_event_bytes;
+    limits.max_key_bytes = next.events.max_key_bytes;
+    limits.max_depth = next.events.max_depth;
+    pipeline::publish_event_limits(limits);
+    spdlog::info("reload: [events] max_event_bytes = {}, max_key_bytes = {}, max_depth = {} from the next read on",
+                 limits.max_event_bytes, limits.max_key_bytes, limits.max_depth);
+  }
 
   // A source that is stopped waits this long for its last acks.
   const auto stop_budget = std::chrono::milliseconds(std::min<uint32_t>(running_.pipeline.shutdown_timeout_ms, 10'000));

@@ -1,5 +1,8 @@
 #include "pipeline/intake.h"
 
+#include <atomic>
+#include <mutex>
+
 #include <chrono>
 #include <memory>
 
@@ -32,6 +35,27 @@ stages::envelope_validator& thread_validator(const stages::envelope_limits& limi
     v = std::make_unique<stages::envelope_validator>(limits);
   }
   return *v;
+}
+
+namespace {
+std::atomic<uint64_t> limits_generation{0};  // 0: never published
+std::mutex limits_mu;
+stages::envelope_limits published_limits;
+}  // namespace
+
+void publish_event_limits(const stages::envelope_limits& limits) {
+  std::lock_guard lock(limits_mu);
+  published_limits = limits;
+  limits_generation.fetch_add(1, std::memory_order_release);
+}
+
+bool limits_follower::changed(stages::envelope_limits& limits) {
+  uint64_t g = limits_generation.load(std::memory_order_acquire);
+  if (g == seen_) return false;
+  std::lock_guard lock(limits_mu);  // rare: at a connection's first read and after a reload
+  seen_ = limits_generation.load(std::memory_order_relaxed);
+  limits = published_limits;
+  return true;
 }
 
 intake::intake(size_t shards, stages::envelope_limits limits)
