@@ -144,7 +144,7 @@ TEST_F(MqttSource, Mqtt5UserPropertiesAndContentTypeReachTheDeadLetter) {
 // bytes are not the codec's own idea of them.
 int mosquitto_pub_v5(uint16_t port, const std::string& topic, const std::string& payload, const std::string& props) {
   std::string cmd = "timeout 20 mosquitto_pub -h 127.0.0.1 -p " + std::to_string(port) +
-                    " -V mqtt5 -q 1 -i pub-v5h -t '" + topic + "' -m '" + payload + "' " + props;
+                    " -V mqttv5 -q 1 -i pub-v5h -t '" + topic + "' -m '" + payload + "' " + props;
   return std::system(cmd.c_str());
 }
 
