@@ -41,11 +41,6 @@ mqtt_link::mqtt_link(asio::strand<asio::io_context::executor_type> strand, const
       max_packet_(max_packet_for(shared.limits)),
       buf_(std::min(max_packet_, size_t{256} << 10) + simdjson::SIMDJSON_PADDING) {}
 
-size_t mqtt_link::max_packet_for(const stages::envelope_limits& limits) noexcept {
-  // A PUBLISH carries the event, its topic (up to 64 KiB) and a few bytes.
-  return size_t{limits.max_event_bytes} + 65536 + 16;
-}
-
 size_t mqtt_link::capacity() const noexcept { return buf_.size() - simdjson::SIMDJSON_PADDING; }
 
 asio::awaitable<link_end> mqtt_link::run(std::string& why) {

@@ -198,7 +198,10 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   // larger than it is coming.
   void make_room();
   [[nodiscard]] size_t capacity() const noexcept;
-  [[nodiscard]] static size_t max_packet_for(const stages::envelope_limits& limits) noexcept;
+  // A PUBLISH carries the event, its topic (up to 64 KiB) and a few bytes.
+  [[nodiscard]] static size_t max_packet_for(const stages::envelope_limits& limits) noexcept {
+    return size_t{limits.max_event_bytes} + 65536 + 16;
+  }
   // Unacknowledged messages past which the link stops reading. At 3.1.1,
   // max_inflight. At MQTT 5 the broker holds QoS 1 and 2 back at our Receive
   // Maximum (= max_inflight), so this bound only has to catch QoS 0 floods
