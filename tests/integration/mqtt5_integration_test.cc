@@ -196,5 +196,23 @@ TEST_F(MqttSource, Mqtt5UserPropertiesAndContentTypeAreStoredWithTheEvent) {
             2);
 }
 
+// A batch that names a missing headers column could never commit: with an
+// MQTT 5 source, `run` refuses a database migrated before the column, and
+// says to migrate.
+TEST_F(MqttSource, Mqtt5RunRefusesTablesWithoutTheHeadersColumn) {
+  mosquitto_broker broker("v5_no_headers");
+  uint16_t http_port = free_port();
+  evpipe_process evp(mqtt_config(db, broker.url(), http_port, v5_options("evpipe-v5nh")), "mqtt5_no_headers");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec("ALTER TABLE events_mirror DROP COLUMN headers");
+  EXPECT_EQ(evp.run_command("run"), 1) << evp.log("run.log");
+  EXPECT_NE(evp.log("run.log").find("has no headers column"), std::string::npos) << evp.log("run.log");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  EXPECT_EQ(db.count("SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND "
+                     "table_name = 'events_mirror' AND "
+                     "column_name = 'headers'"),
+            1);
+}
+
 }  // namespace
 }  // namespace evpipe::testing
