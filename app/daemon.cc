@@ -31,6 +31,7 @@
 #include "io/sources/tcp/tcp_source.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
+#include "pipeline/intake.h"
 #include "read/stream/sse_server.h"
 #include "read/stream/stream_hub.h"
 #include "schemas/schema.h"
@@ -102,6 +103,21 @@ db_check check_database(const config::settings& s, std::string& why) {
       } else {
         spdlog::error("cannot read table {}: {}", qualified, st.message);
       }
+      return db_check::unusable;
+    }
+  }
+  // MQTT 5 sources store content type and user properties in the headers
+  // columns (docs/mqtt.md); a batch naming a missing column would be retried forever.
+  bool mqtt5 = false;
+  for (const auto& m : s.mqtt_sources) mqtt5 = mqtt5 || m.protocol == "5";
+  for (const char* table : {"events_mirror", "dlq_events"}) {
+    if (!mqtt5) break;
+    std::string qualified = s.postgres.schema.empty() ? table : s.postgres.schema + "." + table;
+    std::string sql = "SELECT headers FROM " + qualified + " LIMIT 0";
+    if (st = conn.exec(sql.c_str()); !st.ok) {
+      spdlog::error("table {} has no headers column, where MQTT 5 sources keep content type and user properties: "
+                    "run `evpipe migrate --config FILE`",
+                    qualified);
       return db_check::unusable;
     }
   }
@@ -219,6 +235,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   limits.max_event_bytes = s.events.max_event_bytes;
   limits.max_key_bytes = s.events.max_key_bytes;
   limits.max_depth = s.events.max_depth;
+  pipeline::publish_event_limits(limits);  // every connection follows them; a reload publishes new ones
 
   // What each MQTT client id subscribed, so removed filters are unsubscribed
   // (declared before the sources: it outlives them).

@@ -211,7 +211,10 @@ std::vector<io::http_server_options::source_note> live_sources::mqtt_notes() {
                                  "takeovers: see the log)"});
     }
     if (r.shared_silent > 0) {
-      notes.push_back({true, who + ": " + std::to_string(r.shared_silent) + " of " + std::to_string(r.sessions) +
+      // A warning, not unready: the probe cannot tell a broker without $share
+      // from an ACL that denies the probe topic, and the other sources (and
+      // this one's other filters, were the check wrong) still ingest.
+      notes.push_back({false, who + ": " + std::to_string(r.shared_silent) + " of " + std::to_string(r.sessions) +
                                  " sessions receive nothing through shared_group (the broker does not seem to "
                                  "support $share subscriptions: see the log)"});
     }

@@ -8,6 +8,7 @@
 #include "config/reload.h"
 #include "stages/schema/active.h"
 #include "stages/schema/compile.h"
+#include "pipeline/intake.h"
 
 namespace evpipe::app {
 
@@ -86,6 +87,17 @@ void config_reloader::reload_once() {
   } catch (const stages::schema::schema_error& e) {
     spdlog::error("reload: payload schemas unchanged: {}", e.what());
     schemas_ok = false;
+  }
+  if (plan.events) {
+    // Open connections take them at their next read (between two events);
+    // none is closed, and events already read keep the verdict they had.
+    stages::envelope_limits limits;
+    limits.max_event_bytes = next.events.max_event_bytes;
+    limits.max_key_bytes = next.events.max_key_bytes;
+    limits.max_depth = next.events.max_depth;
+    pipeline::publish_event_limits(limits);
+    spdlog::info("reload: [events] max_event_bytes = {}, max_key_bytes = {}, max_depth = {} from the next read on",
+                 limits.max_event_bytes, limits.max_key_bytes, limits.max_depth);
   }
 
   // A source that is stopped waits this long for its last acks.

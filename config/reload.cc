@@ -7,6 +7,7 @@ namespace {
 // Copies the parts a reload applies live from `from` into `to`.
 void copy_live_parts(const settings& from, settings& to) {
   to.batch = from.batch;
+  to.events = from.events;
   to.pipeline.queue_capacity = from.pipeline.queue_capacity;
   to.log = from.log;
   to.tcp_sources = from.tcp_sources;
@@ -26,6 +27,9 @@ reload_plan plan_reload(const settings& running, const settings& next) {
             running.batch.linger_ms != next.batch.linger_ms;
   p.queue = running.pipeline.queue_capacity != next.pipeline.queue_capacity;
   p.log = running.log.level != next.log.level || running.log.format != next.log.format;
+  p.events = running.events.max_event_bytes != next.events.max_event_bytes ||
+             running.events.max_key_bytes != next.events.max_key_bytes ||
+             running.events.max_depth != next.events.max_depth;
 
   // The settings that need a restart, by name.
   auto differs = [&p](bool changed, const char* key) {
@@ -36,9 +40,6 @@ reload_plan plan_reload(const settings& running, const settings& next) {
   differs(a.pipeline.io_threads != b.pipeline.io_threads, "[pipeline] io_threads");
   differs(a.pipeline.shutdown_timeout_ms != b.pipeline.shutdown_timeout_ms, "[pipeline] shutdown_timeout_ms");
   differs(a.dedup.window_keys != b.dedup.window_keys, "[dedup] window_keys");
-  differs(a.events.max_event_bytes != b.events.max_event_bytes, "[events] max_event_bytes");
-  differs(a.events.max_key_bytes != b.events.max_key_bytes, "[events] max_key_bytes");
-  differs(a.events.max_depth != b.events.max_depth, "[events] max_depth");
   differs(a.postgres.dsn != b.postgres.dsn, "[postgres] dsn");
   differs(a.postgres.schema != b.postgres.schema, "[postgres] schema");
   differs(a.postgres.retry_base_ms != b.postgres.retry_base_ms || a.postgres.retry_max_ms != b.postgres.retry_max_ms ||

@@ -1,5 +1,8 @@
 #include "pipeline/intake.h"
 
+#include <atomic>
+#include <mutex>
+
 #include <chrono>
 #include <memory>
 
@@ -33,6 +36,27 @@ stages::envelope_validator& thread_validator(const stages::envelope_limits& limi
     v = std::make_unique<stages::envelope_validator>(limits);
   }
   return *v;
+}
+
+namespace {
+std::atomic<uint64_t> limits_generation{0};  // 0: never published
+std::mutex limits_mu;
+stages::envelope_limits published_limits;
+}  // namespace
+
+void publish_event_limits(const stages::envelope_limits& limits) {
+  std::lock_guard lock(limits_mu);
+  published_limits = limits;
+  limits_generation.fetch_add(1, std::memory_order_release);
+}
+
+bool limits_follower::changed(stages::envelope_limits& limits) {
+  uint64_t g = limits_generation.load(std::memory_order_acquire);
+  if (g == seen_) return false;
+  std::lock_guard lock(limits_mu);  // rare: at a connection's first read and after a reload
+  seen_ = limits_generation.load(std::memory_order_relaxed);
+  limits = published_limits;
+  return true;
 }
 
 intake::intake(size_t shards, stages::envelope_limits limits)
@@ -91,7 +115,8 @@ void intake::reserve(size_t bytes) {
 }
 
 void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t received_ns,
-                 std::string_view default_topic, stages::envelope_validator& validator, topic_rule rule) {
+                 std::string_view default_topic, stages::envelope_validator& validator, topic_rule rule,
+                 std::string_view headers) {
   // A UTF-8 byte order mark is no part of an event (RFC 8259 section 8.1 lets
   // a parser ignore one). Dropped here, it is dropped for every source: the
   // start of a TCP stream (or of each file cat'ed into one), an MQTT payload.
@@ -162,6 +187,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     rec.topic = b.append(topic);
     rec.raw = b.append(line);
     rec.routed = b.append(routed_);
+    if (!headers.empty()) rec.headers = b.append(headers);
     b.events.push_back(rec);
     return;
   }
@@ -178,6 +204,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
       rec.skip_mirror = skip_mirror_;
       rec.routed = b.append(routed_);
     }
+    if (!headers.empty()) rec.headers = b.append(headers);
     b.events.push_back(rec);
     return;
   }
@@ -188,6 +215,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
   rec.message = b.append(v.message);
   rec.topic = b.append(topic);
   rec.raw = b.append(line);
+  if (!headers.empty()) rec.headers = b.append(headers);
   b.events.push_back(rec);
 }
 

@@ -34,6 +34,25 @@ namespace evpipe::pipeline {
   return h % shards;
 }
 
+// The [events] limits in force, process-wide. `evpipe run` publishes them at
+// start and a reload (SIGHUP) publishes changed ones; every source connection
+// looks once per read (limits_follower) and takes them between two reads, so
+// a new limit applies to the next events of every open connection and no
+// connection is closed for it. Any thread.
+void publish_event_limits(const stages::envelope_limits& limits);
+// Follows the published limits for one connection. Owned by it; not
+// thread-safe. Costs one relaxed atomic load per read while nothing changes.
+class limits_follower {
+ public:
+  // True, with `limits` replaced by the published ones, when they were
+  // published after this follower last looked (the first look takes them
+  // if any were ever published; before that, `limits` stays as constructed).
+  [[nodiscard]] bool changed(stages::envelope_limits& limits);
+
+ private:
+  uint64_t seen_ = 0;
+};
+
 // Which topic an event is stored under.
 enum class topic_rule : uint8_t {
   event_first,   // the event's own `topic` field, else the source's (TCP, HTTP without X-Topic)
@@ -50,13 +69,18 @@ class intake {
   // One event's bytes; `readable` bytes from line.data() may be read (the
   // validator's padding). `validator` belongs to the calling thread. An event
   // over the size limit is dead-lettered as too_large with its first bytes.
+  // `headers`: the transport's headers as a JSON object (an MQTT 5 message's
+  // content type and user properties), kept with the event; empty: none.
   void add(std::string_view line, size_t readable, uint64_t seq, int64_t received_ns, std::string_view default_topic,
-           stages::envelope_validator& validator, topic_rule rule = topic_rule::event_first);
+           stages::envelope_validator& validator, topic_rule rule = topic_rule::event_first,
+           std::string_view headers = {});
   // An event over the size limit whose whole bytes were never held at once
   // (streamed past): its first bytes and the digest of all of them.
   void add_too_large(std::string_view prefix, size_t full_size, uint64_t digest_lo, uint64_t digest_hi, uint64_t seq,
                      int64_t received_ns, std::string_view default_topic);
 
+  // From the next add() on (a reload changed [events]; limits_follower).
+  void set_limits(const stages::envelope_limits& limits) noexcept { limits_ = limits; }
   // Reserves room for about `bytes` of events in every shard's batch.
   void reserve(size_t bytes);
   [[nodiscard]] std::vector<stages::event_batch>& batches() noexcept { return out_; }

@@ -254,19 +254,27 @@ std::string metrics_registry::render() const {
     const char* suffix;
     const char* help;
     counter shard_probe::*field;
+    bool per_shard;  // one series per shard (label shard): what `evpipe top` and the alerts look at per shard
   };
   static constexpr shard_counter shard_counters[] = {
-      {"_duplicates_total", "Events dropped as duplicates of a committed idempotency key.", &shard_probe::duplicates},
-      {"_batches_total", "Batches committed.", &shard_probe::batches},
-      {"_copy_rows_total", "Rows sent with COPY.", &shard_probe::copy_rows},
-      {"_copy_bytes_total", "Bytes sent with COPY.", &shard_probe::copy_bytes},
-      {"_db_errors_total", "Database operations that failed.", &shard_probe::db_errors},
-      {"_db_retries_total", "Batch writes retried after a database error.", &shard_probe::db_retries},
+      {"_duplicates_total", "Events dropped as duplicates of a committed idempotency key.", &shard_probe::duplicates,
+       false},
+      {"_batches_total", "Batches committed, by shard.", &shard_probe::batches, true},
+      {"_copy_rows_total", "Rows sent with COPY, by shard.", &shard_probe::copy_rows, true},
+      {"_copy_bytes_total", "Bytes sent with COPY.", &shard_probe::copy_bytes, false},
+      {"_db_errors_total", "Database operations that failed.", &shard_probe::db_errors, false},
+      {"_db_retries_total", "Batch writes retried after a database error, by shard.", &shard_probe::db_retries, true},
   };
   for (const auto& c : shard_counters) {
     name = p + c.suffix;
     header(out, name, "counter", c.help);
-    sample(out, name, "", double(sum_shards(c.field)));
+    if (!c.per_shard) {
+      sample(out, name, "", double(sum_shards(c.field)));
+      continue;
+    }
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      sample(out, name, "shard=\"" + std::to_string(i) + "\"", double(((*shards_[i]).*c.field).load(std::memory_order_relaxed)));
+    }
   }
 
   name = p + "_shard_last_commit_timestamp_seconds";
@@ -340,6 +348,10 @@ std::string metrics_registry::render() const {
       {"mqtt", "_mqtt_subscriptions_degraded", "gauge",
        "Topic filters the broker refused (SUBACK 0x80) or granted only at QoS 0, per the latest SUBACKs.",
        [](const source_probe& s) { return double(s.subscriptions_degraded.load()); }},
+      {"mqtt", "_mqtt_shared_subscription_unconfirmed", "gauge",
+       "MQTT sessions with shared_group whose probe did not come back through the $share filter: the broker most "
+       "likely binds it literally and delivers nothing to it.",
+       [](const source_probe& s) { return double(s.shared_unconfirmed.load()); }},
   };
   for (const auto& m : kind_metrics) {
     for (const auto& s : sources_) {
@@ -365,15 +377,20 @@ std::string metrics_registry::render() const {
   render_histogram(out, name, "", total);
 
   name = p + "_stage_latency_seconds";
-  header(out, name, "histogram", "Time one batch spends in a stage.");
+  header(out, name, "histogram", "Time one batch spends in a stage (the shards' stages by shard).");
   for (size_t st = 0; st < static_cast<size_t>(stage::count_); ++st) {
-    histogram::snapshot snap;
+    const std::string stage_label = "stage=\"" + std::string(stage_name(static_cast<stage>(st))) + "\"";
     if (static_cast<stage>(st) == stage::validate) {
+      histogram::snapshot snap;
       for (const auto& s : sources_) snap.add(s->validate_latency.read());
-    } else {
-      for (const auto& s : shards_) snap.add(s->stage_latency[st].read());
+      render_histogram(out, name, stage_label, snap);
+      continue;
     }
-    render_histogram(out, name, "stage=\"" + std::string(stage_name(static_cast<stage>(st))) + "\"", snap);
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      histogram::snapshot snap;
+      snap.add(shards_[i]->stage_latency[st].read());
+      render_histogram(out, name, stage_label + ",shard=\"" + std::to_string(i) + "\"", snap);
+    }
   }
 
   name = p + "_config_reloads_total";

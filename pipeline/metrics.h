@@ -132,6 +132,7 @@ struct source_probe {
   counter session_lost{0};              // reconnects where the broker no longer had our persistent session
   std::atomic<int64_t> subscriptions_degraded{0};  // filters refused (SUBACK 0x80) or granted only QoS 0
   std::atomic<int64_t> sessions_subscribed{0};     // connected sessions whose SUBACK came back
+  std::atomic<int64_t> shared_unconfirmed{0};      // sessions whose shared_group probe did not come back
   // HTTP only: responses by status class.
   counter http_ok{0};                   // 200
   counter http_client_errors{0};        // 400, 401, 404, 405, 413, 415, 431

@@ -62,3 +62,12 @@ CREATE TABLE IF NOT EXISTS evpipe_mqtt_subscriptions (
 -- Writers need no change: the default fills it in, COPY and INSERT alike.
 ALTER TABLE events_mirror ADD COLUMN IF NOT EXISTS tx xid8 NOT NULL DEFAULT pg_current_xact_id();
 -- Its index (tx, id), which readers resume on: see schemas/schema.h.
+
+-- headers: what the transport said about the event besides its bytes, as a
+-- JSON object; today an MQTT 5 message's content type and user properties,
+-- {"content_type": "...", "user_properties": [["k", "v"], ...]} (repeated
+-- keys and their order kept), NULL for every event without them. Nullable
+-- with no default, so adding it rewrites nothing. evpipe names the column only
+-- in batches that carry headers (docs/mqtt.md).
+ALTER TABLE events_mirror ADD COLUMN IF NOT EXISTS headers JSONB;
+ALTER TABLE dlq_events ADD COLUMN IF NOT EXISTS headers JSONB;

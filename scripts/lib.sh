@@ -10,7 +10,7 @@ EVPIPE_PACKAGES=(
   libboost1.81-dev libconcurrentqueue-dev libsimdjson-dev libpq-dev libmimalloc-dev
   libbenchmark-dev libgtest-dev libgmock-dev libtomlplusplus-dev libspdlog-dev libcli11-dev
   libabsl-dev libxxhash-dev libssl-dev
-  postgresql postgresql-client mosquitto openssl pgbouncer
+  postgresql postgresql-client mosquitto mosquitto-clients openssl pgbouncer
   clang libclang-rt-14-dev
   python3 procps
   zlib1g-dev  # HTTP source: gzip and deflate request bodies

@@ -30,6 +30,19 @@ void append_event_row(std::string& out, std::string_view topic, std::string_view
   out.push_back('\1');
   out.append(payload);
 }
+
+void append_event_row_with_headers(std::string& out, std::string_view topic, std::string_view payload,
+                                   std::string_view headers) {
+  append_event_row(out, topic, payload);
+  out[out.size() - payload.size() - 1 - 4 - topic.size() - 4 - 1] = 3;  // the field count's low byte
+  if (headers.empty()) {
+    put_u32(out, 0xFFFFFFFFu);  // -1: NULL
+  } else {
+    put_u32(out, static_cast<uint32_t>(headers.size() + 1));
+    out.push_back('\1');
+    out.append(headers);
+  }
+}
 }  // namespace copy_format
 
 namespace {
@@ -55,6 +68,7 @@ dead_letter route_dead_letter(const event_batch& from, const event_record& ev) {
   // was found in a document that the validator walked to the end.
   dl.bytes_are_json = ev.why != reason::invalid_json && ev.why != reason::too_large;
   dl.digest = digest_bytes(ev.digest_hi, ev.digest_lo);
+  dl.headers.assign(from.view(ev.headers));
   return dl;
 }
 
@@ -74,33 +88,62 @@ void write_batch::begin_origin(const std::shared_ptr<event_origin>& origin) {
   if (origins_.empty() || origins_.back() != origin) origins_.push_back(origin);
 }
 
+void write_batch::widen_to_headers() {
+  // Each tuple: u16 field count, u32 length + topic, u32 length + payload.
+  // Every later tuple moves by the 4 bytes of each NULL added before it.
+  std::string wide;
+  wide.reserve(copy_.size() + 4 * rows_.size() + 64);
+  wide.assign(copy_format::header);
+  for (auto& r : rows_) {
+    auto off = static_cast<uint32_t>(wide.size());
+    wide.append(copy_, r.copy_off, r.copy_len);
+    wide[off + 1] = 3;
+    wide.append("\377\377\377\377", 4);  // headers: NULL
+    r.payload_off = r.payload_off - r.copy_off + off;
+    r.copy_off = off;
+    r.copy_len += 4;
+  }
+  copy_.swap(wide);
+  sealed_ = false;
+  has_headers_ = true;
+}
+
 void write_batch::add_row(std::string_view topic, std::string_view payload, std::string_view key,
-                          std::string_view kind, uint64_t seq, int64_t received_ns) {
+                          std::string_view kind, uint64_t seq, int64_t received_ns, std::string_view headers) {
   note_open();
   if (sealed_) {
     copy_.resize(copy_.size() - copy_format::trailer.size());
     sealed_ = false;
   }
+  if (!headers.empty() && !has_headers_) widen_to_headers();
   auto off = static_cast<uint32_t>(copy_.size());
-  copy_format::append_event_row(copy_, topic, payload);
+  uint32_t payload_off = 0;
+  if (has_headers_) {
+    copy_format::append_event_row_with_headers(copy_, topic, payload, headers);
+    payload_off = static_cast<uint32_t>(copy_.size() - payload.size() - 4 - (headers.empty() ? 0 : headers.size() + 1));
+  } else {
+    copy_format::append_event_row(copy_, topic, payload);
+    payload_off = static_cast<uint32_t>(copy_.size() - payload.size());
+  }
   auto len = static_cast<uint32_t>(copy_.size() - off);
   rows_.push_back(row{keep(key), keep(topic), keep(kind), static_cast<uint32_t>(pending_.size()), off, len,
-                      static_cast<uint32_t>(copy_.size() - payload.size()), static_cast<uint32_t>(payload.size())});
+                      payload_off, static_cast<uint32_t>(payload.size()), keep(headers)});
   pending_.push_back(pending{static_cast<uint32_t>(origins_.size() - 1), seq, outcome_kind::mirrored,
                              reason::none, received_ns});
 }
 
 void write_batch::add_routed(std::string_view routed, bool mirror, std::string_view topic, std::string_view payload,
-                             std::string_view key, std::string_view kind, uint64_t seq, int64_t received_ns) {
+                             std::string_view key, std::string_view kind, uint64_t seq, int64_t received_ns,
+                             std::string_view headers) {
   if (mirror) {
-    add_row(topic, payload, key, kind, seq, received_ns);  // also takes the event's outcome
+    add_row(topic, payload, key, kind, seq, received_ns, headers);  // also takes the event's outcome
   } else {
     note_open();
     pending_.push_back(pending{static_cast<uint32_t>(origins_.size() - 1), seq, outcome_kind::mirrored,
                                reason::none, received_ns});
   }
   const auto outcome = static_cast<uint32_t>(pending_.size() - 1);
-  span_ref t = keep(topic), p = keep(payload), k = keep(key), kd = keep(kind);
+  span_ref t = keep(topic), p = keep(payload), k = keep(key), kd = keep(kind), h = keep(headers);
   bool first = !mirror;
   size_t pos = 0;
   while (pos + 6 <= routed.size()) {
@@ -109,7 +152,7 @@ void write_batch::add_routed(std::string_view routed, bool mirror, std::string_v
     uint32_t len = (uint32_t(u[2]) << 24) | (uint32_t(u[3]) << 16) | (uint32_t(u[4]) << 8) | u[5];
     if (route_copy_.size() <= route) route_copy_.resize(route + 1);
     std::string& stream = route_copy_[route];
-    routed_.push_back(routed_row{route, outcome, static_cast<uint32_t>(stream.size()), len, t, p, k, kd, first});
+    routed_.push_back(routed_row{route, outcome, static_cast<uint32_t>(stream.size()), len, t, p, k, kd, h, first});
     first = false;
     stream.append(routed.substr(pos + 6, len));
     routed_bytes_ += len;
@@ -143,6 +186,7 @@ void write_batch::reject_routed(uint32_t outcome_index, std::string sqlstate, st
     dl.sqlstate = std::move(sqlstate);
     dl.bytes.assign(text(r.payload));
     dl.bytes_are_json = true;  // routed events passed the JSON rules at intake
+    dl.headers.assign(text(r.headers));
     auto h = XXH3_128bits(dl.bytes.data(), dl.bytes.size());
     dl.digest = digest_bytes(h.high64, h.low64);
     dl.outcome_index = outcome_index;
@@ -183,6 +227,7 @@ void write_batch::reject_row(size_t i, std::string sqlstate, std::string message
   dl.sqlstate = std::move(sqlstate);
   dl.bytes.assign(row_payload(i));
   dl.bytes_are_json = payload_is_storable_json;
+  dl.headers.assign(text(r.headers));
   auto h = XXH3_128bits(dl.bytes.data(), dl.bytes.size());
   dl.digest = digest_bytes(h.high64, h.low64);
   dl.outcome_index = r.outcome_index;
@@ -206,6 +251,7 @@ void write_batch::dead_letter_all_rows(reason why, const std::string& message) {
   rows_.clear();
   copy_.assign(copy_format::header);
   sealed_ = false;
+  has_headers_ = false;
   // Events that only routed tables would have held.
   for (const auto& r : routed_) {
     if (pending_[r.outcome_index].kind != outcome_kind::mirrored) continue;
@@ -240,6 +286,7 @@ std::string_view write_batch::copy_data() {
 void write_batch::clear() {
   copy_.assign(copy_format::header);
   sealed_ = false;
+  has_headers_ = false;
   meta_.clear();
   rows_.clear();
   dead_.clear();

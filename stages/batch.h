@@ -32,6 +32,7 @@ struct dead_letter {
   // keeps one row per (topic, digest), so a resent bad event is stored once.
   std::string digest;
   std::string sqlstate;       // db_rejected: what PostgreSQL said
+  std::string headers;        // the event's transport headers (JSON object), empty: none (NULL)
   uint32_t outcome_index = 0;
   // Set by the sink when the INSERT stored no row because dlq_events already
   // held this (topic, digest): a resend, counted apart from new dead letters.
@@ -61,6 +62,7 @@ class write_batch {
     uint32_t copy_len = 0;
     uint32_t payload_off = 0;  // the event's bytes inside that tuple
     uint32_t payload_len = 0;
+    span_ref headers;  // in meta_: for its dead letter if the database refuses it
   };
 
   write_batch();
@@ -69,12 +71,14 @@ class write_batch {
   // one origin share one entry).
   void begin_origin(const std::shared_ptr<event_origin>& origin);
 
+  // `headers`: the event's transport headers as a JSON object, or empty.
   void add_row(std::string_view topic, std::string_view payload, std::string_view key,
-               std::string_view kind, uint64_t seq, int64_t received_ns);
+               std::string_view kind, uint64_t seq, int64_t received_ns, std::string_view headers = {});
   // An event that routes took (event_record::routed): its tuples go to the
   // streams of their routes, and with `mirror` its events_mirror row too.
   void add_routed(std::string_view routed, bool mirror, std::string_view topic, std::string_view payload,
-                  std::string_view key, std::string_view kind, uint64_t seq, int64_t received_ns);
+                  std::string_view key, std::string_view kind, uint64_t seq, int64_t received_ns,
+                  std::string_view headers = {});
   void add_dead_letter(dead_letter dl, uint64_t seq, int64_t received_ns);
   void add_duplicate(uint64_t seq, int64_t received_ns);
   void add_skipped(uint64_t seq, int64_t received_ns);
@@ -83,6 +87,11 @@ class write_batch {
   [[nodiscard]] std::string_view copy_data();
 
   [[nodiscard]] size_t row_count() const noexcept { return rows_.size(); }
+  // Whether the tuples carry a third field, headers (jsonb or NULL): only
+  // once some row of the batch has headers, so that batches without any
+  // (every TCP and HTTP event, most MQTT ones) stay (topic, payload) tuples,
+  // byte for byte as before, and need no headers column in the database.
+  [[nodiscard]] bool has_headers() const noexcept { return has_headers_; }
   // Rows of routed tables (docs/routes.md), in arrival order per route.
   struct routed_row {
     uint16_t route = 0;
@@ -92,6 +101,7 @@ class write_batch {
     span_ref topic, payload;  // in meta_: for its dead letter if the database refuses it
     span_ref key;             // in meta_: the dedup key, forgotten when the row is not stored
     span_ref kind;            // in meta_: the metrics' kind label (a bare message's: its first route's name)
+    span_ref headers;         // in meta_: the event's transport headers, for its dead letter
     bool counts_event = false;  // the event's first row, and it has no events_mirror row: counts in ingest_total
   };
   [[nodiscard]] size_t routed_row_count() const noexcept { return routed_.size(); }
@@ -141,10 +151,14 @@ class write_batch {
 
  private:
   void note_open();
+  // Rewrites the (topic, payload) tuples so far as (topic, payload, NULL): a
+  // batch's tuples all have one shape. Once per batch at most.
+  void widen_to_headers();
   span_ref keep(std::string_view s);
 
   std::string copy_;  // binary COPY header + tuples (trailer added by copy_data)
   bool sealed_ = false;
+  bool has_headers_ = false;
   std::string meta_;  // keys, topics, kinds of rows
   std::vector<row> rows_;
   std::vector<dead_letter> dead_;
@@ -162,6 +176,10 @@ inline constexpr std::string_view header{"PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 1
 inline constexpr std::string_view trailer{"\377\377", 2};
 // Appends one (topic varchar, payload jsonb) tuple.
 void append_event_row(std::string& out, std::string_view topic, std::string_view payload);
+// Appends one (topic varchar, payload jsonb, headers jsonb) tuple; empty
+// headers are NULL.
+void append_event_row_with_headers(std::string& out, std::string_view topic, std::string_view payload,
+                                   std::string_view headers);
 }  // namespace copy_format
 
 }  // namespace evpipe::stages

@@ -85,6 +85,10 @@ struct event_record {
   // Routes that took the event (docs/routes.md): per route with a table,
   // [u16 route index][u32 length][binary COPY tuple], extracted at intake.
   span_ref routed;
+  // Transport headers kept with the event (docs/mqtt.md: an MQTT 5 message's
+  // content type and user properties) as a JSON object; empty: none, stored
+  // as NULL in the headers column.
+  span_ref headers;
   reason why = reason::none;
   bool skip_mirror = false;  // taken by routes, none of which keeps the events_mirror row
   bool blank = false;        // empty line: counted and acked, nothing stored

@@ -92,34 +92,64 @@ std::vector<std::string> render_view(const view_input& in, int width, int height
                         sw));
   }
 
-  // Shards: queue depth is per shard; the write counters are per shard when
-  // labelled so, else one "all" row.
+  // Shards: one row each (queue depth, batches and rows per batch, write
+  // time, retries: all labelled by shard). Beyond 8 shards the rest fold into
+  // one row, so the view still fits 80x24. A scrape from before the shard
+  // label on the write counters shows them in one "all" row.
   lines.push_back("");
-  const std::vector<int> hw = {6, 7, 10, 10, 10, 10, 11};
-  lines.push_back(row({"SHARD", "QUEUE", "BATCHES/S", "ROWS/BATCH", "WRITE AVG", "WRITE P99", "RETRIES/S"}, hw));
-  auto shard_row = [&](const std::string& label, const std::map<std::string, std::string>& m, bool with_writes) {
-    std::string queue = format_count(now.sum(p + "_queue_depth", m));
+  const std::vector<int> hw = {6, 7, 10, 10, 10, 10, 11, 8};
+  lines.push_back(
+      row({"SHARD", "QUEUE", "BATCHES/S", "ROWS/BATCH", "WRITE AVG", "WRITE P99", "RETRIES/S", "BATCHES"}, hw));
+  // The sum over the shards in `ids` (one label value each; {""}: unlabelled).
+  auto over = [&](const scrape& sc, const std::string& name, const std::vector<std::string>& ids,
+                  std::map<std::string, std::string> m = {}) {
+    double t = 0;
+    for (const auto& id : ids) {
+      if (!id.empty()) m["shard"] = id;
+      t += sc.sum(name, m);
+    }
+    return t;
+  };
+  auto rate_over = [&](const std::string& name, const std::vector<std::string>& ids,
+                       const std::map<std::string, std::string>& m = {}) {
+    if (!in.before || in.interval_s <= 0) return std::nan("");
+    double d = over(now, name, ids, m) - over(*in.before, name, ids, m);
+    return d < 0 ? std::nan("") : d / in.interval_s;
+  };
+  auto shard_row = [&](const std::string& label, const std::vector<std::string>& ids, bool with_writes) {
+    std::string queue = format_count(over(now, p + "_queue_depth", ids));
     if (!with_writes) return row({label, queue}, hw);
-    double batches = rate(in, p + "_batches_total", m);
-    double rows = rate(in, p + "_copy_rows_total", m);
-    std::map<std::string, std::string> wm = m;
-    wm["stage"] = "write";
-    double wsum = rate(in, p + "_stage_latency_seconds_sum", wm), wcount = rate(in, p + "_stage_latency_seconds_count", wm);
+    double batches = rate_over(p + "_batches_total", ids);
+    double rows = rate_over(p + "_copy_rows_total", ids);
+    const std::map<std::string, std::string> wm = {{"stage", "write"}};
+    double wsum = rate_over(p + "_stage_latency_seconds_sum", ids, wm);
+    double wcount = rate_over(p + "_stage_latency_seconds_count", ids, wm);
     std::optional<double> p99;
-    if (in.before) p99 = quantile_between(*in.before, now, p + "_stage_latency_seconds", 0.99, wm);
-    return row({label, queue, rate_text(batches),
-                batches > 0 ? format_count(rows / batches) : "-",
+    if (in.before && ids.size() == 1) {
+      std::map<std::string, std::string> one = wm;
+      if (!ids[0].empty()) one["shard"] = ids[0];
+      p99 = quantile_between(*in.before, now, p + "_stage_latency_seconds", 0.99, one);
+    }
+    return row({label, queue, rate_text(batches), batches > 0 ? format_count(rows / batches) : "-",
                 wcount > 0 ? format_seconds(wsum / wcount) : "-", p99 ? format_seconds(*p99) : "-",
-                rate_text(rate(in, p + "_db_retries_total", m))},
+                rate_text(rate_over(p + "_db_retries_total", ids)), format_count(over(now, p + "_batches_total", ids))},
                hw);
   };
   bool per_shard_writes = false;
   for (const auto* s : now.family(p + "_batches_total")) per_shard_writes |= !s->label("shard").empty();
-  for (const auto* s : now.family(p + "_queue_depth")) {
-    const std::string& id = s->label("shard");
-    lines.push_back(shard_row(id.empty() ? "all" : id, {{"shard", id}}, per_shard_writes));
+  std::vector<std::string> shard_ids;
+  for (const auto* s : now.family(p + "_queue_depth")) shard_ids.push_back(s->label("shard"));
+  constexpr size_t max_shard_rows = 8;
+  for (size_t i = 0; i < shard_ids.size(); ++i) {
+    if (shard_ids.size() > max_shard_rows && i == max_shard_rows - 1) {
+      std::vector<std::string> rest(shard_ids.begin() + static_cast<std::ptrdiff_t>(i), shard_ids.end());
+      lines.push_back(shard_row(rest.front() + "-" + rest.back(), rest, per_shard_writes));
+      break;
+    }
+    const std::string& id = shard_ids[i];
+    lines.push_back(shard_row(id.empty() ? "all" : id, {id}, per_shard_writes));
   }
-  if (!per_shard_writes) lines.push_back(shard_row("all", {}, true));
+  if (!per_shard_writes) lines.push_back(shard_row("all", {""}, true));
 
   // End-to-end latency over the interval.
   lines.push_back("");

@@ -19,16 +19,29 @@ constexpr std::string_view copy_mirror_sql = "COPY {}events_mirror (topic, paylo
 // (ON COMMIT DROP; a rollback drops it too). It is created only on that path,
 // after a unique violation, so the fast path stays one COPY.
 constexpr const char* create_stage_sql =
-    "CREATE TEMP TABLE evpipe_stage (topic VARCHAR(255), payload JSONB) ON COMMIT DROP";
+    "CREATE TEMP TABLE evpipe_stage (topic VARCHAR(255), payload JSONB, headers JSONB) ON COMMIT DROP";
 constexpr const char* copy_stage_sql = "COPY pg_temp.evpipe_stage (topic, payload) FROM STDIN (FORMAT binary)";
 constexpr std::string_view move_stage_sql =
     "INSERT INTO {}events_mirror (topic, payload) SELECT topic, payload FROM pg_temp.evpipe_stage "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key";
+// With transport headers (docs/mqtt.md): only batches that carry some name
+// the column, so a database migrated before it still takes every other batch.
+constexpr std::string_view copy_mirror_headers_sql =
+    "COPY {}events_mirror (topic, payload, headers) FROM STDIN (FORMAT binary)";
+constexpr const char* copy_stage_headers_sql =
+    "COPY pg_temp.evpipe_stage (topic, payload, headers) FROM STDIN (FORMAT binary)";
+constexpr std::string_view move_stage_headers_sql =
+    "INSERT INTO {}events_mirror (topic, payload, headers) SELECT topic, payload, headers FROM pg_temp.evpipe_stage "
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key";
 // Sent as an unnamed statement (parsed again for each dead letter, which is
 // cheap next to the row it writes; dead letters are the rare path).
 constexpr std::string_view dlq_sql =
     "INSERT INTO {}dlq_events (original_topic, failure_reason, reason_code, payload, raw, event_digest) "
     "VALUES ($1, $2, $3, $4::jsonb, $5::bytea, $6::bytea) "
+    "ON CONFLICT (original_topic, event_digest) DO NOTHING";
+constexpr std::string_view dlq_headers_sql =
+    "INSERT INTO {}dlq_events (original_topic, failure_reason, reason_code, payload, raw, event_digest, headers) "
+    "VALUES ($1, $2, $3, $4::jsonb, $5::bytea, $6::bytea, $7::jsonb) "
     "ON CONFLICT (original_topic, event_digest) DO NOTHING";
 // Statements per pipeline sync: keeps both sides' socket buffers from filling
 // while a blocking connection writes (libpq's documented deadlock risk).
@@ -58,7 +71,10 @@ postgres_sink::postgres_sink(std::string dsn, std::string application_name, cons
       copy_mirror_sql_(with_schema(copy_mirror_sql, schema)),
       move_stage_sql_(with_schema(move_stage_sql, schema)),
       dlq_sql_(with_schema(dlq_sql, schema)),
-      settle_requeued_sql_(with_schema(settle_requeued_sql, schema)) {
+      settle_requeued_sql_(with_schema(settle_requeued_sql, schema)),
+      copy_mirror_headers_sql_(with_schema(copy_mirror_headers_sql, schema)),
+      move_stage_headers_sql_(with_schema(move_stage_headers_sql, schema)),
+      dlq_headers_sql_(with_schema(dlq_headers_sql, schema)) {
   if (const auto* routes = stages::route::active_routes()) tables_ = std::make_unique<table_writer>(*routes, schema);
 }
 
@@ -102,7 +118,7 @@ pipeline::write_status postgres_sink::write(stages::write_batch& batch) {
   // The fast path is a COPY on its own; requeued dead letters need their
   // DELETE in the same transaction, so they take the transaction below.
   if (batch.dead_letters().empty() && batch.routed_row_count() == 0 && !requeued) {
-    pg_status st = conn_.copy_in(copy_mirror_sql_.c_str(), batch.copy_data());
+    pg_status st = conn_.copy_in(copy_mirror_sql_of(batch), batch.copy_data());
     if (st.ok) return pipeline::write_status::committed;
     if (is_data_error(st)) return isolate_refused_rows(batch);
     if (classify(st) != pg_failure::duplicate_key) return fail(st);
@@ -249,7 +265,7 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
     if (resolve) {
       st = resolve_conflicts(batch, 0, batch.row_count(), batch.copy_data());
     } else {
-      st = conn_.copy_in(copy_mirror_sql_.c_str(), batch.copy_data());
+      st = conn_.copy_in(copy_mirror_sql_of(batch), batch.copy_data());
     }
   }
   if (st.ok && tables_ && batch.routed_row_count() > 0) {
@@ -271,10 +287,10 @@ pg_status postgres_sink::resolve_conflicts(stages::write_batch& batch, size_t fi
                                            std::string_view copy_data) {
   // Called inside a transaction, once per transaction.
   pg_status st = conn_.exec(create_stage_sql);
-  if (st.ok) st = conn_.copy_in(copy_stage_sql, copy_data);
+  if (st.ok) st = conn_.copy_in(batch.has_headers() ? copy_stage_headers_sql : copy_stage_sql, copy_data);
   if (!st.ok) return st;
   pg_result r;
-  st = conn_.query(move_stage_sql_.c_str(), r);
+  st = conn_.query(batch.has_headers() ? move_stage_headers_sql_.c_str() : move_stage_sql_.c_str(), r);
   if (!st.ok) return st;
   // The rows that went in, by key; a key twice in one batch (possible only
   // when the dedup window is tiny) goes in once.
@@ -327,13 +343,16 @@ pg_status postgres_sink::insert_dead_letters(stages::write_batch& batch) {
       const auto& dl = letters[sent];
       std::string_view code = stages::reason_code(dl.why);
       std::string code_text(code);
-      const char* values[6] = {dl.topic.c_str(), dl.message.c_str(), code_text.c_str(),
+      const char* values[7] = {dl.topic.c_str(), dl.message.c_str(), code_text.c_str(),
                                dl.bytes_are_json ? dl.bytes.c_str() : nullptr,
-                               dl.bytes_are_json ? nullptr : dl.bytes.data(), dl.digest.data()};
-      int lengths[6] = {0, 0, 0, static_cast<int>(dl.bytes.size()), static_cast<int>(dl.bytes.size()),
-                        static_cast<int>(dl.digest.size())};
-      int formats[6] = {0, 0, 0, 0, 1, 1};
-      if (PQsendQueryParams(c, dlq_sql_.c_str(), 6, nullptr, values, lengths, formats, 0) != 1) {
+                               dl.bytes_are_json ? nullptr : dl.bytes.data(), dl.digest.data(), dl.headers.c_str()};
+      int lengths[7] = {0, 0, 0, static_cast<int>(dl.bytes.size()), static_cast<int>(dl.bytes.size()),
+                        static_cast<int>(dl.digest.size()), 0};
+      int formats[7] = {0, 0, 0, 0, 1, 1, 0};
+      // Only a dead letter with headers names the column (as the COPY does).
+      const bool with_headers = !dl.headers.empty();
+      if (PQsendQueryParams(c, with_headers ? dlq_headers_sql_.c_str() : dlq_sql_.c_str(), with_headers ? 7 : 6,
+                            nullptr, values, lengths, formats, 0) != 1) {
         st = conn_.error_of(nullptr);
         break;
       }

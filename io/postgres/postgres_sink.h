@@ -69,8 +69,14 @@ class postgres_sink final : public pipeline::batch_sink {
 
   std::string dsn_;
   std::string application_name_;
+  [[nodiscard]] const char* copy_mirror_sql_of(const stages::write_batch& batch) const noexcept {
+    return batch.has_headers() ? copy_mirror_headers_sql_.c_str() : copy_mirror_sql_.c_str();
+  }
   std::string copy_mirror_sql_, move_stage_sql_, dlq_sql_;  // with the schema, if one is set
   std::string settle_requeued_sql_;
+  // The same with the headers column, for batches (and dead letters) that
+  // carry headers (write_batch::has_headers); the others never name it.
+  std::string copy_mirror_headers_sql_, move_stage_headers_sql_, dlq_headers_sql_;
   pg_connection conn_;
   std::string last_error_;
   std::unique_ptr<table_writer> tables_;  // routed tables (docs/routes.md); null without routes

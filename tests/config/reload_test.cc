@@ -75,15 +75,20 @@ TEST(ReloadPlan, LiveSettingsApplyAndTheOthersAreKeptByName) {
   b.pipeline.shards = 4;
   b.postgres.dsn = "postgresql://u:other@db2/evpipe";
   b.postgres.schema = "ingest";
+  b.events.max_event_bytes = 2048;
+  b.events.max_depth = 8;
   auto p = plan_reload(a, b);
   EXPECT_TRUE(p.batch);
   EXPECT_TRUE(p.queue);
   EXPECT_TRUE(p.log);
+  EXPECT_TRUE(p.events);
   EXPECT_EQ(p.kept, (std::vector<std::string>{"[pipeline] shards", "[postgres] dsn", "[postgres] schema"}));
   // What runs afterwards: the live parts are new, the rest as it was.
   EXPECT_EQ(p.effective.batch.max_rows, 64u);
   EXPECT_EQ(p.effective.pipeline.queue_capacity, 100u);
   EXPECT_EQ(p.effective.log.level, "debug");
+  EXPECT_EQ(p.effective.events.max_event_bytes, 2048u);
+  EXPECT_EQ(p.effective.events.max_depth, 8u);
   EXPECT_EQ(p.effective.pipeline.shards, 2u);
   EXPECT_EQ(p.effective.postgres.dsn, a.postgres.dsn);
   EXPECT_EQ(p.effective.postgres.schema, "");

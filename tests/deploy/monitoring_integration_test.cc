@@ -101,7 +101,7 @@ TEST_F(MonitoringTest, RulesAndDashboardUseOnlyMetricsEvpipeServes) {
     ndjson_client client(tcp_port);
     client.send_all(valid_event("mon-1") + "\n{not json\n");
     ASSERT_TRUE(eventually([&] {
-      return metric_value(http_get(http_port, "/metrics"), "evpipe_batches_total") >= 1 &&
+      return metric_family_sum(http_get(http_port, "/metrics"), "evpipe_batches_total") >= 1 &&
              http_get(http_port, "/metrics").find("evpipe_dlq_total{") != std::string::npos;
     }, 60s)) << http_get(http_port, "/metrics") << evp.log();
   }

@@ -139,5 +139,80 @@ TEST_F(MqttSource, Mqtt5UserPropertiesAndContentTypeReachTheDeadLetter) {
       << got->second;
 }
 
+// Publishes `payload` with Debian's mosquitto_pub at MQTT 5 and QoS 1,
+// with `props` as its -D publish options. A real client, so the properties'
+// bytes are not the codec's own idea of them.
+int mosquitto_pub_v5(uint16_t port, const std::string& topic, const std::string& payload, const std::string& props) {
+  std::string cmd = "timeout 20 mosquitto_pub -h 127.0.0.1 -p " + std::to_string(port) +
+                    " -V mqttv5 -q 1 -i pub-v5h -t '" + topic + "' -m '" + payload + "' " + props;
+  return std::system(cmd.c_str());
+}
+
+TEST_F(MqttSource, Mqtt5UserPropertiesAndContentTypeAreStoredWithTheEvent) {
+  mosquitto_broker broker("v5_headers");
+  uint16_t http_port = free_port();
+  evpipe_process evp(mqtt_config(db, broker.url(), http_port, v5_options("evpipe-v5h")), "mqtt5_headers");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  start_connected(evp, http_port);
+  // Repeated keys and their order are kept (MQTT 5 allows both).
+  const std::string props =
+      "-D publish user-property tenant acme -D publish user-property site 'north 1' "
+      "-D publish user-property tenant beta -D publish content-type application/json";
+  // A new session's SUBSCRIBE may still be on its way after CONNACK: publish
+  // one event until it arrives (the same key each time: one row).
+  ASSERT_TRUE(eventually([&] {
+    return mosquitto_pub_v5(broker.port(), "tracker/events/h", valid_event("h-0"), "") == 0 && received(http_port) >= 1;
+  })) << evp.log();
+  const double warm = received(http_port);
+  ASSERT_EQ(mosquitto_pub_v5(broker.port(), "tracker/events/h", valid_event("h-1"), props), 0);
+  ASSERT_EQ(mosquitto_pub_v5(broker.port(), "tracker/events/h", valid_event("h-2"), ""), 0);
+  ASSERT_EQ(mosquitto_pub_v5(broker.port(), "tracker/events/h", valid_event("h-3"),
+                             "-D publish user-property only-one x"), 0);
+  ASSERT_EQ(mosquitto_pub_v5(broker.port(), "tracker/events/h", "not json", props), 0);
+  ASSERT_TRUE(eventually([&] { return settled(http_port, warm + 4); })) << evp.log();
+  const std::string full =
+      R"('{"content_type":"application/json","user_properties":[["tenant","acme"],["site","north 1"],["tenant","beta"]]}'::jsonb)";
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'h-1' AND headers = " + full), 1)
+      << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'h-2' AND headers IS NULL"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'h-3' AND headers = "
+                     R"('{"user_properties":[["only-one","x"]]}'::jsonb)"),
+            1);
+  // A dead letter keeps them too.
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'invalid_json' AND headers = " + full), 1);
+  EXPECT_EQ(mirrored(), 4);  // h-0 to h-3
+
+  // A restart empties the dedup window: the resend of h-1 meets its stored
+  // key in the database, and the batch goes through the staging table with
+  // its headers (one row kept, acked as a duplicate).
+  evp.kill(SIGKILL);
+  evp.start(http_port);
+  ASSERT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_mqtt_connections_active") == 1; })) << evp.log();
+  ASSERT_EQ(mosquitto_pub_v5(broker.port(), "tracker/events/h", valid_event("h-1"), props), 0);
+  ASSERT_EQ(mosquitto_pub_v5(broker.port(), "tracker/events/h", valid_event("h-4"), props), 0);
+  ASSERT_TRUE(eventually([&] { return settled(http_port, 2); })) << evp.log();
+  EXPECT_EQ(mirrored(), 5) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key IN ('h-1', 'h-4') AND headers = " + full),
+            2);
+}
+
+// A batch that names a missing headers column could never commit: with an
+// MQTT 5 source, `run` refuses a database migrated before the column, and
+// says to migrate.
+TEST_F(MqttSource, Mqtt5RunRefusesTablesWithoutTheHeadersColumn) {
+  mosquitto_broker broker("v5_no_headers");
+  uint16_t http_port = free_port();
+  evpipe_process evp(mqtt_config(db, broker.url(), http_port, v5_options("evpipe-v5nh")), "mqtt5_no_headers");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec("ALTER TABLE events_mirror DROP COLUMN headers");
+  EXPECT_EQ(evp.run_command("run"), 1) << evp.log("run.log");
+  EXPECT_NE(evp.log("run.log").find("has no headers column"), std::string::npos) << evp.log("run.log");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  EXPECT_EQ(db.count("SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND "
+                     "table_name = 'events_mirror' AND "
+                     "column_name = 'headers'"),
+            1);
+}
+
 }  // namespace
 }  // namespace evpipe::testing

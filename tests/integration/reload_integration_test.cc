@@ -247,6 +247,85 @@ TEST_F(Reload, TenReloadsUnderLoadLoseAndDuplicateNothingAndKeepUnchangedConnect
   EXPECT_GT(metric_value(metrics, "evpipe_config_last_reload_timestamp_seconds"), 1.7e9) << metrics;
 }
 
+// [events] limits change live (issue 15): while two producers stream on
+// source a, a connection that stays open sends one event of about 1,500
+// bytes after each reload; with max_event_bytes = 1024 it is dead-lettered
+// as too_large, with 4096 it is stored. Nothing is lost or stored twice, and
+// no connection is closed by a reload. Fails where [events] is kept until a
+// restart (every large event is stored).
+TEST_F(Reload, EventLimitsApplyToTheNextReadOfOpenConnections) {
+  uint16_t pa = free_port(), pb = free_port(), pc = free_port(), http = free_port();
+  knobs k;
+  auto config = [&](uint32_t max_event_bytes) {
+    return reload_config(db, pa, pb, pc, http, k) + "[events]\nmax_event_bytes = " + std::to_string(max_event_bytes) +
+           "\n";
+  };
+  evpipe_process evp(config(4096), "reload_limits");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(pa);
+  ASSERT_TRUE(eventually([&] { return http_get(http, "/health/ready").find(" 200 ") != std::string::npos; }, 30s));
+
+  std::vector<std::unique_ptr<producer>> load;
+  for (int i = 0; i < 2; ++i) load.push_back(std::make_unique<producer>(pa, "rll" + std::to_string(i), 2'000'000));
+  ndjson_client probe(pa);  // opened before the first reload, kept to the end
+  const std::string big_text(1400, 'x');
+  uint64_t sent = 0;
+  size_t done = 0;
+  std::vector<uint32_t> limits = {1024, 4096, 1024, 4096, 1024, 4096};
+  auto send_big = [&](const std::string& key) {
+    probe.send_all(valid_event(key, big_text) + "\n");
+    ++sent;
+    return probe.read_acks_until(sent, 30s) == sent;
+  };
+  ASSERT_TRUE(send_big("rll-big-start")) << evp.log();
+  for (size_t i = 0; i < limits.size(); ++i) {
+    long before = 0;
+    for (auto& p : load) before += p->acked();
+    evp.write_config(config(limits[i]));
+    evp.kill(SIGHUP);
+    ++done;
+    ASSERT_TRUE(eventually([&] { return count_of(evp.log(), "reload done") == done; }, 60s)) << evp.log();
+    ASSERT_TRUE(send_big("rll-big-" + std::to_string(i))) << i << "\n" << evp.log();
+    ASSERT_TRUE(eventually([&] {
+      long now = 0;
+      for (auto& p : load) now += p->acked();
+      return now > before + 200;
+    }, 30s)) << evp.log();
+  }
+  for (auto& p : load) p->finish();
+  EXPECT_FALSE(probe.closed());
+  std::string log = evp.log();
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(60s), 0) << log;
+
+  // Under 1024: too_large; under 4096: stored. Each once.
+  for (size_t i = 0; i < limits.size(); ++i) {
+    std::string key = "rll-big-" + std::to_string(i);
+    long stored = db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = '" + key + "'");
+    long dead = db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'too_large' AND "
+                         "convert_from(raw, 'UTF8') LIKE '%\"" + key + "\"%'");
+    EXPECT_EQ(stored, limits[i] == 4096 ? 1 : 0) << key;
+    EXPECT_EQ(dead, limits[i] == 4096 ? 0 : 1) << key;
+  }
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'rll-big-start'"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 3);
+  for (auto& p : load) {
+    EXPECT_FALSE(p->failed()) << p->run();
+    EXPECT_EQ(p->reconnects(), 0) << p->run() << "\n" << log;
+    ASSERT_GT(p->acked(), 0) << p->run();
+    long acked_stored = db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = ANY (ARRAY(SELECT '" +
+                                 p->run() + "-' || g FROM generate_series(0, " + std::to_string(p->acked() - 1) +
+                                 ") g))");
+    EXPECT_EQ(acked_stored, p->acked()) << p->run();
+    long rows = db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE '" + p->run() + "-%'");
+    long keys = db.count("SELECT count(DISTINCT idempotency_key) FROM events_mirror WHERE idempotency_key LIKE '" +
+                         p->run() + "-%'");
+    EXPECT_EQ(rows, keys) << p->run();
+  }
+  EXPECT_EQ(count_of(log, "[events] max_event_bytes = 1024"), 3u) << log;
+  EXPECT_EQ(log.find("[events] max_event_bytes cannot change"), std::string::npos) << log;
+}
+
 // The status of one POST /v1/events on a fresh connection.
 int post_status(uint16_t port, const std::string& token, const std::string& body) {
   int fd = connect_loopback(port);

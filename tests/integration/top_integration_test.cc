@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -99,8 +100,10 @@ TEST_F(Top, ShowsWhatMetricsSaysOnAnEightyByTwentyFourTerminalAndQuitsOnQ) {
       std::this_thread::sleep_for(100ms);
     }
   });
-  // While it runs: a rate and end-to-end percentiles.
+  // While it runs: a rate, end-to-end percentiles, and each shard's own
+  // batch rate and write time (the write metrics are labelled by shard).
   bool saw_rate = false, saw_latency = false;
+  std::set<std::string> shards_writing;
   std::string last;
   ASSERT_TRUE(eventually([&] {
     last = screen();
@@ -108,7 +111,11 @@ TEST_F(Top, ShowsWhatMetricsSaysOnAnEightyByTwentyFourTerminalAndQuitsOnQ) {
     if (tcp.size() >= 2 && tcp[1] != "-" && tcp[1] != "0") saw_rate = true;
     auto at = last.find("p50 ");
     if (at != std::string::npos && last.compare(at + 4, 1, "-") != 0) saw_latency = true;
-    return saw_rate && saw_latency;
+    for (const char* shard : {"0", "1"}) {
+      auto row = fields(last, shard);
+      if (row.size() == 8 && row[2] != "-" && row[2] != "0" && row[4] != "-") shards_writing.insert(shard);
+    }
+    return saw_rate && saw_latency && shards_writing.size() == 2;
   }, 30s, 200ms)) << last;
   load.join();
   const uint64_t total = chunks * (valid + invalid);
@@ -135,11 +142,21 @@ TEST_F(Top, ShowsWhatMetricsSaysOnAnEightyByTwentyFourTerminalAndQuitsOnQ) {
   EXPECT_EQ(dlq[1], plain(double(chunks * invalid))) << last;
   EXPECT_EQ(metric_value(metrics, "evpipe_dlq_total{topic=\"top/it\",reason=\"invalid_json\"}"), chunks * invalid)
       << metrics;
+  // One row per shard, its figures from that shard's series: no "all" row.
+  EXPECT_TRUE(fields(last, "all").empty()) << last;
+  double batches = 0;
   for (const char* shard : {"0", "1"}) {
     auto row = fields(last, shard);
-    ASSERT_GE(row.size(), 2u) << last;
-    EXPECT_EQ(row[1], plain(metric_value(metrics, "evpipe_queue_depth{shard=\"" + std::string(shard) + "\"}")));
+    ASSERT_EQ(row.size(), 8u) << last;
+    const std::string l = "{shard=\"" + std::string(shard) + "\"}";
+    EXPECT_EQ(row[1], plain(metric_value(metrics, "evpipe_queue_depth" + l)));
+    EXPECT_EQ(row[7], plain(metric_value(metrics, "evpipe_batches_total" + l))) << last << metrics;
+    EXPECT_GT(metric_value(metrics, "evpipe_batches_total" + l), 0) << metrics;
+    EXPECT_EQ(metric_value(metrics, "evpipe_db_retries_total" + l), 0) << metrics;
+    EXPECT_EQ(row[6], "0") << last;  // retries per second, settled
+    batches += metric_value(metrics, "evpipe_batches_total" + l);
   }
+  EXPECT_GT(batches, 0);
   EXPECT_NE(last.find("database: ready"), std::string::npos) << last;
   // Within 80 x 24.
   std::istringstream lines(last);

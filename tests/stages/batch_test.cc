@@ -55,6 +55,57 @@ TEST(WriteBatch, CopyDataIsHeaderRowsTrailerAndReopensForMoreRows) {
   EXPECT_EQ(b.text(b.rows()[1].key), "k2");
 }
 
+TEST(CopyFormat, HeadersAreAThirdJsonbFieldOrNull) {
+  std::string with, without;
+  copy_format::append_event_row_with_headers(with, "t", "{}", R"({"content_type":"a"})");
+  copy_format::append_event_row_with_headers(without, "t", "{}", "");
+  const std::string base = std::string("\x00\x00\x00\x01", 4) + "t" + std::string("\x00\x00\x00\x03", 4) + "\x01{}";
+  EXPECT_EQ(with, std::string("\x00\x03", 2) + base + std::string("\x00\x00\x00\x15", 4) + "\x01" +
+                      R"({"content_type":"a"})");
+  EXPECT_EQ(without, std::string("\x00\x03", 2) + base + std::string("\xff\xff\xff\xff", 4));
+}
+
+TEST(WriteBatch, RowsWithoutHeadersStayTwoFieldTuples) {
+  write_batch b;
+  b.begin_origin(std::make_shared<recording_origin>());
+  b.add_row("t", "{}", "k1", "kind", 1, 0);
+  b.add_row("t", "{}", "k2", "kind", 2, 0, "");
+  EXPECT_FALSE(b.has_headers());
+  std::string row;
+  copy_format::append_event_row(row, "t", "{}");
+  EXPECT_EQ(std::string(b.copy_data()), std::string(copy_format::header) + row + row + std::string(copy_format::trailer));
+}
+
+TEST(WriteBatch, TheFirstRowWithHeadersWidensTheBatchsEarlierTuples) {
+  write_batch b;
+  b.begin_origin(std::make_shared<recording_origin>());
+  b.add_row("t", R"({"a":1})", "k1", "kind", 1, 0);
+  (void)b.copy_data();  // sealed, then reopened by the next row
+  b.add_row("u", R"({"b":2})", "k2", "kind", 2, 0);
+  b.add_row("v", R"({"c":3})", "k3", "kind", 3, 0, R"({"content_type":"x"})");
+  b.add_row("w", R"({"d":4})", "k4", "kind", 4, 0);
+  ASSERT_TRUE(b.has_headers());
+  std::string expected(copy_format::header), r1, r2, r3, r4;
+  copy_format::append_event_row_with_headers(r1, "t", R"({"a":1})", "");
+  copy_format::append_event_row_with_headers(r2, "u", R"({"b":2})", "");
+  copy_format::append_event_row_with_headers(r3, "v", R"({"c":3})", R"({"content_type":"x"})");
+  copy_format::append_event_row_with_headers(r4, "w", R"({"d":4})", "");
+  EXPECT_EQ(std::string(b.copy_data()), expected + r1 + r2 + r3 + r4 + std::string(copy_format::trailer));
+  // Offsets still find each row's tuple and payload (slices, dead letters).
+  EXPECT_EQ(b.row_payload(0), R"({"a":1})");
+  EXPECT_EQ(b.row_payload(2), R"({"c":3})");
+  EXPECT_EQ(b.row_payload(3), R"({"d":4})");
+  std::string slice;
+  b.copy_slice(1, 3, slice);
+  EXPECT_EQ(slice, std::string(copy_format::header) + r2 + r3 + std::string(copy_format::trailer));
+  // A refused row's dead letter keeps its headers.
+  b.reject_row(2, "23514", "check", true);
+  ASSERT_EQ(b.dead_letters().size(), 1u);
+  EXPECT_EQ(b.dead_letters()[0].headers, R"({"content_type":"x"})");
+  b.clear();
+  EXPECT_FALSE(b.has_headers());
+}
+
 TEST(WriteBatch, TracksOutcomesPerOriginInOrder) {
   write_batch b;
   auto a = std::make_shared<recording_origin>();

@@ -49,4 +49,22 @@ inline double metric_value(const std::string& metrics, const std::string& sample
   return std::stod(metrics.substr(at + sample.size() + 2));
 }
 
+// The sum of every series of the family `name` (labelled or not); -1 when
+// it has none.
+inline double metric_family_sum(const std::string& metrics, const std::string& name) {
+  double sum = 0;
+  bool any = false;
+  for (size_t at = 0; at < metrics.size();) {
+    size_t end = metrics.find('\n', at);
+    if (end == std::string::npos) end = metrics.size();
+    std::string_view line(metrics.data() + at, end - at);
+    if (line.starts_with(name + "{") || line.starts_with(name + " ")) {
+      sum += std::stod(std::string(line.substr(line.rfind(' ') + 1)));
+      any = true;
+    }
+    at = end + 1;
+  }
+  return any ? sum : -1;
+}
+
 }  // namespace evpipe::testing

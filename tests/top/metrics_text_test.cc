@@ -95,7 +95,7 @@ TEST(TopView, ShowsRatesTotalsAndFitsEightyByTwentyFour) {
   EXPECT_EQ(fields(lines, "tcp"), (std::vector<std::string>{"tcp", "1,000", "3,000", "4", "0", "0"})) << screen;
   // Shard 0's queue; then 10 batches of 2,000 rows in 2 s, over all shards.
   EXPECT_EQ(fields(lines, "0"), (std::vector<std::string>{"0", "0"})) << screen;
-  EXPECT_EQ(fields(lines, "all"), (std::vector<std::string>{"all", "0", "5", "200", "-", "-", "0"})) << screen;
+  EXPECT_EQ(fields(lines, "all"), (std::vector<std::string>{"all", "0", "5", "200", "-", "-", "0", "20"})) << screen;
   EXPECT_EQ(fields(lines, "invalid_json"), (std::vector<std::string>{"invalid_json", "11", "2"})) << screen;
   EXPECT_EQ(fields(lines, "too_large"), (std::vector<std::string>{"too_large", "1", "0"})) << screen;
   EXPECT_NE(screen.find("p50 6.0ms p99 10.0ms p99.9 10.0ms, 1,000 events"), std::string::npos) << screen;
@@ -103,6 +103,60 @@ TEST(TopView, ShowsRatesTotalsAndFitsEightyByTwentyFour) {
   auto small = render_view(in, 40, 10);
   ASSERT_EQ(small.size(), 10u);
   EXPECT_NE(small.back().find("more lines"), std::string::npos);
+}
+
+// `shards` shards, labelled as evpipe writes them; shard i has done (i + 1) *
+// `step` batches of 100 rows, each written in 2 ms, and 3 * i retries.
+std::string per_shard_text(int shards, int step) {
+  std::string t;
+  for (int i = 0; i < shards; ++i) {
+    std::string l = "{shard=\"" + std::to_string(i) + "\"}";
+    std::string wl = "{stage=\"write\",shard=\"" + std::to_string(i) + "\"";
+    double batches = (i + 1) * step;
+    t += "evpipe_queue_depth" + l + " " + std::to_string(i) + "\n";
+    t += "evpipe_batches_total" + l + " " + std::to_string(batches) + "\n";
+    t += "evpipe_copy_rows_total" + l + " " + std::to_string(batches * 100) + "\n";
+    t += "evpipe_db_retries_total" + l + " " + std::to_string(3 * i * step) + "\n";
+    t += "evpipe_stage_latency_seconds_bucket" + wl + ",le=\"0.001\"} 0\n";
+    t += "evpipe_stage_latency_seconds_bucket" + wl + ",le=\"0.0025\"} " + std::to_string(batches) + "\n";
+    t += "evpipe_stage_latency_seconds_bucket" + wl + ",le=\"+Inf\"} " + std::to_string(batches) + "\n";
+    t += "evpipe_stage_latency_seconds_sum" + wl + "} " + std::to_string(batches * 0.002) + "\n";
+    t += "evpipe_stage_latency_seconds_count" + wl + "} " + std::to_string(batches) + "\n";
+  }
+  return t;
+}
+
+TEST(TopView, OneRowPerShardWithItsOwnWriteFiguresAndTheRestFoldedPastEight) {
+  for (int shards : {2, 8, 10}) {
+    auto a = parse_metrics(per_shard_text(shards, 1)), b = parse_metrics(per_shard_text(shards, 3));
+    view_input in;
+    in.before = &a;
+    in.now = &b;
+    in.interval_s = 2;
+    auto lines = render_view(in, 80, 24);
+    std::string screen;
+    for (const auto& l : lines) {
+      EXPECT_LE(l.size(), 80u) << l;
+      screen += l + "\n";
+    }
+    EXPECT_LE(lines.size(), 24u) << screen;
+    EXPECT_EQ(screen.find("more lines"), std::string::npos) << screen;
+    EXPECT_TRUE(fields(lines, "all").empty()) << screen;
+    const int shown = shards > 8 ? 7 : shards;
+    for (int i = 0; i < shown; ++i) {
+      // (i + 1) * 2 batches in 2 s, 100 rows each, 2 ms each; 6 * i retries in 2 s; 3 * (i + 1) batches in all.
+      EXPECT_EQ(fields(lines, std::to_string(i)),
+                (std::vector<std::string>{std::to_string(i), std::to_string(i), format_count(i + 1), "100", "2.0ms",
+                                          "2.5ms", format_count(3 * i), std::to_string(3 * (i + 1))}))
+          << screen;
+    }
+    if (shards > 8) {
+      // Shards 7, 8 and 9 in one row: queues 24; 8 + 9 + 10 = 27 batches per s.
+      EXPECT_EQ(fields(lines, "7-9"), (std::vector<std::string>{"7-9", "24", "27", "100", "2.0ms", "-", "72", "81"}))
+          << screen;
+      EXPECT_TRUE(fields(lines, "8").empty()) << screen;
+    }
+  }
 }
 
 }  // namespace

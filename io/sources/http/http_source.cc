@@ -360,6 +360,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
     if (!events.empty()) {
       reading_.fetch_add(1);
       int64_t received = pipeline::steady_now_ns();
+      if (limits_follower_.changed(limits_)) intake_.set_limits(limits_);  // a reload changed [events]
       auto& validator = pipeline::thread_validator(limits_);
       const bool fixed_topic = req.find("X-Topic") != req.end();
       std::string_view topic = fixed_topic ? topic_header : std::string_view(cfg_.topic);
@@ -522,7 +523,8 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
   const config::http_source& cfg_;
   pipeline::router& router_;
   pipeline::source_probe& probe_;
-  const stages::envelope_limits limits_;
+  stages::envelope_limits limits_;
+  pipeline::limits_follower limits_follower_;
   pipeline::intake intake_;
   std::atomic<int>& reading_;
   std::atomic<bool>& stopping_;

@@ -37,8 +37,8 @@ mqtt_link::mqtt_link(asio::strand<asio::io_context::executor_type> strand, const
       keepalive_s_(shared.cfg.keepalive_s),
       tracker_(uint64_t{shared.cfg.protocol == "5" ? 3u : 2u} * shared.cfg.max_inflight),  // read_limit() and margin
       intake_(shared.router.shard_count(), shared.limits),
-      // A PUBLISH carries the event, its topic (up to 64 KiB) and a few bytes.
-      max_packet_(size_t{shared.limits.max_event_bytes} + 65536 + 16),
+      limits_(shared.limits),
+      max_packet_(max_packet_for(shared.limits)),
       buf_(std::min(max_packet_, size_t{256} << 10) + simdjson::SIMDJSON_PADDING) {}
 
 size_t mqtt_link::capacity() const noexcept { return buf_.size() - simdjson::SIMDJSON_PADDING; }
@@ -214,7 +214,11 @@ asio::awaitable<link_end> mqtt_link::read_loop(std::string& why) {
 
 std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
   int64_t received = pipeline::steady_now_ns();
-  auto& validator = pipeline::thread_validator(sh_.limits);
+  if (limits_follower_.changed(limits_)) {  // a reload changed [events]: from the next packet on
+    max_packet_ = max_packet_for(limits_);
+    intake_.set_limits(limits_);
+  }
+  auto& validator = pipeline::thread_validator(limits_);
   held_ = false;
   for (;;) {
     if (skip_) {
@@ -294,7 +298,8 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
         if (p.payload.starts_with("\xEF\xBB\xBF")) p.payload.remove_prefix(3);
         uint64_t seq = take_seq(p.packet_id, p.qos, p.topic, p.payload);
         size_t readable = static_cast<size_t>(buf_.data() + buf_.size() - p.payload.data());
-        intake_.add(p.payload, readable, seq, received, p.topic, validator, pipeline::topic_rule::source_only);
+        intake_.add(p.payload, readable, seq, received, p.topic, validator, pipeline::topic_rule::source_only,
+                    properties_json_);
         break;
       }
       case mqtt::packet_type::suback: {
@@ -373,10 +378,9 @@ uint64_t mqtt_link::take_seq(uint16_t packet_id, uint8_t qos, std::string_view t
   if (sh_.cfg.dlq_publish) {
     m.topic.assign(topic);
     // What dlq_events.raw keeps of it: all, or the prefix of a too_large one.
-    m.payload.assign(payload.size() > sh_.limits.max_event_bytes ? payload.substr(0, too_large_prefix) : payload);
-    m.properties_json = std::move(properties_json_);
+    m.payload.assign(payload.size() > limits_.max_event_bytes ? payload.substr(0, too_large_prefix) : payload);
+    m.properties_json = properties_json_;
   }
-  properties_json_.clear();
   return seq;
 }
 

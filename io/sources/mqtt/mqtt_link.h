@@ -198,6 +198,10 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   // larger than it is coming.
   void make_room();
   [[nodiscard]] size_t capacity() const noexcept;
+  // A PUBLISH carries the event, its topic (up to 64 KiB) and a few bytes.
+  [[nodiscard]] static size_t max_packet_for(const stages::envelope_limits& limits) noexcept {
+    return size_t{limits.max_event_bytes} + 65536 + 16;
+  }
   // Unacknowledged messages past which the link stops reading. At 3.1.1,
   // max_inflight. At MQTT 5 the broker holds QoS 1 and 2 back at our Receive
   // Maximum (= max_inflight), so this bound only has to catch QoS 0 floods
@@ -260,13 +264,16 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   pipeline::ack_tracker tracker_;
   pipeline::intake intake_;
   std::deque<inflight> inflight_;       // read, not yet acknowledged, in arrival order
-  const size_t max_packet_;
+  // [events] limits, followed at each read (a reload may change them).
+  stages::envelope_limits limits_;
+  pipeline::limits_follower limits_follower_;
+  size_t max_packet_;                   // from limits_.max_event_bytes
   const bool v5_;                       // protocol = "5"
   uint32_t keepalive_s_;                // ours, or the broker's Server Keep Alive (MQTT 5)
   uint16_t receive_maximum_ = 65535;    // MQTT 5: what we told the broker
   size_t qos_unacked_ = 0;              // QoS 1 and 2 messages read and not yet acknowledged
   mqtt::v5::properties props_;          // of the packet being handled (views into buf_)
-  std::string properties_json_;         // of the PUBLISH being taken, for its dead letter (dlq_publish)
+  std::string properties_json_;         // of the PUBLISH being taken (MQTT 5): its event's headers, and its dead letter's
   std::vector<char> buf_;               // received bytes [begin_, end_), then simdjson padding
   size_t begin_ = 0, end_ = 0;
   std::optional<skipping> skip_;

@@ -69,9 +69,9 @@ void mqtt_link::report_suback(const mqtt::suback_packet& s) {
 }
 
 void mqtt_link::update_degraded() {
-  // The source's gauge sums its sessions' latest SUBACKs; a shared group
-  // that delivers nothing degrades every filter.
-  int degraded = state_.shared_silent.load() ? static_cast<int>(sh_.cfg.topics.size()) : state_.suback_degraded;
+  // The source's gauge sums its sessions' latest SUBACKs (a shared group
+  // that delivers nothing has its own gauge, shared_unconfirmed).
+  int degraded = state_.suback_degraded;
   sh_.probe.subscriptions_degraded.fetch_add(degraded - state_.degraded_filters, std::memory_order_relaxed);
   state_.degraded_filters = degraded;
 }
@@ -119,11 +119,11 @@ void mqtt_link::shared_probe_expired() {
                   "through \"{}\" within {} s. The broker most likely does not support shared subscriptions and "
                   "bound the \"$share/...\" filters literally (aedes and RabbitMQ 3.10 do; Mosquitto from 1.6, "
                   "EMQX, HiveMQ and VerneMQ support them), or its ACL denies this client the probe topic. Remove "
-                  "shared_group (and use connections = 1) or use a broker with shared subscriptions; the "
-                  "subscriptions count as degraded and /health/ready says so",
+                  "shared_group (and use connections = 1) or use a broker with shared subscriptions; "
+                  "mqtt_shared_subscription_unconfirmed counts it and /health/ready lists it",
                   sh_.cfg.url, client_id_, sh_.cfg.shared_group, probe_topic(), wire_filter(probe_topic()),
                   shared_probe_timeout.count());
-    update_degraded();
+    sh_.probe.shared_unconfirmed.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
@@ -133,7 +133,7 @@ void mqtt_link::shared_probe_answered() {
   if (state_.shared_silent.exchange(false)) {
     spdlog::info("mqtt {} ({}): shared_group \"{}\" delivers again (the probe came back)", sh_.cfg.url, client_id_,
                  sh_.cfg.shared_group);
-    update_degraded();
+    sh_.probe.shared_unconfirmed.fetch_sub(1, std::memory_order_relaxed);
   }
 }
 

@@ -108,8 +108,11 @@ bool mqtt_link::check_publish_v5(const mqtt::publish_packet& p, std::string& why
     flush();
     return false;
   }
-  if (sh_.cfg.dlq_publish && (props_.content_type || !props_.user_properties.empty())) {
-    // Kept with the message for its dead letter: not lost with the bytes.
+  // The content type and user properties travel with the event into its row
+  // (the headers column, docs/mqtt.md) and into a dlq_publish republish.
+  // Built only for a message that has them: the others cost nothing.
+  properties_json_.clear();
+  if (props_.content_type || !props_.user_properties.empty()) {
     std::string& j = properties_json_;
     j = "{";
     if (props_.content_type) {

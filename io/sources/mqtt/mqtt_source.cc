@@ -45,6 +45,11 @@ class mqtt_session : public std::enable_shared_from_this<mqtt_session> {
       self->stopping_ = true;
       self->backoff_timer_.cancel();
       if (self->link_) self->link_->close();
+      // A session that ends (a reload removed or changed its source) takes
+      // its unconfirmed shared_group out of the gauge.
+      if (self->state_.shared_silent.exchange(false)) {
+        self->sh_.probe.shared_unconfirmed.fetch_sub(1, std::memory_order_relaxed);
+      }
     });
   }
   [[nodiscard]] bool open() const noexcept { return open_.load(); }

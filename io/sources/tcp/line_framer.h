@@ -49,6 +49,10 @@ class line_framer {
   // At end of stream: the unterminated last line, if any.
   [[nodiscard]] item finish();
 
+  // A new line limit (a reload changed [events] max_event_bytes): applies to
+  // the lines next() has not returned yet, including one partly buffered.
+  void set_max_line(size_t max_line) noexcept { max_line_ = max_line; }
+
   // Bytes buffered that are not yet returned as lines.
   [[nodiscard]] size_t pending() const noexcept { return end_ - begin_; }
   [[nodiscard]] size_t capacity() const noexcept { return buf_.size() - padding_; }

@@ -128,6 +128,10 @@ class tcp_connection final : public stages::event_origin,
       framer_.commit(n);
       intake_.reserve(n);  // one allocation per shard batch and read
       int64_t t = pipeline::steady_now_ns();
+      if (limits_follower_.changed(limits_)) {  // a reload changed [events]: from this read on
+        framer_.set_max_line(limits_.max_event_bytes);
+        intake_.set_limits(limits_);
+      }
       auto& validator = pipeline::thread_validator(limits_);  // this thread's parser, once per read
       for (auto it = framer_.next(); it.what != line_framer::kind::none; it = framer_.next()) take(it, t, validator);
       submit(t);
@@ -229,7 +233,8 @@ class tcp_connection final : public stages::event_origin,
   const config::tcp_source cfg_;
   pipeline::router& router_;
   pipeline::source_probe& probe_;
-  const stages::envelope_limits limits_;
+  stages::envelope_limits limits_;
+  pipeline::limits_follower limits_follower_;
   line_framer framer_;
   pipeline::ack_tracker tracker_;
   pipeline::intake intake_;
