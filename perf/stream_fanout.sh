@@ -97,6 +97,8 @@ SQL
 # to $scratch/NAME.json, the clients' to $scratch/NAME.*.
 phase() {
   local name="$1" n="$2" load_rate="$3" read_rate="${4:-0}" client_pid="" timeout
+  # PHASES="paced-100-clients ..." runs only those (the others are skipped).
+  if [ -n "${PHASES:-}" ] && [[ " $PHASES " != *" $name "* ]]; then return 0; fi
   fresh_table
   evpipe_start
   rss_start
@@ -116,7 +118,8 @@ phase() {
   ingest=$(printf '%.0f' "$(json_field "$scratch/$name.json" "['throughput']")")
   delivered="-" lat="-"
   if [ -n "$client_pid" ]; then
-    wait "$client_pid" || die "$name: a client did not get every event once in order: $(grep -v "events $count in_order 1" "$scratch/$name.clients" | head -3)"
+    wait "$client_pid" || die "$name: a client did not get every event once in order: $(grep -v "events $count in_order 1" "$scratch/$name.clients" | head -3)
+evpipe (running: $(kill -0 "$evpipe_pid" 2>/dev/null && echo yes || echo no)): $(tail -5 "$scratch/evpipe.log")"
     delivered="$n x $count, in order"
     lat="all clients (tx's last event): $(latency_ms "$scratch/$name.pertx"); client 0 (exact): $(awk '{print $0, 1}' "$scratch/$name.events" >"$scratch/$name.events1"; latency_ms "$scratch/$name.events1")"
   fi

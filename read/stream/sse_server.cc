@@ -369,6 +369,8 @@ void sse_server::serve(int fd, uint64_t session) {
     }
     timeval none{0, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+    int nodelay = 1;  // each event goes out when written, not after the client's delayed ACK
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof nodelay);
     serve_websocket(fd, req, cfg_, hub_, stopping_);
     active_.fetch_sub(1);
     return;
