@@ -106,7 +106,9 @@ phase() {
     timeout=$((seconds * 30 + 120))
     [ "$read_rate" != 0 ] && timeout=$(awk -v c="$count" -v r="$read_rate" 'BEGIN{printf "%d", c / r + 120}')
     rm -f "$scratch/$name.ready"
-    "$bin/bench/stream_fanout_client" --port "$stream_port" --clients "$n" --expect "$count" --read-rate "$read_rate" \
+    # CLIENT_NICE=N runs the clients at that nice value (they share the
+    # machine's cores with evpipe and PostgreSQL; real clients would not).
+    nice -n "${CLIENT_NICE:-0}" "$bin/bench/stream_fanout_client" --port "$stream_port" --clients "$n" --expect "$count" --read-rate "$read_rate" \
       --timeout "$timeout" --ready-file "$scratch/$name.ready" --per-tx "$scratch/$name.pertx" \
       --events "$scratch/$name.events" >"$scratch/$name.clients" 2>&1 &
     client_pid=$!
@@ -130,6 +132,7 @@ evpipe (running: $(kill -0 "$evpipe_pid" 2>/dev/null && echo yes || echo no)): $
 }
 
 rows="| phase | clients | offered ev/s | ingest ev/s | delivered | commit→client latency | evpipe peak RSS MB |"$'\n'"|---|---|---|---|---|---|---|"
+ingest=0
 write_config true
 phase "paced-no-client" 0 "$rate"
 phase "paced-$clients-clients" "$clients" "$rate"

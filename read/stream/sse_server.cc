@@ -293,6 +293,7 @@ void sse_server::serve(int fd, uint64_t session) {
       s->finished_.push_back(id);
     }
   } guard{this, fd, session};
+  lower_stream_thread_priority();
   timeval tv{10, 0};  // the request must come within 10 s
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 

@@ -2,7 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 
 #include "io/postgres/pg_connection.h"
 #include "read/table_reader.h"
@@ -71,6 +75,14 @@ void stream_hub::remove(uint64_t id) {
   probe_.clients.fetch_sub(1, std::memory_order_relaxed);
 }
 
+void lower_stream_thread_priority() noexcept {
+  // Relative to the thread's current nice value; a failure (a sandbox that
+  // forbids it) leaves the thread as it was.
+  errno = 0;
+  int now = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
+  if (errno == 0) (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), std::min(now + stream_thread_nice, 19));
+}
+
 void stream_hub::note_commit(int64_t commit_ns) {
   if (probe_.clients.load(std::memory_order_relaxed) <= 0) return;  // no one listens: no read to wake
   {
@@ -126,6 +138,7 @@ std::string render_stream_metrics(const stream_probe& p, const std::string& pref
 }
 
 void stream_hub::run() {
+  lower_stream_thread_priority();
   std::vector<std::shared_ptr<client_state>> clients;
   io::pg_connection conn;
   std::unique_ptr<table_reader> reader;

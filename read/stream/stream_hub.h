@@ -98,6 +98,14 @@ struct stream_probe {
   pipeline::histogram commit_to_send;
 };
 
+// The stream's threads (the hub's and each client's) run this much nicer
+// than the rest of evpipe: when CPU is short, the shards and sources keep
+// their rate and the stream falls behind, which it survives by design
+// (clients go back to catch-up from the table). Applied by
+// lower_stream_thread_priority() on the calling thread (Linux: per thread).
+inline constexpr int stream_thread_nice = 10;
+void lower_stream_thread_priority() noexcept;
+
 // The probe in Prometheus text, names under `prefix` ("evpipe_stream_...").
 [[nodiscard]] std::string render_stream_metrics(const stream_probe& p, const std::string& prefix);
 
