@@ -207,6 +207,18 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   }
 
   pipeline::metrics_registry registry(s.metrics.prefix, s.metrics.max_label_values, s.metrics.max_series);
+  // The read side's stream hub (started below with its listener), made
+  // first so that /metrics can show its probe and the shards can wake it.
+  std::unique_ptr<read::stream_hub> stream_hub;
+  if (!s.stream.listen.empty()) {
+    read::stream_hub_options so;
+    so.dsn = s.postgres.dsn;
+    so.schema = s.postgres.schema;
+    so.poll_ms = s.stream.poll_ms;
+    so.max_client_buffer_bytes = s.stream.max_client_buffer_bytes;
+    stream_hub = std::make_unique<read::stream_hub>(so);
+  }
+
   uint32_t nshards = s.effective_shards();
   pipeline::shard_options opts;
   opts.max_rows = s.batch.max_rows;
@@ -216,6 +228,9 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   opts.retry_base = std::chrono::milliseconds(s.postgres.retry_base_ms);
   opts.retry_max = std::chrono::milliseconds(s.postgres.retry_max_ms);
   opts.max_attempts = s.postgres.max_attempts;
+  if (stream_hub && s.stream.wake_on_commit) {
+    opts.on_commit = [hub = stream_hub.get()](int64_t commit_ns) { hub->note_commit(commit_ns); };
+  }
 
   std::vector<std::unique_ptr<pipeline::shard>> shards;
   for (uint32_t i = 0; i < nshards; ++i) {
@@ -247,17 +262,6 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   // The sources: where events enter. Each kind shares one metrics probe.
   live_sources sources(ioc, router, registry, limits, mqtt_memory.get());
 
-  // The read side's stream hub (started below with its listener), made
-  // first so that /metrics can show its probe.
-  std::unique_ptr<read::stream_hub> stream_hub;
-  if (!s.stream.listen.empty()) {
-    read::stream_hub_options so;
-    so.dsn = s.postgres.dsn;
-    so.schema = s.postgres.schema;
-    so.poll_ms = s.stream.poll_ms;
-    so.max_client_buffer_bytes = s.stream.max_client_buffer_bytes;
-    stream_hub = std::make_unique<read::stream_hub>(so);
-  }
   asio::io_context http_ioc(1);
   std::unique_ptr<io::http_server> http;
   try {
@@ -308,6 +312,18 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
                    e.what());
     }
     if (stream) {
+      // The page's /v1/metrics: the daemon's /metrics, rendered where
+      // /metrics is (on http_ioc's thread, never during a reload's change).
+      stream->set_metrics_text([&registry, &http_ioc, has_http = http != nullptr, hub = stream_hub.get(),
+                                prefix = s.metrics.prefix]() -> std::string {
+        auto render = [&] { return registry.render() + read::render_stream_metrics(hub->probe(), prefix); };
+        if (!has_http) return render();
+        auto done = std::make_shared<std::promise<std::string>>();
+        auto text = done->get_future();
+        asio::post(http_ioc, [done, render] { done->set_value(render()); });
+        if (text.wait_for(std::chrono::seconds(5)) != std::future_status::ready) return "# metrics unavailable\n";
+        return text.get();
+      });
       stream_hub->start();
       stream->start();
       spdlog::info("stream of committed events on http://{}:{}/v1/stream", s.stream.listen.substr(0, s.stream.listen.rfind(':')),

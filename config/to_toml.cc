@@ -54,6 +54,7 @@ std::string to_toml(const settings& s) {
                                     {"max_filters", int64_t(s.stream.max_filters)},
                                     {"max_client_buffer_bytes", int64_t(s.stream.max_client_buffer_bytes)},
                                     {"poll_ms", int64_t(s.stream.poll_ms)},
+                                    {"wake_on_commit", s.stream.wake_on_commit},
                                     {"heartbeat_s", int64_t(s.stream.heartbeat_s)},
                                     {"bearer_token_file", s.stream.bearer_token_file}});
   root.insert("schemas", toml::table{{"enabled", s.schemas.enabled},

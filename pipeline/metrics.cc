@@ -406,4 +406,10 @@ std::string metrics_registry::render() const {
   return out;
 }
 
+void render_histogram_family(std::string& out, const std::string& name, const std::string& help,
+                             const histogram::snapshot& s) {
+  header(out, name, "histogram", help.c_str());
+  render_histogram(out, name, "", s);
+}
+
 }  // namespace evpipe::pipeline

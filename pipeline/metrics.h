@@ -225,6 +225,12 @@ class metrics_registry {
   absl::flat_hash_map<std::string, uint64_t> dlq_duplicates_;  // reason codes: a fixed set
 };
 
+// One unlabelled histogram family (HELP, TYPE, buckets in seconds, sum,
+// count) in Prometheus text, for probes rendered outside the registry (the
+// read side's stream).
+void render_histogram_family(std::string& out, const std::string& name, const std::string& help,
+                             const histogram::snapshot& s);
+
 // Joins two label values into one map key.
 inline constexpr char label_sep = '\x1f';
 

@@ -193,6 +193,7 @@ void shard::flush() {
     }
     delay = std::min(delay * 2, opts_.retry_max);
   }
+  if (opts_.on_commit && batch_.row_count() > 0) opts_.on_commit(now_ns());
   probe_.stage_latency[size_t(stage::write)].observe_ns(now_ns() - t0);
   probe_.write_started_ns.store(0);
   probe_.retrying.store(false);

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -33,6 +34,10 @@ struct shard_options {
   std::chrono::milliseconds retry_base{100};
   std::chrono::milliseconds retry_max{5000};
   uint32_t max_attempts = 0;  // 0: retry forever
+  // Called on the shard thread right after a batch with events_mirror rows
+  // commits, with the steady-clock time of the commit (ns): wakes the read
+  // side's stream (read::stream_hub::note_commit). Must be cheap; may be empty.
+  std::function<void(int64_t commit_ns)> on_commit;
 };
 
 // Tuning of the shard queue (moodycamel's traits): blocks of 64 batches; a

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "read/stream/page_html.h"
 #include "read/stream/ws_session.h"
 #include "stages/topic_filter.h"
 #include "stages/json_text.h"
@@ -34,7 +35,8 @@ namespace {
 // client's own thread.
 class sse_client final : public stream_client {
  public:
-  void on_event(position pos, std::string_view topic, std::string_view payload) override {
+  explicit sse_client(stream_probe& probe) : probe_(probe) {}
+  void on_event(position pos, std::string_view topic, std::string_view payload, int64_t commit_ns) override {
     std::string f;
     f.reserve(payload.size() + topic.size() + 160);
     std::string p = encode(pos);
@@ -43,7 +45,7 @@ class sse_client final : public stream_client {
     f += ",\"event\":";
     f.append(payload);
     f += "}\n\n";
-    push(std::move(f));
+    push(std::move(f), false, commit_ns);
   }
   void on_caught_up(position pos) override {
     std::string p = encode(pos);
@@ -59,7 +61,10 @@ class sse_client final : public stream_client {
 
   // Waits up to `wait` for frames; returns them (empty on timeout) and
   // whether the stream ends after them.
-  std::string take(std::chrono::seconds wait, bool& last, const std::atomic<bool>& stopping) {
+  // The commit times of the events among them go to `commits` (for
+  // sent()).
+  std::string take(std::chrono::seconds wait, bool& last, const std::atomic<bool>& stopping,
+                   std::vector<int64_t>& commits) {
     std::unique_lock lock(mu_);
     // In slices, so that stop() is seen within 100 ms without a registry of
     // waiting clients to notify.
@@ -68,28 +73,42 @@ class sse_client final : public stream_client {
       cv_.wait_for(lock, std::chrono::milliseconds(100));
     }
     std::string out;
+    commits.clear();
     while (!q_.empty()) {
-      out += q_.front();
+      out += q_.front().text;
+      if (q_.front().commit_ns != 0) commits.push_back(q_.front().commit_ns);
       q_.pop_front();
     }
     last = closing_;
     return out;
   }
-  void sent(size_t n) { bytes_.fetch_sub(n, std::memory_order_relaxed); }
+  // `n` bytes written to the socket, with the events of `commits`.
+  void sent(size_t n, const std::vector<int64_t>& commits) {
+    bytes_.fetch_sub(n, std::memory_order_relaxed);
+    if (commits.empty()) return;
+    int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::steady_clock::now().time_since_epoch()).count();
+    for (int64_t c : commits) probe_.commit_to_send.observe_ns(now - c);
+  }
 
  private:
-  void push(std::string f, bool closing = false) {
+  struct frame {
+    std::string text;
+    int64_t commit_ns;  // a live event's commit (stream_client::on_event); 0 otherwise
+  };
+  void push(std::string f, bool closing = false, int64_t commit_ns = 0) {
     bytes_.fetch_add(f.size(), std::memory_order_relaxed);
     {
       std::lock_guard lock(mu_);
-      q_.push_back(std::move(f));
+      q_.push_back({std::move(f), commit_ns});
       closing_ = closing_ || closing;
     }
     cv_.notify_one();
   }
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::string> q_;
+  stream_probe& probe_;
+  std::deque<frame> q_;
   bool closing_ = false;
   std::atomic<size_t> bytes_{0};
 };
@@ -142,6 +161,35 @@ void respond(int fd, http::status status, const std::string& message) {
   std::ostringstream os;
   os << res;
   (void)send_all(fd, os.str());
+}
+
+// A 200 with a body, then the connection closes.
+void respond_ok(int fd, std::string_view content_type, std::string_view body, bool page = false) {
+  http::response<http::string_body> res{http::status::ok, 11};
+  res.set(http::field::content_type, content_type);
+  res.set(http::field::cache_control, "no-cache");
+  res.set(http::field::connection, "close");
+  if (page) {
+    // The page loads nothing but itself and this listener's endpoints.
+    res.set("Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'");
+  }
+  res.body() = std::string(body);
+  res.prepare_payload();
+  std::ostringstream os;
+  os << res;
+  (void)send_all(fd, os.str());
+}
+
+// The value of `access_token` in a query string ("" when absent).
+std::string query_token(std::string_view query) {
+  for (size_t start = 0; start < query.size();) {
+    size_t amp = query.find('&', start);
+    auto pair = query.substr(start, amp == std::string_view::npos ? std::string_view::npos : amp - start);
+    start = amp == std::string_view::npos ? query.size() : amp + 1;
+    if (pair.rfind("access_token=", 0) == 0) return url_decode(pair.substr(13));
+  }
+  return "";
 }
 
 }  // namespace
@@ -245,6 +293,7 @@ void sse_server::serve(int fd, uint64_t session) {
       s->finished_.push_back(id);
     }
   } guard{this, fd, session};
+  lower_stream_thread_priority();
   timeval tv{10, 0};  // the request must come within 10 s
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 
@@ -268,7 +317,22 @@ void sse_server::serve(int fd, uint64_t session) {
   std::string_view target = req.target();
   std::string_view path = target.substr(0, target.find('?'));
   std::string_view query = target.size() > path.size() ? target.substr(path.size() + 1) : std::string_view();
-  if (path != "/v1/stream") return respond(fd, http::status::not_found, "not found: the stream is GET /v1/stream");
+  if (path == "/" || path == "/v1/metrics") {
+    if (req.method() != http::verb::get) return respond(fd, http::status::method_not_allowed, "only GET");
+    // The page itself is public (it holds no data); what it reads is not.
+    if (path == "/") return respond_ok(fd, "text/html; charset=utf-8", stream_page_html, true);
+    if (!cfg_.bearer_token.empty()) {
+      std::string token = query_token(query);
+      std::string_view auth = req[http::field::authorization];
+      if (auth.size() > 7 && beast::iequals(auth.substr(0, 7), "Bearer ")) token = std::string(auth.substr(7));
+      if (token != cfg_.bearer_token) return respond(fd, http::status::unauthorized, "a valid bearer token is required");
+    }
+    std::string text = metrics_text_ ? metrics_text_() : render_stream_metrics(hub_.probe(), "evpipe");
+    return respond_ok(fd, "text/plain; version=0.0.4", text);
+  }
+  if (path != "/v1/stream") {
+    return respond(fd, http::status::not_found, "not found: the stream is GET /v1/stream, its page GET /");
+  }
   if (req.method() != http::verb::get) return respond(fd, http::status::method_not_allowed, "only GET");
 
   stream_filter filter;
@@ -306,6 +370,8 @@ void sse_server::serve(int fd, uint64_t session) {
     }
     timeval none{0, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+    int nodelay = 1;  // each event goes out when written, not after the client's delayed ACK
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof nodelay);
     serve_websocket(fd, req, cfg_, hub_, stopping_);
     active_.fetch_sub(1);
     return;
@@ -354,17 +420,24 @@ void sse_server::serve(int fd, uint64_t session) {
                     "Connection: close\r\nX-Accel-Buffering: no\r\n\r\n: evpipe stream\n\n")) {
     return;
   }
-  auto client = std::make_shared<sse_client>();
+  auto client = std::make_shared<sse_client>(hub_.probe());
   uint64_t id = hub_.add(client, std::move(filter), std::move(from));
+  std::vector<int64_t> commits;
+  disconnect_reason why = disconnect_reason::shutdown;
   for (;;) {
     bool last = false;
-    std::string frames = client->take(std::chrono::seconds(cfg_.heartbeat_s), last, stopping_);
+    std::string frames = client->take(std::chrono::seconds(cfg_.heartbeat_s), last, stopping_, commits);
     if (stopping_.load()) break;
     // Idle: a comment line, which also finds out a client that went away.
     bool ok = send_all(fd, frames.empty() ? std::string_view(": ping\n\n") : std::string_view(frames));
-    client->sent(frames.size());
-    if (!ok || last) break;
+    if (!ok) commits.clear();
+    client->sent(frames.size(), commits);
+    if (!ok || last) {
+      why = ok ? disconnect_reason::stream_error : disconnect_reason::client_closed;
+      break;
+    }
   }
+  hub_.probe().disconnected(why);
   hub_.remove(id);
 }
 

@@ -9,11 +9,16 @@
 // tail's position as its id too. Errors are JSON bodies with a 4xx/5xx
 // status; a bad `since` time ends the stream with an `error` event.
 //
+// GET / serves the page (read/stream/page.html, embedded) that watches the
+// stream, and GET /v1/metrics the daemon's /metrics text for it (same
+// origin; behind the bearer token when one is set).
+//
 // Lifecycle: constructed (binds, throws std::runtime_error when it cannot),
 // start(), stop() (closes every client, joins). The hub outlives it.
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,6 +39,9 @@ class sse_server {
   sse_server(const sse_server&) = delete;
   sse_server& operator=(const sse_server&) = delete;
 
+  // What GET /v1/metrics answers (the daemon's whole /metrics); without it,
+  // the stream's own metrics. Set before start(); called on client threads.
+  void set_metrics_text(std::function<std::string()> fn) { metrics_text_ = std::move(fn); }
   void start();
   void stop();
   [[nodiscard]] uint16_t port() const { return port_; }
@@ -44,6 +52,7 @@ class sse_server {
 
   config::stream_section cfg_;
   stream_hub& hub_;
+  std::function<std::string()> metrics_text_;
   int listen_fd_ = -1;
   uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};

@@ -2,7 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 
 #include "io/postgres/pg_connection.h"
 #include "read/table_reader.h"
@@ -71,6 +75,34 @@ void stream_hub::remove(uint64_t id) {
   probe_.clients.fetch_sub(1, std::memory_order_relaxed);
 }
 
+void lower_stream_thread_priority() noexcept {
+  // Relative to the thread's current nice value; a failure (a sandbox that
+  // forbids it) leaves the thread as it was.
+  errno = 0;
+  int now = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
+  if (errno == 0) (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), std::min(now + stream_thread_nice, 19));
+}
+
+void stream_hub::note_commit(int64_t commit_ns) {
+  if (probe_.clients.load(std::memory_order_relaxed) <= 0) return;  // no one listens: no read to wake
+  {
+    std::lock_guard lock(mu_);
+    if (earliest_commit_ns_ == 0) earliest_commit_ns_ = commit_ns;
+  }
+  wake_.notify_all();
+}
+
+std::string_view disconnect_reason_name(disconnect_reason r) noexcept {
+  switch (r) {
+    case disconnect_reason::client_closed: return "client_closed";
+    case disconnect_reason::heartbeat_missed: return "heartbeat_missed";
+    case disconnect_reason::stream_error: return "stream_error";
+    case disconnect_reason::shutdown: return "shutdown";
+    case disconnect_reason::count_: break;
+  }
+  return "unknown";
+}
+
 std::string render_stream_metrics(const stream_probe& p, const std::string& prefix) {
   std::string out;
   auto one = [&](const char* name, const char* type, const char* help, const std::string& value) {
@@ -92,10 +124,21 @@ std::string render_stream_metrics(const stream_probe& p, const std::string& pref
   std::snprintf(age, sizeof age, "%.3f", p.horizon_age_s.load(std::memory_order_relaxed));
   one("horizon_age_seconds", "gauge",
       "Age of the oldest open transaction that has written: readers wait for it (sampled while clients listen).", age);
+  std::string name = prefix + "_stream_disconnects_total";
+  out += "# HELP " + name + " Stream client connections ended, by reason.\n# TYPE " + name + " counter\n";
+  for (size_t i = 0; i < p.disconnects.size(); ++i) {
+    out += name + "{reason=\"" + std::string(disconnect_reason_name(static_cast<disconnect_reason>(i))) + "\"} " +
+           u(p.disconnects[i].load(std::memory_order_relaxed)) + "\n";
+  }
+  pipeline::render_histogram_family(
+      out, prefix + "_stream_commit_to_send_seconds",
+      "Live events: from the commit that made the row readable to its write to the client's socket.",
+      p.commit_to_send.read());
   return out;
 }
 
 void stream_hub::run() {
+  lower_stream_thread_priority();
   std::vector<std::shared_ptr<client_state>> clients;
   io::pg_connection conn;
   std::unique_ptr<table_reader> reader;
@@ -103,13 +146,31 @@ void stream_hub::run() {
   bool tail_known = false;
   auto backoff = std::chrono::milliseconds(100);
   auto next_horizon_sample = std::chrono::steady_clock::now();
+  // The commit the next tail rows are timed from (stream_probe::commit_to_send):
+  // the earliest own commit noted and not yet followed by a read that found
+  // rows (a read can find none while another transaction holds the horizon).
+  int64_t commit_ns = 0;
+  int64_t previous_read_ns = 0;
+  // While a noted commit has not shown up (another transaction, of any
+  // writer in the cluster, holds the horizon below it), the tail looks again
+  // after this long, doubling up to 50 ms (or poll_ms if shorter): that
+  // transaction is usually a batch a few milliseconds from its commit, and
+  // one indexed read per 50 ms while it lasts costs little.
+  auto recheck = std::chrono::milliseconds(1);
 
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      wake_.wait_for(lock, std::chrono::milliseconds(opts_.poll_ms),
-                     [&] { return stopping_ || !pending_.empty(); });
+      // Woken by a new client, a shard's commit (note_commit) or the poll,
+      // which finds the rows of other processes and writers.
+      auto poll = std::chrono::milliseconds(opts_.poll_ms);
+      wake_.wait_for(lock, commit_ns != 0 ? std::min(recheck, poll) : poll,
+                     [&] { return stopping_ || !pending_.empty() || earliest_commit_ns_ != 0; });
       if (stopping_) return;
+      if (earliest_commit_ns_ != 0 && (commit_ns == 0 || earliest_commit_ns_ < commit_ns)) {
+        commit_ns = earliest_commit_ns_;
+      }
+      earliest_commit_ns_ = 0;
       for (auto& p : pending_) clients.push_back(std::move(p));
       pending_.clear();
       for (uint64_t id : removed_) {
@@ -124,6 +185,7 @@ void stream_hub::run() {
         conn.close();
       }
       tail_known = false;
+      commit_ns = 0;
       continue;
     }
     if (!reader) {
@@ -153,6 +215,10 @@ void stream_hub::run() {
       }
     };
     if (!tail_known) {
+      // Rows past the live edge committed after this moment, at the earliest
+      // (the first tail read's rows are timed from it when no commit was noted).
+      previous_read_ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
       if (auto st = reader->live_edge(tail); !st.ok) {
         failed(st);
         continue;
@@ -194,6 +260,12 @@ void stream_hub::run() {
     tw.after = tail;
     tw.limit = opts_.tail_page;
     position before = tail;
+    const int64_t read_started_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    // Rows found without an own commit noted were committed by another
+    // writer after the previous read began, at the earliest (later, if an
+    // open transaction held the horizon back: then this undercounts).
+    const int64_t rows_commit_ns = commit_ns != 0 ? commit_ns : previous_read_ns;
     auto st = reader->read(tw, [&](const event_row& r) {
       for (auto& c : clients) {
         if (!c->live || !c->filter.matches(r.topic, r.kind)) continue;
@@ -206,7 +278,7 @@ void stream_hub::run() {
           probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
           continue;
         }
-        c->client->on_event(r.pos, r.topic, r.payload);
+        c->client->on_event(r.pos, r.topic, r.payload, rows_commit_ns);
         probe_.events_delivered.fetch_add(1, std::memory_order_relaxed);
       }
       before = r.pos;
@@ -222,6 +294,15 @@ void stream_hub::run() {
       failed(st);
       continue;
     }
+    // Rows came: the commits noted so far are accounted for. (None came:
+    // the noted commit waits behind the horizon; keep timing from it.)
+    if (before != tail || commit_ns == 0) {
+      commit_ns = 0;
+      recheck = std::chrono::milliseconds(1);
+    } else {
+      recheck = std::min(recheck * 2, std::chrono::milliseconds(50));
+    }
+    previous_read_ns = read_started_ns;
     tail = before;
     for (auto& c : clients) {
       if (c->live) c->pos = tail;
@@ -242,7 +323,7 @@ void stream_hub::run() {
       uint32_t rows = 0;
       position last = c->pos;
       auto cst = reader->read(w, [&](const event_row& r) {
-        c->client->on_event(r.pos, r.topic, r.payload);
+        c->client->on_event(r.pos, r.topic, r.payload, 0);
         probe_.events_delivered.fetch_add(1, std::memory_order_relaxed);
         last = r.pos;
         ++rows;

@@ -1,7 +1,8 @@
 #pragma once
 // The stream's one tail reader and its fan-out (docs/read.md). One thread
 // reads events_mirror past the last position every poll_ms (rows of this
-// process, of other evpipe processes and of other writers alike) and hands
+// process, of other evpipe processes and of other writers alike), and at
+// once when a shard of this process commits (note_commit()), and hands
 // each row to the live clients whose filters match. A client that asks for
 // an older position, or whose send buffer passes max_client_buffer_bytes, is
 // caught up from the table by the same thread, page by page while its buffer
@@ -11,6 +12,7 @@
 // The hub connects to PostgreSQL only while it has clients. Thread-safe:
 // add() and remove() from any thread; clients are called on the hub thread.
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -21,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "pipeline/metrics.h"
 #include "read/position.h"
 
 namespace evpipe::read {
@@ -30,7 +33,10 @@ namespace evpipe::read {
 class stream_client {
  public:
   virtual ~stream_client() = default;
-  virtual void on_event(position pos, std::string_view topic, std::string_view payload) = 0;
+  // commit_ns: steady-clock time of the commit that made the row readable
+  // (stream_hub::note_commit), 0 for rows read by a catch-up; the client
+  // records commit_to_send when it has written the event to its socket.
+  virtual void on_event(position pos, std::string_view topic, std::string_view payload, int64_t commit_ns) = 0;
   virtual void on_caught_up(position pos) = 0;
   virtual void on_error(std::string_view message) = 0;  // the hub gives the client up after this
   // Bytes queued and not yet sent (thread-safe).
@@ -58,6 +64,16 @@ struct stream_hub_options {
   uint32_t tail_page = 10'000;    // rows per tail read
 };
 
+// Why a stream client's connection ended (label of _stream_disconnects_total).
+enum class disconnect_reason : uint8_t {
+  client_closed,     // the client closed the connection, or it broke (read or write failed)
+  heartbeat_missed,  // a WebSocket client did not answer the previous ping within heartbeat_s
+  stream_error,      // the stream gave the client up (e.g. a since time PostgreSQL does not take)
+  shutdown,          // evpipe stopped
+  count_
+};
+[[nodiscard]] std::string_view disconnect_reason_name(disconnect_reason r) noexcept;
+
 // Counters for /metrics and tests (relaxed atomics).
 struct stream_probe {
   std::atomic<int64_t> clients{0};
@@ -69,7 +85,26 @@ struct stream_probe {
   // still open: it holds every reader's horizon back (docs/read.md). Sampled
   // once a second while clients listen; 0 when there is none.
   std::atomic<double> horizon_age_s{0};
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(disconnect_reason::count_)> disconnects{};
+  void disconnected(disconnect_reason r) noexcept {
+    disconnects[static_cast<size_t>(r)].fetch_add(1, std::memory_order_relaxed);
+  }
+  // From the commit that made a row readable to the write of its event to a
+  // client's socket, for live deliveries (catch-up rows are not counted).
+  // The commit is this process's own shard commit when one was noted since
+  // the tail's previous read that found rows, else the start of that read
+  // (rows of other writers: the earliest moment the tail could have seen
+  // them). See docs/read.md.
+  pipeline::histogram commit_to_send;
 };
+
+// The stream's threads (the hub's and each client's) run this much nicer
+// than the rest of evpipe: when CPU is short, the shards and sources keep
+// their rate and the stream falls behind, which it survives by design
+// (clients go back to catch-up from the table). Applied by
+// lower_stream_thread_priority() on the calling thread (Linux: per thread).
+inline constexpr int stream_thread_nice = 10;
+void lower_stream_thread_priority() noexcept;
 
 // The probe in Prometheus text, names under `prefix` ("evpipe_stream_...").
 [[nodiscard]] std::string render_stream_metrics(const stream_probe& p, const std::string& prefix);
@@ -87,6 +122,10 @@ class stream_hub {
   // Registers a client; returns its id for remove().
   uint64_t add(std::shared_ptr<stream_client> c, stream_filter f, stream_since since);
   void remove(uint64_t id);
+  // A shard of this process committed at `commit_ns` (steady clock): the
+  // tail reads at once instead of at its next poll. Thread-safe and cheap
+  // (a lock and a notify; nothing when no client listens).
+  void note_commit(int64_t commit_ns);
   [[nodiscard]] stream_probe& probe() { return probe_; }
 
  private:
@@ -101,6 +140,7 @@ class stream_hub {
   std::vector<uint64_t> removed_;
   uint64_t next_id_ = 1;
   bool stopping_ = false;
+  int64_t earliest_commit_ns_ = 0;  // the earliest commit noted since the hub last looked; 0: none
   std::thread thread_;
 };
 

@@ -32,7 +32,7 @@ class session;
 class ws_client final : public stream_client {
  public:
   ws_client(session* s, asio::io_context& ioc, uint64_t generation) : s_(s), ioc_(ioc), generation_(generation) {}
-  void on_event(position pos, std::string_view topic, std::string_view payload) override;
+  void on_event(position pos, std::string_view topic, std::string_view payload, int64_t commit_ns) override;
   void on_caught_up(position pos) override;
   void on_error(std::string_view message) override;
   size_t queued_bytes() const override { return bytes_.load(std::memory_order_relaxed); }
@@ -43,7 +43,7 @@ class ws_client final : public stream_client {
   void sent(size_t n) { bytes_.fetch_sub(n, std::memory_order_relaxed); }
 
  private:
-  void post(std::string msg, std::optional<position> pos);
+  void post(std::string msg, std::optional<position> pos, int64_t commit_ns = 0);
   std::mutex mu_;
   session* s_;
   asio::io_context& ioc_;
@@ -76,11 +76,11 @@ class session {
   }
 
   // On the session's thread (posted by ws_client).
-  void deliver(uint64_t generation, std::string msg, std::optional<position> pos) {
+  void deliver(uint64_t generation, std::string msg, std::optional<position> pos, int64_t commit_ns) {
     if (!current_ || generation != generation_) return;  // an old subscription's message
     if (pos) last_ = pos;
     size_t n = msg.size();
-    out_.push_back({std::move(msg), n, current_});
+    out_.push_back({std::move(msg), n, current_, commit_ns});
     do_write();
   }
 
@@ -89,11 +89,12 @@ class session {
     std::string text;
     size_t bytes;
     std::shared_ptr<ws_client> from;  // whose queued_bytes it counts in
+    int64_t commit_ns = 0;            // a live event's commit (stream_client::on_event)
   };
 
   void do_read() {
     ws_.async_read(in_, [this](beast::error_code ec, size_t) {
-      if (ec) return close();
+      if (ec) return close(stopping_.load() ? disconnect_reason::shutdown : disconnect_reason::client_closed);
       std::string text = beast::buffers_to_string(in_.data());
       in_.consume(in_.size());
       handle(text);
@@ -107,13 +108,19 @@ class session {
     ws_.async_write(asio::buffer(out_.front().text), [this](beast::error_code ec, size_t) {
       writing_ = false;
       if (out_.front().from) out_.front().from->sent(out_.front().bytes);
+      if (!ec && out_.front().commit_ns != 0) {
+        hub_.probe().commit_to_send.observe_ns(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+                .count() -
+            out_.front().commit_ns);
+      }
       out_.pop_front();
-      if (ec) return close();
+      if (ec) return close(stopping_.load() ? disconnect_reason::shutdown : disconnect_reason::client_closed);
       do_write();
     });
   }
   void say(std::string msg) {
-    out_.push_back({std::move(msg), 0, nullptr});
+    out_.push_back({std::move(msg), 0, nullptr, 0});
     do_write();
   }
   void error(const std::string& message) {
@@ -125,7 +132,7 @@ class session {
     ping_timer_.expires_after(std::chrono::seconds(cfg_.heartbeat_s));
     ping_timer_.async_wait([this](beast::error_code ec) {
       if (ec || closed_) return;
-      if (ping_sent_ && !pong_seen_) return close();  // missed a heartbeat
+      if (ping_sent_ && !pong_seen_) return close(disconnect_reason::heartbeat_missed);
       ping_sent_ = true;
       pong_seen_ = false;
       ws_.async_ping({}, [](beast::error_code) {});
@@ -136,13 +143,14 @@ class session {
     stop_timer_.expires_after(std::chrono::milliseconds(100));
     stop_timer_.async_wait([this](beast::error_code ec) {
       if (ec) return;
-      if (stopping_.load()) return close();
+      if (stopping_.load()) return close(disconnect_reason::shutdown);
       watch_stop();
     });
   }
-  void close() {
+  void close(disconnect_reason why) {
     if (closed_) return;
     closed_ = true;
+    hub_.probe().disconnected(why);
     unregister();
     beast::error_code ec;
     ws_.next_layer().close(ec);
@@ -265,14 +273,16 @@ class session {
   std::optional<position> last_;  // the last event or caught_up handed to the client
 };
 
-void ws_client::post(std::string msg, std::optional<position> pos) {
+void ws_client::post(std::string msg, std::optional<position> pos, int64_t commit_ns) {
   std::lock_guard lock(mu_);
   if (!s_) return;
   bytes_.fetch_add(msg.size(), std::memory_order_relaxed);
-  asio::post(ioc_, [s = s_, g = generation_, m = std::move(msg), pos]() mutable { s->deliver(g, std::move(m), pos); });
+  asio::post(ioc_, [s = s_, g = generation_, m = std::move(msg), pos, commit_ns]() mutable {
+    s->deliver(g, std::move(m), pos, commit_ns);
+  });
 }
 
-void ws_client::on_event(position pos, std::string_view topic, std::string_view payload) {
+void ws_client::on_event(position pos, std::string_view topic, std::string_view payload, int64_t commit_ns) {
   std::string m;
   m.reserve(payload.size() + topic.size() + 96);
   m += "{\"type\":\"event\",\"position\":\"" + encode(pos) + "\",\"topic\":";
@@ -280,7 +290,7 @@ void ws_client::on_event(position pos, std::string_view topic, std::string_view 
   m += ",\"event\":";
   m.append(payload);
   m += "}";
-  post(std::move(m), pos);
+  post(std::move(m), pos, commit_ns);
 }
 
 void ws_client::on_caught_up(position pos) {

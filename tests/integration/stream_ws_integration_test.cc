@@ -35,6 +35,31 @@ class ws_client {
     ws_.handshake("127.0.0.1", "/v1/stream");
   }
   void send(const std::string& text) { ws_.write(asio::buffer(text)); }
+  // Whether the server has closed the connection: reads (and so answers
+  // pings) until the read fails, for at most `timeout`; messages are
+  // skipped. After a timeout the connection is no longer usable.
+  bool closed_within(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      bool failed = false, done = false;
+      ws_.async_read(buf_, [&](beast::error_code ec, size_t) {
+        done = true;
+        failed = static_cast<bool>(ec);
+        buf_.consume(buf_.size());
+      });
+      ioc_.restart();
+      ioc_.run_until(deadline);
+      if (failed) return true;
+      if (!done) {
+        beast::error_code ec;
+        ws_.next_layer().cancel(ec);
+        ioc_.restart();
+        ioc_.run();
+        return false;
+      }
+    }
+    return false;
+  }
   // The next text message within `timeout`; nullopt otherwise.
   std::optional<std::string> next(std::chrono::milliseconds timeout = 30s) {
     std::optional<std::string> out;
@@ -83,10 +108,12 @@ class StreamWs : public TcpPipeline {
     if (IsSkipped() || HasFatalFailure()) return;
     tcp_port = free_port();
     stream_port = free_port();
+    http_port = free_port();
     tuning t;
     t.linger_ms = 1;
-    t.tcp_extra = "\n[stream]\nlisten = \"127.0.0.1:" + std::to_string(stream_port) + "\"\npoll_ms = 5\nmax_filters = 4\n";
-    evpipe = std::make_unique<evpipe_process>(config_for(db, tcp_port, free_port(), t), "stream_ws");
+    t.tcp_extra = "\n[stream]\nlisten = \"127.0.0.1:" + std::to_string(stream_port) +
+                  "\"\npoll_ms = " + std::to_string(poll_ms) + "\nmax_filters = 4\nheartbeat_s = " + std::to_string(heartbeat_s) + "\n";
+    evpipe = std::make_unique<evpipe_process>(config_for(db, tcp_port, http_port, t), "stream_ws");
     ASSERT_EQ(evpipe->run_command("migrate"), 0) << evpipe->log("migrate.log");
     evpipe->start(tcp_port);
     // The stream listens just after the sources.
@@ -123,8 +150,20 @@ class StreamWs : public TcpPipeline {
     }
     return keys;
   }
-  uint16_t tcp_port = 0, stream_port = 0;
+  double metric(const std::string& name) { return metric_value(http_get(http_port, "/metrics"), "taylor_stream_" + name); }
+  uint16_t tcp_port = 0, stream_port = 0, http_port = 0;
+  uint32_t heartbeat_s = 15;  // long: the tests above read only when they expect a message
+  uint32_t poll_ms = 5;
   std::unique_ptr<evpipe_process> evpipe;
+};
+
+// Heartbeats of one second: a client that stops reading stops answering pings.
+class StreamWsHeartbeat : public StreamWs {
+ protected:
+  void SetUp() override {
+    heartbeat_s = 1;
+    StreamWs::SetUp();
+  }
 };
 
 TEST_F(StreamWs, SubscribeNowDeliversEverythingCommittedAfterCaughtUp) {
@@ -207,6 +246,77 @@ TEST_F(StreamWs, ReconnectingFromTheLastPositionRepeatsNothing) {
   std::set<std::string> unique(keys.begin(), keys.end());
   EXPECT_EQ(unique.size(), 2000u);
   EXPECT_EQ(keys.size(), 2000u);
+}
+
+// The tail polls only every 10 s: events committed by this process's own
+// shards still arrive at once, because each commit wakes the tail. Five
+// rounds of one event each (sent, acked after commit, received) all end well
+// before the first poll could have found them (without the wake, the first
+// round alone waits for the poll).
+class StreamWsSlowPoll : public StreamWs {
+ protected:
+  void SetUp() override {
+    poll_ms = 10'000;
+    StreamWs::SetUp();
+  }
+};
+
+TEST_F(StreamWsSlowPoll, OwnCommitsWakeTheTailBeforeItsPoll) {
+  ws_client c(stream_port);
+  c.send(R"({"type":"subscribe","since":"now"})");
+  auto caught = c.next();
+  ASSERT_TRUE(caught);
+  ASSERT_EQ(field(*caught, "type"), "caught_up") << *caught;
+  std::string last = field(*caught, "position");
+  auto t0 = std::chrono::steady_clock::now();
+  for (int round = 0; round < 5; ++round) {
+    produce("woken-" + std::to_string(round), 1);
+    auto keys = events(c, 1, last);
+    ASSERT_EQ(keys, std::vector<std::string>{"woken-" + std::to_string(round) + "-0"});
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "events waited for the poll, not the commit";
+  // Each was timed from its commit to its write to the socket (counted when
+  // the write completes, which the client may see after the bytes).
+  EXPECT_TRUE(eventually([&] { return metric("commit_to_send_seconds_count") >= 5; }, 10s))
+      << metric("commit_to_send_seconds_count");
+}
+
+// A client that stops answering pings is closed after its next missed
+// heartbeat and counted by reason; one that keeps reading (Beast answers
+// pings while it reads) stays connected.
+TEST_F(StreamWsHeartbeat, AClientThatIgnoresPingsIsClosedAndCounted) {
+  ASSERT_EQ(metric("disconnects_total{reason=\"heartbeat_missed\"}"), 0);
+  ws_client deaf(stream_port), alive(stream_port);
+  for (ws_client* c : {&deaf, &alive}) {
+    c->send(R"({"type":"subscribe","since":"now"})");
+    auto caught = c->next();
+    ASSERT_TRUE(caught);
+    ASSERT_EQ(field(*caught, "type"), "caught_up") << *caught;
+  }
+  // `deaf` reads nothing for 4 heartbeats while `alive` keeps reading
+  // (Beast answers pings while a read is under way).
+  for (int i = 0; i < 8; ++i) {
+    alive.send(R"({"type":"ping"})");
+    auto m = alive.next(10s);
+    ASSERT_TRUE(m);
+    ASSERT_EQ(field(*m, "type"), "pong") << *m;
+    std::this_thread::sleep_for(500ms);
+  }
+  EXPECT_TRUE(eventually([&] { return metric("disconnects_total{reason=\"heartbeat_missed\"}") == 1; }, 10s))
+      << http_get(http_port, "/metrics");
+  EXPECT_TRUE(deaf.closed_within(5s));
+  // The one that answered is still subscribed and served.
+  produce("after-heartbeats", 3);
+  alive.send(R"({"type":"ping"})");
+  bool pong = false;
+  for (int i = 0; i < 10 && !pong; ++i) {
+    auto m = alive.next(10s);
+    ASSERT_TRUE(m);
+    pong = field(*m, "type") == "pong";
+  }
+  EXPECT_TRUE(pong);
+  EXPECT_EQ(metric("disconnects_total{reason=\"heartbeat_missed\"}"), 1);
+  EXPECT_EQ(metric("clients"), 1);
 }
 
 }  // namespace

@@ -132,6 +132,38 @@ TEST_F(shard_fixture, EveryEventGetsItsOutcomeAfterCommit) {
   EXPECT_EQ(sink->dead_letters, 1u);
 }
 
+// The read side's stream is woken by on_commit: once per committed batch
+// with rows, after its commit (not for failed attempts, not for a batch of
+// only dead letters), before the outcomes go back.
+TEST_F(shard_fixture, OnCommitIsCalledAfterEachCommittedBatchWithRows) {
+  opts.linger = 1ms;
+  opts.retry_base = 10ms;
+  opts.retry_max = 10ms;
+  std::mutex mu;
+  std::vector<int> commits_seen;  // the sink's commit count at each call
+  opts.on_commit = [&](int64_t commit_ns) {
+    EXPECT_GT(commit_ns, 0);
+    std::lock_guard sink_lock(sink->mu);
+    std::lock_guard lock(mu);
+    commits_seen.push_back(sink->commits);
+  };
+  start();
+  {
+    std::lock_guard lock(sink->mu);
+    sink->fail_next = 2;  // two failed attempts first: no call for them
+  }
+  auto origin = std::make_shared<recording_origin>();
+  s->push(make_batch(origin, {"a", "b"}, 1));
+  ASSERT_TRUE(origin->wait_for(2));
+  s->push(make_batch(origin, {"<bad>"}, 3));  // only a dead letter: no row to read
+  ASSERT_TRUE(origin->wait_for(3));
+  s->push(make_batch(origin, {"c"}, 4));
+  ASSERT_TRUE(origin->wait_for(4));
+  s->stop(std::chrono::steady_clock::now() + 5s);
+  std::lock_guard lock(mu);
+  EXPECT_EQ(commits_seen, (std::vector<int>{1, 3}));
+}
+
 TEST_F(shard_fixture, NoOutcomeBeforeTheBatchCommits) {
   opts.linger = 1ms;
   opts.retry_base = 20ms;

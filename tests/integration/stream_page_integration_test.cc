@@ -1,0 +1,282 @@
+// The stream's page (GET / on [stream] listen, read/stream/page.html) in a
+// real browser: headless Chromium (Debian `chromium`) opens it with a kind
+// filter, the test sends events of that kind and of another one plus a dead
+// letter, and reads the page's DOM over the DevTools protocol (Beast's
+// WebSocket client): the matching events appear, the others do not, the
+// dead letter is counted by reason and the latency table is filled from
+// /v1/metrics. With EVPIPE_PAGE_SCREENSHOT=<file.png> the page is saved
+// there (docs/img/stream_page.png comes from it).
+
+#include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/core/detail/base64.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <fstream>
+#include <optional>
+
+#include "tests/support/harness.h"
+#include "tests/support/tcp_pipeline.h"
+#include "tests/support/test_events.h"
+
+namespace evpipe::testing {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+
+std::string find_chromium() {
+  for (const char* p : {"/usr/bin/chromium", "/usr/bin/chromium-browser"}) {
+    if (::access(p, X_OK) == 0) return p;
+  }
+  return "";
+}
+
+// GET from Chromium's DevTools HTTP server, which answers only a Host that
+// is an address or localhost and may keep the connection open: bounded by a
+// receive timeout.
+std::string devtools_get(uint16_t port, const std::string& path) {
+  std::string out;
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{2, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
+                      "\r\nConnection: close\r\n\r\n";
+    (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    char buf[8192];
+    ssize_t n;
+    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, n);
+  }
+  ::close(fd);
+  return out;
+}
+
+// Headless Chromium showing `url` with the DevTools protocol on
+// `debug_port`, in a process group of its own so that its helpers end with it.
+class browser {
+ public:
+  browser(const std::string& binary, const std::string& url, const std::string& profile, uint16_t debug_port) {
+    std::vector<std::string> args = {binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                                     "--no-first-run", "--disable-background-networking",
+                                     "--disable-component-update", "--disable-sync", "--window-size=1280,900",
+                                     "--user-data-dir=" + profile,
+                                     "--remote-debugging-port=" + std::to_string(debug_port), url};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    std::string log = profile + ".log";
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    if (posix_spawn(&pid_, argv[0], &fa, &attr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+  }
+  ~browser() {
+    if (pid_ <= 0) return;
+    ::kill(-pid_, SIGTERM);
+    bool gone = eventually([&] { return ::waitpid(pid_, nullptr, WNOHANG) == pid_; }, 10s, 50ms);
+    ::kill(-pid_, SIGKILL);
+    if (!gone) ::waitpid(pid_, nullptr, 0);
+  }
+  [[nodiscard]] bool started() const { return pid_ > 0; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// The DevTools protocol of one page: Runtime.evaluate and
+// Page.captureScreenshot, one call at a time.
+class devtools {
+ public:
+  devtools(uint16_t port, const std::string& path) : ws_(ioc_) {
+    asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
+    ws_.next_layer().connect(ep);
+    ws_.read_message_max(64 << 20);
+    ws_.handshake("127.0.0.1:" + std::to_string(port), path);
+  }
+  // The raw JSON answer to one call.
+  std::string call(const std::string& method, const std::string& params) {
+    int id = ++next_id_;
+    ws_.write(asio::buffer("{\"id\":" + std::to_string(id) + ",\"method\":\"" + method + "\",\"params\":" + params + "}"));
+    const std::string tag = "\"id\":" + std::to_string(id) + ",";
+    for (;;) {  // skip events and other answers
+      beast::flat_buffer buf;
+      ws_.read(buf);
+      std::string m = beast::buffers_to_string(buf.data());
+      if (m.find(tag) != std::string::npos) return m;
+    }
+  }
+  // A string expression's value (no quotes or backslashes in it, as used here).
+  std::string text_of(const std::string& expression) {
+    std::string escaped;
+    for (char c : expression) {
+      if (c == '"' || c == '\\') escaped += '\\';
+      escaped += c;
+    }
+    std::string r = call("Runtime.evaluate", "{\"expression\":\"" + escaped + "\",\"returnByValue\":true}");
+    const std::string tag = "\"value\":\"";
+    auto at = r.find(tag);
+    if (at == std::string::npos) return "";
+    at += tag.size();
+    return r.substr(at, r.find('"', at) - at);
+  }
+  void screenshot(const std::string& file) {
+    std::string r = call("Page.captureScreenshot", "{\"format\":\"png\"}");
+    const std::string tag = "\"data\":\"";
+    auto at = r.find(tag);
+    ASSERT_NE(at, std::string::npos) << r.substr(0, 300);
+    at += tag.size();
+    std::string b64 = r.substr(at, r.find('"', at) - at);
+    std::string png(beast::detail::base64::decoded_size(b64.size()), '\0');
+    auto n = beast::detail::base64::decode(png.data(), b64.data(), b64.size());
+    png.resize(n.first);
+    std::ofstream(file, std::ios::binary) << png;
+  }
+
+ private:
+  asio::io_context ioc_;
+  websocket::stream<asio::ip::tcp::socket> ws_;
+  int next_id_ = 0;
+};
+
+std::string with_kind(std::string event, const std::string& kind) {
+  auto at = event.find("\"project_created\"");
+  return event.replace(at, 17, "\"" + kind + "\"");
+}
+
+class StreamPage : public TcpPipeline {
+ protected:
+  void SetUp() override {
+    TcpPipeline::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    tcp_port = free_port();
+    stream_port = free_port();
+    http_port = free_port();
+    tuning t;
+    t.linger_ms = 1;
+    t.tcp_extra = "\n[stream]\nlisten = \"127.0.0.1:" + std::to_string(stream_port) + "\"\npoll_ms = 5\n";
+    evpipe = std::make_unique<evpipe_process>(config_for(db, tcp_port, http_port, t), "stream_page");
+    ASSERT_EQ(evpipe->run_command("migrate"), 0) << evpipe->log("migrate.log");
+    evpipe->start(tcp_port);
+    ASSERT_TRUE(eventually([&] {
+      try {
+        ::close(connect_loopback(stream_port));
+        return true;
+      } catch (const std::exception&) {
+        return false;
+      }
+    }, 30s));
+  }
+  void send_lines(const std::string& lines, uint64_t n) {
+    ndjson_client p(tcp_port);
+    p.send_all(lines);
+    ASSERT_EQ(p.read_acks_until(n, 60s), n);
+  }
+  uint16_t tcp_port = 0, stream_port = 0, http_port = 0;
+  std::unique_ptr<evpipe_process> evpipe;
+};
+
+TEST_F(StreamPage, ServesThePageAndTheMetricsItReads) {
+  std::string page = http_get(stream_port, "/");
+  EXPECT_NE(page.find("200 OK"), std::string::npos) << page.substr(0, 200);
+  EXPECT_NE(page.find("text/html"), std::string::npos);
+  EXPECT_NE(page.find("<title>evpipe stream</title>"), std::string::npos);
+  EXPECT_NE(page.find("new EventSource("), std::string::npos);
+  // Nothing from the network: no absolute URL is loaded, and the browser is told so.
+  EXPECT_EQ(page.find("src=\"http"), std::string::npos);
+  EXPECT_NE(page.find("Content-Security-Policy: default-src 'none'"), std::string::npos);
+  std::string metrics = http_get(stream_port, "/v1/metrics");
+  EXPECT_NE(metrics.find("taylor_event_latency_seconds_bucket"), std::string::npos) << metrics.substr(0, 300);
+  EXPECT_NE(metrics.find("taylor_stream_commit_to_send_seconds_bucket"), std::string::npos);
+  EXPECT_NE(http_get(stream_port, "/nothing").find("404"), std::string::npos);
+}
+
+TEST_F(StreamPage, HeadlessChromiumShowsTheEventsSentMeanwhile) {
+  std::string chromium = find_chromium();
+  if (chromium.empty()) GTEST_SKIP() << "chromium is not installed (scripts/lib.sh installs it)";
+  std::string profile = env_or("TMPDIR", "/tmp") + "/chromium_stream_page_" + std::to_string(::getpid());
+  std::string rm = "rm -rf '" + profile + "'";
+  (void)std::system(rm.c_str());
+  uint16_t debug_port = free_port();
+  {
+    browser b(chromium, "http://127.0.0.1:" + std::to_string(stream_port) + "/?kinds=page_shown", profile, debug_port);
+    ASSERT_TRUE(b.started());
+    // The page's DevTools target (Chromium starts slowly on a busy machine).
+    std::string target;
+    ASSERT_TRUE(eventually([&] {
+      std::string list = devtools_get(debug_port, "/json/list");
+      auto at = list.find("ws://127.0.0.1:" + std::to_string(debug_port) + "/devtools/page/");
+      if (at == std::string::npos) return false;
+      at = list.find("/devtools/page/", at);
+      target = list.substr(at, list.find('"', at) - at);
+      return true;
+    }, 120s, 200ms)) << "no DevTools target";
+    devtools page(debug_port, target);
+    ASSERT_TRUE(eventually([&] { return page.text_of("document.getElementById('state').textContent") == "live"; },
+                           60s, 100ms))
+        << "the page never connected to the stream";
+    // Subscribed once the stream has sent the caught_up frame.
+    ASSERT_TRUE(eventually([&] { return !page.text_of("document.getElementById('position').textContent").empty(); },
+                           30s, 100ms));
+
+    // Sent now, while the page watches: 20 of its kind, 10 of another, one dead letter.
+    std::string lines;
+    for (int i = 0; i < 20; ++i) lines += with_kind(valid_event("shown-" + std::to_string(i)), "page_shown") + "\n";
+    for (int i = 0; i < 10; ++i) lines += valid_event("hidden-" + std::to_string(i)) + "\n";
+    lines += "{\"not\":\"an event\"}\n";
+    send_lines(lines, 31);
+
+    const std::string keys_js =
+        "[...document.querySelectorAll('#events tr')].map(r => JSON.parse(r.cells[3].textContent).idempotency_key)"
+        ".join(' ')";
+    std::string keys;
+    EXPECT_TRUE(eventually([&] {
+      keys = " " + page.text_of(keys_js) + " ";
+      for (int i = 0; i < 20; ++i) {
+        if (keys.find(" shown-" + std::to_string(i) + " ") == std::string::npos) return false;
+      }
+      return true;
+    }, 60s, 200ms)) << "keys on the page: " << keys;
+    EXPECT_EQ(keys.find("hidden-"), std::string::npos) << keys;  // filtered out by kind
+    // The newest first: the page lists shown-19 above shown-0.
+    EXPECT_LT(keys.find(" shown-19 "), keys.find(" shown-0 ")) << keys;
+
+    // The side panels, from /v1/metrics (refreshed every second).
+    std::string dlq, latency;
+    EXPECT_TRUE(eventually([&] {
+      dlq = page.text_of("document.getElementById('dlq').innerText");
+      return dlq.find("missing_field") != std::string::npos;
+    }, 30s, 200ms)) << dlq;
+    EXPECT_TRUE(eventually([&] {
+      latency = page.text_of("document.getElementById('latency').innerText");
+      return latency.find("stream_commit_to_send") != std::string::npos &&
+             latency.find("event_latency") != std::string::npos;
+    }, 30s, 200ms)) << latency;
+    std::string rate = page.text_of("document.getElementById('rate_ingest').textContent");
+    EXPECT_FALSE(rate.empty() || rate == "–") << rate;
+
+    if (std::string shot = env_or("EVPIPE_PAGE_SCREENSHOT"); !shot.empty()) page.screenshot(shot);
+  }
+  (void)std::system(rm.c_str());
+}
+
+}  // namespace
+}  // namespace evpipe::testing
