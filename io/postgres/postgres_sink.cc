@@ -35,6 +35,13 @@ constexpr std::string_view dlq_sql =
 constexpr size_t pipeline_chunk = 256;
 
 bool is_data_error(const pg_status& st) { return classify(st) == pg_failure::data; }
+// Where evpipe's own keys tolerate conflicts (the resolving paths), a unique
+// violation can only come from a routed table's own unique index: the row's
+// data is refused, like a CHECK constraint's.
+bool is_refusal(const pg_status& st) {
+  auto f = classify(st);
+  return f == pg_failure::data || f == pg_failure::duplicate_key;
+}
 
 std::string with_schema(std::string_view sql, const std::string& schema) {
   std::string out(sql);
@@ -54,6 +61,10 @@ postgres_sink::postgres_sink(std::string dsn, std::string application_name, cons
 
 bool postgres_sink::connect() {
   pg_status st = conn_.connect(dsn_, application_name_);
+  // Which routed tables settle redeliveries with their own unique index
+  // (table_writer::inspect): looked up again on every connection, as an
+  // index may have come or gone in between.
+  if (st.ok && tables_) st = tables_->inspect(conn_);
   if (!st.ok) {
     last_error_ = st.message;
     conn_.close();
@@ -95,8 +106,12 @@ pipeline::write_status postgres_sink::write(stages::write_batch& batch) {
     if (classify(st) != pg_failure::duplicate_key) return fail(st);
     // Some key is already in the table: fall through to the resolving path.
   }
-  pg_status st = write_transaction(batch, batch.dead_letters().empty() && batch.routed_row_count() == 0);
-  if (classify(st) == pg_failure::duplicate_key) st = write_transaction(batch, true);
+  const bool resolve = batch.dead_letters().empty() && batch.routed_row_count() == 0;
+  pg_status st = write_transaction(batch, resolve);
+  if (!resolve && classify(st) == pg_failure::duplicate_key) {
+    st = write_transaction(batch, true);
+    if (is_refusal(st)) return isolate_refused_rows(batch);
+  }
   if (is_data_error(st)) return isolate_refused_rows(batch);
   if (!st.ok) return fail(st);
   return pipeline::write_status::committed;
@@ -186,7 +201,7 @@ pipeline::write_status postgres_sink::isolate_refused_events(stages::write_batch
     if (st.ok) st = conn_.exec("COMMIT");
     if (st.ok) continue;
     if (!st.connection_lost) (void)conn_.exec("ROLLBACK");
-    if (!is_data_error(st)) return fail(st);
+    if (!is_refusal(st)) return fail(st);
     if (last - first == 1) {
       refused_events.push_back({o_first, st});
       continue;
@@ -220,8 +235,8 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
     }
   }
   if (st.ok && tables_ && batch.routed_row_count() > 0) {
-    st = tables_->claim_keys(conn_, batch, 0, SIZE_MAX);
-    if (st.ok) st = tables_->write(conn_, batch, 0, SIZE_MAX);
+    st = tables_->claim_keys(conn_, batch, 0, SIZE_MAX, /*tolerate_conflicts=*/resolve);
+    if (st.ok) st = tables_->write(conn_, batch, 0, SIZE_MAX, /*tolerate_conflicts=*/resolve);
   }
   if (!st.ok) {
     if (!st.connection_lost) (void)conn_.exec("ROLLBACK");

@@ -283,6 +283,22 @@ extract_status extract_row(const compiled_route& route, dom::element root, const
   return extract_status::ok;
 }
 
+void append_fields(std::string_view tuple, std::span<const uint16_t> columns, std::string& out) {
+  if (columns.empty() || tuple.size() < 2) return;
+  size_t pos = 2;
+  size_t next = 0;
+  for (uint16_t i = 0; next < columns.size() && pos + 4 <= tuple.size(); ++i) {
+    const auto* p = reinterpret_cast<const unsigned char*>(tuple.data() + pos);
+    uint32_t len = (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
+    size_t field = len == 0xFFFFFFFFu ? 4 : 4 + len;
+    if (columns[next] == i) {
+      out.append(tuple, pos, field);
+      ++next;
+    }
+    pos += field;
+  }
+}
+
 void route_stage::extract_batch(std::span<const routed_message> in, route_scratch& scratch,
                                 std::span<route_rows> rows, std::vector<extract_error>& results) const {
   results.resize(in.size());

@@ -32,6 +32,13 @@ struct compiled_route {
   std::vector<std::string> filters;                // cfg.topics (MQTT topic filters)
   std::vector<compiled_column> columns;
   std::vector<uint16_t> identity_columns;          // positions of cfg.idempotency in columns
+  std::vector<uint16_t> key_columns;               // upsert: positions of cfg.key in columns, ascending
+  // An upsert route whose rows a redelivery cannot change: order_by is set,
+  // and two messages the route calls the same (same identity) carry the same
+  // key and order_by values, so the second is never newer than what the
+  // first stored and its ON CONFLICT update does nothing. Its messages need
+  // no row in evpipe_route_keys (docs/routes.md, "Identity across restarts").
+  bool self_idempotent = false;
 };
 
 class route_set {
