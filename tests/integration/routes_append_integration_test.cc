@@ -145,6 +145,73 @@ TEST_F(RoutesAppend, TypedRowsCommitWithTheirBatchAndBadOnesAreDeadLettered) {
   EXPECT_EQ(db.count("SELECT count(*) FROM readings"), 1);
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 2);
   EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 7) << "dead letters resent byte for byte are stored once";
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 41)
+      << "one key per stored bare message; mirrored envelopes are settled by events_mirror";
+}
+
+// A table with a unique index on exactly the route's idempotency columns
+// settles redeliveries itself: no evpipe_route_keys rows, and after a
+// restart the same messages store nothing twice. A unique violation of
+// another index of that table is the row's own fault: db_rejected, and the
+// rest of its batch commits (it used to be retried forever).
+TEST_F(RoutesAppend, TableWithUniqueIdentityIndexSettlesRedeliveries) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port) + routes, "routes_append_keyed");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec(R"(
+CREATE TABLE telemetry (device_id text NOT NULL, temperature float8, memory_free int8, online bool,
+                        ts timestamptz NOT NULL, topic text, extra jsonb, UNIQUE (ts, device_id));
+CREATE UNIQUE INDEX telemetry_one_reboot ON telemetry (memory_free) WHERE memory_free = 1;
+CREATE TABLE readings (sensor text NOT NULL, value int4, id uuid);
+)");
+  evp.start(port);
+
+  std::string data;
+  uint64_t lines = 0;
+  auto add = [&](const std::string& l) {
+    data += l + "\n";
+    ++lines;
+  };
+  for (int i = 0; i < 30; ++i) add(telemetry("ESP32_00" + std::to_string(i % 3), i));
+  add(telemetry("ESP32_000", 0));  // redelivered in the stream
+  add("{\"device_id\":\"R1\",\"memory_free\":1,\"timestamp\":\"2025-01-28T10:40:00Z\"}");
+  add("{\"device_id\":\"R2\",\"memory_free\":1,\"timestamp\":\"2025-01-28T10:40:00Z\"}");  // refused: 23505
+  add(telemetry("ESP32_009", 59));
+  auto send = [&] {
+    ndjson_client producer(port);
+    producer.send_all(data);
+    EXPECT_EQ(producer.read_acks_until(lines, 60s), lines) << evp.log();
+  };
+  send();
+  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 32) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry WHERE device_id = 'R1'"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'db_rejected' AND failure_reason LIKE "
+                     "'%23505%' AND payload->>'device_id' = 'R2'"),
+            1)
+      << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 0) << "the table's own index is the identity";
+
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(port);
+  send();
+  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 32) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 1) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 0);
+
+  // Without the index the same route falls back to evpipe_route_keys (the
+  // sink looks again on every connection: a restart is one).
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  db.exec("ALTER TABLE telemetry DROP CONSTRAINT telemetry_ts_device_id_key");
+  evp.start(port);
+  data.clear();
+  lines = 0;
+  add(telemetry("ESP32_100", 1));
+  add(telemetry("ESP32_100", 1));
+  send();
+  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 33) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 1);
 }
 
 }  // namespace

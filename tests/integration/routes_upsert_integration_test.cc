@@ -112,7 +112,9 @@ TEST_F(RoutesUpsert, StateNeverMovesBackwardsAndRedeliveriesWriteNothing) {
   send(lines);
   EXPECT_EQ(state().at(0), expected);
   EXPECT_EQ(db.count("SELECT count(*) FROM device_writes"), writes)
-      << "redelivered messages are recognised (evpipe_route_keys) and write no row version";
+      << "redelivered messages are recognised and write no row version";
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 0)
+      << "identity (device_id, last_seen) holds the key and order_by: the upsert's WHERE newer settles redeliveries";
 
   // A newer status still moves a device forward after all that.
   send({status(7, times + 1)});
