@@ -85,7 +85,11 @@ route_set::route_set(const std::vector<config::route>& routes) {
         if (cr.columns[k].cfg.name == name) cr.key_columns.push_back(static_cast<uint16_t>(k));
       }
     }
-    std::sort(cr.key_columns.begin(), cr.key_columns.end());  // as append_fields walks a tuple
+    // Ascending, as append_fields walks a tuple.
+    std::sort(cr.identity_columns.begin(), cr.identity_columns.end());
+    cr.identity_columns.erase(std::unique(cr.identity_columns.begin(), cr.identity_columns.end()),
+                              cr.identity_columns.end());
+    std::sort(cr.key_columns.begin(), cr.key_columns.end());
     cr.self_idempotent = is_self_idempotent(cr.cfg);
     routes_.push_back(std::move(cr));
   }

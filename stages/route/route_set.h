@@ -31,7 +31,7 @@ struct compiled_route {
   uint16_t index = 0;
   std::vector<std::string> filters;                // cfg.topics (MQTT topic filters)
   std::vector<compiled_column> columns;
-  std::vector<uint16_t> identity_columns;          // positions of cfg.idempotency in columns
+  std::vector<uint16_t> identity_columns;          // positions of cfg.idempotency in columns, ascending
   std::vector<uint16_t> key_columns;               // upsert: positions of cfg.key in columns, ascending
   // An upsert route whose rows a redelivery cannot change: order_by is set,
   // and two messages the route calls the same (same identity) carry the same
