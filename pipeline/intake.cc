@@ -65,6 +65,7 @@ bool intake::apply_routes(std::string_view line, std::string_view topic, std::st
     if (stages::route::extract_row(r, validator.document(), mv, routed_, &err, id) != stages::route::extract_status::ok) {
       v.why = stages::reason::route_mismatch;
       v.message = std::move(err.message);
+      r.counts->mismatched.fetch_add(1, std::memory_order_relaxed);
       routed_.clear();
       return true;
     }
@@ -158,6 +159,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     rec.key_hash_lo = h.lo;
     rec.key_hash_hi = h.hi;
     rec.shard_hash = shard_hash_of_upsert_key();
+    rec.bare = true;
     rec.skip_mirror = skip_mirror_;
     auto& b = batch_of(rec);
     rec.key = b.append(identity_);

@@ -85,6 +85,7 @@ struct event_record {
   span_ref routed;
   reason why = reason::none;
   bool skip_mirror = false;  // taken by routes, none of which keeps the events_mirror row
+  bool bare = false;         // taken by an envelope "none" route: `key` is the route's identity, not an idempotency_key
   bool blank = false;        // empty line: counted and acked, nothing stored
   bool raw_truncated = false;  // too_large: raw holds only a prefix
 };

@@ -129,6 +129,19 @@ pg_status table_writer::claim_keys(pg_connection& conn, stages::write_batch& bat
     auto h = XXH3_128bits(identity.data(), identity.size());
     claimed_.push_back({outcome, h.high64, h.low64});
   }
+  // events_mirror rows of bare messages (mirror = true): their
+  // idempotency_key column is NULL, so the table's unique key cannot tell a
+  // redelivery; the identity goes to evpipe_route_keys like a routed row's.
+  // (Events with routed rows besides were left to this loop above.)
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto outcome = rows[i].outcome_index;
+    if (outcome < first_outcome || outcome >= last_outcome) continue;
+    if (!rows[i].identity_key) continue;
+    std::string_view identity = batch.text(rows[i].key);
+    if (batch.outcomes()[outcome].kind != stages::outcome_kind::mirrored) continue;
+    auto h = XXH3_128bits(identity.data(), identity.size());
+    claimed_.push_back({outcome, h.high64, h.low64});
+  }
   if (claimed_.empty()) return {};
   // In key order: a B-tree takes sorted keys at about half the cost of
   // random ones (neighbouring inserts land on pages just visited). A key
@@ -218,25 +231,47 @@ std::vector<std::string> table_writer::table_keyed_routes() const {
 
 pg_status table_writer::write(pg_connection& conn, const stages::write_batch& batch, size_t first_outcome,
                               size_t last_outcome, bool tolerate_conflicts) {
+  pending_.assign(routes_.size(), {});
   for (size_t r = 0; r < batch.route_stream_count() && r < routes_.size(); ++r) {
-    batch.route_copy_slice(r, first_outcome, last_outcome, slice_);
+    const size_t n = batch.route_copy_slice(r, first_outcome, last_outcome, slice_);
     if (slice_.empty()) continue;
     pg_status st;
+    uint64_t merged = 0;
     if (tolerate_conflicts && r < table_keyed_.size() && table_keyed_[r]) {
       // A row whose identity the table holds was stored before (a
       // redelivery after a restart): left out by ON CONFLICT DO NOTHING.
       st = conn.exec(keyed_stage_sql_[r].c_str());
       if (st.ok) st = conn.copy_in(keyed_copy_sql_[r].c_str(), slice_);
-      if (st.ok) st = conn.exec(keyed_merge_sql_[r].c_str());
+      if (st.ok) st = conn.exec_counted(keyed_merge_sql_[r].c_str(), merged);
       if (!st.ok) return st;
+      pending_[r].appended = merged;
       continue;
     }
     if (!stage_sql_[r].empty()) st = conn.exec(stage_sql_[r].c_str());
     if (st.ok) st = conn.copy_in(copy_sql_[r].c_str(), slice_);
-    if (st.ok && !merge_sql_[r].empty()) st = conn.exec(merge_sql_[r].c_str());
+    if (st.ok && !merge_sql_[r].empty()) st = conn.exec_counted(merge_sql_[r].c_str(), merged);
     if (!st.ok) return st;
+    if (merge_sql_[r].empty()) {
+      pending_[r].appended = n;
+    } else {
+      // Every staged message that did not become a row's state: older than
+      // the stored row, or than another message of the batch for its key.
+      pending_[r].upserted = merged;
+      pending_[r].skipped_older = n > merged ? n - merged : 0;
+    }
   }
   return {};
+}
+
+void table_writer::committed() {
+  for (size_t r = 0; r < pending_.size(); ++r) {
+    auto* c = routes_.at(r).counts;
+    if (c == nullptr) continue;
+    c->appended.fetch_add(pending_[r].appended, std::memory_order_relaxed);
+    c->upserted.fetch_add(pending_[r].upserted, std::memory_order_relaxed);
+    c->skipped_older.fetch_add(pending_[r].skipped_older, std::memory_order_relaxed);
+  }
+  pending_.clear();
 }
 
 }  // namespace evpipe::io

@@ -54,9 +54,12 @@ class table_writer {
 
   // In an open transaction, before write(): records the identity of every
   // event in [first_outcome, last_outcome) whose rows only routed tables
-  // hold, in evpipe_route_keys. Events with an events_mirror row are settled
-  // by its idempotency_key instead, and events whose routes are all
-  // self-idempotent (route_set.h) need no key.
+  // hold, and of every bare message with an events_mirror row (mirror =
+  // true; that row's idempotency_key is NULL), in evpipe_route_keys. Events
+  // with an envelope's events_mirror row are settled by its idempotency_key
+  // instead, and events whose routes are all self-idempotent (route_set.h)
+  // need no key. Runs before the events_mirror COPY, which then leaves out
+  // the events found to be duplicates.
   // Without tolerate_conflicts the keys go in by one binary COPY, which fails
   // with 23505 (pg_failure::duplicate_key) when a key is there already: the
   // caller then rolls back and runs the transaction again with
@@ -72,6 +75,10 @@ class table_writer {
   // INSERT ... ON CONFLICT (identity) DO NOTHING.
   [[nodiscard]] pg_status write(pg_connection& conn, const stages::write_batch& batch, size_t first_outcome,
                                 size_t last_outcome, bool tolerate_conflicts = true);
+
+  // After the COMMIT of a transaction that ran write(): adds what that
+  // write stored to the routes' counters (stages/route/probe.h).
+  void committed();
 
   // On each new connection, before any write: finds the append routes whose
   // table has a unique index on exactly the route's idempotency columns
@@ -101,6 +108,10 @@ class table_writer {
     uint64_t hi, lo;  // XXH3-128 of the event's identity
   };
   std::vector<claim> claimed_;
+  struct written {
+    uint64_t appended = 0, upserted = 0, skipped_older = 0;
+  };
+  std::vector<written> pending_;  // per route: what the last write() stored, counted at committed()
   std::string slice_, keys_param_, keys_copy_;
 };
 

@@ -91,6 +91,7 @@ route_set::route_set(const std::vector<config::route>& routes) {
                               cr.identity_columns.end());
     std::sort(cr.key_columns.begin(), cr.key_columns.end());
     cr.self_idempotent = is_self_idempotent(cr.cfg);
+    cr.counts = &route_probe::instance().of(cr.cfg.name);
     routes_.push_back(std::move(cr));
   }
 }

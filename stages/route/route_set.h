@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config/route_config.h"
+#include "stages/route/probe.h"
 
 namespace evpipe::stages::route {
 
@@ -39,6 +40,7 @@ struct compiled_route {
   // first stored and its ON CONFLICT update does nothing. Its messages need
   // no row in evpipe_route_keys (docs/routes.md, "Identity across restarts").
   bool self_idempotent = false;
+  route_counts* counts = nullptr;  // route_probe::instance().of(cfg.name)
 };
 
 class route_set {

@@ -129,6 +129,13 @@ TEST_F(RoutesAppend, TypedRowsCommitWithTheirBatchAndBadOnesAreDeadLettered) {
             1)
       << "the CHECK constraint refuses one row; the rest of its batch commits";
   EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'invalid_json'"), 1);
+  {
+    const std::string m = http_get(http_port, "/metrics");
+    EXPECT_EQ(metric_value(m, "taylor_route_rows_appended_total{route=\"telemetry\"}"), 41) << m;
+    EXPECT_EQ(metric_value(m, "taylor_route_rows_appended_total{route=\"readings\"}"), 1);
+    EXPECT_EQ(metric_value(m, "taylor_route_mismatch_total{route=\"telemetry\"}"), 4);
+    EXPECT_EQ(metric_value(m, "taylor_route_mismatch_total{route=\"readings\"}"), 1);
+  }
 
   EXPECT_EQ(db.column("SELECT concat_ws('|', sensor, value, id IS NOT NULL) FROM readings"),
             std::vector<std::string>{"s1|7|t"});
@@ -212,6 +219,60 @@ CREATE TABLE readings (sensor text NOT NULL, value int4, id uuid);
   send();
   EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 33) << evp.log();
   EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 1);
+}
+
+// Bare messages with mirror = true keep an events_mirror row whose
+// idempotency_key column is NULL, so that table's unique key cannot tell a
+// redelivery: evpipe_route_keys does, for a mirror-only route and for one
+// with a table too. After a restart the same messages add no row anywhere
+// (before, each redelivery added a second events_mirror row).
+TEST_F(RoutesAppend, BareMirroredMessagesAreStoredOnceAcrossRestarts) {
+  uint16_t system_port = free_port(), boot_port = free_port(), http_port = free_port();
+  const std::string cfg = config_for(db, system_port, http_port) + "[[sources.tcp]]\nlisten = \"127.0.0.1:" +
+                          std::to_string(boot_port) + "\"\ntopic = \"dev/E1/boot\"\n" + R"(
+[[routes]]
+name = "system"
+topics = ["tracker/events/it"]
+envelope = "none"
+mirror = true
+
+[[routes]]
+name = "boot"
+topics = ["dev/+/boot"]
+envelope = "none"
+mirror = true
+table = "boots"
+columns = [
+  { name = "device_id", source = "topic[1]", type = "text" },
+  { name = "reason", type = "text", required = true },
+]
+)";
+  evpipe_process evp(cfg, "routes_bare_mirror");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec("CREATE TABLE boots (device_id text, reason text)");
+  evp.start(system_port);
+  auto send = [&] {
+    ndjson_client system(system_port), boot(boot_port);
+    system.send_all("{\"code\":17}\n{\"code\":18}\n{\"code\":17}\n{\"uptime\":5}\n");
+    boot.send_all("{\"reason\":\"power_on\"}\n{\"reason\":\"watchdog\"}\n");
+    EXPECT_EQ(system.read_acks_until(4, 60s), 4u) << evp.log();
+    EXPECT_EQ(boot.read_acks_until(2, 60s), 2u) << evp.log();
+  };
+  send();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 5) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE topic = 'dev/E1/boot'"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM boots"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 5);
+
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(system_port);
+  send();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 5) << "one mirror row per message, redelivered or not";
+  EXPECT_EQ(db.count("SELECT count(*) FROM boots"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 5);
+  EXPECT_EQ(metric_value(http_get(http_port, "/metrics"), "taylor_duplicates_total"), 6)
+      << "every redelivery counted as a duplicate";
 }
 
 }  // namespace
