@@ -8,14 +8,19 @@
 #           SQL (per batch of B rows: COPY into a temporary table, then
 #           INSERT ... ON CONFLICT ... DO UPDATE ... WHERE newer, one psql
 #           session) and by evpipe's upsert route with [batch] max_rows = B.
-# Prints rows/s of each and the ratios.
+# Each of R runs measures every case once, the order of SQL and evpipe
+# alternating from run to run; prints each run's rows/s and ratios and the
+# medians. Only ratios of one run mean much on a shared machine.
 #
 #   perf/routes_vs_sql.sh [--events N] [--statuses M] [--devices D] [--batch B]
-#                         [--connections C] [--out FILE]
+#                         [--connections C] [--runs R] [--binary PATH] [--out FILE]
+#
+# --binary measures another evpipe build in the same runs (an extra column),
+# e.g. the build before a change.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-events=200000 statuses=200000 devices=10000 batch=4096 connections=4 out=""
+events=200000 statuses=200000 devices=10000 batch=4096 connections=4 runs=1 other_bin="" out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events="$2"; shift 2 ;;
@@ -23,8 +28,10 @@ while [ $# -gt 0 ]; do
     --devices) devices="$2"; shift 2 ;;
     --batch) batch="$2"; shift 2 ;;
     --connections) connections="$2"; shift 2 ;;
+    --runs) runs="$2"; shift 2 ;;
+    --binary) other_bin="$(realpath "$2")"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -101,26 +108,34 @@ tables() {
   psqlq -c "DROP TABLE IF EXISTS telemetry, devices, evpipe_route_keys" -c "CHECKPOINT" \
     -c "CREATE TABLE telemetry (device_id text NOT NULL, temperature float8, humidity float8, voltage float8, memory_free int8, measured_at timestamptz NOT NULL)" \
     -c "CREATE TABLE devices (device_id text PRIMARY KEY, status text NOT NULL, ip_address text, uptime int8, last_seen timestamptz)"
+  # "unique": telemetry gets a unique index on the route's idempotency
+  # columns, which evpipe then uses instead of evpipe_route_keys (both sides
+  # pay for the index: it is the same table).
+  [ "${1:-}" != unique ] || psqlq -c "CREATE UNIQUE INDEX ON telemetry (device_id, measured_at)"
 }
 rate() { echo "$1 $2 $3" | awk '{printf "%.0f", $1 / ($3 - $2)}'; }
 
 # append: psql \copy of the same rows
-tables
-t0=$(now); psqlq -c "\\copy telemetry FROM '$scratch/telemetry.csv' WITH (FORMAT csv)"; t1=$(now)
-[ "$(psqlq -c 'SELECT count(*) FROM telemetry')" = "$events" ] || die "psql \\copy loaded a wrong row count"
-copy_rate=$(rate "$events" "$t0" "$t1")
-# append: evpipe
-tables
-with_config append; fresh_table
-evpipe_start
-"$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/telemetry.ndjson" \
-  --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null
-evpipe_stop
-[ "$(psqlq -c 'SELECT count(*) FROM telemetry')" = "$events" ] || die "evpipe stored a wrong telemetry count"
-route_append=$(printf '%.0f' "$(json_field "$scratch/load.json" "['throughput']")")
+sql_append() {
+  local t0 t1
+  tables "${1:-}"
+  t0=$(now); psqlq -c "\\copy telemetry FROM '$scratch/telemetry.csv' WITH (FORMAT csv)"; t1=$(now)
+  [ "$(psqlq -c 'SELECT count(*) FROM telemetry')" = "$events" ] || die "psql \\copy loaded a wrong row count"
+  rate "$events" "$t0" "$t1"
+}
+# append: evpipe (binary $1; $2 = unique: see tables)
+route_append() {
+  tables "${2:-}"
+  with_config append; fresh_table
+  evpipe_start "$1"
+  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/telemetry.ndjson" \
+    --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null
+  evpipe_stop
+  [ "$(psqlq -c 'SELECT count(*) FROM telemetry')" = "$events" ] || die "evpipe stored a wrong telemetry count"
+  printf '%.0f' "$(json_field "$scratch/load.json" "['throughput']")"
+}
 
 # upsert: the plain SQL, batch by batch in one session
-tables
 {
   for f in "$scratch"/status.part.*; do
     echo "BEGIN;"
@@ -132,28 +147,90 @@ tables
     echo "COMMIT;"
   done
 } >"$scratch/upsert.sql"
-t0=$(now); psqlq -f "$scratch/upsert.sql" >/dev/null; t1=$(now)
-sql_upsert=$(rate "$statuses" "$t0" "$t1")
-reference="$(psqlq -c "SELECT md5(string_agg(device_id || status || last_seen, ',' ORDER BY device_id)) FROM devices")"
-# upsert: evpipe
-tables
-with_config upsert; fresh_table
-evpipe_start
-"$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/status.ndjson" \
-  --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null
-evpipe_stop
-got="$(psqlq -c "SELECT md5(string_agg(device_id || status || last_seen, ',' ORDER BY device_id)) FROM devices")"
-[ "$got" = "$reference" ] || die "evpipe's devices differ from the plain SQL's"
-route_upsert=$(printf '%.0f' "$(json_field "$scratch/load.json" "['throughput']")")
+devices_md5() { psqlq -c "SELECT md5(string_agg(device_id || status || last_seen, ',' ORDER BY device_id)) FROM devices"; }
+# (these run in $(...), a subshell: what must outlive them goes to a file)
+sql_upsert() {
+  local t0 t1
+  tables
+  t0=$(now); psqlq -f "$scratch/upsert.sql" >/dev/null; t1=$(now)
+  devices_md5 >"$scratch/reference"
+  rate "$statuses" "$t0" "$t1"
+}
+# upsert: evpipe (binary $1); after sql_upsert, whose result it must equal
+route_upsert() {
+  tables
+  with_config upsert; fresh_table
+  evpipe_start "$1"
+  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/status.ndjson" \
+    --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null
+  evpipe_stop
+  [ "$(devices_md5)" = "$(cat "$scratch/reference")" ] || die "evpipe's devices differ from the plain SQL's"
+  printf '%.0f' "$(json_field "$scratch/load.json" "['throughput']")"
+}
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
-report="routes vs plain SQL: $events telemetry rows (6 typed columns), $statuses status messages of $devices devices, batches of $batch, $connections connections
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+declare -a ca ea oa cu eu ou ci ei oi rea roa reu rou rei roi
+# One case of one run: "$1" = sql function, "$2" = route function, "$3" = its
+# extra argument, "$4" = 1 for SQL first; sets c e o.
+one_case() {
+  local sqlf="$1" routef="$2" arg="$3" sql_first="$4"
+  o=""
+  if [ "$sql_first" = 1 ]; then
+    c=$("$sqlf" $arg); e=$("$routef" "$bin/app/evpipe" $arg); [ -n "$other_bin" ] && o=$("$routef" "$other_bin" $arg)
+  else
+    [ -n "$other_bin" ] && o=$("$routef" "$other_bin" $arg); e=$("$routef" "$bin/app/evpipe" $arg); c=$("$sqlf" $arg)
+  fi
+  return 0
+}
+for r in $(seq "$runs"); do
+  odd=$((r % 2))
+  one_case sql_append route_append "" "$odd"
+  ca+=("$c"); ea+=("$e"); rea+=("$(ratio "$e" "$c")")
+  [ -n "$other_bin" ] && { oa+=("$o"); roa+=("$(ratio "$o" "$c")"); }
+  one_case sql_append route_append unique "$odd"
+  ci+=("$c"); ei+=("$e"); rei+=("$(ratio "$e" "$c")")
+  [ -n "$other_bin" ] && { oi+=("$o"); roi+=("$(ratio "$o" "$c")"); }
+  # the plain SQL runs first every time: it sets the reference the route must reach
+  c=$(sql_upsert)
+  if [ "$odd" = 1 ]; then
+    e=$(route_upsert "$bin/app/evpipe"); o=""; [ -n "$other_bin" ] && o=$(route_upsert "$other_bin")
+  else
+    [ -n "$other_bin" ] && o=$(route_upsert "$other_bin"); e=$(route_upsert "$bin/app/evpipe")
+  fi
+  cu+=("$c"); eu+=("$e"); reu+=("$(ratio "$e" "$c")")
+  [ -n "$other_bin" ] && { ou+=("$o"); rou+=("$(ratio "$o" "$c")"); }
+  log "run $r: append sql ${ca[-1]} route ${ea[-1]}; unique sql ${ci[-1]} route ${ei[-1]}; upsert sql ${cu[-1]} route ${eu[-1]}"
+done
+
+med() { printf '%s\n' "$@" | median; }
+other_head="" other_sep=""
+[ -n "$other_bin" ] && { other_head=" $other_bin rows/s | its ratio |"; other_sep="---|---|"; }
+table="| case | run | plain SQL rows/s | evpipe route rows/s | ratio |$other_head
+|---|---|---|---|---|$other_sep"
+# rows NAME C E R O RO: one case's runs and medians (arrays by name)
+rows() {
+  local name="$1"
+  local -n cs="$2" es="$3" rs="$4" os="$5" ros="$6"
+  local extra
+  for r in $(seq 0 $((runs - 1))); do
+    extra=""; [ -n "$other_bin" ] && extra=" ${os[$r]} | ${ros[$r]} |"
+    table+="
+| $name | $((r + 1)) | ${cs[$r]} | ${es[$r]} | ${rs[$r]} |$extra"
+  done
+  extra=""; [ -n "$other_bin" ] && extra=" $(med "${os[@]}") | **$(med "${ros[@]}")** |"
+  table+="
+| $name | median | $(med "${cs[@]}") | $(med "${es[@]}") | **$(med "${rs[@]}")** |$extra"
+}
+rows "append" ca ea rea oa roa
+rows "append, unique index on (device_id, measured_at)" ci ei rei oi roi
+rows "upsert" cu eu reu ou rou
+
+report="routes vs plain SQL: $events telemetry rows (6 typed columns), $statuses status messages of $devices devices, batches of $batch, $connections connections, $runs runs
+append: psql \\copy of the CSV; upsert: COPY to temp + INSERT ON CONFLICT WHERE newer, per batch (ratio = evpipe / SQL; medians of each column and of the per-run ratios)
 machine: $(machine_line)
 
-| case | plain SQL rows/s | evpipe route rows/s | ratio |
-|---|---|---|---|
-| append (psql \\copy of the CSV) | $copy_rate | $route_append | $(ratio "$route_append" "$copy_rate") |
-| upsert (COPY to temp + INSERT ON CONFLICT WHERE newer, per batch) | $sql_upsert | $route_upsert | $(ratio "$route_upsert" "$sql_upsert") |"
+$table"
 echo
 echo "$report"
 [ -n "$out" ] && echo "$report" >"$out"

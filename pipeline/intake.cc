@@ -68,6 +68,7 @@ bool intake::apply_routes(std::string_view line, std::string_view topic, std::st
   size_t n = routes_->match(topic, kind, !bare, ids);
   routed_.clear();
   identity_.clear();
+  upsert_key_.clear();
   if (n == 0) return false;
   first_route_ = routes_->at(ids[0]).cfg.name;
   bool mirror = false;
@@ -89,10 +90,15 @@ bool intake::apply_routes(std::string_view line, std::string_view topic, std::st
     if (stages::route::extract_row(r, validator.document(), mv, routed_, &err, id) != stages::route::extract_status::ok) {
       v.why = stages::reason::route_mismatch;
       v.message = std::move(err.message);
+      r.counts->mismatched.fetch_add(1, std::memory_order_relaxed);
       routed_.clear();
       return true;
     }
     const uint32_t len = static_cast<uint32_t>(routed_.size() - at - 6);
+    if (r.cfg.upsert && upsert_key_.empty()) {
+      upsert_key_.assign(r.cfg.name);
+      stages::route::append_fields(std::string_view(routed_).substr(at + 6, len), r.key_columns, upsert_key_);
+    }
     routed_[at] = static_cast<char>(r.index >> 8);
     routed_[at + 1] = static_cast<char>(r.index);
     for (int k = 0; k < 4; ++k) routed_[at + 2 + k] = static_cast<char>(len >> (24 - 8 * k));
@@ -105,6 +111,12 @@ bool intake::apply_routes(std::string_view line, std::string_view topic, std::st
     identity_.append(reinterpret_cast<const char*>(&d), sizeof d);
   }
   return true;
+}
+
+uint64_t intake::shard_hash_of_upsert_key() const noexcept {
+  if (upsert_key_.empty()) return 0;
+  uint64_t h = stages::hash_key(upsert_key_.data(), upsert_key_.size()).lo;
+  return h ? h : 1;
 }
 
 void intake::reserve(size_t bytes) {
@@ -180,6 +192,8 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     auto h = stages::hash_key(identity_.data(), identity_.size());
     rec.key_hash_lo = h.lo;
     rec.key_hash_hi = h.hi;
+    rec.shard_hash = shard_hash_of_upsert_key();
+    rec.bare = true;
     rec.skip_mirror = skip_mirror_;
     auto& b = batch_of(rec);
     rec.key = b.append(identity_);
@@ -201,6 +215,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     rec.topic = b.append(topic);
     rec.raw = b.append(line);
     if (routed) {
+      rec.shard_hash = shard_hash_of_upsert_key();
       rec.skip_mirror = skip_mirror_;
       rec.routed = b.append(routed_);
     }

@@ -29,8 +29,12 @@ namespace evpipe::pipeline {
 
 // The shard an event belongs to: by its key hash, so that two copies of one
 // key always meet in one dedup window; events without a key by position.
+// Messages of an upsert route go by the route's key (event_record::shard_hash):
+// two copies of one message have one key there too when the route needs no
+// evpipe_route_keys row (compiled_route::self_idempotent); otherwise that
+// table settles copies that meet in two shards.
 [[nodiscard]] inline size_t shard_for(const stages::event_record& ev, size_t shards) noexcept {
-  uint64_t h = (ev.why == stages::reason::none && !ev.blank) ? ev.key_hash_lo : ev.seq;
+  uint64_t h = (ev.why == stages::reason::none && !ev.blank) ? (ev.shard_hash ? ev.shard_hash : ev.key_hash_lo) : ev.seq;
   return h % shards;
 }
 
@@ -98,11 +102,15 @@ class intake {
   bool apply_routes(std::string_view line, std::string_view topic, std::string_view kind, bool bare,
                     stages::envelope_validator& validator, stages::validation& v);
 
+  // The shard_hash of the message apply_routes took last (0: no upsert route).
+  [[nodiscard]] uint64_t shard_hash_of_upsert_key() const noexcept;
+
   stages::envelope_limits limits_;
   std::vector<stages::event_batch> out_;  // one per shard
   size_t pending_ = 0;
   const stages::route::route_set* routes_;  // stages::route::active_routes() (nullptr: no routes)
   std::string routed_, identity_;           // scratch of apply_routes, reused
+  std::string upsert_key_;                  // the first upsert route's key fields (shard_hash), reused
   std::string_view first_route_;            // name of the first route that took the message
   bool skip_mirror_ = false;
 };

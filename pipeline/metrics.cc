@@ -1,5 +1,7 @@
 #include "pipeline/metrics.h"
 
+#include "stages/route/probe.h"
+
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -151,13 +153,38 @@ metrics_registry::readiness metrics_registry::ready_state(std::chrono::milliseco
     }
     shards += "}";
   }
+  // The fields of AutoCore's /health/mqtt-monitor (seed 004), per source
+  // kind. messages_processed: events read; errors: protocol errors, refused
+  // connections and 4xx answers (what the source itself could not take).
+  r.source_health = "[";
+  for (const auto& sp : sources_) {
+    const auto& src = *sp;
+    if (r.source_health.size() > 1) r.source_health += ",";
+    r.source_health += "{\"source\":";
+    stages::append_json_string(r.source_health, src.kind);
+    const int64_t active = src.connections_active.load();
+    if (src.kind == "mqtt") r.source_health += std::string(",\"broker_connected\":") + (active > 0 ? "true" : "false");
+    r.source_health += ",\"connections\":" + std::to_string(active) + ",\"last_message_time\":";
+    const int64_t last = src.last_received_unix_ms.load(std::memory_order_relaxed);
+    if (last == 0) {
+      r.source_health += "null";
+    } else {
+      stages::append_json_string(r.source_health, iso8601_utc(last));
+    }
+    r.source_health += ",\"messages_processed\":" + std::to_string(src.received.load()) + ",\"errors\":" +
+                       std::to_string(src.protocol_errors.load() + src.connections_refused.load() +
+                                      src.http_client_errors.load()) +
+                       "}";
+  }
+  r.source_health += "]";
+  const std::string health = ",\"source_health\":" + r.source_health;
   if (shards_.empty()) {
-    r.body = "{\"status\":\"not_ready\",\"reason\":\"no shards\"}\n";
+    r.body = "{\"status\":\"not_ready\",\"reason\":\"no shards\"" + health + "}\n";
   } else if (shards.empty()) {
     r.ready = true;
-    r.body = "{\"status\":\"ready\"}\n";
+    r.body = "{\"status\":\"ready\"" + health + "}\n";
   } else {
-    r.body = "{\"status\":\"not_ready\",\"reason\":\"database\",\"shards\":[" + shards + "]}\n";
+    r.body = "{\"status\":\"not_ready\",\"reason\":\"database\",\"shards\":[" + shards + "]" + health + "}\n";
   }
   return r;
 }
@@ -248,6 +275,36 @@ std::string metrics_registry::render() const {
     header(out, name, "counter",
            "Dead letters dlq_events already held (the same bad event resent), by reason: acked, no new row.");
     for (const auto& [reason, n] : dlq_duplicates_) sample(out, name, "reason=\"" + reason + "\"", double(n));
+  }
+
+  // Per route (stages/route/probe.h): names come from the config.
+  if (auto routes = stages::route::route_probe::instance().snapshot(); !routes.empty()) {
+    struct route_family {
+      const char* suffix;
+      const char* help;
+      uint64_t stages::route::route_probe::row::*field;
+    };
+    static constexpr route_family route_families[] = {
+        {"_route_rows_appended_total", "Rows an append route wrote to its table (committed).",
+         &stages::route::route_probe::row::appended},
+        {"_route_rows_upserted_total", "Rows an upsert route inserted or updated (committed).",
+         &stages::route::route_probe::row::upserted},
+        {"_route_skipped_older_total",
+         "Upsert messages that changed nothing: not newer than the stored row or than another message of their batch.",
+         &stages::route::route_probe::row::skipped_older},
+        {"_route_mismatch_total", "Messages a route dead-lettered as route_mismatch (each delivery).",
+         &stages::route::route_probe::row::mismatched},
+    };
+    for (const auto& f : route_families) {
+      name = p + f.suffix;
+      header(out, name, "counter", f.help);
+      for (const auto& r : routes) {
+        std::string labels = "route=\"";
+        escape_label(labels, r.route);
+        labels += '"';
+        sample(out, name, labels, double(r.*f.field));
+      }
+    }
   }
 
   struct shard_counter {

@@ -115,6 +115,16 @@ struct shard_probe {
 struct source_probe {
   std::string kind;                     // "tcp", ...
   counter received{0};
+  std::atomic<int64_t> last_received_unix_ms{0};  // wall clock of the last read with events (0: none yet)
+  // Events read: counts them and notes when (for /health/ready).
+  void note_received(uint64_t n) noexcept {
+    if (n == 0) return;
+    bump(received, n);
+    last_received_unix_ms.store(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count(),
+                                std::memory_order_relaxed);
+  }
   counter connections_total{0};
   counter connections_refused{0};       // over the source's connection limit
   counter connections_timed_out{0};     // closed by the idle timeout
@@ -197,6 +207,10 @@ class metrics_registry {
   struct readiness {
     bool ready = false;
     std::string body;
+    // Each source's health, a JSON array (also inside body as
+    // "source_health"): broker_connected (MQTT), connections,
+    // last_message_time, messages_processed, errors.
+    std::string source_health;
   };
   [[nodiscard]] readiness ready_state(std::chrono::milliseconds max_stall) const;
   [[nodiscard]] const std::string& prefix() const noexcept { return prefix_; }

@@ -109,7 +109,8 @@ void write_batch::widen_to_headers() {
 }
 
 void write_batch::add_row(std::string_view topic, std::string_view payload, std::string_view key,
-                          std::string_view kind, uint64_t seq, int64_t received_ns, std::string_view headers) {
+                          std::string_view kind, uint64_t seq, int64_t received_ns, std::string_view headers,
+                          bool identity_key) {
   note_open();
   if (sealed_) {
     copy_.resize(copy_.size() - copy_format::trailer.size());
@@ -117,6 +118,7 @@ void write_batch::add_row(std::string_view topic, std::string_view payload, std:
   }
   if (!headers.empty() && !has_headers_) widen_to_headers();
   auto off = static_cast<uint32_t>(copy_.size());
+  if (identity_key) ++identity_rows_;
   uint32_t payload_off = 0;
   if (has_headers_) {
     copy_format::append_event_row_with_headers(copy_, topic, payload, headers);
@@ -127,16 +129,16 @@ void write_batch::add_row(std::string_view topic, std::string_view payload, std:
   }
   auto len = static_cast<uint32_t>(copy_.size() - off);
   rows_.push_back(row{keep(key), keep(topic), keep(kind), static_cast<uint32_t>(pending_.size()), off, len,
-                      payload_off, static_cast<uint32_t>(payload.size()), keep(headers)});
+                      payload_off, static_cast<uint32_t>(payload.size()), keep(headers), identity_key});
   pending_.push_back(pending{static_cast<uint32_t>(origins_.size() - 1), seq, outcome_kind::mirrored,
                              reason::none, received_ns});
 }
 
 void write_batch::add_routed(std::string_view routed, bool mirror, std::string_view topic, std::string_view payload,
                              std::string_view key, std::string_view kind, uint64_t seq, int64_t received_ns,
-                             std::string_view headers) {
+                             std::string_view headers, bool identity_key) {
   if (mirror) {
-    add_row(topic, payload, key, kind, seq, received_ns, headers);  // also takes the event's outcome
+    add_row(topic, payload, key, kind, seq, received_ns, headers, identity_key);  // also takes the event's outcome
   } else {
     note_open();
     pending_.push_back(pending{static_cast<uint32_t>(origins_.size() - 1), seq, outcome_kind::mirrored,
@@ -160,18 +162,22 @@ void write_batch::add_routed(std::string_view routed, bool mirror, std::string_v
   }
 }
 
-void write_batch::route_copy_slice(size_t route, size_t first_outcome, size_t last_outcome, std::string& out) const {
+size_t write_batch::route_copy_slice(size_t route, size_t first_outcome, size_t last_outcome,
+                                     std::string& out) const {
   out.clear();
-  if (route >= route_copy_.size()) return;
+  if (route >= route_copy_.size()) return 0;
   bool any = false;
+  size_t n = 0;
   for (const auto& r : routed_) {
     if (r.route != route || r.outcome_index < first_outcome || r.outcome_index >= last_outcome) continue;
     if (pending_[r.outcome_index].kind != outcome_kind::mirrored) continue;  // refused or a duplicate
     if (!any) out.assign(copy_format::header);
     any = true;
+    ++n;
     out.append(route_copy_[route], r.copy_off, r.copy_len);
   }
   if (any) out.append(copy_format::trailer);
+  return n;
 }
 
 void write_batch::reject_routed(uint32_t outcome_index, std::string sqlstate, std::string message) {
@@ -249,6 +255,7 @@ void write_batch::dead_letter_all_rows(reason why, const std::string& message) {
     }
   }
   rows_.clear();
+  identity_rows_ = 0;
   copy_.assign(copy_format::header);
   sealed_ = false;
   has_headers_ = false;
@@ -275,6 +282,15 @@ void write_batch::copy_slice(size_t first, size_t last, std::string& out) const 
   out.append(copy_format::trailer);
 }
 
+void write_batch::copy_stored_slice(size_t first, size_t last, std::string& out) const {
+  out.assign(copy_format::header);
+  for (size_t i = first; i < last; ++i) {
+    if (pending_[rows_[i].outcome_index].kind != outcome_kind::mirrored) continue;
+    out.append(copy_, rows_[i].copy_off, rows_[i].copy_len);
+  }
+  out.append(copy_format::trailer);
+}
+
 std::string_view write_batch::copy_data() {
   if (!sealed_) {
     copy_.append(copy_format::trailer);
@@ -295,6 +311,7 @@ void write_batch::clear() {
   routed_.clear();
   for (auto& c : route_copy_) c.clear();
   routed_bytes_ = 0;
+  identity_rows_ = 0;
 }
 
 }  // namespace evpipe::stages

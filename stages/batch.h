@@ -63,6 +63,7 @@ class write_batch {
     uint32_t payload_off = 0;  // the event's bytes inside that tuple
     uint32_t payload_len = 0;
     span_ref headers;  // in meta_: for its dead letter if the database refuses it
+    bool identity_key = false;  // a bare message's row: `key` is a route identity (see identity_row_count)
   };
 
   write_batch();
@@ -72,19 +73,29 @@ class write_batch {
   void begin_origin(const std::shared_ptr<event_origin>& origin);
 
   // `headers`: the event's transport headers as a JSON object, or empty.
+  // identity_key: a bare message's (envelope "none") row, whose key is its
+  // route identity; events_mirror holds NULL as its idempotency_key.
   void add_row(std::string_view topic, std::string_view payload, std::string_view key,
-               std::string_view kind, uint64_t seq, int64_t received_ns, std::string_view headers = {});
+               std::string_view kind, uint64_t seq, int64_t received_ns, std::string_view headers = {},
+               bool identity_key = false);
   // An event that routes took (event_record::routed): its tuples go to the
   // streams of their routes, and with `mirror` its events_mirror row too.
   void add_routed(std::string_view routed, bool mirror, std::string_view topic, std::string_view payload,
                   std::string_view key, std::string_view kind, uint64_t seq, int64_t received_ns,
-                  std::string_view headers = {});
+                  std::string_view headers = {}, bool identity_key = false);
   void add_dead_letter(dead_letter dl, uint64_t seq, int64_t received_ns);
   void add_duplicate(uint64_t seq, int64_t received_ns);
   void add_skipped(uint64_t seq, int64_t received_ns);
 
   // The COPY stream: header, rows, trailer. Valid until the next add/clear.
   [[nodiscard]] std::string_view copy_data();
+  // The COPY stream of the rows [first, last) still to be stored (not
+  // duplicates, not refused): header, tuples, trailer.
+  void copy_stored_slice(size_t first, size_t last, std::string& out) const;
+
+  // events_mirror rows of bare messages (a route with mirror = true): their
+  // idempotency_key column is NULL, so evpipe_route_keys settles them.
+  [[nodiscard]] size_t identity_row_count() const noexcept { return identity_rows_; }
 
   [[nodiscard]] size_t row_count() const noexcept { return rows_.size(); }
   // Whether the tuples carry a third field, headers (jsonb or NULL): only
@@ -109,8 +120,9 @@ class write_batch {
   // Routes with rows in this batch have a stream: header + tuples.
   [[nodiscard]] size_t route_stream_count() const noexcept { return route_copy_.size(); }
   // The COPY stream of route r's rows whose event is in [first_outcome,
-  // last_outcome) (all: 0, SIZE_MAX); empty when it has none.
-  void route_copy_slice(size_t route, size_t first_outcome, size_t last_outcome, std::string& out) const;
+  // last_outcome) (all: 0, SIZE_MAX); empty when it has none. Returns how
+  // many tuples it holds.
+  size_t route_copy_slice(size_t route, size_t first_outcome, size_t last_outcome, std::string& out) const;
   // Turns the event at `outcome_index`, whose routed rows the database
   // refused, into a db_rejected dead letter.
   void reject_routed(uint32_t outcome_index, std::string sqlstate, std::string message);
@@ -168,6 +180,7 @@ class write_batch {
   std::vector<routed_row> routed_;
   std::vector<std::string> route_copy_;  // per route: tuples (no header, no trailer)
   size_t routed_bytes_ = 0;
+  size_t identity_rows_ = 0;
 };
 
 // Binary COPY framing, exposed for tests and benchmarks.

@@ -79,6 +79,10 @@ struct event_record {
   uint64_t seq = 0;
   uint64_t key_hash_lo = 0;  // XXH3-128 of the key: routing and dedup
   uint64_t key_hash_hi = 0;
+  // Nonzero: picks the shard instead of key_hash_lo. Set for messages an
+  // upsert route takes, from its key columns, so that one key's rows are
+  // written by one shard (no two shards wait on each other's row locks).
+  uint64_t shard_hash = 0;
   uint64_t digest_lo = 0;    // invalid events: XXH3-128 of the whole line, the
   uint64_t digest_hi = 0;    // identity of a dead letter when it is resent
   int64_t received_ns = 0;   // steady clock, for receive-to-commit latency
@@ -91,6 +95,7 @@ struct event_record {
   span_ref headers;
   reason why = reason::none;
   bool skip_mirror = false;  // taken by routes, none of which keeps the events_mirror row
+  bool bare = false;         // taken by an envelope "none" route: `key` is the route's identity, not an idempotency_key
   bool blank = false;        // empty line: counted and acked, nothing stored
   bool raw_truncated = false;  // too_large: raw holds only a prefix
 };

@@ -86,6 +86,27 @@ pg_status pg_connection::exec(const char* sql) {
   return error_of(r.get());
 }
 
+pg_status pg_connection::exec_counted(const char* sql, uint64_t& first_rows) {
+  if (!conn_) return pg_status{false, "08003", "not connected", true};
+  first_rows = 0;
+  if (PQsendQuery(conn_, sql) != 1) return error_of(nullptr);
+  // PQexec would keep only the last command's result; read each.
+  pg_status st;
+  bool first = true;
+  while (PGresult* raw = PQgetResult(conn_)) {
+    pg_result r(raw);
+    auto s = PQresultStatus(raw);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+      if (st.ok) st = error_of(raw);
+    } else if (first) {
+      first_rows = std::strtoull(PQcmdTuples(raw), nullptr, 10);
+    }
+    first = false;
+  }
+  if (st.ok && !connected()) st = error_of(nullptr);
+  return st;
+}
+
 pg_status pg_connection::query(const char* sql, pg_result& out) {
   if (!conn_) return pg_status{false, "08003", "not connected", true};
   out.reset(PQexec(conn_, sql));

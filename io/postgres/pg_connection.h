@@ -56,6 +56,8 @@ class pg_connection {
 
   // Runs one or more SQL commands (simple query protocol).
   [[nodiscard]] pg_status exec(const char* sql);
+  // The same, and the row count of the first command ("INSERT 0 n": n).
+  [[nodiscard]] pg_status exec_counted(const char* sql, uint64_t& first_rows);
   // Runs a query and returns its result (or the error).
   [[nodiscard]] pg_status query(const char* sql, pg_result& out);
   // The same with text parameters $1..$n (unnamed statement: no session state).

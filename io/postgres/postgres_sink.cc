@@ -57,6 +57,13 @@ bool has_requeued(const stages::write_batch& batch) {
 }
 
 bool is_data_error(const pg_status& st) { return classify(st) == pg_failure::data; }
+// Where evpipe's own keys tolerate conflicts (the resolving paths), a unique
+// violation can only come from a routed table's own unique index: the row's
+// data is refused, like a CHECK constraint's.
+bool is_refusal(const pg_status& st) {
+  auto f = classify(st);
+  return f == pg_failure::data || f == pg_failure::duplicate_key;
+}
 
 std::string with_schema(std::string_view sql, const std::string& schema) {
   std::string out(sql);
@@ -80,6 +87,10 @@ postgres_sink::postgres_sink(std::string dsn, std::string application_name, cons
 
 bool postgres_sink::connect() {
   pg_status st = conn_.connect(dsn_, application_name_);
+  // Which routed tables settle redeliveries with their own unique index
+  // (table_writer::inspect): looked up again on every connection, as an
+  // index may have come or gone in between.
+  if (st.ok && tables_) st = tables_->inspect(conn_);
   if (!st.ok) {
     last_error_ = st.message;
     conn_.close();
@@ -115,24 +126,32 @@ pipeline::write_status postgres_sink::write(stages::write_batch& batch) {
   }
   if (!conn_.connected() && !connect()) return pipeline::write_status::retry;
 
-  // The fast path is a COPY on its own; requeued dead letters need their
-  // DELETE in the same transaction, so they take the transaction below.
-  if (batch.dead_letters().empty() && batch.routed_row_count() == 0 && !requeued) {
+  // Rows of bare messages (identity_row_count) need evpipe_route_keys, and
+  // requeued dead letters their DELETE: both in the transaction below.
+  const bool mirror_only = batch.dead_letters().empty() && batch.routed_row_count() == 0 &&
+                           batch.identity_row_count() == 0 && !requeued;
+  if (mirror_only) {
     pg_status st = conn_.copy_in(copy_mirror_sql_of(batch), batch.copy_data());
     if (st.ok) return pipeline::write_status::committed;
     if (is_data_error(st)) return isolate_refused_rows(batch);
     if (classify(st) != pg_failure::duplicate_key) return fail(st);
     // Some key is already in the table: fall through to the resolving path.
   }
-  pg_status st = write_transaction(batch, batch.dead_letters().empty() && batch.routed_row_count() == 0);
-  if (classify(st) == pg_failure::duplicate_key) st = write_transaction(batch, true);
+  const bool resolve = mirror_only;  // its COPY met a key the table holds
+  pg_status st = write_transaction(batch, resolve);
+  if (!resolve && classify(st) == pg_failure::duplicate_key) {
+    st = write_transaction(batch, true);
+    if (is_refusal(st)) return isolate_refused_rows(batch);
+  }
   if (is_data_error(st)) return isolate_refused_rows(batch);
   if (!st.ok) return fail(st);
   return pipeline::write_status::committed;
 }
 
 pipeline::write_status postgres_sink::isolate_refused_rows(stages::write_batch& batch) {
-  if (batch.routed_row_count() > 0 && tables_) return isolate_refused_events(batch);
+  if ((batch.routed_row_count() > 0 || batch.identity_row_count() > 0) && tables_) {
+    return isolate_refused_events(batch);
+  }
   // Bisection: a range that commits is done; a refused range is split until
   // single rows remain. k bad rows in n cost about 2k·log2(n) transactions.
   // If the connection drops midway, the whole write is retried: rows already
@@ -216,11 +235,12 @@ pipeline::write_status postgres_sink::isolate_refused_events(stages::write_batch
     const uint32_t o_first = units[first], o_last = units[last - 1] + 1;
     auto [r_first, r_last] = mirror_range(o_first, o_last);
     pg_status st = conn_.exec("BEGIN");
+    // Keys first: events found stored before are left out of the rest.
+    if (st.ok) st = tables_->claim_keys(conn_, batch, o_first, o_last);
     if (st.ok && r_first < r_last) {
-      batch.copy_slice(r_first, r_last, slice);
+      batch.copy_stored_slice(r_first, r_last, slice);
       st = resolve_conflicts(batch, r_first, r_last, slice);
     }
-    if (st.ok) st = tables_->claim_keys(conn_, batch, o_first, o_last);
     if (st.ok) st = tables_->write(conn_, batch, o_first, o_last);
     if (st.ok) {
       // Only the events this range holds rows of: the others' dead letters
@@ -230,9 +250,12 @@ pipeline::write_status postgres_sink::isolate_refused_events(stages::write_batch
       });
     }
     if (st.ok) st = conn_.exec("COMMIT");
-    if (st.ok) continue;
+    if (st.ok) {
+      tables_->committed();
+      continue;
+    }
     if (!st.connection_lost) (void)conn_.exec("ROLLBACK");
-    if (!is_data_error(st)) return fail(st);
+    if (!is_refusal(st)) return fail(st);
     if (last - first == 1) {
       refused_events.push_back({o_first, st});
       continue;
@@ -261,16 +284,27 @@ pipeline::write_status postgres_sink::isolate_refused_events(stages::write_batch
 
 pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool resolve) {
   pg_status st = conn_.exec("BEGIN");
+  // Keys first (routed rows, and events_mirror rows of bare messages): an
+  // event found stored before is marked duplicate and left out of the rest.
+  const bool keyed = tables_ && (batch.routed_row_count() > 0 || batch.identity_row_count() > 0);
+  if (st.ok && keyed) st = tables_->claim_keys(conn_, batch, 0, SIZE_MAX, /*tolerate_conflicts=*/resolve);
   if (st.ok && batch.row_count() > 0) {
+    std::string_view data = batch.copy_data();
+    const auto& rows = batch.rows();
+    const auto& outcomes = batch.outcomes();
+    if (std::any_of(rows.begin(), rows.end(),
+                    [&](const auto& r) { return outcomes[r.outcome_index].kind != stages::outcome_kind::mirrored; })) {
+      batch.copy_stored_slice(0, rows.size(), stored_slice_);
+      data = stored_slice_;
+    }
     if (resolve) {
-      st = resolve_conflicts(batch, 0, batch.row_count(), batch.copy_data());
+      st = resolve_conflicts(batch, 0, batch.row_count(), data);
     } else {
-      st = conn_.copy_in(copy_mirror_sql_of(batch), batch.copy_data());
+      st = conn_.copy_in(copy_mirror_sql_of(batch), data);
     }
   }
   if (st.ok && tables_ && batch.routed_row_count() > 0) {
-    st = tables_->claim_keys(conn_, batch, 0, SIZE_MAX);
-    if (st.ok) st = tables_->write(conn_, batch, 0, SIZE_MAX);
+    st = tables_->write(conn_, batch, 0, SIZE_MAX, /*tolerate_conflicts=*/resolve);
   }
   // Requeued dead letters: deleted before their new dead letters (if any) are
   // inserted, as (topic, digest) may be the same.
@@ -279,8 +313,9 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
     if (!st.connection_lost) (void)conn_.exec("ROLLBACK");
     return st;
   }
-  if (batch.dead_letters().empty()) return conn_.exec("COMMIT");
-  return insert_dead_letters(batch);  // ends with COMMIT
+  st = batch.dead_letters().empty() ? conn_.exec("COMMIT") : insert_dead_letters(batch);  // the latter ends with COMMIT
+  if (st.ok && tables_ && batch.routed_row_count() > 0) tables_->committed();
+  return st;
 }
 
 pg_status postgres_sink::resolve_conflicts(stages::write_batch& batch, size_t first, size_t last,
@@ -300,6 +335,10 @@ pg_status postgres_sink::resolve_conflicts(stages::write_batch& batch, size_t fi
   }
   const auto& rows = batch.rows();
   for (size_t i = first; i < last; ++i) {
+    // Not sent (settled already), or a bare message's row, whose
+    // idempotency_key column is NULL: evpipe_route_keys settled it.
+    if (batch.outcomes()[rows[i].outcome_index].kind != stages::outcome_kind::mirrored) continue;
+    if (rows[i].identity_key) continue;
     auto it = inserted.find(batch.text(rows[i].key));
     if (it != inserted.end() && it->second > 0) {
       --it->second;

@@ -79,6 +79,7 @@ class postgres_sink final : public pipeline::batch_sink {
   std::string copy_mirror_headers_sql_, move_stage_headers_sql_, dlq_headers_sql_;
   pg_connection conn_;
   std::string last_error_;
+  std::string stored_slice_;  // the events_mirror rows still to store, when some were settled (reused)
   std::unique_ptr<table_writer> tables_;  // routed tables (docs/routes.md); null without routes
 };
 

@@ -15,12 +15,35 @@ std::string migrate_route_keys(pg_connection& conn, const std::string& schema) {
   return st.ok ? "" : "cannot create evpipe_route_keys: " + st.message;
 }
 
+namespace {
+// An append route whose identity a unique index of its table could settle
+// (table_writer::inspect looks for the index): identity columns, each never
+// NULL (a unique index lets NULLs repeat).
+bool may_be_table_keyed(const config::route& r) {
+  if (r.upsert || r.envelope_standard || r.mirror || r.idempotency_digest || r.idempotency.empty()) return false;
+  for (const auto& name : r.idempotency) {
+    const config::route_column* c = r.column(name);
+    if (c == nullptr) return false;
+    const bool never_null = c->required || c->has_default || c->source == config::column_source::topic ||
+                            c->source == config::column_source::received_at;
+    if (!never_null) return false;
+  }
+  return true;
+}
+}  // namespace
+
 table_writer::table_writer(const stages::route::route_set& routes, const std::string& schema) : routes_(routes) {
   std::string prefix = schema.empty() ? "" : schema + ".";
   claim_sql_ = "INSERT INTO " + prefix +
                "evpipe_route_keys (key) SELECT decode(k, 'hex') FROM unnest($1::text[]) AS k "
                "ON CONFLICT (key) DO NOTHING RETURNING encode(key, 'hex')";
+  copy_keys_sql_ = "COPY " + prefix + "evpipe_route_keys (key) FROM STDIN (FORMAT binary)";
+  needs_key_.resize(routes.size());
+  for (size_t i = 0; i < routes.size(); ++i) needs_key_[i] = !routes.at(i).self_idempotent;
   copy_sql_.resize(routes.size());
+  keyed_stage_sql_.resize(routes.size());
+  keyed_copy_sql_.resize(routes.size());
+  keyed_merge_sql_.resize(routes.size());
   stage_sql_.resize(routes.size());
   merge_sql_.resize(routes.size());
   for (size_t i = 0; i < routes.size(); ++i) {
@@ -32,6 +55,16 @@ table_writer::table_writer(const stages::route::route_set& routes, const std::st
     for (size_t c = 0; c < r.columns.size(); ++c) cols += (c ? ", " : "") + r.columns[c].name;
     if (!r.upsert) {
       copy_sql_[i] = "COPY " + r.table + " (" + cols + ") FROM STDIN (FORMAT binary)";
+      if (may_be_table_keyed(r)) {
+        const std::string n = "evpipe_keyed_" + std::to_string(i);
+        std::string id;
+        for (const auto& c : r.idempotency) id += (id.empty() ? "" : ", ") + c;
+        keyed_stage_sql_[i] =
+            "CREATE TEMP TABLE " + n + " ON COMMIT DROP AS SELECT " + cols + " FROM " + r.table + " WITH NO DATA";
+        keyed_copy_sql_[i] = "COPY pg_temp." + n + " (" + cols + ") FROM STDIN (FORMAT binary)";
+        keyed_merge_sql_[i] = "INSERT INTO " + r.table + " (" + cols + ") SELECT " + cols + " FROM pg_temp." + n +
+                              " ON CONFLICT (" + id + ") DO NOTHING; DROP TABLE pg_temp." + n;
+      }
       continue;
     }
     const std::string stage = "pg_temp.evpipe_up_" + std::to_string(i);
@@ -65,35 +98,83 @@ table_writer::table_writer(const stages::route::route_set& routes, const std::st
 }
 
 namespace {
-void append_hex(std::string& out, std::string_view key) {
-  static constexpr char digits[] = "0123456789abcdef";
-  auto h = XXH3_128bits(key.data(), key.size());
-  for (uint64_t part : {h.high64, h.low64}) {
-    for (int i = 60; i >= 0; i -= 4) out.push_back(digits[(part >> i) & 0xF]);
-  }
-}
+constexpr char hex_digits[] = "0123456789abcdef";
 }  // namespace
 
 pg_status table_writer::claim_keys(pg_connection& conn, stages::write_batch& batch, size_t first_outcome,
-                                   size_t last_outcome) {
+                                   size_t last_outcome, bool tolerate_conflicts) {
   const auto& rows = batch.rows();
-  // Events with an events_mirror row: rows_ is in arrival order, so one pass
-  // over both lists, side by side, tells them apart.
-  keys_param_.assign("{");
-  std::vector<std::pair<uint32_t, size_t>> claimed;  // outcome, offset of its hex key in keys_param_
+  const auto& routed = batch.routed_rows();
+  // The events to claim a key for: their rows are only in routed tables (no
+  // events_mirror row, which settles its event by its own unique key), and
+  // one of their routes needs the key. rows_ and routed_ are both in
+  // arrival order, an event's routed rows next to each other: one pass over
+  // both, side by side.
+  claimed_.clear();
   size_t mirror_at = 0;
-  uint32_t last = UINT32_MAX;
-  for (const auto& r : batch.routed_rows()) {
-    if (r.outcome_index < first_outcome || r.outcome_index >= last_outcome || r.outcome_index == last) continue;
-    last = r.outcome_index;
-    while (mirror_at < rows.size() && rows[mirror_at].outcome_index < r.outcome_index) ++mirror_at;
-    if (mirror_at < rows.size() && rows[mirror_at].outcome_index == r.outcome_index) continue;
-    if (batch.outcomes()[r.outcome_index].kind != stages::outcome_kind::mirrored) continue;
-    if (keys_param_.size() > 1) keys_param_.push_back(',');
-    claimed.emplace_back(r.outcome_index, keys_param_.size());
-    append_hex(keys_param_, batch.text(r.key));
+  for (size_t i = 0; i < routed.size();) {
+    const uint32_t outcome = routed[i].outcome_index;
+    bool needs_key = false;
+    size_t j = i;
+    for (; j < routed.size() && routed[j].outcome_index == outcome; ++j) {
+      needs_key |= routed[j].route >= needs_key_.size() || needs_key_[routed[j].route];
+    }
+    const auto key = routed[i].key;
+    i = j;
+    if (!needs_key || outcome < first_outcome || outcome >= last_outcome) continue;
+    while (mirror_at < rows.size() && rows[mirror_at].outcome_index < outcome) ++mirror_at;
+    if (mirror_at < rows.size() && rows[mirror_at].outcome_index == outcome) continue;
+    if (batch.outcomes()[outcome].kind != stages::outcome_kind::mirrored) continue;
+    std::string_view identity = batch.text(key);
+    auto h = XXH3_128bits(identity.data(), identity.size());
+    claimed_.push_back({outcome, h.high64, h.low64});
   }
-  if (claimed.empty()) return {};
+  // events_mirror rows of bare messages (mirror = true): their
+  // idempotency_key column is NULL, so the table's unique key cannot tell a
+  // redelivery; the identity goes to evpipe_route_keys like a routed row's.
+  // (Events with routed rows besides were left to this loop above.)
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto outcome = rows[i].outcome_index;
+    if (outcome < first_outcome || outcome >= last_outcome) continue;
+    if (!rows[i].identity_key) continue;
+    std::string_view identity = batch.text(rows[i].key);
+    if (batch.outcomes()[outcome].kind != stages::outcome_kind::mirrored) continue;
+    auto h = XXH3_128bits(identity.data(), identity.size());
+    claimed_.push_back({outcome, h.high64, h.low64});
+  }
+  if (claimed_.empty()) return {};
+  // In key order: a B-tree takes sorted keys at about half the cost of
+  // random ones (neighbouring inserts land on pages just visited). A key
+  // twice in one batch (only with a tiny dedup window) is stored once.
+  std::sort(claimed_.begin(), claimed_.end(),
+            [](const claim& a, const claim& b) { return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo; });
+  for (size_t k = 1; k < claimed_.size(); ++k) {
+    if (claimed_[k].hi == claimed_[k - 1].hi && claimed_[k].lo == claimed_[k - 1].lo) {
+      batch.mark_event_duplicate(claimed_[k].outcome);
+      claimed_.erase(claimed_.begin() + static_cast<ptrdiff_t>(k--));
+    }
+  }
+  if (!tolerate_conflicts) {
+    // The fast path: one binary COPY of 16-byte keys. A key stored before (a
+    // redelivery after a restart) fails it with 23505, and the caller runs
+    // the transaction again with tolerate_conflicts.
+    keys_copy_.assign(stages::copy_format::header);
+    for (const auto& c : claimed_) {
+      keys_copy_.append("\0\1\0\0\0\x10", 6);  // one field of 16 bytes
+      for (uint64_t part : {c.hi, c.lo}) {
+        for (int b = 56; b >= 0; b -= 8) keys_copy_.push_back(static_cast<char>(part >> b));
+      }
+    }
+    keys_copy_.append(stages::copy_format::trailer);
+    return conn.copy_in(copy_keys_sql_.c_str(), keys_copy_);
+  }
+  keys_param_.assign("{");
+  for (const auto& c : claimed_) {
+    if (keys_param_.size() > 1) keys_param_.push_back(',');
+    for (uint64_t part : {c.hi, c.lo}) {
+      for (int b = 60; b >= 0; b -= 4) keys_param_.push_back(hex_digits[(part >> b) & 0xF]);
+    }
+  }
   keys_param_.push_back('}');
   const char* params[1] = {keys_param_.c_str()};
   pg_result res;
@@ -101,24 +182,96 @@ pg_status table_writer::claim_keys(pg_connection& conn, stages::write_batch& bat
   if (!st.ok) return st;
   absl::flat_hash_set<std::string_view> fresh;
   for (int i = 0, n = PQntuples(res.get()); i < n; ++i) fresh.insert(std::string_view(PQgetvalue(res.get(), i, 0), 32));
-  for (auto [outcome, at] : claimed) {
-    if (!fresh.contains(std::string_view(keys_param_).substr(at, 32))) batch.mark_event_duplicate(outcome);
+  // keys_param_ is "{" then 33 characters per key (32 digits and a comma).
+  for (size_t k = 0; k < claimed_.size(); ++k) {
+    if (!fresh.contains(std::string_view(keys_param_).substr(1 + 33 * k, 32))) {
+      batch.mark_event_duplicate(claimed_[k].outcome);
+    }
   }
   return {};
 }
 
-pg_status table_writer::write(pg_connection& conn, const stages::write_batch& batch, size_t first_outcome,
-                              size_t last_outcome) {
-  for (size_t r = 0; r < batch.route_stream_count() && r < routes_.size(); ++r) {
-    batch.route_copy_slice(r, first_outcome, last_outcome, slice_);
-    if (slice_.empty()) continue;
-    pg_status st;
-    if (!stage_sql_[r].empty()) st = conn.exec(stage_sql_[r].c_str());
-    if (st.ok) st = conn.copy_in(copy_sql_[r].c_str(), slice_);
-    if (st.ok && !merge_sql_[r].empty()) st = conn.exec(merge_sql_[r].c_str());
+pg_status table_writer::inspect(pg_connection& conn) {
+  table_keyed_.assign(routes_.size(), 0);
+  for (size_t i = 0; i < routes_.size(); ++i) {
+    needs_key_[i] = !routes_.at(i).self_idempotent;
+    if (keyed_merge_sql_[i].empty()) continue;  // not a candidate (constructor)
+    const auto& r = routes_.at(i).cfg;
+    std::string names = "{";
+    for (const auto& n : r.idempotency) names += (names.size() > 1 ? "," : "") + n;
+    names += "}";
+    const std::string count = std::to_string(r.idempotency.size());
+    const char* params[3] = {r.table.c_str(), names.c_str(), count.c_str()};
+    pg_result res;
+    // A valid unique index whose key columns are exactly the identity
+    // columns: no expressions, no predicate (INCLUDE columns do not matter).
+    pg_status st = conn.query_params(
+        "SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indisvalid "
+        "AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = $3::int "
+        "AND NOT EXISTS (SELECT 1 FROM unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) AS k(attnum) "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE a.attname <> ALL($2::text[])) LIMIT 1",
+        3, params, res);
     if (!st.ok) return st;
+    if (PQntuples(res.get()) > 0) {
+      table_keyed_[i] = 1;
+      needs_key_[i] = 0;
+    }
   }
   return {};
+}
+
+std::vector<std::string> table_writer::table_keyed_routes() const {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < table_keyed_.size(); ++i) {
+    if (table_keyed_[i]) out.push_back(routes_.at(i).cfg.name);
+  }
+  return out;
+}
+
+pg_status table_writer::write(pg_connection& conn, const stages::write_batch& batch, size_t first_outcome,
+                              size_t last_outcome, bool tolerate_conflicts) {
+  pending_.assign(routes_.size(), {});
+  for (size_t r = 0; r < batch.route_stream_count() && r < routes_.size(); ++r) {
+    const size_t n = batch.route_copy_slice(r, first_outcome, last_outcome, slice_);
+    if (slice_.empty()) continue;
+    pg_status st;
+    uint64_t merged = 0;
+    if (tolerate_conflicts && r < table_keyed_.size() && table_keyed_[r]) {
+      // A row whose identity the table holds was stored before (a
+      // redelivery after a restart): left out by ON CONFLICT DO NOTHING.
+      st = conn.exec(keyed_stage_sql_[r].c_str());
+      if (st.ok) st = conn.copy_in(keyed_copy_sql_[r].c_str(), slice_);
+      if (st.ok) st = conn.exec_counted(keyed_merge_sql_[r].c_str(), merged);
+      if (!st.ok) return st;
+      pending_[r].appended = merged;
+      continue;
+    }
+    if (!stage_sql_[r].empty()) st = conn.exec(stage_sql_[r].c_str());
+    if (st.ok) st = conn.copy_in(copy_sql_[r].c_str(), slice_);
+    if (st.ok && !merge_sql_[r].empty()) st = conn.exec_counted(merge_sql_[r].c_str(), merged);
+    if (!st.ok) return st;
+    if (merge_sql_[r].empty()) {
+      pending_[r].appended = n;
+    } else {
+      // Every staged message that did not become a row's state: older than
+      // the stored row, or than another message of the batch for its key.
+      pending_[r].upserted = merged;
+      pending_[r].skipped_older = n > merged ? n - merged : 0;
+    }
+  }
+  return {};
+}
+
+void table_writer::committed() {
+  for (size_t r = 0; r < pending_.size(); ++r) {
+    auto* c = routes_.at(r).counts;
+    if (c == nullptr) continue;
+    c->appended.fetch_add(pending_[r].appended, std::memory_order_relaxed);
+    c->upserted.fetch_add(pending_[r].upserted, std::memory_order_relaxed);
+    c->skipped_older.fetch_add(pending_[r].skipped_older, std::memory_order_relaxed);
+  }
+  pending_.clear();
 }
 
 }  // namespace evpipe::io

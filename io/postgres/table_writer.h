@@ -21,7 +21,9 @@
 // routed message) rather than a unique index the user's table must have.
 // It works the same for every mode, for "digest" identities that are no
 // column of the table, and for messages that feed several tables (also);
-// the price is one small INSERT per message, in the same transaction.
+// the price is one 16-byte key per message, sent by one binary COPY per
+// batch in the same transaction. Upsert routes whose rows a redelivery
+// cannot change (compiled_route::self_idempotent) skip it.
 //
 // Built from the active routes by the sink; owned by one shard thread, not
 // thread-safe.
@@ -52,18 +54,40 @@ class table_writer {
 
   // In an open transaction, before write(): records the identity of every
   // event in [first_outcome, last_outcome) whose rows only routed tables
-  // hold, in evpipe_route_keys; an event whose identity is already there was
-  // stored before (a redelivery after a restart) and is marked duplicate, so
-  // write() leaves it out. Events with an events_mirror row are settled by
-  // its idempotency_key instead.
+  // hold, and of every bare message with an events_mirror row (mirror =
+  // true; that row's idempotency_key is NULL), in evpipe_route_keys. Events
+  // with an envelope's events_mirror row are settled by its idempotency_key
+  // instead, and events whose routes are all self-idempotent (route_set.h)
+  // need no key. Runs before the events_mirror COPY, which then leaves out
+  // the events found to be duplicates.
+  // Without tolerate_conflicts the keys go in by one binary COPY, which fails
+  // with 23505 (pg_failure::duplicate_key) when a key is there already: the
+  // caller then rolls back and runs the transaction again with
+  // tolerate_conflicts, where an event whose identity is already there (a
+  // redelivery after a restart) is marked duplicate, so write() leaves it out.
   [[nodiscard]] pg_status claim_keys(pg_connection& conn, stages::write_batch& batch, size_t first_outcome,
-                                     size_t last_outcome);
+                                     size_t last_outcome, bool tolerate_conflicts = true);
 
   // In an open transaction: writes the routed rows of the events whose
   // outcome index is in [first_outcome, last_outcome) and that are still to
-  // be stored (not refused, not duplicates).
+  // be stored (not refused, not duplicates). A table-keyed route's rows go
+  // in by COPY, or with tolerate_conflicts through a staging table and
+  // INSERT ... ON CONFLICT (identity) DO NOTHING.
   [[nodiscard]] pg_status write(pg_connection& conn, const stages::write_batch& batch, size_t first_outcome,
-                                size_t last_outcome);
+                                size_t last_outcome, bool tolerate_conflicts = true);
+
+  // After the COMMIT of a transaction that ran write(): adds what that
+  // write stored to the routes' counters (stages/route/probe.h).
+  void committed();
+
+  // On each new connection, before any write: finds the append routes whose
+  // table has a unique index on exactly the route's idempotency columns
+  // (each of them never NULL). Those routes are table-keyed: the table's
+  // own index settles redeliveries, and their events need no row in
+  // evpipe_route_keys.
+  [[nodiscard]] pg_status inspect(pg_connection& conn);
+  // The names of the table-keyed routes (after inspect).
+  [[nodiscard]] std::vector<std::string> table_keyed_routes() const;
 
   // "COPY table (c1, c2, ...) FROM STDIN (FORMAT binary)" for route i.
   [[nodiscard]] const std::string& copy_sql(size_t route) const { return copy_sql_[route]; }
@@ -73,8 +97,22 @@ class table_writer {
   // Per route: append: the COPY into the table. upsert: the staging table's
   // creation, the COPY into it, and the INSERT ... ON CONFLICT from it.
   std::vector<std::string> copy_sql_, stage_sql_, merge_sql_;
-  std::string claim_sql_;
-  std::string slice_, keys_param_;
+  std::string claim_sql_, copy_keys_sql_;
+  std::vector<char> needs_key_;    // per route: its events need a row in evpipe_route_keys
+  std::vector<char> table_keyed_;  // per route: the table's unique index settles redeliveries (inspect)
+  // Per table-keyed candidate: the staging table, the COPY into it, the
+  // INSERT ... ON CONFLICT (identity) DO NOTHING from it ("" otherwise).
+  std::vector<std::string> keyed_stage_sql_, keyed_copy_sql_, keyed_merge_sql_;
+  struct claim {
+    uint32_t outcome;
+    uint64_t hi, lo;  // XXH3-128 of the event's identity
+  };
+  std::vector<claim> claimed_;
+  struct written {
+    uint64_t appended = 0, upserted = 0, skipped_older = 0;
+  };
+  std::vector<written> pending_;  // per route: what the last write() stored, counted at committed()
+  std::string slice_, keys_param_, keys_copy_;
 };
 
 }  // namespace evpipe::io

@@ -71,7 +71,7 @@ http::response<http::string_body> route(const http::request<http::string_body>& 
     }
     std::string body = state.body;
     while (!body.empty() && (body.back() == '\n' || body.back() == '}')) body.pop_back();
-    if (!ready && state.ready) body = "{\"status\":\"not_ready\",\"reason\":\"sources\"";
+    if (!ready && state.ready) body = "{\"status\":\"not_ready\",\"reason\":\"sources\",\"source_health\":" + state.source_health;
     body += ",\"sources\":[" + list + "]}\n";
     return reply(ready ? http::status::ok : http::status::service_unavailable, std::move(body), "application/json");
   }

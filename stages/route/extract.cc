@@ -265,22 +265,30 @@ extract_status extract_row(const compiled_route& route, dom::element root, const
     }
   }
   if (identity) {
+    // The route's name, then the identity columns' fields in tuple order
+    // (identity_columns is ascending): the same bytes as before the
+    // positions were sorted, so keys stored by older builds still match.
     identity->assign(route.cfg.name);
     identity->push_back('\0');
-    // Walk the tuple's fields once to find the identity columns' bytes.
-    size_t pos = start + 2;
-    size_t next_identity = 0;
-    for (uint16_t i = 0; i < route.columns.size() && next_identity < route.identity_columns.size(); ++i) {
-      const auto* p = reinterpret_cast<const unsigned char*>(out.data() + pos);
-      uint32_t len = (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
-      size_t field = len == 0xFFFFFFFFu ? 4 : 4 + len;
-      for (uint16_t k : route.identity_columns) {
-        if (k == i) identity->append(out, pos, field);
-      }
-      pos += field;
-    }
+    append_fields(std::string_view(out).substr(start), route.identity_columns, *identity);
   }
   return extract_status::ok;
+}
+
+void append_fields(std::string_view tuple, std::span<const uint16_t> columns, std::string& out) {
+  if (columns.empty() || tuple.size() < 2) return;
+  size_t pos = 2;
+  size_t next = 0;
+  for (uint16_t i = 0; next < columns.size() && pos + 4 <= tuple.size(); ++i) {
+    const auto* p = reinterpret_cast<const unsigned char*>(tuple.data() + pos);
+    uint32_t len = (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
+    size_t field = len == 0xFFFFFFFFu ? 4 : 4 + len;
+    if (columns[next] == i) {
+      out.append(tuple, pos, field);
+      ++next;
+    }
+    pos += field;
+  }
 }
 
 void route_stage::extract_batch(std::span<const routed_message> in, route_scratch& scratch,

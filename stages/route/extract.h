@@ -53,6 +53,11 @@ struct extract_error {
                                          const message_view& m, std::string& out, extract_error* err,
                                          std::string* identity = nullptr);
 
+// Appends the fields at `columns` (positions, ascending) of one COPY tuple
+// (field count, then each field, as extract_row writes it) to `out`, each
+// with its length prefix: equal for two tuples with equal values there.
+void append_fields(std::string_view tuple, std::span<const uint16_t> columns, std::string& out);
+
 // Per-thread state of the stage; owned by one thread, not thread-safe.
 struct route_scratch {
   simdjson::dom::parser parser;

@@ -2,6 +2,8 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
+
 #include "config/config.h"
 #include "stages/route/pg_binary.h"
 #include "stages/topic_filter.h"
@@ -9,6 +11,29 @@
 namespace evpipe::stages::route {
 
 namespace {
+
+// See compiled_route::self_idempotent. The key and order_by columns must
+// come from what a redelivery repeats (the bytes and the topic; not
+// received_at), and be determined by the identity: its columns include them,
+// or the identity is the digest of the bytes and none of them comes from
+// the topic (two messages with equal bytes on two topics share a digest).
+bool is_self_idempotent(const config::route& r) {
+  using config::column_source;
+  if (!r.upsert || r.order_by.empty() || r.envelope_standard || r.mirror) return false;
+  std::vector<std::string> decisive = r.key;
+  decisive.push_back(r.order_by);
+  const bool digest = r.idempotency_digest || r.idempotency.empty();
+  for (const auto& name : decisive) {
+    const config::route_column* c = r.column(name);
+    if (c == nullptr || c->source == column_source::received_at) return false;
+    if (digest) {
+      if (c->source == column_source::topic || c->source == column_source::topic_segment) return false;
+    } else if (std::find(r.idempotency.begin(), r.idempotency.end(), name) == r.idempotency.end()) {
+      return false;
+    }
+  }
+  return true;
+}
 
 [[noreturn]] void fail(const config::route& r, const std::string& key, const std::string& problem) {
   throw config::config_error("[[routes]] \"" + r.name + "\" " + key + ": " + problem);
@@ -55,6 +80,18 @@ route_set::route_set(const std::vector<config::route>& routes) {
         if (cr.columns[k].cfg.name == name) cr.identity_columns.push_back(static_cast<uint16_t>(k));
       }
     }
+    for (const auto& name : cr.cfg.key) {
+      for (size_t k = 0; k < cr.columns.size(); ++k) {
+        if (cr.columns[k].cfg.name == name) cr.key_columns.push_back(static_cast<uint16_t>(k));
+      }
+    }
+    // Ascending, as append_fields walks a tuple.
+    std::sort(cr.identity_columns.begin(), cr.identity_columns.end());
+    cr.identity_columns.erase(std::unique(cr.identity_columns.begin(), cr.identity_columns.end()),
+                              cr.identity_columns.end());
+    std::sort(cr.key_columns.begin(), cr.key_columns.end());
+    cr.self_idempotent = is_self_idempotent(cr.cfg);
+    cr.counts = &route_probe::instance().of(cr.cfg.name);
     routes_.push_back(std::move(cr));
   }
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config/route_config.h"
+#include "stages/route/probe.h"
 
 namespace evpipe::stages::route {
 
@@ -31,7 +32,15 @@ struct compiled_route {
   uint16_t index = 0;
   std::vector<std::string> filters;                // cfg.topics (MQTT topic filters)
   std::vector<compiled_column> columns;
-  std::vector<uint16_t> identity_columns;          // positions of cfg.idempotency in columns
+  std::vector<uint16_t> identity_columns;          // positions of cfg.idempotency in columns, ascending
+  std::vector<uint16_t> key_columns;               // upsert: positions of cfg.key in columns, ascending
+  // An upsert route whose rows a redelivery cannot change: order_by is set,
+  // and two messages the route calls the same (same identity) carry the same
+  // key and order_by values, so the second is never newer than what the
+  // first stored and its ON CONFLICT update does nothing. Its messages need
+  // no row in evpipe_route_keys (docs/routes.md, "Identity across restarts").
+  bool self_idempotent = false;
+  route_counts* counts = nullptr;  // route_probe::instance().of(cfg.name)
 };
 
 class route_set {

@@ -129,6 +129,13 @@ TEST_F(RoutesAppend, TypedRowsCommitWithTheirBatchAndBadOnesAreDeadLettered) {
             1)
       << "the CHECK constraint refuses one row; the rest of its batch commits";
   EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'invalid_json'"), 1);
+  {
+    const std::string m = http_get(http_port, "/metrics");
+    EXPECT_EQ(metric_value(m, "taylor_route_rows_appended_total{route=\"telemetry\"}"), 41) << m;
+    EXPECT_EQ(metric_value(m, "taylor_route_rows_appended_total{route=\"readings\"}"), 1);
+    EXPECT_EQ(metric_value(m, "taylor_route_mismatch_total{route=\"telemetry\"}"), 4);
+    EXPECT_EQ(metric_value(m, "taylor_route_mismatch_total{route=\"readings\"}"), 1);
+  }
 
   EXPECT_EQ(db.column("SELECT concat_ws('|', sensor, value, id IS NOT NULL) FROM readings"),
             std::vector<std::string>{"s1|7|t"});
@@ -145,6 +152,127 @@ TEST_F(RoutesAppend, TypedRowsCommitWithTheirBatchAndBadOnesAreDeadLettered) {
   EXPECT_EQ(db.count("SELECT count(*) FROM readings"), 1);
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 2);
   EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 7) << "dead letters resent byte for byte are stored once";
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 41)
+      << "one key per stored bare message; mirrored envelopes are settled by events_mirror";
+}
+
+// A table with a unique index on exactly the route's idempotency columns
+// settles redeliveries itself: no evpipe_route_keys rows, and after a
+// restart the same messages store nothing twice. A unique violation of
+// another index of that table is the row's own fault: db_rejected, and the
+// rest of its batch commits (it used to be retried forever).
+TEST_F(RoutesAppend, TableWithUniqueIdentityIndexSettlesRedeliveries) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port) + routes, "routes_append_keyed");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec(R"(
+CREATE TABLE telemetry (device_id text NOT NULL, temperature float8, memory_free int8, online bool,
+                        ts timestamptz NOT NULL, topic text, extra jsonb, UNIQUE (ts, device_id));
+CREATE UNIQUE INDEX telemetry_one_reboot ON telemetry (memory_free) WHERE memory_free = 1;
+CREATE TABLE readings (sensor text NOT NULL, value int4, id uuid);
+)");
+  evp.start(port);
+
+  std::string data;
+  uint64_t lines = 0;
+  auto add = [&](const std::string& l) {
+    data += l + "\n";
+    ++lines;
+  };
+  for (int i = 0; i < 30; ++i) add(telemetry("ESP32_00" + std::to_string(i % 3), i));
+  add(telemetry("ESP32_000", 0));  // redelivered in the stream
+  add("{\"device_id\":\"R1\",\"memory_free\":1,\"timestamp\":\"2025-01-28T10:40:00Z\"}");
+  add("{\"device_id\":\"R2\",\"memory_free\":1,\"timestamp\":\"2025-01-28T10:40:00Z\"}");  // refused: 23505
+  add(telemetry("ESP32_009", 59));
+  auto send = [&] {
+    ndjson_client producer(port);
+    producer.send_all(data);
+    EXPECT_EQ(producer.read_acks_until(lines, 60s), lines) << evp.log();
+  };
+  send();
+  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 32) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry WHERE device_id = 'R1'"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'db_rejected' AND failure_reason LIKE "
+                     "'%23505%' AND payload->>'device_id' = 'R2'"),
+            1)
+      << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 0) << "the table's own index is the identity";
+
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(port);
+  send();
+  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 32) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 1) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 0);
+
+  // Without the index the same route falls back to evpipe_route_keys (the
+  // sink looks again on every connection: a restart is one).
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  db.exec("ALTER TABLE telemetry DROP CONSTRAINT telemetry_ts_device_id_key");
+  evp.start(port);
+  data.clear();
+  lines = 0;
+  add(telemetry("ESP32_100", 1));
+  add(telemetry("ESP32_100", 1));
+  send();
+  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 33) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 1);
+}
+
+// Bare messages with mirror = true keep an events_mirror row whose
+// idempotency_key column is NULL, so that table's unique key cannot tell a
+// redelivery: evpipe_route_keys does, for a mirror-only route and for one
+// with a table too. After a restart the same messages add no row anywhere
+// (before, each redelivery added a second events_mirror row).
+TEST_F(RoutesAppend, BareMirroredMessagesAreStoredOnceAcrossRestarts) {
+  uint16_t system_port = free_port(), boot_port = free_port(), http_port = free_port();
+  const std::string cfg = config_for(db, system_port, http_port) + "[[sources.tcp]]\nlisten = \"127.0.0.1:" +
+                          std::to_string(boot_port) + "\"\ntopic = \"dev/E1/boot\"\n" + R"(
+[[routes]]
+name = "system"
+topics = ["tracker/events/it"]
+envelope = "none"
+mirror = true
+
+[[routes]]
+name = "boot"
+topics = ["dev/+/boot"]
+envelope = "none"
+mirror = true
+table = "boots"
+columns = [
+  { name = "device_id", source = "topic[1]", type = "text" },
+  { name = "reason", type = "text", required = true },
+]
+)";
+  evpipe_process evp(cfg, "routes_bare_mirror");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec("CREATE TABLE boots (device_id text, reason text)");
+  evp.start(system_port);
+  auto send = [&] {
+    ndjson_client system(system_port), boot(boot_port);
+    system.send_all("{\"code\":17}\n{\"code\":18}\n{\"code\":17}\n{\"uptime\":5}\n");
+    boot.send_all("{\"reason\":\"power_on\"}\n{\"reason\":\"watchdog\"}\n");
+    EXPECT_EQ(system.read_acks_until(4, 60s), 4u) << evp.log();
+    EXPECT_EQ(boot.read_acks_until(2, 60s), 2u) << evp.log();
+  };
+  send();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 5) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE topic = 'dev/E1/boot'"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM boots"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 5);
+
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(system_port);
+  send();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 5) << "one mirror row per message, redelivered or not";
+  EXPECT_EQ(db.count("SELECT count(*) FROM boots"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 5);
+  EXPECT_EQ(metric_value(http_get(http_port, "/metrics"), "taylor_duplicates_total"), 6)
+      << "every redelivery counted as a duplicate";
 }
 
 }  // namespace

@@ -122,6 +122,17 @@ TEST_F(RoutesAutoCore, DevicesRelaysTelemetryInteractionsAndSystemMessages) {
            metric_value(http_get(http_port, "/metrics"), "evpipe_unacked_events{source=\"mqtt\"}") == 0;
   })) << evp.log();
 
+  {
+    // The seed's health fields for the MQTT source (issue 10).
+    const std::string ready = http_get(http_port, "/health/ready");
+    EXPECT_NE(ready.find("\"source\":\"mqtt\",\"broker_connected\":true,\"connections\":1,\"last_message_time\":\"20"),
+              std::string::npos)
+        << ready;
+    const size_t at = ready.find("\"messages_processed\":");
+    ASSERT_NE(at, std::string::npos) << ready;
+    EXPECT_GE(std::stoull(ready.substr(at + 21)), published) << ready;
+  }
+
   // Reference: every device at its newest status (time 8).
   for (int d = 0; d < devices; ++d) {
     std::string id = "ESP32_00" + std::to_string(d);

@@ -10,6 +10,7 @@
 
 #include "tests/support/harness.h"
 #include "tests/support/tcp_pipeline.h"
+#include "tests/support/test_events.h"
 
 namespace evpipe::testing {
 namespace {
@@ -97,6 +98,12 @@ TEST_F(RoutesUpsert, StateNeverMovesBackwardsAndRedeliveriesWriteNothing) {
   EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 0);
   const long writes = db.count("SELECT count(*) FROM device_writes");
   EXPECT_LE(writes, devices * times) << "at most one write per distinct message";
+  auto counter = [&](const std::string& family) {
+    return metric_value(http_get(http_port, "/metrics"), "taylor_route_" + family + "{route=\"device_status\"}");
+  };
+  const double upserted = counter("rows_upserted_total"), skipped = counter("skipped_older_total");
+  EXPECT_EQ(upserted, writes) << "one count per row version written";
+  EXPECT_EQ(upserted + skipped, devices * times) << "every distinct message either changed a row or was older";
 
   // Older messages never seen before, alone in their own batches: nothing moves back.
   std::vector<std::string> old;
@@ -104,6 +111,8 @@ TEST_F(RoutesUpsert, StateNeverMovesBackwardsAndRedeliveriesWriteNothing) {
   send(old);
   EXPECT_EQ(state().at(0), expected);
   EXPECT_EQ(db.count("SELECT count(*) FROM device_writes"), writes) << "an older state writes no row version";
+  EXPECT_EQ(counter("rows_upserted_total"), upserted);
+  EXPECT_EQ(counter("skipped_older_total"), skipped + devices);
 
   // A restart empties the dedup window: everything again writes nothing.
   evp.kill(SIGTERM);
@@ -112,7 +121,9 @@ TEST_F(RoutesUpsert, StateNeverMovesBackwardsAndRedeliveriesWriteNothing) {
   send(lines);
   EXPECT_EQ(state().at(0), expected);
   EXPECT_EQ(db.count("SELECT count(*) FROM device_writes"), writes)
-      << "redelivered messages are recognised (evpipe_route_keys) and write no row version";
+      << "redelivered messages are recognised and write no row version";
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 0)
+      << "identity (device_id, last_seen) holds the key and order_by: the upsert's WHERE newer settles redeliveries";
 
   // A newer status still moves a device forward after all that.
   send({status(7, times + 1)});

@@ -1,5 +1,7 @@
 #include "pipeline/metrics.h"
 
+#include "stages/route/probe.h"
+
 #include <gtest/gtest.h>
 
 #include <sstream>
@@ -111,6 +113,48 @@ TEST(Metrics, ReadinessNeedsEveryShard) {
   EXPECT_FALSE(r.all_shards_ready());
   b.db_ready = true;
   EXPECT_TRUE(r.all_shards_ready());
+}
+
+
+// AutoCore's health fields (seed 004) per source in /health/ready's body.
+TEST(Metrics, ReadyBodyHasEachSourcesHealth) {
+  metrics_registry r("evpipe", 10);
+  r.add_shard().db_ready = true;
+  auto& mqtt = r.add_source("mqtt");
+  auto& tcp = r.add_source("tcp");
+  auto body = r.ready_state(std::chrono::seconds(30)).body;
+  EXPECT_NE(body.find("{\"source\":\"mqtt\",\"broker_connected\":false,\"connections\":0,"
+                      "\"last_message_time\":null,\"messages_processed\":0,\"errors\":0}"),
+            std::string::npos)
+      << body;
+  mqtt.connections_active = 1;
+  mqtt.note_received(3);
+  mqtt.note_received(2);
+  bump(mqtt.protocol_errors);
+  tcp.note_received(0);  // a read without events is no message
+  auto state = r.ready_state(std::chrono::seconds(30));
+  EXPECT_TRUE(state.ready);
+  body = state.body;
+  EXPECT_TRUE(body.starts_with("{\"status\":\"ready\",\"source_health\":[")) << body;
+  EXPECT_NE(body.find("\"broker_connected\":true,\"connections\":1,\"last_message_time\":\"20"), std::string::npos)
+      << body;
+  EXPECT_NE(body.find("\"messages_processed\":5,\"errors\":1}"), std::string::npos) << body;
+  EXPECT_NE(body.find("{\"source\":\"tcp\",\"connections\":0,\"last_message_time\":null,\"messages_processed\":0,"),
+            std::string::npos)
+      << "no broker for TCP; " << body;
+}
+
+// Per-route counters, labelled by the route's name (escaped).
+TEST(Metrics, RouteCountersByRouteName) {
+  auto& c = stages::route::route_probe::instance().of("metrics \"test\" route");
+  c.appended += 7;
+  c.mismatched += 2;
+  metrics_registry r("evpipe", 10);
+  auto text = r.render();
+  EXPECT_NE(text.find("evpipe_route_rows_appended_total{route=\"metrics \\\"test\\\" route\"} 7"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("evpipe_route_mismatch_total{route=\"metrics \\\"test\\\" route\"} 2"), std::string::npos);
+  EXPECT_NE(text.find("evpipe_route_rows_upserted_total{route=\"metrics \\\"test\\\" route\"} 0"), std::string::npos);
 }
 
 }  // namespace

@@ -373,7 +373,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       for (auto& b : intake_.batches()) {
         if (!b.events.empty()) b.origin = pending;
       }
-      pipeline::bump(probe_.received, events.size());
+      probe_.note_received(events.size());
       probe_.unacked.fetch_add(static_cast<int64_t>(events.size()));
       intake_.submitted();
       router_.submit(intake_.batches());

@@ -464,7 +464,7 @@ void mqtt_link::submit() {
   for (auto& b : intake_.batches()) {
     if (!b.events.empty()) b.origin = self;
   }
-  pipeline::bump(sh_.probe.received, taken);
+  sh_.probe.note_received(taken);
   intake_.submitted();
   sh_.router.submit(intake_.batches());
 }

@@ -180,7 +180,7 @@ class tcp_connection final : public stages::event_origin,
     for (auto& b : intake_.batches()) {
       if (!b.events.empty()) b.origin = self;
     }
-    pipeline::bump(probe_.received, taken);
+    probe_.note_received(taken);
     intake_.submitted();
     probe_.validate_latency.observe_ns(pipeline::steady_now_ns() - started);
     router_.submit(intake_.batches());

@@ -132,6 +132,57 @@ namespace evpipe::stages::route {
 namespace {
 
 // The shipped AutoCore example loads, compiles, and routes the seed's topics.
+// Which upsert routes need no evpipe_route_keys row: two messages the route
+// calls the same must carry the same key and order_by values.
+TEST(RouteSet, SelfIdempotentUpserts) {
+  auto one = [](const std::string& extra) {
+    std::string toml = R"(
+[[routes]]
+name = "s"
+topics = ["d/+/status"]
+envelope = "none"
+table = "devices"
+mode = "upsert"
+key = ["device_id"]
+columns = [
+  { name = "device_id", source = "topic[1]", type = "text" },
+  { name = "seq", type = "int8", required = true },
+  { name = "last_seen", source = "timestamp", type = "timestamptz", required = true },
+  { name = "seen_at", source = "received_at", type = "timestamptz" },
+]
+)" + extra;
+    return route_set(routes_of(toml)).at(0).self_idempotent;
+  };
+  EXPECT_TRUE(one("order_by = \"last_seen\"\nidempotency = [\"device_id\", \"last_seen\"]\n"));
+  EXPECT_TRUE(one("order_by = \"last_seen\"\nidempotency = [\"last_seen\", \"seq\", \"device_id\"]\n"));
+  EXPECT_FALSE(one("idempotency = [\"device_id\", \"last_seen\"]\n")) << "no order_by: the last message wins";
+  EXPECT_FALSE(one("order_by = \"last_seen\"\nidempotency = [\"device_id\", \"seq\"]\n"))
+      << "equal identities may differ in order_by";
+  EXPECT_FALSE(one("order_by = \"seen_at\"\nidempotency = [\"device_id\", \"last_seen\"]\n"))
+      << "received_at differs on a redelivery";
+  EXPECT_FALSE(one("order_by = \"last_seen\"\n")) << "digest of the bytes, but the key comes from the topic";
+}
+
+TEST(RouteSet, KeyAndIdentityPositionsAscend) {
+  route_set rs(routes_of(R"(
+[[routes]]
+name = "r"
+topics = ["t"]
+envelope = "none"
+table = "t"
+mode = "upsert"
+key = ["b", "a"]
+idempotency = ["c", "a"]
+columns = [
+  { name = "a", type = "text", required = true },
+  { name = "b", type = "text", required = true },
+  { name = "c", type = "int8", required = true },
+]
+)"));
+  EXPECT_EQ(rs.at(0).key_columns, (std::vector<uint16_t>{0, 1}));
+  EXPECT_EQ(rs.at(0).identity_columns, (std::vector<uint16_t>{0, 2}));
+}
+
 TEST(RouteSet, AutoCoreExample) {
   auto s = config::load_file(std::string(EVPIPE_SOURCE_DIR) + "/config/examples/autocore.toml");
   route_set rs(s.routes);
