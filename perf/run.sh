@@ -146,8 +146,9 @@ latency_floor() {
     f_max+=("$(json_field "$out/lf$i-floor.json" "['latency_ms']['max']")")
     [ -z "$(stall_seconds "$out/lf$i-floor.latency.csv")" ] && clean+=("$i")
   done
-  local mf="$(printf '%s\n' "${f_p99[@]}" | median) / $(printf '%s\n' "${f_p999[@]}" | median) / $(printf '%s\n' "${f_max[@]}" | median)"
-  local me="$(printf '%s\n' "${e_p99[@]}" | median) / $(printf '%s\n' "${e_p999[@]}" | median) / $(printf '%s\n' "${e_max[@]}" | median)"
+  med() { printf '%s\n' "$@" | median | xargs printf '%.1f'; }
+  local mf="$(med "${f_p99[@]}") / $(med "${f_p999[@]}") / $(med "${f_max[@]}")"
+  local me="$(med "${e_p99[@]}") / $(med "${e_p999[@]}") / $(med "${e_max[@]}")"
   local rp99 rp999 rmax
   rp99=$(for i in "${!e_p99[@]}"; do ratio "${e_p99[$i]}" "${f_p99[$i]}"; echo; done | median)
   rp999=$(for i in "${!e_p99[@]}"; do ratio "${e_p999[$i]}" "${f_p999[$i]}"; echo; done | median)
