@@ -12,7 +12,8 @@
 #   perf/platform_ab.sh [--rate R] [--seconds S] [--runs R] [--out FILE] [setting ...]
 #
 # Settings (default: all):
-#   wal-writer     wal_writer_delay = 10ms, wal_writer_flush_after = 0
+#   wal-writer     wal_writer_delay = 10ms, wal_writer_flush_after = 0 (scripts/lib.sh sets these
+#                  now, so its baseline arm sets PostgreSQL's defaults, 200ms and 1MB)
 #   backend-flush  backend_flush_after = 256kB
 #   no-flush-after checkpoint_flush_after = 0, bgwriter_flush_after = 0, wal_writer_flush_after = 0
 #   writeback      vm.dirty_background_bytes = 16 MiB, vm.dirty_expire_centisecs = 500 (root only)
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
     --seconds) seconds="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     wal-writer|backend-flush|no-flush-after|writeback) settings+=("$1"); shift ;;
     *) die "unknown setting or option $1 (see --help)" ;;
   esac
@@ -65,6 +66,13 @@ apply() {
   esac
   sleep 0.5  # the reload reaches every process
 }
+# The baseline arm: the cluster as scripts/lib.sh starts it, except where a
+# setting is already part of that (then PostgreSQL's default).
+apply_base() {
+  case "$1" in
+    wal-writer) pg_set wal_writer_delay=200ms wal_writer_flush_after=1MB; sleep 0.5 ;;
+  esac
+}
 undo() {
   case "$1" in
     writeback) vm_restore ;;
@@ -74,9 +82,9 @@ undo() {
 
 one_run() {  # one_run SETTING ARM(base|set) RUN
   local n="$1-$2-$3"
-  [ "$2" = set ] && apply "$1"
+  if [ "$2" = set ]; then apply "$1"; else apply_base "$1"; fi
   floor_open "$scratch/ab$n.json" "$scratch/ab$n" "$rate" "$seconds" --warmup 2
-  [ "$2" = set ] && undo "$1"
+  if [ "$2" = set ]; then undo "$1"; else pg_reset; fi
   local stalls
   stalls=$(stall_seconds "$scratch/ab$n.latency.csv")
   echo "$(json_field "$scratch/ab$n.json" "['latency_ms']['p99']") $(json_field "$scratch/ab$n.json" "['latency_ms']['p99_9']") $(json_field "$scratch/ab$n.json" "['latency_ms']['max']") $(echo "$stalls" | wc -w)"
