@@ -167,7 +167,7 @@ latency() {
   local sent
   sent=$(json_field "$out/latency.json" "['sent']")
   rows_md="$rows_md
-| latency ($r/s, ${latency_seconds} s) | $sent | $(printf '%.0f' "$(json_field "$out/latency.json" "['throughput']")") | | | $(json_field "$out/latency.json" "['latency_ms']['p50']") | $(json_field "$out/latency.json" "['latency_ms']['p99']") | $(json_field "$out/latency.json" "['latency_ms']['p99_9']") | $(json_field "$out/latency.json" "['latency_ms']['max']") |"
+| latency ($r/s, ${latency_seconds} s) | $sent | $(printf '%.0f' "$(json_field "$out/latency.json" "['throughput']")") | | | | | | | $(json_field "$out/latency.json" "['latency_ms']['p50']") | $(json_field "$out/latency.json" "['latency_ms']['p99']") | $(json_field "$out/latency.json" "['latency_ms']['p99_9']") | $(json_field "$out/latency.json" "['latency_ms']['max']") |"
 }
 
 # The backlog drain through Mosquitto: no per-event latency (the messages
@@ -182,7 +182,7 @@ mqtt_drain_scenario() {
   copy=$(copy_rate "$scratch/mqtt-drain.csv" "$rows")
   read -r rate preload <<<"$(mqtt_drain "$scratch/mqtt-drain.ndjson" "$rows")"
   rows_md="$rows_md
-| mqtt-drain (via Mosquitto) | $events | $rate | $copy | $(awk -v a="$rate" -v b="$copy" 'BEGIN{printf "%.2f", a/b}') | | | | |"
+| mqtt-drain (via Mosquitto) | $events | $rate | $copy | $(ratio "$rate" "$copy") | | | | | | | | |"
   log "mqtt-drain: evpipe $rate rows/s, psql \\copy $copy rows/s"
 }
 
