@@ -177,12 +177,14 @@ mqtt_drain_scenario() {
   [ -n "${MQTT_PID:-}" ] || mqtt_setup
   "$bin/load/evpipe-load" --emit "$scratch/mqtt-drain.ndjson" --emit-csv "$scratch/mqtt-drain.csv" --count "$events" \
     --run-id mqtt-drain 2>/dev/null
-  local rows copy rate preload
+  local rows copy rate preload ceil one
   rows=$(wc -l <"$scratch/mqtt-drain.csv")
   copy=$(copy_rate "$scratch/mqtt-drain.csv" "$rows")
+  ceil=$(floor_ceiling "$rows" "$shard_count")
+  one=$(floor_ceiling "$rows" 1)
   read -r rate preload <<<"$(mqtt_drain "$scratch/mqtt-drain.ndjson" "$rows")"
   rows_md="$rows_md
-| mqtt-drain (via Mosquitto) | $events | $rate | $copy | $(ratio "$rate" "$copy") | | | | | | | | |"
+| mqtt-drain (via Mosquitto) | $events | $rate | $copy | $(ratio "$rate" "$copy") | $ceil | $(ratio "$rate" "$ceil") | $one | $(ratio "$rate" "$one") | | | | |"
   log "mqtt-drain: evpipe $rate rows/s, psql \\copy $copy rows/s"
 }
 
