@@ -31,6 +31,7 @@
 
 #include "load/event_generator.h"
 #include "load/latency_histogram.h"
+#include "load/latency_timeline.h"
 #include "load/rate_pacer.h"
 #include "load/verify.h"
 #include "load/wire.h"
@@ -54,7 +55,7 @@ struct options {
   double invalid_frac = 0, dup_frac = 0;
   uint64_t seed = 1;
   std::string run_id;
-  std::string emit, emit_csv, input, json, hdr, verify, timeline;
+  std::string emit, emit_csv, input, json, hdr, verify, timeline, latency_timeline;
   double warmup_s = 0;
   uint64_t window = 0;
   uint64_t http_batch = 1000;
@@ -90,6 +91,7 @@ struct connection_state {
   std::atomic<uint64_t> acked{0};
   std::atomic<bool> send_done{false};
   evpipe::load::latency_histogram latencies;  // receiver-owned
+  std::unique_ptr<evpipe::load::latency_timeline> per_second;  // receiver-owned; set with --latency-timeline
   uint64_t valid = 0, invalid = 0, dups = 0;
   bool error = false;
 };
@@ -133,7 +135,9 @@ void receiver(connection_state& c, int64_t warmup_until, std::chrono::seconds dr
     }
     for (uint64_t i = before; i < ack; ++i) {
       int64_t t = c.times.get(i);
-      if (t >= warmup_until) c.latencies.record(now - t);
+      if (t < warmup_until) continue;
+      c.latencies.record(now - t);
+      if (c.per_second) c.per_second->record(t, now - t);
     }
     c.acked.store(ack);
   }
@@ -303,6 +307,9 @@ int main(int argc, char** argv) {
   cli.add_option("--input", o.input, "send the lines of this NDJSON file instead of generated events");
   cli.add_option("--json", o.json, "also write the figures as JSON to FILE");
   cli.add_option("--timeline", o.timeline, "also write acked events per second as CSV (seconds,acked_per_s) to FILE");
+  cli.add_option("--latency-timeline", o.latency_timeline,
+                 "also write latency per second of intended send time as CSV "
+                 "(second,events,p50_ms,p99_ms,p99_9_ms,max_ms) to FILE; perf/floor_client writes the same");
   cli.add_option("--hdr", o.hdr, "also write the full latency percentile distribution (HdrHistogram text) to FILE");
   cli.add_option("--verify", o.verify,
                  "after the run, check in PostgreSQL (this DSN) that every valid unique key is in events_mirror "
@@ -380,6 +387,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < o.connections; ++i) {
     uint64_t quota = o.count ? o.count / o.connections + (static_cast<uint64_t>(i) < o.count % o.connections) : 0;
     auto& c = *conns[i];
+    if (!o.latency_timeline.empty()) c.per_second = std::make_unique<evpipe::load::latency_timeline>(start);
     threads.emplace_back(receiver, std::ref(c), warmup_until, std::chrono::seconds(60));
     threads.emplace_back(sender, std::ref(c), std::cref(o), i, quota, rate / o.connections, start, stop,
                          lines.empty() ? nullptr : &lines, next_line);
@@ -423,6 +431,7 @@ int main(int argc, char** argv) {
   uint64_t sent = 0, acked = 0, valid = 0, invalid = 0, dups = 0;
   bool error = false;
   evpipe::load::latency_histogram lat;
+  evpipe::load::latency_timeline per_second(start);
   int64_t last_ack_time = end;
   for (auto& c : conns) {
     sent += c->sent.load();
@@ -432,6 +441,7 @@ int main(int argc, char** argv) {
     dups += c->dups;
     error |= c->error;
     lat.merge(c->latencies);
+    if (c->per_second) per_second.merge(*c->per_second);
     ::close(c->fd);
   }
   double secs = (last_ack_time - start) / 1e9;
@@ -456,6 +466,10 @@ int main(int argc, char** argv) {
       << ",\"p99\":" << p99 << ",\"p99_9\":" << p999 << ",\"max\":" << pmax << "}}\n";
   }
   if (!o.hdr.empty()) std::ofstream(o.hdr) << lat.distribution();
+  if (!o.latency_timeline.empty() && !per_second.write(o.latency_timeline)) {
+    std::fprintf(stderr, "evpipe-load: cannot write %s\n", o.latency_timeline.c_str());
+    return 1;
+  }
   if (error || acked != sent) {
     std::fprintf(stderr, "evpipe-load: %llu of %llu events were not acked\n",
                  static_cast<unsigned long long>(sent - acked), static_cast<unsigned long long>(sent));

@@ -4,13 +4,19 @@
 #   copy_rate CSV ROWS       rows/s of psql \copy of CSV into a fresh table
 #   evpipe_start / evpipe_stop
 #   machine_line             cores, memory, CPU, PostgreSQL settings
+#   floor_open JSON PREFIX RATE SECONDS [floor-client options]   the latency floor
+#   floor_ceiling ROWS K                rows/s of K closed-loop COPY streams
+#   stall_seconds LATENCY_TIMELINE      seconds whose max exceeds $stall_ms
+#   latency_time_plot PNG TITLE EVPIPE_CSV FLOOR_CSV   per-second latency, one above the other
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
 perf_setup() {
   local shards="${1:-0}"
   ensure_packages gnuplot-nox
-  build_evpipe Release "$EVPIPE_ROOT/build"
+  perf_build
   bin="$EVPIPE_BUILD_DIR"
+  shard_count=$shards
+  [ "$shard_count" -gt 0 ] || shard_count=$(nproc)
   scratch_cluster
   tcp_port="$(free_port)"
   cat >"$scratch/evpipe.toml" <<CONF
@@ -26,6 +32,19 @@ level = "warn"
 listen = "127.0.0.1:$tcp_port"
 topic = "perf/tcp"
 CONF
+}
+
+# Builds only what the perf scripts run (evpipe, evpipe-load, floor-client),
+# not the tests: the build machine is shared.
+perf_build() {
+  EVPIPE_BUILD_DIR="${EVPIPE_BUILD_DIR:-$EVPIPE_ROOT/build}"
+  local gen=()
+  command -v ninja >/dev/null && [ ! -f "$EVPIPE_BUILD_DIR/CMakeCache.txt" ] && gen=(-G Ninja)
+  cmake -S "$EVPIPE_ROOT" -B "$EVPIPE_BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  log "building (Release) evpipe, evpipe-load, floor-client in $EVPIPE_BUILD_DIR"
+  cmake --build "$EVPIPE_BUILD_DIR" -j "$(nproc)" --target evpipe evpipe-load floor-client \
+    >"$EVPIPE_BUILD_DIR/build.log" 2>&1 ||
+    { tail -40 "$EVPIPE_BUILD_DIR/build.log" >&2; die "build failed (full log: $EVPIPE_BUILD_DIR/build.log)"; }
 }
 
 psqlq() { psql -X -q -At -d "$EVPIPE_DSN" "$@"; }
@@ -129,3 +148,62 @@ mqtt_serve() {
   evpipe_stop
   with_config tcp
 }
+
+# The floor and the ceiling (perf/floor_client.cc): plain libpq COPY into the
+# same events_mirror, no evpipe in between.
+# floor_open JSON PREFIX RATE SECONDS [options]: fresh table, then the floor
+# client open loop at RATE for SECONDS with one connection per shard;
+# PREFIX.timeline.csv and PREFIX.latency.csv next to JSON.
+floor_open() {
+  local json="$1" prefix="$2" r="$3" secs="$4"
+  shift 4
+  fresh_table
+  "$bin/perf/floor-client" --dsn "$EVPIPE_DSN" --connections "$shard_count" --rate "$r" --duration "$secs" \
+    --quiet --json "$json" --hdr "$prefix.hdr" --timeline "$prefix.timeline.csv" \
+    --latency-timeline "$prefix.latency.csv" "$@" >"$prefix.txt" ||
+    die "floor-client failed: $(tail -2 "$prefix.txt")"
+}
+
+# floor_ceiling ROWS K: rows/s of ROWS rows COPYed over K connections, as fast
+# as PostgreSQL takes them (one COPY per stream, like psql \copy), into a
+# fresh table.
+floor_ceiling() {
+  local rows="$1" k="$2"
+  fresh_table
+  "$bin/perf/floor-client" --dsn "$EVPIPE_DSN" --connections "$k" --rate max --count "$rows" --quiet \
+    --json "$scratch/ceiling.json" >"$scratch/ceiling.txt" || die "floor-client failed: $(tail -2 "$scratch/ceiling.txt")"
+  [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" = "$rows" ] || die "floor-client stored a wrong row count"
+  printf '%.0f' "$(json_field "$scratch/ceiling.json" "['throughput']")"
+}
+
+# A platform stall: a second in which even the floor client (no evpipe) kept
+# some row waiting longer than stall_ms (default 50 ms; the floor's p99 on an
+# idle machine is a few ms). stall_seconds CSV prints those seconds
+# ("3:212ms 17:88ms"), nothing when there were none.
+stall_ms="${stall_ms:-50}"
+stall_seconds() {
+  awk -F, -v t="$stall_ms" 'NR > 1 && $6 > t {printf "%s%d:%.0fms", sep, $1, $6; sep=" "}' "$1"
+}
+
+# latency_time_plot PNG TITLE EVPIPE_CSV FLOOR_CSV: per-second p99 and max
+# over time, evpipe above, the floor below, same axes.
+latency_time_plot() {
+  local png="$1" title="$2" ev="$3" fl="$4" ymax
+  ymax=$(awk -F, 'FNR > 1 && $6 > m {m = $6} END {print (m > 0 ? m * 1.1 : 1)}' "$ev" "$fl")
+  cat >"$png.gp" <<GP
+set terminal pngcairo size 900,640
+set output '$png'
+set datafile separator ','
+set multiplot layout 2,1 title '$title'
+set grid; set key top right; set yrange [0:$ymax]; set ylabel 'latency (ms)'
+set title 'evpipe (intended send to ack)'
+plot '$ev' using 1:4 every ::1 with lines lw 2 title 'p99', '' using 1:6 every ::1 with lines lw 1 title 'max'
+set title 'floor client (intended send to commit)'; set xlabel 'seconds'
+plot '$fl' using 1:4 every ::1 with lines lw 2 title 'p99', '' using 1:6 every ::1 with lines lw 1 title 'max'
+unset multiplot
+GP
+  gnuplot "$png.gp" 2>"$png.log" || log "gnuplot failed: $(tail -2 "$png.log")"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (b > 0) printf "%.2f", a/b; else printf "-"}'; }

@@ -2,31 +2,45 @@
 # The perf harness: runs named scenarios against a private PostgreSQL it
 # starts and stops itself, and writes a Markdown table and PNG plots.
 #
-#   perf/run.sh [scenario ...] [--events N] [--latency-seconds S] [--rate R] [--out DIR]
+#   perf/run.sh [scenario ...] [--events N] [--latency-seconds S] [--rate R]
+#               [--floor-runs N] [--stall-ms MS] [--warmup W] [--out DIR]
 #
 # Scenarios (default: all, in this order):
 #   tcp-max    maximum sustained rate over TCP (N events, 4 connections, closed loop)
 #   dlq-heavy  the same with 10% invalid events
 #   dup-heavy  the same with 20% resent keys
-#   latency    constant rate at 50% of tcp-max's rate (or --rate) for S seconds (default 60)
+#   latency    constant rate at 50% of tcp-max's rate (or --rate) for S seconds (default 60),
+#              then the floor client at the same rate for as long
+#   latency-floor  evpipe and the floor client alternately at that rate, --floor-runs
+#              times each (default 3), S seconds each; medians; latency over time plotted
 #   mqtt-drain N QoS 1 messages preloaded in Mosquitto for evpipe's persistent
 #              session, drained after evpipe starts (perf/mqtt_drain.sh has more)
 # Each throughput scenario also times `psql \copy` of the rows it mirrors into a
-# fresh events_mirror, in the same run, and reports evpipe's rate as a ratio.
-# Results: DIR/results.md, DIR/latency.png, DIR/rate.png, and the raw files
+# fresh events_mirror, and the floor client's closed-loop COPY of as many rows
+# over K streams (K = shards: the ceiling) and over 1, in the same run, and
+# reports evpipe's rate as ratios. Every latency figure of evpipe stands next to
+# the floor client's (plain libpq COPY + commit, K connections, open loop at the
+# same rate, latency from intended send time to commit); a run in which the
+# floor itself kept a row waiting over --stall-ms (default 50) in some second
+# is marked as a platform stall.
+# Results: DIR/results.md, DIR/latency.png, DIR/rate.png, DIR/latency-time-*.png
+# (evpipe above the floor, per second), and the raw files
 # (default DIR: perf/results/<date-time>).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-events=200000 latency_seconds=60 rate="" out="" scenarios=()
+events=200000 latency_seconds=60 rate="" out="" scenarios=() floor_runs=3 warmup=5
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events="$2"; shift 2 ;;
     --latency-seconds) latency_seconds="$2"; shift 2 ;;
     --rate) rate="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    tcp-max|dlq-heavy|dup-heavy|latency|mqtt-drain) scenarios+=("$1"); shift ;;
+    --floor-runs) floor_runs="$2"; shift 2 ;;
+    --warmup) warmup="$2"; shift 2 ;;
+    --stall-ms) stall_ms="$2"; shift 2 ;;
+    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    tcp-max|dlq-heavy|dup-heavy|latency|latency-floor|mqtt-drain) scenarios+=("$1"); shift ;;
     *) die "unknown scenario or option $1 (see --help)" ;;
   esac
 done
@@ -35,9 +49,11 @@ out="${out:-$EVPIPE_ROOT/perf/results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 
 perf_setup 0
-rows_md="| scenario | events | evpipe events/s | psql \\copy rows/s | ratio | p50 ms | p99 ms | p99.9 ms | max ms |
-|---|---|---|---|---|---|---|---|---|"
-max_rate=""
+rows_md="| scenario | events | evpipe events/s | psql \\copy rows/s | ratio | ceiling: $shard_count-stream COPY rows/s | ratio | 1-stream COPY rows/s | ratio | p50 ms | p99 ms | p99.9 ms | max ms |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+lat_md="| run | rate/s | first | floor p50 / p99 / p99.9 / max ms | evpipe p50 / p99 / p99.9 / max ms | evpipe ÷ floor p99 | p99.9 | max | evpipe − floor p99 ms | floor stall (s:max) |
+|---|---|---|---|---|---|---|---|---|---|"
+max_rate="" stall_runs=0 lat_runs=0
 
 # throughput NAME INVALID_FRAC DUP_FRAC
 throughput() {
@@ -45,9 +61,11 @@ throughput() {
   log "$name: $events events, invalid $inv, resent $dup"
   "$bin/load/evpipe-load" --emit "$scratch/$name.ndjson" --emit-csv "$scratch/$name.csv" --count "$events" \
     --invalid-frac "$inv" --dup-frac "$dup" --run-id "$name" 2>/dev/null
-  local rows copy
+  local rows copy ceil one
   rows=$(wc -l <"$scratch/$name.csv")
   copy=$(copy_rate "$scratch/$name.csv" "$rows")
+  ceil=$(floor_ceiling "$rows" "$shard_count")
+  one=$(floor_ceiling "$rows" 1)
   fresh_table
   evpipe_start
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/$name.ndjson" --connections 4 \
@@ -58,27 +76,98 @@ throughput() {
   ev=$(json_field "$out/$name.json" "['throughput']")
   [ "$name" = tcp-max ] && max_rate="$ev"
   rows_md="$rows_md
-| $name | $events | $(printf '%.0f' "$ev") | $copy | $(awk -v a="$ev" -v b="$copy" 'BEGIN{printf "%.2f", a/b}') | $(json_field "$out/$name.json" "['latency_ms']['p50']") | $(json_field "$out/$name.json" "['latency_ms']['p99']") | $(json_field "$out/$name.json" "['latency_ms']['p99_9']") | $(json_field "$out/$name.json" "['latency_ms']['max']") |"
-  log "$name: evpipe $(printf '%.0f' "$ev") events/s, psql \\copy $copy rows/s"
+| $name | $events | $(printf '%.0f' "$ev") | $copy | $(ratio "$ev" "$copy") | $ceil | $(ratio "$ev" "$ceil") | $one | $(ratio "$ev" "$one") | $(json_field "$out/$name.json" "['latency_ms']['p50']") | $(json_field "$out/$name.json" "['latency_ms']['p99']") | $(json_field "$out/$name.json" "['latency_ms']['p99_9']") | $(json_field "$out/$name.json" "['latency_ms']['max']") |"
+  log "$name: evpipe $(printf '%.0f' "$ev") events/s, psql \\copy $copy rows/s, $shard_count-stream COPY $ceil, 1-stream $one rows/s"
+}
+
+# The four percentiles of a JSON as "p50 / p99 / p99.9 / max".
+pcts() {
+  python3 -c "import json,sys; l=json.load(open(sys.argv[1]))['latency_ms']; print(' / '.join('%.1f' % l[k] for k in ('p50','p99','p99_9','max')))" "$1"
+}
+
+# evpipe_open NAME RATE SECONDS: fresh table, evpipe, evpipe-load open loop
+# (2 connections, as the latency scenario always did), evpipe stopped.
+evpipe_open() {
+  local name="$1" r="$2" secs="$3"
+  fresh_table
+  evpipe_start
+  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate "$r" --duration "$secs" \
+    --warmup "$warmup" --connections 2 --quiet --json "$out/$name.json" --hdr "$out/$name.hdr" \
+    --timeline "$out/$name.timeline.csv" --latency-timeline "$out/$name.latency.csv" >"$out/$name.txt"
+  evpipe_stop
+}
+
+# latency_row LABEL RATE FIRST EVPIPE_NAME FLOOR_NAME: one row of the latency
+# table; counts platform stalls.
+latency_row() {
+  local label="$1" r="$2" first="$3" e="$out/$4.json" f="$out/$5.json" stalls
+  stalls=$(stall_seconds "$out/$5.latency.csv")
+  lat_runs=$((lat_runs + 1))
+  [ -n "$stalls" ] && stall_runs=$((stall_runs + 1))
+  g() { json_field "$1" "['latency_ms']['$2']"; }
+  lat_md="$lat_md
+| $label | $r | $first | $(pcts "$f") | $(pcts "$e") | $(ratio "$(g "$e" p99)" "$(g "$f" p99)") | $(ratio "$(g "$e" p99_9)" "$(g "$f" p99_9)") | $(ratio "$(g "$e" max)" "$(g "$f" max)") | $(awk -v a="$(g "$e" p99)" -v b="$(g "$f" p99)" 'BEGIN{printf "%.1f", a-b}') | ${stalls:-none} |"
+  latency_time_plot "$out/latency-time-$label.png" "latency over time, $label, $r events/s" \
+    "$out/$4.latency.csv" "$out/$5.latency.csv"
+}
+
+latency_rate() {
+  local r="${rate:-}"
+  if [ -z "$r" ]; then
+    [ -n "$max_rate" ] || die "latency scenarios need --rate R or the tcp-max scenario before them"
+    r=$(awk -v m="$max_rate" 'BEGIN{printf "%.0f", m / 2}')
+  fi
+  echo "$r"
+}
+
+# evpipe and the floor alternately, floor_runs times each; medians of each
+# percentile and of the ratios, over all runs and over the runs without a
+# platform stall.
+latency_floor() {
+  local r i first e_p99=() f_p99=() e_p999=() f_p999=() e_max=() f_max=() clean=()
+  r=$(latency_rate)
+  for i in $(seq "$floor_runs"); do
+    log "latency-floor run $i/$floor_runs: $r events/s for $latency_seconds s, evpipe and floor client"
+    if [ $((i % 2)) -eq 1 ]; then
+      first=evpipe
+      evpipe_open "lf$i-evpipe" "$r" "$latency_seconds"
+      floor_open "$out/lf$i-floor.json" "$out/lf$i-floor" "$r" "$latency_seconds" --warmup "$warmup"
+    else
+      first=floor
+      floor_open "$out/lf$i-floor.json" "$out/lf$i-floor" "$r" "$latency_seconds" --warmup "$warmup"
+      evpipe_open "lf$i-evpipe" "$r" "$latency_seconds"
+    fi
+    latency_row "lf$i" "$r" "$first" "lf$i-evpipe" "lf$i-floor"
+    e_p99+=("$(json_field "$out/lf$i-evpipe.json" "['latency_ms']['p99']")")
+    f_p99+=("$(json_field "$out/lf$i-floor.json" "['latency_ms']['p99']")")
+    e_p999+=("$(json_field "$out/lf$i-evpipe.json" "['latency_ms']['p99_9']")")
+    f_p999+=("$(json_field "$out/lf$i-floor.json" "['latency_ms']['p99_9']")")
+    e_max+=("$(json_field "$out/lf$i-evpipe.json" "['latency_ms']['max']")")
+    f_max+=("$(json_field "$out/lf$i-floor.json" "['latency_ms']['max']")")
+    [ -z "$(stall_seconds "$out/lf$i-floor.latency.csv")" ] && clean+=("$i")
+  done
+  med() { printf '%s\n' "$@" | median | xargs printf '%.1f'; }
+  local mf="$(med "${f_p99[@]}") / $(med "${f_p999[@]}") / $(med "${f_max[@]}")"
+  local me="$(med "${e_p99[@]}") / $(med "${e_p999[@]}") / $(med "${e_max[@]}")"
+  local rp99 rp999 rmax
+  rp99=$(for i in "${!e_p99[@]}"; do ratio "${e_p99[$i]}" "${f_p99[$i]}"; echo; done | median)
+  rp999=$(for i in "${!e_p99[@]}"; do ratio "${e_p999[$i]}" "${f_p999[$i]}"; echo; done | median)
+  rmax=$(for i in "${!e_p99[@]}"; do ratio "${e_max[$i]}" "${f_max[$i]}"; echo; done | median)
+  lat_md="$lat_md
+| median of $floor_runs (p99 / p99.9 / max) | $r | | $mf | $me | $rp99 | $rp999 | $rmax | | ${#clean[@]} runs without a floor stall: ${clean[*]:-none} |"
 }
 
 latency() {
-  local r="${rate:-}"
-  if [ -z "$r" ]; then
-    [ -n "$max_rate" ] || die "latency needs --rate R or the tcp-max scenario before it"
-    r=$(awk -v m="$max_rate" 'BEGIN{printf "%.0f", m / 2}')
-  fi
-  log "latency: $r events/s for $latency_seconds s (5 s warm-up left out)"
-  fresh_table
-  evpipe_start
-  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate "$r" --duration "$latency_seconds" \
-    --warmup 5 --connections 2 --quiet --json "$out/latency.json" --hdr "$out/latency.hdr" \
-    --timeline "$out/latency.timeline.csv" >"$out/latency.txt"
-  evpipe_stop
+  local r
+  r=$(latency_rate)
+  log "latency: $r events/s for $latency_seconds s ($warmup s warm-up left out), then the floor client"
+  evpipe_open latency "$r" "$latency_seconds"
+  floor_open "$out/latency-floor.json" "$out/latency-floor" "$r" "$latency_seconds" --warmup "$warmup"
+  latency_row latency "$r" evpipe latency latency-floor
   local sent
   sent=$(json_field "$out/latency.json" "['sent']")
   rows_md="$rows_md
-| latency ($r/s, ${latency_seconds} s) | $sent | $(printf '%.0f' "$(json_field "$out/latency.json" "['throughput']")") | | | $(json_field "$out/latency.json" "['latency_ms']['p50']") | $(json_field "$out/latency.json" "['latency_ms']['p99']") | $(json_field "$out/latency.json" "['latency_ms']['p99_9']") | $(json_field "$out/latency.json" "['latency_ms']['max']") |"
+| latency ($r/s, ${latency_seconds} s) | $sent | $(printf '%.0f' "$(json_field "$out/latency.json" "['throughput']")") | | | | | | | $(json_field "$out/latency.json" "['latency_ms']['p50']") | $(json_field "$out/latency.json" "['latency_ms']['p99']") | $(json_field "$out/latency.json" "['latency_ms']['p99_9']") | $(json_field "$out/latency.json" "['latency_ms']['max']") |"
 }
 
 # The backlog drain through Mosquitto: no per-event latency (the messages
@@ -88,12 +177,14 @@ mqtt_drain_scenario() {
   [ -n "${MQTT_PID:-}" ] || mqtt_setup
   "$bin/load/evpipe-load" --emit "$scratch/mqtt-drain.ndjson" --emit-csv "$scratch/mqtt-drain.csv" --count "$events" \
     --run-id mqtt-drain 2>/dev/null
-  local rows copy rate preload
+  local rows copy rate preload ceil one
   rows=$(wc -l <"$scratch/mqtt-drain.csv")
   copy=$(copy_rate "$scratch/mqtt-drain.csv" "$rows")
+  ceil=$(floor_ceiling "$rows" "$shard_count")
+  one=$(floor_ceiling "$rows" 1)
   read -r rate preload <<<"$(mqtt_drain "$scratch/mqtt-drain.ndjson" "$rows")"
   rows_md="$rows_md
-| mqtt-drain (via Mosquitto) | $events | $rate | $copy | $(awk -v a="$rate" -v b="$copy" 'BEGIN{printf "%.2f", a/b}') | | | | |"
+| mqtt-drain (via Mosquitto) | $events | $rate | $copy | $(ratio "$rate" "$copy") | $ceil | $(ratio "$rate" "$ceil") | $one | $(ratio "$rate" "$one") | | | | |"
   log "mqtt-drain: evpipe $rate rows/s, psql \\copy $copy rows/s"
 }
 
@@ -104,13 +195,14 @@ for s in "${scenarios[@]}"; do
     dlq-heavy) throughput dlq-heavy 0.1 0 ;;
     dup-heavy) throughput dup-heavy 0 0.2 ;;
     latency) latency ;;
+    latency-floor) latency_floor ;;
   esac
 done
 
 # Plots: latency percentile distributions (HdrHistogram layout, log x axis)
 # and acked events per second over time.
 hdrs=() timelines=()
-for s in "${scenarios[@]}"; do
+for s in "${scenarios[@]}" latency-floor lf1-evpipe lf1-floor; do
   [ -f "$out/$s.hdr" ] && hdrs+=("$s")
   [ -f "$out/$s.timeline.csv" ] && timelines+=("$s")
 done
@@ -149,9 +241,23 @@ machine: $(machine_line)
 
 $rows_md
 
+Latency, evpipe next to the floor client at the same rate (open loop, from each
+event's intended send time to evpipe's ack or the floor's commit; the floor is
+$shard_count libpq connections COPYing what is due and committing, no evpipe):
+
+$lat_md
+
+Platform stalls: $stall_runs of $lat_runs latency runs had a second in which the
+floor client itself kept a row waiting over $stall_ms ms (listed as second:max);
+evpipe's figures from those runs say more about the machine than about evpipe.
+Latency over time (per second p99 and max, evpipe above the floor):
+$(for f in "$out"/latency-time-*.png; do [ -f "$f" ] && echo "![$(basename "$f" .png)]($(basename "$f"))"; done)
+
 Throughput rows: the same events sent over 4 TCP connections as fast as evpipe
 acks them (closed loop); psql \\copy loads the rows evpipe mirrors (valid, first
-copy of each key) into a fresh events_mirror in the same run. Latency: open
+copy of each key) into a fresh events_mirror in the same run; the ceiling is
+the floor client COPYing as many rows of the same mix over $shard_count streams
+(one per shard, one COPY per stream) and over 1, as fast as PostgreSQL takes them. Latency: open
 loop at a constant rate, measured from each event's intended send time.
 
 ![latency](latency.png)
