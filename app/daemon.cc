@@ -29,6 +29,7 @@
 #include "stages/schema/compile.h"
 #include "io/postgres/schema_check.h"
 #include "io/sources/tcp/tcp_source.h"
+#include "pipeline/shard_settings.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
 #include "pipeline/intake.h"
@@ -220,14 +221,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   }
 
   uint32_t nshards = s.effective_shards();
-  pipeline::shard_options opts;
-  opts.max_rows = s.batch.max_rows;
-  opts.max_bytes = s.batch.max_bytes;
-  opts.linger = std::chrono::milliseconds(s.batch.linger_ms);
-  opts.window_keys = s.dedup.window_keys;
-  opts.retry_base = std::chrono::milliseconds(s.postgres.retry_base_ms);
-  opts.retry_max = std::chrono::milliseconds(s.postgres.retry_max_ms);
-  opts.max_attempts = s.postgres.max_attempts;
+  pipeline::shard_options opts = pipeline::shard_options_from(s);
   if (stream_hub && s.stream.wake_on_commit) {
     opts.on_commit = [hub = stream_hub.get()](int64_t commit_ns) { hub->note_commit(commit_ns); };
   }

@@ -22,6 +22,7 @@
 
 #include "io/postgres/pg_connection.h"
 #include "io/postgres/postgres_sink.h"
+#include "pipeline/shard_settings.h"
 #include "pipeline/intake.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
@@ -228,14 +229,7 @@ int run_dlq_requeue(const config::settings& s, const dlq_options& o) {
   // The pipeline of this process: shards with their own connections.
   pipeline::metrics_registry registry(s.metrics.prefix, s.metrics.max_label_values, s.metrics.max_series);
   const uint32_t nshards = s.effective_shards();
-  pipeline::shard_options opts;
-  opts.max_rows = s.batch.max_rows;
-  opts.max_bytes = s.batch.max_bytes;
-  opts.linger = std::chrono::milliseconds(s.batch.linger_ms);
-  opts.window_keys = s.dedup.window_keys;
-  opts.retry_base = std::chrono::milliseconds(s.postgres.retry_base_ms);
-  opts.retry_max = std::chrono::milliseconds(s.postgres.retry_max_ms);
-  opts.max_attempts = s.postgres.max_attempts;
+  pipeline::shard_options opts = pipeline::shard_options_from(s);
   std::vector<std::unique_ptr<pipeline::shard>> shards;
   for (uint32_t i = 0; i < nshards; ++i) {
     auto sink = std::make_unique<io::postgres_sink>(s.postgres.dsn, "evpipe-requeue-" + std::to_string(i),

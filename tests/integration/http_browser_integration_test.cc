@@ -13,20 +13,11 @@
 #include <mutex>
 
 #include "tests/support/harness.h"
+#include "tests/support/headless_browser.h"
 #include "tests/support/test_events.h"
 
 namespace evpipe::testing {
 namespace {
-
-template <typename F>
-bool wait_until(F done, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(50ms);
-  }
-  return true;
-}
 
 // Serves one page on 127.0.0.1 (GET, any path) and keeps the body of the
 // last POST /report. One thread; every wait bounded.
@@ -111,51 +102,6 @@ class page_server {
   std::thread thread_;
 };
 
-// Headless Chromium showing `url`, in a process group of its own so that its
-// helper processes end with it.
-class browser {
- public:
-  browser(const std::string& binary, const std::string& url, const std::string& profile) {
-    std::vector<std::string> args = {binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                                     "--no-first-run", "--disable-background-networking",
-                                     "--disable-component-update", "--disable-sync", "--user-data-dir=" + profile,
-                                     "--remote-debugging-port=" + std::to_string(free_port()), url};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    std::string log = profile + ".log";
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    if (posix_spawn(&pid_, argv[0], &fa, &attr, argv.data(), environ) != 0) pid_ = -1;
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-  }
-  ~browser() {
-    if (pid_ <= 0) return;
-    ::kill(-pid_, SIGTERM);
-    bool gone = wait_until([&] { return ::waitpid(pid_, nullptr, WNOHANG) == pid_; }, 10s);
-    ::kill(-pid_, SIGKILL);  // helpers that outlived it, or all of it
-    if (!gone) ::waitpid(pid_, nullptr, 0);
-  }
-  [[nodiscard]] bool started() const { return pid_ > 0; }
-
- private:
-  pid_t pid_ = -1;
-};
-
-std::string find_chromium() {
-  for (const char* p : {"/usr/bin/chromium", "/usr/bin/chromium-browser"}) {
-    if (::access(p, X_OK) == 0) return p;
-  }
-  return "";
-}
-
 TEST(HttpBrowser, APageFromAnotherOriginPostsWithFetchAndSendBeacon) {
   test_db db;
   if (!db.available()) {
@@ -203,11 +149,11 @@ run();
   std::string rm = "rm -rf '" + profile + "'";
   (void)std::system(rm.c_str());
   {
-    browser b(chromium, page_origin + "/", profile);
+    headless_browser b(chromium, page_origin + "/", profile);
     ASSERT_TRUE(b.started());
     // Chromium starts slowly on a busy machine: generous deadlines.
-    EXPECT_TRUE(wait_until([&] { return !page.report().empty(); }, 120s)) << "the page never reported";
-    EXPECT_TRUE(wait_until([&] {
+    EXPECT_TRUE(eventually([&] { return !page.report().empty(); }, 120s)) << "the page never reported";
+    EXPECT_TRUE(eventually([&] {
       return db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'web-%'") == 3;
     }, 60s));
   }

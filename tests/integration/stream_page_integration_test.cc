@@ -22,6 +22,7 @@
 #include <optional>
 
 #include "tests/support/harness.h"
+#include "tests/support/headless_browser.h"
 #include "tests/support/tcp_pipeline.h"
 #include "tests/support/test_events.h"
 
@@ -32,12 +33,6 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 
-std::string find_chromium() {
-  for (const char* p : {"/usr/bin/chromium", "/usr/bin/chromium-browser"}) {
-    if (::access(p, X_OK) == 0) return p;
-  }
-  return "";
-}
 
 // GET from Chromium's DevTools HTTP server, which answers only a Host that
 // is an address or localhost and may keep the connection open: bounded by a
@@ -62,45 +57,6 @@ std::string devtools_get(uint16_t port, const std::string& path) {
   ::close(fd);
   return out;
 }
-
-// Headless Chromium showing `url` with the DevTools protocol on
-// `debug_port`, in a process group of its own so that its helpers end with it.
-class browser {
- public:
-  browser(const std::string& binary, const std::string& url, const std::string& profile, uint16_t debug_port) {
-    std::vector<std::string> args = {binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                                     "--no-first-run", "--disable-background-networking",
-                                     "--disable-component-update", "--disable-sync", "--window-size=1280,900",
-                                     "--user-data-dir=" + profile,
-                                     "--remote-debugging-port=" + std::to_string(debug_port), url};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    std::string log = profile + ".log";
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    if (posix_spawn(&pid_, argv[0], &fa, &attr, argv.data(), environ) != 0) pid_ = -1;
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-  }
-  ~browser() {
-    if (pid_ <= 0) return;
-    ::kill(-pid_, SIGTERM);
-    bool gone = eventually([&] { return ::waitpid(pid_, nullptr, WNOHANG) == pid_; }, 10s, 50ms);
-    ::kill(-pid_, SIGKILL);
-    if (!gone) ::waitpid(pid_, nullptr, 0);
-  }
-  [[nodiscard]] bool started() const { return pid_ > 0; }
-
- private:
-  pid_t pid_ = -1;
-};
 
 // The DevTools protocol of one page: Runtime.evaluate and
 // Page.captureScreenshot, one call at a time.
@@ -217,7 +173,7 @@ TEST_F(StreamPage, HeadlessChromiumShowsTheEventsSentMeanwhile) {
   (void)std::system(rm.c_str());
   uint16_t debug_port = free_port();
   {
-    browser b(chromium, "http://127.0.0.1:" + std::to_string(stream_port) + "/?kinds=page_shown", profile, debug_port);
+    headless_browser b(chromium, "http://127.0.0.1:" + std::to_string(stream_port) + "/?kinds=page_shown", profile, debug_port);
     ASSERT_TRUE(b.started());
     // The page's DevTools target (Chromium starts slowly on a busy machine).
     std::string target;
