@@ -309,13 +309,7 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
           why = "malformed SUBACK";
           return link_end::violation;
         }
-        if (s.packet_id == subscribe_id_) {
-          if (!subscribed_) {
-            subscribed_ = true;
-            sh_.probe.sessions_subscribed.fetch_add(1);
-          }
-          report_suback(s);
-        }
+        if (s.packet_id == subscribe_id_) report_suback(s);
         break;
       }
       case mqtt::packet_type::unsuback: {

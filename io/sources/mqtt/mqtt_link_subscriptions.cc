@@ -29,6 +29,10 @@ void mqtt_link::subscribe() {
 }
 
 void mqtt_link::report_suback(const mqtt::suback_packet& s) {
+  if (!subscribed_) {
+    subscribed_ = true;  // shut() takes it back
+    sh_.probe.sessions_subscribed.fetch_add(1);
+  }
   int degraded = 0;
   for (size_t i = 0; i < s.return_codes.size() && i < sh_.cfg.topics.size(); ++i) {
     // 3.1.1 refuses with 0x80; MQTT 5 with a reason code from 0x80 up.
