@@ -1,14 +1,12 @@
 #include "pipeline/intake.h"
 
-#include <atomic>
-#include <mutex>
-
 #include <chrono>
 #include <memory>
 
 #include <simdjson.h>
 
 #include "stages/dedup.h"
+#include "stages/published.h"
 #include "stages/route/active.h"
 #include "stages/route/extract.h"
 #include "stages/schema/active.h"
@@ -39,25 +37,12 @@ stages::envelope_validator& thread_validator(const stages::envelope_limits& limi
 }
 
 namespace {
-std::atomic<uint64_t> limits_generation{0};  // 0: never published
-std::mutex limits_mu;
-stages::envelope_limits published_limits;
+stages::published<stages::envelope_limits> event_limits;
 }  // namespace
 
-void publish_event_limits(const stages::envelope_limits& limits) {
-  std::lock_guard lock(limits_mu);
-  published_limits = limits;
-  limits_generation.fetch_add(1, std::memory_order_release);
-}
+void publish_event_limits(const stages::envelope_limits& limits) { event_limits.publish(limits); }
 
-bool limits_follower::changed(stages::envelope_limits& limits) {
-  uint64_t g = limits_generation.load(std::memory_order_acquire);
-  if (g == seen_) return false;
-  std::lock_guard lock(limits_mu);  // rare: at a connection's first read and after a reload
-  seen_ = limits_generation.load(std::memory_order_relaxed);
-  limits = published_limits;
-  return true;
-}
+bool limits_follower::changed(stages::envelope_limits& limits) { return event_limits.take_if_newer(seen_, limits); }
 
 intake::intake(size_t shards, stages::envelope_limits limits)
     : limits_(limits), out_(shards == 0 ? 1 : shards), routes_(stages::route::active_routes()) {}

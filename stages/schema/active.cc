@@ -1,14 +1,11 @@
 #include "stages/schema/active.h"
 
-#include <atomic>
-#include <mutex>
+#include "stages/published.h"
 
 namespace evpipe::stages::schema {
 
 namespace {
-std::mutex mu;                          // guards `held`
-std::shared_ptr<const schema_set> held;  // the active set
-std::atomic<uint64_t> generation{0};    // bumped on every swap
+published<std::shared_ptr<const schema_set>> active;
 
 struct thread_view {
   uint64_t seen = 0;
@@ -17,11 +14,7 @@ struct thread_view {
 thread_local thread_view view;
 }  // namespace
 
-void set_active_schemas(std::shared_ptr<const schema_set> set) {
-  std::lock_guard lock(mu);
-  held = std::move(set);
-  generation.fetch_add(1, std::memory_order_acq_rel);
-}
+void set_active_schemas(std::shared_ptr<const schema_set> set) { active.publish(std::move(set)); }
 
 size_t install_schemas(const config::schemas_section& cfg) {
   if (!cfg.enabled) {
@@ -39,12 +32,7 @@ size_t install_schemas(const config::schemas_section& cfg) {
 }
 
 const schema_set* thread_schemas() noexcept {
-  const uint64_t g = generation.load(std::memory_order_acquire);
-  if (g != view.seen) {
-    std::lock_guard lock(mu);
-    view.set = held;
-    view.seen = generation.load(std::memory_order_relaxed);
-  }
+  (void)active.take_if_newer(view.seen, view.set);
   return view.set.get();
 }
 
