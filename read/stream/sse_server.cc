@@ -17,6 +17,7 @@
 #include <deque>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 #include "read/stream/page_html.h"
 #include "read/stream/ws_session.h"
@@ -409,7 +410,11 @@ void sse_server::serve(int fd, uint64_t session) {
   }
   struct active_guard {
     std::atomic<uint32_t>& n;
-    ~active_guard() { n.fetch_sub(1); }
+    bool held = true;
+    void release() {
+      if (std::exchange(held, false)) n.fetch_sub(1);
+    }
+    ~active_guard() { release(); }
   } active{active_};
 
   timeval none{0, 0};
@@ -428,6 +433,9 @@ void sse_server::serve(int fd, uint64_t session) {
     bool last = false;
     std::string frames = client->take(std::chrono::seconds(cfg_.heartbeat_s), last, stopping_, commits);
     if (stopping_.load()) break;
+    // A stream the server ends frees its slot before the last frame goes out: a client that reads the
+    // error event and reconnects at once must not find its own old connection still counted.
+    if (last) active.release();
     // Idle: a comment line, which also finds out a client that went away.
     bool ok = send_all(fd, frames.empty() ? std::string_view(": ping\n\n") : std::string_view(frames));
     if (!ok) commits.clear();
