@@ -90,7 +90,24 @@ std::vector<std::string> operands(const std::string& expr) {
     part.erase(part.find_last_not_of(" \n") + 1);
     char* end = nullptr;
     (void)std::strtod(part.c_str(), &end);
-    if (!part.empty() && end != part.c_str() + part.size()) out.push_back(part);
+    if (part.empty() || end == part.c_str() + part.size()) return;  // a number
+    // A parenthesised comparison (`a or (b > 0 unless c > 0)`): its own operands.
+    if (part.front() == '(' && part.back() == ')') {
+      int d = 0;
+      size_t close = 0;
+      for (size_t k = 0; k < part.size(); ++k) {
+        d += part[k] == '(' ? 1 : part[k] == ')' ? -1 : 0;
+        if (d == 0) {
+          close = k;
+          break;
+        }
+      }
+      if (close == part.size() - 1) {
+        for (auto& inner : operands(part.substr(1, part.size() - 2))) out.push_back(std::move(inner));
+        return;
+      }
+    }
+    out.push_back(part);
   };
   for (size_t i = 0; i < expr.size(); ++i) {
     char c = expr[i];
@@ -292,6 +309,8 @@ TEST(PrometheusOperands, SplitsTopLevelComparisonsAndSetOperators) {
   EXPECT_EQ(operands("sum by (a) (increase(x[10m])) > 10"), std::vector<std::string>{"sum by (a) (increase(x[10m]))"});
   EXPECT_EQ(operands("a > 0 unless b{c=\"x > y\"} > 0"), (std::vector<std::string>{"a", "b{c=\"x > y\"}"}));
   EXPECT_EQ(operands("m == 0"), std::vector<std::string>{"m"});
+  EXPECT_EQ(operands("min by (i) (r) == 0 or (sum(e) > 0 unless sum(b) > 0)"),
+            (std::vector<std::string>{"min by (i) (r)", "sum(e)", "sum(b)"}));
   EXPECT_EQ(operands("histogram_quantile(0.99, sum by (le) (rate(h[5m]))) > 1"),
             std::vector<std::string>{"histogram_quantile(0.99, sum by (le) (rate(h[5m])))"});
 }
