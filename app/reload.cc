@@ -6,6 +6,8 @@
 
 #include "app/process.h"
 #include "config/reload.h"
+#include "io/postgres/route_check.h"
+#include "stages/route/active.h"
 #include "stages/schema/active.h"
 #include "stages/schema/compile.h"
 #include "pipeline/intake.h"
@@ -88,6 +90,13 @@ void config_reloader::reload_once() {
     spdlog::error("reload: payload schemas unchanged: {}", e.what());
     schemas_ok = false;
   }
+  // Routes: compiled, and their tables checked as at startup, before they
+  // are published; routes that fail either stay as they run.
+  bool routes_ok = true;
+  if (plan.routes) {
+    routes_ok = reload_routes(next);
+    if (!routes_ok) plan.effective.routes = running_.routes;
+  }
   if (plan.events) {
     // Open connections take them at their next read (between two events);
     // none is closed, and events already read keep the verdict they had.
@@ -122,7 +131,37 @@ void config_reloader::reload_once() {
                plan.log ? "; log " + next.log.level + " " + next.log.format : "",
                failed > 0 ? "; " + std::to_string(failed) + " sources failed to start (see above)" : "");
   running_ = std::move(plan.effective);
-  record(failed == 0 && schemas_ok);
+  record(failed == 0 && schemas_ok && routes_ok);
+}
+
+bool config_reloader::reload_routes(const config::settings& next) {
+  std::shared_ptr<const stages::route::route_set> routes;
+  try {
+    routes = std::make_shared<const stages::route::route_set>(next.routes);
+  } catch (const config::config_error& e) {
+    spdlog::error("reload: routes unchanged: {}", e.what());
+    return false;
+  }
+  // What the startup checks (check_database in app/daemon.cc): every table
+  // and column there with the types the routes write, upsert keys indexed,
+  // evpipe_route_keys migrated. The database and schema are the running
+  // ones ([postgres] changes wait for a restart).
+  if (!next.routes.empty()) {
+    io::pg_connection conn;
+    io::pg_status st = conn.connect(running_.postgres.dsn, "evpipe-reload");
+    if (!st.ok) {
+      spdlog::error("reload: routes unchanged: cannot check their tables: {}", st.message);
+      return false;
+    }
+    auto problems = io::route_db_problems(conn, next.routes, running_.postgres.schema);
+    for (const auto& p : problems) spdlog::error("reload: routes unchanged: {}", p);
+    if (!problems.empty()) return false;
+  }
+  stages::route::set_active_routes(std::move(routes));
+  std::string names;
+  for (const auto& r : next.routes) names += (names.empty() ? "" : ", ") + r.name;
+  spdlog::info("reload: routes: {} from the next read on{}{}", next.routes.size(), names.empty() ? "" : ": ", names);
+  return true;
 }
 
 }  // namespace evpipe::app

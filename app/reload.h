@@ -33,6 +33,9 @@ class config_reloader {
  private:
   void run();
   void reload_once();
+  // Compiles next's [[routes]], checks their tables, and publishes them;
+  // false (logged) leaves the running routes in place.
+  bool reload_routes(const config::settings& next);
   void record(bool ok);
 
   std::string path_;

@@ -14,6 +14,7 @@ void copy_live_parts(const settings& from, settings& to) {
   to.mqtt_sources = from.mqtt_sources;
   to.http_sources = from.http_sources;
   to.schemas = from.schemas;  // app/reload.cc loads the schema files again on every reload
+  to.routes = from.routes;    // app/reload.cc keeps the running ones when the new ones fail their checks
 }
 
 }  // namespace
@@ -30,6 +31,7 @@ reload_plan plan_reload(const settings& running, const settings& next) {
   p.events = running.events.max_event_bytes != next.events.max_event_bytes ||
              running.events.max_key_bytes != next.events.max_key_bytes ||
              running.events.max_depth != next.events.max_depth;
+  p.routes = running.routes != next.routes;
 
   // The settings that need a restart, by name.
   auto differs = [&p](bool changed, const char* key) {

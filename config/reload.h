@@ -4,8 +4,10 @@
 //
 // Live: the sources (added, removed, changed: a changed source is stopped and
 // started again, the others keep their connections), [batch], [pipeline]
-// queue_capacity, [log] and [events] (the limits, from each connection's next
-// read; no connection is closed for them). Everything else (the shards, the database, the
+// queue_capacity, [log], [events] (the limits, from each connection's next
+// read; no connection is closed for them), [schemas] and [[routes]] (from
+// each connection's next read; events read before finish under the routes
+// they were taken with). Everything else (the shards, the database, the
 // metrics endpoint, ...) keeps its running value until a restart and is named
 // in `kept`, so that the operator sees it in one log line.
 
@@ -33,6 +35,7 @@ struct reload_plan {
   bool queue = false;  // [pipeline] queue_capacity differs
   bool log = false;    // [log] differs
   bool events = false; // [events] differs: the limits apply to the next read of every connection
+  bool routes = false; // [[routes]] differ: app/reload.cc compiles and checks them, then publishes them
   // Keys that differ but apply only after a restart ("[pipeline] shards");
   // values are not listed, since some hold secrets.
   std::vector<std::string> kept;

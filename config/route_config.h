@@ -32,6 +32,7 @@ struct route_column {
   bool required = false;           // absent or null: the message is dead-lettered as route_mismatch
   bool has_default = false;        // absent or null: this value instead of NULL
   std::string default_text;        // the default, as text the column type parses (config checked it)
+  bool operator==(const route_column&) const = default;
 };
 
 // One [[routes]] section.
@@ -49,6 +50,7 @@ struct route {
   std::vector<std::string> idempotency;  // columns that identify a message (envelope "none")
   bool idempotency_digest = false;       // idempotency = "digest": XXH3-128 of the message's bytes
   bool mirror = false;                   // also keep the events_mirror row (envelope "standard" only)
+  bool operator==(const route&) const = default;  // a reload publishes new routes only when they changed
 
   [[nodiscard]] const route_column* column(const std::string& n) const {
     for (const auto& c : columns) {

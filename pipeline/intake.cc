@@ -44,8 +44,15 @@ void publish_event_limits(const stages::envelope_limits& limits) { event_limits.
 
 bool limits_follower::changed(stages::envelope_limits& limits) { return event_limits.take_if_newer(seen_, limits); }
 
-intake::intake(size_t shards, stages::envelope_limits limits)
-    : limits_(limits), out_(shards == 0 ? 1 : shards), routes_(stages::route::active_routes()) {}
+intake::intake(size_t shards, stages::envelope_limits limits) : limits_(limits), out_(shards == 0 ? 1 : shards) {
+  follow_routes();
+}
+
+void intake::follow_routes() {
+  // Every batch is empty here (their events were handed over), so no batch
+  // ever holds events matched against two route sets.
+  (void)routes_follower_.changed(routes_);
+}
 
 bool intake::apply_routes(std::string_view line, std::string_view topic, std::string_view kind, bool bare,
                           stages::envelope_validator& validator, stages::validation& v) {
@@ -126,6 +133,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     add_too_large(line.substr(0, too_large_prefix), line.size(), d.lo, d.hi, seq, received_ns, default_topic);
     return;
   }
+  if (pending_ == 0) follow_routes();  // between two reads
   ++pending_;
   stages::event_record rec;
   rec.seq = seq;
@@ -187,6 +195,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     rec.raw = b.append(line);
     rec.routed = b.append(routed_);
     if (!headers.empty()) rec.headers = b.append(headers);
+    if (b.routes != routes_) b.routes = routes_;
     b.events.push_back(rec);
     return;
   }
@@ -203,6 +212,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
       rec.shard_hash = shard_hash_of_upsert_key();
       rec.skip_mirror = skip_mirror_;
       rec.routed = b.append(routed_);
+      if (b.routes != routes_) b.routes = routes_;
     }
     if (!headers.empty()) rec.headers = b.append(headers);
     b.events.push_back(rec);

@@ -12,11 +12,8 @@
 #include <vector>
 
 #include "stages/event.h"
+#include "stages/route/active.h"
 #include "stages/validate.h"
-
-namespace evpipe::stages::route {
-class route_set;
-}
 
 namespace evpipe::pipeline {
 
@@ -75,6 +72,8 @@ class intake {
   // over the size limit is dead-lettered as too_large with its first bytes.
   // `headers`: the transport's headers as a JSON object (an MQTT 5 message's
   // content type and user properties), kept with the event; empty: none.
+  // Routes a reload published apply from the first add() after
+  // submitted() on: from the next read.
   void add(std::string_view line, size_t readable, uint64_t seq, int64_t received_ns, std::string_view default_topic,
            stages::envelope_validator& validator, topic_rule rule = topic_rule::event_first,
            std::string_view headers = {});
@@ -105,10 +104,15 @@ class intake {
   // The shard_hash of the message apply_routes took last (0: no upsert route).
   [[nodiscard]] uint64_t shard_hash_of_upsert_key() const noexcept;
 
+  // Routes: followed between two reads (pending_ == 0, every batch handed
+  // over), so that one batch holds events of one route set.
+  void follow_routes();
+
   stages::envelope_limits limits_;
   std::vector<stages::event_batch> out_;  // one per shard
   size_t pending_ = 0;
-  const stages::route::route_set* routes_;  // stages::route::active_routes() (nullptr: no routes)
+  std::shared_ptr<const stages::route::route_set> routes_;  // the published routes (nullptr: none)
+  stages::route::routes_follower routes_follower_;
   std::string routed_, identity_;           // scratch of apply_routes, reused
   std::string upsert_key_;                  // the first upsert route's key fields (shard_hash), reused
   std::string_view first_route_;            // name of the first route that took the message

@@ -340,6 +340,14 @@ std::string metrics_registry::render() const {
     sample(out, name, "shard=\"" + std::to_string(i) + "\"", double(shards_[i]->last_commit_unix_ms.load()) / 1000);
   }
 
+  // What /health/ready asks of each shard's database, for an alert that
+  // fires while evpipe is idle too (no write fails then, so no error counts).
+  name = p + "_db_ready";
+  header(out, name, "gauge", "1 while a shard's database connection is usable, else 0 (checked every second when idle).");
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    sample(out, name, "shard=\"" + std::to_string(i) + "\"", shards_[i]->db_ready.load() ? 1.0 : 0.0);
+  }
+
   name = p + "_queue_depth";
   header(out, name, "gauge", "Events queued for a shard.");
   for (size_t i = 0; i < shards_.size(); ++i) {

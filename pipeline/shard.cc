@@ -114,6 +114,18 @@ void shard::absorb(stages::event_batch& in) {
   int64_t t0 = now_ns();
   batch_.begin_origin(in.origin);
   for (const auto& ev : in.events) {
+    // Routed rows (and a bare message's identity) name routes of the set
+    // their batch was matched against. A reload may have published another
+    // set since the open batch took its first such event: that batch then
+    // commits first, under its own routes, so every event is written under
+    // the routes it was taken with.
+    if ((ev.routed.len > 0 || ev.bare) && batch_.routes() != in.routes) {
+      if (batch_.routes()) {
+        flush();
+        batch_.begin_origin(in.origin);
+      }
+      batch_.set_routes(in.routes);
+    }
     if (ev.blank) {
       batch_.add_skipped(ev.seq, ev.received_ns);
     } else if (ev.why != stages::reason::none) {

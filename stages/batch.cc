@@ -312,6 +312,7 @@ void write_batch::clear() {
   for (auto& c : route_copy_) c.clear();
   routed_bytes_ = 0;
   identity_rows_ = 0;
+  routes_.reset();
 }
 
 }  // namespace evpipe::stages

@@ -128,6 +128,10 @@ class write_batch {
   void reject_routed(uint32_t outcome_index, std::string sqlstate, std::string message);
   // Marks the event at `outcome_index` as already stored (its routed rows are not written).
   void mark_event_duplicate(uint32_t outcome_index) { pending_[outcome_index].kind = outcome_kind::duplicate; }
+  // The routes the routed rows were taken with (their route indices are
+  // this set's; null: none). A shard never mixes two sets in one batch.
+  void set_routes(std::shared_ptr<const route::route_set> routes) noexcept { routes_ = std::move(routes); }
+  [[nodiscard]] const std::shared_ptr<const route::route_set>& routes() const noexcept { return routes_; }
   [[nodiscard]] size_t event_count() const noexcept { return pending_.size(); }
   [[nodiscard]] size_t byte_count() const noexcept { return copy_.size() + routed_bytes_; }
   [[nodiscard]] bool empty() const noexcept { return pending_.empty(); }
@@ -181,6 +185,7 @@ class write_batch {
   std::vector<std::string> route_copy_;  // per route: tuples (no header, no trailer)
   size_t routed_bytes_ = 0;
   size_t identity_rows_ = 0;
+  std::shared_ptr<const route::route_set> routes_;
 };
 
 // Binary COPY framing, exposed for tests and benchmarks.

@@ -12,6 +12,10 @@
 
 namespace evpipe::stages {
 
+namespace route {
+class route_set;
+}
+
 // Why an event was dead-lettered. The codes are stable: they are stored in
 // dlq_events.reason_code and used as the `reason` metric label.
 enum class reason : uint8_t {
@@ -104,6 +108,10 @@ struct event_batch {
   std::shared_ptr<event_origin> origin;
   std::string arena;
   std::vector<event_record> events;
+  // The routes its events were matched against (set by intake when an event
+  // has routed rows or is bare): `routed` tuples name routes of this set,
+  // which a reload may have replaced since (stages/route/active.h).
+  std::shared_ptr<const route::route_set> routes;
 
   [[nodiscard]] std::string_view view(span_ref s) const noexcept {
     return std::string_view(arena).substr(s.off, s.len);
@@ -115,6 +123,7 @@ struct event_batch {
   }
   void clear() {
     origin.reset();
+    routes.reset();
     arena.clear();
     events.clear();
   }

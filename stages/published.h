@@ -3,8 +3,9 @@
 // their fast path: each reader keeps its own copy and the generation it saw,
 // and takes the new value (under the lock, rarely) only when the generation
 // moved. Used for what a reload (SIGHUP) swaps while events flow: the
-// [events] limits (pipeline/intake) and the payload schema set
-// (stages/schema/active). Readers cost one acquire load per look.
+// [events] limits (pipeline/intake), the payload schema set
+// (stages/schema/active) and the routes (stages/route/active). Readers cost
+// one acquire load per look.
 
 #include <atomic>
 #include <cstdint>

@@ -81,8 +81,34 @@ postgres_sink::postgres_sink(std::string dsn, std::string application_name, cons
       settle_requeued_sql_(with_schema(settle_requeued_sql, schema)),
       copy_mirror_headers_sql_(with_schema(copy_mirror_headers_sql, schema)),
       move_stage_headers_sql_(with_schema(move_stage_headers_sql, schema)),
-      dlq_headers_sql_(with_schema(dlq_headers_sql, schema)) {
-  if (const auto* routes = stages::route::active_routes()) tables_ = std::make_unique<table_writer>(*routes, schema);
+      dlq_headers_sql_(with_schema(dlq_headers_sql, schema)),
+      schema_(schema) {
+  // The routes at start: their writer is ready (and inspected by connect()).
+  if (auto routes = stages::route::active_routes()) {
+    known_tables_[0].writer = std::make_unique<table_writer>(*routes, schema_);
+    known_tables_[0].routes = std::move(routes);
+  }
+}
+
+pg_status postgres_sink::use_routes(const stages::write_batch& batch) {
+  const auto& want = batch.routes();
+  tables_ = nullptr;
+  if (!want) return {};
+  if (known_tables_[1].routes == want) std::swap(known_tables_[0], known_tables_[1]);
+  if (known_tables_[0].routes != want) {
+    // Routes a reload published (app/reload.cc checked their tables first).
+    std::swap(known_tables_[0], known_tables_[1]);
+    known_tables_[0].writer = std::make_unique<table_writer>(*want, schema_);
+    known_tables_[0].routes = want;
+    known_tables_[0].inspected = false;
+  }
+  auto& known = known_tables_[0];
+  if (!known.inspected) {
+    if (pg_status st = known.writer->inspect(conn_); !st.ok) return st;
+    known.inspected = true;
+  }
+  tables_ = known.writer.get();
+  return {};
 }
 
 bool postgres_sink::connect() {
@@ -90,7 +116,11 @@ bool postgres_sink::connect() {
   // Which routed tables settle redeliveries with their own unique index
   // (table_writer::inspect): looked up again on every connection, as an
   // index may have come or gone in between.
-  if (st.ok && tables_) st = tables_->inspect(conn_);
+  for (auto& known : known_tables_) known.inspected = false;
+  if (st.ok && known_tables_[0].writer) {
+    st = known_tables_[0].writer->inspect(conn_);
+    known_tables_[0].inspected = st.ok;
+  }
   if (!st.ok) {
     last_error_ = st.message;
     conn_.close();
@@ -125,6 +155,7 @@ pipeline::write_status postgres_sink::write(stages::write_batch& batch) {
     return pipeline::write_status::committed;  // only duplicates and blank lines
   }
   if (!conn_.connected() && !connect()) return pipeline::write_status::retry;
+  if (pg_status st = use_routes(batch); !st.ok) return fail(st);
 
   // Rows of bare messages (identity_row_count) need evpipe_route_keys, and
   // requeued dead letters their DELETE: both in the transaction below.

@@ -28,6 +28,7 @@
 //
 // Owned by one shard thread; not thread-safe.
 
+#include <array>
 #include <functional>
 #include <memory>
 #include <string>
@@ -80,7 +81,21 @@ class postgres_sink final : public pipeline::batch_sink {
   pg_connection conn_;
   std::string last_error_;
   std::string stored_slice_;  // the events_mirror rows still to store, when some were settled (reused)
-  std::unique_ptr<table_writer> tables_;  // routed tables (docs/routes.md); null without routes
+  // The writer of the routed tables (docs/routes.md) for the batch being
+  // written: that of the routes its rows were taken with
+  // (write_batch::routes); null when it has none. A reload publishes new
+  // routes while batches taken under the old ones are still queued: each
+  // finishes with its own set's writer. The last two sets' writers are kept
+  // (most recent first), as batches of both may alternate for a moment.
+  [[nodiscard]] pg_status use_routes(const stages::write_batch& batch);
+  struct route_tables {
+    std::shared_ptr<const stages::route::route_set> routes;
+    std::unique_ptr<table_writer> writer;
+    bool inspected = false;  // table_writer::inspect ran on the current connection
+  };
+  std::array<route_tables, 2> known_tables_;
+  table_writer* tables_ = nullptr;
+  std::string schema_;
 };
 
 }  // namespace evpipe::io

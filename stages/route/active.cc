@@ -1,20 +1,25 @@
 #include "stages/route/active.h"
 
-#include <atomic>
+#include "stages/published.h"
 
 namespace evpipe::stages::route {
 
 namespace {
-std::shared_ptr<const route_set> held;  // keeps the set alive for the process
-std::atomic<const route_set*> current{nullptr};
+published<std::shared_ptr<const route_set>> active;
 }  // namespace
 
 void set_active_routes(std::shared_ptr<const route_set> routes) {
-  const route_set* p = routes && !routes->empty() ? routes.get() : nullptr;
-  held = std::move(routes);
-  current.store(p, std::memory_order_release);
+  if (routes && routes->empty()) routes = nullptr;  // readers test one pointer
+  active.publish(std::move(routes));
 }
 
-const route_set* active_routes() noexcept { return current.load(std::memory_order_acquire); }
+std::shared_ptr<const route_set> active_routes() {
+  uint64_t seen = 0;  // 0: take whatever was published
+  std::shared_ptr<const route_set> out;
+  (void)active.take_if_newer(seen, out);
+  return out;
+}
+
+bool routes_follower::changed(std::shared_ptr<const route_set>& routes) { return active.take_if_newer(seen_, routes); }
 
 }  // namespace evpipe::stages::route

@@ -96,5 +96,29 @@ TEST(ReloadPlan, LiveSettingsApplyAndTheOthersAreKeptByName) {
   for (const auto& k : p.kept) EXPECT_EQ(k.find("secret"), std::string::npos);
 }
 
+// [[routes]] change live (app/reload.cc compiles, checks and publishes them):
+// a changed route sets `routes` and is no "other settings" kept until a
+// restart; unchanged routes set nothing.
+TEST(ReloadPlan, RoutesChangeLive) {
+  const std::string route = "[[routes]]\nname = \"r\"\nkinds = [\"k\"]\ntable = \"t1\"\n"
+                            "columns = [ { name = \"a\", source = \"payload.a\", type = \"int4\" } ]\n";
+  auto a = load_string(std::string(base) + route);
+  auto same = load_string(std::string(base) + route);
+  auto p = plan_reload(a, same);
+  EXPECT_FALSE(p.routes);
+  EXPECT_TRUE(p.kept.empty());
+  auto b = load_string(std::string(base) + route);
+  b.routes[0].table = "t2";
+  p = plan_reload(a, b);
+  EXPECT_TRUE(p.routes);
+  EXPECT_TRUE(p.kept.empty()) << p.kept.front();
+  ASSERT_EQ(p.effective.routes.size(), 1u);
+  EXPECT_EQ(p.effective.routes[0].table, "t2");
+  auto none = load_string(base);
+  p = plan_reload(a, none);
+  EXPECT_TRUE(p.routes);
+  EXPECT_TRUE(p.effective.routes.empty());
+}
+
 }  // namespace
 }  // namespace evpipe::config

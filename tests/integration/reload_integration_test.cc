@@ -13,6 +13,7 @@
 #include <memory>
 #include <thread>
 
+#include "tests/support/closed_loop_producer.h"
 #include "tests/support/harness.h"
 #include "tests/support/test_events.h"
 
@@ -49,76 +50,6 @@ std::string reload_config(const test_db& db, uint16_t pa, uint16_t pb, uint16_t 
   if (k.with_c) t += "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(pc) + "\"\ntopic = \"reload/c\"\n";
   return t;
 }
-
-// A producer that streams keys `<run>-0`, `<run>-1`, ... in chunks, each
-// chunk sent and then awaited (closed loop, so the load is bounded). When
-// evpipe closes its connection (a source restarted by a reload), it connects
-// again and resends from the first key not acked, as a real producer does.
-class producer {
- public:
-  producer(uint16_t port, std::string run, long max_events) : port_(port), run_(std::move(run)), max_(max_events) {
-    thread_ = std::thread([this] { loop(); });
-  }
-  ~producer() { finish(); }
-  void finish() {
-    stop_.store(true);
-    if (thread_.joinable()) thread_.join();
-  }
-  [[nodiscard]] long acked() const { return acked_.load(); }
-  [[nodiscard]] int reconnects() const { return reconnects_.load(); }
-  [[nodiscard]] bool failed() const { return failed_.load(); }
-  [[nodiscard]] const std::string& run() const { return run_; }
-
- private:
-  void loop() {
-    const long chunk = 100;
-    std::unique_ptr<ndjson_client> c;
-    long base = 0;  // the key of the connection's first line
-    while (!stop_.load() && acked_.load() < max_) {
-      if (!c) {
-        auto give_up = std::chrono::steady_clock::now() + 30s;
-        while (!c && std::chrono::steady_clock::now() < give_up) {
-          try {
-            c = std::make_unique<ndjson_client>(port_);
-          } catch (const std::exception&) {
-            std::this_thread::sleep_for(20ms);
-          }
-        }
-        if (!c) {
-          failed_.store(true);
-          return;
-        }
-        base = acked_.load();
-        sent_ = 0;
-      }
-      std::string data;
-      long from = base + sent_;
-      long n = std::min(chunk, max_ - from);
-      for (long i = from; i < from + n; ++i) data += valid_event(run_ + "-" + std::to_string(i)) + "\n";
-      try {
-        c->send_all(data);
-      } catch (const std::exception&) {
-        // closed by evpipe: what it read is acked below, the rest resent
-      }
-      sent_ += n;
-      c->read_acks_until(static_cast<uint64_t>(sent_), 30s);
-      acked_.store(base + static_cast<long>(c->last_ack()));
-      if (c->closed() || static_cast<long>(c->last_ack()) < sent_) {
-        c.reset();
-        if (!stop_.load()) reconnects_.fetch_add(1);
-      }
-    }
-  }
-
-  uint16_t port_;
-  std::string run_;
-  long max_;
-  long sent_ = 0;
-  std::atomic<bool> stop_{false}, failed_{false};
-  std::atomic<long> acked_{0};
-  std::atomic<int> reconnects_{0};
-  std::thread thread_;
-};
 
 class Reload : public ::testing::Test {
  protected:

@@ -1,6 +1,7 @@
 #include "pipeline/intake.h"
 
 #include "stages/dedup.h"
+#include "stages/route/active.h"
 
 #include <gtest/gtest.h>
 
@@ -134,6 +135,71 @@ TEST(Intake, ALeadingByteOrderMarkIsNotPartOfTheEvent) {
   EXPECT_EQ(f.rec->why, stages::reason::none);
   EXPECT_EQ(f.batch->view(f.rec->raw), line);
   EXPECT_TRUE(find_seq(in, 2).rec->blank);
+}
+
+// One route "r" taking kind "k" into `table`, after `before` routes that
+// take nothing here (so that "r" has another index in each set).
+std::shared_ptr<const stages::route::route_set> routes_to(const std::string& table, size_t before = 0) {
+  std::vector<config::route> rs;
+  for (size_t i = 0; i < before; ++i) {
+    config::route other;
+    other.name = "other" + std::to_string(i);
+    other.kinds = {"not-k"};
+    other.table = "o";
+    rs.push_back(other);
+  }
+  config::route r;
+  r.name = "r";
+  r.kinds = {"k"};
+  r.table = table;
+  config::route_column c;
+  c.name = "key";
+  c.source_text = "idempotency_key";
+  c.path = {"idempotency_key"};
+  r.columns = {c};
+  rs.push_back(r);
+  return std::make_shared<const stages::route::route_set>(rs);
+}
+
+// The route index a routed event's first tuple names.
+uint16_t first_route_of(const stages::event_batch& b, const stages::event_record& r) {
+  std::string_view t = b.view(r.routed);
+  return static_cast<uint16_t>((static_cast<uint8_t>(t[0]) << 8) | static_cast<uint8_t>(t[1]));
+}
+
+// Routes a reload publishes (stages/route/active.h) apply from the next
+// read on: the events of one read (until submitted()) keep the set the read
+// began with, so a batch's routed tuples all name routes of the one set it
+// carries (event_batch::routes).
+TEST(Intake, PublishedRoutesApplyFromTheNextRead) {
+  auto first = routes_to("t1"), second = routes_to("t2", 1);
+  stages::route::set_active_routes(first);
+  intake in(1, {});
+  stages::envelope_validator v;
+  in.add(ev("a"), 0, 1, 0, "t", v);
+  stages::route::set_active_routes(second);
+  in.add(ev("b"), 0, 2, 0, "t", v);  // the same read
+  auto& b = in.batches()[0];
+  EXPECT_EQ(b.routes, first);
+  for (uint64_t seq : {1, 2}) {
+    auto f = find_seq(in, seq);
+    ASSERT_GT(f.rec->routed.len, 0u) << seq;
+    EXPECT_EQ(first_route_of(b, *f.rec), 0) << seq;
+  }
+  // Handed over (router::submit clears the batch): the next read takes the new set.
+  b.clear();
+  in.submitted();
+  in.add(ev("c"), 0, 3, 0, "t", v);
+  EXPECT_EQ(b.routes, second);
+  EXPECT_EQ(first_route_of(b, *find_seq(in, 3).rec), 1);
+  // Routes removed: the next read's events are not routed.
+  stages::route::set_active_routes(nullptr);
+  b.clear();
+  in.submitted();
+  in.add(ev("d"), 0, 4, 0, "t", v);
+  EXPECT_EQ(find_seq(in, 4).rec->routed.len, 0u);
+  EXPECT_EQ(b.routes, nullptr);
+  EXPECT_EQ(stages::route::active_routes(), nullptr);
 }
 
 }  // namespace

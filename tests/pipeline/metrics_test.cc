@@ -115,6 +115,21 @@ TEST(Metrics, ReadinessNeedsEveryShard) {
   EXPECT_TRUE(r.all_shards_ready());
 }
 
+// The same readiness as a gauge per shard, for the EvpipeDatabaseNotReady
+// alert (deploy/prometheus): it must show a shard that lost its database
+// while nothing is written (no error is counted then).
+TEST(Metrics, DatabaseReadinessIsAGaugePerShard) {
+  metrics_registry r("evpipe", 10);
+  auto& a = r.add_shard();
+  auto& b = r.add_shard();
+  a.db_ready = true;
+  b.db_ready = false;
+  auto text = r.render();
+  EXPECT_NE(text.find("# TYPE evpipe_db_ready gauge\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nevpipe_db_ready{shard=\"0\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nevpipe_db_ready{shard=\"1\"} 0\n"), std::string::npos) << text;
+}
+
 
 // AutoCore's health fields (seed 004) per source in /health/ready's body.
 TEST(Metrics, ReadyBodyHasEachSourcesHealth) {

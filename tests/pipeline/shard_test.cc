@@ -5,7 +5,9 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "pipeline/intake.h"
 #include "stages/dedup.h"
+#include "stages/route/active.h"
 
 namespace evpipe::pipeline {
 namespace {
@@ -34,6 +36,7 @@ class fake_sink : public batch_sink {
       }
     }
     dead_letters += b.dead_letters().size();
+    if (b.routed_row_count() > 0) routed_writes.emplace_back(b.routes().get(), b.routed_row_count());
     ++commits;
     return write_status::committed;
   }
@@ -53,6 +56,7 @@ class fake_sink : public batch_sink {
   size_t dead_letters = 0;
   std::vector<std::string> rows;
   std::set<std::string> existing;
+  std::vector<std::pair<const void*, size_t>> routed_writes;  // (the batch's routes, its routed rows) per commit
 };
 
 class recording_origin : public stages::event_origin {
@@ -273,6 +277,53 @@ TEST_F(shard_fixture, StopAbandonsRetriesAtTheDeadline) {
   s->stop(t0 + 200ms);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
   EXPECT_TRUE(origin->got.empty());  // never acked what never committed
+}
+
+// A reload between two reads (stages/route/active.h): batches intake made
+// under two route sets reach one shard back to back, inside one linger. The
+// rows of the first set commit before a row of the second is taken, so each
+// write names one set (write_batch::routes) and every routed row is written
+// under the routes it was taken with.
+TEST_F(shard_fixture, RowsTakenUnderTwoRouteSetsAreWrittenInSeparateBatches) {
+  auto routes_to = [](const std::string& table) {
+    config::route r;
+    r.name = "r";
+    r.kinds = {"k"};
+    r.table = table;
+    config::route_column c;
+    c.name = "key";
+    c.source_text = "idempotency_key";
+    c.path = {"idempotency_key"};
+    r.columns = {c};
+    return std::make_shared<const stages::route::route_set>(std::vector<config::route>{r});
+  };
+  auto ev = [](const std::string& key) {
+    return "{\"trace_id\":\"550e8400-e29b-41d4-a716-446655440000\",\"ts\":\"2025-01-15T10:30:00Z\",\"kind\":\"k\","
+           "\"idempotency_key\":\"" + key + "\",\"payload\":{}}";
+  };
+  auto first = routes_to("t1"), second = routes_to("t2");
+  opts.linger = 300ms;  // both batches would share one write but for their routes
+  start();
+  auto origin = std::make_shared<recording_origin>();
+  stages::envelope_validator v;
+  stages::route::set_active_routes(first);
+  intake in(1, {});
+  in.add(ev("a"), 0, 1, 0, "t", v);
+  in.add(ev("b"), 0, 2, 0, "t", v);
+  in.batches()[0].origin = origin;
+  s->push(std::move(in.batches()[0]));
+  in.batches()[0].clear();
+  in.submitted();
+  stages::route::set_active_routes(second);
+  in.add(ev("c"), 0, 3, 0, "t", v);
+  in.batches()[0].origin = origin;
+  s->push(std::move(in.batches()[0]));
+  stages::route::set_active_routes(nullptr);
+  ASSERT_TRUE(origin->wait_for(3));
+  s->stop(std::chrono::steady_clock::now() + 5s);
+  for (const auto& o : origin->got) EXPECT_EQ(o.kind, stages::outcome_kind::mirrored) << o.seq;
+  using write = std::pair<const void*, size_t>;
+  EXPECT_EQ(sink->routed_writes, (std::vector<write>{{first.get(), 2}, {second.get(), 1}}));
 }
 
 }  // namespace
