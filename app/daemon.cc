@@ -32,6 +32,7 @@
 #include "pipeline/shard_settings.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
+#include "pipeline/thread_name.h"
 #include "pipeline/intake.h"
 #include "read/stream/sse_server.h"
 #include "read/stream/stream_hub.h"
@@ -161,6 +162,7 @@ int migrate(const config::settings& s) {
 }
 
 int run_daemon(const config::settings& s, const run_hooks& hooks) {
+  pipeline::thread_name named("main");
   // Declared first so that it is destroyed last: the shards' batches hold
   // sources' connections (their event origins), which own Asio objects.
   asio::io_context ioc(static_cast<int>(s.pipeline.io_threads));
@@ -463,10 +465,18 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   };
   wait_stop();
 
-  std::thread http_thread([&] { http_ioc.run(); });
+  std::thread http_thread([&] {
+    pipeline::thread_name named("http");
+    http_ioc.run();
+  });
   std::vector<std::thread> io_threads;
-  for (uint32_t i = 1; i < s.pipeline.io_threads; ++i) io_threads.emplace_back([&] { ioc.run(); });
-  ioc.run();
+  for (uint32_t i = 1; i < s.pipeline.io_threads; ++i) {
+    io_threads.emplace_back([&, i] {
+      pipeline::thread_name named("io-" + std::to_string(i), "\"io_thread\":" + std::to_string(i));
+      ioc.run();
+    });
+  }
+  ioc.run();  // the main thread ("main") runs the sources too
   for (auto& t : io_threads) t.join();
   http_thread.join();
   if (shutdown_thread.joinable()) shutdown_thread.join();

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "app/log_limiter.h"
+#include "pipeline/thread_name.h"
 #include "stages/json_text.h"
 
 namespace evpipe::app {
@@ -47,7 +48,8 @@ class json_formatter final : public spdlog::formatter {
                   tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
     auto level = spdlog::level::to_string_view(msg.level);
     line_ = json_log_line(when, std::string_view(level.data(), level.size()),
-                          std::string_view(msg.payload.data(), msg.payload.size()));
+                          std::string_view(msg.payload.data(), msg.payload.size()),
+                          pipeline::thread_log_fields(msg.thread_id));
     dest.append(line_.data(), line_.data() + line_.size());
   }
   [[nodiscard]] std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<json_formatter>(); }
@@ -93,13 +95,16 @@ class limited_logger final : public spdlog::logger {
 
 }  // namespace
 
-std::string json_log_line(std::string_view time, std::string_view level, std::string_view message) {
+std::string json_log_line(std::string_view time, std::string_view level, std::string_view message,
+                          std::string_view fields) {
   std::string out = "{\"time\":";
   stages::append_json_string(out, time);
   out += ",\"level\":";
   stages::append_json_string(out, level);
   out += ",\"message\":";
   stages::append_json_string(out, message);
+  out += ",\"fields\":";
+  out += fields;
   out += "}\n";
   return out;
 }

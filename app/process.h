@@ -38,7 +38,9 @@ void setup_logging(const std::string& level, const std::string& format = "text")
 void apply_log_settings(const std::string& level, const std::string& format);
 
 // One JSON log line (with its newline), as the "json" format writes it; for tests.
-[[nodiscard]] std::string json_log_line(std::string_view time, std::string_view level, std::string_view message);
+// `fields` is a JSON object (pipeline/thread_name.h: the logging thread's).
+[[nodiscard]] std::string json_log_line(std::string_view time, std::string_view level, std::string_view message,
+                                        std::string_view fields = "{}");
 
 // Flushes the log for up to `flush_ms` and exits with `code`. A writer stuck
 // on a full pipe does not hold the exit: the process ends regardless.

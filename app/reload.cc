@@ -11,13 +11,17 @@
 #include "stages/schema/active.h"
 #include "stages/schema/compile.h"
 #include "pipeline/intake.h"
+#include "pipeline/thread_name.h"
 
 namespace evpipe::app {
 
 config_reloader::config_reloader(std::string path, config::settings running, pipeline::router& router,
                                  pipeline::metrics_registry& registry, live_sources& sources)
     : path_(std::move(path)), running_(std::move(running)), router_(router), registry_(registry), sources_(sources) {
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    pipeline::thread_name named("reload");
+    run();
+  });
 }
 
 config_reloader::~config_reloader() { stop(); }

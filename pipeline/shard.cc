@@ -4,6 +4,8 @@
 
 #include <random>
 
+#include "pipeline/thread_name.h"
+
 namespace evpipe::pipeline {
 
 namespace {
@@ -57,6 +59,7 @@ void shard::stop(std::chrono::steady_clock::time_point deadline) {
 }
 
 void shard::run() {
+  thread_name named("shard-" + std::to_string(id_), "\"shard\":" + std::to_string(id_));
   struct mark_finished {
     std::atomic<bool>& f;
     ~mark_finished() { f.store(true); }
