@@ -73,6 +73,8 @@ rss_start() {
    done) &
   rss_pid=$!
 }
+# evpipe's CPU time (user + system, all threads) in seconds, from /proc.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$evpipe_pid/stat"; }
 rss_max_mb() { kill "$rss_pid" 2>/dev/null; wait "$rss_pid" 2>/dev/null || true; sort -n "$scratch/rss" | tail -1 | awk '{printf "%.0f", $1/1024}'; }
 
 # Percentiles (ms) of recv_us - commit time, weighted by count: FILE has "tx recv_us count".
@@ -100,7 +102,7 @@ phase() {
   # PHASES="paced-100-clients ..." runs only those (the others are skipped).
   if [ -n "${PHASES:-}" ] && [[ " $PHASES " != *" $name "* ]]; then return 0; fi
   fresh_table
-  evpipe_start
+  evpipe_start "${EVPIPE_BIN:-$bin/app/evpipe}"
   rss_start
   if [ "$n" -gt 0 ]; then
     timeout=$((seconds * 30 + 120))
@@ -115,6 +117,7 @@ phase() {
     for _ in $(seq 600); do [ -s "$scratch/$name.ready" ] && break; sleep 0.1; done
     [ "$(cat "$scratch/$name.ready" 2>/dev/null)" = "$n" ] || die "$name: only $(cat "$scratch/$name.ready" 2>/dev/null) of $n clients subscribed"
   fi
+  cpu0=$(cpu_s)
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate "$load_rate" --count "$count" \
     --payload-bytes "$payload" --connections 2 --run-id "$name" --quiet --json "$scratch/$name.json" >/dev/null
   ingest=$(printf '%.0f' "$(json_field "$scratch/$name.json" "['throughput']")")
@@ -125,13 +128,19 @@ evpipe (running: $(kill -0 "$evpipe_pid" 2>/dev/null && echo yes || echo no)): $
     delivered="$n x $count, in order"
     lat="all clients (tx's last event): $(latency_ms "$scratch/$name.pertx"); client 0 (exact): $(awk '{print $0, 1}' "$scratch/$name.events" >"$scratch/$name.events1"; latency_ms "$scratch/$name.events1")"
   fi
+  # From the load's start to the last client's last event: evpipe's CPU
+  # seconds, and per event delivered to a client (per event ingested
+  # without clients); the stream's share is the difference to no-client.
+  cpu1=$(cpu_s)
+  cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{printf "%.2f", b - a}')
+  per_event=$(awk -v c="$cpu" -v n="$n" -v e="$count" 'BEGIN{printf "%.2f", c * 1e6 / (e * (n > 0 ? n : 1))}')
   rss=$(rss_max_mb)
   evpipe_stop
-  log "$name: ingest $ingest ev/s, clients $delivered, $lat, peak RSS $rss MB"
-  rows="$rows"$'\n'"| $name | $n | $load_rate | $ingest | $delivered | $lat | $rss |"
+  log "$name: ingest $ingest ev/s, clients $delivered, $lat, evpipe CPU $cpu s ($per_event us/event), peak RSS $rss MB"
+  rows="$rows"$'\n'"| $name | $n | $load_rate | $ingest | $delivered | $lat | $cpu | $per_event | $rss |"
 }
 
-rows="| phase | clients | offered ev/s | ingest ev/s | delivered | commit→client latency | evpipe peak RSS MB |"$'\n'"|---|---|---|---|---|---|---|"
+rows="| phase | clients | offered ev/s | ingest ev/s | delivered | commit→client latency | evpipe CPU s | evpipe CPU µs per delivered (ingested) event | evpipe peak RSS MB |"$'\n'"|---|---|---|---|---|---|---|---|---|"
 ingest=0
 write_config true
 phase "paced-no-client" 0 "$rate"
