@@ -5,7 +5,8 @@
 // events/s (a slow client), and stops once it has E events or at the timeout.
 //
 // Prints one line per client on stdout: "client <i> events <n> in_order <0|1>
-// ready_ms <t>", and writes the receive times for the latency figures:
+// ready_ms <t>", then "clients cpu_s <s>" (user + system of all of them),
+// and writes the receive times for the latency figures:
 //   --per-tx FILE: "tx recv_us count" for each (client, transaction): the
 //                  last receive time of the transaction's events at that
 //                  client (an upper bound for each of them), and how many;
@@ -18,6 +19,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -255,6 +257,11 @@ int main(int argc, char** argv) {
                 r.error.c_str());
     if (r.events != o.expect || !r.in_order) ++failed;
   }
+  // The clients' own CPU (all threads): they share the machine with evpipe.
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  std::printf("clients cpu_s %.2f\n", static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                                           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
   if (!o.per_tx_file.empty()) {
     std::ofstream f(o.per_tx_file);
     for (const auto& r : results) {
