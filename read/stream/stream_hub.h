@@ -2,12 +2,13 @@
 // The stream's one tail reader and its fan-out (docs/read.md). One thread
 // reads events_mirror past the last position every poll_ms (rows of this
 // process, of other evpipe processes and of other writers alike), and at
-// once when a shard of this process commits (note_commit()), and hands
-// each row to the live clients whose filters match. A client that asks for
-// an older position, or whose send buffer passes max_client_buffer_bytes, is
-// caught up from the table by the same thread, page by page while its buffer
-// has room, up to the tail's position; then it is live again. The tail never
-// waits for a client, so ingest never does.
+// once when a shard of this process commits (note_commit()), formats each
+// read's rows once (stream_frames.h) and hands the live clients whose
+// filters match their spans of it. A client that asks for an older position,
+// or whose send buffer passes max_client_buffer_bytes, is caught up from the
+// table by the same thread, page by page while its buffer has room, up to
+// the tail's position (clients with one filter share those reads); then it
+// is live again. The tail never waits for a client, so ingest never does.
 //
 // The hub connects to PostgreSQL only while it has clients. Thread-safe:
 // add() and remove() from any thread; clients are called on the hub thread.
