@@ -36,6 +36,14 @@ class ws_client {
     ws_.handshake("127.0.0.1", "/v1/stream");
   }
   void send(const std::string& text) { ws_.write(asio::buffer(text)); }
+  // A WebSocket ping with `payload`; the pongs that come back (seen while
+  // reading) are appended to `pongs`.
+  void ping(const std::string& payload, std::vector<std::string>& pongs) {
+    ws_.control_callback([&pongs](websocket::frame_type kind, beast::string_view p) {
+      if (kind == websocket::frame_type::pong) pongs.emplace_back(p);
+    });
+    ws_.ping(websocket::ping_data(payload.c_str()));
+  }
   // Whether the server has closed the connection: reads (and so answers
   // pings) until the read fails, for at most `timeout`; messages are
   // skipped. After a timeout the connection is no longer usable.
@@ -247,6 +255,24 @@ TEST_F(StreamWs, ReconnectingFromTheLastPositionRepeatsNothing) {
   std::set<std::string> unique(keys.begin(), keys.end());
   EXPECT_EQ(unique.size(), 2000u);
   EXPECT_EQ(keys.size(), 2000u);
+}
+
+// The server answers a client's WebSocket ping with a pong of the same
+// payload (RFC 6455 5.5.3), ahead of the answer to a message sent after it,
+// and the connection goes on.
+TEST_F(StreamWs, PingsFromTheClientAreAnsweredWithTheirPayload) {
+  ws_client c(stream_port);
+  std::vector<std::string> pongs;
+  c.ping("hb-1", pongs);
+  c.send(R"({"type":"ping"})");
+  auto m = c.next();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(field(*m, "type"), "pong") << *m;
+  EXPECT_EQ(pongs, std::vector<std::string>{"hb-1"});
+  c.send(R"({"type":"subscribe","since":"now"})");
+  auto caught = c.next();
+  ASSERT_TRUE(caught);
+  EXPECT_EQ(field(*caught, "type"), "caught_up") << *caught;
 }
 
 // A row with transport headers (the nullable headers column) carries them
