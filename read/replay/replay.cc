@@ -109,6 +109,17 @@ int run_replay(const config::settings& s, const replay_options& o) {
       return 2;
     }
   }
+  // A position whose transaction id has not been handed out yet is from
+  // another cluster (or from before a restore): refused, not read as "nothing
+  // yet".
+  for (const auto& [flag, pos] : {std::pair{"--since", since_pos}, std::pair{"--until", w.until}}) {
+    horizon_state h;
+    if (pos && pos->tx != 0 && read_horizon(conn, h).ok && pos->tx >= h.next_tx) {
+      std::fprintf(stderr, "evpipe replay: %s %s: unknown position: no transaction of this database has that id\n",
+                   flag, encode(*pos).c_str());
+      return 2;
+    }
+  }
   if (since_pos) w.after = *since_pos;
   w.topic_filters = o.topics;
   w.kinds = o.kinds;

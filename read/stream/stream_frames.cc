@@ -85,6 +85,17 @@ std::string_view event_frames::span(frame_format f, size_t first, size_t last) c
   return std::string_view(bytes).substr(begin, end[last - 1] - begin);
 }
 
+size_t event_frames::fit(frame_format f, size_t first, size_t last, size_t room) const {
+  const std::vector<uint32_t>& end = f == frame_format::websocket ? ws_end_ : sse_end_;
+  if (first >= last || last > end.size()) return first;
+  const uint64_t begin = first == 0 ? 0 : end[first - 1];
+  const uint64_t limit = begin + room;
+  return static_cast<size_t>(std::upper_bound(end.begin() + static_cast<ptrdiff_t>(first),
+                                              end.begin() + static_cast<ptrdiff_t>(last), limit,
+                                              [](uint64_t v, uint32_t e) { return v < e; }) -
+                             end.begin());
+}
+
 size_t event_frames::first_after(position p) const {
   return static_cast<size_t>(std::upper_bound(positions_.begin(), positions_.end(), p) - positions_.begin());
 }

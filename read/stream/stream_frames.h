@@ -56,6 +56,9 @@ class event_frames {
   [[nodiscard]] int64_t commit_ns() const { return commit_ns_; }
   // Rows [first, last) in `f` (which must have been built), one contiguous span.
   [[nodiscard]] std::string_view span(frame_format f, size_t first, size_t last) const;
+  // The end of the longest run [first, k), k <= last, whose frames in `f`
+  // take at most `room` bytes (first when not even one fits).
+  [[nodiscard]] size_t fit(frame_format f, size_t first, size_t last, size_t room) const;
   // The first row after `p` (size() when none): rows are in position order.
   [[nodiscard]] size_t first_after(position p) const;
 

@@ -242,10 +242,22 @@ void stream_hub::run() {
           c->live = true;
           c->client->on_caught_up(tail);
           break;
-        case stream_since::kind::after_position:
+        case stream_since::kind::after_position: {
+          // A position whose transaction id has not been handed out yet
+          // cannot have come from any reader of this cluster: refused,
+          // rather than silently meaning "from the live edge".
+          horizon_state h;
+          if (c->since.pos.tx != 0 && read_horizon(conn, h).ok && c->since.pos.tx >= h.next_tx) {
+            c->client->on_error("unknown position " + encode(c->since.pos) +
+                                ": no transaction of this database has that id (a position from another cluster, "
+                                "or from before a restore?)");
+            c->dead = true;
+            break;
+          }
           c->pos = c->since.pos;
           probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
           break;
+        }
         case stream_since::kind::from_time:
           c->pos = position::start();
           c->since_time = c->since.time;
@@ -311,20 +323,38 @@ void stream_hub::run() {
       return row_action::next;
     });
     // Rows read before a failure are handed out too, and the tail moves past
-    // them, so nobody gets them twice.
+    // them, so nobody gets them twice. A client takes what fits in its
+    // buffer (max_client_buffer_bytes); if its rows do not all fit, it falls
+    // behind from the last row it was given.
     if (const auto n = static_cast<uint32_t>(frames->size()); n > 0) {
       std::shared_ptr<const event_frames> shared = std::move(frames);
       for (auto& c : clients) {
         if (!c->live) continue;
         if (c->filter.everything()) {
-          c->client->on_events(shared, 0, n);
-          probe_.events_delivered.fetch_add(n, std::memory_order_relaxed);
-          continue;
+          c->runs.clear();
+          c->runs.emplace_back(0, n);
+        } else if (c->in_run) {
+          c->runs.emplace_back(c->run_start, n);
         }
-        if (c->in_run) c->runs.emplace_back(c->run_start, n);
+        const frame_format fmt = c->client->format();
+        const size_t queued = c->client->queued_bytes();
+        size_t room = queued < opts_.max_client_buffer_bytes ? opts_.max_client_buffer_bytes - queued : 0;
         for (auto [first, last] : c->runs) {
-          c->client->on_events(shared, first, last);
-          probe_.events_delivered.fetch_add(last - first, std::memory_order_relaxed);
+          const size_t k = shared->fit(fmt, first, last, room);
+          if (k > first) {
+            c->client->on_events(shared, first, k);
+            probe_.events_delivered.fetch_add(k - first, std::memory_order_relaxed);
+            room -= shared->span(fmt, first, k).size();
+          }
+          if (k < last) {
+            c->live = false;
+            c->pos = k > 0 ? shared->pos(k - 1) : tail;
+            probe_.fell_behind.fetch_add(1, std::memory_order_relaxed);
+            probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
+            spdlog::debug("stream: client {} fell behind (over max_client_buffer_bytes): catching it up from the table",
+                          c->id);
+            break;
+          }
         }
       }
     }

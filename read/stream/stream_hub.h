@@ -73,10 +73,7 @@ struct stream_hub_options {
   uint32_t poll_ms = 20;
   size_t max_client_buffer_bytes = 1u << 20;
   uint32_t catch_up_page = 500;   // rows per catch-up read (shared by the clients at one filter and position)
-  // Rows per tail read. A live client is checked against
-  // max_client_buffer_bytes once per read, so its queue can pass the limit
-  // by one read's worth of its events.
-  uint32_t tail_page = 10'000;
+  uint32_t tail_page = 10'000;    // rows per tail read
 };
 
 // Why a stream client's connection ended (label of _stream_disconnects_total).

@@ -141,6 +141,10 @@ TEST_F(Replay, BadOptionsAreRefusedWithTheReason) {
   auto r = replay("--since yesterday-ish");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("neither a position"), std::string::npos) << r.err;
+  // A well-formed position no transaction of this database has had.
+  r = replay("--since 1-7fffffffffffff000000000000000001");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown position"), std::string::npos) << r.err;
   r = replay("--topic 'a/#/b'");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("'#' must be"), std::string::npos) << r.err;

@@ -232,6 +232,13 @@ TEST_F(StreamWs, BadMessagesGetAnErrorAndTheConnectionStays) {
     EXPECT_EQ(field(*m, "type"), "error") << bad << " -> " << *m;
     EXPECT_FALSE(field(*m, "message").empty()) << *m;
   }
+  // A well-formed position no transaction of this database has had.
+  c.send(R"({"type":"subscribe","since":"1-7fffffffffffff000000000000000001"})");
+  auto unknown = c.next();
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(field(*unknown, "type"), "error") << *unknown;
+  EXPECT_NE(unknown->find("unknown position"), std::string::npos) << *unknown;
+  c.send(R"({"type":"unsubscribe"})");
   c.send(R"({"type":"subscribe","since":"now"})");
   auto caught = c.next();
   ASSERT_TRUE(caught);

@@ -113,6 +113,13 @@ TEST(EventFrames, EachFormatLaidOutOnceAndARunIsOneSpan) {
   EXPECT_EQ(f.span(frame_format::websocket, 1, 3).substr(0, ws2.size()), ws2);
   EXPECT_EQ(f.span(frame_format::websocket, 0, 3).size(),
             f.span(frame_format::websocket, 0, 1).size() + f.span(frame_format::websocket, 1, 3).size());
+  // What fits in a client's room: whole frames only.
+  const size_t one = f.span(frame_format::websocket, 0, 1).size(), two = f.span(frame_format::websocket, 1, 2).size();
+  EXPECT_EQ(f.fit(frame_format::websocket, 0, 3, one - 1), 0u);
+  EXPECT_EQ(f.fit(frame_format::websocket, 0, 3, one), 1u);
+  EXPECT_EQ(f.fit(frame_format::websocket, 0, 3, one + two), 2u);
+  EXPECT_EQ(f.fit(frame_format::websocket, 1, 3, two + 5), 2u);
+  EXPECT_EQ(f.fit(frame_format::sse, 0, 3, 1 << 20), 3u);
   EXPECT_EQ(f.first_after(position::start()), 0u);
   EXPECT_EQ(f.first_after({7, 1}), 1u);
   EXPECT_EQ(f.first_after({8, 0}), 2u);
