@@ -62,6 +62,10 @@ int main(int argc, char** argv) {
   replay->add_option("--rate", replay_opts.rate, "events per second at most (default: as fast as possible)");
   replay->add_option("--max-rows", replay_opts.max_rows, "stop after this many events (continue from the last position)");
   replay->add_flag("!--no-progress", replay_opts.progress, "no progress line on stderr");
+  replay->add_option("--mqtt-credentials-file", replay_opts.mqtt_credentials_file,
+                     "--to mqtt://: a file with the user name (first line) and password (second line)");
+  replay->add_option("--bearer-token-file", replay_opts.bearer_token_file,
+                     "--to http://: a file with the bearer token (first line)");
 
   evpipe::read::dlq_options dlq_opts;
   auto* dlq = cli.add_subcommand("dlq", "Inspect and delete dead letters (dlq_events)");

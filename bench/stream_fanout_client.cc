@@ -1,10 +1,12 @@
 // WebSocket clients of evpipe's stream for perf/stream_fanout.sh (not a
-// Google Benchmark: an end-to-end helper). N clients, one thread each, each
+// Google Benchmark: an end-to-end helper). N clients, one thread each (plain
+// sockets and RFC 6455 framing: a few lines, and cheap per message), each
 // subscribes to everything with since = "now", optionally reads at most R
 // events/s (a slow client), and stops once it has E events or at the timeout.
 //
 // Prints one line per client on stdout: "client <i> events <n> in_order <0|1>
-// ready_ms <t>", and writes the receive times for the latency figures:
+// ready_ms <t>", then "clients cpu_s <s>" (user + system of all of them),
+// and writes the receive times for the latency figures:
 //   --per-tx FILE: "tx recv_us count" for each (client, transaction): the
 //                  last receive time of the transaction's events at that
 //                  client (an upper bound for each of them), and how many;
@@ -15,27 +17,23 @@
 //   stream_fanout_client --port P --clients N --expect E [--read-rate R]
 //                        [--timeout S] [--ready-file F] [--per-tx F] [--events F]
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/websocket.hpp>
-
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace websocket = beast::websocket;
 
 namespace {
 
@@ -69,56 +67,135 @@ struct client_result {
   std::string error;
 };
 
+// A masked client frame (RFC 6455 5.3; the key need not be secret here).
+std::string client_frame(uint8_t opcode, std::string_view payload) {
+  std::string f;
+  f += static_cast<char>(0x80 | opcode);
+  if (payload.size() < 126) {
+    f += static_cast<char>(0x80 | payload.size());
+  } else {
+    f += static_cast<char>(0x80 | 126);
+    f += static_cast<char>(payload.size() >> 8);
+    f += static_cast<char>(payload.size() & 0xff);
+  }
+  const char key[4] = {0x12, 0x34, 0x56, 0x78};
+  f.append(key, 4);
+  for (size_t i = 0; i < payload.size(); ++i) f += static_cast<char>(payload[i] ^ key[i & 3]);
+  return f;
+}
+
+bool send_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// The client reads the socket in large chunks and parses frames in place
+// (no per-message copy or allocation): it shares the 2 cores with evpipe, so
+// its own cost per message is kept small.
 void run_client(const options& o, int index, client_result& r, std::atomic<int>& ready,
-                std::chrono::steady_clock::time_point start, std::atomic<int>& fd) {
-  try {
-    asio::io_context ioc;
-    websocket::stream<asio::ip::tcp::socket> ws(ioc);
-    ws.next_layer().connect({asio::ip::make_address("127.0.0.1"), o.port});
-    ws.read_message_max(1 << 20);
-    ws.handshake("127.0.0.1", "/v1/stream");
-    ws.write(asio::buffer(std::string(R"({"type":"subscribe","since":"now"})")));
-    beast::flat_buffer buf;
-    std::string last;
-    auto read_start = std::chrono::steady_clock::time_point{};
-    fd = ws.next_layer().native_handle();  // main() shuts it down at the timeout
-    while (r.events < o.expect) {
-      beast::error_code ec;
-      buf.consume(buf.size());
-      ws.read(buf, ec);
-      if (ec) {
-        r.error = ec.message();
-        break;
+                std::chrono::steady_clock::time_point start, std::atomic<int>& fd_out) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(o.port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    r.error = std::string("connect: ") + std::strerror(errno);
+    ::close(fd);
+    return;
+  }
+  fd_out = fd;  // main() shuts it down at the timeout
+  std::string in;
+  auto fail = [&](std::string why) {
+    r.error = std::move(why);
+    fd_out = -1;
+    ::close(fd);
+  };
+  if (!send_all(fd, "GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")) {
+    return fail("cannot send the upgrade");
+  }
+  std::vector<char> buf(1 << 18);
+  while (in.find("\r\n\r\n") == std::string::npos) {
+    ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+    if (n <= 0) return fail("no upgrade response");
+    in.append(buf.data(), static_cast<size_t>(n));
+  }
+  if (in.rfind("HTTP/1.1 101", 0) != 0) return fail("upgrade refused: " + in.substr(0, in.find('\r')));
+  in.erase(0, in.find("\r\n\r\n") + 4);
+  if (!send_all(fd, client_frame(1, R"({"type":"subscribe","since":"now"})"))) return fail("cannot subscribe");
+
+  std::string last;
+  auto read_start = std::chrono::steady_clock::time_point{};
+  constexpr std::string_view event_prefix = R"({"type":"event","position":")";
+  constexpr std::string_view caught_up_prefix = R"({"type":"caught_up")";
+  size_t off = 0;
+  while (r.events < o.expect) {
+    // Complete frames in `in` from `off`.
+    const size_t avail = in.size() - off;
+    const auto* p = reinterpret_cast<const unsigned char*>(in.data()) + off;
+    size_t head = 2;
+    uint64_t len = avail >= 2 ? (p[1] & 0x7f) : 0;
+    if (avail >= 4 && len == 126) {
+      len = (uint64_t{p[2]} << 8) | p[3];
+      head = 4;
+    } else if (avail >= 10 && len == 127) {
+      len = 0;
+      for (int i = 0; i < 8; ++i) len = (len << 8) | p[2 + i];
+      head = 10;
+    }
+    const bool complete = avail >= 2 && !(len == 126 && head == 2) && !(len == 127 && head == 2) && avail >= head + len;
+    if (!complete) {
+      if (off > 0) {
+        in.erase(0, off);
+        off = 0;
       }
-      int64_t now_us = realtime_us();
-      std::string_view m(static_cast<const char*>(buf.data().data()), buf.size());
-      if (m.find("\"type\":\"caught_up\"") != std::string_view::npos && r.ready_ms < 0) {
+      ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+      if (n <= 0) return fail(n == 0 ? "closed by the server" : std::strerror(errno));
+      in.append(buf.data(), static_cast<size_t>(n));
+      continue;
+    }
+    const int opcode = p[0] & 0x0f;
+    std::string_view m(in.data() + off + head, len);
+    off += head + len;
+    if (opcode == 9) {  // ping: answered, as a browser does
+      if (!send_all(fd, client_frame(10, m))) return fail("cannot answer a ping");
+      continue;
+    }
+    if (opcode == 8) return fail("closed by the server");
+    if (opcode != 1) continue;
+    int64_t now_us = realtime_us();
+    if (m.rfind(caught_up_prefix, 0) == 0) {
+      if (r.ready_ms < 0) {
         r.ready_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
         ready.fetch_add(1);
-        continue;
       }
-      auto at = m.find("\"position\":\"1-");
-      if (at == std::string_view::npos || m.find("\"type\":\"event\"") == std::string_view::npos) continue;
-      std::string_view pos = m.substr(at + 12, 34);
-      if (!last.empty() && !(pos > std::string_view(last))) r.in_order = false;
-      last.assign(pos);
-      uint64_t tx = std::strtoull(std::string(pos.substr(2, 16)).c_str(), nullptr, 16);
-      if (r.per_tx.empty() || r.per_tx.back().tx != tx) r.per_tx.push_back({tx, now_us, 0});
-      r.per_tx.back().last_recv_us = now_us;
-      ++r.per_tx.back().count;
-      if (index == 0 && !o.events_file.empty()) r.events_seen.emplace_back(tx, now_us);
-      ++r.events;
-      if (o.read_rate > 0) {
-        // A slow reader: no faster than read_rate events/s from its first event.
-        if (r.events == 1) read_start = std::chrono::steady_clock::now();
-        auto due = read_start + std::chrono::microseconds(int64_t(1e6 * double(r.events) / o.read_rate));
-        std::this_thread::sleep_until(due);
-      }
+      continue;
     }
-    fd = -1;  // closed with `ws` below: not to be shut down by number any more
-  } catch (const std::exception& e) {
-    r.error = e.what();
+    if (m.rfind(event_prefix, 0) != 0 || m.size() < event_prefix.size() + 34) continue;
+    std::string_view pos = m.substr(event_prefix.size(), 34);
+    if (!last.empty() && !(pos > std::string_view(last))) r.in_order = false;
+    last.assign(pos);
+    uint64_t tx = 0;
+    for (char c : pos.substr(2, 16)) tx = (tx << 4) | static_cast<uint64_t>(c <= '9' ? c - '0' : c - 'a' + 10);
+    if (r.per_tx.empty() || r.per_tx.back().tx != tx) r.per_tx.push_back({tx, now_us, 0});
+    r.per_tx.back().last_recv_us = now_us;
+    ++r.per_tx.back().count;
+    if (index == 0 && !o.events_file.empty()) r.events_seen.emplace_back(tx, now_us);
+    ++r.events;
+    if (o.read_rate > 0) {
+      // A slow reader: no faster than read_rate events/s from its first event.
+      if (r.events == 1) read_start = std::chrono::steady_clock::now();
+      auto due = read_start + std::chrono::microseconds(int64_t(1e6 * double(r.events) / o.read_rate));
+      std::this_thread::sleep_until(due);
+    }
   }
+  fd_out = -1;  // not to be shut down by number any more
+  ::close(fd);
 }
 
 }  // namespace
@@ -180,6 +257,11 @@ int main(int argc, char** argv) {
                 r.error.c_str());
     if (r.events != o.expect || !r.in_order) ++failed;
   }
+  // The clients' own CPU (all threads): they share the machine with evpipe.
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  std::printf("clients cpu_s %.2f\n", static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                                           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
   if (!o.per_tx_file.empty()) {
     std::ofstream f(o.per_tx_file);
     for (const auto& r : results) {

@@ -9,7 +9,13 @@
 #   2. ingest at full speed (evpipe-load --rate max): no client, CLIENTS
 #      clients, and one client reading SLOW times slower than that ingest
 #      rate (it must get every event; evpipe's peak RSS is sampled).
-# Every client must receive every event once, in position order.
+# Every client must receive every event once, in position order. Each row
+# also has evpipe's CPU seconds (user + system, /proc/PID/stat) from the
+# load's start to the last client's last event, and that per delivered event
+# (per ingested event without clients), and the clients' own CPU seconds
+# (they share the machine). EVPIPE_BIN=path runs another evpipe
+# binary (a before/after comparison with the same clients and load);
+# PHASES="name ..." runs only those phases.
 #
 #   perf/stream_fanout.sh [--clients N] [--rate R] [--seconds S] [--payload-bytes B]
 #                         [--shards K] [--slow-factor F] [--out FILE]
@@ -26,7 +32,7 @@ while [ $# -gt 0 ]; do
     --shards) shards="$2"; shift 2 ;;
     --slow-factor) slow="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -73,6 +79,8 @@ rss_start() {
    done) &
   rss_pid=$!
 }
+# evpipe's CPU time (user + system, all threads) in seconds, from /proc.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$evpipe_pid/stat"; }
 rss_max_mb() { kill "$rss_pid" 2>/dev/null; wait "$rss_pid" 2>/dev/null || true; sort -n "$scratch/rss" | tail -1 | awk '{printf "%.0f", $1/1024}'; }
 
 # Percentiles (ms) of recv_us - commit time, weighted by count: FILE has "tx recv_us count".
@@ -100,7 +108,7 @@ phase() {
   # PHASES="paced-100-clients ..." runs only those (the others are skipped).
   if [ -n "${PHASES:-}" ] && [[ " $PHASES " != *" $name "* ]]; then return 0; fi
   fresh_table
-  evpipe_start
+  evpipe_start "${EVPIPE_BIN:-$bin/app/evpipe}"
   rss_start
   if [ "$n" -gt 0 ]; then
     timeout=$((seconds * 30 + 120))
@@ -115,23 +123,31 @@ phase() {
     for _ in $(seq 600); do [ -s "$scratch/$name.ready" ] && break; sleep 0.1; done
     [ "$(cat "$scratch/$name.ready" 2>/dev/null)" = "$n" ] || die "$name: only $(cat "$scratch/$name.ready" 2>/dev/null) of $n clients subscribed"
   fi
+  cpu0=$(cpu_s)
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate "$load_rate" --count "$count" \
     --payload-bytes "$payload" --connections 2 --run-id "$name" --quiet --json "$scratch/$name.json" >/dev/null
   ingest=$(printf '%.0f' "$(json_field "$scratch/$name.json" "['throughput']")")
-  delivered="-" lat="-"
+  delivered="-" lat="-" client_cpu="-"
   if [ -n "$client_pid" ]; then
     wait "$client_pid" || die "$name: a client did not get every event once in order: $(grep -v "events $count in_order 1" "$scratch/$name.clients" | head -3)
 evpipe (running: $(kill -0 "$evpipe_pid" 2>/dev/null && echo yes || echo no)): $(tail -5 "$scratch/evpipe.log")"
     delivered="$n x $count, in order"
+    client_cpu=$(awk '/^clients cpu_s/{print $3}' "$scratch/$name.clients")
     lat="all clients (tx's last event): $(latency_ms "$scratch/$name.pertx"); client 0 (exact): $(awk '{print $0, 1}' "$scratch/$name.events" >"$scratch/$name.events1"; latency_ms "$scratch/$name.events1")"
   fi
+  # From the load's start to the last client's last event: evpipe's CPU
+  # seconds, and per event delivered to a client (per event ingested
+  # without clients); the stream's share is the difference to no-client.
+  cpu1=$(cpu_s)
+  cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN{printf "%.2f", b - a}')
+  per_event=$(awk -v c="$cpu" -v n="$n" -v e="$count" 'BEGIN{printf "%.2f", c * 1e6 / (e * (n > 0 ? n : 1))}')
   rss=$(rss_max_mb)
   evpipe_stop
-  log "$name: ingest $ingest ev/s, clients $delivered, $lat, peak RSS $rss MB"
-  rows="$rows"$'\n'"| $name | $n | $load_rate | $ingest | $delivered | $lat | $rss |"
+  log "$name: ingest $ingest ev/s, clients $delivered, $lat, evpipe CPU $cpu s ($per_event us/event), clients' CPU $client_cpu s, peak RSS $rss MB"
+  rows="$rows"$'\n'"| $name | $n | $load_rate | $ingest | $delivered | $lat | $cpu | $per_event | $client_cpu | $rss |"
 }
 
-rows="| phase | clients | offered ev/s | ingest ev/s | delivered | commit→client latency | evpipe peak RSS MB |"$'\n'"|---|---|---|---|---|---|---|"
+rows="| phase | clients | offered ev/s | ingest ev/s | delivered | commit→client latency | evpipe CPU s | evpipe CPU µs per delivered (ingested) event | clients' CPU s | evpipe peak RSS MB |"$'\n'"|---|---|---|---|---|---|---|---|---|---|"
 ingest=0
 write_config true
 phase "paced-no-client" 0 "$rate"

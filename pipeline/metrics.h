@@ -40,6 +40,13 @@ class histogram {
     counts_[i].fetch_add(1, std::memory_order_relaxed);
     sum_ns_.fetch_add(ns < 0 ? 0 : ns, std::memory_order_relaxed);
   }
+  // `n` observations of the same value (e.g. the events of one write).
+  void observe_ns(int64_t ns, uint64_t n) noexcept {
+    size_t i = 0;
+    while (i < bounds_ns.size() && ns > bounds_ns[i]) ++i;
+    counts_[i].fetch_add(n, std::memory_order_relaxed);
+    sum_ns_.fetch_add(ns < 0 ? 0 : static_cast<uint64_t>(ns) * n, std::memory_order_relaxed);
+  }
 
   struct snapshot {
     std::array<uint64_t, bounds_ns.size() + 1> counts{};  // per bucket, not cumulative

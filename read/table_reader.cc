@@ -25,7 +25,7 @@ uint32_t get_u32(const char* p) {
   return v;
 }
 
-// A cursor over one CopyData message of the SELECT's seven columns.
+// A cursor over one CopyData message of the SELECT's eight columns.
 struct tuple_cursor {
   const char* p;
   const char* end;
@@ -69,7 +69,14 @@ std::string table_reader::check() {
   io::pg_result r;
   std::string sql = "SELECT tx FROM " + table_ + " LIMIT 0";
   auto st = conn_.query(sql.c_str(), r);
-  if (st.ok) return "";
+  if (st.ok) {
+    std::string headers = "SELECT headers FROM " + table_ + " LIMIT 0";
+    io::pg_result hr;
+    auto hst = conn_.query(headers.c_str(), hr);
+    if (!hst.ok && hst.sqlstate != "42703") return "cannot read table " + table_ + ": " + hst.message;
+    has_headers_ = hst.ok;
+    return "";
+  }
   if (st.sqlstate == "42703") {
     return "table " + table_ + " has no tx column (the position of each row): run `evpipe migrate --config FILE`";
   }
@@ -81,7 +88,8 @@ std::string table_reader::check() {
 
 std::string table_reader::select_sql(const read_window& w) const {
   std::string sql =
-      "SELECT tx, id, topic, payload ? 'topic', payload, created_at, payload->>'kind' FROM " + table_ +
+      "SELECT tx, id, topic, payload ? 'topic', payload, created_at, payload->>'kind', " +
+      std::string(has_headers_ ? "headers" : "NULL::jsonb") + " FROM " + table_ +
       // The horizon: every transaction below it has ended, so the rows read
       // here are all the rows there will ever be up to the last one read.
       " WHERE tx < pg_snapshot_xmin(pg_current_snapshot())"
@@ -148,14 +156,14 @@ io::pg_status table_reader::read(const read_window& w, const std::function<row_a
     }
     auto fields = static_cast<int16_t>((static_cast<unsigned char>(p[0]) << 8) | static_cast<unsigned char>(p[1]));
     if (fields == -1) continue;  // the trailer
-    if (fields != 7) {
+    if (fields != 8) {
       status = protocol_error("tuple of " + std::to_string(fields) + " fields");
       continue;
     }
     tuple_cursor cur{p + 2, end};
-    std::string_view tx, id, topic, has_topic, payload, created, kind;
+    std::string_view tx, id, topic, has_topic, payload, created, kind, headers;
     if (!cur.field(tx) || !cur.field(id) || !cur.field(topic) || !cur.field(has_topic) || !cur.field(payload) ||
-        !cur.field(created) || !cur.field(kind) || tx.size() != 8 || id.size() != 8 || has_topic.size() != 1 || payload.empty() ||
+        !cur.field(created) || !cur.field(kind) || !cur.field(headers) || tx.size() != 8 || id.size() != 8 || has_topic.size() != 1 || payload.empty() ||
         payload[0] != 1 || created.size() != 8) {
       status = protocol_error("malformed tuple");
       continue;
@@ -167,6 +175,8 @@ io::pg_status table_reader::read(const read_window& w, const std::function<row_a
     row.payload_has_topic = has_topic[0] != 0;
     row.created_at_us = static_cast<int64_t>(get_u64(created.data())) + pg_epoch_us;
     row.kind = kind;
+    // jsonb's binary form again (a NULL reads as empty).
+    row.headers = headers.empty() ? headers : headers.substr(1);
     if (on_row(row) == row_action::stop) {
       stopped = true;
       // Ends the COPY on the server; what it already sent is drained above.

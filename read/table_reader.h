@@ -43,6 +43,7 @@ struct event_row {
   std::string_view payload;    // the event, as jsonb's text
   bool payload_has_topic = false;  // the event carries its own "topic" field
   std::string_view kind;       // payload->>'kind' ("" when absent)
+  std::string_view headers;    // the transport's headers as jsonb's text ("" when NULL; docs/mqtt.md)
   int64_t created_at_us = 0;   // microseconds since 1970-01-01 UTC
 };
 
@@ -75,6 +76,9 @@ class table_reader {
  private:
   io::pg_connection& conn_;
   std::string table_;  // schema-qualified when a schema is set
+  // The nullable headers column (schemas/events.sql) is read when the table
+  // has it; a table migrated before it existed reads as all NULL.
+  bool has_headers_ = true;
 };
 
 // What holds the horizon back: the oldest transaction with an id that is

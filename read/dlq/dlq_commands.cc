@@ -16,10 +16,12 @@ namespace {
 
 // One dead letter as a JSON object, built by PostgreSQL so that every value
 // is quoted correctly; raw bytes (events that were not JSON) in bytea's
-// escape form, which is ASCII.
-constexpr const char* row_json =
-    "json_build_object('id', id, 'created_at', created_at, 'reason', reason_code, 'topic', original_topic, "
-    "'message', failure_reason, 'payload', payload, 'raw', encode(raw, 'escape'))";
+// escape form, which is ASCII; the transport's headers (null for none).
+std::string row_json(const dlq_session& db) {
+  return "json_build_object('id', id, 'created_at', created_at, 'reason', reason_code, 'topic', original_topic, "
+         "'message', failure_reason, 'payload', payload, 'raw', encode(raw, 'escape'), 'headers', " +
+         db.headers_column() + ")";
+}
 
 std::string clip(std::string_view s, size_t n) {
   std::string out;
@@ -37,7 +39,7 @@ int run_dlq_list(const config::settings& s, const dlq_options& o) {
   std::string where;
   if (int rc = prepare_dlq(s, o, db, where)) return rc;
   std::string sql = "SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
-                    "COALESCE(reason_code, ''), original_topic, failure_reason, " + std::string(row_json) +
+                    "COALESCE(reason_code, ''), original_topic, failure_reason, " + row_json(db) +
                     "::text FROM " + db.table + " WHERE " + where + " ORDER BY id DESC" +
                     (o.limit ? " LIMIT " + std::to_string(o.limit) : "");
   io::pg_result r;
@@ -61,7 +63,7 @@ int run_dlq_show(const config::settings& s, const dlq_options& o) {
   dlq_session db;
   std::string where;
   if (int rc = prepare_dlq(s, o, db, where)) return rc;
-  std::string sql = std::string("SELECT ") + (o.json ? "" : "jsonb_pretty(") + row_json + (o.json ? "::text" : "::jsonb)") +
+  std::string sql = std::string("SELECT ") + (o.json ? "" : "jsonb_pretty(") + row_json(db) + (o.json ? "::text" : "::jsonb)") +
                     " FROM " + db.table + " WHERE id = " + std::to_string(o.id);
   io::pg_result r;
   if (auto st = db.conn.query(sql.c_str(), r); !st.ok) return report_dlq_failure(st);

@@ -98,6 +98,7 @@ uint64_t get_u64(const char* p) {
 struct dead_letter_row {
   int64_t id = 0;
   std::string_view topic, bytes;
+  std::string_view headers;  // the transport's headers (jsonb's text), "" for none: kept on the requeued event
 };
 io::pg_status read_page(io::pg_connection& conn, const std::string& sql, int64_t after, io::pg_result& r,
                         std::vector<dead_letter_row>& out) {
@@ -115,6 +116,9 @@ io::pg_status read_page(io::pg_connection& conn, const std::string& sql, int64_t
       row.bytes = std::string_view(PQgetvalue(r.get(), i, 2) + 1, PQgetlength(r.get(), i, 2) - 1);
     } else if (!PQgetisnull(r.get(), i, 3)) {
       row.bytes = std::string_view(PQgetvalue(r.get(), i, 3), PQgetlength(r.get(), i, 3));
+    }
+    if (!PQgetisnull(r.get(), i, 4) && PQgetlength(r.get(), i, 4) > 1) {
+      row.headers = std::string_view(PQgetvalue(r.get(), i, 4) + 1, PQgetlength(r.get(), i, 4) - 1);
     }
     out.push_back(row);
   }
@@ -170,7 +174,7 @@ int run_dlq_requeue(const config::settings& s, const dlq_options& o) {
     std::printf("no dead letters match: nothing to requeue\n");
     return 0;
   }
-  const std::string page_sql = "SELECT id, original_topic, payload, raw FROM " + db.table + " WHERE " + where +
+  const std::string page_sql = "SELECT id, original_topic, payload, raw, " + db.headers_column() + " FROM " + db.table + " WHERE " + where +
                                " AND reason_code IS DISTINCT FROM 'too_large' AND id > $1::bigint AND id <= " +
                                std::to_string(max_id) + " ORDER BY id LIMIT " + std::to_string(page_rows);
 
@@ -271,7 +275,7 @@ int run_dlq_requeue(const config::settings& s, const dlq_options& o) {
       padded.assign(row.bytes);
       padded.append(simdjson::SIMDJSON_PADDING, '\0');
       in.add(std::string_view(padded.data(), row.bytes.size()), padded.size(), static_cast<uint64_t>(row.id),
-             pipeline::steady_now_ns(), row.topic, validator, pipeline::topic_rule::source_only);
+             pipeline::steady_now_ns(), row.topic, validator, pipeline::topic_rule::source_only, row.headers);
       after = row.id;
     }
     for (auto& b : in.batches()) {

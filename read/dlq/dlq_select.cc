@@ -17,6 +17,11 @@ std::string open(const config::settings& s, dlq_session& out) {
   }
   if (auto st = out.conn.exec("SET standard_conforming_strings = on"); !st.ok) return st.message;
   out.table = s.postgres.schema.empty() ? "dlq_events" : s.postgres.schema + ".dlq_events";
+  // The nullable headers column (schemas/events.sql), when `evpipe migrate`
+  // has added it; commands read NULL for it otherwise.
+  io::pg_result r;
+  std::string probe = "SELECT headers FROM " + out.table + " LIMIT 0";
+  out.has_headers = out.conn.query(probe.c_str(), r).ok;
   return "";
 }
 

@@ -13,6 +13,9 @@ namespace evpipe::read {
 struct dlq_session {
   io::pg_connection conn;
   std::string table;  // dlq_events, schema-qualified when [postgres] schema is set
+  bool has_headers = false;  // the table has the headers column (transport headers, e.g. MQTT 5's)
+  // The headers column in a SELECT list: itself, or NULL for a table without it.
+  [[nodiscard]] std::string headers_column() const { return has_headers ? "headers" : "NULL::jsonb"; }
 };
 
 // Checks the filters (a reason must be one of the codes evpipe writes, a

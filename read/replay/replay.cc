@@ -56,6 +56,27 @@ void print_progress(uint64_t rows, double seconds, uint64_t estimate, bool final
   }
 }
 
+// The target's secrets from their files; "" or what is wrong (never the
+// secret itself).
+std::string read_target_secrets(const replay_options& o, wire_target& to) {
+  const bool mqtt = to.target.kind == load::target_kind::mqtt, http = to.target.kind == load::target_kind::http;
+  if (!o.mqtt_credentials_file.empty()) {
+    if (!mqtt) return "--mqtt-credentials-file goes with --to mqtt://";
+    mqtt_credentials c;
+    if (auto problem = read_mqtt_credentials(o.mqtt_credentials_file, c); !problem.empty()) {
+      return "--mqtt-credentials-file: " + problem;
+    }
+    to.mqtt_login = std::move(c);
+  }
+  if (!o.bearer_token_file.empty()) {
+    if (!http) return "--bearer-token-file goes with --to http://";
+    if (auto problem = read_secret_file(o.bearer_token_file, to.bearer_token); !problem.empty()) {
+      return "--bearer-token-file: " + problem;
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 int run_replay(const config::settings& s, const replay_options& o) {
@@ -88,6 +109,17 @@ int run_replay(const config::settings& s, const replay_options& o) {
       return 2;
     }
   }
+  // A position whose transaction id has not been handed out yet is from
+  // another cluster (or from before a restore): refused, not read as "nothing
+  // yet".
+  for (const auto& [flag, pos] : {std::pair{"--since", since_pos}, std::pair{"--until", w.until}}) {
+    horizon_state h;
+    if (pos && pos->tx != 0 && read_horizon(conn, h).ok && pos->tx >= h.next_tx) {
+      std::fprintf(stderr, "evpipe replay: %s %s: unknown position: no transaction of this database has that id\n",
+                   flag, encode(*pos).c_str());
+      return 2;
+    }
+  }
   if (since_pos) w.after = *since_pos;
   w.topic_filters = o.topics;
   w.kinds = o.kinds;
@@ -95,10 +127,18 @@ int run_replay(const config::settings& s, const replay_options& o) {
 
   std::unique_ptr<replay_output> out;
   if (o.to == "stdout") {
+    if (!o.mqtt_credentials_file.empty() || !o.bearer_token_file.empty()) {
+      std::fprintf(stderr, "evpipe replay: --mqtt-credentials-file and --bearer-token-file go with --to mqtt:// and http://\n");
+      return 2;
+    }
     out = make_stdout_output();
   } else {
     wire_target to;
     if (auto problem = parse_wire_target(o.to, to); !problem.empty()) {
+      std::fprintf(stderr, "evpipe replay: %s\n", problem.c_str());
+      return 2;
+    }
+    if (auto problem = read_target_secrets(o, to); !problem.empty()) {
       std::fprintf(stderr, "evpipe replay: %s\n", problem.c_str());
       return 2;
     }
@@ -137,7 +177,7 @@ int run_replay(const config::settings& s, const replay_options& o) {
         std::this_thread::sleep_until(due);
       }
     }
-    if (!out->write(r.pos, r.topic, r.payload, r.payload_has_topic)) {
+    if (!out->write(r)) {
       output_failed = true;
       return row_action::stop;
     }
@@ -154,6 +194,7 @@ int run_replay(const config::settings& s, const replay_options& o) {
   if (!output_failed && !out->finish()) output_failed = true;
   double seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
   if (o.progress) print_progress(rows, seconds, estimate, true);
+  if (auto caveat = out->caveat(); !caveat.empty()) std::fprintf(stderr, "replay: %s\n", caveat.c_str());
 
   // Where to go on from: the last event that arrived, else where this
   // replay started (nothing new arrived).

@@ -25,6 +25,10 @@ struct replay_options {
   double rate = 0;                  // events per second at most (0: as fast as possible)
   uint64_t max_rows = 0;            // stop after this many (0: the whole window)
   bool progress = true;             // a progress line on stderr every second
+  // Secrets come from files, never from the command line (which any user
+  // of the host can read in /proc), and are never printed.
+  std::string mqtt_credentials_file;  // --to mqtt://: user name (first line) and password (second)
+  std::string bearer_token_file;      // --to http://: a bearer token (first line)
 };
 
 // Exit codes: 0 done, 1 a database or output failure, 2 bad options,

@@ -22,9 +22,9 @@ constexpr size_t flush_bytes = 256 * 1024;
 
 class stdout_output final : public replay_output {
  public:
-  bool write(position pos, std::string_view topic, std::string_view payload, bool) override {
-    append_ndjson_line(buf_, pos, topic, payload);
-    pending_ = pos;
+  bool write(const event_row& r) override {
+    append_ndjson_line(buf_, r);
+    pending_ = r.pos;
     return buf_.size() < flush_bytes || flush();
   }
   bool finish() override { return flush() && std::fflush(stdout) == 0; }
@@ -56,9 +56,18 @@ class wire_output final : public replay_output {
   wire_output(const wire_target& to, size_t window) : to_(to) {
     load::wire_options wo;
     wo.client_id = "evpipe-replay-" + std::to_string(::getpid());
+    wo.bearer_token = to_.bearer_token;
     try {
-      fd_ = load::open_connection(to_.target, 0, wo);
-      wire_ = load::make_wire(to_.target, wo, http_events_per_request);
+      if (to_.target.kind == load::target_kind::mqtt) {
+        uint8_t level = 0;
+        fd_ = connect_mqtt_broker(to_.target, wo.client_id, to_.mqtt_login ? &*to_.mqtt_login : nullptr, level);
+        auto w = std::make_unique<mqtt_replay_wire>(level);
+        mqtt_ = w.get();
+        wire_ = std::move(w);
+      } else {
+        fd_ = load::open_connection(to_.target, 0, wo);
+        wire_ = load::make_wire(to_.target, wo, http_events_per_request);
+      }
     } catch (const std::exception& e) {
       error_ = e.what();
       return;
@@ -71,8 +80,11 @@ class wire_output final : public replay_output {
     if (fd_ >= 0) ::close(fd_);
   }
 
-  bool write(position pos, std::string_view topic, std::string_view payload, bool has_topic) override {
-    if (to_.target.kind == load::target_kind::mqtt) {
+  bool write(const event_row& r) override {
+    const position pos = r.pos;
+    const std::string_view topic = r.topic, payload = r.payload;
+    const bool has_topic = r.payload_has_topic;
+    if (mqtt_) {
       // The PUBLISH topic carries the event's topic (the MQTT source stores
       // that one), under the URL's prefix if it has one.
       if (topic.empty() || topic.find_first_of("+#") != std::string_view::npos) {
@@ -83,7 +95,7 @@ class wire_output final : public replay_output {
       publish_topic_.assign(to_.topic_prefix);
       if (!publish_topic_.empty()) publish_topic_ += '/';
       publish_topic_.append(topic);
-      wire_->add_on_topic(sent_, publish_topic_, payload, out_);
+      mqtt_->add_event(sent_, publish_topic_, payload, r.headers, out_);
     } else if (!has_topic && payload.size() >= 2 && payload[0] == '{') {
       // The row's topic goes along, so the replayed event lands in the same
       // topic whichever source first took it.
@@ -120,6 +132,11 @@ class wire_output final : public replay_output {
   }
   std::optional<position> done_position() const override { return done_; }
   bool flush() override { return close_group() && send_buffer(); }
+  std::string caveat() const override {
+    if (!mqtt_ || mqtt_->headers_dropped() == 0) return "";
+    return std::to_string(mqtt_->headers_dropped()) +
+           " events had transport headers, which the broker (MQTT 3.1.1) cannot carry: they were published without them";
+  }
 
  private:
   // HTTP: the events added so far become one request. A connection's
@@ -195,6 +212,7 @@ class wire_output final : public replay_output {
   wire_target to_;
   int fd_ = -1;
   std::unique_ptr<load::wire> wire_;
+  mqtt_replay_wire* mqtt_ = nullptr;  // wire_, for an mqtt:// target
   uint64_t window_ = 0;
   std::string out_, in_, reply_, event_, publish_topic_;
   std::deque<position> unacked_;
@@ -204,13 +222,17 @@ class wire_output final : public replay_output {
 
 }  // namespace
 
-void append_ndjson_line(std::string& out, position pos, std::string_view topic, std::string_view payload) {
+void append_ndjson_line(std::string& out, const event_row& r) {
   out += "{\"position\":\"";
-  out += encode(pos);
+  out += encode(r.pos);
   out += "\",\"topic\":";
-  stages::append_json_string(out, topic);
+  stages::append_json_string(out, r.topic);
   out += ",\"event\":";
-  out.append(payload);
+  out.append(r.payload);
+  if (!r.headers.empty()) {
+    out += ",\"headers\":";
+    out.append(r.headers);
+  }
   out += "}\n";
 }
 

@@ -4,7 +4,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+#include <climits>
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/beast/core.hpp>
@@ -33,86 +36,104 @@ namespace http = beast::http;
 namespace {
 
 // One SSE client's send queue: filled by the hub thread, drained by the
-// client's own thread.
+// client's own thread, which writes everything queued in one gather write.
 class sse_client final : public stream_client {
  public:
   explicit sse_client(stream_probe& probe) : probe_(probe) {}
-  void on_event(position pos, std::string_view topic, std::string_view payload, int64_t commit_ns) override {
-    std::string f;
-    f.reserve(payload.size() + topic.size() + 160);
-    std::string p = encode(pos);
-    f += "id: " + p + "\nevent: event\ndata: {\"type\":\"event\",\"position\":\"" + p + "\",\"topic\":";
-    stages::append_json_string(f, topic);
-    f += ",\"event\":";
-    f.append(payload);
-    f += "}\n\n";
-    push(std::move(f), false, commit_ns);
+  frame_format format() const override { return frame_format::sse; }
+  void on_events(const std::shared_ptr<const event_frames>& frames, size_t first, size_t last) override {
+    if (queue_.push_events(frames, frame_format::sse, first, last)) wake();
   }
   void on_caught_up(position pos) override {
     std::string p = encode(pos);
-    push("id: " + p + "\nevent: caught_up\ndata: {\"type\":\"caught_up\",\"position\":\"" + p + "\"}\n\n");
+    std::string f;
+    append_sse_frame(f, p, "caught_up", "{\"type\":\"caught_up\",\"position\":\"" + p + "\"}");
+    if (queue_.push_message(std::move(f), pos)) wake();
   }
   void on_error(std::string_view message) override {
-    std::string f = "event: error\ndata: {\"type\":\"error\",\"message\":";
-    stages::append_json_string(f, message);
-    f += "}\n\n";
-    push(std::move(f), true);
+    std::string m = "{\"type\":\"error\",\"message\":";
+    stages::append_json_string(m, message);
+    m += '}';
+    std::string f;
+    append_sse_frame(f, "", "error", m);
+    {
+      std::lock_guard lock(mu_);
+      closing_ = true;
+    }
+    queue_.push_message(std::move(f));
+    wake();
   }
-  size_t queued_bytes() const override { return bytes_.load(std::memory_order_relaxed); }
+  size_t queued_bytes() const override { return queue_.bytes(); }
 
-  // Waits up to `wait` for frames; returns them (empty on timeout) and
-  // whether the stream ends after them.
-  // The commit times of the events among them go to `commits` (for
-  // sent()).
-  std::string take(std::chrono::seconds wait, bool& last, const std::atomic<bool>& stopping,
-                   std::vector<int64_t>& commits) {
-    std::unique_lock lock(mu_);
-    // In slices, so that stop() is seen within 100 ms without a registry of
-    // waiting clients to notify.
-    auto until = std::chrono::steady_clock::now() + wait;
-    while (q_.empty() && !closing_ && !stopping.load() && std::chrono::steady_clock::now() < until) {
-      cv_.wait_for(lock, std::chrono::milliseconds(100));
+  // Waits up to `wait` for frames; moves them to `out` (empty on timeout)
+  // and says whether the stream ends after them.
+  void take(std::chrono::seconds wait, bool& last, const std::atomic<bool>& stopping,
+            std::vector<frame_queue::item>& out) {
+    out.clear();
+    {
+      std::unique_lock lock(mu_);
+      // In slices, so that stop() is seen within 100 ms without a registry of
+      // waiting clients to notify.
+      auto until = std::chrono::steady_clock::now() + wait;
+      while (queue_.empty() && !closing_ && !stopping.load() && std::chrono::steady_clock::now() < until) {
+        cv_.wait_for(lock, std::chrono::milliseconds(100));
+      }
+      last = closing_;
     }
-    std::string out;
-    commits.clear();
-    while (!q_.empty()) {
-      out += q_.front().text;
-      if (q_.front().commit_ns != 0) commits.push_back(q_.front().commit_ns);
-      q_.pop_front();
-    }
-    last = closing_;
-    return out;
+    queue_.take(out);
   }
-  // `n` bytes written to the socket, with the events of `commits`.
-  void sent(size_t n, const std::vector<int64_t>& commits) {
-    bytes_.fetch_sub(n, std::memory_order_relaxed);
-    if (commits.empty()) return;
-    int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                      std::chrono::steady_clock::now().time_since_epoch()).count();
-    for (int64_t c : commits) probe_.commit_to_send.observe_ns(now - c);
+  // `items` were written to the socket (`ok`), or not.
+  void sent(const std::vector<frame_queue::item>& items, bool ok) {
+    const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::steady_clock::now().time_since_epoch()).count();
+    size_t n = 0;
+    for (const auto& it : items) {
+      n += it.bytes.size();
+      if (ok && it.commit_ns != 0) probe_.commit_to_send.observe_ns(now - it.commit_ns, it.events);
+    }
+    queue_.sent(n);
   }
 
  private:
-  struct frame {
-    std::string text;
-    int64_t commit_ns;  // a live event's commit (stream_client::on_event); 0 otherwise
-  };
-  void push(std::string f, bool closing = false, int64_t commit_ns = 0) {
-    bytes_.fetch_add(f.size(), std::memory_order_relaxed);
-    {
-      std::lock_guard lock(mu_);
-      q_.push_back({std::move(f), commit_ns});
-      closing_ = closing_ || closing;
-    }
+  // Taking mu_ to notify: the waiter checks the queue (which has its own
+  // lock) under mu_, so a push lands either before that check or while it
+  // waits, never in between.
+  void wake() {
+    std::lock_guard lock(mu_);
     cv_.notify_one();
   }
   std::mutex mu_;
   std::condition_variable cv_;
   stream_probe& probe_;
-  std::deque<frame> q_;
+  frame_queue queue_;
   bool closing_ = false;
-  std::atomic<size_t> bytes_{0};
 };
+
+// Writes every item's bytes, in order, with as few writev() as the kernel
+// allows (IOV_MAX spans per call).
+bool send_items(int fd, const std::vector<frame_queue::item>& items) {
+  std::vector<iovec> iov;
+  iov.reserve(items.size());
+  for (const auto& it : items) {
+    if (!it.bytes.empty()) iov.push_back({const_cast<char*>(it.bytes.data()), it.bytes.size()});
+  }
+  size_t at = 0;
+  while (at < iov.size()) {
+    msghdr msg{};
+    msg.msg_iov = iov.data() + at;
+    msg.msg_iovlen = std::min<size_t>(iov.size() - at, IOV_MAX);
+    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    // Past the spans written whole; into the one written in part.
+    auto left = static_cast<size_t>(n);
+    while (at < iov.size() && left >= iov[at].iov_len) left -= iov[at++].iov_len;
+    if (left > 0) {
+      iov[at].iov_base = static_cast<char*>(iov[at].iov_base) + left;
+      iov[at].iov_len -= left;
+    }
+  }
+  return true;
+}
 
 std::string url_decode(std::string_view s) {
   std::string out;
@@ -427,19 +448,18 @@ void sse_server::serve(int fd, uint64_t session) {
   }
   auto client = std::make_shared<sse_client>(hub_.probe());
   uint64_t id = hub_.add(client, std::move(filter), std::move(from));
-  std::vector<int64_t> commits;
+  std::vector<frame_queue::item> items;
   disconnect_reason why = disconnect_reason::shutdown;
   for (;;) {
     bool last = false;
-    std::string frames = client->take(std::chrono::seconds(cfg_.heartbeat_s), last, stopping_, commits);
+    client->take(std::chrono::seconds(cfg_.heartbeat_s), last, stopping_, items);
     if (stopping_.load()) break;
     // A stream the server ends frees its slot before the last frame goes out: a client that reads the
     // error event and reconnects at once must not find its own old connection still counted.
     if (last) active.release();
     // Idle: a comment line, which also finds out a client that went away.
-    bool ok = send_all(fd, frames.empty() ? std::string_view(": ping\n\n") : std::string_view(frames));
-    if (!ok) commits.clear();
-    client->sent(frames.size(), commits);
+    bool ok = items.empty() ? send_all(fd, ": ping\n\n") : send_items(fd, items);
+    client->sent(items, ok);
     if (!ok || last) {
       why = ok ? disconnect_reason::stream_error : disconnect_reason::client_closed;
       break;

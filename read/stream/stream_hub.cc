@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <tuple>
 
 #include "io/postgres/pg_connection.h"
 #include "read/table_reader.h"
@@ -34,6 +35,11 @@ struct stream_hub::client_state {
   position pos;           // everything up to here was handed to the client (or did not match)
   std::string since_time; // catch-up only: the first catch-up's time bound
   bool dead = false;      // given up after on_error()
+  // A tail read's rows this (filtered) client takes, as runs [first, last);
+  // reused from read to read.
+  std::vector<std::pair<uint32_t, uint32_t>> runs;
+  uint32_t run_start = 0;
+  bool in_run = false;
 };
 
 stream_hub::stream_hub(stream_hub_options o) : opts_(std::move(o)) {}
@@ -236,10 +242,22 @@ void stream_hub::run() {
           c->live = true;
           c->client->on_caught_up(tail);
           break;
-        case stream_since::kind::after_position:
+        case stream_since::kind::after_position: {
+          // A position whose transaction id has not been handed out yet
+          // cannot have come from any reader of this cluster: refused,
+          // rather than silently meaning "from the live edge".
+          horizon_state h;
+          if (c->since.pos.tx != 0 && read_horizon(conn, h).ok && c->since.pos.tx >= h.next_tx) {
+            c->client->on_error("unknown position " + encode(c->since.pos) +
+                                ": no transaction of this database has that id (a position from another cluster, "
+                                "or from before a restore?)");
+            c->dead = true;
+            break;
+          }
           c->pos = c->since.pos;
           probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
           break;
+        }
         case stream_since::kind::from_time:
           c->pos = position::start();
           c->since_time = c->since.time;
@@ -255,7 +273,26 @@ void stream_hub::run() {
       if (read_horizon(conn, h).ok) probe_.horizon_age_s.store(h.oldest_pid ? h.oldest_age_s : 0, std::memory_order_relaxed);
     }
 
-    // The tail: rows past it, to every live client whose filter matches.
+    // The tail: rows past it, formatted once (in the formats the live clients
+    // speak) and handed to every live client whose filter matches, as one
+    // span per run of matching rows. A live client whose queue is over
+    // max_client_buffer_bytes falls behind first: back to the table from the
+    // tail, with nothing of this read.
+    bool want_ws = false, want_sse = false;
+    for (auto& c : clients) {
+      if (!c->live) continue;
+      if (c->client->queued_bytes() > opts_.max_client_buffer_bytes) {
+        c->live = false;
+        c->pos = tail;
+        probe_.fell_behind.fetch_add(1, std::memory_order_relaxed);
+        spdlog::debug("stream: client {} fell behind (over max_client_buffer_bytes): catching it up from the table", c->id);
+        probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      (c->client->format() == frame_format::websocket ? want_ws : want_sse) = true;
+      c->runs.clear();
+      c->in_run = false;
+    }
     read_window tw;
     tw.after = tail;
     tw.limit = opts_.tail_page;
@@ -266,27 +303,62 @@ void stream_hub::run() {
     // writer after the previous read began, at the earliest (later, if an
     // open transaction held the horizon back: then this undercounts).
     const int64_t rows_commit_ns = commit_ns != 0 ? commit_ns : previous_read_ns;
+    auto frames = std::make_shared<event_frames>(want_ws, want_sse, rows_commit_ns);
     auto st = reader->read(tw, [&](const event_row& r) {
+      const auto i = static_cast<uint32_t>(frames->size());
+      frames->add(r);
+      // Only filtered clients look at each row; the others take them all.
       for (auto& c : clients) {
-        if (!c->live || !c->filter.matches(r.topic, r.kind)) continue;
-        if (c->client->queued_bytes() > opts_.max_client_buffer_bytes) {
-          // Falls behind: back to the table from the last row it was given.
-          c->live = false;
-          c->pos = before;
-          probe_.fell_behind.fetch_add(1, std::memory_order_relaxed);
-          spdlog::debug("stream: client {} fell behind (over max_client_buffer_bytes): catching it up from the table", c->id);
-          probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
-          continue;
+        if (!c->live || c->filter.everything()) continue;
+        bool match = c->filter.matches(r.topic, r.kind);
+        if (match && !c->in_run) {
+          c->run_start = i;
+          c->in_run = true;
+        } else if (!match && c->in_run) {
+          c->runs.emplace_back(c->run_start, i);
+          c->in_run = false;
         }
-        c->client->on_event(r.pos, r.topic, r.payload, rows_commit_ns);
-        probe_.events_delivered.fetch_add(1, std::memory_order_relaxed);
       }
       before = r.pos;
       return row_action::next;
     });
+    // Rows read before a failure are handed out too, and the tail moves past
+    // them, so nobody gets them twice. A client takes what fits in its
+    // buffer (max_client_buffer_bytes); if its rows do not all fit, it falls
+    // behind from the last row it was given.
+    if (const auto n = static_cast<uint32_t>(frames->size()); n > 0) {
+      std::shared_ptr<const event_frames> shared = std::move(frames);
+      for (auto& c : clients) {
+        if (!c->live) continue;
+        if (c->filter.everything()) {
+          c->runs.clear();
+          c->runs.emplace_back(0, n);
+        } else if (c->in_run) {
+          c->runs.emplace_back(c->run_start, n);
+        }
+        const frame_format fmt = c->client->format();
+        const size_t queued = c->client->queued_bytes();
+        size_t room = queued < opts_.max_client_buffer_bytes ? opts_.max_client_buffer_bytes - queued : 0;
+        for (auto [first, last] : c->runs) {
+          const size_t k = shared->fit(fmt, first, last, room);
+          if (k > first) {
+            c->client->on_events(shared, first, k);
+            probe_.events_delivered.fetch_add(k - first, std::memory_order_relaxed);
+            room -= shared->span(fmt, first, k).size();
+          }
+          if (k < last) {
+            c->live = false;
+            c->pos = k > 0 ? shared->pos(k - 1) : tail;
+            probe_.fell_behind.fetch_add(1, std::memory_order_relaxed);
+            probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
+            spdlog::debug("stream: client {} fell behind (over max_client_buffer_bytes): catching it up from the table",
+                          c->id);
+            break;
+          }
+        }
+      }
+    }
     if (!st.ok) {
-      // Rows handed out before the failure count: the tail moves to the last
-      // one, so nobody gets them twice.
       tail = before;
       for (auto& c : clients) {
         if (c->live) c->pos = tail;
@@ -308,48 +380,93 @@ void stream_hub::run() {
       if (c->live) c->pos = tail;
     }
 
-    // Catch-up: each client behind the tail reads its next page from the
-    // table, bounded by the tail, while its buffer has room.
-    for (auto& c : clients) {
-      if (c->live || !c->started || c->dead) continue;
-      if (c->client->queued_bytes() > opts_.max_client_buffer_bytes / 2) continue;
-      read_window w;
-      w.after = c->pos;
-      w.until = tail;
-      w.topic_filters = c->filter.topics;
-      w.kinds = c->filter.kinds;
-      w.since_time = c->since_time;
-      w.limit = opts_.catch_up_page;
-      uint32_t rows = 0;
-      position last = c->pos;
-      auto cst = reader->read(w, [&](const event_row& r) {
-        c->client->on_event(r.pos, r.topic, r.payload, 0);
-        probe_.events_delivered.fetch_add(1, std::memory_order_relaxed);
-        last = r.pos;
-        ++rows;
-        return row_action::next;
-      });
-      c->pos = last;
-      if (!cst.ok) {
-        if (cst.sqlstate.rfind("22", 0) == 0) {
-          // The client's own input (a time PostgreSQL does not take).
-          c->client->on_error("cannot read from there: " + cst.message);
-          c->dead = true;
-          continue;
-        }
-        failed(cst);
-        break;
-      }
-      if (rows < opts_.catch_up_page) {
-        // Everything up to the tail was handed over: live from here.
-        c->pos = tail;
-        c->live = true;
-        c->since_time.clear();
-        c->client->on_caught_up(tail);
-      }
-    }
+    if (!catch_up(clients, *reader, tail, failed)) continue;
     std::erase_if(clients, [](const auto& c) { return c->dead; });
   }
+}
+
+bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, table_reader& reader, position tail,
+                          const std::function<void(const io::pg_status&)>& failed) {
+  // Clients behind the tail whose queue has room, grouped by what they read
+  // (filter and time bound), by position within a group.
+  std::vector<client_state*> waiting;
+  for (auto& c : clients) {
+    if (c->live || !c->started || c->dead) continue;
+    if (c->client->queued_bytes() > opts_.max_client_buffer_bytes / 2) continue;
+    waiting.push_back(c.get());
+  }
+  std::sort(waiting.begin(), waiting.end(), [](const client_state* a, const client_state* b) {
+    return std::tie(a->since_time, a->filter.topics, a->filter.kinds, a->pos) <
+           std::tie(b->since_time, b->filter.topics, b->filter.kinds, b->pos);
+  });
+  for (size_t g = 0; g < waiting.size();) {
+    size_t g_end = g + 1;
+    while (g_end < waiting.size() && waiting[g_end]->filter == waiting[g]->filter &&
+           waiting[g_end]->since_time == waiting[g]->since_time) {
+      ++g_end;
+    }
+    // One page from the lowest position of the group; each client takes the
+    // rows after its own position. Clients past the page's end are read
+    // again from there, so every client gets a page per round, and clients
+    // that fell behind at nearby positions meet at one and read together.
+    for (size_t next = g; next < g_end;) {
+      bool want_ws = false, want_sse = false;
+      for (size_t i = next; i < g_end; ++i) {
+        (waiting[i]->client->format() == frame_format::websocket ? want_ws : want_sse) = true;
+      }
+      const client_state& lead = *waiting[next];
+      read_window w;
+      w.after = lead.pos;
+      w.until = tail;
+      w.topic_filters = lead.filter.topics;
+      w.kinds = lead.filter.kinds;
+      w.since_time = lead.since_time;
+      w.limit = opts_.catch_up_page;
+      auto frames = std::make_shared<event_frames>(want_ws, want_sse, 0);
+      auto st = reader.read(w, [&](const event_row& r) {
+        frames->add(r);
+        return row_action::next;
+      });
+      if (!st.ok) {
+        if (st.sqlstate.rfind("22", 0) == 0) {
+          // The clients' own input (a time PostgreSQL does not take).
+          for (size_t i = next; i < g_end; ++i) {
+            waiting[i]->client->on_error("cannot read from there: " + st.message);
+            waiting[i]->dead = true;
+          }
+          break;
+        }
+        failed(st);
+        return false;
+      }
+      const size_t n = frames->size();
+      // A short page: everything up to the tail was read, from a position at
+      // or before every client's of the group.
+      const bool to_tail = n < opts_.catch_up_page;
+      std::shared_ptr<const event_frames> shared = std::move(frames);
+      size_t i = next;
+      for (; i < g_end; ++i) {
+        client_state& c = *waiting[i];
+        const size_t first = shared->first_after(c.pos);
+        if (!to_tail && first >= n) break;  // at or past the page's end (the rest too: sorted)
+        if (first < n) {
+          c.client->on_events(shared, first, n);
+          probe_.events_delivered.fetch_add(n - first, std::memory_order_relaxed);
+          c.pos = shared->pos(n - 1);
+        }
+        if (to_tail) {
+          // Live from here.
+          c.pos = tail;
+          c.live = true;
+          c.since_time.clear();
+          c.client->on_caught_up(tail);
+        }
+      }
+      next = i;
+    }
+    g = g_end;
+  }
+  return true;
 }
 
 }  // namespace evpipe::read

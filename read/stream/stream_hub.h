@@ -2,12 +2,13 @@
 // The stream's one tail reader and its fan-out (docs/read.md). One thread
 // reads events_mirror past the last position every poll_ms (rows of this
 // process, of other evpipe processes and of other writers alike), and at
-// once when a shard of this process commits (note_commit()), and hands
-// each row to the live clients whose filters match. A client that asks for
-// an older position, or whose send buffer passes max_client_buffer_bytes, is
-// caught up from the table by the same thread, page by page while its buffer
-// has room, up to the tail's position; then it is live again. The tail never
-// waits for a client, so ingest never does.
+// once when a shard of this process commits (note_commit()), formats each
+// read's rows once (stream_frames.h) and hands the live clients whose
+// filters match their spans of it. A client that asks for an older position,
+// or whose send buffer passes max_client_buffer_bytes, is caught up from the
+// table by the same thread, page by page while its buffer has room, up to
+// the tail's position (clients with one filter share those reads); then it
+// is live again. The tail never waits for a client, so ingest never does.
 //
 // The hub connects to PostgreSQL only while it has clients. Thread-safe:
 // add() and remove() from any thread; clients are called on the hub thread.
@@ -15,6 +16,7 @@
 #include <array>
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -25,18 +27,26 @@
 
 #include "pipeline/metrics.h"
 #include "read/position.h"
+#include "read/stream/stream_frames.h"
 
 namespace evpipe::read {
 
+class table_reader;
+
 // What a client receives, called on the hub thread. Must not block: a
-// client queues the bytes and writes them on its own thread.
+// client queues the bytes (read/stream/stream_frames.h) and writes them on
+// its own thread.
 class stream_client {
  public:
   virtual ~stream_client() = default;
-  // commit_ns: steady-clock time of the commit that made the row readable
-  // (stream_hub::note_commit), 0 for rows read by a catch-up; the client
-  // records commit_to_send when it has written the event to its socket.
-  virtual void on_event(position pos, std::string_view topic, std::string_view payload, int64_t commit_ns) = 0;
+  // The wire format the hub builds this client's frames in.
+  [[nodiscard]] virtual frame_format format() const = 0;
+  // Rows [first, last) of `frames`, every one matching the client's filter,
+  // in position order. `frames` is shared with the other clients that take
+  // them; its commit_ns() is the steady-clock time of the commit that made
+  // the rows readable (stream_hub::note_commit), 0 for a catch-up read; the
+  // client records commit_to_send when it has written them to its socket.
+  virtual void on_events(const std::shared_ptr<const event_frames>& frames, size_t first, size_t last) = 0;
   virtual void on_caught_up(position pos) = 0;
   virtual void on_error(std::string_view message) = 0;  // the hub gives the client up after this
   // Bytes queued and not yet sent (thread-safe).
@@ -47,6 +57,8 @@ struct stream_filter {
   std::vector<std::string> topics;  // MQTT-style filters, any of them ([] = every topic)
   std::vector<std::string> kinds;   // any of them ([] = every kind)
   [[nodiscard]] bool matches(std::string_view topic, std::string_view kind) const;
+  [[nodiscard]] bool everything() const { return topics.empty() && kinds.empty(); }
+  bool operator==(const stream_filter&) const = default;
 };
 
 // Where a client starts.
@@ -60,7 +72,7 @@ struct stream_hub_options {
   std::string dsn, schema;
   uint32_t poll_ms = 20;
   size_t max_client_buffer_bytes = 1u << 20;
-  uint32_t catch_up_page = 500;   // rows per catch-up read of one client
+  uint32_t catch_up_page = 500;   // rows per catch-up read (shared by the clients at one filter and position)
   uint32_t tail_page = 10'000;    // rows per tail read
 };
 
@@ -131,6 +143,10 @@ class stream_hub {
  private:
   struct client_state;
   void run();
+  // One round of catch-up reads (on the hub thread); false when a read
+  // failed (`failed` was called).
+  bool catch_up(std::vector<std::shared_ptr<client_state>>& clients, table_reader& reader, position tail,
+                const std::function<void(const io::pg_status&)>& failed);
 
   stream_hub_options opts_;
   stream_probe probe_;

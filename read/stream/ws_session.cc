@@ -1,20 +1,24 @@
 #include "read/stream/ws_session.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 #include <simdjson.h>
 
-#include <deque>
 #include <mutex>
 
-#include "stages/topic_filter.h"
+#include "read/stream/ws_frames.h"
 #include "stages/json_text.h"
+#include "stages/topic_filter.h"
 
 namespace evpipe::read {
 
@@ -26,102 +30,139 @@ namespace {
 
 class session;
 
-// The hub's handle on a session: forwards messages to the session's thread
-// while attached. A new one is registered on every (re)subscribe, and the
-// old one detached, so that nothing of an old subscription arrives after it.
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// The hub's handle on a session: queues what the hub hands it and wakes the
+// session's thread when its queue was empty. A new one is registered on every
+// (re)subscribe, and the old one detached, so that nothing of an old
+// subscription arrives after it.
 class ws_client final : public stream_client {
  public:
   ws_client(session* s, asio::io_context& ioc, uint64_t generation) : s_(s), ioc_(ioc), generation_(generation) {}
-  void on_event(position pos, std::string_view topic, std::string_view payload, int64_t commit_ns) override;
-  void on_caught_up(position pos) override;
-  void on_error(std::string_view message) override;
-  size_t queued_bytes() const override { return bytes_.load(std::memory_order_relaxed); }
+  frame_format format() const override { return frame_format::websocket; }
+  void on_events(const std::shared_ptr<const event_frames>& frames, size_t first, size_t last) override {
+    wake_if(queue_.push_events(frames, frame_format::websocket, first, last));
+  }
+  void on_caught_up(position pos) override {
+    std::string f;
+    append_ws_text_frame(f, "{\"type\":\"caught_up\",\"position\":\"" + encode(pos) + "\"}");
+    wake_if(queue_.push_message(std::move(f), pos));
+  }
+  void on_error(std::string_view message) override {
+    std::string m = "{\"type\":\"error\",\"message\":";
+    stages::append_json_string(m, message);
+    m += '}';
+    std::string f;
+    append_ws_text_frame(f, m);
+    wake_if(queue_.push_message(std::move(f)));
+  }
+  size_t queued_bytes() const override { return queue_.bytes(); }
   void detach() {
     std::lock_guard lock(mu_);
     s_ = nullptr;
   }
-  void sent(size_t n) { bytes_.fetch_sub(n, std::memory_order_relaxed); }
+  frame_queue& queue() { return queue_; }
 
  private:
-  void post(std::string msg, std::optional<position> pos, int64_t commit_ns = 0);
+  void wake_if(bool queue_was_empty);
   std::mutex mu_;
   session* s_;
   asio::io_context& ioc_;
   uint64_t generation_;  // which subscription of the session this is
-  std::atomic<size_t> bytes_{0};
+  frame_queue queue_;
 };
 
 class session {
  public:
   session(int fd, const config::stream_section& cfg, stream_hub& hub, const std::atomic<bool>& stopping)
-      : cfg_(cfg), hub_(hub), stopping_(stopping), ws_(asio::ip::tcp::socket(ioc_)), ping_timer_(ioc_),
-        stop_timer_(ioc_) {
+      : cfg_(cfg), hub_(hub), stopping_(stopping), sock_(ioc_), ping_timer_(ioc_), stop_timer_(ioc_) {
     beast::error_code ec;
-    ws_.next_layer().assign(asio::ip::tcp::v6(), ::dup(fd), ec);  // the protocol only labels the descriptor
+    sock_.assign(asio::ip::tcp::v6(), ::dup(fd), ec);  // the protocol only labels the descriptor
   }
   ~session() { unregister(); }
 
   void run(const beast::http::request<beast::http::empty_body>& req) {
     beast::error_code ec;
-    ws_.read_message_max(64 * 1024);
-    ws_.control_callback([this](websocket::frame_type kind, beast::string_view) {
-      if (kind == websocket::frame_type::pong) pong_seen_ = true;
-    });
-    ws_.accept(req, ec);
+    {
+      // Beast answers the upgrade (or refuses a bad one); after it, the
+      // session frames the connection itself (ws_frames.h), so that the
+      // frames queued for the client go out in one gather write.
+      websocket::stream<asio::ip::tcp::socket&> handshake(sock_);
+      handshake.accept(req, ec);
+    }
     if (ec) return;
+    int one = 1;
+    ::setsockopt(sock_.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     do_read();
     schedule_ping();
     watch_stop();
     ioc_.run();
   }
 
-  // On the session's thread (posted by ws_client).
-  void deliver(uint64_t generation, std::string msg, std::optional<position> pos, int64_t commit_ns) {
-    if (!current_ || generation != generation_) return;  // an old subscription's message
-    if (pos) last_ = pos;
-    size_t n = msg.size();
-    out_.push_back({std::move(msg), n, current_, commit_ns});
-    do_write();
+  // On the session's thread (posted by ws_client): the subscription's queue
+  // has frames.
+  void woken(uint64_t generation) {
+    if (current_ && generation == generation_) pump();
   }
 
  private:
-  struct outgoing {
-    std::string text;
-    size_t bytes;
-    std::shared_ptr<ws_client> from;  // whose queued_bytes it counts in
-    int64_t commit_ns = 0;            // a live event's commit (stream_client::on_event)
-  };
-
   void do_read() {
-    ws_.async_read(in_, [this](beast::error_code ec, size_t) {
+    sock_.async_read_some(asio::buffer(read_buf_), [this](beast::error_code ec, size_t n) {
       if (ec) return close(stopping_.load() ? disconnect_reason::shutdown : disconnect_reason::client_closed);
-      std::string text = beast::buffers_to_string(in_.data());
-      in_.consume(in_.size());
-      handle(text);
+      reader_.append(std::string_view(read_buf_.data(), n));
+      for (;;) {
+        auto f = reader_.next();
+        using kind = ws_frame_reader::frame::kind;
+        if (f.what == kind::none) break;
+        if (f.what == kind::close) return on_close(f.code);
+        if (f.what == kind::message) on_message(std::string(f.payload));
+        if (f.what == kind::ping) on_ping(f.payload);
+        if (f.what == kind::pong) on_pong();
+        if (closed_) return;
+      }
       do_read();
     });
   }
-  void do_write() {
-    if (writing_ || out_.empty() || closed_) return;
-    writing_ = true;
-    ws_.text(true);
-    ws_.async_write(asio::buffer(out_.front().text), [this](beast::error_code ec, size_t) {
-      writing_ = false;
-      if (out_.front().from) out_.front().from->sent(out_.front().bytes);
-      if (!ec && out_.front().commit_ns != 0) {
-        hub_.probe().commit_to_send.observe_ns(
-            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-                .count() -
-            out_.front().commit_ns);
+
+  // Everything queued, in one write: the session's own frames (pongs,
+  // errors, pings) first, then the subscription's.
+  void pump() {
+    if (writing_active_ || closed_) return;
+    writing_own_.swap(own_);
+    if (current_) current_->queue().take(writing_);
+    if (writing_own_.empty() && writing_.empty()) return;
+    writing_from_ = current_;
+    buffers_.clear();
+    for (const auto& f : writing_own_) buffers_.emplace_back(f.data(), f.size());
+    for (const auto& it : writing_) {
+      buffers_.emplace_back(it.bytes.data(), it.bytes.size());
+      if (it.last) last_ = it.last;
+    }
+    writing_active_ = true;
+    asio::async_write(sock_, buffers_, [this](beast::error_code ec, size_t) {
+      writing_active_ = false;
+      const int64_t now = steady_ns();
+      size_t bytes = 0;
+      for (const auto& it : writing_) {
+        bytes += it.bytes.size();
+        if (!ec && it.commit_ns != 0) hub_.probe().commit_to_send.observe_ns(now - it.commit_ns, it.events);
       }
-      out_.pop_front();
+      if (writing_from_) writing_from_->queue().sent(bytes);
+      writing_.clear();
+      writing_own_.clear();
+      writing_from_.reset();
       if (ec) return close(stopping_.load() ? disconnect_reason::shutdown : disconnect_reason::client_closed);
-      do_write();
+      pump();
     });
   }
-  void say(std::string msg) {
-    out_.push_back({std::move(msg), 0, nullptr, 0});
-    do_write();
+  void say(std::string_view json) {
+    std::string f;
+    append_ws_text_frame(f, json);
+    own_.push_back(std::move(f));
+    pump();
   }
   void error(const std::string& message) {
     std::string m = "{\"type\":\"error\",\"message\":";
@@ -135,7 +176,10 @@ class session {
       if (ping_sent_ && !pong_seen_) return close(disconnect_reason::heartbeat_missed);
       ping_sent_ = true;
       pong_seen_ = false;
-      ws_.async_ping({}, [](beast::error_code) {});
+      // Queued behind what the socket already holds: a client that leaves
+      // more than heartbeat_s of the stream unread misses it too.
+      own_.push_back(ws_control_frame(ws_opcode::ping, {}));
+      pump();
       schedule_ping();
     });
   }
@@ -153,10 +197,17 @@ class session {
     hub_.probe().disconnected(why);
     unregister();
     beast::error_code ec;
-    ws_.next_layer().close(ec);
+    sock_.close(ec);
     ping_timer_.cancel();
     stop_timer_.cancel();
     ioc_.stop();
+  }
+  // A close frame, sent without waiting (a client that reads nothing gets
+  // none), then the connection ends.
+  void close_with(uint16_t code, disconnect_reason why) {
+    std::string f = ws_close_frame(code);
+    (void)::send(sock_.native_handle(), f.data(), f.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    close(why);
   }
   void unregister() {
     if (current_) {
@@ -199,7 +250,9 @@ class session {
     return true;
   }
 
-  void handle(const std::string& text) {
+ public:
+  // ws_frame_reader's callbacks (on the session's thread).
+  void on_message(const std::string& text) {
     simdjson::dom::element doc;
     if (parser_.parse(text).get(doc) || !doc.is_object()) return error("not a JSON object");
     std::string_view type;
@@ -254,53 +307,44 @@ class session {
     if (kinds.empty() && topics.empty()) subscribed_all_ = true;
     resubscribe(since);
   }
+  void on_ping(std::string_view payload) {
+    own_.push_back(ws_control_frame(ws_opcode::pong, payload));
+    pump();
+  }
+  void on_pong() { pong_seen_ = true; }
+  // The client closed (its close frame is answered) or broke the protocol.
+  void on_close(uint16_t code) { close_with(code, disconnect_reason::client_closed); }
 
+ private:
   const config::stream_section& cfg_;
   stream_hub& hub_;
   const std::atomic<bool>& stopping_;
   asio::io_context ioc_{1};
-  websocket::stream<asio::ip::tcp::socket> ws_;
+  asio::ip::tcp::socket sock_;
   asio::steady_timer ping_timer_, stop_timer_;
-  beast::flat_buffer in_;
+  std::array<char, 16384> read_buf_{};
+  ws_frame_reader reader_{64 * 1024};
   simdjson::dom::parser parser_;
-  std::deque<outgoing> out_;
-  bool writing_ = false, closed_ = false, ping_sent_ = false, pong_seen_ = false;
+  // The session's own frames, and what the write under way holds (its
+  // buffers point into writing_own_ and the items' shared blocks).
+  std::vector<std::string> own_, writing_own_;
+  std::vector<frame_queue::item> writing_;
+  std::shared_ptr<ws_client> writing_from_;  // whose queue writing_ came from
+  std::vector<asio::const_buffer> buffers_;
+  bool writing_active_ = false, closed_ = false, ping_sent_ = false, pong_seen_ = false;
   bool subscribed_all_ = false;  // subscribed with no kinds and no topics: everything
   stream_filter filter_;
   std::shared_ptr<ws_client> current_;
   uint64_t hub_id_ = 0;
   uint64_t generation_ = 0;
-  std::optional<position> last_;  // the last event or caught_up handed to the client
+  std::optional<position> last_;  // the last event or caught_up handed to the socket
 };
 
-void ws_client::post(std::string msg, std::optional<position> pos, int64_t commit_ns) {
+void ws_client::wake_if(bool queue_was_empty) {
+  if (!queue_was_empty) return;  // a wake is already on its way, or the session is writing and will look again
   std::lock_guard lock(mu_);
   if (!s_) return;
-  bytes_.fetch_add(msg.size(), std::memory_order_relaxed);
-  asio::post(ioc_, [s = s_, g = generation_, m = std::move(msg), pos, commit_ns]() mutable {
-    s->deliver(g, std::move(m), pos, commit_ns);
-  });
-}
-
-void ws_client::on_event(position pos, std::string_view topic, std::string_view payload, int64_t commit_ns) {
-  std::string m;
-  m.reserve(payload.size() + topic.size() + 96);
-  m += "{\"type\":\"event\",\"position\":\"" + encode(pos) + "\",\"topic\":";
-  stages::append_json_string(m, topic);
-  m += ",\"event\":";
-  m.append(payload);
-  m += "}";
-  post(std::move(m), pos, commit_ns);
-}
-
-void ws_client::on_caught_up(position pos) {
-  post("{\"type\":\"caught_up\",\"position\":\"" + encode(pos) + "\"}", pos);
-}
-
-void ws_client::on_error(std::string_view message) {
-  std::string m = "{\"type\":\"error\",\"message\":";
-  stages::append_json_string(m, message);
-  post(m + "}", std::nullopt);
+  asio::post(ioc_, [s = s_, g = generation_] { s->woken(g); });
 }
 
 }  // namespace

@@ -185,6 +185,34 @@ TEST_F(DlqRequeue, BadInputIsRefusedAndDryRunChangesNothing) {
   EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 3);
 }
 
+// A dead letter's transport headers (an MQTT 5 message's content type and
+// user properties) show in `dlq show --json` and `list --json`, and a
+// requeue sends them along: the row it becomes has them; one without has
+// none (NULL), in the same batch.
+TEST_F(DlqRequeue, HeadersAreShownAndTravelWithTheRequeuedEvent) {
+  if (IsSkipped()) return;
+  start_evpipe();
+  db.exec("INSERT INTO dlq_events (original_topic, failure_reason, reason_code, payload, headers) VALUES "
+          "('tracker/events/it', 'x', 'db_rejected', '" + event_of_kind("with-headers", "fine") + "'::jsonb, "
+          "'{\"content_type\": \"application/json\", \"user_properties\": [[\"tenant\", \"acme\"]]}'), "
+          "('tracker/events/it', 'x', 'db_rejected', '" + event_of_kind("without", "fine") + "'::jsonb, NULL)");
+  const std::string with_id = db.column("SELECT id FROM dlq_events WHERE payload->>'idempotency_key' = 'with-headers'").at(0);
+  auto shown = dlq("show " + with_id + " --json");
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_NE(shown.out.find(R"("headers" : {"content_type": "application/json", "user_properties": [["tenant", "acme"]]})"),
+            std::string::npos) << shown.out;
+  auto listed = dlq("list --json");
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_NE(listed.out.find(R"("headers" : null)"), std::string::npos) << listed.out;
+
+  auto r = dlq("requeue");
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 0);
+  EXPECT_EQ(db.column("SELECT headers::text FROM events_mirror WHERE payload->>'idempotency_key' = 'with-headers'"),
+            std::vector<std::string>{R"({"content_type": "application/json", "user_properties": [["tenant", "acme"]]})"});
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE payload->>'idempotency_key' = 'without' AND headers IS NULL"), 1);
+}
+
 // 10,000 dead letters requeued (most valid now, some invalid again, some
 // already stored, some still refused by PostgreSQL) while the requeue is
 // SIGKILLed again and again: after each kill and at the end, every key is in events_mirror

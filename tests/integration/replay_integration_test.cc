@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -140,6 +141,10 @@ TEST_F(Replay, BadOptionsAreRefusedWithTheReason) {
   auto r = replay("--since yesterday-ish");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("neither a position"), std::string::npos) << r.err;
+  // A well-formed position no transaction of this database has had.
+  r = replay("--since 1-7fffffffffffff000000000000000001");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown position"), std::string::npos) << r.err;
   r = replay("--topic 'a/#/b'");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("'#' must be"), std::string::npos) << r.err;
@@ -326,6 +331,97 @@ TEST_F(Replay, IntoTheOwnHttpSourceAddsNoRowsAndResumesExactly) {
   ASSERT_EQ(paced.exit_code, 0) << paced.err;
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 450ms);
   EXPECT_EQ(paced.last_position, all.lines[199].substr(13, 34));
+}
+
+// Rows with transport headers (the nullable headers column, e.g. an MQTT 5
+// message's content type and user properties) carry them in their NDJSON
+// line, after "event"; rows without have no "headers" key.
+TEST_F(Replay, HeadersAppearInTheNdjsonLinesOfRowsThatHaveThem) {
+  db.exec("INSERT INTO events_mirror (topic, payload, headers) VALUES "
+          "('t/h', '{\"idempotency_key\": \"h-1\", \"kind\": \"k\"}', "
+          "'{\"content_type\": \"application/json\", \"user_properties\": [[\"tenant\", \"acme\"], [\"tenant\", \"beta\"]]}'), "
+          "('t/h', '{\"idempotency_key\": \"h-2\", \"kind\": \"k\"}', NULL)");
+  replay_result r;
+  ASSERT_TRUE(eventually([&] { return (r = replay("--no-progress")).lines.size() == 2; }));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.lines[0].find(R"("h-1"},"headers":{"content_type": "application/json", "user_properties": [["tenant", "acme"], ["tenant", "beta"]]}})"),
+            std::string::npos) << r.lines[0];
+  EXPECT_EQ(r.lines[1].find("\"headers\""), std::string::npos) << r.lines[1];
+}
+
+// --to mqtt:// with a broker that requires a login: user name and password
+// come from --mqtt-credentials-file (never the command line) and are never
+// printed; the broker speaks MQTT 5, so each row's headers are published
+// again as the PUBLISH's content type and user properties (seen by
+// mosquitto_sub -V mqttv5). Without the file, or with a wrong password, the
+// broker's refusal is the error.
+TEST_F(Replay, IntoAnMqtt5BrokerWithALoginTheHeadersBecomeProperties) {
+  if (::access(env_or("EVPIPE_TEST_MOSQUITTO", "/usr/sbin/mosquitto").c_str(), X_OK) != 0) {
+    if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "mosquitto is not installed";
+    GTEST_SKIP() << "mosquitto is not installed (scripts/test.sh installs it)";
+  }
+  const std::string password = "pw-7f3a9-never-printed";
+  mosquitto_broker broker("replay_login", false, "replayer", password);
+  db.exec("INSERT INTO events_mirror (topic, payload, headers) VALUES "
+          "('site/a', '{\"idempotency_key\": \"m-1\"}', "
+          "'{\"content_type\": \"application/cloudevents+json\", \"user_properties\": [[\"tenant\", \"acme\"]]}'), "
+          "('site/b', '{\"idempotency_key\": \"m-2\"}', NULL)");
+  ASSERT_TRUE(eventually([&] { return replay("--no-progress").lines.size() == 2; }));
+  std::ofstream(dir + "/mqtt.login") << "replayer\n" << password << "\n";
+  std::ofstream(dir + "/mqtt.wrong") << "replayer\nnot-the-password\n";
+
+  const std::string to = " --to mqtt://127.0.0.1:" + std::to_string(broker.port()) + "/replayed";
+  for (const std::string& login : {std::string(""), " --mqtt-credentials-file " + dir + "/mqtt.wrong"}) {
+    auto refused = replay("--no-progress" + to + login);
+    EXPECT_EQ(refused.exit_code, 1) << refused.err;
+    EXPECT_NE(refused.err.find("the broker refused the connection"), std::string::npos) << refused.err;
+  }
+
+  const std::string sub_out = dir + "/sub.out";
+  std::string sub = "timeout 30 mosquitto_sub -V mqttv5 -h 127.0.0.1 -p " + std::to_string(broker.port()) +
+                    " -u replayer -P " + password + " -i replay-check -q 1 -t 'replayed/#' -C 2 -F '%t|%C|%P|%p' >" +
+                    sub_out + " 2>&1 &";
+  ASSERT_EQ(std::system(sub.c_str()), 0);
+  ASSERT_TRUE(eventually([&] { return broker.subscriptions("replay-check", "replayed/#") >= 1; })) << broker.log();
+  auto r = replay("--no-progress" + to + " --mqtt-credentials-file " + dir + "/mqtt.login");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find(password), std::string::npos) << r.err;
+  std::string got;
+  ASSERT_TRUE(eventually([&] {
+    got = read_text(sub_out);
+    return std::count(got.begin(), got.end(), '\n') >= 2;
+  }, 30s)) << got;
+  EXPECT_NE(got.find("replayed/site/a|application/cloudevents+json|tenant:acme|{\"idempotency_key\": \"m-1\"}"),
+            std::string::npos) << got;
+  EXPECT_NE(got.find("replayed/site/b|||{\"idempotency_key\": \"m-2\"}"), std::string::npos) << got;
+}
+
+// --to http:// with a source that requires a bearer token: the token comes
+// from --bearer-token-file; without it the source's 401 is the error.
+TEST_F(Replay, IntoAnHttpSourceWithABearerTokenFromAFile) {
+  uint16_t source_port = free_port();
+  std::ofstream(dir + "/http.token") << "tok-5b1e-never-printed\n";
+  restart_with("[[sources.http]]\nlisten = \"127.0.0.1:" + std::to_string(source_port) +
+               "\"\ntopic = \"tracker/events/http\"\nbearer_token_file = \"" + dir + "/http.token\"\n");
+  insert_rows();
+  evpipe->start(source_port);
+  long before = db.count("SELECT count(*) FROM events_mirror");
+  const std::string to = " --to http://127.0.0.1:" + std::to_string(source_port) + "/v1/events";
+  auto refused = replay("--no-progress --max-rows 10" + to);
+  EXPECT_EQ(refused.exit_code, 1) << refused.err;
+  EXPECT_NE(refused.err.find("HTTP 401"), std::string::npos) << refused.err;
+  auto r = replay("--no-progress" + to + " --bearer-token-file " + dir + "/http.token");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("tok-5b1e"), std::string::npos) << r.err;
+  EXPECT_EQ(metric("taylor_events_received_total{source=\"http\"}"), 600);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), before);
+
+  // Secrets go with their target, and a missing file is named.
+  EXPECT_EQ(replay("--bearer-token-file " + dir + "/http.token").exit_code, 2);
+  EXPECT_EQ(replay("--mqtt-credentials-file " + dir + "/http.token" + to).exit_code, 2);
+  auto missing = replay("--bearer-token-file " + dir + "/nothing-here" + to);
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.err.find("nothing-here"), std::string::npos) << missing.err;
 }
 
 }  // namespace

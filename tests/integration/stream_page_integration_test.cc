@@ -8,6 +8,8 @@
 // there (docs/img/stream_page.png comes from it).
 
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <spawn.h>
 #include <sys/wait.h>
 
@@ -230,6 +232,59 @@ TEST_F(StreamPage, HeadlessChromiumShowsTheEventsSentMeanwhile) {
     EXPECT_FALSE(rate.empty() || rate == "–") << rate;
 
     if (std::string shot = env_or("EVPIPE_PAGE_SCREENSHOT"); !shot.empty()) page.screenshot(shot);
+  }
+  (void)std::system(rm.c_str());
+}
+
+// A browser's own WebSocket (Chromium's, which offers permessage-deflate and
+// masks its frames) against the stream's framing: it subscribes by kind,
+// gets caught_up, then exactly the events of that kind sent meanwhile, in
+// position order (the shards' transactions' order, as stored).
+TEST_F(StreamPage, HeadlessChromiumsWebSocketSubscribesAndReceives) {
+  std::string chromium = find_chromium();
+  if (chromium.empty()) GTEST_SKIP() << "chromium is not installed (scripts/lib.sh installs it)";
+  std::string profile = env_or("TMPDIR", "/tmp") + "/chromium_stream_ws_" + std::to_string(::getpid());
+  std::string rm = "rm -rf '" + profile + "'";
+  (void)std::system(rm.c_str());
+  uint16_t debug_port = free_port();
+  {
+    headless_browser b(chromium, "about:blank", profile, debug_port);
+    ASSERT_TRUE(b.started());
+    std::string target;
+    ASSERT_TRUE(eventually([&] {
+      std::string list = devtools_get(debug_port, "/json/list");
+      auto at = list.find("ws://127.0.0.1:" + std::to_string(debug_port) + "/devtools/page/");
+      if (at == std::string::npos) return false;
+      at = list.find("/devtools/page/", at);
+      target = list.substr(at, list.find('"', at) - at);
+      return true;
+    }, 120s, 200ms)) << "no DevTools target";
+    devtools page(debug_port, target);
+    const std::string open_js =
+        "window.got = []; window.state = 'connecting';"
+        "const ws = new WebSocket('ws://127.0.0.1:" + std::to_string(stream_port) + "/v1/stream');"
+        "ws.onopen = () => ws.send(JSON.stringify({type: 'subscribe', kinds: ['browser_seen'], since: 'now'}));"
+        "ws.onmessage = e => { const m = JSON.parse(e.data);"
+        "  if (m.type === 'caught_up') window.state = 'live';"
+        "  if (m.type === 'event') window.got.push(m.event.idempotency_key); };"
+        "ws.onclose = () => { window.state = 'closed'; };"
+        "'started'";
+    ASSERT_EQ(page.text_of(open_js), "started");
+    ASSERT_TRUE(eventually([&] { return page.text_of("window.state") == "live"; }, 30s, 100ms))
+        << page.text_of("window.state");
+    std::string lines, expected;
+    for (int i = 0; i < 10; ++i) lines += with_kind(valid_event("seen-" + std::to_string(i)), "browser_seen") + "\n";
+    for (int i = 0; i < 5; ++i) lines += valid_event("other-" + std::to_string(i)) + "\n";
+    send_lines(lines, 15);
+    for (const auto& k : db.column("SELECT payload->>'idempotency_key' FROM events_mirror "
+                                   "WHERE payload->>'kind' = 'browser_seen' ORDER BY tx, id")) {
+      expected += (expected.empty() ? "" : " ") + k;
+    }
+    ASSERT_EQ(std::count(expected.begin(), expected.end(), ' '), 9) << expected;
+    std::string got;
+    EXPECT_TRUE(eventually([&] { return (got = page.text_of("window.got.join(' ')")) == expected; }, 30s, 100ms))
+        << "got: " << got;
+    EXPECT_EQ(page.text_of("window.state"), "live");
   }
   (void)std::system(rm.c_str());
 }

@@ -12,6 +12,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <memory>
 #include <optional>
 #include <set>
 #include <thread>
@@ -35,6 +36,14 @@ class ws_client {
     ws_.handshake("127.0.0.1", "/v1/stream");
   }
   void send(const std::string& text) { ws_.write(asio::buffer(text)); }
+  // A WebSocket ping with `payload`; the pongs that come back (seen while
+  // reading) are appended to `pongs`.
+  void ping(const std::string& payload, std::vector<std::string>& pongs) {
+    ws_.control_callback([&pongs](websocket::frame_type kind, beast::string_view p) {
+      if (kind == websocket::frame_type::pong) pongs.emplace_back(p);
+    });
+    ws_.ping(websocket::ping_data(payload.c_str()));
+  }
   // Whether the server has closed the connection: reads (and so answers
   // pings) until the read fails, for at most `timeout`; messages are
   // skipped. After a timeout the connection is no longer usable.
@@ -223,6 +232,13 @@ TEST_F(StreamWs, BadMessagesGetAnErrorAndTheConnectionStays) {
     EXPECT_EQ(field(*m, "type"), "error") << bad << " -> " << *m;
     EXPECT_FALSE(field(*m, "message").empty()) << *m;
   }
+  // A well-formed position no transaction of this database has had.
+  c.send(R"({"type":"subscribe","since":"1-7fffffffffffff000000000000000001"})");
+  auto unknown = c.next();
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(field(*unknown, "type"), "error") << *unknown;
+  EXPECT_NE(unknown->find("unknown position"), std::string::npos) << *unknown;
+  c.send(R"({"type":"unsubscribe"})");
   c.send(R"({"type":"subscribe","since":"now"})");
   auto caught = c.next();
   ASSERT_TRUE(caught);
@@ -246,6 +262,91 @@ TEST_F(StreamWs, ReconnectingFromTheLastPositionRepeatsNothing) {
   std::set<std::string> unique(keys.begin(), keys.end());
   EXPECT_EQ(unique.size(), 2000u);
   EXPECT_EQ(keys.size(), 2000u);
+}
+
+// The server answers a client's WebSocket ping with a pong of the same
+// payload (RFC 6455 5.5.3), ahead of the answer to a message sent after it,
+// and the connection goes on.
+TEST_F(StreamWs, PingsFromTheClientAreAnsweredWithTheirPayload) {
+  ws_client c(stream_port);
+  std::vector<std::string> pongs;
+  c.ping("hb-1", pongs);
+  c.send(R"({"type":"ping"})");
+  auto m = c.next();
+  ASSERT_TRUE(m);
+  EXPECT_EQ(field(*m, "type"), "pong") << *m;
+  EXPECT_EQ(pongs, std::vector<std::string>{"hb-1"});
+  c.send(R"({"type":"subscribe","since":"now"})");
+  auto caught = c.next();
+  ASSERT_TRUE(caught);
+  EXPECT_EQ(field(*caught, "type"), "caught_up") << *caught;
+}
+
+// A row with transport headers (the nullable headers column) carries them
+// as "headers" after "event"; a row without has none. Rows of another writer
+// (plain INSERTs here) stream like evpipe's own.
+TEST_F(StreamWs, EventsCarryTheirTransportHeaders) {
+  ws_client c(stream_port);
+  c.send(R"({"type":"subscribe","since":"now"})");
+  auto caught = c.next();
+  ASSERT_TRUE(caught && field(*caught, "type") == "caught_up") << caught.value_or("(none)");
+  db.exec("INSERT INTO events_mirror (topic, payload, headers) VALUES "
+          "('t/h', '{\"idempotency_key\": \"h-1\"}', "
+          "'{\"content_type\": \"text/plain\", \"user_properties\": [[\"tenant\", \"acme\"]]}'), "
+          "('t/h', '{\"idempotency_key\": \"h-2\"}', NULL)");
+  std::vector<std::string> got;
+  while (got.size() < 2) {
+    auto m = c.next();
+    ASSERT_TRUE(m) << "after " << got.size();
+    if (field(*m, "type") == "event") got.push_back(*m);
+  }
+  EXPECT_NE(got[0].find(R"("event":{"idempotency_key": "h-1"},"headers":{"content_type": "text/plain", "user_properties": [["tenant", "acme"]]}})"),
+            std::string::npos) << got[0];
+  EXPECT_EQ(got[1].find("\"headers\""), std::string::npos) << got[1];
+}
+
+// Clients that start from different positions (and one with a filter of its
+// own) at the same time: catch-up reads are shared by clients with the same
+// filter (one page from the lowest position, each taking what follows its
+// own), and every client still gets exactly the events after its position,
+// once each, in order, across the seam to live delivery while events keep
+// coming.
+TEST_F(StreamWs, ClientsFromDifferentPositionsEachGetExactlyWhatFollowsTheirs) {
+  produce("early", 1300);
+  const std::string start = "1-00000000000000000000000000000000";
+  std::vector<std::pair<std::string, std::string>> all;  // (position, key) of every row, in order
+  {
+    ws_client first(stream_port);
+    first.send(R"({"type":"subscribe","since":")" + start + "\"}");
+    while (all.size() < 1300) {
+      auto m = first.next();
+      ASSERT_TRUE(m) << "after " << all.size();
+      if (field(*m, "type") == "event") all.emplace_back(field(*m, "position"), key_in(*m));
+    }
+  }
+  const std::vector<size_t> from = {0, 1, 100, 640, 1250, 1299};
+  std::vector<std::unique_ptr<ws_client>> clients;
+  for (size_t f : from) {
+    clients.push_back(std::make_unique<ws_client>(stream_port));
+    clients.back()->send(R"({"type":"subscribe","since":")" + (f == 0 ? start : all[f - 1].first) + "\"}");
+  }
+  ws_client filtered(stream_port);
+  filtered.send(R"({"type":"subscribe","topics":["no/such/topic"],"since":")" + start + "\"}");
+  std::thread writer([&] { produce("late", 400); });
+  for (size_t i = 0; i < from.size(); ++i) {
+    std::string last = i == 0 || from[i] == 0 ? start : all[from[i] - 1].first;
+    auto keys = events(*clients[i], 1300 - from[i] + 400, last);
+    ASSERT_EQ(keys.size(), 1300 - from[i] + 400) << "client from " << from[i];
+    for (size_t j = 0; j + from[i] < 1300; ++j) ASSERT_EQ(keys[j], all[from[i] + j].second) << from[i] << " " << j;
+    for (size_t j = 1300 - from[i]; j < keys.size(); ++j) EXPECT_EQ(keys[j].rfind("late-", 0), 0u) << keys[j];
+    std::set<std::string> unique(keys.begin(), keys.end());
+    EXPECT_EQ(unique.size(), keys.size()) << "client from " << from[i];
+  }
+  writer.join();
+  // The filtered client matched nothing, and is live.
+  auto m = filtered.next(5s);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(field(*m, "type"), "caught_up") << *m;
 }
 
 // The tail polls only every 10 s: events committed by this process's own

@@ -1,0 +1,143 @@
+#include "read/stream/stream_frames.h"
+
+#include <algorithm>
+
+#include "stages/json_text.h"
+
+namespace evpipe::read {
+
+namespace {
+// Where an event message's position starts (append_event_json).
+constexpr std::string_view event_json_prefix = "{\"type\":\"event\",\"position\":\"";
+}  // namespace
+
+void append_event_json(std::string& out, const event_row& r) {
+  out += event_json_prefix;
+  out += encode(r.pos);
+  out += "\",\"topic\":";
+  stages::append_json_string(out, r.topic);
+  out += ",\"event\":";
+  out.append(r.payload);
+  if (!r.headers.empty()) {
+    out += ",\"headers\":";
+    out.append(r.headers);
+  }
+  out += '}';
+}
+
+void append_ws_text_frame(std::string& out, std::string_view json) {
+  // RFC 6455 5.2: FIN + text opcode, then the payload length in 7, 7+16 or
+  // 7+64 bits; frames from a server are not masked.
+  out += static_cast<char>(0x81);
+  const uint64_t n = json.size();
+  if (n < 126) {
+    out += static_cast<char>(n);
+  } else if (n < 65536) {
+    out += static_cast<char>(126);
+    out += static_cast<char>(n >> 8);
+    out += static_cast<char>(n & 0xff);
+  } else {
+    out += static_cast<char>(127);
+    for (int shift = 56; shift >= 0; shift -= 8) out += static_cast<char>((n >> shift) & 0xff);
+  }
+  out.append(json);
+}
+
+void append_sse_frame(std::string& out, std::string_view id, std::string_view event, std::string_view json) {
+  if (!id.empty()) {
+    out += "id: ";
+    out.append(id);
+    out += '\n';
+  }
+  out += "event: ";
+  out.append(event);
+  // jsonb's text and append_json_string never hold a raw newline, so the
+  // message is one data: line.
+  out += "\ndata: ";
+  out.append(json);
+  out += "\n\n";
+}
+
+event_frames::event_frames(bool websocket, bool sse, int64_t commit_ns)
+    : websocket_(websocket), sse_(sse), commit_ns_(commit_ns) {}
+
+void event_frames::add(const event_row& r) {
+  positions_.push_back(r.pos);
+  if (!websocket_ && !sse_) return;
+  json_.clear();
+  append_event_json(json_, r);
+  if (websocket_) {
+    append_ws_text_frame(ws_, json_);
+    ws_end_.push_back(static_cast<uint32_t>(ws_.size()));
+  }
+  if (sse_) {
+    // The id is the position, which sits at a fixed place in the message.
+    append_sse_frame(sse_bytes_, std::string_view(json_).substr(event_json_prefix.size(), position_text_size), "event", json_);
+    sse_end_.push_back(static_cast<uint32_t>(sse_bytes_.size()));
+  }
+}
+
+std::string_view event_frames::span(frame_format f, size_t first, size_t last) const {
+  const std::string& bytes = f == frame_format::websocket ? ws_ : sse_bytes_;
+  const std::vector<uint32_t>& end = f == frame_format::websocket ? ws_end_ : sse_end_;
+  if (first >= last || last > end.size()) return {};
+  const size_t begin = first == 0 ? 0 : end[first - 1];
+  return std::string_view(bytes).substr(begin, end[last - 1] - begin);
+}
+
+size_t event_frames::fit(frame_format f, size_t first, size_t last, size_t room) const {
+  const std::vector<uint32_t>& end = f == frame_format::websocket ? ws_end_ : sse_end_;
+  if (first >= last || last > end.size()) return first;
+  const uint64_t begin = first == 0 ? 0 : end[first - 1];
+  const uint64_t limit = begin + room;
+  return static_cast<size_t>(std::upper_bound(end.begin() + static_cast<ptrdiff_t>(first),
+                                              end.begin() + static_cast<ptrdiff_t>(last), limit,
+                                              [](uint64_t v, uint32_t e) { return v < e; }) -
+                             end.begin());
+}
+
+size_t event_frames::first_after(position p) const {
+  return static_cast<size_t>(std::upper_bound(positions_.begin(), positions_.end(), p) - positions_.begin());
+}
+
+bool frame_queue::push_events(const std::shared_ptr<const event_frames>& f, frame_format fmt, size_t first,
+                              size_t last) {
+  if (first >= last) return false;
+  item it;
+  it.bytes = f->span(fmt, first, last);
+  it.owner = f;
+  it.commit_ns = f->commit_ns();
+  it.events = static_cast<uint32_t>(last - first);
+  it.last = f->pos(last - 1);
+  return push(std::move(it));
+}
+
+bool frame_queue::push_message(std::string framed, std::optional<position> last) {
+  auto owned = std::make_shared<const std::string>(std::move(framed));
+  item it;
+  it.bytes = *owned;
+  it.owner = std::move(owned);
+  it.last = last;
+  return push(std::move(it));
+}
+
+bool frame_queue::push(item it) {
+  bytes_.fetch_add(it.bytes.size(), std::memory_order_relaxed);
+  std::lock_guard lock(mu_);
+  bool was_empty = q_.empty();
+  q_.push_back(std::move(it));
+  return was_empty;
+}
+
+void frame_queue::take(std::vector<item>& out) {
+  std::lock_guard lock(mu_);
+  for (auto& it : q_) out.push_back(std::move(it));
+  q_.clear();
+}
+
+bool frame_queue::empty() const {
+  std::lock_guard lock(mu_);
+  return q_.empty();
+}
+
+}  // namespace evpipe::read
