@@ -394,8 +394,12 @@ void sse_server::serve(int fd, uint64_t session) {
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
     int nodelay = 1;  // each event goes out when written, not after the client's delayed ACK
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof nodelay);
-    serve_websocket(fd, req, cfg_, hub_, stopping_);
-    active_.fetch_sub(1);
+    bool released = false;
+    auto release = [&] {
+      if (!std::exchange(released, true)) active_.fetch_sub(1);
+    };
+    serve_websocket(fd, req, cfg_, hub_, stopping_, release);
+    release();
     return;
   }
   if (req[http::field::accept].find("text/event-stream") == std::string_view::npos) {

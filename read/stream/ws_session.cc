@@ -77,8 +77,10 @@ class ws_client final : public stream_client {
 
 class session {
  public:
-  session(int fd, const config::stream_section& cfg, stream_hub& hub, const std::atomic<bool>& stopping)
-      : cfg_(cfg), hub_(hub), stopping_(stopping), sock_(ioc_), ping_timer_(ioc_), stop_timer_(ioc_) {
+  session(int fd, const config::stream_section& cfg, stream_hub& hub, const std::atomic<bool>& stopping,
+          std::function<void()> ending)
+      : cfg_(cfg), hub_(hub), stopping_(stopping), sock_(ioc_), ping_timer_(ioc_), stop_timer_(ioc_),
+        ending_(std::move(ending)) {
     beast::error_code ec;
     sock_.assign(asio::ip::tcp::v6(), ::dup(fd), ec);  // the protocol only labels the descriptor
   }
@@ -194,6 +196,7 @@ class session {
   void close(disconnect_reason why) {
     if (closed_) return;
     closed_ = true;
+    if (ending_) std::exchange(ending_, {})();
     hub_.probe().disconnected(why);
     unregister();
     beast::error_code ec;
@@ -205,6 +208,7 @@ class session {
   // A close frame, sent without waiting (a client that reads nothing gets
   // none), then the connection ends.
   void close_with(uint16_t code, disconnect_reason why) {
+    if (ending_) std::exchange(ending_, {})();
     std::string f = ws_close_frame(code);
     (void)::send(sock_.native_handle(), f.data(), f.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     close(why);
@@ -332,6 +336,7 @@ class session {
   std::shared_ptr<ws_client> writing_from_;  // whose queue writing_ came from
   std::vector<asio::const_buffer> buffers_;
   bool writing_active_ = false, closed_ = false, ping_sent_ = false, pong_seen_ = false;
+  std::function<void()> ending_;  // serve_websocket's `ending`, called once by close or close_with
   bool subscribed_all_ = false;  // subscribed with no kinds and no topics: everything
   stream_filter filter_;
   std::shared_ptr<ws_client> current_;
@@ -350,8 +355,9 @@ void ws_client::wake_if(bool queue_was_empty) {
 }  // namespace
 
 void serve_websocket(int fd, const beast::http::request<beast::http::empty_body>& req,
-                     const config::stream_section& cfg, stream_hub& hub, const std::atomic<bool>& stopping) {
-  session s(fd, cfg, hub, stopping);
+                     const config::stream_section& cfg, stream_hub& hub, const std::atomic<bool>& stopping,
+                     std::function<void()> ending) {
+  session s(fd, cfg, hub, stopping, std::move(ending));
   s.run(req);
 }
 

@@ -17,14 +17,19 @@
 
 #include <atomic>
 
+#include <functional>
+
 #include "config/config.h"
 #include "read/stream/stream_hub.h"
 
 namespace evpipe::read {
 
 // Serves one upgraded connection until it closes or `stopping` is set.
-// `fd` stays owned by the caller.
+// `fd` stays owned by the caller. `ending` is called once, as the connection
+// ends and before a close frame goes out, so the caller can free the client's
+// max_clients slot before the client can see the close and reconnect.
 void serve_websocket(int fd, const boost::beast::http::request<boost::beast::http::empty_body>& req,
-                     const config::stream_section& cfg, stream_hub& hub, const std::atomic<bool>& stopping);
+                     const config::stream_section& cfg, stream_hub& hub, const std::atomic<bool>& stopping,
+                     std::function<void()> ending);
 
 }  // namespace evpipe::read

@@ -36,6 +36,8 @@ class ws_client {
     ws_.handshake("127.0.0.1", "/v1/stream");
   }
   void send(const std::string& text) { ws_.write(asio::buffer(text)); }
+  // The closing handshake: returns once the server's close frame has come back.
+  void close() { ws_.close(websocket::close_code::normal); }
   // A WebSocket ping with `payload`; the pongs that come back (seen while
   // reading) are appended to `pongs`.
   void ping(const std::string& payload, std::vector<std::string>& pongs) {
@@ -121,7 +123,8 @@ class StreamWs : public TcpPipeline {
     tuning t;
     t.linger_ms = 1;
     t.tcp_extra = "\n[stream]\nlisten = \"127.0.0.1:" + std::to_string(stream_port) +
-                  "\"\npoll_ms = " + std::to_string(poll_ms) + "\nmax_filters = 4\nheartbeat_s = " + std::to_string(heartbeat_s) + "\n";
+                  "\"\npoll_ms = " + std::to_string(poll_ms) + "\nmax_filters = 4\nheartbeat_s = " + std::to_string(heartbeat_s) +
+                  "\nmax_clients = " + std::to_string(max_clients) + "\n";
     evpipe = std::make_unique<evpipe_process>(config_for(db, tcp_port, http_port, t), "stream_ws");
     ASSERT_EQ(evpipe->run_command("migrate"), 0) << evpipe->log("migrate.log");
     evpipe->start(tcp_port);
@@ -163,7 +166,17 @@ class StreamWs : public TcpPipeline {
   uint16_t tcp_port = 0, stream_port = 0, http_port = 0;
   uint32_t heartbeat_s = 15;  // long: the tests above read only when they expect a message
   uint32_t poll_ms = 5;
+  uint32_t max_clients = 64;
   std::unique_ptr<evpipe_process> evpipe;
+};
+
+// Two clients at most.
+class StreamWsTwoClients : public StreamWs {
+ protected:
+  void SetUp() override {
+    max_clients = 2;
+    StreamWs::SetUp();
+  }
 };
 
 // Heartbeats of one second: a client that stops reading stops answering pings.
@@ -419,6 +432,30 @@ TEST_F(StreamWsHeartbeat, AClientThatIgnoresPingsIsClosedAndCounted) {
   EXPECT_EQ(metric("disconnects_total{reason=\"heartbeat_missed\"}"), 1);
   EXPECT_EQ(metric("clients"), 1);
 }
+
+// max_clients holds for WebSocket clients, and a client whose connection has
+// closed (its close frame answered) can connect again at once: the server frees
+// the slot before its close frame goes out, not after.
+TEST_F(StreamWsTwoClients, MaxClientsRefusesTheThirdAndAClosedClientCanReconnectAtOnce) {
+  auto b = std::make_unique<ws_client>(stream_port);
+  auto a = std::make_unique<ws_client>(stream_port);
+  try {
+    ws_client third(stream_port);
+    ADD_FAILURE() << "a third client was accepted with max_clients = 2";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("declined"), std::string::npos) << e.what();  // Beast: upgrade declined
+  }
+  for (int i = 0; i < 20; ++i) {
+    a->close();
+    a.reset();
+    a = std::make_unique<ws_client>(stream_port);  // throws if the old connection still held its slot
+    a->send(R"({"type":"subscribe","since":"now"})");
+    auto caught = a->next(10s);
+    ASSERT_TRUE(caught);
+    ASSERT_EQ(field(*caught, "type"), "caught_up") << *caught;
+  }
+}
+
 
 }  // namespace
 }  // namespace evpipe::testing
