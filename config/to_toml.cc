@@ -69,6 +69,7 @@ std::string to_toml(const settings& s) {
                                     {"wake_on_commit", s.stream.wake_on_commit},
                                     {"heartbeat_s", int64_t(s.stream.heartbeat_s)},
                                     {"bearer_token_file", s.stream.bearer_token_file}});
+  if (!s.stream.tokens_file.empty()) root["stream"].as_table()->insert("tokens_file", s.stream.tokens_file);
   root.insert("schemas", toml::table{{"enabled", s.schemas.enabled},
                                      {"dir", s.schemas.dir},
                                      {"version_path", s.schemas.version_path},

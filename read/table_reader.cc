@@ -67,11 +67,11 @@ std::string table_reader::check() {
   // since 9.1); made sure of here rather than trusted.
   if (auto st = conn_.exec("SET standard_conforming_strings = on"); !st.ok) return st.message;
   io::pg_result r;
-  std::string sql = "SELECT tx FROM " + table_ + " LIMIT 0";
+  std::string sql = "SELECT tx, tenant_id FROM " + table_ + " LIMIT 0";
   auto st = conn_.query(sql.c_str(), r);
   if (st.ok) return "";
   if (st.sqlstate == "42703") {
-    return "table " + table_ + " has no tx column (the position of each row): run `evpipe migrate --config FILE`";
+    return "table " + table_ + " lacks the tx column (the position of each row) or tenant_id: run `evpipe migrate --config FILE`";
   }
   if (st.sqlstate == "42P01" || st.sqlstate == "3F000") {
     return "table " + table_ + " does not exist: run `evpipe migrate --config FILE` first";
@@ -81,7 +81,7 @@ std::string table_reader::check() {
 
 std::string table_reader::select_sql(const read_window& w) const {
   std::string sql =
-      "SELECT tx, id, topic, payload ? 'topic', payload, created_at, payload->>'kind' FROM " + table_ +
+      "SELECT tx, id, topic, payload ? 'topic', payload, created_at, payload->>'kind', tenant_id FROM " + table_ +
       // The horizon: every transaction below it has ended, so the rows read
       // here are all the rows there will ever be up to the last one read.
       " WHERE tx < pg_snapshot_xmin(pg_current_snapshot())"
@@ -105,6 +105,7 @@ std::string table_reader::select_sql(const read_window& w) const {
     }
     sql += ")";
   }
+  if (w.tenant) sql += " AND tenant_id = " + sql_literal(*w.tenant);
   if (!w.kinds.empty()) {
     sql += " AND payload->>'kind' IN (";
     for (size_t i = 0; i < w.kinds.size(); ++i) sql += (i ? ", " : "") + sql_literal(w.kinds[i]);
@@ -148,14 +149,14 @@ io::pg_status table_reader::read(const read_window& w, const std::function<row_a
     }
     auto fields = static_cast<int16_t>((static_cast<unsigned char>(p[0]) << 8) | static_cast<unsigned char>(p[1]));
     if (fields == -1) continue;  // the trailer
-    if (fields != 7) {
+    if (fields != 8) {
       status = protocol_error("tuple of " + std::to_string(fields) + " fields");
       continue;
     }
     tuple_cursor cur{p + 2, end};
-    std::string_view tx, id, topic, has_topic, payload, created, kind;
+    std::string_view tx, id, topic, has_topic, payload, created, kind, tenant;
     if (!cur.field(tx) || !cur.field(id) || !cur.field(topic) || !cur.field(has_topic) || !cur.field(payload) ||
-        !cur.field(created) || !cur.field(kind) || tx.size() != 8 || id.size() != 8 || has_topic.size() != 1 || payload.empty() ||
+        !cur.field(created) || !cur.field(kind) || !cur.field(tenant) || tx.size() != 8 || id.size() != 8 || has_topic.size() != 1 || payload.empty() ||
         payload[0] != 1 || created.size() != 8) {
       status = protocol_error("malformed tuple");
       continue;
@@ -167,6 +168,7 @@ io::pg_status table_reader::read(const read_window& w, const std::function<row_a
     row.payload_has_topic = has_topic[0] != 0;
     row.created_at_us = static_cast<int64_t>(get_u64(created.data())) + pg_epoch_us;
     row.kind = kind;
+    row.tenant = tenant;
     if (on_row(row) == row_action::stop) {
       stopped = true;
       // Ends the COPY on the server; what it already sent is drained above.

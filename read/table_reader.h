@@ -34,6 +34,7 @@ struct read_window {
   std::vector<std::string> topic_filters;  // MQTT-style, any of them ([] = every topic); valid filters only
   std::vector<std::string> kinds;          // payload->>'kind', any of them ([] = every kind)
   uint64_t limit = 0;                      // at most this many rows (0 = no limit)
+  std::optional<std::string> tenant;       // tenant_id = this (docs/tenants.md); unset = every tenant
 };
 
 // One row as read; the views live until the callback returns.
@@ -44,6 +45,7 @@ struct event_row {
   bool payload_has_topic = false;  // the event carries its own "topic" field
   std::string_view kind;       // payload->>'kind' ("" when absent)
   int64_t created_at_us = 0;   // microseconds since 1970-01-01 UTC
+  std::string_view tenant;     // tenant_id ("" when tenancy is off)
 };
 
 // What the caller says after each row.

@@ -14,7 +14,8 @@
 
 namespace evpipe::read {
 
-bool stream_filter::matches(std::string_view topic, std::string_view kind) const {
+bool stream_filter::matches(std::string_view topic, std::string_view kind, std::string_view row_tenant) const {
+  if (tenant && *tenant != row_tenant) return false;
   if (!kinds.empty() && std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) return false;
   if (topics.empty()) return true;
   for (const auto& f : topics) {
@@ -268,7 +269,7 @@ void stream_hub::run() {
     const int64_t rows_commit_ns = commit_ns != 0 ? commit_ns : previous_read_ns;
     auto st = reader->read(tw, [&](const event_row& r) {
       for (auto& c : clients) {
-        if (!c->live || !c->filter.matches(r.topic, r.kind)) continue;
+        if (!c->live || !c->filter.matches(r.topic, r.kind, r.tenant)) continue;
         if (c->client->queued_bytes() > opts_.max_client_buffer_bytes) {
           // Falls behind: back to the table from the last row it was given.
           c->live = false;
@@ -318,6 +319,7 @@ void stream_hub::run() {
       w.until = tail;
       w.topic_filters = c->filter.topics;
       w.kinds = c->filter.kinds;
+      w.tenant = c->filter.tenant;
       w.since_time = c->since_time;
       w.limit = opts_.catch_up_page;
       uint32_t rows = 0;

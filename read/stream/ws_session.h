@@ -16,6 +16,8 @@
 #include <boost/beast/http/message.hpp>
 
 #include <atomic>
+#include <optional>
+#include <string>
 
 #include "config/config.h"
 #include "read/stream/stream_hub.h"
@@ -25,6 +27,7 @@ namespace evpipe::read {
 // Serves one upgraded connection until it closes or `stopping` is set.
 // `fd` stays owned by the caller.
 void serve_websocket(int fd, const boost::beast::http::request<boost::beast::http::empty_body>& req,
-                     const config::stream_section& cfg, stream_hub& hub, const std::atomic<bool>& stopping);
+                     const config::stream_section& cfg, stream_hub& hub, const std::atomic<bool>& stopping,
+                     std::optional<std::string> tenant = {});  // every subscription of it: this tenant's rows only
 
 }  // namespace evpipe::read
