@@ -42,6 +42,8 @@ events_per_s = $quota
 burst = $quota
 CONF
 
+cpu_seconds() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo "?"; }
+
 one_run() {  # one_run NOISY_RATE: prints the victim's p99 in ms
   fresh_table
   evpipe_start
@@ -50,6 +52,9 @@ one_run() {  # one_run NOISY_RATE: prints the victim's p99 in ms
   local noisy=$!
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate $((quota / 2)) --duration "$seconds" \
     --connections "$connections" --warmup 2 --run-id "victim-$RANDOM" --quiet --json "$scratch/victim.json" >/dev/null
+  # CPU seconds the noisy tenant's load generator and evpipe used (a 2-core
+  # machine: what the generator burns, the victim's evpipe does not get).
+  log "  noisy rate $1: CPU s: noisy evpipe-load $(cpu_seconds "$noisy"), evpipe $(cpu_seconds "$evpipe_pid")"
   # The flooding tenant's backlog drains at its quota: it is stopped, not waited for.
   kill "$noisy" 2>/dev/null || true
   wait "$noisy" 2>/dev/null || true

@@ -326,6 +326,7 @@ TEST_F(Tenants, OverItsQuotaATenantsConnectionPausesAndItsRequestsGet429WhileOth
   for (uint64_t i = 0; i < n; ++i) alpha += event("qa" + std::to_string(i)) + "\n";
   for (uint64_t i = 0; i < n; ++i) beta += event("qb" + std::to_string(i)) + "\n";
   ndjson_client ca(a), cb(b);
+  const auto sent_at = std::chrono::steady_clock::now();
   std::thread alpha_sender([&] { ca.send_all(alpha); });  // blocks while alpha's connection is paused
   ASSERT_TRUE(eventually([&] { return ca.read_acks_until(1, 100ms) >= 1; }, 60s)) << evp.log();
   cb.send_all(beta);
@@ -338,6 +339,11 @@ TEST_F(Tenants, OverItsQuotaATenantsConnectionPausesAndItsRequestsGet429WhileOth
   r = post(http, event("qh2") + "\n", "beta-token");
   EXPECT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(ca.read_acks_until(n, 120s), n) << evp.log();
+  // The quota holds: past its burst and one read, alpha's events go in no
+  // faster than 200/s. A lower bound: a slow machine only takes longer.
+  const auto took = std::chrono::steady_clock::now() - sent_at;
+  EXPECT_GE(took, std::chrono::seconds(10)) << "alpha's " << n << " events at 200/s took only "
+                                            << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
   alpha_sender.join();
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE tenant_id = 'alpha'"), long(n));
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE tenant_id = 'beta'"), long(n) + 1);

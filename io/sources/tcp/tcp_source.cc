@@ -141,12 +141,15 @@ class tcp_connection final : public stages::event_origin,
       submit(t);
       if (int64_t over = intake_.take_throttle_ns(); over > 0) {
         // Its tenant is over its quota (docs/tenants.md): this connection
-        // waits until the tenant is back within it; others read on.
-        paused_ = true;
+        // waits until the tenant is back within it; others read on. Not
+        // paused_: acks must not end this wait (they cancel the timer to
+        // end a backpressure wait), so it runs to its deadline.
         pipeline::bump(probe_.tenant_throttled);
-        timer_.expires_after(std::chrono::nanoseconds(over));
-        co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
-        paused_ = false;
+        const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(over);
+        while (!stopping_ && std::chrono::steady_clock::now() < until) {
+          timer_.expires_at(until);
+          co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
       }
     }
     reading_done_ = true;
