@@ -27,6 +27,7 @@
 #include "stages/route/active.h"
 #include "stages/schema/active.h"
 #include "stages/schema/compile.h"
+#include "stages/tenant/binding.h"
 #include "io/postgres/schema_check.h"
 #include "io/sources/tcp/tcp_source.h"
 #include "pipeline/shard_settings.h"
@@ -247,6 +248,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   limits.max_key_bytes = s.events.max_key_bytes;
   limits.max_depth = s.events.max_depth;
   pipeline::publish_event_limits(limits);  // every connection follows them; a reload publishes new ones
+  stages::tenant::publish_tenants(s.tenants);  // before any source starts: sources bind to it (docs/tenants.md)
 
   // What each MQTT client id subscribed, so removed filters are unsubscribed
   // (declared before the sources: it outlives them).

@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
   replay->add_option("--until", replay_opts.until, "up to this position, or before this time (ISO 8601)");
   replay->add_option("--topic", replay_opts.topics, "MQTT-style topic filter (repeatable; any of them)");
   replay->add_option("--kind", replay_opts.kinds, "event kind (repeatable; any of them)");
+  replay->add_option("--tenant", replay_opts.tenant, "only this tenant's events (docs/tenants.md)");
   replay->add_option("--to", replay_opts.to, "stdout (NDJSON), tcp://host:port (an evpipe TCP source), "
                                             "mqtt://host:port[/topic-prefix] (QoS 1 through a broker, on each "
                                             "event's topic) or http://host:port/v1/events (an evpipe HTTP source)");
@@ -76,6 +77,7 @@ int main(int argc, char** argv) {
     sub->add_option("--topic", dlq_opts.topics, "MQTT-style filter on the original topic (repeatable)");
     sub->add_option("--since", dlq_opts.since, "created at or after this time (ISO 8601)");
     sub->add_option("--until", dlq_opts.until, "created before this time (ISO 8601)");
+    sub->add_option("--tenant", dlq_opts.tenant, "only this tenant's dead letters (docs/tenants.md)");
   };
   auto* dlq_list = dlq->add_subcommand("list", "The newest dead letters as a table (or --json lines)");
   dlq_filters(dlq_list);

@@ -100,7 +100,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
   settings s;
   static const std::set<std::string> sections = {"pipeline", "batch", "dedup", "events", "postgres",
                                                  "http", "health", "metrics", "log", "sources", "routes",
-                                                 "stream", "schemas"};
+                                                 "stream", "schemas", "tenants"};
   for (auto&& [k, v] : root) {
     if (!sections.count(std::string(k.str()))) {
       throw config_error(origin + ": unknown section or key \"" + std::string(k.str()) + "\"");
@@ -162,6 +162,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
   }
   if (auto* t = section(root, "stream", origin)) s.stream = parse_stream(*t, origin, base_dir);
   if (auto* t = section(root, "schemas", origin)) s.schemas = parse_schemas(*t, origin, base_dir);
+  if (auto* t = section(root, "tenants", origin)) s.tenants = parse_tenants(*t, origin);
   if (auto* t = section(root, "health", origin)) {
     table_reader r(*t, "[health]", origin);
     r.uint("max_commit_stall_ms", s.health.max_commit_stall_ms, 1, 3'600'000);
@@ -215,6 +216,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
         r.uint("max_unacked", src.max_unacked, 1, 1u << 24);
         r.uint("max_connections", src.max_connections, 1, 1'000'000);
         r.uint("idle_timeout_s", src.idle_timeout_s, 0, 86'400);
+        parse_source_tenancy(r, src.tenancy, "tcp", base_dir);
         r.reject_unknown();
         if (listen.empty()) r.fail("listen", "is required (\"host:port\")");
         src.listen = parse_listen(listen, origin + ": " + where + " listen");
@@ -224,6 +226,20 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
     }
   }
   if (const toml::node* routes = root.get("routes")) s.routes = parse_routes(*routes, origin);
+  if (!s.tenants.enabled) {
+    // Tenant keys on a source without [tenants] enabled would be silently ignored.
+    auto refuse = [&](const auto& list, const char* type) {
+      for (size_t i = 0; i < list.size(); ++i) {
+        if (list[i].tenancy.any()) {
+          throw config_error(origin + ": [[sources." + type + "]] #" + std::to_string(i + 1) +
+                             ": tenant keys need [tenants] enabled = true");
+        }
+      }
+    };
+    refuse(s.tcp_sources, "tcp");
+    refuse(s.mqtt_sources, "mqtt");
+    refuse(s.http_sources, "http");
+  }
   return s;
 }
 

@@ -12,6 +12,7 @@
 #include "config/route_config.h"
 #include "config/stream_section.h"
 #include "config/schemas_section.h"
+#include "config/tenants_section.h"
 
 namespace evpipe::config {
 
@@ -28,6 +29,7 @@ struct tcp_source {
   uint32_t max_unacked = 65536;       // per connection: stop reading past this many unacked lines
   uint32_t max_connections = 1024;    // further connections are closed at once
   uint32_t idle_timeout_s = 300;      // close after this long without a complete line (0: never)
+  source_tenancy tenancy;             // tenant, allowed_tenants (docs/tenants.md)
   bool operator==(const tcp_source&) const = default;  // a reload restarts a source only when it changed
 };
 
@@ -63,6 +65,7 @@ struct mqtt_source {
   std::string protocol = "3.1.1";     // "3.1.1" or "5" (MQTT 5: Receive Maximum, session expiry, reason codes)
   uint32_t session_expiry_s = 4294967295u;  // MQTT 5: how long the broker keeps the session while evpipe is away
                                             // (4294967295 = never, like a 3.1.1 persistent session)
+  source_tenancy tenancy;             // tenant, tenant_topic, allowed_tenants (docs/tenants.md)
   bool operator==(const mqtt_source&) const = default;
 };
 
@@ -77,6 +80,7 @@ struct http_source {
   uint32_t max_connections = 1024;    // further connections are closed at once
   uint32_t idle_timeout_s = 60;       // close a keep-alive connection idle this long
   std::vector<std::string> cors_allow_origins;  // web pages that may post ("https://host[:port]" or "*"); [] = none
+  source_tenancy tenancy;             // tokens_file, tenant, allowed_tenants (docs/tenants.md)
   bool operator==(const http_source&) const = default;
 };
 
@@ -127,6 +131,7 @@ struct settings {
   } log;
   stream_section stream;              // [stream]: the live stream of committed events (docs/read.md)
   schemas_section schemas;            // [schemas]: payload JSON Schemas per kind (docs/schemas.md)
+  tenants_section tenants;            // [tenants]: where events' tenants come from, quotas (docs/tenants.md)
   std::vector<tcp_source> tcp_sources;
   std::vector<mqtt_source> mqtt_sources;
   std::vector<http_source> http_sources;

@@ -114,6 +114,9 @@ class table_reader {
     throw config_error(origin_ + ": " + where_ + " " + key + ": " + problem);
   }
 
+  // A key read by other means (a sub-table), so that reject_unknown() passes it.
+  void known(const char* key) { known_.insert(key); }
+
   void reject_unknown() const {
     for (auto&& [k, v] : t_) {
       if (!known_.count(std::string(k.str()))) {
@@ -150,5 +153,14 @@ stream_section parse_stream(const toml::table& t, const std::string& origin, con
 
 // [schemas] (config/schemas_section.cc).
 schemas_section parse_schemas(const toml::table& t, const std::string& origin, const std::string& base_dir);
+
+// [tenants] and each source's tenant keys (config/tenants_section.cc). `kind`:
+// "tcp", "mqtt" or "http" (tenant_topic is MQTT's, tokens_file HTTP's).
+tenants_section parse_tenants(const toml::table& t, const std::string& origin);
+void parse_source_tenancy(table_reader& r, source_tenancy& t, std::string_view kind, const std::string& base_dir);
+// A tokens file ("<token> <tenant>" per line, # comments) named by `key`;
+// `path` is resolved against base_dir.
+void read_tokens_file(table_reader& r, const char* key, std::string& path,
+                      std::vector<std::pair<std::string, std::string>>& tokens, const std::string& base_dir);
 
 }  // namespace evpipe::config::detail

@@ -55,6 +55,7 @@ reload_plan plan_reload(const settings& running, const settings& next) {
   differs(a.metrics.prefix != b.metrics.prefix || a.metrics.max_label_values != b.metrics.max_label_values ||
               a.metrics.max_series != b.metrics.max_series,
           "[metrics]");
+  differs(a.tenants != b.tenants, "[tenants]");  // sources bind to it at start (docs/tenants.md)
   // Settings this function does not name (sections added later) that differ
   // are kept too, and reported.
   settings probe = next;
@@ -66,6 +67,7 @@ reload_plan plan_reload(const settings& running, const settings& next) {
   probe.http = running.http;
   probe.health = running.health;
   probe.metrics = running.metrics;
+  probe.tenants = running.tenants;
   if (to_toml(probe) != to_toml(running)) p.kept.emplace_back("other settings");
 
   p.effective = running;

@@ -28,6 +28,7 @@ mqtt_source parse_mqtt(const toml::table& t, const std::string& where, const std
   r.str("dlq_prefix", m.dlq_prefix, false);
   r.str("protocol", m.protocol, false);
   r.uint("session_expiry_s", m.session_expiry_s, 0, 4294967295u);
+  parse_source_tenancy(r, m.tenancy, "mqtt", base_dir);
   r.reject_unknown();
   for (auto* file : {&m.ca_file, &m.cert_file, &m.key_file, &m.password_file}) *file = resolve_path(*file, base_dir);
 
@@ -95,7 +96,11 @@ http_source parse_http(const toml::table& t, const std::string& where, const std
   r.uint("max_connections", h.max_connections, 1, 1'000'000);
   r.uint("idle_timeout_s", h.idle_timeout_s, 1, 86'400);
   r.str_list("cors_allow_origins", h.cors_allow_origins);
+  parse_source_tenancy(r, h.tenancy, "http", base_dir);
   r.reject_unknown();
+  if (!h.tenancy.tokens_file.empty() && !h.bearer_token_file.empty()) {
+    r.fail("tokens_file", "and bearer_token_file exclude each other (tokens_file binds each token to a tenant)");
+  }
   if (listen.empty()) r.fail("listen", "is required (\"host:port\")");
   h.listen = parse_listen(listen, origin + ": " + where + " listen");
   if (utf8_chars(h.topic) > 255) r.fail("topic", "must be at most 255 characters (the topic column)");

@@ -16,7 +16,9 @@ stream_section parse_stream(const toml::table& t, const std::string& origin, con
   r.boolean("wake_on_commit", s.wake_on_commit);
   r.uint("heartbeat_s", s.heartbeat_s, 1, 3600);
   r.str("bearer_token_file", s.bearer_token_file);
+  r.str("tokens_file", s.tokens_file);
   r.reject_unknown();
+  if (!s.tokens_file.empty()) read_tokens_file(r, "tokens_file", s.tokens_file, s.tokens, base_dir);
   if (!s.listen.empty()) (void)parse_listen(s.listen, origin + ": [stream] listen");
   s.bearer_token_file = resolve_path(s.bearer_token_file, base_dir);
   if (!s.bearer_token_file.empty()) s.bearer_token = read_secret(s.bearer_token_file, r, "bearer_token_file");

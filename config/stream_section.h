@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace evpipe::config {
 
@@ -22,6 +24,10 @@ struct stream_section {
   uint32_t heartbeat_s = 15;                    // an SSE comment line when idle this long
   std::string bearer_token_file;                // "" = no authentication; else file holding the token
   std::string bearer_token;                     // read from bearer_token_file at load; never printed
+  // "<token> <tenant>" per line: a client with one of these tokens gets only
+  // its tenant's events, whatever it asks for (docs/tenants.md); "" = none.
+  std::string tokens_file;
+  std::vector<std::pair<std::string, std::string>> tokens;  // read from tokens_file at load; never printed
 };
 
 }  // namespace evpipe::config

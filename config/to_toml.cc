@@ -25,6 +25,18 @@ void escape_dollars(toml::node& node) {
   }
 }
 
+
+// A source's tenant keys, only those set (a source without tenancy prints as before).
+void tenancy_to_toml(const source_tenancy& t, toml::table& out) {
+  if (!t.tenant.empty()) out.insert("tenant", t.tenant);
+  if (!t.tenant_topic.empty()) out.insert("tenant_topic", t.tenant_topic);
+  if (!t.tokens_file.empty()) out.insert("tokens_file", t.tokens_file);
+  if (!t.allowed_tenants.empty()) {
+    toml::array a;
+    for (const auto& x : t.allowed_tenants) a.push_back(x);
+    out.insert("allowed_tenants", std::move(a));
+  }
+}
 }  // namespace
 
 std::string to_toml(const settings& s) {
@@ -57,10 +69,22 @@ std::string to_toml(const settings& s) {
                                     {"wake_on_commit", s.stream.wake_on_commit},
                                     {"heartbeat_s", int64_t(s.stream.heartbeat_s)},
                                     {"bearer_token_file", s.stream.bearer_token_file}});
+  if (!s.stream.tokens_file.empty()) root["stream"].as_table()->insert("tokens_file", s.stream.tokens_file);
   root.insert("schemas", toml::table{{"enabled", s.schemas.enabled},
                                      {"dir", s.schemas.dir},
                                      {"version_path", s.schemas.version_path},
                                      {"unknown_version", s.schemas.unknown_version}});
+  {
+    toml::table quotas;
+    for (const auto& [tenant, q] : s.tenants.quotas) {
+      quotas.insert(tenant, toml::table{{"events_per_s", int64_t(q.events_per_s)}, {"burst", int64_t(q.burst)}});
+    }
+    root.insert("tenants", toml::table{{"enabled", s.tenants.enabled},
+                                       {"field", s.tenants.field},
+                                       {"events_per_s", int64_t(s.tenants.quota.events_per_s)},
+                                       {"burst", int64_t(s.tenants.quota.burst)},
+                                       {"quotas", std::move(quotas)}});
+  }
   root.insert("health", toml::table{{"max_commit_stall_ms", int64_t(s.health.max_commit_stall_ms)}});
   root.insert("metrics", toml::table{{"prefix", s.metrics.prefix},
                                      {"max_label_values", int64_t(s.metrics.max_label_values)},
@@ -73,6 +97,7 @@ std::string to_toml(const settings& s) {
                               {"max_unacked", int64_t(src.max_unacked)},
                               {"max_connections", int64_t(src.max_connections)},
                               {"idle_timeout_s", int64_t(src.idle_timeout_s)}});
+    tenancy_to_toml(src.tenancy, *tcp.back().as_table());
   }
   toml::array mqtt;
   for (const auto& m : s.mqtt_sources) {
@@ -99,6 +124,7 @@ std::string to_toml(const settings& s) {
     if (!m.ca_file.empty()) t.insert("ca_file", m.ca_file);
     if (!m.cert_file.empty()) t.insert("cert_file", m.cert_file);
     if (!m.key_file.empty()) t.insert("key_file", m.key_file);
+    tenancy_to_toml(m.tenancy, t);
     mqtt.push_back(std::move(t));
   }
   toml::array http;
@@ -115,6 +141,7 @@ std::string to_toml(const settings& s) {
       for (const auto& o : h.cors_allow_origins) origins.push_back(o);
       t.insert("cors_allow_origins", std::move(origins));
     }
+    tenancy_to_toml(h.tenancy, t);  // the tokens file is named, its tokens never
     http.push_back(std::move(t));
   }
   toml::table sources;

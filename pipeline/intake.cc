@@ -10,6 +10,8 @@
 #include "stages/route/active.h"
 #include "stages/route/extract.h"
 #include "stages/schema/active.h"
+#include "stages/tenant/binding.h"
+#include "stages/tenant/quota.h"
 
 namespace evpipe::pipeline {
 
@@ -111,6 +113,27 @@ uint64_t intake::shard_hash_of_upsert_key() const noexcept {
   return h ? h : 1;
 }
 
+std::string_view intake::tenant_of(std::string_view default_topic, const simdjson::dom::element* doc,
+                                   int64_t received_ns, stages::validation& v) {
+  auto r = stages::tenant::resolve(*tenancy_, credential_, default_topic, doc);
+  if (v.ok() && !r.ok()) {
+    v.why = r.why;
+    v.message = std::move(r.message);
+  }
+  if (auto* book = stages::tenant::active_quotas(); book && !r.tenant.empty()) {
+    if (book != quota_book_ || r.tenant != quota_tenant_) {
+      quota_book_ = book;
+      quota_tenant_.assign(r.tenant);
+      quota_bucket_ = book->find(r.tenant);
+    }
+    if (quota_bucket_) {
+      auto& bucket = *static_cast<stages::tenant::quota_book::bucket*>(quota_bucket_);
+      throttle_ns_ = std::max(throttle_ns_, stages::tenant::quota_book::charge(bucket, 1, received_ns));
+    }
+  }
+  return r.tenant;
+}
+
 void intake::reserve(size_t bytes) {
   for (auto& b : out_) {
     if (b.arena.capacity() == 0) b.arena.reserve(bytes + bytes / 4 + 1024);
@@ -168,6 +191,16 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
       rec.why = v.why;
     }
   }
+  // Tenants (docs/tenants.md): before the payload is looked at further, so a
+  // claim of another tenant is dead-lettered whatever else the event holds.
+  std::string_view tenant;
+  if (tenancy_) {
+    simdjson::dom::element doc;
+    if (v.ok()) doc = validator.document();
+    tenant = tenant_of(default_topic, v.ok() ? &doc : nullptr, received_ns, v);
+    rec.why = v.why;
+  }
+  const uint64_t seed = stages::tenant_hash_seed(tenant);
   // Payload schemas (docs/schemas.md): the document already parsed, against
   // the one snapshot of the set this thread holds for this event.
   if (v.ok() && !bare) {
@@ -182,13 +215,14 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     rec.why = v.why;
   }
   if (v.ok() && bare) {
-    auto h = stages::hash_key(identity_.data(), identity_.size());
+    auto h = stages::hash_key(identity_.data(), identity_.size(), seed);
     rec.key_hash_lo = h.lo;
     rec.key_hash_hi = h.hi;
     rec.shard_hash = shard_hash_of_upsert_key();
     rec.bare = true;
     rec.skip_mirror = skip_mirror_;
     auto& b = batch_of(rec);
+    if (!tenant.empty()) rec.tenant = b.append(tenant);
     rec.key = b.append(identity_);
     rec.kind = b.append(first_route_);  // a bare message's kind label: the route that took it
     rec.topic = b.append(topic);
@@ -200,10 +234,11 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     return;
   }
   if (v.ok()) {
-    auto h = stages::hash_key(env.idempotency_key.data(), env.idempotency_key.size());
+    auto h = stages::hash_key(env.idempotency_key.data(), env.idempotency_key.size(), seed);
     rec.key_hash_lo = h.lo;
     rec.key_hash_hi = h.hi;
     auto& b = batch_of(rec);
+    if (!tenant.empty()) rec.tenant = b.append(tenant);
     rec.key = b.append(env.idempotency_key);
     rec.kind = b.append(env.kind);
     rec.topic = b.append(topic);
@@ -218,10 +253,11 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
     b.events.push_back(rec);
     return;
   }
-  auto d = stages::hash_key(line.data(), line.size());
+  auto d = stages::hash_key(line.data(), line.size(), seed);
   rec.digest_lo = d.lo;
   rec.digest_hi = d.hi;
   auto& b = batch_of(rec);
+  if (!tenant.empty()) rec.tenant = b.append(tenant);
   rec.message = b.append(v.message);
   rec.topic = b.append(topic);
   rec.raw = b.append(line);
@@ -241,9 +277,16 @@ void intake::add_too_large(std::string_view prefix, size_t full_size, uint64_t d
   rec.received_ns = received_ns;
   rec.why = stages::reason::too_large;
   rec.raw_truncated = true;
-  rec.digest_lo = digest_lo;
-  rec.digest_hi = digest_hi;
+  // Its tenant is what the credentials say (the claim was never read); its
+  // digest is made the tenant's by mixing in the tenant's seed, as the
+  // bytes were hashed by the source.
+  std::string_view tenant;
+  if (tenancy_) tenant = tenant_of(default_topic, nullptr, received_ns, scratch_validation_);
+  const uint64_t seed = stages::tenant_hash_seed(tenant);
+  rec.digest_lo = digest_lo ^ seed;
+  rec.digest_hi = digest_hi ^ (seed * 0x9E3779B97F4A7C15ull);
   auto& b = batch_of(rec);
+  if (!tenant.empty()) rec.tenant = b.append(tenant);
   rec.message = b.append("event is " + std::to_string(full_size) + " bytes, over the limit of " +
                          std::to_string(limits_.max_event_bytes) + "; raw holds its first " +
                          std::to_string(prefix.size()) + " bytes");

@@ -8,12 +8,25 @@
 // one read, then hands batches() to router::submit.
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "stages/event.h"
 #include "stages/route/active.h"
 #include "stages/validate.h"
+
+namespace simdjson::dom {
+class element;
+}
+namespace evpipe::stages::route {
+class route_set;
+}
+namespace evpipe::stages::tenant {
+class binding;
+class quota_book;
+}
 
 namespace evpipe::pipeline {
 
@@ -87,6 +100,22 @@ class intake {
   // Reserves room for about `bytes` of events in every shard's batch.
   void reserve(size_t bytes);
   [[nodiscard]] std::vector<stages::event_batch>& batches() noexcept { return out_; }
+
+  // Tenancy (docs/tenants.md): the source's binding, from the next add() on;
+  // nullptr (the default) is tenancy off: no event has a tenant and nothing
+  // is looked up.
+  void set_tenancy(std::shared_ptr<const stages::tenant::binding> b) noexcept { tenancy_ = std::move(b); }
+  // The tenant the connection authenticated as for the events added next
+  // (an HTTP request's bearer token); empty: none.
+  void set_credential(std::string_view tenant) { credential_.assign(tenant); }
+  // How long (ns) the tenants of the events added since the last call are
+  // over their quota (stages/tenant/quota.h), 0 when within; resets it. A
+  // TCP or MQTT connection pauses that long before reading again.
+  [[nodiscard]] int64_t take_throttle_ns() noexcept {
+    int64_t t = throttle_ns_;
+    throttle_ns_ = 0;
+    return t;
+  }
   [[nodiscard]] size_t pending() const noexcept { return pending_; }
   void submitted() noexcept { pending_ = 0; }
 
@@ -107,8 +136,19 @@ class intake {
   // Routes: followed between two reads (pending_ == 0, every batch handed
   // over), so that one batch holds events of one route set.
   void follow_routes();
+  // The event's tenant (resolved against the binding) and its quota charge;
+  // `v` becomes tenant_mismatch or invalid_tenant when the event's claim is refused.
+  std::string_view tenant_of(std::string_view default_topic, const simdjson::dom::element* doc, int64_t received_ns,
+                             stages::validation& v);
 
   stages::envelope_limits limits_;
+  std::shared_ptr<const stages::tenant::binding> tenancy_;
+  std::string credential_;
+  int64_t throttle_ns_ = 0;
+  stages::validation scratch_validation_;  // tenant_of()'s verdict where the event is dead-lettered anyway
+  std::string quota_tenant_;  // the tenant whose bucket quota_bucket_ is (a connection sees mostly one)
+  void* quota_bucket_ = nullptr;
+  const stages::tenant::quota_book* quota_book_ = nullptr;
   std::vector<stages::event_batch> out_;  // one per shard
   size_t pending_ = 0;
   std::shared_ptr<const stages::route::route_set> routes_;  // the published routes (nullptr: none)

@@ -138,6 +138,7 @@ struct source_probe {
   std::atomic<int64_t> connections_active{0};
   std::atomic<int64_t> unacked{0};      // events read and not yet acknowledged
   counter backpressure_waits{0};        // times a connection paused reading (queue full or too much unacked)
+  counter tenant_throttled{0};           // pauses and 429s because a tenant was over its quota (docs/tenants.md)
   histogram validate_latency;           // per source read (a batch of lines)
   // MQTT only.
   counter reconnects{0};                // sessions re-established after a lost connection

@@ -142,10 +142,10 @@ void shard::absorb(stages::event_batch& in) {
       // Taken by routes (docs/routes.md): its rows go to the routes' tables,
       // in the same transaction as the rest of the batch.
       batch_.add_routed(in.view(ev.routed), !ev.skip_mirror, in.view(ev.topic), in.view(ev.raw), in.view(ev.key),
-                        in.view(ev.kind), ev.seq, ev.received_ns, in.view(ev.headers), ev.bare);
+                        in.view(ev.kind), ev.seq, ev.received_ns, in.view(ev.headers), ev.bare, in.view(ev.tenant));
     } else {
       batch_.add_row(in.view(ev.topic), in.view(ev.raw), in.view(ev.key), in.view(ev.kind), ev.seq,
-                     ev.received_ns, in.view(ev.headers), ev.bare);
+                     ev.received_ns, in.view(ev.headers), ev.bare, in.view(ev.tenant));
     }
     if (batch_.event_count() >= opts_.max_rows || batch_.byte_count() >= opts_.max_bytes) {
       probe_.stage_latency[size_t(stage::dedup)].observe_ns(now_ns() - t0);

@@ -67,7 +67,7 @@ std::string table_reader::check() {
   // since 9.1); made sure of here rather than trusted.
   if (auto st = conn_.exec("SET standard_conforming_strings = on"); !st.ok) return st.message;
   io::pg_result r;
-  std::string sql = "SELECT tx FROM " + table_ + " LIMIT 0";
+  std::string sql = "SELECT tx, tenant_id FROM " + table_ + " LIMIT 0";
   auto st = conn_.query(sql.c_str(), r);
   if (st.ok) {
     std::string headers = "SELECT headers FROM " + table_ + " LIMIT 0";
@@ -78,7 +78,7 @@ std::string table_reader::check() {
     return "";
   }
   if (st.sqlstate == "42703") {
-    return "table " + table_ + " has no tx column (the position of each row): run `evpipe migrate --config FILE`";
+    return "table " + table_ + " lacks the tx column (the position of each row) or tenant_id: run `evpipe migrate --config FILE`";
   }
   if (st.sqlstate == "42P01" || st.sqlstate == "3F000") {
     return "table " + table_ + " does not exist: run `evpipe migrate --config FILE` first";
@@ -89,7 +89,7 @@ std::string table_reader::check() {
 std::string table_reader::select_sql(const read_window& w) const {
   std::string sql =
       "SELECT tx, id, topic, payload ? 'topic', payload, created_at, payload->>'kind', " +
-      std::string(has_headers_ ? "headers" : "NULL::jsonb") + " FROM " + table_ +
+      std::string(has_headers_ ? "headers" : "NULL::jsonb") + ", tenant_id FROM " + table_ +
       // The horizon: every transaction below it has ended, so the rows read
       // here are all the rows there will ever be up to the last one read.
       " WHERE tx < pg_snapshot_xmin(pg_current_snapshot())"
@@ -113,6 +113,7 @@ std::string table_reader::select_sql(const read_window& w) const {
     }
     sql += ")";
   }
+  if (w.tenant) sql += " AND tenant_id = " + sql_literal(*w.tenant);
   if (!w.kinds.empty()) {
     sql += " AND payload->>'kind' IN (";
     for (size_t i = 0; i < w.kinds.size(); ++i) sql += (i ? ", " : "") + sql_literal(w.kinds[i]);
@@ -161,9 +162,9 @@ io::pg_status table_reader::read(const read_window& w, const std::function<row_a
       continue;
     }
     tuple_cursor cur{p + 2, end};
-    std::string_view tx, id, topic, has_topic, payload, created, kind, headers;
+    std::string_view tx, id, topic, has_topic, payload, created, kind, headers, tenant;
     if (!cur.field(tx) || !cur.field(id) || !cur.field(topic) || !cur.field(has_topic) || !cur.field(payload) ||
-        !cur.field(created) || !cur.field(kind) || !cur.field(headers) || tx.size() != 8 || id.size() != 8 || has_topic.size() != 1 || payload.empty() ||
+        !cur.field(created) || !cur.field(kind) || !cur.field(headers) || !cur.field(tenant) || tx.size() != 8 || id.size() != 8 || has_topic.size() != 1 || payload.empty() ||
         payload[0] != 1 || created.size() != 8) {
       status = protocol_error("malformed tuple");
       continue;
@@ -177,6 +178,7 @@ io::pg_status table_reader::read(const read_window& w, const std::function<row_a
     row.kind = kind;
     // jsonb's binary form again (a NULL reads as empty).
     row.headers = headers.empty() ? headers : headers.substr(1);
+    row.tenant = tenant;
     if (on_row(row) == row_action::stop) {
       stopped = true;
       // Ends the COPY on the server; what it already sent is drained above.

@@ -34,6 +34,7 @@ struct read_window {
   std::vector<std::string> topic_filters;  // MQTT-style, any of them ([] = every topic); valid filters only
   std::vector<std::string> kinds;          // payload->>'kind', any of them ([] = every kind)
   uint64_t limit = 0;                      // at most this many rows (0 = no limit)
+  std::optional<std::string> tenant;       // tenant_id = this (docs/tenants.md); unset = every tenant
 };
 
 // One row as read; the views live until the callback returns.
@@ -45,6 +46,7 @@ struct event_row {
   std::string_view kind;       // payload->>'kind' ("" when absent)
   std::string_view headers;    // the transport's headers as jsonb's text ("" when NULL; docs/mqtt.md)
   int64_t created_at_us = 0;   // microseconds since 1970-01-01 UTC
+  std::string_view tenant;     // tenant_id ("" when tenancy is off)
 };
 
 // What the caller says after each row.

@@ -71,3 +71,12 @@ ALTER TABLE events_mirror ADD COLUMN IF NOT EXISTS tx xid8 NOT NULL DEFAULT pg_c
 -- in batches that carry headers (docs/mqtt.md).
 ALTER TABLE events_mirror ADD COLUMN IF NOT EXISTS headers JSONB;
 ALTER TABLE dlq_events ADD COLUMN IF NOT EXISTS headers JSONB;
+
+-- tenant_id (docs/tenants.md): the tenant an event belongs to, '' when
+-- tenancy is off or none is known. NOT NULL with a constant default, so
+-- adding it rewrites nothing and writers that name only (topic, payload)
+-- need no change. Idempotency is scoped to it: the unique index is on
+-- (tenant_id, idempotency_key) (schemas/schema.h), which `evpipe migrate`
+-- builds concurrently before dropping the index on idempotency_key alone.
+ALTER TABLE events_mirror ADD COLUMN IF NOT EXISTS tenant_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE dlq_events ADD COLUMN IF NOT EXISTS tenant_id TEXT NOT NULL DEFAULT '';

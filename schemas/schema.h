@@ -25,10 +25,14 @@ struct index_spec {
   std::string_view name;  // used when evpipe builds it
   std::string_view keys;  // the column list (or expression) in parentheses
   bool unique = false;
+  // A unique index this one supersedes: the key columns of one that `evpipe
+  // migrate` drops once this one is built (the swap; docs/tenants.md).
+  std::string_view replaces = {};
 };
 inline constexpr index_spec indexes[] = {
-    // The idempotency backstop: one row per key, across restarts of evpipe.
-    {mirror_table, "events_mirror_idempotency_key_key", "idempotency_key", true},
+    // The idempotency backstop: one row per key and tenant, across restarts of
+    // evpipe (docs/tenants.md); supersedes the unique index on the key alone.
+    {mirror_table, "events_mirror_tenant_idempotency_key_key", "tenant_id, idempotency_key", true, "idempotency_key"},
     {mirror_table, "idx_events_mirror_topic", "topic"},
     {mirror_table, "idx_events_mirror_trace_id", "trace_id"},
     {mirror_table, "idx_events_mirror_created_at", "created_at"},

@@ -1,5 +1,7 @@
 #include "stages/batch.h"
 
+#include "stages/dedup.h"
+
 #include <xxhash.h>
 
 #include <cstring>
@@ -43,6 +45,15 @@ void append_event_row_with_headers(std::string& out, std::string_view topic, std
     out.append(headers);
   }
 }
+
+void append_event_row_with_tenant(std::string& out, std::string_view topic, std::string_view payload,
+                                  std::string_view headers, std::string_view tenant) {
+  const size_t at = out.size();
+  append_event_row_with_headers(out, topic, payload, headers);
+  out[at + 1] = 4;
+  put_u32(out, static_cast<uint32_t>(tenant.size()));
+  out.append(tenant);
+}
 }  // namespace copy_format
 
 namespace {
@@ -69,6 +80,7 @@ dead_letter route_dead_letter(const event_batch& from, const event_record& ev) {
   dl.bytes_are_json = ev.why != reason::invalid_json && ev.why != reason::too_large;
   dl.digest = digest_bytes(ev.digest_hi, ev.digest_lo);
   dl.headers.assign(from.view(ev.headers));
+  dl.tenant.assign(from.view(ev.tenant));
   return dl;
 }
 
@@ -88,39 +100,53 @@ void write_batch::begin_origin(const std::shared_ptr<event_origin>& origin) {
   if (origins_.empty() || origins_.back() != origin) origins_.push_back(origin);
 }
 
-void write_batch::widen_to_headers() {
-  // Each tuple: u16 field count, u32 length + topic, u32 length + payload.
-  // Every later tuple moves by the 4 bytes of each NULL added before it.
+void write_batch::widen_to(uint16_t fields) {
+  // Each tuple: u16 field count, then u32 length + bytes per field; the new
+  // fields go at its end. Every later tuple moves by the bytes added before it.
+  const uint32_t added = (fields_ < 3 ? 4 : 0) + 4;  // headers NULL; tenant_id '' (length 0)
   std::string wide;
-  wide.reserve(copy_.size() + 4 * rows_.size() + 64);
+  wide.reserve(copy_.size() + added * rows_.size() + 64);
   wide.assign(copy_format::header);
   for (auto& r : rows_) {
     auto off = static_cast<uint32_t>(wide.size());
     wide.append(copy_, r.copy_off, r.copy_len);
-    wide[off + 1] = 3;
-    wide.append("\377\377\377\377", 4);  // headers: NULL
+    wide[off + 1] = static_cast<char>(fields);
+    uint32_t grew = 0;
+    if (fields_ < 3) {
+      wide.append("\377\377\377\377", 4);  // headers: NULL
+      grew += 4;
+    }
+    if (fields == 4) {
+      wide.append("\0\0\0\0", 4);  // tenant_id: '' (tenancy off for this row)
+      grew += 4;
+    }
     r.payload_off = r.payload_off - r.copy_off + off;
     r.copy_off = off;
-    r.copy_len += 4;
+    r.copy_len += grew;
   }
   copy_.swap(wide);
   sealed_ = false;
-  has_headers_ = true;
+  fields_ = fields;
 }
 
 void write_batch::add_row(std::string_view topic, std::string_view payload, std::string_view key,
                           std::string_view kind, uint64_t seq, int64_t received_ns, std::string_view headers,
-                          bool identity_key) {
+                          bool identity_key, std::string_view tenant) {
   note_open();
   if (sealed_) {
     copy_.resize(copy_.size() - copy_format::trailer.size());
     sealed_ = false;
   }
-  if (!headers.empty() && !has_headers_) widen_to_headers();
+  const uint16_t need = !tenant.empty() ? 4 : !headers.empty() ? 3 : 2;
+  if (need > fields_) widen_to(need);
   auto off = static_cast<uint32_t>(copy_.size());
   if (identity_key) ++identity_rows_;
   uint32_t payload_off = 0;
-  if (has_headers_) {
+  if (fields_ == 4) {
+    // topic, payload, headers, tenant: the payload's place from the tuple's start.
+    copy_format::append_event_row_with_tenant(copy_, topic, payload, headers, tenant);
+    payload_off = off + 2 + 4 + static_cast<uint32_t>(topic.size()) + 4 + 1;
+  } else if (fields_ == 3) {
     copy_format::append_event_row_with_headers(copy_, topic, payload, headers);
     payload_off = static_cast<uint32_t>(copy_.size() - payload.size() - 4 - (headers.empty() ? 0 : headers.size() + 1));
   } else {
@@ -129,23 +155,23 @@ void write_batch::add_row(std::string_view topic, std::string_view payload, std:
   }
   auto len = static_cast<uint32_t>(copy_.size() - off);
   rows_.push_back(row{keep(key), keep(topic), keep(kind), static_cast<uint32_t>(pending_.size()), off, len,
-                      payload_off, static_cast<uint32_t>(payload.size()), keep(headers), identity_key});
+                      payload_off, static_cast<uint32_t>(payload.size()), keep(headers), keep(tenant), identity_key});
   pending_.push_back(pending{static_cast<uint32_t>(origins_.size() - 1), seq, outcome_kind::mirrored,
                              reason::none, received_ns});
 }
 
 void write_batch::add_routed(std::string_view routed, bool mirror, std::string_view topic, std::string_view payload,
                              std::string_view key, std::string_view kind, uint64_t seq, int64_t received_ns,
-                             std::string_view headers, bool identity_key) {
+                             std::string_view headers, bool identity_key, std::string_view tenant) {
   if (mirror) {
-    add_row(topic, payload, key, kind, seq, received_ns, headers, identity_key);  // also takes the event's outcome
+    add_row(topic, payload, key, kind, seq, received_ns, headers, identity_key, tenant);  // also takes the event's outcome
   } else {
     note_open();
     pending_.push_back(pending{static_cast<uint32_t>(origins_.size() - 1), seq, outcome_kind::mirrored,
                                reason::none, received_ns});
   }
   const auto outcome = static_cast<uint32_t>(pending_.size() - 1);
-  span_ref t = keep(topic), p = keep(payload), k = keep(key), kd = keep(kind), h = keep(headers);
+  span_ref t = keep(topic), p = keep(payload), k = keep(key), kd = keep(kind), h = keep(headers), tn = keep(tenant);
   bool first = !mirror;
   size_t pos = 0;
   while (pos + 6 <= routed.size()) {
@@ -154,7 +180,7 @@ void write_batch::add_routed(std::string_view routed, bool mirror, std::string_v
     uint32_t len = (uint32_t(u[2]) << 24) | (uint32_t(u[3]) << 16) | (uint32_t(u[4]) << 8) | u[5];
     if (route_copy_.size() <= route) route_copy_.resize(route + 1);
     std::string& stream = route_copy_[route];
-    routed_.push_back(routed_row{route, outcome, static_cast<uint32_t>(stream.size()), len, t, p, k, kd, h, first});
+    routed_.push_back(routed_row{route, outcome, static_cast<uint32_t>(stream.size()), len, t, p, k, kd, h, tn, first});
     first = false;
     stream.append(routed.substr(pos + 6, len));
     routed_bytes_ += len;
@@ -193,7 +219,8 @@ void write_batch::reject_routed(uint32_t outcome_index, std::string sqlstate, st
     dl.bytes.assign(text(r.payload));
     dl.bytes_are_json = true;  // routed events passed the JSON rules at intake
     dl.headers.assign(text(r.headers));
-    auto h = XXH3_128bits(dl.bytes.data(), dl.bytes.size());
+    dl.tenant.assign(text(r.tenant));
+    auto h = XXH3_128bits_withSeed(dl.bytes.data(), dl.bytes.size(), tenant_hash_seed(dl.tenant));
     dl.digest = digest_bytes(h.high64, h.low64);
     dl.outcome_index = outcome_index;
     p.kind = outcome_kind::dead_lettered;
@@ -234,7 +261,8 @@ void write_batch::reject_row(size_t i, std::string sqlstate, std::string message
   dl.bytes.assign(row_payload(i));
   dl.bytes_are_json = payload_is_storable_json;
   dl.headers.assign(text(r.headers));
-  auto h = XXH3_128bits(dl.bytes.data(), dl.bytes.size());
+  dl.tenant.assign(text(r.tenant));
+  auto h = XXH3_128bits_withSeed(dl.bytes.data(), dl.bytes.size(), tenant_hash_seed(dl.tenant));
   dl.digest = digest_bytes(h.high64, h.low64);
   dl.outcome_index = r.outcome_index;
   auto& p = pending_[r.outcome_index];
@@ -258,7 +286,7 @@ void write_batch::dead_letter_all_rows(reason why, const std::string& message) {
   identity_rows_ = 0;
   copy_.assign(copy_format::header);
   sealed_ = false;
-  has_headers_ = false;
+  fields_ = 2;
   // Events that only routed tables would have held.
   for (const auto& r : routed_) {
     if (pending_[r.outcome_index].kind != outcome_kind::mirrored) continue;
@@ -302,7 +330,7 @@ std::string_view write_batch::copy_data() {
 void write_batch::clear() {
   copy_.assign(copy_format::header);
   sealed_ = false;
-  has_headers_ = false;
+  fields_ = 2;
   meta_.clear();
   rows_.clear();
   dead_.clear();

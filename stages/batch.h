@@ -33,6 +33,7 @@ struct dead_letter {
   std::string digest;
   std::string sqlstate;       // db_rejected: what PostgreSQL said
   std::string headers;        // the event's transport headers (JSON object), empty: none (NULL)
+  std::string tenant;         // dlq_events.tenant_id (docs/tenants.md); empty: none
   uint32_t outcome_index = 0;
   // Set by the sink when the INSERT stored no row because dlq_events already
   // held this (topic, digest): a resend, counted apart from new dead letters.
@@ -63,6 +64,7 @@ class write_batch {
     uint32_t payload_off = 0;  // the event's bytes inside that tuple
     uint32_t payload_len = 0;
     span_ref headers;  // in meta_: for its dead letter if the database refuses it
+    span_ref tenant;   // in meta_: the (tenant, key) the unique index holds
     bool identity_key = false;  // a bare message's row: `key` is a route identity (see identity_row_count)
   };
 
@@ -75,14 +77,15 @@ class write_batch {
   // `headers`: the event's transport headers as a JSON object, or empty.
   // identity_key: a bare message's (envelope "none") row, whose key is its
   // route identity; events_mirror holds NULL as its idempotency_key.
+  // `tenant`: the event's tenant (docs/tenants.md), or empty.
   void add_row(std::string_view topic, std::string_view payload, std::string_view key,
                std::string_view kind, uint64_t seq, int64_t received_ns, std::string_view headers = {},
-               bool identity_key = false);
+               bool identity_key = false, std::string_view tenant = {});
   // An event that routes took (event_record::routed): its tuples go to the
   // streams of their routes, and with `mirror` its events_mirror row too.
   void add_routed(std::string_view routed, bool mirror, std::string_view topic, std::string_view payload,
                   std::string_view key, std::string_view kind, uint64_t seq, int64_t received_ns,
-                  std::string_view headers = {}, bool identity_key = false);
+                  std::string_view headers = {}, bool identity_key = false, std::string_view tenant = {});
   void add_dead_letter(dead_letter dl, uint64_t seq, int64_t received_ns);
   void add_duplicate(uint64_t seq, int64_t received_ns);
   void add_skipped(uint64_t seq, int64_t received_ns);
@@ -102,7 +105,11 @@ class write_batch {
   // once some row of the batch has headers, so that batches without any
   // (every TCP and HTTP event, most MQTT ones) stay (topic, payload) tuples,
   // byte for byte as before, and need no headers column in the database.
-  [[nodiscard]] bool has_headers() const noexcept { return has_headers_; }
+  [[nodiscard]] bool has_headers() const noexcept { return fields_ >= 3; }
+  // Whether the tuples carry a fourth field, tenant_id (after headers, NULL
+  // when absent): only once some row of the batch has a tenant, so that
+  // batches with tenancy off stay as before.
+  [[nodiscard]] bool has_tenant() const noexcept { return fields_ == 4; }
   // Rows of routed tables (docs/routes.md), in arrival order per route.
   struct routed_row {
     uint16_t route = 0;
@@ -113,6 +120,7 @@ class write_batch {
     span_ref key;             // in meta_: the dedup key, forgotten when the row is not stored
     span_ref kind;            // in meta_: the metrics' kind label (a bare message's: its first route's name)
     span_ref headers;         // in meta_: the event's transport headers, for its dead letter
+    span_ref tenant;          // in meta_: the event's tenant, for its dead letter
     bool counts_event = false;  // the event's first row, and it has no events_mirror row: counts in ingest_total
   };
   [[nodiscard]] size_t routed_row_count() const noexcept { return routed_.size(); }
@@ -167,14 +175,15 @@ class write_batch {
 
  private:
   void note_open();
-  // Rewrites the (topic, payload) tuples so far as (topic, payload, NULL): a
-  // batch's tuples all have one shape. Once per batch at most.
-  void widen_to_headers();
+  // Rewrites the tuples so far to `fields` fields: (topic, payload) gains a
+  // NULL headers, and (.., headers) an empty tenant_id: a batch's tuples all
+  // have one shape. Twice per batch at most.
+  void widen_to(uint16_t fields);
   span_ref keep(std::string_view s);
 
   std::string copy_;  // binary COPY header + tuples (trailer added by copy_data)
   bool sealed_ = false;
-  bool has_headers_ = false;
+  uint16_t fields_ = 2;  // of every tuple: 2 (topic, payload), 3 (+ headers), 4 (+ tenant_id)
   std::string meta_;  // keys, topics, kinds of rows
   std::vector<row> rows_;
   std::vector<dead_letter> dead_;
@@ -198,6 +207,9 @@ void append_event_row(std::string& out, std::string_view topic, std::string_view
 // headers are NULL.
 void append_event_row_with_headers(std::string& out, std::string_view topic, std::string_view payload,
                                    std::string_view headers);
+// Appends one (topic, payload, headers, tenant_id text) tuple.
+void append_event_row_with_tenant(std::string& out, std::string_view topic, std::string_view payload,
+                                  std::string_view headers, std::string_view tenant);
 }  // namespace copy_format
 
 }  // namespace evpipe::stages

@@ -9,6 +9,18 @@ key_hash hash_key(const void* data, size_t len) noexcept {
   return key_hash{h.low64, h.high64};
 }
 
+uint64_t tenant_hash_seed(std::string_view tenant) noexcept {
+  if (tenant.empty()) return 0;
+  uint64_t s = XXH3_64bits(tenant.data(), tenant.size());
+  return s ? s : 1;
+}
+
+key_hash hash_key(const void* data, size_t len, uint64_t seed) noexcept {
+  // XXH3_128bits_withSeed with seed 0 equals XXH3_128bits.
+  XXH128_hash_t h = XXH3_128bits_withSeed(data, len, seed);
+  return key_hash{h.low64, h.high64};
+}
+
 dedup_window::dedup_window(size_t capacity) : ring_(capacity == 0 ? 1 : capacity) {
   set_.reserve(ring_.size());
 }

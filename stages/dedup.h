@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include <absl/container/flat_hash_set.h>
@@ -28,6 +29,12 @@ struct key_hash {
 };
 
 [[nodiscard]] key_hash hash_key(const void* data, size_t len) noexcept;
+// Idempotency is scoped to the tenant (docs/tenants.md): a key's hash is
+// seeded with its tenant's, so the same key from two tenants is two keys for
+// the dedup window, the shards and dead-letter digests. The empty tenant
+// (tenancy off) is seed 0: the hashes are those of hash_key().
+[[nodiscard]] uint64_t tenant_hash_seed(std::string_view tenant) noexcept;
+[[nodiscard]] key_hash hash_key(const void* data, size_t len, uint64_t seed) noexcept;
 
 // Owned by one shard thread; not thread-safe. Lifetime: the shard's.
 class dedup_window {

@@ -34,8 +34,10 @@ enum class reason : uint8_t {
   route_mismatch,           // a route took it, but a column is missing, of the wrong type or out of range
   schema_violation,         // the payload fails its kind's JSON Schema (pointer and keyword in the message; docs/schemas.md)
   unknown_schema_version,   // the kind has versioned schemas, none for this event's version (when so configured)
+  tenant_mismatch,          // claims another tenant than its source's credentials, or one its source does not allow (docs/tenants.md)
+  invalid_tenant,           // its tenant field is not a tenant name (a string of 1 to 64 of A-Z a-z 0-9 . _ : -)
 };
-inline constexpr int reason_count = 15;
+inline constexpr int reason_count = 17;
 
 [[nodiscard]] std::string_view reason_code(reason r) noexcept;
 
@@ -97,6 +99,10 @@ struct event_record {
   // content type and user properties) as a JSON object; empty: none, stored
   // as NULL in the headers column.
   span_ref headers;
+  // The event's tenant (docs/tenants.md): empty when tenancy is off or none
+  // is known. Its key and digest hashes are seeded with it, so that the same
+  // key from two tenants is two events (tenant_hash_seed in stages/dedup.h).
+  span_ref tenant;
   reason why = reason::none;
   bool skip_mirror = false;  // taken by routes, none of which keeps the events_mirror row
   bool bare = false;         // taken by an envelope "none" route: `key` is the route's identity, not an idempotency_key

@@ -19,11 +19,12 @@ constexpr std::string_view copy_mirror_sql = "COPY {}events_mirror (topic, paylo
 // (ON COMMIT DROP; a rollback drops it too). It is created only on that path,
 // after a unique violation, so the fast path stays one COPY.
 constexpr const char* create_stage_sql =
-    "CREATE TEMP TABLE evpipe_stage (topic VARCHAR(255), payload JSONB, headers JSONB) ON COMMIT DROP";
+    "CREATE TEMP TABLE evpipe_stage (topic VARCHAR(255), payload JSONB, headers JSONB, tenant_id TEXT NOT NULL DEFAULT '') "
+    "ON COMMIT DROP";
 constexpr const char* copy_stage_sql = "COPY pg_temp.evpipe_stage (topic, payload) FROM STDIN (FORMAT binary)";
 constexpr std::string_view move_stage_sql =
     "INSERT INTO {}events_mirror (topic, payload) SELECT topic, payload FROM pg_temp.evpipe_stage "
-    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key";
+    "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING tenant_id, idempotency_key";
 // With transport headers (docs/mqtt.md): only batches that carry some name
 // the column, so a database migrated before it still takes every other batch.
 constexpr std::string_view copy_mirror_headers_sql =
@@ -32,7 +33,17 @@ constexpr const char* copy_stage_headers_sql =
     "COPY pg_temp.evpipe_stage (topic, payload, headers) FROM STDIN (FORMAT binary)";
 constexpr std::string_view move_stage_headers_sql =
     "INSERT INTO {}events_mirror (topic, payload, headers) SELECT topic, payload, headers FROM pg_temp.evpipe_stage "
-    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key";
+    "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING tenant_id, idempotency_key";
+// With tenants (docs/tenants.md): idempotency is scoped to the tenant, the
+// unique index is on (tenant_id, idempotency_key) whether tenancy is on or not.
+constexpr std::string_view copy_mirror_tenant_sql =
+    "COPY {}events_mirror (topic, payload, headers, tenant_id) FROM STDIN (FORMAT binary)";
+constexpr const char* copy_stage_tenant_sql =
+    "COPY pg_temp.evpipe_stage (topic, payload, headers, tenant_id) FROM STDIN (FORMAT binary)";
+constexpr std::string_view move_stage_tenant_sql =
+    "INSERT INTO {}events_mirror (topic, payload, headers, tenant_id) "
+    "SELECT topic, payload, headers, tenant_id FROM pg_temp.evpipe_stage "
+    "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING tenant_id, idempotency_key";
 // Sent as an unnamed statement (parsed again for each dead letter, which is
 // cheap next to the row it writes; dead letters are the rare path).
 constexpr std::string_view dlq_sql =
@@ -42,6 +53,10 @@ constexpr std::string_view dlq_sql =
 constexpr std::string_view dlq_headers_sql =
     "INSERT INTO {}dlq_events (original_topic, failure_reason, reason_code, payload, raw, event_digest, headers) "
     "VALUES ($1, $2, $3, $4::jsonb, $5::bytea, $6::bytea, $7::jsonb) "
+    "ON CONFLICT (original_topic, event_digest) DO NOTHING";
+constexpr std::string_view dlq_tenant_sql =
+    "INSERT INTO {}dlq_events (original_topic, failure_reason, reason_code, payload, raw, event_digest, headers, "
+    "tenant_id) VALUES ($1, $2, $3, $4::jsonb, $5::bytea, $6::bytea, $7::jsonb, $8) "
     "ON CONFLICT (original_topic, event_digest) DO NOTHING";
 // Statements per pipeline sync: keeps both sides' socket buffers from filling
 // while a blocking connection writes (libpq's documented deadlock risk).
@@ -82,6 +97,9 @@ postgres_sink::postgres_sink(std::string dsn, std::string application_name, cons
       copy_mirror_headers_sql_(with_schema(copy_mirror_headers_sql, schema)),
       move_stage_headers_sql_(with_schema(move_stage_headers_sql, schema)),
       dlq_headers_sql_(with_schema(dlq_headers_sql, schema)),
+      copy_mirror_tenant_sql_(with_schema(copy_mirror_tenant_sql, schema)),
+      move_stage_tenant_sql_(with_schema(move_stage_tenant_sql, schema)),
+      dlq_tenant_sql_(with_schema(dlq_tenant_sql, schema)),
       schema_(schema) {
   // The routes at start: their writer is ready (and inspected by connect()).
   if (auto routes = stages::route::active_routes()) {
@@ -353,16 +371,29 @@ pg_status postgres_sink::resolve_conflicts(stages::write_batch& batch, size_t fi
                                            std::string_view copy_data) {
   // Called inside a transaction, once per transaction.
   pg_status st = conn_.exec(create_stage_sql);
-  if (st.ok) st = conn_.copy_in(batch.has_headers() ? copy_stage_headers_sql : copy_stage_sql, copy_data);
+  const bool tenant = batch.has_tenant(), headers = batch.has_headers();
+  if (st.ok) {
+    st = conn_.copy_in(tenant ? copy_stage_tenant_sql : headers ? copy_stage_headers_sql : copy_stage_sql, copy_data);
+  }
   if (!st.ok) return st;
   pg_result r;
-  st = conn_.query(batch.has_headers() ? move_stage_headers_sql_.c_str() : move_stage_sql_.c_str(), r);
+  st = conn_.query(tenant    ? move_stage_tenant_sql_.c_str()
+                   : headers ? move_stage_headers_sql_.c_str()
+                             : move_stage_sql_.c_str(),
+                   r);
   if (!st.ok) return st;
-  // The rows that went in, by key; a key twice in one batch (possible only
-  // when the dedup window is tiny) goes in once.
-  absl::flat_hash_map<std::string_view, int> inserted;
+  // The rows that went in, by (tenant, key); a key twice in one batch
+  // (possible only when the dedup window is tiny) goes in once.
+  auto tenant_key = [](std::string_view t, std::string_view k) {
+    std::string out(t);
+    out.push_back('\0');  // a tenant name holds no NUL
+    out.append(k);
+    return out;
+  };
+  absl::flat_hash_map<std::string, int> inserted;
   for (int i = 0, n = PQntuples(r.get()); i < n; ++i) {
-    ++inserted[std::string_view(PQgetvalue(r.get(), i, 0), PQgetlength(r.get(), i, 0))];
+    ++inserted[tenant_key(std::string_view(PQgetvalue(r.get(), i, 0), PQgetlength(r.get(), i, 0)),
+                          std::string_view(PQgetvalue(r.get(), i, 1), PQgetlength(r.get(), i, 1)))];
   }
   const auto& rows = batch.rows();
   for (size_t i = first; i < last; ++i) {
@@ -370,7 +401,7 @@ pg_status postgres_sink::resolve_conflicts(stages::write_batch& batch, size_t fi
     // idempotency_key column is NULL: evpipe_route_keys settled it.
     if (batch.outcomes()[rows[i].outcome_index].kind != stages::outcome_kind::mirrored) continue;
     if (rows[i].identity_key) continue;
-    auto it = inserted.find(batch.text(rows[i].key));
+    auto it = inserted.find(tenant_key(batch.text(rows[i].tenant), batch.text(rows[i].key)));
     if (it != inserted.end() && it->second > 0) {
       --it->second;
     } else {
@@ -413,16 +444,18 @@ pg_status postgres_sink::insert_dead_letters(stages::write_batch& batch) {
       const auto& dl = letters[sent];
       std::string_view code = stages::reason_code(dl.why);
       std::string code_text(code);
-      const char* values[7] = {dl.topic.c_str(), dl.message.c_str(), code_text.c_str(),
+      const bool with_tenant = !dl.tenant.empty();
+      const char* values[8] = {dl.topic.c_str(), dl.message.c_str(), code_text.c_str(),
                                dl.bytes_are_json ? dl.bytes.c_str() : nullptr,
-                               dl.bytes_are_json ? nullptr : dl.bytes.data(), dl.digest.data(), dl.headers.c_str()};
-      int lengths[7] = {0, 0, 0, static_cast<int>(dl.bytes.size()), static_cast<int>(dl.bytes.size()),
-                        static_cast<int>(dl.digest.size()), 0};
-      int formats[7] = {0, 0, 0, 0, 1, 1, 0};
-      // Only a dead letter with headers names the column (as the COPY does).
+                               dl.bytes_are_json ? nullptr : dl.bytes.data(), dl.digest.data(),
+                               dl.headers.empty() && with_tenant ? nullptr : dl.headers.c_str(), dl.tenant.c_str()};
+      int lengths[8] = {0, 0, 0, static_cast<int>(dl.bytes.size()), static_cast<int>(dl.bytes.size()),
+                        static_cast<int>(dl.digest.size()), 0, 0};
+      int formats[8] = {0, 0, 0, 0, 1, 1, 0, 0};
+      // Only a dead letter with headers (or a tenant) names the column (as the COPY does).
       const bool with_headers = !dl.headers.empty();
-      if (PQsendQueryParams(c, with_headers ? dlq_headers_sql_.c_str() : dlq_sql_.c_str(), with_headers ? 7 : 6,
-                            nullptr, values, lengths, formats, 0) != 1) {
+      const char* sql = with_tenant ? dlq_tenant_sql_.c_str() : with_headers ? dlq_headers_sql_.c_str() : dlq_sql_.c_str();
+      if (PQsendQueryParams(c, sql, with_tenant ? 8 : with_headers ? 7 : 6, nullptr, values, lengths, formats, 0) != 1) {
         st = conn_.error_of(nullptr);
         break;
       }

@@ -71,13 +71,17 @@ class postgres_sink final : public pipeline::batch_sink {
   std::string dsn_;
   std::string application_name_;
   [[nodiscard]] const char* copy_mirror_sql_of(const stages::write_batch& batch) const noexcept {
-    return batch.has_headers() ? copy_mirror_headers_sql_.c_str() : copy_mirror_sql_.c_str();
+    return batch.has_tenant()    ? copy_mirror_tenant_sql_.c_str()
+           : batch.has_headers() ? copy_mirror_headers_sql_.c_str()
+                                 : copy_mirror_sql_.c_str();
   }
   std::string copy_mirror_sql_, move_stage_sql_, dlq_sql_;  // with the schema, if one is set
   std::string settle_requeued_sql_;
   // The same with the headers column, for batches (and dead letters) that
   // carry headers (write_batch::has_headers); the others never name it.
   std::string copy_mirror_headers_sql_, move_stage_headers_sql_, dlq_headers_sql_;
+  // And with headers and tenant_id, for batches with a tenant (docs/tenants.md).
+  std::string copy_mirror_tenant_sql_, move_stage_tenant_sql_, dlq_tenant_sql_;
   pg_connection conn_;
   std::string last_error_;
   std::string stored_slice_;  // the events_mirror rows still to store, when some were settled (reused)

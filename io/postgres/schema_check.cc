@@ -38,6 +38,23 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = $1::regclass
 )sql";
 
+// The unique indexes of table $1 whose key columns are exactly $2 (in any
+// order), valid or not: the index's qualified name and, when a constraint
+// owns it, the constraint's name.
+constexpr const char* superseded_sql = R"sql(
+SELECT quote_ident(n.nspname) || '.' || quote_ident(ic.relname), quote_ident(con.conname)
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = ic.relnamespace
+LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid AND con.contype IN ('u', 'p')
+WHERE i.indrelid = $1::regclass AND i.indisunique AND i.indnkeyatts = cardinality($2::text[])
+  AND ARRAY(SELECT a.attname::text
+            FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+            WHERE k.ord <= i.indnkeyatts ORDER BY a.attname::text COLLATE "C")
+      = ARRAY(SELECT x FROM unnest($2::text[]) AS x ORDER BY x COLLATE "C")
+)sql";
+
 struct table_state {
   std::string qualified;        // schema.table, quoted
   std::string schema;           // quoted
@@ -178,6 +195,31 @@ std::string migrate_schema(pg_connection& conn, const std::string& schema) {
       if (concurrently) (void)conn.exec(("DROP INDEX CONCURRENTLY IF EXISTS " + index).c_str());
       std::string hint = st.sqlstate == "23505" ? " (the table holds duplicates of these keys: remove them first)" : "";
       return "cannot build index " + index + ": " + describe(st) + hint;
+    }
+  }
+  // The swap: an index a spec supersedes goes once the spec's is built (the
+  // loop above returned on any failure). Writers never wait on the build
+  // (CONCURRENTLY) and keep one unique index at every moment.
+  for (const auto& spec : schemas::indexes) {
+    if (spec.replaces.empty()) continue;
+    std::string table = table_name(spec.table, schema), keys = key_array(spec.replaces);
+    const char* params[2] = {table.c_str(), keys.c_str()};
+    pg_result r;
+    st = conn.query_params(superseded_sql, 2, params, r);
+    if (!st.ok) return "cannot inspect the indexes of " + table + ": " + describe(st);
+    for (int i = 0, n = PQntuples(r.get()); i < n; ++i) {
+      std::string index = PQgetvalue(r.get(), i, 0);
+      std::string sql;
+      if (PQgetisnull(r.get(), i, 1)) {
+        sql = "DROP INDEX CONCURRENTLY IF EXISTS " + index;
+      } else {
+        // A UNIQUE constraint owns it: dropping the constraint drops the index
+        // (a short ACCESS EXCLUSIVE lock, no scan).
+        sql = "ALTER TABLE " + table + " DROP CONSTRAINT IF EXISTS " + std::string(PQgetvalue(r.get(), i, 1));
+      }
+      spdlog::info("dropping index {}: superseded by the unique index on ({})", index, spec.keys);
+      st = conn.exec(sql.c_str());
+      if (!st.ok) return "cannot drop index " + index + ": " + describe(st);
     }
   }
   (void)conn.exec(migration_unlock);

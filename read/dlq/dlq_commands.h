@@ -10,6 +10,7 @@
 // print to stdout, errors and progress to stderr.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@ struct dlq_options {
   std::vector<std::string> reasons;
   std::vector<std::string> topics;
   std::string since, until;
+  std::optional<std::string> tenant;  // --tenant: only this tenant's dead letters (docs/tenants.md)
   bool json = false;      // list/show: one JSON object per line instead of a table
   uint64_t limit = 100;   // list: at most this many, newest first (0: all)
   bool dry_run = false;   // purge, requeue: say what would happen, change nothing

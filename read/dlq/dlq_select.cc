@@ -62,6 +62,7 @@ std::string where_clause(const dlq_options& o, std::string& problem) {
   }
   if (!o.since.empty()) w += " AND created_at >= " + sql_literal(o.since) + "::timestamptz";
   if (!o.until.empty()) w += " AND created_at < " + sql_literal(o.until) + "::timestamptz";
+  if (o.tenant) w += " AND tenant_id = " + sql_literal(*o.tenant);
   return w;
 }
 

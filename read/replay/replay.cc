@@ -123,6 +123,7 @@ int run_replay(const config::settings& s, const replay_options& o) {
   if (since_pos) w.after = *since_pos;
   w.topic_filters = o.topics;
   w.kinds = o.kinds;
+  w.tenant = o.tenant;
   w.limit = o.max_rows;
 
   std::unique_ptr<replay_output> out;

@@ -9,6 +9,7 @@
 // Runs on the calling thread; one database connection, one output.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@ struct replay_options {
   std::string until;                // a position (rows up to it) or a time (rows created before it)
   std::vector<std::string> topics;  // MQTT-style filters; any of them
   std::vector<std::string> kinds;   // event kinds; any of them
+  std::optional<std::string> tenant;  // only this tenant's events (docs/tenants.md)
   std::string to = "stdout";        // "stdout", tcp://host:port, mqtt://host:port[/topic-prefix], http://host:port/path
   double rate = 0;                  // events per second at most (0: as fast as possible)
   uint64_t max_rows = 0;            // stop after this many (0: the whole window)

@@ -1,5 +1,6 @@
 #include "read/stream/sse_server.h"
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -374,14 +375,23 @@ void sse_server::serve(int fd, uint64_t session) {
       since = value;
     } else if (key == "access_token") {
       token = value;  // EventSource cannot set headers
+    } else if (key == "tenant") {
+      filter.tenant = value;  // docs/tenants.md
     } else {
-      return respond(fd, http::status::bad_request, "unknown query parameter \"" + key + "\" (topics, kinds, since)");
+      return respond(fd, http::status::bad_request, "unknown query parameter \"" + key + "\" (topics, kinds, since, tenant)");
     }
   }
-  if (!cfg_.bearer_token.empty()) {
+  if (!cfg_.bearer_token.empty() || !cfg_.tokens.empty()) {
     std::string_view auth = req[http::field::authorization];
     if (auth.size() > 7 && beast::iequals(auth.substr(0, 7), "Bearer ")) token = std::string(auth.substr(7));
-    if (token != cfg_.bearer_token) return respond(fd, http::status::unauthorized, "a valid bearer token is required");
+    // A tenant's token (tokens_file) binds the client to its tenant, whatever
+    // it asked for (docs/tenants.md); bearer_token sees every tenant.
+    const auto bound = std::find_if(cfg_.tokens.begin(), cfg_.tokens.end(), [&](const auto& t) { return t.first == token; });
+    if (bound != cfg_.tokens.end()) {
+      filter.tenant = bound->second;
+    } else if (cfg_.bearer_token.empty() || token != cfg_.bearer_token) {
+      return respond(fd, http::status::unauthorized, "a valid bearer token is required");
+    }
   }
   if (beast::websocket::is_upgrade(req)) {
     // Filters come in messages; the query may carry only the token.
@@ -398,7 +408,7 @@ void sse_server::serve(int fd, uint64_t session) {
     auto release = [&] {
       if (!std::exchange(released, true)) active_.fetch_sub(1);
     };
-    serve_websocket(fd, req, cfg_, hub_, stopping_, release);
+    serve_websocket(fd, req, cfg_, hub_, stopping_, release, filter.tenant);
     release();
     return;
   }

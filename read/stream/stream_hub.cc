@@ -15,7 +15,8 @@
 
 namespace evpipe::read {
 
-bool stream_filter::matches(std::string_view topic, std::string_view kind) const {
+bool stream_filter::matches(std::string_view topic, std::string_view kind, std::string_view row_tenant) const {
+  if (tenant && *tenant != row_tenant) return false;
   if (!kinds.empty() && std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) return false;
   if (topics.empty()) return true;
   for (const auto& f : topics) {
@@ -310,7 +311,7 @@ void stream_hub::run() {
       // Only filtered clients look at each row; the others take them all.
       for (auto& c : clients) {
         if (!c->live || c->filter.everything()) continue;
-        bool match = c->filter.matches(r.topic, r.kind);
+        bool match = c->filter.matches(r.topic, r.kind, r.tenant);
         if (match && !c->in_run) {
           c->run_start = i;
           c->in_run = true;
@@ -420,6 +421,7 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       w.until = tail;
       w.topic_filters = lead.filter.topics;
       w.kinds = lead.filter.kinds;
+      w.tenant = lead.filter.tenant;
       w.since_time = lead.since_time;
       w.limit = opts_.catch_up_page;
       auto frames = std::make_shared<event_frames>(want_ws, want_sse, 0);

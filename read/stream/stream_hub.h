@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -56,8 +57,9 @@ class stream_client {
 struct stream_filter {
   std::vector<std::string> topics;  // MQTT-style filters, any of them ([] = every topic)
   std::vector<std::string> kinds;   // any of them ([] = every kind)
-  [[nodiscard]] bool matches(std::string_view topic, std::string_view kind) const;
-  [[nodiscard]] bool everything() const { return topics.empty() && kinds.empty(); }
+  std::optional<std::string> tenant;  // this tenant's rows only (docs/tenants.md); unset = every tenant
+  [[nodiscard]] bool matches(std::string_view topic, std::string_view kind, std::string_view row_tenant = {}) const;
+  [[nodiscard]] bool everything() const { return topics.empty() && kinds.empty() && !tenant; }
   bool operator==(const stream_filter&) const = default;
 };
 

@@ -86,6 +86,9 @@ class session {
   }
   ~session() { unregister(); }
 
+  // Every subscription of this session reads only this tenant's rows (docs/tenants.md).
+  void bind_tenant(std::optional<std::string> tenant) { filter_.tenant = std::move(tenant); }
+
   void run(const beast::http::request<beast::http::empty_body>& req) {
     beast::error_code ec;
     {
@@ -273,7 +276,8 @@ class session {
     }
     if (type == "unsubscribe") {
       if (kinds.empty() && topics.empty()) {
-        filter_ = {};
+        filter_.topics.clear();  // the tenant stays (docs/tenants.md)
+        filter_.kinds.clear();
         subscribed_all_ = false;
       }
       for (const auto& k : kinds) std::erase(filter_.kinds, k);
@@ -356,8 +360,9 @@ void ws_client::wake_if(bool queue_was_empty) {
 
 void serve_websocket(int fd, const beast::http::request<beast::http::empty_body>& req,
                      const config::stream_section& cfg, stream_hub& hub, const std::atomic<bool>& stopping,
-                     std::function<void()> ending) {
+                     std::function<void()> ending, std::optional<std::string> tenant) {
   session s(fd, cfg, hub, stopping, std::move(ending));
+  s.bind_tenant(std::move(tenant));
   s.run(req);
 }
 

@@ -16,6 +16,8 @@
 #include <boost/beast/http/message.hpp>
 
 #include <atomic>
+#include <optional>
+#include <string>
 
 #include <functional>
 
@@ -30,6 +32,7 @@ namespace evpipe::read {
 // max_clients slot before the client can see the close and reconnect.
 void serve_websocket(int fd, const boost::beast::http::request<boost::beast::http::empty_body>& req,
                      const config::stream_section& cfg, stream_hub& hub, const std::atomic<bool>& stopping,
-                     std::function<void()> ending);
+                     std::function<void()> ending,
+                     std::optional<std::string> tenant = {});  // every subscription of it: this tenant's rows only
 
 }  // namespace evpipe::read

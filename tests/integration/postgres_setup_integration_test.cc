@@ -98,8 +98,8 @@ TEST_F(PostgresSetup, OnlineIndexSwapIsAcceptedAndMigrateBuildsConcurrently) {
   ASSERT_EQ(evp.wait(), 0) << evp.log();
 
   // The usual online swap: a new unique index under another name, the old one dropped.
-  db.exec("CREATE UNIQUE INDEX CONCURRENTLY events_mirror_key_v2 ON events_mirror (idempotency_key)");
-  db.exec("DROP INDEX CONCURRENTLY events_mirror_idempotency_key_key");
+  db.exec("CREATE UNIQUE INDEX CONCURRENTLY events_mirror_key_v2 ON events_mirror (tenant_id, idempotency_key)");
+  db.exec("DROP INDEX CONCURRENTLY events_mirror_tenant_idempotency_key_key");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   EXPECT_EQ(unique_indexes("events_mirror"), 1) << "migrate must not build a second identical index";
   evp.start(port);  // the startup check accepts it
@@ -114,7 +114,7 @@ TEST_F(PostgresSetup, OnlineIndexSwapIsAcceptedAndMigrateBuildsConcurrently) {
   db.exec("DROP INDEX idx_events_mirror_topic");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   auto log = evp.log("migrate.log");
-  EXPECT_NE(log.find("events_mirror_idempotency_key_key concurrently"), std::string::npos) << log;
+  EXPECT_NE(log.find("events_mirror_tenant_idempotency_key_key concurrently"), std::string::npos) << log;
   EXPECT_NE(log.find("idx_events_mirror_topic concurrently"), std::string::npos) << log;
   EXPECT_EQ(unique_indexes("events_mirror"), 1);
   EXPECT_EQ(db.count("SELECT count(*) FROM pg_index WHERE indrelid = 'events_mirror'::regclass AND NOT indisvalid"), 0);

@@ -2,6 +2,7 @@
 
 #include "stages/dedup.h"
 #include "stages/route/active.h"
+#include "stages/tenant/binding.h"
 
 #include <gtest/gtest.h>
 
@@ -200,6 +201,41 @@ TEST(Intake, PublishedRoutesApplyFromTheNextRead) {
   EXPECT_EQ(find_seq(in, 4).rec->routed.len, 0u);
   EXPECT_EQ(b.routes, nullptr);
   EXPECT_EQ(stages::route::active_routes(), nullptr);
+}
+
+}  // namespace
+}  // namespace evpipe::pipeline
+
+// Tenants (docs/tenants.md): the event's tenant is kept with it, its key hash
+// (dedup window, shard) is the tenant's, and a claim of another tenant than
+// the credentials is dead-lettered before anything else.
+namespace evpipe::pipeline {
+namespace {
+
+TEST(IntakeTenants, TheSameKeyFromTwoTenantsIsTwoKeysAndMismatchesAreDeadLettered) {
+  config::tenants_section on;
+  on.enabled = true;
+  stages::tenant::publish_tenants(on);
+  intake in(1, {});
+  config::source_tenancy open;
+  in.set_tenancy(stages::tenant::make_binding(open));
+  stages::envelope_validator v;
+  in.add(ev("k", ",\"tenant_id\":\"alpha\""), 0, 1, 0, "t", v);
+  in.add(ev("k", ",\"tenant_id\":\"beta\""), 0, 2, 0, "t", v);
+  in.add(ev("k"), 0, 3, 0, "t", v);
+  in.set_credential("beta");  // as an HTTP request's token would
+  in.add(ev("k", ",\"tenant_id\":\"alpha\""), 0, 4, 0, "t", v);
+  auto a = find_seq(in, 1), b = find_seq(in, 2), none = find_seq(in, 3), wrong = find_seq(in, 4);
+  EXPECT_EQ(a.batch->view(a.rec->tenant), "alpha");
+  EXPECT_EQ(b.batch->view(b.rec->tenant), "beta");
+  EXPECT_EQ(none.batch->view(none.rec->tenant), "");
+  EXPECT_NE(a.rec->key_hash_hi, b.rec->key_hash_hi);
+  auto plain = stages::hash_key("k", 1);
+  EXPECT_EQ(none.rec->key_hash_lo, plain.lo) << "no tenant: the hash evpipe always used";
+  EXPECT_EQ(none.rec->key_hash_hi, plain.hi);
+  EXPECT_EQ(wrong.rec->why, stages::reason::tenant_mismatch);
+  EXPECT_EQ(wrong.batch->view(wrong.rec->tenant), "beta");
+  stages::tenant::publish_tenants(config::tenants_section{});
 }
 
 }  // namespace

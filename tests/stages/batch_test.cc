@@ -106,6 +106,44 @@ TEST(WriteBatch, TheFirstRowWithHeadersWidensTheBatchsEarlierTuples) {
   EXPECT_FALSE(b.has_headers());
 }
 
+// Tenants (docs/tenants.md): the first row with a tenant widens the batch to
+// (topic, payload, headers, tenant_id); earlier rows get NULL headers and ''.
+TEST(WriteBatch, TheFirstRowWithATenantWidensTheBatchsEarlierTuples) {
+  write_batch b;
+  b.begin_origin(std::make_shared<recording_origin>());
+  b.add_row("t", R"({"a":1})", "k1", "kind", 1, 0);
+  b.add_row("u", R"({"b":2})", "k2", "kind", 2, 0, R"({"content_type":"x"})");
+  b.add_row("v", R"({"c":3})", "k3", "kind", 3, 0, "", false, "alpha");
+  b.add_row("w", R"({"d":4})", "k4", "kind", 4, 0);
+  ASSERT_TRUE(b.has_tenant());
+  ASSERT_TRUE(b.has_headers());
+  std::string r1, r2, r3, r4;
+  copy_format::append_event_row_with_tenant(r1, "t", R"({"a":1})", "", "");
+  copy_format::append_event_row_with_tenant(r2, "u", R"({"b":2})", R"({"content_type":"x"})", "");
+  copy_format::append_event_row_with_tenant(r3, "v", R"({"c":3})", "", "alpha");
+  copy_format::append_event_row_with_tenant(r4, "w", R"({"d":4})", "", "");
+  EXPECT_EQ(std::string(b.copy_data()),
+            std::string(copy_format::header) + r1 + r2 + r3 + r4 + std::string(copy_format::trailer));
+  // Four fields, the last one tenant_id's text.
+  EXPECT_EQ(r3.substr(0, 2), std::string("\0\4", 2));
+  EXPECT_EQ(r3.substr(r3.size() - 4 - 5), std::string("\0\0\0\5alpha", 9));
+  EXPECT_EQ(b.row_payload(0), R"({"a":1})");
+  EXPECT_EQ(b.row_payload(2), R"({"c":3})");
+  EXPECT_EQ(b.row_payload(3), R"({"d":4})");
+  EXPECT_EQ(b.text(b.rows()[2].tenant), "alpha");
+  // A refused row's dead letter keeps its tenant, and its digest is the tenant's.
+  b.reject_row(2, "23514", "check", true);
+  b.add_row("v", R"({"c":3})", "k3", "kind", 5, 0);
+  b.reject_row(4, "23514", "check", true);
+  ASSERT_EQ(b.dead_letters().size(), 2u);
+  EXPECT_EQ(b.dead_letters()[0].tenant, "alpha");
+  EXPECT_EQ(b.dead_letters()[1].tenant, "");
+  EXPECT_NE(b.dead_letters()[0].digest, b.dead_letters()[1].digest);
+  b.clear();
+  EXPECT_FALSE(b.has_tenant());
+  EXPECT_FALSE(b.has_headers());
+}
+
 TEST(WriteBatch, TracksOutcomesPerOriginInOrder) {
   write_batch b;
   auto a = std::make_shared<recording_origin>();

@@ -16,6 +16,7 @@
 
 #include "io/listener.h"
 #include "io/sources/http/content_coding.h"
+#include "io/sources/http/http_tenancy.h"
 #include "pipeline/intake.h"
 
 namespace evpipe::io {
@@ -190,7 +191,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
         limits_(limits),
         intake_(router.shard_count(), limits),
         reading_(reading),
-        stopping_(stopping) {}
+        stopping_(stopping), tenancy_(cfg.tenancy) { intake_.set_tenancy(tenancy_.binding()); }
 
   void start() {
     probe_.connections_active.fetch_add(1);
@@ -295,6 +296,10 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
         return std::pair{401, error_body("a valid bearer token is required")};
       }
     }
+    if (auto refused = tenancy_.admit(req[http::field::authorization], pipeline::steady_now_ns())) {  // docs/tenants.md
+      if (refused->first == 429) pipeline::bump(probe_.tenant_throttled);
+      return std::pair{refused->first, error_body(refused->second)};
+    }
     if (auto len = parser.content_length(); len && *len > cfg_.max_body_bytes) {
       return std::pair{413, over_limit_body()};
     }
@@ -362,6 +367,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       int64_t received = pipeline::steady_now_ns();
       if (limits_follower_.changed(limits_)) intake_.set_limits(limits_);  // a reload changed [events]
       auto& validator = pipeline::thread_validator(limits_);
+      intake_.set_credential(tenancy_.credential());
       const bool fixed_topic = req.find("X-Topic") != req.end();
       std::string_view topic = fixed_topic ? topic_header : std::string_view(cfg_.topic);
       for (size_t i = 0; i < events.size(); ++i) {
@@ -474,7 +480,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
     response res{static_cast<http::status>(status), 11};
     decorate(res);
     res.set(http::field::content_type, "application/json");
-    if (status == 503) res.set(http::field::retry_after, "1");
+    if (status == 503 || status == 429) res.set(http::field::retry_after, status == 503 ? "1" : std::to_string(tenancy_.retry_after_s()));
     if (status == 401) res.set(http::field::www_authenticate, "Bearer");
     if (status == 405) res.set(http::field::allow, "POST, OPTIONS");
     if (status == 415) res.set(http::field::accept_encoding, "gzip, deflate");  // RFC 9110 section 12.5.3
@@ -528,6 +534,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
   pipeline::intake intake_;
   std::atomic<int>& reading_;
   std::atomic<bool>& stopping_;
+  http_tenancy tenancy_;  // tokens_file and quotas (docs/tenants.md)
   std::string cors_origin_;  // allowed_origin() of the current request
   bool idle_ = false;
   bool closed_ = false;

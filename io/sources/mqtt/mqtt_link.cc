@@ -39,7 +39,7 @@ mqtt_link::mqtt_link(asio::strand<asio::io_context::executor_type> strand, const
       intake_(shared.router.shard_count(), shared.limits),
       limits_(shared.limits),
       max_packet_(max_packet_for(shared.limits)),
-      buf_(std::min(max_packet_, size_t{256} << 10) + simdjson::SIMDJSON_PADDING) {}
+      buf_(std::min(max_packet_, size_t{256} << 10) + simdjson::SIMDJSON_PADDING) { intake_.set_tenancy(shared.tenancy); }
 
 size_t mqtt_link::capacity() const noexcept { return buf_.size() - simdjson::SIMDJSON_PADDING; }
 
@@ -182,7 +182,7 @@ asio::awaitable<link_end> mqtt_link::read_loop(std::string& why) {
     // Backpressure: wait while a shard queue is full or too much is
     // unacknowledged. Acks cancel the wait; a full shard queue is polled.
     while (!stopping_ && !closed_ &&
-           (!sh_.router.has_room() || tracker_.in_flight() >= read_limit())) {
+           (!sh_.router.has_room() || tracker_.in_flight() >= read_limit() || over_quota())) {
       if (!paused_) pipeline::bump(sh_.probe.backpressure_waits);
       paused_ = true;
       wake_.expires_after(2ms);

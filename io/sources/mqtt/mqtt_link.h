@@ -33,6 +33,10 @@
 #include "stages/event.h"
 #include "stages/validate.h"
 
+namespace evpipe::stages::tenant {
+class binding;
+}
+
 namespace evpipe::io {
 
 // What every connection of one source shares; owned by the source.
@@ -44,6 +48,7 @@ struct mqtt_shared {
   std::atomic<int>& reading;  // connections reading, for shutdown
   boost::asio::ssl::context* tls;  // null for mqtt://
   mqtt_subscription_memory* memory = nullptr;  // what each client id subscribed; null = not remembered
+  std::shared_ptr<const stages::tenant::binding> tenancy;  // null: tenancy off (docs/tenants.md)
 };
 
 // How a connection ended.
@@ -263,6 +268,16 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   boost::asio::steady_timer probe_timer_;      // shared_group probe deadline
   pipeline::ack_tracker tracker_;
   pipeline::intake intake_;
+  // Over its tenant's quota (docs/tenants.md): the read loop waits as for
+  // backpressure until the tenant is back within it; other links read on.
+  [[nodiscard]] bool over_quota() {
+    if (int64_t over = intake_.take_throttle_ns(); over > 0) {
+      quota_until_ns_ = pipeline::steady_now_ns() + over;
+      pipeline::bump(sh_.probe.tenant_throttled);
+    }
+    return quota_until_ns_ > 0 && quota_until_ns_ > pipeline::steady_now_ns();
+  }
+  int64_t quota_until_ns_ = 0;
   std::deque<inflight> inflight_;       // read, not yet acknowledged, in arrival order
   // [events] limits, followed at each read (a reload may change them).
   stages::envelope_limits limits_;

@@ -1,5 +1,7 @@
 #include "io/sources/mqtt/mqtt_source.h"
 
+#include "stages/tenant/binding.h"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -251,7 +253,8 @@ void mqtt_source::start() {
     }
   }
   for (const auto& w : mqtt_config_warnings(cfg_)) spdlog::warn("{}", w);
-  shared_ = std::make_unique<mqtt_shared>(mqtt_shared{cfg_, router_, probe_, limits_, reading_, tls_.get(), memory_});
+  shared_ = std::make_unique<mqtt_shared>(mqtt_shared{cfg_, router_, probe_, limits_, reading_, tls_.get(), memory_,
+                                                      stages::tenant::make_binding(cfg_.tenancy)});
   for (auto& id : mqtt_client_ids(cfg_)) sessions_.push_back(std::make_shared<mqtt_session>(ioc_, *shared_, std::move(id)));
   for (auto& s : sessions_) s->start();
 }

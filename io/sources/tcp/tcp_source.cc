@@ -16,6 +16,7 @@
 #include "io/sources/tcp/line_framer.h"
 #include "pipeline/ack_tracker.h"
 #include "pipeline/intake.h"
+#include "stages/tenant/binding.h"
 
 #include "io/listener.h"
 
@@ -48,6 +49,9 @@ class tcp_connection final : public stages::event_origin,
   ~tcp_connection() override {
     probe_.unacked.fetch_sub(static_cast<int64_t>(tracker_.issued() - tracker_.acked()));
   }
+
+  // Tenancy (docs/tenants.md): the listener's binding; before start().
+  void set_tenancy(std::shared_ptr<const stages::tenant::binding> b) { intake_.set_tenancy(std::move(b)); }
 
   void start() {
     reading_.fetch_add(1);
@@ -135,6 +139,18 @@ class tcp_connection final : public stages::event_origin,
       auto& validator = pipeline::thread_validator(limits_);  // this thread's parser, once per read
       for (auto it = framer_.next(); it.what != line_framer::kind::none; it = framer_.next()) take(it, t, validator);
       submit(t);
+      if (int64_t over = intake_.take_throttle_ns(); over > 0) {
+        // Its tenant is over its quota (docs/tenants.md): this connection
+        // waits until the tenant is back within it; others read on. Not
+        // paused_: acks must not end this wait (they cancel the timer to
+        // end a backpressure wait), so it runs to its deadline.
+        pipeline::bump(probe_.tenant_throttled);
+        const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(over);
+        while (!stopping_ && std::chrono::steady_clock::now() < until) {
+          timer_.expires_at(until);
+          co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+      }
     }
     reading_done_ = true;
     reading_.fetch_sub(1);
@@ -250,7 +266,7 @@ class tcp_connection final : public stages::event_origin,
 tcp_source::tcp_source(asio::io_context& ioc, config::tcp_source cfg, pipeline::router& router,
                        pipeline::source_probe& probe, stages::envelope_limits limits)
     : ioc_(ioc), cfg_(std::move(cfg)), router_(router), probe_(probe), limits_(limits), acceptor_(ioc),
-      accept_timer_(ioc), pacer_("tcp source " + cfg_.listen.str()) {}
+      accept_timer_(ioc), pacer_("tcp source " + cfg_.listen.str()), tenancy_(stages::tenant::make_binding(cfg_.tenancy)) {}
 
 tcp_source::~tcp_source() = default;
 
@@ -291,6 +307,7 @@ void tcp_source::accept() {
       socket.set_option(tcp::no_delay(true), ec);
       socket.set_option(asio::socket_base::keep_alive(true), ec);  // half-open peers end in an error
       auto conn = std::make_shared<tcp_connection>(std::move(socket), cfg_, router_, probe_, limits_, reading_);
+      conn->set_tenancy(tenancy_);
       conns_.add(conn);
       conn->start();
     }

@@ -30,6 +30,10 @@
 #include "pipeline/router.h"
 #include "stages/validate.h"
 
+namespace evpipe::stages::tenant {
+class binding;
+}
+
 namespace evpipe::io {
 
 class tcp_connection;
@@ -65,6 +69,7 @@ class tcp_source final : public source {
   std::atomic<int> reading_{0};
   bool refusal_logged_ = false;  // accept handler only
   connection_set<tcp_connection> conns_;
+  std::shared_ptr<const stages::tenant::binding> tenancy_;  // null: tenancy off (docs/tenants.md)
 };
 
 }  // namespace evpipe::io
