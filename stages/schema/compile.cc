@@ -2,6 +2,7 @@
 
 #include <re2/re2.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
@@ -152,6 +153,7 @@ class compiler {
     } else {
       for (auto field : obj) compile_keyword(n, field.key, field.value, where, root);
       split_required(n);
+      hash_properties(n);
     }
     p_.nodes[idx] = std::move(n);
     return idx;
@@ -176,7 +178,12 @@ class compiler {
       if (v.get_object().get(props) != simdjson::SUCCESS) fail(at, "must be an object of schemas");
       for (auto p : props) {
         uint32_t child = compile(p.value, at + "/" + escape_token(p.key), false);
-        n.properties.push_back({std::string(p.key), child});
+        // A name given twice: the walker has always applied the first; the
+        // later ones are compiled (a mistake in one still refuses the file)
+        // but not kept, so no lookup can reach them.
+        const bool repeated = std::any_of(n.properties.begin(), n.properties.end(),
+                                          [&](const property_rule& r) { return r.name == p.key; });
+        if (!repeated) n.properties.push_back({std::string(p.key), child});
       }
       n.has |= node::h_properties;
     } else if (k == "additionalProperties") {
@@ -190,7 +197,12 @@ class compiler {
     } else if (k == "enum") {
       dom::array a;
       if (v.get_array().get(a) != simdjson::SUCCESS) fail(at, "must be an array");
-      for (dom::element x : a) n.enum_values.push_back(x);
+      for (dom::element x : a) {
+        n.enum_values.push_back(x);
+        std::string_view text;
+        if (x.get_string().get(text) == simdjson::SUCCESS) n.enum_strings.push_back(text);
+        else n.enum_others.push_back(x);
+      }
       n.has |= node::h_enum;
     } else if (k == "const") {
       n.const_value = v;
@@ -271,6 +283,18 @@ class compiler {
       } else {
         n.required_other.push_back(name);
       }
+    }
+  }
+
+  static void hash_properties(node& n) {
+    if (n.properties.empty()) return;
+    size_t size = 4;
+    while (size < 2 * n.properties.size()) size *= 2;
+    n.property_slots.assign(size, 0);
+    for (uint32_t i = 0; i < n.properties.size(); ++i) {
+      size_t slot = property_hash(n.properties[i].name) & (size - 1);
+      while (n.property_slots[slot] != 0) slot = (slot + 1) & (size - 1);
+      n.property_slots[slot] = i + 1;
     }
   }
 

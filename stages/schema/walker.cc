@@ -3,6 +3,7 @@
 #include <re2/re2.h>
 
 #include <array>
+#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -148,6 +149,72 @@ bool json_equal(dom::element a, dom::element b) {
   }
 }
 
+// Little-endian view of eight bytes: byte i of the text is bits 8i..8i+7.
+uint64_t load8(const char* p) noexcept {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  if constexpr (std::endian::native == std::endian::big) w = __builtin_bswap64(w);
+  return w;
+}
+
+constexpr uint64_t byte_at(int i) noexcept { return uint64_t{1} << (8 * i); }
+constexpr uint64_t each_byte(uint8_t b) noexcept { return 0x0101010101010101ull * b; }
+
+// Whether all eight bytes of `w` are ASCII hex digits, with no branch per
+// byte: the range tests are done on all bytes at once. Each byte is below
+// 0x80 (checked first), so adding at most 0x80 to it never carries into the
+// next byte, and bit 7 of each byte of the sum says where it stands.
+bool all_hex(uint64_t w) noexcept {
+  constexpr uint64_t high = each_byte(0x80);
+  auto at_least = [](uint64_t x, uint8_t lo) { return (x + each_byte(0x80 - lo)) & high; };
+  auto at_most = [](uint64_t x, uint8_t hi) { return ~(x + each_byte(0x7F - hi)) & high; };
+  const uint64_t lower = w | each_byte(0x20);  // 'A'..'F' -> 'a'..'f'; never makes a digit of a non-digit
+  const uint64_t digit = at_least(w, '0') & at_most(w, '9');
+  const uint64_t letter = at_least(lower, 'a') & at_most(lower, 'f');
+  return (w & high) == 0 && (digit | letter) == high;
+}
+
+// Whether a value of tape type `t` is of one of the JSON Schema types
+// `types`. Only a double under "integer" without "number" needs its value.
+bool has_type(uint8_t types, dom::element_type t, dom::element v) noexcept {
+  switch (t) {
+    case dom::element_type::NULL_VALUE: return types & t_null;
+    case dom::element_type::BOOL: return types & t_boolean;
+    case dom::element_type::INT64:
+    case dom::element_type::UINT64: return types & (t_integer | t_number);
+    case dom::element_type::DOUBLE: {
+      if (types & t_number) return true;
+      if (!(types & t_integer)) return false;
+      const double d = double(v);
+      return std::trunc(d) == d;
+    }
+    case dom::element_type::STRING: return types & t_string;
+    case dom::element_type::ARRAY: return types & t_array;
+    case dom::element_type::OBJECT: return types & t_object;
+  }
+  return false;
+}
+
+bool same_bytes(std::string_view a, std::string_view b) noexcept {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// enum: a string can only equal a string, and strings are equal by their
+// bytes (simdjson has decoded the escapes), so strings meet only strings.
+bool in_enum(const node& n, dom::element_type t, dom::element v) {
+  if (t == dom::element_type::STRING) {
+    const std::string_view s(v);
+    for (std::string_view e : n.enum_strings) {
+      if (same_bytes(s, e)) return true;
+    }
+    return false;
+  }
+  for (const auto& e : n.enum_others) {
+    if (json_equal(v, e)) return true;
+  }
+  return false;
+}
+
 void append_token(std::string& out, std::string_view key) {
   out.push_back('/');
   for (char c : key) {
@@ -160,19 +227,15 @@ void append_token(std::string& out, std::string_view key) {
 }  // namespace
 
 bool is_uuid_text(std::string_view s) noexcept {
-  // A table, not a chain of range tests: this runs for every uuid field.
-  static constexpr auto hex_digit = [] {
-    std::array<bool, 256> t{};
-    for (int c = '0'; c <= '9'; ++c) t[c] = true;
-    for (int c = 'a'; c <= 'f'; ++c) t[c] = true;
-    for (int c = 'A'; c <= 'F'; ++c) t[c] = true;
-    return t;
-  }();
+  // Eight bytes at a time (this runs for every uuid field): the four hyphens
+  // are checked one by one and then stand in as hex digits in the words.
   if (s.size() != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-') return false;
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  bool ok = true;
-  for (size_t i = 0; i < 36; ++i) ok &= hex_digit[p[i]] | (i == 8 || i == 13 || i == 18 || i == 23);
-  return ok;
+  const char* p = s.data();
+  // '-' (0x2D) | 0x03 = '/' would not pass; '-' + 3 = '0' does: add 3 at the
+  // hyphens of each word so that they read as the digit 0.
+  constexpr uint64_t at8 = byte_at(0), at13 = byte_at(5), at18 = byte_at(2), at23 = byte_at(7);
+  return all_hex(load8(p)) & all_hex(load8(p + 8) + 3 * (at8 | at13)) & all_hex(load8(p + 16) + 3 * (at18 | at23)) &
+         all_hex(load8(p + 24)) & all_hex(load8(p + 28));
 }
 
 bool is_rfc3339_date_time(std::string_view s) noexcept {
@@ -224,20 +287,15 @@ bool walker::walk(uint32_t i, dom::element v, bool report) {
   const uint32_t has = n.has;
   if (has == 0) return true;
   if (has & node::h_false) return fail(report, n, keyword::false_schema, "no value is allowed here");
-  if ((has & node::h_type) && !(type_of(v) & n.types)) {
+  const dom::element_type t = v.type();
+  if ((has & node::h_type) && !has_type(n.types, t, v)) {
     return fail(report, n, keyword::type, report ? "expected " + type_names(n.types) + ", got " + type_name(v) : "");
   }
   if ((has & node::h_const) && !json_equal(v, n.const_value)) {
     return fail(report, n, keyword::const_value, "not the constant " + (report ? simdjson::minify(n.const_value) : ""));
   }
-  if (has & node::h_enum) {
-    bool found = false;
-    for (const auto& e : n.enum_values) {
-      if ((found = json_equal(v, e))) break;
-    }
-    if (!found) return fail(report, n, keyword::enum_values, "not one of the enum values");
-  }
-  switch (v.type()) {
+  if ((has & node::h_enum) && !in_enum(n, t, v)) return fail(report, n, keyword::enum_values, "not one of the enum values");
+  switch (t) {
     case dom::element_type::STRING:
       if ((has & (node::h_min_length | node::h_max_length | node::h_pattern | node::h_format)) &&
           !walk_string(n, std::string_view(v), report)) {
@@ -360,18 +418,30 @@ bool walker::walk_object(const node& n, dom::object o, bool report) {
   const bool named = n.has & node::h_properties;
   const bool extra = n.has & node::h_additional;
   if (named || extra) {
+    const size_t count = n.properties.size();
+    // Members usually come in the order the schema lists them: try the
+    // property after the last one found before hashing the name.
+    size_t expect = 0;
     for (auto field : o) {
       const std::string_view key = field.key;
-      size_t i = 0;
-      const size_t count = n.properties.size();
-      while (i < count && !(n.properties[i].name.size() == key.size() &&
-                            std::memcmp(n.properties[i].name.data(), key.data(), key.size()) == 0)) {
-        ++i;
+      size_t i = count;
+      if (expect < count && same_bytes(key, n.properties[expect].name)) {
+        i = expect;
+      } else if (count != 0) {
+        const size_t mask = n.property_slots.size() - 1;
+        for (size_t slot = property_hash(key) & mask; n.property_slots[slot] != 0; slot = (slot + 1) & mask) {
+          const uint32_t at = n.property_slots[slot] - 1;
+          if (same_bytes(key, n.properties[at].name)) {
+            i = at;
+            break;
+          }
+        }
       }
       uint32_t child;
       if (i < count) {
         if (i < 64) seen |= uint64_t{1} << i;
         child = n.properties[i].node;
+        expect = i + 1;
       } else if (extra) {
         if (n.additional == no_node) {
           path_.push_back(step{key, 0});
