@@ -1,4 +1,5 @@
 #include "stages/schema/compile.h"
+#include "stages/schema/simple_pattern.h"
 
 #include <re2/re2.h>
 
@@ -230,6 +231,7 @@ class compiler {
       auto re = std::make_shared<const RE2>(re2::StringPiece(s.data(), s.size()), opts);
       if (!re->ok()) fail(at, "\"" + std::string(s) + "\" is not a pattern RE2 accepts: " + re->error());
       n.pattern = std::move(re);
+      if (auto fast = simple_pattern::compile(s)) n.fast_pattern = std::make_shared<const simple_pattern>(*fast);
       n.has |= node::h_pattern;
     } else if (k == "format") {
       if (v.get_string().get(s) != simdjson::SUCCESS) fail(at, "must be a string");

@@ -21,6 +21,8 @@ class RE2;
 
 namespace evpipe::stages::schema {
 
+class simple_pattern;
+
 // The keywords a node can fail on; their names are what the DLQ message says.
 enum class keyword : uint8_t {
   false_schema,  // the schema `false`: nothing is valid
@@ -103,6 +105,12 @@ struct node {
     h_any_of = 1u << 19,
     h_one_of = 1u << 20,
     h_false = 1u << 21,  // the boolean schema `false`
+    // Groups the walker tests at once.
+    h_string_checks = h_min_length | h_max_length | h_pattern | h_format,
+    h_number_checks = h_minimum | h_maximum | h_exclusive_minimum | h_exclusive_maximum,
+    h_array_checks = h_items | h_min_items | h_max_items,
+    h_object_checks = h_required | h_properties | h_additional,
+    h_rare = h_false | h_const | h_ref | h_all_of | h_any_of | h_one_of,
   };
   uint32_t has = 0;
   uint8_t types = 0;
@@ -127,6 +135,9 @@ struct node {
   double minimum = 0, maximum = 0, exclusive_minimum = 0, exclusive_maximum = 0;
   uint64_t min_length = 0, max_length = 0, min_items = 0, max_items = 0;
   std::shared_ptr<const re2::RE2> pattern;
+  // The same pattern for the bit-parallel matcher, when it is simple enough
+  // (stages/schema/simple_pattern.h); else null and RE2 matches.
+  std::shared_ptr<const simple_pattern> fast_pattern;
   uint32_t items = no_node;
   uint32_t ref = no_node;
   std::vector<uint32_t> all_of, any_of, one_of;

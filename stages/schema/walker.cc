@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "stages/schema/simple_pattern.h"
 #include "stages/validate.h"
 
 namespace evpipe::stages::schema {
@@ -195,8 +196,28 @@ bool has_type(uint8_t types, dom::element_type t, dom::element v) noexcept {
   return false;
 }
 
+uint32_t load4(const char* p) noexcept {
+  uint32_t w;
+  std::memcpy(&w, p, 4);
+  return w;
+}
+
+// Byte equality of short strings (member names, enum values) without a call
+// to memcmp: two overlapping loads cover 4 to 16 bytes and never read
+// outside either string.
 bool same_bytes(std::string_view a, std::string_view b) noexcept {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size()) == 0;
+  const size_t n = a.size();
+  if (n != b.size()) return false;
+  const char *x = a.data(), *y = b.data();
+  if (n >= 8) {
+    if (n > 16) return std::memcmp(x, y, n) == 0;
+    return ((load8(x) ^ load8(y)) | (load8(x + n - 8) ^ load8(y + n - 8))) == 0;
+  }
+  if (n >= 4) return ((load4(x) ^ load4(y)) | (load4(x + n - 4) ^ load4(y + n - 4))) == 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (x[i] != y[i]) return false;
+  }
+  return true;
 }
 
 // enum: a string can only equal a string, and strings are equal by their
@@ -266,11 +287,12 @@ bool walker::check(const program& p, dom::element value, violation* why) {
   p_ = &p;
   why_ = why;
   path_.clear();
-  return walk(0, value, why != nullptr);
+  // Two instantiations of the walk: the one for the verdict alone keeps no
+  // path and builds no message, so a passing value costs only its checks.
+  return why ? walk<true>(0, value) : walk<false>(0, value);
 }
 
-bool walker::fail(bool report, const node& n, keyword k, std::string detail) {
-  if (!report) return false;
+void walker::record(const node& n, keyword k, std::string detail) {
   why_->what = k;
   why_->detail = std::move(detail);
   why_->schema_at = n.where;
@@ -279,78 +301,88 @@ bool walker::fail(bool report, const node& n, keyword k, std::string detail) {
     if (s.key.data()) append_token(why_->pointer, s.key);
     else why_->pointer += "/" + std::to_string(s.index);
   }
+}
+
+template <bool Report, typename Detail>
+bool walker::fail(const node& n, keyword k, Detail&& detail) {
+  if constexpr (Report) record(n, k, detail());
   return false;
 }
 
-bool walker::walk(uint32_t i, dom::element v, bool report) {
+template <bool Report>
+bool walker::walk(uint32_t i, dom::element v) {
   const node& n = p_->nodes[i];
   const uint32_t has = n.has;
   if (has == 0) return true;
-  if (has & node::h_false) return fail(report, n, keyword::false_schema, "no value is allowed here");
   const dom::element_type t = v.type();
-  if ((has & node::h_type) && !has_type(n.types, t, v)) {
-    return fail(report, n, keyword::type, report ? "expected " + type_names(n.types) + ", got " + type_name(v) : "");
+  if ((has & node::h_type) && !has_type(n.types, t, v)) [[unlikely]] {
+    return fail<Report>(n, keyword::type, [&] { return "expected " + type_names(n.types) + ", got " + type_name(v); });
   }
-  if ((has & node::h_const) && !json_equal(v, n.const_value)) {
-    return fail(report, n, keyword::const_value, "not the constant " + (report ? simdjson::minify(n.const_value) : ""));
+  if ((has & node::h_enum) && !in_enum(n, t, v)) [[unlikely]] {
+    return fail<Report>(n, keyword::enum_values, [] { return std::string("not one of the enum values"); });
   }
-  if ((has & node::h_enum) && !in_enum(n, t, v)) return fail(report, n, keyword::enum_values, "not one of the enum values");
   switch (t) {
     case dom::element_type::STRING:
-      if ((has & (node::h_min_length | node::h_max_length | node::h_pattern | node::h_format)) &&
-          !walk_string(n, std::string_view(v), report)) {
-        return false;
-      }
+      if ((has & node::h_string_checks) && !walk_string<Report>(n, std::string_view(v))) return false;
       break;
     case dom::element_type::INT64:
     case dom::element_type::UINT64:
     case dom::element_type::DOUBLE:
-      if ((has & (node::h_minimum | node::h_maximum | node::h_exclusive_minimum | node::h_exclusive_maximum)) &&
-          !walk_number(n, v, report)) {
-        return false;
-      }
+      if ((has & node::h_number_checks) && !walk_number<Report>(n, v)) return false;
       break;
     case dom::element_type::ARRAY:
-      if ((has & (node::h_items | node::h_min_items | node::h_max_items)) && !walk_array(n, dom::array(v), report)) {
-        return false;
-      }
+      if ((has & node::h_array_checks) && !walk_array<Report>(n, dom::array(v))) return false;
       break;
     case dom::element_type::OBJECT:
-      if ((has & (node::h_required | node::h_properties | node::h_additional)) &&
-          !walk_object(n, dom::object(v), report)) {
-        return false;
-      }
+      if ((has & node::h_object_checks) && !walk_object<Report>(n, dom::object(v))) return false;
       break;
     default: break;
   }
-  if ((has & node::h_ref) && !walk(n.ref, v, report)) return false;
+  // false, const and the applicators: rare in payload schemas, kept out of
+  // the common path behind one test.
+  return !(has & node::h_rare) || walk_rare<Report>(n, v);
+}
+
+template <bool Report>
+bool walker::walk_rare(const node& n, dom::element v) {
+  const uint32_t has = n.has;
+  if (has & node::h_false) return fail<Report>(n, keyword::false_schema, [] { return std::string("no value is allowed here"); });
+  if ((has & node::h_const) && !json_equal(v, n.const_value)) {
+    return fail<Report>(n, keyword::const_value, [&] { return "not the constant " + simdjson::minify(n.const_value); });
+  }
+  if ((has & node::h_ref) && !walk<Report>(n.ref, v)) return false;
   if (has & node::h_all_of) {
     for (uint32_t c : n.all_of) {
-      if (!walk(c, v, report)) return false;  // the inner failure says more than "allOf"
+      if (!walk<Report>(c, v)) return false;  // the inner failure says more than "allOf"
     }
   }
   if (has & node::h_any_of) {
     bool any = false;
     for (uint32_t c : n.any_of) {
-      if ((any = walk(c, v, false))) break;
+      if ((any = walk<false>(c, v))) break;
     }
-    if (!any) return fail(report, n, keyword::any_of, "matches none of the " + std::to_string(n.any_of.size()) + " schemas");
+    if (!any) {
+      return fail<Report>(n, keyword::any_of,
+                          [&] { return "matches none of the " + std::to_string(n.any_of.size()) + " schemas"; });
+    }
   }
   if (has & node::h_one_of) {
     size_t matched = 0;
     for (uint32_t c : n.one_of) {
-      if (walk(c, v, false) && ++matched > 1) break;
+      if (walk<false>(c, v) && ++matched > 1) break;
     }
     if (matched != 1) {
-      return fail(report, n, keyword::one_of,
-                  matched == 0 ? "matches none of the " + std::to_string(n.one_of.size()) + " schemas"
-                               : "matches more than one of the " + std::to_string(n.one_of.size()) + " schemas");
+      return fail<Report>(n, keyword::one_of, [&] {
+        return matched == 0 ? "matches none of the " + std::to_string(n.one_of.size()) + " schemas"
+                            : "matches more than one of the " + std::to_string(n.one_of.size()) + " schemas";
+      });
     }
   }
   return true;
 }
 
-bool walker::walk_string(const node& n, std::string_view s, bool report) {
+template <bool Report>
+bool walker::walk_string(const node& n, std::string_view s) {
   // A string has between size/4 and size characters: most lengths are
   // settled by the byte count without counting characters.
   const bool settled = (!(n.has & node::h_max_length) || s.size() <= n.max_length) &&
@@ -358,66 +390,76 @@ bool walker::walk_string(const node& n, std::string_view s, bool report) {
   if (!settled && (n.has & (node::h_min_length | node::h_max_length))) {
     const size_t chars = utf8_chars(s);  // code points, as 2020-12 counts length
     if ((n.has & node::h_min_length) && chars < n.min_length) {
-      return fail(report, n, keyword::min_length,
-                  std::to_string(chars) + " characters, fewer than " + std::to_string(n.min_length));
+      return fail<Report>(n, keyword::min_length, [&] {
+        return std::to_string(chars) + " characters, fewer than " + std::to_string(n.min_length);
+      });
     }
     if ((n.has & node::h_max_length) && chars > n.max_length) {
-      return fail(report, n, keyword::max_length,
-                  std::to_string(chars) + " characters, more than " + std::to_string(n.max_length));
+      return fail<Report>(n, keyword::max_length, [&] {
+        return std::to_string(chars) + " characters, more than " + std::to_string(n.max_length);
+      });
     }
   }
   if ((n.has & node::h_pattern) &&
-      !n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0)) {
-    return fail(report, n, keyword::pattern, "does not match " + (report ? n.pattern->pattern() : ""));
+      !(n.fast_pattern ? n.fast_pattern->search(s)
+                       : n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0))) {
+    return fail<Report>(n, keyword::pattern, [&] { return "does not match " + n.pattern->pattern(); });
   }
   if (n.has & node::h_format) {
-    bool ok = n.format == format_kind::uuid ? is_uuid_text(s) : is_rfc3339_date_time(s);
-    if (!ok) return fail(report, n, keyword::format, n.format == format_kind::uuid ? "not a uuid" : "not an RFC 3339 date-time");
+    const bool ok = n.format == format_kind::uuid ? is_uuid_text(s) : is_rfc3339_date_time(s);
+    if (!ok) {
+      return fail<Report>(n, keyword::format, [&] {
+        return std::string(n.format == format_kind::uuid ? "not a uuid" : "not an RFC 3339 date-time");
+      });
+    }
   }
   return true;
 }
 
-bool walker::walk_number(const node& n, dom::element v, bool report) {
+template <bool Report>
+bool walker::walk_number(const node& n, dom::element v) {
   const double x = as_double(v);
   if ((n.has & node::h_minimum) && !(x >= n.minimum)) {
-    return fail(report, n, keyword::minimum, num(x) + " is below the minimum " + num(n.minimum));
+    return fail<Report>(n, keyword::minimum, [&] { return num(x) + " is below the minimum " + num(n.minimum); });
   }
   if ((n.has & node::h_maximum) && !(x <= n.maximum)) {
-    return fail(report, n, keyword::maximum, num(x) + " is above the maximum " + num(n.maximum));
+    return fail<Report>(n, keyword::maximum, [&] { return num(x) + " is above the maximum " + num(n.maximum); });
   }
   if ((n.has & node::h_exclusive_minimum) && !(x > n.exclusive_minimum)) {
-    return fail(report, n, keyword::exclusive_minimum, num(x) + " is not above " + num(n.exclusive_minimum));
+    return fail<Report>(n, keyword::exclusive_minimum, [&] { return num(x) + " is not above " + num(n.exclusive_minimum); });
   }
   if ((n.has & node::h_exclusive_maximum) && !(x < n.exclusive_maximum)) {
-    return fail(report, n, keyword::exclusive_maximum, num(x) + " is not below " + num(n.exclusive_maximum));
+    return fail<Report>(n, keyword::exclusive_maximum, [&] { return num(x) + " is not below " + num(n.exclusive_maximum); });
   }
   return true;
 }
 
-bool walker::walk_array(const node& n, dom::array a, bool report) {
+template <bool Report>
+bool walker::walk_array(const node& n, dom::array a) {
   const size_t size = a.size();
   if ((n.has & node::h_min_items) && size < n.min_items) {
-    return fail(report, n, keyword::min_items, std::to_string(size) + " items, fewer than " + std::to_string(n.min_items));
+    return fail<Report>(n, keyword::min_items,
+                        [&] { return std::to_string(size) + " items, fewer than " + std::to_string(n.min_items); });
   }
   if ((n.has & node::h_max_items) && size > n.max_items) {
-    return fail(report, n, keyword::max_items, std::to_string(size) + " items, more than " + std::to_string(n.max_items));
+    return fail<Report>(n, keyword::max_items,
+                        [&] { return std::to_string(size) + " items, more than " + std::to_string(n.max_items); });
   }
   if (n.has & node::h_items) {
     size_t i = 0;
     for (dom::element e : a) {
-      path_.push_back(step{{}, i++});
-      if (!walk(n.items, e, report)) return false;  // the path stays for the message; check() clears it
-      path_.pop_back();
+      if constexpr (Report) path_.push_back(step{{}, i++});
+      if (!walk<Report>(n.items, e)) return false;  // the path stays for the message; check() clears it
+      if constexpr (Report) path_.pop_back();
     }
   }
   return true;
 }
 
-bool walker::walk_object(const node& n, dom::object o, bool report) {
+template <bool Report>
+bool walker::walk_object(const node& n, dom::object o) {
   uint64_t seen = 0;
-  const bool named = n.has & node::h_properties;
-  const bool extra = n.has & node::h_additional;
-  if (named || extra) {
+  if (n.has & (node::h_properties | node::h_additional)) {
     const size_t count = n.properties.size();
     // Members usually come in the order the schema lists them: try the
     // property after the last one found before hashing the name.
@@ -442,26 +484,26 @@ bool walker::walk_object(const node& n, dom::object o, bool report) {
         if (i < 64) seen |= uint64_t{1} << i;
         child = n.properties[i].node;
         expect = i + 1;
-      } else if (extra) {
+      } else if (n.has & node::h_additional) {
         if (n.additional == no_node) {
-          path_.push_back(step{key, 0});
-          return fail(report, n, keyword::additional_properties,
-                      "property \"" + std::string(key) + "\" is not allowed");
+          if constexpr (Report) path_.push_back(step{key, 0});
+          return fail<Report>(n, keyword::additional_properties,
+                              [&] { return "property \"" + std::string(key) + "\" is not allowed"; });
         }
         child = n.additional;
       } else {
         continue;
       }
-      path_.push_back(step{key, 0});
-      if (!walk(child, field.value, report)) return false;
-      path_.pop_back();
+      if constexpr (Report) path_.push_back(step{key, 0});
+      if (!walk<Report>(child, field.value)) return false;
+      if constexpr (Report) path_.pop_back();
     }
   }
   if ((n.required_props & seen) != n.required_props || !n.required_other.empty()) {
     for (const auto& name : n.required) {
       dom::element ignored;
       if (o.at_key(name).get(ignored) != simdjson::SUCCESS) {
-        return fail(report, n, keyword::required, "property \"" + name + "\" is missing");
+        return fail<Report>(n, keyword::required, [&] { return "property \"" + name + "\" is missing"; });
       }
     }
   }
