@@ -110,7 +110,9 @@ struct node {
     h_number_checks = h_minimum | h_maximum | h_exclusive_minimum | h_exclusive_maximum,
     h_array_checks = h_items | h_min_items | h_max_items,
     h_object_checks = h_required | h_properties | h_additional,
-    h_rare = h_false | h_const | h_ref | h_all_of | h_any_of | h_one_of,
+    h_rare = h_false | h_ref | h_all_of | h_any_of | h_one_of,
+    h_value_checks = h_type | h_const | h_enum | h_string_checks | h_number_checks,  // on the value alone
+    h_structure = h_array_checks | h_object_checks | h_rare,                // the rest: descend or apply others
   };
   uint32_t has = 0;
   uint8_t types = 0;

@@ -3,6 +3,9 @@
 #include <re2/re2.h>
 
 #include <array>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -40,18 +43,6 @@ std::string_view keyword_name(keyword k) noexcept {
 }
 
 namespace {
-
-bool hex(char c) noexcept { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
-
-bool digits(std::string_view s, size_t at, size_t n, int& out) noexcept {
-  if (at + n > s.size()) return false;
-  out = 0;
-  for (size_t i = at; i < at + n; ++i) {
-    if (s[i] < '0' || s[i] > '9') return false;
-    out = out * 10 + (s[i] - '0');
-  }
-  return true;
-}
 
 // The JSON Schema type bits of a value: an integral number is both.
 uint8_t type_of(dom::element v) noexcept {
@@ -158,14 +149,14 @@ uint64_t load8(const char* p) noexcept {
   return w;
 }
 
-constexpr uint64_t byte_at(int i) noexcept { return uint64_t{1} << (8 * i); }
+[[maybe_unused]] constexpr uint64_t byte_at(int i) noexcept { return uint64_t{1} << (8 * i); }
 constexpr uint64_t each_byte(uint8_t b) noexcept { return 0x0101010101010101ull * b; }
 
 // Whether all eight bytes of `w` are ASCII hex digits, with no branch per
 // byte: the range tests are done on all bytes at once. Each byte is below
 // 0x80 (checked first), so adding at most 0x80 to it never carries into the
 // next byte, and bit 7 of each byte of the sum says where it stands.
-bool all_hex(uint64_t w) noexcept {
+[[maybe_unused]] bool all_hex(uint64_t w) noexcept {
   constexpr uint64_t high = each_byte(0x80);
   auto at_least = [](uint64_t x, uint8_t lo) { return (x + each_byte(0x80 - lo)) & high; };
   auto at_most = [](uint64_t x, uint8_t hi) { return ~(x + each_byte(0x7F - hi)) & high; };
@@ -178,22 +169,24 @@ bool all_hex(uint64_t w) noexcept {
 // Whether a value of tape type `t` is of one of the JSON Schema types
 // `types`. Only a double under "integer" without "number" needs its value.
 bool has_type(uint8_t types, dom::element_type t, dom::element v) noexcept {
-  switch (t) {
-    case dom::element_type::NULL_VALUE: return types & t_null;
-    case dom::element_type::BOOL: return types & t_boolean;
-    case dom::element_type::INT64:
-    case dom::element_type::UINT64: return types & (t_integer | t_number);
-    case dom::element_type::DOUBLE: {
-      if (types & t_number) return true;
-      if (!(types & t_integer)) return false;
-      const double d = double(v);
-      return std::trunc(d) == d;
-    }
-    case dom::element_type::STRING: return types & t_string;
-    case dom::element_type::ARRAY: return types & t_array;
-    case dom::element_type::OBJECT: return types & t_object;
-  }
-  return false;
+  // The type bits of each tape type, by its character; a double is a
+  // number, and an integer too only when it has no fractional part.
+  static constexpr auto bits_of = [] {
+    std::array<uint8_t, 256> b{};
+    b[uint8_t(dom::element_type::NULL_VALUE)] = t_null;
+    b[uint8_t(dom::element_type::BOOL)] = t_boolean;
+    b[uint8_t(dom::element_type::INT64)] = t_integer | t_number;
+    b[uint8_t(dom::element_type::UINT64)] = t_integer | t_number;
+    b[uint8_t(dom::element_type::DOUBLE)] = t_number;
+    b[uint8_t(dom::element_type::STRING)] = t_string;
+    b[uint8_t(dom::element_type::ARRAY)] = t_array;
+    b[uint8_t(dom::element_type::OBJECT)] = t_object;
+    return b;
+  }();
+  if (bits_of[uint8_t(t)] & types) return true;
+  if (t != dom::element_type::DOUBLE || !(types & t_integer)) return false;
+  const double d = double(v);
+  return std::trunc(d) == d;
 }
 
 uint32_t load4(const char* p) noexcept {
@@ -205,7 +198,7 @@ uint32_t load4(const char* p) noexcept {
 // Byte equality of short strings (member names, enum values) without a call
 // to memcmp: two overlapping loads cover 4 to 16 bytes and never read
 // outside either string.
-bool same_bytes(std::string_view a, std::string_view b) noexcept {
+[[gnu::always_inline]] inline bool same_bytes(std::string_view a, std::string_view b) noexcept {
   const size_t n = a.size();
   if (n != b.size()) return false;
   const char *x = a.data(), *y = b.data();
@@ -248,39 +241,62 @@ void append_token(std::string& out, std::string_view key) {
 }  // namespace
 
 bool is_uuid_text(std::string_view s) noexcept {
-  // Eight bytes at a time (this runs for every uuid field): the four hyphens
-  // are checked one by one and then stand in as hex digits in the words.
+  // This runs for every uuid field: 16 bytes at a time where SSE2 is there
+  // (every x86-64), else 8 at a time. The four hyphens are checked one by
+  // one; in the wide checks they stand in as hex digits.
   if (s.size() != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-') return false;
   const char* p = s.data();
-  // '-' (0x2D) | 0x03 = '/' would not pass; '-' + 3 = '0' does: add 3 at the
-  // hyphens of each word so that they read as the digit 0.
+#if defined(__SSE2__)
+  auto hex16 = [](const char* at, int hyphens) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at));
+    // (x - lo) saturated below hi - lo is zero exactly for lo <= x <= hi.
+    auto within = [&](__m128i v, char lo, char span) {
+      return _mm_cmpeq_epi8(_mm_subs_epu8(_mm_sub_epi8(v, _mm_set1_epi8(lo)), _mm_set1_epi8(span)), _mm_setzero_si128());
+    };
+    const __m128i ok = _mm_or_si128(within(x, '0', 9), within(_mm_or_si128(x, _mm_set1_epi8(0x20)), 'a', 5));
+    return (_mm_movemask_epi8(ok) | hyphens) == 0xFFFF;
+  };
+  // Bytes 0-15 (hyphens at 8, 13), 16-31 (18, 23), 20-35 (23).
+  return hex16(p, (1 << 8) | (1 << 13)) & hex16(p + 16, (1 << 2) | (1 << 7)) & hex16(p + 20, 1 << 3);
+#else
+  // '-' + 3 = '0': add 3 at the hyphens of each word so that they read as 0.
   constexpr uint64_t at8 = byte_at(0), at13 = byte_at(5), at18 = byte_at(2), at23 = byte_at(7);
   return all_hex(load8(p)) & all_hex(load8(p + 8) + 3 * (at8 | at13)) & all_hex(load8(p + 16) + 3 * (at18 | at23)) &
          all_hex(load8(p + 24)) & all_hex(load8(p + 28));
+#endif
 }
 
 bool is_rfc3339_date_time(std::string_view s) noexcept {
-  int year, month, day, hour, minute, second, oh, om;
-  if (s.size() < 20 || !digits(s, 0, 4, year) || s[4] != '-' || !digits(s, 5, 2, month) || s[7] != '-' ||
-      !digits(s, 8, 2, day) || (s[10] != 'T' && s[10] != 't') || !digits(s, 11, 2, hour) || s[13] != ':' ||
-      !digits(s, 14, 2, minute) || s[16] != ':' || !digits(s, 17, 2, second)) {
-    return false;
-  }
+  // Fixed places for the first 19 characters ("YYYY-MM-DDTHH:MM:SS"), read
+  // without a bounds check each once the length is known; a byte that is
+  // not a digit gives a value above 9.
+  if (s.size() < 20) return false;
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  auto d = [p](size_t i) { return unsigned(p[i]) - unsigned('0'); };
+  const bool all_digits = (d(0) <= 9) & (d(1) <= 9) & (d(2) <= 9) & (d(3) <= 9) & (d(5) <= 9) & (d(6) <= 9) &
+                          (d(8) <= 9) & (d(9) <= 9) & (d(11) <= 9) & (d(12) <= 9) & (d(14) <= 9) & (d(15) <= 9) &
+                          (d(17) <= 9) & (d(18) <= 9);
+  const bool separators = (p[4] == '-') & (p[7] == '-') & ((p[10] | 0x20) == 't') & (p[13] == ':') & (p[16] == ':');
+  if (!(all_digits & separators)) return false;
+  const unsigned year = d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3), month = d(5) * 10 + d(6), day = d(8) * 10 + d(9),
+                 hour = d(11) * 10 + d(12), minute = d(14) * 10 + d(15), second = d(17) * 10 + d(18);
   if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 60) return false;
-  static constexpr int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-  if (day > days[month - 1] + (month == 2 && leap ? 1 : 0)) return false;
-  size_t p = 19;
-  if (s[p] == '.') {
-    size_t start = ++p;
-    while (p < s.size() && s[p] >= '0' && s[p] <= '9') ++p;
-    if (p == start) return false;
+  static constexpr unsigned char days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (day > days[month - 1]) {
+    const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (!(month == 2 && leap && day == 29)) return false;
   }
-  if (p >= s.size()) return false;  // the offset is required
-  if (s[p] == 'Z' || s[p] == 'z') return p + 1 == s.size();
-  if (s[p] != '+' && s[p] != '-') return false;
-  return p + 6 == s.size() && digits(s, p + 1, 2, oh) && s[p + 3] == ':' && digits(s, p + 4, 2, om) && oh <= 23 &&
-         om <= 59;
+  size_t i = 19;
+  if (p[i] == '.') {
+    const size_t start = ++i;
+    while (i < s.size() && d(i) <= 9) ++i;
+    if (i == start) return false;
+  }
+  if (i >= s.size()) return false;  // the offset is required
+  if ((p[i] | 0x20) == 'z') return i + 1 == s.size();
+  if (p[i] != '+' && p[i] != '-') return false;
+  if (i + 6 != s.size() || d(i + 1) > 9 || d(i + 2) > 9 || p[i + 3] != ':' || d(i + 4) > 9 || d(i + 5) > 9) return false;
+  return d(i + 1) * 10 + d(i + 2) <= 23 && d(i + 4) * 10 + d(i + 5) <= 59;
 }
 
 bool walker::check(const program& p, dom::element value, violation* why) {
@@ -312,24 +328,10 @@ bool walker::fail(const node& n, keyword k, Detail&& detail) {
 template <bool Report>
 bool walker::walk(uint32_t i, dom::element v) {
   const node& n = p_->nodes[i];
+  if (!check_value<Report>(n, v)) return false;
   const uint32_t has = n.has;
-  if (has == 0) return true;
-  const dom::element_type t = v.type();
-  if ((has & node::h_type) && !has_type(n.types, t, v)) [[unlikely]] {
-    return fail<Report>(n, keyword::type, [&] { return "expected " + type_names(n.types) + ", got " + type_name(v); });
-  }
-  if ((has & node::h_enum) && !in_enum(n, t, v)) [[unlikely]] {
-    return fail<Report>(n, keyword::enum_values, [] { return std::string("not one of the enum values"); });
-  }
-  switch (t) {
-    case dom::element_type::STRING:
-      if ((has & node::h_string_checks) && !walk_string<Report>(n, std::string_view(v))) return false;
-      break;
-    case dom::element_type::INT64:
-    case dom::element_type::UINT64:
-    case dom::element_type::DOUBLE:
-      if ((has & node::h_number_checks) && !walk_number<Report>(n, v)) return false;
-      break;
+  if (!(has & node::h_structure)) return true;
+  switch (v.type()) {
     case dom::element_type::ARRAY:
       if ((has & node::h_array_checks) && !walk_array<Report>(n, dom::array(v))) return false;
       break;
@@ -343,13 +345,44 @@ bool walker::walk(uint32_t i, dom::element v) {
   return !(has & node::h_rare) || walk_rare<Report>(n, v);
 }
 
+// The checks on the value itself (type, enum, string and number keywords):
+// all that a leaf of the schema has. Inlined where members and items are
+// walked, so that a leaf costs no call.
+template <bool Report>
+[[gnu::always_inline]] inline bool walker::check_value(const node& n, dom::element v) {
+  const uint32_t has = n.has;
+  if (!(has & node::h_value_checks)) return true;
+  const dom::element_type t = v.type();
+  if ((has & node::h_type) && !has_type(n.types, t, v)) [[unlikely]] {
+    return fail<Report>(n, keyword::type, [&] { return "expected " + type_names(n.types) + ", got " + type_name(v); });
+  }
+  if ((has & node::h_const) && !json_equal(v, n.const_value)) [[unlikely]] {
+    return fail<Report>(n, keyword::const_value, [&] { return "not the constant " + simdjson::minify(n.const_value); });
+  }
+  if ((has & node::h_enum) && !in_enum(n, t, v)) [[unlikely]] {
+    return fail<Report>(n, keyword::enum_values, [] { return std::string("not one of the enum values"); });
+  }
+  if (t == dom::element_type::STRING) {
+    if (has & node::h_string_checks) return walk_string<Report>(n, std::string_view(v));
+  } else if (has & node::h_number_checks) {
+    if (t == dom::element_type::INT64 || t == dom::element_type::UINT64 || t == dom::element_type::DOUBLE) {
+      return walk_number<Report>(n, v);
+    }
+  }
+  return true;
+}
+
+// A member or an item: a leaf of the schema inline, anything else walked.
+template <bool Report>
+[[gnu::always_inline]] inline bool walker::walk_child(uint32_t i, dom::element v) {
+  const node& n = p_->nodes[i];
+  return (n.has & node::h_structure) ? walk<Report>(i, v) : check_value<Report>(n, v);
+}
+
 template <bool Report>
 bool walker::walk_rare(const node& n, dom::element v) {
   const uint32_t has = n.has;
   if (has & node::h_false) return fail<Report>(n, keyword::false_schema, [] { return std::string("no value is allowed here"); });
-  if ((has & node::h_const) && !json_equal(v, n.const_value)) {
-    return fail<Report>(n, keyword::const_value, [&] { return "not the constant " + simdjson::minify(n.const_value); });
-  }
   if ((has & node::h_ref) && !walk<Report>(n.ref, v)) return false;
   if (has & node::h_all_of) {
     for (uint32_t c : n.all_of) {
@@ -382,7 +415,7 @@ bool walker::walk_rare(const node& n, dom::element v) {
 }
 
 template <bool Report>
-bool walker::walk_string(const node& n, std::string_view s) {
+[[gnu::always_inline]] inline bool walker::walk_string(const node& n, std::string_view s) {
   // A string has between size/4 and size characters: most lengths are
   // settled by the byte count without counting characters.
   const bool settled = (!(n.has & node::h_max_length) || s.size() <= n.max_length) &&
@@ -417,7 +450,7 @@ bool walker::walk_string(const node& n, std::string_view s) {
 }
 
 template <bool Report>
-bool walker::walk_number(const node& n, dom::element v) {
+[[gnu::always_inline]] inline bool walker::walk_number(const node& n, dom::element v) {
   const double x = as_double(v);
   if ((n.has & node::h_minimum) && !(x >= n.minimum)) {
     return fail<Report>(n, keyword::minimum, [&] { return num(x) + " is below the minimum " + num(n.minimum); });
@@ -449,7 +482,7 @@ bool walker::walk_array(const node& n, dom::array a) {
     size_t i = 0;
     for (dom::element e : a) {
       if constexpr (Report) path_.push_back(step{{}, i++});
-      if (!walk<Report>(n.items, e)) return false;  // the path stays for the message; check() clears it
+      if (!walk_child<Report>(n.items, e)) return false;  // the path stays for the message; check() clears it
       if constexpr (Report) path_.pop_back();
     }
   }
@@ -495,7 +528,7 @@ bool walker::walk_object(const node& n, dom::object o) {
         continue;
       }
       if constexpr (Report) path_.push_back(step{key, 0});
-      if (!walk<Report>(child, field.value)) return false;
+      if (!walk_child<Report>(child, field.value)) return false;
       if constexpr (Report) path_.pop_back();
     }
   }

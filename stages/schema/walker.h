@@ -39,6 +39,10 @@ class walker {
   template <bool Report>
   bool walk(uint32_t node_index, simdjson::dom::element v);
   template <bool Report>
+  bool walk_child(uint32_t node_index, simdjson::dom::element v);
+  template <bool Report>
+  bool check_value(const node& n, simdjson::dom::element v);
+  template <bool Report>
   bool walk_rare(const node& n, simdjson::dom::element v);
   template <bool Report>
   bool walk_string(const node& n, std::string_view s);
