@@ -27,6 +27,16 @@ class simple_pattern {
   // Whether `s` contains a match (or is one, when anchored at both ends).
   [[nodiscard]] bool search(std::string_view s) const noexcept {
     const uint64_t accept = uint64_t{1} << positions_;
+    if (anchored_start_ && anchored_end_ && optional_run_ == 0) {
+      // "^...$" with no optional position (the usual shape): the state is
+      // only ever advanced; a few instructions per byte.
+      uint64_t state = 1;
+      for (unsigned char c : s) {
+        const uint64_t moved = state & class_of_[c];
+        state = (moved << 1) | (moved & repeat_);
+      }
+      return (state & accept) != 0;
+    }
     uint64_t state = close(1);  // before position 0
     if (!anchored_end_ && (state & accept)) return true;
     for (unsigned char c : s) {

@@ -82,7 +82,7 @@ std::string type_name(dom::element v) {
   return type_names((t & t_number) ? uint8_t(t_number) : t);
 }
 
-double as_double(dom::element v) noexcept {
+[[gnu::always_inline]] inline double as_double(dom::element v) noexcept {
   switch (v.type()) {
     case dom::element_type::INT64: return static_cast<double>(int64_t(v));
     case dom::element_type::UINT64: return static_cast<double>(uint64_t(v));
@@ -168,7 +168,7 @@ constexpr uint64_t each_byte(uint8_t b) noexcept { return 0x0101010101010101ull 
 
 // Whether a value of tape type `t` is of one of the JSON Schema types
 // `types`. Only a double under "integer" without "number" needs its value.
-bool has_type(uint8_t types, dom::element_type t, dom::element v) noexcept {
+[[gnu::always_inline]] inline bool has_type(uint8_t types, dom::element_type t, dom::element v) noexcept {
   // The type bits of each tape type, by its character; a double is a
   // number, and an integer too only when it has no fractional part.
   static constexpr auto bits_of = [] {
@@ -215,9 +215,12 @@ uint32_t load4(const char* p) noexcept {
 
 // enum: a string can only equal a string, and strings are equal by their
 // bytes (simdjson has decoded the escapes), so strings meet only strings.
-bool in_enum(const node& n, dom::element_type t, dom::element v) {
+// The text of a value known to be a string (no error path, no throw).
+[[gnu::always_inline]] inline std::string_view text_of(dom::element v) noexcept { return v.get_string().value_unsafe(); }
+
+[[gnu::always_inline]] inline bool in_enum(const node& n, dom::element_type t, dom::element v) {
   if (t == dom::element_type::STRING) {
-    const std::string_view s(v);
+    const std::string_view s = text_of(v);
     for (std::string_view e : n.enum_strings) {
       if (same_bytes(s, e)) return true;
     }
@@ -363,7 +366,7 @@ template <bool Report>
     return fail<Report>(n, keyword::enum_values, [] { return std::string("not one of the enum values"); });
   }
   if (t == dom::element_type::STRING) {
-    if (has & node::h_string_checks) return walk_string<Report>(n, std::string_view(v));
+    if (has & node::h_string_checks) return walk_string<Report>(n, text_of(v));
   } else if (has & node::h_number_checks) {
     if (t == dom::element_type::INT64 || t == dom::element_type::UINT64 || t == dom::element_type::DOUBLE) {
       return walk_number<Report>(n, v);
