@@ -3,6 +3,9 @@
 // typical 10-field payload schema (uuids, a date-time, an enum, a pattern,
 // bounded strings and numbers, an array, a nested object). The promise:
 // with schema at most 1.3x envelope-only. Run: build/bench/schema_bench
+// (on a shared machine with --benchmark_enable_random_interleaving=true, so
+// that load falls on both cases alike); bench/schema_callgrind.sh counts the
+// same cases in instructions. Figures: docs/schemas.md, "Cost".
 #include <benchmark/benchmark.h>
 #include <simdjson.h>
 
