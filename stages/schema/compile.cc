@@ -199,7 +199,6 @@ class compiler {
       dom::array a;
       if (v.get_array().get(a) != simdjson::SUCCESS) fail(at, "must be an array");
       for (dom::element x : a) {
-        n.enum_values.push_back(x);
         std::string_view text;
         if (x.get_string().get(text) == simdjson::SUCCESS) n.enum_strings.push_back(text);
         else n.enum_others.push_back(x);

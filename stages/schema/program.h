@@ -128,10 +128,10 @@ struct node {
   uint64_t required_props = 0;
   std::vector<std::string> required_other;
   uint32_t additional = no_node;  // additionalProperties schema; with h_additional and no_node: `false`
-  std::vector<simdjson::dom::element> enum_values;  // views into program::source
-  // The same values split for the walker: a string is compared with the
-  // strings only (bytes, no JSON equality), anything else with the rest.
-  std::vector<std::string_view> enum_strings;  // views into program::source
+  // enum, split: a string is compared with the strings only (as bytes, no
+  // JSON equality needed), anything else with the rest. Views into
+  // program::source.
+  std::vector<std::string_view> enum_strings;
   std::vector<simdjson::dom::element> enum_others;
   simdjson::dom::element const_value;
   double minimum = 0, maximum = 0, exclusive_minimum = 0, exclusive_maximum = 0;
