@@ -1,7 +1,9 @@
 #include "stages/schema/compile.h"
+#include "stages/schema/simple_pattern.h"
 
 #include <re2/re2.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
@@ -152,6 +154,7 @@ class compiler {
     } else {
       for (auto field : obj) compile_keyword(n, field.key, field.value, where, root);
       split_required(n);
+      hash_properties(n);
     }
     p_.nodes[idx] = std::move(n);
     return idx;
@@ -176,7 +179,12 @@ class compiler {
       if (v.get_object().get(props) != simdjson::SUCCESS) fail(at, "must be an object of schemas");
       for (auto p : props) {
         uint32_t child = compile(p.value, at + "/" + escape_token(p.key), false);
-        n.properties.push_back({std::string(p.key), child});
+        // A name given twice: the walker has always applied the first; the
+        // later ones are compiled (a mistake in one still refuses the file)
+        // but not kept, so no lookup can reach them.
+        const bool repeated = std::any_of(n.properties.begin(), n.properties.end(),
+                                          [&](const property_rule& r) { return r.name == p.key; });
+        if (!repeated) n.properties.push_back({std::string(p.key), child});
       }
       n.has |= node::h_properties;
     } else if (k == "additionalProperties") {
@@ -190,7 +198,11 @@ class compiler {
     } else if (k == "enum") {
       dom::array a;
       if (v.get_array().get(a) != simdjson::SUCCESS) fail(at, "must be an array");
-      for (dom::element x : a) n.enum_values.push_back(x);
+      for (dom::element x : a) {
+        std::string_view text;
+        if (x.get_string().get(text) == simdjson::SUCCESS) n.enum_strings.push_back(text);
+        else n.enum_others.push_back(x);
+      }
       n.has |= node::h_enum;
     } else if (k == "const") {
       n.const_value = v;
@@ -218,6 +230,7 @@ class compiler {
       auto re = std::make_shared<const RE2>(re2::StringPiece(s.data(), s.size()), opts);
       if (!re->ok()) fail(at, "\"" + std::string(s) + "\" is not a pattern RE2 accepts: " + re->error());
       n.pattern = std::move(re);
+      if (auto fast = simple_pattern::compile(s)) n.fast_pattern = std::make_shared<const simple_pattern>(*fast);
       n.has |= node::h_pattern;
     } else if (k == "format") {
       if (v.get_string().get(s) != simdjson::SUCCESS) fail(at, "must be a string");
@@ -271,6 +284,18 @@ class compiler {
       } else {
         n.required_other.push_back(name);
       }
+    }
+  }
+
+  static void hash_properties(node& n) {
+    if (n.properties.empty()) return;
+    size_t size = 4;
+    while (size < 2 * n.properties.size()) size *= 2;
+    n.property_slots.assign(size, 0);
+    for (uint32_t i = 0; i < n.properties.size(); ++i) {
+      size_t slot = property_hash(n.properties[i].name) & (size - 1);
+      while (n.property_slots[slot] != 0) slot = (slot + 1) & (size - 1);
+      n.property_slots[slot] = i + 1;
     }
   }
 

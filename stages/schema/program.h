@@ -21,6 +21,8 @@ class RE2;
 
 namespace evpipe::stages::schema {
 
+class simple_pattern;
+
 // The keywords a node can fail on; their names are what the DLQ message says.
 enum class keyword : uint8_t {
   false_schema,  // the schema `false`: nothing is valid
@@ -66,6 +68,17 @@ struct property_rule {
   uint32_t node;
 };
 
+// Where a member name's rule is found among a node's `properties`: an open
+// addressing table over a cheap hash of the name (its length and three of
+// its bytes), so that a lookup is one hash and usually one compare instead
+// of a compare per property. Built by compile.cc, read by walker.cc.
+[[nodiscard]] inline uint32_t property_hash(std::string_view key) noexcept {
+  const auto* k = reinterpret_cast<const unsigned char*>(key.data());
+  const size_t n = key.size();
+  if (n == 0) return 0;
+  return static_cast<uint32_t>(n * 0x9E3779B1u) ^ (k[0] * 0x85EBCA6Bu) ^ (k[n - 1] * 0xC2B2AE35u) ^ (k[n / 2] * 31u);
+}
+
 // One subschema. `has` says which checks it carries, so the walker skips the
 // absent ones with one test each.
 struct node {
@@ -92,11 +105,22 @@ struct node {
     h_any_of = 1u << 19,
     h_one_of = 1u << 20,
     h_false = 1u << 21,  // the boolean schema `false`
+    // Groups the walker tests at once.
+    h_string_checks = h_min_length | h_max_length | h_pattern | h_format,
+    h_number_checks = h_minimum | h_maximum | h_exclusive_minimum | h_exclusive_maximum,
+    h_array_checks = h_items | h_min_items | h_max_items,
+    h_object_checks = h_required | h_properties | h_additional,
+    h_rare = h_false | h_ref | h_all_of | h_any_of | h_one_of,
+    h_value_checks = h_type | h_const | h_enum | h_string_checks | h_number_checks,  // on the value alone
+    h_structure = h_array_checks | h_object_checks | h_rare,                // the rest: descend or apply others
   };
   uint32_t has = 0;
   uint8_t types = 0;
   format_kind format = format_kind::none;
   std::vector<property_rule> properties;
+  // properties by property_hash: slot -> index + 1 in `properties` (0 =
+  // empty), a power of two in size, at least twice the properties.
+  std::vector<uint32_t> property_slots;
   std::vector<std::string> required;  // as written (messages name the first one missing)
   // `required` split for the walker: the names that are also in
   // `properties` as bits of their index there (the first 64), found while the
@@ -104,11 +128,18 @@ struct node {
   uint64_t required_props = 0;
   std::vector<std::string> required_other;
   uint32_t additional = no_node;  // additionalProperties schema; with h_additional and no_node: `false`
-  std::vector<simdjson::dom::element> enum_values;  // views into program::source
+  // enum, split: a string is compared with the strings only (as bytes, no
+  // JSON equality needed), anything else with the rest. Views into
+  // program::source.
+  std::vector<std::string_view> enum_strings;
+  std::vector<simdjson::dom::element> enum_others;
   simdjson::dom::element const_value;
   double minimum = 0, maximum = 0, exclusive_minimum = 0, exclusive_maximum = 0;
   uint64_t min_length = 0, max_length = 0, min_items = 0, max_items = 0;
   std::shared_ptr<const re2::RE2> pattern;
+  // The same pattern for the bit-parallel matcher, when it is simple enough
+  // (stages/schema/simple_pattern.h); else null and RE2 matches.
+  std::shared_ptr<const simple_pattern> fast_pattern;
   uint32_t items = no_node;
   uint32_t ref = no_node;
   std::vector<uint32_t> all_of, any_of, one_of;

@@ -3,9 +3,14 @@
 #include <re2/re2.h>
 
 #include <array>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#include <bit>
 #include <cmath>
 #include <cstring>
 
+#include "stages/schema/simple_pattern.h"
 #include "stages/validate.h"
 
 namespace evpipe::stages::schema {
@@ -38,18 +43,6 @@ std::string_view keyword_name(keyword k) noexcept {
 }
 
 namespace {
-
-bool hex(char c) noexcept { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
-
-bool digits(std::string_view s, size_t at, size_t n, int& out) noexcept {
-  if (at + n > s.size()) return false;
-  out = 0;
-  for (size_t i = at; i < at + n; ++i) {
-    if (s[i] < '0' || s[i] > '9') return false;
-    out = out * 10 + (s[i] - '0');
-  }
-  return true;
-}
 
 // The JSON Schema type bits of a value: an integral number is both.
 uint8_t type_of(dom::element v) noexcept {
@@ -89,7 +82,7 @@ std::string type_name(dom::element v) {
   return type_names((t & t_number) ? uint8_t(t_number) : t);
 }
 
-double as_double(dom::element v) noexcept {
+[[gnu::always_inline]] inline double as_double(dom::element v) noexcept {
   switch (v.type()) {
     case dom::element_type::INT64: return static_cast<double>(int64_t(v));
     case dom::element_type::UINT64: return static_cast<double>(uint64_t(v));
@@ -148,6 +141,97 @@ bool json_equal(dom::element a, dom::element b) {
   }
 }
 
+// Little-endian view of eight bytes: byte i of the text is bits 8i..8i+7.
+uint64_t load8(const char* p) noexcept {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  if constexpr (std::endian::native == std::endian::big) w = __builtin_bswap64(w);
+  return w;
+}
+
+[[maybe_unused]] constexpr uint64_t byte_at(int i) noexcept { return uint64_t{1} << (8 * i); }
+constexpr uint64_t each_byte(uint8_t b) noexcept { return 0x0101010101010101ull * b; }
+
+// Whether all eight bytes of `w` are ASCII hex digits, with no branch per
+// byte: the range tests are done on all bytes at once. Each byte is below
+// 0x80 (checked first), so adding at most 0x80 to it never carries into the
+// next byte, and bit 7 of each byte of the sum says where it stands.
+[[maybe_unused]] bool all_hex(uint64_t w) noexcept {
+  constexpr uint64_t high = each_byte(0x80);
+  auto at_least = [](uint64_t x, uint8_t lo) { return (x + each_byte(0x80 - lo)) & high; };
+  auto at_most = [](uint64_t x, uint8_t hi) { return ~(x + each_byte(0x7F - hi)) & high; };
+  const uint64_t lower = w | each_byte(0x20);  // 'A'..'F' -> 'a'..'f'; never makes a digit of a non-digit
+  const uint64_t digit = at_least(w, '0') & at_most(w, '9');
+  const uint64_t letter = at_least(lower, 'a') & at_most(lower, 'f');
+  return (w & high) == 0 && (digit | letter) == high;
+}
+
+// Whether a value of tape type `t` is of one of the JSON Schema types
+// `types`. Only a double under "integer" without "number" needs its value.
+[[gnu::always_inline]] inline bool has_type(uint8_t types, dom::element_type t, dom::element v) noexcept {
+  // The type bits of each tape type, by its character; a double is a
+  // number, and an integer too only when it has no fractional part.
+  static constexpr auto bits_of = [] {
+    std::array<uint8_t, 256> b{};
+    b[uint8_t(dom::element_type::NULL_VALUE)] = t_null;
+    b[uint8_t(dom::element_type::BOOL)] = t_boolean;
+    b[uint8_t(dom::element_type::INT64)] = t_integer | t_number;
+    b[uint8_t(dom::element_type::UINT64)] = t_integer | t_number;
+    b[uint8_t(dom::element_type::DOUBLE)] = t_number;
+    b[uint8_t(dom::element_type::STRING)] = t_string;
+    b[uint8_t(dom::element_type::ARRAY)] = t_array;
+    b[uint8_t(dom::element_type::OBJECT)] = t_object;
+    return b;
+  }();
+  if (bits_of[uint8_t(t)] & types) return true;
+  if (t != dom::element_type::DOUBLE || !(types & t_integer)) return false;
+  const double d = double(v);
+  return std::trunc(d) == d;
+}
+
+uint32_t load4(const char* p) noexcept {
+  uint32_t w;
+  std::memcpy(&w, p, 4);
+  return w;
+}
+
+// Byte equality of short strings (member names, enum values) without a call
+// to memcmp: two overlapping loads cover 4 to 16 bytes and never read
+// outside either string.
+[[gnu::always_inline]] inline bool same_bytes(std::string_view a, std::string_view b) noexcept {
+  const size_t n = a.size();
+  if (n != b.size()) return false;
+  const char *x = a.data(), *y = b.data();
+  if (n >= 8) {
+    if (n > 16) return std::memcmp(x, y, n) == 0;
+    return ((load8(x) ^ load8(y)) | (load8(x + n - 8) ^ load8(y + n - 8))) == 0;
+  }
+  if (n >= 4) return ((load4(x) ^ load4(y)) | (load4(x + n - 4) ^ load4(y + n - 4))) == 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (x[i] != y[i]) return false;
+  }
+  return true;
+}
+
+// enum: a string can only equal a string, and strings are equal by their
+// bytes (simdjson has decoded the escapes), so strings meet only strings.
+// The text of a value known to be a string (no error path, no throw).
+[[gnu::always_inline]] inline std::string_view text_of(dom::element v) noexcept { return v.get_string().value_unsafe(); }
+
+[[gnu::always_inline]] inline bool in_enum(const node& n, dom::element_type t, dom::element v) {
+  if (t == dom::element_type::STRING) {
+    const std::string_view s = text_of(v);
+    for (std::string_view e : n.enum_strings) {
+      if (same_bytes(s, e)) return true;
+    }
+    return false;
+  }
+  for (const auto& e : n.enum_others) {
+    if (json_equal(v, e)) return true;
+  }
+  return false;
+}
+
 void append_token(std::string& out, std::string_view key) {
   out.push_back('/');
   for (char c : key) {
@@ -160,54 +244,74 @@ void append_token(std::string& out, std::string_view key) {
 }  // namespace
 
 bool is_uuid_text(std::string_view s) noexcept {
-  // A table, not a chain of range tests: this runs for every uuid field.
-  static constexpr auto hex_digit = [] {
-    std::array<bool, 256> t{};
-    for (int c = '0'; c <= '9'; ++c) t[c] = true;
-    for (int c = 'a'; c <= 'f'; ++c) t[c] = true;
-    for (int c = 'A'; c <= 'F'; ++c) t[c] = true;
-    return t;
-  }();
+  // This runs for every uuid field: 16 bytes at a time where SSE2 is there
+  // (every x86-64), else 8 at a time. The four hyphens are checked one by
+  // one; in the wide checks they stand in as hex digits.
   if (s.size() != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-') return false;
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  bool ok = true;
-  for (size_t i = 0; i < 36; ++i) ok &= hex_digit[p[i]] | (i == 8 || i == 13 || i == 18 || i == 23);
-  return ok;
+  const char* p = s.data();
+#if defined(__SSE2__)
+  auto hex16 = [](const char* at, int hyphens) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at));
+    // (x - lo) saturated below hi - lo is zero exactly for lo <= x <= hi.
+    auto within = [&](__m128i v, char lo, char span) {
+      return _mm_cmpeq_epi8(_mm_subs_epu8(_mm_sub_epi8(v, _mm_set1_epi8(lo)), _mm_set1_epi8(span)), _mm_setzero_si128());
+    };
+    const __m128i ok = _mm_or_si128(within(x, '0', 9), within(_mm_or_si128(x, _mm_set1_epi8(0x20)), 'a', 5));
+    return (_mm_movemask_epi8(ok) | hyphens) == 0xFFFF;
+  };
+  // Bytes 0-15 (hyphens at 8, 13), 16-31 (18, 23), 20-35 (23).
+  return hex16(p, (1 << 8) | (1 << 13)) & hex16(p + 16, (1 << 2) | (1 << 7)) & hex16(p + 20, 1 << 3);
+#else
+  // '-' + 3 = '0': add 3 at the hyphens of each word so that they read as 0.
+  constexpr uint64_t at8 = byte_at(0), at13 = byte_at(5), at18 = byte_at(2), at23 = byte_at(7);
+  return all_hex(load8(p)) & all_hex(load8(p + 8) + 3 * (at8 | at13)) & all_hex(load8(p + 16) + 3 * (at18 | at23)) &
+         all_hex(load8(p + 24)) & all_hex(load8(p + 28));
+#endif
 }
 
 bool is_rfc3339_date_time(std::string_view s) noexcept {
-  int year, month, day, hour, minute, second, oh, om;
-  if (s.size() < 20 || !digits(s, 0, 4, year) || s[4] != '-' || !digits(s, 5, 2, month) || s[7] != '-' ||
-      !digits(s, 8, 2, day) || (s[10] != 'T' && s[10] != 't') || !digits(s, 11, 2, hour) || s[13] != ':' ||
-      !digits(s, 14, 2, minute) || s[16] != ':' || !digits(s, 17, 2, second)) {
-    return false;
-  }
+  // Fixed places for the first 19 characters ("YYYY-MM-DDTHH:MM:SS"), read
+  // without a bounds check each once the length is known; a byte that is
+  // not a digit gives a value above 9.
+  if (s.size() < 20) return false;
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  auto d = [p](size_t i) { return unsigned(p[i]) - unsigned('0'); };
+  const bool all_digits = (d(0) <= 9) & (d(1) <= 9) & (d(2) <= 9) & (d(3) <= 9) & (d(5) <= 9) & (d(6) <= 9) &
+                          (d(8) <= 9) & (d(9) <= 9) & (d(11) <= 9) & (d(12) <= 9) & (d(14) <= 9) & (d(15) <= 9) &
+                          (d(17) <= 9) & (d(18) <= 9);
+  const bool separators = (p[4] == '-') & (p[7] == '-') & ((p[10] | 0x20) == 't') & (p[13] == ':') & (p[16] == ':');
+  if (!(all_digits & separators)) return false;
+  const unsigned year = d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3), month = d(5) * 10 + d(6), day = d(8) * 10 + d(9),
+                 hour = d(11) * 10 + d(12), minute = d(14) * 10 + d(15), second = d(17) * 10 + d(18);
   if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 60) return false;
-  static constexpr int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-  if (day > days[month - 1] + (month == 2 && leap ? 1 : 0)) return false;
-  size_t p = 19;
-  if (s[p] == '.') {
-    size_t start = ++p;
-    while (p < s.size() && s[p] >= '0' && s[p] <= '9') ++p;
-    if (p == start) return false;
+  static constexpr unsigned char days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (day > days[month - 1]) {
+    const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (!(month == 2 && leap && day == 29)) return false;
   }
-  if (p >= s.size()) return false;  // the offset is required
-  if (s[p] == 'Z' || s[p] == 'z') return p + 1 == s.size();
-  if (s[p] != '+' && s[p] != '-') return false;
-  return p + 6 == s.size() && digits(s, p + 1, 2, oh) && s[p + 3] == ':' && digits(s, p + 4, 2, om) && oh <= 23 &&
-         om <= 59;
+  size_t i = 19;
+  if (p[i] == '.') {
+    const size_t start = ++i;
+    while (i < s.size() && d(i) <= 9) ++i;
+    if (i == start) return false;
+  }
+  if (i >= s.size()) return false;  // the offset is required
+  if ((p[i] | 0x20) == 'z') return i + 1 == s.size();
+  if (p[i] != '+' && p[i] != '-') return false;
+  if (i + 6 != s.size() || d(i + 1) > 9 || d(i + 2) > 9 || p[i + 3] != ':' || d(i + 4) > 9 || d(i + 5) > 9) return false;
+  return d(i + 1) * 10 + d(i + 2) <= 23 && d(i + 4) * 10 + d(i + 5) <= 59;
 }
 
 bool walker::check(const program& p, dom::element value, violation* why) {
   p_ = &p;
   why_ = why;
   path_.clear();
-  return walk(0, value, why != nullptr);
+  // Two instantiations of the walk: the one for the verdict alone keeps no
+  // path and builds no message, so a passing value costs only its checks.
+  return why ? walk<true>(0, value) : walk<false>(0, value);
 }
 
-bool walker::fail(bool report, const node& n, keyword k, std::string detail) {
-  if (!report) return false;
+void walker::record(const node& n, keyword k, std::string detail) {
   why_->what = k;
   why_->detail = std::move(detail);
   why_->schema_at = n.where;
@@ -216,83 +320,105 @@ bool walker::fail(bool report, const node& n, keyword k, std::string detail) {
     if (s.key.data()) append_token(why_->pointer, s.key);
     else why_->pointer += "/" + std::to_string(s.index);
   }
+}
+
+template <bool Report, typename Detail>
+bool walker::fail(const node& n, keyword k, Detail&& detail) {
+  if constexpr (Report) record(n, k, detail());
   return false;
 }
 
-bool walker::walk(uint32_t i, dom::element v, bool report) {
+template <bool Report>
+bool walker::walk(uint32_t i, dom::element v) {
   const node& n = p_->nodes[i];
+  if (!check_value<Report>(n, v)) return false;
   const uint32_t has = n.has;
-  if (has == 0) return true;
-  if (has & node::h_false) return fail(report, n, keyword::false_schema, "no value is allowed here");
-  if ((has & node::h_type) && !(type_of(v) & n.types)) {
-    return fail(report, n, keyword::type, report ? "expected " + type_names(n.types) + ", got " + type_name(v) : "");
-  }
-  if ((has & node::h_const) && !json_equal(v, n.const_value)) {
-    return fail(report, n, keyword::const_value, "not the constant " + (report ? simdjson::minify(n.const_value) : ""));
-  }
-  if (has & node::h_enum) {
-    bool found = false;
-    for (const auto& e : n.enum_values) {
-      if ((found = json_equal(v, e))) break;
-    }
-    if (!found) return fail(report, n, keyword::enum_values, "not one of the enum values");
-  }
+  if (!(has & node::h_structure)) return true;
   switch (v.type()) {
-    case dom::element_type::STRING:
-      if ((has & (node::h_min_length | node::h_max_length | node::h_pattern | node::h_format)) &&
-          !walk_string(n, std::string_view(v), report)) {
-        return false;
-      }
-      break;
-    case dom::element_type::INT64:
-    case dom::element_type::UINT64:
-    case dom::element_type::DOUBLE:
-      if ((has & (node::h_minimum | node::h_maximum | node::h_exclusive_minimum | node::h_exclusive_maximum)) &&
-          !walk_number(n, v, report)) {
-        return false;
-      }
-      break;
     case dom::element_type::ARRAY:
-      if ((has & (node::h_items | node::h_min_items | node::h_max_items)) && !walk_array(n, dom::array(v), report)) {
-        return false;
-      }
+      if ((has & node::h_array_checks) && !walk_array<Report>(n, dom::array(v))) return false;
       break;
     case dom::element_type::OBJECT:
-      if ((has & (node::h_required | node::h_properties | node::h_additional)) &&
-          !walk_object(n, dom::object(v), report)) {
-        return false;
-      }
+      if ((has & node::h_object_checks) && !walk_object<Report>(n, dom::object(v))) return false;
       break;
     default: break;
   }
-  if ((has & node::h_ref) && !walk(n.ref, v, report)) return false;
-  if (has & node::h_all_of) {
-    for (uint32_t c : n.all_of) {
-      if (!walk(c, v, report)) return false;  // the inner failure says more than "allOf"
-    }
+  // false, const and the applicators: rare in payload schemas, kept out of
+  // the common path behind one test.
+  return !(has & node::h_rare) || walk_rare<Report>(n, v);
+}
+
+// The checks on the value itself (type, enum, string and number keywords):
+// all that a leaf of the schema has. Inlined where members and items are
+// walked, so that a leaf costs no call.
+template <bool Report>
+[[gnu::always_inline]] inline bool walker::check_value(const node& n, dom::element v) {
+  const uint32_t has = n.has;
+  if (!(has & node::h_value_checks)) return true;
+  const dom::element_type t = v.type();
+  if ((has & node::h_type) && !has_type(n.types, t, v)) [[unlikely]] {
+    return fail<Report>(n, keyword::type, [&] { return "expected " + type_names(n.types) + ", got " + type_name(v); });
   }
-  if (has & node::h_any_of) {
-    bool any = false;
-    for (uint32_t c : n.any_of) {
-      if ((any = walk(c, v, false))) break;
-    }
-    if (!any) return fail(report, n, keyword::any_of, "matches none of the " + std::to_string(n.any_of.size()) + " schemas");
+  if ((has & node::h_const) && !json_equal(v, n.const_value)) [[unlikely]] {
+    return fail<Report>(n, keyword::const_value, [&] { return "not the constant " + simdjson::minify(n.const_value); });
   }
-  if (has & node::h_one_of) {
-    size_t matched = 0;
-    for (uint32_t c : n.one_of) {
-      if (walk(c, v, false) && ++matched > 1) break;
-    }
-    if (matched != 1) {
-      return fail(report, n, keyword::one_of,
-                  matched == 0 ? "matches none of the " + std::to_string(n.one_of.size()) + " schemas"
-                               : "matches more than one of the " + std::to_string(n.one_of.size()) + " schemas");
+  if ((has & node::h_enum) && !in_enum(n, t, v)) [[unlikely]] {
+    return fail<Report>(n, keyword::enum_values, [] { return std::string("not one of the enum values"); });
+  }
+  if (t == dom::element_type::STRING) {
+    if (has & node::h_string_checks) return walk_string<Report>(n, text_of(v));
+  } else if (has & node::h_number_checks) {
+    if (t == dom::element_type::INT64 || t == dom::element_type::UINT64 || t == dom::element_type::DOUBLE) {
+      return walk_number<Report>(n, v);
     }
   }
   return true;
 }
 
-bool walker::walk_string(const node& n, std::string_view s, bool report) {
+// A member or an item: a leaf of the schema inline, anything else walked.
+template <bool Report>
+[[gnu::always_inline]] inline bool walker::walk_child(uint32_t i, dom::element v) {
+  const node& n = p_->nodes[i];
+  return (n.has & node::h_structure) ? walk<Report>(i, v) : check_value<Report>(n, v);
+}
+
+template <bool Report>
+bool walker::walk_rare(const node& n, dom::element v) {
+  const uint32_t has = n.has;
+  if (has & node::h_false) return fail<Report>(n, keyword::false_schema, [] { return std::string("no value is allowed here"); });
+  if ((has & node::h_ref) && !walk<Report>(n.ref, v)) return false;
+  if (has & node::h_all_of) {
+    for (uint32_t c : n.all_of) {
+      if (!walk<Report>(c, v)) return false;  // the inner failure says more than "allOf"
+    }
+  }
+  if (has & node::h_any_of) {
+    bool any = false;
+    for (uint32_t c : n.any_of) {
+      if ((any = walk<false>(c, v))) break;
+    }
+    if (!any) {
+      return fail<Report>(n, keyword::any_of,
+                          [&] { return "matches none of the " + std::to_string(n.any_of.size()) + " schemas"; });
+    }
+  }
+  if (has & node::h_one_of) {
+    size_t matched = 0;
+    for (uint32_t c : n.one_of) {
+      if (walk<false>(c, v) && ++matched > 1) break;
+    }
+    if (matched != 1) {
+      return fail<Report>(n, keyword::one_of, [&] {
+        return matched == 0 ? "matches none of the " + std::to_string(n.one_of.size()) + " schemas"
+                            : "matches more than one of the " + std::to_string(n.one_of.size()) + " schemas";
+      });
+    }
+  }
+  return true;
+}
+
+template <bool Report>
+[[gnu::always_inline]] inline bool walker::walk_string(const node& n, std::string_view s) {
   // A string has between size/4 and size characters: most lengths are
   // settled by the byte count without counting characters.
   const bool settled = (!(n.has & node::h_max_length) || s.size() <= n.max_length) &&
@@ -300,98 +426,120 @@ bool walker::walk_string(const node& n, std::string_view s, bool report) {
   if (!settled && (n.has & (node::h_min_length | node::h_max_length))) {
     const size_t chars = utf8_chars(s);  // code points, as 2020-12 counts length
     if ((n.has & node::h_min_length) && chars < n.min_length) {
-      return fail(report, n, keyword::min_length,
-                  std::to_string(chars) + " characters, fewer than " + std::to_string(n.min_length));
+      return fail<Report>(n, keyword::min_length, [&] {
+        return std::to_string(chars) + " characters, fewer than " + std::to_string(n.min_length);
+      });
     }
     if ((n.has & node::h_max_length) && chars > n.max_length) {
-      return fail(report, n, keyword::max_length,
-                  std::to_string(chars) + " characters, more than " + std::to_string(n.max_length));
+      return fail<Report>(n, keyword::max_length, [&] {
+        return std::to_string(chars) + " characters, more than " + std::to_string(n.max_length);
+      });
     }
   }
   if ((n.has & node::h_pattern) &&
-      !n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0)) {
-    return fail(report, n, keyword::pattern, "does not match " + (report ? n.pattern->pattern() : ""));
+      !(n.fast_pattern ? n.fast_pattern->search(s)
+                       : n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0))) {
+    return fail<Report>(n, keyword::pattern, [&] { return "does not match " + n.pattern->pattern(); });
   }
   if (n.has & node::h_format) {
-    bool ok = n.format == format_kind::uuid ? is_uuid_text(s) : is_rfc3339_date_time(s);
-    if (!ok) return fail(report, n, keyword::format, n.format == format_kind::uuid ? "not a uuid" : "not an RFC 3339 date-time");
+    const bool ok = n.format == format_kind::uuid ? is_uuid_text(s) : is_rfc3339_date_time(s);
+    if (!ok) {
+      return fail<Report>(n, keyword::format, [&] {
+        return std::string(n.format == format_kind::uuid ? "not a uuid" : "not an RFC 3339 date-time");
+      });
+    }
   }
   return true;
 }
 
-bool walker::walk_number(const node& n, dom::element v, bool report) {
+template <bool Report>
+[[gnu::always_inline]] inline bool walker::walk_number(const node& n, dom::element v) {
   const double x = as_double(v);
   if ((n.has & node::h_minimum) && !(x >= n.minimum)) {
-    return fail(report, n, keyword::minimum, num(x) + " is below the minimum " + num(n.minimum));
+    return fail<Report>(n, keyword::minimum, [&] { return num(x) + " is below the minimum " + num(n.minimum); });
   }
   if ((n.has & node::h_maximum) && !(x <= n.maximum)) {
-    return fail(report, n, keyword::maximum, num(x) + " is above the maximum " + num(n.maximum));
+    return fail<Report>(n, keyword::maximum, [&] { return num(x) + " is above the maximum " + num(n.maximum); });
   }
   if ((n.has & node::h_exclusive_minimum) && !(x > n.exclusive_minimum)) {
-    return fail(report, n, keyword::exclusive_minimum, num(x) + " is not above " + num(n.exclusive_minimum));
+    return fail<Report>(n, keyword::exclusive_minimum, [&] { return num(x) + " is not above " + num(n.exclusive_minimum); });
   }
   if ((n.has & node::h_exclusive_maximum) && !(x < n.exclusive_maximum)) {
-    return fail(report, n, keyword::exclusive_maximum, num(x) + " is not below " + num(n.exclusive_maximum));
+    return fail<Report>(n, keyword::exclusive_maximum, [&] { return num(x) + " is not below " + num(n.exclusive_maximum); });
   }
   return true;
 }
 
-bool walker::walk_array(const node& n, dom::array a, bool report) {
+template <bool Report>
+bool walker::walk_array(const node& n, dom::array a) {
   const size_t size = a.size();
   if ((n.has & node::h_min_items) && size < n.min_items) {
-    return fail(report, n, keyword::min_items, std::to_string(size) + " items, fewer than " + std::to_string(n.min_items));
+    return fail<Report>(n, keyword::min_items,
+                        [&] { return std::to_string(size) + " items, fewer than " + std::to_string(n.min_items); });
   }
   if ((n.has & node::h_max_items) && size > n.max_items) {
-    return fail(report, n, keyword::max_items, std::to_string(size) + " items, more than " + std::to_string(n.max_items));
+    return fail<Report>(n, keyword::max_items,
+                        [&] { return std::to_string(size) + " items, more than " + std::to_string(n.max_items); });
   }
   if (n.has & node::h_items) {
     size_t i = 0;
     for (dom::element e : a) {
-      path_.push_back(step{{}, i++});
-      if (!walk(n.items, e, report)) return false;  // the path stays for the message; check() clears it
-      path_.pop_back();
+      if constexpr (Report) path_.push_back(step{{}, i++});
+      if (!walk_child<Report>(n.items, e)) return false;  // the path stays for the message; check() clears it
+      if constexpr (Report) path_.pop_back();
     }
   }
   return true;
 }
 
-bool walker::walk_object(const node& n, dom::object o, bool report) {
+template <bool Report>
+bool walker::walk_object(const node& n, dom::object o) {
   uint64_t seen = 0;
-  const bool named = n.has & node::h_properties;
-  const bool extra = n.has & node::h_additional;
-  if (named || extra) {
+  if (n.has & (node::h_properties | node::h_additional)) {
+    const size_t count = n.properties.size();
+    // Members usually come in the order the schema lists them: try the
+    // property after the last one found before hashing the name.
+    size_t expect = 0;
     for (auto field : o) {
       const std::string_view key = field.key;
-      size_t i = 0;
-      const size_t count = n.properties.size();
-      while (i < count && !(n.properties[i].name.size() == key.size() &&
-                            std::memcmp(n.properties[i].name.data(), key.data(), key.size()) == 0)) {
-        ++i;
+      size_t i = count;
+      if (expect < count && same_bytes(key, n.properties[expect].name)) {
+        i = expect;
+      } else if (count != 0) {
+        const size_t mask = n.property_slots.size() - 1;
+        for (size_t slot = property_hash(key) & mask; n.property_slots[slot] != 0; slot = (slot + 1) & mask) {
+          const uint32_t at = n.property_slots[slot] - 1;
+          if (same_bytes(key, n.properties[at].name)) {
+            i = at;
+            break;
+          }
+        }
       }
       uint32_t child;
       if (i < count) {
         if (i < 64) seen |= uint64_t{1} << i;
         child = n.properties[i].node;
-      } else if (extra) {
+        expect = i + 1;
+      } else if (n.has & node::h_additional) {
         if (n.additional == no_node) {
-          path_.push_back(step{key, 0});
-          return fail(report, n, keyword::additional_properties,
-                      "property \"" + std::string(key) + "\" is not allowed");
+          if constexpr (Report) path_.push_back(step{key, 0});
+          return fail<Report>(n, keyword::additional_properties,
+                              [&] { return "property \"" + std::string(key) + "\" is not allowed"; });
         }
         child = n.additional;
       } else {
         continue;
       }
-      path_.push_back(step{key, 0});
-      if (!walk(child, field.value, report)) return false;
-      path_.pop_back();
+      if constexpr (Report) path_.push_back(step{key, 0});
+      if (!walk_child<Report>(child, field.value)) return false;
+      if constexpr (Report) path_.pop_back();
     }
   }
   if ((n.required_props & seen) != n.required_props || !n.required_other.empty()) {
     for (const auto& name : n.required) {
       dom::element ignored;
       if (o.at_key(name).get(ignored) != simdjson::SUCCESS) {
-        return fail(report, n, keyword::required, "property \"" + name + "\" is missing");
+        return fail<Report>(n, keyword::required, [&] { return "property \"" + name + "\" is missing"; });
       }
     }
   }

@@ -34,13 +34,28 @@ class walker {
     std::string_view key;  // object member, or
     size_t index = 0;      // array element when key.data() is null
   };
-  bool walk(uint32_t node_index, simdjson::dom::element v, bool report);
-  bool walk_string(const node& n, std::string_view s, bool report);
-  bool walk_number(const node& n, simdjson::dom::element v, bool report);
-  bool walk_array(const node& n, simdjson::dom::array a, bool report);
-  bool walk_object(const node& n, simdjson::dom::object o, bool report);
-  // Records the failure (when reporting) and returns false.
-  bool fail(bool report, const node& n, keyword k, std::string detail);
+  // Report: keep the path and build the message of a failure; the verdict
+  // alone needs neither (walker.cc).
+  template <bool Report>
+  bool walk(uint32_t node_index, simdjson::dom::element v);
+  template <bool Report>
+  bool walk_child(uint32_t node_index, simdjson::dom::element v);
+  template <bool Report>
+  bool check_value(const node& n, simdjson::dom::element v);
+  template <bool Report>
+  bool walk_rare(const node& n, simdjson::dom::element v);
+  template <bool Report>
+  bool walk_string(const node& n, std::string_view s);
+  template <bool Report>
+  bool walk_number(const node& n, simdjson::dom::element v);
+  template <bool Report>
+  bool walk_array(const node& n, simdjson::dom::array a);
+  template <bool Report>
+  bool walk_object(const node& n, simdjson::dom::object o);
+  // Returns false; when reporting, records the failure with detail().
+  template <bool Report, typename Detail>
+  bool fail(const node& n, keyword k, Detail&& detail);
+  void record(const node& n, keyword k, std::string detail);
 
   std::vector<step> path_;
   const program* p_ = nullptr;
