@@ -53,6 +53,7 @@ reload_plan plan_reload(const settings& running, const settings& next) {
   differs(a.metrics.prefix != b.metrics.prefix || a.metrics.max_label_values != b.metrics.max_label_values ||
               a.metrics.max_series != b.metrics.max_series,
           "[metrics]");
+  differs(a.nats_sources != b.nats_sources, "[[sources.nats]]");  // its consumers are set up at start
   // Settings this function does not name (sections added later) that differ
   // are kept too, and reported.
   settings probe = next;

@@ -30,8 +30,9 @@ enum class reason : uint8_t {
   route_mismatch,           // a route took it, but a column is missing, of the wrong type or out of range
   schema_violation,         // the payload fails its kind's JSON Schema (pointer and keyword in the message; docs/schemas.md)
   unknown_schema_version,   // the kind has versioned schemas, none for this event's version (when so configured)
+  max_deliveries,           // the broker delivered it more than the source's max_deliveries times (NATS JetStream)
 };
-inline constexpr int reason_count = 15;
+inline constexpr int reason_count = 16;
 
 [[nodiscard]] std::string_view reason_code(reason r) noexcept;
 

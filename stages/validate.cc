@@ -23,6 +23,7 @@ std::string_view reason_code(reason r) noexcept {
     case reason::route_mismatch: return "route_mismatch";
     case reason::schema_violation: return "schema_violation";
     case reason::unknown_schema_version: return "unknown_schema_version";
+    case reason::max_deliveries: return "max_deliveries";
   }
   return "unknown";
 }
