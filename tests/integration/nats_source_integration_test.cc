@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <fstream>
 #include <set>
 
 #include "tests/support/harness.h"
@@ -39,6 +40,11 @@ std::string nats_config(const test_db& db, const std::string& url, uint16_t http
          "filter_subjects = " + o.filters + "\n"
          "ack_wait_s = " + std::to_string(o.ack_wait_s) + "\nmax_deliveries = " + std::to_string(o.max_deliveries) +
          "\n" + o.extra;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 double metric(uint16_t http_port, const std::string& sample) { return metric_value(http_get(http_port, "/metrics"), sample); }
@@ -266,6 +272,29 @@ TEST_F(NatsSource, ServerAwayIsWaitedForAndShownInMetricsAndReadiness) {
   ASSERT_TRUE(eventually([&] { return acks(http_port) >= 1; })) << evp.log();
   ready = http_get(http_port, "/health/ready");
   EXPECT_EQ(ready.find("not connected"), std::string::npos) << ready;
+}
+
+TEST_F(NatsSource, LoadGeneratorPublishesTheMixAndItVerifies) {
+  nats_server server("load");
+  nats_client client(server.url());
+  client.add_stream("EVENTS", "tracker.>");
+  uint16_t http_port = free_port();
+  evpipe_process evp(nats_config(db, server.url(), http_port), "nats_load");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  const std::string run = "nl" + std::to_string(::getpid());
+  std::string out = env_or("TMPDIR", "/tmp") + "/" + run + ".out";
+  std::string cmd = std::string(EVPIPE_LOAD_BINARY) + " --target " + server.url() +
+                    " --connections 2 --count 3000 --invalid-frac 0.05 --dup-frac 0.1 --too-large-bytes 4096 --seed 7"
+                    " --quiet --run-id " + run + " --verify '" + db.dsn() + "' > " + out + " 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd << "\n" << read_file(out) << "\n" << evp.log();
+  EXPECT_EQ(count("SELECT count(DISTINCT topic) FROM events_mirror"), 1);
+  EXPECT_EQ(db.column("SELECT DISTINCT topic FROM events_mirror").at(0), "tracker/events/load");
+  // A subject no stream stores: the publisher stops with the reason.
+  cmd = std::string(EVPIPE_LOAD_BINARY) + " --target " + server.url() + " --topic other/x --count 10 --quiet > " + out +
+        " 2>&1";
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  EXPECT_NE(read_file(out).find("no JetStream stream stores \"other.x\""), std::string::npos) << read_file(out);
 }
 
 }  // namespace
