@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -29,7 +30,10 @@ class nats_server {
     std::string user, password;  // both set: the one account; anonymous clients are refused
     std::string token;           // set: clients must present it
   };
-  explicit nats_server(const std::string& name, auth a = {}) : port_(free_port()) {
+  // `extra`: more lines of the server's config (a cluster block); `port`: 0
+  // for a free one.
+  explicit nats_server(const std::string& name, auth a = {}, const std::string& extra = "", uint16_t port = 0)
+      : port_(port != 0 ? port : free_port()) {
     dir_ = env_or("TMPDIR", "/tmp") + "/nats_" + std::to_string(::getpid()) + "_" + name;
     std::string mk = "rm -rf '" + dir_ + "' && mkdir -p '" + dir_ + "'";
     if (std::system(mk.c_str()) != 0) throw std::runtime_error("mkdir " + dir_);
@@ -41,6 +45,7 @@ class nats_server {
          << "jetstream {\n  store_dir: \"" << dir_ << "/js\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}\n";
     if (!a.user.empty()) conf << "authorization {\n  user: \"" << a.user << "\"\n  password: \"" << a.password << "\"\n}\n";
     if (!a.token.empty()) conf << "authorization {\n  token: \"" << a.token << "\"\n}\n";
+    conf << extra;
     conf.close();
     start();
   }
@@ -87,16 +92,63 @@ class nats_server {
   pid_t pid_ = -1;
 };
 
+// Three (or n) nats-servers clustered on loopback ports, JetStream on each
+// with its own storage: streams with replicas = n survive one node away.
+class nats_cluster {
+ public:
+  explicit nats_cluster(const std::string& name, int n = 3) {
+    std::vector<uint16_t> client_ports, route_ports;
+    for (int i = 0; i < n; ++i) {
+      client_ports.push_back(free_port());
+      route_ports.push_back(free_port());
+    }
+    std::string routes;
+    for (auto p : route_ports) routes += (routes.empty() ? "" : ", ") + std::string("nats-route://127.0.0.1:") + std::to_string(p);
+    for (int i = 0; i < n; ++i) {
+      std::string extra = "cluster {\n  name: evpipe_" + name + "\n  listen: 127.0.0.1:" +
+                          std::to_string(route_ports[i]) + "\n  routes: [" + routes + "]\n}\n";
+      nodes_.push_back(std::make_unique<nats_server>(name + "_" + std::to_string(i), nats_server::auth{}, extra,
+                                                     client_ports[i]));
+    }
+  }
+  [[nodiscard]] nats_server& node(int i) { return *nodes_.at(i); }
+  // Every node's URL, comma-separated (a client takes the list).
+  [[nodiscard]] std::string urls() const {
+    std::string u;
+    for (const auto& n : nodes_) u += (u.empty() ? "" : ",") + n->url();
+    return u;
+  }
+
+ private:
+  std::vector<std::unique_ptr<nats_server>> nodes_;
+};
+
 // The test's client: one connection and its JetStream context.
 class nats_client {
  public:
   explicit nats_client(const std::string& url, const nats_server::auth& a = {}) {
     natsOptions* o = nullptr;
     ok(natsOptions_Create(&o), "options");
-    ok(natsOptions_SetURL(o, url.c_str()), "url");
+    // One URL, or a cluster's comma-separated list.
+    std::vector<std::string> urls;
+    for (size_t at = 0; at <= url.size();) {
+      size_t comma = std::min(url.find(',', at), url.size());
+      urls.push_back(url.substr(at, comma - at));
+      at = comma + 1;
+    }
+    std::vector<const char*> list;
+    for (const auto& u : urls) list.push_back(u.c_str());
+    ok(natsOptions_SetServers(o, list.data(), static_cast<int>(list.size())), "servers");
+    ok(natsOptions_SetReconnectWait(o, 200), "reconnect wait");
+    ok(natsOptions_SetMaxReconnect(o, -1), "reconnect");
     if (!a.user.empty()) ok(natsOptions_SetUserInfo(o, a.user.c_str(), a.password.c_str()), "user");
     if (!a.token.empty()) ok(natsOptions_SetToken(o, a.token.c_str()), "token");
+    // A cluster's nodes may refuse clients for a moment while their routes form.
     natsStatus s = natsConnection_Connect(&nc_, o);
+    for (auto until = std::chrono::steady_clock::now() + 30s; s != NATS_OK && std::chrono::steady_clock::now() < until;) {
+      std::this_thread::sleep_for(200ms);
+      s = natsConnection_Connect(&nc_, o);
+    }
     natsOptions_Destroy(o);
     ok(s, "connect " + url);
     ok(natsConnection_JetStream(&js_, nc_, nullptr), "jetstream");
@@ -108,8 +160,10 @@ class nats_client {
   nats_client(const nats_client&) = delete;
   nats_client& operator=(const nats_client&) = delete;
 
-  // A file-backed stream of `subjects` (e.g. "tracker.>").
-  void add_stream(const std::string& name, const std::string& subjects) {
+  // A file-backed stream of `subjects` (e.g. "tracker.>"), kept on `replicas`
+  // nodes. In a cluster that is still electing its JetStream leader this is
+  // retried for up to 30 s.
+  void add_stream(const std::string& name, const std::string& subjects, int replicas = 1) {
     jsStreamConfig sc;
     jsStreamConfig_Init(&sc);
     sc.Name = name.c_str();
@@ -117,10 +171,19 @@ class nats_client {
     sc.Subjects = subj;
     sc.SubjectsLen = 1;
     sc.Storage = js_FileStorage;
-    jsStreamInfo* si = nullptr;
-    jsErrCode jerr = static_cast<jsErrCode>(0);
-    ok(js_AddStream(&si, js_, &sc, nullptr, &jerr), "add stream " + name);
-    jsStreamInfo_Destroy(si);
+    sc.Replicas = replicas;
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    for (;;) {
+      jsStreamInfo* si = nullptr;
+      jsErrCode jerr = static_cast<jsErrCode>(0);
+      natsStatus s = js_AddStream(&si, js_, &sc, nullptr, &jerr);
+      jsStreamInfo_Destroy(si);
+      if (s == NATS_OK || std::chrono::steady_clock::now() > deadline) {
+        ok(s, "add stream " + name);
+        return;
+      }
+      std::this_thread::sleep_for(200ms);
+    }
   }
   // Publishes and waits for the stream's ack of each message.
   void publish(const std::string& subject, const std::string& data) {
