@@ -154,6 +154,36 @@ TEST_F(NatsSource, DatabaseOutageHoldsAcksSendsInProgressAndNothingIsRedelivered
   EXPECT_EQ(st.redelivered, 0u);
 }
 
+TEST_F(NatsSource, PullingStopsAtMaxAckPendingWhileNothingCommits) {
+  nats_server server("bound");
+  nats_client client(server.url());
+  client.add_stream("EVENTS", "tracker.>");
+  tcp_proxy proxy(db.server_port());
+  uint16_t http_port = free_port();
+  nats_options o;
+  o.dsn = db.dsn_via(proxy.port());
+  o.extra = "max_ack_pending = 100\nfetch_batch = 30\n";
+  evpipe_process evp(nats_config(db, server.url(), http_port, o), "nats_bound");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  ASSERT_TRUE(eventually([&] { return metric(http_port, "evpipe_nats_consumers_ready") == 1; })) << evp.log();
+  proxy.cut();
+  client.publish_async(messages("bound", 0, 500));
+  ASSERT_TRUE(eventually([&] {
+    return received(http_port) >= 100 && metric(http_port, "evpipe_db_errors_total") >= 1;
+  })) << evp.log();
+  // A second and more of pulling time: the bound holds, the rest stays on the server.
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(received(http_port), 100);
+  auto st = client.consumer("EVENTS", "evpipe");
+  EXPECT_EQ(st.ack_pending, 100);
+  EXPECT_EQ(st.pending, 400u);
+  EXPECT_GE(metric(http_port, "evpipe_backpressure_waits_total{source=\"nats\"}"), 1);
+  proxy.restore();
+  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 500 && unacked(http_port) == 0; })) << evp.log();
+  expect_once("bound", 500);
+}
+
 TEST_F(NatsSource, SigkillMidStreamThenRestartLosesAndDuplicatesNothing) {
   nats_server server("sigkill");
   nats_client client(server.url());
