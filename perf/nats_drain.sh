@@ -8,18 +8,22 @@
 # with a [[sources.nats]] durable pull consumer and times until every row is
 # committed. Before that, the same rows go into a fresh events_mirror with
 # psql \copy. Prints both rates and their ratio per run, then the medians.
-#   perf/nats_drain.sh [--count N] [--runs R] [--fetch-batch B] [--max-ack-pending P]
+# With --processes "1 2 3", each run also drains the backlog with that many
+# evpipe processes on the one durable consumer (issue 14: many processes, one
+# table), each with [pipeline] shards = cores.
+#   perf/nats_drain.sh [--count N] [--runs R] [--fetch-batch B] [--max-ack-pending P] [--processes "1 2 3"]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-count=200000 runs=3 fetch_batch=512 max_ack_pending=16384
+count=200000 runs=3 fetch_batch=512 max_ack_pending=16384 processes=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --count) count="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --fetch-batch) fetch_batch="$2"; shift 2 ;;
     --max-ack-pending) max_ack_pending="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --processes) processes="$2"; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -99,15 +103,53 @@ nats_drain() {
   echo "$rows $t1 $t2 $t0" | awk '{printf "%.0f %.1f", $1 / ($3 - $2), $2 - $4}'
 }
 
+# nats_drain_many K: as nats_drain, with K evpipe processes (each its own TCP
+# port, the same durable) started together. Prints rows/s.
+nats_drain_many() {
+  local k="$1" t1 t2 got pids=() ports=()
+  with_config nats
+  fresh_table
+  stream_reset
+  "$bin/load/evpipe-load" --target "nats://127.0.0.1:$nats_port" --topic perf/nats/drain --input "$scratch/drain.ndjson" \
+    --connections 4 --quiet >/dev/null
+  for i in $(seq "$k"); do
+    ports+=("$(free_port)")
+    sed "s/127.0.0.1:$tcp_port/127.0.0.1:${ports[-1]}/" "$scratch/evpipe-nats.toml" >"$scratch/evpipe-nats-$i.toml"
+  done
+  t1=$(now)
+  for i in $(seq "$k"); do
+    "$bin/app/evpipe" run --config "$scratch/evpipe-nats-$i.toml" 2>"$scratch/evpipe-$i.log" &
+    pids+=("$!")
+  done
+  for _ in $(seq 6000); do
+    [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" -ge "$rows" ] && break
+    sleep 0.05
+  done
+  t2=$(now)
+  got="$(psqlq -c 'SELECT count(*) FROM events_mirror')"
+  for p in "${pids[@]}"; do kill -TERM "$p"; done
+  for p in "${pids[@]}"; do wait "$p" || die "an evpipe exited non-zero"; done
+  with_config tcp
+  [ "$got" = "$rows" ] || die "$k evpipe processes committed $got rows, expected $rows"
+  echo "$rows $t1 $t2" | awk '{printf "%.0f", $1 / ($3 - $2)}'
+}
+
 echo "# $(machine_line)"
 echo "# load average $(cut -d' ' -f1-3 /proc/loadavg) at start; $count events, $(($(stat -c %s "$scratch/drain.ndjson") / count)) B each on average; fetch_batch $fetch_batch, max_ack_pending $max_ack_pending"
-printf '%-4s %12s %10s %14s %7s\n' run copy_rows/s preload_s nats_rows/s ratio
+printf '%-4s %12s %10s %14s %7s' run copy_rows/s preload_s nats_rows/s ratio
+for k in $processes; do printf ' %14s %7s' "${k}_procs_rows/s" ratio; done
+echo
 copies=() drains=()
 for r in $(seq "$runs"); do
   copy="$(copy_rate "$scratch/drain.csv" "$rows")"
   read -r rate preload <<<"$(nats_drain)"
   copies+=("$copy") drains+=("$rate")
-  printf '%-4s %12s %10s %14s %7s\n' "$r" "$copy" "$preload" "$rate" "$(ratio "$rate" "$copy")"
+  printf '%-4s %12s %10s %14s %7s' "$r" "$copy" "$preload" "$rate" "$(ratio "$rate" "$copy")"
+  for k in $processes; do
+    many="$(nats_drain_many "$k")"
+    printf ' %14s %7s' "$many" "$(ratio "$many" "$copy")"
+  done
+  echo
 done
 mc="$(printf '%s\n' "${copies[@]}" | median)" md="$(printf '%s\n' "${drains[@]}" | median)"
 printf '%-4s %12.0f %10s %14.0f %7s\n' median "$mc" "" "$md" "$(ratio "$md" "$mc")"

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstring>
 #include <thread>
 
 namespace evpipe::io {
@@ -142,7 +143,21 @@ void nats_consumer::pull_loop() {
     }
     auto now = std::chrono::steady_clock::now();
     for (int i = 0; i < list.Count; ++i) {
-      take(list.Msgs[i], now);
+      natsMsg* m = list.Msgs[i];
+      const char* reply = natsMsg_GetReply(m);
+      if (natsMsg_GetSubject(m) == nullptr || reply == nullptr || std::strncmp(reply, "$JS.ACK.", 8) != 0) {
+        // Not a JetStream delivery (a status the library let through): it
+        // cannot be acked, and its metadata cannot be read.
+        pipeline::bump(sh_.probe.nats_fetch_errors);
+        if (!told_foreign_) {
+          spdlog::warn("nats: consumer \"{}\": dropped a fetched message that is not a JetStream delivery (subject "
+                       "{}, reply {}); told once", name_, natsMsg_GetSubject(m) ? natsMsg_GetSubject(m) : "(none)",
+                       reply ? reply : "(none)");
+          told_foreign_ = true;
+        }
+        continue;  // destroyed with the list
+      }
+      take(m, now);
       list.Msgs[i] = nullptr;  // ours now, until acked
     }
     natsMsgList_Destroy(&list);

@@ -90,6 +90,7 @@ class nats_consumer final : public stages::event_origin, public std::enable_shar
   pipeline::limits_follower limits_follower_;
   std::string padded_;             // a message's bytes with the validator's padding
   std::string topic_;
+  bool told_foreign_ = false;      // a fetched message that was no JetStream delivery was logged
 };
 
 }  // namespace evpipe::io
