@@ -217,6 +217,16 @@ void nats_consumer::on_outcomes(std::span<const stages::outcome> outcomes) {
     std::lock_guard lock(mu_);
     if (released_) return;  // closed: the server redelivers what was not acked
     for (const auto& o : outcomes) {
+      // Each seq gets one outcome. One outside what is held (or reported
+      // twice) would be a broken invariant upstream: logged and counted,
+      // never written outside the deque.
+      if (o.seq < first_seq_ || o.seq - first_seq_ >= held_.size() || held_[o.seq - first_seq_].msg == nullptr) {
+        pipeline::bump(sh_.probe.nats_fetch_errors);
+        if (!told_stray_) spdlog::error("nats: consumer \"{}\": an outcome for seq {} that is not held (first {}, held {})",
+                                        name_, o.seq, first_seq_, held_.size());
+        told_stray_ = true;
+        continue;
+      }
       auto& h = held_[o.seq - first_seq_];
       to_ack_.push_back(h.msg);
       h.msg = nullptr;

@@ -83,6 +83,7 @@ class nats_consumer final : public stages::event_origin, public std::enable_shar
   size_t unacked_ = 0;             // pulled, not yet acked (held with a msg, or in to_ack_)
   std::vector<natsMsg*> to_ack_;   // committed, for the acker
   bool released_ = false;
+  bool told_stray_ = false;        // an outcome for a seq not held was logged
 
   // Puller-thread state.
   pipeline::intake intake_;
