@@ -270,7 +270,11 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
       ho.max_connections = s.http.max_connections;
       ho.idle_timeout = std::chrono::seconds(s.http.idle_timeout_s);
       ho.max_commit_stall = std::chrono::milliseconds(s.health.max_commit_stall_ms);
-      ho.source_notes = [&sources] { return sources.mqtt_notes(); };
+      ho.source_notes = [&sources] {
+        auto notes = sources.mqtt_notes();
+        for (auto& n : sources.nats_notes()) notes.push_back(std::move(n));
+        return notes;
+      };
       if (stream_hub) {
         ho.extra_metrics = [hub = stream_hub.get(), prefix = s.metrics.prefix] {
           return read::render_stream_metrics(hub->probe(), prefix);

@@ -6,6 +6,7 @@
 
 #include "io/sources/http/http_source.h"
 #include "io/sources/mqtt/mqtt_source.h"
+#include "io/sources/nats/nats_source.h"
 #include "io/sources/tcp/tcp_source.h"
 
 namespace evpipe::app {
@@ -48,13 +49,18 @@ std::unique_ptr<io::source> live_sources::make_http(const config::http_source& c
   return std::make_unique<io::http_source>(ioc_, c, router_, probe_for("http"), limits_);
 }
 
+std::unique_ptr<io::source> live_sources::make_nats(const config::nats_source& c) {
+  return std::make_unique<io::nats_source>(c, router_, probe_for("nats"), limits_);
+}
+
 void live_sources::start_all(const config::settings& s) {
   std::lock_guard lock(mu_);
   // Probes in the order tcp, mqtt, http, as before reloads existed.
   for (const auto& c : s.tcp_sources) tcp_.push_back(make_tcp(c));
   for (const auto& c : s.mqtt_sources) mqtt_.push_back(make_mqtt(c));
   for (const auto& c : s.http_sources) http_.push_back(make_http(c));
-  for (auto* list : {&tcp_, &mqtt_, &http_}) {
+  for (const auto& c : s.nats_sources) nats_.push_back(make_nats(c));
+  for (auto* list : {&tcp_, &mqtt_, &http_, &nats_}) {
     for (auto& src : *list) src->start();
   }
   if (!tcp_.empty()) first_tcp_port_ = static_cast<io::tcp_source&>(*tcp_.front()).port();
@@ -157,14 +163,14 @@ int live_sources::apply(const config::reload_plan& plan, config::settings& effec
 void live_sources::stop_reading_all() {
   std::lock_guard lock(mu_);
   draining_ = true;
-  for (auto* list : {&tcp_, &mqtt_, &http_}) {
+  for (auto* list : {&tcp_, &mqtt_, &http_, &nats_}) {
     for (auto& src : *list) src->stop_reading();
   }
 }
 
 void live_sources::wait_not_reading(std::chrono::steady_clock::time_point deadline) {
   std::lock_guard lock(mu_);
-  for (auto* list : {&tcp_, &mqtt_, &http_}) {
+  for (auto* list : {&tcp_, &mqtt_, &http_, &nats_}) {
     for (auto& src : *list) {
       while (src->reading_connections() > 0 && std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(1ms);
@@ -176,7 +182,7 @@ void live_sources::wait_not_reading(std::chrono::steady_clock::time_point deadli
 void live_sources::close_all(std::chrono::steady_clock::time_point ack_deadline) {
   std::lock_guard lock(mu_);
   // Connections close themselves once their last ack is written.
-  for (auto* list : {&tcp_, &mqtt_, &http_, &retired_}) {
+  for (auto* list : {&tcp_, &mqtt_, &http_, &nats_, &retired_}) {
     for (auto& src : *list) {
       while (src->open_connections() > 0 && std::chrono::steady_clock::now() < ack_deadline) {
         std::this_thread::sleep_for(1ms);
@@ -189,7 +195,7 @@ void live_sources::close_all(std::chrono::steady_clock::time_point ack_deadline)
 std::vector<std::string> live_sources::describe() {
   std::lock_guard lock(mu_);
   std::vector<std::string> out;
-  for (auto* list : {&tcp_, &mqtt_, &http_}) {
+  for (auto* list : {&tcp_, &mqtt_, &http_, &nats_}) {
     for (auto& src : *list) out.push_back(src->describe());
   }
   return out;
@@ -227,6 +233,29 @@ std::vector<io::http_server_options::source_note> live_sources::mqtt_notes() {
     if (r.connected < r.sessions && r.flapping == 0) {
       notes.push_back({false, who + ": " + std::to_string(r.sessions - r.connected) + " of " +
                                   std::to_string(r.sessions) + " sessions not connected to the broker"});
+    }
+  }
+  return notes;
+}
+
+}  // namespace evpipe::app
+
+namespace evpipe::app {
+
+// A NATS source whose consumer cannot be set up for a reason waiting will not
+// fix (the stream was deleted, a consumer of the wrong kind) is not ready; a
+// server away, or a consumer not bound yet, is noted (the library reconnects).
+std::vector<io::http_server_options::source_note> live_sources::nats_notes() {
+  std::vector<io::http_server_options::source_note> notes;
+  std::lock_guard lock(mu_);
+  for (const auto& src : nats_) {
+    auto r = static_cast<io::nats_source&>(*src).ready_state();
+    std::string who = src->describe();
+    if (!r.connected) notes.push_back({false, who + ": not connected to a server"});
+    if (r.consumers_ready < r.consumers) {
+      notes.push_back({r.problem_is_config, who + ": " + std::to_string(r.consumers - r.consumers_ready) + " of " +
+                                                std::to_string(r.consumers) + " consumers not pulling" +
+                                                (r.problem.empty() ? std::string() : " (" + r.problem + ")")});
     }
   }
   return notes;

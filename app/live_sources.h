@@ -32,6 +32,7 @@
 namespace evpipe::io {
 class mqtt_source;
 class mqtt_subscription_memory;
+class nats_source;
 class tcp_source;
 }  // namespace evpipe::io
 
@@ -71,12 +72,15 @@ class live_sources {
   [[nodiscard]] uint16_t first_tcp_port() const noexcept { return first_tcp_port_; }
   // /health/ready's notes about MQTT sessions (called on the metrics thread).
   [[nodiscard]] std::vector<io::http_server_options::source_note> mqtt_notes();
+  // The same about NATS sources (connection, consumers bound).
+  [[nodiscard]] std::vector<io::http_server_options::source_note> nats_notes();
 
  private:
   pipeline::source_probe& probe_for(const std::string& kind);
   std::unique_ptr<io::source> make_tcp(const config::tcp_source& c);
   std::unique_ptr<io::source> make_mqtt(const config::mqtt_source& c);
   std::unique_ptr<io::source> make_http(const config::http_source& c);
+  std::unique_ptr<io::source> make_nats(const config::nats_source& c);
   // Starts a source, retrying a few times while its address is still held by
   // the source it replaces; nullptr (logged) when it cannot start.
   std::unique_ptr<io::source> start_one(const std::function<std::unique_ptr<io::source>()>& make,
@@ -95,6 +99,9 @@ class live_sources {
   // In the order of the running config's lists, so that a plan's indices
   // apply to them.
   std::vector<std::unique_ptr<io::source>> tcp_, mqtt_, http_;
+  // [[sources.nats]]: started with the others, changed only by a restart
+  // (config/reload.cc names it in the reload's kept settings).
+  std::vector<std::unique_ptr<io::source>> nats_;
   std::vector<std::unique_ptr<io::source>> retired_;
   uint16_t first_tcp_port_ = 0;
 

@@ -191,8 +191,8 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
   if (auto* t = section(root, "sources", origin)) {
     for (auto&& [k, v] : *t) {
       std::string type(k.str());
-      if (type != "tcp" && type != "mqtt" && type != "http") {
-        throw config_error(origin + ": [sources]: unknown source type \"" + type + "\" (supported: tcp, mqtt, http)");
+      if (type != "tcp" && type != "mqtt" && type != "http" && type != "nats") {
+        throw config_error(origin + ": [sources]: unknown source type \"" + type + "\" (supported: tcp, mqtt, http, nats)");
       }
       if (!v.is_array() || (!v.as_array()->empty() && !v.is_array_of_tables())) {
         throw config_error(origin + ": sources." + type + " must be written [[sources." + type + "]]");
@@ -206,6 +206,10 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
         }
         if (type == "http") {
           s.http_sources.push_back(parse_http(*item.as_table(), where, origin, base_dir));
+          continue;
+        }
+        if (type == "nats") {
+          s.nats_sources.push_back(parse_nats(*item.as_table(), where, origin, base_dir));
           continue;
         }
         table_reader r(*item.as_table(), where, origin);
@@ -279,8 +283,8 @@ settings load_file(const std::string& path) {
 
 std::vector<std::string> problems_for_run(const settings& s) {
   std::vector<std::string> out;
-  if (s.tcp_sources.empty() && s.mqtt_sources.empty() && s.http_sources.empty()) {
-    out.push_back("no sources configured: add a [[sources.tcp]], [[sources.mqtt]] or [[sources.http]] section "
+  if (s.tcp_sources.empty() && s.mqtt_sources.empty() && s.http_sources.empty() && s.nats_sources.empty()) {
+    out.push_back("no sources configured: add a [[sources.tcp]], [[sources.mqtt]], [[sources.http]] or [[sources.nats]] section "
                   "(see config/evpipe.toml)");
   }
   size_t i = 0;
@@ -289,6 +293,17 @@ std::vector<std::string> problems_for_run(const settings& s) {
     for (auto [key, file] : {std::pair{"ca_file", &m.ca_file}, {"cert_file", &m.cert_file}, {"key_file", &m.key_file}}) {
       if (!file->empty() && access(file->c_str(), R_OK) != 0) {
         out.push_back("[[sources.mqtt]] #" + std::to_string(i) + " " + key + ": cannot read \"" + *file + "\": " +
+                      std::strerror(errno));
+      }
+    }
+  }
+  i = 0;
+  for (const auto& n : s.nats_sources) {
+    ++i;
+    for (auto [key, file] : {std::pair{"ca_file", &n.ca_file}, {"cert_file", &n.cert_file}, {"key_file", &n.key_file},
+                             {"creds_file", &n.creds_file}}) {
+      if (!file->empty() && access(file->c_str(), R_OK) != 0) {
+        out.push_back("[[sources.nats]] #" + std::to_string(i) + " " + key + ": cannot read \"" + *file + "\": " +
                       std::strerror(errno));
       }
     }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "config/nats_section.h"
 #include "config/route_config.h"
 #include "config/stream_section.h"
 #include "config/schemas_section.h"
@@ -135,6 +136,7 @@ struct settings {
   std::vector<tcp_source> tcp_sources;
   std::vector<mqtt_source> mqtt_sources;
   std::vector<http_source> http_sources;
+  std::vector<nats_source> nats_sources;  // [[sources.nats]] (config/nats_section.h, docs/nats.md)
   std::vector<route> routes;          // [[routes]]: messages into typed tables (docs/routes.md), in match order
 
   // shards with 0 resolved to the number of cores.

@@ -56,6 +56,7 @@ reload_plan plan_reload(const settings& running, const settings& next) {
               a.metrics.max_series != b.metrics.max_series,
           "[metrics]");
   differs(a.tenants != b.tenants, "[tenants]");  // sources bind to it at start (docs/tenants.md)
+  differs(a.nats_sources != b.nats_sources, "[[sources.nats]]");  // its consumers are set up at start
   // Settings this function does not name (sections added later) that differ
   // are kept too, and reported.
   settings probe = next;

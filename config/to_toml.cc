@@ -4,6 +4,7 @@
 
 #include "config/config.h"
 #include "config/route_sections.h"
+#include "config/source_sections.h"
 
 namespace evpipe::config {
 
@@ -148,6 +149,13 @@ std::string to_toml(const settings& s) {
   if (!tcp.empty()) sources.insert("tcp", std::move(tcp));
   if (!mqtt.empty()) sources.insert("mqtt", std::move(mqtt));
   if (!http.empty()) sources.insert("http", std::move(http));
+  toml::array nats;
+  for (const auto& n : s.nats_sources) {
+    toml::table t = detail::nats_to_toml(n);
+    tenancy_to_toml(n.tenancy, t);
+    nats.push_back(std::move(t));
+  }
+  if (!nats.empty()) sources.insert("nats", std::move(nats));
   if (!sources.empty()) root.insert("sources", std::move(sources));
   if (!s.routes.empty()) root.insert("routes", detail::routes_to_toml(s.routes));
   // The values are expanded: a `$` in one must read back as itself.

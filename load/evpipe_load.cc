@@ -275,8 +275,9 @@ int main(int argc, char** argv) {
   cli.add_option("--target", o.target,
                  "tcp://host:port (NDJSON, acked by {\"ack\":N}); mqtt://host:port (QoS 1 through a broker, acked by "
                  "the broker's PUBACK); mqtt-serve://host:port (play the broker for evpipe's MQTT source: acked by "
-                 "evpipe's PUBACK after commit); http://host:port/v1/events (NDJSON batches, acked by the response)");
-  cli.add_option("--topic", o.wire.topic, "MQTT topic to publish on")->default_val("tracker/events/load");
+                 "evpipe's PUBACK after commit); http://host:port/v1/events (NDJSON batches, acked by the response); "
+                 "nats://host:port (into a JetStream stream, acked by the stream's publish ack)");
+  cli.add_option("--topic", o.wire.topic, "MQTT topic to publish on (nats://: the subject, '/' read as '.')")->default_val("tracker/events/load");
   cli.add_option("--http-batch", o.http_batch,
                  "events per HTTP request at most; a connection sends its next request once the last is answered, "
                  "with every event that fell due meanwhile")->default_val(1000)
@@ -320,7 +321,7 @@ int main(int argc, char** argv) {
   if (o.run_id.empty()) o.run_id = "r" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count() / 1000000);
   if (!o.emit.empty() || !o.emit_csv.empty()) return emit(o);
   if (o.target.empty()) {
-    std::cerr << "evpipe-load: --target is required (tcp://, mqtt://, mqtt-serve:// or http://; or --emit FILE)\n";
+    std::cerr << "evpipe-load: --target is required (tcp://, mqtt://, mqtt-serve://, http:// or nats://; or --emit FILE)\n";
     return 2;
   }
   evpipe::load::target target;
@@ -481,9 +482,11 @@ int main(int argc, char** argv) {
     try {
       auto keys = evpipe::load::generated_keys(o.run_id, valid_per_stream);
       auto report = evpipe::load::verify_run(o.verify, o.run_id, keys, invalid);
-      // Through a broker, the PUBACKs came from the broker: give evpipe time
-      // to commit what it has yet to receive.
-      for (int waited = 0; target.kind == evpipe::load::target_kind::mqtt && !report.ok() && waited < 600; ++waited) {
+      // Through a broker (or a JetStream stream), the acks came from it: give
+      // evpipe time to commit what it has yet to receive.
+      const bool via_broker =
+          target.kind == evpipe::load::target_kind::mqtt || target.kind == evpipe::load::target_kind::nats;
+      for (int waited = 0; via_broker && !report.ok() && waited < 600; ++waited) {
         std::this_thread::sleep_for(100ms);
         report = evpipe::load::verify_run(o.verify, o.run_id, keys, invalid);
       }

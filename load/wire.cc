@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -32,9 +33,11 @@ target parse_target(const std::string& url) {
     t.kind = target_kind::mqtt_serve;
   } else if (scheme == "http") {
     t.kind = target_kind::http;
+  } else if (scheme == "nats") {
+    t.kind = target_kind::nats;
   } else {
-    throw std::invalid_argument("target must be tcp://host:port, mqtt://host:port, mqtt-serve://host:port or "
-                                "http://host:port/v1/events, got \"" + url + "\"");
+    throw std::invalid_argument("target must be tcp://host:port, mqtt://host:port, mqtt-serve://host:port, "
+                                "http://host:port/v1/events or nats://host:port, got \"" + url + "\"");
   }
   rest = url.substr(scheme_end + 3);
   if (auto slash = rest.find('/'); slash != std::string::npos) {
@@ -226,6 +229,99 @@ class http_wire final : public wire {
   uint64_t batch_;
 };
 
+// Publishes into a JetStream stream with the NATS text protocol: each PUB
+// names this connection's inbox as its reply subject, and the stream's
+// publish ack ({"stream":..,"seq":N}) comes back there as a MSG once the
+// message is stored. One stream on one connection acks in publish order.
+class nats_wire final : public wire {
+ public:
+  explicit nats_wire(std::string topic) : subject_(std::move(topic)) {
+    // An MQTT-style topic names the subject: tracker/events/load -> tracker.events.load.
+    for (char& c : subject_) c = c == '/' ? '.' : c;
+    static std::atomic<int> next{0};
+    inbox_ = "_INBOX.evpipe_load_" + std::to_string(::getpid()) + "_" + std::to_string(++next);
+  }
+  void add(uint64_t idx, std::string_view event, std::string& out) override { add_on_topic(idx, subject_, event, out); }
+  void add_on_topic(uint64_t, std::string_view topic, std::string_view event, std::string& out) override {
+    if (!subscribed_) {
+      // In the byte stream before the first PUB: the server handles it first.
+      out += "SUB " + inbox_ + " 1\r\n";
+      subscribed_ = true;
+    }
+    out += "PUB ";
+    out += topic;
+    out += " " + inbox_ + " " + std::to_string(event.size()) + "\r\n";
+    out += event;
+    out += "\r\n";
+  }
+  uint64_t on_bytes(std::string& in, uint64_t acked, std::string& reply) override {
+    size_t used = 0;
+    for (;;) {
+      size_t eol = in.find("\r\n", used);
+      if (eol == std::string::npos) break;
+      std::string_view line(in.data() + used, eol - used);
+      if (line.starts_with("MSG ") || line.starts_with("HMSG ")) {
+        // MSG <subject> <sid> [reply] <bytes>; HMSG ... <header bytes> <total bytes>
+        size_t total = std::strtoull(std::string(line.substr(line.rfind(' ') + 1)).c_str(), nullptr, 10);
+        if (in.size() < eol + 2 + total + 2) break;
+        std::string_view body(in.data() + eol + 2, total);
+        if (line.starts_with("HMSG ")) {
+          // Headers only come with a status: 503 = no stream takes the subject.
+          throw std::runtime_error("NATS: no JetStream stream stores \"" + subject_ + "\" (" +
+                                   std::string(body.substr(0, body.find("\r\n"))) + ")");
+        }
+        if (body.find("\"error\"") != std::string_view::npos) {
+          throw std::runtime_error("NATS: the stream refused a message: " + std::string(body));
+        }
+        ++acked;
+        used = eol + 2 + total + 2;
+        continue;
+      }
+      if (line == "PING") reply += "PONG\r\n";
+      if (line.starts_with("-ERR")) throw std::runtime_error("NATS: " + std::string(line));
+      used = eol + 2;  // PONG, +OK, INFO
+    }
+    in.erase(0, used);
+    return acked;
+  }
+
+ private:
+  std::string subject_, inbox_;
+  bool subscribed_ = false;
+};
+
+// Reads lines until `PONG` (the server has handled what came before it).
+void nats_handshake(int fd, const std::string& name) {
+  std::string buf;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  bool sent = false;
+  for (;;) {
+    size_t eol;
+    while ((eol = buf.find("\r\n")) != std::string::npos) {
+      std::string line = buf.substr(0, eol);
+      buf.erase(0, eol + 2);
+      if (line.starts_with("-ERR")) throw std::runtime_error("NATS: " + line);
+      if (line == "PONG") return;
+      if (line.starts_with("INFO ") && !sent) {
+        // headers and no_responders: a subject no stream takes is answered
+        // at once with status 503 instead of never.
+        send_bytes(fd, "CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true,"
+                       "\"lang\":\"c++\",\"version\":\"1\",\"protocol\":1,\"name\":\"" + name + "\"}\r\nPING\r\n");
+        sent = true;
+      }
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd p{fd, POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+      throw std::runtime_error("NATS handshake timed out");
+    }
+    char tmp[4096];
+    ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+    if (n <= 0) throw std::runtime_error("connection closed during the NATS handshake");
+    buf.append(tmp, static_cast<size_t>(n));
+  }
+}
+
 }  // namespace
 
 int open_connection(const target& t, int index, const wire_options& o) {
@@ -257,6 +353,8 @@ int open_connection(const target& t, int index, const wire_options& o) {
       if (mqtt::parse_connack(f, ack) != mqtt::decode_status::ok || ack.return_code != 0) {
         throw std::runtime_error("the broker refused the connection");
       }
+    } else if (t.kind == target_kind::nats) {
+      nats_handshake(fd, o.client_id + "-" + std::to_string(index + 1));
     } else if (t.kind == target_kind::mqtt_serve) {
       // Play the broker: accept the CONNECT and the SUBSCRIBE.
       mqtt::connect_packet c;
@@ -288,6 +386,7 @@ std::unique_ptr<wire> make_wire(const target& t, const wire_options& o, uint64_t
     case target_kind::mqtt:
     case target_kind::mqtt_serve: return std::make_unique<mqtt_wire>(o.topic);
     case target_kind::http: return std::make_unique<http_wire>(t, o.bearer_token, http_batch);
+    case target_kind::nats: return std::make_unique<nats_wire>(o.topic);
   }
   return nullptr;
 }

@@ -11,6 +11,8 @@
 //                            connects to it, and the ack is evpipe's own PUBACK,
 //                            sent after the commit (publish-to-PUBACK latency)
 //   http://host:port/path    POST NDJSON batches; the ack is the response
+//   nats://host:port         PUB into a JetStream stream; the ack is the
+//                            stream's publish ack (evpipe pulls and commits later)
 //
 // Used by one sender and one receiver thread per connection.
 
@@ -22,7 +24,7 @@
 
 namespace evpipe::load {
 
-enum class target_kind : uint8_t { tcp, mqtt, mqtt_serve, http };
+enum class target_kind : uint8_t { tcp, mqtt, mqtt_serve, http, nats };
 
 struct target {
   target_kind kind = target_kind::tcp;
@@ -36,7 +38,7 @@ struct target {
 [[nodiscard]] target parse_target(const std::string& url);
 
 struct wire_options {
-  std::string topic = "tracker/events/load";  // MQTT topic of every PUBLISH
+  std::string topic = "tracker/events/load";  // MQTT topic of every PUBLISH (NATS: the subject, '/' as '.')
   std::string client_id = "evpipe-load";      // mqtt://: suffixed with the connection number
   std::string bearer_token;                   // http: sent as Authorization: Bearer
   double accept_timeout_s = 30;               // mqtt-serve: how long to wait for evpipe to connect

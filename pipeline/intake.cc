@@ -265,6 +265,24 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
   b.events.push_back(rec);
 }
 
+void intake::add_unprocessed(std::string_view bytes, stages::reason why, std::string_view message, uint64_t seq,
+                             int64_t received_ns, std::string_view topic) {
+  ++pending_;
+  stages::event_record rec;
+  rec.seq = seq;
+  rec.received_ns = received_ns;
+  rec.why = why;
+  auto d = stages::hash_key(bytes.data(), bytes.size());
+  rec.digest_lo = d.lo;
+  rec.digest_hi = d.hi;
+  rec.raw_truncated = bytes.size() > limits_.max_event_bytes;
+  auto& b = batch_of(rec);
+  rec.message = b.append(message);
+  rec.topic = b.append(column_topic(topic));
+  rec.raw = b.append(rec.raw_truncated ? bytes.substr(0, too_large_prefix) : bytes);
+  b.events.push_back(rec);
+}
+
 std::string_view intake::column_topic(std::string_view topic) const noexcept {
   return stages::varchar_prefix(topic, limits_.max_topic_chars);
 }

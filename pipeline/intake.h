@@ -94,6 +94,12 @@ class intake {
   // (streamed past): its first bytes and the digest of all of them.
   void add_too_large(std::string_view prefix, size_t full_size, uint64_t digest_lo, uint64_t digest_hi, uint64_t seq,
                      int64_t received_ns, std::string_view default_topic);
+  // An event dead-lettered as `why` without being looked at (a broker message
+  // delivered more than max_deliveries times: whatever it does to the process
+  // must not happen again). Its bytes are kept (a prefix when over the size
+  // limit) with their digest, so a redelivery meets its dlq_events row.
+  void add_unprocessed(std::string_view bytes, stages::reason why, std::string_view message, uint64_t seq,
+                       int64_t received_ns, std::string_view topic);
 
   // From the next add() on (a reload changed [events]; limits_follower).
   void set_limits(const stages::envelope_limits& limits) noexcept { limits_ = limits; }

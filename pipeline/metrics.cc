@@ -163,7 +163,9 @@ metrics_registry::readiness metrics_registry::ready_state(std::chrono::milliseco
     r.source_health += "{\"source\":";
     stages::append_json_string(r.source_health, src.kind);
     const int64_t active = src.connections_active.load();
-    if (src.kind == "mqtt") r.source_health += std::string(",\"broker_connected\":") + (active > 0 ? "true" : "false");
+    if (src.kind == "mqtt" || src.kind == "nats") {
+      r.source_health += std::string(",\"broker_connected\":") + (active > 0 ? "true" : "false");
+    }
     r.source_health += ",\"connections\":" + std::to_string(active) + ",\"last_message_time\":";
     const int64_t last = src.last_received_unix_ms.load(std::memory_order_relaxed);
     if (last == 0) {
@@ -420,6 +422,23 @@ std::string metrics_registry::render() const {
        "MQTT sessions with shared_group whose probe did not come back through the $share filter: the broker most "
        "likely binds it literally and delivers nothing to it.",
        [](const source_probe& s) { return double(s.shared_unconfirmed.load()); }},
+      {"nats", "_nats_connections_active", "gauge", "NATS sources connected to a server.",
+       [](const source_probe& s) { return double(s.connections_active.load()); }},
+      {"nats", "_nats_consumers_ready", "gauge", "JetStream pull consumers bound and pulling.",
+       [](const source_probe& s) { return double(s.nats_consumers_ready.load()); }},
+      {"nats", "_nats_reconnects_total", "counter", "Reconnections to a NATS server after a lost connection.",
+       [](const source_probe& s) { return double(s.reconnects.load()); }},
+      {"nats", "_nats_acks_total", "counter", "JetStream messages acked, each after its outcome committed.",
+       [](const source_probe& s) { return double(s.nats_acks.load()); }},
+      {"nats", "_nats_in_progress_acks_total", "counter",
+       "In-progress acks sent for messages whose commit takes long (a database outage), so that the server's ack "
+       "wait does not redeliver them.",
+       [](const source_probe& s) { return double(s.nats_in_progress.load()); }},
+      {"nats", "_nats_max_deliveries_total", "counter",
+       "Messages delivered more than max_deliveries times, dead-lettered without being processed.",
+       [](const source_probe& s) { return double(s.nats_max_deliveries.load()); }},
+      {"nats", "_nats_fetch_errors_total", "counter", "Pulls from a JetStream consumer that failed (not timeouts).",
+       [](const source_probe& s) { return double(s.nats_fetch_errors.load()); }},
   };
   for (const auto& m : kind_metrics) {
     for (const auto& s : sources_) {

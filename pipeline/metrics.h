@@ -151,6 +151,12 @@ struct source_probe {
   std::atomic<int64_t> subscriptions_degraded{0};  // filters refused (SUBACK 0x80) or granted only QoS 0
   std::atomic<int64_t> sessions_subscribed{0};     // connected sessions whose SUBACK came back
   std::atomic<int64_t> shared_unconfirmed{0};      // sessions whose shared_group probe did not come back
+  // NATS only (io/sources/nats).
+  counter nats_acks{0};                 // messages acked, each after its outcome committed
+  counter nats_in_progress{0};          // in-progress acks: messages whose commit is taking long (a database outage)
+  counter nats_max_deliveries{0};       // messages dead-lettered unprocessed as max_deliveries
+  counter nats_fetch_errors{0};         // pulls that failed (other than timeouts)
+  std::atomic<int64_t> nats_consumers_ready{0};  // consumers bound and pulling
   // HTTP only: responses by status class.
   counter http_ok{0};                   // 200
   counter http_client_errors{0};        // 400, 401, 404, 405, 413, 415, 431

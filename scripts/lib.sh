@@ -14,6 +14,7 @@ EVPIPE_PACKAGES=(
   clang libclang-rt-14-dev
   python3 procps
   zlib1g-dev  # HTTP source: gzip and deflate request bodies
+  libnats-dev nats-server  # NATS JetStream source (io/sources/nats) and its test server
   libre2-dev  # payload schemas: `pattern` (stages/schema)
   libvalijson-dev  # tests only: the reference validator of tests/stages/schema/schema_differential_test
   chromium    # tests only: browser producers (CORS, sendBeacon) in headless Chromium

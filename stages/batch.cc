@@ -75,9 +75,10 @@ dead_letter route_dead_letter(const event_batch& from, const event_record& ev) {
   dl.message.assign(from.view(ev.message));
   dl.bytes.assign(from.view(ev.raw));
   dl.truncated = ev.raw_truncated;
-  // Only invalid_json and too_large events may not parse; every other reason
-  // was found in a document that the validator walked to the end.
-  dl.bytes_are_json = ev.why != reason::invalid_json && ev.why != reason::too_large;
+  // Only invalid_json and too_large events may not parse, and max_deliveries
+  // ones were never parsed; every other reason was found in a document that
+  // the validator walked to the end.
+  dl.bytes_are_json = ev.why != reason::invalid_json && ev.why != reason::too_large && ev.why != reason::max_deliveries;
   dl.digest = digest_bytes(ev.digest_hi, ev.digest_lo);
   dl.headers.assign(from.view(ev.headers));
   dl.tenant.assign(from.view(ev.tenant));

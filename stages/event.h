@@ -36,8 +36,9 @@ enum class reason : uint8_t {
   unknown_schema_version,   // the kind has versioned schemas, none for this event's version (when so configured)
   tenant_mismatch,          // claims another tenant than its source's credentials, or one its source does not allow (docs/tenants.md)
   invalid_tenant,           // its tenant field is not a tenant name (a string of 1 to 64 of A-Z a-z 0-9 . _ : -)
+  max_deliveries,           // the broker delivered it more than the source's max_deliveries times (NATS JetStream)
 };
-inline constexpr int reason_count = 17;
+inline constexpr int reason_count = 18;
 
 [[nodiscard]] std::string_view reason_code(reason r) noexcept;
 

@@ -25,6 +25,7 @@ std::string_view reason_code(reason r) noexcept {
     case reason::unknown_schema_version: return "unknown_schema_version";
     case reason::tenant_mismatch: return "tenant_mismatch";
     case reason::invalid_tenant: return "invalid_tenant";
+    case reason::max_deliveries: return "max_deliveries";
   }
   return "unknown";
 }

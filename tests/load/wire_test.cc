@@ -82,5 +82,36 @@ TEST(Wire, HttpBatchesIntoRequestsAndCountsAcceptedEvents) {
   EXPECT_THROW((void)w->on_bytes(in, 4, reply), std::runtime_error);
 }
 
+TEST(Wire, NatsPublishesWithAReplyInboxAndCountsStreamAcks) {
+  EXPECT_EQ(parse_target("nats://127.0.0.1:4222").kind, target_kind::nats);
+  auto w = make_wire(parse_target("nats://h:4222"), {.topic = "tracker/events/load"}, 1);
+  std::string out;
+  w->add(0, "{\"a\":1}", out);
+  w->add(1, "{}", out);
+  // The inbox is subscribed once, before the first PUB.
+  ASSERT_TRUE(out.starts_with("SUB _INBOX.")) << out;
+  std::string inbox = out.substr(4, out.find(' ', 4) - 4);
+  EXPECT_EQ(out, "SUB " + inbox + " 1\r\nPUB tracker.events.load " + inbox + " 7\r\n{\"a\":1}\r\nPUB tracker.events.load " +
+                     inbox + " 2\r\n{}\r\n");
+
+  std::string ack = "{\"stream\":\"EVENTS\",\"seq\":1}";
+  std::string msg = "MSG " + inbox + " 1 " + std::to_string(ack.size()) + "\r\n" + ack + "\r\n";
+  std::string in = "+OK\r\n" + msg + "PING\r\n" + msg.substr(0, 10), reply;
+  EXPECT_EQ(w->on_bytes(in, 5, reply), 6u);
+  EXPECT_EQ(reply, "PONG\r\n");
+  in += msg.substr(10);
+  EXPECT_EQ(w->on_bytes(in, 6, reply), 7u);
+  EXPECT_TRUE(in.empty());
+
+  // No stream takes the subject (status 503 with no_responders), or the
+  // stream refuses the message: the run stops with the reason.
+  std::string hdr = "NATS/1.0 503\r\n\r\n";
+  in = "HMSG " + inbox + " 1 " + std::to_string(hdr.size()) + " " + std::to_string(hdr.size()) + "\r\n" + hdr + "\r\n";
+  EXPECT_THROW((void)w->on_bytes(in, 7, reply), std::runtime_error);
+  std::string err = "{\"error\":{\"code\":503,\"description\":\"insufficient resources\"}}";
+  in = "MSG " + inbox + " 1 " + std::to_string(err.size()) + "\r\n" + err + "\r\n";
+  EXPECT_THROW((void)w->on_bytes(in, 7, reply), std::runtime_error);
+}
+
 }  // namespace
 }  // namespace evpipe::load

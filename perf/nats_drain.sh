@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# NATS JetStream backlog drain against psql \copy, in one run on one machine
+# (issue 14 target: 0.9 or better).
+#
+# Publishes N events (default 200000 of ~400 B, all valid and unique) into a
+# JetStream stream on Debian's nats-server (file storage, loopback) with
+# evpipe-load --target nats:// while evpipe is not running, then starts evpipe
+# with a [[sources.nats]] durable pull consumer and times until every row is
+# committed. Before that, the same rows go into a fresh events_mirror with
+# psql \copy. Prints both rates and their ratio per run, then the medians.
+# With --processes "1 2 3", each run also drains the backlog with that many
+# evpipe processes on the one durable consumer (issue 14: many processes, one
+# table), each with [pipeline] shards = cores.
+#   perf/nats_drain.sh [--count N] [--runs R] [--fetch-batch B] [--max-ack-pending P] [--processes "1 2 3"]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+count=200000 runs=3 fetch_batch=512 max_ack_pending=16384 processes=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --count) count="$2"; shift 2 ;;
+    --runs) runs="$2"; shift 2 ;;
+    --fetch-batch) fetch_batch="$2"; shift 2 ;;
+    --max-ack-pending) max_ack_pending="$2"; shift 2 ;;
+    --processes) processes="$2"; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+
+perf_setup
+ensure_packages nats-server
+
+# nats-server with JetStream on a loopback port, its storage in the scratch dir.
+nats_port="$(free_port)"
+mkdir -p "$scratch/nats"
+cat >"$scratch/nats/nats.conf" <<CONF
+listen: 127.0.0.1:$nats_port
+http: 0
+log_file: "$scratch/nats/nats.log"
+jetstream { store_dir: "$scratch/nats/js", max_memory_store: 64MB, max_file_store: 8GB }
+CONF
+/usr/sbin/nats-server -c "$scratch/nats/nats.conf" &
+nats_pid=$!
+trap 'kill "$nats_pid" 2>/dev/null || true; cleanup_scratch' EXIT
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break; sleep 0.05; done
+
+# The stream is made through the server's JetStream API with the NATS text
+# protocol (no nats CLI in Debian): $JS.API.STREAM.CREATE.<name>.
+js_api() {
+  python3 - "$nats_port" "$1" "$2" <<'PY'
+import socket, sys
+port, subject, body = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.create_connection(("127.0.0.1", port))
+f = s.makefile("rb")
+f.readline()  # INFO
+s.sendall(b'CONNECT {"verbose":false}\r\nSUB _INBOX.perf 1\r\n' +
+          f"PUB {subject} _INBOX.perf {len(body)}\r\n{body}\r\nPING\r\n".encode())
+while True:
+    line = f.readline()
+    if line.startswith(b"MSG"):
+        print(f.read(int(line.split()[-1]) + 2).decode().strip())
+        break
+PY
+}
+stream_reset() {
+  js_api '$JS.API.STREAM.DELETE.PERF' '' >/dev/null
+  js_api '$JS.API.STREAM.CREATE.PERF' '{"name":"PERF","subjects":["perf.>"],"storage":"file"}' | grep -q '"config"' ||
+    die "could not create the JetStream stream"
+}
+
+cp "$scratch/evpipe.toml" "$scratch/evpipe-tcp.toml"
+{ cat "$scratch/evpipe-tcp.toml"
+  printf '[[sources.nats]]\nservers = ["nats://127.0.0.1:%s"]\nstream = "PERF"\ndurable = "evpipe"\n' "$nats_port"
+  printf 'fetch_batch = %s\nmax_ack_pending = %s\n' "$fetch_batch" "$max_ack_pending"; } >"$scratch/evpipe-nats.toml"
+
+"$bin/load/evpipe-load" --count "$count" --run-id drain --invalid-frac 0 --dup-frac 0 \
+  --emit "$scratch/drain.ndjson" --emit-csv "$scratch/drain.csv" 2>/dev/null
+rows="$(wc -l <"$scratch/drain.csv")"
+
+# nats_drain: fresh table and stream; the backlog is published (evpipe-load
+# waits for the stream's acks); evpipe starts and the time until every row is
+# committed is measured. Prints "rows/s preload_seconds".
+nats_drain() {
+  local t0 t1 t2 got
+  with_config nats
+  fresh_table
+  stream_reset
+  t0=$(now)
+  "$bin/load/evpipe-load" --target "nats://127.0.0.1:$nats_port" --topic perf/nats/drain --input "$scratch/drain.ndjson" \
+    --connections 4 --quiet >/dev/null
+  t1=$(now)
+  evpipe_start
+  for _ in $(seq 6000); do
+    [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" -ge "$rows" ] && break
+    sleep 0.05
+  done
+  t2=$(now)
+  got="$(psqlq -c 'SELECT count(*) FROM events_mirror')"
+  evpipe_stop
+  with_config tcp
+  [ "$got" = "$rows" ] || die "evpipe committed $got rows from the JetStream backlog, expected $rows"
+  echo "$rows $t1 $t2 $t0" | awk '{printf "%.0f %.1f", $1 / ($3 - $2), $2 - $4}'
+}
+
+# nats_drain_many K: as nats_drain, with K evpipe processes (each its own TCP
+# port, the same durable) started together. Prints rows/s.
+nats_drain_many() {
+  local k="$1" t1 t2 got pids=() ports=()
+  with_config nats
+  fresh_table
+  stream_reset
+  "$bin/load/evpipe-load" --target "nats://127.0.0.1:$nats_port" --topic perf/nats/drain --input "$scratch/drain.ndjson" \
+    --connections 4 --quiet >/dev/null
+  for i in $(seq "$k"); do
+    ports+=("$(free_port)")
+    sed "s/127.0.0.1:$tcp_port/127.0.0.1:${ports[-1]}/" "$scratch/evpipe-nats.toml" >"$scratch/evpipe-nats-$i.toml"
+  done
+  t1=$(now)
+  for i in $(seq "$k"); do
+    "$bin/app/evpipe" run --config "$scratch/evpipe-nats-$i.toml" 2>"$scratch/evpipe-$i.log" &
+    pids+=("$!")
+  done
+  for _ in $(seq 6000); do
+    [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" -ge "$rows" ] && break
+    sleep 0.05
+  done
+  t2=$(now)
+  got="$(psqlq -c 'SELECT count(*) FROM events_mirror')"
+  for p in "${pids[@]}"; do kill -TERM "$p"; done
+  for p in "${pids[@]}"; do wait "$p" || die "an evpipe exited non-zero"; done
+  with_config tcp
+  [ "$got" = "$rows" ] || die "$k evpipe processes committed $got rows, expected $rows"
+  echo "$rows $t1 $t2" | awk '{printf "%.0f", $1 / ($3 - $2)}'
+}
+
+echo "# $(machine_line)"
+echo "# load average $(cut -d' ' -f1-3 /proc/loadavg) at start; $count events, $(($(stat -c %s "$scratch/drain.ndjson") / count)) B each on average; fetch_batch $fetch_batch, max_ack_pending $max_ack_pending"
+printf '%-4s %12s %10s %14s %7s' run copy_rows/s preload_s nats_rows/s ratio
+for k in $processes; do printf ' %14s %7s' "${k}_procs_rows/s" ratio; done
+echo
+copies=() drains=()
+for r in $(seq "$runs"); do
+  copy="$(copy_rate "$scratch/drain.csv" "$rows")"
+  read -r rate preload <<<"$(nats_drain)"
+  copies+=("$copy") drains+=("$rate")
+  printf '%-4s %12s %10s %14s %7s' "$r" "$copy" "$preload" "$rate" "$(ratio "$rate" "$copy")"
+  for k in $processes; do
+    many="$(nats_drain_many "$k")"
+    printf ' %14s %7s' "$many" "$(ratio "$many" "$copy")"
+  done
+  echo
+done
+mc="$(printf '%s\n' "${copies[@]}" | median)" md="$(printf '%s\n' "${drains[@]}" | median)"
+printf '%-4s %12.0f %10s %14.0f %7s\n' median "$mc" "" "$md" "$(ratio "$md" "$mc")"

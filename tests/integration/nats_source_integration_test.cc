@@ -1,0 +1,331 @@
+// The NATS JetStream source (io/sources/nats) against Debian's nats-server and
+// the real PostgreSQL: every message stored once and acked only after its
+// commit; a database outage holds the acks and sends in-progress acks, so the
+// server does not redeliver the window; a SIGKILL mid-stream loses and
+// duplicates nothing; max_deliveries dead-letters without processing; refused
+// credentials stop the start with a clear error; metrics and /health/ready.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+#include <set>
+
+#include "tests/support/harness.h"
+#include "tests/support/nats_server.h"
+#include "tests/support/tcp_proxy.h"
+#include "tests/support/test_events.h"
+
+namespace evpipe::testing {
+namespace {
+
+struct nats_options {
+  std::string dsn;             // default: the test schema
+  std::string durable = "evpipe";
+  std::string filters = R"(["tracker.>"])";
+  std::string extra;           // more keys of [[sources.nats]]
+  uint32_t ack_wait_s = 30;
+  uint32_t max_deliveries = 10;
+};
+
+std::string nats_config(const test_db& db, const std::string& url, uint16_t http_port, const nats_options& o = {}) {
+  return "[pipeline]\nshards = 2\n"
+         "[events]\nmax_event_bytes = 4096\n"
+         "[postgres]\ndsn = \"" + (o.dsn.empty() ? db.dsn() : o.dsn) + "\"\nretry_base_ms = 50\nretry_max_ms = 300\n"
+         "[http]\nlisten = \"127.0.0.1:" + std::to_string(http_port) + "\"\n"
+         "[health]\nmax_commit_stall_ms = 500\n"
+         "[stream]\nlisten = \"\"\n"
+         "[log]\nlevel = \"info\"\n"
+         "[[sources.nats]]\nservers = [\"" + url + "\"]\nstream = \"EVENTS\"\ndurable = \"" + o.durable + "\"\n"
+         "filter_subjects = " + o.filters + "\n"
+         "ack_wait_s = " + std::to_string(o.ack_wait_s) + "\nmax_deliveries = " + std::to_string(o.max_deliveries) +
+         "\n" + o.extra;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+double metric(uint16_t http_port, const std::string& sample) { return metric_value(http_get(http_port, "/metrics"), sample); }
+double received(uint16_t p) { return metric(p, "evpipe_events_received_total{source=\"nats\"}"); }
+double unacked(uint16_t p) { return metric(p, "evpipe_unacked_events{source=\"nats\"}"); }
+double acks(uint16_t p) { return metric(p, "evpipe_nats_acks_total"); }
+
+std::vector<std::pair<std::string, std::string>> messages(const std::string& run, int from, int n) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (int i = from; i < from + n; ++i) {
+    out.emplace_back("tracker.events.projects.created", valid_event(run + "-" + std::to_string(i)));
+  }
+  return out;
+}
+
+class NatsSource : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!db.available()) {
+      if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "EVPIPE_TEST_DSN is not set";
+      GTEST_SKIP() << "EVPIPE_TEST_DSN not set (scripts/test.sh sets it)";
+    }
+    if (::access(env_or("EVPIPE_TEST_NATS_SERVER", "/usr/sbin/nats-server").c_str(), X_OK) != 0) {
+      if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "nats-server is not installed";
+      GTEST_SKIP() << "nats-server is not installed (scripts/test.sh installs it)";
+    }
+  }
+  long count(const std::string& sql) { return db.count(sql); }
+  // Every key of the run stored exactly once.
+  void expect_once(const std::string& run, long n) {
+    EXPECT_EQ(count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE '" + run + "-%'"), n);
+    EXPECT_EQ(count("SELECT count(DISTINCT idempotency_key) FROM events_mirror WHERE idempotency_key LIKE '" + run +
+                    "-%'"),
+              n);
+  }
+  test_db db;
+};
+
+TEST_F(NatsSource, EveryMessageStoredOnceAndAckedAfterCommitWithTheSubjectAsTopic) {
+  nats_server server("basic");
+  nats_client client(server.url());
+  client.add_stream("EVENTS", "tracker.>");
+  // A backlog published while evpipe is not running.
+  client.publish_async(messages("basic", 0, 500));
+  uint16_t http_port = free_port();
+  evpipe_process evp(nats_config(db, server.url(), http_port), "nats_basic");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  client.publish_async(messages("basic", 500, 500));
+  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 1000 && unacked(http_port) == 0; }))
+      << "acks " << acks(http_port) << "\n" << evp.log();
+  expect_once("basic", 1000);
+  EXPECT_EQ(count("SELECT count(*) FROM events_mirror WHERE topic = 'tracker/events/projects/created'"), 1000);
+  auto st = client.consumer("EVENTS", "evpipe");
+  EXPECT_EQ(st.ack_pending, 0);
+  EXPECT_EQ(st.ack_floor, 1000u);
+  EXPECT_EQ(st.redelivered, 0u);
+  std::string m = http_get(http_port, "/metrics");
+  EXPECT_EQ(metric_value(m, "evpipe_nats_connections_active"), 1) << m;
+  EXPECT_EQ(metric_value(m, "evpipe_nats_consumers_ready"), 1) << m;
+  EXPECT_NE(http_get(http_port, "/health/ready").find("200"), std::string::npos);
+
+  // A clean stop keeps the durable consumer (nothing to redeliver on restart).
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+  st = client.consumer("EVENTS", "evpipe");
+  EXPECT_TRUE(st.exists);
+  EXPECT_EQ(st.ack_floor, 1000u);
+}
+
+TEST_F(NatsSource, DatabaseOutageHoldsAcksSendsInProgressAndNothingIsRedelivered) {
+  nats_server server("dbdown");
+  nats_client client(server.url());
+  client.add_stream("EVENTS", "tracker.>");
+  tcp_proxy proxy(db.server_port());
+  uint16_t http_port = free_port();
+  nats_options o;
+  o.dsn = db.dsn_via(proxy.port());
+  o.ack_wait_s = 3;  // in-progress acks every second; without them a redelivery after 3 s
+  evpipe_process evp(nats_config(db, server.url(), http_port, o), "nats_dbdown");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  client.publish("tracker.a", valid_event("before-outage"));
+  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 1; })) << evp.log();
+
+  proxy.cut();
+  client.publish_async(messages("down", 0, 300));
+  ASSERT_TRUE(eventually([&] {
+    return received(http_port) >= 301 && metric(http_port, "evpipe_db_errors_total") >= 1;
+  })) << evp.log();
+  // Three AckWaits of outage: no ack may leave, and the server must not
+  // redeliver (it would, after 3 s, without the in-progress acks).
+  std::this_thread::sleep_for(std::chrono::seconds(3 * o.ack_wait_s));
+  EXPECT_EQ(acks(http_port), 1);
+  auto st = client.consumer("EVENTS", "evpipe");
+  EXPECT_EQ(st.ack_pending, 300);
+  EXPECT_EQ(st.redelivered, 0u) << "the server redelivered during the outage";
+  EXPECT_GE(metric(http_port, "evpipe_nats_in_progress_acks_total"), 300);
+  EXPECT_EQ(received(http_port), 301) << "messages came again during the outage";
+  EXPECT_NE(http_get(http_port, "/health/ready").find("503"), std::string::npos);
+
+  proxy.restore();
+  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 301 && unacked(http_port) == 0; })) << evp.log();
+  expect_once("down", 300);
+  st = client.consumer("EVENTS", "evpipe");
+  EXPECT_EQ(st.ack_pending, 0);
+  EXPECT_EQ(st.redelivered, 0u);
+}
+
+TEST_F(NatsSource, PullingStopsAtMaxAckPendingWhileNothingCommits) {
+  nats_server server("bound");
+  nats_client client(server.url());
+  client.add_stream("EVENTS", "tracker.>");
+  tcp_proxy proxy(db.server_port());
+  uint16_t http_port = free_port();
+  nats_options o;
+  o.dsn = db.dsn_via(proxy.port());
+  o.extra = "max_ack_pending = 100\nfetch_batch = 30\n";
+  evpipe_process evp(nats_config(db, server.url(), http_port, o), "nats_bound");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  ASSERT_TRUE(eventually([&] { return metric(http_port, "evpipe_nats_consumers_ready") == 1; })) << evp.log();
+  proxy.cut();
+  client.publish_async(messages("bound", 0, 500));
+  ASSERT_TRUE(eventually([&] {
+    return received(http_port) >= 100 && metric(http_port, "evpipe_db_errors_total") >= 1;
+  })) << evp.log();
+  // A second and more of pulling time: the bound holds, the rest stays on the server.
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(received(http_port), 100);
+  auto st = client.consumer("EVENTS", "evpipe");
+  EXPECT_EQ(st.ack_pending, 100);
+  EXPECT_EQ(st.pending, 400u);
+  EXPECT_GE(metric(http_port, "evpipe_backpressure_waits_total{source=\"nats\"}"), 1);
+  proxy.restore();
+  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 500 && unacked(http_port) == 0; })) << evp.log();
+  expect_once("bound", 500);
+}
+
+TEST_F(NatsSource, SigkillMidStreamThenRestartLosesAndDuplicatesNothing) {
+  nats_server server("sigkill");
+  nats_client client(server.url());
+  client.add_stream("EVENTS", "tracker.>");
+  uint16_t http_port = free_port();
+  nats_options o;
+  o.ack_wait_s = 3;  // what the killed process held comes back after 3 s
+  evpipe_process evp(nats_config(db, server.url(), http_port, o), "nats_sigkill");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  const int total = 6000;
+  std::thread producer([&] {
+    nats_client pub(server.url());
+    for (int i = 0; i < total; i += 500) pub.publish_async(messages("kill", i, 500));
+  });
+  for (int round = 0; round < 3; ++round) {
+    evp.start(http_port);
+    // Killed once it has taken some (a different point each round).
+    double at = received(http_port);
+    eventually([&] { return received(http_port) >= at + 300 + 400 * round; }, 20s, 5ms);
+    evp.kill(SIGKILL);
+  }
+  producer.join();
+  evp.start(http_port);
+  ASSERT_TRUE(eventually([&] {
+    auto st = client.consumer("EVENTS", "evpipe");
+    return st.ack_floor == static_cast<uint64_t>(st.delivered) && st.pending == 0 && st.ack_pending == 0 &&
+           unacked(http_port) == 0;
+  }, 90s)) << evp.log();
+  expect_once("kill", total);
+  EXPECT_EQ(count("SELECT count(*) FROM dlq_events"), 0);
+  // The kills did leave messages unacked: the server delivered some again.
+  EXPECT_GT(client.consumer("EVENTS", "evpipe").delivered, static_cast<uint64_t>(total));
+}
+
+TEST_F(NatsSource, MessageDeliveredMoreThanMaxDeliveriesIsDeadLetteredUnprocessed) {
+  nats_server server("maxdeliv");
+  nats_client client(server.url());
+  client.add_stream("EVENTS", "tracker.>");
+  client.add_consumer("EVENTS", "evpipe", 30'000);
+  // A valid event that has already been delivered twice (and given back).
+  client.publish("tracker.poison", valid_event("poison-1"));
+  ASSERT_EQ(client.fetch_and_nak("EVENTS", "evpipe", 1), 1);
+  ASSERT_EQ(client.fetch_and_nak("EVENTS", "evpipe", 1), 1);
+  client.publish("tracker.fine", valid_event("fine-1"));
+  uint16_t http_port = free_port();
+  nats_options o;
+  o.max_deliveries = 2;
+  o.filters = "[]";  // the consumer made above takes the whole stream
+  evpipe_process evp(nats_config(db, server.url(), http_port, o), "nats_maxdeliv");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 2 && unacked(http_port) == 0; })) << evp.log();
+  // The third delivery is over the limit: a dead letter, not a row, even
+  // though the event itself is valid.
+  EXPECT_EQ(count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'poison-1'"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'fine-1'"), 1);
+  auto reasons = db.column("SELECT reason_code || ' ' || original_topic || ' ' || failure_reason FROM dlq_events");
+  ASSERT_EQ(reasons.size(), 1u);
+  EXPECT_EQ(reasons[0], "max_deliveries tracker/poison delivered 3 times, over max_deliveries = 2");
+  EXPECT_EQ(metric(http_port, "evpipe_nats_max_deliveries_total"), 1);
+  EXPECT_EQ(client.consumer("EVENTS", "evpipe").ack_pending, 0);
+}
+
+TEST_F(NatsSource, RefusedCredentialsStopTheStartWithAClearError) {
+  nats_server::auth a;
+  a.user = "evpipe";
+  a.password = "right-secret";
+  nats_server server("auth", a);
+  nats_client client(server.url(), a);
+  client.add_stream("EVENTS", "tracker.>");
+  uint16_t http_port = free_port();
+  std::string dir = env_or("TMPDIR", "/tmp") + "/nats_it_" + std::to_string(::getpid()) + "_pw";
+  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
+  std::ofstream(dir + "/wrong") << "wrong-secret\n";
+  std::ofstream(dir + "/right") << "right-secret\n";
+  nats_options o;
+  o.extra = "user = \"evpipe\"\npassword_file = \"" + dir + "/wrong\"\n";
+  evpipe_process bad(nats_config(db, server.url(), http_port, o), "nats_badauth");
+  ASSERT_EQ(bad.run_command("migrate"), 0) << bad.log("migrate.log");
+  EXPECT_THROW(bad.start(http_port), std::runtime_error);
+  std::string log = bad.log();
+  EXPECT_NE(log.find("the server refused evpipe's credentials"), std::string::npos) << log;
+  EXPECT_NE(log.find("check user and password_file"), std::string::npos) << log;
+  EXPECT_EQ(log.find("wrong-secret"), std::string::npos) << "the password was logged";
+
+  o.extra = "user = \"evpipe\"\npassword_file = \"" + dir + "/right\"\n";
+  evpipe_process good(nats_config(db, server.url(), http_port, o), "nats_goodauth");
+  good.start(http_port);
+  client.publish("tracker.a", valid_event("auth-1"));
+  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 1; })) << good.log();
+  EXPECT_EQ(good.log().find("right-secret"), std::string::npos);
+  EXPECT_EQ(count("SELECT count(*) FROM events_mirror"), 1);
+}
+
+TEST_F(NatsSource, ServerAwayIsWaitedForAndShownInMetricsAndReadiness) {
+  auto server = std::make_unique<nats_server>("away");
+  std::string url = server->url();
+  {
+    nats_client client(url);
+    client.add_stream("EVENTS", "tracker.>");
+  }
+  server->stop();
+  uint16_t http_port = free_port();
+  evpipe_process evp(nats_config(db, url, http_port), "nats_away");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  EXPECT_EQ(metric(http_port, "evpipe_nats_connections_active"), 0);
+  EXPECT_EQ(metric(http_port, "evpipe_nats_consumers_ready"), 0);
+  std::string ready = http_get(http_port, "/health/ready");
+  EXPECT_NE(ready.find("not connected to a server"), std::string::npos) << ready;
+  server->start();  // same port and storage: the stream is still there
+  ASSERT_TRUE(eventually([&] { return metric(http_port, "evpipe_nats_consumers_ready") == 1; })) << evp.log();
+  EXPECT_EQ(metric(http_port, "evpipe_nats_connections_active"), 1);
+  nats_client client(url);
+  client.publish("tracker.a", valid_event("away-1"));
+  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 1; })) << evp.log();
+  ready = http_get(http_port, "/health/ready");
+  EXPECT_EQ(ready.find("not connected"), std::string::npos) << ready;
+}
+
+TEST_F(NatsSource, LoadGeneratorPublishesTheMixAndItVerifies) {
+  nats_server server("load");
+  nats_client client(server.url());
+  client.add_stream("EVENTS", "tracker.>");
+  uint16_t http_port = free_port();
+  evpipe_process evp(nats_config(db, server.url(), http_port), "nats_load");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  const std::string run = "nl" + std::to_string(::getpid());
+  std::string out = env_or("TMPDIR", "/tmp") + "/" + run + ".out";
+  std::string cmd = std::string(EVPIPE_LOAD_BINARY) + " --target " + server.url() +
+                    " --connections 2 --count 3000 --invalid-frac 0.05 --dup-frac 0.1 --too-large-bytes 4096 --seed 7"
+                    " --quiet --run-id " + run + " --verify '" + db.dsn() + "' > " + out + " 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd << "\n" << read_file(out) << "\n" << evp.log();
+  EXPECT_EQ(count("SELECT count(DISTINCT topic) FROM events_mirror"), 1);
+  EXPECT_EQ(db.column("SELECT DISTINCT topic FROM events_mirror").at(0), "tracker/events/load");
+  // A subject no stream stores: the publisher stops with the reason.
+  cmd = std::string(EVPIPE_LOAD_BINARY) + " --target " + server.url() + " --topic other/x --count 10 --quiet > " + out +
+        " 2>&1";
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  EXPECT_NE(read_file(out).find("no JetStream stream stores \"other.x\""), std::string::npos) << read_file(out);
+}
+
+}  // namespace
+}  // namespace evpipe::testing
