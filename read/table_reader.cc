@@ -157,7 +157,7 @@ io::pg_status table_reader::read(const read_window& w, const std::function<row_a
     }
     auto fields = static_cast<int16_t>((static_cast<unsigned char>(p[0]) << 8) | static_cast<unsigned char>(p[1]));
     if (fields == -1) continue;  // the trailer
-    if (fields != 8) {
+    if (fields != 9) {
       status = protocol_error("tuple of " + std::to_string(fields) + " fields");
       continue;
     }
