@@ -106,6 +106,17 @@ mqtt_setup() {
 # with_config NAME: evpipe_start/evpipe_stop and fresh_table use evpipe-NAME.toml.
 with_config() { cp "$scratch/evpipe-$1.toml" "$scratch/evpipe.toml"; }
 
+# rows_when_drained ROWS TRIES PAUSE: polls events_mirror every PAUSE seconds,
+# at most TRIES times, until it holds ROWS rows; prints the count it reached.
+rows_when_drained() {
+  local rows="$1" tries="$2" pause="$3"
+  for _ in $(seq "$tries"); do
+    [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" -ge "$rows" ] && break
+    sleep "$pause"
+  done
+  psqlq -c 'SELECT count(*) FROM events_mirror'
+}
+
 # mqtt_drain NDJSON ROWS: fresh table; evpipe subscribes once and stops; every
 # line of NDJSON is published at QoS 1 to Mosquitto (evpipe-load waits for the
 # broker's PUBACKs); evpipe starts and the time until ROWS rows are committed
@@ -122,12 +133,8 @@ mqtt_drain() {
     --quiet >/dev/null
   t1=$(now)
   evpipe_start
-  for _ in $(seq 3000); do
-    [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" -ge "$rows" ] && break
-    sleep 0.2
-  done
+  got="$(rows_when_drained "$rows" 3000 0.2)"
   t2=$(now)
-  got="$(psqlq -c 'SELECT count(*) FROM events_mirror')"
   evpipe_stop
   with_config tcp
   [ "$got" = "$rows" ] || die "evpipe committed $got rows from the MQTT backlog, expected $rows"

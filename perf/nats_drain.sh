@@ -91,12 +91,8 @@ nats_drain() {
     --connections 4 --quiet >/dev/null
   t1=$(now)
   evpipe_start
-  for _ in $(seq 6000); do
-    [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" -ge "$rows" ] && break
-    sleep 0.05
-  done
+  got="$(rows_when_drained "$rows" 6000 0.05)"
   t2=$(now)
-  got="$(psqlq -c 'SELECT count(*) FROM events_mirror')"
   evpipe_stop
   with_config tcp
   [ "$got" = "$rows" ] || die "evpipe committed $got rows from the JetStream backlog, expected $rows"
@@ -121,12 +117,8 @@ nats_drain_many() {
     "$bin/app/evpipe" run --config "$scratch/evpipe-nats-$i.toml" 2>"$scratch/evpipe-$i.log" &
     pids+=("$!")
   done
-  for _ in $(seq 6000); do
-    [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" -ge "$rows" ] && break
-    sleep 0.05
-  done
+  got="$(rows_when_drained "$rows" 6000 0.05)"
   t2=$(now)
-  got="$(psqlq -c 'SELECT count(*) FROM events_mirror')"
   for p in "${pids[@]}"; do kill -TERM "$p"; done
   for p in "${pids[@]}"; do wait "$p" || die "an evpipe exited non-zero"; done
   with_config tcp

@@ -138,6 +138,7 @@ struct source_probe {
   std::atomic<int64_t> connections_active{0};
   std::atomic<int64_t> unacked{0};      // events read and not yet acknowledged
   counter backpressure_waits{0};        // times a connection paused reading (queue full or too much unacked)
+  counter backpressure_paused_ns{0};    // time connections spent paused, summed over connections (pause_timer)
   counter tenant_throttled{0};           // pauses and 429s because a tenant was over its quota (docs/tenants.md)
   histogram validate_latency;           // per source read (a batch of lines)
   // MQTT only.
@@ -161,6 +162,32 @@ struct source_probe {
   counter http_ok{0};                   // 200
   counter http_client_errors{0};        // 400, 401, 404, 405, 413, 415, 431
   counter http_busy{0};                 // 503 (queues full or shutting down)
+};
+
+// Times one connection's backpressure pauses into its source's probe:
+// begin() at every wait (the first of a pause counts backpressure_waits),
+// end() when reading resumes or stops. Owned by the connection's reading
+// thread or strand; not thread-safe.
+class pause_timer {
+ public:
+  void begin(source_probe& p) noexcept {
+    if (started_ns_ != 0) return;
+    bump(p.backpressure_waits);
+    started_ns_ = now_ns();
+  }
+  void end(source_probe& p) noexcept {
+    if (started_ns_ == 0) return;
+    p.backpressure_paused_ns.fetch_add(static_cast<uint64_t>(now_ns() - started_ns_), std::memory_order_relaxed);
+    started_ns_ = 0;
+  }
+  [[nodiscard]] bool paused() const noexcept { return started_ns_ != 0; }
+
+ private:
+  static int64_t now_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  int64_t started_ns_ = 0;
 };
 
 // Caps the distinct values of one label. Not thread-safe (used under the

@@ -180,13 +180,17 @@ class PrometheusServer : public ::testing::Test {
 };
 
 TEST_F(PrometheusServer, EveryPanelQueryAndAlertExpressionReturnsSeries) {
-  uint16_t tcp_port = free_port(), http_port = free_port(), ingest_port = free_port(), no_broker = free_port();
+  uint16_t tcp_port = free_port(), http_port = free_port(), ingest_port = free_port(), no_broker = free_port(),
+           no_nats = free_port();
   std::string cfg = "[pipeline]\nshards = 2\n[batch]\nlinger_ms = 2\n[postgres]\ndsn = \"" + db.dsn() +
                     "\"\n[http]\nlisten = \"127.0.0.1:" + std::to_string(http_port) + "\"\n"
                     "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(tcp_port) + "\"\ntopic = \"prom/tcp\"\n"
                     "[[sources.http]]\nlisten = \"127.0.0.1:" + std::to_string(ingest_port) + "\"\n"
                     "[[sources.mqtt]]\nurl = \"mqtt://127.0.0.1:" + std::to_string(no_broker) + "\"\n"
-                    "client_id = \"evpipe-prom\"\ntopics = [\"prom/#\"]\nbase_ms = 200\nmax_ms = 1000\n";
+                    "client_id = \"evpipe-prom\"\ntopics = [\"prom/#\"]\nbase_ms = 200\nmax_ms = 1000\n"
+                    // A NATS source whose server is away: its series exist (EvpipeNatsDisconnected, the broker panel).
+                    "[[sources.nats]]\nservers = [\"nats://127.0.0.1:" + std::to_string(no_nats) + "\"]\n"
+                    "stream = \"EVENTS\"\ndurable = \"evpipe-prom\"\n";
   evpipe_process evp(cfg, "prometheus_server");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   // A row PostgreSQL refuses, so that db_rejected has a series.

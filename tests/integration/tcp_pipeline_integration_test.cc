@@ -220,6 +220,11 @@ TEST_F(TcpPipeline, TinyQueuesPauseReadingAndLoseNothing) {
   });
   double held = metric("taylor_unacked_events{source=\"tcp\"}");
   std::cout << held << " lines read and unacked with commits held\n";
+  // Paused connections stay paused while nothing commits: their pause time
+  // (backpressure_paused_seconds_total) covers at least this much.
+  const auto paused_from = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(500ms);
+  const double held_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - paused_from).count();
   db.exec("COMMIT");
   EXPECT_TRUE(paused) << "the sources never paused with commits held\n" << evp.log();
   EXPECT_LE(held, 3 * (100 + 1)) << "a connection read past max_unacked";
@@ -229,6 +234,8 @@ TEST_F(TcpPipeline, TinyQueuesPauseReadingAndLoseNothing) {
   auto metrics = http_get(http_port, "/metrics");
   EXPECT_NE(metrics.find("taylor_unacked_events{source=\"tcp\"} 0"), std::string::npos) << metrics.substr(0, 2000);
   std::cout << metric_value(metrics, "taylor_backpressure_waits_total{source=\"tcp\"}") << " pauses in all\n";
+  EXPECT_GE(metric_value(metrics, "taylor_backpressure_paused_seconds_total{source=\"tcp\"}"), held_s)
+      << metrics.substr(0, 4000);
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }

@@ -183,13 +183,12 @@ asio::awaitable<link_end> mqtt_link::read_loop(std::string& why) {
     // unacknowledged. Acks cancel the wait; a full shard queue is polled.
     while (!stopping_ && !closed_ &&
            (!sh_.router.has_room() || tracker_.in_flight() >= read_limit() || over_quota())) {
-      if (!paused_) pipeline::bump(sh_.probe.backpressure_waits);
-      paused_ = true;
+      pause_.begin(sh_.probe);
       wake_.expires_after(2ms);
       co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
     }
-    if (paused_) {
-      paused_ = false;
+    if (pause_.paused()) {
+      pause_.end(sh_.probe);
       if (ping_outstanding_) ping_sent_ = clock_type::now();  // we were not reading: no verdict yet
     }
     if (stopping_) co_return link_end::stopped;
@@ -507,7 +506,7 @@ void mqtt_link::release() {
     }
     inflight_.pop_front();
   }
-  if (paused_ && after != before) wake_.cancel();  // room again: read now
+  if (pause_.paused() && after != before) wake_.cancel();  // room again: read now
   flush();
 }
 
@@ -557,7 +556,7 @@ asio::awaitable<void> mqtt_link::keepalive_loop(std::shared_ptr<mqtt_link> self)
     co_await keepalive_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
     if (closed_) break;
     auto now = clock_type::now();
-    if (ping_outstanding_ && !paused_ && now - ping_sent_ > keepalive) {
+    if (ping_outstanding_ && !pause_.paused() && now - ping_sent_ > keepalive) {
       dead_reason_ = "no PINGRESP within the keep alive of " + std::to_string(keepalive_s_) + " s";
       shut();
       break;

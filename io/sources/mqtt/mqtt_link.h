@@ -315,7 +315,7 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   bool subscribed_ = false;  // our SUBSCRIBE's SUBACK came back on this connection
   bool reading_ = false;
   bool writing_ = false;
-  bool paused_ = false;
+  pipeline::pause_timer pause_;  // the read loop waits for room (backpressure)
   bool stopping_ = false;
   bool closed_ = false;
   bool sent_disconnect_ = false;

@@ -112,13 +112,16 @@ std::string nats_consumer::setup(bool& config_problem) {
 }
 
 bool nats_consumer::wait_for_room() {
-  bool paused = false;
+  pipeline::pause_timer pause;
   while (!sh_.stopping.load(std::memory_order_relaxed)) {
-    if (sh_.router.has_room() && unacked() < sh_.cfg.max_ack_pending) return true;
-    if (!paused) pipeline::bump(sh_.probe.backpressure_waits);
-    paused = true;
+    if (sh_.router.has_room() && unacked() < sh_.cfg.max_ack_pending) {
+      pause.end(sh_.probe);
+      return true;
+    }
+    pause.begin(sh_.probe);
     std::this_thread::sleep_for(2ms);
   }
+  pause.end(sh_.probe);
   return false;
 }
 

@@ -72,7 +72,7 @@ class tcp_connection final : public stages::event_origin,
       uint64_t before = self->tracker_.acked();
       uint64_t after = self->tracker_.advance();
       self->probe_.unacked.fetch_sub(static_cast<int64_t>(after - before), std::memory_order_relaxed);
-      if (self->paused_ && after != before) self->timer_.cancel();  // room again: read now
+      if (self->pause_.paused() && after != before) self->timer_.cancel();  // room again: read now
       self->send_ack();
     });
   }
@@ -100,12 +100,11 @@ class tcp_connection final : public stages::event_origin,
       // Backpressure: wait while a shard queue is full or too much is unacked.
       // Acks cancel the wait (send_ack); a full shard queue is polled.
       while (!stopping_ && (!router_.has_room() || tracker_.in_flight() >= cfg_.max_unacked)) {
-        if (!paused_) pipeline::bump(probe_.backpressure_waits);
-        paused_ = true;
+        pause_.begin(probe_);
         timer_.expires_after(std::chrono::milliseconds(2));
         co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
       }
-      paused_ = false;
+      pause_.end(probe_);
       if (stopping_) break;
       auto space = framer_.writable();
       // Every line takes at least one byte: reading no more bytes than the
@@ -142,7 +141,7 @@ class tcp_connection final : public stages::event_origin,
       if (int64_t over = intake_.take_throttle_ns(); over > 0) {
         // Its tenant is over its quota (docs/tenants.md): this connection
         // waits until the tenant is back within it; others read on. Not
-        // paused_: acks must not end this wait (they cancel the timer to
+        // paused (pause_): acks must not end this wait (they cancel the timer to
         // end a backpressure wait), so it runs to its deadline.
         pipeline::bump(probe_.tenant_throttled);
         const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(over);
@@ -260,7 +259,7 @@ class tcp_connection final : public stages::event_origin,
   bool reading_done_ = false;
   bool stopping_ = false;
   bool closed_ = false;
-  bool paused_ = false;  // the read loop waits for room (backpressure)
+  pipeline::pause_timer pause_;  // the read loop waits for room (backpressure)
 };
 
 tcp_source::tcp_source(asio::io_context& ioc, config::tcp_source cfg, pipeline::router& router,
