@@ -87,13 +87,17 @@ class MonitoringTest : public ::testing::Test {
 // the session retries, and its metrics are served at 0), and a valid and an
 // invalid event go through, so the scrape holds every family a deployment can.
 TEST_F(MonitoringTest, RulesAndDashboardUseOnlyMetricsEvpipeServes) {
-  uint16_t tcp_port = free_port(), http_port = free_port(), ingest_port = free_port(), no_broker = free_port();
+  uint16_t tcp_port = free_port(), http_port = free_port(), ingest_port = free_port(), no_broker = free_port(),
+           no_nats = free_port();
   std::string cfg = "[pipeline]\nshards = 2\n[postgres]\ndsn = \"" + db.dsn() + "\"\n"
                     "[http]\nlisten = \"127.0.0.1:" + std::to_string(http_port) + "\"\n"
                     "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(tcp_port) + "\"\ntopic = \"mon/tcp\"\n"
                     "[[sources.http]]\nlisten = \"127.0.0.1:" + std::to_string(ingest_port) + "\"\n"
                     "[[sources.mqtt]]\nurl = \"mqtt://127.0.0.1:" + std::to_string(no_broker) + "\"\n"
-                    "client_id = \"evpipe-mon\"\ntopics = [\"mon/#\"]\nbase_ms = 200\nmax_ms = 1000\n";
+                    "client_id = \"evpipe-mon\"\ntopics = [\"mon/#\"]\nbase_ms = 200\nmax_ms = 1000\n"
+                    // A NATS source whose server is away: its families are served too.
+                    "[[sources.nats]]\nservers = [\"nats://127.0.0.1:" + std::to_string(no_nats) + "\"]\n"
+                    "stream = \"EVENTS\"\ndurable = \"evpipe-mon\"\n";
   evpipe_process evp(cfg, "monitoring");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(tcp_port);
