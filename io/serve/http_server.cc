@@ -107,7 +107,7 @@ asio::awaitable<void> http_server::accept_loop() {
       continue;
     }
     pacer_.succeeded();
-    if (open_ >= opts_.max_connections) {
+    if (*open_ >= opts_.max_connections) {
       // Closed at once: an idle client must not hold a descriptor the next
       // health probe needs.
       if (!refusing) {
@@ -120,15 +120,15 @@ asio::awaitable<void> http_server::accept_loop() {
       continue;
     }
     refusing = false;
-    ++open_;
+    ++*open_;
     asio::co_spawn(ioc_, serve(std::move(socket)), asio::detached);
   }
 }
 
 asio::awaitable<void> http_server::serve(tcp::socket socket) {
   struct release {
-    uint32_t& open;
-    ~release() { --open; }
+    std::shared_ptr<uint32_t> open;
+    ~release() { --*open; }
   } guard{open_};
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;

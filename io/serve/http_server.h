@@ -10,6 +10,7 @@
 // set_draining() from the shutdown path (thread-safe), stop() closes the
 // listener. Runs on the io_context it is given.
 
+#include <memory>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -65,7 +66,10 @@ class http_server {
   boost::asio::steady_timer accept_timer_;
   accept_pacer pacer_;
   std::atomic<bool> draining_{false};
-  uint32_t open_ = 0;  // connections being served (on the io_context's one thread)
+  // Connections being served (on the io_context's one thread). Shared with each
+  // connection's coroutine: frames still open when the io_context is destroyed
+  // (after this object, at exit) count down here, not in freed memory.
+  std::shared_ptr<uint32_t> open_ = std::make_shared<uint32_t>(0);
   uint16_t port_ = 0;
 };
 
