@@ -131,6 +131,11 @@ struct settings {
   std::vector<mqtt_source> mqtt_sources;
   std::vector<http_source> http_sources;
   std::vector<route> routes;          // [[routes]]: messages into typed tables (docs/routes.md), in match order
+  struct {
+    uint32_t retention_s = 604'800;   // evpipe_route_keys rows kept this long (7 days): a redelivery within it stores nothing; 0 = never pruned
+    uint32_t prune_batch = 1000;      // keys deleted per statement
+    uint32_t prune_interval_ms = 60'000;  // pause between pruning rounds once no old key is left
+  } route_keys;
 
   // shards with 0 resolved to the number of cores.
   [[nodiscard]] uint32_t effective_shards() const;
