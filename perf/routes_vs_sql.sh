@@ -113,6 +113,12 @@ tables() {
   # pay for the index: it is the same table).
   [ "${1:-}" != unique ] || psqlq -c "CREATE UNIQUE INDEX ON telemetry (device_id, measured_at)"
 }
+# fresh_table with the migrate of the binary measured (binary $1): each
+# build gets the evpipe_route_keys (and its indexes) it makes itself.
+fresh_for() {
+  psqlq -c "DROP TABLE IF EXISTS events_mirror, dlq_events" -c "CHECKPOINT"
+  "$1" migrate --config "$scratch/evpipe.toml" 2>/dev/null
+}
 rate() { echo "$1 $2 $3" | awk '{printf "%.0f", $1 / ($3 - $2)}'; }
 
 # append: psql \copy of the same rows
@@ -126,7 +132,7 @@ sql_append() {
 # append: evpipe (binary $1; $2 = unique: see tables)
 route_append() {
   tables "${2:-}"
-  with_config append; fresh_table
+  with_config append; fresh_for "$1"
   evpipe_start "$1"
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/telemetry.ndjson" \
     --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null
@@ -159,7 +165,7 @@ sql_upsert() {
 # upsert: evpipe (binary $1); after sql_upsert, whose result it must equal
 route_upsert() {
   tables
-  with_config upsert; fresh_table
+  with_config upsert; fresh_for "$1"
   evpipe_start "$1"
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/status.ndjson" \
     --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null
