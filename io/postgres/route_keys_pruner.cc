@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <charconv>
+#include <cstring>
 #include <string>
 
 #include "io/postgres/table_writer.h"
@@ -62,8 +64,8 @@ pg_status route_keys_pruner::prune_once(pg_connection& conn, const route_keys_pr
   pg_result res;
   pg_status st = conn.query_params(sql.c_str(), 2, params, res);
   if (!st.ok) return st;
-  const char* n = PQcmdTuples(res.get());
-  deleted = (n != nullptr && *n != '\0') ? std::stoull(n) : 0;
+  const char* n = PQcmdTuples(res.get());  // "DELETE n": the digits of n
+  if (n != nullptr) (void)std::from_chars(n, n + std::strlen(n), deleted);
   stages::route::route_probe::instance().keys_pruned.fetch_add(deleted, std::memory_order_relaxed);
   return {};
 }
