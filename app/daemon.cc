@@ -24,6 +24,7 @@
 #include "io/postgres/pg_connection.h"
 #include "io/postgres/postgres_sink.h"
 #include "io/postgres/route_check.h"
+#include "io/postgres/route_keys_pruner.h"
 #include "stages/route/active.h"
 #include "stages/schema/active.h"
 #include "stages/schema/compile.h"
@@ -333,6 +334,15 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
     }
   }
   router.start();
+  // Keys older than [route_keys] retention_s leave evpipe_route_keys (docs/routes.md),
+  // while routes are published (a reload may add the first ones).
+  std::unique_ptr<io::route_keys_pruner> keys_pruner;
+  if (s.route_keys.retention_s > 0) {
+    keys_pruner = std::make_unique<io::route_keys_pruner>(io::route_keys_pruning{
+        s.postgres.dsn, s.postgres.schema, s.route_keys.retention_s, s.route_keys.prune_batch,
+        s.route_keys.prune_interval_ms});
+    keys_pruner->start();
+  }
 
   for (const auto& line : sources.describe()) spdlog::info("source: {}", line);
   if (http) spdlog::info("metrics and health on http://{}:{}/metrics", s.http.listen.substr(0, s.http.listen.rfind(':')), http->port());

@@ -100,7 +100,8 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
   settings s;
   static const std::set<std::string> sections = {"pipeline", "batch", "dedup", "events", "postgres",
                                                  "http", "health", "metrics", "log", "sources", "routes",
-                                                 "stream", "schemas", "tenants"};
+                                                 "stream", "schemas", "tenants",
+                                                 "route_keys"};
   for (auto&& [k, v] : root) {
     if (!sections.count(std::string(k.str()))) {
       throw config_error(origin + ": unknown section or key \"" + std::string(k.str()) + "\"");
@@ -124,6 +125,13 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
   if (auto* t = section(root, "dedup", origin)) {
     table_reader r(*t, "[dedup]", origin);
     r.uint("window_keys", s.dedup.window_keys, 1, 100'000'000);
+    r.reject_unknown();
+  }
+  if (auto* t = section(root, "route_keys", origin)) {
+    table_reader r(*t, "[route_keys]", origin);
+    r.uint("retention_s", s.route_keys.retention_s, 0, 315'360'000);
+    r.uint("prune_batch", s.route_keys.prune_batch, 1, 100'000);
+    r.uint("prune_interval_ms", s.route_keys.prune_interval_ms, 10, 86'400'000);
     r.reject_unknown();
   }
   if (auto* t = section(root, "events", origin)) {

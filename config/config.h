@@ -138,6 +138,11 @@ struct settings {
   std::vector<http_source> http_sources;
   std::vector<nats_source> nats_sources;  // [[sources.nats]] (config/nats_section.h, docs/nats.md)
   std::vector<route> routes;          // [[routes]]: messages into typed tables (docs/routes.md), in match order
+  struct {
+    uint32_t retention_s = 604'800;   // evpipe_route_keys rows kept this long (7 days): a redelivery within it stores nothing; 0 = never pruned
+    uint32_t prune_batch = 1000;      // keys deleted per statement
+    uint32_t prune_interval_ms = 60'000;  // pause between pruning rounds once no old key is left
+  } route_keys;
 
   // shards with 0 resolved to the number of cores.
   [[nodiscard]] uint32_t effective_shards() const;

@@ -42,6 +42,9 @@ reload_plan plan_reload(const settings& running, const settings& next) {
   differs(a.pipeline.io_threads != b.pipeline.io_threads, "[pipeline] io_threads");
   differs(a.pipeline.shutdown_timeout_ms != b.pipeline.shutdown_timeout_ms, "[pipeline] shutdown_timeout_ms");
   differs(a.dedup.window_keys != b.dedup.window_keys, "[dedup] window_keys");
+  differs(a.route_keys.retention_s != b.route_keys.retention_s || a.route_keys.prune_batch != b.route_keys.prune_batch ||
+              a.route_keys.prune_interval_ms != b.route_keys.prune_interval_ms,
+          "[route_keys]");
   differs(a.postgres.dsn != b.postgres.dsn, "[postgres] dsn");
   differs(a.postgres.schema != b.postgres.schema, "[postgres] schema");
   differs(a.postgres.retry_base_ms != b.postgres.retry_base_ms || a.postgres.retry_max_ms != b.postgres.retry_max_ms ||
@@ -63,6 +66,7 @@ reload_plan plan_reload(const settings& running, const settings& next) {
   copy_live_parts(running, probe);
   probe.pipeline = running.pipeline;
   probe.dedup = running.dedup;
+  probe.route_keys = running.route_keys;
   probe.events = running.events;
   probe.postgres = running.postgres;
   probe.http = running.http;

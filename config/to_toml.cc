@@ -50,6 +50,9 @@ std::string to_toml(const settings& s) {
                                    {"max_bytes", int64_t(s.batch.max_bytes)},
                                    {"linger_ms", int64_t(s.batch.linger_ms)}});
   root.insert("dedup", toml::table{{"window_keys", int64_t(s.dedup.window_keys)}});
+  root.insert("route_keys", toml::table{{"retention_s", int64_t(s.route_keys.retention_s)},
+                                        {"prune_batch", int64_t(s.route_keys.prune_batch)},
+                                        {"prune_interval_ms", int64_t(s.route_keys.prune_interval_ms)}});
   root.insert("events", toml::table{{"max_event_bytes", int64_t(s.events.max_event_bytes)},
                                     {"max_key_bytes", int64_t(s.events.max_key_bytes)},
                                     {"max_depth", int64_t(s.events.max_depth)}});

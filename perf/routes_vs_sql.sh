@@ -14,13 +14,19 @@
 #
 #   perf/routes_vs_sql.sh [--events N] [--statuses M] [--devices D] [--batch B]
 #                         [--connections C] [--runs R] [--binary PATH] [--out FILE]
+#                         [--stored-keys K]
 #
+# --stored-keys: before each evpipe append run (the case without an index),
+# evpipe_route_keys already holds K keys of the week before, as a running
+# evpipe's table does (K/2 random 16-byte keys, K/2 24-byte keys led by an
+# earlier message time); without it the keys table starts empty, which
+# flatters a B-tree of random keys (it fits in memory, few pages to log).
 # --binary measures another evpipe build in the same runs (an extra column),
 # e.g. the build before a change.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-events=200000 statuses=200000 devices=10000 batch=4096 connections=4 runs=1 other_bin="" out=""
+events=200000 statuses=200000 devices=10000 batch=4096 connections=4 runs=1 other_bin="" out="" stored_keys=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events="$2"; shift 2 ;;
@@ -31,7 +37,8 @@ while [ $# -gt 0 ]; do
     --runs) runs="$2"; shift 2 ;;
     --binary) other_bin="$(realpath "$2")"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --stored-keys) stored_keys="$2"; shift 2 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -113,6 +120,28 @@ tables() {
   # pay for the index: it is the same table).
   [ "${1:-}" != unique ] || psqlq -c "CREATE UNIQUE INDEX ON telemetry (device_id, measured_at)"
 }
+# fresh_table with the migrate of the binary measured (binary $1): each
+# build gets the evpipe_route_keys (and its indexes) it makes itself.
+# $2 = keys: fill evpipe_route_keys with the stored keys (--stored-keys).
+fresh_for() {
+  psqlq -c "DROP TABLE IF EXISTS events_mirror, dlq_events"
+  "$1" migrate --config "$scratch/evpipe.toml" 2>/dev/null
+  if [ "${2:-}" = keys ] && [ "$stored_keys" -gt 0 ]; then
+    psqlq -c "INSERT INTO evpipe_route_keys (key, created_at) SELECT key, created_at FROM stored_keys ORDER BY key" \
+      -c "VACUUM ANALYZE evpipe_route_keys"
+  fi
+  psqlq -c "CHECKPOINT"
+}
+# The stored keys (made once): created 1 to 6 days ago, so that no pruning
+# of a 7-day retention touches them.
+if [ "$stored_keys" -gt 0 ]; then
+  log "making $stored_keys stored keys"
+  psqlq -c "CREATE TABLE stored_keys AS SELECT CASE WHEN i % 2 = 0 THEN decode(md5('k' || i), 'hex')
+      ELSE int8send((((extract(epoch FROM timestamptz '2024-12-25T00:00:00Z' - timestamptz '2000-01-01T00:00:00Z')
+                       * 1000000)::int8 + i * 100) # (-9223372036854775808)::int8)) || decode(md5('k' || i), 'hex') END AS key,
+      now() - interval '1 day' - (i % 432000) * interval '1 second' AS created_at
+    FROM generate_series(1, $stored_keys) i"
+fi
 rate() { echo "$1 $2 $3" | awk '{printf "%.0f", $1 / ($3 - $2)}'; }
 
 # append: psql \copy of the same rows
@@ -126,7 +155,7 @@ sql_append() {
 # append: evpipe (binary $1; $2 = unique: see tables)
 route_append() {
   tables "${2:-}"
-  with_config append; fresh_table
+  with_config append; fresh_for "$1" "$( [ -z "${2:-}" ] && echo keys)"
   evpipe_start "$1"
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/telemetry.ndjson" \
     --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null
@@ -159,7 +188,7 @@ sql_upsert() {
 # upsert: evpipe (binary $1); after sql_upsert, whose result it must equal
 route_upsert() {
   tables
-  with_config upsert; fresh_table
+  with_config upsert; fresh_for "$1"
   evpipe_start "$1"
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/status.ndjson" \
     --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null
@@ -226,7 +255,7 @@ rows "append" ca ea rea oa roa
 rows "append, unique index on (device_id, measured_at)" ci ei rei oi roi
 rows "upsert" cu eu reu ou rou
 
-report="routes vs plain SQL: $events telemetry rows (6 typed columns), $statuses status messages of $devices devices, batches of $batch, $connections connections, $runs runs
+report="routes vs plain SQL: $events telemetry rows (6 typed columns), $statuses status messages of $devices devices, batches of $batch, $connections connections, $runs runs, $stored_keys keys stored before each append run
 append: psql \\copy of the CSV; upsert: COPY to temp + INSERT ON CONFLICT WHERE newer, per batch (ratio = evpipe / SQL; medians of each column and of the per-run ratios)
 machine: $(machine_line)
 

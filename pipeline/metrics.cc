@@ -307,6 +307,13 @@ std::string metrics_registry::render() const {
         sample(out, name, labels, double(r.*f.field));
       }
     }
+    auto& probe = stages::route::route_probe::instance();
+    name = p + "_route_keys_pruned_total";
+    header(out, name, "counter", "evpipe_route_keys rows deleted as older than [route_keys] retention_s.");
+    sample(out, name, "", double(probe.keys_pruned.load(std::memory_order_relaxed)));
+    name = p + "_route_keys_prune_errors_total";
+    header(out, name, "counter", "Rounds of evpipe_route_keys pruning that failed (then retried).");
+    sample(out, name, "", double(probe.keys_prune_errors.load(std::memory_order_relaxed)));
   }
 
   struct shard_counter {

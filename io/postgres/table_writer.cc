@@ -3,16 +3,46 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <tuple>
 
 #include <absl/container/flat_hash_set.h>
 
 namespace evpipe::io {
 
 std::string migrate_route_keys(pg_connection& conn, const std::string& schema) {
-  std::string sql(route_keys_ddl);
-  sql.replace(sql.find("{}"), 2, schema.empty() ? "" : schema + ".");
+  const std::string prefix = schema.empty() ? "" : schema + ".";
+  const std::string_view ddl = route_keys_ddl;
+  const size_t at = ddl.find("{}");
+  const std::string sql = std::string(ddl.substr(0, at)) + prefix + std::string(ddl.substr(at + 2));
   pg_status st = conn.exec(sql.c_str());
-  return st.ok ? "" : "cannot create evpipe_route_keys: " + st.message;
+  if (!st.ok) return "cannot create evpipe_route_keys: " + st.message;
+  // The created_at index: "valid", "invalid" (a concurrent build that
+  // failed) or "" (none), and whether the table has rows.
+  const std::string table = prefix + "evpipe_route_keys";
+  const std::string index(route_keys_created_at_index);
+  const char* params[2] = {table.c_str(), index.c_str()};
+  pg_result res;
+  const std::string inspect_sql =
+      "SELECT coalesce((SELECT CASE WHEN i.indisvalid THEN 'valid' ELSE 'invalid' END FROM pg_index i "
+      "JOIN pg_class ic ON ic.oid = i.indexrelid WHERE i.indrelid = to_regclass($1) AND ic.relname = $2), ''), "
+      "EXISTS (SELECT 1 FROM " + table + ")";
+  st = conn.query_params(inspect_sql.c_str(), 2, params, res);
+  if (!st.ok) return "cannot inspect evpipe_route_keys: " + st.message;
+  const std::string state = PQgetvalue(res.get(), 0, 0);
+  const bool has_rows = PQgetvalue(res.get(), 0, 1)[0] == 't';
+  if (state == "valid") return "";
+  if (state == "invalid") {
+    st = conn.exec(("DROP INDEX CONCURRENTLY IF EXISTS " + prefix + index).c_str());
+    if (!st.ok) return "cannot drop invalid index " + prefix + index + ": " + st.message;
+  }
+  const std::string create = std::string("CREATE INDEX ") + (has_rows ? "CONCURRENTLY " : "") + "IF NOT EXISTS " +
+                             index + " ON " + table + " (created_at)";
+  st = conn.exec(create.c_str());
+  if (!st.ok) {
+    if (has_rows) (void)conn.exec(("DROP INDEX CONCURRENTLY IF EXISTS " + prefix + index).c_str());
+    return "cannot build index " + prefix + index + ": " + st.message;
+  }
+  return "";
 }
 
 namespace {
@@ -40,6 +70,19 @@ table_writer::table_writer(const stages::route::route_set& routes, const std::st
   copy_keys_sql_ = "COPY " + prefix + "evpipe_route_keys (key) FROM STDIN (FORMAT binary)";
   needs_key_.resize(routes.size());
   for (size_t i = 0; i < routes.size(); ++i) needs_key_[i] = !routes.at(i).self_idempotent;
+  time_field_.assign(routes.size(), -1);
+  for (size_t i = 0; i < routes.size(); ++i) {
+    // The first timestamptz identity column whose value the message itself
+    // carries (a redelivery has the same), not received_at.
+    const auto& r = routes.at(i);
+    for (size_t f = 0; f < r.identity_columns.size(); ++f) {
+      const auto& col = r.columns[r.identity_columns[f]].cfg;
+      if (col.type == config::column_type::timestamptz && col.source != config::column_source::received_at) {
+        time_field_[i] = static_cast<int>(f);
+        break;
+      }
+    }
+  }
   copy_sql_.resize(routes.size());
   keyed_stage_sql_.resize(routes.size());
   keyed_copy_sql_.resize(routes.size());
@@ -99,6 +142,44 @@ table_writer::table_writer(const stages::route::route_set& routes, const std::st
 
 namespace {
 constexpr char hex_digits[] = "0123456789abcdef";
+
+uint32_t be32(const char* p) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return (uint32_t(u[0]) << 24) | (uint32_t(u[1]) << 16) | (uint32_t(u[2]) << 8) | u[3];
+}
+
+// The time field `field` of an identity (the route's name, NUL, then the
+// identity columns' binary COPY fields, stages/route/extract.cc): a
+// timestamptz is 8 bytes, microseconds since 2000 as a signed big-endian
+// int64. Returned with its sign bit flipped, so that byte order is time
+// order; false for NULL or a malformed identity.
+bool identity_time(std::string_view identity, size_t name_size, int field, uint64_t& at) {
+  if (field < 0 || identity.size() <= name_size || identity[name_size] != '\0') return false;
+  size_t pos = name_size + 1;
+  for (int f = 0; pos + 4 <= identity.size(); ++f) {
+    const uint32_t len = be32(identity.data() + pos);
+    if (f == field) {
+      if (len != 8 || pos + 12 > identity.size()) return false;
+      at = (uint64_t(be32(identity.data() + pos + 4)) << 32) | be32(identity.data() + pos + 8);
+      at ^= uint64_t(1) << 63;
+      return true;
+    }
+    pos += len == 0xFFFFFFFFu ? 4 : 4 + size_t(len);
+  }
+  return false;
+}
+
+// A claim's key bytes (8 bytes of time when timed, then the 16-byte hash),
+// each byte through `put`.
+template <typename Put>
+void key_bytes(bool timed, uint64_t at, uint64_t hi, uint64_t lo, Put put) {
+  if (timed) {
+    for (int b = 56; b >= 0; b -= 8) put(static_cast<unsigned char>(at >> b));
+  }
+  for (uint64_t part : {hi, lo}) {
+    for (int b = 56; b >= 0; b -= 8) put(static_cast<unsigned char>(part >> b));
+  }
+}
 }  // namespace
 
 pg_status table_writer::claim_keys(pg_connection& conn, stages::write_batch& batch, size_t first_outcome,
@@ -120,6 +201,7 @@ pg_status table_writer::claim_keys(pg_connection& conn, stages::write_batch& bat
       needs_key |= routed[j].route >= needs_key_.size() || needs_key_[routed[j].route];
     }
     const auto key = routed[i].key;
+    const size_t route = routed[i].route;
     i = j;
     if (!needs_key || outcome < first_outcome || outcome >= last_outcome) continue;
     while (mirror_at < rows.size() && rows[mirror_at].outcome_index < outcome) ++mirror_at;
@@ -127,7 +209,12 @@ pg_status table_writer::claim_keys(pg_connection& conn, stages::write_batch& bat
     if (batch.outcomes()[outcome].kind != stages::outcome_kind::mirrored) continue;
     std::string_view identity = batch.text(key);
     auto h = XXH3_128bits(identity.data(), identity.size());
-    claimed_.push_back({outcome, h.high64, h.low64});
+    uint64_t at = 0;
+    // The identity decides alone whether and with which time, so a
+    // redelivery gets the same key.
+    const bool timed = route < time_field_.size() &&
+                       identity_time(identity, routes_.at(route).cfg.name.size(), time_field_[route], at);
+    claimed_.push_back({outcome, timed, at, h.high64, h.low64});
   }
   // events_mirror rows of bare messages (mirror = true): their
   // idempotency_key column is NULL, so the table's unique key cannot tell a
@@ -140,16 +227,16 @@ pg_status table_writer::claim_keys(pg_connection& conn, stages::write_batch& bat
     std::string_view identity = batch.text(rows[i].key);
     if (batch.outcomes()[outcome].kind != stages::outcome_kind::mirrored) continue;
     auto h = XXH3_128bits(identity.data(), identity.size());
-    claimed_.push_back({outcome, h.high64, h.low64});
+    claimed_.push_back({outcome, false, 0, h.high64, h.low64});
   }
   if (claimed_.empty()) return {};
   // In key order: a B-tree takes sorted keys at about half the cost of
   // random ones (neighbouring inserts land on pages just visited). A key
   // twice in one batch (only with a tiny dedup window) is stored once.
-  std::sort(claimed_.begin(), claimed_.end(),
-            [](const claim& a, const claim& b) { return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo; });
+  auto order = [](const claim& c) { return std::tuple(c.timed, c.at, c.hi, c.lo); };
+  std::sort(claimed_.begin(), claimed_.end(), [&](const claim& a, const claim& b) { return order(a) < order(b); });
   for (size_t k = 1; k < claimed_.size(); ++k) {
-    if (claimed_[k].hi == claimed_[k - 1].hi && claimed_[k].lo == claimed_[k - 1].lo) {
+    if (order(claimed_[k]) == order(claimed_[k - 1])) {
       batch.mark_event_duplicate(claimed_[k].outcome);
       claimed_.erase(claimed_.begin() + static_cast<ptrdiff_t>(k--));
     }
@@ -160,20 +247,22 @@ pg_status table_writer::claim_keys(pg_connection& conn, stages::write_batch& bat
     // the transaction again with tolerate_conflicts.
     keys_copy_.assign(stages::copy_format::header);
     for (const auto& c : claimed_) {
-      keys_copy_.append("\0\1\0\0\0\x10", 6);  // one field of 16 bytes
-      for (uint64_t part : {c.hi, c.lo}) {
-        for (int b = 56; b >= 0; b -= 8) keys_copy_.push_back(static_cast<char>(part >> b));
-      }
+      keys_copy_.append("\0\1\0\0\0", 5);  // one field of 24 or 16 bytes
+      keys_copy_.push_back(c.timed ? '\x18' : '\x10');
+      key_bytes(c.timed, c.at, c.hi, c.lo, [&](unsigned char b) { keys_copy_.push_back(static_cast<char>(b)); });
     }
     keys_copy_.append(stages::copy_format::trailer);
     return conn.copy_in(copy_keys_sql_.c_str(), keys_copy_);
   }
   keys_param_.assign("{");
+  param_at_.clear();
   for (const auto& c : claimed_) {
     if (keys_param_.size() > 1) keys_param_.push_back(',');
-    for (uint64_t part : {c.hi, c.lo}) {
-      for (int b = 60; b >= 0; b -= 4) keys_param_.push_back(hex_digits[(part >> b) & 0xF]);
-    }
+    param_at_.push_back(static_cast<uint32_t>(keys_param_.size()));
+    key_bytes(c.timed, c.at, c.hi, c.lo, [&](unsigned char b) {
+      keys_param_.push_back(hex_digits[b >> 4]);
+      keys_param_.push_back(hex_digits[b & 0xF]);
+    });
   }
   keys_param_.push_back('}');
   const char* params[1] = {keys_param_.c_str()};
@@ -181,10 +270,11 @@ pg_status table_writer::claim_keys(pg_connection& conn, stages::write_batch& bat
   pg_status st = conn.query_params(claim_sql_.c_str(), 1, params, res);
   if (!st.ok) return st;
   absl::flat_hash_set<std::string_view> fresh;
-  for (int i = 0, n = PQntuples(res.get()); i < n; ++i) fresh.insert(std::string_view(PQgetvalue(res.get(), i, 0), 32));
-  // keys_param_ is "{" then 33 characters per key (32 digits and a comma).
+  for (int i = 0, n = PQntuples(res.get()); i < n; ++i) {
+    fresh.insert(std::string_view(PQgetvalue(res.get(), i, 0), size_t(PQgetlength(res.get(), i, 0))));
+  }
   for (size_t k = 0; k < claimed_.size(); ++k) {
-    if (!fresh.contains(std::string_view(keys_param_).substr(1 + 33 * k, 32))) {
+    if (!fresh.contains(std::string_view(keys_param_).substr(param_at_[k], claimed_[k].timed ? 48 : 32))) {
       batch.mark_event_duplicate(claimed_[k].outcome);
     }
   }

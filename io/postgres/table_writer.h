@@ -23,7 +23,10 @@
 // column of the table, and for messages that feed several tables (also);
 // the price is one 16-byte key per message, sent by one binary COPY per
 // batch in the same transaction. Upsert routes whose rows a redelivery
-// cannot change (compiled_route::self_idempotent) skip it.
+// cannot change (compiled_route::self_idempotent) skip it. When the identity
+// holds a time from the message (a timestamptz column), the key leads with
+// it: keys of recent messages then sit next to each other at the index's
+// right edge instead of all over it (docs/performance.md).
 //
 // Built from the active routes by the sink; owned by one shard thread, not
 // thread-safe.
@@ -44,7 +47,15 @@ inline constexpr std::string_view route_keys_ddl =
     "CREATE TABLE IF NOT EXISTS {}evpipe_route_keys ("
     "key BYTEA PRIMARY KEY, created_at TIMESTAMPTZ NOT NULL DEFAULT now())";
 
-// Creates evpipe_route_keys in `schema` ("" = search_path); "" or the error.
+// The index the pruner (route_keys_pruner.h) finds the oldest keys by: a
+// B-tree whose inserts land at its right edge (created_at is the writing
+// transaction's now()), and whose equal values deduplicate.
+inline constexpr std::string_view route_keys_created_at_index = "evpipe_route_keys_created_at";
+
+// Creates evpipe_route_keys in `schema` ("" = search_path) and its
+// created_at index (CONCURRENTLY when the table has rows, so a running
+// evpipe keeps writing; an invalid one left by a failed build is built
+// again); idempotent. "" or the error.
 [[nodiscard]] std::string migrate_route_keys(pg_connection& conn, const std::string& schema);
 
 class table_writer {
@@ -99,12 +110,17 @@ class table_writer {
   std::vector<std::string> copy_sql_, stage_sql_, merge_sql_;
   std::string claim_sql_, copy_keys_sql_;
   std::vector<char> needs_key_;    // per route: its events need a row in evpipe_route_keys
+  // Per route: which of its identity's fields is a timestamptz from the
+  // message (-1: none). Its keys then lead with that time (claim_keys).
+  std::vector<int> time_field_;
   std::vector<char> table_keyed_;  // per route: the table's unique index settles redeliveries (inspect)
   // Per table-keyed candidate: the staging table, the COPY into it, the
   // INSERT ... ON CONFLICT (identity) DO NOTHING from it ("" otherwise).
   std::vector<std::string> keyed_stage_sql_, keyed_copy_sql_, keyed_merge_sql_;
   struct claim {
     uint32_t outcome;
+    bool timed;       // the key is `at` then the hash (24 bytes), else the hash (16 bytes)
+    uint64_t at;      // the identity's time, ordered as unsigned (sign bit flipped)
     uint64_t hi, lo;  // XXH3-128 of the event's identity
   };
   std::vector<claim> claimed_;
@@ -113,6 +129,7 @@ class table_writer {
   };
   std::vector<written> pending_;  // per route: what the last write() stored, counted at committed()
   std::string slice_, keys_param_, keys_copy_;
+  std::vector<uint32_t> param_at_;  // where each claim's hex digits start in keys_param_
 };
 
 }  // namespace evpipe::io

@@ -40,6 +40,10 @@ class route_probe {
   // Every route seen so far, by name.
   [[nodiscard]] std::vector<row> snapshot() const;
 
+  // evpipe_route_keys pruning (io/postgres/route_keys_pruner.h), process-wide.
+  std::atomic<uint64_t> keys_pruned{0};        // keys deleted as older than [route_keys] retention_s
+  std::atomic<uint64_t> keys_prune_errors{0};  // pruning rounds that failed (connection, timeout, missing table)
+
  private:
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<route_counts>> by_name_;

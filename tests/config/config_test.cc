@@ -236,6 +236,23 @@ TEST(Config, ShippedDefaultFileLoads) {
   EXPECT_EQ(s.tcp_sources.size(), 1u);
 }
 
+// [route_keys]: how long evpipe_route_keys rows are kept (docs/routes.md).
+TEST(Config, RouteKeysRetention) {
+  auto d = load_string("");
+  EXPECT_EQ(d.route_keys.retention_s, 604'800u) << "7 days by default";
+  EXPECT_EQ(d.route_keys.prune_batch, 1000u);
+  EXPECT_EQ(d.route_keys.prune_interval_ms, 60'000u);
+  auto s = load_string("[route_keys]\nretention_s = 0\nprune_batch = 50\nprune_interval_ms = 10\n");
+  EXPECT_EQ(s.route_keys.retention_s, 0u) << "0: never pruned";
+  EXPECT_EQ(s.route_keys.prune_batch, 50u);
+  EXPECT_EQ(load_string(to_toml(s)).route_keys.prune_batch, 50u) << "check-config shows it";
+  EXPECT_EQ(error_of("[route_keys]\nprune_batch = 0"),
+            "test.toml: [route_keys] prune_batch: must be between 1 and 100000, got 0");
+  EXPECT_EQ(error_of("[route_keys]\nretention = 5"), "test.toml: [route_keys]: unknown key \"retention\"");
+  EXPECT_EQ(load_file(std::string(EVPIPE_SOURCE_DIR) + "/config/evpipe.toml").route_keys.retention_s,
+            d.route_keys.retention_s);
+}
+
 TEST(Config, EmptyDsnLeavesConnectionSettingsToLibpq) {
   EXPECT_EQ(settings{}.postgres.dsn, "") << "no host or database the user did not ask for";
   EXPECT_EQ(load_string("[postgres]\ndsn = \"\"\n").postgres.dsn, "");

@@ -120,5 +120,15 @@ TEST(ReloadPlan, RoutesChangeLive) {
   EXPECT_TRUE(p.effective.routes.empty());
 }
 
+// The keys' pruner is started once with its settings: a change waits for a
+// restart, named once (not also as "other settings").
+TEST(ReloadPlan, RouteKeysRetentionIsKeptByName) {
+  auto a = load_string(base);
+  auto b = load_string(std::string(base) + "[route_keys]\nretention_s = 60\n");
+  auto p = plan_reload(a, b);
+  EXPECT_EQ(p.kept, (std::vector<std::string>{"[route_keys]"}));
+  EXPECT_EQ(p.effective.route_keys.retention_s, a.route_keys.retention_s);
+}
+
 }  // namespace
 }  // namespace evpipe::config
