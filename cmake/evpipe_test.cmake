@@ -16,6 +16,11 @@ function(evpipe_add_test)
   endif()
   add_executable(${T_NAME} ${T_SOURCES})
   target_include_directories(${T_NAME} PRIVATE ${PROJECT_SOURCE_DIR})
+  # The code under test is built as configured (-O3 in Release); the test's own
+  # sources need no more than -O1, which compiles them about a third faster
+  # (GoogleTest assertions and Asio templates at -O3 are most of the suite's
+  # build time, and CI builds the suite twice).
+  target_compile_options(${T_NAME} PRIVATE $<$<CONFIG:Release,RelWithDebInfo,MinSizeRel>:-O1>)
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
   if(T_RUNS_EVPIPE)
     target_compile_definitions(${T_NAME} PRIVATE EVPIPE_BINARY="$<TARGET_FILE:evpipe>")

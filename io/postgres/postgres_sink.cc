@@ -214,7 +214,9 @@ pipeline::write_status postgres_sink::isolate_refused_rows(stages::write_batch& 
   };
   std::vector<refused> refused_rows;
   while (!todo.empty()) {
-    auto [first, last] = todo.back();
+    // Plain locals, not a structured binding: lambdas below capture them
+    // (clang before 16 cannot capture structured bindings).
+    const size_t first = todo.back().first, last = todo.back().second;
     todo.pop_back();
     batch.copy_slice(first, last, slice);
     pg_status st = conn_.exec("BEGIN");
@@ -278,7 +280,9 @@ pipeline::write_status postgres_sink::isolate_refused_events(stages::write_batch
   };
   std::vector<refused> refused_events;
   while (!todo.empty()) {
-    auto [first, last] = todo.back();
+    // Plain locals, not a structured binding: lambdas below capture them
+    // (clang before 16 cannot capture structured bindings).
+    const size_t first = todo.back().first, last = todo.back().second;
     todo.pop_back();
     if (first == last) continue;
     const uint32_t o_first = units[first], o_last = units[last - 1] + 1;

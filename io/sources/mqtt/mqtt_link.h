@@ -249,6 +249,9 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
     XXH3_state_t* get() const { return st; }
   };
   struct skipping {
+    // User-provided: clang decides std::optional<skipping>::emplace() is not
+    // viable for an aggregate nested in a class still being defined.
+    skipping() {}
     uint64_t seq = 0;
     std::string topic, prefix;
     size_t left = 0, payload_size = 0;
