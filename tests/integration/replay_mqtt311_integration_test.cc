@@ -32,7 +32,9 @@ class ReplayMqtt311 : public TcpPipeline {
     TcpPipeline::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
     if (::access(rabbitmq_broker::script().c_str(), X_OK) != 0) {
-      if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << rabbitmq_broker::script() << " is missing (Debian rabbitmq-server)";
+      if (!env_or("EVPIPE_REQUIRE_DB").empty()) {
+        FAIL() << rabbitmq_broker::script() << " is missing (Debian rabbitmq-server)";
+      }
       GTEST_SKIP() << "rabbitmq-server is not installed (scripts/test.sh installs it)";
     }
     evpipe = std::make_unique<evpipe_process>(config_for(db, free_port(), free_port()), "replay_mqtt311");

@@ -42,7 +42,9 @@ struct delivered {
   // An event at `position`: it must come after everything before it.
   void event(const std::string& position, const std::string& key) {
     std::lock_guard lock(mutex);
-    if (position <= last && failure.empty()) failure = "event " + position + " after " + last + " (repeat or out of order)";
+    if (position <= last && failure.empty()) {
+      failure = "event " + position + " after " + last + " (repeat or out of order)";
+    }
     last = position;
     keys.push_back(key);
     count = keys.size();
