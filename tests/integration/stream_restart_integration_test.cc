@@ -5,7 +5,8 @@
 // last position it was given (`since`, or `Last-Event-ID`) and, over all its
 // connections, gets every row of the table exactly once, in position order.
 // Rows written while the stream's process is down (by the other process) are
-// among them, and so are those of transactions the kill rolled back: none.
+// among them; rows of the transactions the kill cut off were never committed,
+// so the client is compared with the table, not with what was sent.
 
 #include <gtest/gtest.h>
 
