@@ -408,7 +408,7 @@ void stream_hub::run() {
     if (!catch_up(clients, *reader, tail, failed)) continue;
     std::erase_if(clients, [](const auto& c) { return c->dead; });
     for (const auto& c : clients) {
-      if (c->live || !c->started) continue;
+      if (c->live || !c->started || c->pos > tail) continue;  // ahead of the tail: waits for its next read
       if (c->client->queued_bytes() <= opts_.max_client_buffer_bytes / 2) {
         behind = catching_up::ready;
       } else if (behind == catching_up::none) {
@@ -425,6 +425,11 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
   std::vector<client_state*> waiting;
   for (auto& c : clients) {
     if (c->live || !c->started || c->dead) continue;
+    // A client that resumes from a position the tail has not reached yet
+    // (one another reader gave it: another evpipe's stream, a replay) waits
+    // for the tail to pass it: made live at the tail now, it would be handed
+    // the rows between the tail and its position a second time.
+    if (c->pos > tail) continue;
     if (c->client->queued_bytes() > opts_.max_client_buffer_bytes / 2) continue;
     waiting.push_back(c.get());
   }

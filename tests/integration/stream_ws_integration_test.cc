@@ -302,6 +302,46 @@ TEST_F(StreamWsSlowPoll, OwnCommitsWakeTheTailBeforeItsPoll) {
       << metric("commit_to_send_seconds_count");
 }
 
+// A client that resumes from a position the tail has not reached yet (here:
+// rows of another writer, which the tail finds only at its poll, 10 s; in
+// use: a position another evpipe's stream or a replay gave the client) gets
+// only the rows after it, and a caught_up that does not go back. Before the
+// fix it was made live at the tail at once (caught_up before its position)
+// and then handed the rows between the tail and its position again.
+TEST_F(StreamWsSlowPoll, AResumePositionAheadOfTheTailRepeatsNothing) {
+  ws_client first(stream_port);
+  first.send(R"({"type":"subscribe","since":"now"})");
+  auto caught = first.next();  // the tail is at the live edge now
+  ASSERT_TRUE(caught);
+  ASSERT_EQ(field(*caught, "type"), "caught_up") << *caught;
+  db.exec("INSERT INTO events_mirror (topic, payload) SELECT 'other/writer', "
+          "jsonb_build_object('idempotency_key', 'ahead-' || g) FROM generate_series(1, 10) g");
+  auto positions = db.column("SELECT '1-' || lpad(to_hex(tx::text::bigint), 16, '0') || lpad(to_hex(id), 16, '0') "
+                             "FROM events_mirror ORDER BY tx, id");
+  ASSERT_EQ(positions.size(), 10u);
+  const std::string p5 = positions[4];
+  ws_client c(stream_port);
+  c.send(R"({"type":"subscribe","since":")" + p5 + "\"}");
+  std::vector<std::string> keys;
+  std::string caught_at;
+  auto deadline = std::chrono::steady_clock::now() + 25s;
+  while ((caught_at.empty() || keys.size() < 5) && std::chrono::steady_clock::now() < deadline) {
+    auto m = c.next(25s);
+    if (!m) break;
+    if (field(*m, "type") == "caught_up") {
+      caught_at = field(*m, "position");
+      EXPECT_GE(caught_at, p5) << "caught_up went back before the client's position";
+    } else if (field(*m, "type") == "event") {
+      EXPECT_GT(field(*m, "position"), p5) << *m;
+      keys.push_back(key_in(*m));
+    }
+  }
+  EXPECT_FALSE(caught_at.empty());
+  EXPECT_EQ(keys, (std::vector<std::string>{"ahead-6", "ahead-7", "ahead-8", "ahead-9", "ahead-10"}));
+  // Nothing more (a repeat would come with the tail's next read).
+  EXPECT_FALSE(c.next(500ms)) << "a message after the five";
+}
+
 // A client that stops answering pings is closed after its next missed
 // heartbeat and counted by reason; one that keeps reading (Beast answers
 // pings while it reads) stays connected.
