@@ -164,19 +164,33 @@ void stream_hub::run() {
   // transaction is usually a batch a few milliseconds from its commit, and
   // one indexed read per 50 ms while it lasts costs little.
   auto recheck = std::chrono::milliseconds(1);
+  // When the tail reads next (poll_ms, or the recheck, after its last read;
+  // at once for a noted commit). Rounds in between only catch clients up:
+  // the tail does not move, so the seam argument is unchanged.
+  auto next_tail_read = std::chrono::steady_clock::now();
+  // What the previous round's catch-up left: clients behind with room in
+  // their queue (read the next page at once, not at the next poll: a
+  // catch-up is as fast as the reads and the client, docs/read.md), or only
+  // clients whose queue is over half full (look again in a millisecond).
+  enum class catching_up : uint8_t { none, ready, waiting_for_room } behind = catching_up::none;
 
   for (;;) {
+    bool tail_due = false;
     {
       std::unique_lock lock(mu_);
       // Woken by a new client, a shard's commit (note_commit) or the poll,
       // which finds the rows of other processes and writers.
-      auto poll = std::chrono::milliseconds(opts_.poll_ms);
-      wake_.wait_for(lock, commit_ns != 0 ? std::min(recheck, poll) : poll,
-                     [&] { return stopping_ || !pending_.empty() || earliest_commit_ns_ != 0; });
+      auto until = next_tail_read;
+      if (behind == catching_up::ready) until = std::chrono::steady_clock::now();
+      if (behind == catching_up::waiting_for_room) {
+        until = std::min(until, std::chrono::steady_clock::now() + std::chrono::milliseconds(1));
+      }
+      wake_.wait_until(lock, until, [&] { return stopping_ || !pending_.empty() || earliest_commit_ns_ != 0; });
       if (stopping_) return;
       if (earliest_commit_ns_ != 0 && (commit_ns == 0 || earliest_commit_ns_ < commit_ns)) {
         commit_ns = earliest_commit_ns_;
       }
+      tail_due = earliest_commit_ns_ != 0 || std::chrono::steady_clock::now() >= next_tail_read;
       earliest_commit_ns_ = 0;
       for (auto& p : pending_) clients.push_back(std::move(p));
       pending_.clear();
@@ -185,6 +199,7 @@ void stream_hub::run() {
       }
       removed_.clear();
     }
+    behind = catching_up::none;  // until this round's catch-up says otherwise
     if (clients.empty()) {
       // No one listens: hold no connection and no position.
       if (reader) {
@@ -231,6 +246,7 @@ void stream_hub::run() {
         continue;
       }
       tail_known = true;
+      tail_due = true;
     }
 
     // New clients: where they start.
@@ -274,115 +290,131 @@ void stream_hub::run() {
       if (read_horizon(conn, h).ok) probe_.horizon_age_s.store(h.oldest_pid ? h.oldest_age_s : 0, std::memory_order_relaxed);
     }
 
-    // The tail: rows past it, formatted once (in the formats the live clients
-    // speak) and handed to every live client whose filter matches, as one
-    // span per run of matching rows. A live client whose queue is over
-    // max_client_buffer_bytes falls behind first: back to the table from the
-    // tail, with nothing of this read.
-    bool want_ws = false, want_sse = false;
-    for (auto& c : clients) {
-      if (!c->live) continue;
-      if (c->client->queued_bytes() > opts_.max_client_buffer_bytes) {
-        c->live = false;
-        c->pos = tail;
-        probe_.fell_behind.fetch_add(1, std::memory_order_relaxed);
-        spdlog::debug("stream: client {} fell behind (over max_client_buffer_bytes): catching it up from the table", c->id);
-        probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
-        continue;
-      }
-      (c->client->format() == frame_format::websocket ? want_ws : want_sse) = true;
-      c->runs.clear();
-      c->in_run = false;
-    }
-    read_window tw;
-    tw.after = tail;
-    tw.limit = opts_.tail_page;
-    position before = tail;
-    const int64_t read_started_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-    // Rows found without an own commit noted were committed by another
-    // writer after the previous read began, at the earliest (later, if an
-    // open transaction held the horizon back: then this undercounts).
-    const int64_t rows_commit_ns = commit_ns != 0 ? commit_ns : previous_read_ns;
-    auto frames = std::make_shared<event_frames>(want_ws, want_sse, rows_commit_ns);
-    auto st = reader->read(tw, [&](const event_row& r) {
-      const auto i = static_cast<uint32_t>(frames->size());
-      frames->add(r);
-      // Only filtered clients look at each row; the others take them all.
-      for (auto& c : clients) {
-        if (!c->live || c->filter.everything()) continue;
-        bool match = c->filter.matches(r.topic, r.kind, r.tenant);
-        if (match && !c->in_run) {
-          c->run_start = i;
-          c->in_run = true;
-        } else if (!match && c->in_run) {
-          c->runs.emplace_back(c->run_start, i);
-          c->in_run = false;
-        }
-      }
-      before = r.pos;
-      return row_action::next;
-    });
-    // Rows read before a failure are handed out too, and the tail moves past
-    // them, so nobody gets them twice. A client takes what fits in its
-    // buffer (max_client_buffer_bytes); if its rows do not all fit, it falls
-    // behind from the last row it was given.
-    if (const auto n = static_cast<uint32_t>(frames->size()); n > 0) {
-      std::shared_ptr<const event_frames> shared = std::move(frames);
+    if (tail_due) {
+      // The tail: rows past it, formatted once (in the formats the live clients
+      // speak) and handed to every live client whose filter matches, as one
+      // span per run of matching rows. A live client whose queue is over
+      // max_client_buffer_bytes falls behind first: back to the table from the
+      // tail, with nothing of this read.
+      bool want_ws = false, want_sse = false;
       for (auto& c : clients) {
         if (!c->live) continue;
-        if (c->filter.everything()) {
-          c->runs.clear();
-          c->runs.emplace_back(0, n);
-        } else if (c->in_run) {
-          c->runs.emplace_back(c->run_start, n);
+        if (c->client->queued_bytes() > opts_.max_client_buffer_bytes) {
+          c->live = false;
+          c->pos = tail;
+          probe_.fell_behind.fetch_add(1, std::memory_order_relaxed);
+          spdlog::debug("stream: client {} fell behind (over max_client_buffer_bytes): catching it up from the table",
+                        c->id);
+          probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
+          continue;
         }
-        const frame_format fmt = c->client->format();
-        const size_t queued = c->client->queued_bytes();
-        size_t room = queued < opts_.max_client_buffer_bytes ? opts_.max_client_buffer_bytes - queued : 0;
-        for (auto [first, last] : c->runs) {
-          const size_t k = shared->fit(fmt, first, last, room);
-          if (k > first) {
-            c->client->on_events(shared, first, k);
-            probe_.events_delivered.fetch_add(k - first, std::memory_order_relaxed);
-            room -= shared->span(fmt, first, k).size();
+        (c->client->format() == frame_format::websocket ? want_ws : want_sse) = true;
+        c->runs.clear();
+        c->in_run = false;
+      }
+      next_tail_read = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.poll_ms);
+      read_window tw;
+      tw.after = tail;
+      tw.limit = opts_.tail_page;
+      position before = tail;
+      const int64_t read_started_ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+              .count();
+      // Rows found without an own commit noted were committed by another
+      // writer after the previous read began, at the earliest (later, if an
+      // open transaction held the horizon back: then this undercounts).
+      const int64_t rows_commit_ns = commit_ns != 0 ? commit_ns : previous_read_ns;
+      auto frames = std::make_shared<event_frames>(want_ws, want_sse, rows_commit_ns);
+      auto st = reader->read(tw, [&](const event_row& r) {
+        const auto i = static_cast<uint32_t>(frames->size());
+        frames->add(r);
+        // Only filtered clients look at each row; the others take them all.
+        for (auto& c : clients) {
+          if (!c->live || c->filter.everything()) continue;
+          bool match = c->filter.matches(r.topic, r.kind, r.tenant);
+          if (match && !c->in_run) {
+            c->run_start = i;
+            c->in_run = true;
+          } else if (!match && c->in_run) {
+            c->runs.emplace_back(c->run_start, i);
+            c->in_run = false;
           }
-          if (k < last) {
-            c->live = false;
-            c->pos = k > 0 ? shared->pos(k - 1) : tail;
-            probe_.fell_behind.fetch_add(1, std::memory_order_relaxed);
-            probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
-            spdlog::debug("stream: client {} fell behind (over max_client_buffer_bytes): catching it up from the table",
-                          c->id);
-            break;
+        }
+        before = r.pos;
+        return row_action::next;
+      });
+      // Rows read before a failure are handed out too, and the tail moves past
+      // them, so nobody gets them twice. A client takes what fits in its
+      // buffer (max_client_buffer_bytes); if its rows do not all fit, it falls
+      // behind from the last row it was given.
+      if (const auto n = static_cast<uint32_t>(frames->size()); n > 0) {
+        std::shared_ptr<const event_frames> shared = std::move(frames);
+        for (auto& c : clients) {
+          if (!c->live) continue;
+          if (c->filter.everything()) {
+            c->runs.clear();
+            c->runs.emplace_back(0, n);
+          } else if (c->in_run) {
+            c->runs.emplace_back(c->run_start, n);
+          }
+          const frame_format fmt = c->client->format();
+          const size_t queued = c->client->queued_bytes();
+          size_t room = queued < opts_.max_client_buffer_bytes ? opts_.max_client_buffer_bytes - queued : 0;
+          for (auto [first, last] : c->runs) {
+            const size_t k = shared->fit(fmt, first, last, room);
+            if (k > first) {
+              c->client->on_events(shared, first, k);
+              probe_.events_delivered.fetch_add(k - first, std::memory_order_relaxed);
+              room -= shared->span(fmt, first, k).size();
+            }
+            if (k < last) {
+              c->live = false;
+              c->pos = k > 0 ? shared->pos(k - 1) : tail;
+              probe_.fell_behind.fetch_add(1, std::memory_order_relaxed);
+              probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
+              spdlog::debug("stream: client {} fell behind (over max_client_buffer_bytes): catching it up from the table",
+                            c->id);
+              break;
+            }
           }
         }
       }
-    }
-    if (!st.ok) {
+      if (!st.ok) {
+        tail = before;
+        for (auto& c : clients) {
+          if (c->live) c->pos = tail;
+        }
+        failed(st);
+        continue;
+      }
+      // Rows came: the commits noted so far are accounted for. (None came:
+      // the noted commit waits behind the horizon; keep timing from it.)
+      if (before != tail || commit_ns == 0) {
+        commit_ns = 0;
+        recheck = std::chrono::milliseconds(1);
+      } else {
+        recheck = std::min(recheck * 2, std::chrono::milliseconds(50));
+      }
+      if (commit_ns != 0) {
+        next_tail_read = std::min(next_tail_read, std::chrono::steady_clock::now() + recheck);
+      }
+      previous_read_ns = read_started_ns;
       tail = before;
       for (auto& c : clients) {
         if (c->live) c->pos = tail;
       }
-      failed(st);
-      continue;
-    }
-    // Rows came: the commits noted so far are accounted for. (None came:
-    // the noted commit waits behind the horizon; keep timing from it.)
-    if (before != tail || commit_ns == 0) {
-      commit_ns = 0;
-      recheck = std::chrono::milliseconds(1);
-    } else {
-      recheck = std::min(recheck * 2, std::chrono::milliseconds(50));
-    }
-    previous_read_ns = read_started_ns;
-    tail = before;
-    for (auto& c : clients) {
-      if (c->live) c->pos = tail;
     }
 
     if (!catch_up(clients, *reader, tail, failed)) continue;
     std::erase_if(clients, [](const auto& c) { return c->dead; });
+    for (const auto& c : clients) {
+      if (c->live || !c->started || c->pos > tail) continue;  // ahead of the tail: waits for its next read
+      if (c->client->queued_bytes() <= opts_.max_client_buffer_bytes / 2) {
+        behind = catching_up::ready;
+      } else if (behind == catching_up::none) {
+        behind = catching_up::waiting_for_room;
+      }
+    }
   }
 }
 
@@ -393,6 +425,11 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
   std::vector<client_state*> waiting;
   for (auto& c : clients) {
     if (c->live || !c->started || c->dead) continue;
+    // A client that resumes from a position the tail has not reached yet
+    // (one another reader gave it: another evpipe's stream, a replay) waits
+    // for the tail to pass it: made live at the tail now, it would be handed
+    // the rows between the tail and its position a second time.
+    if (c->pos > tail) continue;
     if (c->client->queued_bytes() > opts_.max_client_buffer_bytes / 2) continue;
     waiting.push_back(c.get());
   }

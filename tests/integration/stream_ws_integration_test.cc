@@ -6,111 +6,18 @@
 
 #include <gtest/gtest.h>
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/websocket.hpp>
-
 #include <memory>
 #include <optional>
 #include <set>
 #include <thread>
 
+#include "tests/integration/stream_ws_client.h"
 #include "tests/support/harness.h"
 #include "tests/support/tcp_pipeline.h"
 #include "tests/support/test_events.h"
 
 namespace evpipe::testing {
 namespace {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace websocket = beast::websocket;
-
-class ws_client {
- public:
-  explicit ws_client(uint16_t port) : ws_(ioc_) {
-    asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
-    ws_.next_layer().connect(ep);
-    ws_.handshake("127.0.0.1", "/v1/stream");
-  }
-  void send(const std::string& text) { ws_.write(asio::buffer(text)); }
-  // The closing handshake: returns once the server's close frame has come back.
-  void close() { ws_.close(websocket::close_code::normal); }
-  // A WebSocket ping with `payload`; the pongs that come back (seen while
-  // reading) are appended to `pongs`.
-  void ping(const std::string& payload, std::vector<std::string>& pongs) {
-    ws_.control_callback([&pongs](websocket::frame_type kind, beast::string_view p) {
-      if (kind == websocket::frame_type::pong) pongs.emplace_back(p);
-    });
-    ws_.ping(websocket::ping_data(payload.c_str()));
-  }
-  // Whether the server has closed the connection: reads (and so answers
-  // pings) until the read fails, for at most `timeout`; messages are
-  // skipped. After a timeout the connection is no longer usable.
-  bool closed_within(std::chrono::milliseconds timeout) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      bool failed = false, done = false;
-      ws_.async_read(buf_, [&](beast::error_code ec, size_t) {
-        done = true;
-        failed = static_cast<bool>(ec);
-        buf_.consume(buf_.size());
-      });
-      ioc_.restart();
-      ioc_.run_until(deadline);
-      if (failed) return true;
-      if (!done) {
-        beast::error_code ec;
-        ws_.next_layer().cancel(ec);
-        ioc_.restart();
-        ioc_.run();
-        return false;
-      }
-    }
-    return false;
-  }
-  // The next text message within `timeout`; nullopt otherwise.
-  std::optional<std::string> next(std::chrono::milliseconds timeout = 30s) {
-    std::optional<std::string> out;
-    bool done = false;
-    ws_.async_read(buf_, [&](beast::error_code ec, size_t) {
-      done = true;
-      if (!ec) out = beast::buffers_to_string(buf_.data());
-      buf_.consume(buf_.size());
-    });
-    ioc_.restart();
-    ioc_.run_for(timeout);
-    if (!done) {
-      beast::error_code ec;
-      ws_.next_layer().cancel(ec);
-      ioc_.restart();
-      ioc_.run();
-    }
-    return out;
-  }
-
- private:
-  asio::io_context ioc_;
-  websocket::stream<asio::ip::tcp::socket> ws_;
-  beast::flat_buffer buf_;
-};
-
-std::string field(const std::string& json, const std::string& name) {
-  std::string tag = "\"" + name + "\":\"";
-  auto at = json.find(tag);
-  if (at == std::string::npos) return "";
-  at += tag.size();
-  return json.substr(at, json.find('"', at) - at);
-}
-std::string key_in(const std::string& data) {
-  const std::string tag = "\"idempotency_key\": \"";
-  auto at = data.find(tag);
-  if (at == std::string::npos) return "";
-  at += tag.size();
-  return data.substr(at, data.find('"', at) - at);
-}
 
 class StreamWs : public TcpPipeline {
  protected:
@@ -393,6 +300,46 @@ TEST_F(StreamWsSlowPoll, OwnCommitsWakeTheTailBeforeItsPoll) {
   // the write completes, which the client may see after the bytes).
   EXPECT_TRUE(eventually([&] { return metric("commit_to_send_seconds_count") >= 5; }, 10s))
       << metric("commit_to_send_seconds_count");
+}
+
+// A client that resumes from a position the tail has not reached yet (here:
+// rows of another writer, which the tail finds only at its poll, 10 s; in
+// use: a position another evpipe's stream or a replay gave the client) gets
+// only the rows after it, and a caught_up that does not go back. Before the
+// fix it was made live at the tail at once (caught_up before its position)
+// and then handed the rows between the tail and its position again.
+TEST_F(StreamWsSlowPoll, AResumePositionAheadOfTheTailRepeatsNothing) {
+  ws_client first(stream_port);
+  first.send(R"({"type":"subscribe","since":"now"})");
+  auto caught = first.next();  // the tail is at the live edge now
+  ASSERT_TRUE(caught);
+  ASSERT_EQ(field(*caught, "type"), "caught_up") << *caught;
+  db.exec("INSERT INTO events_mirror (topic, payload) SELECT 'other/writer', "
+          "jsonb_build_object('idempotency_key', 'ahead-' || g) FROM generate_series(1, 10) g");
+  auto positions = db.column("SELECT '1-' || lpad(to_hex(tx::text::bigint), 16, '0') || lpad(to_hex(id), 16, '0') "
+                             "FROM events_mirror ORDER BY tx, id");
+  ASSERT_EQ(positions.size(), 10u);
+  const std::string p5 = positions[4];
+  ws_client c(stream_port);
+  c.send(R"({"type":"subscribe","since":")" + p5 + "\"}");
+  std::vector<std::string> keys;
+  std::string caught_at;
+  auto deadline = std::chrono::steady_clock::now() + 25s;
+  while ((caught_at.empty() || keys.size() < 5) && std::chrono::steady_clock::now() < deadline) {
+    auto m = c.next(25s);
+    if (!m) break;
+    if (field(*m, "type") == "caught_up") {
+      caught_at = field(*m, "position");
+      EXPECT_GE(caught_at, p5) << "caught_up went back before the client's position";
+    } else if (field(*m, "type") == "event") {
+      EXPECT_GT(field(*m, "position"), p5) << *m;
+      keys.push_back(key_in(*m));
+    }
+  }
+  EXPECT_FALSE(caught_at.empty());
+  EXPECT_EQ(keys, (std::vector<std::string>{"ahead-6", "ahead-7", "ahead-8", "ahead-9", "ahead-10"}));
+  // Nothing more (a repeat would come with the tail's next read).
+  EXPECT_FALSE(c.next(500ms)) << "a message after the five";
 }
 
 // A client that stops answering pings is closed after its next missed
