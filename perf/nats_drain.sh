@@ -132,6 +132,9 @@ nats_drain_many() {
     # 128 + signal: 139 is a SIGSEGV (the libnats 3.4.1 fetch overflow, docs/nats.md).
     [ "$rc" = 0 ] || die "evpipe process $i of $k exited with status $rc$([ "$rc" -gt 128 ] && echo " (signal $((rc - 128)))"): $(tail -3 "$scratch/evpipe-$i.log")"
   done
+  # How many processes met the libnats 3.4.1 fetch overflow's trigger (held
+  # deliveries of a late pull request) and took them one by one (docs/nats.md).
+  log "$k processes: $(grep -l 'late pull request' "$scratch"/evpipe-[0-9]*.log 2>/dev/null | wc -l) of them took deliveries of a late pull request one by one"
   with_config tcp
   [ "$got" = "$rows" ] || die "$k evpipe processes committed $got rows, expected $rows"
   echo "$rows $t1 $t2" | awk '{printf "%.0f", $1 / ($3 - $2)}'
