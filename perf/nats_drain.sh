@@ -13,12 +13,14 @@
 # table), each with [pipeline] shards = cores.
 # --evpipe PATH runs that evpipe binary instead of the build's (to compare two
 # builds on one backlog); a process that dies is reported with its signal.
+# --callgrind FILE runs the one-process drain's evpipe under valgrind
+# --tool=callgrind (profile in FILE; use a small --count: its rate is not one).
 #   perf/nats_drain.sh [--count N] [--runs R] [--fetch-batch B] [--max-ack-pending P] [--processes "1 2 3"]
-#                      [--evpipe PATH]
+#                      [--evpipe PATH] [--callgrind FILE]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-count=200000 runs=3 fetch_batch=512 max_ack_pending=16384 processes="" evbin=""
+count=200000 runs=3 fetch_batch=512 max_ack_pending=16384 processes="" evbin="" callgrind=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --count) count="$2"; shift 2 ;;
@@ -27,7 +29,8 @@ while [ $# -gt 0 ]; do
     --max-ack-pending) max_ack_pending="$2"; shift 2 ;;
     --processes) processes="$2"; shift 2 ;;
     --evpipe) evbin="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --callgrind) callgrind="$(realpath -m "$2")"; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -35,6 +38,13 @@ done
 perf_setup
 ensure_packages nats-server
 evbin="${evbin:-$bin/app/evpipe}"
+drain_bin="$evbin"
+if [ -n "$callgrind" ]; then
+  ensure_packages valgrind
+  drain_bin="$scratch/evpipe-callgrind"
+  printf '#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s %s "$@"\n' "$callgrind" "$evbin" >"$drain_bin"
+  chmod +x "$drain_bin"
+fi
 
 # nats-server with JetStream on a loopback port, its storage in the scratch dir.
 nats_port="$(free_port)"
@@ -95,7 +105,7 @@ nats_drain() {
   "$bin/load/evpipe-load" --target "nats://127.0.0.1:$nats_port" --topic perf/nats/drain --input "$scratch/drain.ndjson" \
     --connections 4 --quiet >/dev/null
   t1=$(now)
-  evpipe_start "$evbin"
+  evpipe_start "$drain_bin"
   got="$(rows_when_drained "$rows" 6000 0.05)"
   t2=$(now)
   evpipe_stop
