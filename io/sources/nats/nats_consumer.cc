@@ -139,7 +139,7 @@ void nats_consumer::pull_loop() {
     // nats_fetch.h (a libnats 3.4.1 overflow).
     natsStatus s = fetch_messages(sub_, n, 250, fetched_, &held_taken_);
     if (held_taken_ != held_before && !told_held_) {
-      spdlog::info("nats: consumer \"{}\": took messages a late pull request delivered one by one (libnats < 3.9 "
+      spdlog::warn("nats: consumer \"{}\": took messages a late pull request delivered one by one (libnats < 3.9 "
                    "fetch overflow avoided, docs/nats.md); told once", name_);
       told_held_ = true;
     }
