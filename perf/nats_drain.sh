@@ -11,11 +11,16 @@
 # With --processes "1 2 3", each run also drains the backlog with that many
 # evpipe processes on the one durable consumer (issue 14: many processes, one
 # table), each with [pipeline] shards = cores.
+# --evpipe PATH runs that evpipe binary instead of the build's (to compare two
+# builds on one backlog); a process that dies is reported with its signal.
+# --callgrind FILE runs the one-process drain's evpipe under valgrind
+# --tool=callgrind (profile in FILE; use a small --count: its rate is not one).
 #   perf/nats_drain.sh [--count N] [--runs R] [--fetch-batch B] [--max-ack-pending P] [--processes "1 2 3"]
+#                      [--evpipe PATH] [--callgrind FILE]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-count=200000 runs=3 fetch_batch=512 max_ack_pending=16384 processes=""
+count=200000 runs=3 fetch_batch=512 max_ack_pending=16384 processes="" evbin="" callgrind=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --count) count="$2"; shift 2 ;;
@@ -23,13 +28,23 @@ while [ $# -gt 0 ]; do
     --fetch-batch) fetch_batch="$2"; shift 2 ;;
     --max-ack-pending) max_ack_pending="$2"; shift 2 ;;
     --processes) processes="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --evpipe) evbin="$2"; shift 2 ;;
+    --callgrind) callgrind="$(realpath -m "$2")"; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
 
 perf_setup
 ensure_packages nats-server
+evbin="${evbin:-$bin/app/evpipe}"
+drain_bin="$evbin"
+if [ -n "$callgrind" ]; then
+  ensure_packages valgrind
+  drain_bin="$scratch/evpipe-callgrind"
+  printf '#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=%s %s "$@"\n' "$callgrind" "$evbin" >"$drain_bin"
+  chmod +x "$drain_bin"
+fi
 
 # nats-server with JetStream on a loopback port, its storage in the scratch dir.
 nats_port="$(free_port)"
@@ -90,7 +105,7 @@ nats_drain() {
   "$bin/load/evpipe-load" --target "nats://127.0.0.1:$nats_port" --topic perf/nats/drain --input "$scratch/drain.ndjson" \
     --connections 4 --quiet >/dev/null
   t1=$(now)
-  evpipe_start
+  evpipe_start "$drain_bin"
   got="$(rows_when_drained "$rows" 6000 0.05)"
   t2=$(now)
   evpipe_stop
@@ -114,13 +129,22 @@ nats_drain_many() {
   done
   t1=$(now)
   for i in $(seq "$k"); do
-    "$bin/app/evpipe" run --config "$scratch/evpipe-nats-$i.toml" 2>"$scratch/evpipe-$i.log" &
+    "$evbin" run --config "$scratch/evpipe-nats-$i.toml" 2>"$scratch/evpipe-$i.log" &
     pids+=("$!")
   done
   got="$(rows_when_drained "$rows" 6000 0.05)"
   t2=$(now)
   for p in "${pids[@]}"; do kill -TERM "$p"; done
-  for p in "${pids[@]}"; do wait "$p" || die "an evpipe exited non-zero"; done
+  local i=0 rc
+  for p in "${pids[@]}"; do
+    i=$((i + 1)) rc=0
+    wait "$p" || rc=$?
+    # 128 + signal: 139 is a SIGSEGV (the libnats 3.4.1 fetch overflow, docs/nats.md).
+    [ "$rc" = 0 ] || die "evpipe process $i of $k exited with status $rc$([ "$rc" -gt 128 ] && echo " (signal $((rc - 128)))"): $(tail -3 "$scratch/evpipe-$i.log")"
+  done
+  # How many processes met the libnats 3.4.1 fetch overflow's trigger (held
+  # deliveries of a late pull request) and took them one by one (docs/nats.md).
+  log "$k processes: $(grep -l 'late pull request' "$scratch"/evpipe-[0-9]*.log 2>/dev/null | wc -l) of them took deliveries of a late pull request one by one"
   with_config tcp
   [ "$got" = "$rows" ] || die "$k evpipe processes committed $got rows, expected $rows"
   echo "$rows $t1 $t2" | awk '{printf "%.0f", $1 / ($3 - $2)}'

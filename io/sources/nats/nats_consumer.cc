@@ -7,6 +7,7 @@
 #include <cstring>
 #include <thread>
 
+#include "io/sources/nats/nats_fetch.h"
 #include "stages/tenant/binding.h"
 
 namespace evpipe::io {
@@ -131,11 +132,17 @@ void nats_consumer::pull_loop() {
     if (!wait_for_room()) break;
     if (limits_follower_.changed(limits_)) intake_.set_limits(limits_);
     int n = static_cast<int>(std::min<size_t>(sh_.cfg.fetch_batch, sh_.cfg.max_ack_pending - unacked()));
-    natsMsgList list{};
-    jsErrCode jerr = static_cast<jsErrCode>(0);
+    fetched_.clear();
+    uint64_t held_before = held_taken_;
     // A short wait, so that stop_reading() is seen soon; the call returns at
-    // once when messages are there.
-    natsStatus s = natsSubscription_Fetch(&list, sub_, n, 250, &jerr);
+    // once when messages are there. Not natsSubscription_Fetch directly: see
+    // nats_fetch.h (a libnats 3.4.1 overflow).
+    natsStatus s = fetch_messages(sub_, n, 250, fetched_, &held_taken_);
+    if (held_taken_ != held_before && !told_held_) {
+      spdlog::warn("nats: consumer \"{}\": took messages a late pull request delivered one by one (libnats < 3.9 "
+                   "fetch overflow avoided, docs/nats.md); told once", name_);
+      told_held_ = true;
+    }
     if (s == NATS_TIMEOUT) continue;
     if (s != NATS_OK) {
       pipeline::bump(sh_.probe.nats_fetch_errors);
@@ -144,13 +151,11 @@ void nats_consumer::pull_loop() {
         spdlog::warn("nats: pulling from consumer \"{}\": {}", name_, nats_error(s));
         last_error_log = now;
       }
-      natsMsgList_Destroy(&list);
       std::this_thread::sleep_for(100ms);
       continue;
     }
     auto now = std::chrono::steady_clock::now();
-    for (int i = 0; i < list.Count; ++i) {
-      natsMsg* m = list.Msgs[i];
+    for (natsMsg* m : fetched_) {
       const char* reply = natsMsg_GetReply(m);
       if (natsMsg_GetSubject(m) == nullptr || reply == nullptr || std::strncmp(reply, "$JS.ACK.", 8) != 0) {
         // Not a JetStream delivery (a status the library let through): it
@@ -162,12 +167,12 @@ void nats_consumer::pull_loop() {
                        reply ? reply : "(none)");
           told_foreign_ = true;
         }
-        continue;  // destroyed with the list
+        natsMsg_Destroy(m);
+        continue;
       }
-      take(m, now);
-      list.Msgs[i] = nullptr;  // ours now, until acked
+      take(m, now);  // ours now, until acked
     }
-    natsMsgList_Destroy(&list);
+    fetched_.clear();
     submit();
   }
 }

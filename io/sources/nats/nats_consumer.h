@@ -92,6 +92,9 @@ class nats_consumer final : public stages::event_origin, public std::enable_shar
   std::string padded_;             // a message's bytes with the validator's padding
   std::string topic_;
   bool told_foreign_ = false;      // a fetched message that was no JetStream delivery was logged
+  std::vector<natsMsg*> fetched_;  // one fetch's messages, reused
+  uint64_t held_taken_ = 0;        // messages of late pull requests taken one by one (nats_fetch.h)
+  bool told_held_ = false;
 };
 
 }  // namespace evpipe::io

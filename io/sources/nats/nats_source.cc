@@ -240,6 +240,12 @@ void nats_source::close() {
       acker_.join();  // its last pass acks what committed
     }
     if (sh_->conn != nullptr) (void)natsConnection_FlushTimeout(sh_->conn, 2000);  // the last acks leave
+    // The connection closes before the subscriptions are destroyed: a pull
+    // request the server still holds may deliver to a subscription at any
+    // time, and libnats before 3.6.1 could crash its read loop on a message
+    // for a subscription being destroyed (nats.c #637, fixed by #638).
+    // Closed, the read loop is gone; what was not acked is redelivered.
+    if (sh_->conn != nullptr) natsConnection_Close(sh_->conn);
     for (auto& c : consumers_) {
       if (c->ready()) sh_->probe.nats_consumers_ready.fetch_sub(1);
       c->release_all();
@@ -247,7 +253,6 @@ void nats_source::close() {
     if (sh_->js != nullptr) jsCtx_Destroy(sh_->js);
     sh_->js = nullptr;
     if (sh_->conn != nullptr) {
-      natsConnection_Close(sh_->conn);
       on_disconnected(sh_->conn, sh_.get());
       natsConnection_Destroy(sh_->conn);
     }
