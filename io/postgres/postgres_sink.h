@@ -98,6 +98,14 @@ class postgres_sink final : public pipeline::batch_sink {
     bool inspected = false;  // table_writer::inspect ran on the current connection
   };
   std::array<route_tables, 2> known_tables_;
+  // Partitioned events_mirror / dlq_events (docs/partitions.md), looked up on
+  // each connection: their keys go to evpipe_mirror_keys / evpipe_dlq_keys in
+  // the same transaction, as no unique index of theirs can hold them.
+  bool keyed_mirror_ = false, keyed_dlq_ = false;
+  [[nodiscard]] pg_status copy_mirror_keys(stages::write_batch& batch);
+  std::string copy_keys_sql_, keys_copy_;
+  std::string move_keyed_sql_, move_keyed_headers_sql_, move_keyed_tenant_sql_;
+  std::string dlq_keyed_sql_, dlq_keyed_headers_sql_, dlq_keyed_tenant_sql_, settle_requeued_keyed_sql_;
   table_writer* tables_ = nullptr;
   std::string schema_;
 };
