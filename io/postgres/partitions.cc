@@ -218,34 +218,35 @@ pg_status partition_maintainer::maintain_once(pg_connection& conn, const partiti
         1, params, r);
     if (!st.ok) return st;
     if (PQntuples(r.get()) > 0) default_part = PQgetvalue(r.get(), 0, 0);
-    if (!default_part.empty()) {
-      st = conn.query(("SELECT extract(epoch FROM min(created_at))::bigint, extract(epoch FROM max(created_at))::bigint "
-                       "FROM " + default_part).c_str(),
-                      r);
+    // Rows there mean a period had no partition when they were written
+    // (evpipe was stopped, or other writers ran before migrate): each
+    // period that holds some gets its partition and its rows, a bounded
+    // number per round, found oldest first through the created_at index.
+    int64_t from = INT64_MIN;
+    for (int budget = 64; !default_part.empty() && budget > 0; --budget) {
+      const std::string next = "SELECT extract(epoch FROM min(created_at))::bigint FROM " + default_part +
+                               (from == INT64_MIN ? "" : " WHERE created_at >= " + timestamp_literal(from));
+      st = conn.query(next.c_str(), r);
       if (!st.ok) return st;
-      const int64_t lo = first_int(r, 0), hi = first_int(r, 1);
-      // Rows there mean a period had no partition when they were written
-      // (evpipe was stopped, or other writers ran before migrate): each such
-      // period gets its partition and its rows, a bounded number per round.
-      int budget = 64;
-      for (period p = lo == INT64_MIN ? period{} : period_of(o.unit, lo); lo != INT64_MIN && p.begin <= hi && budget > 0;
-           p = period_of(o.unit, p.end), --budget) {
-        if (p.end <= cutoff) {
-          // Past the retention already: dropped like the partition it would have had.
-          uint64_t n = 0;
-          st = conn.exec_counted(("DELETE FROM " + default_part + " WHERE created_at >= " +
-                                  timestamp_literal(p.begin) + " AND created_at < " + timestamp_literal(p.end))
-                                     .c_str(),
-                                 n);
-          if (!st.ok) return st;
-          if (n > 0) spdlog::info("{} rows of {} past the retention deleted from {}", n, parent, default_part);
-          probe.rows_dropped.fetch_add(n, std::memory_order_relaxed);
-          done.rows_dropped += n;
-          continue;
-        }
-        st = ensure_partition(conn, parent, default_part, p, done);
+      const int64_t oldest = first_int(r);
+      if (oldest == INT64_MIN) break;
+      const period p = period_of(o.unit, oldest);
+      from = p.end;
+      if (p.end <= cutoff) {
+        // Past the retention already: dropped like the partition it would have had.
+        uint64_t n = 0;
+        st = conn.exec_counted(("DELETE FROM " + default_part + " WHERE created_at >= " + timestamp_literal(p.begin) +
+                                " AND created_at < " + timestamp_literal(p.end))
+                                   .c_str(),
+                               n);
         if (!st.ok) return st;
+        if (n > 0) spdlog::info("{} rows of {} past the retention deleted from {}", n, parent, default_part);
+        probe.rows_dropped.fetch_add(n, std::memory_order_relaxed);
+        done.rows_dropped += n;
+        continue;
       }
+      st = ensure_partition(conn, parent, default_part, p, done);
+      if (!st.ok) return st;
     }
     // Ahead of time: the current period and premake more.
     period p = period_of(o.unit, now);

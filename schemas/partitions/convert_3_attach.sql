@@ -29,6 +29,7 @@ DECLARE
   t text;
   start timestamptz;
   cols text;
+  pk text;
 BEGIN
   FOREACH t IN ARRAY ARRAY['events_mirror', 'dlq_events'] LOOP
     EXECUTE format('SELECT setval(pg_get_serial_sequence(%L, ''id''), greatest((SELECT max(id) FROM %I), 1))',
@@ -43,6 +44,17 @@ BEGIN
     EXECUTE format('INSERT INTO %I (%s) SELECT %s FROM %I WHERE created_at >= %L', t, cols, cols, t || '_plain', start);
     EXECUTE format('DELETE FROM %I WHERE created_at >= %L', t || '_plain', start);
     EXECUTE format('ALTER TABLE %I ALTER COLUMN created_at SET NOT NULL', t || '_plain');
+    -- Its primary key on (id) gives way to the parent's on (id, created_at):
+    -- taken from a unique index <table>_plain_id_created_at built beforehand
+    -- (CONCURRENTLY, docs/partitions.md) if there is one, else ATTACH builds it.
+    SELECT conname INTO pk FROM pg_constraint WHERE conrelid = (t || '_plain')::regclass AND contype = 'p';
+    IF pk IS NOT NULL THEN
+      EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I', t || '_plain', pk);
+    END IF;
+    IF to_regclass(t || '_plain_id_created_at') IS NOT NULL THEN
+      EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I PRIMARY KEY USING INDEX %I', t || '_plain',
+                     t || '_plain_pkey', t || '_plain_id_created_at');
+    END IF;
     EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (MINVALUE) TO (%L)', t, t || '_plain', start);
   END LOOP;
 END $$;
