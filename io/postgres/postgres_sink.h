@@ -17,6 +17,13 @@
 //     alone; they become dead letters (db_rejected, with SQLSTATE and message)
 //     and every other row commits. Other errors (connection, shutdown,
 //     serialization, resources) are transient: the whole batch is retried.
+//   - partitioned events_mirror / dlq_events (docs/partitions.md; found on
+//     each connection): no unique index can hold the keys, so the batch is
+//     BEGIN, a binary COPY of (tenant_id, idempotency_key) into
+//     evpipe_mirror_keys, the COPY of the rows, COMMIT; a stored key fails
+//     the first COPY with 23505 and the batch takes the staging path, whose
+//     INSERT then claims keys in evpipe_mirror_keys first. Dead letters claim
+//     theirs in evpipe_dlq_keys in the same statement;
 //   - requeued dead letters (`evpipe dlq requeue`, an origin with
 //     requeued_dead_letters()): every transaction above also deletes the
 //     dlq_events rows of the events whose outcome it commits, before any new
