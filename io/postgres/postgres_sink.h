@@ -109,8 +109,9 @@ class postgres_sink final : public pipeline::batch_sink {
   // each connection: their keys go to evpipe_mirror_keys / evpipe_dlq_keys in
   // the same transaction, as no unique index of theirs can hold them.
   bool keyed_mirror_ = false, keyed_dlq_ = false;
-  [[nodiscard]] pg_status copy_mirror_keys(stages::write_batch& batch);
-  std::string copy_keys_sql_, keys_copy_;
+  // In the open transaction, or opening it first (begin) in the same query.
+  [[nodiscard]] pg_status copy_mirror_keys(stages::write_batch& batch, bool begin);
+  std::string copy_keys_sql_, begin_copy_keys_sql_, keys_copy_;
   std::string move_keyed_sql_, move_keyed_headers_sql_, move_keyed_tenant_sql_;
   std::string dlq_keyed_sql_, dlq_keyed_headers_sql_, dlq_keyed_tenant_sql_, settle_requeued_keyed_sql_;
   table_writer* tables_ = nullptr;
