@@ -1,5 +1,7 @@
 #include "io/postgres/postgres_sink.h"
 
+#include "io/postgres/partition_sql.h"
+
 #include <absl/container/flat_hash_map.h>
 
 #include <algorithm>
@@ -86,37 +88,6 @@ std::string with_schema(std::string_view sql, const std::string& schema) {
   return out;
 }
 
-// Partitioned events_mirror (docs/partitions.md): the staged rows whose key
-// evpipe_mirror_keys did not hold go in (one per key), and so do rows
-// without a key (bare messages, settled by evpipe_route_keys); RETURNING
-// says which, as the ON CONFLICT form does for a plain table.
-std::string keyed_move_sql(std::string_view cols) {
-  const std::string c(cols);
-  return "WITH k AS (INSERT INTO {}evpipe_mirror_keys (tenant_id, idempotency_key) "
-         "SELECT DISTINCT tenant_id, payload->>'idempotency_key' FROM pg_temp.evpipe_stage "
-         "WHERE payload->>'idempotency_key' IS NOT NULL ON CONFLICT DO NOTHING RETURNING tenant_id, idempotency_key) "
-         "INSERT INTO {}events_mirror (" + c + ") SELECT " + c +
-         " FROM (SELECT DISTINCT ON (s.tenant_id, s.payload->>'idempotency_key') s.* FROM pg_temp.evpipe_stage s "
-         "JOIN k ON k.tenant_id = s.tenant_id AND k.idempotency_key = s.payload->>'idempotency_key') f "
-         "UNION ALL SELECT " + c + " FROM pg_temp.evpipe_stage WHERE payload->>'idempotency_key' IS NULL "
-         "RETURNING tenant_id, idempotency_key";
-}
-// Partitioned dlq_events: a dead letter goes in only when its (topic, digest)
-// enters evpipe_dlq_keys, so "INSERT 0 0" still means stored before.
-std::string keyed_dlq_sql(bool headers, bool tenant) {
-  return std::string("WITH k AS (INSERT INTO {}evpipe_dlq_keys (original_topic, event_digest) VALUES ($1, $6::bytea) "
-                     "ON CONFLICT DO NOTHING RETURNING 1) "
-                     "INSERT INTO {}dlq_events (original_topic, failure_reason, reason_code, payload, raw, event_digest") +
-         (headers ? ", headers" : "") + (tenant ? ", tenant_id" : "") +
-         ") SELECT $1, $2::text, $3::text, $4::jsonb, $5::bytea, $6::bytea" + (headers ? ", $7::jsonb" : "") +
-         (tenant ? ", $8::text" : "") + " FROM k";
-}
-// Requeue on a partitioned dlq_events: the key leaves with its dead letter,
-// so that the event may be dead-lettered again.
-constexpr std::string_view settle_requeued_keyed_sql =
-    "WITH d AS (DELETE FROM {}dlq_events WHERE id = ANY($1::bigint[]) RETURNING original_topic, event_digest) "
-    "DELETE FROM {}evpipe_dlq_keys k USING d WHERE k.original_topic = d.original_topic "
-    "AND k.event_digest = d.event_digest";
 }  // namespace
 
 postgres_sink::postgres_sink(std::string dsn, std::string application_name, const std::string& schema)
@@ -135,13 +106,13 @@ postgres_sink::postgres_sink(std::string dsn, std::string application_name, cons
       schema_(schema) {
   copy_keys_sql_ = with_schema("COPY {}evpipe_mirror_keys (tenant_id, idempotency_key) FROM STDIN (FORMAT binary)", schema);
   begin_copy_keys_sql_ = "BEGIN; " + copy_keys_sql_;
-  move_keyed_sql_ = with_schema(keyed_move_sql("topic, payload"), schema);
-  move_keyed_headers_sql_ = with_schema(keyed_move_sql("topic, payload, headers"), schema);
-  move_keyed_tenant_sql_ = with_schema(keyed_move_sql("topic, payload, headers, tenant_id"), schema);
-  dlq_keyed_sql_ = with_schema(keyed_dlq_sql(false, false), schema);
-  dlq_keyed_headers_sql_ = with_schema(keyed_dlq_sql(true, false), schema);
-  dlq_keyed_tenant_sql_ = with_schema(keyed_dlq_sql(true, true), schema);
-  settle_requeued_keyed_sql_ = with_schema(settle_requeued_keyed_sql, schema);
+  move_keyed_sql_ = with_schema(partition_sql::keyed_move_sql("topic, payload"), schema);
+  move_keyed_headers_sql_ = with_schema(partition_sql::keyed_move_sql("topic, payload, headers"), schema);
+  move_keyed_tenant_sql_ = with_schema(partition_sql::keyed_move_sql("topic, payload, headers, tenant_id"), schema);
+  dlq_keyed_sql_ = with_schema(partition_sql::keyed_dlq_sql(false, false), schema);
+  dlq_keyed_headers_sql_ = with_schema(partition_sql::keyed_dlq_sql(true, false), schema);
+  dlq_keyed_tenant_sql_ = with_schema(partition_sql::keyed_dlq_sql(true, true), schema);
+  settle_requeued_keyed_sql_ = with_schema(partition_sql::settle_requeued_keyed_sql, schema);
   // The routes at start: their writer is ready (and inspected by connect()).
   if (auto routes = stages::route::active_routes()) {
     known_tables_[0].writer = std::make_unique<table_writer>(*routes, schema_);
