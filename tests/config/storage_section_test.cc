@@ -1,7 +1,10 @@
 // [storage] (config/storage_section.cc): partitioning and retention keys.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "config/config.h"
+#include "config/reload.h"
 
 using evpipe::config::config_error;
 using evpipe::config::load_string;
@@ -45,6 +48,15 @@ TEST(StorageSection, RefusesWhatItCannotMean) {
       << "retention without partitions has nothing to drop";
   EXPECT_NE(error_of("[storage]\npartition = \"day\"\npremake = 0\n").find("premake"), std::string::npos);
   EXPECT_NE(error_of("[storage]\nparttion = \"day\"\n").find("parttion"), std::string::npos);
+}
+
+// A reload does not re-plan the tables: a changed [storage] waits for a restart.
+TEST(StorageSection, AChangeIsKeptForTheNextStart) {
+  auto a = load_string("[storage]\npartition = \"day\"\n");
+  auto b = load_string("[storage]\npartition = \"day\"\nretention = \"30d\"\n");
+  auto plan = evpipe::config::plan_reload(a, b);
+  EXPECT_NE(std::find(plan.kept.begin(), plan.kept.end(), "[storage]"), plan.kept.end());
+  EXPECT_TRUE(evpipe::config::plan_reload(a, a).kept.empty());
 }
 
 }  // namespace
