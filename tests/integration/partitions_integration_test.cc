@@ -212,6 +212,31 @@ TEST_F(Partitions, RetentionDropsAPartitionUnderLoadAndNothingElse) {
   EXPECT_NE(evp.log().find("events_mirror_p" + old_day + " dropped"), std::string::npos) << "logged";
 }
 
+// Idempotency stays scoped to the tenant (docs/tenants.md) on partitioned
+// tables: the key table's key is (tenant_id, idempotency_key).
+TEST_F(Partitions, KeysAreScopedToTheTenant) {
+  uint16_t port = free_port(), http_port = free_port();
+  tuning t;
+  t.tcp_extra = "tenant = \"alpha\"\n";
+  evpipe_process evp(config_for(db, port, http_port, t) + storage() + "[tenants]\nenabled = true\n",
+                     "partitions_tenants");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  // The same keys, stored before under another tenant.
+  db.exec("INSERT INTO events_mirror (topic, payload, tenant_id) SELECT 'x', jsonb_build_object('idempotency_key', "
+          "'k' || g), 'beta' FROM generate_series(0, 49) g; INSERT INTO evpipe_mirror_keys (tenant_id, idempotency_key) "
+          "SELECT 'beta', 'k' || g FROM generate_series(0, 49) g");
+  evp.start(port);
+  send(port, events(0, 100), evp);
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(port);
+  send(port, events(0, 150), evp);  // 100 redeliveries (the staging path), 50 new
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE tenant_id = 'alpha'"), 150) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE tenant_id = 'beta'"), 50);
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_mirror_keys"), 200);
+  EXPECT_EQ(keys_stored_twice(), 0);
+}
+
 // docs/partitions.md, "Which window is guaranteed": a key stays as long as a
 // row of its table is older (and for the retention at least), so a
 // redelivery is recognized while its first row is stored; once its row and
