@@ -7,17 +7,22 @@
 # each run, the medians and partitioned/plain (the promise: >= 0.95).
 #
 #   perf/partitions_vs_plain.sh [--events N] [--runs R] [--connections C] [--out FILE]
+#                               [--drop-key-index]
+#
+# --drop-key-index: an experiment, drops evpipe_mirror_keys_created_at (the
+# index key pruning goes by) after migrate, to see what that index costs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-events=200000 runs=3 connections=4 payload=400 out=""
+events=200000 runs=3 connections=4 payload=400 out="" drop_key_index=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --connections) connections="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --drop-key-index) drop_key_index=1; shift ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -35,6 +40,9 @@ one_run() {  # one_run plain|partitioned: prints events/s
   # Both layouts' tables (a partitioned parent takes its partitions along).
   psqlq -c "DROP TABLE IF EXISTS events_mirror, dlq_events, evpipe_mirror_keys, evpipe_dlq_keys" -c "CHECKPOINT"
   "$bin/app/evpipe" migrate --config "$scratch/evpipe.toml" 2>/dev/null
+  if [ "$1" = partitioned ] && [ "$drop_key_index" = 1 ]; then
+    psqlq -c "DROP INDEX evpipe_mirror_keys_created_at"
+  fi
   [ "$(psqlq -c "SELECT relkind FROM pg_class WHERE oid = 'events_mirror'::regclass")" = \
     "$([ "$1" = plain ] && echo r || echo p)" ] || die "$1: events_mirror has the wrong layout"
   evpipe_start
