@@ -24,6 +24,7 @@
 #include "io/postgres/pg_connection.h"
 #include "io/postgres/postgres_sink.h"
 #include "io/postgres/route_check.h"
+#include "io/postgres/partitions.h"
 #include "io/postgres/route_keys_pruner.h"
 #include "stages/route/active.h"
 #include "stages/schema/active.h"
@@ -148,6 +149,13 @@ int migrate(const config::settings& s) {
     spdlog::error("cannot connect to PostgreSQL at {}: {}", describe_dsn(s.postgres.dsn), st.message);
     return 1;
   }
+  // [storage] partition (docs/partitions.md): partitioned tables are created
+  // before events.sql, which then adds their columns as to plain ones.
+  if (std::string error = io::prepare_partitioned_tables(conn, s.postgres.schema, s.storage.partition);
+      !error.empty()) {
+    spdlog::error("{}", error);
+    return 1;
+  }
   if (std::string error = io::migrate_schema(conn, s.postgres.schema); !error.empty()) {
     spdlog::error("{}", error);
     return 1;
@@ -156,6 +164,17 @@ int migrate(const config::settings& s) {
   if (!s.routes.empty()) {
     if (std::string error = io::migrate_route_keys(conn, s.postgres.schema); !error.empty()) {
       spdlog::error("{}", error);
+      return 1;
+    }
+  }
+  if (s.storage.partitioned()) {
+    // The partitions of now and the next periods, so that the first rows do
+    // not all go to the DEFAULT partition.
+    io::partition_round done;
+    io::partition_options o{s.postgres.dsn, s.postgres.schema, s.storage.partition, s.storage.retention_s,
+                            s.storage.premake};
+    if (auto st = io::partition_maintainer::maintain_once(conn, o, done); !st.ok) {
+      spdlog::error("cannot create the partitions: {}", st.message);
       return 1;
     }
   }
@@ -342,6 +361,15 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
         s.postgres.dsn, s.postgres.schema, s.route_keys.retention_s, s.route_keys.prune_batch,
         s.route_keys.prune_interval_ms});
     keys_pruner->start();
+  }
+  // [storage] partition: partitions made ahead, dropped past the retention
+  // (docs/partitions.md), on a thread and connection of their own.
+  std::unique_ptr<io::partition_maintainer> partitions;
+  if (s.storage.partitioned()) {
+    partitions = std::make_unique<io::partition_maintainer>(io::partition_options{
+        s.postgres.dsn, s.postgres.schema, s.storage.partition, s.storage.retention_s, s.storage.premake,
+        s.storage.check_interval_s, s.storage.lock_timeout_ms});
+    partitions->start();
   }
 
   for (const auto& line : sources.describe()) spdlog::info("source: {}", line);

@@ -101,7 +101,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
   static const std::set<std::string> sections = {"pipeline", "batch", "dedup", "events", "postgres",
                                                  "http", "health", "metrics", "log", "sources", "routes",
                                                  "stream", "schemas", "tenants",
-                                                 "route_keys"};
+                                                 "route_keys", "storage"};
   for (auto&& [k, v] : root) {
     if (!sections.count(std::string(k.str()))) {
       throw config_error(origin + ": unknown section or key \"" + std::string(k.str()) + "\"");
@@ -127,6 +127,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
     r.uint("window_keys", s.dedup.window_keys, 1, 100'000'000);
     r.reject_unknown();
   }
+  if (auto* t = section(root, "storage", origin)) s.storage = parse_storage(*t, origin);
   if (auto* t = section(root, "route_keys", origin)) {
     table_reader r(*t, "[route_keys]", origin);
     r.uint("retention_s", s.route_keys.retention_s, 0, 315'360'000);

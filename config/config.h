@@ -11,6 +11,7 @@
 
 #include "config/nats_section.h"
 #include "config/route_config.h"
+#include "config/storage_section.h"
 #include "config/stream_section.h"
 #include "config/schemas_section.h"
 #include "config/tenants_section.h"
@@ -132,6 +133,7 @@ struct settings {
   } log;
   stream_section stream;              // [stream]: the live stream of committed events (docs/read.md)
   schemas_section schemas;            // [schemas]: payload JSON Schemas per kind (docs/schemas.md)
+  storage_section storage;            // [storage]: partitioned tables and retention (docs/partitions.md)
   tenants_section tenants;            // [tenants]: where events' tenants come from, quotas (docs/tenants.md)
   std::vector<tcp_source> tcp_sources;
   std::vector<mqtt_source> mqtt_sources;

@@ -151,6 +151,9 @@ std::string resolve_path(const std::string& path, const std::string& base_dir);
 // [stream] (config/stream_section.cc).
 stream_section parse_stream(const toml::table& t, const std::string& origin, const std::string& base_dir);
 
+// [storage] (config/storage_section.cc).
+storage_section parse_storage(const toml::table& t, const std::string& origin);
+
 // [schemas] (config/schemas_section.cc).
 schemas_section parse_schemas(const toml::table& t, const std::string& origin, const std::string& base_dir);
 

@@ -45,6 +45,10 @@ reload_plan plan_reload(const settings& running, const settings& next) {
   differs(a.route_keys.retention_s != b.route_keys.retention_s || a.route_keys.prune_batch != b.route_keys.prune_batch ||
               a.route_keys.prune_interval_ms != b.route_keys.prune_interval_ms,
           "[route_keys]");
+  differs(a.storage.partition != b.storage.partition || a.storage.retention_s != b.storage.retention_s ||
+              a.storage.premake != b.storage.premake || a.storage.check_interval_s != b.storage.check_interval_s ||
+              a.storage.lock_timeout_ms != b.storage.lock_timeout_ms,
+          "[storage]");
   differs(a.postgres.dsn != b.postgres.dsn, "[postgres] dsn");
   differs(a.postgres.schema != b.postgres.schema, "[postgres] schema");
   differs(a.postgres.retry_base_ms != b.postgres.retry_base_ms || a.postgres.retry_max_ms != b.postgres.retry_max_ms ||

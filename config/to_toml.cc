@@ -50,6 +50,11 @@ std::string to_toml(const settings& s) {
                                    {"max_bytes", int64_t(s.batch.max_bytes)},
                                    {"linger_ms", int64_t(s.batch.linger_ms)}});
   root.insert("dedup", toml::table{{"window_keys", int64_t(s.dedup.window_keys)}});
+  root.insert("storage", toml::table{{"partition", s.storage.partition},
+                                     {"retention", s.storage.retention},
+                                     {"premake", int64_t(s.storage.premake)},
+                                     {"check_interval_s", int64_t(s.storage.check_interval_s)},
+                                     {"lock_timeout_ms", int64_t(s.storage.lock_timeout_ms)}});
   root.insert("route_keys", toml::table{{"retention_s", int64_t(s.route_keys.retention_s)},
                                         {"prune_batch", int64_t(s.route_keys.prune_batch)},
                                         {"prune_interval_ms", int64_t(s.route_keys.prune_interval_ms)}});

@@ -1,5 +1,7 @@
 #include "io/postgres/postgres_sink.h"
 
+#include "io/postgres/partition_sql.h"
+
 #include <absl/container/flat_hash_map.h>
 
 #include <algorithm>
@@ -82,9 +84,10 @@ bool is_refusal(const pg_status& st) {
 
 std::string with_schema(std::string_view sql, const std::string& schema) {
   std::string out(sql);
-  auto at = out.find("{}");
-  return out.replace(at, 2, schema.empty() ? "" : schema + ".");
+  for (size_t at; (at = out.find("{}")) != std::string::npos;) out.replace(at, 2, schema.empty() ? "" : schema + ".");
+  return out;
 }
+
 }  // namespace
 
 postgres_sink::postgres_sink(std::string dsn, std::string application_name, const std::string& schema)
@@ -101,6 +104,15 @@ postgres_sink::postgres_sink(std::string dsn, std::string application_name, cons
       move_stage_tenant_sql_(with_schema(move_stage_tenant_sql, schema)),
       dlq_tenant_sql_(with_schema(dlq_tenant_sql, schema)),
       schema_(schema) {
+  copy_keys_sql_ = with_schema("COPY {}evpipe_mirror_keys (tenant_id, idempotency_key) FROM STDIN (FORMAT binary)", schema);
+  begin_copy_keys_sql_ = "BEGIN; " + copy_keys_sql_;
+  move_keyed_sql_ = with_schema(partition_sql::keyed_move_sql("topic, payload"), schema);
+  move_keyed_headers_sql_ = with_schema(partition_sql::keyed_move_sql("topic, payload, headers"), schema);
+  move_keyed_tenant_sql_ = with_schema(partition_sql::keyed_move_sql("topic, payload, headers, tenant_id"), schema);
+  dlq_keyed_sql_ = with_schema(partition_sql::keyed_dlq_sql(false, false), schema);
+  dlq_keyed_headers_sql_ = with_schema(partition_sql::keyed_dlq_sql(true, false), schema);
+  dlq_keyed_tenant_sql_ = with_schema(partition_sql::keyed_dlq_sql(true, true), schema);
+  settle_requeued_keyed_sql_ = with_schema(partition_sql::settle_requeued_keyed_sql, schema);
   // The routes at start: their writer is ready (and inspected by connect()).
   if (auto routes = stages::route::active_routes()) {
     known_tables_[0].writer = std::make_unique<table_writer>(*routes, schema_);
@@ -135,6 +147,21 @@ bool postgres_sink::connect() {
   // (table_writer::inspect): looked up again on every connection, as an
   // index may have come or gone in between.
   for (auto& known : known_tables_) known.inspected = false;
+  if (st.ok) {
+    // Partitioned tables keep their keys in key tables (docs/partitions.md).
+    const std::string prefix = schema_.empty() ? "" : schema_ + ".";
+    const std::string mirror = prefix + "events_mirror", dlq = prefix + "dlq_events";
+    const char* params[2] = {mirror.c_str(), dlq.c_str()};
+    pg_result r;
+    st = conn_.query_params(
+        "SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)), false), "
+        "coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($2)), false)",
+        2, params, r);
+    if (st.ok) {
+      keyed_mirror_ = PQgetvalue(r.get(), 0, 0)[0] == 't';
+      keyed_dlq_ = PQgetvalue(r.get(), 0, 1)[0] == 't';
+    }
+  }
   if (st.ok && known_tables_[0].writer) {
     st = known_tables_[0].writer->inspect(conn_);
     known_tables_[0].inspected = st.ok;
@@ -179,14 +206,16 @@ pipeline::write_status postgres_sink::write(stages::write_batch& batch) {
   // requeued dead letters their DELETE: both in the transaction below.
   const bool mirror_only = batch.dead_letters().empty() && batch.routed_row_count() == 0 &&
                            batch.identity_row_count() == 0 && !requeued;
-  if (mirror_only) {
+  // A partitioned events_mirror takes its keys by a second COPY in the same
+  // transaction (write_transaction), so it has no single-COPY path.
+  if (mirror_only && !keyed_mirror_) {
     pg_status st = conn_.copy_in(copy_mirror_sql_of(batch), batch.copy_data());
     if (st.ok) return pipeline::write_status::committed;
     if (is_data_error(st)) return isolate_refused_rows(batch);
     if (classify(st) != pg_failure::duplicate_key) return fail(st);
     // Some key is already in the table: fall through to the resolving path.
   }
-  const bool resolve = mirror_only;  // its COPY met a key the table holds
+  const bool resolve = mirror_only && !keyed_mirror_;  // its COPY met a key the table holds
   pg_status st = write_transaction(batch, resolve);
   if (!resolve && classify(st) == pg_failure::duplicate_key) {
     st = write_transaction(batch, true);
@@ -336,10 +365,13 @@ pipeline::write_status postgres_sink::isolate_refused_events(stages::write_batch
 }
 
 pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool resolve) {
-  pg_status st = conn_.exec("BEGIN");
   // Keys first (routed rows, and events_mirror rows of bare messages): an
   // event found stored before is marked duplicate and left out of the rest.
   const bool keyed = tables_ && (batch.routed_row_count() > 0 || batch.identity_row_count() > 0);
+  // A partitioned events_mirror's batch opens with its keys' COPY: BEGIN goes
+  // in the same query, one round trip less per batch (copy_mirror_keys).
+  const bool begin_with_keys = keyed_mirror_ && !resolve && !keyed && batch.row_count() > 0;
+  pg_status st = begin_with_keys ? pg_status{} : conn_.exec("BEGIN");
   if (st.ok && keyed) st = tables_->claim_keys(conn_, batch, 0, SIZE_MAX, /*tolerate_conflicts=*/resolve);
   if (st.ok && batch.row_count() > 0) {
     std::string_view data = batch.copy_data();
@@ -353,7 +385,10 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
     if (resolve) {
       st = resolve_conflicts(batch, 0, batch.row_count(), data);
     } else {
-      st = conn_.copy_in(copy_mirror_sql_of(batch), data);
+      // A key evpipe_mirror_keys holds fails this COPY with 23505, like the
+      // unique index of a plain table: the caller then resolves.
+      if (keyed_mirror_) st = copy_mirror_keys(batch, begin_with_keys);
+      if (st.ok) st = conn_.copy_in(copy_mirror_sql_of(batch), data);
     }
   }
   if (st.ok && tables_ && batch.routed_row_count() > 0) {
@@ -381,10 +416,17 @@ pg_status postgres_sink::resolve_conflicts(stages::write_batch& batch, size_t fi
   }
   if (!st.ok) return st;
   pg_result r;
-  st = conn_.query(tenant    ? move_stage_tenant_sql_.c_str()
-                   : headers ? move_stage_headers_sql_.c_str()
-                             : move_stage_sql_.c_str(),
-                   r);
+  if (keyed_mirror_) {
+    st = conn_.query(tenant    ? move_keyed_tenant_sql_.c_str()
+                     : headers ? move_keyed_headers_sql_.c_str()
+                               : move_keyed_sql_.c_str(),
+                     r);
+  } else {
+    st = conn_.query(tenant    ? move_stage_tenant_sql_.c_str()
+                     : headers ? move_stage_headers_sql_.c_str()
+                               : move_stage_sql_.c_str(),
+                     r);
+  }
   if (!st.ok) return st;
   // The rows that went in, by (tenant, key); a key twice in one batch
   // (possible only when the dedup window is tiny) goes in once.
@@ -430,7 +472,31 @@ pg_status postgres_sink::settle_requeued(stages::write_batch& batch, const std::
   ids += '}';
   const char* params[1] = {ids.c_str()};
   pg_result r;
-  return conn_.query_params(settle_requeued_sql_.c_str(), 1, params, r);
+  return conn_.query_params((keyed_dlq_ ? settle_requeued_keyed_sql_ : settle_requeued_sql_).c_str(), 1, params, r);
+}
+
+pg_status postgres_sink::copy_mirror_keys(stages::write_batch& batch, bool begin) {
+  // (tenant_id, idempotency_key) of each row to store, as two binary text
+  // fields; bare messages' rows have no key here (evpipe_route_keys).
+  keys_copy_.assign(stages::copy_format::header);
+  const auto& rows = batch.rows();
+  auto put_field = [&](std::string_view v) {
+    const auto n = static_cast<uint32_t>(v.size());
+    const char len[4] = {char(n >> 24), char(n >> 16), char(n >> 8), char(n)};
+    keys_copy_.append(len, 4);
+    keys_copy_.append(v);
+  };
+  size_t keys = 0;
+  for (const auto& row : rows) {
+    if (row.identity_key || batch.outcomes()[row.outcome_index].kind != stages::outcome_kind::mirrored) continue;
+    keys_copy_.append("\0\2", 2);
+    put_field(batch.text(row.tenant));
+    put_field(batch.text(row.key));
+    ++keys;
+  }
+  if (keys == 0) return begin ? conn_.exec("BEGIN") : pg_status{};
+  keys_copy_.append(stages::copy_format::trailer);
+  return conn_.copy_in(begin ? begin_copy_keys_sql_.c_str() : copy_keys_sql_.c_str(), keys_copy_);
 }
 
 pg_status postgres_sink::insert_dead_letters(stages::write_batch& batch) {
@@ -458,7 +524,12 @@ pg_status postgres_sink::insert_dead_letters(stages::write_batch& batch) {
       int formats[8] = {0, 0, 0, 0, 1, 1, 0, 0};
       // Only a dead letter with headers (or a tenant) names the column (as the COPY does).
       const bool with_headers = !dl.headers.empty();
-      const char* sql = with_tenant ? dlq_tenant_sql_.c_str() : with_headers ? dlq_headers_sql_.c_str() : dlq_sql_.c_str();
+      const char* sql = keyed_dlq_ ? (with_tenant    ? dlq_keyed_tenant_sql_.c_str()
+                                      : with_headers ? dlq_keyed_headers_sql_.c_str()
+                                                     : dlq_keyed_sql_.c_str())
+                        : with_tenant  ? dlq_tenant_sql_.c_str()
+                        : with_headers ? dlq_headers_sql_.c_str()
+                                       : dlq_sql_.c_str();
       if (PQsendQueryParams(c, sql, with_tenant ? 8 : with_headers ? 7 : 6, nullptr, values, lengths, formats, 0) != 1) {
         st = conn_.error_of(nullptr);
         break;

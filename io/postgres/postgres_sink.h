@@ -17,6 +17,13 @@
 //     alone; they become dead letters (db_rejected, with SQLSTATE and message)
 //     and every other row commits. Other errors (connection, shutdown,
 //     serialization, resources) are transient: the whole batch is retried.
+//   - partitioned events_mirror / dlq_events (docs/partitions.md; found on
+//     each connection): no unique index can hold the keys, so the batch is
+//     BEGIN, a binary COPY of (tenant_id, idempotency_key) into
+//     evpipe_mirror_keys, the COPY of the rows, COMMIT; a stored key fails
+//     the first COPY with 23505 and the batch takes the staging path, whose
+//     INSERT then claims keys in evpipe_mirror_keys first. Dead letters claim
+//     theirs in evpipe_dlq_keys in the same statement;
 //   - requeued dead letters (`evpipe dlq requeue`, an origin with
 //     requeued_dead_letters()): every transaction above also deletes the
 //     dlq_events rows of the events whose outcome it commits, before any new
@@ -98,6 +105,15 @@ class postgres_sink final : public pipeline::batch_sink {
     bool inspected = false;  // table_writer::inspect ran on the current connection
   };
   std::array<route_tables, 2> known_tables_;
+  // Partitioned events_mirror / dlq_events (docs/partitions.md), looked up on
+  // each connection: their keys go to evpipe_mirror_keys / evpipe_dlq_keys in
+  // the same transaction, as no unique index of theirs can hold them.
+  bool keyed_mirror_ = false, keyed_dlq_ = false;
+  // In the open transaction, or opening it first (begin) in the same query.
+  [[nodiscard]] pg_status copy_mirror_keys(stages::write_batch& batch, bool begin);
+  std::string copy_keys_sql_, begin_copy_keys_sql_, keys_copy_;
+  std::string move_keyed_sql_, move_keyed_headers_sql_, move_keyed_tenant_sql_;
+  std::string dlq_keyed_sql_, dlq_keyed_headers_sql_, dlq_keyed_tenant_sql_, settle_requeued_keyed_sql_;
   table_writer* tables_ = nullptr;
   std::string schema_;
 };

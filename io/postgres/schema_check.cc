@@ -5,6 +5,7 @@
 #include <chrono>
 #include <thread>
 
+#include "io/postgres/partitions.h"
 #include "schemas/schema.h"
 
 namespace evpipe::io {
@@ -105,6 +106,20 @@ std::string find_schema_problem(pg_connection& conn, const std::string& schema) 
       }
       return "cannot inspect table " + table + ": " + describe(st);
     }
+    if (!t.has_equivalent && is_partitioned(conn, t.qualified)) {
+      // A partitioned table cannot have this index: its key table settles
+      // redeliveries instead (io/postgres/partitions.h).
+      const std::string keys = table_name(spec.table == schemas::mirror_table ? "evpipe_mirror_keys" : "evpipe_dlq_keys", schema);
+      pg_status exists;
+      pg_result r;
+      const char* params[1] = {keys.c_str()};
+      exists = conn.query_params("SELECT to_regclass($1) IS NOT NULL", 1, params, r);
+      if (!exists.ok || PQgetvalue(r.get(), 0, 0)[0] != 't') {
+        return "table " + keys + " (the keys of the partitioned " + t.qualified +
+               ") does not exist: run `evpipe migrate --config FILE`";
+      }
+      continue;
+    }
     if (!t.has_equivalent) {
       std::string found = schema.empty() ? " (the " + table + " this connection's search_path finds)" : "";
       return "table " + t.qualified + found + " lacks a unique index on (" + std::string(spec.keys) +
@@ -169,6 +184,12 @@ std::string migrate_schema(pg_connection& conn, const std::string& schema) {
     st = inspect(conn, spec, schema, t);
     if (!st.ok) return "cannot inspect table " + table_name(spec.table, schema) + ": " + describe(st);
     if (spec.unique ? t.has_equivalent : t.named == "valid") continue;
+    // On a partitioned table a unique index must hold the partition key: the
+    // key tables stand in for these (io/postgres/partitions.h). Its other
+    // indexes are built plainly, as PostgreSQL builds none CONCURRENTLY on
+    // a partitioned table (docs/partitions.md).
+    const bool partitioned = is_partitioned(conn, t.qualified);
+    if (partitioned && spec.unique) continue;
     std::string index = t.schema + "." + std::string(spec.name);
     if (t.named == "valid") {
       return "index " + index + " exists but is not a unique index on (" + std::string(spec.keys) +
@@ -183,7 +204,7 @@ std::string migrate_schema(pg_connection& conn, const std::string& schema) {
     pg_result rows;
     st = conn.query(("SELECT EXISTS (SELECT 1 FROM " + t.qualified + ")").c_str(), rows);
     if (!st.ok) return "cannot read table " + t.qualified + ": " + describe(st);
-    bool concurrently = PQgetvalue(rows.get(), 0, 0)[0] == 't';
+    bool concurrently = PQgetvalue(rows.get(), 0, 0)[0] == 't' && !partitioned;
     std::string create = std::string(spec.unique ? "CREATE UNIQUE INDEX " : "CREATE INDEX ") +
                          (concurrently ? "CONCURRENTLY " : "") + std::string(spec.name) + " ON " + t.qualified +
                          " (" + std::string(spec.keys) + ")";

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "io/postgres/partitions.h"
 #include "io/postgres/pg_connection.h"
 #include "read/dlq/dlq_select.h"
 #include "read/table_reader.h"
@@ -108,6 +109,21 @@ int run_dlq_purge(const config::settings& s, const dlq_options& o) {
     }
   }
   std::string del = "DELETE FROM " + db.table + " WHERE " + where + " AND id <= " + max_id;
+  // A partitioned dlq_events keeps its keys in evpipe_dlq_keys
+  // (docs/partitions.md): they go with their dead letters, so that a purged
+  // event sent again is dead-lettered again, as with a plain table.
+  const std::string keys = db.table.substr(0, db.table.size() - std::string_view("dlq_events").size()) + "evpipe_dlq_keys";
+  if (io::is_partitioned(db.conn, db.table)) {
+    const std::string with_keys = "WITH d AS (" + del + " RETURNING original_topic, event_digest), k AS (DELETE FROM " +
+                                  keys + " k USING d WHERE k.original_topic = d.original_topic AND k.event_digest = "
+                                  "d.event_digest) SELECT count(*) FROM d";
+    io::pg_result d;
+    if (auto st = db.conn.query(with_keys.c_str(), d); !st.ok) {
+      return report_dlq_failure(st);
+    }
+    std::printf("deleted %s dead letters\n", PQgetvalue(d.get(), 0, 0));
+    return 0;
+  }
   io::pg_result d;
   if (auto st = db.conn.query(del.c_str(), d); !st.ok) return report_dlq_failure(st);
   std::printf("deleted %s dead letters\n", PQcmdTuples(d.get()));

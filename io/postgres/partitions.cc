@@ -1,0 +1,366 @@
+#include "io/postgres/partitions.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "io/postgres/partition_probe.h"
+
+namespace evpipe::io {
+
+namespace {
+
+// The parents evpipe partitions, each with its key table and key columns.
+struct partitioned_table {
+  const char* name;
+  const char* keys;  // the key table
+};
+constexpr partitioned_table tables[] = {{"events_mirror", "evpipe_mirror_keys"}, {"dlq_events", "evpipe_dlq_keys"}};
+
+// The base columns of each table, as schemas/events.sql creates them, but
+// with created_at NOT NULL (the partition key) and a primary key that
+// includes it (PostgreSQL requires the partition key in every unique index).
+// events.sql then adds the other columns, as it does to a plain table.
+constexpr const char* mirror_ddl =
+    "CREATE TABLE {t} (id BIGSERIAL, topic VARCHAR(255) NOT NULL, payload JSONB NOT NULL, "
+    "created_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
+    "trace_id UUID GENERATED ALWAYS AS ((payload->>'trace_id')::uuid) STORED, PRIMARY KEY (id, created_at)) "
+    "PARTITION BY RANGE (created_at)";
+constexpr const char* dlq_ddl =
+    "CREATE TABLE {t} (id BIGSERIAL, original_topic VARCHAR(255) NOT NULL, failure_reason TEXT NOT NULL, "
+    "payload JSONB, created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (id, created_at)) "
+    "PARTITION BY RANGE (created_at)";
+// One row per stored key. created_at is the writing transaction's now(),
+// equal to the created_at of the row it stands for (same transaction).
+constexpr const char* mirror_keys_ddl =
+    "CREATE TABLE IF NOT EXISTS {t} (tenant_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, "
+    "created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (tenant_id, idempotency_key)); "
+    "CREATE INDEX IF NOT EXISTS {n}_created_at ON {t} (created_at)";
+constexpr const char* dlq_keys_ddl =
+    "CREATE TABLE IF NOT EXISTS {t} (original_topic VARCHAR(255) NOT NULL, event_digest BYTEA NOT NULL, "
+    "created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (original_topic, event_digest)); "
+    "CREATE INDEX IF NOT EXISTS {n}_created_at ON {t} (created_at)";
+
+std::string fill(std::string sql, const std::string& t, const std::string& n = "") {
+  for (size_t at; (at = sql.find("{t}")) != std::string::npos;) sql.replace(at, 3, t);
+  for (size_t at; (at = sql.find("{n}")) != std::string::npos;) sql.replace(at, 3, n);
+  return sql;
+}
+
+std::string describe(const pg_status& st) { return st.sqlstate.empty() ? st.message : st.sqlstate + " " + st.message; }
+
+// "" when there is no such table; else its relkind ("r" plain, "p" partitioned).
+std::string relkind(pg_connection& conn, const std::string& table, pg_status& st) {
+  const char* params[1] = {table.c_str()};
+  pg_result r;
+  st = conn.query_params("SELECT relkind FROM pg_class WHERE oid = to_regclass($1)", 1, params, r);
+  if (!st.ok || PQntuples(r.get()) == 0) return "";
+  return PQgetvalue(r.get(), 0, 0);
+}
+
+using namespace std::chrono;
+
+std::string timestamp_literal(int64_t t) {
+  const year_month_day d{floor<days>(sys_seconds{seconds{t}})};
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "'%04d-%02u-%02u 00:00:00+00'", int(d.year()), unsigned(d.month()),
+                unsigned(d.day()));
+  return buf;
+}
+
+std::string name_suffix(int64_t t) {
+  const year_month_day d{floor<days>(sys_seconds{seconds{t}})};
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "_p%04d%02u%02u", int(d.year()), unsigned(d.month()), unsigned(d.day()));
+  return buf;
+}
+
+int64_t first_int(const pg_result& r, int col = 0) {
+  return PQgetisnull(r.get(), 0, col) ? INT64_MIN : std::strtoll(PQgetvalue(r.get(), 0, col), nullptr, 10);
+}
+
+// The partition of `p` for `parent`, unless it exists. Made as a plain table
+// with the parent's columns and a CHECK of the range (so ATTACH need not scan
+// it), filled with the rows the default partition holds in the range (which
+// leave it), then attached: all in one transaction.
+pg_status ensure_partition(pg_connection& conn, const std::string& parent, const std::string& default_part,
+                           const period& p, partition_round& done) {
+  const std::string name = parent + name_suffix(p.begin);
+  pg_status st;
+  if (!relkind(conn, name, st).empty() || !st.ok) return st;
+  const std::string lo = timestamp_literal(p.begin), hi = timestamp_literal(p.end);
+  const std::string range = "created_at >= " + lo + " AND created_at < " + hi;
+  const std::string bare = name.substr(name.find('.') + 1);
+  std::string sql = "BEGIN; CREATE TABLE " + name + " (LIKE " + parent +
+                    " INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMPRESSION); "
+                    "ALTER TABLE " + name + " ADD CONSTRAINT " + bare + "_range CHECK (" + range + ")";
+  st = conn.exec(sql.c_str());
+  uint64_t moved = 0;
+  if (st.ok && !default_part.empty()) {
+    // Every column but the generated ones, which the new table computes.
+    const char* params[1] = {parent.c_str()};
+    pg_result cols;
+    st = conn.query_params(
+        "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
+        "WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''",
+        1, params, cols);
+    if (st.ok) {
+      const std::string c = PQgetvalue(cols.get(), 0, 0);
+      st = conn.exec_counted(("INSERT INTO " + name + " (" + c + ") SELECT " + c + " FROM " + default_part +
+                              " WHERE " + range + "; DELETE FROM " + default_part + " WHERE " + range)
+                                 .c_str(),
+                             moved);
+    }
+  }
+  if (st.ok) {
+    st = conn.exec(("ALTER TABLE " + parent + " ATTACH PARTITION " + name + " FOR VALUES FROM (" + lo + ") TO (" +
+                    hi + "); COMMIT")
+                       .c_str());
+  }
+  if (!st.ok) {
+    if (!st.connection_lost) (void)conn.exec("ROLLBACK");
+    // 42P17: another partition covers (part of) the range, e.g. a converted
+    // plain table (docs/partitions.md): nothing to make there.
+    if (st.sqlstate == "42P17") return {};
+    return st;
+  }
+  auto& probe = partition_probe::instance();
+  probe.created.fetch_add(1, std::memory_order_relaxed);
+  probe.rows_moved.fetch_add(moved, std::memory_order_relaxed);
+  done.rows_moved += moved;
+  done.created.push_back(name);
+  if (moved > 0) {
+    spdlog::info("partition {} created for [{}, {}); {} rows moved into it from {}", name, lo, hi, moved,
+                 default_part);
+  } else {
+    spdlog::info("partition {} created for [{}, {})", name, lo, hi);
+  }
+  return {};
+}
+
+}  // namespace
+
+period period_of(const std::string& unit, int64_t t) {
+  const sys_days d = floor<days>(sys_seconds{seconds{t}});
+  sys_days begin = d, end = d + days{1};
+  if (unit == "week") {
+    begin = d - (weekday{d} - Monday);
+    end = begin + days{7};
+  } else if (unit == "month") {
+    const year_month_day ymd{d};
+    const year_month first = ymd.year() / ymd.month();
+    begin = sys_days{first / 1};
+    end = sys_days{(first + months{1}) / 1};
+  }
+  return {sys_seconds{begin}.time_since_epoch().count(), sys_seconds{end}.time_since_epoch().count()};
+}
+
+bool is_partitioned(pg_connection& conn, const std::string& table) {
+  pg_status st;
+  return relkind(conn, table, st) == "p";
+}
+
+std::string prepare_partitioned_tables(pg_connection& conn, const std::string& schema, const std::string& unit) {
+  const std::string prefix = schema.empty() ? "" : schema + ".";
+  pg_status st;
+  if (!schema.empty()) {
+    st = conn.exec(("CREATE SCHEMA IF NOT EXISTS " + schema).c_str());
+    if (!st.ok) return "cannot create schema " + schema + ": " + describe(st);
+  }
+  for (const auto& t : tables) {
+    const std::string qualified = prefix + t.name;
+    const std::string kind = relkind(conn, qualified, st);
+    if (!st.ok) return "cannot inspect " + qualified + ": " + describe(st);
+    if (kind == "r" && unit != "none") {
+      return "table " + qualified + " is a plain table and [storage] partition = \"" + unit +
+             "\": convert it first, step by step as docs/partitions.md says (\"From a plain table\")";
+    }
+    if (kind.empty() && unit != "none") {
+      const std::string sql = "BEGIN; " + fill(t.keys == tables[0].keys ? mirror_ddl : dlq_ddl, qualified) +
+                              "; CREATE TABLE " + qualified + "_default PARTITION OF " + qualified +
+                              " DEFAULT; COMMIT";
+      st = conn.exec(sql.c_str());
+      if (!st.ok) {
+        (void)conn.exec("ROLLBACK");
+        return "cannot create partitioned table " + qualified + ": " + describe(st);
+      }
+      spdlog::info("created {} partitioned by {} on created_at", qualified, unit);
+    }
+    if (kind == "p" || (kind.empty() && unit != "none")) {
+      const std::string keys = prefix + t.keys;
+      st = conn.exec(fill(t.keys == tables[0].keys ? mirror_keys_ddl : dlq_keys_ddl, keys, t.keys).c_str());
+      if (!st.ok) return "cannot create " + keys + ": " + describe(st);
+    }
+  }
+  return "";
+}
+
+pg_status partition_maintainer::maintain_once(pg_connection& conn, const partition_options& o,
+                                              partition_round& done) {
+  const std::string prefix = o.schema.empty() ? "" : o.schema + ".";
+  auto& probe = partition_probe::instance();
+  pg_result r;
+  pg_status st = conn.query("SELECT extract(epoch FROM now())::bigint", r);
+  if (!st.ok) return st;
+  const int64_t now = first_int(r);
+  const int64_t cutoff = o.retention_s > 0 ? now - int64_t(o.retention_s) : INT64_MIN;
+  for (const auto& t : tables) {
+    const std::string parent = prefix + t.name;
+    if (!is_partitioned(conn, parent)) continue;
+    const char* params[1] = {parent.c_str()};
+    // The DEFAULT partition, whatever its name, and the span of its rows.
+    std::string default_part;
+    st = conn.query_params(
+        "SELECT partdefid::regclass::text FROM pg_partitioned_table WHERE partrelid = $1::regclass AND partdefid <> 0",
+        1, params, r);
+    if (!st.ok) return st;
+    if (PQntuples(r.get()) > 0) default_part = PQgetvalue(r.get(), 0, 0);
+    // Rows there mean a period had no partition when they were written
+    // (evpipe was stopped, or other writers ran before migrate): each
+    // period that holds some gets its partition and its rows, a bounded
+    // number per round, found oldest first through the created_at index.
+    int64_t from = INT64_MIN;
+    for (int budget = 64; !default_part.empty() && budget > 0; --budget) {
+      const std::string next = "SELECT extract(epoch FROM min(created_at))::bigint FROM " + default_part +
+                               (from == INT64_MIN ? "" : " WHERE created_at >= " + timestamp_literal(from));
+      st = conn.query(next.c_str(), r);
+      if (!st.ok) return st;
+      const int64_t oldest = first_int(r);
+      if (oldest == INT64_MIN) break;
+      const period p = period_of(o.unit, oldest);
+      from = p.end;
+      if (p.end <= cutoff) {
+        // Past the retention already: dropped like the partition it would have had.
+        uint64_t n = 0;
+        st = conn.exec_counted(("DELETE FROM " + default_part + " WHERE created_at >= " + timestamp_literal(p.begin) +
+                                " AND created_at < " + timestamp_literal(p.end))
+                                   .c_str(),
+                               n);
+        if (!st.ok) return st;
+        if (n > 0) spdlog::info("{} rows of {} past the retention deleted from {}", n, parent, default_part);
+        probe.rows_dropped.fetch_add(n, std::memory_order_relaxed);
+        done.rows_dropped += n;
+        continue;
+      }
+      st = ensure_partition(conn, parent, default_part, p, done);
+      if (!st.ok) return st;
+    }
+    // Ahead of time: the current period and premake more.
+    period p = period_of(o.unit, now);
+    for (uint32_t k = 0; k <= o.premake; ++k, p = period_of(o.unit, p.end)) {
+      st = ensure_partition(conn, parent, default_part, p, done);
+      if (!st.ok) return st;
+    }
+    if (o.retention_s == 0) continue;
+    // Retention: every partition whose upper bound is past the cutoff (the
+    // DEFAULT one has no bound; one with MAXVALUE neither).
+    st = conn.query_params(
+        "SELECT c.oid::regclass::text, extract(epoch FROM substring(pg_get_expr(c.relpartbound, c.oid) "
+        "FROM 'TO \\(''([^'']+)''\\)')::timestamptz)::bigint AS hi FROM pg_inherits i JOIN pg_class c "
+        "ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass ORDER BY hi",
+        1, params, r);
+    if (!st.ok) return st;
+    std::vector<std::string> old;
+    for (int i = 0, n = PQntuples(r.get()); i < n; ++i) {
+      if (PQgetisnull(r.get(), i, 1)) continue;
+      if (std::strtoll(PQgetvalue(r.get(), i, 1), nullptr, 10) <= cutoff) old.emplace_back(PQgetvalue(r.get(), i, 0));
+    }
+    for (const auto& name : old) {
+      pg_result count;
+      st = conn.query(("SELECT count(*) FROM " + name).c_str(), count);
+      if (!st.ok) return st;
+      const auto rows = static_cast<uint64_t>(first_int(count));
+      st = conn.exec(("DROP TABLE " + name).c_str());
+      if (!st.ok) return st;
+      spdlog::info("partition {} dropped: its range ended more than {} s ago ([storage] retention); {} rows", name,
+                   o.retention_s, rows);
+      probe.dropped.fetch_add(1, std::memory_order_relaxed);
+      probe.rows_dropped.fetch_add(rows, std::memory_order_relaxed);
+      done.dropped.push_back(name);
+      done.rows_dropped += rows;
+    }
+    // Keys older than every row of their table (and than the retention):
+    // a key goes only after its row, so the table never holds a key twice.
+    const std::string keys = prefix + t.keys;
+    const std::string prune = "DELETE FROM " + keys + " WHERE ctid = ANY(ARRAY(SELECT ctid FROM " + keys +
+                              " WHERE created_at < LEAST(now() - make_interval(secs => $1::float8), "
+                              "coalesce((SELECT min(created_at) FROM " + parent + "), 'infinity')) "
+                              "ORDER BY created_at LIMIT $2::int FOR UPDATE SKIP LOCKED))";
+    const std::string retention = std::to_string(o.retention_s), batch = std::to_string(o.prune_batch);
+    const char* prune_params[2] = {retention.c_str(), batch.c_str()};
+    for (int round = 0; round < 1000; ++round) {
+      pg_result res;
+      st = conn.query_params(prune.c_str(), 2, prune_params, res);
+      if (!st.ok) return st;
+      const uint64_t n = std::strtoull(PQcmdTuples(res.get()), nullptr, 10);
+      probe.keys_pruned.fetch_add(n, std::memory_order_relaxed);
+      done.keys_pruned += n;
+      if (n < o.prune_batch) break;
+    }
+  }
+  return {};
+}
+
+partition_maintainer::partition_maintainer(partition_options options) : options_(std::move(options)) {}
+
+partition_maintainer::~partition_maintainer() { stop(); }
+
+void partition_maintainer::start() { thread_ = std::thread([this] { run(); }); }
+
+void partition_maintainer::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool partition_maintainer::pause(uint32_t ms) {
+  std::unique_lock lock(mu_);
+  wake_.wait_for(lock, std::chrono::milliseconds(ms), [this] { return stopping_; });
+  return !stopping_;
+}
+
+void partition_maintainer::run() {
+  pg_connection conn;
+  std::string last_error;  // logged once until it changes or a round works again
+  // A failed round (most often a lock not granted within lock_timeout while
+  // writers hold the table) is retried soon, not after a whole interval.
+  constexpr uint32_t retry_ms = 5000;
+  for (;;) {
+    uint32_t wait_ms = options_.interval_s * 1000;
+    pg_status st;
+    if (!conn.connected()) {
+      st = conn.connect(options_.dsn, "evpipe-partitions");
+      if (st.ok) {
+        // Short lock waits: a DDL waiting for its lock makes writers queue
+        // behind it, so it gives up soon and tries again.
+        const std::string set = "SET lock_timeout = '" + std::to_string(options_.lock_timeout_ms) +
+                                "ms'; SET statement_timeout = '60s'";
+        st = conn.exec(set.c_str());
+      }
+      if (!st.ok) conn.close();
+    }
+    if (conn.connected()) {
+      partition_round done;
+      st = maintain_once(conn, options_, done);
+      if (!st.ok && st.connection_lost) conn.close();
+    }
+    if (!st.ok) {
+      partition_probe::instance().errors.fetch_add(1, std::memory_order_relaxed);
+      const std::string what = describe(st);
+      if (what != last_error) spdlog::warn("partition maintenance: {} (retrying)", what);
+      last_error = what;
+      wait_ms = std::min(wait_ms, retry_ms);
+    } else {
+      last_error.clear();
+    }
+    if (!pause(wait_ms)) return;
+  }
+}
+
+}  // namespace evpipe::io

@@ -1,0 +1,328 @@
+// Partitioned events_mirror and dlq_events ([storage] partition,
+// docs/partitions.md), end to end through the evpipe binary and the
+// PostgreSQL of scripts/test.sh: migrate makes them partitioned; ingest goes
+// on across a partition boundary with one row per key on both sides; an event
+// of last year is stored, and a row no partition covers lands in the DEFAULT
+// partition and moves to a partition made for it; retention drops a whole
+// partition while events keep coming, losing nothing else; the dedup horizon
+// holds at its edges; and a populated plain table is converted step by step.
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "io/postgres/partitions.h"
+#include "tests/support/harness.h"
+#include "tests/support/tcp_pipeline.h"
+#include "tests/support/test_events.h"
+
+namespace evpipe::testing {
+namespace {
+
+std::string storage(const std::string& extra = "") {
+  return "[storage]\npartition = \"day\"\n" + extra;
+}
+
+std::string events(int first, int last, const std::string& prefix = "k") {
+  std::string out;
+  for (int i = first; i < last; ++i) out += valid_event(prefix + std::to_string(i)) + "\n";
+  return out;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+class Partitions : public TcpPipeline {
+ protected:
+  void send(uint16_t port, const std::string& data, evpipe_process& evp) {
+    const uint64_t n = static_cast<uint64_t>(std::count(data.begin(), data.end(), '\n'));
+    ndjson_client producer(port);
+    producer.send_all(data);
+    ASSERT_EQ(producer.read_acks_until(n, 60s), n) << evp.log();
+  }
+  // One maintenance round on a connection of the test's schema.
+  io::partition_round maintain(uint64_t retention_s) {
+    io::pg_connection conn;
+    EXPECT_TRUE(conn.connect(db.dsn(), "partitions-test").ok);
+    io::partition_round done;
+    io::partition_options o;
+    o.unit = "day";
+    o.retention_s = retention_s;
+    auto st = io::partition_maintainer::maintain_once(conn, o, done);
+    EXPECT_TRUE(st.ok) << st.sqlstate << " " << st.message;
+    return done;
+  }
+  long keys_stored_twice() {
+    return db.count("SELECT count(*) FROM (SELECT 1 FROM events_mirror WHERE idempotency_key IS NOT NULL GROUP BY tenant_id, idempotency_key "
+                    "HAVING count(*) > 1) d");
+  }
+};
+
+TEST_F(Partitions, MigrateMakesPartitionedTablesAndIngestCrossesABoundary) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port) + storage(), "partitions_boundary");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << "migrate is idempotent: " << evp.log("migrate.log");
+  EXPECT_EQ(db.count("SELECT count(*) FROM pg_class WHERE relname IN ('events_mirror', 'dlq_events') AND relkind = 'p' "
+                     "AND relnamespace = current_schema()::regnamespace"),
+            2);
+  // Today and 3 days ahead, for both tables, and their DEFAULT partitions.
+  EXPECT_EQ(db.count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'events_mirror'::regclass"), 5);
+  EXPECT_EQ(db.count("SELECT count(*) FROM pg_inherits WHERE inhparent = 'dlq_events'::regclass"), 5);
+  const std::string today = db.column("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')").at(0);
+  EXPECT_EQ(db.count("SELECT count(*) FROM pg_class WHERE relname = 'events_mirror_p" + today + "'"), 1);
+
+  // A boundary a few seconds from now: today's partition is split there (the
+  // first part keeps evpipe's name for today, so maintenance leaves it be).
+  db.exec("ALTER TABLE events_mirror DETACH PARTITION events_mirror_p" + today + "; DROP TABLE events_mirror_p" + today);
+  const std::string boundary = db.column("SELECT (now() + interval '4 seconds')::text").at(0);
+  db.exec("CREATE TABLE events_mirror_p" + today + " PARTITION OF events_mirror FOR VALUES FROM (date_trunc('day', "
+          "now(), 'UTC')) TO ('" + boundary + "')");
+  db.exec("CREATE TABLE events_mirror_after PARTITION OF events_mirror FOR VALUES FROM ('" + boundary +
+          "') TO (date_trunc('day', now(), 'UTC') + interval '1 day')");
+  evp.start(port);
+  // Events for about 8 s, each key sent twice, the second time in a later batch
+  // (and, for some, on the other side of the boundary): one row per key.
+  int sent = 0;
+  const auto until = std::chrono::steady_clock::now() + 8s;
+  for (int round = 0; std::chrono::steady_clock::now() < until && round < 400; ++round) {
+    send(port, events(round * 50, round * 50 + 50), evp);
+    if (round > 0) send(port, events((round - 1) * 50 + 25, round * 50), evp);  // redeliveries
+    sent = round * 50 + 50;
+    std::this_thread::sleep_for(100ms);
+  }
+  // A restart empties the in-memory window: only the key table recognizes these.
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(port);
+  send(port, events(0, sent), evp);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), sent) << evp.log();
+  EXPECT_EQ(keys_stored_twice(), 0);
+  EXPECT_GT(db.count("SELECT count(*) FROM events_mirror_p" + today), 0) << "rows before the boundary";
+  EXPECT_GT(db.count("SELECT count(*) FROM events_mirror_after"), 0) << "rows after the boundary";
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror_default"), 0);
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_mirror_keys"), sent);
+
+  // Dead letters go to the partitioned dlq_events, one per (topic, bytes) however often resent.
+  send(port, "{\"not\": \"an envelope\"}\n{\"not\": \"an envelope\"}\n", evp);
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(port);
+  send(port, "{\"not\": \"an envelope\"}\n", evp);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 1) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_dlq_keys"), 1);
+  // `evpipe dlq purge` takes the keys along: the event sent again is dead-lettered again.
+  const std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_partitions_boundary";
+  const std::string purge = std::string(EVPIPE_BINARY) + " dlq purge --yes --config " + dir + "/evpipe.toml >" + dir +
+                            "/purge.log 2>&1";
+  ASSERT_EQ(std::system(purge.c_str()), 0) << read_file(dir + "/purge.log");
+  EXPECT_NE(read_file(dir + "/purge.log").find("deleted 1 dead letters"), std::string::npos) << read_file(dir + "/purge.log");
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_dlq_keys"), 0);
+  send(port, "{\"not\": \"an envelope\"}\n", evp);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 1) << evp.log();
+}
+
+TEST_F(Partitions, AnEventOfLastYearIsStoredAndRowsNoPartitionCoversMoveOutOfTheDefault) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port) + storage(), "partitions_last_year");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  // Its ts is last year's: the row is stored now, in today's partition
+  // (partitions are by created_at, the time the row was stored).
+  const std::string last_year = db.column("SELECT to_char(now() - interval '1 year', 'YYYY-MM-DD')").at(0);
+  std::string e = valid_event("old-ts");
+  e.replace(e.find("2025-01-15"), 10, last_year);
+  send(port, e + "\n", evp);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'old-ts' AND "
+                     "payload->>'ts' LIKE '" + last_year + "%' AND created_at > now() - interval '1 minute'"),
+            1) << evp.log();
+  // Another writer (an INSERT that sets created_at, as a backfill does) writes
+  // rows of last year, which no partition covers: they go to DEFAULT.
+  db.exec("INSERT INTO events_mirror (topic, payload, created_at) SELECT 'backfill', jsonb_build_object('n', g), "
+          "now() - interval '1 year' + g * interval '1 minute' FROM generate_series(1, 30) g");
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror_default"), 30);
+  // Maintenance makes partitions for them (moving the rows), after which ATTACH of those days works.
+  auto done = maintain(0);
+  EXPECT_EQ(done.rows_moved, 30u);
+  EXPECT_GE(done.created.size(), 1u);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror_default"), 0);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE topic = 'backfill'"), 30) << "moved, not lost";
+  const std::string day = db.column("SELECT to_char((now() - interval '1 year' + interval '1 minute') AT TIME ZONE 'UTC', 'YYYYMMDD')").at(0);
+  EXPECT_GE(db.count("SELECT count(*) FROM events_mirror_p" + day), 1);
+  EXPECT_EQ(maintain(0).created.size(), 0u) << "a second round has nothing to do";
+  // A key of such a row is still one row: resent through evpipe after a restart.
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(port);
+  send(port, e + "\n", evp);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'old-ts'"), 1);
+}
+
+TEST_F(Partitions, RetentionDropsAPartitionUnderLoadAndNothingElse) {
+  uint16_t port = free_port(), http_port = free_port();
+  std::string cfg = config_for(db, port, http_port) + storage("retention = \"30d\"\ncheck_interval_s = 1\n");
+  cfg.replace(cfg.find("level = \"warn\""), 14, "level = \"info\"");  // drops are logged at info
+  evpipe_process evp(cfg, "partitions_retention");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  // Rows of 40 and of 20 days ago, each in a partition of its day (moved
+  // there from DEFAULT by a round without retention).
+  db.exec("INSERT INTO events_mirror (topic, payload, created_at) SELECT 'old', jsonb_build_object('n', g), "
+          "now() - interval '40 days' FROM generate_series(1, 100) g");
+  db.exec("INSERT INTO events_mirror (topic, payload, created_at) SELECT 'recent', jsonb_build_object('n', g), "
+          "now() - interval '20 days' FROM generate_series(1, 100) g");
+  ASSERT_EQ(maintain(0).rows_moved, 200u);
+  const std::string old_day = db.column("SELECT to_char((now() - interval '40 days') AT TIME ZONE 'UTC', 'YYYYMMDD')").at(0);
+  ASSERT_EQ(db.count("SELECT count(*) FROM events_mirror_p" + old_day), 100);
+
+  evp.start(port);
+  // Load while maintenance (every second) drops the old partition.
+  std::atomic<bool> stop{false};
+  std::atomic<int> acked{0};
+  std::thread load([&] {
+    for (int round = 0; round < 300 && !stop; ++round) {
+      ndjson_client producer(port);
+      producer.send_all(events(round * 100, round * 100 + 100, "load"));
+      if (producer.read_acks_until(100, 60s) != 100) return;
+      acked += 100;
+    }
+  });
+  const bool dropped = eventually([&] {
+    return db.count("SELECT count(*) FROM pg_class WHERE relname = 'events_mirror_p" + old_day + "'") == 0;
+  }, 30s, 50ms);
+  std::this_thread::sleep_for(1s);  // more load after the drop
+  stop = true;
+  load.join();
+  EXPECT_TRUE(dropped) << evp.log();
+  EXPECT_GT(acked.load(), 0);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE topic = 'old'"), 0);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE topic = 'recent'"), 100) << "inside the retention";
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'load%'"), acked.load())
+      << "every acked event is there once: " << evp.log();
+  EXPECT_EQ(keys_stored_twice(), 0);
+  const std::string m = http_get(http_port, "/metrics");
+  EXPECT_EQ(metric_value(m, "taylor_partitions_dropped_total"), 1) << m;
+  EXPECT_EQ(metric_value(m, "taylor_partition_rows_dropped_total"), 100) << m;
+  EXPECT_NE(evp.log().find("events_mirror_p" + old_day + " dropped"), std::string::npos) << "logged";
+}
+
+// Idempotency stays scoped to the tenant (docs/tenants.md) on partitioned
+// tables: the key table's key is (tenant_id, idempotency_key).
+TEST_F(Partitions, KeysAreScopedToTheTenant) {
+  uint16_t port = free_port(), http_port = free_port();
+  tuning t;
+  t.tcp_extra = "tenant = \"alpha\"\n";
+  evpipe_process evp(config_for(db, port, http_port, t) + storage() + "[tenants]\nenabled = true\n",
+                     "partitions_tenants");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  // The same keys, stored before under another tenant.
+  db.exec("INSERT INTO events_mirror (topic, payload, tenant_id) SELECT 'x', jsonb_build_object('idempotency_key', "
+          "'k' || g), 'beta' FROM generate_series(0, 49) g; INSERT INTO evpipe_mirror_keys (tenant_id, idempotency_key) "
+          "SELECT 'beta', 'k' || g FROM generate_series(0, 49) g");
+  evp.start(port);
+  send(port, events(0, 100), evp);
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(port);
+  send(port, events(0, 150), evp);  // 100 redeliveries (the staging path), 50 new
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE tenant_id = 'alpha'"), 150) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE tenant_id = 'beta'"), 50);
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_mirror_keys"), 200);
+  EXPECT_EQ(keys_stored_twice(), 0);
+}
+
+// docs/partitions.md, "Which window is guaranteed": a key stays as long as a
+// row of its table is older (and for the retention at least), so a
+// redelivery is recognized while its first row is stored; once its row and
+// key are gone (past the retention), it is stored again.
+TEST_F(Partitions, DedupHorizonAtItsEdges) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port) + storage(), "partitions_horizon");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  // gone: row 45 days old, in a partition that ended 40 days ago (dropped).
+  // kept: row 35 days old, past the retention but in a partition that ends
+  // 29 days ago (inside it, so not dropped): the oldest row left, whose key
+  // (as old as it, to the microsecond) stays. young: row and key 20 days old.
+  // edge: a key a microsecond older than the oldest row left (its row was
+  // deleted by hand): it goes.
+  db.exec("CREATE TABLE events_mirror_a PARTITION OF events_mirror FOR VALUES FROM (now() - interval '50 days') "
+          "TO (now() - interval '40 days')");
+  db.exec("CREATE TABLE events_mirror_b PARTITION OF events_mirror FOR VALUES FROM (now() - interval '40 days') "
+          "TO (now() - interval '29 days')");
+  for (const auto& [key, age] : {std::pair{"gone", "45"}, {"kept", "35"}, {"young", "20"}}) {
+    // One implicit transaction: the row and its key share now(), as when evpipe writes them.
+    const std::string at = "now() - interval '" + std::string(age) + " days'";
+    db.exec("INSERT INTO events_mirror (topic, payload, created_at) VALUES ('tracker/events/it', '" +
+            valid_event(key) + "', " + at + "); INSERT INTO evpipe_mirror_keys (tenant_id, idempotency_key, "
+            "created_at) VALUES ('', '" + key + "', " + at + ")");
+  }
+  db.exec("INSERT INTO evpipe_mirror_keys (tenant_id, idempotency_key, created_at) VALUES ('', 'edge', "
+          "(SELECT min(created_at) FROM events_mirror WHERE idempotency_key <> 'gone') - interval '1 microsecond')");
+  auto done = maintain(30 * 86'400);
+  EXPECT_EQ(done.dropped.size(), 1u);
+  EXPECT_EQ(db.column("SELECT idempotency_key FROM evpipe_mirror_keys ORDER BY 1"),
+            (std::vector<std::string>{"kept", "young"}));
+  evp.start(port);
+  send(port, valid_event("gone") + "\n" + valid_event("kept") + "\n" + valid_event("young") + "\n" +
+                 valid_event("edge") + "\n" + valid_event("new") + "\n",
+       evp);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'gone'"), 1)
+      << "past the horizon: stored again (its first row was dropped)";
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'gone' AND created_at > now() - interval '1 hour'"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'kept'"), 1)
+      << "older than the retention, but its row is stored: still recognized";
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'young'"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'edge'"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'new'"), 1);
+  EXPECT_EQ(keys_stored_twice(), 0);
+}
+
+// docs/partitions.md, "From a plain table": the three steps on a populated
+// plain table; then evpipe writes into the partitioned one and recognizes
+// redeliveries of the events stored before the change.
+TEST_F(Partitions, ConvertsAPopulatedPlainTableStepByStep) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process plain(config_for(db, port, http_port), "partitions_convert_plain");
+  ASSERT_EQ(plain.run_command("migrate"), 0) << plain.log("migrate.log");
+  plain.start(port);
+  send(port, events(0, 2000), plain);
+  send(port, "{\"bad\": 1}\n", plain);
+  db.exec("UPDATE events_mirror SET created_at = created_at - interval '3 days' WHERE id % 2 = 0");
+  plain.kill(SIGTERM);
+  ASSERT_EQ(plain.wait(), 0) << plain.log();
+  ASSERT_EQ(db.count("SELECT count(*) FROM events_mirror"), 2000);
+
+  evpipe_process part(config_for(db, port, http_port) + storage(), "partitions_convert");
+  EXPECT_NE(part.run_command("migrate"), 0) << "migrate refuses to partition a plain table by itself";
+  EXPECT_NE(part.log("migrate.log").find("docs/partitions.md"), std::string::npos) << part.log("migrate.log");
+  db.exec(read_file(std::string(EVPIPE_SOURCE_DIR) + "/schemas/partitions/convert_1_rename.sql"));
+  ASSERT_EQ(part.run_command("migrate"), 0) << part.log("migrate.log");
+  db.exec(read_file(std::string(EVPIPE_SOURCE_DIR) + "/schemas/partitions/convert_3_attach.sql"));
+
+  EXPECT_EQ(db.count("SELECT count(*) FROM pg_class WHERE relname = 'events_mirror' AND relkind = 'p' "
+                     "AND relnamespace = current_schema()::regnamespace"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 2000) << "every row kept";
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror_plain"), 1000) << "the older half stays in the old table";
+  part.start(port);
+  send(port, events(0, 2500), part);  // 2000 redeliveries, 500 new
+  send(port, "{\"bad\": 1}\n", part);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 2500) << part.log();
+  EXPECT_EQ(keys_stored_twice(), 0);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 1) << "the old dead letter is recognized too";
+  EXPECT_EQ(db.count("SELECT count(DISTINCT id) FROM events_mirror"), 2500) << "ids continue after the old ones";
+  // Retention drops the converted table whole once its range is past it.
+  const long in_plain = db.count("SELECT count(*) FROM events_mirror_plain");
+  auto done = maintain(1);  // the old table's range ends at today's start, more than 1 s ago
+  EXPECT_NE(std::find(done.dropped.begin(), done.dropped.end(), "events_mirror_plain"), done.dropped.end());
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 2500 - in_plain) << "only the converted table's rows went";
+}
+
+}  // namespace
+}  // namespace evpipe::testing
