@@ -1,5 +1,6 @@
 #include "pipeline/intake.h"
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 
@@ -126,12 +127,46 @@ std::string_view intake::tenant_of(std::string_view default_topic, const simdjso
       quota_tenant_.assign(r.tenant);
       quota_bucket_ = book->find(r.tenant);
     }
-    if (quota_bucket_) {
+    if (quota_bucket_ && refuse_over_quota_) {
       auto& bucket = *static_cast<stages::tenant::quota_book::bucket*>(quota_bucket_);
-      throttle_ns_ = std::max(throttle_ns_, stages::tenant::quota_book::charge(bucket, 1, received_ns));
+      auto seen = std::find_if(request_charges_.begin(), request_charges_.end(),
+                               [&](const auto& c) { return c.first == quota_bucket_; });
+      if (seen == request_charges_.end()) {
+        // First event of this tenant in the request: was it over already?
+        if (int64_t over = stages::tenant::quota_book::over_ns(bucket, received_ns); over > 0) {
+          if (over > refused_ns_) {
+            refused_ns_ = over;
+            throttled_tenant_.assign(r.tenant);
+          }
+          return r.tenant;
+        }
+        seen = request_charges_.emplace(request_charges_.end(), quota_bucket_, 0);
+      }
+      ++seen->second;
+      (void)stages::tenant::quota_book::charge(bucket, 1, received_ns);
+    } else if (quota_bucket_) {
+      auto& bucket = *static_cast<stages::tenant::quota_book::bucket*>(quota_bucket_);
+      if (int64_t over = stages::tenant::quota_book::charge(bucket, 1, received_ns); over > throttle_ns_) {
+        throttle_ns_ = over;
+        throttled_tenant_.assign(r.tenant);  // only while over the quota: not on the common path
+      }
     }
   }
   return r.tenant;
+}
+
+int64_t intake::settle_request() {
+  const int64_t refused = refused_ns_;
+  if (refused > 0) {
+    for (auto& b : out_) b.clear();
+    pending_ = 0;
+    for (const auto& [bucket, n] : request_charges_) {
+      stages::tenant::quota_book::refund(*static_cast<stages::tenant::quota_book::bucket*>(bucket), n);
+    }
+  }
+  refused_ns_ = 0;
+  request_charges_.clear();
+  return refused;
 }
 
 void intake::reserve(size_t bytes) {

@@ -207,7 +207,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       }
     }
     if (auto refused = tenancy_.admit(req[http::field::authorization], pipeline::steady_now_ns())) {  // docs/tenants.md
-      if (refused->first == 429) pipeline::bump(probe_.tenant_throttled);
+      if (refused->first == 429) probe_.note_tenant_throttled(tenancy_.refused_tenant());
       return std::pair{refused->first, error_body(refused->second)};
     }
     if (auto len = parser.content_length(); len && *len > cfg_.max_body_bytes) {
@@ -278,6 +278,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       if (limits_follower_.changed(limits_)) intake_.set_limits(limits_);  // a reload changed [events]
       auto& validator = pipeline::thread_validator(limits_);
       intake_.set_credential(tenancy_.credential());
+      intake_.set_refuse_over_quota(tenancy_.binding() != nullptr);
       const bool fixed_topic = req.find("X-Topic") != req.end();
       std::string_view topic = fixed_topic ? topic_header : std::string_view(cfg_.topic);
       for (size_t i = 0; i < events.size(); ++i) {
@@ -285,6 +286,17 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
         size_t readable = static_cast<size_t>(body.data() + body.size() + simdjson::SIMDJSON_PADDING - ev.data());
         intake_.add(ev, readable, i + 1, received, topic, validator,
                     fixed_topic ? pipeline::topic_rule::source_only : pipeline::topic_rule::event_first);
+      }
+      if (int64_t over = intake_.settle_request(); over > 0) {
+        // A tenant named by the events' claims was over its quota before
+        // this request: 429 for all of it, nothing handed to the shards.
+        reading_.fetch_sub(1);
+        probe_.note_tenant_throttled(intake_.throttled_tenant());
+        tenancy_.refused_for(over);
+        fill_error(res, 429, "tenant " + std::string(intake_.throttled_tenant()) + " is over its quota; retry after " +
+                                 std::to_string(tenancy_.retry_after_s()) + " s");
+        res.set(http::field::retry_after, std::to_string(tenancy_.retry_after_s()));
+        co_return res;
       }
       for (auto& b : intake_.batches()) {
         if (!b.events.empty()) b.origin = pending;
