@@ -6,7 +6,8 @@
 # and a per-tenant quota high enough never to pause anyone (so every event
 # is resolved, charged to its tenant's bucket and keyed by tenant), side by
 # side in the same run. Rate: first send to last ack (every ack after
-# COMMIT). R runs alternating which goes first; prints both rates per run,
+# COMMIT). R runs alternating which goes first; prints both rates per run
+# (and evpipe's CPU time per event, user + system, start to last ack),
 # the medians and on/off (the promise: >= 0.95).
 #
 #   perf/tenancy_overhead.sh [--events N] [--tenants T] [--runs R] [--connections C]
@@ -39,12 +40,16 @@ log "generating $events events claiming $tenants tenants"
 awk -v t="$tenants" '{ sub(/^\{/, "{\"tenant_id\":\"t" (NR % t) "\","); print }' "$scratch/plain.ndjson" \
   >"$scratch/events.ndjson"
 
-run_evpipe() {  # run_evpipe on|off: prints rows/s
+cpu_seconds() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"; }
+
+run_evpipe() {  # run_evpipe on|off: prints "rows/s evpipe-CPU-µs-per-event"
   with_config "$1"
   fresh_table
   evpipe_start
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/events.ndjson" \
     --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null
+  local cpu
+  cpu="$(cpu_seconds "$evpipe_pid")"  # user + system, start to last ack (a 2-core machine: what it costs the others)
   evpipe_stop
   [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" = "$events" ] || die "evpipe ($1) stored a wrong row count"
   local distinct
@@ -54,23 +59,26 @@ run_evpipe() {  # run_evpipe on|off: prints rows/s
   else
     [ "$distinct" = 1 ] || die "tenancy off stored $distinct tenant values, expected 1 ('')"
   fi
-  printf '%.0f' "$(json_field "$scratch/load.json" "['throughput']")"
+  printf '%.0f %.2f' "$(json_field "$scratch/load.json" "['throughput']")" "$(awk -v c="$cpu" -v n="$events" 'BEGIN{print c * 1e6 / n}')"
 }
 
-off=() on=()
-table="| run | tenancy off rows/s | tenancy on ($tenants tenants) rows/s | on/off |"$'\n'"|---|---|---|---|"
+off=() on=() off_cpu=() on_cpu=()
+table="| run | tenancy off rows/s | tenancy on ($tenants tenants) rows/s | on/off | evpipe CPU µs/event off | on |"
+table="$table"$'\n'"|---|---|---|---|---|---|"
 for r in $(seq "$runs"); do
   if [ $((r % 2)) = 1 ]; then
-    off+=("$(run_evpipe off)"); on+=("$(run_evpipe on)")
+    read -r a b <<<"$(run_evpipe off)"; off+=("$a"); off_cpu+=("$b")
+    read -r a b <<<"$(run_evpipe on)"; on+=("$a"); on_cpu+=("$b")
   else
-    on+=("$(run_evpipe on)"); off+=("$(run_evpipe off)")
+    read -r a b <<<"$(run_evpipe on)"; on+=("$a"); on_cpu+=("$b")
+    read -r a b <<<"$(run_evpipe off)"; off+=("$a"); off_cpu+=("$b")
   fi
-  table="$table"$'\n'"| $r | ${off[-1]} | ${on[-1]} | $(ratio "${on[-1]}" "${off[-1]}") |"
-  log "run $r: tenancy off ${off[-1]} rows/s, on ${on[-1]} rows/s"
+  table="$table"$'\n'"| $r | ${off[-1]} | ${on[-1]} | $(ratio "${on[-1]}" "${off[-1]}") | ${off_cpu[-1]} | ${on_cpu[-1]} |"
+  log "run $r: tenancy off ${off[-1]} rows/s (${off_cpu[-1]} µs CPU/event), on ${on[-1]} rows/s (${on_cpu[-1]} µs)"
 done
 m_off=$(printf '%s\n' "${off[@]}" | median)
 m_on=$(printf '%s\n' "${on[@]}" | median)
-table="$table"$'\n'"| median | $m_off | $m_on | $(ratio "$m_on" "$m_off") |"
+table="$table"$'\n'"| median | $m_off | $m_on | $(ratio "$m_on" "$m_off") | $(printf '%s\n' "${off_cpu[@]}" | median) | $(printf '%s\n' "${on_cpu[@]}" | median) |"
 report="$events events claiming $tenants tenants, $connections connections, shards=$shards (0 = one per core), $runs alternating runs
 machine: $(machine_line)
 load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)

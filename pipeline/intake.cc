@@ -122,10 +122,19 @@ std::string_view intake::tenant_of(std::string_view default_topic, const simdjso
     v.message = std::move(r.message);
   }
   if (auto* book = stages::tenant::active_quotas(); book && !r.tenant.empty()) {
-    if (book != quota_book_ || r.tenant != quota_tenant_) {
+    if (book != quota_book_) {  // first use, or a reload published another book
       quota_book_ = book;
+      bucket_cache_.clear();
+      quota_tenant_.clear();
+    }
+    if (r.tenant != quota_tenant_) {
+      auto it = bucket_cache_.find(absl::string_view(r.tenant.data(), r.tenant.size()));
+      if (it == bucket_cache_.end()) {
+        if (bucket_cache_.size() >= bucket_cache_max) bucket_cache_.clear();
+        it = bucket_cache_.emplace(std::string(r.tenant), book->find(r.tenant)).first;
+      }
       quota_tenant_.assign(r.tenant);
-      quota_bucket_ = book->find(r.tenant);
+      quota_bucket_ = it->second;
     }
     if (quota_bucket_ && refuse_over_quota_) {
       auto& bucket = *static_cast<stages::tenant::quota_book::bucket*>(quota_bucket_);

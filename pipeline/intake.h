@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include <absl/container/flat_hash_map.h>
+
 #include "stages/event.h"
 #include "stages/route/active.h"
 #include "stages/validate.h"
@@ -172,6 +174,11 @@ class intake {
   std::vector<std::pair<void*, uint32_t>> request_charges_;
   stages::validation scratch_validation_;  // tenant_of()'s verdict where the event is dead-lettered anyway
   std::string quota_tenant_;  // the tenant whose bucket quota_bucket_ is (a connection sees mostly one)
+  // Buckets of quota_book_ this intake has looked up, by tenant: a connection
+  // carrying many tenants takes no lock per event (the book's find() does).
+  // Bounded: cleared past bucket_cache_max entries and when the book changes.
+  absl::flat_hash_map<std::string, void*> bucket_cache_;
+  static constexpr size_t bucket_cache_max = 4096;
   void* quota_bucket_ = nullptr;
   const stages::tenant::quota_book* quota_book_ = nullptr;
   std::vector<stages::event_batch> out_;  // one per shard
