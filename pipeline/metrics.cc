@@ -31,7 +31,18 @@ std::string_view label_limiter::admit(std::string_view v) {
 }
 
 void labelled_family::add(std::string_view a, std::string_view b, uint64_t n) {
-  std::string key(first.admit(a));
+  // A series that exists is its own labels' (admitted values stay admitted):
+  // one lookup instead of three for the common case, a series seen before.
+  std::string key;
+  key.reserve(a.size() + 1 + b.size());
+  key.append(a);
+  key.push_back(label_sep);
+  key.append(b);
+  if (auto hit = counts.find(key); hit != counts.end()) {
+    hit->second += n;
+    return;
+  }
+  key.assign(first.admit(a));
   key.push_back(label_sep);
   key.append(second.admit(b));
   auto it = counts.find(key);
