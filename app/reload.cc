@@ -10,6 +10,7 @@
 #include "stages/route/active.h"
 #include "stages/schema/active.h"
 #include "stages/schema/compile.h"
+#include "stages/tenant/quota.h"
 #include "pipeline/intake.h"
 #include "pipeline/thread_name.h"
 
@@ -100,6 +101,14 @@ void config_reloader::reload_once() {
   if (plan.routes) {
     routes_ok = reload_routes(next);
     if (!routes_ok) plan.effective.routes = running_.routes;
+  }
+  if (plan.tenant_quotas && running_.tenants.enabled) {
+    // A new book, each tenant's debt carried over at its new rate; sources
+    // charge it from their next event on, no connection is touched.
+    stages::tenant::publish_quota_book(
+        std::make_shared<stages::tenant::quota_book>(plan.effective.tenants, stages::tenant::active_quotas()));
+    spdlog::info("reload: [tenants] quotas: {} events/s each, {} tenants with their own, from the next event on",
+                 next.tenants.quota.events_per_s, next.tenants.quotas.size());
   }
   if (plan.events) {
     // Open connections take them at their next read (between two events);

@@ -15,6 +15,8 @@ void copy_live_parts(const settings& from, settings& to) {
   to.http_sources = from.http_sources;
   to.schemas = from.schemas;  // app/reload.cc loads the schema files again on every reload
   to.routes = from.routes;    // app/reload.cc keeps the running ones when the new ones fail their checks
+  to.tenants.quota = from.tenants.quota;  // app/reload.cc publishes a new quota book
+  to.tenants.quotas = from.tenants.quotas;
 }
 
 }  // namespace
@@ -32,6 +34,7 @@ reload_plan plan_reload(const settings& running, const settings& next) {
              running.events.max_key_bytes != next.events.max_key_bytes ||
              running.events.max_depth != next.events.max_depth;
   p.routes = running.routes != next.routes;
+  p.tenant_quotas = running.tenants.quota != next.tenants.quota || running.tenants.quotas != next.tenants.quotas;
 
   // The settings that need a restart, by name.
   auto differs = [&p](bool changed, const char* key) {
@@ -62,7 +65,8 @@ reload_plan plan_reload(const settings& running, const settings& next) {
   differs(a.metrics.prefix != b.metrics.prefix || a.metrics.max_label_values != b.metrics.max_label_values ||
               a.metrics.max_series != b.metrics.max_series,
           "[metrics]");
-  differs(a.tenants != b.tenants, "[tenants]");  // sources bind to it at start (docs/tenants.md)
+  // Sources bind to these at start (docs/tenants.md); the quotas apply live.
+  differs(a.tenants.enabled != b.tenants.enabled || a.tenants.field != b.tenants.field, "[tenants] enabled/field");
   differs(a.nats_sources != b.nats_sources, "[[sources.nats]]");  // its consumers are set up at start
   // Settings this function does not name (sections added later) that differ
   // are kept too, and reported.

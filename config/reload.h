@@ -36,6 +36,7 @@ struct reload_plan {
   bool log = false;    // [log] differs
   bool events = false; // [events] differs: the limits apply to the next read of every connection
   bool routes = false; // [[routes]] differ: app/reload.cc compiles and checks them, then publishes them
+  bool tenant_quotas = false;  // [tenants] events_per_s/burst/quotas differ: a new quota book is published (docs/tenants.md)
   // Keys that differ but apply only after a restart ("[pipeline] shards");
   // values are not listed, since some hold secrets.
   std::vector<std::string> kept;

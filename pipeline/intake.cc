@@ -1,5 +1,6 @@
 #include "pipeline/intake.h"
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 
@@ -121,17 +122,60 @@ std::string_view intake::tenant_of(std::string_view default_topic, const simdjso
     v.message = std::move(r.message);
   }
   if (auto* book = stages::tenant::active_quotas(); book && !r.tenant.empty()) {
-    if (book != quota_book_ || r.tenant != quota_tenant_) {
+    if (book != quota_book_) {  // first use, or a reload published another book
       quota_book_ = book;
-      quota_tenant_.assign(r.tenant);
-      quota_bucket_ = book->find(r.tenant);
+      bucket_cache_.clear();
+      quota_tenant_.clear();
     }
-    if (quota_bucket_) {
+    if (r.tenant != quota_tenant_) {
+      auto it = bucket_cache_.find(absl::string_view(r.tenant.data(), r.tenant.size()));
+      if (it == bucket_cache_.end()) {
+        if (bucket_cache_.size() >= bucket_cache_max) bucket_cache_.clear();
+        it = bucket_cache_.emplace(std::string(r.tenant), book->find(r.tenant)).first;
+      }
+      quota_tenant_.assign(r.tenant);
+      quota_bucket_ = it->second;
+    }
+    if (quota_bucket_ && refuse_over_quota_) {
       auto& bucket = *static_cast<stages::tenant::quota_book::bucket*>(quota_bucket_);
-      throttle_ns_ = std::max(throttle_ns_, stages::tenant::quota_book::charge(bucket, 1, received_ns));
+      auto seen = std::find_if(request_charges_.begin(), request_charges_.end(),
+                               [&](const auto& c) { return c.first == quota_bucket_; });
+      if (seen == request_charges_.end()) {
+        // First event of this tenant in the request: was it over already?
+        if (int64_t over = stages::tenant::quota_book::over_ns(bucket, received_ns); over > 0) {
+          if (over > refused_ns_) {
+            refused_ns_ = over;
+            throttled_tenant_.assign(r.tenant);
+          }
+          return r.tenant;
+        }
+        seen = request_charges_.emplace(request_charges_.end(), quota_bucket_, 0);
+      }
+      ++seen->second;
+      (void)stages::tenant::quota_book::charge(bucket, 1, received_ns);
+    } else if (quota_bucket_) {
+      auto& bucket = *static_cast<stages::tenant::quota_book::bucket*>(quota_bucket_);
+      if (int64_t over = stages::tenant::quota_book::charge(bucket, 1, received_ns); over > throttle_ns_) {
+        throttle_ns_ = over;
+        throttled_tenant_.assign(r.tenant);  // only while over the quota: not on the common path
+      }
     }
   }
   return r.tenant;
+}
+
+int64_t intake::settle_request() {
+  const int64_t refused = refused_ns_;
+  if (refused > 0) {
+    for (auto& b : out_) b.clear();
+    pending_ = 0;
+    for (const auto& [bucket, n] : request_charges_) {
+      stages::tenant::quota_book::refund(*static_cast<stages::tenant::quota_book::bucket*>(bucket), n);
+    }
+  }
+  refused_ns_ = 0;
+  request_charges_.clear();
+  return refused;
 }
 
 void intake::reserve(size_t bytes) {

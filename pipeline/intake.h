@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include <absl/container/flat_hash_map.h>
+
 #include "stages/event.h"
 #include "stages/route/active.h"
 #include "stages/validate.h"
@@ -122,6 +124,20 @@ class intake {
     throttle_ns_ = 0;
     return t;
   }
+  // The tenant most over its quota among those events (for the metrics by
+  // tenant); valid until the next add().
+  [[nodiscard]] std::string_view throttled_tenant() const noexcept { return throttled_tenant_; }
+  // An HTTP request whose tenants come from its events' claims (docs/tenants.md):
+  // with this set, an event whose tenant was already over its quota before
+  // the request (its earlier events do not count) is not charged, and
+  // settle_request() says so.
+  void set_refuse_over_quota(bool on) noexcept { refuse_over_quota_ = on; }
+  // After a request's add()s: 0 when its events stand (their charges stay),
+  // else how long (ns) the tenant that was over is still over; then the
+  // request's events are taken back (the batches emptied, as if never
+  // added) and its other charges refunded, so that a refused request costs
+  // its tenants nothing and nothing of it is committed.
+  [[nodiscard]] int64_t settle_request();
   [[nodiscard]] size_t pending() const noexcept { return pending_; }
   void submitted() noexcept { pending_ = 0; }
 
@@ -151,8 +167,18 @@ class intake {
   std::shared_ptr<const stages::tenant::binding> tenancy_;
   std::string credential_;
   int64_t throttle_ns_ = 0;
+  std::string throttled_tenant_;
+  bool refuse_over_quota_ = false;
+  int64_t refused_ns_ = 0;
+  // This request's charges (refuse_over_quota_ only): bucket, events.
+  std::vector<std::pair<void*, uint32_t>> request_charges_;
   stages::validation scratch_validation_;  // tenant_of()'s verdict where the event is dead-lettered anyway
   std::string quota_tenant_;  // the tenant whose bucket quota_bucket_ is (a connection sees mostly one)
+  // Buckets of quota_book_ this intake has looked up, by tenant: a connection
+  // carrying many tenants takes no lock per event (the book's find() does).
+  // Bounded: cleared past bucket_cache_max entries and when the book changes.
+  absl::flat_hash_map<std::string, void*> bucket_cache_;
+  static constexpr size_t bucket_cache_max = 4096;
   void* quota_bucket_ = nullptr;
   const stages::tenant::quota_book* quota_book_ = nullptr;
   std::vector<stages::event_batch> out_;  // one per shard

@@ -33,7 +33,18 @@ std::string_view label_limiter::admit(std::string_view v) {
 }
 
 void labelled_family::add(std::string_view a, std::string_view b, uint64_t n) {
-  std::string key(first.admit(a));
+  // A series that exists is its own labels' (admitted values stay admitted):
+  // one lookup instead of three for the common case, a series seen before.
+  std::string key;
+  key.reserve(a.size() + 1 + b.size());
+  key.append(a);
+  key.push_back(label_sep);
+  key.append(b);
+  if (auto hit = counts.find(key); hit != counts.end()) {
+    hit->second += n;
+    return;
+  }
+  key.assign(first.admit(a));
   key.push_back(label_sep);
   key.append(second.admit(b));
   auto it = counts.find(key);
@@ -54,7 +65,11 @@ metrics_registry::metrics_registry(std::string prefix, size_t max_label_values, 
     : prefix_(std::move(prefix)),
       // Reason codes are a fixed set, plus SQLSTATE-free db_rejected: 64 is plenty.
       ingested_(max_label_values, max_label_values, max_series),
-      dead_lettered_(max_label_values, 64, max_series) {}
+      dead_lettered_(max_label_values, 64, max_series),
+      // Tenants fold like topics: claims are free text, so the label is bounded too.
+      tenant_ingested_(max_label_values, 1, max_series),
+      tenant_dead_lettered_(max_label_values, 64, max_series),
+      tenant_throttled_(max_label_values, 1, max_series) {}
 
 shard_probe& metrics_registry::add_shard() {
   auto& p = *shards_.emplace_back(std::make_unique<shard_probe>());
@@ -67,7 +82,13 @@ shard_probe& metrics_registry::add_shard() {
 source_probe& metrics_registry::add_source(std::string kind) {
   auto& p = *sources_.emplace_back(std::make_unique<source_probe>());
   p.kind = std::move(kind);
+  p.registry = this;
   return p;
+}
+
+void source_probe::note_tenant_throttled(std::string_view tenant) {
+  bump(tenant_throttled);
+  if (registry && !tenant.empty()) registry->add_throttled_by_tenant(tenant, 1);
 }
 
 void metrics_registry::merge(const absl::flat_hash_map<std::string, uint64_t>& in, labelled_family& into) {
@@ -84,6 +105,17 @@ void metrics_registry::merge(const absl::flat_hash_map<std::string, uint64_t>& i
 void metrics_registry::add_ingested(const absl::flat_hash_map<std::string, uint64_t>& m) { merge(m, ingested_); }
 void metrics_registry::add_dead_lettered(const absl::flat_hash_map<std::string, uint64_t>& m) {
   merge(m, dead_lettered_);
+}
+
+void metrics_registry::add_ingested_by_tenant(const absl::flat_hash_map<std::string, uint64_t>& m) {
+  merge(m, tenant_ingested_);
+}
+void metrics_registry::add_dead_lettered_by_tenant(const absl::flat_hash_map<std::string, uint64_t>& m) {
+  merge(m, tenant_dead_lettered_);
+}
+void metrics_registry::add_throttled_by_tenant(std::string_view tenant, uint64_t n) {
+  std::lock_guard lock(mu_);
+  tenant_throttled_.add(tenant, {}, n);
 }
 
 void metrics_registry::add_db_rejected(std::string_view sqlstate, uint64_t n) {
@@ -251,6 +283,26 @@ void render_pairs(std::string& out, const std::string& name, const char* help, c
   }
 }
 
+// A family labelled by tenant alone (`second` null) or (tenant, second).
+void render_tenants(std::string& out, const std::string& name, const char* help, const char* second,
+                    const absl::flat_hash_map<std::string, uint64_t>& counts) {
+  header(out, name, "counter", help);
+  for (const auto& [k, n] : counts) {
+    auto sep = k.find(label_sep);
+    std::string labels = "tenant=\"";
+    escape_label(labels, std::string_view(k).substr(0, sep));
+    labels += "\"";
+    if (second) {
+      labels += ",";
+      labels += second;
+      labels += "=\"";
+      escape_label(labels, std::string_view(k).substr(sep + 1));
+      labels += "\"";
+    }
+    sample(out, name, labels, double(n));
+  }
+}
+
 }  // namespace
 
 std::string metrics_registry::render() const {
@@ -279,6 +331,14 @@ std::string metrics_registry::render() const {
     header(out, name, "counter",
            "Dead letters dlq_events already held (the same bad event resent), by reason: acked, no new row.");
     for (const auto& [reason, n] : dlq_duplicates_) sample(out, name, "reason=\"" + reason + "\"", double(n));
+    // By tenant (docs/tenants.md): only events that have one; no series while tenancy is off.
+    render_tenants(out, p + "_ingest_by_tenant_total", "Events committed, by tenant (the rest of max_label_values tenants fold into \"other\").",
+                   nullptr, tenant_ingested_.counts);
+    render_tenants(out, p + "_dlq_by_tenant_total", "Dead letters committed as new rows of dlq_events, by tenant and reason.",
+                   "reason", tenant_dead_lettered_.counts);
+    render_tenants(out, p + "_throttled_by_tenant_total",
+                   "Connection pauses and HTTP 429s because the tenant was over its quota, by tenant.", nullptr,
+                   tenant_throttled_.counts);
   }
 
   // Per route (stages/route/probe.h): names come from the config.

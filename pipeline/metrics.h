@@ -25,6 +25,8 @@
 
 namespace evpipe::pipeline {
 
+class metrics_registry;
+
 // Latency histogram with fixed buckets from 1 µs to 10 s (1-2.5-5 steps).
 class histogram {
  public:
@@ -140,6 +142,10 @@ struct source_probe {
   counter backpressure_waits{0};        // times a connection paused reading (queue full or too much unacked)
   counter backpressure_paused_ns{0};    // time connections spent paused, summed over connections (pause_timer)
   counter tenant_throttled{0};           // pauses and 429s because a tenant was over its quota (docs/tenants.md)
+  // Counts one pause or 429 of `tenant`: tenant_throttled, and the registry's
+  // by-tenant family (a mutex: once per pause or refused request, not per event).
+  void note_tenant_throttled(std::string_view tenant);
+  metrics_registry* registry = nullptr;  // set by add_source; null in a probe made alone (tests)
   histogram validate_latency;           // per source read (a batch of lines)
   // MQTT only.
   counter reconnects{0};                // sessions re-established after a lost connection
@@ -236,6 +242,12 @@ class metrics_registry {
   // Dead letters dlq_events already held (same topic and bytes, resent), by
   // reason code: acked, but no new row, so not in add_dead_lettered.
   void add_dlq_duplicate(std::string_view reason, uint64_t n);
+  // By tenant (docs/tenants.md), under the same folding as topics: events
+  // committed ("tenant" keys), dead letters ("tenant\x1freason" keys), and
+  // one quota pause or 429. Thread-safe.
+  void add_ingested_by_tenant(const absl::flat_hash_map<std::string, uint64_t>& by_tenant);
+  void add_dead_lettered_by_tenant(const absl::flat_hash_map<std::string, uint64_t>& by_tenant_reason);
+  void add_throttled_by_tenant(std::string_view tenant, uint64_t n);
 
   // Prometheus text exposition format 0.0.4.
   [[nodiscard]] std::string render() const;
@@ -276,6 +288,9 @@ class metrics_registry {
   mutable std::mutex mu_;  // guards the labelled families
   labelled_family ingested_;       // (topic, kind)
   labelled_family dead_lettered_;  // (topic, reason)
+  labelled_family tenant_ingested_;       // (tenant, "")
+  labelled_family tenant_dead_lettered_;  // (tenant, reason)
+  labelled_family tenant_throttled_;      // (tenant, "")
   absl::flat_hash_map<std::string, uint64_t> db_rejected_;  // SQLSTATE codes: a bounded set
   absl::flat_hash_map<std::string, uint64_t> dlq_duplicates_;  // reason codes: a fixed set
 };

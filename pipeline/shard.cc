@@ -247,6 +247,13 @@ void shard::forget_unmirrored_keys(bool giving_up) {
 
 void shard::record_labels() {
   auto& outcomes = batch_.outcomes();
+  // By tenant: one lookup per event that has a tenant (none while tenancy is off).
+  auto count_tenant = [this](std::string_view tenant) {
+    if (tenant.empty()) return;
+    auto it = tenant_ingest_labels_.find(absl::string_view(tenant.data(), tenant.size()));
+    if (it == tenant_ingest_labels_.end()) it = tenant_ingest_labels_.emplace(std::string(tenant), 0).first;
+    ++it->second;
+  };
   for (const auto& r : batch_.rows()) {
     if (outcomes[r.outcome_index].kind != stages::outcome_kind::mirrored) {
       bump(probe_.duplicates);
@@ -258,6 +265,7 @@ void shard::record_labels() {
     auto it = ingest_labels_.find(label_key_);
     if (it == ingest_labels_.end()) it = ingest_labels_.emplace(label_key_, 0).first;
     ++it->second;
+    count_tenant(batch_.text(r.tenant));
   }
   // Routed events without an events_mirror row are ingested too.
   for (const auto& r : batch_.routed_rows()) {
@@ -266,6 +274,7 @@ void shard::record_labels() {
     label_key_.push_back(label_sep);
     label_key_.append(batch_.text(r.kind));
     ++ingest_labels_[label_key_];
+    count_tenant(batch_.text(r.tenant));
   }
   for (const auto& dl : batch_.dead_letters()) {
     // PostgreSQL refused the row this time too, whether or not its dead letter is new.
@@ -279,14 +288,22 @@ void shard::record_labels() {
     label_key_.push_back(label_sep);
     label_key_.append(stages::reason_code(dl.why));
     ++dlq_labels_[label_key_];
+    if (!dl.tenant.empty()) {
+      label_key_.assign(dl.tenant);
+      label_key_.push_back(label_sep);
+      label_key_.append(stages::reason_code(dl.why));
+      ++tenant_dlq_labels_[label_key_];
+    }
   }
   if (!ingest_labels_.empty()) registry_.add_ingested(ingest_labels_);
   if (!dlq_labels_.empty()) registry_.add_dead_lettered(dlq_labels_);
+  if (!tenant_ingest_labels_.empty()) registry_.add_ingested_by_tenant(tenant_ingest_labels_);
+  if (!tenant_dlq_labels_.empty()) registry_.add_dead_lettered_by_tenant(tenant_dlq_labels_);
   // Keep the keys (and their memory) for the next batch; only zero the counts.
-  for (auto& [k, n] : ingest_labels_) n = 0;
-  for (auto& [k, n] : dlq_labels_) n = 0;
-  if (ingest_labels_.size() > 4096) ingest_labels_.clear();
-  if (dlq_labels_.size() > 4096) dlq_labels_.clear();
+  for (auto* labels : {&ingest_labels_, &dlq_labels_, &tenant_ingest_labels_, &tenant_dlq_labels_}) {
+    for (auto& [k, n] : *labels) n = 0;
+    if (labels->size() > 4096) labels->clear();
+  }
 }
 
 void shard::deliver_outcomes() {

@@ -100,6 +100,8 @@ class shard {
   std::vector<std::vector<stages::outcome>> by_origin_;
   absl::flat_hash_map<std::string, uint64_t> ingest_labels_;
   absl::flat_hash_map<std::string, uint64_t> dlq_labels_;
+  absl::flat_hash_map<std::string, uint64_t> tenant_ingest_labels_;  // tenant (docs/tenants.md)
+  absl::flat_hash_map<std::string, uint64_t> tenant_dlq_labels_;     // tenant \x1f reason
   std::string label_key_;
 };
 

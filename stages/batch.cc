@@ -4,6 +4,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace evpipe::stages {
@@ -106,7 +107,10 @@ void write_batch::widen_to(uint16_t fields) {
   // fields go at its end. Every later tuple moves by the bytes added before it.
   const uint32_t added = (fields_ < 3 ? 4 : 0) + 4;  // headers NULL; tenant_id '' (length 0)
   std::string wide;
-  wide.reserve(copy_.size() + added * rows_.size() + 64);
+  // At least the capacity copy_ had: clear() keeps it for the next batch, and
+  // with tenancy on every batch widens at its first row, so a smaller buffer
+  // here would grow again by doubling (and copying) in every batch.
+  wide.reserve(std::max(copy_.capacity(), copy_.size() + added * rows_.size() + 64));
   wide.assign(copy_format::header);
   for (auto& r : rows_) {
     auto off = static_cast<uint32_t>(wide.size());

@@ -29,6 +29,7 @@
 #include "read/dlq/dlq_commands.h"
 #include "read/dlq/dlq_select.h"
 #include "stages/route/active.h"
+#include "stages/tenant/binding.h"
 
 namespace evpipe::read {
 
@@ -99,6 +100,8 @@ struct dead_letter_row {
   int64_t id = 0;
   std::string_view topic, bytes;
   std::string_view headers;  // the transport's headers (jsonb's text), "" for none: kept on the requeued event
+  std::string_view tenant;   // tenant_id, "" for none: kept on the requeued event (docs/tenants.md)
+  bool tenant_mismatch = false;  // its reason: its claim was refused, so no claim may name its tenant now
 };
 io::pg_status read_page(io::pg_connection& conn, const std::string& sql, int64_t after, io::pg_result& r,
                         std::vector<dead_letter_row>& out) {
@@ -120,6 +123,8 @@ io::pg_status read_page(io::pg_connection& conn, const std::string& sql, int64_t
     if (!PQgetisnull(r.get(), i, 4) && PQgetlength(r.get(), i, 4) > 1) {
       row.headers = std::string_view(PQgetvalue(r.get(), i, 4) + 1, PQgetlength(r.get(), i, 4) - 1);
     }
+    if (!PQgetisnull(r.get(), i, 5)) row.tenant = std::string_view(PQgetvalue(r.get(), i, 5), PQgetlength(r.get(), i, 5));
+    row.tenant_mismatch = !PQgetisnull(r.get(), i, 6) && PQgetvalue(r.get(), i, 6)[0] != 0;
     out.push_back(row);
   }
   return {};
@@ -174,8 +179,8 @@ int run_dlq_requeue(const config::settings& s, const dlq_options& o) {
     std::printf("no dead letters match: nothing to requeue\n");
     return 0;
   }
-  const std::string page_sql = "SELECT id, original_topic, payload, raw, " + db.headers_column() + " FROM " + db.table + " WHERE " + where +
-                               " AND reason_code IS DISTINCT FROM 'too_large' AND id > $1::bigint AND id <= " +
+  const std::string page_sql = "SELECT id, original_topic, payload, raw, " + db.headers_column() + ", " + db.tenant_column() +
+                               ", reason_code = 'tenant_mismatch' FROM " + db.table + " WHERE " + where + " AND reason_code IS DISTINCT FROM 'too_large' AND id > $1::bigint AND id <= " +
                                std::to_string(max_id) + " ORDER BY id LIMIT " + std::to_string(page_rows);
 
   // Routes apply as in the daemon: a requeued event goes where a new one would.
@@ -194,6 +199,22 @@ int run_dlq_requeue(const config::settings& s, const dlq_options& o) {
   limits.max_depth = s.events.max_depth;
   auto& validator = pipeline::thread_validator(limits);
 
+  // Tenants (docs/tenants.md): a dead letter's tenant_id is the tenant its
+  // source's credentials gave it (or its claim's), so it is the requeued
+  // event's credential: the event keeps its tenant, its key is deduplicated
+  // within that tenant, and a claim of another tenant is tenant_mismatch
+  // again. With [tenants] off, only dead letters that have a tenant get one.
+  auto tenancy = std::make_shared<const stages::tenant::binding>(config::source_tenancy{}, s.tenants.field);
+  // A tenant_mismatch without a tenant (its source allowed only some tenants,
+  // and not the one it claimed): requeued, it may still name none, so the
+  // source's refusal is not undone by a requeue.
+  config::source_tenancy none_allowed;
+  none_allowed.allowed_tenants = {""};
+  auto no_claim = std::make_shared<const stages::tenant::binding>(none_allowed, s.tenants.field);
+  auto tenancy_of = [&](const dead_letter_row& row) -> std::shared_ptr<const stages::tenant::binding> {
+    if (row.tenant.empty() && row.tenant_mismatch) return no_claim;
+    return s.tenants.enabled || !row.tenant.empty() ? tenancy : nullptr;
+  };
   if (o.dry_run) {
     // Validation only: what would pass now, and what would be refused again.
     pipeline::intake check(1, limits);
@@ -209,6 +230,8 @@ int run_dlq_requeue(const config::settings& s, const dlq_options& o) {
       for (const auto& row : page) {
         padded.assign(row.bytes);
         padded.append(simdjson::SIMDJSON_PADDING, '\0');
+        check.set_tenancy(tenancy_of(row));
+        check.set_credential(row.tenant);
         check.add(std::string_view(padded.data(), row.bytes.size()), padded.size(), static_cast<uint64_t>(row.id), 0,
                   row.topic, validator, pipeline::topic_rule::source_only);
         after = row.id;
@@ -274,6 +297,8 @@ int run_dlq_requeue(const config::settings& s, const dlq_options& o) {
     for (const auto& row : page) {
       padded.assign(row.bytes);
       padded.append(simdjson::SIMDJSON_PADDING, '\0');
+      in.set_tenancy(tenancy_of(row));
+      in.set_credential(row.tenant);
       in.add(std::string_view(padded.data(), row.bytes.size()), padded.size(), static_cast<uint64_t>(row.id),
              pipeline::steady_now_ns(), row.topic, validator, pipeline::topic_rule::source_only, row.headers);
       after = row.id;

@@ -22,6 +22,8 @@ std::string open(const config::settings& s, dlq_session& out) {
   io::pg_result r;
   std::string probe = "SELECT headers FROM " + out.table + " LIMIT 0";
   out.has_headers = out.conn.query(probe.c_str(), r).ok;
+  probe = "SELECT tenant_id FROM " + out.table + " LIMIT 0";
+  out.has_tenant = out.conn.query(probe.c_str(), r).ok;
   return "";
 }
 

@@ -16,6 +16,9 @@ struct dlq_session {
   bool has_headers = false;  // the table has the headers column (transport headers, e.g. MQTT 5's)
   // The headers column in a SELECT list: itself, or NULL for a table without it.
   [[nodiscard]] std::string headers_column() const { return has_headers ? "headers" : "NULL::jsonb"; }
+  bool has_tenant = false;  // the table has tenant_id (docs/tenants.md)
+  // tenant_id in a SELECT list: itself, or '' for a table without it.
+  [[nodiscard]] std::string tenant_column() const { return has_tenant ? "tenant_id" : "''::text"; }
 };
 
 // Checks the filters (a reason must be one of the codes evpipe writes, a

@@ -9,6 +9,8 @@
 // A binding is built once per source start (or reload) from its config and
 // shared, immutable, by the source's connections: thread-safe.
 
+#include <array>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -32,6 +34,11 @@ class binding {
   binding(const config::source_tenancy& cfg, std::string field);
 
   // The tenant a bearer token is bound to; nullptr for an unknown token.
+  // Constant-time in the secrets: the presented token is hashed with a key
+  // drawn at random for this binding, the lookup compares those fixed-size
+  // digests (an attacker cannot choose bytes of them, so an early exit tells
+  // nothing about any token's bytes), and the candidate found is then
+  // compared with the token byte by byte without an early exit.
   [[nodiscard]] const std::string* tenant_of_token(std::string_view token) const;
   [[nodiscard]] bool uses_tokens() const noexcept { return !tokens_.empty(); }
   // The tenant a topic names through tenant_topic; empty when the topic
@@ -48,7 +55,20 @@ class binding {
   std::string field_;
   std::string topic_filter_;  // tenant_topic, "" = none
   size_t topic_level_ = 0;    // which level of it is '+'
-  absl::flat_hash_map<std::string, std::string> tokens_;
+  struct token_digest {
+    uint64_t hi = 0, lo = 0;
+    bool operator==(const token_digest&) const = default;
+    template <typename H>
+    friend H AbslHashValue(H h, const token_digest& d) {
+      return H::combine(std::move(h), d.hi, d.lo);
+    }
+  };
+  struct bound_token {
+    std::string token, tenant;
+  };
+  [[nodiscard]] token_digest digest_of(std::string_view token) const noexcept;
+  std::array<unsigned char, 192> token_key_{};  // XXH3 secret, random per binding
+  absl::flat_hash_map<token_digest, bound_token> tokens_;
   absl::flat_hash_set<std::string> allowed_;
 };
 

@@ -1,6 +1,7 @@
 #include "stages/tenant/quota.h"
 
 #include <algorithm>
+#include <chrono>
 #include <mutex>
 
 namespace evpipe::stages::tenant {
@@ -18,9 +19,22 @@ std::shared_ptr<quota_book> published;
 std::atomic<quota_book*> active{nullptr};
 }  // namespace
 
-quota_book::quota_book(const config::tenants_section& cfg) : default_(cfg.quota) {
+quota_book::quota_book(const config::tenants_section& cfg, quota_book* previous) : default_(cfg.quota) {
   for (const auto& [tenant, q] : cfg.quotas) configure(buckets_[tenant], q);
   configure(overflow_, default_);
+  if (!previous) return;
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch()).count();
+  std::shared_lock lock(previous->mu_);
+  for (const auto& [tenant, old] : previous->buckets_) {
+    const int64_t ahead = old.tat.load(std::memory_order_relaxed) - now;
+    if (old.interval_ns == 0 || ahead <= 0) continue;
+    auto [it, added] = buckets_.try_emplace(tenant);
+    if (added) configure(it->second, default_);
+    if (it->second.interval_ns == 0) continue;
+    const int64_t events = ahead / old.interval_ns;
+    it->second.tat.store(now + events * it->second.interval_ns, std::memory_order_relaxed);
+  }
 }
 
 quota_book::bucket* quota_book::find(std::string_view tenant) {
@@ -44,6 +58,12 @@ int64_t quota_book::charge(bucket& b, uint32_t n, int64_t now_ns) noexcept {
     next = std::max(tat, now_ns) + int64_t(n) * b.interval_ns;
   } while (!b.tat.compare_exchange_weak(tat, next, std::memory_order_relaxed));
   return std::max<int64_t>(0, next - now_ns - b.burst_ns);
+}
+
+void quota_book::refund(bucket& b, uint32_t n) noexcept {
+  // Other connections' charges since are kept: subtraction commutes with them.
+  // An arrival time that falls behind now is harmless (charge takes the max).
+  b.tat.fetch_sub(int64_t(n) * b.interval_ns, std::memory_order_relaxed);
 }
 
 int64_t quota_book::over_ns(const bucket& b, int64_t now_ns) noexcept {

@@ -32,7 +32,10 @@ class quota_book {
     std::atomic<int64_t> tat{0};  // theoretical arrival time (steady ns)
   };
 
-  explicit quota_book(const config::tenants_section& cfg);
+  // `previous`: the book a reload replaces, or null. Each tenant's events
+  // ahead of now in it are carried over, priced at the new quota, so a
+  // reload neither forgives a tenant that is over nor punishes one that is not.
+  explicit quota_book(const config::tenants_section& cfg, quota_book* previous = nullptr);
 
   // The tenant's bucket (created with the default quota on first use);
   // nullptr when the tenant has no limit. Stable for the book's lifetime, so
@@ -42,6 +45,10 @@ class quota_book {
   // Charges `n` events at `now_ns`; returns how long (ns) the tenant is now
   // over its quota, 0 when within.
   static int64_t charge(bucket& b, uint32_t n, int64_t now_ns) noexcept;
+  // Gives back `n` events charged by a request that was then refused (an
+  // HTTP 429 after its body was read): the tenant pays only for what it sent
+  // that was taken.
+  static void refund(bucket& b, uint32_t n) noexcept;
   // How long (ns) the tenant is over its quota, without charging.
   [[nodiscard]] static int64_t over_ns(const bucket& b, int64_t now_ns) noexcept;
 

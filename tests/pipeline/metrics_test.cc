@@ -172,5 +172,38 @@ TEST(Metrics, RouteCountersByRouteName) {
   EXPECT_NE(text.find("evpipe_route_rows_upserted_total{route=\"metrics \\\"test\\\" route\"} 0"), std::string::npos);
 }
 
+// Tenants fold like topics (docs/tenants.md): past max_label_values
+// distinct tenants a family's new tenants read "other", sums stay exact, and
+// each family (ingested, dead-lettered, throttled) has its own budget.
+TEST(Metrics, TenantLabelsAreCappedAndFoldedIntoOther) {
+  metrics_registry r("evpipe", 3);
+  auto& tcp = r.add_source("tcp");
+  for (int i = 0; i < 10; ++i) {
+    absl::flat_hash_map<std::string, uint64_t> m{{"t" + std::to_string(i), uint64_t(i + 1)}};
+    r.add_ingested_by_tenant(m);
+  }
+  for (int i = 9; i >= 0; --i) {
+    absl::flat_hash_map<std::string, uint64_t> m{{"t" + std::to_string(i) + label_sep + "tenant_mismatch", 1}};
+    r.add_dead_lettered_by_tenant(m);
+  }
+  tcp.note_tenant_throttled("t5");
+  tcp.note_tenant_throttled("t5");
+  tcp.note_tenant_throttled("");  // no tenant: counted by source only
+  auto text = r.render();
+  EXPECT_NE(text.find("evpipe_ingest_by_tenant_total{tenant=\"t0\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("evpipe_ingest_by_tenant_total{tenant=\"t2\"} 3"), std::string::npos) << text;
+  EXPECT_EQ(text.find("evpipe_ingest_by_tenant_total{tenant=\"t3\"}"), std::string::npos) << text;
+  EXPECT_NE(text.find("evpipe_ingest_by_tenant_total{tenant=\"other\"} 49"), std::string::npos) << text;  // 4 + ... + 10
+  auto [series, sum] = family(text, "evpipe_ingest_by_tenant_total");
+  EXPECT_EQ(series, 4u);
+  EXPECT_EQ(sum, 55.0);
+  // The dead-letter family saw t9, t8, t7 first: its own three.
+  EXPECT_NE(text.find("evpipe_dlq_by_tenant_total{tenant=\"t9\",reason=\"tenant_mismatch\"} 1"), std::string::npos);
+  EXPECT_NE(text.find("evpipe_dlq_by_tenant_total{tenant=\"other\",reason=\"tenant_mismatch\"} 7"), std::string::npos);
+  EXPECT_EQ(text.find("evpipe_dlq_by_tenant_total{tenant=\"t0\""), std::string::npos);
+  EXPECT_NE(text.find("evpipe_throttled_by_tenant_total{tenant=\"t5\"} 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("evpipe_tenant_throttled_total{source=\"tcp\"} 3"), std::string::npos) << text;
+}
+
 }  // namespace
 }  // namespace evpipe::pipeline

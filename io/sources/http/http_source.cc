@@ -17,6 +17,7 @@
 #include "io/listener.h"
 #include "io/sources/http/content_coding.h"
 #include "io/sources/http/http_tenancy.h"
+#include "io/sources/http/request_body.h"
 #include "pipeline/intake.h"
 
 namespace evpipe::io {
@@ -28,97 +29,6 @@ using asio::ip::tcp;
 using namespace std::chrono_literals;
 
 namespace {
-
-// text: text/plain, which browsers send without a CORS preflight (sendBeacon,
-// fetch with a string body); taken only when CORS is configured.
-enum class body_form : uint8_t { json, ndjson, text, unsupported };
-
-body_form form_of(std::string_view content_type) {
-  auto semi = content_type.find(';');
-  std::string type(content_type.substr(0, semi));
-  while (!type.empty() && type.back() == ' ') type.pop_back();
-  for (auto& c : type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (type.empty() || type == "application/json") return body_form::json;
-  if (type == "application/x-ndjson" || type == "application/ndjson" || type == "application/jsonl" ||
-      type == "application/x-jsonlines") {
-    return body_form::ndjson;
-  }
-  if (type == "text/plain") return body_form::text;
-  return body_form::unsupported;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r' || s.front() == '\n')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) s.remove_suffix(1);
-  return s;
-}
-
-// Splits a body into its events (views into `body`); false with `error` set
-// when it is in none of the accepted forms.
-bool split_events(const simdjson::padded_string& body, body_form form, std::vector<std::string_view>& out,
-                  std::string& error) {
-  std::string_view all(body.data(), body.size());
-  if (form == body_form::ndjson) {
-    size_t start = 0;
-    while (start <= all.size()) {
-      size_t nl = all.find('\n', start);
-      std::string_view line = all.substr(start, nl == std::string_view::npos ? std::string_view::npos : nl - start);
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      if (!trim(line).empty()) out.push_back(line);
-      if (nl == std::string_view::npos) break;
-      start = nl + 1;
-    }
-    return true;
-  }
-  // JSON: one event object, or an array of events. The whole body must parse.
-  simdjson::dom::parser dom;
-  simdjson::dom::element root;
-  if (auto err = dom.parse(body).get(root)) {
-    error = std::string("the body is not JSON (") + simdjson::error_message(err) +
-            "); send one event, an array of events, or NDJSON with Content-Type: application/x-ndjson";
-    return false;
-  }
-  if (root.is_object()) {
-    out.push_back(trim(all));
-    return true;
-  }
-  if (!root.is_array()) {
-    error = "a JSON body must be one event object or an array of events";
-    return false;
-  }
-  // The elements' own bytes, so that each is stored exactly as sent.
-  simdjson::ondemand::parser od;
-  simdjson::ondemand::document doc;
-  simdjson::ondemand::array arr;
-  if (od.iterate(body).get(doc) || doc.get_array().get(arr)) {
-    error = "cannot read the JSON array";
-    return false;
-  }
-  for (auto el : arr) {
-    simdjson::ondemand::value v;
-    simdjson::ondemand::json_type type;
-    std::string_view raw;
-    bool failed = el.get(v) || v.type().get(type);
-    if (!failed) {
-      if (type == simdjson::ondemand::json_type::object) {
-        simdjson::ondemand::object o;
-        failed = v.get_object().get(o) || o.raw_json().get(raw);
-      } else if (type == simdjson::ondemand::json_type::array) {
-        simdjson::ondemand::array a;
-        failed = v.get_array().get(a) || a.raw_json().get(raw);
-      } else {
-        // A scalar (not an event; dead-lettered as invalid_json): its token.
-        raw = v.raw_json_token();
-      }
-    }
-    if (failed) {
-      error = "cannot read an element of the JSON array";
-      return false;
-    }
-    out.push_back(trim(raw));
-  }
-  return true;
-}
 
 // Constant-time comparison, so the token cannot be guessed byte by byte.
 bool same_secret(std::string_view a, std::string_view b) {
@@ -297,7 +207,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       }
     }
     if (auto refused = tenancy_.admit(req[http::field::authorization], pipeline::steady_now_ns())) {  // docs/tenants.md
-      if (refused->first == 429) pipeline::bump(probe_.tenant_throttled);
+      if (refused->first == 429) probe_.note_tenant_throttled(tenancy_.refused_tenant());
       return std::pair{refused->first, error_body(refused->second)};
     }
     if (auto len = parser.content_length(); len && *len > cfg_.max_body_bytes) {
@@ -368,6 +278,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       if (limits_follower_.changed(limits_)) intake_.set_limits(limits_);  // a reload changed [events]
       auto& validator = pipeline::thread_validator(limits_);
       intake_.set_credential(tenancy_.credential());
+      intake_.set_refuse_over_quota(tenancy_.binding() != nullptr);
       const bool fixed_topic = req.find("X-Topic") != req.end();
       std::string_view topic = fixed_topic ? topic_header : std::string_view(cfg_.topic);
       for (size_t i = 0; i < events.size(); ++i) {
@@ -375,6 +286,17 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
         size_t readable = static_cast<size_t>(body.data() + body.size() + simdjson::SIMDJSON_PADDING - ev.data());
         intake_.add(ev, readable, i + 1, received, topic, validator,
                     fixed_topic ? pipeline::topic_rule::source_only : pipeline::topic_rule::event_first);
+      }
+      if (int64_t over = intake_.settle_request(); over > 0) {
+        // A tenant named by the events' claims was over its quota before
+        // this request: 429 for all of it, nothing handed to the shards.
+        reading_.fetch_sub(1);
+        probe_.note_tenant_throttled(intake_.throttled_tenant());
+        tenancy_.refused_for(over);
+        fill_error(res, 429, "tenant " + std::string(intake_.throttled_tenant()) + " is over its quota; retry after " +
+                                 std::to_string(tenancy_.retry_after_s()) + " s");
+        res.set(http::field::retry_after, std::to_string(tenancy_.retry_after_s()));
+        co_return res;
       }
       for (auto& b : intake_.batches()) {
         if (!b.events.empty()) b.origin = pending;

@@ -45,6 +45,7 @@ class http_tenancy {
       if (auto* bucket = book->find(tenant)) {
         if (int64_t over = stages::tenant::quota_book::over_ns(*bucket, now_ns); over > 0) {
           retry_after_s_ = static_cast<uint32_t>(std::ceil(double(over) / 1e9));
+          refused_tenant_.assign(tenant);
           return std::pair{429, "tenant " + std::string(tenant) + " is over its quota; retry after " +
                                     std::to_string(retry_after_s_) + " s"};
         }
@@ -54,6 +55,13 @@ class http_tenancy {
   }
   // The tenant of the request admit() let through last ("" = none by token).
   [[nodiscard]] std::string_view credential() const noexcept { return credential_; }
+  // A 429 decided after the body was read (tenants from claims): Retry-After
+  // for `over_ns`.
+  void refused_for(int64_t over_ns) noexcept {
+    retry_after_s_ = static_cast<uint32_t>(std::ceil(double(over_ns) / 1e9));
+  }
+  // The tenant of the last 429.
+  [[nodiscard]] std::string_view refused_tenant() const noexcept { return refused_tenant_; }
   // Retry-After of the last 429, in whole seconds (at least 1).
   [[nodiscard]] uint32_t retry_after_s() const noexcept { return retry_after_s_ ? retry_after_s_ : 1; }
 
@@ -71,6 +79,7 @@ class http_tenancy {
 
   std::shared_ptr<const stages::tenant::binding> binding_;
   std::string credential_;
+  std::string refused_tenant_;
   uint32_t retry_after_s_ = 1;
 };
 

@@ -276,7 +276,7 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   [[nodiscard]] bool over_quota() {
     if (int64_t over = intake_.take_throttle_ns(); over > 0) {
       quota_until_ns_ = pipeline::steady_now_ns() + over;
-      pipeline::bump(sh_.probe.tenant_throttled);
+      sh_.probe.note_tenant_throttled(intake_.throttled_tenant());
     }
     return quota_until_ns_ > 0 && quota_until_ns_ > pipeline::steady_now_ns();
   }

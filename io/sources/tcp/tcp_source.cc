@@ -143,7 +143,7 @@ class tcp_connection final : public stages::event_origin,
         // waits until the tenant is back within it; others read on. Not
         // paused (pause_): acks must not end this wait (they cancel the timer to
         // end a backpressure wait), so it runs to its deadline.
-        pipeline::bump(probe_.tenant_throttled);
+        probe_.note_tenant_throttled(intake_.throttled_tenant());
         const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(over);
         while (!stopping_ && std::chrono::steady_clock::now() < until) {
           timer_.expires_at(until);

@@ -134,5 +134,44 @@ TEST(TenantQuota, NoQuotaMeansNoBucket) {
   EXPECT_NE(book.find("limited"), nullptr);
 }
 
+// The tokens file's lookup (keyed digests, then a compare without early
+// exit): only a whole, exact token names its tenant.
+TEST(TenantTokens, OnlyTheExactTokenNamesItsTenant) {
+  config::source_tenancy t;
+  t.tokens = {{"alpha-token-0123456789", "alpha"}, {"beta-token", "beta"}, {"b", "short"}};
+  binding b(t, "tenant_id");
+  ASSERT_TRUE(b.uses_tokens());
+  ASSERT_NE(b.tenant_of_token("alpha-token-0123456789"), nullptr);
+  EXPECT_EQ(*b.tenant_of_token("alpha-token-0123456789"), "alpha");
+  EXPECT_EQ(*b.tenant_of_token("beta-token"), "beta");
+  EXPECT_EQ(*b.tenant_of_token("b"), "short");
+  for (std::string_view wrong : {"alpha-token-012345678", "alpha-token-01234567890", "alpha-token-0123456788",
+                                 "Alpha-token-0123456789", "beta-token ", "beta-toke", "", "bb"}) {
+    EXPECT_EQ(b.tenant_of_token(wrong), nullptr) << wrong;
+  }
+  // A token with a NUL inside is its own token, not its prefix's.
+  EXPECT_EQ(b.tenant_of_token(std::string_view("b\0", 2)), nullptr);
+  // Two bindings of one file (a source restarted) key their digests apart
+  // and still agree on every token.
+  binding again(t, "tenant_id");
+  EXPECT_EQ(*again.tenant_of_token("beta-token"), "beta");
+  EXPECT_EQ(again.tenant_of_token("beta-tokens"), nullptr);
+}
+
+// A refused HTTP request gives its charges back (intake::settle_request).
+TEST(TenantQuota, ARefundGivesBackWhatARefusedRequestWasCharged) {
+  config::tenants_section cfg;
+  cfg.enabled = true;
+  cfg.quota = {100, 10};
+  quota_book book(cfg);
+  auto* a = book.find("alpha");
+  ASSERT_NE(a, nullptr);
+  const int64_t t0 = 1'000'000'000;
+  EXPECT_EQ(quota_book::charge(*a, 15, t0), 5 * 10'000'000);
+  quota_book::refund(*a, 15);
+  EXPECT_EQ(quota_book::over_ns(*a, t0), 0);
+  EXPECT_EQ(quota_book::charge(*a, 10, t0), 0) << "the whole burst is there again";
+}
+
 }  // namespace
 }  // namespace evpipe::stages::tenant
