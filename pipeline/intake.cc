@@ -179,9 +179,12 @@ int64_t intake::settle_request() {
 }
 
 void intake::reserve(size_t bytes) {
+  // A spare batch (router::submit) usually has room already; one that is
+  // too small grows here once rather than by doubling while lines are added.
+  const size_t arena = bytes + bytes / 4 + 1024, events = bytes / 128 + 16;
   for (auto& b : out_) {
-    if (b.arena.capacity() == 0) b.arena.reserve(bytes + bytes / 4 + 1024);
-    if (b.events.capacity() == 0) b.events.reserve(bytes / 128 + 16);
+    if (b.arena.capacity() < arena) b.arena.reserve(arena);
+    if (b.events.capacity() < events) b.events.reserve(events);
   }
 }
 

@@ -21,6 +21,16 @@ void router::submit(std::vector<stages::event_batch>& batches) {
   }
 }
 
+void router::take_spares(std::vector<stages::event_batch>& batches) {
+  for (size_t i = 0; i < batches.size() && i < shards_.size(); ++i) {
+    // Submitted batches are moved-from: no heap memory (a moved-from
+    // string keeps only its small-string capacity).
+    if (batches[i].arena.capacity() < 1024 && batches[i].events.capacity() == 0) {
+      (void)shards_[i]->take_spare(batches[i]);
+    }
+  }
+}
+
 void router::start() {
   for (auto& s : shards_) s->start();
 }

@@ -36,6 +36,12 @@ class router {
   }
   // Hands batches over; batches[i] goes to shard i; empty ones are skipped.
   void submit(std::vector<stages::event_batch>& batches);
+  // Gives each empty batch (batches[i] for shard i) the memory of one the
+  // shard has absorbed, when it has one spare (shard::take_spare). A source
+  // calls it once data is read, right before filling the batches: memory
+  // moves between sources and shards instead of being freed and allocated
+  // again, and an idle connection holds none.
+  void take_spares(std::vector<stages::event_batch>& batches);
 
   void start();
   // Drains and joins every shard (see shard::stop).

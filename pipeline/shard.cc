@@ -1,5 +1,9 @@
 #include "pipeline/shard.h"
 
+#include <algorithm>
+#include <array>
+#include <cstring>
+
 #include <spdlog/spdlog.h>
 
 #include <random>
@@ -84,6 +88,10 @@ void shard::run() {
       probe_.queue_depth.fetch_sub(static_cast<int64_t>(items[i].events.size()), std::memory_order_relaxed);
       if (!items[i].events.empty()) absorb(items[i]);
       items[i].clear();
+      if (items[i].arena.capacity() > 0 && items[i].arena.capacity() <= max_spare_bytes &&
+          spares_.size_approx() < max_spares) {
+        spares_.enqueue(std::move(items[i]));
+      }
       if (abandon_.load()) return;
     }
     auto now = std::chrono::steady_clock::now();
@@ -115,6 +123,13 @@ void shard::run() {
 
 void shard::absorb(stages::event_batch& in) {
   int64_t t0 = now_ns();
+  // The window's memory for every key of the batch, loaded in parallel
+  // (dedup_window::prefetch); `ahead` counts the inserts before this one.
+  size_t ahead = 0;
+  for (const auto& ev : in.events) {
+    if (ev.blank || ev.why != stages::reason::none) continue;
+    window_.prefetch({ev.key_hash_lo, ev.key_hash_hi}, ahead++);
+  }
   batch_.begin_origin(in.origin);
   for (const auto& ev : in.events) {
     // Routed rows (and a bare message's identity) name routes of the set
@@ -254,18 +269,45 @@ void shard::record_labels() {
     if (it == tenant_ingest_labels_.end()) it = tenant_ingest_labels_.emplace(std::string(tenant), 0).first;
     ++it->second;
   };
+  // A batch holds a few (topic, kind) pairs many times over: a small cache of
+  // the pairs seen in this batch counts a row without building and hashing
+  // its label key. Its pointers are into ingest_labels_, so it is emptied
+  // whenever a new key may have moved the map's values.
+  struct label_hit {
+    std::string_view topic, kind;
+    uint64_t* count = nullptr;
+  };
+  std::array<label_hit, 8> seen{};  // 8 = 2^3: the top 3 bits of h pick a slot
+  auto slot = [&seen](std::string_view topic, std::string_view kind) -> label_hit& {
+    // Kinds differ most at their end ("project_created", "project_updated").
+    uint64_t tail = 0;
+    const size_t n = std::min<size_t>(kind.size(), sizeof tail);
+    std::memcpy(&tail, kind.data() + kind.size() - n, n);
+    const uint64_t h = (tail ^ (kind.size() << 56) ^ topic.size()) * 0x9E3779B97F4A7C15ull;
+    return seen[h >> 61];
+  };
   for (const auto& r : batch_.rows()) {
     if (outcomes[r.outcome_index].kind != stages::outcome_kind::mirrored) {
       bump(probe_.duplicates);
       continue;
     }
-    label_key_.assign(batch_.text(r.topic));
-    label_key_.push_back(label_sep);
-    label_key_.append(batch_.text(r.kind));
-    auto it = ingest_labels_.find(label_key_);
-    if (it == ingest_labels_.end()) it = ingest_labels_.emplace(label_key_, 0).first;
-    ++it->second;
     count_tenant(batch_.text(r.tenant));
+    const std::string_view topic = batch_.text(r.topic), kind = batch_.text(r.kind);
+    const label_hit& hit = slot(topic, kind);
+    if (hit.count != nullptr && hit.kind == kind && hit.topic == topic) {
+      ++*hit.count;
+      continue;
+    }
+    label_key_.assign(topic);
+    label_key_.push_back(label_sep);
+    label_key_.append(kind);
+    auto it = ingest_labels_.find(label_key_);
+    if (it == ingest_labels_.end()) {
+      it = ingest_labels_.emplace(label_key_, 0).first;
+      seen = {};
+    }
+    ++it->second;
+    slot(topic, kind) = {topic, kind, &it->second};
   }
   // Routed events without an events_mirror row are ingested too.
   for (const auto& r : batch_.routed_rows()) {

@@ -58,6 +58,11 @@ class shard {
   // Thread-safe. Never blocks and never drops: capacity is enforced by the
   // sources, which stop reading while queued_events() is over the limit.
   void push(stages::event_batch&& batch);
+  // Thread-safe. Replaces `into` (empty) by a batch this shard has absorbed,
+  // cleared but with its arena's and events' memory, when one is spare: a
+  // read's batch for this shard then allocates nothing, and no freshly
+  // mapped page is touched (see spares_; router::take_spares).
+  bool take_spare(stages::event_batch& into) { return spares_.try_dequeue(into); }
   [[nodiscard]] int64_t queued_events() const noexcept {
     return probe_.queue_depth.load(std::memory_order_relaxed);
   }
@@ -85,6 +90,13 @@ class shard {
   metrics_registry& registry_;
 
   moodycamel::BlockingConcurrentQueue<stages::event_batch, shard_queue_traits> queue_;
+  // Absorbed batches go back to the sources through here instead of being
+  // freed on this thread and allocated again on theirs: a batch's arena is
+  // about a read's size (64 KiB), and each fresh one cost page faults. At
+  // most max_spares are kept, none with an arena over max_spare_bytes.
+  static constexpr size_t max_spares = 32;
+  static constexpr size_t max_spare_bytes = size_t{1} << 20;
+  moodycamel::ConcurrentQueue<stages::event_batch> spares_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> abandon_{false};
   std::atomic<bool> finished_{false};

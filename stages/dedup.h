@@ -45,6 +45,15 @@ class dedup_window {
   // false for a duplicate. When full, the oldest key is forgotten.
   [[nodiscard]] bool insert(const key_hash& k);
   [[nodiscard]] bool contains(const key_hash& k) const { return set_.contains(k); }
+  // Starts loading the memory insert(k) will touch: its slot in the set and,
+  // once the window is full, the slot of the key it would forget. The window
+  // is tens of MB and each key lands anywhere in it: a shard prefetches the
+  // keys of a whole queued batch before inserting them, so that their cache
+  // misses overlap instead of stalling one after another.
+  void prefetch(const key_hash& k, size_t ahead) const {
+    set_.prefetch(k);
+    if (filled_ == ring_.size()) set_.prefetch(ring_[(next_ + ahead) % ring_.size()]);
+  }
   // Forgets a key (its event did not become durable, so a resend must pass).
   void erase(const key_hash& k) { set_.erase(k); }
 

@@ -119,6 +119,7 @@ class tcp_connection final : public stages::event_origin,
           int64_t t = pipeline::steady_now_ns();
           auto it = framer_.finish();
           if (it.what != line_framer::kind::none) {
+            last_line_ = std::chrono::steady_clock::now();
             take(it, t, pipeline::thread_validator(limits_));
             submit(t);
           }
@@ -129,14 +130,20 @@ class tcp_connection final : public stages::event_origin,
       }
       if (stopping_) break;  // data that raced the stop stays unacked: the client resends it
       framer_.commit(n);
-      intake_.reserve(n);  // one allocation per shard batch and read
+      router_.take_spares(intake_.batches());  // memory of batches the shards are done with
+      intake_.reserve(n);  // at most one allocation per shard batch and read
       int64_t t = pipeline::steady_now_ns();
       if (limits_follower_.changed(limits_)) {  // a reload changed [events]: from this read on
         framer_.set_max_line(limits_.max_event_bytes);
         intake_.set_limits(limits_);
       }
       auto& validator = pipeline::thread_validator(limits_);  // this thread's parser, once per read
-      for (auto it = framer_.next(); it.what != line_framer::kind::none; it = framer_.next()) take(it, t, validator);
+      bool any = false;
+      for (auto it = framer_.next(); it.what != line_framer::kind::none; it = framer_.next()) {
+        take(it, t, validator);
+        any = true;
+      }
+      if (any) last_line_ = std::chrono::steady_clock::now();  // once a read, not once a line
       submit(t);
       if (int64_t over = intake_.take_throttle_ns(); over > 0) {
         // Its tenant is over its quota (docs/tenants.md): this connection
@@ -178,7 +185,6 @@ class tcp_connection final : public stages::event_origin,
 
   // Hands one framed line to the intake (validate, route, copy once).
   void take(const line_framer::item& it, int64_t received, stages::envelope_validator& validator) {
-    last_line_ = std::chrono::steady_clock::now();
     uint64_t seq = tracker_.next();
     probe_.unacked.fetch_add(1, std::memory_order_relaxed);
     if (it.what == line_framer::kind::too_long) {
