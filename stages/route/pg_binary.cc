@@ -55,7 +55,7 @@ parse_status parse_timestamp(std::string_view s, int64_t& pg_us) noexcept {
   // an envelope's ts accepts and what a timestamptz column accepts agree.
   if (!is_iso8601_datetime(s)) return parse_status::malformed;
   size_t p = 0;
-  int year, month, day, hour, minute, second = 0;
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
   (void)digits(s, p, 4, year);
   ++p;
   (void)digits(s, p, 2, month);

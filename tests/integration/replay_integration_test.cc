@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/integration/replay_run.h"
 #include "tests/support/harness.h"
 #include "tests/support/mqtt_peer.h"
 #include "tests/support/tcp_pipeline.h"
@@ -17,12 +18,6 @@
 namespace evpipe::testing {
 namespace {
 
-struct replay_result {
-  int exit_code = -1;
-  std::vector<std::string> lines;  // stdout
-  std::string err;                 // stderr
-  std::string last_position;       // from "last position: ..."
-};
 
 // The idempotency key of one NDJSON line (jsonb's text: `"key": "value"`).
 std::string key_of(const std::string& line) {
@@ -53,20 +48,7 @@ class Replay : public TcpPipeline {
     ASSERT_EQ(evpipe->run_command("migrate"), 0) << evpipe->log("migrate.log");
     dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_replay";
   }
-  replay_result replay(const std::string& args) {
-    replay_result r;
-    std::string out = dir + "/replay.out", err = dir + "/replay.err";
-    std::string cmd = std::string(EVPIPE_BINARY) + " replay --config " + dir + "/evpipe.toml " + args + " >" + out +
-                      " 2>" + err;
-    int status = std::system(cmd.c_str());
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::istringstream lines(read_text(out));
-    for (std::string l; std::getline(lines, l);) r.lines.push_back(l);
-    r.err = read_text(err);
-    auto at = r.err.find("last position: ");
-    if (at != std::string::npos) r.last_position = r.err.substr(at + 15, r.err.find('\n', at) - at - 15);
-    return r;
-  }
+  replay_result replay(const std::string& args) { return run_replay(EVPIPE_BINARY, dir, args); }
   // The reference: the same window in plain SQL, in position order (the
   // tests first wait until the horizon has passed every row).
   std::vector<std::string> reference(const std::string& where) {

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "io/sources/mqtt/mqtt_codec_v5.h"
+#include "tests/integration/replay_run.h"
 #include "tests/support/harness.h"
 #include "tests/support/mqtt_brokers.h"
 #include "tests/support/mqtt_peer.h"
@@ -19,12 +20,6 @@
 namespace evpipe::testing {
 namespace {
 
-struct replay_result {
-  int exit_code = -1;
-  std::vector<std::string> lines;  // stdout
-  std::string err;                 // stderr
-  std::string last_position;       // from "last position: ..."
-};
 
 class ReplayMqtt311 : public TcpPipeline {
  protected:
@@ -41,20 +36,7 @@ class ReplayMqtt311 : public TcpPipeline {
     ASSERT_EQ(evpipe->run_command("migrate"), 0) << evpipe->log("migrate.log");
     dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_replay_mqtt311";
   }
-  replay_result replay(const std::string& args) {
-    replay_result r;
-    std::string out = dir + "/replay.out", err = dir + "/replay.err";
-    std::string cmd = std::string(EVPIPE_BINARY) + " replay --config " + dir + "/evpipe.toml " + args + " >" + out +
-                      " 2>" + err;
-    int status = std::system(cmd.c_str());
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    std::istringstream lines(read_text(out));
-    for (std::string l; std::getline(lines, l);) r.lines.push_back(l);
-    r.err = read_text(err);
-    auto at = r.err.find("last position: ");
-    if (at != std::string::npos) r.last_position = r.err.substr(at + 15, r.err.find('\n', at) - at - 15);
-    return r;
-  }
+  replay_result replay(const std::string& args) { return run_replay(EVPIPE_BINARY, dir, args); }
   std::unique_ptr<evpipe_process> evpipe;
   std::string dir;
 };

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "tests/support/harness.h"
+#include "tests/support/http_request.h"
 #include "tests/support/test_events.h"
 
 namespace evpipe::testing {
@@ -23,31 +24,12 @@ inline std::string event(const std::string& key, const std::string& top_extra = 
 }
 inline std::string claim(const std::string& tenant) { return ",\"tenant_id\":\"" + tenant + "\""; }
 
-struct http_reply {
-  int status = 0;
-  std::string headers, body;
-};
+// A POST of NDJSON to /v1/events, with a bearer token unless `token` is empty.
 inline http_reply post(uint16_t port, const std::string& body, const std::string& token) {
-  int fd = connect_loopback(port);
-  timeval tv{60, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  std::string req = "POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\n" +
-                    (token.empty() ? std::string() : "Authorization: Bearer " + token + "\r\n") +
-                    "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-  (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string raw;
-  char buf[65536];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) raw.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  http_reply r;
-  if (raw.size() > 12) r.status = std::atoi(raw.c_str() + 9);
-  auto end = raw.find("\r\n\r\n");
-  r.headers = raw.substr(0, end);
-  if (end != std::string::npos) r.body = raw.substr(end + 4);
-  return r;
+  return http_request(port, "POST", "/v1/events", body,
+                      "Content-Type: application/x-ndjson\r\n" +
+                          (token.empty() ? std::string() : "Authorization: Bearer " + token + "\r\n"));
 }
-
 
 class Tenants : public ::testing::Test {
  protected:

@@ -18,6 +18,7 @@
 
 #include "tests/support/harness.h"
 #include "tests/support/test_events.h"
+#include "tests/integration/stream_clients.h"
 #include "tests/integration/tenants_fixture.h"
 
 namespace evpipe::testing {
@@ -25,60 +26,32 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A minimal Server-Sent Events reader: the data lines of the frames that
-// carry an event, on a raw socket.
+// The stream's SSE client (stream_clients.h), reduced to what these tests
+// look at: the status code, and the data of the frames that carry an event.
 class sse_reader {
  public:
   sse_reader(uint16_t port, const std::string& query, const std::string& headers = "")
-      : fd_(connect_loopback(port)) {
-    std::string req = "GET /v1/stream" + query + " HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n" + headers + "\r\n";
-    (void)::send(fd_, req.data(), req.size(), MSG_NOSIGNAL);
-  }
-  ~sse_reader() { ::close(fd_); }
+      : client_(port, query, "Accept: text/event-stream\r\n" + headers) {}
   // The response's status code (reads the head first).
   int status(std::chrono::milliseconds timeout = 10s) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (buf_.find("\r\n\r\n") == std::string::npos && fill(deadline)) {
-    }
-    auto end = buf_.find("\r\n\r\n");
-    if (end == std::string::npos) return 0;
-    int code = std::atoi(buf_.c_str() + 9);
-    buf_.erase(0, end + 4);
-    return code;
+    std::string head = client_.head(timeout);
+    return head.size() > 12 ? std::atoi(head.c_str() + 9) : 0;
   }
-  // Data lines of event frames until `n` came or `timeout` passed.
+  // Data of event frames until `n` came or `timeout` passed (all so far).
   std::vector<std::string> events(size_t n, std::chrono::milliseconds timeout) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (got_.size() < n) {
-      auto end = buf_.find("\n\n");
-      if (end == std::string::npos) {
-        if (!fill(deadline)) break;
-        continue;
-      }
-      std::string block = buf_.substr(0, end);
-      buf_.erase(0, end + 2);
-      auto d = block.find("data: ");
-      if (d != std::string::npos && block.find("idempotency_key") != std::string::npos) {
-        got_.push_back(block.substr(d + 6, block.find('\n', d) - d - 6));
-      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) break;
+      auto frame = client_.next(left);
+      if (!frame) break;
+      if (frame->data.find("idempotency_key") != std::string::npos) got_.push_back(frame->data);
     }
     return got_;
   }
 
  private:
-  bool fill(std::chrono::steady_clock::time_point deadline) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return false;
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
-    char tmp[65536];
-    ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
-    if (n <= 0) return false;
-    buf_.append(tmp, static_cast<size_t>(n));
-    return true;
-  }
-  int fd_;
-  std::string buf_;
+  sse_client client_;
   std::vector<std::string> got_;
 };
 

@@ -33,12 +33,12 @@ mqtt_link::mqtt_link(asio::strand<asio::io_context::executor_type> strand, const
       wake_(strand_),
       keepalive_timer_(strand_),
       probe_timer_(strand_),
-      v5_(shared.cfg.protocol == "5"),
-      keepalive_s_(shared.cfg.keepalive_s),
       tracker_(uint64_t{shared.cfg.protocol == "5" ? 3u : 2u} * shared.cfg.max_inflight),  // read_limit() and margin
       intake_(shared.router.shard_count(), shared.limits),
       limits_(shared.limits),
       max_packet_(max_packet_for(shared.limits)),
+      v5_(shared.cfg.protocol == "5"),
+      keepalive_s_(shared.cfg.keepalive_s),
       buf_(std::min(max_packet_, size_t{256} << 10) + simdjson::SIMDJSON_PADDING) { intake_.set_tenancy(shared.tenancy); }
 
 size_t mqtt_link::capacity() const noexcept { return buf_.size() - simdjson::SIMDJSON_PADDING; }
