@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions per event (callgrind Ir) of a whole `evpipe run`, tenancy off
-# against on (issue 13, docs/performance.md "Tenancy"): start, N events over
+# against on (issue 13, docs/performance-tenants.md "Tenancy"): start, N events over
 # 4 TCP connections (each claiming one of 100 tenants, as in
 # perf/tenancy_overhead.sh), SIGTERM; startup is included in both, so the
 # difference per event is what tenancy adds. Deterministic, unlike rates on

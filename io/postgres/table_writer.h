@@ -26,7 +26,7 @@
 // cannot change (compiled_route::self_idempotent) skip it. When the identity
 // holds a time from the message (a timestamptz column), the key leads with
 // it: keys of recent messages then sit next to each other at the index's
-// right edge instead of all over it (docs/performance.md).
+// right edge instead of all over it (docs/performance-routes.md).
 //
 // Built from the active routes by the sink; owned by one shard thread, not
 // thread-safe.
