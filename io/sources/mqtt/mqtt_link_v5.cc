@@ -22,6 +22,7 @@
 
 #include "io/sources/mqtt/mqtt_link.h"
 #include "stages/json_text.h"
+#include "stages/tenant/binding.h"
 
 namespace evpipe::io {
 
@@ -152,7 +153,7 @@ void mqtt_link::take_tenant_property(const mqtt::v5::properties& props) {
   intake_.set_credential(tenant);
 }
 
-bool mqtt_link::tenant_of_oversized_v5(std::string_view avail, size_t props_at) {
+bool mqtt_link::tenant_of_oversized_v5(std::string_view avail, size_t props_at, std::string& why) {
   if (!sh_.tenancy || sh_.tenancy->property().empty()) return true;
   mqtt::v5::properties props;
   if (mqtt::v5::read_properties(avail, props_at, props) != mqtt::decode_status::ok) {
