@@ -86,12 +86,19 @@ TEST_F(MqttSource, TenantsFromAnMqtt5UserProperty) {
   ASSERT_EQ(mosquitto_pub_v5(broker.port(), message("k5", claim("delta")), ""), 0);
   // A value that is no tenant name is nobody's tenant: invalid_tenant.
   ASSERT_EQ(mosquitto_pub_v5(broker.port(), message("k6", claim("alpha")), property("tenant", "a b")), 0);
-  ASSERT_TRUE(eventually([&] { return settled(http_port, warm + 7); })) << evp.log();
+  // Too large: over max_event_bytes, and over the packet limit (streamed
+  // past, its properties read from the packet's head): still the sender's.
+  ASSERT_EQ(mosquitto_pub_v5(broker.port(), std::string(5000, 'x'), property("tenant", "alpha")), 0);
+  ASSERT_EQ(mosquitto_pub_v5(broker.port(), std::string(100'000, 'y'), property("tenant", "beta")), 0);
+  ASSERT_TRUE(eventually([&] { return settled(http_port, warm + 9); })) << evp.log();
   EXPECT_EQ(db.column("SELECT tenant_id || '|' || idempotency_key FROM events_mirror ORDER BY tenant_id, idempotency_key"),
             (std::vector<std::string>{"|w0", "alpha|k1", "alpha|k2", "beta|k1", "delta|k4", "delta|k5"}))
       << evp.log();
-  EXPECT_EQ(db.column("SELECT payload->>'idempotency_key' || '|' || tenant_id || '|' || reason_code FROM dlq_events ORDER BY 1"),
+  EXPECT_EQ(db.column("SELECT payload->>'idempotency_key' || '|' || tenant_id || '|' || reason_code FROM dlq_events "
+                      "WHERE reason_code <> 'too_large' ORDER BY 1"),
             (std::vector<std::string>{"k3|alpha|tenant_mismatch", "k6||invalid_tenant"}));
+  EXPECT_EQ(db.column("SELECT tenant_id || '|' || length(raw) FROM dlq_events WHERE reason_code = 'too_large' ORDER BY 1"),
+            (std::vector<std::string>{"alpha|4096", "beta|4096"}));
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(60s), 0) << evp.log();
 }
