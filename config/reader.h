@@ -158,7 +158,7 @@ storage_section parse_storage(const toml::table& t, const std::string& origin);
 schemas_section parse_schemas(const toml::table& t, const std::string& origin, const std::string& base_dir);
 
 // [tenants] and each source's tenant keys (config/tenants_section.cc). `kind`:
-// "tcp", "mqtt" or "http" (tenant_topic is MQTT's, tokens_file HTTP's).
+// "tcp", "mqtt" or "http" (tenant_topic and tenant_property are MQTT's, tokens_file HTTP's).
 tenants_section parse_tenants(const toml::table& t, const std::string& origin);
 void parse_source_tenancy(table_reader& r, source_tenancy& t, std::string_view kind, const std::string& base_dir);
 // A tokens file ("<token> <tenant>" per line, # comments) named by `key`;

@@ -73,6 +73,9 @@ mqtt_source parse_mqtt(const toml::table& t, const std::string& where, const std
   if (m.max_ms < m.base_ms) r.fail("max_ms", "must not be below base_ms");
   if (m.dlq_prefix.find_first_of("+#") != std::string::npos) r.fail("dlq_prefix", "must not contain '+' or '#'");
   if (m.protocol != "3.1.1" && m.protocol != "5") r.fail("protocol", "must be \"3.1.1\" or \"5\", got \"" + m.protocol + "\"");
+  if (m.protocol == "3.1.1" && !m.tenancy.tenant_property.empty()) {
+    r.fail("tenant_property", "needs protocol = \"5\" (MQTT 3.1.1 messages have no user properties)");
+  }
   if (m.protocol == "3.1.1" && m.session_expiry_s != 4294967295u) {
     r.fail("session_expiry_s", "needs protocol = \"5\" (an MQTT 3.1.1 persistent session does not expire)");
   }

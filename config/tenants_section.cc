@@ -83,6 +83,7 @@ void parse_source_tenancy(table_reader& r, source_tenancy& t, std::string_view k
   r.str("tenant", t.tenant);
   r.str_list("allowed_tenants", t.allowed_tenants);
   if (kind == "mqtt") r.str("tenant_topic", t.tenant_topic);
+  if (kind == "mqtt") r.str("tenant_property", t.tenant_property);
   if (kind == "http") r.str("tokens_file", t.tokens_file);
   if (!t.tenant.empty() && !valid_tenant_name(t.tenant)) {
     r.fail("tenant", "\"" + t.tenant + "\" is not a tenant name (1 to 64 of A-Z a-z 0-9 . _ : -)");
@@ -101,6 +102,13 @@ void parse_source_tenancy(table_reader& r, source_tenancy& t, std::string_view k
     }
     if (plus != 1) r.fail("tenant_topic", "needs exactly one '+' level, the tenant's (\"tenants/+/events/#\")");
     if (!t.tenant.empty()) r.fail("tenant_topic", "and tenant exclude each other");
+  }
+  if (!t.tenant_property.empty()) {
+    // One source of credentials: with two, which wins would be a guess (a
+    // fixed tenant, a topic level and a property could each name another).
+    // MQTT 5 only: parse_mqtt checks the protocol.
+    if (!t.tenant.empty()) r.fail("tenant_property", "and tenant exclude each other");
+    if (!t.tenant_topic.empty()) r.fail("tenant_property", "and tenant_topic exclude each other");
   }
   if (!t.tokens_file.empty()) {
     read_tokens_file(r, "tokens_file", t.tokens_file, t.tokens, base_dir);

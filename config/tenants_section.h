@@ -31,10 +31,12 @@ struct source_tenancy {
   std::string tenant;                        // every event's tenant (a TCP listener, an MQTT connection); "" = none
   std::vector<std::string> allowed_tenants;  // [] = any; else other tenants are dead-lettered as tenant_mismatch
   std::string tenant_topic;                  // MQTT: a filter whose one '+' level is the tenant ("tenants/+/events/#")
+  std::string tenant_property;               // MQTT 5: the user property whose first value is the tenant
   std::string tokens_file;                   // HTTP: "<token> <tenant>" per line; a request needs one of the tokens
   std::vector<std::pair<std::string, std::string>> tokens;  // read from tokens_file at load; never printed
   [[nodiscard]] bool any() const noexcept {
-    return !tenant.empty() || !allowed_tenants.empty() || !tenant_topic.empty() || !tokens_file.empty();
+    return !tenant.empty() || !allowed_tenants.empty() || !tenant_topic.empty() || !tenant_property.empty() ||
+           !tokens_file.empty();
   }
   bool operator==(const source_tenancy&) const = default;
 };

@@ -31,6 +31,7 @@ void escape_dollars(toml::node& node) {
 void tenancy_to_toml(const source_tenancy& t, toml::table& out) {
   if (!t.tenant.empty()) out.insert("tenant", t.tenant);
   if (!t.tenant_topic.empty()) out.insert("tenant_topic", t.tenant_topic);
+  if (!t.tenant_property.empty()) out.insert("tenant_property", t.tenant_property);
   if (!t.tokens_file.empty()) out.insert("tokens_file", t.tokens_file);
   if (!t.allowed_tenants.empty()) {
     toml::array a;

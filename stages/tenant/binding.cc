@@ -27,7 +27,8 @@ bool level_of(std::string_view s, size_t level, std::string_view& out) {
 }  // namespace
 
 binding::binding(const config::source_tenancy& cfg, std::string field)
-    : fixed_(cfg.tenant), field_(std::move(field)), topic_filter_(cfg.tenant_topic) {
+    : fixed_(cfg.tenant), field_(std::move(field)), topic_filter_(cfg.tenant_topic),
+      property_(cfg.tenant_property) {
   // The key: from the kernel's random pool (std::random_device as a fallback).
   size_t got = 0;
   while (got < token_key_.size()) {
@@ -75,6 +76,15 @@ resolution resolve(const binding& b, std::string_view credential, std::string_vi
                    const simdjson::dom::element* doc) {
   resolution out;
   std::string_view known = !b.fixed().empty() ? std::string_view(b.fixed()) : credential;
+  if (!b.property().empty() && !credential.empty() && !config::valid_tenant_name(credential)) {
+    // Any string up to 64 KiB may come in a user property: never a tenant
+    // of its own, and the log line shows only its start.
+    out.why = reason::invalid_tenant;
+    out.message = "user property \"" + b.property() + "\" holds \"" + std::string(credential.substr(0, 80)) +
+                  (credential.size() > 80 ? "...\"" : "\"") +
+                  ", which is not a tenant name (1 to 64 of A-Z a-z 0-9 . _ : -)";
+    return out;
+  }
   if (known.empty()) known = b.tenant_of_topic(topic);
   std::string_view claim;
   bool claimed = false;

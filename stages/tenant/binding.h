@@ -45,6 +45,9 @@ class binding {
   // does not match it (or there is none).
   [[nodiscard]] std::string_view tenant_of_topic(std::string_view topic) const noexcept;
   [[nodiscard]] const std::string& fixed() const noexcept { return fixed_; }
+  // tenant_property (MQTT 5): the user property whose first value the
+  // source passes as the credential; "" = none.
+  [[nodiscard]] const std::string& property() const noexcept { return property_; }
   [[nodiscard]] const std::string& field() const noexcept { return field_; }
   [[nodiscard]] bool allows(std::string_view tenant) const noexcept {
     return allowed_.empty() || allowed_.contains(absl::string_view(tenant.data(), tenant.size()));
@@ -54,6 +57,7 @@ class binding {
   std::string fixed_;
   std::string field_;
   std::string topic_filter_;  // tenant_topic, "" = none
+  std::string property_;      // tenant_property, "" = none
   size_t topic_level_ = 0;    // which level of it is '+'
   struct token_digest {
     uint64_t hi = 0, lo = 0;
@@ -88,7 +92,9 @@ struct resolution {
 // (then only the credentials count). Order: the credential tenant (fixed,
 // token, topic) wins and a claim of another tenant is tenant_mismatch; with
 // no credential tenant the claim is the tenant; then the source's
-// allowed_tenants, if any, must hold it.
+// allowed_tenants, if any, must hold it. With tenant_property the credential
+// is a user property's value, which the publisher chose freely: one that is
+// not a tenant name is invalid_tenant (dead-lettered with no tenant).
 [[nodiscard]] resolution resolve(const binding& b, std::string_view credential, std::string_view topic,
                                  const simdjson::dom::element* doc);
 

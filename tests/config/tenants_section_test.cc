@@ -72,6 +72,36 @@ TEST(TenantsConfig, RefusalsNameTheKey) {
   EXPECT_NE(error_of("[tenants]\nevents_per_s = -1\n").find("events_per_s"), std::string::npos);
 }
 
+// tenant_property: MQTT 5 only, alone among the credential keys, printed by
+// check-config and loaded back the same.
+TEST(TenantsConfig, TenantPropertyIsAnMqtt5SourcesOnlyCredential) {
+  const std::string on = "[tenants]\nenabled = true\n";
+  const std::string mqtt = "[[sources.mqtt]]\nurl = \"mqtt://127.0.0.1:1883\"\ntopics = [\"t/#\"]\n";
+  auto s = load_string(on + mqtt + "protocol = \"5\"\ntenant_property = \"tenant\"\nallowed_tenants = [\"alpha\"]\n");
+  EXPECT_EQ(s.mqtt_sources.at(0).tenancy.tenant_property, "tenant");
+  EXPECT_TRUE(s.mqtt_sources.at(0).tenancy.any());
+  const std::string printed = to_toml(s);
+  EXPECT_NE(printed.find("tenant_property = 'tenant'"), std::string::npos) << printed;
+  EXPECT_EQ(load_string(printed).mqtt_sources.at(0).tenancy, s.mqtt_sources.at(0).tenancy);
+
+  EXPECT_NE(error_of(on + mqtt + "tenant_property = \"tenant\"\n").find("tenant_property: needs protocol = \"5\""),
+            std::string::npos)
+      << "the default protocol is 3.1.1";
+  EXPECT_NE(error_of(on + mqtt + "protocol = \"3.1.1\"\ntenant_property = \"tenant\"\n").find("needs protocol = \"5\""),
+            std::string::npos);
+  EXPECT_NE(error_of(on + mqtt + "protocol = \"5\"\ntenant_property = \"tenant\"\ntenant = \"alpha\"\n")
+                .find("tenant_property: and tenant exclude each other"),
+            std::string::npos);
+  EXPECT_NE(error_of(on + mqtt + "protocol = \"5\"\ntenant_property = \"tenant\"\ntenant_topic = \"t/+\"\n")
+                .find("tenant_property: and tenant_topic exclude each other"),
+            std::string::npos);
+  EXPECT_NE(error_of(mqtt + "protocol = \"5\"\ntenant_property = \"tenant\"\n").find("tenant keys need [tenants] enabled"),
+            std::string::npos);
+  EXPECT_NE(error_of(on + "[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\ntenant_property = \"tenant\"\n")
+                .find("unknown key \"tenant_property\""),
+            std::string::npos);
+}
+
 TEST(TenantsConfig, TheTokensFileBindsEachTokenToOneTenant) {
   std::string dir = ::testing::TempDir();
   std::ofstream(dir + "/tokens_ok") << "# comment\n\nalpha-token alpha\r\n  beta-token\tbeta  \n";

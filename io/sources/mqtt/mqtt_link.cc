@@ -411,6 +411,8 @@ bool mqtt_link::start_skip(const mqtt::frame& f, std::string_view avail, std::st
     var = pos + plen - header;
   }
   if (avail.size() < header + var) return false;
+  size_t props_at = header + 2 + tlen + (qos > 0 ? 2 : 0);
+  if (v5_ && !tenant_of_oversized_v5(avail.substr(0, header + var), props_at, why)) return false;
   std::string_view topic = avail.substr(header + 2, tlen);
   if (!mqtt::valid_topic_name(topic)) {
     why = "malformed PUBLISH from the broker";

@@ -145,6 +145,11 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   // A PUBLISH the broker may send us: no topic alias (we allow none), within
   // our Receive Maximum. Keeps its properties for a dead letter.
   bool check_publish_v5(const mqtt::publish_packet& p, std::string& why);
+  // tenant_property: the message's tenant credential from its user properties.
+  void take_tenant_property(const mqtt::v5::properties& props);
+  // The same for a message too large to hold, from its properties at
+  // `props_at` of `avail` (the property length); false, with `why`, when malformed.
+  bool tenant_of_oversized_v5(std::string_view avail, size_t props_at, std::string& why);
   // DISCONNECT from the broker: how the link ends.
   link_end broker_disconnect_v5(const mqtt::frame& f, std::string& why);
 

@@ -22,6 +22,7 @@
 
 #include "io/sources/mqtt/mqtt_link.h"
 #include "stages/json_text.h"
+#include "stages/tenant/binding.h"
 
 namespace evpipe::io {
 
@@ -108,6 +109,7 @@ bool mqtt_link::check_publish_v5(const mqtt::publish_packet& p, std::string& why
     flush();
     return false;
   }
+  take_tenant_property(props_);
   // The content type and user properties travel with the event into its row
   // (the headers column, docs/mqtt.md) and into a dlq_publish republish.
   // Built only for a message that has them: the others cost nothing.
@@ -132,6 +134,33 @@ bool mqtt_link::check_publish_v5(const mqtt::publish_packet& p, std::string& why
     }
     j += "}";
   }
+  return true;
+}
+
+void mqtt_link::take_tenant_property(const mqtt::v5::properties& props) {
+  // tenant_property (docs/tenants.md): the first user property of that name
+  // is the message's credential; a message without one has none from here
+  // (its claim decides). Set for every message, so none inherits the last
+  // message's tenant.
+  if (!sh_.tenancy || sh_.tenancy->property().empty()) return;
+  std::string_view tenant;
+  for (const auto& [name, value] : props.user_properties) {
+    if (name == sh_.tenancy->property()) {
+      tenant = value;
+      break;
+    }
+  }
+  intake_.set_credential(tenant);
+}
+
+bool mqtt_link::tenant_of_oversized_v5(std::string_view avail, size_t props_at, std::string& why) {
+  if (!sh_.tenancy || sh_.tenancy->property().empty()) return true;
+  mqtt::v5::properties props;
+  if (mqtt::v5::read_properties(avail, props_at, props) != mqtt::decode_status::ok) {
+    why = "malformed PUBLISH from the broker";
+    return false;
+  }
+  take_tenant_property(props);
   return true;
 }
 

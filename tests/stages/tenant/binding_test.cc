@@ -76,6 +76,24 @@ TEST(TenantResolve, AnMqttTopicLevelIsTheCredentialWhenTheTopicMatches) {
   EXPECT_EQ(run(b, R"({"tenant_id":"beta"})", {}, "elsewhere/a").tenant, "beta");
 }
 
+// tenant_property (MQTT 5): the link passes the property's value as the
+// credential; a value that is no tenant name is never anyone's tenant.
+TEST(TenantResolve, AUserPropertysValueIsTheCredentialWhenItIsATenantName) {
+  config::source_tenancy t;
+  t.tenant_property = "tenant";
+  binding b(t, "tenant_id");
+  EXPECT_EQ(b.property(), "tenant");
+  EXPECT_EQ(run(b, R"({})", "alpha").tenant, "alpha");
+  EXPECT_EQ(run(b, R"({"tenant_id":"beta"})", "alpha").why, reason::tenant_mismatch);
+  EXPECT_EQ(run(b, R"({"tenant_id":"beta"})").tenant, "beta") << "no property: the claim decides";
+  for (std::string bad : {std::string("a b"), std::string("-a"), std::string(65, 'x')}) {
+    auto r = run(b, R"({"tenant_id":"alpha"})", bad);
+    EXPECT_EQ(r.why, reason::invalid_tenant) << bad;
+    EXPECT_EQ(r.tenant, "") << bad;
+    EXPECT_NE(r.message.find("user property \"tenant\""), std::string::npos) << r.message;
+  }
+}
+
 TEST(TenantResolve, AllowedTenantsRefuseTheOthersWithoutAttributingThem) {
   binding b(with({}, {"alpha", "beta"}), "tenant_id");
   EXPECT_TRUE(run(b, R"({"tenant_id":"beta"})").ok());
