@@ -208,6 +208,9 @@ void stream_hub::run() {
       }
       tail_known = false;
       commit_ns = 0;
+      // Asleep until a client comes (or a commit is noted): without this the
+      // wait above would end at once, its deadline long past, and spin.
+      next_tail_read = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.poll_ms);
       continue;
     }
     if (!reader) {

@@ -475,6 +475,26 @@ TEST_F(Operations, IdleSourceClientsUnderALowFileLimitLeaveHealthAndDatabaseWork
   idle_clients_under_low_limit(db, "ops_fd_source", true);
 }
 
+// Idle means asleep: with no client of any kind (the stream on, on a port of
+// its own), evpipe's threads wait. The stream hub once spun with no client,
+// its wait's deadline long past: a whole core, mostly in futex calls.
+TEST_F(Operations, AnIdleEvpipeWithTheStreamOnUsesNoCpu) {
+  uint16_t port = free_port(), http_port = free_port(), stream_port = free_port();
+  evpipe_process setup(
+      ops_config(db, port, http_port, "[stream]\nlisten = \"127.0.0.1:" + std::to_string(stream_port) + "\"\n"),
+      "ops_idle");
+  ASSERT_EQ(setup.run_command("migrate"), 0) << setup.log("migrate.log");
+  std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_ops_idle";
+  raw_child child(dir + "/evpipe.toml", dir + "/child.log", {});
+  ASSERT_TRUE(eventually([&] { return accepts(stream_port); }, 30s));
+  double cpu0 = child.cpu_seconds();
+  std::this_thread::sleep_for(5s);
+  double cpu = child.cpu_seconds() - cpu0;
+  EXPECT_LT(cpu, 0.5) << "an idle evpipe used " << cpu << " s of CPU in 5 s";
+  child.signal(SIGTERM);
+  EXPECT_EQ(child.wait(60s), 0);
+}
+
 // Limits in the database's units: the topic column is VARCHAR(255), which
 // counts characters. Topics of 255 three- and four-byte characters are
 // stored as sent; 256 characters are dead-lettered as invalid_topic, not
