@@ -46,7 +46,7 @@ trap '[ -n "${evpipe_pid:-}" ] && kill "$evpipe_pid" 2>/dev/null; cleanup_scratc
 
 rate() { echo "$1 $2 $3" | awk '{printf "%.0f", $1 / ($3 - $2)}'; }
 delivered() {
-  curl -s "http://127.0.0.1:$http_port/metrics" | awk '$1 == "perf_stream_events_delivered_total" {print $2}'
+  http_get "$http_port" /metrics | awk '$1 == "perf_stream_events_delivered_total" {print $2}'
 }
 run_psql() {
   local t0 t1
@@ -63,7 +63,8 @@ run_replay() {
   grep -q "last position: 1-" "$scratch/replay.err" || die "replay failed: $(tail -2 "$scratch/replay.err")"
   rate "$events" "$t0" "$t1"
 }
-# curl writes the stream into a pipe; grep -F finds caught_up (it searches
+# curl (Debian's, as in StreamSse.CurlReceivesCommittedEvents; it only
+# reads evpipe's stream on loopback) writes the stream into a pipe; grep -F finds caught_up (it searches
 # blocks, not lines, so it keeps up), then curl is stopped.
 run_catchup() {
   local t0 t1 before after fifo="$scratch/sse.fifo" curl_pid

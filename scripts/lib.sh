@@ -22,6 +22,7 @@ EVPIPE_PACKAGES=(
   nodejs      # tests only: runs the aedes broker (npm; scripts/test.sh installs npm if the command is missing)
   prometheus libsystemd-dev systemd lintian
   tmux        # tests only: `evpipe top` on a real terminal (top_integration_test)
+  curl        # tests and perf only: reads evpipe's SSE stream on loopback (StreamSse, perf/catchup_vs_copy.sh)
 )
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
