@@ -1,4 +1,6 @@
 #include "stages/schema/compile.h"
+
+#include "stages/schema/tape.h"
 #include "stages/schema/simple_pattern.h"
 
 #include <re2/re2.h>
@@ -70,6 +72,7 @@ class compiler {
     }
     check_cycles();
     skip_plain_refs();
+    index_literals();
   }
 
  private:
@@ -296,6 +299,36 @@ class compiler {
       size_t slot = property_hash(n.properties[i].name) & (size - 1);
       while (n.property_slots[slot] != 0) slot = (slot + 1) & (size - 1);
       n.property_slots[slot] = i + 1;
+    }
+  }
+
+  // The walker compares enum and const values on a tape (stages/schema/tape.h),
+  // and a dom::element does not say where on its tape it is: the values are
+  // written out as one array, parsed again, and found by their place in it.
+  void index_literals() {
+    std::string text = "[";
+    for (const auto& n : p_.nodes) {
+      if (n.has & node::h_const) text += simdjson::minify(n.const_value) + ",";
+      for (const auto& e : n.enum_others) text += simdjson::minify(e) + ",";
+    }
+    if (text.size() == 1) return;
+    text.back() = ']';
+    p_.literals = std::make_shared<dom::parser>();
+    dom::element parsed;
+    if (auto err = p_.literals->parse(text).get(parsed)) {
+      fail("#", std::string("enum and const values do not parse again: ") + simdjson::error_message(err));
+    }
+    const tape::view t = tape::of(p_.literals->doc);
+    size_t at = tape::root + 1;  // the first item of the array
+    for (auto& n : p_.nodes) {
+      if (n.has & node::h_const) {
+        n.const_at = static_cast<uint32_t>(at);
+        at = tape::after(t, at);
+      }
+      for (size_t i = 0; i < n.enum_others.size(); ++i) {
+        n.enum_others_at.push_back(static_cast<uint32_t>(at));
+        at = tape::after(t, at);
+      }
     }
   }
 

@@ -133,7 +133,11 @@ struct node {
   // program::source.
   std::vector<std::string_view> enum_strings;
   std::vector<simdjson::dom::element> enum_others;
-  simdjson::dom::element const_value;
+  simdjson::dom::element const_value;  // for messages
+  // The same non-string enum values and the const value as indices on
+  // program::literals' tape, where the walker compares them (tape.h).
+  std::vector<uint32_t> enum_others_at;
+  uint32_t const_at = 0;
   double minimum = 0, maximum = 0, exclusive_minimum = 0, exclusive_maximum = 0;
   uint64_t min_length = 0, max_length = 0, min_items = 0, max_items = 0;
   std::shared_ptr<const re2::RE2> pattern;
@@ -152,6 +156,10 @@ struct program {
   std::vector<node> nodes;
   // The parsed schema text: enum and const values point into it.
   std::shared_ptr<simdjson::dom::parser> source;
+  // The enum values that are not strings and the const values of every
+  // node, parsed again as one array so that the walker compares them on a
+  // tape (node::enum_others_at, node::const_at); null when there are none.
+  std::shared_ptr<simdjson::dom::parser> literals;
 };
 
 }  // namespace evpipe::stages::schema
