@@ -187,7 +187,10 @@ class compiler {
         // but not kept, so no lookup can reach them.
         const bool repeated = std::any_of(n.properties.begin(), n.properties.end(),
                                           [&](const property_rule& r) { return r.name == p.key; });
-        if (!repeated) n.properties.push_back({std::string(p.key), child});
+        if (!repeated) {
+          const size_t i = n.properties.size();
+          n.properties.push_back({std::string(p.key), child, i < 64 ? uint64_t{1} << i : 0});
+        }
       }
       n.has |= node::h_properties;
     } else if (k == "additionalProperties") {
@@ -308,8 +311,14 @@ class compiler {
   void index_literals() {
     std::string text = "[";
     for (const auto& n : p_.nodes) {
-      if (n.has & node::h_const) text += simdjson::minify(n.const_value) + ",";
-      for (const auto& e : n.enum_others) text += simdjson::minify(e) + ",";
+      if (n.has & node::h_const) {
+        text += simdjson::minify(n.const_value);
+        text += ',';
+      }
+      for (const auto& e : n.enum_others) {
+        text += simdjson::minify(e);
+        text += ',';
+      }
     }
     if (text.size() == 1) return;
     text.back() = ']';

@@ -66,6 +66,9 @@ inline constexpr uint32_t no_node = UINT32_MAX;
 struct property_rule {
   std::string name;
   uint32_t node;
+  // This property's bit among node::required_props (its index's, for the
+  // first 64; 0 after), set by the walker as it meets the member.
+  uint64_t seen_bit = 0;
 };
 
 // Where a member name's rule is found among a node's `properties`: an open

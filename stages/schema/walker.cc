@@ -257,6 +257,7 @@ bool walker::check(const program& p, const dom::document& doc, size_t at, violat
   p_ = &p;
   why_ = why;
   path_.clear();
+  nodes_ = p.nodes.data();
   t_ = tape::of(doc);
   literals_ = p.literals ? tape::of(p.literals->doc) : tape::view{};
   // Two instantiations of the walk: the one for the verdict alone keeps no
@@ -283,7 +284,7 @@ bool walker::fail(const node& n, keyword k, Detail&& detail) {
 
 template <bool Report>
 bool walker::walk(uint32_t i, size_t v) {
-  const node& n = p_->nodes[i];
+  const node& n = nodes_[i];
   if (!check_value<Report>(n, v)) return false;
   const uint32_t has = n.has;
   if (!(has & node::h_structure)) return true;
@@ -329,7 +330,7 @@ template <bool Report>
 // A member or an item: a leaf of the schema inline, anything else walked.
 template <bool Report>
 [[gnu::always_inline]] inline bool walker::walk_child(uint32_t i, size_t v) {
-  const node& n = p_->nodes[i];
+  const node& n = nodes_[i];
   return (n.has & node::h_structure) ? walk<Report>(i, v) : check_value<Report>(n, v);
 }
 
@@ -470,8 +471,9 @@ bool walker::walk_object(const node& n, size_t o) {
       }
       uint32_t child;
       if (i < count) {
-        if (i < 64) seen |= uint64_t{1} << i;
-        child = n.properties[i].node;
+        const property_rule& rule = n.properties[i];
+        seen |= rule.seen_bit;
+        child = rule.node;
         expect = i + 1;
       } else if (n.has & node::h_additional) {
         if (n.additional == no_node) {

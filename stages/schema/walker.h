@@ -82,6 +82,7 @@ class walker {
 
   std::vector<step> path_;
   const program* p_ = nullptr;
+  const node* nodes_ = nullptr;  // p_->nodes, one load less per value
   violation* why_ = nullptr;
   tape::view t_;         // the document walked
   tape::view literals_;  // p_'s enum and const values

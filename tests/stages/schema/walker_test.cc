@@ -94,6 +94,14 @@ const edge edges[] = {
     {R"({"const":{"a":1,"b":"x"}})", R"({"b":"x","a":1})", true, ""},
     {R"({"const":{"a":1,"b":"x"}})", R"({"b":"x","a":1,"c":0})", false, "const"},
     {R"({"const":-1})", R"(18446744073709551615)", false, "const"},
+    // consts and enums of several nodes: each compared with its own values
+    // (the walker finds them on one tape of all of them, program::literals)
+    {R"({"properties":{"a":{"const":[1,{"x":2}]},"b":{"enum":[null,2.5,"s",[3]]},"c":{"const":7,"enum":["z",7]}}})", R"({"a":[1,{"x":2}],"b":2.5,"c":7})", true, ""},
+    {R"({"properties":{"a":{"const":[1,{"x":2}]},"b":{"enum":[null,2.5,"s",[3]]},"c":{"const":7,"enum":["z",7]}}})", R"({"a":[1,{"x":2}],"b":[3],"c":7.0})", true, ""},
+    {R"({"properties":{"a":{"const":[1,{"x":2}]},"b":{"enum":[null,2.5,"s",[3]]},"c":{"const":7,"enum":["z",7]}}})", R"({"b":null,"a":[1,{"x":3}]})", false, "const", "/a"},
+    {R"({"properties":{"a":{"const":[1,{"x":2}]},"b":{"enum":[null,2.5,"s",[3]]},"c":{"const":7,"enum":["z",7]}}})", R"({"b":7})", false, "enum", "/b"},
+    {R"({"properties":{"a":{"const":[1,{"x":2}]},"b":{"enum":[null,2.5,"s",[3]]},"c":{"const":7,"enum":["z",7]}}})", R"({"b":"s","c":"z"})", false, "const", "/c"},
+    {R"({"properties":{"a":{"const":[1,{"x":2}]},"b":{"enum":[null,2.5,"s",[3]]},"c":{"const":7,"enum":["z",7]}}})", R"({"c":2.5})", false, "const", "/c"},
     // minimum, maximum, exclusiveMinimum, exclusiveMaximum
     {R"({"minimum":5})", R"(5)", true, ""},
     {R"({"minimum":5})", R"(4.999)", false, "minimum"},
