@@ -103,7 +103,7 @@ validation schema_set::check(std::string_view kind, const dom::document& event, 
   if (memo.set_id != id_ || std::string_view(memo.kind) != kind) {
     auto it = kinds_.find(absl::string_view(kind.data(), kind.size()));  // absl's own string_view here
     memo.set_id = id_;
-    memo.kind.assign(kind);
+    memo.kind.assign(kind);  // reuses its capacity: allocates only for a kind longer than any before
     memo.entry = it == kinds_.end() ? nullptr : &it->second;
   }
   const auto* k = static_cast<const kind_schemas*>(memo.entry);

@@ -194,5 +194,42 @@ TEST(active_schemas, swaps_whole_sets_under_load) {
   EXPECT_EQ(thread_schemas(), nullptr);
 }
 
+// One walker remembers the last kind it looked up (walker::kind_memo): the
+// memo must follow the kind, the set, and a set that gained a schema.
+TEST(schema_set, one_walker_across_kinds_and_sets_checks_each_against_its_own_schema) {
+  auto make = [](const std::string& a_schema) {
+    auto set = std::make_shared<schema_set>(set_options{});
+    set->add("a", "", compile_schema(a_schema, "a.json"));
+    set->add("b", "", compile_schema(R"({"required":["y"]})", "b.json"));
+    return set;
+  };
+  auto needs_x = make(R"({"required":["x"]})");
+  auto needs_z = make(R"({"required":["z"]})");
+  simdjson::dom::parser parser;
+  walker w;
+  auto check_with = [&](const schema_set& set, const std::string& kind, const std::string& payload) {
+    (void)parser.parse(event(kind, payload));
+    return set.check(kind, parser.doc, w).ok();
+  };
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_TRUE(check_with(*needs_x, "a", R"({"x":1})"));
+    EXPECT_FALSE(check_with(*needs_x, "b", R"({"x":1})"));
+    EXPECT_FALSE(check_with(*needs_z, "a", R"({"x":1})"));
+    EXPECT_TRUE(check_with(*needs_z, "a", R"({"z":1})"));
+    EXPECT_TRUE(check_with(*needs_z, "b", R"({"y":1})"));
+    EXPECT_TRUE(check_with(*needs_z, "c", R"({})"));  // no schema for c
+    EXPECT_FALSE(check_with(*needs_x, "a", R"({"z":1})"));
+  }
+  // A kind added after the walker remembered that the set had none.
+  EXPECT_TRUE(check_with(*needs_x, "c", R"({})"));
+  needs_x->add("c", "", compile_schema(R"({"required":["w"]})", "c.json"));
+  EXPECT_FALSE(check_with(*needs_x, "c", R"({})"));
+  // A set freed and another made, possibly at the same address.
+  needs_z.reset();
+  auto needs_v = make(R"({"required":["v"]})");
+  EXPECT_FALSE(check_with(*needs_v, "a", R"({"z":1})"));
+  EXPECT_TRUE(check_with(*needs_v, "a", R"({"v":1})"));
+}
+
 }  // namespace
 }  // namespace evpipe::stages::schema
