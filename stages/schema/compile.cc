@@ -1,7 +1,7 @@
 #include "stages/schema/compile.h"
 
-#include "stages/schema/tape.h"
 #include "stages/schema/simple_pattern.h"
+#include "stages/schema/tape.h"
 
 #include <re2/re2.h>
 
