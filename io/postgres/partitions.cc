@@ -251,7 +251,9 @@ pg_status maintain_table(pg_connection& conn, const partition_options& o, const 
   // oldest first (through an index on the column, when the table has one).
   int64_t from = INT64_MIN;
   for (int budget = 64; budget > 0; --budget) {
-    const std::string next = "SELECT extract(epoch FROM min(" + col + "))::bigint FROM " + default_part +
+    // floor: ::bigint rounds, and a row in the last half second of a
+    // period would round into the next one and never be moved.
+    const std::string next = "SELECT floor(extract(epoch FROM min(" + col + ")))::bigint FROM " + default_part +
                              (from == INT64_MIN ? "" : " WHERE " + col + " >= " + timestamp_literal(from));
     st = conn.query(next.c_str(), r);
     if (!st.ok) return st;
@@ -349,7 +351,7 @@ std::vector<maintained_table> maintained_tables(const partition_options& o) {
 pg_status partition_maintainer::maintain_once(pg_connection& conn, const partition_options& o,
                                               partition_round& done) {
   pg_result r;
-  pg_status st = conn.query("SELECT extract(epoch FROM now())::bigint", r);
+  pg_status st = conn.query("SELECT floor(extract(epoch FROM now()))::bigint", r);
   if (!st.ok) return st;
   const int64_t now = first_int(r);
   const int64_t cutoff = o.retention_s > 0 ? now - int64_t(o.retention_s) : INT64_MIN;

@@ -110,7 +110,8 @@ TEST_F(RoutesPartitions, PartitionsAheadRowsOfAnyTimeStoredAndRedeliveriesOnce) 
   const std::string today = day_of("now()");
   ASSERT_TRUE(eventually([&] { return partitions_of("readings") == 5; }, 30s, 50ms)) << evp.log();
   EXPECT_EQ(db.count("SELECT count(*) FROM pg_class WHERE relname IN ('readings_p" + today + "', 'readings_default', "
-                     "'readings_p" + day_of("now() + interval '3 days'") + "')"),
+                     "'readings_p" + day_of("now() + interval '3 days'") + "') "
+                     "AND relnamespace = current_schema()::regnamespace"),
             3);
 
   // Both sides of tomorrow's boundary (both partitions exist), the last
@@ -197,7 +198,8 @@ TEST_F(RoutesPartitions, RetentionDropsAnOldPartitionUnderIngestAndNothingNewer)
     }
   });
   const bool dropped = eventually([&] {
-    return db.count("SELECT count(*) FROM pg_class WHERE relname = 'readings_p" + old_day + "'") == 0;
+    return db.count("SELECT count(*) FROM pg_class WHERE relname = 'readings_p" + old_day +
+                    "' AND relnamespace = current_schema()::regnamespace") == 0;
   }, 30s, 50ms);
   std::this_thread::sleep_for(1s);  // more ingest after the drop
   stop = true;
