@@ -217,6 +217,32 @@ TEST_F(RoutesPartitions, RetentionDropsAnOldPartitionUnderIngestAndNothingNewer)
   EXPECT_NE(evp.log().find("partition readings_p" + old_day + " dropped"), std::string::npos) << "logged";
 }
 
+// An identity that includes the partition column can be a unique index of
+// the partitioned table itself: evpipe then settles redeliveries by it, as
+// for any table-keyed route (docs/routes.md), and writes no route keys.
+TEST_F(RoutesPartitions, AUniqueIndexWithThePartitionKeySettlesRedeliveries) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config(port, http_port), "routeparts_unique");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec(partitioned_table);
+  db.exec("CREATE UNIQUE INDEX ON readings (device_id, measured_at)");
+  evp.start(port);
+  ASSERT_TRUE(eventually([&] { return partitions_of("readings") == 5; }, 30s, 50ms)) << evp.log();
+  std::string data;
+  for (int i = 0; i < 50; ++i) data += reading("d" + std::to_string(i), at("now()"));
+  data += reading("old", at("now() - interval '1 year'"));  // DEFAULT, then its own partition
+  send(port, data, evp);
+  ASSERT_TRUE(eventually([&] { return db.count("SELECT count(*) FROM readings_default") == 0; }, 30s, 50ms))
+      << evp.log();
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(port);
+  send(port, data, evp);
+  EXPECT_EQ(db.count("SELECT count(*) FROM readings"), 51) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 0) << "the table's own index settled them";
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 0) << evp.log();
+}
+
 TEST_F(RoutesPartitions, ATableNotPartitionedOnTheColumnIsRefused) {
   uint16_t port = free_port(), http_port = free_port();
   const std::string cfg = config(port, http_port);
