@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 #include "io/postgres/partition_probe.h"
 
@@ -219,6 +220,11 @@ std::vector<partitioned_route_table> partitioned_route_tables(const std::vector<
 
 namespace {
 
+// The list a reload published (publish_partitioned_route_tables), if any.
+std::mutex published_mu;
+bool published = false;
+std::vector<partitioned_route_table> published_tables;
+
 // One table's part of a round (partition_maintainer::maintain_once).
 pg_status maintain_table(pg_connection& conn, const partition_options& o, const maintained_table& t, int64_t now,
                          int64_t cutoff, partition_round& done) {
@@ -334,6 +340,16 @@ pg_status maintain_table(pg_connection& conn, const partition_options& o, const 
   return {};
 }
 
+}  // namespace
+
+void publish_partitioned_route_tables(std::vector<partitioned_route_table> tables) {
+  std::lock_guard lock(published_mu);
+  published = true;
+  published_tables = std::move(tables);
+}
+
+namespace {
+
 // Every table a round looks at: evpipe's, with their key tables, then the
 // routes' (whose keys evpipe_route_keys holds, pruned by age on its own).
 std::vector<maintained_table> maintained_tables(const partition_options& o) {
@@ -417,16 +433,23 @@ void partition_maintainer::run() {
       }
       if (!st.ok) conn.close();
     }
+    // The route tables of the running routes (a reload may have changed them).
+    partition_options o = options_;
+    {
+      std::lock_guard lock(published_mu);
+      if (published) o.route_tables = published_tables;
+    }
+    for (const auto& t : maintained_tables(o)) (void)partition_probe::instance().of(t.parent);
     partition_round done;
     if (conn.connected()) {
-      st = maintain_once(conn, options_, done);
+      st = maintain_once(conn, o, done);
       if (!st.ok && st.connection_lost) conn.close();
     }
     if (!st.ok) {
       // Counted for each table whose part failed; for all when there was no
       // connection at all.
       if (done.failed.empty()) {
-        for (const auto& t : maintained_tables(options_)) done.failed.push_back(t.parent);
+        for (const auto& t : maintained_tables(o)) done.failed.push_back(t.parent);
       }
       for (const auto& table : done.failed) {
         partition_probe::instance().of(table).errors.fetch_add(1, std::memory_order_relaxed);

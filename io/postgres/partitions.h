@@ -59,6 +59,10 @@ struct partitioned_route_table {
 // The routes' tables with a partition_by, each once.
 [[nodiscard]] std::vector<partitioned_route_table> partitioned_route_tables(const std::vector<config::route>& routes);
 
+// A reload's routes (app/reload.cc): a running partition_maintainer takes
+// this list instead of its options' route_tables from its next round on.
+void publish_partitioned_route_tables(std::vector<partitioned_route_table> tables);
+
 struct partition_options {
   std::string dsn;
   std::string schema;             // "" = the connection's search_path

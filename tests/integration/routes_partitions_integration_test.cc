@@ -243,6 +243,27 @@ TEST_F(RoutesPartitions, AUniqueIndexWithThePartitionKeySettlesRedeliveries) {
   EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 0) << evp.log();
 }
 
+// A reload that adds partition_by: the running maintainer takes the table
+// from its next round on.
+TEST_F(RoutesPartitions, AReloadThatAddsPartitionByIsFollowed) {
+  uint16_t port = free_port(), http_port = free_port();
+  std::string without = config(port, http_port);
+  without.erase(without.find("partition_by = \"measured_at\"\n"), 29);
+  evpipe_process evp(without, "routeparts_reload");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec(partitioned_table);
+  evp.start(port);
+  std::this_thread::sleep_for(1500ms);  // a round or two at check_interval_s = 1
+  EXPECT_EQ(partitions_of("readings"), 0) << "not evpipe's without partition_by";
+  evp.write_config(config(port, http_port));
+  evp.kill(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return partitions_of("readings") == 5; }, 30s, 50ms)) << evp.log();
+  send(port, reading("after", at("now()")) + reading("old", at("now() - interval '1 year'")), evp);
+  ASSERT_TRUE(eventually([&] { return db.count("SELECT count(*) FROM readings_default") == 0; }, 30s, 50ms))
+      << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM readings"), 2);
+}
+
 TEST_F(RoutesPartitions, ATableNotPartitionedOnTheColumnIsRefused) {
   uint16_t port = free_port(), http_port = free_port();
   const std::string cfg = config(port, http_port);
