@@ -173,6 +173,7 @@ int migrate(const config::settings& s) {
     io::partition_round done;
     io::partition_options o{s.postgres.dsn, s.postgres.schema, s.storage.partition, s.storage.retention_s,
                             s.storage.premake};
+    o.route_tables = io::partitioned_route_tables(s.routes);  // [[routes]] partition_by
     if (auto st = io::partition_maintainer::maintain_once(conn, o, done); !st.ok) {
       spdlog::error("cannot create the partitions: {}", st.message);
       return 1;
@@ -366,9 +367,11 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   // (docs/partitions.md), on a thread and connection of their own.
   std::unique_ptr<io::partition_maintainer> partitions;
   if (s.storage.partitioned()) {
-    partitions = std::make_unique<io::partition_maintainer>(io::partition_options{
-        s.postgres.dsn, s.postgres.schema, s.storage.partition, s.storage.retention_s, s.storage.premake,
-        s.storage.check_interval_s, s.storage.lock_timeout_ms});
+    io::partition_options o{s.postgres.dsn,         s.postgres.schema,         s.storage.partition,
+                            s.storage.retention_s,  s.storage.premake,         s.storage.check_interval_s,
+                            s.storage.lock_timeout_ms};
+    o.route_tables = io::partitioned_route_tables(s.routes);  // [[routes]] partition_by, as at start
+    partitions = std::make_unique<io::partition_maintainer>(std::move(o));
     partitions->start();
   }
 

@@ -6,6 +6,7 @@
 
 #include "app/process.h"
 #include "config/reload.h"
+#include "io/postgres/partitions.h"
 #include "io/postgres/route_check.h"
 #include "stages/route/active.h"
 #include "stages/schema/active.h"
@@ -171,6 +172,7 @@ bool config_reloader::reload_routes(const config::settings& next) {
     if (!problems.empty()) return false;
   }
   stages::route::set_active_routes(std::move(routes));
+  io::publish_partitioned_route_tables(io::partitioned_route_tables(next.routes));  // partition_by, docs/partitions.md
   std::string names;
   for (const auto& r : next.routes) names += (names.empty() ? "" : ", ") + r.name;
   spdlog::info("reload: routes: {} from the next read on{}{}", next.routes.size(), names.empty() ? "" : ": ", names);

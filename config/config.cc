@@ -239,6 +239,13 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
     }
   }
   if (const toml::node* routes = root.get("routes")) s.routes = parse_routes(*routes, origin);
+  for (const auto& r : s.routes) {
+    // Its partitions are kept by the [storage] maintainer (docs/partitions.md).
+    if (!r.partition_by.empty() && !s.storage.partitioned()) {
+      throw config_error(origin + ": [[routes]] \"" + r.name +
+                         "\" partition_by: needs [storage] partition = \"day\", \"week\" or \"month\"");
+    }
+  }
   if (!s.tenants.enabled) {
     // Tenant keys on a source without [tenants] enabled would be silently ignored.
     auto refuse = [&](const auto& list, const char* type) {

@@ -50,6 +50,8 @@ struct route {
   std::vector<std::string> idempotency;  // columns that identify a message (envelope "none")
   bool idempotency_digest = false;       // idempotency = "digest": XXH3-128 of the message's bytes
   bool mirror = false;                   // also keep the events_mirror row (envelope "standard" only)
+  std::string partition_by;              // append: the table's range partition key, a timestamptz column whose
+                                         // partitions evpipe keeps ([storage] partition); "" = none (docs/partitions.md)
   bool operator==(const route&) const = default;  // a reload publishes new routes only when they changed
 
   [[nodiscard]] const route_column* column(const std::string& n) const {

@@ -199,13 +199,15 @@ route parse_route(const toml::table& t, size_t index, const std::string& origin,
   r.str_list("key", rt.key);
   r.str("order_by", rt.order_by);
   r.boolean("mirror", rt.mirror);
+  r.str("partition_by", rt.partition_by);
   // columns and idempotency have shapes table_reader does not read.
   const toml::node* columns = t.get("columns");
   const toml::node* idempotency = t.get("idempotency");
   for (auto&& [k, v] : t) {
     std::string key(k.str());
     static const std::set<std::string> known = {"name", "topics", "kinds", "also", "envelope", "table", "mode",
-                                                "key", "order_by", "mirror", "columns", "idempotency"};
+                                                "key", "order_by", "mirror", "columns", "idempotency",
+                                                "partition_by"};
     if (!known.count(key)) r.fail(key, "unknown key");
   }
   if (rt.name.empty()) rt.name = "route " + std::to_string(index);
@@ -273,9 +275,25 @@ route parse_route(const toml::table& t, size_t index, const std::string& origin,
   } else if (mode == "append") {
     if (!rt.key.empty()) r.fail("key", "is for mode = \"upsert\"");
     if (!rt.order_by.empty()) r.fail("order_by", "is for mode = \"upsert\"");
+    if (!rt.partition_by.empty()) {
+      // The column evpipe's partition maintainer ranges the table's
+      // partitions on (docs/partitions.md, "Route tables"). Never NULL, so
+      // that every row has a period (a NULL key would stay in DEFAULT).
+      const route_column* c = rt.column(rt.partition_by);
+      if (!c) r.fail("partition_by", "\"" + rt.partition_by + "\" is not one of the route's columns");
+      if (c->type != column_type::timestamptz) {
+        r.fail("partition_by", "\"" + rt.partition_by + "\" must be a timestamptz column, not " +
+                                   column_type_name(c->type));
+      }
+      if (!c->required && !c->has_default && c->source != column_source::received_at) {
+        r.fail("partition_by", "column \"" + rt.partition_by +
+                                   "\" must be required, have a default or be received_at (a partition key is never NULL)");
+      }
+    }
   } else {
     r.fail("mode", "must be \"append\" or \"upsert\", got \"" + mode + "\"");
   }
+  if (rt.upsert && !rt.partition_by.empty()) r.fail("partition_by", "is for mode = \"append\"");
 
   if (idempotency) {
     if (rt.envelope_standard) {
@@ -355,6 +373,7 @@ toml::array routes_to_toml(const std::vector<route>& routes) {
     if (!rt.table.empty()) t.insert("table", rt.table);
     if (!rt.key.empty()) t.insert("key", std::move(key));
     if (!rt.order_by.empty()) t.insert("order_by", rt.order_by);
+    if (!rt.partition_by.empty()) t.insert("partition_by", rt.partition_by);
     if (rt.idempotency_digest && !rt.envelope_standard) {
       t.insert("idempotency", "digest");
     } else if (!rt.idempotency.empty()) {

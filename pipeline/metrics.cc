@@ -379,20 +379,22 @@ std::string metrics_registry::render() const {
   }
 
   {
-    // Partition maintenance ([storage] partition, docs/partitions.md).
-    auto& pp = io::partition_probe::instance();
-    const std::pair<const char*, std::pair<const char*, const std::atomic<uint64_t>*>> families[] = {
-        {"_partitions_created_total", {"Partitions created ahead of time, or for rows found in the DEFAULT partition.", &pp.created}},
-        {"_partitions_dropped_total", {"Partitions dropped as past [storage] retention.", &pp.dropped}},
-        {"_partition_rows_dropped_total", {"Rows in the partitions (and DEFAULT-partition rows) dropped as past [storage] retention.", &pp.rows_dropped}},
-        {"_partition_rows_moved_total", {"Rows moved from the DEFAULT partition into a partition created for them.", &pp.rows_moved}},
-        {"_partition_keys_pruned_total", {"evpipe_mirror_keys and evpipe_dlq_keys rows pruned (older than every row of their table).", &pp.keys_pruned}},
-        {"_partition_maintenance_errors_total", {"Partition maintenance rounds that failed (a lock not granted in time, ...), then retried.", &pp.errors}},
+    // Partition maintenance ([storage] partition, docs/partitions.md), by table.
+    using io::partition_counters;
+    const std::pair<const char*, std::pair<const char*, std::atomic<uint64_t> partition_counters::*>> families[] = {
+        {"_partitions_created_total", {"Partitions created ahead of time, or for rows found in the DEFAULT partition.", &partition_counters::created}},
+        {"_partitions_dropped_total", {"Partitions dropped as past [storage] retention.", &partition_counters::dropped}},
+        {"_partition_rows_dropped_total", {"Rows in the partitions (and DEFAULT-partition rows) dropped as past [storage] retention.", &partition_counters::rows_dropped}},
+        {"_partition_rows_moved_total", {"Rows moved from the DEFAULT partition into a partition created for them.", &partition_counters::rows_moved}},
+        {"_partition_keys_pruned_total", {"evpipe_mirror_keys and evpipe_dlq_keys rows pruned (older than every row of their table).", &partition_counters::keys_pruned}},
+        {"_partition_maintenance_errors_total", {"Partition maintenance rounds that failed (a lock not granted in time, ...), then retried.", &partition_counters::errors}},
     };
     for (const auto& [suffix, f] : families) {
       name = p + suffix;
       header(out, name, "counter", f.first);
-      sample(out, name, "", double(f.second->load(std::memory_order_relaxed)));
+      io::partition_probe::instance().each([&](const std::string& table, const partition_counters& c) {
+        sample(out, name, "table=\"" + table + "\"", double((c.*f.second).load(std::memory_order_relaxed)));
+      });
     }
   }
 

@@ -2,10 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 #include "io/postgres/partition_probe.h"
 
@@ -19,6 +21,14 @@ struct partitioned_table {
   const char* keys;  // the key table
 };
 constexpr partitioned_table tables[] = {{"events_mirror", "evpipe_mirror_keys"}, {"dlq_events", "evpipe_dlq_keys"}};
+
+// A table one round maintains, as written in statements (schema-qualified
+// when [postgres] schema is set).
+struct maintained_table {
+  std::string parent;
+  std::string column;  // the range partition key
+  std::string keys;    // the key table pruned after its rows ("" = none)
+};
 
 // The base columns of each table, as schemas/events.sql creates them, but
 // with created_at NOT NULL (the partition key) and a primary key that
@@ -86,16 +96,16 @@ int64_t first_int(const pg_result& r, int col = 0) {
 // with the parent's columns and a CHECK of the range (so ATTACH need not scan
 // it), filled with the rows the default partition holds in the range (which
 // leave it), then attached: all in one transaction.
-pg_status ensure_partition(pg_connection& conn, const std::string& parent, const std::string& default_part,
-                           const period& p, partition_round& done) {
+pg_status ensure_partition(pg_connection& conn, const std::string& parent, const std::string& column,
+                           const std::string& default_part, const period& p, partition_round& done) {
   const std::string name = parent + name_suffix(p.begin);
   pg_status st;
   if (!relkind(conn, name, st).empty() || !st.ok) return st;
   const std::string lo = timestamp_literal(p.begin), hi = timestamp_literal(p.end);
-  const std::string range = "created_at >= " + lo + " AND created_at < " + hi;
+  const std::string range = column + " >= " + lo + " AND " + column + " < " + hi;
   const std::string bare = name.substr(name.find('.') + 1);
   std::string sql = "BEGIN; CREATE TABLE " + name + " (LIKE " + parent +
-                    " INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMPRESSION); "
+                    " INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION); "
                     "ALTER TABLE " + name + " ADD CONSTRAINT " + bare + "_range CHECK (" + range + ")";
   st = conn.exec(sql.c_str());
   uint64_t moved = 0;
@@ -127,7 +137,7 @@ pg_status ensure_partition(pg_connection& conn, const std::string& parent, const
     if (st.sqlstate == "42P17") return {};
     return st;
   }
-  auto& probe = partition_probe::instance();
+  auto& probe = partition_probe::instance().of(parent);
   probe.created.fetch_add(1, std::memory_order_relaxed);
   probe.rows_moved.fetch_add(moved, std::memory_order_relaxed);
   done.rows_moved += moved;
@@ -198,117 +208,195 @@ std::string prepare_partitioned_tables(pg_connection& conn, const std::string& s
   return "";
 }
 
+std::vector<partitioned_route_table> partitioned_route_tables(const std::vector<config::route>& routes) {
+  std::vector<partitioned_route_table> out;
+  for (const auto& r : routes) {
+    if (r.partition_by.empty() || r.table.empty()) continue;
+    partitioned_route_table t{r.table, r.partition_by};
+    if (std::find(out.begin(), out.end(), t) == out.end()) out.push_back(std::move(t));
+  }
+  return out;
+}
+
+namespace {
+
+// The list a reload published (publish_partitioned_route_tables), if any.
+std::mutex published_mu;
+bool published = false;
+std::vector<partitioned_route_table> published_tables;
+
+// One table's part of a round (partition_maintainer::maintain_once).
+pg_status maintain_table(pg_connection& conn, const partition_options& o, const maintained_table& t, int64_t now,
+                         int64_t cutoff, partition_round& done) {
+  const std::string& parent = t.parent;
+  const std::string& col = t.column;
+  auto& probe = partition_probe::instance().of(parent);
+  const char* params[1] = {parent.c_str()};
+  pg_result r;
+  // The DEFAULT partition, whatever its name, and the span of its rows.
+  std::string default_part;
+  pg_status st = conn.query_params(
+      "SELECT partdefid::regclass::text FROM pg_partitioned_table WHERE partrelid = $1::regclass AND partdefid <> 0",
+      1, params, r);
+  if (!st.ok) return st;
+  if (PQntuples(r.get()) > 0) {
+    default_part = PQgetvalue(r.get(), 0, 0);
+  } else {
+    // None (a route table as its owner made it, or one dropped): without it a
+    // row of a period with no partition would be refused, failing its batch.
+    const std::string name = parent + "_default";
+    st = conn.exec(("CREATE TABLE " + name + " PARTITION OF " + parent + " DEFAULT").c_str());
+    if (!st.ok) return st;
+    spdlog::info("partition {} created: the DEFAULT partition of {}", name, parent);
+    default_part = name;
+  }
+  // Rows there mean a period had no partition when they were written
+  // (evpipe was stopped, other writers ran before migrate, or, for a route
+  // table, an event's own time is old or far ahead): each period that holds
+  // some gets its partition and its rows, a bounded number per round, found
+  // oldest first (through an index on the column, when the table has one).
+  int64_t from = INT64_MIN;
+  for (int budget = 64; budget > 0; --budget) {
+    // floor: ::bigint rounds, and a row in the last half second of a
+    // period would round into the next one and never be moved.
+    const std::string next = "SELECT floor(extract(epoch FROM min(" + col + ")))::bigint FROM " + default_part +
+                             (from == INT64_MIN ? "" : " WHERE " + col + " >= " + timestamp_literal(from));
+    st = conn.query(next.c_str(), r);
+    if (!st.ok) return st;
+    const int64_t oldest = first_int(r);
+    if (oldest == INT64_MIN) break;
+    const period p = period_of(o.unit, oldest);
+    from = p.end;
+    if (p.end <= cutoff) {
+      // Past the retention already: dropped like the partition it would have had.
+      uint64_t n = 0;
+      st = conn.exec_counted(("DELETE FROM " + default_part + " WHERE " + col + " >= " + timestamp_literal(p.begin) +
+                              " AND " + col + " < " + timestamp_literal(p.end))
+                                 .c_str(),
+                             n);
+      if (!st.ok) return st;
+      if (n > 0) spdlog::info("{} rows of {} past the retention deleted from {}", n, parent, default_part);
+      probe.rows_dropped.fetch_add(n, std::memory_order_relaxed);
+      done.rows_dropped += n;
+      continue;
+    }
+    st = ensure_partition(conn, parent, col, default_part, p, done);
+    if (!st.ok) return st;
+  }
+  // Ahead of time: the current period and premake more.
+  period p = period_of(o.unit, now);
+  for (uint32_t k = 0; k <= o.premake; ++k, p = period_of(o.unit, p.end)) {
+    st = ensure_partition(conn, parent, col, default_part, p, done);
+    if (!st.ok) return st;
+  }
+  if (o.retention_s == 0) return {};
+  // Retention: every partition whose upper bound is past the cutoff (the
+  // DEFAULT one has no bound; one with MAXVALUE neither).
+  st = conn.query_params(
+      "SELECT c.oid::regclass::text, extract(epoch FROM substring(pg_get_expr(c.relpartbound, c.oid) "
+      "FROM 'TO \\(''([^'']+)''\\)')::timestamptz)::bigint AS hi FROM pg_inherits i JOIN pg_class c "
+      "ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass ORDER BY hi",
+      1, params, r);
+  if (!st.ok) return st;
+  std::vector<std::string> old;
+  for (int i = 0, n = PQntuples(r.get()); i < n; ++i) {
+    if (PQgetisnull(r.get(), i, 1)) continue;
+    if (std::strtoll(PQgetvalue(r.get(), i, 1), nullptr, 10) <= cutoff) old.emplace_back(PQgetvalue(r.get(), i, 0));
+  }
+  for (const auto& name : old) {
+    pg_result count;
+    st = conn.query(("SELECT count(*) FROM " + name).c_str(), count);
+    if (!st.ok) return st;
+    const auto rows = static_cast<uint64_t>(first_int(count));
+    st = conn.exec(("DROP TABLE " + name).c_str());
+    if (!st.ok) return st;
+    spdlog::info("partition {} dropped: its range ended more than {} s ago ([storage] retention); {} rows", name,
+                 o.retention_s, rows);
+    probe.dropped.fetch_add(1, std::memory_order_relaxed);
+    probe.rows_dropped.fetch_add(rows, std::memory_order_relaxed);
+    done.dropped.push_back(name);
+    done.rows_dropped += rows;
+  }
+  // Keys older than every row of their table (and than the retention):
+  // a key goes only after its row, so the table never holds a key twice.
+  // (A route table's keys are in evpipe_route_keys, pruned by age.)
+  if (t.keys.empty()) return {};
+  const std::string& keys = t.keys;
+  const std::string prune = "DELETE FROM " + keys + " WHERE ctid = ANY(ARRAY(SELECT ctid FROM " + keys +
+                            " WHERE created_at < LEAST(now() - make_interval(secs => $1::float8), "
+                            "coalesce((SELECT min(created_at) FROM " + parent + "), 'infinity')) "
+                            "ORDER BY created_at LIMIT $2::int FOR UPDATE SKIP LOCKED))";
+  const std::string retention = std::to_string(o.retention_s), batch = std::to_string(o.prune_batch);
+  const char* prune_params[2] = {retention.c_str(), batch.c_str()};
+  for (int round = 0; round < 1000; ++round) {
+    pg_result res;
+    st = conn.query_params(prune.c_str(), 2, prune_params, res);
+    if (!st.ok) return st;
+    const uint64_t n = std::strtoull(PQcmdTuples(res.get()), nullptr, 10);
+    probe.keys_pruned.fetch_add(n, std::memory_order_relaxed);
+    done.keys_pruned += n;
+    if (n < o.prune_batch) break;
+  }
+  return {};
+}
+
+}  // namespace
+
+void publish_partitioned_route_tables(std::vector<partitioned_route_table> tables) {
+  std::lock_guard lock(published_mu);
+  published = true;
+  published_tables = std::move(tables);
+}
+
+namespace {
+
+// Every table a round looks at: evpipe's, with their key tables, then the
+// routes' (whose keys evpipe_route_keys holds, pruned by age on its own).
+std::vector<maintained_table> maintained_tables(const partition_options& o) {
+  const std::string prefix = o.schema.empty() ? "" : o.schema + ".";
+  std::vector<maintained_table> out;
+  for (const auto& t : tables) out.push_back({prefix + t.name, "created_at", prefix + t.keys});
+  for (const auto& t : o.route_tables) {
+    out.push_back({t.table.find('.') == std::string::npos ? prefix + t.table : t.table, t.column, ""});
+  }
+  return out;
+}
+
+}  // namespace
+
 pg_status partition_maintainer::maintain_once(pg_connection& conn, const partition_options& o,
                                               partition_round& done) {
-  const std::string prefix = o.schema.empty() ? "" : o.schema + ".";
-  auto& probe = partition_probe::instance();
   pg_result r;
-  pg_status st = conn.query("SELECT extract(epoch FROM now())::bigint", r);
+  pg_status st = conn.query("SELECT floor(extract(epoch FROM now()))::bigint", r);
   if (!st.ok) return st;
   const int64_t now = first_int(r);
   const int64_t cutoff = o.retention_s > 0 ? now - int64_t(o.retention_s) : INT64_MIN;
-  for (const auto& t : tables) {
-    const std::string parent = prefix + t.name;
-    if (!is_partitioned(conn, parent)) continue;
-    const char* params[1] = {parent.c_str()};
-    // The DEFAULT partition, whatever its name, and the span of its rows.
-    std::string default_part;
-    st = conn.query_params(
-        "SELECT partdefid::regclass::text FROM pg_partitioned_table WHERE partrelid = $1::regclass AND partdefid <> 0",
-        1, params, r);
-    if (!st.ok) return st;
-    if (PQntuples(r.get()) > 0) default_part = PQgetvalue(r.get(), 0, 0);
-    // Rows there mean a period had no partition when they were written
-    // (evpipe was stopped, or other writers ran before migrate): each
-    // period that holds some gets its partition and its rows, a bounded
-    // number per round, found oldest first through the created_at index.
-    int64_t from = INT64_MIN;
-    for (int budget = 64; !default_part.empty() && budget > 0; --budget) {
-      const std::string next = "SELECT extract(epoch FROM min(created_at))::bigint FROM " + default_part +
-                               (from == INT64_MIN ? "" : " WHERE created_at >= " + timestamp_literal(from));
-      st = conn.query(next.c_str(), r);
-      if (!st.ok) return st;
-      const int64_t oldest = first_int(r);
-      if (oldest == INT64_MIN) break;
-      const period p = period_of(o.unit, oldest);
-      from = p.end;
-      if (p.end <= cutoff) {
-        // Past the retention already: dropped like the partition it would have had.
-        uint64_t n = 0;
-        st = conn.exec_counted(("DELETE FROM " + default_part + " WHERE created_at >= " + timestamp_literal(p.begin) +
-                                " AND created_at < " + timestamp_literal(p.end))
-                                   .c_str(),
-                               n);
-        if (!st.ok) return st;
-        if (n > 0) spdlog::info("{} rows of {} past the retention deleted from {}", n, parent, default_part);
-        probe.rows_dropped.fetch_add(n, std::memory_order_relaxed);
-        done.rows_dropped += n;
-        continue;
-      }
-      st = ensure_partition(conn, parent, default_part, p, done);
-      if (!st.ok) return st;
-    }
-    // Ahead of time: the current period and premake more.
-    period p = period_of(o.unit, now);
-    for (uint32_t k = 0; k <= o.premake; ++k, p = period_of(o.unit, p.end)) {
-      st = ensure_partition(conn, parent, default_part, p, done);
-      if (!st.ok) return st;
-    }
-    if (o.retention_s == 0) continue;
-    // Retention: every partition whose upper bound is past the cutoff (the
-    // DEFAULT one has no bound; one with MAXVALUE neither).
-    st = conn.query_params(
-        "SELECT c.oid::regclass::text, extract(epoch FROM substring(pg_get_expr(c.relpartbound, c.oid) "
-        "FROM 'TO \\(''([^'']+)''\\)')::timestamptz)::bigint AS hi FROM pg_inherits i JOIN pg_class c "
-        "ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass ORDER BY hi",
-        1, params, r);
-    if (!st.ok) return st;
-    std::vector<std::string> old;
-    for (int i = 0, n = PQntuples(r.get()); i < n; ++i) {
-      if (PQgetisnull(r.get(), i, 1)) continue;
-      if (std::strtoll(PQgetvalue(r.get(), i, 1), nullptr, 10) <= cutoff) old.emplace_back(PQgetvalue(r.get(), i, 0));
-    }
-    for (const auto& name : old) {
-      pg_result count;
-      st = conn.query(("SELECT count(*) FROM " + name).c_str(), count);
-      if (!st.ok) return st;
-      const auto rows = static_cast<uint64_t>(first_int(count));
-      st = conn.exec(("DROP TABLE " + name).c_str());
-      if (!st.ok) return st;
-      spdlog::info("partition {} dropped: its range ended more than {} s ago ([storage] retention); {} rows", name,
-                   o.retention_s, rows);
-      probe.dropped.fetch_add(1, std::memory_order_relaxed);
-      probe.rows_dropped.fetch_add(rows, std::memory_order_relaxed);
-      done.dropped.push_back(name);
-      done.rows_dropped += rows;
-    }
-    // Keys older than every row of their table (and than the retention):
-    // a key goes only after its row, so the table never holds a key twice.
-    const std::string keys = prefix + t.keys;
-    const std::string prune = "DELETE FROM " + keys + " WHERE ctid = ANY(ARRAY(SELECT ctid FROM " + keys +
-                              " WHERE created_at < LEAST(now() - make_interval(secs => $1::float8), "
-                              "coalesce((SELECT min(created_at) FROM " + parent + "), 'infinity')) "
-                              "ORDER BY created_at LIMIT $2::int FOR UPDATE SKIP LOCKED))";
-    const std::string retention = std::to_string(o.retention_s), batch = std::to_string(o.prune_batch);
-    const char* prune_params[2] = {retention.c_str(), batch.c_str()};
-    for (int round = 0; round < 1000; ++round) {
-      pg_result res;
-      st = conn.query_params(prune.c_str(), 2, prune_params, res);
-      if (!st.ok) return st;
-      const uint64_t n = std::strtoull(PQcmdTuples(res.get()), nullptr, 10);
-      probe.keys_pruned.fetch_add(n, std::memory_order_relaxed);
-      done.keys_pruned += n;
-      if (n < o.prune_batch) break;
-    }
+  pg_status first;
+  for (const auto& t : maintained_tables(o)) {
+    // A table that is not partitioned is not maintained: evpipe's own when
+    // [storage] partition was set after they were made plain (migrate says
+    // so), a route table that run's start-up check refused.
+    if (!is_partitioned(conn, t.parent)) continue;
+    st = maintain_table(conn, o, t, now, cutoff, done);
+    if (st.ok) continue;
+    // One table's failure (a lock not granted in time) does not keep the
+    // others' partitions from being made; the table is retried next round.
+    done.failed.push_back(t.parent);
+    if (first.ok) first = st;
+    if (st.connection_lost) break;
   }
-  return {};
+  return first;
 }
 
 partition_maintainer::partition_maintainer(partition_options options) : options_(std::move(options)) {}
 
 partition_maintainer::~partition_maintainer() { stop(); }
 
-void partition_maintainer::start() { thread_ = std::thread([this] { run(); }); }
+void partition_maintainer::start() {
+  // Every table's series on /metrics from the start, at 0.
+  for (const auto& t : maintained_tables(options_)) (void)partition_probe::instance().of(t.parent);
+  thread_ = std::thread([this] { run(); });
+}
 
 void partition_maintainer::stop() {
   {
@@ -345,14 +433,28 @@ void partition_maintainer::run() {
       }
       if (!st.ok) conn.close();
     }
+    // The route tables of the running routes (a reload may have changed them).
+    partition_options o = options_;
+    {
+      std::lock_guard lock(published_mu);
+      if (published) o.route_tables = published_tables;
+    }
+    for (const auto& t : maintained_tables(o)) (void)partition_probe::instance().of(t.parent);
+    partition_round done;
     if (conn.connected()) {
-      partition_round done;
-      st = maintain_once(conn, options_, done);
+      st = maintain_once(conn, o, done);
       if (!st.ok && st.connection_lost) conn.close();
     }
     if (!st.ok) {
-      partition_probe::instance().errors.fetch_add(1, std::memory_order_relaxed);
-      const std::string what = describe(st);
+      // Counted for each table whose part failed; for all when there was no
+      // connection at all.
+      if (done.failed.empty()) {
+        for (const auto& t : maintained_tables(o)) done.failed.push_back(t.parent);
+      }
+      for (const auto& table : done.failed) {
+        partition_probe::instance().of(table).errors.fetch_add(1, std::memory_order_relaxed);
+      }
+      const std::string what = (done.failed.size() == 1 ? done.failed[0] + ": " : "") + describe(st);
       if (what != last_error) spdlog::warn("partition maintenance: {} (retrying)", what);
       last_error = what;
       wait_ms = std::min(wait_ms, retry_ms);

@@ -2,13 +2,17 @@
 // Partitioned events_mirror and dlq_events ([storage] partition,
 // docs/partitions.md): the tables, their key tables, and the maintenance
 // that creates partitions ahead of time and drops those past the retention.
+// The same maintenance keeps the partitions of the append route tables that
+// name their time column with `partition_by` (the user creates those tables
+// partitioned; evpipe checks them in route_check.cc).
 //
-// Layout. Each table is range-partitioned on created_at (the writing
+// Layout. Each of evpipe's tables is range-partitioned on created_at (the writing
 // transaction's now(): the time the row was stored, not the event's ts), with
 // one partition per day, week (from Monday 00:00 UTC) or month, named
 // <table>_pYYYYMMDD after its first day, and a DEFAULT partition
 // (<table>_default) that takes any row no partition covers, so that nothing
-// is ever refused for its time.
+// is ever refused for its time. A route table is partitioned on its
+// partition_by column (the event's own time), named and laid out likewise.
 //
 // One row per key. A unique index of a partitioned table must include the
 // partition key, so (tenant_id, idempotency_key) can no longer be unique on
@@ -39,9 +43,25 @@
 #include <thread>
 #include <vector>
 
+#include "config/route_config.h"
 #include "io/postgres/pg_connection.h"
 
 namespace evpipe::io {
+
+// An append route's table whose partitions evpipe keeps: [[routes]]
+// partition_by (docs/partitions.md, "Route tables").
+struct partitioned_route_table {
+  std::string table;   // as the route writes it: "telemetry" or "schema.telemetry"
+  std::string column;  // its range partition key, a timestamptz column
+  bool operator==(const partitioned_route_table&) const = default;
+};
+
+// The routes' tables with a partition_by, each once.
+[[nodiscard]] std::vector<partitioned_route_table> partitioned_route_tables(const std::vector<config::route>& routes);
+
+// A reload's routes (app/reload.cc): a running partition_maintainer takes
+// this list instead of its options' route_tables from its next round on.
+void publish_partitioned_route_tables(std::vector<partitioned_route_table> tables);
 
 struct partition_options {
   std::string dsn;
@@ -52,11 +72,13 @@ struct partition_options {
   uint32_t interval_s = 300;      // between rounds
   uint32_t lock_timeout_ms = 500; // per statement
   uint32_t prune_batch = 5000;    // keys per DELETE
+  std::vector<partitioned_route_table> route_tables;  // kept like events_mirror's, on their own column
 };
 
 // What one round did.
 struct partition_round {
   std::vector<std::string> created, dropped;
+  std::vector<std::string> failed;  // tables whose maintenance failed (each counted, the others went on)
   uint64_t rows_moved = 0, rows_dropped = 0, keys_pruned = 0;
 };
 
@@ -88,12 +110,15 @@ class partition_maintainer {
   void start();
   void stop();
 
-  // One round: for each partitioned table, the partitions of the current
-  // period and `premake` more; partitions for the periods of rows found in
-  // the DEFAULT partition (moving them); with a retention, the drop of every
-  // partition whose range ended more than retention_s ago and the pruning of
-  // keys older than every row. Needs lock_timeout set by the caller when it
-  // matters. Counted in partition_probe; the first error ends the round.
+  // One round: for each partitioned table (events_mirror, dlq_events, the
+  // route tables), a DEFAULT partition if it has none; the partitions of the
+  // current period and `premake` more; partitions for the periods of rows
+  // found in the DEFAULT partition (moving them); with a retention, the drop
+  // of every partition whose range ended more than retention_s ago and the
+  // pruning of keys older than every row. Needs lock_timeout set by the
+  // caller when it matters. Counted in partition_probe by table; an error
+  // ends that table's part of the round (the others still run, but for a
+  // lost connection), and the first one is returned.
   [[nodiscard]] static pg_status maintain_once(pg_connection& conn, const partition_options& options,
                                                partition_round& done);
 

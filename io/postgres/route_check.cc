@@ -82,6 +82,33 @@ std::vector<std::string> route_db_problems(pg_connection& conn, const std::vecto
                       "\" is NOT NULL without a default, and the route does not fill it");
       }
     }
+    if (!r.partition_by.empty()) {
+      // evpipe keeps this table's partitions (docs/partitions.md, "Route
+      // tables"): it must be range-partitioned on exactly that column.
+      pg_result part;
+      const bool read = conn.query_params(
+          "SELECT p.partstrat, p.partnatts, coalesce(a.attname::text, '') FROM pg_partitioned_table p "
+          "LEFT JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0] "
+          "WHERE p.partrelid = $1::oid", 1, params, part).ok;
+      const std::string how = "; create it as CREATE TABLE " + table + " (...) PARTITION BY RANGE (" +
+                              r.partition_by + ") (docs/partitions.md, \"Route tables\")";
+      if (!read) {
+        out.push_back(where + "partition_by: cannot read how \"" + table + "\" is partitioned");
+      } else if (PQntuples(part.get()) == 0) {
+        out.push_back(where + "partition_by: table \"" + table + "\" is not partitioned" + how);
+      } else if (std::string(PQgetvalue(part.get(), 0, 0)) != "r" || std::string(PQgetvalue(part.get(), 0, 1)) != "1" ||
+                 PQgetvalue(part.get(), 0, 2) != r.partition_by) {
+        out.push_back(where + "partition_by: table \"" + table + "\" is not partitioned BY RANGE (" +
+                      r.partition_by + ") alone" + how);
+      }
+      // Its partitions are named <table>_pYYYYMMDD: 10 more characters
+      // than the table's name, within PostgreSQL's 63.
+      const std::string bare = table.substr(table.find('.') + 1);
+      if (bare.size() > 53) {
+        out.push_back(where + "partition_by: the name \"" + bare + "\" is longer than 53 characters, too long for " +
+                      "its partitions' names (<table>_pYYYYMMDD)");
+      }
+    }
     if (r.upsert) {
       // A unique index (or primary key) on exactly the key's columns, total
       // and on plain columns: what ON CONFLICT (key) needs.

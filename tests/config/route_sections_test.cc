@@ -205,4 +205,34 @@ TEST(RouteConfig, MustBeAnArrayOfTables) {
 }
 
 }  // namespace
+// partition_by (docs/partitions.md, "Route tables"): an append route's
+// timestamptz column that is never NULL, with [storage] partition set.
+TEST(RouteConfig, PartitionByNamesANeverNullTimestamptzColumn) {
+  const std::string storage = "[storage]\npartition = \"day\"\n";
+  auto route = [](const std::string& partition_by, const std::string& extra_column = "",
+                  const std::string& mode = "") {
+    return "[[routes]]\nname = \"t\"\ntopics = [\"a/#\"]\nenvelope = \"none\"\ntable = \"t\"\n" + mode +
+           "partition_by = \"" + partition_by + "\"\ncolumns = [\n"
+           "  { name = \"device_id\", type = \"text\", required = true },\n"
+           "  { name = \"at\", source = \"timestamp\", type = \"timestamptz\", required = true },\n"
+           "  { name = \"maybe\", type = \"timestamptz\" },\n"
+           "  { name = \"seen\", source = \"received_at\", type = \"timestamptz\" },\n" + extra_column + "]\n";
+  };
+  auto s = load_string(storage + route("at"));
+  EXPECT_EQ(s.routes.at(0).partition_by, "at");
+  EXPECT_EQ(load_string(to_toml(s), "round-trip").routes, s.routes);
+  EXPECT_EQ(load_string(storage + route("seen")).routes.at(0).partition_by, "seen");
+  const std::pair<std::string, std::string> refused[] = {
+      {storage + route("nope"), "[[routes]] \"t\" partition_by: \"nope\" is not one of the route's columns"},
+      {storage + route("device_id"), "partition_by: \"device_id\" must be a timestamptz column, not text"},
+      {storage + route("maybe"), "partition_by: column \"maybe\" must be required, have a default or be received_at"},
+      {storage + route("at", "", "mode = \"upsert\"\nkey = [\"device_id\"]\n"), "partition_by: is for mode = \"append\""},
+      {route("at"), "[[routes]] \"t\" partition_by: needs [storage] partition = \"day\", \"week\" or \"month\""},
+  };
+  for (const auto& [toml, want] : refused) {
+    const std::string e = error_of(toml);
+    EXPECT_NE(e.find(want), std::string::npos) << "want: " << want << "\ngot: " << e;
+  }
+}
+
 }  // namespace evpipe::config
