@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "io/sources/http/http_source.h"
@@ -158,6 +159,33 @@ int live_sources::apply(const config::reload_plan& plan, config::settings& effec
     mqtt_list_.emplace_back(static_cast<io::mqtt_source*>(mqtt_[i].get()), effective.mqtt_sources[i].url);
   }
   return failed;
+}
+
+size_t live_sources::swap_http_tenancy(config::source_changes& ch, const std::vector<config::http_source>& running,
+                                       const std::vector<config::http_source>& next) {
+  std::lock_guard lock(mu_);
+  if (draining_) return 0;
+  size_t swapped = 0;
+  for (auto stop = ch.stop.begin(); stop != ch.stop.end();) {
+    config::http_source was = running[*stop];
+    auto start = std::find_if(ch.start.begin(), ch.start.end(), [&](size_t j) {
+      was.tenancy = next[j].tenancy;
+      return was == next[j];
+    });
+    if (start == ch.start.end()) {
+      ++stop;
+      continue;
+    }
+    auto& src = static_cast<io::http_source&>(*http_[*stop]);
+    src.set_tenancy(next[*start].tenancy);
+    spdlog::info("reload: {}: new tenancy (tokens, tenant, allowed_tenants) from each connection's next request on",
+                 src.describe());
+    ch.keep.emplace_back(*stop, *start);
+    ch.start.erase(start);
+    stop = ch.stop.erase(stop);
+    ++swapped;
+  }
+  return swapped;
 }
 
 void live_sources::stop_reading_all() {

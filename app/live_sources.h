@@ -59,6 +59,13 @@ class live_sources {
   // taken out of it. Returns how many failed to start (-1: draining, nothing
   // changed).
   int apply(const config::reload_plan& plan, config::settings& effective, std::chrono::milliseconds stop_budget);
+  // Before apply(): each HTTP source that `ch` would stop and start again
+  // although only its tenancy changed (its tokens file's contents, tenant,
+  // allowed_tenants) gets the new binding in place instead, and moves to
+  // `ch.keep`: its connections stay open (docs/tenants.md). `running` is the
+  // running sources' config, in this object's order. Returns how many.
+  size_t swap_http_tenancy(config::source_changes& ch, const std::vector<config::http_source>& running,
+                           const std::vector<config::http_source>& next);
 
   // The drain: stop reading everywhere; wait until no connection reads; close
   // once the last acks are out (or at the deadline).

@@ -125,6 +125,9 @@ void config_reloader::reload_once() {
 
   // A source that is stopped waits this long for its last acks.
   const auto stop_budget = std::chrono::milliseconds(std::min<uint32_t>(running_.pipeline.shutdown_timeout_ms, 10'000));
+  // An HTTP source whose tenancy alone changed keeps its connections: its
+  // binding is swapped in place (docs/tenants.md).
+  sources_.swap_http_tenancy(plan.http, running_.http_sources, plan.effective.http_sources);
   int failed = sources_.apply(plan, plan.effective, stop_budget);
   if (failed < 0) {
     spdlog::info("reload: evpipe is draining; sources unchanged");

@@ -217,7 +217,15 @@ std::string query_token(std::string_view query) {
 
 }  // namespace
 
-sse_server::sse_server(const config::stream_section& cfg, stream_hub& hub) : cfg_(cfg), hub_(hub) {
+namespace {
+std::vector<std::pair<std::string, std::string>> bearer_token_only(const std::string& token) {
+  if (token.empty()) return {};
+  return {{token, ""}};
+}
+}  // namespace
+
+sse_server::sse_server(const config::stream_section& cfg, stream_hub& hub)
+    : cfg_(cfg), tenant_tokens_(cfg.tokens), bearer_token_(bearer_token_only(cfg.bearer_token)), hub_(hub) {
   config::endpoint ep = config::parse_listen(cfg.listen, "[stream] listen");
   auto addr = asio::ip::make_address(ep.host);
   sockaddr_storage ss{};
@@ -348,7 +356,7 @@ void sse_server::serve(int fd, uint64_t session) {
       std::string token = query_token(query);
       std::string_view auth = req[http::field::authorization];
       if (auth.size() > 7 && beast::iequals(auth.substr(0, 7), "Bearer ")) token = std::string(auth.substr(7));
-      if (token != cfg_.bearer_token) return respond(fd, http::status::unauthorized, "a valid bearer token is required");
+      if (!bearer_token_.find(token)) return respond(fd, http::status::unauthorized, "a valid bearer token is required");
     }
     std::string text = metrics_text_ ? metrics_text_() : render_stream_metrics(hub_.probe(), "evpipe");
     return respond_ok(fd, "text/plain; version=0.0.4", text);
@@ -386,10 +394,9 @@ void sse_server::serve(int fd, uint64_t session) {
     if (auth.size() > 7 && beast::iequals(auth.substr(0, 7), "Bearer ")) token = std::string(auth.substr(7));
     // A tenant's token (tokens_file) binds the client to its tenant, whatever
     // it asked for (docs/tenants.md); bearer_token sees every tenant.
-    const auto bound = std::find_if(cfg_.tokens.begin(), cfg_.tokens.end(), [&](const auto& t) { return t.first == token; });
-    if (bound != cfg_.tokens.end()) {
-      filter.tenant = bound->second;
-    } else if (cfg_.bearer_token.empty() || token != cfg_.bearer_token) {
+    if (const std::string* tenant = tenant_tokens_.find(token)) {
+      filter.tenant = *tenant;
+    } else if (!bearer_token_.find(token)) {
       return respond(fd, http::status::unauthorized, "a valid bearer token is required");
     }
   }

@@ -29,6 +29,7 @@
 
 #include "config/config.h"
 #include "read/stream/stream_hub.h"
+#include "stages/tenant/token_table.h"
 
 namespace evpipe::read {
 
@@ -51,6 +52,9 @@ class sse_server {
   void serve(int fd, uint64_t session);
 
   config::stream_section cfg_;
+  // The tokens, looked up in constant time in the secrets (token_table):
+  // tokens_file's (each bound to its tenant) and bearer_token (bound to none).
+  stages::tenant::token_table tenant_tokens_, bearer_token_;
   stream_hub& hub_;
   std::function<std::string()> metrics_text_;
   int listen_fd_ = -1;

@@ -1,10 +1,6 @@
 #include "stages/tenant/binding.h"
 
 #include <simdjson.h>
-#include <sys/random.h>
-#include <xxhash.h>
-
-#include <random>
 
 #include "stages/tenant/quota.h"
 #include "stages/topic_filter.h"
@@ -28,19 +24,7 @@ bool level_of(std::string_view s, size_t level, std::string_view& out) {
 
 binding::binding(const config::source_tenancy& cfg, std::string field)
     : fixed_(cfg.tenant), field_(std::move(field)), topic_filter_(cfg.tenant_topic),
-      property_(cfg.tenant_property) {
-  // The key: from the kernel's random pool (std::random_device as a fallback).
-  size_t got = 0;
-  while (got < token_key_.size()) {
-    ssize_t n = ::getrandom(token_key_.data() + got, token_key_.size() - got, 0);
-    if (n <= 0) break;
-    got += static_cast<size_t>(n);
-  }
-  if (got < token_key_.size()) {
-    std::random_device rd;
-    for (auto& b : token_key_) b = static_cast<unsigned char>(rd());
-  }
-  for (const auto& [token, tenant] : cfg.tokens) tokens_.emplace(digest_of(token), bound_token{token, tenant});
+      property_(cfg.tenant_property), tokens_(cfg.tokens) {
   for (const auto& a : cfg.allowed_tenants) allowed_.insert(a);
   if (!topic_filter_.empty()) {
     std::string_view level;
@@ -48,22 +32,6 @@ binding::binding(const config::source_tenancy& cfg, std::string field)
       if (level == "+") topic_level_ = i;
     }
   }
-}
-
-binding::token_digest binding::digest_of(std::string_view token) const noexcept {
-  auto h = XXH3_128bits_withSecret(token.data(), token.size(), token_key_.data(), token_key_.size());
-  return {h.high64, h.low64};
-}
-
-const std::string* binding::tenant_of_token(std::string_view token) const {
-  auto it = tokens_.find(digest_of(token));
-  if (it == tokens_.end()) return nullptr;
-  // A digest collision is not a match: compare the whole token, every byte.
-  const std::string& bound = it->second.token;
-  unsigned char diff = bound.size() == token.size() ? 0 : 1;
-  const size_t n = std::min(bound.size(), token.size());
-  for (size_t i = 0; i < n; ++i) diff |= static_cast<unsigned char>(bound[i] ^ token[i]);
-  return diff == 0 ? &it->second.tenant : nullptr;
 }
 
 std::string_view binding::tenant_of_topic(std::string_view topic) const noexcept {

@@ -7,20 +7,21 @@
 // the top level, else in `payload`).
 //
 // A binding is built once per source start (or reload) from its config and
-// shared, immutable, by the source's connections: thread-safe.
+// shared, immutable, by the source's connections: thread-safe. A reload that
+// changes only an HTTP source's tenancy (its tokens file's contents, tenant,
+// allowed_tenants) publishes a new binding in the source's binding_slot.
 
-#include <array>
-#include <cstdint>
+#include <atomic>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <absl/container/flat_hash_map.h>
 #include <absl/container/flat_hash_set.h>
 
 #include "config/config.h"
 #include "stages/event.h"
+#include "stages/tenant/token_table.h"
 
 namespace simdjson::dom {
 class element;
@@ -34,12 +35,8 @@ class binding {
   binding(const config::source_tenancy& cfg, std::string field);
 
   // The tenant a bearer token is bound to; nullptr for an unknown token.
-  // Constant-time in the secrets: the presented token is hashed with a key
-  // drawn at random for this binding, the lookup compares those fixed-size
-  // digests (an attacker cannot choose bytes of them, so an early exit tells
-  // nothing about any token's bytes), and the candidate found is then
-  // compared with the token byte by byte without an early exit.
-  [[nodiscard]] const std::string* tenant_of_token(std::string_view token) const;
+  // Constant-time in the secrets (token_table).
+  [[nodiscard]] const std::string* tenant_of_token(std::string_view token) const { return tokens_.find(token); }
   [[nodiscard]] bool uses_tokens() const noexcept { return !tokens_.empty(); }
   // The tenant a topic names through tenant_topic; empty when the topic
   // does not match it (or there is none).
@@ -59,21 +56,25 @@ class binding {
   std::string topic_filter_;  // tenant_topic, "" = none
   std::string property_;      // tenant_property, "" = none
   size_t topic_level_ = 0;    // which level of it is '+'
-  struct token_digest {
-    uint64_t hi = 0, lo = 0;
-    bool operator==(const token_digest&) const = default;
-    template <typename H>
-    friend H AbslHashValue(H h, const token_digest& d) {
-      return H::combine(std::move(h), d.hi, d.lo);
-    }
-  };
-  struct bound_token {
-    std::string token, tenant;
-  };
-  [[nodiscard]] token_digest digest_of(std::string_view token) const noexcept;
-  std::array<unsigned char, 192> token_key_{};  // XXH3 secret, random per binding
-  absl::flat_hash_map<token_digest, bound_token> tokens_;
+  token_table tokens_;
   absl::flat_hash_set<std::string> allowed_;
+};
+
+// A source's current binding, swapped whole on SIGHUP (docs/tenants.md): a
+// connection takes a snapshot with load() when a request comes and checks the
+// whole request against it, so a request sees the old set or the new one,
+// never a mix. Held by the source and its connections (shared_ptr);
+// thread-safe.
+class binding_slot {
+ public:
+  explicit binding_slot(std::shared_ptr<const binding> b) : current_(std::move(b)) {}
+  [[nodiscard]] std::shared_ptr<const binding> load() const noexcept {
+    return current_.load(std::memory_order_acquire);
+  }
+  void store(std::shared_ptr<const binding> b) noexcept { current_.store(std::move(b), std::memory_order_release); }
+
+ private:
+  std::atomic<std::shared_ptr<const binding>> current_;
 };
 
 // What resolve() found: the tenant (a view into the credential, the topic or

@@ -92,7 +92,8 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
   // `socket` was accepted on `strand`.
   http_connection(tcp::socket socket, asio::strand<asio::io_context::executor_type> strand,
                   const config::http_source& cfg, pipeline::router& router, pipeline::source_probe& probe,
-                  stages::envelope_limits limits, std::atomic<int>& reading, std::atomic<bool>& stopping)
+                  stages::envelope_limits limits, std::atomic<int>& reading, std::atomic<bool>& stopping,
+                  std::shared_ptr<const stages::tenant::binding_slot> tenancy)
       : stream_(std::move(socket)),
         strand_(strand),
         cfg_(cfg),
@@ -101,7 +102,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
         limits_(limits),
         intake_(router.shard_count(), limits),
         reading_(reading),
-        stopping_(stopping), tenancy_(cfg.tenancy) { intake_.set_tenancy(tenancy_.binding()); }
+        stopping_(stopping), tenancy_(std::move(tenancy)) { intake_.set_tenancy(tenancy_.binding()); }
 
   void start() {
     probe_.connections_active.fetch_add(1);
@@ -206,7 +207,11 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
         return std::pair{401, error_body("a valid bearer token is required")};
       }
     }
-    if (auto refused = tenancy_.admit(req[http::field::authorization], pipeline::steady_now_ns())) {  // docs/tenants.md
+    auto refused = tenancy_.admit(req[http::field::authorization], pipeline::steady_now_ns());  // docs/tenants.md
+    // The events of this request resolve against the binding admit() took,
+    // even if a reload swaps the source's binding meanwhile.
+    intake_.set_tenancy(tenancy_.binding());
+    if (refused) {
       if (refused->first == 429) probe_.note_tenant_throttled(tenancy_.refused_tenant());
       return std::pair{refused->first, error_body(refused->second)};
     }
@@ -465,7 +470,8 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
 http_source::http_source(asio::io_context& ioc, config::http_source cfg, pipeline::router& router,
                          pipeline::source_probe& probe, stages::envelope_limits limits)
     : ioc_(ioc), cfg_(std::move(cfg)), router_(router), probe_(probe), limits_(limits), acceptor_(ioc),
-      accept_timer_(ioc), pacer_("http source " + cfg_.listen.str()) {}
+      accept_timer_(ioc), pacer_("http source " + cfg_.listen.str()),
+      tenancy_(std::make_shared<stages::tenant::binding_slot>(stages::tenant::make_binding(cfg_.tenancy))) {}
 
 http_source::~http_source() = default;
 
@@ -493,12 +499,16 @@ void http_source::accept() {
       pacer_.succeeded();
       socket.set_option(tcp::no_delay(true), ec);
       auto conn = std::make_shared<http_connection>(std::move(socket), strand, cfg_, router_, probe_, limits_,
-                                                    reading_, stopping_);
+                                                    reading_, stopping_, tenancy_);
       conns_.add(conn);
       conn->start();
     }
     accept();
   });
+}
+
+void http_source::set_tenancy(const config::source_tenancy& next) {
+  tenancy_->store(stages::tenant::make_binding(next));
 }
 
 void http_source::stop_reading() {

@@ -45,6 +45,7 @@
 #include "io/source.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
+#include "stages/tenant/binding.h"
 #include "stages/validate.h"
 
 namespace evpipe::io {
@@ -64,6 +65,10 @@ class http_source final : public source {
   [[nodiscard]] int reading_connections() const noexcept override { return reading_.load(); }
   [[nodiscard]] size_t open_connections() override;
   [[nodiscard]] std::string describe() const override;
+  // A reload that changed only this source's tenancy (tokens, tenant,
+  // allowed_tenants; docs/tenants.md): the new binding applies from each
+  // connection's next request on; no connection is closed. Thread-safe.
+  void set_tenancy(const config::source_tenancy& next);
 
  private:
   void accept();
@@ -80,6 +85,8 @@ class http_source final : public source {
   std::atomic<int> reading_{0};
   std::atomic<bool> stopping_{false};
   connection_set<http_connection> conns_;
+  // What its connections check tokens against, swapped by set_tenancy().
+  std::shared_ptr<stages::tenant::binding_slot> tenancy_;
 };
 
 }  // namespace evpipe::io

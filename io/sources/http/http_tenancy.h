@@ -4,6 +4,10 @@
 // that token's; a tenant over its quota gets 429 with Retry-After (its
 // events are not read), other tenants' requests go on.
 //
+// The binding is the source's binding_slot's, taken afresh by each admit()
+// (a reload may swap it in place, docs/tenants.md); one request is checked
+// against one binding throughout.
+//
 // Owned by one HTTP connection; not thread-safe.
 
 #include <cmath>
@@ -21,15 +25,18 @@ namespace evpipe::io {
 
 class http_tenancy {
  public:
-  explicit http_tenancy(const config::source_tenancy& cfg) : binding_(stages::tenant::make_binding(cfg)) {}
+  explicit http_tenancy(std::shared_ptr<const stages::tenant::binding_slot> slot)
+      : slot_(std::move(slot)), binding_(slot_->load()) {}
 
-  // The source's binding, for its intake (null: tenancy off).
+  // The binding the last admit() took, for the intake of that request (null:
+  // tenancy off).
   [[nodiscard]] const std::shared_ptr<const stages::tenant::binding>& binding() const noexcept { return binding_; }
 
   // Whether a request with this Authorization header may go on: nullopt,
   // with credential() its token's tenant; else the status (401, 429) and why.
   [[nodiscard]] std::optional<std::pair<int, std::string>> admit(std::string_view authorization, int64_t now_ns) {
     credential_.clear();
+    binding_ = slot_->load();
     if (!binding_) return std::nullopt;
     if (binding_->uses_tokens()) {
       constexpr std::string_view scheme = "Bearer ";
@@ -77,6 +84,7 @@ class http_tenancy {
     return true;
   }
 
+  std::shared_ptr<const stages::tenant::binding_slot> slot_;
   std::shared_ptr<const stages::tenant::binding> binding_;
   std::string credential_;
   std::string refused_tenant_;
