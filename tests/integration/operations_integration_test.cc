@@ -59,6 +59,7 @@ struct child_options {
 class raw_child {
  public:
   raw_child(const std::string& config_path, const std::string& log_path, const child_options& o) {
+    const std::string binary = evpipe_binary();  // no allocation after fork()
     pid_ = ::fork();
     if (pid_ == 0) {
       if (o.nofile > 0) {
@@ -86,7 +87,7 @@ class raw_child {
       }
       // Nothing else of the test's may leak into the child.
       for (int fd = 3; fd < 4096; ++fd) ::close(fd);
-      ::execl(EVPIPE_BINARY, EVPIPE_BINARY, "run", "--config", config_path.c_str(), static_cast<char*>(nullptr));
+      ::execl(binary.c_str(), binary.c_str(), "run", "--config", config_path.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
   }
