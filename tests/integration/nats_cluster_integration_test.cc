@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <iostream>
 
 #include "tests/support/harness.h"
 #include "tests/support/key_census.h"
@@ -65,7 +66,8 @@ TEST_F(NatsCluster, NodeKilledAndEvpipeSigkilledFiveTimesStillStoresEveryEventOn
         try {
           pub.publish_async(messages("r3", i, chunk));
           break;
-        } catch (const std::exception&) {
+        } catch (const std::exception& e) {
+          std::cerr << "chunk " << i << ", attempt " << attempt << ": " << e.what() << "\n";
           std::this_thread::sleep_for(200ms);
         }
       }
@@ -89,7 +91,8 @@ TEST_F(NatsCluster, NodeKilledAndEvpipeSigkilledFiveTimesStillStoresEveryEventOn
     return st.exists && st.pending == 0 && st.ack_pending == 0 &&
            metric_of(http_port, "evpipe_unacked_events{source=\"nats\"}") == 0;
   }, 120s)) << evp.log();
-  EXPECT_TRUE(each_key_once(db, "r3-%", total));
+  EXPECT_TRUE(each_key_once(db, "r3-%", total))
+      << "the stream holds " << client.stream_messages("EVENTS") << " messages";
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), total);
   EXPECT_GT(client.consumer("EVENTS", "evpipe").delivered, static_cast<uint64_t>(total))
       << "the kills left nothing unacked: the test did not test redelivery";

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <memory>
@@ -151,7 +152,16 @@ class nats_client {
     }
     natsOptions_Destroy(o);
     ok(s, "connect " + url);
-    ok(natsConnection_JetStream(&js_, nc_, nullptr), "jetstream");
+    // A publish the stream refused (a node down, no leader for a moment) is
+    // reported only here, never by js_PublishAsyncComplete: publish_async
+    // counts these and throws, so a producer retries the batch.
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.PublishAsync.ErrHandler = [](jsCtx*, jsPubAckErr*, void* self) {
+      static_cast<nats_client*>(self)->async_failed_.fetch_add(1);
+    };
+    jo.PublishAsync.ErrHandlerClosure = this;
+    ok(natsConnection_JetStream(&js_, nc_, &jo), "jetstream");
   }
   ~nats_client() {
     jsCtx_Destroy(js_);
@@ -193,15 +203,39 @@ class nats_client {
        "publish " + subject);
     jsPubAck_Destroy(pa);
   }
-  // Many messages, acknowledged by the stream as a whole at the end.
+  // Many messages, acknowledged by the stream as a whole at the end. Throws
+  // when any of them was not stored (some may have been: a retry can store a
+  // message twice, as any at-least-once producer does).
   void publish_async(const std::vector<std::pair<std::string, std::string>>& msgs) {
+    async_failed_.store(0);
     for (const auto& [subject, data] : msgs) {
       ok(js_PublishAsync(js_, subject.c_str(), data.data(), static_cast<int>(data.size()), nullptr), "publish");
     }
     jsPubOptions po;
     jsPubOptions_Init(&po);
     po.MaxWait = 30000;
-    ok(js_PublishAsyncComplete(js_, &po), "publish complete");
+    if (natsStatus s = js_PublishAsyncComplete(js_, &po); s != NATS_OK) {
+      // Acks lost with a connection never come: left pending they would make
+      // every later call time out too. The caller publishes the batch again.
+      natsMsgList pending{};
+      if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) natsMsgList_Destroy(&pending);
+      ok(s, "publish complete");
+    }
+    if (int failed = async_failed_.load(); failed > 0) {
+      throw std::runtime_error(std::to_string(failed) + " of " + std::to_string(msgs.size()) +
+                               " async publishes were refused by the stream");
+    }
+  }
+
+  // How many messages the stream holds now (a retried publish may store one
+  // twice), or -1 when it cannot be read.
+  int64_t stream_messages(const std::string& stream) {
+    jsStreamInfo* si = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    if (js_GetStreamInfo(&si, js_, stream.c_str(), nullptr, &jerr) != NATS_OK) return -1;
+    auto n = static_cast<int64_t>(si->State.Msgs);
+    jsStreamInfo_Destroy(si);
+    return n;
   }
 
   struct consumer_state {
@@ -273,6 +307,7 @@ class nats_client {
   }
   natsConnection* nc_ = nullptr;
   jsCtx* js_ = nullptr;
+  std::atomic<int> async_failed_{0};  // refused async publishes (the ErrHandler above)
 };
 
 }  // namespace evpipe::testing
