@@ -31,13 +31,19 @@ if [ "$sanitizers" != 0 ]; then
   # (label black_box: they only drive the evpipe binary) are not built here:
   # the Release tree's run the sanitized evpipe below. The fuzz targets are
   # (EVPIPE_FUZZ), so no third tree is built.
+  #
+  # It builds at the lowest CPU priority while the Release tests run: those
+  # mostly wait (on commits, brokers, restarts) and leave about half of the
+  # CPU idle, which the build takes without slowing them.
   san="-fsanitize=address,undefined -fno-sanitize=function -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
   grep -qs 'CMAKE_CXX_COMPILER:.*clang' "$EVPIPE_ROOT/build-sanitize/CMakeCache.txt" ||
     rm -rf "$EVPIPE_ROOT/build-sanitize"   # a tree configured with GCC before
-  CC=clang CXX=clang++ build_evpipe Debug "$EVPIPE_ROOT/build-sanitize" -DEVPIPE_USE_MIMALLOC=OFF \
-    -DEVPIPE_BUILD_BENCH=OFF -DEVPIPE_BLACK_BOX_TESTS=OFF -DEVPIPE_FUZZ=ON -DEVPIPE_FUZZ_SECONDS="$fuzz_seconds" \
-    -DCMAKE_CXX_FLAGS="$san" -DCMAKE_CXX_FLAGS_DEBUG="-O0 -gline-tables-only" \
-    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
+  ( renice -n 19 -p "$BASHPID" >/dev/null
+    CC=clang CXX=clang++ build_evpipe Debug "$EVPIPE_ROOT/build-sanitize" -DEVPIPE_USE_MIMALLOC=OFF \
+      -DEVPIPE_BUILD_BENCH=OFF -DEVPIPE_BLACK_BOX_TESTS=OFF -DEVPIPE_FUZZ=ON -DEVPIPE_FUZZ_SECONDS="$fuzz_seconds" \
+      -DCMAKE_CXX_FLAGS="$san" -DCMAKE_CXX_FLAGS_DEBUG="-O0 -gline-tables-only" \
+      -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" ) &
+  sanitizer_build=$!
 fi
 rm -rf "$EVPIPE_ROOT/build-fuzz"   # the fuzz tree of earlier versions of this script
 
@@ -68,10 +74,24 @@ fi
 release_args=()
 [ "$sanitizers" != 0 ] && release_args=(-LE interop)
 log "running tests (Release)"
-(cd "$release_dir" && ctest --output-on-failure --timeout 300 -j "$(nproc)" "${release_args[@]}" "$@")
+release_ok=1
+(cd "$release_dir" && ctest --output-on-failure --timeout 300 -j "$(nproc)" "${release_args[@]}" "$@") || release_ok=0
 if [ "$sanitizers" != 0 ]; then
-  log "running tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
+  wait "$sanitizer_build" || die "the sanitizer build failed"
+fi
+[ "$release_ok" = 1 ] || die "Release tests failed (above)"
+if [ "$sanitizers" != 0 ]; then
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1"
+  # The fuzzers run beside the tests below, at the lowest CPU priority: they
+  # take the CPU the tests leave idle, for a fixed time.
+  fuzzing=""
+  if [ "$fuzz_seconds" != 0 ] && [ $# -eq 0 ]; then
+    log "fuzzing each target for $fuzz_seconds s (libFuzzer, ASan + UBSan), beside the tests"
+    ( renice -n 19 -p "$BASHPID" >/dev/null
+      cd "$EVPIPE_ROOT/build-sanitize" && ctest -L fuzz --output-on-failure -j "$(nproc)" ) >"$scratch/fuzz.log" 2>&1 &
+    fuzzing=$!
+  fi
+  log "running tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
   (cd "$EVPIPE_ROOT/build-sanitize" && ctest --output-on-failure --timeout 600 -j "$(nproc)" -LE fuzz "$@")
   log "running the black-box tests against the sanitized evpipe"
   (cd "$release_dir" &&
@@ -82,9 +102,12 @@ if [ "$sanitizers" != 0 ]; then
   if grep -rlE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$scratch" --include='*.log' 2>/dev/null; then
     die "a sanitizer reported an error in an evpipe child process (logs above)"
   fi
-  if [ "$fuzz_seconds" != 0 ] && [ $# -eq 0 ]; then
-    log "fuzzing each target for $fuzz_seconds s (libFuzzer, ASan + UBSan)"
-    (cd "$EVPIPE_ROOT/build-sanitize" && ctest -L fuzz --output-on-failure -j "$(nproc)")
+  if [ -n "$fuzzing" ]; then
+    fuzz_ok=1
+    wait "$fuzzing" || fuzz_ok=0
+    log "fuzzing:"
+    cat "$scratch/fuzz.log" >&2
+    [ "$fuzz_ok" = 1 ] || die "a fuzz target failed (above)"
   fi
 fi
 log "every test passed; the whole run took $SECONDS s"
