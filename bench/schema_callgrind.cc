@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < n; ++i) {
       const auto& e = events[i % events.size()];
       auto r = v.check(e, e.capacity(), env);
-      if (r.ok()) r = set->check(env.kind, v.document(), w);
+      if (r.ok()) r = set->check(env.kind, v.parsed(), w);
       failures += !r.ok();
     }
   });

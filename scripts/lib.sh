@@ -70,11 +70,14 @@ http_get() {
 # A loopback port that nothing listens on.
 free_port() {
   # Never the same port twice in one script ($$ is the script's PID in
-  # subshells too): the kernel can offer one ephemeral port twice in a row.
+  # subshells too).
   local given="/tmp/evpipe-ports.$$" port
   for _ in $(seq 20); do
-    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' \
-      2>/dev/null || echo $((20000 + RANDOM % 20000)))"
+    # Below the kernel's ephemeral range (32768-60999): a port the kernel
+    # picks may be taken as the local port of an outgoing connection (to
+    # PostgreSQL, say) before the server it is for binds it.
+    port=$((20000 + RANDOM % 12768))
+    python3 -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null || continue
     grep -qx "$port" "$given" 2>/dev/null || break
   done
   echo "$port" >>"$given"

@@ -240,6 +240,7 @@ validation envelope_validator::check_json(std::string_view line, size_t capacity
 }
 
 simdjson::dom::element envelope_validator::document() const { return impl_->doc; }
+const simdjson::dom::document& envelope_validator::parsed() const noexcept { return impl_->parser.doc; }
 
 validation envelope_validator::check(std::string_view line, size_t capacity, envelope& out) {
   out = envelope{};

@@ -18,6 +18,7 @@
 
 namespace simdjson::dom {
 class element;
+class document;
 }
 
 namespace evpipe::stages {
@@ -97,6 +98,9 @@ class envelope_validator {
   // The document the last check() or check_json() accepted, until the next
   // call: routes extract their columns from it instead of parsing again.
   [[nodiscard]] simdjson::dom::element document() const;
+  // The same document whole, for readers of its tape (the payload schema
+  // walker, stages/schema/tape.h); valid as long as document().
+  [[nodiscard]] const simdjson::dom::document& parsed() const noexcept;
 
   [[nodiscard]] const envelope_limits& limits() const noexcept { return limits_; }
 

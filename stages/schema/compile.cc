@@ -1,5 +1,7 @@
 #include "stages/schema/compile.h"
+
 #include "stages/schema/simple_pattern.h"
+#include "stages/schema/tape.h"
 
 #include <re2/re2.h>
 
@@ -70,6 +72,7 @@ class compiler {
     }
     check_cycles();
     skip_plain_refs();
+    index_literals();
   }
 
  private:
@@ -184,7 +187,10 @@ class compiler {
         // but not kept, so no lookup can reach them.
         const bool repeated = std::any_of(n.properties.begin(), n.properties.end(),
                                           [&](const property_rule& r) { return r.name == p.key; });
-        if (!repeated) n.properties.push_back({std::string(p.key), child});
+        if (!repeated) {
+          const size_t i = n.properties.size();
+          n.properties.push_back({std::string(p.key), child, i < 64 ? uint64_t{1} << i : 0});
+        }
       }
       n.has |= node::h_properties;
     } else if (k == "additionalProperties") {
@@ -296,6 +302,42 @@ class compiler {
       size_t slot = property_hash(n.properties[i].name) & (size - 1);
       while (n.property_slots[slot] != 0) slot = (slot + 1) & (size - 1);
       n.property_slots[slot] = i + 1;
+    }
+  }
+
+  // The walker compares enum and const values on a tape (stages/schema/tape.h),
+  // and a dom::element does not say where on its tape it is: the values are
+  // written out as one array, parsed again, and found by their place in it.
+  void index_literals() {
+    std::string text = "[";
+    for (const auto& n : p_.nodes) {
+      if (n.has & node::h_const) {
+        text += simdjson::minify(n.const_value);
+        text += ',';
+      }
+      for (const auto& e : n.enum_others) {
+        text += simdjson::minify(e);
+        text += ',';
+      }
+    }
+    if (text.size() == 1) return;
+    text.back() = ']';
+    p_.literals = std::make_shared<dom::parser>();
+    dom::element parsed;
+    if (auto err = p_.literals->parse(text).get(parsed)) {
+      fail("#", std::string("enum and const values do not parse again: ") + simdjson::error_message(err));
+    }
+    const tape::view t = tape::of(p_.literals->doc);
+    size_t at = tape::root + 1;  // the first item of the array
+    for (auto& n : p_.nodes) {
+      if (n.has & node::h_const) {
+        n.const_at = static_cast<uint32_t>(at);
+        at = tape::after(t, at);
+      }
+      for (size_t i = 0; i < n.enum_others.size(); ++i) {
+        n.enum_others_at.push_back(static_cast<uint32_t>(at));
+        at = tape::after(t, at);
+      }
     }
   }
 

@@ -66,6 +66,9 @@ inline constexpr uint32_t no_node = UINT32_MAX;
 struct property_rule {
   std::string name;
   uint32_t node;
+  // This property's bit among node::required_props (its index's, for the
+  // first 64; 0 after), set by the walker as it meets the member.
+  uint64_t seen_bit = 0;
 };
 
 // Where a member name's rule is found among a node's `properties`: an open
@@ -133,7 +136,11 @@ struct node {
   // program::source.
   std::vector<std::string_view> enum_strings;
   std::vector<simdjson::dom::element> enum_others;
-  simdjson::dom::element const_value;
+  simdjson::dom::element const_value;  // for messages
+  // The same non-string enum values and the const value as indices on
+  // program::literals' tape, where the walker compares them (tape.h).
+  std::vector<uint32_t> enum_others_at;
+  uint32_t const_at = 0;
   double minimum = 0, maximum = 0, exclusive_minimum = 0, exclusive_maximum = 0;
   uint64_t min_length = 0, max_length = 0, min_items = 0, max_items = 0;
   std::shared_ptr<const re2::RE2> pattern;
@@ -152,6 +159,10 @@ struct program {
   std::vector<node> nodes;
   // The parsed schema text: enum and const values point into it.
   std::shared_ptr<simdjson::dom::parser> source;
+  // The enum values that are not strings and the const values of every
+  // node, parsed again as one array so that the walker compares them on a
+  // tape (node::enum_others_at, node::const_at); null when there are none.
+  std::shared_ptr<simdjson::dom::parser> literals;
 };
 
 }  // namespace evpipe::stages::schema

@@ -1,6 +1,7 @@
 #include "stages/schema/schema_set.h"
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <filesystem>
 #include <system_error>
@@ -12,7 +13,12 @@ namespace evpipe::stages::schema {
 namespace dom = simdjson::dom;
 namespace fs = std::filesystem;
 
-schema_set::schema_set(set_options opts) : opts_(std::move(opts)) {
+namespace {
+// Ids of schema sets (walker::kind_memo): never 0, never reused.
+std::atomic<uint64_t> next_set_id{1};
+}  // namespace
+
+schema_set::schema_set(set_options opts) : opts_(std::move(opts)), id_(next_set_id.fetch_add(1)) {
   std::string_view rest = opts_.version_path;
   while (!rest.empty()) {
     size_t dot = rest.find('.');
@@ -22,6 +28,7 @@ schema_set::schema_set(set_options opts) : opts_(std::move(opts)) {
 }
 
 void schema_set::add(const std::string& kind, const std::string& version, std::shared_ptr<const program> p) {
+  id_ = next_set_id.fetch_add(1);  // entries may move: no walker's memo of this set holds
   auto& k = kinds_[kind];
   if (version.empty()) k.any_version = std::move(p);
   else k.by_version[version] = std::move(p);
@@ -91,28 +98,39 @@ const program* schema_set::pick(const kind_schemas& k, dom::element event, std::
   return nullptr;
 }
 
-validation schema_set::check(std::string_view kind, dom::element event, walker& w) const {
-  auto it = kinds_.find(absl::string_view(kind.data(), kind.size()));  // absl's own string_view here
-  if (it == kinds_.end()) return {};
+validation schema_set::check(std::string_view kind, const dom::document& event, walker& w) const {
+  walker::kind_memo& memo = w.last_kind;
+  if (memo.set_id != id_ || std::string_view(memo.kind) != kind) {
+    auto it = kinds_.find(absl::string_view(kind.data(), kind.size()));  // absl's own string_view here
+    memo.set_id = id_;
+    memo.kind.assign(kind);  // reuses its capacity: allocates only for a kind longer than any before
+    memo.entry = it == kinds_.end() ? nullptr : &it->second;
+  }
+  const auto* k = static_cast<const kind_schemas*>(memo.entry);
+  if (!k) return {};
   std::string unknown;
-  const program* p = pick(it->second, event, unknown);
+  const program* p = k->by_version.empty() ? k->any_version.get() : pick(*k, event.root(), unknown);
   if (!p) {
     if (!opts_.dead_letter_unknown_version) return {};
     std::vector<std::string> known;
-    for (const auto& [v, _] : it->second.by_version) known.push_back(v);
+    for (const auto& [v, _] : k->by_version) known.push_back(v);
     std::sort(known.begin(), known.end());
     std::string list;
     for (const auto& v : known) list += (list.empty() ? "" : ", ") + v;
     return validation{reason::unknown_schema_version,
                       "kind " + std::string(kind) + " has no schema for " + unknown + " (versions: " + list + ")"};
   }
-  dom::element payload;
-  if (event.at_key("payload").get(payload) != simdjson::SUCCESS) return {};  // the envelope check requires it
+  // The payload among the event's members, on the tape (the envelope
+  // check requires it).
+  const tape::view t = tape::of(event);
+  if (tape::type_at(t, tape::root) != '{') return {};
+  const size_t payload = tape::member(t, tape::root, "payload");
+  if (payload == 0) return {};
   // The verdict first; the message (with the path it needs) only for a
   // payload that fails, walked a second time.
-  if (w.check(*p, payload)) return {};
+  if (w.check(*p, event, payload)) return {};
   violation why;
-  (void)w.check(*p, payload, &why);
+  (void)w.check(*p, event, payload, &why);
   return validation{reason::schema_violation, "/payload" + why.pointer + ": " + std::string(keyword_name(why.what)) +
                                                   ": " + why.detail + " (" + p->file + why.schema_at + ")"};
 }

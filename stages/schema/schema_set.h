@@ -41,9 +41,10 @@ class schema_set {
   // Adds one compiled schema: version "" is <kind>.json.
   void add(const std::string& kind, const std::string& version, std::shared_ptr<const program> p);
 
-  // The payload of a valid envelope (`event` is the whole document) against
-  // the schema of its kind and version. Kinds without a schema pass.
-  [[nodiscard]] validation check(std::string_view kind, simdjson::dom::element event, walker& w) const;
+  // The payload of a valid envelope (`event` is the whole document, as the
+  // envelope validator parsed it) against the schema of its kind and
+  // version. Kinds without a schema pass.
+  [[nodiscard]] validation check(std::string_view kind, const simdjson::dom::document& event, walker& w) const;
 
   [[nodiscard]] size_t files() const noexcept { return files_; }
   [[nodiscard]] const set_options& options() const noexcept { return opts_; }
@@ -57,6 +58,7 @@ class schema_set {
   const program* pick(const kind_schemas& k, simdjson::dom::element event, std::string& unknown) const;
 
   set_options opts_;
+  uint64_t id_;  // unique per set and per add(): the key of walker::kind_memo
   std::vector<std::string> version_steps_;  // version_path split at '.'
   absl::flat_hash_map<std::string, kind_schemas> kinds_;
   size_t files_ = 0;

@@ -44,22 +44,28 @@ std::string_view keyword_name(keyword k) noexcept {
 
 namespace {
 
+// The JSON Schema type bits of each tape type, by its character
+// (stages/schema/tape.h); a double is a number, and an integer too only when
+// it has no fractional part, which its value says.
+constexpr auto bits_of = [] {
+  std::array<uint8_t, 128> b{};
+  b['n'] = t_null;
+  b['t'] = b['f'] = t_boolean;
+  b['l'] = b['u'] = t_integer | t_number;
+  b['d'] = t_number;
+  b['"'] = t_string;
+  b['['] = t_array;
+  b['{'] = t_object;
+  return b;
+}();
+
+bool integral(double d) noexcept { return std::trunc(d) == d; }
+
 // The JSON Schema type bits of a value: an integral number is both.
-uint8_t type_of(dom::element v) noexcept {
-  switch (v.type()) {
-    case dom::element_type::NULL_VALUE: return t_null;
-    case dom::element_type::BOOL: return t_boolean;
-    case dom::element_type::INT64:
-    case dom::element_type::UINT64: return t_integer | t_number;
-    case dom::element_type::DOUBLE: {
-      double d = double(v);
-      return std::trunc(d) == d ? uint8_t(t_integer | t_number) : uint8_t(t_number);
-    }
-    case dom::element_type::STRING: return t_string;
-    case dom::element_type::ARRAY: return t_array;
-    case dom::element_type::OBJECT: return t_object;
-  }
-  return 0;
+uint8_t type_of(tape::view t, size_t at) noexcept {
+  const char c = tape::type_at(t, at);
+  if (c == 'd') return integral(tape::double_at(t, at)) ? uint8_t(t_integer | t_number) : uint8_t(t_number);
+  return bits_of[uint8_t(c) & 127];
 }
 
 std::string type_names(uint8_t bits) {
@@ -77,17 +83,9 @@ std::string type_names(uint8_t bits) {
   return out;
 }
 
-std::string type_name(dom::element v) {
-  uint8_t t = type_of(v);
-  return type_names((t & t_number) ? uint8_t(t_number) : t);
-}
-
-[[gnu::always_inline]] inline double as_double(dom::element v) noexcept {
-  switch (v.type()) {
-    case dom::element_type::INT64: return static_cast<double>(int64_t(v));
-    case dom::element_type::UINT64: return static_cast<double>(uint64_t(v));
-    default: return double(v);
-  }
+std::string type_name(tape::view t, size_t at) {
+  uint8_t bits = type_of(t, at);
+  return type_names((bits & t_number) ? uint8_t(t_number) : bits);
 }
 
 // Short text of a number for messages.
@@ -95,50 +93,6 @@ std::string num(double d) {
   char buf[32];
   int n = std::snprintf(buf, sizeof buf, "%.17g", d);
   return std::string(buf, n > 0 ? size_t(n) : 0);
-}
-
-bool is_int(dom::element v) noexcept {
-  return v.type() == dom::element_type::INT64 || v.type() == dom::element_type::UINT64;
-}
-
-// JSON equality as enum and const mean it: numbers by value (1 == 1.0),
-// objects regardless of member order.
-bool json_equal(dom::element a, dom::element b) {
-  const bool an = a.is_number(), bn = b.is_number();
-  if (an || bn) {
-    if (!(an && bn)) return false;
-    if (is_int(a) && is_int(b)) {
-      if (a.type() == b.type()) return a.type() == dom::element_type::INT64 ? int64_t(a) == int64_t(b)
-                                                                            : uint64_t(a) == uint64_t(b);
-      return false;  // one is negative int64, the other above INT64_MAX (simdjson uses UINT64 only there)
-    }
-    return as_double(a) == as_double(b);
-  }
-  if (a.type() != b.type()) return false;
-  switch (a.type()) {
-    case dom::element_type::NULL_VALUE: return true;
-    case dom::element_type::BOOL: return bool(a) == bool(b);
-    case dom::element_type::STRING: return std::string_view(a) == std::string_view(b);
-    case dom::element_type::ARRAY: {
-      dom::array x(a), y(b);
-      if (x.size() != y.size()) return false;
-      auto i = x.begin(), j = y.begin();
-      for (; i != x.end(); ++i, ++j) {
-        if (!json_equal(*i, *j)) return false;
-      }
-      return true;
-    }
-    case dom::element_type::OBJECT: {
-      dom::object x(a), y(b);
-      if (x.size() != y.size()) return false;
-      for (auto f : x) {
-        dom::element other;
-        if (y.at_key(f.key).get(other) != simdjson::SUCCESS || !json_equal(f.value, other)) return false;
-      }
-      return true;
-    }
-    default: return false;
-  }
 }
 
 // Little-endian view of eight bytes: byte i of the text is bits 8i..8i+7.
@@ -166,27 +120,11 @@ constexpr uint64_t each_byte(uint8_t b) noexcept { return 0x0101010101010101ull 
   return (w & high) == 0 && (digit | letter) == high;
 }
 
-// Whether a value of tape type `t` is of one of the JSON Schema types
+// Whether a value of tape type `c` is of one of the JSON Schema types
 // `types`. Only a double under "integer" without "number" needs its value.
-[[gnu::always_inline]] inline bool has_type(uint8_t types, dom::element_type t, dom::element v) noexcept {
-  // The type bits of each tape type, by its character; a double is a
-  // number, and an integer too only when it has no fractional part.
-  static constexpr auto bits_of = [] {
-    std::array<uint8_t, 256> b{};
-    b[uint8_t(dom::element_type::NULL_VALUE)] = t_null;
-    b[uint8_t(dom::element_type::BOOL)] = t_boolean;
-    b[uint8_t(dom::element_type::INT64)] = t_integer | t_number;
-    b[uint8_t(dom::element_type::UINT64)] = t_integer | t_number;
-    b[uint8_t(dom::element_type::DOUBLE)] = t_number;
-    b[uint8_t(dom::element_type::STRING)] = t_string;
-    b[uint8_t(dom::element_type::ARRAY)] = t_array;
-    b[uint8_t(dom::element_type::OBJECT)] = t_object;
-    return b;
-  }();
-  if (bits_of[uint8_t(t)] & types) return true;
-  if (t != dom::element_type::DOUBLE || !(types & t_integer)) return false;
-  const double d = double(v);
-  return std::trunc(d) == d;
+[[gnu::always_inline]] inline bool has_type(uint8_t types, char c, tape::view t, size_t at) noexcept {
+  if (bits_of[uint8_t(c) & 127] & types) return true;
+  return c == 'd' && (types & t_integer) && integral(tape::double_at(t, at));
 }
 
 uint32_t load4(const char* p) noexcept {
@@ -215,19 +153,16 @@ uint32_t load4(const char* p) noexcept {
 
 // enum: a string can only equal a string, and strings are equal by their
 // bytes (simdjson has decoded the escapes), so strings meet only strings.
-// The text of a value known to be a string (no error path, no throw).
-[[gnu::always_inline]] inline std::string_view text_of(dom::element v) noexcept { return v.get_string().value_unsafe(); }
-
-[[gnu::always_inline]] inline bool in_enum(const node& n, dom::element_type t, dom::element v) {
-  if (t == dom::element_type::STRING) {
-    const std::string_view s = text_of(v);
+[[gnu::always_inline]] inline bool in_enum(const node& n, char c, tape::view t, size_t at, tape::view literals) {
+  if (c == '"') {
+    const std::string_view s = tape::string_at(t, at);
     for (std::string_view e : n.enum_strings) {
       if (same_bytes(s, e)) return true;
     }
     return false;
   }
-  for (const auto& e : n.enum_others) {
-    if (json_equal(v, e)) return true;
+  for (uint32_t e : n.enum_others_at) {
+    if (tape::equal(t, at, literals, e)) return true;
   }
   return false;
 }
@@ -276,11 +211,27 @@ bool is_rfc3339_date_time(std::string_view s) noexcept {
   if (s.size() < 20) return false;
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   auto d = [p](size_t i) { return unsigned(p[i]) - unsigned('0'); };
+#if defined(__SSE2__)
+  // "YYYY-MM-DDTHH:MM" (bytes 0-15) in one 16-byte compare: the digits by
+  // range, the separators by value ('T' lowered to 't' first).
+  {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i digit = _mm_cmpeq_epi8(_mm_subs_epu8(_mm_sub_epi8(x, _mm_set1_epi8('0')), _mm_set1_epi8(9)),
+                                         _mm_setzero_si128());
+    const __m128i lowered = _mm_or_si128(x, _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0));
+    const __m128i sep =
+        _mm_cmpeq_epi8(lowered, _mm_setr_epi8(0, 0, 0, 0, '-', 0, 0, '-', 0, 0, 't', 0, 0, ':', 0, 0));
+    constexpr int sep_at = (1 << 4) | (1 << 7) | (1 << 10) | (1 << 13);
+    const int ok16 = (_mm_movemask_epi8(digit) & ~sep_at) | (_mm_movemask_epi8(sep) & sep_at);
+    if (((ok16 == 0xFFFF) & (p[16] == ':') & (d(17) <= 9) & (d(18) <= 9)) == 0) return false;
+  }
+#else
   const bool all_digits = (d(0) <= 9) & (d(1) <= 9) & (d(2) <= 9) & (d(3) <= 9) & (d(5) <= 9) & (d(6) <= 9) &
                           (d(8) <= 9) & (d(9) <= 9) & (d(11) <= 9) & (d(12) <= 9) & (d(14) <= 9) & (d(15) <= 9) &
                           (d(17) <= 9) & (d(18) <= 9);
   const bool separators = (p[4] == '-') & (p[7] == '-') & ((p[10] | 0x20) == 't') & (p[13] == ':') & (p[16] == ':');
   if (!(all_digits & separators)) return false;
+#endif
   const unsigned year = d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3), month = d(5) * 10 + d(6), day = d(8) * 10 + d(9),
                  hour = d(11) * 10 + d(12), minute = d(14) * 10 + d(15), second = d(17) * 10 + d(18);
   if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 60) return false;
@@ -302,13 +253,16 @@ bool is_rfc3339_date_time(std::string_view s) noexcept {
   return d(i + 1) * 10 + d(i + 2) <= 23 && d(i + 4) * 10 + d(i + 5) <= 59;
 }
 
-bool walker::check(const program& p, dom::element value, violation* why) {
+bool walker::check(const program& p, const dom::document& doc, size_t at, violation* why) {
   p_ = &p;
   why_ = why;
   path_.clear();
+  nodes_ = p.nodes.data();
+  t_ = tape::of(doc);
+  literals_ = p.literals ? tape::of(p.literals->doc) : tape::view{};
   // Two instantiations of the walk: the one for the verdict alone keeps no
   // path and builds no message, so a passing value costs only its checks.
-  return why ? walk<true>(0, value) : walk<false>(0, value);
+  return why ? walk<true>(0, at) : walk<false>(0, at);
 }
 
 void walker::record(const node& n, keyword k, std::string detail) {
@@ -329,17 +283,17 @@ bool walker::fail(const node& n, keyword k, Detail&& detail) {
 }
 
 template <bool Report>
-bool walker::walk(uint32_t i, dom::element v) {
-  const node& n = p_->nodes[i];
+bool walker::walk(uint32_t i, size_t v) {
+  const node& n = nodes_[i];
   if (!check_value<Report>(n, v)) return false;
   const uint32_t has = n.has;
   if (!(has & node::h_structure)) return true;
-  switch (v.type()) {
-    case dom::element_type::ARRAY:
-      if ((has & node::h_array_checks) && !walk_array<Report>(n, dom::array(v))) return false;
+  switch (tape::type_at(t_, v)) {
+    case '[':
+      if ((has & node::h_array_checks) && !walk_array<Report>(n, v)) return false;
       break;
-    case dom::element_type::OBJECT:
-      if ((has & node::h_object_checks) && !walk_object<Report>(n, dom::object(v))) return false;
+    case '{':
+      if ((has & node::h_object_checks) && !walk_object<Report>(n, v)) return false;
       break;
     default: break;
   }
@@ -352,38 +306,36 @@ bool walker::walk(uint32_t i, dom::element v) {
 // all that a leaf of the schema has. Inlined where members and items are
 // walked, so that a leaf costs no call.
 template <bool Report>
-[[gnu::always_inline]] inline bool walker::check_value(const node& n, dom::element v) {
+[[gnu::always_inline]] inline bool walker::check_value(const node& n, size_t v) {
   const uint32_t has = n.has;
   if (!(has & node::h_value_checks)) return true;
-  const dom::element_type t = v.type();
-  if ((has & node::h_type) && !has_type(n.types, t, v)) [[unlikely]] {
-    return fail<Report>(n, keyword::type, [&] { return "expected " + type_names(n.types) + ", got " + type_name(v); });
+  const char t = tape::type_at(t_, v);
+  if ((has & node::h_type) && !has_type(n.types, t, t_, v)) [[unlikely]] {
+    return fail<Report>(n, keyword::type, [&] { return "expected " + type_names(n.types) + ", got " + type_name(t_, v); });
   }
-  if ((has & node::h_const) && !json_equal(v, n.const_value)) [[unlikely]] {
+  if ((has & node::h_const) && !tape::equal(t_, v, literals_, n.const_at)) [[unlikely]] {
     return fail<Report>(n, keyword::const_value, [&] { return "not the constant " + simdjson::minify(n.const_value); });
   }
-  if ((has & node::h_enum) && !in_enum(n, t, v)) [[unlikely]] {
+  if ((has & node::h_enum) && !in_enum(n, t, t_, v, literals_)) [[unlikely]] {
     return fail<Report>(n, keyword::enum_values, [] { return std::string("not one of the enum values"); });
   }
-  if (t == dom::element_type::STRING) {
-    if (has & node::h_string_checks) return walk_string<Report>(n, text_of(v));
+  if (t == '"') {
+    if (has & node::h_string_checks) return walk_string<Report>(n, tape::string_at(t_, v));
   } else if (has & node::h_number_checks) {
-    if (t == dom::element_type::INT64 || t == dom::element_type::UINT64 || t == dom::element_type::DOUBLE) {
-      return walk_number<Report>(n, v);
-    }
+    if (tape::is_number(t)) return walk_number<Report>(n, v);
   }
   return true;
 }
 
 // A member or an item: a leaf of the schema inline, anything else walked.
 template <bool Report>
-[[gnu::always_inline]] inline bool walker::walk_child(uint32_t i, dom::element v) {
-  const node& n = p_->nodes[i];
+[[gnu::always_inline]] inline bool walker::walk_child(uint32_t i, size_t v) {
+  const node& n = nodes_[i];
   return (n.has & node::h_structure) ? walk<Report>(i, v) : check_value<Report>(n, v);
 }
 
 template <bool Report>
-bool walker::walk_rare(const node& n, dom::element v) {
+bool walker::walk_rare(const node& n, size_t v) {
   const uint32_t has = n.has;
   if (has & node::h_false) return fail<Report>(n, keyword::false_schema, [] { return std::string("no value is allowed here"); });
   if ((has & node::h_ref) && !walk<Report>(n.ref, v)) return false;
@@ -419,10 +371,11 @@ bool walker::walk_rare(const node& n, dom::element v) {
 
 template <bool Report>
 [[gnu::always_inline]] inline bool walker::walk_string(const node& n, std::string_view s) {
-  // A string has between size/4 and size characters: most lengths are
-  // settled by the byte count without counting characters.
+  // A string has between size/4 (rounded up: a character is at most 4
+  // bytes) and size characters: most lengths are settled by the byte count
+  // without counting characters.
   const bool settled = (!(n.has & node::h_max_length) || s.size() <= n.max_length) &&
-                       (!(n.has & node::h_min_length) || s.size() / 4 >= n.min_length);
+                       (!(n.has & node::h_min_length) || (s.size() + 3) / 4 >= n.min_length);
   if (!settled && (n.has & (node::h_min_length | node::h_max_length))) {
     const size_t chars = utf8_chars(s);  // code points, as 2020-12 counts length
     if ((n.has & node::h_min_length) && chars < n.min_length) {
@@ -453,8 +406,8 @@ template <bool Report>
 }
 
 template <bool Report>
-[[gnu::always_inline]] inline bool walker::walk_number(const node& n, dom::element v) {
-  const double x = as_double(v);
+[[gnu::always_inline]] inline bool walker::walk_number(const node& n, size_t v) {
+  const double x = tape::number_at(t_, v);
   if ((n.has & node::h_minimum) && !(x >= n.minimum)) {
     return fail<Report>(n, keyword::minimum, [&] { return num(x) + " is below the minimum " + num(n.minimum); });
   }
@@ -471,8 +424,8 @@ template <bool Report>
 }
 
 template <bool Report>
-bool walker::walk_array(const node& n, dom::array a) {
-  const size_t size = a.size();
+bool walker::walk_array(const node& n, size_t a) {
+  const size_t size = tape::count(t_, a);
   if ((n.has & node::h_min_items) && size < n.min_items) {
     return fail<Report>(n, keyword::min_items,
                         [&] { return std::to_string(size) + " items, fewer than " + std::to_string(n.min_items); });
@@ -483,7 +436,7 @@ bool walker::walk_array(const node& n, dom::array a) {
   }
   if (n.has & node::h_items) {
     size_t i = 0;
-    for (dom::element e : a) {
+    for (size_t e = a + 1, end = tape::scope_end(t_, a) - 1; e < end; e = tape::after(t_, e)) {
       if constexpr (Report) path_.push_back(step{{}, i++});
       if (!walk_child<Report>(n.items, e)) return false;  // the path stays for the message; check() clears it
       if constexpr (Report) path_.pop_back();
@@ -493,15 +446,16 @@ bool walker::walk_array(const node& n, dom::array a) {
 }
 
 template <bool Report>
-bool walker::walk_object(const node& n, dom::object o) {
+bool walker::walk_object(const node& n, size_t o) {
   uint64_t seen = 0;
   if (n.has & (node::h_properties | node::h_additional)) {
     const size_t count = n.properties.size();
     // Members usually come in the order the schema lists them: try the
     // property after the last one found before hashing the name.
     size_t expect = 0;
-    for (auto field : o) {
-      const std::string_view key = field.key;
+    // A member is its key's word, then its value at k + 1.
+    for (size_t k = o + 1, end = tape::scope_end(t_, o) - 1; k < end; k = tape::after(t_, k + 1)) {
+      const std::string_view key = tape::string_at(t_, k);
       size_t i = count;
       if (expect < count && same_bytes(key, n.properties[expect].name)) {
         i = expect;
@@ -517,8 +471,9 @@ bool walker::walk_object(const node& n, dom::object o) {
       }
       uint32_t child;
       if (i < count) {
-        if (i < 64) seen |= uint64_t{1} << i;
-        child = n.properties[i].node;
+        const property_rule& rule = n.properties[i];
+        seen |= rule.seen_bit;
+        child = rule.node;
         expect = i + 1;
       } else if (n.has & node::h_additional) {
         if (n.additional == no_node) {
@@ -531,14 +486,13 @@ bool walker::walk_object(const node& n, dom::object o) {
         continue;
       }
       if constexpr (Report) path_.push_back(step{key, 0});
-      if (!walk_child<Report>(child, field.value)) return false;
+      if (!walk_child<Report>(child, k + 1)) return false;
       if constexpr (Report) path_.pop_back();
     }
   }
   if ((n.required_props & seen) != n.required_props || !n.required_other.empty()) {
     for (const auto& name : n.required) {
-      dom::element ignored;
-      if (o.at_key(name).get(ignored) != simdjson::SUCCESS) {
+      if (tape::member(t_, o, name) == 0) {
         return fail<Report>(n, keyword::required, [&] { return "property \"" + name + "\" is missing"; });
       }
     }

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -64,18 +65,28 @@ bool eventually(F done, std::chrono::milliseconds timeout = 60s, std::chrono::mi
 // this process: the kernel may offer one ephemeral port twice in a row, and
 // a test asks for several before anything binds them.
 inline uint16_t free_port() {
+  // Below the kernel's ephemeral range (32768-60999 here and by default):
+  // a port the kernel chose (bind to port 0) is one any outgoing connection,
+  // such as a test's or an evpipe's to PostgreSQL, may take as its own port
+  // before the evpipe the port is for binds it ("Address already in use").
+  // A random port of 20000-32767 that binds now is free of both.
   static std::set<uint16_t> given;
+  static std::mt19937 rng(static_cast<unsigned>(::getpid()) * 2654435761u ^
+                          static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
   for (;;) {
+    auto port = static_cast<uint16_t>(20000 + rng() % 12768);
+    if (given.count(port)) continue;
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
+    a.sin_port = htons(port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
     ::close(fd);
-    uint16_t port = ntohs(a.sin_port);
-    if (given.insert(port).second) return port;
+    if (bound) {
+      given.insert(port);
+      return port;
+    }
   }
 }
 

@@ -48,7 +48,7 @@ validation check(const schema_set& set, const std::string& text) {
   simdjson::dom::element doc = parser.parse(text);
   walker w;
   simdjson::dom::element kind = doc["kind"];
-  return set.check(std::string_view(kind), doc, w);
+  return set.check(std::string_view(kind), parser.doc, w);
 }
 
 void write_versioned(const scratch_dir& d) {
@@ -158,7 +158,7 @@ TEST(active_schemas, swaps_whole_sets_under_load) {
   for (int t = 0; t < 3; ++t) {
     readers.emplace_back([&] {
       simdjson::dom::parser p1, p2;
-      simdjson::dom::element e1 = p1.parse(short_names), e2 = p2.parse(long_names);
+      [[maybe_unused]] simdjson::dom::element e1 = p1.parse(short_names), e2 = p2.parse(long_names);
       while (!stop.load(std::memory_order_relaxed)) {
         const schema_set* set = thread_schemas();
         if (!set) {
@@ -166,8 +166,8 @@ TEST(active_schemas, swaps_whole_sets_under_load) {
           continue;
         }
         // Under one snapshot exactly one of the two events passes.
-        bool s = set->check("k", e1, thread_walker()).ok();
-        bool l = set->check("k", e2, thread_walker()).ok();
+        bool s = set->check("k", p1.doc, thread_walker()).ok();
+        bool l = set->check("k", p2.doc, thread_walker()).ok();
         if (s == l) ++mixed;
         ++checked;
       }
@@ -192,6 +192,43 @@ TEST(active_schemas, swaps_whole_sets_under_load) {
   config::schemas_section off;
   (void)install_schemas(off);
   EXPECT_EQ(thread_schemas(), nullptr);
+}
+
+// One walker remembers the last kind it looked up (walker::kind_memo): the
+// memo must follow the kind, the set, and a set that gained a schema.
+TEST(schema_set, one_walker_across_kinds_and_sets_checks_each_against_its_own_schema) {
+  auto make = [](const std::string& a_schema) {
+    auto set = std::make_shared<schema_set>(set_options{});
+    set->add("a", "", compile_schema(a_schema, "a.json"));
+    set->add("b", "", compile_schema(R"({"required":["y"]})", "b.json"));
+    return set;
+  };
+  auto needs_x = make(R"({"required":["x"]})");
+  auto needs_z = make(R"({"required":["z"]})");
+  simdjson::dom::parser parser;
+  walker w;
+  auto check_with = [&](const schema_set& set, const std::string& kind, const std::string& payload) {
+    (void)parser.parse(event(kind, payload));
+    return set.check(kind, parser.doc, w).ok();
+  };
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_TRUE(check_with(*needs_x, "a", R"({"x":1})"));
+    EXPECT_FALSE(check_with(*needs_x, "b", R"({"x":1})"));
+    EXPECT_FALSE(check_with(*needs_z, "a", R"({"x":1})"));
+    EXPECT_TRUE(check_with(*needs_z, "a", R"({"z":1})"));
+    EXPECT_TRUE(check_with(*needs_z, "b", R"({"y":1})"));
+    EXPECT_TRUE(check_with(*needs_z, "c", R"({})"));  // no schema for c
+    EXPECT_FALSE(check_with(*needs_x, "a", R"({"z":1})"));
+  }
+  // A kind added after the walker remembered that the set had none.
+  EXPECT_TRUE(check_with(*needs_x, "c", R"({})"));
+  needs_x->add("c", "", compile_schema(R"({"required":["w"]})", "c.json"));
+  EXPECT_FALSE(check_with(*needs_x, "c", R"({})"));
+  // A set freed and another made, possibly at the same address.
+  needs_z.reset();
+  auto needs_v = make(R"({"required":["v"]})");
+  EXPECT_FALSE(check_with(*needs_v, "a", R"({"z":1})"));
+  EXPECT_TRUE(check_with(*needs_v, "a", R"({"v":1})"));
 }
 
 }  // namespace

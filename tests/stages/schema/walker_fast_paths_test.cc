@@ -4,6 +4,7 @@
 // and the verdict walk that keeps no path.
 #include <gtest/gtest.h>
 
+#include <regex>
 #include <string>
 
 #include "stages/schema/compile.h"
@@ -19,11 +20,11 @@ struct checked {
 
 checked run(const std::shared_ptr<const program>& p, const std::string& value) {
   simdjson::dom::parser parser;
-  simdjson::dom::element v = parser.parse(value);
+  [[maybe_unused]] simdjson::dom::element v = parser.parse(value);  // throws on bad JSON
   walker w;
   violation why;
-  const bool quiet = w.check(*p, v);  // the verdict walk: no path, no message
-  const bool ok = w.check(*p, v, &why);
+  const bool quiet = w.check(*p, parser.doc);  // the verdict walk: no path, no message
+  const bool ok = w.check(*p, parser.doc, &why);
   EXPECT_EQ(quiet, ok) << value;
   return ok ? checked{true, "", ""} : checked{false, std::string(keyword_name(why.what)), why.pointer};
 }
@@ -146,6 +147,65 @@ TEST(walker_fast_paths, simple_and_complex_patterns_in_a_schema) {
   r = run(p, R"({"w":"aba"})");
   EXPECT_EQ(r.keyword, "pattern");
   EXPECT_EQ(r.pointer, "/w");
+}
+
+}  // namespace
+}  // namespace evpipe::stages::schema
+
+namespace evpipe::stages::schema {
+namespace {
+
+// The byte count settles a length when it can (a character is 1 to 4
+// bytes); strings whose bytes leave it open are counted. Every edge of
+// minLength and maxLength with characters of each width.
+TEST(walker_fast_paths, string_lengths_settled_by_bytes_agree_with_counted_characters) {
+  const std::string chars[] = {"a", "\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80"};  // 1 to 4 bytes each
+  for (int limit = 0; limit <= 5; ++limit) {
+    auto min = compile_schema(R"({"minLength":)" + std::to_string(limit) + "}", "t.json");
+    auto max = compile_schema(R"({"maxLength":)" + std::to_string(limit) + "}", "t.json");
+    for (const auto& c : chars) {
+      for (int n = 0; n <= 6; ++n) {
+        std::string s;
+        for (int i = 0; i < n; ++i) s += c;
+        const std::string json = "\"" + s + "\"";
+        EXPECT_EQ(run(min, json).ok, n >= limit) << "minLength " << limit << ": " << json;
+        EXPECT_EQ(run(max, json).ok, n <= limit) << "maxLength " << limit << ": " << json;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace evpipe::stages::schema
+
+namespace evpipe::stages::schema {
+namespace {
+
+// RFC 3339 date-time the plain way, for the fixed places that
+// is_rfc3339_date_time reads 16 bytes at a time.
+bool plain_date_time(const std::string& s) {
+  static const std::regex form(R"(^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-](\d{2}):(\d{2}))$)");
+  std::smatch m;
+  if (!std::regex_match(s, m, form)) return false;
+  const int y = std::stoi(m[1]), mo = std::stoi(m[2]), d = std::stoi(m[3]);
+  if (mo < 1 || mo > 12 || d < 1 || std::stoi(m[4]) > 23 || std::stoi(m[5]) > 59 || std::stoi(m[6]) > 60) return false;
+  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  const int days[] = {31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (d > days[mo - 1]) return false;
+  return !m[9].matched || (std::stoi(m[9]) <= 23 && std::stoi(m[10]) <= 59);
+}
+
+TEST(walker_fast_paths, date_time_every_byte_value_in_every_fixed_place) {
+  for (const std::string base : {"2000-01-01T00:00:00Z", "2024-02-29t23:59:60.5+23:59", "1999-12-31T19:09:09-00:30"}) {
+    ASSERT_TRUE(is_rfc3339_date_time(base)) << base;
+    for (size_t i = 0; i < 19; ++i) {
+      for (int b = 0; b < 256; ++b) {
+        std::string s = base;
+        s[i] = static_cast<char>(b);
+        EXPECT_EQ(is_rfc3339_date_time(s), plain_date_time(s)) << "byte " << b << " at " << i << " of " << base;
+      }
+    }
+  }
 }
 
 }  // namespace
