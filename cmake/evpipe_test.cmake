@@ -26,11 +26,13 @@ function(evpipe_add_test)
     set(T_LABEL unit)
   endif()
   set(labels ${T_LABEL})
+  set(black_box FALSE)
   if(T_RUNS_EVPIPE AND NOT T_IN_PROCESS AND T_LABEL MATCHES "^(integration|interop)$")
     if(NOT EVPIPE_BLACK_BOX_TESTS)
       return()
     endif()
     string(APPEND labels "/black_box")
+    set(black_box TRUE)
   endif()
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 120)
@@ -40,8 +42,13 @@ function(evpipe_add_test)
   # The code under test is built as configured (-O3 in Release); the test's own
   # sources need no more than -O1, which compiles them about a third faster
   # (GoogleTest assertions and Asio templates at -O3 are most of the suite's
-  # build time, and CI builds the suite twice).
-  target_compile_options(${T_NAME} PRIVATE $<$<CONFIG:Release,RelWithDebInfo,MinSizeRel>:-O1>)
+  # build time). A black-box test only drives the binary: -O0, another third
+  # faster again (tcp_pipeline_integration_test 7.5 -> 4.8 s of CPU).
+  set(test_opt -O1)
+  if(black_box)
+    set(test_opt -O0)
+  endif()
+  target_compile_options(${T_NAME} PRIVATE $<$<CONFIG:Release,RelWithDebInfo,MinSizeRel>:${test_opt}>)
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
   if(T_RUNS_EVPIPE)
     target_compile_definitions(${T_NAME} PRIVATE EVPIPE_BINARY="$<TARGET_FILE:evpipe>")
