@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test: installs missing Debian packages, builds, starts a private
 # PostgreSQL on a loopback port in a scratch directory, runs ctest on a
-# Release build and then on an AddressSanitizer + UndefinedBehaviorSanitizer
+# Release build and then against an AddressSanitizer + UndefinedBehaviorSanitizer
 # build (clang; the MQTT tests start Mosquitto brokers of their own on loopback in
-# the same directory), fuzzes each libFuzzer target for a minute (clang
-# build), stops PostgreSQL.
+# the same directory), fuzzes each libFuzzer target for a minute (in the
+# sanitizer build), stops PostgreSQL.
 #   scripts/test.sh                        everything
 #   scripts/test.sh -L unit                ctest arguments are passed through
-#   EVPIPE_SANITIZERS=0 scripts/test.sh    skip the sanitizer build
+#   EVPIPE_SANITIZERS=0 scripts/test.sh    skip the sanitizer build (and fuzzing)
 #   EVPIPE_FUZZ_SECONDS=0 scripts/test.sh  skip fuzzing (default 60 s a target)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -19,26 +19,33 @@ esac
 ensure_packages
 build_evpipe Release "$EVPIPE_ROOT/build"
 release_dir="$EVPIPE_BUILD_DIR"
-if [ "${EVPIPE_SANITIZERS:-1}" != 0 ]; then
+sanitizers="${EVPIPE_SANITIZERS:-1}"
+fuzz_seconds="${EVPIPE_FUZZ_SECONDS:-60}"
+if [ "$sanitizers" != 0 ]; then
   # clang, not GCC: with ASan + UBSan at -O0 it compiles this code base about
   # twice as fast (the sanitizer build was the largest part of CI's time), and
   # the Release tree keeps GCC, so both compilers build every test. clang 14
   # cannot emit -fsanitize=function for coroutines ("Cannot represent a
   # difference across sections"); GCC has no such check either. Line tables
-  # are all the sanitizers' stack traces need.
+  # are all the sanitizers' stack traces need. The black-box integration tests
+  # (label black_box: they only drive the evpipe binary) are not built here:
+  # the Release tree's run the sanitized evpipe below. The fuzz targets are
+  # (EVPIPE_FUZZ), so no third tree is built.
+  #
+  # It builds at the lowest CPU priority while the Release tests run: those
+  # mostly wait (on commits, brokers, restarts) and leave about half of the
+  # CPU idle, which the build takes without slowing them.
   san="-fsanitize=address,undefined -fno-sanitize=function -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
   grep -qs 'CMAKE_CXX_COMPILER:.*clang' "$EVPIPE_ROOT/build-sanitize/CMakeCache.txt" ||
     rm -rf "$EVPIPE_ROOT/build-sanitize"   # a tree configured with GCC before
-  CC=clang CXX=clang++ build_evpipe Debug "$EVPIPE_ROOT/build-sanitize" -DEVPIPE_USE_MIMALLOC=OFF \
-    -DEVPIPE_BUILD_BENCH=OFF -DCMAKE_CXX_FLAGS="$san" -DCMAKE_CXX_FLAGS_DEBUG="-O0 -gline-tables-only" \
-    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
+  ( renice -n 19 -p "$BASHPID" >/dev/null
+    CC=clang CXX=clang++ build_evpipe Debug "$EVPIPE_ROOT/build-sanitize" -DEVPIPE_USE_MIMALLOC=OFF \
+      -DEVPIPE_BUILD_BENCH=OFF -DEVPIPE_BLACK_BOX_TESTS=OFF -DEVPIPE_FUZZ=ON -DEVPIPE_FUZZ_SECONDS="$fuzz_seconds" \
+      -DCMAKE_CXX_FLAGS="$san" -DCMAKE_CXX_FLAGS_DEBUG="-O0 -gline-tables-only" \
+      -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" ) &
+  sanitizer_build=$!
 fi
-
-fuzz_seconds="${EVPIPE_FUZZ_SECONDS:-60}"
-if [ "$fuzz_seconds" != 0 ]; then
-  CC=clang CXX=clang++ build_evpipe RelWithDebInfo "$EVPIPE_ROOT/build-fuzz" -DEVPIPE_FUZZ=ON \
-    -DEVPIPE_FUZZ_SECONDS="$fuzz_seconds"
-fi
+rm -rf "$EVPIPE_ROOT/build-fuzz"   # the fuzz tree of earlier versions of this script
 
 scratch_cluster
 export EVPIPE_TEST_DSN="$EVPIPE_DSN"
@@ -63,19 +70,44 @@ else
   tail -5 "$scratch/npm-install.log" >&2
 fi
 
+# The interop tests run once: against the sanitized evpipe when there is one.
+release_args=()
+[ "$sanitizers" != 0 ] && release_args=(-LE interop)
 log "running tests (Release)"
-(cd "$release_dir" && ctest --output-on-failure --timeout 300 -j "$(nproc)" "$@")
-if [ "${EVPIPE_SANITIZERS:-1}" != 0 ]; then
-  log "running tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
+release_ok=1
+(cd "$release_dir" && ctest --output-on-failure --timeout 300 -j "$(nproc)" "${release_args[@]}" "$@") || release_ok=0
+if [ "$sanitizers" != 0 ]; then
+  wait "$sanitizer_build" || die "the sanitizer build failed"
+fi
+[ "$release_ok" = 1 ] || die "Release tests failed (above)"
+if [ "$sanitizers" != 0 ]; then
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1"
-  (cd "$EVPIPE_ROOT/build-sanitize" && ctest --output-on-failure --timeout 600 -j "$(nproc)" "$@")
+  # The fuzzers run beside the tests below, at the lowest CPU priority: they
+  # take the CPU the tests leave idle, for a fixed time.
+  fuzzing=""
+  if [ "$fuzz_seconds" != 0 ] && [ $# -eq 0 ]; then
+    log "fuzzing each target for $fuzz_seconds s (libFuzzer, ASan + UBSan), beside the tests"
+    ( renice -n 19 -p "$BASHPID" >/dev/null
+      cd "$EVPIPE_ROOT/build-sanitize" && ctest -L fuzz --output-on-failure -j "$(nproc)" ) >"$scratch/fuzz.log" 2>&1 &
+    fuzzing=$!
+  fi
+  log "running tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
+  (cd "$EVPIPE_ROOT/build-sanitize" && ctest --output-on-failure --timeout 600 -j "$(nproc)" -LE fuzz "$@")
+  log "running the black-box tests against the sanitized evpipe"
+  (cd "$release_dir" &&
+     EVPIPE_TEST_EVPIPE="$EVPIPE_ROOT/build-sanitize/app/evpipe" \
+     EVPIPE_TEST_EVPIPE_LOAD="$EVPIPE_ROOT/build-sanitize/load/evpipe-load" \
+     ctest --output-on-failure --timeout 600 -j "$(nproc)" -L black_box "$@")
   # evpipe runs as a child of the integration tests: its reports land in its logs.
   if grep -rlE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$scratch" --include='*.log' 2>/dev/null; then
     die "a sanitizer reported an error in an evpipe child process (logs above)"
   fi
-fi
-if [ "$fuzz_seconds" != 0 ] && [ $# -eq 0 ]; then
-  log "fuzzing each target for $fuzz_seconds s (libFuzzer, ASan + UBSan)"
-  (cd "$EVPIPE_ROOT/build-fuzz" && ctest -L fuzz --output-on-failure -j "$(nproc)")
+  if [ -n "$fuzzing" ]; then
+    fuzz_ok=1
+    wait "$fuzzing" || fuzz_ok=0
+    log "fuzzing:"
+    cat "$scratch/fuzz.log" >&2
+    [ "$fuzz_ok" = 1 ] || die "a fuzz target failed (above)"
+  fi
 fi
 log "every test passed; the whole run took $SECONDS s"

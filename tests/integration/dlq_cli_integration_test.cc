@@ -53,7 +53,7 @@ class DlqCli : public TcpPipeline {
     cli_result r;
     std::string out = dir + "/dlq.out", err = dir + "/dlq.err", in = dir + "/dlq.in";
     std::ofstream(in) << stdin_text;
-    std::string cmd = std::string(EVPIPE_BINARY) + " dlq " + args + " --config " + dir + "/evpipe.toml <" + in + " >" +
+    std::string cmd = evpipe_binary() + " dlq " + args + " --config " + dir + "/evpipe.toml <" + in + " >" +
                       out + " 2>" + err;
     int status = std::system(cmd.c_str());
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;

@@ -45,7 +45,7 @@ class DlqRequeue : public TcpPipeline {
   cli_result dlq(const std::string& args) {
     cli_result r;
     std::string out = dir + "/dlq.out", err = dir + "/dlq.err";
-    std::string cmd = std::string(EVPIPE_BINARY) + " dlq " + args + " --config " + dir + "/evpipe.toml </dev/null >" +
+    std::string cmd = evpipe_binary() + " dlq " + args + " --config " + dir + "/evpipe.toml </dev/null >" +
                       out + " 2>" + err;
     int status = std::system(cmd.c_str());
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -56,7 +56,7 @@ class DlqRequeue : public TcpPipeline {
   // Starts `evpipe dlq requeue` without waiting; output to `log`.
   pid_t spawn_requeue(const std::string& log) {
     std::string config = dir + "/evpipe.toml";
-    std::vector<std::string> args = {EVPIPE_BINARY, "dlq", "requeue", "--config", config};
+    std::vector<std::string> args = {evpipe_binary(), "dlq", "requeue", "--config", config};
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

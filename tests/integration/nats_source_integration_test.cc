@@ -321,14 +321,14 @@ TEST_F(NatsSource, LoadGeneratorPublishesTheMixAndItVerifies) {
   evp.start(http_port);
   const std::string run = "nl" + std::to_string(::getpid());
   std::string out = env_or("TMPDIR", "/tmp") + "/" + run + ".out";
-  std::string cmd = std::string(EVPIPE_LOAD_BINARY) + " --target " + server.url() +
+  std::string cmd = evpipe_load_binary() + " --target " + server.url() +
                     " --connections 2 --count 3000 --invalid-frac 0.05 --dup-frac 0.1 --too-large-bytes 4096 --seed 7"
                     " --quiet --run-id " + run + " --verify '" + db.dsn() + "' > " + out + " 2>&1";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd << "\n" << read_file(out) << "\n" << evp.log();
   EXPECT_EQ(count("SELECT count(DISTINCT topic) FROM events_mirror"), 1);
   EXPECT_EQ(db.column("SELECT DISTINCT topic FROM events_mirror").at(0), "tracker/events/load");
   // A subject no stream stores: the publisher stops with the reason.
-  cmd = std::string(EVPIPE_LOAD_BINARY) + " --target " + server.url() + " --topic other/x --count 10 --quiet > " + out +
+  cmd = evpipe_load_binary() + " --target " + server.url() + " --topic other/x --count 10 --quiet > " + out +
         " 2>&1";
   EXPECT_NE(std::system(cmd.c_str()), 0);
   EXPECT_NE(read_file(out).find("no JetStream stream stores \"other.x\""), std::string::npos) << read_file(out);

@@ -122,7 +122,7 @@ TEST_F(Partitions, MigrateMakesPartitionedTablesAndIngestCrossesABoundary) {
   EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_dlq_keys"), 1);
   // `evpipe dlq purge` takes the keys along: the event sent again is dead-lettered again.
   const std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_partitions_boundary";
-  const std::string purge = std::string(EVPIPE_BINARY) + " dlq purge --yes --config " + dir + "/evpipe.toml >" + dir +
+  const std::string purge = evpipe_binary() + " dlq purge --yes --config " + dir + "/evpipe.toml >" + dir +
                             "/purge.log 2>&1";
   ASSERT_EQ(std::system(purge.c_str()), 0) << read_file(dir + "/purge.log");
   EXPECT_NE(read_file(dir + "/purge.log").find("deleted 1 dead letters"), std::string::npos) << read_file(dir + "/purge.log");

@@ -48,7 +48,7 @@ class Replay : public TcpPipeline {
     ASSERT_EQ(evpipe->run_command("migrate"), 0) << evpipe->log("migrate.log");
     dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_replay";
   }
-  replay_result replay(const std::string& args) { return run_replay(EVPIPE_BINARY, dir, args); }
+  replay_result replay(const std::string& args) { return run_replay(evpipe_binary(), dir, args); }
   // The reference: the same window in plain SQL, in position order (the
   // tests first wait until the horizon has passed every row).
   std::vector<std::string> reference(const std::string& where) {
@@ -203,7 +203,7 @@ TEST_F(Replay, ResumingFromThePrintedPositionContinuesExactly) {
   // Interrupted by SIGINT halfway through a slow replay: the printed
   // position is the last line written, and the rest follows from it.
   std::string out = dir + "/slow.out", err = dir + "/slow.err";
-  std::string cmd = std::string(EVPIPE_BINARY) + " replay --config " + dir + "/evpipe.toml --rate 400 >" + out +
+  std::string cmd = evpipe_binary() + " replay --config " + dir + "/evpipe.toml --rate 400 >" + out +
                     " 2>" + err + " & echo $! > " + dir + "/slow.pid; wait";
   std::thread runner([&] { (void)std::system(cmd.c_str()); });
   ASSERT_TRUE(eventually([&] { return read_text(out).size() > 20000; }, 30s));

@@ -36,7 +36,7 @@ class ReplayMqtt311 : public TcpPipeline {
     ASSERT_EQ(evpipe->run_command("migrate"), 0) << evpipe->log("migrate.log");
     dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_replay_mqtt311";
   }
-  replay_result replay(const std::string& args) { return run_replay(EVPIPE_BINARY, dir, args); }
+  replay_result replay(const std::string& args) { return run_replay(evpipe_binary(), dir, args); }
   std::unique_ptr<evpipe_process> evpipe;
   std::string dir;
 };

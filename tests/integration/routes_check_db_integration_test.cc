@@ -20,7 +20,7 @@ int check_db(const std::string& config, std::string& err) {
   std::string mk = "mkdir -p '" + dir + "'";
   if (std::system(mk.c_str()) != 0) return -1;
   std::ofstream(dir + "/evpipe.toml") << config;
-  std::string cmd = std::string(EVPIPE_BINARY) + " check-config --check-db --config '" + dir + "/evpipe.toml' > '" +
+  std::string cmd = evpipe_binary() + " check-config --check-db --config '" + dir + "/evpipe.toml' > '" +
                     dir + "/out' 2> '" + dir + "/err'";
   int rc = std::system(cmd.c_str());
   std::ifstream in(dir + "/err");

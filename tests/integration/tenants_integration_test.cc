@@ -330,7 +330,7 @@ TEST_F(Tenants, AStreamClientOfATenantNeverSeesAnotherTenantsEvents) {
   // replay --tenant and dlq list --tenant.
   auto run = [&](const std::string& args) {
     std::string out = (dir / "out.txt").string();
-    std::string cmd = std::string(EVPIPE_BINARY) + " " + args + " --config " + (dir / "evpipe.toml").string() +
+    std::string cmd = evpipe_binary() + " " + args + " --config " + (dir / "evpipe.toml").string() +
                       " > " + out + " 2>/dev/null";
     EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
     std::ifstream in(out);

@@ -117,7 +117,7 @@ TEST_F(Tenants, DlqRequeueKeepsEachDeadLettersTenant) {
                                       "r3||tenant_mismatch"}));
   db.exec("ALTER TABLE events_mirror DROP CONSTRAINT blocked");
   std::string out = (dir / "requeue.out").string();
-  std::string cmd = std::string(EVPIPE_BINARY) + " dlq requeue --config " + (dir / "evpipe.toml").string() + " > " +
+  std::string cmd = evpipe_binary() + " dlq requeue --config " + (dir / "evpipe.toml").string() + " > " +
                     out + " 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   std::ifstream in(out);

@@ -83,7 +83,7 @@ TEST_F(Top, ShowsWhatMetricsSaysOnAnEightyByTwentyFourTerminalAndQuitsOnQ) {
   // and after top must match.
   std::string start = tmux_ + " new-session -d -s top -x 80 -y 24 sh";
   ASSERT_EQ(std::system(start.c_str()), 0) << start;
-  std::string typed = "stty -g; " + std::string(EVPIPE_BINARY) + " top --config " + config_path +
+  std::string typed = "stty -g; " + evpipe_binary() + " top --config " + config_path +
                       "; echo top exited $?; stty -g";
   ASSERT_EQ(std::system((tmux_ + " send-keys -t top '" + typed + "' Enter").c_str()), 0);
 

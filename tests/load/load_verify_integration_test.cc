@@ -24,7 +24,7 @@ TEST(LoadVerify, MixedRunVerifiesAndTamperingIsCaught) {
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(port);
   const std::string run = "lv" + std::to_string(::getpid());
-  std::string cmd = std::string(EVPIPE_LOAD_BINARY) + " --target tcp://127.0.0.1:" + std::to_string(port) +
+  std::string cmd = evpipe_load_binary() + " --target tcp://127.0.0.1:" + std::to_string(port) +
                     " --count 5000 --connections 2 --invalid-frac 0.05 --dup-frac 0.1 --seed 3 --quiet --run-id " + run +
                     " --verify '" + db.dsn() + "' > " + env_or("TMPDIR", "/tmp") + "/" + run + ".out 2>&1";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
@@ -80,7 +80,7 @@ TEST(LoadVerify, HttpMqttServeAndMqttTargetsVerify) {
                                    "mqtt-serve://127.0.0.1:" + std::to_string(serve_port), broker.url()}) {
     const std::string run = "lvp" + std::to_string(::getpid()) + "x" + std::to_string(target.size());
     std::string out = env_or("TMPDIR", "/tmp") + "/" + run + ".out";
-    std::string cmd = std::string(EVPIPE_LOAD_BINARY) + " --target " + target +
+    std::string cmd = evpipe_load_binary() + " --target " + target +
                       " --count 3000 --invalid-frac 0.05 --dup-frac 0.1 --too-large-bytes 4096 --seed 5 --quiet --run-id " + run +
                       " --verify '" + db.dsn() + "' > " + out + " 2>&1";
     EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd << "\n" << evp.log();
