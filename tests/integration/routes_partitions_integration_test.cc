@@ -90,7 +90,7 @@ class RoutesPartitions : public TcpPipeline {
     std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_routeparts_check";
     if (std::system(("mkdir -p '" + dir + "'").c_str()) != 0) return -1;
     std::ofstream(dir + "/evpipe.toml") << cfg;
-    std::string cmd = std::string(EVPIPE_BINARY) + " check-config --check-db --config '" + dir + "/evpipe.toml' > '" +
+    std::string cmd = evpipe_binary() + " check-config --check-db --config '" + dir + "/evpipe.toml' > '" +
                       dir + "/out' 2> '" + dir + "/err'";
     int rc = std::system(cmd.c_str());
     std::ifstream in(dir + "/err");
