@@ -389,11 +389,13 @@ std::string metrics_registry::render() const {
         {"_partition_keys_pruned_total", {"evpipe_mirror_keys and evpipe_dlq_keys rows pruned (older than every row of their table).", &partition_counters::keys_pruned}},
         {"_partition_maintenance_errors_total", {"Partition maintenance rounds that failed (a lock not granted in time, ...), then retried.", &partition_counters::errors}},
     };
-    for (const auto& [suffix, f] : families) {
-      name = p + suffix;
-      header(out, name, "counter", f.first);
+    for (const auto& family : families) {
+      // (a named pair, not a structured binding: clang 14 cannot capture one in the lambda)
+      const auto counter = family.second.second;
+      name = p + family.first;
+      header(out, name, "counter", family.second.first);
       io::partition_probe::instance().each([&](const std::string& table, const partition_counters& c) {
-        sample(out, name, "table=\"" + table + "\"", double((c.*f.second).load(std::memory_order_relaxed)));
+        sample(out, name, "table=\"" + table + "\"", double((c.*counter).load(std::memory_order_relaxed)));
       });
     }
   }
