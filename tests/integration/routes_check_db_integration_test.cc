@@ -6,6 +6,7 @@
 
 #include <fstream>
 
+#include "tests/support/check_config.h"
 #include "tests/support/harness.h"
 #include "tests/support/tcp_pipeline.h"
 
@@ -15,18 +16,7 @@ namespace {
 class RoutesCheckDb : public TcpPipeline {};
 
 // Runs check-config --check-db; returns the exit code, stderr in `err`.
-int check_db(const std::string& config, std::string& err) {
-  std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_checkdb";
-  std::string mk = "mkdir -p '" + dir + "'";
-  if (std::system(mk.c_str()) != 0) return -1;
-  std::ofstream(dir + "/evpipe.toml") << config;
-  std::string cmd = evpipe_binary() + " check-config --check-db --config '" + dir + "/evpipe.toml' > '" +
-                    dir + "/out' 2> '" + dir + "/err'";
-  int rc = std::system(cmd.c_str());
-  std::ifstream in(dir + "/err");
-  err.assign(std::istreambuf_iterator<char>(in), {});
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+int check_db(const std::string& config, std::string& err) { return check_config_db(config, "checkdb", err); }
 
 TEST_F(RoutesCheckDb, ReportsEachProblemWithItsRouteAndKey) {
   uint16_t port = free_port(), http_port = free_port();

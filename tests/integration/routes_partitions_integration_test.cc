@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "io/postgres/partitions.h"
+#include "tests/support/check_config.h"
 #include "tests/support/harness.h"
 #include "tests/support/tcp_pipeline.h"
 #include "tests/support/test_events.h"
@@ -85,18 +86,7 @@ class RoutesPartitions : public TcpPipeline {
   long rows_stored_twice() {
     return db.count("SELECT count(*) FROM (SELECT 1 FROM readings GROUP BY device_id, measured_at HAVING count(*) > 1) d");
   }
-  // Runs check-config --check-db; returns the exit code, stderr in `err`.
-  int check_db(const std::string& cfg, std::string& err) {
-    std::string dir = env_or("TMPDIR", "/tmp") + "/evpipe_it_" + std::to_string(::getpid()) + "_routeparts_check";
-    if (std::system(("mkdir -p '" + dir + "'").c_str()) != 0) return -1;
-    std::ofstream(dir + "/evpipe.toml") << cfg;
-    std::string cmd = evpipe_binary() + " check-config --check-db --config '" + dir + "/evpipe.toml' > '" +
-                      dir + "/out' 2> '" + dir + "/err'";
-    int rc = std::system(cmd.c_str());
-    std::ifstream in(dir + "/err");
-    err.assign(std::istreambuf_iterator<char>(in), {});
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  }
+  int check_db(const std::string& cfg, std::string& err) { return check_config_db(cfg, "routeparts_check", err); }
 };
 
 TEST_F(RoutesPartitions, PartitionsAheadRowsOfAnyTimeStoredAndRedeliveriesOnce) {
