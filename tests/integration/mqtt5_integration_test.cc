@@ -85,6 +85,8 @@ TEST_F(MqttSource, Mqtt5StoresQos0And1And2PublishersExactlyOnce) {
   EXPECT_EQ(mirrored(), 3 * n);
   EXPECT_EQ(db.count("SELECT count(DISTINCT idempotency_key) FROM events_mirror"), 3 * n);
   // QoS 1 and 2 acknowledged (PUBACK, PUBREC) once committed.
+  // Counted when the write completes, a moment after unacked reaches 0.
+  EXPECT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_mqtt_pubacks_total") >= 2 * n; }, 10s));
   EXPECT_EQ(mqtt_metric(http_port, "evpipe_mqtt_pubacks_total"), 2 * n);
   EXPECT_EQ(mqtt_metric(http_port, "evpipe_mqtt_protocol_errors_total"), 0) << evp.log();
   EXPECT_EQ(mqtt_metric(http_port, "evpipe_mqtt_reconnects_total"), 0) << evp.log();
