@@ -140,6 +140,21 @@ db_check check_database(const config::settings& s, std::string& why) {
   return db_check::ok;
 }
 
+// The partition maintainer's settings ([storage] and the routes with
+// partition_by), the same for migrate's one round and run's thread.
+io::partition_options partition_options_of(const config::settings& s) {
+  io::partition_options o;
+  o.dsn = s.postgres.dsn;
+  o.schema = s.postgres.schema;
+  o.unit = s.storage.partition;
+  o.retention_s = s.storage.retention_s;
+  o.premake = s.storage.premake;
+  o.interval_s = s.storage.check_interval_s;
+  o.lock_timeout_ms = s.storage.lock_timeout_ms;
+  o.route_tables = io::partitioned_route_tables(s.routes);  // [[routes]] partition_by
+  return o;
+}
+
 }  // namespace
 
 int migrate(const config::settings& s) {
@@ -171,10 +186,7 @@ int migrate(const config::settings& s) {
     // The partitions of now and the next periods, so that the first rows do
     // not all go to the DEFAULT partition.
     io::partition_round done;
-    io::partition_options o{s.postgres.dsn, s.postgres.schema, s.storage.partition, s.storage.retention_s,
-                            s.storage.premake};
-    o.route_tables = io::partitioned_route_tables(s.routes);  // [[routes]] partition_by
-    if (auto st = io::partition_maintainer::maintain_once(conn, o, done); !st.ok) {
+    if (auto st = io::partition_maintainer::maintain_once(conn, partition_options_of(s), done); !st.ok) {
       spdlog::error("cannot create the partitions: {}", st.message);
       return 1;
     }
@@ -367,11 +379,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   // (docs/partitions.md), on a thread and connection of their own.
   std::unique_ptr<io::partition_maintainer> partitions;
   if (s.storage.partitioned()) {
-    io::partition_options o{s.postgres.dsn,         s.postgres.schema,         s.storage.partition,
-                            s.storage.retention_s,  s.storage.premake,         s.storage.check_interval_s,
-                            s.storage.lock_timeout_ms};
-    o.route_tables = io::partitioned_route_tables(s.routes);  // [[routes]] partition_by, as at start
-    partitions = std::make_unique<io::partition_maintainer>(std::move(o));
+    partitions = std::make_unique<io::partition_maintainer>(partition_options_of(s));  // routes as at start
     partitions->start();
   }
 

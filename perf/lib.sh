@@ -8,6 +8,7 @@
 #   floor_ceiling ROWS K                rows/s of K closed-loop COPY streams
 #   stall_seconds LATENCY_TIMELINE      seconds whose max exceeds $stall_ms
 #   latency_time_plot PNG TITLE EVPIPE_CSV FLOOR_CSV   per-second latency, one above the other
+#   cpu_mark / cpu_since MARK SECONDS   where the CPU went in between (machine, PostgreSQL, evpipe, nats-server)
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
 perf_setup() {
@@ -56,12 +57,14 @@ fresh_table() {
 }
 
 copy_rate() {
-  local csv="$1" rows="$2" t0 t1
+  local csv="$1" rows="$2" t0 t1 mark
   chmod 644 "$csv"
   fresh_table
+  mark="$(cpu_mark)"
   t0=$(now)
   psqlq -c "\\copy events_mirror (topic, payload) FROM '$csv' WITH (FORMAT csv)" >/dev/null
   t1=$(now)
+  [ -z "${copy_cpu_log:-}" ] || log "psql \\copy: $(cpu_since "$mark" "$(echo "$t0 $t1" | awk '{print $2 - $1}')") (psql itself not counted)"
   [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" = "$rows" ] || die "psql \\copy loaded a wrong row count"
   echo "$rows $t0 $t1" | awk '{printf "%.0f", $1 / ($3 - $2)}'
 }
@@ -108,13 +111,84 @@ with_config() { cp "$scratch/evpipe-$1.toml" "$scratch/evpipe.toml"; }
 
 # rows_when_drained ROWS TRIES PAUSE: polls events_mirror every PAUSE seconds,
 # at most TRIES times, until it holds ROWS rows; prints the count it reached.
+# The poll must not take CPU from the drain it times (2 cores): one psql
+# session instead of one per poll, and max(id), one probe of the primary key,
+# instead of count(*), which reads the whole table (at 20 polls a second on
+# 200,000 rows that was a busy PostgreSQL backend beside the drain). The
+# count runs once max(id) says every row may be there: ids are handed out
+# before commit, so a shard's higher ids can be visible before another's.
 rows_when_drained() {
-  local rows="$1" tries="$2" pause="$3"
+  local rows="$1" tries="$2" pause="$3" got=0
+  coproc drain_poll { psql -X -q -At -d "$EVPIPE_DSN" 2>&1; }
   for _ in $(seq "$tries"); do
-    [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" -ge "$rows" ] && break
+    echo "SELECT CASE WHEN coalesce(max(id), 0) >= $rows THEN (SELECT count(*) FROM events_mirror) ELSE 0 END FROM events_mirror;" \
+      >&"${drain_poll[1]}"
+    read -r got <&"${drain_poll[0]}" || break
+    [ "$got" -ge "$rows" ] 2>/dev/null && break
     sleep "$pause"
   done
+  eval "exec ${drain_poll[1]}>&-"
+  wait "$drain_poll_PID" 2>/dev/null || true
   psqlq -c 'SELECT count(*) FROM events_mirror'
+}
+
+# cpu_mark: CPU time so far, for cpu_since. Prints "busy all postgres
+# evpipe nats" in clock ticks: the machine's busy and total ticks
+# (/proc/stat), this cluster's PostgreSQL (the postmaster, its live children,
+# and the children it has reaped: backends of closed connections), and the
+# live evpipe and nats-server processes of this run (their command lines name
+# $scratch; other evpipes on the machine are not counted).
+cpu_mark() {
+  python3 - "$PG_SCRATCH/data/postmaster.pid" "$scratch" <<'PY'
+import os, sys
+def stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    comm = s[s.index("(") + 1:s.rindex(")")]
+    rest = s[s.rindex(")") + 2:].split()
+    return comm, int(rest[1]), [int(x) for x in rest[11:15]]  # ppid; utime stime cutime cstime
+with open("/proc/stat") as f:
+    t = [int(x) for x in f.readline().split()[1:9]]
+busy, total = t[0] + t[1] + t[2] + t[5] + t[6] + t[7], sum(t)
+try:
+    pm = int(open(sys.argv[1]).readline())
+except OSError:
+    pm = -1
+pg = ev = nats = 0
+for d in os.listdir("/proc"):
+    if not d.isdigit():
+        continue
+    try:
+        comm, ppid, (u, s, cu, cs) = stat(d)
+    except (OSError, ValueError):
+        continue
+    if int(d) == pm:
+        pg += u + s + cu + cs
+    elif ppid == pm:
+        pg += u + s
+    elif comm in ("evpipe", "nats-server"):
+        try:
+            ours = sys.argv[2].encode() in open(f"/proc/{d}/cmdline", "rb").read()
+        except OSError:
+            ours = False
+        if ours and comm == "evpipe":
+            ev += u + s
+        elif ours:
+            nats += u + s
+print(busy, total, pg, ev, nats)
+PY
+}
+
+# cpu_since MARK SECONDS: what ran between cpu_mark's MARK and now, over the
+# SECONDS of wall time between them: the machine's busy share, and the cores
+# PostgreSQL, evpipe and nats-server used on average. Measure before evpipe
+# stops: an exited evpipe takes its CPU time with it.
+cpu_since() {
+  local now; now="$(cpu_mark)"
+  echo "$1 $now $2 $(getconf CLK_TCK)" | awk '{
+    hz = $12; s = $11
+    printf "machine busy %.0f%%, PostgreSQL %.2f cores, evpipe %.2f, nats-server %.2f", \
+      100 * ($6 - $1) / ($7 - $2), ($8 - $3) / hz / s, ($9 - $4) / hz / s, ($10 - $5) / hz / s }'
 }
 
 # mqtt_drain NDJSON ROWS: fresh table; evpipe subscribes once and stops; every

@@ -6,8 +6,10 @@
 # JetStream stream on Debian's nats-server (file storage, loopback) with
 # evpipe-load --target nats:// while evpipe is not running, then starts evpipe
 # with a [[sources.nats]] durable pull consumer and times until every row is
-# committed. Before that, the same rows go into a fresh events_mirror with
-# psql \copy. Prints both rates and their ratio per run, then the medians.
+# committed. Beside it, the same rows go into a fresh events_mirror with
+# psql \copy (first in odd runs, second in even ones). Prints both rates and
+# their ratio per run, then the medians; logs where the CPU went in each
+# (machine busy share, cores used by PostgreSQL, evpipe and nats-server).
 # With --processes "1 2 3", each run also drains the backlog with that many
 # evpipe processes on the one durable consumer (issue 14: many processes, one
 # table), each with [pipeline] shards = cores.
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
     --processes) processes="$2"; shift 2 ;;
     --evpipe) evbin="$2"; shift 2 ;;
     --callgrind) callgrind="$(realpath -m "$2")"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -105,9 +107,11 @@ nats_drain() {
   "$bin/load/evpipe-load" --target "nats://127.0.0.1:$nats_port" --topic perf/nats/drain --input "$scratch/drain.ndjson" \
     --connections 4 --quiet >/dev/null
   t1=$(now)
+  local mark; mark="$(cpu_mark)"
   evpipe_start "$drain_bin"
   got="$(rows_when_drained "$rows" 6000 0.05)"
   t2=$(now)
+  log "drain, 1 process: $(cpu_since "$mark" "$(echo "$t1 $t2" | awk '{print $2 - $1}')")"
   evpipe_stop
   with_config tcp
   [ "$got" = "$rows" ] || die "evpipe committed $got rows from the JetStream backlog, expected $rows"
@@ -128,12 +132,14 @@ nats_drain_many() {
     sed "s/127.0.0.1:$tcp_port/127.0.0.1:${ports[-1]}/" "$scratch/evpipe-nats.toml" >"$scratch/evpipe-nats-$i.toml"
   done
   t1=$(now)
+  local mark; mark="$(cpu_mark)"
   for i in $(seq "$k"); do
     "$evbin" run --config "$scratch/evpipe-nats-$i.toml" 2>"$scratch/evpipe-$i.log" &
     pids+=("$!")
   done
   got="$(rows_when_drained "$rows" 6000 0.05)"
   t2=$(now)
+  log "drain, $k processes: $(cpu_since "$mark" "$(echo "$t1 $t2" | awk '{print $2 - $1}')")"
   for p in "${pids[@]}"; do kill -TERM "$p"; done
   local i=0 rc
   for p in "${pids[@]}"; do
@@ -156,9 +162,17 @@ printf '%-4s %12s %10s %14s %7s' run copy_rows/s preload_s nats_rows/s ratio
 for k in $processes; do printf ' %14s %7s' "${k}_procs_rows/s" ratio; done
 echo
 copies=() drains=()
+copy_cpu_log=1  # copy_rate logs where the CPU went, as the drains do
+timed_copy() { copy_rate "$scratch/drain.csv" "$rows"; }
 for r in $(seq "$runs"); do
-  copy="$(copy_rate "$scratch/drain.csv" "$rows")"
-  read -r rate preload <<<"$(nats_drain)"
+  # Alternate which goes first, so that neither always meets a warmer cache.
+  if [ $((r % 2)) = 1 ]; then
+    copy="$(timed_copy)"
+    read -r rate preload <<<"$(nats_drain)"
+  else
+    read -r rate preload <<<"$(nats_drain)"
+    copy="$(timed_copy)"
+  fi
   copies+=("$copy") drains+=("$rate")
   printf '%-4s %12s %10s %14s %7s' "$r" "$copy" "$preload" "$rate" "$(ratio "$rate" "$copy")"
   for k in $processes; do

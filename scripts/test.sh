@@ -83,24 +83,28 @@ fi
 if [ "$sanitizers" != 0 ]; then
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1"
   # The fuzzers run beside the tests below, at the lowest CPU priority: they
-  # take the CPU the tests leave idle, for a fixed time.
+  # take the CPU the tests leave idle, for a fixed time. In a process group of
+  # their own, so that a failing test pass stops them too.
   fuzzing=""
   if [ "$fuzz_seconds" != 0 ] && [ $# -eq 0 ]; then
     log "fuzzing each target for $fuzz_seconds s (libFuzzer, ASan + UBSan), beside the tests"
-    ( renice -n 19 -p "$BASHPID" >/dev/null
-      cd "$EVPIPE_ROOT/build-sanitize" && ctest -L fuzz --output-on-failure -j "$(nproc)" ) >"$scratch/fuzz.log" 2>&1 &
+    setsid bash -c 'renice -n 19 -p $$ >/dev/null; cd "$1" && exec ctest -L fuzz --output-on-failure -j "$2"' \
+      fuzz "$EVPIPE_ROOT/build-sanitize" "$(nproc)" >"$scratch/fuzz.log" 2>&1 &
     fuzzing=$!
   fi
+  tests_failed() { [ -z "$fuzzing" ] || kill -TERM -- "-$fuzzing" 2>/dev/null || true; die "$1"; }
   log "running tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
-  (cd "$EVPIPE_ROOT/build-sanitize" && ctest --output-on-failure --timeout 600 -j "$(nproc)" -LE fuzz "$@")
+  (cd "$EVPIPE_ROOT/build-sanitize" && ctest --output-on-failure --timeout 600 -j "$(nproc)" -LE fuzz "$@") ||
+    tests_failed "sanitizer tests failed (above)"
   log "running the black-box tests against the sanitized evpipe"
   (cd "$release_dir" &&
      EVPIPE_TEST_EVPIPE="$EVPIPE_ROOT/build-sanitize/app/evpipe" \
      EVPIPE_TEST_EVPIPE_LOAD="$EVPIPE_ROOT/build-sanitize/load/evpipe-load" \
-     ctest --output-on-failure --timeout 600 -j "$(nproc)" -L black_box "$@")
+     ctest --output-on-failure --timeout 600 -j "$(nproc)" -L black_box "$@") ||
+    tests_failed "black-box tests against the sanitized evpipe failed (above)"
   # evpipe runs as a child of the integration tests: its reports land in its logs.
   if grep -rlE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$scratch" --include='*.log' 2>/dev/null; then
-    die "a sanitizer reported an error in an evpipe child process (logs above)"
+    tests_failed "a sanitizer reported an error in an evpipe child process (logs above)"
   fi
   if [ -n "$fuzzing" ]; then
     fuzz_ok=1
