@@ -4,7 +4,8 @@
 // append route's table with partition_by, all in the configured schema, get
 // their partitions made ahead, their DEFAULT rows moved out and their old
 // partitions dropped by the retention; `check-config --check-db` judges the
-// route table of that schema. Tables of the same names, partitioned the same
+// route table of that schema; the rows of an append and of an upsert route
+// with bare table names go there. Tables of the same names, partitioned the same
 // way, sit in the schema the connection's search_path finds (the `public` of
 // a default setup, where an unqualified name would land): nothing in them is
 // created, moved, deleted or dropped.
@@ -23,19 +24,33 @@
 namespace evpipe::testing {
 namespace {
 
-// Bare readings on the first TCP listener's topic, partitioned on their own time.
+// Bare readings on the first TCP listener's topic, partitioned on their own
+// time, and each device's latest value upserted (both bare names: in [postgres] schema).
 constexpr const char* route = R"(
 [[routes]]
 name = "readings"
 topics = ["tracker/events/it"]
 envelope = "none"
 table = "readings"
+also = true
 partition_by = "measured_at"
 idempotency = ["device_id", "measured_at"]
 columns = [
   { name = "device_id", type = "text", required = true },
   { name = "value", type = "float8" },
   { name = "measured_at", source = "ts", type = "timestamptz", required = true },
+]
+
+[[routes]]
+name = "latest"
+topics = ["tracker/events/it"]
+envelope = "none"
+table = "latest"
+mode = "upsert"
+key = ["device_id"]
+columns = [
+  { name = "device_id", type = "text", required = true },
+  { name = "value", type = "float8" },
 ]
 )";
 
@@ -103,6 +118,7 @@ class PartitionsSchema : public TcpPipeline {
 TEST_F(PartitionsSchema, MaintenanceAndTheRouteCheckActOnTheConfiguredSchemaOnly) {
   for (const char* t : {"events_mirror", "dlq_events"}) decoy(t, "created_at");
   decoy("readings", "measured_at");
+  db.exec("CREATE TABLE latest (device_id text PRIMARY KEY)");  // no value column: a write there would fail
   const std::vector<std::string> tables = {"events_mirror", "dlq_events", "readings"};
   std::map<std::string, std::vector<std::string>> before;
   for (const auto& t : tables) before[t] = layout(t);
@@ -128,6 +144,7 @@ TEST_F(PartitionsSchema, MaintenanceAndTheRouteCheckActOnTheConfiguredSchemaOnly
   }
   EXPECT_TRUE(exists(x + ".evpipe_mirror_keys"));
   EXPECT_TRUE(exists(x + ".evpipe_route_keys"));
+  db.exec("CREATE TABLE " + x + ".latest (device_id text PRIMARY KEY, value float8)");
 
   // check-config --check-db looks at <x>.readings, not at the well-made
   // readings the search_path finds: missing, then plain, then partitioned.
@@ -209,6 +226,7 @@ TEST_F(PartitionsSchema, MaintenanceAndTheRouteCheckActOnTheConfiguredSchemaOnly
   EXPECT_EQ(rows(x + ".dlq_events_p" + recent_day), 10);
   EXPECT_EQ(rows(x + ".readings_p" + recent_day), 1);
   EXPECT_EQ(rows(x + ".readings"), 2) << evp.log();
+  EXPECT_EQ(rows(x + ".latest WHERE value = 1.5"), 2) << "the upsert route writes <x>.latest";
   EXPECT_EQ(rows(x + ".events_mirror WHERE idempotency_key IN ('m1', 'm2')"), 2) << evp.log();
   EXPECT_EQ(rows(x + ".dlq_events"), 11) << evp.log();
   {
@@ -227,6 +245,7 @@ TEST_F(PartitionsSchema, MaintenanceAndTheRouteCheckActOnTheConfiguredSchemaOnly
   // their year-old DEFAULT rows and the partition of 40 days ago are there.
   for (const auto& t : tables) EXPECT_EQ(layout(t), before[t]) << t;
   EXPECT_EQ(rows("readings"), 6);
+  EXPECT_EQ(rows("latest"), 0);
 }
 
 }  // namespace
