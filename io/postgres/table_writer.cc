@@ -84,6 +84,7 @@ table_writer::table_writer(const stages::route::route_set& routes, const std::st
     }
   }
   copy_sql_.resize(routes.size());
+  tables_.resize(routes.size());
   keyed_stage_sql_.resize(routes.size());
   keyed_copy_sql_.resize(routes.size());
   keyed_merge_sql_.resize(routes.size());
@@ -92,20 +93,24 @@ table_writer::table_writer(const stages::route::route_set& routes, const std::st
   for (size_t i = 0; i < routes.size(); ++i) {
     const auto& r = routes.at(i).cfg;
     if (r.table.empty()) continue;
-    // Table and column names are lowercase identifiers (config checks them),
-    // so they need no quoting.
+    // A bare table name is in [postgres] schema, as for the start-up check
+    // (route_check.cc) and the partition maintainer: never the search_path's
+    // table of that name. Table and column names are lowercase identifiers
+    // (config checks them), so they need no quoting.
+    const std::string table = r.table.find('.') == std::string::npos ? prefix + r.table : r.table;
+    tables_[i] = table;
     std::string cols;
     for (size_t c = 0; c < r.columns.size(); ++c) cols += (c ? ", " : "") + r.columns[c].name;
     if (!r.upsert) {
-      copy_sql_[i] = "COPY " + r.table + " (" + cols + ") FROM STDIN (FORMAT binary)";
+      copy_sql_[i] = "COPY " + table + " (" + cols + ") FROM STDIN (FORMAT binary)";
       if (may_be_table_keyed(r)) {
         const std::string n = "evpipe_keyed_" + std::to_string(i);
         std::string id;
         for (const auto& c : r.idempotency) id += (id.empty() ? "" : ", ") + c;
         keyed_stage_sql_[i] =
-            "CREATE TEMP TABLE " + n + " ON COMMIT DROP AS SELECT " + cols + " FROM " + r.table + " WITH NO DATA";
+            "CREATE TEMP TABLE " + n + " ON COMMIT DROP AS SELECT " + cols + " FROM " + table + " WITH NO DATA";
         keyed_copy_sql_[i] = "COPY pg_temp." + n + " (" + cols + ") FROM STDIN (FORMAT binary)";
-        keyed_merge_sql_[i] = "INSERT INTO " + r.table + " (" + cols + ") SELECT " + cols + " FROM pg_temp." + n +
+        keyed_merge_sql_[i] = "INSERT INTO " + table + " (" + cols + ") SELECT " + cols + " FROM pg_temp." + n +
                               " ON CONFLICT (" + id + ") DO NOTHING; DROP TABLE pg_temp." + n;
       }
       continue;
@@ -114,7 +119,7 @@ table_writer::table_writer(const stages::route::route_set& routes, const std::st
     // The staging table takes the target's column types, so the binary
     // tuples mean the same in both; dropped at commit or rollback.
     stage_sql_[i] = "CREATE TEMP TABLE evpipe_up_" + std::to_string(i) + " ON COMMIT DROP AS SELECT " + cols +
-                    " FROM " + r.table + " WITH NO DATA";
+                    " FROM " + table + " WITH NO DATA";
     copy_sql_[i] = "COPY " + stage + " (" + cols + ") FROM STDIN (FORMAT binary)";
     std::string key, updates;
     for (size_t k = 0; k < r.key.size(); ++k) key += (k ? ", " : "") + r.key[k];
@@ -123,7 +128,7 @@ table_writer::table_writer(const stages::route::route_set& routes, const std::st
       if (!is_key) updates += (updates.empty() ? "" : ", ") + c.name + " = EXCLUDED." + c.name;
     }
     std::string order = key + (r.order_by.empty() ? "" : ", " + r.order_by + " DESC NULLS LAST") + ", ctid DESC";
-    std::string sql = "INSERT INTO " + r.table + " AS t (" + cols + ") SELECT DISTINCT ON (" + key + ") " + cols +
+    std::string sql = "INSERT INTO " + table + " AS t (" + cols + ") SELECT DISTINCT ON (" + key + ") " + cols +
                       " FROM " + stage + " ORDER BY " + order + " ON CONFLICT (" + key + ") DO ";
     if (updates.empty()) {
       sql += "NOTHING";
@@ -291,7 +296,7 @@ pg_status table_writer::inspect(pg_connection& conn) {
     for (const auto& n : r.idempotency) names += (names.size() > 1 ? "," : "") + n;
     names += "}";
     const std::string count = std::to_string(r.idempotency.size());
-    const char* params[3] = {r.table.c_str(), names.c_str(), count.c_str()};
+    const char* params[3] = {tables_[i].c_str(), names.c_str(), count.c_str()};
     pg_result res;
     // A valid unique index whose key columns are exactly the identity
     // columns: no expressions, no predicate (INCLUDE columns do not matter).

@@ -60,7 +60,8 @@ inline constexpr std::string_view route_keys_created_at_index = "evpipe_route_ke
 
 class table_writer {
  public:
-  // schema: where evpipe_route_keys is ("" = the search_path), as for the sink.
+  // schema: where evpipe_route_keys and the routes' bare table names are
+  // ("" = the search_path), as for the sink; "schema.table" stays as written.
   explicit table_writer(const stages::route::route_set& routes, const std::string& schema = "");
 
   // In an open transaction, before write(): records the identity of every
@@ -108,6 +109,7 @@ class table_writer {
   // Per route: append: the COPY into the table. upsert: the staging table's
   // creation, the COPY into it, and the INSERT ... ON CONFLICT from it.
   std::vector<std::string> copy_sql_, stage_sql_, merge_sql_;
+  std::vector<std::string> tables_;  // per route: its table as written in statements ("schema.table" when set)
   std::string claim_sql_, copy_keys_sql_;
   std::vector<char> needs_key_;    // per route: its events need a row in evpipe_route_keys
   // Per route: which of its identity's fields is a timestamptz from the
