@@ -17,31 +17,12 @@
 
 #include "io/postgres/partitions.h"
 #include "tests/support/harness.h"
+#include "tests/support/readings_route.h"
 #include "tests/support/tcp_pipeline.h"
 #include "tests/support/test_events.h"
 
 namespace evpipe::testing {
 namespace {
-
-// Bare readings on the TCP listener's topic, partitioned on their own time.
-constexpr const char* route = R"(
-[[routes]]
-name = "readings"
-topics = ["tracker/events/it"]
-envelope = "none"
-table = "readings"
-partition_by = "measured_at"
-idempotency = ["device_id", "measured_at"]
-columns = [
-  { name = "device_id", type = "text", required = true },
-  { name = "value", type = "float8" },
-  { name = "measured_at", source = "ts", type = "timestamptz", required = true },
-]
-)";
-
-constexpr const char* readings_table =
-    "CREATE TABLE readings (device_id text NOT NULL, value float8, measured_at timestamptz NOT NULL) "
-    "PARTITION BY RANGE (measured_at)";
 
 // The server option that puts a session in UTC+14, URL-encoded for the DSN.
 constexpr const char* far_east = "%20-ctimezone%3DPacific%2FKiritimati";
@@ -52,16 +33,11 @@ class PartitionsPeriods : public TcpPipeline {
     tuning t;
     t.dsn = db.dsn(far_east);
     std::string cfg = config_for(db, port, http_port, t) + "[storage]\npartition = \"" + unit + "\"\nretention = \"" +
-                      retention + "\"\ncheck_interval_s = 1\n" + route;
+                      retention + "\"\ncheck_interval_s = 1\n" + readings_route();
     cfg.replace(cfg.find("level = \"warn\""), 14, "level = \"info\"");  // creations and drops are logged at info
     return cfg;
   }
-  void send(uint16_t port, const std::string& data, evpipe_process& evp) {
-    const uint64_t n = static_cast<uint64_t>(std::count(data.begin(), data.end(), '\n'));
-    ndjson_client producer(port);
-    producer.send_all(data);
-    ASSERT_EQ(producer.read_acks_until(n, 60s), n) << evp.log();
-  }
+  void send(uint16_t port, const std::string& data, evpipe_process& evp) { send_acked(port, data, evp); }
   // One round on a connection in the far zone, as another process would run it.
   io::partition_round maintain(const std::string& unit, uint64_t retention_s) {
     io::pg_connection conn;
@@ -82,17 +58,12 @@ class PartitionsPeriods : public TcpPipeline {
     return "((date_trunc('" + unit + "', now() AT TIME ZONE 'UTC') + " + std::to_string(k) + " * interval '1 " + unit +
            "') AT TIME ZONE 'UTC')";
   }
-  std::string at(const std::string& expr) {
-    return db.column("SELECT to_char((" + expr + ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").at(0);
-  }
   // A reading of device `device` at the time `expr`.
   std::string reading(const std::string& device, const std::string& expr) {
-    return "{\"device_id\":\"" + device + "\",\"value\":1.5,\"ts\":\"" + at(expr) + "\"}\n";
+    return reading_line(device, utc_iso(db, expr));
   }
   // "<table>_pYYYYMMDD" of the period starting at `expr`.
-  std::string partition(const std::string& table, const std::string& expr) {
-    return table + "_p" + db.column("SELECT to_char((" + expr + ") AT TIME ZONE 'UTC', 'YYYYMMDD')").at(0);
-  }
+  std::string partition(const std::string& table, const std::string& expr) { return table + "_p" + utc_day(db, expr); }
   // Every partition of `parent` but DEFAULT, oldest first, as "name from to",
   // its bounds in UTC with their weekday.
   std::vector<std::string> bounds(const std::string& parent) {
@@ -144,7 +115,7 @@ TEST_F(PartitionsPeriods, WeeksRunFromMondayUtcAndTheRetentionDropsWholeWeeks) {
     EXPECT_NE(line.find(" 00:00:00.000000 Mon "), std::string::npos) << line;
     EXPECT_TRUE(line.ends_with(" 00:00:00.000000 Mon")) << line;
   }
-  db.exec(readings_table);
+  db.exec(readings_partitioned_table);
   EXPECT_EQ(maintain("week", 0).created.size(), 4u) << "readings' 4 weeks (and its DEFAULT)";
 
   // Rows of 3 and of 2 weeks ago, and on both sides of this week's two
@@ -216,7 +187,7 @@ TEST_F(PartitionsPeriods, MonthsRunFromTheFirstUtcAndTheRetentionDropsWholeMonth
     EXPECT_NE(line.find("-01 00:00:00.000000 ", from + 1), std::string::npos) << line;
     EXPECT_EQ(line.substr(line.find("_p") + 8, 2), "01") << line;
   }
-  db.exec(readings_table);
+  db.exec(readings_partitioned_table);
   EXPECT_EQ(maintain("month", 0).created.size(), 4u) << "readings' 4 months";
 
   const std::string first = start("month", 0), next_first = start("month", 1);

@@ -18,6 +18,7 @@
 #include "io/postgres/partitions.h"
 #include "tests/support/check_config.h"
 #include "tests/support/harness.h"
+#include "tests/support/readings_route.h"
 #include "tests/support/tcp_pipeline.h"
 #include "tests/support/test_events.h"
 
@@ -25,22 +26,9 @@ namespace evpipe::testing {
 namespace {
 
 // Bare readings on the first TCP listener's topic, partitioned on their own
-// time, and each device's latest value upserted (both bare names: in [postgres] schema).
-constexpr const char* route = R"(
-[[routes]]
-name = "readings"
-topics = ["tracker/events/it"]
-envelope = "none"
-table = "readings"
-also = true
-partition_by = "measured_at"
-idempotency = ["device_id", "measured_at"]
-columns = [
-  { name = "device_id", type = "text", required = true },
-  { name = "value", type = "float8" },
-  { name = "measured_at", source = "ts", type = "timestamptz", required = true },
-]
-
+// time (readings_route), and each device's latest value upserted (both bare
+// names: in [postgres] schema).
+constexpr const char* latest_route = R"(
 [[routes]]
 name = "latest"
 topics = ["tracker/events/it"]
@@ -54,9 +42,7 @@ columns = [
 ]
 )";
 
-std::string reading(const std::string& device, const std::string& ts) {
-  return "{\"device_id\":\"" + device + "\",\"value\":1.5,\"ts\":\"" + ts + "\"}\n";
-}
+std::string reading(const std::string& device, const std::string& ts) { return reading_line(device, ts); }
 
 class PartitionsSchema : public TcpPipeline {
  protected:
@@ -70,18 +56,9 @@ class PartitionsSchema : public TcpPipeline {
   void TearDown() override {
     if (!x.empty() && env_or("EVPIPE_TEST_KEEP").empty()) db.exec("DROP SCHEMA IF EXISTS " + x + " CASCADE");
   }
-  void send(uint16_t port, const std::string& data, evpipe_process& evp) {
-    const uint64_t n = static_cast<uint64_t>(std::count(data.begin(), data.end(), '\n'));
-    ndjson_client producer(port);
-    producer.send_all(data);
-    ASSERT_EQ(producer.read_acks_until(n, 60s), n) << evp.log();
-  }
-  std::string day_of(const std::string& expr) {
-    return db.column("SELECT to_char((" + expr + ") AT TIME ZONE 'UTC', 'YYYYMMDD')").at(0);
-  }
-  std::string at(const std::string& expr) {
-    return db.column("SELECT to_char((" + expr + ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").at(0);
-  }
+  void send(uint16_t port, const std::string& data, evpipe_process& evp) { send_acked(port, data, evp); }
+  std::string day_of(const std::string& expr) { return utc_day(db, expr); }
+  std::string at(const std::string& expr) { return utc_iso(db, expr); }
   bool exists(const std::string& table) {
     return db.column("SELECT to_regclass('" + table + "') IS NOT NULL").at(0) == "t";
   }
@@ -129,7 +106,8 @@ TEST_F(PartitionsSchema, MaintenanceAndTheRouteCheckActOnTheConfiguredSchemaOnly
   tune.tcp_extra = "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(mirror_port) +
                    "\"\ntopic = \"tracker/mirror/it\"\n";
   std::string cfg = config_for(db, port, http_port, tune) +
-                    "[storage]\npartition = \"day\"\nretention = \"30d\"\ncheck_interval_s = 1\n" + route;
+                    "[storage]\npartition = \"day\"\nretention = \"30d\"\ncheck_interval_s = 1\n" +
+                    readings_route(/*also=*/true) + latest_route;
   cfg.replace(cfg.find("[postgres]\n") + 11, 0, "schema = \"" + x + "\"\n");
   cfg.replace(cfg.find("level = \"warn\""), 14, "level = \"info\"");  // creations and drops are logged at info
   evpipe_process evp(cfg, "partschema");

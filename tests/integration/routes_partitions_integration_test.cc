@@ -19,31 +19,14 @@
 #include "io/postgres/partitions.h"
 #include "tests/support/check_config.h"
 #include "tests/support/harness.h"
+#include "tests/support/readings_route.h"
 #include "tests/support/tcp_pipeline.h"
 #include "tests/support/test_events.h"
 
 namespace evpipe::testing {
 namespace {
 
-// Bare device readings on the TCP listener's topic, partitioned on their own time.
-constexpr const char* route = R"(
-[[routes]]
-name = "readings"
-topics = ["tracker/events/it"]
-envelope = "none"
-table = "readings"
-partition_by = "measured_at"
-idempotency = ["device_id", "measured_at"]
-columns = [
-  { name = "device_id", type = "text", required = true },
-  { name = "value", type = "float8" },
-  { name = "measured_at", source = "ts", type = "timestamptz", required = true },
-]
-)";
-
-constexpr const char* partitioned_table =
-    "CREATE TABLE readings (device_id text NOT NULL, value float8, measured_at timestamptz NOT NULL) "
-    "PARTITION BY RANGE (measured_at); CREATE INDEX ON readings (measured_at)";
+const std::string partitioned_table = std::string(readings_partitioned_table) + "; CREATE INDEX ON readings (measured_at)";
 
 // Now as ISO 8601 UTC, computed here (the load thread must not share the test's database connection).
 std::string now_iso() {
@@ -56,30 +39,20 @@ std::string now_iso() {
 }
 
 std::string reading(const std::string& device, const std::string& ts, double value = 21.5) {
-  return "{\"device_id\":\"" + device + "\",\"value\":" + std::to_string(value) + ",\"ts\":\"" + ts + "\"}\n";
+  return reading_line(device, ts, value);
 }
 
 class RoutesPartitions : public TcpPipeline {
  protected:
   std::string config(uint16_t port, uint16_t http_port, const std::string& storage_extra = "") {
     std::string cfg = config_for(db, port, http_port) + "[storage]\npartition = \"day\"\ncheck_interval_s = 1\n" +
-                      storage_extra + route;
+                      storage_extra + readings_route();
     cfg.replace(cfg.find("level = \"warn\""), 14, "level = \"info\"");  // creations and drops are logged at info
     return cfg;
   }
-  void send(uint16_t port, const std::string& data, evpipe_process& evp) {
-    const uint64_t n = static_cast<uint64_t>(std::count(data.begin(), data.end(), '\n'));
-    ndjson_client producer(port);
-    producer.send_all(data);
-    ASSERT_EQ(producer.read_acks_until(n, 60s), n) << evp.log();
-  }
-  // A time as ISO 8601 text, from a SQL expression.
-  std::string at(const std::string& expr) {
-    return db.column("SELECT to_char((" + expr + ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").at(0);
-  }
-  std::string day_of(const std::string& expr) {
-    return db.column("SELECT to_char((" + expr + ") AT TIME ZONE 'UTC', 'YYYYMMDD')").at(0);
-  }
+  void send(uint16_t port, const std::string& data, evpipe_process& evp) { send_acked(port, data, evp); }
+  std::string at(const std::string& expr) { return utc_iso(db, expr); }
+  std::string day_of(const std::string& expr) { return utc_day(db, expr); }
   long partitions_of(const std::string& table) {
     return db.count("SELECT count(*) FROM pg_inherits WHERE inhparent = '" + table + "'::regclass");
   }
