@@ -86,16 +86,29 @@ void shard::run() {
       wait = left.count() > 0 ? left : std::chrono::microseconds{0};
     }
     size_t n = queue_.wait_dequeue_bulk_timed(items.begin(), items.size(), wait);
-    const int64_t popped = n > 0 ? now_ns() : 0;
-    for (size_t i = 0; i < n; ++i) {
-      probe_.queue_depth.fetch_sub(static_cast<int64_t>(items[i].events.size()), std::memory_order_relaxed);
-      if (!items[i].events.empty()) absorb(items[i], popped);
-      items[i].clear();
-      if (items[i].arena.capacity() > 0 && items[i].arena.capacity() <= max_spare_bytes &&
-          spares_.size_approx() < max_spares) {
-        spares_.enqueue(std::move(items[i]));
+    // A backlog (the queue grew while the last write was in flight) goes into
+    // this batch whole, up to its limits (absorb flushes at them), before it
+    // is written: taking only `items.size()` reads' batches per write kept
+    // batches at about a hundred events while each commit took its fsync, so
+    // a queue that once fell behind never caught up (issue 19: the slow-batch
+    // traces of perf/run.sh latency-floor showed seconds of queue wait).
+    const uint64_t batches_before = probe_.batches.load(std::memory_order_relaxed);
+    while (n > 0) {
+      const int64_t popped = now_ns();
+      for (size_t i = 0; i < n; ++i) {
+        probe_.queue_depth.fetch_sub(static_cast<int64_t>(items[i].events.size()), std::memory_order_relaxed);
+        if (!items[i].events.empty()) absorb(items[i], popped);
+        items[i].clear();
+        if (items[i].arena.capacity() > 0 && items[i].arena.capacity() <= max_spare_bytes &&
+            spares_.size_approx() < max_spares) {
+          spares_.enqueue(std::move(items[i]));
+        }
+        if (abandon_.load()) return;
       }
-      if (abandon_.load()) return;
+      // The queue is drained, or a full batch was written: back to the loop's
+      // own checks (linger, stop, new limits) before taking more.
+      if (n < items.size() || probe_.batches.load(std::memory_order_relaxed) != batches_before) break;
+      n = queue_.try_dequeue_bulk(items.begin(), items.size());
     }
     auto now = std::chrono::steady_clock::now();
     if (!batch_.empty() && now >= batch_.opened_at() + opts_.linger) {

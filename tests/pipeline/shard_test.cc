@@ -387,6 +387,24 @@ TEST_F(shard_fixture, TheTimelineHasEveryShardStepInOrder) {
   EXPECT_EQ(probe.stage_latency[size_t(stage::ack_post)].read().total(), 2u);
 }
 
+// What queued up during a slow write is written in one batch, not in one
+// batch per 32 queued batches (the shard's bulk dequeue): a queue that fell
+// behind catches up (issue 19).
+TEST_F(shard_fixture, ABacklogGoesIntoOneBatch) {
+  opts.linger = 0ms;
+  start();
+  sink->delay = 200ms;
+  auto origin = std::make_shared<recording_origin>();
+  s->push(make_batch(origin, {"first"}, 1));
+  std::this_thread::sleep_for(50ms);  // its write is in flight
+  for (uint64_t i = 0; i < 100; ++i) s->push(make_batch(origin, {"k" + std::to_string(i)}, 2 + i));
+  ASSERT_TRUE(origin->wait_for(101));
+  s->stop(std::chrono::steady_clock::now() + 5s);
+  std::lock_guard lock(sink->mu);
+  EXPECT_EQ(sink->commits, 2) << "the first event's batch, then the 100 queued meanwhile";
+  EXPECT_EQ(sink->rows.size(), 101u);
+}
+
 TEST_F(shard_fixture, ARetriedWriteCountsItsAttempts) {
   opts.linger = 1ms;
   opts.retry_base = 1ms;
