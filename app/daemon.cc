@@ -10,8 +10,10 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <thread>
 
+#include "app/io_stall_watch.h"
 #include "app/live_sources.h"
 #include "app/process.h"
 #include "app/reload.h"
@@ -32,6 +34,7 @@
 #include "stages/tenant/binding.h"
 #include "io/postgres/schema_check.h"
 #include "io/sources/tcp/tcp_source.h"
+#include "pipeline/batch_trace.h"
 #include "pipeline/shard_settings.h"
 #include "pipeline/metrics.h"
 #include "pipeline/router.h"
@@ -273,6 +276,8 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
     }
     shards.push_back(std::make_unique<pipeline::shard>(i, opts, std::move(sink), registry.add_shard(), registry));
   }
+  // Slow-batch traces and I/O stall checks (docs/operations.md, "Hiccups").
+  pipeline::set_slow_batch_threshold(std::chrono::milliseconds(s.pipeline.slow_batch_ms));
   pipeline::router router(std::move(shards), s.pipeline.queue_capacity);
   router.set_open(!waiting_for_db);
 
@@ -393,6 +398,11 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   if (!waiting_for_db) service_notify::ready(ioc);
 
   auto work = asio::make_work_guard(ioc);
+  std::optional<io_stall_watch> stall_watch;  // its timers end with ioc.stop()
+  if (s.pipeline.slow_batch_ms > 0) {
+    stall_watch.emplace(ioc, s.pipeline.io_threads, std::chrono::milliseconds(s.pipeline.slow_batch_ms));
+    stall_watch->start();
+  }
   auto http_work = asio::make_work_guard(http_ioc);
   std::thread shutdown_thread;
   int exit_code = 0;

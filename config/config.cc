@@ -113,6 +113,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
     r.uint("queue_capacity", s.pipeline.queue_capacity, 64, 1u << 24);
     r.uint("io_threads", s.pipeline.io_threads, 1, 64);
     r.uint("shutdown_timeout_ms", s.pipeline.shutdown_timeout_ms, 0, 3'600'000);
+    r.uint("slow_batch_ms", s.pipeline.slow_batch_ms, 0, 60'000);
     r.reject_unknown();
   }
   if (auto* t = section(root, "batch", origin)) {

@@ -92,6 +92,8 @@ struct settings {
     uint32_t queue_capacity = 65536;  // events queued per shard before sources pause
     uint32_t io_threads = 1;          // threads running the sources
     uint32_t shutdown_timeout_ms = 30'000;  // on SIGTERM, how long to wait for pending commits
+    uint32_t slow_batch_ms = 50;      // log a batch's timeline when read to ack takes longer, and count I/O
+                                      // thread stalls this long (0: off; docs/operations.md, "Hiccups")
   } pipeline;
   struct {
     uint32_t max_rows = 4096;         // flush a batch at this many events

@@ -44,6 +44,7 @@ reload_plan plan_reload(const settings& running, const settings& next) {
   differs(a.effective_shards() != b.effective_shards(), "[pipeline] shards");
   differs(a.pipeline.io_threads != b.pipeline.io_threads, "[pipeline] io_threads");
   differs(a.pipeline.shutdown_timeout_ms != b.pipeline.shutdown_timeout_ms, "[pipeline] shutdown_timeout_ms");
+  differs(a.pipeline.slow_batch_ms != b.pipeline.slow_batch_ms, "[pipeline] slow_batch_ms");
   differs(a.dedup.window_keys != b.dedup.window_keys, "[dedup] window_keys");
   differs(a.route_keys.retention_s != b.route_keys.retention_s || a.route_keys.prune_batch != b.route_keys.prune_batch ||
               a.route_keys.prune_interval_ms != b.route_keys.prune_interval_ms,

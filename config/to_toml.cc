@@ -46,7 +46,8 @@ std::string to_toml(const settings& s) {
   root.insert("pipeline", toml::table{{"shards", int64_t(s.effective_shards())},
                                       {"queue_capacity", int64_t(s.pipeline.queue_capacity)},
                                       {"io_threads", int64_t(s.pipeline.io_threads)},
-                                      {"shutdown_timeout_ms", int64_t(s.pipeline.shutdown_timeout_ms)}});
+                                      {"shutdown_timeout_ms", int64_t(s.pipeline.shutdown_timeout_ms)},
+                                      {"slow_batch_ms", int64_t(s.pipeline.slow_batch_ms)}});
   root.insert("batch", toml::table{{"max_rows", int64_t(s.batch.max_rows)},
                                    {"max_bytes", int64_t(s.batch.max_bytes)},
                                    {"linger_ms", int64_t(s.batch.linger_ms)}});

@@ -95,6 +95,8 @@ evpipe_open() {
     --warmup "$warmup" --connections 2 --quiet --json "$out/$name.json" --hdr "$out/$name.hdr" \
     --timeline "$out/$name.timeline.csv" --latency-timeline "$out/$name.latency.csv" >"$out/$name.txt"
   evpipe_stop
+  # Its warnings: the slow-batch traces and I/O stalls of the run (docs/operations.md, "Hiccups").
+  cp "$scratch/evpipe.log" "$out/$name.evpipe.log"
 }
 
 # latency_row LABEL RATE FIRST EVPIPE_NAME FLOOR_NAME: one row of the latency

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "pipeline/batch_trace.h"
 #include "stages/json_text.h"
 
 namespace evpipe::pipeline {
@@ -20,6 +21,9 @@ std::string_view stage_name(stage s) noexcept {
     case stage::dedup: return "dedup";
     case stage::linger: return "linger";
     case stage::write: return "write";
+    case stage::queue: return "queue";
+    case stage::ack_post: return "ack_post";
+    case stage::ack_write: return "ack_write";
     case stage::count_: break;
   }
   return "unknown";
@@ -561,9 +565,11 @@ std::string metrics_registry::render() const {
   header(out, name, "histogram", "Time one batch spends in a stage (the shards' stages by shard).");
   for (size_t st = 0; st < static_cast<size_t>(stage::count_); ++st) {
     const std::string stage_label = "stage=\"" + std::string(stage_name(static_cast<stage>(st))) + "\"";
-    if (static_cast<stage>(st) == stage::validate) {
-      histogram::snapshot snap;
-      for (const auto& s : sources_) snap.add(s->validate_latency.read());
+    if (static_cast<stage>(st) == stage::validate || static_cast<stage>(st) == stage::ack_write) {
+      histogram::snapshot snap;  // the sources' stages: one series
+      for (const auto& s : sources_) {
+        snap.add(static_cast<stage>(st) == stage::validate ? s->validate_latency.read() : s->ack_write_latency.read());
+      }
       render_histogram(out, name, stage_label, snap);
       continue;
     }
@@ -573,6 +579,17 @@ std::string metrics_registry::render() const {
       render_histogram(out, name, stage_label + ",shard=\"" + std::to_string(i) + "\"", snap);
     }
   }
+
+  const auto& traces = trace_totals();  // pipeline/batch_trace.h, docs/operations.md "Hiccups"
+  name = p + "_slow_batches_total";
+  header(out, name, "counter", "Batches slower than [pipeline] slow_batch_ms from read to ack (each traced in the log).");
+  sample(out, name, "", double(traces.slow_batches.load()));
+  name = p + "_io_stalls_total";
+  header(out, name, "counter", "I/O thread timers that fired later than [pipeline] slow_batch_ms (the threads were stalled).");
+  sample(out, name, "", double(traces.io_stalls.load()));
+  name = p + "_io_stall_seconds_total";
+  header(out, name, "counter", "How late those timers fired, summed.");
+  sample(out, name, "", double(traces.io_stall_ns.load()) / 1e9);
 
   name = p + "_config_reloads_total";
   header(out, name, "counter", "Config reloads (SIGHUP) by result: success (applied), failure (kept the running config).");

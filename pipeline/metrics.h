@@ -82,8 +82,13 @@ inline void bump(counter& c, uint64_t n = 1) noexcept { c.fetch_add(n, std::memo
 // Stages whose time is recorded per batch: validate (a source read's lines),
 // dedup (a queued batch through the window into the write batch), linger (a
 // write batch open, from its first event to its flush) and write (COPY, DLQ
-// inserts and COMMIT, retries included).
-enum class stage : uint8_t { validate, dedup, linger, write, count_ };
+// inserts and COMMIT, retries included). Between them (issue 19): queue (a
+// read's batch waiting in its shard's queue, push to pop), ack_post (from
+// COMMIT's answer to the outcomes handed to every origin: counters, dedup
+// window upkeep) and ack_write (TCP: from the outcomes handed over to the
+// written ack that covers them, i.e. the I/O thread's wait, the wait for
+// earlier lines of other shards (acks are cumulative) and the write itself).
+enum class stage : uint8_t { validate, dedup, linger, write, queue, ack_post, ack_write, count_ };
 [[nodiscard]] std::string_view stage_name(stage s) noexcept;
 
 // Written by one shard thread.
@@ -147,6 +152,7 @@ struct source_probe {
   void note_tenant_throttled(std::string_view tenant);
   metrics_registry* registry = nullptr;  // set by add_source; null in a probe made alone (tests)
   histogram validate_latency;           // per source read (a batch of lines)
+  histogram ack_write_latency;          // per batch and connection: outcomes handed over to ack written (TCP)
   // MQTT only.
   counter reconnects{0};                // sessions re-established after a lost connection
   counter pubacks{0};                   // PUBACKs sent (each after its message's outcome committed)

@@ -8,6 +8,7 @@
 
 #include <random>
 
+#include "pipeline/batch_trace.h"
 #include "pipeline/thread_name.h"
 
 namespace evpipe::pipeline {
@@ -38,6 +39,7 @@ void shard::start() { thread_ = std::thread([this] { run(); }); }
 
 void shard::push(stages::event_batch&& batch) {
   probe_.queue_depth.fetch_add(static_cast<int64_t>(batch.events.size()), std::memory_order_relaxed);
+  batch.queued_ns = now_ns();
   queue_.enqueue(std::move(batch));
 }
 
@@ -84,15 +86,29 @@ void shard::run() {
       wait = left.count() > 0 ? left : std::chrono::microseconds{0};
     }
     size_t n = queue_.wait_dequeue_bulk_timed(items.begin(), items.size(), wait);
-    for (size_t i = 0; i < n; ++i) {
-      probe_.queue_depth.fetch_sub(static_cast<int64_t>(items[i].events.size()), std::memory_order_relaxed);
-      if (!items[i].events.empty()) absorb(items[i]);
-      items[i].clear();
-      if (items[i].arena.capacity() > 0 && items[i].arena.capacity() <= max_spare_bytes &&
-          spares_.size_approx() < max_spares) {
-        spares_.enqueue(std::move(items[i]));
+    // A backlog (the queue grew while the last write was in flight) goes into
+    // this batch whole, up to its limits (absorb flushes at them), before it
+    // is written: taking only `items.size()` reads' batches per write kept
+    // batches at about a hundred events while each commit took its fsync, so
+    // a queue that once fell behind never caught up (issue 19: the slow-batch
+    // traces of perf/run.sh latency-floor showed seconds of queue wait).
+    const uint64_t batches_before = probe_.batches.load(std::memory_order_relaxed);
+    while (n > 0) {
+      const int64_t popped = now_ns();
+      for (size_t i = 0; i < n; ++i) {
+        probe_.queue_depth.fetch_sub(static_cast<int64_t>(items[i].events.size()), std::memory_order_relaxed);
+        if (!items[i].events.empty()) absorb(items[i], popped);
+        items[i].clear();
+        if (items[i].arena.capacity() > 0 && items[i].arena.capacity() <= max_spare_bytes &&
+            spares_.size_approx() < max_spares) {
+          spares_.enqueue(std::move(items[i]));
+        }
+        if (abandon_.load()) return;
       }
-      if (abandon_.load()) return;
+      // The queue is drained, or a full batch was written: back to the loop's
+      // own checks (linger, stop, new limits) before taking more.
+      if (n < items.size() || probe_.batches.load(std::memory_order_relaxed) != batches_before) break;
+      n = queue_.try_dequeue_bulk(items.begin(), items.size());
     }
     auto now = std::chrono::steady_clock::now();
     if (!batch_.empty() && now >= batch_.opened_at() + opts_.linger) {
@@ -121,8 +137,20 @@ void shard::run() {
   }
 }
 
-void shard::absorb(stages::event_batch& in) {
+void shard::note_opened(const stages::event_batch& in, int64_t popped) {
+  // The write batch's timeline starts with the first queued batch it takes:
+  // its first event's read (the oldest of the write batch, nearly always).
+  auto& tl = batch_.timeline();
+  if (tl.of(stages::step::read) != 0) return;
+  tl.stamp(stages::step::read, in.events.front().received_ns);
+  tl.stamp(stages::step::queued, in.queued_ns);
+  tl.stamp(stages::step::popped, popped);
+}
+
+void shard::absorb(stages::event_batch& in, int64_t popped) {
   int64_t t0 = now_ns();
+  if (in.queued_ns > 0) probe_.stage_latency[size_t(stage::queue)].observe_ns(popped - in.queued_ns);
+  note_opened(in, popped);
   // The window's memory for every key of the batch, loaded in parallel
   // (dedup_window::prefetch); `ahead` counts the inserts before this one.
   size_t ahead = 0;
@@ -139,8 +167,10 @@ void shard::absorb(stages::event_batch& in) {
     // the routes it was taken with.
     if ((ev.routed.len > 0 || ev.bare) && batch_.routes() != in.routes) {
       if (batch_.routes()) {
+        batch_.timeline().stamp(stages::step::absorbed);
         flush();
         batch_.begin_origin(in.origin);
+        note_opened(in, popped);
       }
       batch_.set_routes(in.routes);
     }
@@ -163,19 +193,29 @@ void shard::absorb(stages::event_batch& in) {
                      ev.received_ns, in.view(ev.headers), ev.bare, in.view(ev.tenant));
     }
     if (batch_.event_count() >= opts_.max_rows || batch_.byte_count() >= opts_.max_bytes) {
-      probe_.stage_latency[size_t(stage::dedup)].observe_ns(now_ns() - t0);
+      const int64_t t = now_ns();
+      probe_.stage_latency[size_t(stage::dedup)].observe_ns(t - t0);
+      batch_.timeline().stamp(stages::step::absorbed, t);
       flush();
       t0 = now_ns();
       batch_.begin_origin(in.origin);
+      note_opened(in, popped);
     }
   }
-  probe_.stage_latency[size_t(stage::dedup)].observe_ns(now_ns() - t0);
+  const int64_t t = now_ns();
+  probe_.stage_latency[size_t(stage::dedup)].observe_ns(t - t0);
+  batch_.timeline().stamp(stages::step::absorbed, t);
 }
 
 void shard::flush() {
   // Retry with exponential backoff and jitter until the batch commits; the
   // sources see backpressure meanwhile because this thread stops draining.
   int64_t t0 = now_ns();
+  auto& tl = batch_.timeline();
+  tl.stamp(stages::step::flushed, t0);
+  tl.shard = id_;
+  tl.events = static_cast<uint32_t>(batch_.event_count());
+  tl.batch_no = probe_.batches.load(std::memory_order_relaxed) + 1;
   probe_.stage_latency[size_t(stage::linger)].observe_ns(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - batch_.opened_at())
           .count());
@@ -188,6 +228,9 @@ void shard::flush() {
           .count());
   probe_.write_started_ns.store(now_ns());
   for (;;) {
+    // The sink stamps what this attempt reaches; a retry's stamps replace the last one's.
+    for (auto s : {stages::step::copy_start, stages::step::copy_end, stages::step::commit_sent}) tl.stamp(s, 0);
+    ++tl.attempts;
     write_status st = sink_->write(batch_);
     probe_.db_ready.store(sink_->ready(), std::memory_order_relaxed);
     if (st == write_status::committed) {
@@ -223,8 +266,10 @@ void shard::flush() {
     }
     delay = std::min(delay * 2, opts_.retry_max);
   }
-  if (opts_.on_commit && batch_.row_count() > 0) opts_.on_commit(now_ns());
-  probe_.stage_latency[size_t(stage::write)].observe_ns(now_ns() - t0);
+  const int64_t committed = now_ns();
+  tl.stamp(stages::step::committed, committed);
+  if (opts_.on_commit && batch_.row_count() > 0) opts_.on_commit(committed);
+  probe_.stage_latency[size_t(stage::write)].observe_ns(committed - t0);
   probe_.write_started_ns.store(0);
   probe_.retrying.store(false);
   probe_.last_commit_unix_ms.store(
@@ -356,12 +401,22 @@ void shard::deliver_outcomes() {
     by_origin_[p.origin].push_back(stages::outcome{p.seq, p.kind, p.why});
     probe_.event_latency.observe_ns(now - p.received_ns);
   }
+  auto& tl = batch_.timeline();
+  tl.stamp(stages::step::ack_posted, now);
+  // Slow already: this thread's faults and switches go with the timeline
+  // (one getrusage, for slow batches only).
+  if (is_slow(tl, stages::step::ack_posted, slow_batch_threshold_ns())) tl.shard_thread = thread_usage_since_last();
+  bool all_timed = true;  // every origin finishes its own copy of the timeline
   for (size_t i = 0; i < origins.size(); ++i) {
     if (!by_origin_[i].empty()) {
-      origins[i]->on_outcomes(by_origin_[i]);
+      tl.stamp(stages::step::ack_posted);
+      all_timed &= origins[i]->on_outcomes_timed(by_origin_[i], tl);
       by_origin_[i].clear();
     }
   }
+  probe_.stage_latency[size_t(stage::ack_post)].observe_ns(tl.of(stages::step::ack_posted) -
+                                                           tl.of(stages::step::committed));
+  if (!all_timed) (void)finish_timeline(tl, stages::step::ack_posted, /*on_io_thread=*/false);
 }
 
 }  // namespace evpipe::pipeline

@@ -75,7 +75,10 @@ class shard {
 
  private:
   void run();
-  void absorb(stages::event_batch& in);
+  // `popped`: when the shard took `in` from its queue (steady ns).
+  void absorb(stages::event_batch& in, int64_t popped);
+  // Starts the open write batch's timeline with `in`, unless it has one.
+  void note_opened(const stages::event_batch& in, int64_t popped);
   void flush();
   void deliver_outcomes();
   // Forgets the keys of rows that did not become rows of events_mirror (all

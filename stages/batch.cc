@@ -333,6 +333,7 @@ std::string_view write_batch::copy_data() {
 }
 
 void write_batch::clear() {
+  timeline_.clear();
   copy_.assign(copy_format::header);
   sealed_ = false;
   fields_ = 2;

@@ -171,6 +171,11 @@ class write_batch {
   // When the first event of this batch arrived (steady clock), for linger.
   [[nodiscard]] std::chrono::steady_clock::time_point opened_at() const noexcept { return opened_; }
 
+  // Where this batch has been so far (stages/timeline.h): the shard and the
+  // sink stamp it; cleared with the batch.
+  [[nodiscard]] batch_timeline& timeline() noexcept { return timeline_; }
+  [[nodiscard]] const batch_timeline& timeline() const noexcept { return timeline_; }
+
   void clear();
 
  private:
@@ -190,6 +195,7 @@ class write_batch {
   std::vector<pending> pending_;
   std::vector<std::shared_ptr<event_origin>> origins_;
   std::chrono::steady_clock::time_point opened_{};
+  batch_timeline timeline_;
   std::vector<routed_row> routed_;
   std::vector<std::string> route_copy_;  // per route: tuples (no header, no trailer)
   size_t routed_bytes_ = 0;

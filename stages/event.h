@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "stages/timeline.h"
+
 namespace evpipe::stages {
 
 namespace route {
@@ -63,6 +65,16 @@ class event_origin {
  public:
   virtual ~event_origin() = default;
   virtual void on_outcomes(std::span<const outcome> outcomes) = 0;
+  // The same, with the timeline of the write batch up to ack_posted. An
+  // origin that stamps when its ack leaves (a TCP connection) keeps a copy,
+  // finishes it on its own thread (pipeline/batch_trace.h) and returns true;
+  // the default hands the outcomes on and returns false: the shard then
+  // judges the timeline as it stands.
+  virtual bool on_outcomes_timed(std::span<const outcome> outcomes, const batch_timeline& timeline) {
+    (void)timeline;
+    on_outcomes(outcomes);
+    return false;
+  }
   // `evpipe dlq requeue` (docs/read.md): each event's seq is the id of the
   // dlq_events row it was read from, and the sink deletes that row in the
   // transaction that commits the event's new outcome.
@@ -119,6 +131,8 @@ struct event_batch {
   // has routed rows or is bare): `routed` tuples name routes of this set,
   // which a reload may have replaced since (stages/route/active.h).
   std::shared_ptr<const route::route_set> routes;
+  // Steady-clock ns when it was pushed to its shard's queue (shard::push).
+  int64_t queued_ns = 0;
 
   [[nodiscard]] std::string_view view(span_ref s) const noexcept {
     return std::string_view(arena).substr(s.off, s.len);
@@ -133,6 +147,7 @@ struct event_batch {
     routes.reset();
     arena.clear();
     events.clear();
+    queued_ns = 0;
   }
 };
 

@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 
+#include "stages/timeline.h"
+
 namespace evpipe::io {
 
 namespace {
@@ -123,7 +125,7 @@ pg_status pg_connection::query_params(const char* sql, int n, const char* const*
   return error_of(out.get());
 }
 
-pg_status pg_connection::copy_in(const char* copy_sql, std::string_view data) {
+pg_status pg_connection::copy_in(const char* copy_sql, std::string_view data, int64_t* data_sent_ns) {
   if (!conn_) return pg_status{false, "08003", "not connected", true};
   pg_result start(PQexec(conn_, copy_sql));
   if (!start || PQresultStatus(start.get()) != PGRES_COPY_IN) return error_of(start.get());
@@ -135,6 +137,7 @@ pg_status pg_connection::copy_in(const char* copy_sql, std::string_view data) {
     if (PQputCopyData(conn_, data.data() + off, static_cast<int>(n)) != 1) return error_of(nullptr);
   }
   if (PQputCopyEnd(conn_, nullptr) != 1) return error_of(nullptr);
+  if (data_sent_ns) *data_sent_ns = stages::steady_ns();
   pg_status st;
   while (PGresult* raw = PQgetResult(conn_)) {
     pg_result r(raw);

@@ -63,7 +63,9 @@ class pg_connection {
   // The same with text parameters $1..$n (unnamed statement: no session state).
   [[nodiscard]] pg_status query_params(const char* sql, int n, const char* const* params, pg_result& out);
   // COPY ... FROM STDIN with the given data; one round trip for the data.
-  [[nodiscard]] pg_status copy_in(const char* copy_sql, std::string_view data);
+  // `data_sent_ns`, when given, gets the steady-clock time the data was all
+  // handed over (PQputCopyEnd), before the server's answer.
+  [[nodiscard]] pg_status copy_in(const char* copy_sql, std::string_view data, int64_t* data_sent_ns = nullptr);
 
   // Builds the status of a failed result (or of the connection when r is null).
   [[nodiscard]] pg_status error_of(const PGresult* r) const;

@@ -209,7 +209,14 @@ pipeline::write_status postgres_sink::write(stages::write_batch& batch) {
   // A partitioned events_mirror takes its keys by a second COPY in the same
   // transaction (write_transaction), so it has no single-COPY path.
   if (mirror_only && !keyed_mirror_) {
-    pg_status st = conn_.copy_in(copy_mirror_sql_of(batch), batch.copy_data());
+    // A lone COPY commits itself: the time from its data sent to its answer
+    // is the commit's (stages/timeline.h).
+    auto& tl = batch.timeline();
+    tl.stamp(stages::step::copy_start);
+    int64_t sent = 0;
+    pg_status st = conn_.copy_in(copy_mirror_sql_of(batch), batch.copy_data(), &sent);
+    tl.stamp(stages::step::copy_end, sent);
+    tl.stamp(stages::step::commit_sent, sent);
     if (st.ok) return pipeline::write_status::committed;
     if (is_data_error(st)) return isolate_refused_rows(batch);
     if (classify(st) != pg_failure::duplicate_key) return fail(st);
@@ -374,6 +381,7 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
   pg_status st = begin_with_keys ? pg_status{} : conn_.exec("BEGIN");
   if (st.ok && keyed) st = tables_->claim_keys(conn_, batch, 0, SIZE_MAX, /*tolerate_conflicts=*/resolve);
   if (st.ok && batch.row_count() > 0) {
+    batch.timeline().stamp(stages::step::copy_start);
     std::string_view data = batch.copy_data();
     const auto& rows = batch.rows();
     const auto& outcomes = batch.outcomes();
@@ -390,6 +398,7 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
       if (keyed_mirror_) st = copy_mirror_keys(batch, begin_with_keys);
       if (st.ok) st = conn_.copy_in(copy_mirror_sql_of(batch), data);
     }
+    batch.timeline().stamp(stages::step::copy_end);  // in a transaction: once the server has taken the rows
   }
   if (st.ok && tables_ && batch.routed_row_count() > 0) {
     st = tables_->write(conn_, batch, 0, SIZE_MAX, /*tolerate_conflicts=*/resolve);
@@ -401,7 +410,12 @@ pg_status postgres_sink::write_transaction(stages::write_batch& batch, bool reso
     if (!st.connection_lost) (void)conn_.exec("ROLLBACK");
     return st;
   }
-  st = batch.dead_letters().empty() ? conn_.exec("COMMIT") : insert_dead_letters(batch);  // the latter ends with COMMIT
+  if (batch.dead_letters().empty()) {
+    batch.timeline().stamp(stages::step::commit_sent);
+    st = conn_.exec("COMMIT");
+  } else {
+    st = insert_dead_letters(batch);  // ends with COMMIT (and stamps it)
+  }
   if (st.ok && tables_ && batch.routed_row_count() > 0) tables_->committed();
   return st;
 }
@@ -544,6 +558,7 @@ pg_status postgres_sink::insert_dead_letters(stages::write_batch& batch) {
       }
     }
     if (!st.ok) break;
+    if (commit_sent) batch.timeline().stamp(stages::step::commit_sent);
     if (PQpipelineSync(c) != 1) {
       st = conn_.error_of(nullptr);
       break;

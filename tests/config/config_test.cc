@@ -253,6 +253,19 @@ TEST(Config, RouteKeysRetention) {
             d.route_keys.retention_s);
 }
 
+// [pipeline] slow_batch_ms (docs/operations.md, "Hiccups"): 50 ms by
+// default, 0 turns the traces off, bounded by a minute.
+TEST(Config, SlowBatchThreshold) {
+  EXPECT_EQ(load_string("").pipeline.slow_batch_ms, 50u);
+  auto s = load_string("[pipeline]\nslow_batch_ms = 0\n");
+  EXPECT_EQ(s.pipeline.slow_batch_ms, 0u) << "0: off";
+  EXPECT_EQ(load_string(to_toml(s)).pipeline.slow_batch_ms, 0u) << "check-config shows it";
+  EXPECT_EQ(load_string("[pipeline]\nslow_batch_ms = 60000\n").pipeline.slow_batch_ms, 60'000u);
+  EXPECT_EQ(error_of("[pipeline]\nslow_batch_ms = 60001"),
+            "test.toml: [pipeline] slow_batch_ms: must be between 0 and 60000, got 60001");
+  EXPECT_EQ(load_file(std::string(EVPIPE_SOURCE_DIR) + "/config/evpipe.toml").pipeline.slow_batch_ms, 50u);
+}
+
 TEST(Config, EmptyDsnLeavesConnectionSettingsToLibpq) {
   EXPECT_EQ(settings{}.postgres.dsn, "") << "no host or database the user did not ask for";
   EXPECT_EQ(load_string("[postgres]\ndsn = \"\"\n").postgres.dsn, "");

@@ -77,12 +77,14 @@ TEST(ReloadPlan, LiveSettingsApplyAndTheOthersAreKeptByName) {
   b.postgres.schema = "ingest";
   b.events.max_event_bytes = 2048;
   b.events.max_depth = 8;
+  b.pipeline.slow_batch_ms = 10;
   auto p = plan_reload(a, b);
   EXPECT_TRUE(p.batch);
   EXPECT_TRUE(p.queue);
   EXPECT_TRUE(p.log);
   EXPECT_TRUE(p.events);
-  EXPECT_EQ(p.kept, (std::vector<std::string>{"[pipeline] shards", "[postgres] dsn", "[postgres] schema"}));
+  EXPECT_EQ(p.kept, (std::vector<std::string>{"[pipeline] shards", "[pipeline] slow_batch_ms", "[postgres] dsn",
+                                              "[postgres] schema"}));
   // What runs afterwards: the live parts are new, the rest as it was.
   EXPECT_EQ(p.effective.batch.max_rows, 64u);
   EXPECT_EQ(p.effective.pipeline.queue_capacity, 100u);

@@ -4,7 +4,9 @@
 
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 
+#include "pipeline/batch_trace.h"
 #include "pipeline/intake.h"
 #include "stages/dedup.h"
 #include "stages/route/active.h"
@@ -19,6 +21,7 @@ using namespace std::chrono_literals;
 class fake_sink : public batch_sink {
  public:
   write_status write(stages::write_batch& b) override {
+    if (delay.count() > 0) std::this_thread::sleep_for(delay);
     std::lock_guard lock(mu);
     ++calls;
     if (fail_next > 0) {
@@ -48,6 +51,7 @@ class fake_sink : public batch_sink {
   }
   std::string last_error() const override { return "injected failure"; }
   std::atomic<bool> healthy{true};
+  std::chrono::milliseconds delay{0};  // each write takes this long
   bool refuse_rows = false;  // rows never commit; dead letters do
   int checks = 0;
 
@@ -75,6 +79,20 @@ class recording_origin : public stages::event_origin {
   std::vector<stages::outcome> got;
 };
 
+// An origin that takes over the timeline, as a TCP connection does.
+class timed_origin : public recording_origin {
+ public:
+  bool on_outcomes_timed(std::span<const stages::outcome> o, const stages::batch_timeline& t) override {
+    {
+      std::lock_guard lock(mu);
+      timelines.push_back(t);
+    }
+    on_outcomes(o);
+    return true;
+  }
+  std::vector<stages::batch_timeline> timelines;  // under mu
+};
+
 stages::event_batch make_batch(std::shared_ptr<stages::event_origin> origin,
                                const std::vector<std::string>& keys, uint64_t first_seq) {
   stages::event_batch b;
@@ -83,6 +101,7 @@ stages::event_batch make_batch(std::shared_ptr<stages::event_origin> origin,
   for (const auto& k : keys) {
     stages::event_record r;
     r.seq = seq++;
+    r.received_ns = stages::steady_ns();
     if (k == "<bad>") {
       r.why = stages::reason::invalid_json;
       r.raw = b.append("garbage");
@@ -324,6 +343,105 @@ TEST_F(shard_fixture, RowsTakenUnderTwoRouteSetsAreWrittenInSeparateBatches) {
   for (const auto& o : origin->got) EXPECT_EQ(o.kind, stages::outcome_kind::mirrored) << o.seq;
   using write = std::pair<const void*, size_t>;
   EXPECT_EQ(sink->routed_writes, (std::vector<write>{{first.get(), 2}, {second.get(), 1}}));
+}
+
+}  // namespace
+}  // namespace evpipe::pipeline
+
+namespace evpipe::pipeline {
+namespace {
+
+// Issue 19: each write batch's timeline, stamped by the shard at every step it
+// passes and handed to the origin with the outcomes.
+TEST_F(shard_fixture, TheTimelineHasEveryShardStepInOrder) {
+  opts.linger = 1ms;
+  start();
+  auto origin = std::make_shared<timed_origin>();
+  s->push(make_batch(origin, {"a", "b", "<bad>"}, 1));
+  ASSERT_TRUE(origin->wait_for(3));
+  s->push(make_batch(origin, {"c"}, 4));
+  ASSERT_TRUE(origin->wait_for(4));
+  s->stop(std::chrono::steady_clock::now() + 5s);
+  std::lock_guard lock(origin->mu);
+  ASSERT_EQ(origin->timelines.size(), 2u);
+  const auto& t = origin->timelines[0];
+  using stages::step;
+  int64_t prev = 0;
+  for (step st : {step::read, step::queued, step::popped, step::absorbed, step::flushed, step::committed,
+                  step::ack_posted}) {
+    EXPECT_GE(t.of(st), prev) << stages::step_name(st);
+    EXPECT_GT(t.of(st), 0) << stages::step_name(st);
+    prev = t.of(st);
+  }
+  EXPECT_EQ(t.of(step::copy_start), 0) << "the fake sink stamps nothing";
+  EXPECT_EQ(t.of(step::ack_written), 0) << "the origin's own step";
+  EXPECT_EQ(t.events, 3u);
+  EXPECT_EQ(t.attempts, 1u);
+  EXPECT_EQ(t.batch_no, 1u);
+  EXPECT_EQ(origin->timelines[1].batch_no, 2u);
+  EXPECT_EQ(origin->timelines[1].events, 1u);
+  // The steps between the stages: one queue wait per queued batch, one
+  // hand-over per write batch.
+  const auto& probe = *registry.shards()[0];
+  EXPECT_EQ(probe.stage_latency[size_t(stage::queue)].read().total(), 2u);
+  EXPECT_EQ(probe.stage_latency[size_t(stage::ack_post)].read().total(), 2u);
+}
+
+// What queued up during a slow write is written in one batch, not in one
+// batch per 32 queued batches (the shard's bulk dequeue): a queue that fell
+// behind catches up (issue 19).
+TEST_F(shard_fixture, ABacklogGoesIntoOneBatch) {
+  opts.linger = 0ms;
+  start();
+  sink->delay = 200ms;
+  auto origin = std::make_shared<recording_origin>();
+  s->push(make_batch(origin, {"first"}, 1));
+  std::this_thread::sleep_for(50ms);  // its write is in flight
+  for (uint64_t i = 0; i < 100; ++i) s->push(make_batch(origin, {"k" + std::to_string(i)}, 2 + i));
+  ASSERT_TRUE(origin->wait_for(101));
+  s->stop(std::chrono::steady_clock::now() + 5s);
+  std::lock_guard lock(sink->mu);
+  EXPECT_EQ(sink->commits, 2) << "the first event's batch, then the 100 queued meanwhile";
+  EXPECT_EQ(sink->rows.size(), 101u);
+}
+
+TEST_F(shard_fixture, ARetriedWriteCountsItsAttempts) {
+  opts.linger = 1ms;
+  opts.retry_base = 1ms;
+  start();
+  sink->fail_next = 1;
+  auto origin = std::make_shared<timed_origin>();
+  s->push(make_batch(origin, {"a"}, 1));
+  ASSERT_TRUE(origin->wait_for(1));
+  s->stop(std::chrono::steady_clock::now() + 5s);
+  std::lock_guard lock(origin->mu);
+  ASSERT_EQ(origin->timelines.size(), 1u);
+  EXPECT_EQ(origin->timelines[0].attempts, 2u);
+}
+
+// An origin that does not time its acks (MQTT, HTTP, NATS): the shard judges
+// the timeline at ack_posted; an origin that does judges its own copy.
+TEST_F(shard_fixture, TheShardJudgesTimelinesNoOriginTakes) {
+  set_slow_batch_threshold(50ms);
+  opts.linger = 1ms;
+  start();
+  sink->delay = 80ms;
+  const uint64_t before = trace_totals().slow_batches.load();
+  auto plain = std::make_shared<recording_origin>();
+  s->push(make_batch(plain, {"a"}, 1));
+  ASSERT_TRUE(plain->wait_for(1));
+  // Judged right after the hand-over, on the shard thread.
+  for (int i = 0; i < 200 && trace_totals().slow_batches.load() == before; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(trace_totals().slow_batches.load(), before + 1);
+  auto timed = std::make_shared<timed_origin>();
+  s->push(make_batch(timed, {"b"}, 1));
+  ASSERT_TRUE(timed->wait_for(1));
+  EXPECT_EQ(trace_totals().slow_batches.load(), before + 1) << "the timed origin judges it when its ack is written";
+  s->stop(std::chrono::steady_clock::now() + 5s);
+  std::lock_guard lock(timed->mu);
+  ASSERT_EQ(timed->timelines.size(), 1u);
+  EXPECT_TRUE(timed->timelines[0].shard_thread.known()) << "slow at the hand-over: the shard thread's counts go with it";
+  set_slow_batch_threshold(0ms);
 }
 
 }  // namespace

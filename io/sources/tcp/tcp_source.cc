@@ -15,6 +15,7 @@
 
 #include "io/sources/tcp/line_framer.h"
 #include "pipeline/ack_tracker.h"
+#include "pipeline/batch_trace.h"
 #include "pipeline/intake.h"
 #include "stages/tenant/binding.h"
 
@@ -58,16 +59,42 @@ class tcp_connection final : public stages::event_origin,
     probe_.connections_active.fetch_add(1);
     pipeline::bump(probe_.connections_total);
     last_line_ = std::chrono::steady_clock::now();
+    opened_ns_ = stages::steady_ns();
     asio::co_spawn(socket_.get_executor(), read_loop(shared_from_this()), asio::detached);
     if (cfg_.idle_timeout_s > 0) asio::co_spawn(socket_.get_executor(), idle_watch(shared_from_this()), asio::detached);
   }
 
   // From shard threads: hand the outcomes to this connection's strand.
-  void on_outcomes(std::span<const stages::outcome> outcomes) override {
+  void on_outcomes(std::span<const stages::outcome> outcomes) override { post_outcomes(outcomes, nullptr); }
+  // The same with the batch's timeline: this connection stamps when it takes
+  // the outcomes and when the ack covering them is written, then has it
+  // judged (pipeline/batch_trace.h).
+  bool on_outcomes_timed(std::span<const stages::outcome> outcomes, const stages::batch_timeline& tl) override {
+    post_outcomes(outcomes, &tl);
+    return true;
+  }
+
+ private:
+  // A batch's timeline waiting for the ack that covers its last line.
+  struct due_ack {
+    uint64_t last_seq = 0;
+    stages::batch_timeline timeline;
+  };
+
+  void post_outcomes(std::span<const stages::outcome> outcomes, const stages::batch_timeline* tl) {
     std::vector<uint64_t> seqs;
     seqs.reserve(outcomes.size());
-    for (const auto& o : outcomes) seqs.push_back(o.seq);
-    asio::post(socket_.get_executor(), [self = shared_from_this(), seqs = std::move(seqs)] {
+    due_ack due;
+    for (const auto& o : outcomes) {
+      seqs.push_back(o.seq);
+      due.last_seq = std::max(due.last_seq, o.seq);
+    }
+    if (tl != nullptr) due.timeline = *tl;
+    asio::post(socket_.get_executor(), [self = shared_from_this(), seqs = std::move(seqs), due]() mutable {
+      if (due.timeline.of(stages::step::ack_posted) != 0) {
+        due.timeline.stamp(stages::step::ack_run);
+        self->due_.push_back(due);
+      }
       for (uint64_t s : seqs) self->tracker_.complete(s);
       uint64_t before = self->tracker_.acked();
       uint64_t after = self->tracker_.advance();
@@ -77,6 +104,27 @@ class tcp_connection final : public stages::event_origin,
     });
   }
 
+  // An ack of `n` lines was written: the timelines it covers are finished.
+  void acks_written(uint64_t n) {
+    if (due_.empty()) return;
+    const int64_t now = stages::steady_ns();
+    size_t kept = 0;
+    for (size_t i = 0; i < due_.size(); ++i) {
+      auto& d = due_[i];
+      if (d.last_seq > n) {  // waits for a later ack (an earlier line of another shard, or the next write)
+        if (kept != i) due_[kept] = d;
+        ++kept;
+        continue;
+      }
+      d.timeline.stamp(stages::step::ack_written, now);
+      d.timeline.connection_age_ns = now - opened_ns_;
+      probe_.ack_write_latency.observe_ns(now - d.timeline.of(stages::step::ack_posted));
+      (void)pipeline::finish_timeline(d.timeline, stages::step::ack_written, /*on_io_thread=*/true);
+    }
+    due_.resize(kept);
+  }
+
+ public:
   void stop_reading() {
     asio::post(socket_.get_executor(), [self = shared_from_this()] {
       self->stopping_ = true;
@@ -223,6 +271,7 @@ class tcp_connection final : public stages::event_origin,
                           return;
                         }
                         self->sent_ = n;
+                        self->acks_written(n);
                         self->send_ack();
                       });
   }
@@ -260,6 +309,8 @@ class tcp_connection final : public stages::event_origin,
   pipeline::ack_tracker tracker_;
   pipeline::intake intake_;
   std::string ack_text_;
+  std::vector<due_ack> due_;  // timelines of batches whose last line is not acked yet (strand only)
+  int64_t opened_ns_ = 0;     // steady ns when the connection started
   uint64_t sent_ = 0;
   bool writing_ = false;
   bool reading_done_ = false;
