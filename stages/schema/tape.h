@@ -93,6 +93,18 @@ inline constexpr size_t root = 1;
   return v;
 }
 
+// A set of tape types as one 64-bit mask: bit (type & 63) of each type
+// character, which are distinct for the nine types a value can have.
+[[nodiscard]] constexpr uint64_t type_bit(char type) noexcept { return uint64_t{1} << (static_cast<uint8_t>(type) & 63); }
+static_assert([] {
+  uint64_t all = 0;
+  for (char c : {'"', 'n', 't', 'f', 'l', 'u', 'd', '[', '{'}) {
+    if (all & type_bit(c)) return false;
+    all |= type_bit(c);
+  }
+  return true;
+}());
+
 [[nodiscard]] inline bool is_number(char type) noexcept { return type == 'l' || type == 'u' || type == 'd'; }
 
 // A number's value as a double (what the schema's bounds are compared with).

@@ -2,6 +2,7 @@
 
 #include <re2/re2.h>
 
+#include <algorithm>
 #include <array>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -253,17 +254,6 @@ bool is_rfc3339_date_time(std::string_view s) noexcept {
   return d(i + 1) * 10 + d(i + 2) <= 23 && d(i + 4) * 10 + d(i + 5) <= 59;
 }
 
-bool walker::check(const program& p, const dom::document& doc, size_t at, violation* why) {
-  p_ = &p;
-  why_ = why;
-  path_.clear();
-  nodes_ = p.nodes.data();
-  t_ = tape::of(doc);
-  literals_ = p.literals ? tape::of(p.literals->doc) : tape::view{};
-  // Two instantiations of the walk: the one for the verdict alone keeps no
-  // path and builds no message, so a passing value costs only its checks.
-  return why ? walk<true>(0, at) : walk<false>(0, at);
-}
 
 void walker::record(const node& n, keyword k, std::string detail) {
   why_->what = k;
@@ -327,11 +317,102 @@ template <bool Report>
   return true;
 }
 
-// A member or an item: a leaf of the schema inline, anything else walked.
+// Whether the string whose length prefix is at `at` in the tape's string
+// buffer is `text`; full() gives the whole text, needed only past 12 bytes.
+// Reads the 16 bytes from `at` whatever the string's length: simdjson keeps
+// SIMDJSON_PADDING bytes past the strings it writes (tape.h), and the bytes
+// past the string are masked out of the verdict.
+template <typename Full>
+[[gnu::always_inline]] inline bool text_is(const tape_text& text, const uint8_t* at, Full&& full) noexcept {
+#if defined(__SSE2__)
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at));
+  const __m128i e = _mm_load_si128(reinterpret_cast<const __m128i*>(text.bytes));
+  const uint32_t same = uint32_t(_mm_movemask_epi8(_mm_cmpeq_epi8(x, e))) | text.ignore;
+#else
+  uint32_t same = text.ignore;
+  for (int i = 0; i < 16; ++i) same |= uint32_t(at[i] == text.bytes[i]) << i;
+#endif
+  if (same == 0x1FFFF) [[likely]] return true;
+  // The first 12 bytes of a longer text match: compare the rest.
+  return same == 0xFFFF && std::memcmp(at + 16, std::string_view(full()).data() + 12, text.size - 12) == 0;
+}
+
+// A member or an item: a scalar leaf that passes costs its own checks and
+// nothing else; anything a leaf does not accept is walked as a node, which
+// finds the failure and reports it.
 template <bool Report>
-[[gnu::always_inline]] inline bool walker::walk_child(uint32_t i, size_t v) {
-  const node& n = nodes_[i];
-  return (n.has & node::h_structure) ? walk<Report>(i, v) : check_value<Report>(n, v);
+[[gnu::always_inline]] inline size_t walker::check_leaf(const leaf& l, tape::view t, size_t v) {
+  const uint64_t w = t.words[v];
+  const char c = static_cast<char>(w >> 56);
+  if (l.kind == leaf_kind::scalar) [[likely]] {
+    if (((l.tape_types >> (uint8_t(c) & 63)) & 1) == 0) return walk<Report>(l.node, v) ? tape::after(t, v) : 0;
+    if (c == '"') {
+      const uint8_t* at = t.strings + (w & 0x00FFFFFFFFFFFFFFull);
+      uint32_t size;
+      std::memcpy(&size, at, sizeof size);
+      // A length outside the bytes that settle it needs its characters counted.
+      bool ok = size - l.min_bytes <= l.byte_span;
+      if (ok && l.strings != string_check::none) {
+        const std::string_view s(reinterpret_cast<const char*>(at + sizeof size), size);
+        switch (l.strings) {
+          case string_check::none: break;
+          case string_check::enum_values: {
+            const node& n = nodes_[l.node];
+            ok = false;
+            for (size_t i = 0; i < n.enum_texts.size(); ++i) {
+              if ((ok = text_is(n.enum_texts[i], at, [&] { return n.enum_strings[i]; }))) break;
+            }
+            break;
+          }
+          case string_check::pattern: {
+            const node& n = nodes_[l.node];
+            ok = n.fast_pattern ? n.fast_pattern->search(s)
+                                : n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0);
+            break;
+          }
+          case string_check::uuid: ok = is_uuid_text(s); break;
+          case string_check::date_time: ok = is_rfc3339_date_time(s); break;
+          case string_check::several: ok = several_string_checks(nodes_[l.node], s); break;
+        }
+      }
+      if (ok) [[likely]] return v + 1;
+    } else if (tape::is_number(c)) {
+      double x;
+      if (c == 'd') std::memcpy(&x, &t.words[v + 1], sizeof x);
+      else x = c == 'l' ? static_cast<double>(static_cast<int64_t>(t.words[v + 1])) : static_cast<double>(t.words[v + 1]);
+      if (x >= l.low && x <= l.high) [[likely]] return v + 2;
+    } else {
+      return tape::after(t, v);  // null, a boolean, or an array or object no scalar keyword looks at
+    }
+    return walk<Report>(l.node, v) ? v + 1 + (c != '"') : 0;
+  }
+  switch (l.kind) {
+    case leaf_kind::any: return tape::after(t, v);
+    case leaf_kind::object:
+      if (c == '{') [[likely]] return walk_object<Report>(nodes_[l.node], v) ? static_cast<uint32_t>(w) : 0;
+      break;
+    case leaf_kind::array:
+      if (c == '[') [[likely]] return walk_array<Report>(nodes_[l.node], v) ? static_cast<uint32_t>(w) : 0;
+      break;
+    default: break;
+  }
+  return walk<Report>(l.node, v) ? tape::after(t, v) : 0;
+}
+
+// A scalar leaf's enum (of strings), pattern and format when it has more
+// than one of them.
+bool walker::several_string_checks(const node& n, std::string_view s) const {
+  if ((n.has & node::h_enum) &&
+      std::none_of(n.enum_strings.begin(), n.enum_strings.end(), [&](std::string_view e) { return same_bytes(s, e); })) {
+    return false;
+  }
+  if ((n.has & node::h_pattern) &&
+      !(n.fast_pattern ? n.fast_pattern->search(s)
+                       : n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0))) {
+    return false;
+  }
+  if (n.has & node::h_format) return n.format == format_kind::uuid ? is_uuid_text(s) : is_rfc3339_date_time(s);
+  return true;
 }
 
 template <bool Report>
@@ -435,10 +516,13 @@ bool walker::walk_array(const node& n, size_t a) {
                         [&] { return std::to_string(size) + " items, more than " + std::to_string(n.max_items); });
   }
   if (n.has & node::h_items) {
+    const leaf& items = nodes_[n.items].as_leaf;
+    const tape::view t = t_;
     size_t i = 0;
-    for (size_t e = a + 1, end = tape::scope_end(t_, a) - 1; e < end; e = tape::after(t_, e)) {
+    for (size_t e = a + 1, end = tape::scope_end(t, a) - 1; e < end;) {
       if constexpr (Report) path_.push_back(step{{}, i++});
-      if (!walk_child<Report>(n.items, e)) return false;  // the path stays for the message; check() clears it
+      e = check_leaf<Report>(items, t, e);
+      if (e == 0) return false;  // the path stays for the message; check() clears it
       if constexpr (Report) path_.pop_back();
     }
   }
@@ -449,44 +533,53 @@ template <bool Report>
 bool walker::walk_object(const node& n, size_t o) {
   uint64_t seen = 0;
   if (n.has & (node::h_properties | node::h_additional)) {
-    const size_t count = n.properties.size();
+    const tape::view t = t_;
+    const member_leaf* members = n.members.data();
     // Members usually come in the order the schema lists them: try the
-    // property after the last one found before hashing the name.
-    size_t expect = 0;
+    // property after the last one found before hashing the name. The
+    // table's last entry matches no name, so `expect` needs no bound.
+    const member_leaf* expect = members;
     // A member is its key's word, then its value at k + 1.
-    for (size_t k = o + 1, end = tape::scope_end(t_, o) - 1; k < end; k = tape::after(t_, k + 1)) {
-      const std::string_view key = tape::string_at(t_, k);
-      size_t i = count;
-      if (expect < count && same_bytes(key, n.properties[expect].name)) {
-        i = expect;
-      } else if (count != 0) {
+    for (size_t k = o + 1, end = tape::scope_end(t, o) - 1; k < end;) {
+      const uint8_t* at = t.strings + (t.words[k] & 0x00FFFFFFFFFFFFFFull);
+      auto named = [&](const member_leaf& m) {
+        return text_is(m.name, at, [&]() -> const std::string& { return n.properties[m.index].name; });
+      };
+      const member_leaf* m = nullptr;
+      if (named(*expect)) [[likely]] {
+        m = expect;
+      } else if (!n.properties.empty()) {
+        uint32_t size;
+        std::memcpy(&size, at, sizeof size);
         const size_t mask = n.property_slots.size() - 1;
+        const std::string_view key(reinterpret_cast<const char*>(at + sizeof size), size);
         for (size_t slot = property_hash(key) & mask; n.property_slots[slot] != 0; slot = (slot + 1) & mask) {
-          const uint32_t at = n.property_slots[slot] - 1;
-          if (same_bytes(key, n.properties[at].name)) {
-            i = at;
+          const member_leaf& candidate = members[n.property_slots[slot] - 1];
+          if (named(candidate)) {
+            m = &candidate;
             break;
           }
         }
       }
-      uint32_t child;
-      if (i < count) {
-        const property_rule& rule = n.properties[i];
-        seen |= rule.seen_bit;
-        child = rule.node;
-        expect = i + 1;
+      const leaf* check;
+      if (m) {
+        seen |= m->seen_bit;
+        check = &m->check;
+        expect = m + 1;
       } else if (n.has & node::h_additional) {
         if (n.additional == no_node) {
-          if constexpr (Report) path_.push_back(step{key, 0});
+          if constexpr (Report) path_.push_back(step{tape::string_at(t, k), 0});
           return fail<Report>(n, keyword::additional_properties,
-                              [&] { return "property \"" + std::string(key) + "\" is not allowed"; });
+                              [&] { return "property \"" + std::string(tape::string_at(t, k)) + "\" is not allowed"; });
         }
-        child = n.additional;
+        check = &nodes_[n.additional].as_leaf;
       } else {
+        k = tape::after(t, k + 1);
         continue;
       }
-      if constexpr (Report) path_.push_back(step{key, 0});
-      if (!walk_child<Report>(child, k + 1)) return false;
+      if constexpr (Report) path_.push_back(step{tape::string_at(t, k), 0});
+      k = check_leaf<Report>(*check, t, k + 1);
+      if (k == 0) return false;
       if constexpr (Report) path_.pop_back();
     }
   }
@@ -498,6 +591,19 @@ bool walker::walk_object(const node& n, size_t o) {
     }
   }
   return true;
+}
+
+bool walker::check(const program& p, const dom::document& doc, size_t at, violation* why) {
+  p_ = &p;
+  why_ = why;
+  path_.clear();
+  nodes_ = p.nodes.data();
+  t_ = tape::of(doc);
+  literals_ = p.literals ? tape::of(p.literals->doc) : tape::view{};
+  // Two instantiations of the walk: the one for the verdict alone keeps no
+  // path and builds no message, so a passing value costs only its checks.
+  const leaf& root = nodes_[0].as_leaf;
+  return (why ? check_leaf<true>(root, t_, at) : check_leaf<false>(root, t_, at)) != 0;
 }
 
 }  // namespace evpipe::stages::schema

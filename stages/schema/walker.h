@@ -61,8 +61,12 @@ class walker {
   // alone needs neither (walker.cc). `at` is a tape index.
   template <bool Report>
   bool walk(uint32_t node_index, size_t at);
+  // A member or an item against its subschema's leaf (program.h), on the
+  // tape `t` (t_, kept by the caller where calls cannot change it): the
+  // index after the value when it is valid, else 0.
   template <bool Report>
-  bool walk_child(uint32_t node_index, size_t at);
+  size_t check_leaf(const leaf& l, tape::view t, size_t at);
+  [[nodiscard]] bool several_string_checks(const node& n, std::string_view s) const;
   template <bool Report>
   bool check_value(const node& n, size_t at);
   template <bool Report>
