@@ -121,10 +121,12 @@ validation schema_set::check(std::string_view kind, const dom::document& event, 
                       "kind " + std::string(kind) + " has no schema for " + unknown + " (versions: " + list + ")"};
   }
   // The payload among the event's members, on the tape (the envelope
-  // check requires it).
+  // check requires it, once): usually the last member, found from the
+  // event's end; else looked for from the start.
   const tape::view t = tape::of(event);
   if (tape::type_at(t, tape::root) != '{') return {};
-  const size_t payload = tape::member(t, tape::root, "payload");
+  size_t payload = tape::last_member_object(t, tape::root, "payload");
+  if (payload == 0) payload = tape::member(t, tape::root, "payload");
   if (payload == 0) return {};
   // The verdict first; the message (with the path it needs) only for a
   // payload that fails, walked a second time.

@@ -12,6 +12,7 @@
 //  - index 0 is the root word 'r'; the document's value starts at index 1;
 //  - '{' and '[': the low 32 bits are the index one past the matching '}' or
 //    ']', bits 32-55 the number of members or items, saturated at 0xFFFFFF;
+//  - '}' and ']': the low 32 bits are the index of the matching '{' or '[';
 //  - '"': the payload is an offset into string_buf, where the length (4
 //    bytes, little-endian) precedes the bytes;
 //  - 'l', 'u', 'd': the value (int64, uint64, double) is the next word;
@@ -56,6 +57,9 @@ inline constexpr size_t root = 1;
 
 // For '{' and '[': the index one past the closing word.
 [[nodiscard]] inline size_t scope_end(view t, size_t i) noexcept { return static_cast<uint32_t>(t.words[i]); }
+
+// For '}' and ']': the index of the matching '{' or '['.
+[[nodiscard]] inline size_t scope_start(view t, size_t i) noexcept { return static_cast<uint32_t>(t.words[i]); }
 
 // The index of the value after the one at `i` (its sibling, or the closing
 // word of its parent).
@@ -123,6 +127,22 @@ static_assert([] {
     if (string_at(t, k) == key) return k + 1;
   }
   return 0;
+}
+
+// The index of the value of the object at `i`'s last member when that
+// member is named `key` and its value is an object, else 0: found from the
+// object's closing word in a few reads, however many members come before.
+// (Only a container can be found from its end: the word before a closing
+// word may be the second word of a number, whose bits say nothing.)
+[[nodiscard]] inline size_t last_member_object(view t, size_t i, std::string_view key) noexcept {
+  const size_t close = scope_end(t, i) - 1;  // the object's '}'
+  const size_t last = close - 1;             // the last word of its last value, if it has members
+  if (last <= i || type_at(t, last) != '}') return 0;
+  const size_t value = scope_start(t, last);
+  // The '}' must close an object that ends right there: a number's second
+  // word can hold any bits, including '}' in its top byte.
+  if (value <= i + 1 || value >= last || type_at(t, value) != '{' || scope_end(t, value) != close) return 0;
+  return string_at(t, value - 1) == key ? value : 0;
 }
 
 // JSON equality as enum and const mean it: numbers by value (1 == 1.0),

@@ -104,7 +104,7 @@ uint64_t load8(const char* p) noexcept {
   return w;
 }
 
-[[maybe_unused]] constexpr uint64_t byte_at(int i) noexcept { return uint64_t{1} << (8 * i); }
+constexpr uint64_t byte_at(int i) noexcept { return uint64_t{1} << (8 * i); }
 constexpr uint64_t each_byte(uint8_t b) noexcept { return 0x0101010101010101ull * b; }
 
 // Whether all eight bytes of `w` are ASCII hex digits, with no branch per
@@ -119,6 +119,18 @@ constexpr uint64_t each_byte(uint8_t b) noexcept { return 0x0101010101010101ull 
   const uint64_t digit = at_least(w, '0') & at_most(w, '9');
   const uint64_t letter = at_least(lower, 'a') & at_most(lower, 'f');
   return (w & high) == 0 && (digit | letter) == high;
+}
+
+// Bit 7 of each byte of `w` set where that byte is not an ASCII digit, the
+// others clear. The range tests run on the low 7 bits of every byte at once
+// (no carry between bytes: 0x7F + 0x50 < 0x100); a byte with bit 7 set is
+// no digit whatever its low bits.
+uint64_t non_digits(uint64_t w) noexcept {
+  constexpr uint64_t high = each_byte(0x80);
+  const uint64_t low7 = w & ~high;
+  const uint64_t at_least_0 = low7 + each_byte(0x80 - '0');
+  const uint64_t above_9 = low7 + each_byte(0x7F - '9');
+  return ~(at_least_0 & ~above_9 & ~w) & high;
 }
 
 // Whether a value of tape type `c` is of one of the JSON Schema types
@@ -242,16 +254,27 @@ bool is_rfc3339_date_time(std::string_view s) noexcept {
     if (!(month == 2 && leap && day == 29)) return false;
   }
   size_t i = 19;
+  const size_t n = s.size();
   if (p[i] == '.') {
+    // The fraction's digits, 8 bytes at a time while 8 are left.
     const size_t start = ++i;
-    while (i < s.size() && d(i) <= 9) ++i;
+    uint64_t others = 0;
+    while (i + 8 <= n && (others = non_digits(load8(s.data() + i))) == 0) i += 8;
+    if (others != 0) {
+      i += static_cast<size_t>(std::countr_zero(others)) / 8;
+    } else {
+      while (i < n && d(i) <= 9) ++i;
+    }
     if (i == start) return false;
   }
-  if (i >= s.size()) return false;  // the offset is required
-  if ((p[i] | 0x20) == 'z') return i + 1 == s.size();
-  if (p[i] != '+' && p[i] != '-') return false;
-  if (i + 6 != s.size() || d(i + 1) > 9 || d(i + 2) > 9 || p[i + 3] != ':' || d(i + 4) > 9 || d(i + 5) > 9) return false;
-  return d(i + 1) * 10 + d(i + 2) <= 23 && d(i + 4) * 10 + d(i + 5) <= 59;
+  if (i >= n) return false;  // the offset is required
+  if ((p[i] | 0x20) == 'z') return i + 1 == n;
+  if ((p[i] != '+' && p[i] != '-') || i + 6 != n) return false;
+  // "+HH:MM" is the last 6 of the 8 bytes that end the text (n >= 20): its
+  // digits at bytes 3, 4, 6, 7 of that word, ':' at byte 5.
+  const uint64_t tail = load8(s.data() + n - 8);
+  if ((non_digits(tail) & (byte_at(3) | byte_at(4) | byte_at(6) | byte_at(7)) * 0x80) != 0 || p[n - 3] != ':') return false;
+  return d(n - 5) * 10 + d(n - 4) <= 23 && d(n - 2) * 10 + d(n - 1) <= 59;
 }
 
 
@@ -345,7 +368,7 @@ template <bool Report>
   const uint64_t w = t.words[v];
   const char c = static_cast<char>(w >> 56);
   if (l.kind == leaf_kind::scalar) [[likely]] {
-    if (((l.tape_types >> (uint8_t(c) & 63)) & 1) == 0) return walk<Report>(l.node, v) ? tape::after(t, v) : 0;
+    if (((l.tape_types >> (uint8_t(c) & 63)) & 1) == 0) return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
     if (c == '"') {
       const uint8_t* at = t.strings + (w & 0x00FFFFFFFFFFFFFFull);
       uint32_t size;
@@ -384,19 +407,19 @@ template <bool Report>
     } else {
       return tape::after(t, v);  // null, a boolean, or an array or object no scalar keyword looks at
     }
-    return walk<Report>(l.node, v) ? v + 1 + (c != '"') : 0;
+    return walk<Report>(l.node, v) ? v + 1 + (c != '"') : failed;
   }
   switch (l.kind) {
     case leaf_kind::any: return tape::after(t, v);
     case leaf_kind::object:
-      if (c == '{') [[likely]] return walk_object<Report>(nodes_[l.node], v) ? static_cast<uint32_t>(w) : 0;
+      if (c == '{') [[likely]] return walk_object<Report>(nodes_[l.node], v) ? static_cast<uint32_t>(w) : failed;
       break;
     case leaf_kind::array:
-      if (c == '[') [[likely]] return walk_array<Report>(nodes_[l.node], v) ? static_cast<uint32_t>(w) : 0;
+      if (c == '[') [[likely]] return walk_array<Report>(nodes_[l.node], v) ? static_cast<uint32_t>(w) : failed;
       break;
     default: break;
   }
-  return walk<Report>(l.node, v) ? tape::after(t, v) : 0;
+  return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
 }
 
 // A scalar leaf's enum (of strings), pattern and format when it has more
@@ -519,12 +542,17 @@ bool walker::walk_array(const node& n, size_t a) {
     const leaf& items = nodes_[n.items].as_leaf;
     const tape::view t = t_;
     size_t i = 0;
-    for (size_t e = a + 1, end = tape::scope_end(t, a) - 1; e < end;) {
+    size_t e = a + 1;
+    // `failed` is past every end: a failure ends the loop without a test of its own.
+    for (const size_t end = tape::scope_end(t, a) - 1; e < end;) {
       if constexpr (Report) path_.push_back(step{{}, i++});
       e = check_leaf<Report>(items, t, e);
-      if (e == 0) return false;  // the path stays for the message; check() clears it
-      if constexpr (Report) path_.pop_back();
+      if constexpr (Report) {
+        if (e == failed) return false;  // the path stays for the message; check() clears it
+        path_.pop_back();
+      }
     }
+    if (e == failed) return false;
   }
   return true;
 }
@@ -539,8 +567,10 @@ bool walker::walk_object(const node& n, size_t o) {
     // property after the last one found before hashing the name. The
     // table's last entry matches no name, so `expect` needs no bound.
     const member_leaf* expect = members;
-    // A member is its key's word, then its value at k + 1.
-    for (size_t k = o + 1, end = tape::scope_end(t, o) - 1; k < end;) {
+    // A member is its key's word, then its value at k + 1. `failed` is past
+    // every end: a failure ends the loop without a test of its own.
+    size_t k = o + 1;
+    for (const size_t end = tape::scope_end(t, o) - 1; k < end;) {
       const uint8_t* at = t.strings + (t.words[k] & 0x00FFFFFFFFFFFFFFull);
       auto named = [&](const member_leaf& m) {
         return text_is(m.name, at, [&]() -> const std::string& { return n.properties[m.index].name; });
@@ -579,9 +609,12 @@ bool walker::walk_object(const node& n, size_t o) {
       }
       if constexpr (Report) path_.push_back(step{tape::string_at(t, k), 0});
       k = check_leaf<Report>(*check, t, k + 1);
-      if (k == 0) return false;
-      if constexpr (Report) path_.pop_back();
+      if constexpr (Report) {
+        if (k == failed) return false;
+        path_.pop_back();
+      }
     }
+    if (k == failed) return false;
   }
   if ((n.required_props & seen) != n.required_props || !n.required_other.empty()) {
     for (const auto& name : n.required) {
@@ -603,7 +636,7 @@ bool walker::check(const program& p, const dom::document& doc, size_t at, violat
   // Two instantiations of the walk: the one for the verdict alone keeps no
   // path and builds no message, so a passing value costs only its checks.
   const leaf& root = nodes_[0].as_leaf;
-  return (why ? check_leaf<true>(root, t_, at) : check_leaf<false>(root, t_, at)) != 0;
+  return (why ? check_leaf<true>(root, t_, at) : check_leaf<false>(root, t_, at)) != failed;
 }
 
 }  // namespace evpipe::stages::schema

@@ -6,6 +6,7 @@
 
 #include <simdjson.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,7 +64,8 @@ class walker {
   bool walk(uint32_t node_index, size_t at);
   // A member or an item against its subschema's leaf (program.h), on the
   // tape `t` (t_, kept by the caller where calls cannot change it): the
-  // index after the value when it is valid, else 0.
+  // index after the value when it is valid, else `failed`.
+  static constexpr size_t failed = SIZE_MAX;
   template <bool Report>
   size_t check_leaf(const leaf& l, tape::view t, size_t at);
   [[nodiscard]] bool several_string_checks(const node& n, std::string_view s) const;
