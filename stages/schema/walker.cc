@@ -635,8 +635,10 @@ bool walker::check(const program& p, const dom::document& doc, size_t at, violat
   literals_ = p.literals ? tape::of(p.literals->doc) : tape::view{};
   // Two instantiations of the walk: the one for the verdict alone keeps no
   // path and builds no message, so a passing value costs only its checks.
-  const leaf& root = nodes_[0].as_leaf;
-  return (why ? check_leaf<true>(root, t_, at) : check_leaf<false>(root, t_, at)) != failed;
+  // The usual payload schema is an object's: its walk at once.
+  if (why) return walk<true>(0, at);
+  if (nodes_[0].as_leaf.kind == leaf_kind::object && tape::type_at(t_, at) == '{') return walk_object<false>(nodes_[0], at);
+  return walk<false>(0, at);
 }
 
 }  // namespace evpipe::stages::schema

@@ -120,7 +120,9 @@ TEST(walker_leaf, numbers_at_each_bound_and_its_neighbours) {
                                                         : x < bound;
         const checked c = run(*p, std::string(R"({"x":)") + text + "}");
         EXPECT_EQ(c.ok, expected) << k << " " << bound << " with " << text;
-        if (!c.ok) EXPECT_EQ(c.keyword, k);
+        if (!c.ok) {
+          EXPECT_EQ(c.keyword, k);
+        }
       }
     }
   }
