@@ -14,7 +14,11 @@
 //    ']', bits 32-55 the number of members or items, saturated at 0xFFFFFF;
 //  - '}' and ']': the low 32 bits are the index of the matching '{' or '[';
 //  - '"': the payload is an offset into string_buf, where the length (4
-//    bytes, little-endian) precedes the bytes;
+//    bytes, little-endian) precedes the bytes; document::allocate sizes
+//    string_buf SIMDJSON_PADDING (64) bytes past the most a document can
+//    write there, so 16 bytes read from any string's length stay inside it
+//    (walker.cc compares names and enum strings that way, masking out the
+//    bytes past the string);
 //  - 'l', 'u', 'd': the value (int64, uint64, double) is the next word;
 //  - 't', 'f', 'n': one word.
 // An object is its '{' word, then key and value per member, then '}'.

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "stages/schema/formats.h"
 #include "stages/schema/program.h"
 #include "stages/schema/tape.h"
 
@@ -93,12 +94,5 @@ class walker {
   tape::view t_;         // the document walked
   tape::view literals_;  // p_'s enum and const values
 };
-
-// The formats `format` asserts, exposed for tests.
-// RFC 4122 text form: 8-4-4-4-12 hex digits, either case.
-[[nodiscard]] bool is_uuid_text(std::string_view s) noexcept;
-// RFC 3339 section 5.6 date-time: full-date "T" full-time, seconds and an
-// offset required, real calendar days (leap years), second 60 allowed.
-[[nodiscard]] bool is_rfc3339_date_time(std::string_view s) noexcept;
 
 }  // namespace evpipe::stages::schema
