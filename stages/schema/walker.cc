@@ -261,25 +261,24 @@ template <bool Report>
       bool ok = size - l.min_bytes <= l.byte_span;
       if (ok && l.strings != string_check::none) {
         const std::string_view s(reinterpret_cast<const char*>(at + sizeof size), size);
-        switch (l.strings) {
-          case string_check::none: break;
-          case string_check::enum_values: {
-            const node& n = nodes_[l.node];
-            ok = false;
-            for (size_t i = 0; i < n.enum_texts.size(); ++i) {
-              if ((ok = text_is(n.enum_texts[i], at, [&] { return n.enum_strings[i]; }))) break;
-            }
-            break;
+        // Bit tests in a row, not a switch (program.h, string_check).
+        const auto check = static_cast<uint8_t>(l.strings);
+        if (check & static_cast<uint8_t>(string_check::uuid)) {
+          ok = is_uuid_text(s);
+        } else if (check & static_cast<uint8_t>(string_check::date_time)) {
+          ok = is_rfc3339_date_time(s);
+        } else if (check & static_cast<uint8_t>(string_check::enum_values)) {
+          const node& n = nodes_[l.node];
+          ok = false;
+          for (size_t i = 0; i < n.enum_texts.size(); ++i) {
+            if ((ok = text_is(n.enum_texts[i], at, [&] { return n.enum_strings[i]; }))) break;
           }
-          case string_check::pattern: {
-            const node& n = nodes_[l.node];
-            ok = n.fast_pattern ? n.fast_pattern->search(s)
-                                : n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0);
-            break;
-          }
-          case string_check::uuid: ok = is_uuid_text(s); break;
-          case string_check::date_time: ok = is_rfc3339_date_time(s); break;
-          case string_check::several: ok = several_string_checks(nodes_[l.node], s); break;
+        } else if (check & static_cast<uint8_t>(string_check::pattern)) {
+          const node& n = nodes_[l.node];
+          ok = n.fast_pattern ? n.fast_pattern->search(s)
+                              : n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0);
+        } else {
+          ok = several_string_checks(nodes_[l.node], s);
         }
       }
       if (ok) [[likely]] return v + 1;
