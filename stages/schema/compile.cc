@@ -6,7 +6,9 @@
 #include <re2/re2.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -73,6 +75,7 @@ class compiler {
     check_cycles();
     skip_plain_refs();
     index_literals();
+    build_leaves();
   }
 
  private:
@@ -303,6 +306,76 @@ class compiler {
       while (n.property_slots[slot] != 0) slot = (slot + 1) & (size - 1);
       n.property_slots[slot] = i + 1;
     }
+  }
+
+  // Each node as a leaf (program.h), then each node's member table with the
+  // leaves of its properties. Last: node indices are final here.
+  void build_leaves() {
+    for (uint32_t i = 0; i < p_.nodes.size(); ++i) p_.nodes[i].as_leaf = leaf_of(p_.nodes[i], i);
+    for (auto& n : p_.nodes) {
+      n.members.clear();
+      for (uint32_t i = 0; i < n.properties.size(); ++i) {
+        const property_rule& rule = n.properties[i];
+        member_leaf m;
+        m.name = tape_text::of(rule.name);
+        m.index = i;
+        m.seen_bit = rule.seen_bit;
+        m.check = p_.nodes[rule.node].as_leaf;
+        n.members.push_back(m);
+      }
+      n.members.emplace_back();  // the end: a name that matches nothing
+      n.enum_texts.clear();
+      for (std::string_view e : n.enum_strings) n.enum_texts.push_back(tape_text::of(e));
+    }
+  }
+
+  static leaf leaf_of(const node& n, uint32_t index) {
+    leaf l;
+    l.node = index;
+    const uint32_t has = n.has;
+    constexpr uint32_t scalar_keywords = node::h_type | node::h_enum | node::h_string_checks | node::h_number_checks;
+    if (has == 0) {
+      l.kind = leaf_kind::any;
+    } else if ((has & ~scalar_keywords) == 0 && n.enum_others.empty()) {
+      l.kind = leaf_kind::scalar;
+      uint8_t types = (has & node::h_type) ? n.types : uint8_t(t_null | t_boolean | t_integer | t_number | t_string | t_array | t_object);
+      if (has & node::h_enum) types &= t_string;  // every enum value is a string: nothing else can pass
+      using tape::type_bit;
+      if (types & t_null) l.tape_types |= type_bit('n');
+      if (types & t_boolean) l.tape_types |= type_bit('t') | type_bit('f');
+      if (types & (t_integer | t_number)) l.tape_types |= type_bit('l') | type_bit('u');
+      if (types & t_number) l.tape_types |= type_bit('d');
+      if (types & t_string) l.tape_types |= type_bit('"');
+      if (types & t_array) l.tape_types |= type_bit('[');
+      if (types & t_object) l.tape_types |= type_bit('{');
+      const uint32_t extra = has & (node::h_enum | node::h_pattern | node::h_format);
+      if (extra == node::h_enum) l.strings = string_check::enum_values;
+      else if (extra == node::h_pattern) l.strings = string_check::pattern;
+      else if (extra == node::h_format) l.strings = n.format == format_kind::uuid ? string_check::uuid : string_check::date_time;
+      else if (extra != 0) l.strings = string_check::several;
+      // (n + 3) / 4 >= min_length  <=>  n >= 4 * min_length - 3.
+      const uint64_t lowest = !(has & node::h_min_length) || n.min_length == 0 ? 0
+                              : n.min_length > (uint64_t{1} << 32)          ? UINT64_MAX
+                                                                              : 4 * n.min_length - 3;
+      const uint64_t highest = (has & node::h_max_length) ? std::min<uint64_t>(n.max_length, UINT32_MAX) : UINT32_MAX;
+      if (lowest <= highest) {
+        l.min_bytes = static_cast<uint32_t>(lowest);
+        l.byte_span = static_cast<uint32_t>(highest - lowest);
+      } else {
+        l.min_bytes = UINT32_MAX, l.byte_span = 0;
+      }
+      constexpr double inf = std::numeric_limits<double>::infinity();
+      l.low = -inf, l.high = inf;
+      if (has & node::h_minimum) l.low = std::max(l.low, n.minimum);
+      if (has & node::h_exclusive_minimum) l.low = std::max(l.low, std::nextafter(n.exclusive_minimum, inf));
+      if (has & node::h_maximum) l.high = std::min(l.high, n.maximum);
+      if (has & node::h_exclusive_maximum) l.high = std::min(l.high, std::nextafter(n.exclusive_maximum, -inf));
+    } else if ((has & node::h_type) && n.types == t_object && (has & ~(node::h_type | node::h_object_checks)) == 0) {
+      l.kind = leaf_kind::object;
+    } else if ((has & node::h_type) && n.types == t_array && (has & ~(node::h_type | node::h_array_checks)) == 0) {
+      l.kind = leaf_kind::array;
+    }
+    return l;
   }
 
   // The walker compares enum and const values on a tape (stages/schema/tape.h),

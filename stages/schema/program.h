@@ -9,7 +9,9 @@
 
 #include <simdjson.h>
 
+#include <bit>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -63,12 +65,88 @@ enum class format_kind : uint8_t { none, uuid, date_time };
 
 inline constexpr uint32_t no_node = UINT32_MAX;
 
+// A member name or an enum string as the walker compares it with a string
+// on simdjson's tape: the first 16 bytes the tape's string buffer holds for
+// it (its 4-byte length, then up to 12 bytes of text; tape.h), so that one
+// 16-byte compare settles the length and, for up to 12 bytes, the text.
+// Longer text compares its bytes past the 12th after that.
+struct tape_text {
+  alignas(16) uint8_t bytes[16] = {0xFF, 0xFF, 0xFF, 0xFF};
+  // Bit i set: byte i does not matter (it is past the text). Bit 16 set:
+  // the 16 bytes hold the whole text. The default matches no string (no
+  // string is 2^32 - 1 bytes long): the end of a table.
+  uint32_t ignore = 0x1FFF0;
+  uint32_t size = UINT32_MAX;
+
+  [[nodiscard]] static tape_text of(std::string_view s) noexcept {
+    tape_text t;
+    t.size = static_cast<uint32_t>(s.size());
+    std::memcpy(t.bytes, &t.size, 4);  // as simdjson writes it: native byte order
+    const size_t head = s.size() < 12 ? s.size() : 12;
+    std::memset(t.bytes + 4, 0, 12);
+    std::memcpy(t.bytes + 4, s.data(), head);
+    t.ignore = (0xFFFFu << (4 + head)) & 0xFFFFu;
+    if (s.size() <= 12) t.ignore |= 0x10000u;
+    return t;
+  }
+};
+
+// A subschema as the walker meets it in the place of a member or an item,
+// precomputed so that the usual leaf (a string with bounds, a number in a
+// range, a uuid, an enum of strings) is checked from this struct alone,
+// with no test for each keyword it does not have. A leaf only ever accepts:
+// whatever it is not sure of (a wrong type, a length its byte count does not
+// settle, a number outside its bounds, a failed enum, pattern or format)
+// goes to the node's full check, which gives the verdict and the message.
+// So a leaf can only be wrong by accepting what the node refuses; the tests
+// compare the two (walker_fast_paths_test, schema_differential_test).
+enum class leaf_kind : uint8_t {
+  scalar,  // type, enum of strings, string and number keywords, from the leaf alone
+  any,     // no keyword looks at the value: everything passes
+  object,  // "type": "object" and object keywords only: walk_object at once
+  array,   // "type": "array" and array keywords only: walk_array at once
+  node,    // anything else (const, enums of other values, applicators): the node's walk
+};
+// What a scalar leaf checks of a string after its length: one check called
+// directly, or `several` (the node's enum, pattern and format in turn). One
+// bit each, so that the walker tests bits: a switch on the value compiled to
+// a jump table, whose one indirect branch, going somewhere else from member
+// to member, was mispredicted more (docs/schemas.md, "Cost").
+enum class string_check : uint8_t { none = 0, uuid = 1, date_time = 2, enum_values = 4, pattern = 8, several = 16 };
+struct leaf {
+  leaf_kind kind = leaf_kind::node;
+  string_check strings = string_check::none;
+  uint32_t node = 0;  // the subschema, for its full check
+  // scalar: the tape types (tape.h) that can pass here, as tape::type_bit()s.
+  // A double is not among them under "integer" alone: whether it has a
+  // fractional part is the node's check.
+  uint64_t tape_types = 0;
+  // scalar strings: a string of n bytes with n - min_bytes <= byte_span
+  // (unsigned) meets minLength and maxLength without counting characters
+  // (a character is 1 to 4 bytes). min_bytes UINT32_MAX and byte_span 0
+  // settle nothing.
+  uint32_t min_bytes = 0, byte_span = UINT32_MAX;
+  // scalar numbers: minimum, maximum and the exclusive ones as one closed
+  // range (x > a is x >= the next double above a).
+  double low = 0, high = 0;
+};
+
 struct property_rule {
   std::string name;
   uint32_t node;
   // This property's bit among node::required_props (its index's, for the
   // first 64; 0 after), set by the walker as it meets the member.
   uint64_t seen_bit = 0;
+};
+
+// A property as the walker's member loop reads it, in one flat struct: the
+// name as the tape holds it, the bit of `required` and the leaf of its
+// subschema.
+struct member_leaf {
+  tape_text name;
+  uint32_t index = 0;  // in node::properties
+  uint64_t seen_bit = 0;
+  leaf check;
 };
 
 // Where a member name's rule is found among a node's `properties`: an open
@@ -121,6 +199,12 @@ struct node {
   uint8_t types = 0;
   format_kind format = format_kind::none;
   std::vector<property_rule> properties;
+  // The same properties for the member loop, in the same order, plus one
+  // entry that ends the table (a default tape_text, which matches nothing).
+  std::vector<member_leaf> members;
+  // This node as a leaf, where it is a member's or an item's subschema
+  // (additionalProperties and items read it here).
+  leaf as_leaf;
   // properties by property_hash: slot -> index + 1 in `properties` (0 =
   // empty), a power of two in size, at least twice the properties.
   std::vector<uint32_t> property_slots;
@@ -135,6 +219,7 @@ struct node {
   // JSON equality needed), anything else with the rest. Views into
   // program::source.
   std::vector<std::string_view> enum_strings;
+  std::vector<tape_text> enum_texts;  // the same, as the walker compares them
   std::vector<simdjson::dom::element> enum_others;
   simdjson::dom::element const_value;  // for messages
   // The same non-string enum values and the const value as indices on

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -98,9 +99,47 @@ const program* schema_set::pick(const kind_schemas& k, dom::element event, std::
   return nullptr;
 }
 
+namespace {
+
+// Byte equality of two kinds without a call to memcmp for up to 16 bytes
+// (kinds are short): two overlapping loads from each.
+bool same_kind(std::string_view a, std::string_view b) noexcept {
+  const size_t n = a.size();
+  if (n != b.size()) return false;
+  if (n < 8 || n > 16) return a == b;
+  uint64_t a0, a1, b0, b1;
+  std::memcpy(&a0, a.data(), 8), std::memcpy(&a1, a.data() + n - 8, 8);
+  std::memcpy(&b0, b.data(), 8), std::memcpy(&b1, b.data() + n - 8, 8);
+  return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+}
+
+// The message of a payload that fails: it is walked a second time, keeping
+// the path. Out of line: the passing events never come here.
+[[gnu::noinline]] validation describe_failure(const program& p, const dom::document& event, size_t payload, walker& w) {
+  violation why;
+  (void)w.check(p, event, payload, &why);
+  return validation{reason::schema_violation, "/payload" + why.pointer + ": " + std::string(keyword_name(why.what)) +
+                                                  ": " + why.detail + " (" + p.file + why.schema_at + ")"};
+}
+
+// The payload of `event` against `p`: the verdict alone first.
+[[gnu::always_inline]] inline validation check_payload(const program& p, const dom::document& event, walker& w) {
+  // The payload among the event's members, on the tape (the envelope
+  // check requires it, once): usually the last member, found from the
+  // event's end; else looked for from the start.
+  const tape::view t = tape::of(event);
+  if (tape::type_at(t, tape::root) != '{') return {};
+  size_t payload = tape::last_member_object(t, tape::root, "payload");
+  if (payload == 0) payload = tape::member(t, tape::root, "payload");
+  if (payload == 0 || w.check(p, event, payload)) return {};
+  return describe_failure(p, event, payload, w);
+}
+
+}  // namespace
+
 validation schema_set::check(std::string_view kind, const dom::document& event, walker& w) const {
   walker::kind_memo& memo = w.last_kind;
-  if (memo.set_id != id_ || std::string_view(memo.kind) != kind) {
+  if (memo.set_id != id_ || !same_kind(memo.kind, kind)) {
     auto it = kinds_.find(absl::string_view(kind.data(), kind.size()));  // absl's own string_view here
     memo.set_id = id_;
     memo.kind.assign(kind);  // reuses its capacity: allocates only for a kind longer than any before
@@ -108,31 +147,25 @@ validation schema_set::check(std::string_view kind, const dom::document& event, 
   }
   const auto* k = static_cast<const kind_schemas*>(memo.entry);
   if (!k) return {};
+  if (!k->by_version.empty()) return check_versioned(*k, kind, event, w);
+  return check_payload(*k->any_version, event, w);
+}
+
+validation schema_set::check_versioned(const kind_schemas& k, std::string_view kind, const dom::document& event,
+                                       walker& w) const {
   std::string unknown;
-  const program* p = k->by_version.empty() ? k->any_version.get() : pick(*k, event.root(), unknown);
+  const program* p = pick(k, event.root(), unknown);
   if (!p) {
     if (!opts_.dead_letter_unknown_version) return {};
     std::vector<std::string> known;
-    for (const auto& [v, _] : k->by_version) known.push_back(v);
+    for (const auto& [v, _] : k.by_version) known.push_back(v);
     std::sort(known.begin(), known.end());
     std::string list;
     for (const auto& v : known) list += (list.empty() ? "" : ", ") + v;
     return validation{reason::unknown_schema_version,
                       "kind " + std::string(kind) + " has no schema for " + unknown + " (versions: " + list + ")"};
   }
-  // The payload among the event's members, on the tape (the envelope
-  // check requires it).
-  const tape::view t = tape::of(event);
-  if (tape::type_at(t, tape::root) != '{') return {};
-  const size_t payload = tape::member(t, tape::root, "payload");
-  if (payload == 0) return {};
-  // The verdict first; the message (with the path it needs) only for a
-  // payload that fails, walked a second time.
-  if (w.check(*p, event, payload)) return {};
-  violation why;
-  (void)w.check(*p, event, payload, &why);
-  return validation{reason::schema_violation, "/payload" + why.pointer + ": " + std::string(keyword_name(why.what)) +
-                                                  ": " + why.detail + " (" + p->file + why.schema_at + ")"};
+  return check_payload(*p, event, w);
 }
 
 }  // namespace evpipe::stages::schema

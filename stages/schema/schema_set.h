@@ -56,6 +56,9 @@ class schema_set {
   };
   // The program for `event`, or nullptr with `unknown` set when the version has none.
   const program* pick(const kind_schemas& k, simdjson::dom::element event, std::string& unknown) const;
+  // check() for a kind with versioned files.
+  validation check_versioned(const kind_schemas& k, std::string_view kind, const simdjson::dom::document& event,
+                             walker& w) const;
 
   set_options opts_;
   uint64_t id_;  // unique per set and per add(): the key of walker::kind_memo

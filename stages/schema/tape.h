@@ -12,8 +12,13 @@
 //  - index 0 is the root word 'r'; the document's value starts at index 1;
 //  - '{' and '[': the low 32 bits are the index one past the matching '}' or
 //    ']', bits 32-55 the number of members or items, saturated at 0xFFFFFF;
+//  - '}' and ']': the low 32 bits are the index of the matching '{' or '[';
 //  - '"': the payload is an offset into string_buf, where the length (4
-//    bytes, little-endian) precedes the bytes;
+//    bytes, little-endian) precedes the bytes; document::allocate sizes
+//    string_buf SIMDJSON_PADDING (64) bytes past the most a document can
+//    write there, so 16 bytes read from any string's length stay inside it
+//    (walker.cc compares names and enum strings that way, masking out the
+//    bytes past the string);
 //  - 'l', 'u', 'd': the value (int64, uint64, double) is the next word;
 //  - 't', 'f', 'n': one word.
 // An object is its '{' word, then key and value per member, then '}'.
@@ -57,6 +62,9 @@ inline constexpr size_t root = 1;
 // For '{' and '[': the index one past the closing word.
 [[nodiscard]] inline size_t scope_end(view t, size_t i) noexcept { return static_cast<uint32_t>(t.words[i]); }
 
+// For '}' and ']': the index of the matching '{' or '['.
+[[nodiscard]] inline size_t scope_start(view t, size_t i) noexcept { return static_cast<uint32_t>(t.words[i]); }
+
 // The index of the value after the one at `i` (its sibling, or the closing
 // word of its parent).
 [[nodiscard]] inline size_t after(view t, size_t i) noexcept {
@@ -93,6 +101,18 @@ inline constexpr size_t root = 1;
   return v;
 }
 
+// A set of tape types as one 64-bit mask: bit (type & 63) of each type
+// character, which are distinct for the nine types a value can have.
+[[nodiscard]] constexpr uint64_t type_bit(char type) noexcept { return uint64_t{1} << (static_cast<uint8_t>(type) & 63); }
+static_assert([] {
+  uint64_t all = 0;
+  for (char c : {'"', 'n', 't', 'f', 'l', 'u', 'd', '[', '{'}) {
+    if (all & type_bit(c)) return false;
+    all |= type_bit(c);
+  }
+  return true;
+}());
+
 [[nodiscard]] inline bool is_number(char type) noexcept { return type == 'l' || type == 'u' || type == 'd'; }
 
 // A number's value as a double (what the schema's bounds are compared with).
@@ -111,6 +131,22 @@ inline constexpr size_t root = 1;
     if (string_at(t, k) == key) return k + 1;
   }
   return 0;
+}
+
+// The index of the value of the object at `i`'s last member when that
+// member is named `key` and its value is an object, else 0: found from the
+// object's closing word in a few reads, however many members come before.
+// (Only a container can be found from its end: the word before a closing
+// word may be the second word of a number, whose bits say nothing.)
+[[nodiscard]] inline size_t last_member_object(view t, size_t i, std::string_view key) noexcept {
+  const size_t close = scope_end(t, i) - 1;  // the object's '}'
+  const size_t last = close - 1;             // the last word of its last value, if it has members
+  if (last <= i || type_at(t, last) != '}') return 0;
+  const size_t value = scope_start(t, last);
+  // The '}' must close an object that ends right there: a number's second
+  // word can hold any bits, including '}' in its top byte.
+  if (value <= i + 1 || value >= last || type_at(t, value) != '{' || scope_end(t, value) != close) return 0;
+  return string_at(t, value - 1) == key ? value : 0;
 }
 
 // JSON equality as enum and const mean it: numbers by value (1 == 1.0),

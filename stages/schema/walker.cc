@@ -2,6 +2,7 @@
 
 #include <re2/re2.h>
 
+#include <algorithm>
 #include <array>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -103,23 +104,6 @@ uint64_t load8(const char* p) noexcept {
   return w;
 }
 
-[[maybe_unused]] constexpr uint64_t byte_at(int i) noexcept { return uint64_t{1} << (8 * i); }
-constexpr uint64_t each_byte(uint8_t b) noexcept { return 0x0101010101010101ull * b; }
-
-// Whether all eight bytes of `w` are ASCII hex digits, with no branch per
-// byte: the range tests are done on all bytes at once. Each byte is below
-// 0x80 (checked first), so adding at most 0x80 to it never carries into the
-// next byte, and bit 7 of each byte of the sum says where it stands.
-[[maybe_unused]] bool all_hex(uint64_t w) noexcept {
-  constexpr uint64_t high = each_byte(0x80);
-  auto at_least = [](uint64_t x, uint8_t lo) { return (x + each_byte(0x80 - lo)) & high; };
-  auto at_most = [](uint64_t x, uint8_t hi) { return ~(x + each_byte(0x7F - hi)) & high; };
-  const uint64_t lower = w | each_byte(0x20);  // 'A'..'F' -> 'a'..'f'; never makes a digit of a non-digit
-  const uint64_t digit = at_least(w, '0') & at_most(w, '9');
-  const uint64_t letter = at_least(lower, 'a') & at_most(lower, 'f');
-  return (w & high) == 0 && (digit | letter) == high;
-}
-
 // Whether a value of tape type `c` is of one of the JSON Schema types
 // `types`. Only a double under "integer" without "number" needs its value.
 [[gnu::always_inline]] inline bool has_type(uint8_t types, char c, tape::view t, size_t at) noexcept {
@@ -167,6 +151,26 @@ uint32_t load4(const char* p) noexcept {
   return false;
 }
 
+// Whether the string whose length prefix is at `at` in the tape's string
+// buffer is `text`; full() gives the whole text, needed only past 12 bytes.
+// Reads the 16 bytes from `at` whatever the string's length: simdjson keeps
+// SIMDJSON_PADDING bytes past the strings it writes (tape.h), and the bytes
+// past the string are masked out of the verdict.
+template <typename Full>
+[[gnu::always_inline]] inline bool text_is(const tape_text& text, const uint8_t* at, Full&& full) noexcept {
+#if defined(__SSE2__)
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at));
+  const __m128i e = _mm_load_si128(reinterpret_cast<const __m128i*>(text.bytes));
+  const uint32_t same = uint32_t(_mm_movemask_epi8(_mm_cmpeq_epi8(x, e))) | text.ignore;
+#else
+  uint32_t same = text.ignore;
+  for (int i = 0; i < 16; ++i) same |= uint32_t(at[i] == text.bytes[i]) << i;
+#endif
+  if (same == 0x1FFFF) [[likely]] return true;
+  // The first 12 bytes of a longer text match: compare the rest.
+  return same == 0xFFFF && std::memcmp(at + 16, std::string_view(full()).data() + 12, text.size - 12) == 0;
+}
+
 void append_token(std::string& out, std::string_view key) {
   out.push_back('/');
   for (char c : key) {
@@ -177,93 +181,6 @@ void append_token(std::string& out, std::string_view key) {
 }
 
 }  // namespace
-
-bool is_uuid_text(std::string_view s) noexcept {
-  // This runs for every uuid field: 16 bytes at a time where SSE2 is there
-  // (every x86-64), else 8 at a time. The four hyphens are checked one by
-  // one; in the wide checks they stand in as hex digits.
-  if (s.size() != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-') return false;
-  const char* p = s.data();
-#if defined(__SSE2__)
-  auto hex16 = [](const char* at, int hyphens) {
-    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at));
-    // (x - lo) saturated below hi - lo is zero exactly for lo <= x <= hi.
-    auto within = [&](__m128i v, char lo, char span) {
-      return _mm_cmpeq_epi8(_mm_subs_epu8(_mm_sub_epi8(v, _mm_set1_epi8(lo)), _mm_set1_epi8(span)), _mm_setzero_si128());
-    };
-    const __m128i ok = _mm_or_si128(within(x, '0', 9), within(_mm_or_si128(x, _mm_set1_epi8(0x20)), 'a', 5));
-    return (_mm_movemask_epi8(ok) | hyphens) == 0xFFFF;
-  };
-  // Bytes 0-15 (hyphens at 8, 13), 16-31 (18, 23), 20-35 (23).
-  return hex16(p, (1 << 8) | (1 << 13)) & hex16(p + 16, (1 << 2) | (1 << 7)) & hex16(p + 20, 1 << 3);
-#else
-  // '-' + 3 = '0': add 3 at the hyphens of each word so that they read as 0.
-  constexpr uint64_t at8 = byte_at(0), at13 = byte_at(5), at18 = byte_at(2), at23 = byte_at(7);
-  return all_hex(load8(p)) & all_hex(load8(p + 8) + 3 * (at8 | at13)) & all_hex(load8(p + 16) + 3 * (at18 | at23)) &
-         all_hex(load8(p + 24)) & all_hex(load8(p + 28));
-#endif
-}
-
-bool is_rfc3339_date_time(std::string_view s) noexcept {
-  // Fixed places for the first 19 characters ("YYYY-MM-DDTHH:MM:SS"), read
-  // without a bounds check each once the length is known; a byte that is
-  // not a digit gives a value above 9.
-  if (s.size() < 20) return false;
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  auto d = [p](size_t i) { return unsigned(p[i]) - unsigned('0'); };
-#if defined(__SSE2__)
-  // "YYYY-MM-DDTHH:MM" (bytes 0-15) in one 16-byte compare: the digits by
-  // range, the separators by value ('T' lowered to 't' first).
-  {
-    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    const __m128i digit = _mm_cmpeq_epi8(_mm_subs_epu8(_mm_sub_epi8(x, _mm_set1_epi8('0')), _mm_set1_epi8(9)),
-                                         _mm_setzero_si128());
-    const __m128i lowered = _mm_or_si128(x, _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0));
-    const __m128i sep =
-        _mm_cmpeq_epi8(lowered, _mm_setr_epi8(0, 0, 0, 0, '-', 0, 0, '-', 0, 0, 't', 0, 0, ':', 0, 0));
-    constexpr int sep_at = (1 << 4) | (1 << 7) | (1 << 10) | (1 << 13);
-    const int ok16 = (_mm_movemask_epi8(digit) & ~sep_at) | (_mm_movemask_epi8(sep) & sep_at);
-    if (((ok16 == 0xFFFF) & (p[16] == ':') & (d(17) <= 9) & (d(18) <= 9)) == 0) return false;
-  }
-#else
-  const bool all_digits = (d(0) <= 9) & (d(1) <= 9) & (d(2) <= 9) & (d(3) <= 9) & (d(5) <= 9) & (d(6) <= 9) &
-                          (d(8) <= 9) & (d(9) <= 9) & (d(11) <= 9) & (d(12) <= 9) & (d(14) <= 9) & (d(15) <= 9) &
-                          (d(17) <= 9) & (d(18) <= 9);
-  const bool separators = (p[4] == '-') & (p[7] == '-') & ((p[10] | 0x20) == 't') & (p[13] == ':') & (p[16] == ':');
-  if (!(all_digits & separators)) return false;
-#endif
-  const unsigned year = d(0) * 1000 + d(1) * 100 + d(2) * 10 + d(3), month = d(5) * 10 + d(6), day = d(8) * 10 + d(9),
-                 hour = d(11) * 10 + d(12), minute = d(14) * 10 + d(15), second = d(17) * 10 + d(18);
-  if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 60) return false;
-  static constexpr unsigned char days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  if (day > days[month - 1]) {
-    const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    if (!(month == 2 && leap && day == 29)) return false;
-  }
-  size_t i = 19;
-  if (p[i] == '.') {
-    const size_t start = ++i;
-    while (i < s.size() && d(i) <= 9) ++i;
-    if (i == start) return false;
-  }
-  if (i >= s.size()) return false;  // the offset is required
-  if ((p[i] | 0x20) == 'z') return i + 1 == s.size();
-  if (p[i] != '+' && p[i] != '-') return false;
-  if (i + 6 != s.size() || d(i + 1) > 9 || d(i + 2) > 9 || p[i + 3] != ':' || d(i + 4) > 9 || d(i + 5) > 9) return false;
-  return d(i + 1) * 10 + d(i + 2) <= 23 && d(i + 4) * 10 + d(i + 5) <= 59;
-}
-
-bool walker::check(const program& p, const dom::document& doc, size_t at, violation* why) {
-  p_ = &p;
-  why_ = why;
-  path_.clear();
-  nodes_ = p.nodes.data();
-  t_ = tape::of(doc);
-  literals_ = p.literals ? tape::of(p.literals->doc) : tape::view{};
-  // Two instantiations of the walk: the one for the verdict alone keeps no
-  // path and builds no message, so a passing value costs only its checks.
-  return why ? walk<true>(0, at) : walk<false>(0, at);
-}
 
 void walker::record(const node& n, keyword k, std::string detail) {
   why_->what = k;
@@ -327,11 +244,81 @@ template <bool Report>
   return true;
 }
 
-// A member or an item: a leaf of the schema inline, anything else walked.
+// A member or an item: a scalar leaf that passes costs its own checks and
+// nothing else; anything a leaf does not accept is walked as a node, which
+// finds the failure and reports it.
 template <bool Report>
-[[gnu::always_inline]] inline bool walker::walk_child(uint32_t i, size_t v) {
-  const node& n = nodes_[i];
-  return (n.has & node::h_structure) ? walk<Report>(i, v) : check_value<Report>(n, v);
+[[gnu::always_inline]] inline size_t walker::check_leaf(const leaf& l, tape::view t, size_t v) {
+  const uint64_t w = t.words[v];
+  const char c = static_cast<char>(w >> 56);
+  if (l.kind == leaf_kind::scalar) [[likely]] {
+    if (((l.tape_types >> (uint8_t(c) & 63)) & 1) == 0) return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
+    if (c == '"') {
+      const uint8_t* at = t.strings + (w & 0x00FFFFFFFFFFFFFFull);
+      uint32_t size;
+      std::memcpy(&size, at, sizeof size);
+      // A length outside the bytes that settle it needs its characters counted.
+      bool ok = size - l.min_bytes <= l.byte_span;
+      if (ok && l.strings != string_check::none) {
+        const std::string_view s(reinterpret_cast<const char*>(at + sizeof size), size);
+        // Bit tests in a row, not a switch (program.h, string_check).
+        const auto check = static_cast<uint8_t>(l.strings);
+        if (check & static_cast<uint8_t>(string_check::uuid)) {
+          ok = is_uuid_text(s);
+        } else if (check & static_cast<uint8_t>(string_check::date_time)) {
+          ok = is_rfc3339_date_time(s);
+        } else if (check & static_cast<uint8_t>(string_check::enum_values)) {
+          const node& n = nodes_[l.node];
+          ok = false;
+          for (size_t i = 0; i < n.enum_texts.size(); ++i) {
+            if ((ok = text_is(n.enum_texts[i], at, [&] { return n.enum_strings[i]; }))) break;
+          }
+        } else if (check & static_cast<uint8_t>(string_check::pattern)) {
+          const node& n = nodes_[l.node];
+          ok = n.fast_pattern ? n.fast_pattern->search(s)
+                              : n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0);
+        } else {
+          ok = several_string_checks(nodes_[l.node], s);
+        }
+      }
+      if (ok) [[likely]] return v + 1;
+    } else if (tape::is_number(c)) {
+      double x;
+      if (c == 'd') std::memcpy(&x, &t.words[v + 1], sizeof x);
+      else x = c == 'l' ? static_cast<double>(static_cast<int64_t>(t.words[v + 1])) : static_cast<double>(t.words[v + 1]);
+      if (x >= l.low && x <= l.high) [[likely]] return v + 2;
+    } else {
+      return tape::after(t, v);  // null, a boolean, or an array or object no scalar keyword looks at
+    }
+    return walk<Report>(l.node, v) ? v + 1 + (c != '"') : failed;
+  }
+  switch (l.kind) {
+    case leaf_kind::any: return tape::after(t, v);
+    case leaf_kind::object:
+      if (c == '{') [[likely]] return walk_object<Report>(nodes_[l.node], v) ? static_cast<uint32_t>(w) : failed;
+      break;
+    case leaf_kind::array:
+      if (c == '[') [[likely]] return walk_array<Report>(nodes_[l.node], v) ? static_cast<uint32_t>(w) : failed;
+      break;
+    default: break;
+  }
+  return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
+}
+
+// A scalar leaf's enum (of strings), pattern and format when it has more
+// than one of them.
+bool walker::several_string_checks(const node& n, std::string_view s) const {
+  if ((n.has & node::h_enum) &&
+      std::none_of(n.enum_strings.begin(), n.enum_strings.end(), [&](std::string_view e) { return same_bytes(s, e); })) {
+    return false;
+  }
+  if ((n.has & node::h_pattern) &&
+      !(n.fast_pattern ? n.fast_pattern->search(s)
+                       : n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0))) {
+    return false;
+  }
+  if (n.has & node::h_format) return n.format == format_kind::uuid ? is_uuid_text(s) : is_rfc3339_date_time(s);
+  return true;
 }
 
 template <bool Report>
@@ -435,12 +422,20 @@ bool walker::walk_array(const node& n, size_t a) {
                         [&] { return std::to_string(size) + " items, more than " + std::to_string(n.max_items); });
   }
   if (n.has & node::h_items) {
+    const leaf& items = nodes_[n.items].as_leaf;
+    const tape::view t = t_;
     size_t i = 0;
-    for (size_t e = a + 1, end = tape::scope_end(t_, a) - 1; e < end; e = tape::after(t_, e)) {
+    size_t e = a + 1;
+    // `failed` is past every end: a failure ends the loop without a test of its own.
+    for (const size_t end = tape::scope_end(t, a) - 1; e < end;) {
       if constexpr (Report) path_.push_back(step{{}, i++});
-      if (!walk_child<Report>(n.items, e)) return false;  // the path stays for the message; check() clears it
-      if constexpr (Report) path_.pop_back();
+      e = check_leaf<Report>(items, t, e);
+      if constexpr (Report) {
+        if (e == failed) return false;  // the path stays for the message; check() clears it
+        path_.pop_back();
+      }
     }
+    if (e == failed) return false;
   }
   return true;
 }
@@ -449,46 +444,60 @@ template <bool Report>
 bool walker::walk_object(const node& n, size_t o) {
   uint64_t seen = 0;
   if (n.has & (node::h_properties | node::h_additional)) {
-    const size_t count = n.properties.size();
+    const tape::view t = t_;
+    const member_leaf* members = n.members.data();
     // Members usually come in the order the schema lists them: try the
-    // property after the last one found before hashing the name.
-    size_t expect = 0;
-    // A member is its key's word, then its value at k + 1.
-    for (size_t k = o + 1, end = tape::scope_end(t_, o) - 1; k < end; k = tape::after(t_, k + 1)) {
-      const std::string_view key = tape::string_at(t_, k);
-      size_t i = count;
-      if (expect < count && same_bytes(key, n.properties[expect].name)) {
-        i = expect;
-      } else if (count != 0) {
+    // property after the last one found before hashing the name. The
+    // table's last entry matches no name, so `expect` needs no bound.
+    const member_leaf* expect = members;
+    // A member is its key's word, then its value at k + 1. `failed` is past
+    // every end: a failure ends the loop without a test of its own.
+    size_t k = o + 1;
+    for (const size_t end = tape::scope_end(t, o) - 1; k < end;) {
+      const uint8_t* at = t.strings + (t.words[k] & 0x00FFFFFFFFFFFFFFull);
+      auto named = [&](const member_leaf& m) {
+        return text_is(m.name, at, [&]() -> const std::string& { return n.properties[m.index].name; });
+      };
+      const member_leaf* m = nullptr;
+      if (named(*expect)) [[likely]] {
+        m = expect;
+      } else if (!n.properties.empty()) {
+        uint32_t size;
+        std::memcpy(&size, at, sizeof size);
         const size_t mask = n.property_slots.size() - 1;
+        const std::string_view key(reinterpret_cast<const char*>(at + sizeof size), size);
         for (size_t slot = property_hash(key) & mask; n.property_slots[slot] != 0; slot = (slot + 1) & mask) {
-          const uint32_t at = n.property_slots[slot] - 1;
-          if (same_bytes(key, n.properties[at].name)) {
-            i = at;
+          const member_leaf& candidate = members[n.property_slots[slot] - 1];
+          if (named(candidate)) {
+            m = &candidate;
             break;
           }
         }
       }
-      uint32_t child;
-      if (i < count) {
-        const property_rule& rule = n.properties[i];
-        seen |= rule.seen_bit;
-        child = rule.node;
-        expect = i + 1;
+      const leaf* check;
+      if (m) {
+        seen |= m->seen_bit;
+        check = &m->check;
+        expect = m + 1;
       } else if (n.has & node::h_additional) {
         if (n.additional == no_node) {
-          if constexpr (Report) path_.push_back(step{key, 0});
+          if constexpr (Report) path_.push_back(step{tape::string_at(t, k), 0});
           return fail<Report>(n, keyword::additional_properties,
-                              [&] { return "property \"" + std::string(key) + "\" is not allowed"; });
+                              [&] { return "property \"" + std::string(tape::string_at(t, k)) + "\" is not allowed"; });
         }
-        child = n.additional;
+        check = &nodes_[n.additional].as_leaf;
       } else {
+        k = tape::after(t, k + 1);
         continue;
       }
-      if constexpr (Report) path_.push_back(step{key, 0});
-      if (!walk_child<Report>(child, k + 1)) return false;
-      if constexpr (Report) path_.pop_back();
+      if constexpr (Report) path_.push_back(step{tape::string_at(t, k), 0});
+      k = check_leaf<Report>(*check, t, k + 1);
+      if constexpr (Report) {
+        if (k == failed) return false;
+        path_.pop_back();
+      }
     }
+    if (k == failed) return false;
   }
   if ((n.required_props & seen) != n.required_props || !n.required_other.empty()) {
     for (const auto& name : n.required) {
@@ -498,6 +507,21 @@ bool walker::walk_object(const node& n, size_t o) {
     }
   }
   return true;
+}
+
+bool walker::check(const program& p, const dom::document& doc, size_t at, violation* why) {
+  p_ = &p;
+  why_ = why;
+  path_.clear();
+  nodes_ = p.nodes.data();
+  t_ = tape::of(doc);
+  literals_ = p.literals ? tape::of(p.literals->doc) : tape::view{};
+  // Two instantiations of the walk: the one for the verdict alone keeps no
+  // path and builds no message, so a passing value costs only its checks.
+  // The usual payload schema is an object's: its walk at once.
+  if (why) return walk<true>(0, at);
+  if (nodes_[0].as_leaf.kind == leaf_kind::object && tape::type_at(t_, at) == '{') return walk_object<false>(nodes_[0], at);
+  return walk<false>(0, at);
 }
 
 }  // namespace evpipe::stages::schema

@@ -6,10 +6,12 @@
 
 #include <simdjson.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "stages/schema/formats.h"
 #include "stages/schema/program.h"
 #include "stages/schema/tape.h"
 
@@ -61,8 +63,13 @@ class walker {
   // alone needs neither (walker.cc). `at` is a tape index.
   template <bool Report>
   bool walk(uint32_t node_index, size_t at);
+  // A member or an item against its subschema's leaf (program.h), on the
+  // tape `t` (t_, kept by the caller where calls cannot change it): the
+  // index after the value when it is valid, else `failed`.
+  static constexpr size_t failed = SIZE_MAX;
   template <bool Report>
-  bool walk_child(uint32_t node_index, size_t at);
+  size_t check_leaf(const leaf& l, tape::view t, size_t at);
+  [[nodiscard]] bool several_string_checks(const node& n, std::string_view s) const;
   template <bool Report>
   bool check_value(const node& n, size_t at);
   template <bool Report>
@@ -87,12 +94,5 @@ class walker {
   tape::view t_;         // the document walked
   tape::view literals_;  // p_'s enum and const values
 };
-
-// The formats `format` asserts, exposed for tests.
-// RFC 4122 text form: 8-4-4-4-12 hex digits, either case.
-[[nodiscard]] bool is_uuid_text(std::string_view s) noexcept;
-// RFC 3339 section 5.6 date-time: full-date "T" full-time, seconds and an
-// offset required, real calendar days (leap years), second 60 allowed.
-[[nodiscard]] bool is_rfc3339_date_time(std::string_view s) noexcept;
 
 }  // namespace evpipe::stages::schema

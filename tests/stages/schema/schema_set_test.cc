@@ -59,6 +59,21 @@ void write_versioned(const scratch_dir& d) {
   d.write("README.md", "not a schema");
 }
 
+// The payload is found from the event's end when it comes last, and from
+// the start otherwise: checked wherever it is among the members.
+TEST(schema_set, payload_checked_wherever_it_is_among_the_members) {
+  schema_set set{set_options{}};
+  set.add("k", "", compile_schema(R"({"required":["name"]})", "k.json"));
+  const std::string head = R"("trace_id":"550e8400-e29b-41d4-a716-446655440000","ts":"2025-01-15T10:30:00Z","kind":"k")";
+  for (const std::string payload : {R"({"name":1})", R"({})"}) {
+    const bool ok = payload != "{}";
+    EXPECT_EQ(check(set, "{" + head + R"(,"payload":)" + payload + "}").ok(), ok);
+    EXPECT_EQ(check(set, R"({"payload":)" + payload + "," + head + "}").ok(), ok);
+    EXPECT_EQ(check(set, "{" + head + R"(,"payload":)" + payload + R"(,"topic":{"a":{}}})").ok(), ok);
+    EXPECT_EQ(check(set, "{" + head + R"(,"payload":)" + payload + R"(,"n":9007199254740992003})").ok(), ok);
+  }
+}
+
 TEST(schema_set, routes_by_kind_and_version) {
   scratch_dir d;
   write_versioned(d);

@@ -31,6 +31,7 @@ size_t same(tape::view t, size_t at, dom::element e) {
       }
       EXPECT_EQ(tape::type_at(t, k), '}');
       EXPECT_EQ(k + 1, tape::scope_end(t, at));
+      EXPECT_EQ(tape::scope_start(t, k), at);
       break;
     }
     case dom::element_type::ARRAY: {
@@ -41,6 +42,7 @@ size_t same(tape::view t, size_t at, dom::element e) {
       for (dom::element item : a) k = same(t, k, item);
       EXPECT_EQ(tape::type_at(t, k), ']');
       EXPECT_EQ(k + 1, tape::scope_end(t, at));
+      EXPECT_EQ(tape::scope_start(t, k), at);
       break;
     }
     case dom::element_type::STRING:
@@ -105,6 +107,42 @@ TEST(tape, member_finds_the_first_of_duplicate_keys_and_nothing_for_a_missing_on
   EXPECT_EQ(tape::string_at(t, tape::member(t, tape::root, "b")), "x");
   EXPECT_EQ(tape::member(t, tape::root, "c"), 0u);
   EXPECT_EQ(tape::member(t, tape::root, "aa"), 0u);
+}
+
+// The payload is found from the event's end when it is the last member;
+// anything else there gives 0 (and the caller looks from the start).
+TEST(tape, last_member_object_only_for_an_object_that_is_the_last_member) {
+  auto last = [](const std::string& json) {
+    dom::parser parser;
+    (void)parser.parse(json);
+    const tape::view t = tape::of(parser.doc);
+    const size_t at = tape::last_member_object(t, tape::root, "payload");
+    if (at != 0) {
+      EXPECT_EQ(at, tape::member(t, tape::root, "payload")) << json;
+      EXPECT_EQ(tape::type_at(t, at), '{') << json;
+    }
+    return at;
+  };
+  EXPECT_NE(last(R"({"a":1,"payload":{"x":[1,{}]}})"), 0u);
+  EXPECT_NE(last(R"({"payload":{}})"), 0u);
+  EXPECT_EQ(last(R"({"payload":{},"b":1})"), 0u);
+  EXPECT_EQ(last(R"({"payload":{"a":1},"b":{}})"), 0u);          // the last member has another name
+  EXPECT_EQ(last(R"({"payload":{"a":1},"b":[{}]})"), 0u);        // ends with ']'
+  EXPECT_EQ(last(R"({"a":{"payload":{}}})"), 0u);                // nested, not a member of the root
+  EXPECT_EQ(last(R"({"payloads":{}})"), 0u);
+  EXPECT_EQ(last(R"({"payload":[]})"), 0u);
+  EXPECT_EQ(last("{}"), 0u);
+  // A number last, whose second word reads as a '}' pointing at the
+  // payload's '{' (0x7D in the top byte, tape index 3 below).
+  const std::string tricky = R"({"payload":{"a":1},"n":9007199254740992003})";
+  dom::parser parser;
+  (void)parser.parse(tricky);
+  const tape::view t = tape::of(parser.doc);
+  ASSERT_EQ(tape::type_at(t, 3), '{');
+  ASSERT_EQ(tape::type_at(t, 9), 'l');
+  ASSERT_EQ(t.words[10], 0x7D00000000000003ull);
+  EXPECT_EQ(tape::last_member_object(t, tape::root, "payload"), 0u);
+  EXPECT_EQ(tape::member(t, tape::root, "payload"), 3u);
 }
 
 TEST(tape, equal_is_json_equality_across_two_tapes) {

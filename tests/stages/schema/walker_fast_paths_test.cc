@@ -208,5 +208,27 @@ TEST(walker_fast_paths, date_time_every_byte_value_in_every_fixed_place) {
   }
 }
 
+// The fraction (read 8 bytes at a time) and the offset (read as the word
+// that ends the text): every byte value in every place, for fractions of
+// 1 to 20 digits, and every length cut short.
+TEST(walker_fast_paths, date_time_every_byte_value_in_the_fraction_and_offset) {
+  for (size_t digits = 1; digits <= 20; ++digits) {
+    for (const std::string offset : {"Z", "+05:30", "-23:59"}) {
+      const std::string base = "2024-02-29T23:59:60." + std::string(digits, '7') + offset;
+      ASSERT_TRUE(is_rfc3339_date_time(base)) << base;
+      for (size_t i = 19; i < base.size(); ++i) {
+        for (int b = 0; b < 256; ++b) {
+          std::string s = base;
+          s[i] = static_cast<char>(b);
+          EXPECT_EQ(is_rfc3339_date_time(s), plain_date_time(s)) << "byte " << b << " at " << i << " of " << base;
+        }
+      }
+      for (size_t n = 19; n < base.size(); ++n) {
+        EXPECT_EQ(is_rfc3339_date_time(base.substr(0, n)), plain_date_time(base.substr(0, n))) << base.substr(0, n);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace evpipe::stages::schema
