@@ -53,6 +53,18 @@ class Hiccups : public TcpPipeline {
     return std::vector<std::string>(all.begin() + static_cast<long>(std::min(warm_traces, all.size())), all.end());
   }
   double metric(const std::string& sample) { return metric_value(http_get(http_port, "/metrics"), sample); }
+  // Sends the event `key` while the test holds events_mirror locked for
+  // 200 ms (its batch's COPY waits for the lock), then reads both acks.
+  void send_under_table_lock(const evpipe_process& evp, ndjson_client& client, const std::string& key) {
+    side_session holder(db.dsn());
+    holder.exec("BEGIN");
+    holder.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
+    client.send_all(valid_event(key) + "\n");
+    ASSERT_TRUE(eventually([&] { return db.lock_waiters("events_mirror") >= 1; }, 30s)) << evp.log();
+    std::this_thread::sleep_for(200ms);
+    holder.exec("COMMIT");
+    ASSERT_EQ(client.read_acks_until(2, 30s), 2u) << evp.log();
+  }
 
   uint16_t tcp_port = free_port();
   uint16_t http_port = free_port();
@@ -125,14 +137,7 @@ TEST_F(Hiccups, TableLockShowsAsCopyTime) {
   start(evp, c);
   std::unique_ptr<ndjson_client> client(c);
 
-  side_session holder(db.dsn());
-  holder.exec("BEGIN");
-  holder.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
-  client->send_all(valid_event("slow-2") + "\n");
-  ASSERT_TRUE(eventually([&] { return db.lock_waiters("events_mirror") >= 1; }, 30s)) << evp.log();
-  std::this_thread::sleep_for(200ms);
-  holder.exec("COMMIT");
-  ASSERT_EQ(client->read_acks_until(2, 30s), 2u) << evp.log();
+  ASSERT_NO_FATAL_FAILURE(send_under_table_lock(evp, *client, "slow-2"));
   ASSERT_TRUE(eventually([&] { return metric("taylor_slow_batches_total") == warm_slow + 1; }, 10s)) << evp.log();
   auto lines = new_traces(evp);
   ASSERT_EQ(lines.size(), 1u) << evp.log();
@@ -147,14 +152,7 @@ TEST_F(Hiccups, ZeroTurnsTracesOff) {
   ndjson_client* c = nullptr;
   start(evp, c);
   std::unique_ptr<ndjson_client> client(c);
-  side_session holder(db.dsn());
-  holder.exec("BEGIN");
-  holder.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
-  client->send_all(valid_event("slow-3") + "\n");
-  ASSERT_TRUE(eventually([&] { return db.lock_waiters("events_mirror") >= 1; }, 30s)) << evp.log();
-  std::this_thread::sleep_for(200ms);
-  holder.exec("COMMIT");
-  ASSERT_EQ(client->read_acks_until(2, 30s), 2u) << evp.log();
+  ASSERT_NO_FATAL_FAILURE(send_under_table_lock(evp, *client, "slow-3"));
   EXPECT_EQ(metric("taylor_slow_batches_total"), 0);
   EXPECT_TRUE(traces(evp.log()).empty()) << evp.log();
   EXPECT_EQ(metric("taylor_stage_latency_seconds_count{stage=\"ack_write\"}"), 2) << "the histograms stay on";
