@@ -113,7 +113,7 @@ TEST_F(MqttSource, Mqtt5KilledBeforeCommitRedeliveredExactlyOnce) {
   ASSERT_TRUE(eventually([&] { return settled(http_port, 400); })) << evp.log();
   EXPECT_EQ(mirrored(), 400);
   EXPECT_EQ(db.count("SELECT count(DISTINCT idempotency_key) FROM events_mirror"), 400);
-  EXPECT_NE(evp.log().find("connected"), std::string::npos);
+  EXPECT_TRUE(evp.log_has("connected"));
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }

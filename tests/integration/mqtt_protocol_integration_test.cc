@@ -271,6 +271,7 @@ TEST_F(MqttProtocol, ABrokerThatKeepsViolatingTheProtocolGetsBoundedReconnects) 
   EXPECT_NE(ready.find("keep failing soon after connecting"), std::string::npos) << ready;
   EXPECT_TRUE(eventually([&] { return metric(http_port, "evpipe_mqtt_protocol_errors_total") >= connections - 1; },
                          20s));
+  EXPECT_TRUE(evp.log_has("unexpected packet type 2")) << evp.log();
   std::string log = evp.log();
   EXPECT_EQ(count_lines(log, "unexpected packet type 2"), 1u) << "logged once, repeats at debug level\n" << log;
 }
@@ -302,6 +303,7 @@ TEST_F(MqttProtocol, RefusedFiltersAndALostSessionAreVisible) {
   EXPECT_TRUE(eventually([&] { return metric(http_port, "evpipe_mqtt_subscriptions_degraded") == 0; }, 30s));
   EXPECT_TRUE(eventually([&] { return http_get(http_port, "/health/ready").find("\"sources\"") == std::string::npos; }, 30s))
       << http_get(http_port, "/health/ready");
+  EXPECT_TRUE(evp.log_has("no longer had this client's persistent session")) << evp.log();
   std::string log = evp.log();
   EXPECT_EQ(count_lines(log, "no longer had this client's persistent session"), 1u) << log;
   EXPECT_NE(log.find(" warning "), std::string::npos);
@@ -416,6 +418,7 @@ TEST_F(MqttProtocol, TwoProcessesWithOneClientIdBackOff) {
     EXPECT_LE(count_lines(log, " warning "), 3u) << "repeats only at debug level\n" << log;
     EXPECT_LE(count_lines(log, "\n"), 30u) << log;
   }
+  EXPECT_TRUE(a.log_has("most likely another client connects with the same")) << a.log();
   EXPECT_EQ(count_lines(a.log(), "most likely another client connects with the same"), 1u) << a.log();
 }
 
@@ -464,6 +467,8 @@ TEST_F(MqttProtocol, SharedGroupOnABrokerWithoutSharedSubscriptionsIsReported) {
   EXPECT_NE(ready.find("HTTP/1.1 200"), std::string::npos) << ready;
   EXPECT_NE(ready.find(R"("sources":[{"not_ready":false,"what":"mqtt )"), std::string::npos) << ready;
   EXPECT_NE(ready.find("receive nothing through shared_group"), std::string::npos) << ready;
+  // The gauge is set right after the line is queued for the log's thread.
+  EXPECT_TRUE(evp.log_has("shared_group \"g1\" delivers nothing")) << evp.log();
   std::string log = evp.log();
   EXPECT_EQ(count_lines(log, "shared_group \"g1\" delivers nothing"), 1u) << log;
 }

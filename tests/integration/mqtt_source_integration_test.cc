@@ -114,7 +114,7 @@ TEST_F(MqttSource, SilentBrokerIsDetectedByKeepAliveAndReconnected) {
   // Never answer: read_pubacks would answer PINGREQs, so just wait.
   auto second = broker.accept_client(60s);
   EXPECT_EQ(second.client_id, "evpipe-it");
-  EXPECT_NE(evp.log().find("no PINGRESP within the keep alive"), std::string::npos) << evp.log();
+  EXPECT_TRUE(evp.log_has("no PINGRESP within the keep alive")) << evp.log();
   EXPECT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_mqtt_reconnects_total") == 1; }));
 }
 
@@ -250,7 +250,7 @@ TEST_F(MqttSource, BrokerRestartReconnectsAndLosesNothing) {
   EXPECT_EQ(mirrored(), 600);
   EXPECT_GE(mqtt_metric(http_port, "evpipe_mqtt_reconnects_total"), 1);
   EXPECT_EQ(mqtt_metric(http_port, "evpipe_mqtt_connections_active"), 1);
-  EXPECT_NE(evp.log().find("connection lost"), std::string::npos);
+  EXPECT_TRUE(evp.log_has("connection lost")) << evp.log();
 }
 
 }  // namespace

@@ -54,8 +54,7 @@ TEST_F(MqttSource, RemovedTopicFilterStopsDeliveringAfterRestart) {
   EXPECT_TRUE(eventually([&] {
     return db.count("SELECT count(*) FROM evpipe_mqtt_subscriptions WHERE client_id = 'evpipe-unsub'") == 1;
   })) << second.log();
-  EXPECT_NE(second.log().find("unsubscribing from filters no longer configured: \"autocore/+/telemetry\""),
-            std::string::npos)
+  EXPECT_TRUE(second.log_has("unsubscribing from filters no longer configured: \"autocore/+/telemetry\""))
       << second.log();
   {
     mqtt_test_client producer(broker.port(), "producer-unsub-3");

@@ -222,7 +222,7 @@ TEST_F(Operations, SigquitAndRepeatedStopSignalsDrainAndExitZero) {
   sender.join();
   long stored = db.stored_of("quit-", static_cast<long>(acked));
   EXPECT_EQ(stored, static_cast<long>(acked));
-  EXPECT_NE(evp.log().find("while draining: the drain goes on"), std::string::npos) << evp.log();
+  EXPECT_TRUE(evp.log_has("while draining: the drain goes on")) << evp.log();
 }
 
 // A database that holds every write (a migration's ACCESS EXCLUSIVE lock):
@@ -262,7 +262,7 @@ TEST_F(Operations, DrainIsVisibleToReadinessAndEndsAtTheTimeoutWhateverTheDataba
   std::cout << "exited " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
             << " ms after SIGTERM (shutdown_timeout_ms = 4000)\n";
   EXPECT_EQ(c.read_acks_until(500, 2s), 0u) << "nothing was committed, so nothing may be acknowledged";
-  EXPECT_NE(evp.log().find("shutdown_timeout_ms (4000 ms) reached"), std::string::npos) << evp.log();
+  EXPECT_TRUE(evp.log_has("shutdown_timeout_ms (4000 ms) reached")) << evp.log();
 }
 
 // stderr is a pipe that nobody reads (a stalled log shipper): lines are
@@ -559,7 +559,7 @@ TEST_F(Operations, CheckConfigAndRunAgree) {
       EXPECT_EQ(evp.wait(60s), 0) << evp.log();
     } else {
       EXPECT_THROW(evp.start(port), std::runtime_error) << "check-config refused it, run must too";
-      EXPECT_NE(evp.log().find("config error"), std::string::npos) << evp.log();
+      EXPECT_TRUE(evp.log_has("config error")) << evp.log();
     }
   }
 }

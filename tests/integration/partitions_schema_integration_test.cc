@@ -215,7 +215,7 @@ TEST_F(PartitionsSchema, MaintenanceAndTheRouteCheckActOnTheConfiguredSchemaOnly
       EXPECT_EQ(metric_value(m, "taylor_partition_maintenance_errors_total{table=\"" + x + "." + t + "\"}"), 0) << m;
     }
   }
-  EXPECT_NE(evp.log().find("partition " + x + ".readings_p" + old_day + " dropped"), std::string::npos) << "logged";
+  EXPECT_TRUE(evp.log_has("partition " + x + ".readings_p" + old_day + " dropped")) << "logged";
   evp.kill(SIGTERM);
   ASSERT_EQ(evp.wait(), 0) << evp.log();
 

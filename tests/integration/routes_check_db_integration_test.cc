@@ -66,8 +66,7 @@ columns = [{ name = "x", type = "int4" }]
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   // `run` refuses what check-config reports, rather than dead-letter every routed row.
   EXPECT_THROW(evp.start(port), std::runtime_error);
-  EXPECT_NE(evp.log().find("[[routes]] \"readings\" columns \"value\": the route writes float8, the column is int4"),
-            std::string::npos)
+  EXPECT_TRUE(evp.log_has("[[routes]] \"readings\" columns \"value\": the route writes float8, the column is int4"))
       << evp.log();
   db.exec("DROP TABLE devices, readings");
   db.exec("CREATE TABLE devices (device_id varchar(64) PRIMARY KEY, last_seen timestamptz, doc jsonb, "

@@ -109,7 +109,7 @@ TEST_F(RoutesPartitions, PartitionsAheadRowsOfAnyTimeStoredAndRedeliveriesOnce) 
         << "migrate made events_mirror's (another process): " << m;
     EXPECT_EQ(metric_value(m, "taylor_partition_maintenance_errors_total{table=\"readings\"}"), 0) << m;
   }
-  EXPECT_NE(evp.log().find("partition readings_p" + today + " created"), std::string::npos) << "logged";
+  EXPECT_TRUE(evp.log_has("partition readings_p" + today + " created")) << "logged";
 
   // A restart empties the dedup window: only evpipe_route_keys recognizes
   // these, across partitions (a unique index could not, without the time).
@@ -177,7 +177,7 @@ TEST_F(RoutesPartitions, RetentionDropsAnOldPartitionUnderIngestAndNothingNewer)
   const std::string m = http_get(http_port, "/metrics");
   EXPECT_EQ(metric_value(m, "taylor_partitions_dropped_total{table=\"readings\"}"), 1) << m;
   EXPECT_EQ(metric_value(m, "taylor_partition_rows_dropped_total{table=\"readings\"}"), 100) << m;
-  EXPECT_NE(evp.log().find("partition readings_p" + old_day + " dropped"), std::string::npos) << "logged";
+  EXPECT_TRUE(evp.log_has("partition readings_p" + old_day + " dropped")) << "logged";
 }
 
 // An identity that includes the partition column can be a unique index of
@@ -242,7 +242,7 @@ TEST_F(RoutesPartitions, ATableNotPartitionedOnTheColumnIsRefused) {
             std::string::npos)
       << err;
   EXPECT_THROW(evp.start(port), std::runtime_error) << "run refuses it too";
-  EXPECT_NE(evp.log().find("is not partitioned; " + how), std::string::npos) << evp.log();
+  EXPECT_TRUE(evp.log_has("is not partitioned; " + how)) << evp.log();
 
   // Partitioned, but on another column.
   db.exec("DROP TABLE readings; CREATE TABLE readings (device_id text NOT NULL, value float8, measured_at timestamptz "

@@ -116,13 +116,13 @@ TEST_F(RoutesReload, ARouteAddedByReloadFillsItsTable) {
   send(c, sent, valid_event("add-0"));
 
   reload(evp, base + projects_route("pa"));
-  EXPECT_NE(evp.log().find("evpipe_route_keys does not exist: run `evpipe migrate"), std::string::npos) << evp.log();
+  EXPECT_TRUE(evp.log_has("evpipe_route_keys does not exist: run `evpipe migrate")) << evp.log();
   send(c, sent, valid_event("add-1"));
   EXPECT_EQ(mirrored("add-1"), 1) << "refused routes change nothing";
 
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");  // the new config has routes
   reload(evp, base + projects_route("pa"));
-  EXPECT_NE(evp.log().find("reload: routes: 1 from the next read on: projects"), std::string::npos) << evp.log();
+  EXPECT_TRUE(evp.log_has("reload: routes: 1 from the next read on: projects")) << evp.log();
   send(c, sent, valid_event("add-2", "second"));
   EXPECT_EQ(rows_of("pa", "add-2"), 1) << evp.log();
   EXPECT_EQ(mirrored("add-2"), 0) << "a route without mirror keeps no events_mirror row";
@@ -163,7 +163,7 @@ TEST_F(RoutesReload, ARouteChangesItsTableAndRemovedRoutesSendMessagesWhereTheCo
   EXPECT_EQ(db.count("SELECT count(*) FROM tele WHERE device_id = 'D1'"), 2);
 
   reload(evp, base);  // no routes
-  EXPECT_NE(evp.log().find("reload: routes: 0 from the next read on"), std::string::npos) << evp.log();
+  EXPECT_TRUE(evp.log_has("reload: routes: 0 from the next read on")) << evp.log();
   send(c, sent, valid_event("chg-2"));
   send(d, dsent, device("D1", 2));
   EXPECT_EQ(mirrored("chg-2"), 1) << evp.log();
@@ -210,7 +210,7 @@ TEST_F(RoutesReload, RoutesThatFailToLoadOrCheckLeaveTheRunningOnes) {
   };
   for (size_t i = 0; i < attempts.size(); ++i) {
     reload(evp, attempts[i].config);
-    EXPECT_NE(evp.log().find(attempts[i].logged), std::string::npos) << i << "\n" << evp.log();
+    EXPECT_TRUE(evp.log_has(attempts[i].logged)) << i << "\n" << evp.log();
     const std::string key = "bad-" + std::to_string(i);
     send(c, sent, valid_event(key));
     EXPECT_EQ(rows_of("pa", key), 1) << i << "\n" << evp.log();

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,12 +65,37 @@ bool eventually(F done, std::chrono::milliseconds timeout = 60s, std::chrono::mi
 // A loopback port nothing listens on right now, and not handed out before by
 // this process: the kernel may offer one ephemeral port twice in a row, and
 // a test asks for several before anything binds them.
+// Gives `port` to this test process for the rest of the run. ctest -j runs
+// tests side by side, and two that picked the same free port would both
+// find it free (the check binds and closes at once) before either's server
+// listens on it: with a few ports per test and a few hundred tests, a run
+// is likely to meet that somewhere ("Address already in use" in
+// TcpPipeline.RepeatedSigkill and RouteKeysPruning). A marker file per port in $TMPDIR
+// (the run's scratch directory under scripts/test.sh, deleted with it)
+// settles it: the process that creates the file has the port. Without
+// TMPDIR, only this process's own picks are kept apart.
+inline bool reserve_port(uint16_t port) {
+  static const std::string dir = [] {
+    std::string d = env_or("TMPDIR");
+    if (d.empty()) return d;
+    d += "/evpipe-test-ports";
+    ::mkdir(d.c_str(), 0700);  // exists already: fine
+    return d;
+  }();
+  if (dir.empty()) return true;
+  int fd = ::open((dir + "/" + std::to_string(port)).c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
+
 inline uint16_t free_port() {
   // Below the kernel's ephemeral range (32768-60999 here and by default):
   // a port the kernel chose (bind to port 0) is one any outgoing connection,
   // such as a test's or an evpipe's to PostgreSQL, may take as its own port
   // before the evpipe the port is for binds it ("Address already in use").
-  // A random port of 20000-32767 that binds now is free of both.
+  // A random port of 20000-32767 that binds now is free of both; one that
+  // reserve_port() gives is free of the other tests of the run.
   static std::set<uint16_t> given;
   static std::mt19937 rng(static_cast<unsigned>(::getpid()) * 2654435761u ^
                           static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
@@ -83,10 +109,8 @@ inline uint16_t free_port() {
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
     ::close(fd);
-    if (bound) {
-      given.insert(port);
-      return port;
-    }
+    given.insert(port);  // taken or tried: not again in this process
+    if (bound && reserve_port(port)) return port;
   }
 }
 
@@ -301,6 +325,13 @@ class evpipe_process {
   [[nodiscard]] std::string log(const std::string& file = "run.log") const {
     std::ifstream in(dir_ + "/" + file);
     return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  // The daemon logs through a queue and a thread of its own: a line can
+  // reach the file a moment after what it reports shows elsewhere (a metric,
+  // an ack, a closed socket). True once `file` holds `text`.
+  [[nodiscard]] bool log_has(const std::string& text, std::chrono::milliseconds timeout = std::chrono::seconds(10),
+                             const std::string& file = "run.log") const {
+    return eventually([&] { return log(file).find(text) != std::string::npos; }, timeout);
   }
 
  private:
