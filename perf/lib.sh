@@ -9,6 +9,7 @@
 #   stall_seconds LATENCY_TIMELINE      seconds whose max exceeds $stall_ms
 #   latency_time_plot PNG TITLE EVPIPE_CSV FLOOR_CSV   per-second latency, one above the other
 #   cpu_mark / cpu_since MARK SECONDS   where the CPU went in between (machine, PostgreSQL, evpipe, nats-server)
+#   alternate_pair RUNS FN A B UNIT     A/B runs in alternating order, rates in pair_a and pair_b
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
 perf_setup() {
@@ -284,6 +285,23 @@ plot '$fl' using 1:4 every ::1 with lines lw 2 title 'p99', '' using 1:6 every :
 unset multiplot
 GP
   gnuplot "$png.gp" 2>"$png.log" || log "gnuplot failed: $(tail -2 "$png.log")"
+}
+
+# alternate_pair RUNS FN A B UNIT: RUNS times `FN A` and `FN B` (each prints
+# a rate), A first in odd runs and B first in even ones, so that other load
+# on the machine and a warmer cache fall on both alike; logs each run and
+# leaves the rates in the arrays pair_a and pair_b.
+alternate_pair() {
+  local runs="$1" fn="$2" a="$3" b="$4" unit="$5" r
+  pair_a=() pair_b=()
+  for r in $(seq "$runs"); do
+    if [ $((r % 2)) = 1 ]; then
+      pair_a+=("$("$fn" "$a")"); pair_b+=("$("$fn" "$b")")
+    else
+      pair_b+=("$("$fn" "$b")"); pair_a+=("$("$fn" "$a")")
+    fi
+    log "run $r: $a ${pair_a[-1]} $unit, $b ${pair_b[-1]} $unit"
+  done
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }

@@ -102,15 +102,8 @@ one_run() {  # one_run plain|partitioned: prints messages/s
   printf '%.0f' "$(json_field "$scratch/load.json" "['throughput']")"
 }
 
-plain=() part=()
-for r in $(seq "$runs"); do
-  if [ $((r % 2)) = 1 ]; then
-    plain+=("$(one_run plain)"); part+=("$(one_run partitioned)")
-  else
-    part+=("$(one_run partitioned)"); plain+=("$(one_run plain)")
-  fi
-  log "run $r: plain ${plain[-1]} msg/s, partitioned ${part[-1]} msg/s"
-done
+alternate_pair "$runs" one_run plain partitioned msg/s
+plain=("${pair_a[@]}") part=("${pair_b[@]}")
 m_plain=$(printf '%s\n' "${plain[@]}" | median)
 m_part=$(printf '%s\n' "${part[@]}" | median)
 report="$events telemetry messages, append route, $connections connections, $runs alternating runs

@@ -55,18 +55,10 @@ one_run() {  # one_run off|on: prints events/s
   printf '%.0f' "$(json_field "$scratch/load.json" "['throughput']")"
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-off=() on=()
-for r in $(seq "$runs"); do
-  # Which goes first alternates too: a run right after another can be slower
-  # or faster (checkpoints, caches), and that must not favour one side.
-  if [ $((r % 2)) = 1 ]; then
-    off+=("$(one_run off)"); on+=("$(one_run on)")
-  else
-    on+=("$(one_run on)"); off+=("$(one_run off)")
-  fi
-  log "run $r: schemas off ${off[-1]} events/s, on ${on[-1]} events/s"
-done
+# Which goes first alternates too: a run right after another can be slower
+# or faster (checkpoints, caches), and that must not favour one side.
+alternate_pair "$runs" one_run off on events/s
+off=("${pair_a[@]}") on=("${pair_b[@]}")
 m_off=$(printf '%s\n' "${off[@]}" | median)
 m_on=$(printf '%s\n' "${on[@]}" | median)
 report="$events events (project_created, 10-field payload), $connections connections, $runs alternating runs
