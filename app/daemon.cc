@@ -395,7 +395,11 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   if (hooks.on_listening) hooks.on_listening(sources.first_tcp_port(), http ? http->port() : 0);
   // The sources listen and the database answered (check_database, shard
   // connects); while waiting for the database, READY comes when it answers.
-  if (!waiting_for_db) service_notify::ready(ioc);
+  if (waiting_for_db) {
+    service_notify::waiting_for_database(why);
+  } else {
+    service_notify::ready(ioc);
+  }
 
   auto work = asio::make_work_guard(ioc);
   std::optional<io_stall_watch> stall_watch;  // its timers end with ioc.stop()

@@ -36,6 +36,10 @@ void ready(boost::asio::io_context& ioc) {
   }
 }
 
+void waiting_for_database(const std::string& why) {
+  sd_notifyf(0, "STATUS=waiting for PostgreSQL: %s", why.c_str());
+}
+
 void stopping() { sd_notify(0, "STOPPING=1\nSTATUS=draining"); }
 
 }  // namespace evpipe::app::service_notify

@@ -6,6 +6,8 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <string>
+
 namespace evpipe::app::service_notify {
 
 // Sends READY=1, to be called once the sources listen and the database has
@@ -13,6 +15,12 @@ namespace evpipe::app::service_notify {
 // WATCHDOG_USEC), also starts pinging at half that interval from a timer on
 // `ioc`: a wedged I/O loop stops the pings, and systemd restarts evpipe.
 void ready(boost::asio::io_context& ioc);
+
+// Sends STATUS=waiting for PostgreSQL: <why>, to be called instead of ready()
+// once the sources listen while the database is away ([postgres] startup =
+// "wait"): `systemctl status` shows why the unit is still activating, and
+// READY=1 follows when the database answers.
+void waiting_for_database(const std::string& why);
 
 // Sends STOPPING=1 (the drain has begun; systemd waits up to TimeoutStopSec).
 void stopping();

@@ -1,7 +1,7 @@
 // The systemd notify protocol without systemd (app/service_notify.cc): the test
 // plays the service manager, a unix datagram socket named by NOTIFY_SOCKET,
 // and checks that READY=1 comes only once evpipe's TCP source accepts, that a
-// daemon whose database is unreachable never says READY, and that
+// daemon whose database is unreachable says it waits for it and never says READY, and that
 // WATCHDOG_USEC brings WATCHDOG=1 pings.
 
 #include <gtest/gtest.h>
@@ -110,8 +110,13 @@ TEST(ServiceNotify, NoReadyWhenTheDatabaseDoesNotAnswer) {
   evpipe_process evp(config("postgresql://evpipe@127.0.0.1:" + std::to_string(no_db) + "/none", tcp_port),
                      "notify_nodb");
   notify_socket manager;
-  // startup = "wait" (the default): it listens and waits, but is not ready.
+  // startup = "wait" (the default): it listens and waits, says why in its
+  // status once the source accepts, and is not ready.
   evp.start(tcp_port);
+  std::string first = manager.receive(60s);
+  EXPECT_EQ(first.rfind("STATUS=waiting for PostgreSQL: ", 0), 0) << "got: '" << first << "'\n" << evp.log();
+  EXPECT_EQ(first.find("READY=1"), std::string::npos) << first;
+  EXPECT_TRUE(accepts(tcp_port)) << "the waiting status came before the TCP source listened";
   EXPECT_EQ(manager.receive(1s), "") << "READY sent by a daemon that cannot reach its database";
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(), 0) << evp.log();

@@ -13,12 +13,16 @@
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstddef>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -273,7 +277,10 @@ class evpipe_process {
     ::waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
-  // Starts `evpipe run` and waits until `port` accepts connections.
+  // Starts `evpipe run` and waits until `port` accepts connections and evpipe
+  // has told its service manager (sd_notify, on a socket of the test's own)
+  // READY=1, or that it waits for PostgreSQL: either comes once every source
+  // and the HTTP server listen, so a test may use any port its config names.
   // `own_process_group`: the child leads a process group of its own, whose
   // parent (this test) is in the same session, so the group is never
   // orphaned; the kernel discards SIGTSTP sent to an orphaned group (as when
@@ -284,17 +291,26 @@ class evpipe_process {
       std::string kept = dir_ + "/run." + std::to_string(++runs_kept_) + ".log";
       std::rename((dir_ + "/run.log").c_str(), kept.c_str());
     }
-    pid_ = spawn({evpipe_binary(), "run", "--config", config_path_}, dir_ + "/run.log", own_process_group);
+    // A test that plays the service manager itself sets NOTIFY_SOCKET: the
+    // messages are its own, and start() waits for the port only.
+    std::optional<ready_socket> ready;
+    if (std::getenv("NOTIFY_SOCKET") == nullptr) ready.emplace();
+    pid_ = spawn({evpipe_binary(), "run", "--config", config_path_}, dir_ + "/run.log", own_process_group,
+                 ready ? "NOTIFY_SOCKET=" + ready->address() : std::string());
     auto deadline = std::chrono::steady_clock::now() + 60s;  // a loaded sanitizer build starts slowly
+    bool listening = false, is_ready = !ready;
     while (std::chrono::steady_clock::now() < deadline) {
-      int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_port = htons(port);
-      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-      ::close(fd);
-      if (ok) return;
+      if (!listening) {
+        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(port);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        listening = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+        ::close(fd);
+      }
+      if (!is_ready) is_ready = ready->received("READY=1") || ready->received("STATUS=waiting for PostgreSQL");
+      if (listening && is_ready) return;
       int status;
       if (::waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
@@ -302,7 +318,8 @@ class evpipe_process {
       }
       std::this_thread::sleep_for(20ms);
     }
-    throw std::runtime_error("evpipe did not listen in time: " + log());
+    throw std::runtime_error(std::string("evpipe did not ") + (listening ? "report READY=1 (or that it waits for PostgreSQL)" : "listen") +
+                             " in time: " + log());
   }
   void kill(int sig) {
     if (pid_ > 0) ::kill(pid_, sig);
@@ -335,8 +352,42 @@ class evpipe_process {
   }
 
  private:
+  // The service manager's end of sd_notify for one start(): a datagram
+  // socket in the abstract namespace (no file, no path length limit).
+  class ready_socket {
+   public:
+    ready_socket() {
+      static int counter = 0;
+      name_ = "evpipe-test-ready-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+      fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+      sockaddr_un a{};
+      a.sun_family = AF_UNIX;
+      std::memcpy(a.sun_path + 1, name_.data(), name_.size());  // sun_path[0] == 0: abstract
+      socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name_.size());
+      if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0)
+        throw std::runtime_error("cannot bind the notify socket @" + name_);
+    }
+    ready_socket(const ready_socket&) = delete;
+    ready_socket& operator=(const ready_socket&) = delete;
+    ~ready_socket() { ::close(fd_); }
+    // NOTIFY_SOCKET's value: '@' names an abstract socket.
+    [[nodiscard]] std::string address() const { return "@" + name_; }
+    // True once a datagram that holds `line` has arrived (reads what is queued).
+    bool received(const std::string& line) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::recv(fd_, buf, sizeof buf, 0)) > 0) seen_.append(buf, static_cast<size_t>(n)).push_back('\n');
+      return seen_.find(line) != std::string::npos;
+    }
+
+   private:
+    std::string name_, seen_;
+    int fd_ = -1;
+  };
+
+  // `extra_env` ("NAME=value", or empty) is added to the child's environment.
   static pid_t spawn(const std::vector<std::string>& args, const std::string& log_path,
-                     bool own_process_group = false) {
+                     bool own_process_group = false, const std::string& extra_env = {}) {
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
     if (own_process_group) {
@@ -351,7 +402,11 @@ class evpipe_process {
     for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
     pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
+    std::vector<char*> envp;
+    for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+    if (!extra_env.empty()) envp.push_back(const_cast<char*>(extra_env.c_str()));
+    envp.push_back(nullptr);
+    int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     if (rc != 0) throw std::runtime_error("cannot start " + args[0]);
