@@ -7,6 +7,7 @@ set -euo pipefail
 EVPIPE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 EVPIPE_PACKAGES=(
   build-essential cmake ninja-build pkg-config
+  mold        # the linker (CMakeLists.txt, EVPIPE_MOLD): CI links over a hundred test executables
   libboost1.81-dev libconcurrentqueue-dev libsimdjson-dev libpq-dev libmimalloc-dev
   libbenchmark-dev libgtest-dev libgmock-dev libtomlplusplus-dev libspdlog-dev libcli11-dev
   libabsl-dev libxxhash-dev libssl-dev

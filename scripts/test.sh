@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: installs missing Debian packages, builds, starts a private
-# PostgreSQL on a loopback port in a scratch directory, runs ctest on a
-# Release build and then against an AddressSanitizer + UndefinedBehaviorSanitizer
-# build (clang; the MQTT tests start Mosquitto brokers of their own on loopback in
-# the same directory), fuzzes each libFuzzer target for a minute (in the
-# sanitizer build), stops PostgreSQL.
+# PostgreSQL on a loopback port in a scratch directory, runs the black-box tests
+# (they drive the evpipe binary) against a Release build, then the unit and
+# in-process tests in an AddressSanitizer + UndefinedBehaviorSanitizer build
+# (clang) and the black-box tests again against its evpipe, fuzzes each
+# libFuzzer target for a minute (in the sanitizer build), stops PostgreSQL.
+# The MQTT tests start Mosquitto brokers of their own on loopback in the same
+# directory. Without the sanitizer build, the Release tree runs every test.
 #   scripts/test.sh                        everything
 #   scripts/test.sh -L unit                ctest arguments are passed through
 #   EVPIPE_SANITIZERS=0 scripts/test.sh    skip the sanitizer build (and fuzzing)
@@ -13,14 +15,20 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 ensure_packages
-build_evpipe Release "$EVPIPE_ROOT/build"
-release_dir="$EVPIPE_BUILD_DIR"
 sanitizers="${EVPIPE_SANITIZERS:-1}"
 fuzz_seconds="${EVPIPE_FUZZ_SECONDS:-60}"
+# With the sanitizer tree, the tests that link evpipe's libraries (unit and
+# in-process integration tests) are built and run there only; the Release
+# tree builds the daemon, the tools and the black-box tests, which run against
+# both builds of evpipe.
+white_box=ON
+[ "$sanitizers" != 0 ] && white_box=OFF
+build_evpipe Release "$EVPIPE_ROOT/build" -DEVPIPE_WHITE_BOX_TESTS="$white_box"
+release_dir="$EVPIPE_BUILD_DIR"
 if [ "$sanitizers" != 0 ]; then
   # clang, not GCC: with ASan + UBSan at -O0 it compiles this code base about
   # twice as fast (the sanitizer build was the largest part of CI's time), and
