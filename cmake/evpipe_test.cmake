@@ -27,6 +27,26 @@ option(EVPIPE_WHITE_BOX_TESTS "Build the tests that link evpipe's libraries (uni
 find_package(GTest REQUIRED)
 include(GoogleTest)
 
+# GoogleTest's header is much of what a test file parses: precompiled, it
+# saves about 1 s of CPU a file (GCC, readiness_integration_test.cc: 3.2 ->
+# 2.2 s user + system), over a hundred test files in CI. Every test
+# reuses one precompiled <gtest/gtest.h>, built once for each optimisation
+# level tests compile at (below), with only the definitions every test has
+# (clang refuses a precompiled header whose macros differ from the file's).
+# EVPIPE_TEST_PCH=OFF parses it in every file again.
+option(EVPIPE_TEST_PCH "Precompile <gtest/gtest.h> once for all tests" ON)
+function(evpipe_test_pch opt out)
+  string(REPLACE "-" "" suffix "${opt}")
+  set(pch evpipe_test_pch${suffix})
+  if(NOT TARGET ${pch})
+    add_library(${pch} STATIC ${PROJECT_SOURCE_DIR}/tests/support/test_pch.cc)
+    target_compile_options(${pch} PRIVATE $<$<CONFIG:Release,RelWithDebInfo,MinSizeRel>:${opt}>)
+    target_link_libraries(${pch} PRIVATE GTest::gtest)
+    target_precompile_headers(${pch} PRIVATE <gtest/gtest.h>)
+  endif()
+  set(${out} ${pch} PARENT_SCOPE)
+endfunction()
+
 function(evpipe_add_test)
   cmake_parse_arguments(T "RUNS_EVPIPE;IN_PROCESS" "NAME;LABEL;TIMEOUT" "SOURCES;LIBS;DEFINES;DEPENDS" ${ARGN})
   if(NOT T_LABEL)
@@ -58,6 +78,10 @@ function(evpipe_add_test)
     set(test_opt -O0)
   endif()
   target_compile_options(${T_NAME} PRIVATE $<$<CONFIG:Release,RelWithDebInfo,MinSizeRel>:${test_opt}>)
+  if(EVPIPE_TEST_PCH)
+    evpipe_test_pch(${test_opt} pch)
+    target_precompile_headers(${T_NAME} REUSE_FROM ${pch})
+  endif()
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
   if(T_RUNS_EVPIPE)
     target_compile_definitions(${T_NAME} PRIVATE EVPIPE_BINARY="$<TARGET_FILE:evpipe>")

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test: installs missing Debian packages, builds, starts a private
-# PostgreSQL on a loopback port in a scratch directory, runs the black-box tests
-# (they drive the evpipe binary) against a Release build, then the unit and
-# in-process tests in an AddressSanitizer + UndefinedBehaviorSanitizer build
-# (clang) and the black-box tests again against its evpipe, fuzzes each
-# libFuzzer target for a minute (in the sanitizer build), stops PostgreSQL.
+# Runs every test: installs missing Debian packages, builds a Release tree and
+# an AddressSanitizer + UndefinedBehaviorSanitizer tree (clang), starts a
+# private PostgreSQL on a loopback port in a scratch directory, runs the tests
+# of what ships (the package, the unit file) and a smoke set against the
+# Release evpipe, the unit and in-process tests in the sanitizer tree and
+# every black-box test (they drive the evpipe binary) against its evpipe,
+# fuzzes each libFuzzer target for a minute beside them, stops PostgreSQL.
 # The MQTT tests start Mosquitto brokers of their own on loopback in the same
-# directory. Without the sanitizer build, the Release tree runs every test.
+# directory. Without the sanitizer tree, the Release tree runs every test.
 #   scripts/test.sh                        everything
 #   scripts/test.sh -L unit                ctest arguments are passed through
 #   EVPIPE_SANITIZERS=0 scripts/test.sh    skip the sanitizer build (and fuzzing)
@@ -15,7 +16,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 case "${1:-}" in
-  -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 ensure_packages
@@ -40,9 +41,8 @@ if [ "$sanitizers" != 0 ]; then
   # the Release tree's run the sanitized evpipe below. The fuzz targets are
   # (EVPIPE_FUZZ), so no third tree is built.
   #
-  # It builds at the lowest CPU priority while the Release tests run: those
-  # mostly wait (on commits, brokers, restarts) and leave about half of the
-  # CPU idle, which the build takes without slowing them.
+  # It builds at the lowest CPU priority while the Release tests run, so that
+  # it does not slow them.
   san="-fsanitize=address,undefined -fno-sanitize=function -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
   grep -qs 'CMAKE_CXX_COMPILER:.*clang' "$EVPIPE_ROOT/build-sanitize/CMakeCache.txt" ||
     rm -rf "$EVPIPE_ROOT/build-sanitize"   # a tree configured with GCC before
@@ -78,12 +78,22 @@ else
   tail -5 "$scratch/npm-install.log" >&2
 fi
 
-# The interop tests run once: against the sanitized evpipe when there is one.
-release_args=()
-[ "$sanitizers" != 0 ] && release_args=(-LE interop)
+# With the sanitizer tree, every black-box test runs once, against the
+# sanitized evpipe (below), which checks what the Release one would and its
+# memory and undefined behaviour besides: running the suite against both
+# builds was a third of CI's time. The Release evpipe gets the tests of what
+# ships (the package: built, installed and run; the systemd unit; the
+# Prometheus files) and the TCP pipeline's black-box tests as a smoke test.
+# Without the sanitizer tree, the Release tree runs every test.
 log "running tests (Release)"
 release_ok=1
-(cd "$release_dir" && ctest --output-on-failure --timeout 300 -j "$(nproc)" "${release_args[@]}" "$@") || release_ok=0
+ctest_release() { (cd "$release_dir" && ctest --output-on-failure --timeout 300 -j "$(nproc)" "$@"); }
+if [ "$sanitizers" = 0 ]; then
+  ctest_release "$@" || release_ok=0
+else
+  ctest_release -LE black_box "$@" || release_ok=0
+  if [ $# -eq 0 ]; then ctest_release -L black_box -R '^TcpPipeline\.' || release_ok=0; fi
+fi
 if [ "$sanitizers" != 0 ]; then
   wait "$sanitizer_build" || die "the sanitizer build failed"
 fi
@@ -101,14 +111,18 @@ if [ "$sanitizers" != 0 ]; then
     fuzzing=$!
   fi
   tests_failed() { [ -z "$fuzzing" ] || kill -TERM -- "-$fuzzing" 2>/dev/null || true; die "$1"; }
+  # More tests at once than cores: these passes wait more than they compute
+  # (on commits, brokers, restarts, and each test process's start). On 2
+  # cores, measured: the unit pass left about 70% of the CPU to the fuzzers
+  # beside it, the black-box pass 13-44% idle.
   log "running tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
-  (cd "$EVPIPE_ROOT/build-sanitize" && ctest --output-on-failure --timeout 600 -j "$(nproc)" -LE fuzz "$@") ||
+  (cd "$EVPIPE_ROOT/build-sanitize" && ctest --output-on-failure --timeout 600 -j "$(( 2 * $(nproc) ))" -LE fuzz "$@") ||
     tests_failed "sanitizer tests failed (above)"
   log "running the black-box tests against the sanitized evpipe"
   (cd "$release_dir" &&
      EVPIPE_TEST_EVPIPE="$EVPIPE_ROOT/build-sanitize/app/evpipe" \
      EVPIPE_TEST_EVPIPE_LOAD="$EVPIPE_ROOT/build-sanitize/load/evpipe-load" \
-     ctest --output-on-failure --timeout 600 -j "$(nproc)" -L black_box "$@") ||
+     ctest --output-on-failure --timeout 600 -j "$(( $(nproc) + 1 ))" -L black_box "$@") ||
     tests_failed "black-box tests against the sanitized evpipe failed (above)"
   # evpipe runs as a child of the integration tests: its reports land in its logs.
   if grep -rlE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$scratch" --include='*.log' 2>/dev/null; then
