@@ -81,22 +81,24 @@ TEST_F(Partitions, MigrateMakesPartitionedTablesAndIngestCrossesABoundary) {
                      "' AND relnamespace = current_schema()::regnamespace"),
             1);  // (other tests' schemas have one too)
 
-  // A boundary a few seconds from now: today's partition is split there (the
-  // first part keeps evpipe's name for today, so maintenance leaves it be).
-  db.exec("ALTER TABLE events_mirror DETACH PARTITION events_mirror_p" + today + "; DROP TABLE events_mirror_p" + today);
-  const std::string boundary = db.column("SELECT (now() + interval '4 seconds')::text").at(0);
-  db.exec("CREATE TABLE events_mirror_p" + today + " PARTITION OF events_mirror FOR VALUES FROM (date_trunc('day', "
-          "now(), 'UTC')) TO ('" + boundary + "')");
-  db.exec("CREATE TABLE events_mirror_after PARTITION OF events_mirror FOR VALUES FROM ('" + boundary +
-          "') TO (date_trunc('day', now(), 'UTC') + interval '1 day')");
+  // A boundary inside today: once the first events are stored, today's
+  // partition is cut at that moment (it keeps its rows and evpipe's name for
+  // today, so maintenance leaves it be) and a second one takes the rest of
+  // the day. Rows before and after it, however fast the machine is.
   evp.start(port);
-  // Events for about 8 s, each key sent twice, the second time in a later batch
-  // (and, for some, on the other side of the boundary): one row per key.
-  int sent = 0;
-  const auto until = std::chrono::steady_clock::now() + 8s;
-  for (int round = 0; std::chrono::steady_clock::now() < until && round < 400; ++round) {
+  send(port, events(0, 50), evp);
+  db.exec("DO $$ DECLARE at timestamptz := clock_timestamp(); day timestamptz := date_trunc('day', now(), 'UTC'); "
+          "BEGIN ALTER TABLE events_mirror DETACH PARTITION events_mirror_p" + today + "; "
+          "EXECUTE format('ALTER TABLE events_mirror ATTACH PARTITION events_mirror_p" + today +
+          " FOR VALUES FROM (%L) TO (%L)', day, at); "
+          "EXECUTE format('CREATE TABLE events_mirror_after PARTITION OF events_mirror FOR VALUES FROM (%L) TO (%L)', "
+          "at, day + interval '1 day'); END $$");
+  // More events, each key sent twice, the second time in a later batch (and,
+  // for the first round's, on the other side of the boundary): one row per key.
+  int sent = 50;
+  for (int round = 1; round < 20; ++round) {
     send(port, events(round * 50, round * 50 + 50), evp);
-    if (round > 0) send(port, events((round - 1) * 50 + 25, round * 50), evp);  // redeliveries
+    send(port, events((round - 1) * 50 + 25, round * 50), evp);  // redeliveries
     sent = round * 50 + 50;
     std::this_thread::sleep_for(100ms);
   }
