@@ -1,6 +1,10 @@
 #include "stages/dedup.h"
 
+#include <sys/mman.h>
 #include <xxhash.h>
+
+#include <cstring>
+#include <new>
 
 namespace evpipe::stages {
 
@@ -20,6 +24,41 @@ key_hash hash_key(const void* data, size_t len, uint64_t seed) noexcept {
   XXH128_hash_t h = XXH3_128bits_withSeed(data, len, seed);
   return key_hash{h.low64, h.high64};
 }
+
+namespace detail {
+
+namespace {
+constexpr size_t mapped_from = size_t{1} << 20;
+#ifndef MADV_POPULATE_WRITE
+constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14; glibc 2.36's headers may lack it
+#endif
+}  // namespace
+
+void* allocate_resident(size_t bytes) {
+  if (bytes >= mapped_from) {
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    // Anonymous pages are zero; populating them faults them all in at once.
+    // Without it (an older kernel), touch each page.
+    if (::madvise(p, bytes, MADV_POPULATE_WRITE) != 0) {
+      for (size_t at = 0; at < bytes; at += 4096) static_cast<volatile char*>(p)[at] = 0;
+    }
+    return p;
+  }
+  void* p = ::operator new(bytes);
+  std::memset(p, 0, bytes);
+  return p;
+}
+
+void free_resident(void* p, size_t bytes) noexcept {
+  if (bytes >= mapped_from) {
+    ::munmap(p, bytes);
+  } else {
+    ::operator delete(p);
+  }
+}
+
+}  // namespace detail
 
 dedup_window::dedup_window(size_t capacity) : ring_(capacity == 0 ? 1 : capacity) {
   set_.reserve(ring_.size());

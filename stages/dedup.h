@@ -39,24 +39,28 @@ struct key_hash {
 [[nodiscard]] key_hash hash_key(const void* data, size_t len, uint64_t seed) noexcept;
 
 namespace detail {
-// An allocator whose memory comes back touched (zeroed). The window reserves
-// its whole table at once (2^21 slots, 34 MB for a million keys) and each key
-// lands on a random page of it: left to the first inserts, the page faults
-// fell on a shard's first batches (issue 19: 12 to 40 ms of dedup for the
-// second batch after start). Taken here, they happen once, while evpipe
-// starts, and the table is resident from then on as it would be soon anyway.
+// Memory for the window's tables that comes back resident and zeroed. The
+// window reserves its whole table at once (2^21 slots, 34 MB for a million
+// keys) and each key lands on a random page of it: left to the first
+// inserts, the page faults fell on a shard's first batches (issue 19: 12 to
+// 40 ms of dedup for the second batch after start). Taken here, they happen
+// once, while evpipe starts. Blocks of 1 MiB and more are mapped and
+// populated by the kernel in one call (MADV_POPULATE_WRITE): touching 34 MB
+// page by page took 100 ms on this project's virtual machines, a page fault
+// each, and the kernel's populate 7 ms; two shards' tables made every start
+// of evpipe half a second slower. Smaller blocks, and kernels before 5.14,
+// are zeroed by hand.
+void* allocate_resident(size_t bytes);
+void free_resident(void* p, size_t bytes) noexcept;
+
 template <class T>
 struct touched_allocator {
   using value_type = T;
   touched_allocator() = default;
   template <class U>
   touched_allocator(const touched_allocator<U>&) noexcept {}  // NOLINT: rebinding
-  T* allocate(size_t n) {
-    T* p = std::allocator<T>{}.allocate(n);
-    std::memset(static_cast<void*>(p), 0, n * sizeof(T));
-    return p;
-  }
-  void deallocate(T* p, size_t n) noexcept { std::allocator<T>{}.deallocate(p, n); }
+  T* allocate(size_t n) { return static_cast<T*>(allocate_resident(n * sizeof(T))); }
+  void deallocate(T* p, size_t n) noexcept { free_resident(p, n * sizeof(T)); }
   template <class U>
   bool operator==(const touched_allocator<U>&) const noexcept {
     return true;
@@ -91,7 +95,7 @@ class dedup_window {
  private:
   using plain_set = absl::flat_hash_set<key_hash>;
   absl::flat_hash_set<key_hash, plain_set::hasher, plain_set::key_equal, detail::touched_allocator<key_hash>> set_;
-  std::vector<key_hash> ring_;  // insertion order, for FIFO eviction
+  std::vector<key_hash, detail::touched_allocator<key_hash>> ring_;  // insertion order, for FIFO eviction
   size_t next_ = 0;
   size_t filled_ = 0;
 };
