@@ -25,7 +25,7 @@ fuzz_seconds="${EVPIPE_FUZZ_SECONDS:-60}"
 # With the sanitizer tree, the tests that link evpipe's libraries (unit and
 # in-process integration tests) are built and run there only; the Release
 # tree builds the daemon, the tools and the black-box tests, which run against
-# both builds of evpipe.
+# the sanitized evpipe (and a smoke set against the Release one, below).
 white_box=ON
 [ "$sanitizers" != 0 ] && white_box=OFF
 build_evpipe Release "$EVPIPE_ROOT/build" -DEVPIPE_WHITE_BOX_TESTS="$white_box"
