@@ -450,7 +450,9 @@ void idle_clients_under_low_limit(test_db& db, const std::string& name, bool on_
   std::string log((std::istreambuf_iterator<char>(in)), {});
   size_t lines = count_of(log, "\n");
   std::cout << name << ": " << lines << " log lines in all, " << cpu << " s of CPU over 10 s with 1,100 idle clients\n";
-  EXPECT_LT(cpu, 1.0) << "over 10 % of a core";
+  // An accept storm spins a core (about 10 s here); a quiet sanitized evpipe
+  // used 1.06 s once with two other tests running beside it.
+  EXPECT_LT(cpu, 2.5) << "over 25 % of a core";
   EXPECT_LT(lines, 20u + 12u) << log.substr(0, 4000);  // the 12 or so start-up lines are not the episode
   // Still ingesting once the idle clients leave.
   for (int fd : idle) ::close(fd);
