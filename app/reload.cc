@@ -71,8 +71,9 @@ void config_reloader::reload_once() {
     if (!problems.empty()) throw config::config_error(path_ + ": " + problems.front());
   } catch (const std::exception& e) {
     // Nothing changes: a typo in the file must not stop ingest.
-    spdlog::error("reload failed, the running configuration stays: {}", e.what());
+    // Counted before the line is logged: whoever reads the line sees the count.
     record(false);
+    spdlog::error("reload failed, the running configuration stays: {}", e.what());
     return;
   }
   auto plan = config::plan_reload(running_, next);
@@ -130,13 +131,14 @@ void config_reloader::reload_once() {
   sources_.swap_http_tenancy(plan.http, running_.http_sources, plan.effective.http_sources);
   int failed = sources_.apply(plan, plan.effective, stop_budget);
   if (failed < 0) {
-    spdlog::info("reload: evpipe is draining; sources unchanged");
     record(false);
+    spdlog::info("reload: evpipe is draining; sources unchanged");
     return;
   }
   auto count = [](const config::reload_plan& p, auto member) {
     return (p.tcp.*member).size() + (p.mqtt.*member).size() + (p.http.*member).size();
   };
+  record(failed == 0 && schemas_ok && routes_ok);
   spdlog::info("reload done: sources {} stopped, {} started, {} unchanged{}{}{}{}",
                count(plan, &config::source_changes::stop), count(plan, &config::source_changes::start) - failed,
                count(plan, &config::source_changes::keep),
@@ -148,7 +150,6 @@ void config_reloader::reload_once() {
                plan.log ? "; log " + next.log.level + " " + next.log.format : "",
                failed > 0 ? "; " + std::to_string(failed) + " sources failed to start (see above)" : "");
   running_ = std::move(plan.effective);
-  record(failed == 0 && schemas_ok && routes_ok);
 }
 
 bool config_reloader::reload_routes(const config::settings& next) {

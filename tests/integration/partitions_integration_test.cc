@@ -214,7 +214,9 @@ TEST_F(Partitions, RetentionDropsAPartitionUnderLoadAndNothingElse) {
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'load%'"), acked.load())
       << "every acked event is there once: " << evp.log();
   EXPECT_EQ(keys_stored_twice(), 0);
-  const std::string m = http_get(http_port, "/metrics");
+  const std::string m =
+      metrics_when(http_port, {{"taylor_partitions_dropped_total{table=\"events_mirror\"}", 1},
+                               {"taylor_partition_rows_dropped_total{table=\"events_mirror\"}", 100}});
   EXPECT_EQ(metric_value(m, "taylor_partitions_dropped_total{table=\"events_mirror\"}"), 1) << m;
   EXPECT_EQ(metric_value(m, "taylor_partition_rows_dropped_total{table=\"events_mirror\"}"), 100) << m;
   EXPECT_TRUE(evp.log_has("events_mirror_p" + old_day + " dropped")) << "logged";

@@ -14,6 +14,8 @@
 
 #include <chrono>
 #include <map>
+#include <utility>
+#include <vector>
 
 #include "io/postgres/partitions.h"
 #include "tests/support/check_config.h"
@@ -208,7 +210,12 @@ TEST_F(PartitionsSchema, MaintenanceAndTheRouteCheckActOnTheConfiguredSchemaOnly
   EXPECT_EQ(rows(x + ".events_mirror WHERE idempotency_key IN ('m1', 'm2')"), 2) << evp.log();
   EXPECT_EQ(rows(x + ".dlq_events"), 11) << evp.log();
   {
-    const std::string m = http_get(http_port, "/metrics");
+    std::vector<std::pair<std::string, double>> expected;
+    for (const auto& t : tables) {
+      expected.emplace_back("taylor_partitions_dropped_total{table=\"" + x + "." + t + "\"}", 1);
+      expected.emplace_back("taylor_partition_rows_dropped_total{table=\"" + x + "." + t + "\"}", 10);
+    }
+    const std::string m = metrics_when(http_port, expected);
     for (const auto& t : tables) {
       EXPECT_EQ(metric_value(m, "taylor_partitions_dropped_total{table=\"" + x + "." + t + "\"}"), 1) << t << m;
       EXPECT_EQ(metric_value(m, "taylor_partition_rows_dropped_total{table=\"" + x + "." + t + "\"}"), 10) << t << m;

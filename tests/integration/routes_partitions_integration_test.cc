@@ -102,7 +102,8 @@ TEST_F(RoutesPartitions, PartitionsAheadRowsOfAnyTimeStoredAndRedeliveriesOnce) 
             1);
   EXPECT_EQ(db.count("SELECT count(*) FROM readings"), 54) << "moved, not lost";
   {
-    const std::string m = http_get(http_port, "/metrics");
+    const std::string m = metrics_when(http_port, {{"taylor_partition_rows_moved_total{table=\"readings\"}", 2},
+                                                   {"taylor_partitions_created_total{table=\"readings\"}", 6}});
     EXPECT_EQ(metric_value(m, "taylor_partition_rows_moved_total{table=\"readings\"}"), 2) << m;
     EXPECT_EQ(metric_value(m, "taylor_partitions_created_total{table=\"readings\"}"), 6) << m;
     EXPECT_EQ(metric_value(m, "taylor_partitions_created_total{table=\"events_mirror\"}"), 0)
@@ -174,7 +175,8 @@ TEST_F(RoutesPartitions, RetentionDropsAnOldPartitionUnderIngestAndNothingNewer)
   EXPECT_EQ(db.count("SELECT count(*) FROM readings WHERE device_id LIKE 'load%'"), acked.load())
       << "every acked reading is there once: " << evp.log();
   EXPECT_EQ(rows_stored_twice(), 0);
-  const std::string m = http_get(http_port, "/metrics");
+  const std::string m = metrics_when(http_port, {{"taylor_partitions_dropped_total{table=\"readings\"}", 1},
+                                                 {"taylor_partition_rows_dropped_total{table=\"readings\"}", 100}});
   EXPECT_EQ(metric_value(m, "taylor_partitions_dropped_total{table=\"readings\"}"), 1) << m;
   EXPECT_EQ(metric_value(m, "taylor_partition_rows_dropped_total{table=\"readings\"}"), 100) << m;
   EXPECT_TRUE(evp.log_has("partition readings_p" + old_day + " dropped")) << "logged";
