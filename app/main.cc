@@ -9,7 +9,13 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
 #include <iostream>
+#include <string>
+
+#ifdef EVPIPE_WITH_MIMALLOC
+#include <mimalloc.h>
+#endif
 
 #include "app/daemon.h"
 #include "app/process.h"
@@ -25,11 +31,41 @@
 #include "read/dlq/dlq_commands.h"
 #include "read/replay/replay.h"
 
+namespace {
+
+// mimalloc gives memory that stayed free for 25 ms back to the kernel
+// (MADV_DONTNEED). An event's memory is allocated by the io thread when it
+// is read and freed by its shard after the commit, often hundreds of ms
+// later under load, so the pages went back and were faulted in again: 0.12
+// page faults an event in steady state, a third of evpipe's CPU per event
+// on the bulk path (docs/performance.md, "CPU per event"). Memory now stays
+// 10 s: a busy evpipe keeps its working set, and a burst's memory goes back
+// 10 s after it. MIMALLOC_DECOMMIT_DELAY in the environment still decides.
+constexpr long decommit_delay_ms = 10'000;
+
+void tune_allocator() {
+#ifdef EVPIPE_WITH_MIMALLOC
+  if (std::getenv("MIMALLOC_DECOMMIT_DELAY") == nullptr) mi_option_set(mi_option_decommit_delay, decommit_delay_ms);
+#endif
+}
+
+std::string version_text() {
+  std::string out = evpipe::app::version_text();
+#ifdef EVPIPE_WITH_MIMALLOC
+  out += "\nallocator: mimalloc, freed memory kept " + std::to_string(mi_option_get(mi_option_decommit_delay)) +
+         " ms (MIMALLOC_DECOMMIT_DELAY)";
+#endif
+  return out;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   evpipe::app::harden_process();
+  tune_allocator();
   CLI::App cli{"evpipe: ingest JSON events into PostgreSQL (events_mirror, dlq_events)"};
   cli.require_subcommand(1);
-  cli.set_version_flag("--version", evpipe::app::version_text);
+  cli.set_version_flag("--version", version_text);
 
   std::string config_path;
   auto* run = cli.add_subcommand("run", "Ingest events until SIGINT/SIGTERM, then drain and exit 0");

@@ -16,12 +16,18 @@
 # Results (the tables, callgrind's files and annotations) in DIR
 # (--out DIR, default perf/results/cpu-<date-time>).
 #
+#  - --warm W: each timed run first loads W other events (their own keys) and
+#    measures only the load after them: the steady state, without the
+#    first-touch costs of a fresh process (page faults of new memory).
+#  - per thread: each run's CPU and minor faults by thread name (io-0,
+#    shard-0, ...) go to DIR/threads.txt, with medians at the end of the output.
+#
 #   perf/cpu_per_event.sh [--events N] [--runs R] [--shards S] [--connections C]
-#                         [--binary OTHER_EVPIPE] [--callgrind N] [--out DIR]
+#                         [--warm W] [--binary OTHER_EVPIPE] [--callgrind N] [--out DIR]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-events=200000 runs=5 shards=2 connections=4 other="" callgrind=0 out=""
+events=200000 runs=5 shards=2 connections=4 other="" callgrind=0 out="" warm=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events="$2"; shift 2 ;;
@@ -30,8 +36,9 @@ while [ $# -gt 0 ]; do
     --connections) connections="$2"; shift 2 ;;
     --binary) other="$(realpath "$2")"; shift 2 ;;
     --callgrind) callgrind="$2"; shift 2 ;;
+    --warm) warm="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -46,24 +53,50 @@ fresh_table
 # The same events in every run: generated once, loaded from the file.
 "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --count "$events" --run-id cpu \
   --emit "$scratch/events.ndjson" --quiet >/dev/null
-load() {  # load: every event of the file, closed loop, waits for every ack
-  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/events.ndjson" \
+[ "$warm" = 0 ] || "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --count "$warm" --run-id warm \
+  --emit "$scratch/warm.ndjson" --quiet >/dev/null
+load() {  # load [FILE]: every event of the file, closed loop, waits for every ack
+  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "${1:-$scratch/events.ndjson}" \
     --connections "$connections" --rate max --quiet >/dev/null
 }
 stat_field() { awk -v f="$2" '{print $f}' "/proc/$1/stat"; }
+# Context switches (voluntary + involuntary) of every thread of PID.
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'; }
+# "tid name minflt utime stime" of every thread of PID (the name is what
+# comes between the parentheses of /proc/PID/task/TID/stat).
+threads() {
+  local t
+  for t in /proc/"$1"/task/*/stat; do
+    sed -E 's/^([0-9]+) \((.*)\) [A-Za-z] (.*)$/\1 \2 \3/' "$t" 2>/dev/null |
+      awk '{print $1, $2, $9, $13, $14}'
+  done
+}
 
-# One timed run of EVPIPE: prints "user_ns_per_event sys_ns_per_event events_per_s".
+# One timed run of EVPIPE: prints "user_ns_per_event sys_ns_per_event
+# events_per_s minor_faults_per_1000_events switches_per_1000_events".
 timed_run() {
-  local evbin="$1" u0 s0 u1 s1 t0 t1
+  local evbin="$1" u0 s0 u1 s1 f0 f1 c0 c1 t0 t1
   fresh_table
   evpipe_start "$evbin"
-  u0=$(stat_field "$evpipe_pid" 14) s0=$(stat_field "$evpipe_pid" 15) t0=$(now)
+  [ "$warm" = 0 ] || load "$scratch/warm.ndjson"
+  threads "$evpipe_pid" >"$scratch/threads.0"
+  u0=$(stat_field "$evpipe_pid" 14) s0=$(stat_field "$evpipe_pid" 15) f0=$(stat_field "$evpipe_pid" 10)
+  c0=$(switches "$evpipe_pid") t0=$(now)
   load
-  u1=$(stat_field "$evpipe_pid" 14) s1=$(stat_field "$evpipe_pid" 15) t1=$(now)
+  u1=$(stat_field "$evpipe_pid" 14) s1=$(stat_field "$evpipe_pid" 15) f1=$(stat_field "$evpipe_pid" 10)
+  c1=$(switches "$evpipe_pid") t1=$(now)
+  threads "$evpipe_pid" >"$scratch/threads.1"
   evpipe_stop
-  [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" = "$events" ] || die "a run stored a wrong row count"
+  [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" = "$((events + warm))" ] || die "a run stored a wrong row count"
+  # Per thread name: CPU ns and minor faults per event over the load.
+  awk -v hz="$hz" -v n="$events" -v tag="$2" 'NR == FNR {f[$1] = $3; u[$1] = $4; s[$1] = $5; next}
+    ($1 in f) {name = $2; sub(/-[0-9]+$/, "-N", name); dc[name] += ($4 - u[$1] + $5 - s[$1]) / hz * 1e9 / n;
+               df[name] += ($3 - f[$1]) * 1000 / n}
+    END {for (k in dc) if (dc[k] > 0 || df[k] > 0) printf "%s %s %.0f %.1f\n", tag, k, dc[k], df[k]}' \
+    "$scratch/threads.0" "$scratch/threads.1" >>"$out/threads.txt"
   awk -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v hz="$hz" -v n="$events" -v t0="$t0" -v t1="$t1" \
-    'BEGIN {printf "%.0f %.0f %.0f\n", u / hz * 1e9 / n, s / hz * 1e9 / n, n / (t1 - t0)}'
+    -v f="$((f1 - f0))" -v c="$((c1 - c0))" \
+    'BEGIN {printf "%.0f %.0f %.0f %.1f %.1f\n", u / hz * 1e9 / n, s / hz * 1e9 / n, n / (t1 - t0), f * 1000 / n, c * 1000 / n}'
 }
 
 # Inclusive instructions of the functions that stand for each step, from
@@ -137,24 +170,26 @@ for r in $(seq "$runs"); do
   [ -z "$other" ] || { if [ $((r % 2)) = 1 ]; then order=(other this); else order=(this other); fi; }
   for which in "${order[@]}"; do
     evbin="$this"; [ "$which" = other ] && evbin="$other"
-    echo "$which $r $(timed_run "$evbin")" >>"$results"
-    log "run $r $which: $(tail -1 "$results" | cut -d' ' -f3-) (user ns, sys ns per event; events/s)"
+    echo "$which $r $(timed_run "$evbin" "$which")" >>"$results"
+    log "run $r $which: $(tail -1 "$results" | cut -d' ' -f3-) (user ns, sys ns per event; events/s; minor faults, context switches per 1,000 events)"
   done
 done
 
 echo "machine: $(machine_line)"
-echo "command: perf/cpu_per_event.sh --events $events --runs $runs --shards $shards --connections $connections${other:+ --binary $other}"
+echo "command: perf/cpu_per_event.sh --events $events --runs $runs --shards $shards --connections $connections$([ "$warm" = 0 ] || echo " --warm $warm")${other:+ --binary $other}"
 echo
-echo "| build | run | user ns/event | system ns/event | CPU ns/event | events/s |"
-echo "|---|---|---|---|---|---|"
+echo "| build | run | user ns/event | system ns/event | CPU ns/event | events/s | minor faults / 1k events | switches / 1k events |"
+echo "|---|---|---|---|---|---|---|---|"
 for which in this other; do
   grep -q "^$which " "$results" || continue
-  awk -v w="$which" '$1 == w {printf "| %s | %d | %d | %d | %d | %d |\n", w, $2, $3, $4, $3 + $4, $5}' "$results"
+  awk -v w="$which" '$1 == w {printf "| %s | %d | %d | %d | %d | %d | %.1f | %.1f |\n", w, $2, $3, $4, $3 + $4, $5, $6, $7}' "$results"
   u=$(awk -v w="$which" '$1 == w {print $3}' "$results" | median)
   s=$(awk -v w="$which" '$1 == w {print $4}' "$results" | median)
   c=$(awk -v w="$which" '$1 == w {print $3 + $4}' "$results" | median)
   e=$(awk -v w="$which" '$1 == w {print $5}' "$results" | median)
-  printf '| %s | median | %.0f | %.0f | **%.0f** | %.0f |\n' "$which" "$u" "$s" "$c" "$e"
+  f=$(awk -v w="$which" '$1 == w {print $6}' "$results" | median)
+  x=$(awk -v w="$which" '$1 == w {print $7}' "$results" | median)
+  printf '| %s | median | %.0f | %.0f | **%.0f** | %.0f | %.1f | %.1f |\n' "$which" "$u" "$s" "$c" "$e" "$f" "$x"
 done
 if [ -n "$other" ]; then
   a=$(awk '$1 == "this" {print $3 + $4}' "$results" | median)
@@ -162,3 +197,14 @@ if [ -n "$other" ]; then
   echo
   echo "CPU per event, this build / the other: $(ratio "$a" "$b")"
 fi
+echo
+echo "By thread (medians over the runs; shard-N and io-N are the sum of all shards or io threads):"
+echo "| build | thread | CPU ns/event | minor faults / 1k events |"
+echo "|---|---|---|---|"
+for which in this other; do
+  for t in $(awk -v w="$which" '$1 == w {print $2}' "$out/threads.txt" | sort -u); do
+    c=$(awk -v w="$which" -v t="$t" '$1 == w && $2 == t {print $3}' "$out/threads.txt" | median)
+    f=$(awk -v w="$which" -v t="$t" '$1 == w && $2 == t {print $4}' "$out/threads.txt" | median)
+    printf '| %s | %s | %.0f | %.1f |\n' "$which" "$t" "$c" "$f"
+  done
+done

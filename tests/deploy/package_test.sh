@@ -33,6 +33,12 @@ fail() { echo "FAIL: $*"; exit 1; }
 apt_get install --no-install-recommends "$deb" >"$out/install.log" 2>&1 || { cat "$out/install.log"; fail "install"; }
 /usr/bin/evpipe --version || fail "evpipe --version"
 /usr/bin/evpipe --version | grep -q '^evpipe [0-9]' || fail "--version has no release line"
+# The shipped build links mimalloc and keeps freed memory 10 s (app/main.cc);
+# the allocator's own environment variable still decides.
+/usr/bin/evpipe --version | grep -qx 'allocator: mimalloc, freed memory kept 10000 ms (MIMALLOC_DECOMMIT_DELAY)' ||
+  fail "--version: no mimalloc with freed memory kept 10000 ms"
+MIMALLOC_DECOMMIT_DELAY=25 /usr/bin/evpipe --version | grep -q 'freed memory kept 25 ms' ||
+  fail "MIMALLOC_DECOMMIT_DELAY=25 did not decide"
 getent passwd evpipe >/dev/null || fail "postinst did not create the evpipe user"
 [ "$(stat -c '%U:%G %a' /etc/evpipe/evpipe.toml)" = "root:evpipe 640" ] ||
   fail "/etc/evpipe/evpipe.toml is $(stat -c '%U:%G %a' /etc/evpipe/evpipe.toml), not root:evpipe 640"
