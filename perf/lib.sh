@@ -192,6 +192,13 @@ cpu_since() {
       100 * ($6 - $1) / ($7 - $2), ($8 - $3) / hz / s, ($9 - $4) / hz / s, ($10 - $5) / hz / s }'
 }
 
+# cpu_ticks_since MARK: "postgres evpipe" clock ticks used since cpu_mark's
+# MARK (measure before evpipe stops).
+cpu_ticks_since() {
+  local now; now="$(cpu_mark)"
+  echo "$1 $now" | awk '{print $8 - $3, $9 - $4}'
+}
+
 # mqtt_drain NDJSON ROWS: fresh table; evpipe subscribes once and stops; every
 # line of NDJSON is published at QoS 1 to Mosquitto (evpipe-load waits for the
 # broker's PUBACKs); evpipe starts and the time until ROWS rows are committed
@@ -252,8 +259,11 @@ floor_open() {
 floor_ceiling() {
   local rows="$1" k="$2"
   fresh_table
+  local mark; mark="$(cpu_mark)"
   "$bin/perf/floor-client" --dsn "$EVPIPE_DSN" --connections "$k" --rate max --count "$rows" --quiet \
     --json "$scratch/ceiling.json" >"$scratch/ceiling.txt" || die "floor-client failed: $(tail -2 "$scratch/ceiling.txt")"
+  # PostgreSQL's clock ticks for these rows (the caller reads it: this runs in $(...)).
+  cpu_ticks_since "$mark" | awk '{print $1}' >"$scratch/ceiling.pg_ticks"
   [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" = "$rows" ] || die "floor-client stored a wrong row count"
   printf '%.0f' "$(json_field "$scratch/ceiling.json" "['throughput']")"
 }

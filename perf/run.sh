@@ -53,6 +53,8 @@ rows_md="| scenario | events | evpipe events/s | psql \\copy rows/s | ratio | ce
 |---|---|---|---|---|---|---|---|---|---|---|---|---|"
 lat_md="| run | rate/s | first | floor p50 / p99 / p99.9 / max ms | evpipe p50 / p99 / p99.9 / max ms | evpipe ÷ floor p99 | p99.9 | max | evpipe − floor p99 ms | floor stall (s:max) |
 |---|---|---|---|---|---|---|---|---|---|"
+cpu_md="| scenario | PostgreSQL µs/row | evpipe µs/event | evpipe-load µs/event | all three µs/event | PostgreSQL µs/row in the $shard_count-stream COPY ceiling |
+|---|---|---|---|---|---|"
 max_rate="" stall_runs=0 lat_runs=0
 
 # throughput NAME INVALID_FRAC DUP_FRAC
@@ -65,11 +67,18 @@ throughput() {
   rows=$(wc -l <"$scratch/$name.csv")
   copy=$(copy_rate "$scratch/$name.csv" "$rows")
   ceil=$(floor_ceiling "$rows" "$shard_count")
+  local ceil_pg; ceil_pg=$(cat "$scratch/ceiling.pg_ticks")
   one=$(floor_ceiling "$rows" 1)
   fresh_table
   evpipe_start
-  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/$name.ndjson" --connections 4 \
-    --quiet --json "$out/$name.json" --hdr "$out/$name.hdr" --timeline "$out/$name.timeline.csv" >"$out/$name.txt"
+  local mark ticks load_cpu
+  mark="$(cpu_mark)"
+  # bash's `time` gives the load generator's own user and system time.
+  { TIMEFORMAT='%U %S'; time "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" \
+      --input "$scratch/$name.ndjson" --connections 4 --quiet --json "$out/$name.json" --hdr "$out/$name.hdr" \
+      --timeline "$out/$name.timeline.csv" >"$out/$name.txt" 2>"$scratch/load.err"; } 2>"$scratch/load.time"
+  ticks=$(cpu_ticks_since "$mark")
+  load_cpu=$(awk '{print $1 + $2}' "$scratch/load.time")
   evpipe_stop
   [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" = "$rows" ] || die "$name: evpipe stored a wrong row count"
   local ev
@@ -78,6 +87,12 @@ throughput() {
   rows_md="$rows_md
 | $name | $events | $(printf '%.0f' "$ev") | $copy | $(ratio "$ev" "$copy") | $ceil | $(ratio "$ev" "$ceil") | $one | $(ratio "$ev" "$one") | $(json_field "$out/$name.json" "['latency_ms']['p50']") | $(json_field "$out/$name.json" "['latency_ms']['p99']") | $(json_field "$out/$name.json" "['latency_ms']['p99_9']") | $(json_field "$out/$name.json" "['latency_ms']['max']") |"
   log "$name: evpipe $(printf '%.0f' "$ev") events/s, psql \\copy $copy rows/s, $shard_count-stream COPY $ceil, 1-stream $one rows/s"
+  # Where the cores went, per event: the 2-core budget of the ratio above.
+  cpu_md="$cpu_md
+$(echo "$name $events $rows $ticks $load_cpu $ceil_pg $(getconf CLK_TCK)" | awk '{
+    hz = $8; us = 1e6 / hz
+    printf "| %s | %.1f | %.1f | %.1f | %.1f | %.1f |", $1, $4 * us / $3, $5 * us / $2, $6 * 1e6 / $2,
+      ($4 + $5) * us / $2 + $6 * 1e6 / $2, $7 * us / $3 }')"
 }
 
 # The four percentiles of a JSON as "p50 / p99 / p99.9 / max".
@@ -242,6 +257,13 @@ cat >"$out/results.md" <<MD
 machine: $(machine_line)
 
 $rows_md
+
+Where the CPU went in the evpipe runs above (from /proc, over the load;
+PostgreSQL is every process of its cluster, per row stored; the load
+generator's user and system time): on a machine where all three share the
+cores, the rate can at most be the cores divided by "all three".
+
+$cpu_md
 
 Latency, evpipe next to the floor client at the same rate (open loop, from each
 event's intended send time to evpipe's ack or the floor's commit; the floor is
