@@ -3,8 +3,10 @@
 # starts and stops itself, and writes a Markdown table and PNG plots.
 #
 #   perf/run.sh [scenario ...] [--events N] [--latency-seconds S] [--rate R]
-#               [--floor-runs N] [--stall-ms MS] [--warmup W] [--out DIR]
+#               [--floor-runs N] [--stall-ms MS] [--warmup W] [--shards K] [--out DIR]
 #
+# --shards K: evpipe's [pipeline] shards, and the floor's and the ceiling's
+# connections (default: one per core).
 # Scenarios (default: all, in this order):
 #   tcp-max    maximum sustained rate over TCP (N events, 4 connections, closed loop)
 #   dlq-heavy  the same with 10% invalid events
@@ -29,7 +31,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-events=200000 latency_seconds=60 rate="" out="" scenarios=() floor_runs=3 warmup=5
+events=200000 latency_seconds=60 rate="" out="" scenarios=() floor_runs=3 warmup=5 shards=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events="$2"; shift 2 ;;
@@ -38,8 +40,9 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift 2 ;;
     --floor-runs) floor_runs="$2"; shift 2 ;;
     --warmup) warmup="$2"; shift 2 ;;
+    --shards) shards="$2"; shift 2 ;;
     --stall-ms) stall_ms="$2"; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     tcp-max|dlq-heavy|dup-heavy|latency|latency-floor|mqtt-drain) scenarios+=("$1"); shift ;;
     *) die "unknown scenario or option $1 (see --help)" ;;
   esac
@@ -48,7 +51,7 @@ done
 out="${out:-$EVPIPE_ROOT/perf/results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 
-perf_setup 0
+perf_setup "$shards"
 rows_md="| scenario | events | evpipe events/s | psql \\copy rows/s | ratio | ceiling: $shard_count-stream COPY rows/s | ratio | 1-stream COPY rows/s | ratio | p50 ms | p99 ms | p99.9 ms | max ms |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|"
 lat_md="| run | rate/s | first | floor p50 / p99 / p99.9 / max ms | evpipe p50 / p99 / p99.9 / max ms | evpipe ÷ floor p99 | p99.9 | max | evpipe − floor p99 ms | floor stall (s:max) |
