@@ -19,8 +19,10 @@
 #  - --warm W: each timed run first loads W other events (their own keys) and
 #    measures only the load after them: the steady state, without the
 #    first-touch costs of a fresh process (page faults of new memory).
-#  - per thread: each run's CPU and minor faults by thread name (io-0,
-#    shard-0, ...) go to DIR/threads.txt, with medians at the end of the output.
+#  - per thread: each run's CPU and minor faults by thread name go to
+#    DIR/threads.txt, with medians at the end of the output (shard-N sums the
+#    shards; the main thread, which runs the I/O with one io thread, carries
+#    the binary's name).
 #
 #   perf/cpu_per_event.sh [--events N] [--runs R] [--shards S] [--connections C]
 #                         [--warm W] [--binary OTHER_EVPIPE] [--callgrind N] [--out DIR]
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
     --callgrind) callgrind="$2"; shift 2 ;;
     --warm) warm="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
