@@ -19,6 +19,7 @@
 #include "io/postgres/partitions.h"
 #include "tests/support/check_config.h"
 #include "tests/support/harness.h"
+#include "tests/support/metrics_wait.h"
 #include "tests/support/readings_route.h"
 #include "tests/support/tcp_pipeline.h"
 #include "tests/support/test_events.h"

@@ -7,13 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <string>
-#include <thread>
-#include <utility>
-#include <vector>
 
 namespace evpipe::testing {
 
@@ -69,22 +65,6 @@ inline double metric_family_sum(const std::string& metrics, const std::string& n
     at = end + 1;
   }
   return any ? sum : -1;
-}
-
-// The /metrics body of the evpipe at `port` once every sample has its
-// expected value, or the last body read when `timeout` passes. Counters of
-// background work (partition rounds, key pruning) move just after the commit
-// whose effect a test has seen, so a test waits for them before it compares.
-inline std::string metrics_when(uint16_t port, const std::vector<std::pair<std::string, double>>& expected,
-                                std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    std::string m = http_get(port, "/metrics");
-    bool all = true;
-    for (const auto& [sample, value] : expected) all = all && metric_value(m, sample) == value;
-    if (all || std::chrono::steady_clock::now() >= deadline) return m;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
 }
 
 }  // namespace evpipe::testing
