@@ -31,6 +31,8 @@ struct tcp_source {
   uint32_t max_unacked = 65536;       // per connection: stop reading past this many unacked lines
   uint32_t max_connections = 1024;    // further connections are closed at once
   uint32_t idle_timeout_s = 300;      // close after this long without a complete line (0: never)
+  std::string route_by = "key";       // "key": each event to its key's shard; "connection": all of a
+                                      // connection's events to one shard (docs/operations.md)
   source_tenancy tenancy;             // tenant, allowed_tenants (docs/tenants.md)
   bool operator==(const tcp_source&) const = default;  // a reload restarts a source only when it changed
 };
@@ -82,6 +84,7 @@ struct http_source {
   uint32_t max_connections = 1024;    // further connections are closed at once
   uint32_t idle_timeout_s = 60;       // close a keep-alive connection idle this long
   std::vector<std::string> cors_allow_origins;  // web pages that may post ("https://host[:port]" or "*"); [] = none
+  std::string route_by = "key";       // "key" or "connection", as for tcp_source
   source_tenancy tenancy;             // tokens_file, tenant, allowed_tenants (docs/tenants.md)
   bool operator==(const http_source&) const = default;
 };

@@ -45,4 +45,9 @@ std::string resolve_path(const std::string& path, const std::string& base_dir) {
   return base_dir + "/" + path;
 }
 
+void parse_route_by(table_reader& r, std::string& route_by) {
+  r.str("route_by", route_by);
+  if (route_by != "key" && route_by != "connection") r.fail("route_by", "must be \"key\" or \"connection\"");
+}
+
 }  // namespace evpipe::config::detail

@@ -157,6 +157,9 @@ storage_section parse_storage(const toml::table& t, const std::string& origin);
 // [schemas] (config/schemas_section.cc).
 schemas_section parse_schemas(const toml::table& t, const std::string& origin, const std::string& base_dir);
 
+// A TCP or HTTP source's route_by: "key" (the default) or "connection".
+void parse_route_by(table_reader& r, std::string& route_by);
+
 // [tenants] and each source's tenant keys (config/tenants_section.cc). `kind`:
 // "tcp", "mqtt" or "http" (tenant_topic and tenant_property are MQTT's, tokens_file HTTP's).
 tenants_section parse_tenants(const toml::table& t, const std::string& origin);

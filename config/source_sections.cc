@@ -99,6 +99,7 @@ http_source parse_http(const toml::table& t, const std::string& where, const std
   r.uint("max_connections", h.max_connections, 1, 1'000'000);
   r.uint("idle_timeout_s", h.idle_timeout_s, 1, 86'400);
   r.str_list("cors_allow_origins", h.cors_allow_origins);
+  parse_route_by(r, h.route_by);
   parse_source_tenancy(r, h.tenancy, "http", base_dir);
   r.reject_unknown();
   if (!h.tenancy.tokens_file.empty() && !h.bearer_token_file.empty()) {

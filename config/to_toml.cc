@@ -107,7 +107,8 @@ std::string to_toml(const settings& s) {
                               {"topic", src.topic},
                               {"max_unacked", int64_t(src.max_unacked)},
                               {"max_connections", int64_t(src.max_connections)},
-                              {"idle_timeout_s", int64_t(src.idle_timeout_s)}});
+                              {"idle_timeout_s", int64_t(src.idle_timeout_s)},
+                              {"route_by", src.route_by}});
     tenancy_to_toml(src.tenancy, *tcp.back().as_table());
   }
   toml::array mqtt;
@@ -145,7 +146,8 @@ std::string to_toml(const settings& s) {
                   {"max_body_bytes", int64_t(h.max_body_bytes)},
                   {"max_header_bytes", int64_t(h.max_header_bytes)},
                   {"max_connections", int64_t(h.max_connections)},
-                  {"idle_timeout_s", int64_t(h.idle_timeout_s)}};
+                  {"idle_timeout_s", int64_t(h.idle_timeout_s)},
+                  {"route_by", h.route_by}};
     if (!h.bearer_token_file.empty()) t.insert("bearer_token_file", h.bearer_token_file);
     if (!h.cors_allow_origins.empty()) {
       toml::array origins;

@@ -3,10 +3,12 @@
 # starts and stops itself, and writes a Markdown table and PNG plots.
 #
 #   perf/run.sh [scenario ...] [--events N] [--latency-seconds S] [--rate R]
-#               [--floor-runs N] [--stall-ms MS] [--warmup W] [--shards K] [--out DIR]
+#               [--floor-runs N] [--stall-ms MS] [--warmup W] [--shards K]
+#               [--route-by key|connection] [--out DIR]
 #
 # --shards K: evpipe's [pipeline] shards, and the floor's and the ceiling's
 # connections (default: one per core).
+# --route-by: the TCP source's route_by (default key; docs/operations.md).
 # Scenarios (default: all, in this order):
 #   tcp-max    maximum sustained rate over TCP (N events, 4 connections, closed loop)
 #   dlq-heavy  the same with 10% invalid events
@@ -31,7 +33,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-events=200000 latency_seconds=60 rate="" out="" scenarios=() floor_runs=3 warmup=5 shards=0
+events=200000 latency_seconds=60 rate="" out="" scenarios=() floor_runs=3 warmup=5 shards=0 route_by=key
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events="$2"; shift 2 ;;
@@ -41,8 +43,9 @@ while [ $# -gt 0 ]; do
     --floor-runs) floor_runs="$2"; shift 2 ;;
     --warmup) warmup="$2"; shift 2 ;;
     --shards) shards="$2"; shift 2 ;;
+    --route-by) route_by="$2"; shift 2 ;;
     --stall-ms) stall_ms="$2"; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     tcp-max|dlq-heavy|dup-heavy|latency|latency-floor|mqtt-drain) scenarios+=("$1"); shift ;;
     *) die "unknown scenario or option $1 (see --help)" ;;
   esac
@@ -51,7 +54,9 @@ done
 out="${out:-$EVPIPE_ROOT/perf/results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 
+[ "$route_by" = key ] || [ "$route_by" = connection ] || die "--route-by: key or connection, not $route_by"
 perf_setup "$shards"
+echo "route_by = \"$route_by\"" >>"$scratch/evpipe.toml"  # the [[sources.tcp]] section is the file's last
 rows_md="| scenario | events | evpipe events/s | psql \\copy rows/s | ratio | ceiling: $shard_count-stream COPY rows/s | ratio | 1-stream COPY rows/s | ratio | p50 ms | p99 ms | p99.9 ms | max ms |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|"
 lat_md="| run | rate/s | first | floor p50 / p99 / p99.9 / max ms | evpipe p50 / p99 / p99.9 / max ms | evpipe ÷ floor p99 | p99.9 | max | evpipe − floor p99 ms | floor stall (s:max) |
@@ -258,6 +263,7 @@ cat >"$out/results.md" <<MD
 # evpipe perf run $(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 machine: $(machine_line)
+evpipe: shards $shard_count, route_by $route_by
 
 $rows_md
 

@@ -182,7 +182,9 @@ void intake::reserve(size_t bytes) {
   // A spare batch (router::submit) usually has room already; one that is
   // too small grows here once rather than by doubling while lines are added.
   const size_t arena = bytes + bytes / 4 + 1024, events = bytes / 128 + 16;
-  for (auto& b : out_) {
+  for (size_t i = 0; i < out_.size(); ++i) {
+    if (pinned_ != unpinned && i != pinned_) continue;  // fills no other batch
+    auto& b = out_[i];
     if (b.arena.capacity() < arena) b.arena.reserve(arena);
     if (b.events.capacity() < events) b.events.reserve(events);
   }

@@ -8,6 +8,7 @@
 // one read, then hands batches() to router::submit.
 
 #include <cstdint>
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -103,6 +104,14 @@ class intake {
   void add_unprocessed(std::string_view bytes, stages::reason why, std::string_view message, uint64_t seq,
                        int64_t received_ns, std::string_view topic);
 
+  // route_by = "connection": every event added from now on goes to shard
+  // `shard` (a router::lease_shard), whatever its key. Copies of one key
+  // sent on two connections then meet in two shards; the unique index
+  // keeps one row (docs/operations.md, "Routing by connection").
+  static constexpr size_t unpinned = SIZE_MAX;
+  void pin_to_shard(size_t shard) noexcept { pinned_ = shard % out_.size(); }
+  [[nodiscard]] size_t pinned_shard() const noexcept { return pinned_; }
+
   // From the next add() on (a reload changed [events]; limits_follower).
   void set_limits(const stages::envelope_limits& limits) noexcept { limits_ = limits; }
   // Reserves room for about `bytes` of events in every shard's batch.
@@ -142,7 +151,9 @@ class intake {
   void submitted() noexcept { pending_ = 0; }
 
  private:
-  stages::event_batch& batch_of(const stages::event_record& rec) { return out_[shard_for(rec, out_.size())]; }
+  stages::event_batch& batch_of(const stages::event_record& rec) {
+    return out_[pinned_ != unpinned ? pinned_ : shard_for(rec, out_.size())];
+  }
   // The topic as the topic column can hold it: whole UTF-8 characters.
   [[nodiscard]] std::string_view column_topic(std::string_view topic) const noexcept;
 
@@ -182,6 +193,7 @@ class intake {
   void* quota_bucket_ = nullptr;
   const stages::tenant::quota_book* quota_book_ = nullptr;
   std::vector<stages::event_batch> out_;  // one per shard
+  size_t pinned_ = unpinned;              // pin_to_shard()
   size_t pending_ = 0;
   std::shared_ptr<const stages::route::route_set> routes_;  // the published routes (nullptr: none)
   stages::route::routes_follower routes_follower_;

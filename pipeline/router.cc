@@ -3,7 +3,9 @@
 namespace evpipe::pipeline {
 
 router::router(std::vector<std::unique_ptr<shard>> shards, int64_t queue_capacity)
-    : shards_(std::move(shards)), capacity_(queue_capacity) {}
+    : shards_(std::move(shards)),
+      capacity_(queue_capacity),
+      leases_(std::make_shared<shard_lease::counts>(shards_.size())) {}
 
 bool router::has_room() const noexcept {
   if (!open_.load(std::memory_order_relaxed)) return false;
@@ -21,8 +23,18 @@ void router::submit(std::vector<stages::event_batch>& batches) {
   }
 }
 
-void router::take_spares(std::vector<stages::event_batch>& batches) {
+shard_lease router::lease_shard() {
+  size_t best = 0;
+  for (size_t i = 1; i < leases_->size(); ++i) {
+    if ((*leases_)[i].load(std::memory_order_relaxed) < (*leases_)[best].load(std::memory_order_relaxed)) best = i;
+  }
+  (*leases_)[best].fetch_add(1, std::memory_order_relaxed);
+  return shard_lease(leases_, best);
+}
+
+void router::take_spares(std::vector<stages::event_batch>& batches, size_t only) {
   for (size_t i = 0; i < batches.size() && i < shards_.size(); ++i) {
+    if (only != intake::unpinned && i != only) continue;
     // Submitted batches are moved-from: no heap memory (a moved-from
     // string keeps only its small-string capacity).
     if (batches[i].arena.capacity() < 1024 && batches[i].events.capacity() == 0) {

@@ -13,6 +13,42 @@
 
 namespace evpipe::pipeline {
 
+// A connection's hold on one shard, for a source with route_by = "connection"
+// (docs/operations.md, "Routing by connection"): all its events go to that
+// shard, so its cumulative acks wait for one shard's commits, not the
+// slowest of all. router::lease_shard() gives the shard the fewest live
+// leases hold; the lease counts there until destroyed. Movable; it may
+// outlive the router.
+class shard_lease {
+ public:
+  using counts = std::vector<std::atomic<int64_t>>;
+  shard_lease() = default;
+  shard_lease(std::shared_ptr<counts> held, size_t shard) noexcept : held_(std::move(held)), shard_(shard) {}
+  shard_lease(shard_lease&& o) noexcept : held_(std::move(o.held_)), shard_(o.shard_) {}
+  shard_lease& operator=(shard_lease&& o) noexcept {
+    if (this != &o) {
+      release();
+      held_ = std::move(o.held_);
+      shard_ = o.shard_;
+    }
+    return *this;
+  }
+  shard_lease(const shard_lease&) = delete;
+  shard_lease& operator=(const shard_lease&) = delete;
+  ~shard_lease() { release(); }
+
+  [[nodiscard]] bool held() const noexcept { return held_ != nullptr; }
+  [[nodiscard]] size_t shard() const noexcept { return shard_; }
+
+ private:
+  void release() noexcept {
+    if (held_) (*held_)[shard_].fetch_sub(1, std::memory_order_relaxed);
+    held_.reset();
+  }
+  std::shared_ptr<counts> held_;
+  size_t shard_ = 0;
+};
+
 class router {
  public:
   router(std::vector<std::unique_ptr<shard>> shards, int64_t queue_capacity);
@@ -36,12 +72,19 @@ class router {
   }
   // Hands batches over; batches[i] goes to shard i; empty ones are skipped.
   void submit(std::vector<stages::event_batch>& batches);
+  // The shard with the fewest live leases (ties: the lowest index), leased
+  // until the result is destroyed. Thread-safe; two connections leasing at
+  // the same moment may pick the same shard.
+  [[nodiscard]] shard_lease lease_shard();
+  // Live leases on shard i (tests, metrics).
+  [[nodiscard]] int64_t leases(size_t i) const noexcept { return (*leases_)[i].load(std::memory_order_relaxed); }
   // Gives each empty batch (batches[i] for shard i) the memory of one the
   // shard has absorbed, when it has one spare (shard::take_spare). A source
   // calls it once data is read, right before filling the batches: memory
   // moves between sources and shards instead of being freed and allocated
-  // again, and an idle connection holds none.
-  void take_spares(std::vector<stages::event_batch>& batches);
+  // again, and an idle connection holds none. `only`: just that shard's
+  // batch (an intake pinned to one shard fills no other).
+  void take_spares(std::vector<stages::event_batch>& batches, size_t only = intake::unpinned);
 
   void start();
   // Drains and joins every shard (see shard::stop).
@@ -51,6 +94,7 @@ class router {
   std::vector<std::unique_ptr<shard>> shards_;
   std::atomic<int64_t> capacity_;
   std::atomic<bool> open_{true};
+  std::shared_ptr<shard_lease::counts> leases_;  // live shard_leases per shard
 };
 
 }  // namespace evpipe::pipeline

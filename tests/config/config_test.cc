@@ -99,6 +99,25 @@ TEST(Config, EffectiveConfigRoundTrips) {
   EXPECT_EQ(again.tcp_sources[0].listen.str(), "127.0.0.1:7000");
 }
 
+TEST(Config, RouteByKeyOrConnectionOnTcpAndHttpSources) {
+  auto s = load_string(
+      "[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\n"
+      "[[sources.tcp]]\nlisten = \"127.0.0.1:7001\"\nroute_by = \"connection\"\n"
+      "[[sources.http]]\nlisten = \"127.0.0.1:7002\"\nroute_by = \"connection\"\n");
+  EXPECT_EQ(s.tcp_sources[0].route_by, "key");
+  EXPECT_EQ(s.tcp_sources[1].route_by, "connection");
+  EXPECT_EQ(s.http_sources[0].route_by, "connection");
+  auto again = load_string(to_toml(s));
+  EXPECT_EQ(again.tcp_sources[1].route_by, "connection");
+  EXPECT_EQ(again.http_sources[0].route_by, "connection");
+  EXPECT_EQ(error_of("[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\nroute_by = \"topic\""),
+            "test.toml: [[sources.tcp]] #1 route_by: must be \"key\" or \"connection\"");
+  // MQTT acks each message by itself: nothing waits on another shard there.
+  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://127.0.0.1:1883\"\ntopics = [\"a\"]\nroute_by = \"connection\"")
+                .find("unknown key \"route_by\""),
+            std::string::npos);
+}
+
 TEST(Config, EffectiveConfigWithoutSourcesRoundTrips) {
   // Found by config_fuzz: check-config's output must load again.
   auto s = load_string("");

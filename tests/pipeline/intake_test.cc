@@ -48,6 +48,29 @@ TEST(Intake, SameKeyAlwaysGoesToTheSameShard) {
   EXPECT_GT(used, 1u);  // keys spread over shards
 }
 
+TEST(Intake, APinnedIntakeSendsEveryEventToItsShardAndFillsNoOther) {
+  intake in(4, {});
+  EXPECT_EQ(in.pinned_shard(), intake::unpinned);
+  in.pin_to_shard(6);  // modulo the shards: 2
+  EXPECT_EQ(in.pinned_shard(), 2u);
+  in.reserve(100000);
+  stages::envelope_validator v;
+  uint64_t seq = 0;
+  for (int i = 0; i < 50; ++i) in.add(ev("key-" + std::to_string(i)), 0, ++seq, 0, "t", v);
+  in.add("not json", 0, ++seq, 0, "t", v);
+  in.add("", 0, ++seq, 0, "t", v);
+  in.add_too_large("{\"big", 5000000, 11, 22, ++seq, 0, "t");
+  for (size_t s = 0; s < in.batches().size(); ++s) {
+    const auto& b = in.batches()[s];
+    if (s == 2) {
+      EXPECT_EQ(b.events.size(), seq);
+    } else {
+      EXPECT_TRUE(b.events.empty()) << s;
+      EXPECT_EQ(b.arena.capacity(), stages::event_batch().arena.capacity()) << "reserved room in shard " << s;
+    }
+  }
+}
+
 TEST(Intake, TopicFromTheEventElseTheSource) {
   intake in(1, {});
   stages::envelope_validator v;

@@ -45,7 +45,12 @@ class tcp_connection final : public stages::event_origin,
         limits_(limits),
         framer_(limits.max_event_bytes, simdjson::SIMDJSON_PADDING),
         tracker_(uint64_t{2} * cfg_.max_unacked),
-        intake_(router.shard_count(), limits) {}
+        intake_(router.shard_count(), limits) {
+    if (cfg_.route_by == "connection") {
+      lease_ = router.lease_shard();
+      intake_.pin_to_shard(lease_.shard());
+    }
+  }
 
   ~tcp_connection() override {
     probe_.unacked.fetch_sub(static_cast<int64_t>(tracker_.issued() - tracker_.acked()));
@@ -178,7 +183,7 @@ class tcp_connection final : public stages::event_origin,
       }
       if (stopping_) break;  // data that raced the stop stays unacked: the client resends it
       framer_.commit(n);
-      router_.take_spares(intake_.batches());  // memory of batches the shards are done with
+      router_.take_spares(intake_.batches(), intake_.pinned_shard());  // memory of batches the shards are done with
       intake_.reserve(n);  // at most one allocation per shard batch and read
       int64_t t = pipeline::steady_now_ns();
       if (limits_follower_.changed(limits_)) {  // a reload changed [events]: from this read on
@@ -308,6 +313,7 @@ class tcp_connection final : public stages::event_origin,
   line_framer framer_;
   pipeline::ack_tracker tracker_;
   pipeline::intake intake_;
+  pipeline::shard_lease lease_;  // route_by = "connection": the shard all its events go to
   std::string ack_text_;
   std::vector<due_ack> due_;  // timelines of batches whose last line is not acked yet (strand only)
   int64_t opened_ns_ = 0;     // steady ns when the connection started

@@ -1,0 +1,72 @@
+#include "pipeline/router.h"
+
+#include <gtest/gtest.h>
+
+#include <utility>
+#include <vector>
+
+#include "pipeline/metrics.h"
+
+namespace evpipe::pipeline {
+namespace {
+
+// The leases need no running shard: the shards are built and never started.
+class null_sink : public batch_sink {
+ public:
+  write_status write(stages::write_batch&) override { return write_status::committed; }
+  bool ready() const override { return true; }
+  bool check() override { return true; }
+  std::string last_error() const override { return {}; }
+};
+
+struct routers : ::testing::Test {
+  metrics_registry registry{"evpipe", 100};
+  std::unique_ptr<router> make(size_t n) {
+    std::vector<std::unique_ptr<shard>> shards;
+    for (size_t i = 0; i < n; ++i) {
+      shards.push_back(std::make_unique<shard>(static_cast<uint32_t>(i), shard_options{}, std::make_unique<null_sink>(),
+                                               registry.add_shard(), registry));
+    }
+    return std::make_unique<router>(std::move(shards), 1024);
+  }
+};
+
+TEST_F(routers, ConnectionsLeaseTheShardTheFewestHold) {
+  auto r = make(3);
+  std::vector<shard_lease> held;
+  for (int i = 0; i < 7; ++i) held.push_back(r->lease_shard());
+  // Spread evenly, lowest index first on a tie: 0 1 2 0 1 2 0.
+  for (size_t i = 0; i < held.size(); ++i) EXPECT_EQ(held[i].shard(), i % 3) << i;
+  EXPECT_EQ(r->leases(0), 3);
+  EXPECT_EQ(r->leases(1), 2);
+  EXPECT_EQ(r->leases(2), 2);
+  // Two connections of shard 0 close: the next two go there, not round robin.
+  held.erase(held.begin());
+  held.erase(held.begin() + 2);
+  EXPECT_EQ(r->leases(0), 1);
+  EXPECT_EQ(r->lease_shard().shard(), 0u);  // a temporary: released at once
+  EXPECT_EQ(r->leases(0), 1);
+  held.push_back(r->lease_shard());
+  EXPECT_EQ(held.back().shard(), 0u);
+  EXPECT_EQ(r->leases(0), 2);
+}
+
+TEST_F(routers, AMovedLeaseCountsOnceAndALeaseMayOutliveItsRouter) {
+  auto r = make(2);
+  shard_lease a = r->lease_shard();
+  shard_lease b = std::move(a);
+  EXPECT_FALSE(a.held());  // NOLINT(bugprone-use-after-move): a moved-from lease is empty
+  EXPECT_TRUE(b.held());
+  EXPECT_EQ(r->leases(0), 1);
+  shard_lease c = r->lease_shard();
+  EXPECT_EQ(c.shard(), 1u);
+  c = std::move(b);  // c's own lease (shard 1) is released
+  EXPECT_EQ(r->leases(0), 1);
+  EXPECT_EQ(r->leases(1), 0);
+  r.reset();  // a connection may be destroyed after the router (shutdown)
+  c = shard_lease();
+  EXPECT_FALSE(c.held());
+}
+
+}  // namespace
+}  // namespace evpipe::pipeline
