@@ -107,14 +107,15 @@ class intake {
   // route_by = "connection": every event added from now on goes to shard
   // `shard` (a router::lease_shard), whatever its key. Copies of one key
   // sent on two connections then meet in two shards; the unique index
-  // keeps one row (docs/operations.md, "Routing by connection").
+  // keeps one row (docs/operations.md, "Routing: by key or by connection").
   static constexpr size_t unpinned = SIZE_MAX;
   void pin_to_shard(size_t shard) noexcept { pinned_ = shard % out_.size(); }
   [[nodiscard]] size_t pinned_shard() const noexcept { return pinned_; }
 
   // From the next add() on (a reload changed [events]; limits_follower).
   void set_limits(const stages::envelope_limits& limits) noexcept { limits_ = limits; }
-  // Reserves room for about `bytes` of events in every shard's batch.
+  // Reserves room for about `bytes` of events in every shard's batch (in
+  // the pinned shard's only, when pinned).
   void reserve(size_t bytes);
   [[nodiscard]] std::vector<stages::event_batch>& batches() noexcept { return out_; }
 

@@ -7,10 +7,12 @@ router::router(std::vector<std::unique_ptr<shard>> shards, int64_t queue_capacit
       capacity_(queue_capacity),
       leases_(std::make_shared<shard_lease::counts>(shards_.size())) {}
 
-bool router::has_room() const noexcept {
+bool router::has_room(size_t only) const noexcept {
   if (!open_.load(std::memory_order_relaxed)) return false;
+  const int64_t capacity = capacity_.load(std::memory_order_relaxed);
+  if (only != intake::unpinned) return only >= shards_.size() || shards_[only]->queued_events() < capacity;
   for (const auto& s : shards_) {
-    if (s->queued_events() >= capacity_.load(std::memory_order_relaxed)) return false;
+    if (s->queued_events() >= capacity) return false;
   }
   return true;
 }

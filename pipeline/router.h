@@ -14,7 +14,7 @@
 namespace evpipe::pipeline {
 
 // A connection's hold on one shard, for a source with route_by = "connection"
-// (docs/operations.md, "Routing by connection"): all its events go to that
+// (docs/operations.md, "Routing: by key or by connection"): all its events go to that
 // shard, so its cumulative acks wait for one shard's commits, not the
 // slowest of all. router::lease_shard() gives the shard the fewest live
 // leases hold; the lease counts there until destroyed. Movable; it may
@@ -58,8 +58,9 @@ class router {
     return shard_for(ev, shards_.size());
   }
   // Whether every shard has room for more events; sources stop reading while
-  // this is false (backpressure).
-  [[nodiscard]] bool has_room() const noexcept;
+  // this is false (backpressure). `only`: just that shard (a connection
+  // pinned to it sends nothing to the others).
+  [[nodiscard]] bool has_room(size_t only = intake::unpinned) const noexcept;
   // Closed, has_room() is false whatever the queues hold: sources read
   // nothing (evpipe started before its database and waits for it).
   // Thread-safe.

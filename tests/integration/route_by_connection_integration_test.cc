@@ -105,6 +105,40 @@ TEST_F(RouteByConnection, CopiesOfOneKeyOnConnectionsOfTwoShardsStoreOneRow) {
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
 
+TEST_F(RouteByConnection, AConnectionReadsOnWhileAnotherShardsQueueIsFull) {
+  uint16_t port = free_port(), http_port = free_port();
+  tuning t = by_connection();
+  t.queue_capacity = 64;
+  t.max_rows = 50;
+  t.tcp_extra += "max_unacked = 1000\n";  // b pauses for its shard's full queue, not for its own unacked lines
+  evpipe_process evp(config_for(db, port, http_port, t), "by_conn_room");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  auto metric = [&](const std::string& sample) { return metric_value(http_get(http_port, "/metrics"), sample); };
+  ndjson_client a(port);  // leases one shard
+  a.send_all(valid_event("room-a-first") + "\n");
+  ASSERT_EQ(a.read_acks_until(1, 30s), 1u) << evp.log();
+  ndjson_client b(port);  // and b the other
+  // The test's session holds the key b sends first, uncommitted: b's shard
+  // waits on it in its first COPY, its queue fills, and b pauses.
+  db.exec("BEGIN");
+  db.exec("INSERT INTO events_mirror (topic, payload) VALUES ('held', '" + valid_event("room-held") + "')");
+  b.send_all(valid_event("room-held") + "\n" + keys("room-b-", 1000));
+  EXPECT_TRUE(eventually([&] { return metric("taylor_backpressure_waits_total{source=\"tcp\"}") >= 1; }))
+      << "b never paused\n" << evp.log();
+  // a's shard has room: a reads, commits and is acked all the while.
+  a.send_all(keys("room-a-", 2000));
+  const uint64_t a_acked = a.read_acks_until(2001, 60s);
+  const uint64_t b_acked = b.read_acks_until(1001, 100ms);
+  db.exec("COMMIT");
+  EXPECT_EQ(a_acked, 2001u) << "a waited for the other shard's queue\n" << evp.log();
+  EXPECT_EQ(b_acked, 0u) << "b's first line was acked before the row it waits on committed";
+  EXPECT_EQ(b.read_acks_until(1001, 60s), 1001u) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'room-%'"), 3002);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
 constexpr const char* device_route = R"(
 [[routes]]
 name = "device_status"

@@ -68,5 +68,18 @@ TEST_F(routers, AMovedLeaseCountsOnceAndALeaseMayOutliveItsRouter) {
   EXPECT_FALSE(c.held());
 }
 
+TEST_F(routers, APinnedConnectionWaitsOnlyForItsOwnShardsQueue) {
+  auto r = make(2);
+  r->set_queue_capacity(10);
+  std::vector<stages::event_batch> batches(2);
+  batches[1].events.resize(10);  // shard 1's queue is full; nobody drains it (not started)
+  r->submit(batches);
+  EXPECT_FALSE(r->has_room());
+  EXPECT_TRUE(r->has_room(0));
+  EXPECT_FALSE(r->has_room(1));
+  r->set_open(false);  // closed (waiting for the database): no source reads
+  EXPECT_FALSE(r->has_room(0));
+}
+
 }  // namespace
 }  // namespace evpipe::pipeline

@@ -237,7 +237,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
       return std::pair{415, error_body("Content-Encoding must be gzip, deflate or identity")};
     }
     if (stopping_.load()) return std::pair{503, error_body("shutting down")};
-    if (!router_.has_room()) return std::pair{503, error_body("queues are full; retry shortly")};
+    if (!router_.has_room(intake_.pinned_shard())) return std::pair{503, error_body("queues are full; retry shortly")};
     return std::nullopt;
   }
 

@@ -152,7 +152,7 @@ class tcp_connection final : public stages::event_origin,
     for (;;) {
       // Backpressure: wait while a shard queue is full or too much is unacked.
       // Acks cancel the wait (send_ack); a full shard queue is polled.
-      while (!stopping_ && (!router_.has_room() || tracker_.in_flight() >= cfg_.max_unacked)) {
+      while (!stopping_ && (!router_.has_room(intake_.pinned_shard()) || tracker_.in_flight() >= cfg_.max_unacked)) {
         pause_.begin(probe_);
         timer_.expires_after(std::chrono::milliseconds(2));
         co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
