@@ -41,10 +41,9 @@ namespace {
 // on the bulk path (docs/performance.md, "CPU per event"). Memory now stays
 // 10 s: a busy evpipe keeps its working set, and a burst's memory goes back
 // 10 s after it. MIMALLOC_DECOMMIT_DELAY in the environment still decides.
-constexpr long decommit_delay_ms = 10'000;
-
 void tune_allocator() {
 #ifdef EVPIPE_WITH_MIMALLOC
+  constexpr long decommit_delay_ms = 10'000;
   if (std::getenv("MIMALLOC_DECOMMIT_DELAY") == nullptr) mi_option_set(mi_option_decommit_delay, decommit_delay_ms);
 #endif
 }

@@ -17,12 +17,14 @@
 # builds on one backlog); a process that dies is reported with its signal.
 # --callgrind FILE runs the one-process drain's evpipe under valgrind
 # --tool=callgrind (profile in FILE; use a small --count: its rate is not one).
+# --shards K and --linger-ms L set evpipe's [pipeline] shards (default: one
+# per core) and [batch] linger_ms (default 0).
 #   perf/nats_drain.sh [--count N] [--runs R] [--fetch-batch B] [--max-ack-pending P] [--processes "1 2 3"]
-#                      [--evpipe PATH] [--callgrind FILE]
+#                      [--evpipe PATH] [--callgrind FILE] [--shards K] [--linger-ms L]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-count=200000 runs=3 fetch_batch=512 max_ack_pending=16384 processes="" evbin="" callgrind=""
+count=200000 runs=3 fetch_batch=512 max_ack_pending=16384 processes="" evbin="" callgrind="" shards=0 linger_ms=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --count) count="$2"; shift 2 ;;
@@ -32,12 +34,15 @@ while [ $# -gt 0 ]; do
     --processes) processes="$2"; shift 2 ;;
     --evpipe) evbin="$2"; shift 2 ;;
     --callgrind) callgrind="$(realpath -m "$2")"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --shards) shards="$2"; shift 2 ;;
+    --linger-ms) linger_ms="$2"; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
 
-perf_setup
+perf_setup "$shards"
+printf '[batch]\nlinger_ms = %s\n' "$linger_ms" >>"$scratch/evpipe.toml"
 ensure_packages nats-server
 evbin="${evbin:-$bin/app/evpipe}"
 drain_bin="$evbin"
@@ -157,7 +162,7 @@ nats_drain_many() {
 }
 
 echo "# $(machine_line)"
-echo "# load average $(cut -d' ' -f1-3 /proc/loadavg) at start; $count events, $(($(stat -c %s "$scratch/drain.ndjson") / count)) B each on average; fetch_batch $fetch_batch, max_ack_pending $max_ack_pending"
+echo "# load average $(cut -d' ' -f1-3 /proc/loadavg) at start; $count events, $(($(stat -c %s "$scratch/drain.ndjson") / count)) B each on average; fetch_batch $fetch_batch, max_ack_pending $max_ack_pending; shards $shard_count, linger_ms $linger_ms"
 printf '%-4s %12s %10s %14s %7s' run copy_rows/s preload_s nats_rows/s ratio
 for k in $processes; do printf ' %14s %7s' "${k}_procs_rows/s" ratio; done
 echo
