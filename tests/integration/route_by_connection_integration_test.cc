@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "tests/support/device_status_route.h"
 #include "tests/support/harness.h"
 #include "tests/support/http_request.h"
 #include "tests/support/metrics_wait.h"
@@ -139,50 +140,18 @@ TEST_F(RouteByConnection, AConnectionReadsOnWhileAnotherShardsQueueIsFull) {
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
 
-constexpr const char* device_route = R"(
-[[routes]]
-name = "device_status"
-topics = ["tracker/events/it"]
-envelope = "none"
-table = "devices"
-mode = "upsert"
-key = ["device_id"]
-order_by = "last_seen"
-idempotency = ["device_id", "last_seen"]
-columns = [
-  { name = "device_id", type = "text", required = true },
-  { name = "status", type = "text", required = true },
-  { name = "last_seen", source = "timestamp", type = "timestamptz", required = true },
-]
-)";
-
-std::string device_status(int device, int t) {
-  char ts[32];
-  std::snprintf(ts, sizeof ts, "2025-01-28T10:%02d:%02dZ", t / 60, t % 60);
-  return "{\"device_id\":\"dev-" + std::to_string(device) + "\",\"status\":\"s" + std::to_string(t) +
-         "\",\"timestamp\":\"" + ts + "\"}";
-}
-
 TEST_F(RouteByConnection, AnUpsertRoutesMessagesOnTwoShardsLeaveEachDeviceAtItsNewestState) {
   uint16_t port = free_port(), http_port = free_port();
   tuning t = by_connection();
   t.max_rows = 64;  // many batches on each shard
-  evpipe_process evp(config_for(db, port, http_port, t) + device_route, "by_conn_upsert");
+  evpipe_process evp(config_for(db, port, http_port, t) + device_status_route, "by_conn_upsert");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
-  db.exec("CREATE TABLE devices (device_id text PRIMARY KEY, status text NOT NULL, last_seen timestamptz);"
-          "CREATE TABLE device_writes (device_id text, status text);"
-          "CREATE FUNCTION log_device_write() RETURNS trigger LANGUAGE plpgsql AS $$ "
-          "BEGIN INSERT INTO device_writes VALUES (NEW.device_id, NEW.status); RETURN NULL; END $$;"
-          "CREATE TRIGGER log_device_write AFTER INSERT OR UPDATE ON devices FOR EACH ROW "
-          "EXECUTE FUNCTION log_device_write();");
+  db.exec(device_status_tables);
   evp.start(port);
   // Every message on both connections (so on both shards), each in its own
   // shuffled order: a device's states arrive out of order and twice.
   constexpr int devices = 40, times = 30;
-  std::vector<std::string> lines;
-  for (int d = 0; d < devices; ++d) {
-    for (int s = 1; s <= times; ++s) lines.push_back(device_status(d, s));
-  }
+  const std::vector<std::string> lines = device_status_lines(devices, times);
   std::vector<std::unique_ptr<ndjson_client>> conns;
   for (int p = 0; p < 2; ++p) conns.push_back(std::make_unique<ndjson_client>(port));
   std::vector<std::thread> producers;

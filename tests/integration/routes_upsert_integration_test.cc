@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <random>
 
+#include "tests/support/device_status_route.h"
 #include "tests/support/harness.h"
 #include "tests/support/tcp_pipeline.h"
 #include "tests/support/test_events.h"
@@ -15,56 +16,19 @@
 namespace evpipe::testing {
 namespace {
 
-constexpr const char* routes = R"(
-[[routes]]
-name = "device_status"
-topics = ["tracker/events/it"]
-envelope = "none"
-table = "devices"
-mode = "upsert"
-key = ["device_id"]
-order_by = "last_seen"
-idempotency = ["device_id", "last_seen"]
-columns = [
-  { name = "device_id", type = "text", required = true },
-  { name = "status", type = "text", required = true },
-  { name = "last_seen", source = "timestamp", type = "timestamptz", required = true },
-  { name = "ip_address", type = "text" },
-]
-)";
-
-const char* tables = R"(
-CREATE TABLE devices (device_id text PRIMARY KEY, status text NOT NULL, last_seen timestamptz, ip_address text);
-CREATE TABLE device_writes (device_id text, status text);
-CREATE FUNCTION log_device_write() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN INSERT INTO device_writes VALUES (NEW.device_id, NEW.status); RETURN NULL; END $$;
-CREATE TRIGGER log_device_write AFTER INSERT OR UPDATE ON devices FOR EACH ROW EXECUTE FUNCTION log_device_write();
-)";
-
-std::string status(int device, int t) {
-  char ts[32];
-  std::snprintf(ts, sizeof ts, "2025-01-28T10:%02d:%02dZ", t / 60, t % 60);
-  return "{\"device_id\":\"dev-" + std::to_string(device) + "\",\"status\":\"s" + std::to_string(t) +
-         "\",\"ip_address\":\"10.0." + std::to_string(device) + "." + std::to_string(t) + "\",\"timestamp\":\"" + ts +
-         "\"}";
-}
-
 class RoutesUpsert : public TcpPipeline {};
 
 TEST_F(RoutesUpsert, StateNeverMovesBackwardsAndRedeliveriesWriteNothing) {
   uint16_t port = free_port(), http_port = free_port();
   tuning t;
   t.max_rows = 64;  // many batches, so a device's messages meet in one batch and across batches
-  evpipe_process evp(config_for(db, port, http_port, t) + routes, "routes_upsert");
+  evpipe_process evp(config_for(db, port, http_port, t) + device_status_route, "routes_upsert");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
-  db.exec(tables);
+  db.exec(device_status_tables);
   evp.start(port);
 
   constexpr int devices = 40, times = 30;
-  std::vector<std::string> lines;
-  for (int d = 0; d < devices; ++d) {
-    for (int s = 1; s <= times; ++s) lines.push_back(status(d, s));
-  }
+  std::vector<std::string> lines = device_status_lines(devices, times);
   std::mt19937 rng(11);
   std::shuffle(lines.begin(), lines.end(), rng);
   // Redeliveries inside the stream: every 5th message again, later on.
@@ -107,7 +71,7 @@ TEST_F(RoutesUpsert, StateNeverMovesBackwardsAndRedeliveriesWriteNothing) {
 
   // Older messages never seen before, alone in their own batches: nothing moves back.
   std::vector<std::string> old;
-  for (int d = 0; d < devices; ++d) old.push_back(status(d, 0));
+  for (int d = 0; d < devices; ++d) old.push_back(device_status(d, 0));
   send(old);
   EXPECT_EQ(state().at(0), expected);
   EXPECT_EQ(db.count("SELECT count(*) FROM device_writes"), writes) << "an older state writes no row version";
@@ -126,7 +90,7 @@ TEST_F(RoutesUpsert, StateNeverMovesBackwardsAndRedeliveriesWriteNothing) {
       << "identity (device_id, last_seen) holds the key and order_by: the upsert's WHERE newer settles redeliveries";
 
   // A newer status still moves a device forward after all that.
-  send({status(7, times + 1)});
+  send({device_status(7, times + 1)});
   EXPECT_EQ(db.column("SELECT status FROM devices WHERE device_id = 'dev-7'").at(0), "s" + std::to_string(times + 1));
 }
 
