@@ -17,6 +17,8 @@
 #   backend-flush  backend_flush_after = 256kB
 #   no-flush-after checkpoint_flush_after = 0, bgwriter_flush_after = 0, wal_writer_flush_after = 0
 #   writeback      vm.dirty_background_bytes = 16 MiB, vm.dirty_expire_centisecs = 500 (root only)
+#   no-autovacuum  autovacuum = off (the launcher looks at each database once a minute; a vacuum or
+#                  analyze of the table being loaded then runs beside the load)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -27,8 +29,8 @@ while [ $# -gt 0 ]; do
     --seconds) seconds="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    wal-writer|backend-flush|no-flush-after|writeback) settings+=("$1"); shift ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    wal-writer|backend-flush|no-flush-after|writeback|no-autovacuum) settings+=("$1"); shift ;;
     *) die "unknown setting or option $1 (see --help)" ;;
   esac
 done
@@ -60,6 +62,7 @@ apply() {
     wal-writer) pg_set wal_writer_delay=10ms wal_writer_flush_after=0 ;;
     backend-flush) pg_set backend_flush_after=256kB ;;
     no-flush-after) pg_set checkpoint_flush_after=0 bgwriter_flush_after=0 wal_writer_flush_after=0 ;;
+    no-autovacuum) pg_set autovacuum=off ;;
     writeback)
       echo 16777216 >/proc/sys/vm/dirty_background_bytes
       echo 500 >/proc/sys/vm/dirty_expire_centisecs ;;
