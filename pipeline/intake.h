@@ -16,6 +16,7 @@
 
 #include <absl/container/flat_hash_map.h>
 
+#include "pipeline/shard_lease.h"
 #include "stages/event.h"
 #include "stages/route/active.h"
 #include "stages/validate.h"
@@ -104,12 +105,16 @@ class intake {
   void add_unprocessed(std::string_view bytes, stages::reason why, std::string_view message, uint64_t seq,
                        int64_t received_ns, std::string_view topic);
 
-  // route_by = "connection": every event added from now on goes to shard
-  // `shard` (a router::lease_shard), whatever its key. Copies of one key
-  // sent on two connections then meet in two shards; the unique index
-  // keeps one row (docs/operations.md, "Routing: by key or by connection").
+  // route_by = "connection": every event added from now on goes to the
+  // lease's shard, whatever its key; the intake holds the lease as long as
+  // it lives. Copies of one key sent on two connections then meet in two
+  // shards; the unique index keeps one row (docs/operations.md, "Routing:
+  // by key or by connection").
   static constexpr size_t unpinned = SIZE_MAX;
-  void pin_to_shard(size_t shard) noexcept { pinned_ = shard % out_.size(); }
+  void pin(shard_lease lease) noexcept {
+    pinned_ = lease.shard() % out_.size();
+    lease_ = std::move(lease);
+  }
   [[nodiscard]] size_t pinned_shard() const noexcept { return pinned_; }
 
   // From the next add() on (a reload changed [events]; limits_follower).
@@ -194,7 +199,8 @@ class intake {
   void* quota_bucket_ = nullptr;
   const stages::tenant::quota_book* quota_book_ = nullptr;
   std::vector<stages::event_batch> out_;  // one per shard
-  size_t pinned_ = unpinned;              // pin_to_shard()
+  size_t pinned_ = unpinned;              // pin()
+  shard_lease lease_;                     // pin()
   size_t pending_ = 0;
   std::shared_ptr<const stages::route::route_set> routes_;  // the published routes (nullptr: none)
   stages::route::routes_follower routes_follower_;

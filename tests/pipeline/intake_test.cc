@@ -51,7 +51,9 @@ TEST(Intake, SameKeyAlwaysGoesToTheSameShard) {
 TEST(Intake, APinnedIntakeSendsEveryEventToItsShardAndFillsNoOther) {
   intake in(4, {});
   EXPECT_EQ(in.pinned_shard(), intake::unpinned);
-  in.pin_to_shard(6);  // modulo the shards: 2
+  auto held = std::make_shared<shard_lease::counts>(7);
+  (*held)[6].fetch_add(1);
+  in.pin(shard_lease(held, 6));  // modulo the shards: 2
   EXPECT_EQ(in.pinned_shard(), 2u);
   in.reserve(100000);
   stages::envelope_validator v;
@@ -69,6 +71,8 @@ TEST(Intake, APinnedIntakeSendsEveryEventToItsShardAndFillsNoOther) {
       EXPECT_EQ(b.arena.capacity(), stages::event_batch().arena.capacity()) << "reserved room in shard " << s;
     }
   }
+  in = intake(4, {});  // the intake's end ends its lease
+  EXPECT_EQ((*held)[6].load(), 0);
 }
 
 TEST(Intake, TopicFromTheEventElseTheSource) {

@@ -104,10 +104,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
         reading_(reading),
         stopping_(stopping), tenancy_(std::move(tenancy)) {
     intake_.set_tenancy(tenancy_.binding());
-    if (cfg_.route_by == "connection") {  // a request waits for one shard's commits
-      lease_ = router.lease_shard();
-      intake_.pin_to_shard(lease_.shard());
-    }
+    if (cfg_.route_by == "connection") intake_.pin(router.lease_shard());  // a request waits for one shard
   }
 
   void start() {
@@ -465,7 +462,6 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
   stages::envelope_limits limits_;
   pipeline::limits_follower limits_follower_;
   pipeline::intake intake_;
-  pipeline::shard_lease lease_;  // route_by = "connection": the shard all its events go to
   std::atomic<int>& reading_;
   std::atomic<bool>& stopping_;
   http_tenancy tenancy_;  // tokens_file and quotas (docs/tenants.md)

@@ -46,10 +46,7 @@ class tcp_connection final : public stages::event_origin,
         framer_(limits.max_event_bytes, simdjson::SIMDJSON_PADDING),
         tracker_(uint64_t{2} * cfg_.max_unacked),
         intake_(router.shard_count(), limits) {
-    if (cfg_.route_by == "connection") {
-      lease_ = router.lease_shard();
-      intake_.pin_to_shard(lease_.shard());
-    }
+    if (cfg_.route_by == "connection") intake_.pin(router.lease_shard());
   }
 
   ~tcp_connection() override {
@@ -313,7 +310,6 @@ class tcp_connection final : public stages::event_origin,
   line_framer framer_;
   pipeline::ack_tracker tracker_;
   pipeline::intake intake_;
-  pipeline::shard_lease lease_;  // route_by = "connection": the shard all its events go to
   std::string ack_text_;
   std::vector<due_ack> due_;  // timelines of batches whose last line is not acked yet (strand only)
   int64_t opened_ns_ = 0;     // steady ns when the connection started
