@@ -76,7 +76,7 @@ ALTER TABLE dlq_events ADD COLUMN IF NOT EXISTS headers JSONB;
 -- tenancy is off or none is known. NOT NULL with a constant default, so
 -- adding it rewrites nothing and writers that name only (topic, payload)
 -- need no change. Idempotency is scoped to it: the unique index is on
--- (tenant_id, idempotency_key) (schemas/schema.h), which `evpipe migrate`
+-- (idempotency_key, tenant_id) (schemas/schema.h), which `evpipe migrate`
 -- builds concurrently before dropping the index on idempotency_key alone.
 ALTER TABLE events_mirror ADD COLUMN IF NOT EXISTS tenant_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE dlq_events ADD COLUMN IF NOT EXISTS tenant_id TEXT NOT NULL DEFAULT '';

@@ -32,7 +32,12 @@ struct index_spec {
 inline constexpr index_spec indexes[] = {
     // The idempotency backstop: one row per key and tenant, across restarts of
     // evpipe (docs/tenants.md); supersedes the unique index on the key alone.
-    {mirror_table, "events_mirror_tenant_idempotency_key_key", "tenant_id, idempotency_key", true, "idempotency_key"},
+    // The key leads: a new row's entry then goes where its key alone would,
+    // and the tenant is compared only between equal keys. Led by the tenant,
+    // the index takes each row in one of as many places as there are tenants
+    // and compares tenant names at every level (docs/performance-tenants.md).
+    // Any order is accepted on an existing table.
+    {mirror_table, "events_mirror_tenant_idempotency_key_key", "idempotency_key, tenant_id", true, "idempotency_key"},
     {mirror_table, "idx_events_mirror_topic", "topic"},
     {mirror_table, "idx_events_mirror_trace_id", "trace_id"},
     {mirror_table, "idx_events_mirror_created_at", "created_at"},

@@ -47,7 +47,7 @@ constexpr const char* dlq_ddl =
 // equal to the created_at of the row it stands for (same transaction).
 constexpr const char* mirror_keys_ddl =
     "CREATE TABLE IF NOT EXISTS {t} (tenant_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, "
-    "created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (tenant_id, idempotency_key)); "
+    "created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (idempotency_key, tenant_id)); "
     "CREATE INDEX IF NOT EXISTS {n}_created_at ON {t} (created_at)";
 constexpr const char* dlq_keys_ddl =
     "CREATE TABLE IF NOT EXISTS {t} (original_topic VARCHAR(255) NOT NULL, event_digest BYTEA NOT NULL, "

@@ -92,6 +92,31 @@ pg_status inspect(pg_connection& conn, const schemas::index_spec& spec, const st
 
 std::string describe(const pg_status& st) { return st.sqlstate.empty() ? st.message : st.sqlstate + " " + st.message; }
 
+// A unique index that serves a spec but lists its keys in another order (one
+// built by an earlier evpipe, or by hand) works as well; it may write more
+// slowly (schemas/schema.h says why the spec's order). `migrate` leaves it,
+// as rebuilding a large index is the operator's call, and says how.
+void suggest_key_order(pg_connection& conn, const schemas::index_spec& spec, const table_state& t) {
+  const std::string keys = key_array(spec.keys), in_order = "(" + std::string(spec.keys) + ")";
+  const char* params[2] = {t.qualified.c_str(), keys.c_str()};
+  pg_result r;
+  if (!conn.query_params(superseded_sql, 2, params, r).ok) return;
+  std::string other;
+  for (int i = 0, n = PQntuples(r.get()); i < n; ++i) {
+    const char* index[1] = {PQgetvalue(r.get(), i, 0)};
+    pg_result def;
+    if (!conn.query_params("SELECT pg_get_indexdef($1::regclass)", 1, index, def).ok) return;
+    if (std::string(PQgetvalue(def.get(), 0, 0)).find(in_order) != std::string::npos) return;  // one in this order
+    if (other.empty()) other = index[0];
+  }
+  if (other.empty()) return;
+  spdlog::info(
+      "{}: its unique index {} lists the columns of {} in another order; it works, and evpipe now builds it in this "
+      "order, which PostgreSQL writes faster (docs/tenants.md). To change it without blocking writers: CREATE UNIQUE "
+      "INDEX CONCURRENTLY {}_v2 ON {} {}; then DROP INDEX CONCURRENTLY {}",
+      t.qualified, other, in_order, spec.name, t.qualified, in_order, other);
+}
+
 }  // namespace
 
 std::string find_schema_problem(pg_connection& conn, const std::string& schema) {
@@ -183,7 +208,11 @@ std::string migrate_schema(pg_connection& conn, const std::string& schema) {
     table_state t;
     st = inspect(conn, spec, schema, t);
     if (!st.ok) return "cannot inspect table " + table_name(spec.table, schema) + ": " + describe(st);
-    if (spec.unique ? t.has_equivalent : t.named == "valid") continue;
+    if (spec.unique && t.has_equivalent) {
+      suggest_key_order(conn, spec, t);
+      continue;
+    }
+    if (!spec.unique && t.named == "valid") continue;
     // On a partitioned table a unique index must hold the partition key: the
     // key tables stand in for these (io/postgres/partitions.h). Its other
     // indexes are built plainly, as PostgreSQL builds none CONCURRENTLY on
