@@ -44,19 +44,21 @@ constexpr const char* dlq_ddl =
     "payload JSONB, created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (id, created_at)) "
     "PARTITION BY RANGE (created_at)";
 // One row per stored key. created_at is the writing transaction's now(),
-// equal to the created_at of the row it stands for (same transaction).
+// equal to the created_at of the row it stands for (same transaction). No
+// index on it: pruning sweeps the table now and then instead
+// (sweep_keys), where an index would cost every write one more entry.
 constexpr const char* mirror_keys_ddl =
     "CREATE TABLE IF NOT EXISTS {t} (tenant_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, "
-    "created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (idempotency_key, tenant_id)); "
-    "CREATE INDEX IF NOT EXISTS {n}_created_at ON {t} (created_at)";
+    "created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (idempotency_key, tenant_id))";
 constexpr const char* dlq_keys_ddl =
     "CREATE TABLE IF NOT EXISTS {t} (original_topic VARCHAR(255) NOT NULL, event_digest BYTEA NOT NULL, "
-    "created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (original_topic, event_digest)); "
-    "CREATE INDEX IF NOT EXISTS {n}_created_at ON {t} (created_at)";
+    "created_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (original_topic, event_digest))";
+// The index on created_at that evpipe gave the key tables before
+// 2026-12-02; migrate drops it (CONCURRENTLY: writers go on).
+constexpr const char* old_keys_index_suffix = "_created_at";
 
-std::string fill(std::string sql, const std::string& t, const std::string& n = "") {
+std::string fill(std::string sql, const std::string& t) {
   for (size_t at; (at = sql.find("{t}")) != std::string::npos;) sql.replace(at, 3, t);
-  for (size_t at; (at = sql.find("{n}")) != std::string::npos;) sql.replace(at, 3, n);
   return sql;
 }
 
@@ -201,8 +203,15 @@ std::string prepare_partitioned_tables(pg_connection& conn, const std::string& s
     }
     if (kind == "p" || (kind.empty() && unit != "none")) {
       const std::string keys = prefix + t.keys;
-      st = conn.exec(fill(t.keys == tables[0].keys ? mirror_keys_ddl : dlq_keys_ddl, keys, t.keys).c_str());
+      st = conn.exec(fill(t.keys == tables[0].keys ? mirror_keys_ddl : dlq_keys_ddl, keys).c_str());
       if (!st.ok) return "cannot create " + keys + ": " + describe(st);
+      const std::string old_index = keys + old_keys_index_suffix;
+      if (relkind(conn, old_index, st) == "i") {
+        spdlog::info("dropping index {}: the key table is pruned by sweeps now, without it (docs/partitions.md)",
+                     old_index);
+        st = conn.exec(("DROP INDEX CONCURRENTLY IF EXISTS " + old_index).c_str());
+      }
+      if (!st.ok) return "cannot drop index " + old_index + ": " + describe(st);
     }
   }
   return "";
@@ -225,9 +234,75 @@ std::mutex published_mu;
 bool published = false;
 std::vector<partitioned_route_table> published_tables;
 
+// Prunes `keys` of the keys older than every row of `parent` and than the
+// retention, reading it through a number of pages at a time (it has no
+// index on created_at). With a memo, only when that cutoff has passed the
+// oldest key the last sweep left; the memo then holds the oldest key this
+// one left. Each statement computes the cutoff in its own snapshot, as a
+// single DELETE would.
+pg_status sweep_keys(pg_connection& conn, const partition_options& o, const std::string& parent, const std::string& keys,
+                     partition_counters& probe, partition_round& done, key_sweep_memo* memo) {
+  const std::string cutoff = "LEAST(now() - make_interval(secs => $1::float8), coalesce((SELECT min(created_at) FROM " +
+                             parent + "), 'infinity'))";
+  const std::string retention = std::to_string(o.retention_s);
+  const char* params[2] = {retention.c_str(), keys.c_str()};
+  pg_result r;
+  // The cutoff in µs (NULL when it is -infinity: rows converted without a
+  // time, docs/partitions.md; then no key is older), the least time a key
+  // committed from now on can carry (the oldest open transaction's start,
+  // at most now() - the margin), and the table's size in pages.
+  pg_status st = conn.query_params(
+      ("SELECT CASE WHEN isfinite(c) THEN (extract(epoch FROM c) * 1000000)::bigint END, "
+       "(extract(epoch FROM LEAST(now() - make_interval(secs => " + std::to_string(key_sweep_margin_s) +
+       "), (SELECT min(xact_start) FROM pg_stat_activity))) * 1000000)::bigint, "
+       "pg_relation_size($2::regclass) / current_setting('block_size')::bigint FROM (SELECT " + cutoff + " AS c) s")
+          .c_str(),
+      2, params, r);
+  if (!st.ok) return st;
+  if (PQgetisnull(r.get(), 0, 0)) return {};
+  const int64_t cutoff_us = std::strtoll(PQgetvalue(r.get(), 0, 0), nullptr, 10);
+  int64_t oldest = std::strtoll(PQgetvalue(r.get(), 0, 1), nullptr, 10);
+  const int64_t pages = std::strtoll(PQgetvalue(r.get(), 0, 2), nullptr, 10);
+  if (memo) {
+    auto it = memo->oldest_left_us.find(keys);
+    if (it != memo->oldest_left_us.end() && cutoff_us <= it->second) return {};  // nothing can be older
+  }
+  ++done.key_sweeps;
+  // One statement per range of pages (TID range scans): the deletion; the
+  // keys past the cutoff it could see, so that any it skipped (locked by
+  // another sweep, which may yet roll back) keep the memo from saying the
+  // range is clean; and the oldest key the range keeps.
+  const std::string range = " WHERE ctid >= $2::tid AND ctid < $3::tid";
+  const std::string sweep = "WITH d AS (DELETE FROM " + keys + " WHERE ctid = ANY(ARRAY(SELECT ctid FROM " + keys +
+                            range + " AND created_at < " + cutoff + " FOR UPDATE SKIP LOCKED)) RETURNING 1) "
+                            "SELECT (SELECT count(*) FROM d), s.past, (extract(epoch FROM s.kept) * 1000000)::bigint "
+                            "FROM (SELECT count(*) FILTER (WHERE created_at < " + cutoff + ") AS past, "
+                            "min(created_at) FILTER (WHERE created_at >= " + cutoff + ") AS kept FROM " + keys + range +
+                            ") s";
+  bool skipped = false;
+  const int64_t step = std::max<int64_t>(1, o.prune_pages);
+  for (int64_t page = 0; page < pages; page += step) {
+    if (memo && memo->stop && memo->stop->load(std::memory_order_relaxed)) return {};  // stopping: the next start sweeps
+    const std::string from = "(" + std::to_string(page) + ",0)", to = "(" + std::to_string(page + step) + ",0)";
+    const char* sweep_params[3] = {retention.c_str(), from.c_str(), to.c_str()};
+    st = conn.query_params(sweep.c_str(), 3, sweep_params, r);
+    if (!st.ok) return st;
+    const auto n = static_cast<uint64_t>(std::strtoull(PQgetvalue(r.get(), 0, 0), nullptr, 10));
+    probe.keys_pruned.fetch_add(n, std::memory_order_relaxed);
+    done.keys_pruned += n;
+    if (std::strtoull(PQgetvalue(r.get(), 0, 1), nullptr, 10) > n) skipped = true;
+    if (!PQgetisnull(r.get(), 0, 2)) oldest = std::min(oldest, int64_t(std::strtoll(PQgetvalue(r.get(), 0, 2), nullptr, 10)));
+  }
+  if (memo) {
+    if (skipped) memo->oldest_left_us.erase(keys);  // sweep again next round
+    else memo->oldest_left_us[keys] = oldest;
+  }
+  return {};
+}
+
 // One table's part of a round (partition_maintainer::maintain_once).
 pg_status maintain_table(pg_connection& conn, const partition_options& o, const maintained_table& t, int64_t now,
-                         int64_t cutoff, partition_round& done) {
+                         int64_t cutoff, partition_round& done, key_sweep_memo* memo) {
   const std::string& parent = t.parent;
   const std::string& col = t.column;
   auto& probe = partition_probe::instance().of(parent);
@@ -321,23 +396,7 @@ pg_status maintain_table(pg_connection& conn, const partition_options& o, const 
   // a key goes only after its row, so the table never holds a key twice.
   // (A route table's keys are in evpipe_route_keys, pruned by age.)
   if (t.keys.empty()) return {};
-  const std::string& keys = t.keys;
-  const std::string prune = "DELETE FROM " + keys + " WHERE ctid = ANY(ARRAY(SELECT ctid FROM " + keys +
-                            " WHERE created_at < LEAST(now() - make_interval(secs => $1::float8), "
-                            "coalesce((SELECT min(created_at) FROM " + parent + "), 'infinity')) "
-                            "ORDER BY created_at LIMIT $2::int FOR UPDATE SKIP LOCKED))";
-  const std::string retention = std::to_string(o.retention_s), batch = std::to_string(o.prune_batch);
-  const char* prune_params[2] = {retention.c_str(), batch.c_str()};
-  for (int round = 0; round < 1000; ++round) {
-    pg_result res;
-    st = conn.query_params(prune.c_str(), 2, prune_params, res);
-    if (!st.ok) return st;
-    const uint64_t n = std::strtoull(PQcmdTuples(res.get()), nullptr, 10);
-    probe.keys_pruned.fetch_add(n, std::memory_order_relaxed);
-    done.keys_pruned += n;
-    if (n < o.prune_batch) break;
-  }
-  return {};
+  return sweep_keys(conn, o, parent, t.keys, probe, done, memo);
 }
 
 }  // namespace
@@ -365,7 +424,7 @@ std::vector<maintained_table> maintained_tables(const partition_options& o) {
 }  // namespace
 
 pg_status partition_maintainer::maintain_once(pg_connection& conn, const partition_options& o,
-                                              partition_round& done) {
+                                              partition_round& done, key_sweep_memo* memo) {
   pg_result r;
   pg_status st = conn.query("SELECT floor(extract(epoch FROM now()))::bigint", r);
   if (!st.ok) return st;
@@ -377,7 +436,7 @@ pg_status partition_maintainer::maintain_once(pg_connection& conn, const partiti
     // [storage] partition was set after they were made plain (migrate says
     // so), a route table that run's start-up check refused.
     if (!is_partitioned(conn, t.parent)) continue;
-    st = maintain_table(conn, o, t, now, cutoff, done);
+    st = maintain_table(conn, o, t, now, cutoff, done, memo);
     if (st.ok) continue;
     // One table's failure (a lock not granted in time) does not keep the
     // others' partitions from being made; the table is retried next round.
@@ -388,7 +447,9 @@ pg_status partition_maintainer::maintain_once(pg_connection& conn, const partiti
   return first;
 }
 
-partition_maintainer::partition_maintainer(partition_options options) : options_(std::move(options)) {}
+partition_maintainer::partition_maintainer(partition_options options) : options_(std::move(options)) {
+  memo_.stop = &stop_requested_;
+}
 
 partition_maintainer::~partition_maintainer() { stop(); }
 
@@ -399,6 +460,7 @@ void partition_maintainer::start() {
 }
 
 void partition_maintainer::stop() {
+  stop_requested_ = true;
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
@@ -442,7 +504,7 @@ void partition_maintainer::run() {
     for (const auto& t : maintained_tables(o)) (void)partition_probe::instance().of(t.parent);
     partition_round done;
     if (conn.connected()) {
-      st = maintain_once(conn, o, done);
+      st = maintain_once(conn, o, done, &memo_);
       if (!st.ok && st.connection_lost) conn.close();
     }
     if (!st.ok) {

@@ -15,13 +15,17 @@
 // partition_by column (the event's own time), named and laid out likewise.
 //
 // One row per key. A unique index of a partitioned table must include the
-// partition key, so (tenant_id, idempotency_key) can no longer be unique on
+// partition key, so (idempotency_key, tenant_id) can no longer be unique on
 // events_mirror itself. The key moves to a table of its own,
-// evpipe_mirror_keys (tenant_id, idempotency_key, created_at) with that
+// evpipe_mirror_keys (idempotency_key, tenant_id, created_at) with that
 // primary key, written in the same transaction as the rows (postgres_sink),
 // and likewise evpipe_dlq_keys (original_topic, event_digest) for
 // dlq_events. A key is pruned only when it is older than every row of its
 // table (and than the retention): as long as a row is stored, its key is too.
+// The key tables have no index on created_at, which would cost each write
+// one more index entry: a round prunes by reading the key table through,
+// and only when a drop (or a deletion) has left keys to prune
+// (key_sweep_memo).
 //
 // Maintenance never blocks ingest for long: every statement runs with a short
 // lock_timeout (writers queue behind a waiting DDL at most that long) and a
@@ -36,8 +40,10 @@
 // it within one statement. maintain_once() is one round on a caller's
 // connection (migrate, tests, tools).
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -71,7 +77,7 @@ struct partition_options {
   uint32_t premake = 3;           // partitions beyond the current one
   uint32_t interval_s = 300;      // between rounds
   uint32_t lock_timeout_ms = 500; // per statement
-  uint32_t prune_batch = 5000;    // keys per DELETE
+  uint32_t prune_pages = 1024;    // key table pages per statement of a sweep
   std::vector<partitioned_route_table> route_tables;  // kept like events_mirror's, on their own column
 };
 
@@ -80,7 +86,24 @@ struct partition_round {
   std::vector<std::string> created, dropped;
   std::vector<std::string> failed;  // tables whose maintenance failed (each counted, the others went on)
   uint64_t rows_moved = 0, rows_dropped = 0, keys_pruned = 0;
+  uint32_t key_sweeps = 0;  // key tables read through to prune them
 };
+
+// What a maintainer remembers between rounds of each key table: the time of
+// the oldest key its last sweep left (µs since the epoch, lowered by
+// key_sweep_margin_s), below which no key stored since can be. A round
+// sweeps a key table only once the cutoff has passed that time, which is
+// after a partition drop, not every round. Without a memo (migrate, tests),
+// every round sweeps.
+struct key_sweep_memo {
+  std::map<std::string, int64_t> oldest_left_us;  // by key table, as written in statements
+  const std::atomic<bool>* stop = nullptr;        // set: a sweep ends between two statements
+};
+// A key committed after a sweep started carries its transaction's start
+// time; the sweep takes the oldest open transaction's start (as far as
+// pg_stat_activity shows it to evpipe's role), and at least this much
+// before its own start, as the least time such a key can have.
+inline constexpr int64_t key_sweep_margin_s = 600;
 
 // Whether `table` (as written, e.g. "ingest.events_mirror") is a partitioned
 // table; false when it is a plain one or does not exist.
@@ -120,13 +143,15 @@ class partition_maintainer {
   // ends that table's part of the round (the others still run, but for a
   // lost connection), and the first one is returned.
   [[nodiscard]] static pg_status maintain_once(pg_connection& conn, const partition_options& options,
-                                               partition_round& done);
+                                               partition_round& done, key_sweep_memo* memo = nullptr);
 
  private:
   void run();
   bool pause(uint32_t ms);
 
   partition_options options_;
+  key_sweep_memo memo_;  // the maintenance thread's
+  std::atomic<bool> stop_requested_{false};
   std::mutex mu_;
   std::condition_variable wake_;
   bool stopping_ = false;

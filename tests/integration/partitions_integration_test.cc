@@ -49,14 +49,17 @@ class Partitions : public TcpPipeline {
     ASSERT_EQ(producer.read_acks_until(n, 60s), n) << evp.log();
   }
   // One maintenance round on a connection of the test's schema.
-  io::partition_round maintain(uint64_t retention_s) {
+  // With a memo, as the maintenance thread runs them (only sweeps a key
+  // table that may hold keys to prune); without, every round sweeps.
+  io::partition_round maintain(uint64_t retention_s, io::key_sweep_memo* memo = nullptr) {
     io::pg_connection conn;
     EXPECT_TRUE(conn.connect(db.dsn(), "partitions-test").ok);
     io::partition_round done;
     io::partition_options o;
     o.unit = "day";
     o.retention_s = retention_s;
-    auto st = io::partition_maintainer::maintain_once(conn, o, done);
+    o.prune_pages = 2;  // several statements per sweep, even for a few keys
+    auto st = io::partition_maintainer::maintain_once(conn, o, done, memo);
     EXPECT_TRUE(st.ok) << st.sqlstate << " " << st.message;
     return done;
   }
@@ -292,6 +295,89 @@ TEST_F(Partitions, DedupHorizonAtItsEdges) {
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'edge'"), 1);
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key = 'new'"), 1);
   EXPECT_EQ(keys_stored_twice(), 0);
+}
+
+// The key tables have no index on created_at (it would cost every write an
+// entry); migrate drops the one an earlier evpipe made. Pruning then reads a
+// key table through, so the maintenance thread does it only when keys may be
+// past the cutoff: after a drop or a deletion of the oldest rows, not every
+// round. Keys spread over several sweep statements (prune_pages = 2).
+TEST_F(Partitions, KeyTablesArePrunedBySweepsOnlyWhenKeysMayBeOld) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port) + storage(), "partitions_sweeps");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  const std::string time_index =
+      "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname LIKE 'evpipe_%_keys_created_at'";
+  EXPECT_EQ(db.count(time_index), 0);
+  db.exec("CREATE INDEX evpipe_mirror_keys_created_at ON evpipe_mirror_keys (created_at)");
+  db.exec("CREATE INDEX evpipe_dlq_keys_created_at ON evpipe_dlq_keys (created_at)");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  EXPECT_EQ(db.count(time_index), 0) << evp.log("migrate.log");
+
+  // 600 keys of rows stored now, first, so that the old keys below are in
+  // the table's last pages; then rows and their keys: "gone" in a partition
+  // past the retention, "old" 35 days ago and "young" 20 days ago in one
+  // inside it.
+  db.exec("INSERT INTO evpipe_mirror_keys (tenant_id, idempotency_key) SELECT '', 'now-' || g FROM generate_series(1, 600) g");
+  db.exec("CREATE TABLE events_mirror_a PARTITION OF events_mirror FOR VALUES FROM (now() - interval '50 days') "
+          "TO (now() - interval '40 days')");
+  db.exec("CREATE TABLE events_mirror_b PARTITION OF events_mirror FOR VALUES FROM (now() - interval '40 days') "
+          "TO (now() - interval '19 days')");
+  for (const auto& [key, age] : {std::pair{"gone", "45"}, {"old", "35"}, {"young", "20"}}) {
+    const std::string at = "now() - interval '" + std::string(age) + " days'";
+    db.exec("INSERT INTO events_mirror (topic, payload, created_at) VALUES ('tracker/events/it', '" +
+            valid_event(key) + "', " + at + "); INSERT INTO evpipe_mirror_keys (tenant_id, idempotency_key, "
+            "created_at) VALUES ('', '" + key + "', " + at + ")");
+  }
+  ASSERT_GT(db.count("SELECT pg_relation_size('evpipe_mirror_keys') / 8192"), 2);
+  ASSERT_GT(db.count("SELECT (ctid::text::point)[0] FROM evpipe_mirror_keys WHERE idempotency_key = 'gone'"), 1);
+  const std::string keys = "SELECT idempotency_key FROM evpipe_mirror_keys WHERE idempotency_key NOT LIKE 'now-%' ORDER BY 1";
+
+  io::key_sweep_memo memo;
+  auto first = maintain(30 * 86'400, &memo);
+  EXPECT_EQ(first.dropped.size(), 1u);
+  EXPECT_EQ(first.key_sweeps, 2u) << "a new memo knows nothing: both key tables are read";
+  EXPECT_EQ(first.keys_pruned, 1u);
+  EXPECT_EQ(db.column(keys), (std::vector<std::string>{"old", "young"}));
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_mirror_keys WHERE idempotency_key LIKE 'now-%'"), 600);
+
+  auto second = maintain(30 * 86'400, &memo);
+  EXPECT_EQ(second.key_sweeps, 0u) << "nothing was dropped or deleted: no key can be past the cutoff";
+  EXPECT_EQ(second.keys_pruned, 0u);
+
+  // The oldest row deleted by hand: its key is now older than every row
+  // (and than the retention), and the next round sweeps that key table only.
+  db.exec("DELETE FROM events_mirror WHERE idempotency_key = 'old'");
+  auto third = maintain(30 * 86'400, &memo);
+  EXPECT_EQ(third.key_sweeps, 1u);
+  EXPECT_EQ(third.keys_pruned, 1u);
+  EXPECT_EQ(db.column(keys), (std::vector<std::string>{"young"}));
+  EXPECT_EQ(maintain(30 * 86'400, &memo).key_sweeps, 0u);
+
+  // Without a memo (migrate, a tool), every round reads them.
+  EXPECT_EQ(maintain(30 * 86'400).key_sweeps, 2u);
+  EXPECT_EQ(db.column(keys), (std::vector<std::string>{"young"}));
+
+  // A drop with a warm memo (what a running evpipe meets once a period):
+  // the partition of "young" ends 19 days ago, past a retention of 18
+  // days; its key goes in the same round. The dead letters' key table has
+  // nothing that old and is not read.
+  auto dropped = maintain(18 * 86'400, &memo);
+  EXPECT_EQ(dropped.dropped, (std::vector<std::string>{"events_mirror_b"}));
+  EXPECT_EQ(dropped.key_sweeps, 1u);
+  EXPECT_EQ(dropped.keys_pruned, 1u);
+  EXPECT_TRUE(db.column(keys).empty());
+
+  // Rows without a time of their own (a conversion gives them -infinity,
+  // docs/partitions.md "From a plain table") make the cutoff -infinity: no
+  // key is older, and the round neither fails nor prunes.
+  db.exec("CREATE TABLE events_mirror_min PARTITION OF events_mirror FOR VALUES FROM (MINVALUE) TO (now() - interval '2 days')");
+  db.exec("INSERT INTO events_mirror (topic, payload, created_at) VALUES ('tracker/events/it', '" + valid_event("ancient") +
+          "', '-infinity'); INSERT INTO evpipe_mirror_keys (tenant_id, idempotency_key, created_at) VALUES ('', 'ancient', "
+          "'-infinity')");
+  auto ancient = maintain(18 * 86'400);  // asserts the round succeeded
+  EXPECT_EQ(ancient.keys_pruned, 0u);
+  EXPECT_EQ(db.column(keys), (std::vector<std::string>{"ancient"}));
 }
 
 // docs/partitions.md, "From a plain table": the three steps on a populated
