@@ -280,6 +280,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
   pipeline::set_slow_batch_threshold(std::chrono::milliseconds(s.pipeline.slow_batch_ms));
   pipeline::router router(std::move(shards), s.pipeline.queue_capacity);
   router.set_open(!waiting_for_db);
+  registry.watch_shard_leases(router.lease_counts());
 
   stages::envelope_limits limits;
   limits.max_event_bytes = s.events.max_event_bytes;

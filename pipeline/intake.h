@@ -106,8 +106,8 @@ class intake {
                        int64_t received_ns, std::string_view topic);
 
   // route_by = "connection": every event added from now on goes to the
-  // lease's shard, whatever its key; the intake holds the lease as long as
-  // it lives. Copies of one key sent on two connections then meet in two
+  // lease's shard, whatever its key; the intake holds the lease until
+  // release_lease() or its end. Copies of one key sent on two connections then meet in two
   // shards; the unique index keeps one row (docs/operations.md, "Routing:
   // by key or by connection").
   static constexpr size_t unpinned = SIZE_MAX;
@@ -116,6 +116,11 @@ class intake {
     lease_ = std::move(lease);
   }
   [[nodiscard]] size_t pinned_shard() const noexcept { return pinned_; }
+  // The connection has closed: its shard no longer counts it for the next
+  // connections' choice. (The connection object, and so the intake, can live
+  // on a while: a shard's last batch keeps its origins until that shard
+  // writes again.) Nothing is added after this.
+  void release_lease() noexcept { lease_ = shard_lease(); }
 
   // From the next add() on (a reload changed [events]; limits_follower).
   void set_limits(const stages::envelope_limits& limits) noexcept { limits_ = limits; }

@@ -255,6 +255,13 @@ class metrics_registry {
   void add_dead_lettered_by_tenant(const absl::flat_hash_map<std::string, uint64_t>& by_tenant_reason);
   void add_throttled_by_tenant(std::string_view tenant, uint64_t n);
 
+  // The connections pinned to each shard (route_by = "connection",
+  // pipeline/shard_lease.h), shown as <prefix>_shard_connections. Set once,
+  // before /metrics is served (app/daemon.cc).
+  void watch_shard_leases(std::shared_ptr<const std::vector<std::atomic<int64_t>>> counts) {
+    leases_ = std::move(counts);
+  }
+
   // Prometheus text exposition format 0.0.4.
   [[nodiscard]] std::string render() const;
 
@@ -290,6 +297,7 @@ class metrics_registry {
   std::string prefix_;
   std::vector<std::unique_ptr<shard_probe>> shards_;
   std::vector<std::unique_ptr<source_probe>> sources_;
+  std::shared_ptr<const std::vector<std::atomic<int64_t>>> leases_;  // watch_shard_leases
 
   mutable std::mutex mu_;  // guards the labelled families
   labelled_family ingested_;       // (topic, kind)

@@ -232,6 +232,13 @@ std::string metrics_registry::render() const {
   for (size_t i = 0; i < shards_.size(); ++i) {
     sample(out, name, "shard=\"" + std::to_string(i) + "\"", double(shards_[i]->queue_depth.load()));
   }
+  if (leases_) {
+    name = p + "_shard_connections";
+    header(out, name, "gauge", "Open connections pinned to a shard (sources with route_by = \"connection\").");
+    for (size_t i = 0; i < leases_->size(); ++i) {
+      sample(out, name, "shard=\"" + std::to_string(i) + "\"", double((*leases_)[i].load(std::memory_order_relaxed)));
+    }
+  }
   struct source_metric {
     const char* suffix;
     const char* type;

@@ -44,6 +44,9 @@ class router {
   [[nodiscard]] shard_lease lease_shard();
   // Live leases on shard i (tests, metrics).
   [[nodiscard]] int64_t leases(size_t i) const noexcept { return (*leases_)[i].load(std::memory_order_relaxed); }
+  // Every shard's live leases, shared: /metrics reads them
+  // (metrics_registry::watch_shard_leases), also after the router is gone.
+  [[nodiscard]] std::shared_ptr<const shard_lease::counts> lease_counts() const noexcept { return leases_; }
   // Gives each empty batch (batches[i] for shard i) the memory of one the
   // shard has absorbed, when it has one spare (shard::take_spare). A source
   // calls it once data is read, right before filling the batches: memory

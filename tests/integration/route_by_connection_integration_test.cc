@@ -58,10 +58,19 @@ TEST_F(RouteByConnection, AConnectionsEventsAllGoToOneShardAndTheNextConnectionT
   b.send_all(keys("pin-b-", 1000));
   ASSERT_EQ(b.read_acks_until(1000, 60s), 1000u) << evp.log();
   m = metrics_when(http_port, {{"taylor_copy_rows_total{shard=\"0\"}", 1000},
-                               {"taylor_copy_rows_total{shard=\"1\"}", 1000}});
+                               {"taylor_copy_rows_total{shard=\"1\"}", 1000},
+                               {"taylor_shard_connections{shard=\"0\"}", 1},
+                               {"taylor_shard_connections{shard=\"1\"}", 1}});
   EXPECT_EQ(metric_value(m, "taylor_copy_rows_total{shard=\"0\"}"), 1000) << m;
   EXPECT_EQ(metric_value(m, "taylor_copy_rows_total{shard=\"1\"}"), 1000) << m;
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'pin-%'"), 2000);
+  // Closed connections give their shards back.
+  a.shutdown_write();
+  b.shutdown_write();
+  m = metrics_when(http_port, {{"taylor_shard_connections{shard=\"0\"}", 0},
+                               {"taylor_shard_connections{shard=\"1\"}", 0}});
+  EXPECT_EQ(metric_value(m, "taylor_shard_connections{shard=\"0\"}"), 0) << m;
+  EXPECT_EQ(metric_value(m, "taylor_shard_connections{shard=\"1\"}"), 0) << m;
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
@@ -203,6 +212,11 @@ TEST_F(RouteByConnection, AnHttpRequestsEventsAllGoToOneShard) {
     return s0 + s1 == 1000;
   }, 10s);
   EXPECT_TRUE((s0 == 1000 && s1 == 0) || (s0 == 0 && s1 == 1000)) << m;
+  // Its connection closed after the answer: no shard counts it any more.
+  m = metrics_when(metrics_port, {{"taylor_shard_connections{shard=\"0\"}", 0},
+                                  {"taylor_shard_connections{shard=\"1\"}", 0}});
+  EXPECT_EQ(metric_value(m, "taylor_shard_connections{shard=\"0\"}") + metric_value(m, "taylor_shard_connections{shard=\"1\"}"), 0)
+      << m;
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }

@@ -68,6 +68,27 @@ TEST_F(routers, AMovedLeaseCountsOnceAndALeaseMayOutliveItsRouter) {
   EXPECT_FALSE(c.held());
 }
 
+// /metrics shows each shard's pinned connections (a skew would otherwise be
+// seen only in copy_rows_total), and keeps showing them, at 0, once the
+// router is gone (shutdown: /metrics may be asked until the end).
+TEST_F(routers, MetricsShowTheConnectionsEachShardHolds) {
+  auto r = make(2);
+  EXPECT_EQ(registry.render().find("evpipe_shard_connections"), std::string::npos) << "not watched: no series";
+  registry.watch_shard_leases(r->lease_counts());
+  auto a = r->lease_shard(), b = r->lease_shard(), c = r->lease_shard();
+  auto text = registry.render();
+  EXPECT_NE(text.find("# TYPE evpipe_shard_connections gauge\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nevpipe_shard_connections{shard=\"0\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nevpipe_shard_connections{shard=\"1\"} 1\n"), std::string::npos) << text;
+  a = shard_lease();
+  c = shard_lease();
+  r.reset();
+  b = shard_lease();
+  text = registry.render();
+  EXPECT_NE(text.find("\nevpipe_shard_connections{shard=\"0\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nevpipe_shard_connections{shard=\"1\"} 0\n"), std::string::npos) << text;
+}
+
 TEST_F(routers, APinnedConnectionWaitsOnlyForItsOwnShardsQueue) {
   auto r = make(2);
   r->set_queue_capacity(10);

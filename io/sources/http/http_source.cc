@@ -452,6 +452,7 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.socket().close(ec);
     probe_.connections_active.fetch_sub(1);
+    intake_.release_lease();
   }
 
   beast::tcp_stream stream_;

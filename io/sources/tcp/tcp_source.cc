@@ -295,6 +295,7 @@ class tcp_connection final : public stages::event_origin,
     timer_.cancel();
     idle_timer_.cancel();
     probe_.connections_active.fetch_sub(1);
+    intake_.release_lease();
   }
 
   std::atomic<int>& reading_;  // the source's count of connections still reading
