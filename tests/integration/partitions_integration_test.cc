@@ -63,6 +63,22 @@ class Partitions : public TcpPipeline {
     EXPECT_TRUE(st.ok) << st.sqlstate << " " << st.message;
     return done;
   }
+  // Partitions of events_mirror from 50 to 40 days ago (events_mirror_a) and
+  // from 40 to `b_ends` days ago (events_mirror_b).
+  void old_partitions(int b_ends) {
+    db.exec("CREATE TABLE events_mirror_a PARTITION OF events_mirror FOR VALUES FROM (now() - interval '50 days') "
+            "TO (now() - interval '40 days')");
+    db.exec("CREATE TABLE events_mirror_b PARTITION OF events_mirror FOR VALUES FROM (now() - interval '40 days') "
+            "TO (now() - interval '" + std::to_string(b_ends) + " days')");
+  }
+  // A row `days` old and its key, in one implicit transaction: the row and
+  // its key share now(), as when evpipe writes them.
+  void store_old(const std::string& key, int days) {
+    const std::string at = "now() - interval '" + std::to_string(days) + " days'";
+    db.exec("INSERT INTO events_mirror (topic, payload, created_at) VALUES ('tracker/events/it', '" +
+            valid_event(key) + "', " + at + "); INSERT INTO evpipe_mirror_keys (tenant_id, idempotency_key, "
+            "created_at) VALUES ('', '" + key + "', " + at + ")");
+  }
   long keys_stored_twice() {
     return db.count("SELECT count(*) FROM (SELECT 1 FROM events_mirror WHERE idempotency_key IS NOT NULL GROUP BY tenant_id, idempotency_key "
                     "HAVING count(*) > 1) d");
@@ -265,17 +281,8 @@ TEST_F(Partitions, DedupHorizonAtItsEdges) {
   // (as old as it, to the microsecond) stays. young: row and key 20 days old.
   // edge: a key a microsecond older than the oldest row left (its row was
   // deleted by hand): it goes.
-  db.exec("CREATE TABLE events_mirror_a PARTITION OF events_mirror FOR VALUES FROM (now() - interval '50 days') "
-          "TO (now() - interval '40 days')");
-  db.exec("CREATE TABLE events_mirror_b PARTITION OF events_mirror FOR VALUES FROM (now() - interval '40 days') "
-          "TO (now() - interval '29 days')");
-  for (const auto& [key, age] : {std::pair{"gone", "45"}, {"kept", "35"}, {"young", "20"}}) {
-    // One implicit transaction: the row and its key share now(), as when evpipe writes them.
-    const std::string at = "now() - interval '" + std::string(age) + " days'";
-    db.exec("INSERT INTO events_mirror (topic, payload, created_at) VALUES ('tracker/events/it', '" +
-            valid_event(key) + "', " + at + "); INSERT INTO evpipe_mirror_keys (tenant_id, idempotency_key, "
-            "created_at) VALUES ('', '" + key + "', " + at + ")");
-  }
+  old_partitions(29);
+  for (const auto& [key, age] : {std::pair{"gone", 45}, {"kept", 35}, {"young", 20}}) store_old(key, age);
   db.exec("INSERT INTO evpipe_mirror_keys (tenant_id, idempotency_key, created_at) VALUES ('', 'edge', "
           "(SELECT min(created_at) FROM events_mirror WHERE idempotency_key <> 'gone') - interval '1 microsecond')");
   auto done = maintain(30 * 86'400);
@@ -319,16 +326,8 @@ TEST_F(Partitions, KeyTablesArePrunedBySweepsOnlyWhenKeysMayBeOld) {
   // past the retention, "old" 35 days ago and "young" 20 days ago in one
   // inside it.
   db.exec("INSERT INTO evpipe_mirror_keys (tenant_id, idempotency_key) SELECT '', 'now-' || g FROM generate_series(1, 600) g");
-  db.exec("CREATE TABLE events_mirror_a PARTITION OF events_mirror FOR VALUES FROM (now() - interval '50 days') "
-          "TO (now() - interval '40 days')");
-  db.exec("CREATE TABLE events_mirror_b PARTITION OF events_mirror FOR VALUES FROM (now() - interval '40 days') "
-          "TO (now() - interval '19 days')");
-  for (const auto& [key, age] : {std::pair{"gone", "45"}, {"old", "35"}, {"young", "20"}}) {
-    const std::string at = "now() - interval '" + std::string(age) + " days'";
-    db.exec("INSERT INTO events_mirror (topic, payload, created_at) VALUES ('tracker/events/it', '" +
-            valid_event(key) + "', " + at + "); INSERT INTO evpipe_mirror_keys (tenant_id, idempotency_key, "
-            "created_at) VALUES ('', '" + key + "', " + at + ")");
-  }
+  old_partitions(19);
+  for (const auto& [key, age] : {std::pair{"gone", 45}, {"old", 35}, {"young", 20}}) store_old(key, age);
   ASSERT_GT(db.count("SELECT pg_relation_size('evpipe_mirror_keys') / 8192"), 2);
   ASSERT_GT(db.count("SELECT (ctid::text::point)[0] FROM evpipe_mirror_keys WHERE idempotency_key = 'gone'"), 1);
   const std::string keys = "SELECT idempotency_key FROM evpipe_mirror_keys WHERE idempotency_key NOT LIKE 'now-%' ORDER BY 1";
