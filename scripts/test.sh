@@ -124,16 +124,20 @@ if [ "$sanitizers" != 0 ]; then
      EVPIPE_TEST_EVPIPE_LOAD="$EVPIPE_ROOT/build-sanitize/load/evpipe-load" \
      ctest --output-on-failure --timeout 600 -j "$(( $(nproc) + 1 ))" -L black_box "$@") ||
     tests_failed "black-box tests against the sanitized evpipe failed (above)"
-  # evpipe runs as a child of the integration tests: its reports land in its logs.
-  if grep -rlE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$scratch" --include='*.log' 2>/dev/null; then
-    tests_failed "a sanitizer reported an error in an evpipe child process (logs above)"
+  # evpipe runs as a child of the integration tests: its reports land in its
+  # logs. (The fuzzers' own log, still being written, is judged below.)
+  sanitizer_report="ERROR: (Address|Leak)Sanitizer|runtime error:"
+  if grep -rlE "$sanitizer_report" "$scratch" --include='*.log' --exclude=fuzz.log 2>/dev/null; then
+    grep -rhE -A12 "$sanitizer_report" "$scratch" --include='*.log' --exclude=fuzz.log 2>/dev/null | head -80 >&2
+    tests_failed "a sanitizer reported an error in an evpipe child process (above)"
   fi
   if [ -n "$fuzzing" ]; then
     fuzz_ok=1
     wait "$fuzzing" || fuzz_ok=0
     log "fuzzing:"
     cat "$scratch/fuzz.log" >&2
-    [ "$fuzz_ok" = 1 ] || die "a fuzz target failed (above)"
+    [ "$fuzz_ok" = 1 ] || die "a fuzz target failed (above; its input is the crash-* file it names)"
+    ! grep -qE "$sanitizer_report" "$scratch/fuzz.log" || die "a fuzz target reported a sanitizer error (above)"
   fi
 fi
 log "every test passed; the whole run took $SECONDS s"

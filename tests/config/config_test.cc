@@ -62,6 +62,11 @@ listen = "0.0.0.0:7001"
 TEST(Config, ErrorsNameTheKeyAndTheProblem) {
   EXPECT_EQ(error_of("[batch]\nmax_rows = 0"), "test.toml: [batch] max_rows: must be between 1 and 1000000, got 0");
   EXPECT_EQ(error_of("[batch]\nmax_rows = \"ten\""), "test.toml: [batch] max_rows: must be an integer");
+  // A float, even one past int64's range (config_fuzz found 655e36 converted
+  // with undefined behaviour): refused as such, not converted.
+  EXPECT_EQ(error_of("[batch]\nmax_rows = 100.0"), "test.toml: [batch] max_rows: must be an integer");
+  EXPECT_EQ(error_of("[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\nmax_unacked = 655e36"),
+            "test.toml: [[sources.tcp]] #1 max_unacked: must be an integer");
   EXPECT_EQ(error_of("[batch]\nmax_rowz = 1"), "test.toml: [batch]: unknown key \"max_rowz\"");
   EXPECT_EQ(error_of("[bach]\nmax_rows = 1"), "test.toml: unknown section or key \"bach\"");
   EXPECT_EQ(error_of("[[sources.tcp]]\ntopic = \"x\""), "test.toml: [[sources.tcp]] #1 listen: is required (\"host:port\")");
