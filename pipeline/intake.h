@@ -117,9 +117,9 @@ class intake {
   }
   [[nodiscard]] size_t pinned_shard() const noexcept { return pinned_; }
   // The connection has closed: its shard no longer counts it for the next
-  // connections' choice. (The connection object, and so the intake, can live
-  // on a while: a shard's last batch keeps its origins until that shard
-  // writes again.) Nothing is added after this.
+  // connections' choice. (The connection object, and so the intake, can
+  // outlive its close while something still holds it; once, in a test, for
+  // over 10 s.) Nothing is added after this.
   void release_lease() noexcept { lease_ = shard_lease(); }
 
   // From the next add() on (a reload changed [events]; limits_follower).

@@ -23,6 +23,8 @@
 #include <absl/container/flat_hash_map.h>
 #include <absl/container/flat_hash_set.h>
 
+#include "pipeline/shard_lease.h"
+
 namespace evpipe::pipeline {
 
 class metrics_registry;
@@ -258,7 +260,7 @@ class metrics_registry {
   // The connections pinned to each shard (route_by = "connection",
   // pipeline/shard_lease.h), shown as <prefix>_shard_connections. Set once,
   // before /metrics is served (app/daemon.cc).
-  void watch_shard_leases(std::shared_ptr<const std::vector<std::atomic<int64_t>>> counts) {
+  void watch_shard_leases(std::shared_ptr<const shard_lease::counts> counts) {
     leases_ = std::move(counts);
   }
 
@@ -297,7 +299,7 @@ class metrics_registry {
   std::string prefix_;
   std::vector<std::unique_ptr<shard_probe>> shards_;
   std::vector<std::unique_ptr<source_probe>> sources_;
-  std::shared_ptr<const std::vector<std::atomic<int64_t>>> leases_;  // watch_shard_leases
+  std::shared_ptr<const shard_lease::counts> leases_;  // watch_shard_leases
 
   mutable std::mutex mu_;  // guards the labelled families
   labelled_family ingested_;       // (topic, kind)

@@ -206,12 +206,14 @@ std::string prepare_partitioned_tables(pg_connection& conn, const std::string& s
       st = conn.exec(fill(t.keys == tables[0].keys ? mirror_keys_ddl : dlq_keys_ddl, keys).c_str());
       if (!st.ok) return "cannot create " + keys + ": " + describe(st);
       const std::string old_index = keys + old_keys_index_suffix;
-      if (relkind(conn, old_index, st) == "i") {
+      const std::string old_kind = relkind(conn, old_index, st);
+      if (!st.ok) return "cannot inspect " + old_index + ": " + describe(st);
+      if (old_kind == "i") {
         spdlog::info("dropping index {}: the key table is pruned by sweeps now, without it (docs/partitions.md)",
                      old_index);
         st = conn.exec(("DROP INDEX CONCURRENTLY IF EXISTS " + old_index).c_str());
+        if (!st.ok) return "cannot drop index " + old_index + ": " + describe(st);
       }
-      if (!st.ok) return "cannot drop index " + old_index + ": " + describe(st);
     }
   }
   return "";
