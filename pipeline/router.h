@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "pipeline/intake.h"
+#include "pipeline/room_bell.h"
 #include "pipeline/shard.h"
 #include "pipeline/shard_lease.h"
 
@@ -26,13 +27,19 @@ class router {
   // this is false (backpressure). `only`: just that shard (a connection
   // pinned to it sends nothing to the others).
   [[nodiscard]] bool has_room(size_t only = intake::unpinned) const noexcept;
+  // For a source that found no room (has_room(only) false) and will wait
+  // for it: `w.wake` runs once, on a shard's thread (or this one), when the
+  // queue it waits for has room again or the router opens; the source then
+  // checks has_room() again. Returns false, keeping nothing, when there is
+  // room already. Instead of polling: see room_bell.h.
+  bool wait_for_room(size_t only, room_bell::waiter w);
   // Closed, has_room() is false whatever the queues hold: sources read
   // nothing (evpipe started before its database and waits for it).
   // Thread-safe.
-  void set_open(bool open) noexcept { open_.store(open); }
+  void set_open(bool open);
   // A reload's [pipeline] queue_capacity and [batch]; thread-safe, effective
   // for the next has_room() and each shard's next batch.
-  void set_queue_capacity(int64_t capacity) noexcept { capacity_.store(capacity, std::memory_order_relaxed); }
+  void set_queue_capacity(int64_t capacity);
   void set_batch_limits(uint32_t max_rows, uint32_t max_bytes, std::chrono::microseconds linger) noexcept {
     for (auto& s : shards_) s->set_batch_limits(max_rows, max_bytes, linger);
   }
@@ -60,9 +67,17 @@ class router {
   void stop(std::chrono::steady_clock::time_point deadline);
 
  private:
-  std::vector<std::unique_ptr<shard>> shards_;
+  // Shard i rang room for whoever waits on bells_[i] (after taking batches).
+  void rang_room(size_t i);
+  void ring_all();
+
+  // Declared before shards_, so destroyed after them: a shard thread rings
+  // them until it is joined.
   std::atomic<int64_t> capacity_;
   std::atomic<bool> open_{true};
+  std::vector<std::unique_ptr<room_bell>> bells_;  // per shard: sources waiting for its queue
+  room_bell open_bell_;                            // sources waiting for set_open(true)
+  std::vector<std::unique_ptr<shard>> shards_;
   std::shared_ptr<shard_lease::counts> leases_;  // live shard_leases per shard
 };
 

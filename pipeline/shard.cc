@@ -95,8 +95,13 @@ void shard::run() {
     const uint64_t batches_before = probe_.batches.load(std::memory_order_relaxed);
     while (n > 0) {
       const int64_t popped = now_ns();
+      // Out of the queue: room for the sources now, not after this
+      // absorb's writes (a full batch is written inside absorb).
+      int64_t taken = 0;
+      for (size_t i = 0; i < n; ++i) taken += static_cast<int64_t>(items[i].events.size());
+      probe_.queue_depth.fetch_sub(taken, std::memory_order_relaxed);
+      if (on_taken_) on_taken_();
       for (size_t i = 0; i < n; ++i) {
-        probe_.queue_depth.fetch_sub(static_cast<int64_t>(items[i].events.size()), std::memory_order_relaxed);
         if (!items[i].events.empty()) absorb(items[i], popped);
         items[i].clear();
         if (items[i].arena.capacity() > 0 && items[i].arena.capacity() <= max_spare_bytes &&

@@ -63,6 +63,9 @@ class shard {
   // read's batch for this shard then allocates nothing, and no freshly
   // mapped page is touched (see spares_; router::take_spares).
   bool take_spare(stages::event_batch& into) { return spares_.try_dequeue(into); }
+  // Before start(): runs on the shard thread each time it has taken
+  // batches off its queue (the router rings for sources waiting for room).
+  void on_taken(std::function<void()> f) { on_taken_ = std::move(f); }
   [[nodiscard]] int64_t queued_events() const noexcept {
     return probe_.queue_depth.load(std::memory_order_relaxed);
   }
@@ -93,6 +96,7 @@ class shard {
   metrics_registry& registry_;
 
   moodycamel::BlockingConcurrentQueue<stages::event_batch, shard_queue_traits> queue_;
+  std::function<void()> on_taken_;
   // Absorbed batches go back to the sources through here instead of being
   // freed on this thread and allocated again on theirs: a batch's arena is
   // about a read's size (64 KiB), and each fresh one cost page faults. At

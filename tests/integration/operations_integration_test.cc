@@ -102,19 +102,7 @@ class raw_child {
   // The exit code, or -1 on a timeout or a death by signal.
   int wait(std::chrono::milliseconds timeout) { return wait_for_exit(pid_, timeout); }
   // CPU time the child has used (user + system), from /proc.
-  [[nodiscard]] double cpu_seconds() const {
-    std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), {});
-    auto close_paren = stat.rfind(')');
-    std::istringstream fields(stat.substr(close_paren + 2));
-    std::string f;
-    unsigned long utime = 0, stime = 0;
-    for (int i = 3; i <= 15 && fields >> f; ++i) {
-      if (i == 14) utime = std::stoul(f);
-      if (i == 15) stime = std::stoul(f);
-    }
-    return double(utime + stime) / double(::sysconf(_SC_CLK_TCK));
-  }
+  [[nodiscard]] double cpu_seconds() const { return cpu_seconds_of(pid_); }
 
  private:
   pid_t pid_ = -1;

@@ -188,6 +188,58 @@ TEST_F(TcpPipeline, DatabaseOutageHoldsAcksAndResumesWithoutLoss) {
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
 
+// Connections paused through an outage sleep: each waits for its shard's
+// wake (router::wait_for_room), not polling for room. 400 connections that
+// polled every 2 ms kept a core 15-35 % busy doing nothing (0.34 cores with
+// 500, 0.40 with 1,000, perf builds).
+TEST_F(TcpPipeline, ConnectionsPausedThroughAnOutageUseNoCpuAndAllResume) {
+  if (db.server_port() == 0) GTEST_SKIP() << "needs EVPIPE_TEST_DSN as a URI with host:port";
+  tcp_proxy proxy(db.server_port());
+  uint16_t port = free_port(), http_port = free_port();
+  std::string cfg = config_for(db, port, http_port,
+                               {.queue_capacity = 256, .dsn = db.dsn_via(proxy.port()), .tcp_extra = "max_connections = 1000\n"});
+  evpipe_process evp(cfg, "paused_sleep");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  auto metric = [&](const std::string& sample) { return metric_value(http_get(http_port, "/metrics"), sample); };
+  {
+    ndjson_client first(port);
+    first.send_all(valid_event("paused-first") + "\n");
+    ASSERT_EQ(first.read_acks_until(1, 60s), 1u);
+  }
+  proxy.cut();
+  constexpr int connections = 400, each = 20;
+  std::vector<std::unique_ptr<ndjson_client>> clients;
+  for (int c = 0; c < connections; ++c) {
+    clients.push_back(std::make_unique<ndjson_client>(port));
+    std::string lines;
+    for (int i = 0; i < each; ++i) lines += valid_event("paused-" + std::to_string(c) + "-" + std::to_string(i)) + "\n";
+    clients.back()->send_all(lines);
+  }
+  // 8,000 events, room for 256 in each shard's queue: most connections
+  // have paused before reading theirs (the others read all of theirs and
+  // wait for more).
+  const std::string waits = "taylor_backpressure_waits_total{source=\"tcp\"}";
+  ASSERT_TRUE(eventually([&] { return metric(waits) >= connections * 3 / 4; }, 60s))
+      << metric(waits) << " paused\n" << evp.log();
+  std::this_thread::sleep_for(1s);
+  std::cout << metric(waits) << " connections paused, " << metric("taylor_events_received_total{source=\"tcp\"}")
+            << " events read\n";
+  const double cpu0 = cpu_seconds_of(evp.pid());
+  std::this_thread::sleep_for(3s);
+  const double cpu = cpu_seconds_of(evp.pid()) - cpu0;
+  std::cout << "while down: " << cpu << " s of CPU in 3 s with " << connections << " paused connections\n";
+  EXPECT_LT(cpu, 0.3) << "paused connections kept evpipe busy";
+
+  proxy.restore();
+  for (int c = 0; c < connections; ++c) {
+    EXPECT_EQ(clients[c]->read_acks_until(each, 120s), static_cast<uint64_t>(each)) << "connection " << c;
+  }
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 1 + connections * each);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
 TEST_F(TcpPipeline, ConnectionLimitAndIdleTimeoutCloseHostileClients) {
   uint16_t port = free_port(), http_port = free_port();
   evpipe_process evp(config_for(db, port, http_port, {.tcp_extra = "max_connections = 3\nidle_timeout_s = 1\n"}), "hostile");

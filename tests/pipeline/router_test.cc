@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -100,6 +104,91 @@ TEST_F(routers, APinnedConnectionWaitsOnlyForItsOwnShardsQueue) {
   EXPECT_FALSE(r->has_room(1));
   r->set_open(false);  // closed (waiting for the database): no source reads
   EXPECT_FALSE(r->has_room(0));
+}
+
+class null_origin : public stages::event_origin {
+ public:
+  void on_outcomes(std::span<const stages::outcome>) override {}
+};
+
+// A source that finds no room waits for the router's wake instead of
+// polling (room_bell.h). The waiter counts its runs.
+struct counted_waiter {
+  std::shared_ptr<int> owner = std::make_shared<int>(0);
+  std::shared_ptr<std::atomic<int>> runs = std::make_shared<std::atomic<int>>(0);
+  room_bell::waiter make() const {
+    return {owner, [runs = runs] { runs->fetch_add(1); }};
+  }
+};
+
+bool within(std::chrono::milliseconds limit, const std::function<bool()>& f) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!f()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+TEST_F(routers, AWaiterRunsOnceTheFullShardTakesItsBatches) {
+  auto r = make(2);
+  r->set_queue_capacity(10);
+  std::vector<stages::event_batch> batches(2);
+  auto origin = std::make_shared<null_origin>();
+  batches[1].origin = origin;
+  batches[1].events.resize(10);  // shard 1 is full until it runs
+  r->submit(batches);
+  counted_waiter w;
+  ASSERT_TRUE(r->wait_for_room(intake::unpinned, w.make()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(*w.runs, 0) << "woken while the queue was still full";
+  r->start();
+  EXPECT_TRUE(within(std::chrono::seconds(5), [&] { return *w.runs == 1; }));
+  EXPECT_TRUE(r->has_room());
+  // Once: later batches ring for nobody.
+  batches[1].origin = origin;
+  batches[1].events.resize(3);
+  r->submit(batches);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(*w.runs, 1);
+  r->stop(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+}
+
+TEST_F(routers, WaitingForRoomThatIsThereKeepsNoWaiter) {
+  auto r = make(2);
+  r->set_queue_capacity(10);
+  std::vector<stages::event_batch> batches(2);
+  batches[1].events.resize(10);
+  r->submit(batches);
+  counted_waiter pinned_elsewhere, pinned_there;
+  // A connection pinned to shard 0 does not wait for shard 1's queue.
+  EXPECT_FALSE(r->wait_for_room(0, pinned_elsewhere.make()));
+  EXPECT_TRUE(r->wait_for_room(1, pinned_there.make()));
+  r->set_queue_capacity(100);  // room in every queue now: the waiter runs
+  EXPECT_EQ(*pinned_there.runs, 1);
+  EXPECT_EQ(*pinned_elsewhere.runs, 0);
+}
+
+TEST_F(routers, OpeningTheRouterWakesWhoWaitedForIt) {
+  auto r = make(1);
+  r->set_open(false);  // waiting for the database
+  counted_waiter w, gone;
+  EXPECT_TRUE(r->wait_for_room(intake::unpinned, w.make()));
+  EXPECT_TRUE(r->wait_for_room(intake::unpinned, gone.make()));
+  gone.owner.reset();  // its connection closed meanwhile
+  r->set_open(true);
+  EXPECT_EQ(*w.runs, 1);
+  EXPECT_EQ(*gone.runs, 0) << "a waiter whose owner is gone ran";
+}
+
+TEST(room_bells, WaitersOfClosedConnectionsDoNotPileUp) {
+  room_bell bell;
+  auto live = std::make_shared<int>(0);
+  for (int i = 0; i < 10'000; ++i) bell.add({std::make_shared<int>(i), [] {}});  // each owner gone at once
+  bell.add({live, [] {}});
+  EXPECT_LT(bell.waiting(), 200u);
+  bell.ring();
+  EXPECT_EQ(bell.waiting(), 0u);
 }
 
 }  // namespace

@@ -175,16 +175,42 @@ asio::awaitable<bool> mqtt_link::connect(std::string& why) {
   }
 }
 
+pipeline::room_bell::waiter mqtt_link::room_waiter() {
+  std::weak_ptr<mqtt_link> w = weak_from_this();
+  return {w, [w, strand = strand_] {
+            asio::post(strand, [w] {
+              if (auto self = w.lock()) {
+                self->waiting_for_room_ = false;
+                self->wake_.cancel();
+              }
+            });
+          }};
+}
+
 asio::awaitable<link_end> mqtt_link::read_loop(std::string& why) {
   for (;;) {
     if (auto end = process_buffer(why)) co_return *end;
     submit();
-    // Backpressure: wait while a shard queue is full or too much is
-    // unacknowledged. Acks cancel the wait; a full shard queue is polled.
-    while (!stopping_ && !closed_ &&
-           (!sh_.router.has_room() || tracker_.in_flight() >= read_limit() || over_quota())) {
+    // Backpressure: wait while a shard queue is full, too much is
+    // unacknowledged or the tenant is over its quota. Nothing polls: acks
+    // end the wait (acknowledge), and so does a shard once its queue has
+    // room (router::wait_for_room), or a stop; the quota's wait runs to the
+    // quota's time, and the other timeout only backs these up.
+    while (!stopping_ && !closed_) {
+      const bool room = sh_.router.has_room();
+      const bool within = room && tracker_.in_flight() < read_limit();
+      const bool quota = within && over_quota();
+      if (within && !quota) break;
       pause_.begin(sh_.probe);
-      wake_.expires_after(2ms);
+      if (!room && !waiting_for_room_) {
+        if (!sh_.router.wait_for_room(pipeline::intake::unpinned, room_waiter())) continue;  // room came meanwhile
+        waiting_for_room_ = true;
+      }
+      if (quota) {
+        wake_.expires_after(std::chrono::nanoseconds(std::max<int64_t>(0, quota_until_ns_ - pipeline::steady_now_ns())));
+      } else {
+        wake_.expires_after(1s);
+      }
       co_await wake_.async_wait(asio::as_tuple(asio::use_awaitable));
     }
     if (pause_.paused()) {

@@ -272,6 +272,10 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   mqtt_session_state& state_;
   mqtt_stream stream_;
   boost::asio::steady_timer wake_;             // backpressure waits
+  bool waiting_for_room_ = false;              // a room_waiter() is with the router and has not run yet
+  // What router::wait_for_room runs, on a shard thread, once there is room:
+  // ends this link's wait on its strand.
+  pipeline::room_bell::waiter room_waiter();
   boost::asio::steady_timer keepalive_timer_;
   boost::asio::steady_timer probe_timer_;      // shared_group probe deadline
   pipeline::ack_tracker tracker_;

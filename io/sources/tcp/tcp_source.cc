@@ -147,15 +147,23 @@ class tcp_connection final : public stages::event_origin,
  private:
   asio::awaitable<void> read_loop(std::shared_ptr<tcp_connection> self) {
     for (;;) {
-      // Backpressure: wait while a shard queue is full or too much is unacked.
-      // Acks cancel the wait (send_ack); a full shard queue is polled.
-      while (!stopping_ && (!router_.has_room(intake_.pinned_shard()) || tracker_.in_flight() >= cfg_.max_unacked)) {
+      // Backpressure: wait while a shard queue is full or too much is
+      // unacked. Nothing polls: acks end the wait (post_outcomes), and so
+      // does the shard once its queue has room (router::wait_for_room), or
+      // a stop; the timeout only backs them up.
+      while (!stopping_ && !closed_) {
+        const bool room = router_.has_room(intake_.pinned_shard());
+        if (room && tracker_.in_flight() < cfg_.max_unacked) break;
         pause_.begin(probe_);
-        timer_.expires_after(std::chrono::milliseconds(2));
+        if (!room && !waiting_for_room_) {
+          if (!router_.wait_for_room(intake_.pinned_shard(), room_waiter())) continue;  // room came meanwhile
+          waiting_for_room_ = true;
+        }
+        timer_.expires_after(std::chrono::seconds(1));
         co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
       }
       pause_.end(probe_);
-      if (stopping_) break;
+      if (stopping_ || closed_) break;
       auto space = framer_.writable();
       // Every line takes at least one byte: reading no more bytes than the
       // tracker has free slots keeps the lines in flight within its window.
@@ -211,6 +219,20 @@ class tcp_connection final : public stages::event_origin,
     reading_done_ = true;
     reading_.fetch_sub(1);
     finish_if_done();
+  }
+
+  // What router::wait_for_room runs, on a shard thread, once there is room:
+  // ends this connection's wait on its strand.
+  pipeline::room_bell::waiter room_waiter() {
+    std::weak_ptr<tcp_connection> w = weak_from_this();
+    return {w, [w, strand = socket_.get_executor()] {
+              asio::post(strand, [w] {
+                if (auto self = w.lock()) {
+                  self->waiting_for_room_ = false;
+                  self->timer_.cancel();
+                }
+              });
+            }};
   }
 
   // Closes the connection once no complete line has arrived for the idle
@@ -319,7 +341,8 @@ class tcp_connection final : public stages::event_origin,
   bool reading_done_ = false;
   bool stopping_ = false;
   bool closed_ = false;
-  pipeline::pause_timer pause_;  // the read loop waits for room (backpressure)
+  bool waiting_for_room_ = false;  // a room_waiter() is with the router and has not run yet
+  pipeline::pause_timer pause_;    // the read loop waits for room (backpressure)
 };
 
 tcp_source::tcp_source(asio::io_context& ioc, config::tcp_source cfg, pipeline::router& router,
