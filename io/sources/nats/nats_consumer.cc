@@ -112,15 +112,44 @@ std::string nats_consumer::setup(bool& config_problem) {
   return {};
 }
 
+void nats_consumer::wake() {
+  {
+    std::lock_guard lock(mu_);
+    ++wakes_;
+  }
+  room_cv_.notify_all();
+}
+
 bool nats_consumer::wait_for_room() {
   pipeline::pause_timer pause;
   while (!sh_.stopping.load(std::memory_order_relaxed)) {
-    if (sh_.router.has_room() && unacked() < sh_.cfg.max_ack_pending) {
+    uint64_t seen;
+    {
+      std::lock_guard lock(mu_);
+      seen = wakes_;  // before looking: a wake after this ends the wait below
+    }
+    const bool room = sh_.router.has_room();
+    if (room && unacked() < sh_.cfg.max_ack_pending) {
       pause.end(sh_.probe);
       return true;
     }
     pause.begin(sh_.probe);
-    std::this_thread::sleep_for(2ms);
+    // Nothing polls: acks (ack_committed) and the full shard, once it has
+    // room (router::wait_for_room), wake this thread, and so does a stop.
+    if (!room && !waiting_for_room_.exchange(true)) {
+      std::weak_ptr<nats_consumer> w = weak_from_this();
+      if (!sh_.router.wait_for_room(pipeline::intake::unpinned, {w, [w] {
+                                      if (auto self = w.lock()) {
+                                        self->waiting_for_room_.store(false);
+                                        self->wake();
+                                      }
+                                    }})) {
+        waiting_for_room_.store(false);
+        continue;  // room came meanwhile
+      }
+    }
+    std::unique_lock lock(mu_);
+    room_cv_.wait_for(lock, 1s, [&] { return wakes_ != seen || sh_.stopping.load(); });
   }
   pause.end(sh_.probe);
   return false;
@@ -268,8 +297,12 @@ size_t nats_consumer::ack_committed() {
     natsMsg_Destroy(m);
   }
   if (!batch.empty()) {
-    std::lock_guard lock(mu_);
-    unacked_ -= batch.size();
+    {
+      std::lock_guard lock(mu_);
+      unacked_ -= batch.size();
+      ++wakes_;  // the puller may wait for these (max_ack_pending)
+    }
+    room_cv_.notify_all();
   }
   pipeline::bump(sh_.probe.nats_acks, batch.size());
   sh_.probe.unacked.fetch_sub(static_cast<int64_t>(batch.size()), std::memory_order_relaxed);

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -53,6 +54,8 @@ class nats_consumer final : public stages::event_origin, public std::enable_shar
   [[nodiscard]] size_t unacked() const;
   // At close: gives up what is held (the server redelivers it).
   void release_all();
+  // Ends the puller's wait for room (a stop; acks and the shards' room wake it themselves).
+  void wake();
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] std::chrono::milliseconds progress_every() const noexcept {
@@ -84,6 +87,9 @@ class nats_consumer final : public stages::event_origin, public std::enable_shar
   std::vector<natsMsg*> to_ack_;   // committed, for the acker
   bool released_ = false;
   bool told_stray_ = false;        // an outcome for a seq not held was logged
+  uint64_t wakes_ = 0;             // bumped by wake() and by acks: the puller's wait ends
+  std::condition_variable room_cv_;
+  std::atomic<bool> waiting_for_room_{false};  // a waiter is with the router and has not run yet
 
   // Puller-thread state.
   pipeline::intake intake_;

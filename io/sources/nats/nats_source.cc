@@ -219,7 +219,10 @@ void nats_source::acker_loop() {
   }
 }
 
-void nats_source::stop_reading() { sh_->stopping.store(true); }
+void nats_source::stop_reading() {
+  sh_->stopping.store(true);
+  for (auto& c : consumers_) c->wake();
+}
 
 size_t nats_source::open_connections() {
   for (const auto& c : consumers_) {
@@ -231,6 +234,7 @@ size_t nats_source::open_connections() {
 void nats_source::close() {
   std::call_once(closed_, [this] {
     sh_->stopping.store(true);
+    for (auto& c : consumers_) c->wake();
     for (auto& t : pullers_) {
       if (t.joinable()) t.join();
     }
