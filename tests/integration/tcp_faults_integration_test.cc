@@ -75,10 +75,11 @@ TEST_F(TcpPipeline, RepeatedSigkillLosesAndDuplicatesNothing) {
 
   std::atomic<uint64_t> acked{0};  // lines [0, acked) have a committed outcome
   std::atomic<bool> producing{true};
+  std::atomic<bool> given_up{false};  // the test saw no progress: the producer stops too
   std::thread producer([&] {
     uint64_t base = 0;
     auto deadline = std::chrono::steady_clock::now() + 240s;  // a bound, not a pace
-    while (base < n && std::chrono::steady_clock::now() < deadline) {
+    while (base < n && std::chrono::steady_clock::now() < deadline && !given_up.load()) {
       std::unique_ptr<ndjson_client> c;
       try {
         c = std::make_unique<ndjson_client>(port);
@@ -93,7 +94,7 @@ TEST_F(TcpPipeline, RepeatedSigkillLosesAndDuplicatesNothing) {
           // killed mid-send: the unacked rest is resent on the next connection
         }
       });
-      while (!c->closed() && base + c->last_ack() < n) {
+      while (!c->closed() && base + c->last_ack() < n && !given_up.load()) {
         c->read_acks_until(n - base, 50ms);
         acked.store(base + c->last_ack());
       }
@@ -112,7 +113,10 @@ TEST_F(TcpPipeline, RepeatedSigkillLosesAndDuplicatesNothing) {
     // A short poll: the acked count is in memory, and a long one would let a
     // fast machine overshoot the step.
     bool progressed = eventually([&] { return acked.load() >= acked_at_kill + step || !producing.load(); }, 120s, 2ms);
-    if (!progressed || !producing.load()) break;
+    if (!progressed || !producing.load()) {
+      given_up.store(true);  // else a producer that cannot connect tries on for the rest of its 240 s
+      break;
+    }
     uint64_t acked_before = acked.load();
     std::cout << "kill " << kills + 1 << " with " << acked_before << " of " << n << " acked ("
               << acked_before - acked_at_kill << " since the last kill)\n";
@@ -122,7 +126,13 @@ TEST_F(TcpPipeline, RepeatedSigkillLosesAndDuplicatesNothing) {
     long stored = db.stored_of("kill-", static_cast<long>(acked_before));
     EXPECT_EQ(stored, static_cast<long>(acked_before)) << "kill " << kills;
     acked_at_kill = acked_before;
-    evp.start(port);
+    try {
+      evp.start(port);
+    } catch (const std::exception& e) {  // evpipe exited at startup: stop the producer before failing
+      given_up.store(true);
+      producer.join();
+      FAIL() << "restart after kill " << kills << ": " << e.what();
+    }
   }
   producer.join();
   EXPECT_EQ(kills, want_kills) << "no progress, or the stream ended, before 10 kills; acked " << acked.load() << " of "
