@@ -326,6 +326,42 @@ class compiler {
       n.members.emplace_back();  // the end: a name that matches nothing
       n.enum_texts.clear();
       for (std::string_view e : n.enum_strings) n.enum_texts.push_back(tape_text::of(e));
+      hash_enum(n);
+    }
+  }
+
+  // node::enum_slots: a multiplier under which the values' first 8 bytes
+  // fall in distinct slots of a table of at least twice their number.
+  static void hash_enum(node& n) {
+    n.enum_slots.clear();
+    const size_t count = n.enum_texts.size();
+    if constexpr (std::endian::native != std::endian::little) return;
+    if (count < 2 || count > 64) return;
+    unsigned bits = 1;
+    while ((size_t{1} << bits) < 2 * count) ++bits;
+    std::vector<uint64_t> words;
+    for (const auto& t : n.enum_texts) words.push_back(enum_word(t.bytes));
+    uint64_t state = 0x9E3779B97F4A7C15ull;
+    for (int attempt = 0; attempt < 4096; ++attempt) {
+      // splitmix64: a fresh odd multiplier per attempt
+      state += 0x9E3779B97F4A7C15ull;
+      uint64_t z = state;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      const uint64_t mult = (z ^ (z >> 31)) | 1;
+      std::vector<int8_t> slots(size_t{1} << bits, -1);
+      bool distinct = true;
+      for (size_t i = 0; i < count && distinct; ++i) {
+        int8_t& slot = slots[(words[i] * mult) >> (64 - bits)];
+        distinct = slot < 0;
+        slot = static_cast<int8_t>(i);
+      }
+      if (distinct) {
+        n.enum_slots = std::move(slots);
+        n.enum_mult = mult;
+        n.enum_shift = 64 - bits;
+        return;
+      }
     }
   }
 

@@ -91,6 +91,19 @@ struct tape_text {
   }
 };
 
+// The first 8 bytes of a string as simdjson's string buffer holds it (its
+// 4-byte length, then up to 4 bytes of text, the bytes past a shorter text
+// cleared): what an enum's perfect hash reads (node::enum_slots).
+// Little-endian only; elsewhere enum_slots stays empty.
+[[nodiscard]] inline uint64_t enum_word(const uint8_t* at) noexcept {
+  uint64_t w;
+  std::memcpy(&w, at, 8);
+  uint32_t size;
+  std::memcpy(&size, at, 4);
+  const unsigned shown = size < 4 ? size : 4;
+  return w & (~uint64_t{0} >> (8 * (4 - shown)));
+}
+
 // A subschema as the walker meets it in the place of a member or an item,
 // precomputed so that the usual leaf (a string with bounds, a number in a
 // range, a uuid, an enum of strings) is checked from this struct alone,
@@ -220,6 +233,13 @@ struct node {
   // program::source.
   std::vector<std::string_view> enum_strings;
   std::vector<tape_text> enum_texts;  // the same, as the walker compares them
+  // enum_texts by a perfect hash, so that a string is compared with the one
+  // value it can equal: slot (enum_word(s) * enum_mult) >> enum_shift holds
+  // that value's index, or -1. Empty when no multiplier tells the values
+  // apart by their first 8 bytes (then each is compared in turn).
+  std::vector<int8_t> enum_slots;
+  uint64_t enum_mult = 0;
+  unsigned enum_shift = 63;
   std::vector<simdjson::dom::element> enum_others;
   simdjson::dom::element const_value;  // for messages
   // The same non-string enum values and the const value as indices on

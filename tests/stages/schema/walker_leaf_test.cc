@@ -10,10 +10,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "stages/schema/compile.h"
+#include "stages/schema/tape.h"
 #include "stages/schema/walker.h"
 
 namespace evpipe::stages::schema {
@@ -197,6 +199,70 @@ TEST(walker_leaf, names_and_enum_strings_around_twelve_bytes) {
   EXPECT_TRUE(run(*p, R"({"abcdefghijk":1,"abcdefghijkl":2})").ok);
   EXPECT_TRUE(run(*p, R"({"\u0061bc":1})").ok);
   EXPECT_EQ(run(*p, R"({"abc\u0000":1})").keyword, "additionalProperties");
+}
+
+// An enum of strings is looked up by a perfect hash of a string's first 8
+// buffer bytes (its length and up to 4 bytes of text, node::enum_slots), or
+// compared value by value when no multiplier tells the values apart.
+TEST(walker_leaf, enum_strings_found_by_their_hash_or_in_turn) {
+  auto slots_of = [](const program& p) { return p.nodes[leaf_of(p, "v").node].enum_slots.size(); };
+  // Same length and first 4 bytes: no hash separates them.
+  auto same_head = compile_schema(R"({"properties":{"v":{"enum":["abcdX","abcdY","abcdZ"]}}})", "t.json");
+  EXPECT_EQ(slots_of(*same_head), 0u);
+  for (std::string v : {"abcdX", "abcdY", "abcdZ"}) EXPECT_TRUE(run(*same_head, "{\"v\":\"" + v + "\"}").ok) << v;
+  EXPECT_EQ(run(*same_head, R"({"v":"abcdW"})").keyword, "enum");
+  // Shorter than 4 bytes: what follows the text in simdjson's buffer (the
+  // next string) is not part of the hash.
+  auto short_values = compile_schema(R"({"properties":{"v":{"enum":["","a","bb","ccc"]},"w":{}}})", "t.json");
+  EXPECT_GT(slots_of(*short_values), 0u);
+  for (std::string v : {"", "a", "bb", "ccc"}) {
+    for (std::string next : {"", "zzzzzzzz", "a", "\\u0000\\u0000"}) {
+      EXPECT_TRUE(run(*short_values, "{\"v\":\"" + v + "\",\"w\":\"" + next + "\"}").ok) << v << " then " << next;
+    }
+  }
+  // The hash reads what follows a short text (the NUL, the next string's
+  // length) as nothing: the same word as the value compiled into the table.
+  // (A wrong word would still get the right verdict, from the node's full
+  // check, so this is checked on the words themselves.)
+  for (std::string v : {"", "a", "bb", "ccc", "dddd", "eeeee"}) {
+    for (std::string next : {"", "zzzzzzzz", "\\u0001"}) {
+      simdjson::dom::parser parser;
+      [[maybe_unused]] simdjson::dom::element doc = parser.parse("{\"v\":\"" + v + "\",\"" + next + "\":1}");
+      const tape::view t = tape::of(parser.doc);
+      const auto* at = reinterpret_cast<const uint8_t*>(tape::string_at(t, tape::root + 2).data()) - 4;
+      EXPECT_EQ(enum_word(at), enum_word(tape_text::of(v).bytes)) << v << " then " << next;
+    }
+  }
+  for (std::string v : {"b", "aa", "cc", "cccc", "a\\u0000"}) EXPECT_EQ(run(*short_values, "{\"v\":\"" + v + "\"}").keyword, "enum") << v;
+  // Random enums of 2 to 64 values over a small alphabet (many share heads
+  // and lengths), against a plain search, hashed or not.
+  std::mt19937 rng(7);
+  auto word = [&](size_t max) {
+    std::string w;
+    for (size_t i = rng() % (max + 1); i > 0; --i) w += "ab"[rng() % 2];
+    return w;
+  };
+  size_t hashed = 0;
+  for (int round = 0; round < 200; ++round) {
+    std::vector<std::string> values;
+    for (size_t k = 2 + rng() % 63; values.size() < k;) {
+      std::string w = word(10);
+      if (std::find(values.begin(), values.end(), w) == values.end()) values.push_back(w);
+    }
+    std::string list;
+    for (const auto& v : values) list += (list.empty() ? "\"" : ",\"") + v + "\"";
+    auto p = compile_schema(R"({"properties":{"v":{"enum":[)" + list + "]}}}", "t.json");
+    hashed += slots_of(*p) > 0;
+    for (int probe = 0; probe < 40; ++probe) {
+      const std::string w = probe < 10 ? values[rng() % values.size()] : word(12);
+      const bool in = std::find(values.begin(), values.end(), w) != values.end();
+      const auto r = run(*p, "{\"v\":\"" + w + "\"}");
+      EXPECT_EQ(r.ok, in) << w << " in " << list;
+      if (!in) EXPECT_EQ(r.keyword, "enum") << w;
+    }
+  }
+  EXPECT_GT(hashed, 20u);  // both paths ran
+  EXPECT_LT(hashed, 200u);
 }
 
 }  // namespace
