@@ -59,7 +59,9 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < n; ++i) {
       const auto& e = events[i % events.size()];
       auto r = v.check(e, e.capacity(), env);
-      if (r.ok()) r = set->check(env.kind, v.parsed(), w);
+      if (r.ok()) {
+        if (auto s = set->check(env.kind, v.parsed(), w); !s.ok()) r = std::move(s);
+      }
       failures += !r.ok();
     }
   });

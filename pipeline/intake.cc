@@ -254,8 +254,11 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
   // the one snapshot of the set this thread holds for this event.
   if (v.ok() && !bare) {
     if (const auto* schemas = stages::schema::thread_schemas()) {
-      v = schemas->check(env.kind, validator.parsed(), stages::schema::thread_walker());
-      rec.why = v.why;
+      // Assigned only when it fails: a passing event moves no validation.
+      if (auto s = schemas->check(env.kind, validator.parsed(), stages::schema::thread_walker()); !s.ok()) {
+        v = std::move(s);
+        rec.why = v.why;
+      }
     }
   }
   bool routed = false;
