@@ -6,6 +6,7 @@
 // waiter and checks again; the shard rings once it has taken batches off
 // its queue and has room (router.cc). Thread-safe.
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <memory>
