@@ -67,21 +67,25 @@ class sse_client final : public stream_client {
   size_t queued_bytes() const override { return queue_.bytes(); }
 
   // Waits up to `wait` for frames; moves them to `out` (empty on timeout)
-  // and says whether the stream ends after them.
+  // and says whether the stream ends after them. An idle client's thread
+  // sleeps for the whole `wait`: frames, an error and stop() (through
+  // wake(), after `stopping` is set) end the wait early.
   void take(std::chrono::seconds wait, bool& last, const std::atomic<bool>& stopping,
             std::vector<frame_queue::item>& out) {
     out.clear();
     {
       std::unique_lock lock(mu_);
-      // In slices, so that stop() is seen within 100 ms without a registry of
-      // waiting clients to notify.
-      auto until = std::chrono::steady_clock::now() + wait;
-      while (queue_.empty() && !closing_ && !stopping.load() && std::chrono::steady_clock::now() < until) {
-        cv_.wait_for(lock, std::chrono::milliseconds(100));
-      }
+      cv_.wait_for(lock, wait, [&] { return !queue_.empty() || closing_ || stopping.load(); });
       last = closing_;
     }
     queue_.take(out);
+  }
+  // Taking mu_ to notify: the waiter checks the queue (which has its own
+  // lock) and `stopping` under mu_, so a push or a stop lands either before
+  // that check or while it waits, never in between.
+  void wake() {
+    std::lock_guard lock(mu_);
+    cv_.notify_one();
   }
   // `items` were written to the socket (`ok`), or not.
   void sent(const std::vector<frame_queue::item>& items, bool ok) {
@@ -96,13 +100,6 @@ class sse_client final : public stream_client {
   }
 
  private:
-  // Taking mu_ to notify: the waiter checks the queue (which has its own
-  // lock) under mu_, so a push lands either before that check or while it
-  // waits, never in between.
-  void wake() {
-    std::lock_guard lock(mu_);
-    cv_.notify_one();
-  }
   std::mutex mu_;
   std::condition_variable cv_;
   stream_probe& probe_;
@@ -271,8 +268,11 @@ void sse_server::stop() {
   if (acceptor_.joinable()) acceptor_.join();
   std::map<uint64_t, std::thread> sessions;
   {
+    // A WebSocket session always has a read pending, which the shutdown
+    // ends; an SSE client's thread waits for frames, so it is woken.
     std::lock_guard lock(mu_);
     for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+    for (auto& [id, wake] : sse_wakes_) wake();
     sessions.swap(sessions_);
   }
   for (auto& [id, t] : sessions) t.join();
@@ -468,6 +468,18 @@ void sse_server::serve(int fd, uint64_t session) {
     return;
   }
   auto client = std::make_shared<sse_client>(hub_.probe());
+  struct wake_registration {
+    sse_server* s;
+    uint64_t session;
+    ~wake_registration() {
+      std::lock_guard lock(s->mu_);
+      s->sse_wakes_.erase(session);
+    }
+  } registered{this, session};
+  {
+    std::lock_guard lock(mu_);
+    sse_wakes_.emplace(session, [client] { client->wake(); });
+  }
   uint64_t id = hub_.add(client, std::move(filter), std::move(from));
   std::vector<frame_queue::item> items;
   disconnect_reason why = disconnect_reason::shutdown;

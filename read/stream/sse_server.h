@@ -65,6 +65,9 @@ class sse_server {
   std::map<uint64_t, std::thread> sessions_;  // running or finished, joined by the acceptor
   std::vector<uint64_t> finished_;
   std::set<int> fds_;                         // open client sockets, shut down by stop()
+  // What wakes each waiting SSE client's thread, for stop(): an idle client
+  // sleeps until its next heartbeat otherwise.
+  std::map<uint64_t, std::function<void()>> sse_wakes_;
   uint64_t next_session_ = 1;
   std::thread acceptor_;
 };

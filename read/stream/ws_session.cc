@@ -79,7 +79,7 @@ class session {
  public:
   session(int fd, const config::stream_section& cfg, stream_hub& hub, const std::atomic<bool>& stopping,
           std::function<void()> ending)
-      : cfg_(cfg), hub_(hub), stopping_(stopping), sock_(ioc_), ping_timer_(ioc_), stop_timer_(ioc_),
+      : cfg_(cfg), hub_(hub), stopping_(stopping), sock_(ioc_), ping_timer_(ioc_),
         ending_(std::move(ending)) {
     beast::error_code ec;
     sock_.assign(asio::ip::tcp::v6(), ::dup(fd), ec);  // the protocol only labels the descriptor
@@ -101,9 +101,10 @@ class session {
     if (ec) return;
     int one = 1;
     ::setsockopt(sock_.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    // A read is always pending: sse_server::stop() shuts the socket down,
+    // which ends it, so an idle session sleeps until its next ping.
     do_read();
     schedule_ping();
-    watch_stop();
     ioc_.run();
   }
 
@@ -188,14 +189,6 @@ class session {
       schedule_ping();
     });
   }
-  void watch_stop() {
-    stop_timer_.expires_after(std::chrono::milliseconds(100));
-    stop_timer_.async_wait([this](beast::error_code ec) {
-      if (ec) return;
-      if (stopping_.load()) return close(disconnect_reason::shutdown);
-      watch_stop();
-    });
-  }
   void close(disconnect_reason why) {
     if (closed_) return;
     closed_ = true;
@@ -205,7 +198,6 @@ class session {
     beast::error_code ec;
     sock_.close(ec);
     ping_timer_.cancel();
-    stop_timer_.cancel();
     ioc_.stop();
   }
   // A close frame, sent without waiting (a client that reads nothing gets
@@ -329,7 +321,7 @@ class session {
   const std::atomic<bool>& stopping_;
   asio::io_context ioc_{1};
   asio::ip::tcp::socket sock_;
-  asio::steady_timer ping_timer_, stop_timer_;
+  asio::steady_timer ping_timer_;
   std::array<char, 16384> read_buf_{};
   ws_frame_reader reader_{64 * 1024};
   simdjson::dom::parser parser_;

@@ -26,7 +26,9 @@
 
 namespace evpipe::read {
 
-// Serves one upgraded connection until it closes or `stopping` is set.
+// Serves one upgraded connection until it closes. To end it at shutdown, the
+// caller sets `stopping` and then shuts `fd` down, which ends the read the
+// session always has pending (the close is then counted as a shutdown).
 // `fd` stays owned by the caller. `ending` is called once, as the connection
 // ends and before a close frame goes out, so the caller can free the client's
 // max_clients slot before the client can see the close and reconnect.

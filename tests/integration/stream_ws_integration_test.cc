@@ -342,6 +342,62 @@ TEST_F(StreamWsSlowPoll, AResumePositionAheadOfTheTailRepeatsNothing) {
   EXPECT_FALSE(c.next(500ms)) << "a message after the five";
 }
 
+// Idle stream clients cost nothing between heartbeats: their threads sleep
+// until a frame, a heartbeat (15 s here) or the shutdown, instead of waking
+// to look for a stop. 24 WebSocket and 24 SSE clients, subscribed and idle:
+// their threads (the ones that appeared when they connected) are switched in
+// and out a few times over 2 s at most (when each looked for a stop every
+// 100 ms: about 20 times each, 960 in all). Then SIGTERM ends every one of
+// them at once, not at their next heartbeat, and evpipe exits cleanly within
+// seconds (its stop joins the clients' threads).
+TEST_F(StreamWsSlowPoll, IdleClientsSleepUntilTheirHeartbeatAndAllEndAtShutdown) {
+  constexpr int each = 24;
+  const pid_t pid = evpipe->pid();
+  const auto before = context_switches_by_thread(pid);
+  std::vector<std::unique_ptr<ws_client>> ws;
+  std::vector<std::unique_ptr<sse_client>> sse;
+  for (int i = 0; i < each; ++i) {
+    ws.push_back(std::make_unique<ws_client>(stream_port));
+    ws.back()->send(R"({"type":"subscribe","since":"now"})");
+    auto caught = ws.back()->next(10s);
+    ASSERT_TRUE(caught);
+    ASSERT_EQ(field(*caught, "type"), "caught_up") << *caught;
+    sse.push_back(std::make_unique<sse_client>(stream_port, "?since=now"));
+    ASSERT_NE(sse.back()->head().find("200 OK"), std::string::npos);
+    auto f = sse.back()->next(10s);
+    ASSERT_TRUE(f);
+    ASSERT_EQ(f->event, "caught_up");
+  }
+  std::this_thread::sleep_for(300ms);
+  auto new_threads = [&](const std::map<pid_t, uint64_t>& now) {
+    std::map<pid_t, uint64_t> out;
+    for (const auto& [tid, n] : now) {
+      if (!before.contains(tid)) out[tid] = n;
+    }
+    return out;
+  };
+  const auto idle_start = new_threads(context_switches_by_thread(pid));
+  ASSERT_GE(idle_start.size(), size_t{2 * each}) << "a thread per client";
+  std::this_thread::sleep_for(2s);
+  const auto idle_end = context_switches_by_thread(pid);
+  uint64_t switches = 0;
+  for (const auto& [tid, n] : idle_start) {
+    if (auto it = idle_end.find(tid); it != idle_end.end()) switches += it->second - n;
+  }
+  EXPECT_LT(switches, uint64_t{2 * each}) << "the " << idle_start.size() << " client threads were switched in "
+                                           << switches << " times over 2 s of idling";
+
+  const auto stop = std::chrono::steady_clock::now();
+  evpipe->kill(SIGTERM);
+  for (auto& c : ws) EXPECT_TRUE(c->closed_within(10s));
+  for (auto& c : sse) (void)c->rest(10s);  // returns when the server closes, or after 10 s
+  EXPECT_EQ(evpipe->wait(30s), 0) << evpipe->log();
+  // The exit waits for every client's thread to end.
+  const auto exited = std::chrono::steady_clock::now() - stop;
+  EXPECT_LT(exited, 5s) << "evpipe exited " << std::chrono::duration_cast<std::chrono::milliseconds>(exited).count()
+                        << " ms after SIGTERM (a heartbeat is 15 s)";
+}
+
 // A client that stops answering pings is closed after its next missed
 // heartbeat and counted by reason; one that keeps reading (Beast answers
 // pings while it reads) stays connected.

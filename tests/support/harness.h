@@ -21,7 +21,9 @@
 #include <cstddef>
 #include <cstring>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <random>
 #include <set>
@@ -260,6 +262,28 @@ inline double cpu_seconds_of(pid_t pid) {
     if (i == 15) stime = std::stoul(f);
   }
   return double(utime + stime) / double(::sysconf(_SC_CLK_TCK));
+}
+
+// How many times each thread of `pid` has been switched out so far
+// (voluntary and not, from /proc/<pid>/task/<tid>/status), by thread id: a
+// thread that wakes up on a timer adds one per wake-up, however little it
+// does.
+inline std::map<pid_t, uint64_t> context_switches_by_thread(pid_t pid) {
+  std::map<pid_t, uint64_t> out;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator(tasks, ec)) {
+    std::ifstream in(task.path() / "status");
+    std::string line;
+    uint64_t n = 0;
+    while (std::getline(in, line)) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0 || line.rfind("nonvoluntary_ctxt_switches:", 0) == 0) {
+        n += std::stoull(line.substr(line.find(':') + 1));
+      }
+    }
+    out[static_cast<pid_t>(std::stol(task.path().filename().string()))] = n;
+  }
+  return out;
 }
 
 inline int wait_for_exit(pid_t& pid, std::chrono::milliseconds timeout) {
