@@ -48,6 +48,8 @@ void shard::set_batch_limits(uint32_t max_rows, uint32_t max_bytes, std::chrono:
   next_max_bytes_.store(max_bytes, std::memory_order_relaxed);
   next_linger_us_.store(linger.count(), std::memory_order_relaxed);
   limits_changed_.store(true, std::memory_order_release);
+  // An idle shard waits up to a second for events: wake it to take these now.
+  queue_.enqueue(stages::event_batch{});
 }
 
 void shard::stop(std::chrono::steady_clock::time_point deadline) {
@@ -79,12 +81,13 @@ void shard::run() {
       opts_.max_bytes = next_max_bytes_.load(std::memory_order_relaxed);
       opts_.linger = std::chrono::microseconds(next_linger_us_.load(std::memory_order_relaxed));
     }
-    std::chrono::microseconds wait{50'000};
-    if (!batch_.empty()) {
-      auto due = batch_.opened_at() + opts_.linger;
-      auto left = std::chrono::duration_cast<std::chrono::microseconds>(due - std::chrono::steady_clock::now());
-      wait = left.count() > 0 ? left : std::chrono::microseconds{0};
-    }
+    // Until the open batch's linger ends, or, with none open, until the
+    // idle database check below: an idle shard wakes once a second, not
+    // every 50 ms. Events, stop() and a reload's new limits (applied above
+    // before the next events are taken) need no timer: a push wakes it.
+    const auto due = batch_.empty() ? last_db_contact + std::chrono::seconds(1) : batch_.opened_at() + opts_.linger;
+    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(due - std::chrono::steady_clock::now());
+    const std::chrono::microseconds wait = left.count() > 0 ? left : std::chrono::microseconds{0};
     size_t n = queue_.wait_dequeue_bulk_timed(items.begin(), items.size(), wait);
     // A backlog (the queue grew while the last write was in flight) goes into
     // this batch whole, up to its limits (absorb flushes at them), before it

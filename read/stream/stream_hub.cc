@@ -208,9 +208,11 @@ void stream_hub::run() {
       }
       tail_known = false;
       commit_ns = 0;
-      // Asleep until a client comes (or a commit is noted): without this the
-      // wait above would end at once, its deadline long past, and spin.
-      next_tail_read = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.poll_ms);
+      // Asleep until a client comes (note_commit wakes no one while no
+      // client listens), not poll_ms after poll_ms for nothing: an evpipe
+      // without stream clients keeps this thread asleep (a day is the
+      // longest wait, far below any clock's overflow).
+      next_tail_read = std::chrono::steady_clock::now() + std::chrono::hours(24);
       continue;
     }
     if (!reader) {
