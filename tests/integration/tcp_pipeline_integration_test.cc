@@ -8,6 +8,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <utility>
 
 #include "tests/support/harness.h"
 #include "tests/support/tcp_pipeline.h"
@@ -236,6 +237,58 @@ TEST_F(TcpPipeline, TinyQueuesPauseReadingAndLoseNothing) {
   std::cout << metric_value(metrics, "taylor_backpressure_waits_total{source=\"tcp\"}") << " pauses in all\n";
   EXPECT_GE(metric_value(metrics, "taylor_backpressure_paused_seconds_total{source=\"tcp\"}"), held_s)
       << metrics.substr(0, 4000);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
+// A connection paused on queues full of another connection's events resumes
+// when the shard takes them (the shard's room bell), not when its one-second
+// back-up timer fires: it has nothing of its own in flight, so no ack can
+// wake it. Commits are held (a lock on the table) while `b` fills both
+// shards' queues; `a` connects, finds them full and pauses at once; 50 ms
+// later the lock goes. `a`'s one event is then read, committed and acked
+// after a few commits (73-182 ms here); had the bell not reached it, its
+// timer would have woken it about 950 ms after the release (941 and 961 ms
+// measured with the waiter dropped in router::wait_for_room).
+TEST_F(TcpPipeline, AConnectionPausedBehindAnotherConnectionsEventsResumesWhenTheShardTakesThem) {
+  uint16_t port = free_port(), http_port = free_port();
+  std::string cfg = config_for(db, port, http_port, {.queue_capacity = 64, .max_rows = 50});
+  evpipe_process evp(cfg, "ring");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  auto metric = [&](const std::string& sample) { return metric_value(http_get(http_port, "/metrics"), sample); };
+  db.exec("BEGIN");
+  db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
+  ndjson_client b(port);
+  std::string flood;
+  for (int i = 0; i < 2000; ++i) flood += valid_event("ring-b-" + std::to_string(i)) + "\n";
+  b.send_all(flood);
+  ASSERT_TRUE(eventually([&] { return metric("taylor_backpressure_waits_total{source=\"tcp\"}") >= 1; }))
+      << "b never paused\n" << evp.log();
+  // b settles in its pause: the shards take its first reads into their
+  // blocked batches (room, which wakes it once), then its queues stay full.
+  // Longer than the back-up timer, so that a lost bell shows below, not here.
+  double b_read = -1;
+  ASSERT_TRUE(eventually([&] {
+    const double before = std::exchange(b_read, metric("taylor_unacked_events{source=\"tcp\"}"));
+    return b_read == before;
+  }, 30s, 1100ms)) << evp.log();
+  const double b_waits = metric("taylor_backpressure_waits_total{source=\"tcp\"}");
+  ndjson_client a(port);
+  a.send_all(valid_event("ring-a") + "\n");
+  ASSERT_TRUE(eventually([&] { return metric("taylor_backpressure_waits_total{source=\"tcp\"}") > b_waits; }))
+      << "a never paused\n" << evp.log();
+  std::this_thread::sleep_for(50ms);
+  // Its event is still in its socket: it paused before reading (else its own ack would wake it).
+  ASSERT_EQ(metric("taylor_unacked_events{source=\"tcp\"}"), b_read) << "a or b read while the queues were full";
+  const auto released = std::chrono::steady_clock::now();
+  db.exec("COMMIT");
+  ASSERT_EQ(a.read_acks_until(1, 30s), 1u) << evp.log();
+  const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - released);
+  std::cout << "a's event acked " << waited.count() << " ms after the release\n";
+  EXPECT_LT(waited, 600ms) << "a's event was acked " << waited.count() << " ms after the queues had room";
+  EXPECT_EQ(b.read_acks_until(2000, 60s), 2000u) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'ring-%'"), 2001);
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
