@@ -18,6 +18,7 @@
 
 namespace {
 
+using evpipe::bench::envelope_and_schema;
 using evpipe::bench::make_events;
 using evpipe::bench::shipped_set;
 namespace schema = evpipe::stages::schema;
@@ -48,11 +49,7 @@ void BM_EnvelopeAndSchema(benchmark::State& state) {
   schema::walker w;
   size_t i = 0;
   for (auto _ : state) {
-    const auto& e = events[i++ % events.size()];
-    auto r = v.check(e, e.capacity(), env);
-    if (r.ok()) {
-      if (auto s = set->check(env.kind, v.parsed(), w); !s.ok()) r = std::move(s);
-    }
+    auto r = envelope_and_schema(v, env, *set, w, events[i++ % events.size()]);
     if (!r.ok()) state.SkipWithError(r.message.c_str());
     benchmark::DoNotOptimize(r);
   }
@@ -79,10 +76,7 @@ void BM_SchemaCostRatio(benchmark::State& state) {
     const auto t0 = std::chrono::steady_clock::now();
     for (size_t k = from; k < from + block; ++k) {
       const auto& e = events[k % events.size()];
-      auto r = v.check(e, e.capacity(), env);
-      if (with_schema && r.ok()) {
-        if (auto s = set->check(env.kind, v.parsed(), w); !s.ok()) r = std::move(s);
-      }
+      auto r = with_schema ? envelope_and_schema(v, env, *set, w, e) : v.check(e, e.capacity(), env);
       failures += !r.ok();
       benchmark::DoNotOptimize(r);
     }

@@ -13,6 +13,7 @@
 
 #include "stages/schema/compile.h"
 #include "stages/schema/schema_set.h"
+#include "stages/validate.h"
 
 namespace evpipe::bench {
 
@@ -56,6 +57,19 @@ inline std::shared_ptr<const schema::schema_set> shipped_set(int strip = 0) {
   if (strip >= 2) schema_text = std::regex_replace(schema_text, std::regex(R"(, "format": "[^"]*")"), "");
   set->add("project_created", "", schema::compile_schema(schema_text, "project_created.json"));
   return set;
+}
+
+// One event as pipeline/intake.cc checks it with payload schemas: the
+// envelope, then, if it passes, the payload against its kind's schema on the
+// same parsed document; the schema's verdict replaces the envelope's only
+// when it fails.
+inline stages::validation envelope_and_schema(stages::envelope_validator& v, stages::envelope& env,
+                                              const schema::schema_set& set, schema::walker& w, const std::string& e) {
+  auto r = v.check(e, e.capacity(), env);
+  if (r.ok()) {
+    if (auto s = set.check(env.kind, v.parsed(), w); !s.ok()) r = std::move(s);
+  }
+  return r;
 }
 
 }  // namespace evpipe::bench
