@@ -16,6 +16,14 @@
 #include "bench/schema_bench_events.h"
 #include "stages/validate.h"
 
+#ifdef EVPIPE_BENCH_CODE_PAD
+// Moves the code linked after this file (the libraries) by this many bytes:
+// bench/schema_placement.sh measures the ratio over several placements.
+#define EVPIPE_PAD_STR2(x) #x
+#define EVPIPE_PAD_STR(x) EVPIPE_PAD_STR2(x)
+__asm__(".text\n.skip " EVPIPE_PAD_STR(EVPIPE_BENCH_CODE_PAD) ", 0x90\n");
+#endif
+
 namespace {
 
 using evpipe::bench::envelope_and_schema;
