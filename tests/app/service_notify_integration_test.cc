@@ -5,8 +5,6 @@
 // WATCHDOG_USEC brings WATCHDOG=1 pings.
 
 #include <gtest/gtest.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 
 #include <future>
 
@@ -15,43 +13,15 @@
 namespace evpipe::testing {
 namespace {
 
-// The service manager's end: a bound datagram socket; NOTIFY_SOCKET points at
-// it for every child started while it lives.
-class notify_socket {
+// The service manager's end: NOTIFY_SOCKET names it for every child started
+// while it lives.
+class notify_socket : public notify_listener {
  public:
-  notify_socket() {
-    path_ = env_or("TMPDIR", "/tmp") + "/evpipe_notify_" + std::to_string(::getpid()) + "_" +
-            std::to_string(counter()++);
-    ::unlink(path_.c_str());
-    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path_.c_str());
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("bind " + path_);
-    ::setenv("NOTIFY_SOCKET", path_.c_str(), 1);
-  }
+  notify_socket() { ::setenv("NOTIFY_SOCKET", address().c_str(), 1); }
   ~notify_socket() {
     ::unsetenv("NOTIFY_SOCKET");
     ::unsetenv("WATCHDOG_USEC");
-    ::close(fd_);
-    ::unlink(path_.c_str());
   }
-  // The next datagram, or "" when none arrives within `timeout`.
-  std::string receive(std::chrono::milliseconds timeout) {
-    timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char buf[4096];
-    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-    return n > 0 ? std::string(buf, n) : std::string();
-  }
-
- private:
-  static int& counter() {
-    static int n = 0;
-    return n;
-  }
-  std::string path_;
-  int fd_ = -1;
 };
 
 bool accepts(uint16_t port) {

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/integration/mqtt_source_fixture.h"
+#include "tests/support/held_queues.h"
 
 namespace evpipe::testing {
 namespace {
@@ -97,6 +98,49 @@ TEST_F(MqttSource, StopsReadingAtMaxInflight) {
   db.exec("COMMIT");
   EXPECT_EQ(broker.read_pubacks(ids.size(), 60s), ids) << evp.log();
   EXPECT_EQ(mirrored(), 100);
+}
+
+// A link paused because a shard queue is full reads on once the shards have
+// taken their queues: the shard rings the link's room bell (router::
+// wait_for_room). Here nothing else can wake it: its one message in flight
+// waits on a held key and stays unacknowledged, and it paused just before
+// the release, so its 1 s back-up timer would fire about 950 ms after it.
+TEST_F(MqttSource, ALinkPausedForRoomReadsOnOnceTheShardsTakeTheirQueues) {
+  fake_broker broker;
+  uint16_t http_port = free_port(), tcp_port = free_port();
+  mqtt_options o;
+  o.extra = "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(tcp_port) + "\"\ntopic = \"tracker/events/it\"\n";
+  std::string cfg = mqtt_config(db, "mqtt://127.0.0.1:" + std::to_string(broker.port()), http_port, o);
+  const std::string pipeline = "[pipeline]\nshards = 2\n";
+  cfg.replace(cfg.find(pipeline), pipeline.size(), pipeline + held_queues_tuning);
+  cfg.replace(cfg.find("keepalive_s = 5"), 15, "keepalive_s = 60");  // the fake broker answers no ping here
+  evpipe_process evp(cfg, "mqtt_ring");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  broker.accept_client();
+  held_queues queues(db, tcp_port, http_port, "evpipe", "mqtt-ring");
+  queues.wait_full();
+  if (HasFatalFailure()) return;
+  held_keys first(db, "mqtt-ring-first-", 1);
+  const double waits = mqtt_metric(http_port, "evpipe_backpressure_waits_total{source=\"mqtt\"}");
+  broker.publish("tracker/events/ring", valid_event("mqtt-ring-first-0"), 1);
+  ASSERT_TRUE(eventually([&] {
+    return received(http_port) == 1 && mqtt_metric(http_port, "evpipe_backpressure_waits_total{source=\"mqtt\"}") > waits;
+  })) << "the link should read one message and pause: received " << received(http_port) << ", "
+         << queues.depths() << "\n" << evp.log();
+  broker.publish("tracker/events/ring", valid_event("mqtt-ring-second"), 2);
+  std::this_thread::sleep_for(50ms);
+  ASSERT_EQ(received(http_port), 1) << "the link read on while the queues were full";
+  const auto released = std::chrono::steady_clock::now();
+  queues.release();
+  ASSERT_TRUE(eventually([&] { return received(http_port) == 2; }, 30s, 5ms)) << evp.log();
+  const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - released);
+  std::cout << "the link read its next message " << waited.count() << " ms after the release\n";
+  EXPECT_LT(waited, 600ms) << "the link read on " << waited.count() << " ms after the queues had room";
+  first.release();
+  EXPECT_EQ(broker.read_pubacks(2, 60s), (std::vector<uint16_t>{1, 2})) << evp.log();
+  EXPECT_EQ(queues.acks(60s), uint64_t(held_queues::flood)) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'mqtt-ring-%'"), held_queues::flood + 2);
 }
 
 // A broker that stops answering (no PINGRESP within the keep alive) is

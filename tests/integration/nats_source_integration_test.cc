@@ -12,6 +12,7 @@
 #include <set>
 
 #include "tests/support/harness.h"
+#include "tests/support/held_queues.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/tcp_proxy.h"
 #include "tests/support/test_events.h"
@@ -120,6 +121,52 @@ TEST_F(NatsSource, EveryMessageStoredOnceAndAckedAfterCommitWithTheSubjectAsTopi
   st = client.consumer("EVENTS", "evpipe");
   EXPECT_TRUE(st.exists);
   EXPECT_EQ(st.ack_floor, 1000u);
+}
+
+// A puller paused because a shard queue is full fetches again once the
+// shards have taken their queues: the shard rings the puller's room bell
+// (router::wait_for_room). Here nothing else can wake it: it has nothing in
+// flight, and its last wake (its first message's ack) came 50 ms before the
+// release, so its 1 s back-up wait would end about 950 ms after it.
+TEST_F(NatsSource, APullerPausedForRoomFetchesOnceTheShardsTakeTheirQueues) {
+  nats_server server("ring");
+  nats_client client(server.url());
+  client.add_stream("EVENTS", "tracker.>");
+  uint16_t http_port = free_port(), tcp_port = free_port();
+  nats_options o;
+  o.extra = "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(tcp_port) + "\"\ntopic = \"tracker/events/it\"\n";
+  std::string cfg = nats_config(db, server.url(), http_port, o);
+  const std::string pipeline = "[pipeline]\nshards = 2\n";
+  cfg.replace(cfg.find(pipeline), pipeline.size(), pipeline + held_queues_tuning);
+  evpipe_process evp(cfg, "nats_ring");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  // The first message's shard waits on `first`, the other on the flood's
+  // held keys; both queues fill behind them.
+  held_keys first(db, "nats-ring-first-", 1);
+  client.publish("tracker.ring", valid_event("nats-ring-first-0"));
+  ASSERT_TRUE(eventually([&] { return first.waiting_on_me(db) == 1; })) << evp.log();
+  held_queues queues(db, tcp_port, http_port, "evpipe", "nats-ring");
+  queues.wait_full(1);
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(eventually([&] { return metric(http_port, "evpipe_backpressure_waits_total{source=\"nats\"}") >= 1; }))
+      << "the puller should pause, " << queues.depths() << "\n" << evp.log();
+  client.publish("tracker.ring", valid_event("nats-ring-second"));
+  // The first message commits and its ack wakes the puller, which finds the
+  // queues still full and waits again.
+  first.release();
+  ASSERT_TRUE(eventually([&] { return acks(http_port) == 1; }, 30s, 5ms)) << evp.log();
+  std::this_thread::sleep_for(50ms);
+  ASSERT_EQ(received(http_port), 1) << "the puller fetched while the queues were full, " << queues.depths();
+  const auto released = std::chrono::steady_clock::now();
+  queues.release();
+  ASSERT_TRUE(eventually([&] { return received(http_port) == 2; }, 30s, 5ms)) << evp.log();
+  const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - released);
+  std::cout << "the puller fetched its next message " << waited.count() << " ms after the release\n";
+  EXPECT_LT(waited, 600ms) << "the puller fetched again " << waited.count() << " ms after the queues had room";
+  EXPECT_TRUE(eventually([&] { return acks(http_port) == 2 && unacked(http_port) == 0; })) << evp.log();
+  EXPECT_EQ(queues.acks(60s), uint64_t(held_queues::flood)) << evp.log();
+  expect_once("nats-ring", held_queues::flood + 2);
 }
 
 TEST_F(NatsSource, DatabaseOutageHoldsAcksSendsInProgressAndNothingIsRedelivered) {

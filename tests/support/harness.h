@@ -234,6 +234,10 @@ class side_session {
  public:
   explicit side_session(const std::string& dsn) : conn_(PQconnectdb(dsn.c_str())) {}
   ~side_session() { PQfinish(conn_); }
+  side_session(const side_session&) = delete;
+  side_session& operator=(const side_session&) = delete;
+  // Its server process, as pg_stat_activity and pg_blocking_pids() name it.
+  [[nodiscard]] int pid() const { return PQbackendPID(conn_); }
   void exec(const std::string& sql) {
     PGresult* r = PQexec(conn_, sql.c_str());
     auto st = PQresultStatus(r);
@@ -299,6 +303,49 @@ inline int wait_for_exit(pid_t& pid, std::chrono::milliseconds timeout) {
   return -1;
 }
 
+// The service manager's end of sd_notify (app/service_notify.cc): a datagram
+// socket in the abstract namespace (no file, no path length limit).
+// evpipe_process::start() listens on one for READY=1; a test that plays the
+// service manager itself names it in NOTIFY_SOCKET.
+class notify_listener {
+ public:
+  notify_listener() {
+    static int counter = 0;
+    name_ = "evpipe-test-notify-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path + 1, name_.data(), name_.size());  // sun_path[0] == 0: abstract
+    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name_.size());
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0)
+      throw std::runtime_error("cannot bind the notify socket @" + name_);
+  }
+  notify_listener(const notify_listener&) = delete;
+  notify_listener& operator=(const notify_listener&) = delete;
+  ~notify_listener() { ::close(fd_); }
+  // NOTIFY_SOCKET's value: '@' names an abstract socket.
+  [[nodiscard]] std::string address() const { return "@" + name_; }
+  // True once a datagram that holds `line` has arrived (reads what is queued).
+  bool received(const std::string& line) {
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::recv(fd_, buf, sizeof buf, 0)) > 0) seen_.append(buf, static_cast<size_t>(n)).push_back('\n');
+    return seen_.find(line) != std::string::npos;
+  }
+  // The next datagram, or "" when none arrives within `timeout`.
+  std::string receive(std::chrono::milliseconds timeout) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return {};
+    char buf[4096];
+    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  }
+
+ private:
+  std::string name_, seen_;
+  int fd_ = -1;
+};
+
 // The evpipe binary with a config written for the test.
 class evpipe_process {
  public:
@@ -334,7 +381,7 @@ class evpipe_process {
     }
     // A test that plays the service manager itself sets NOTIFY_SOCKET: the
     // messages are its own, and start() waits for the port only.
-    std::optional<ready_socket> ready;
+    std::optional<notify_listener> ready;
     if (std::getenv("NOTIFY_SOCKET") == nullptr) ready.emplace();
     pid_ = spawn({evpipe_binary(), "run", "--config", config_path_}, dir_ + "/run.log", own_process_group,
                  ready ? "NOTIFY_SOCKET=" + ready->address() : std::string());
@@ -393,38 +440,6 @@ class evpipe_process {
   }
 
  private:
-  // The service manager's end of sd_notify for one start(): a datagram
-  // socket in the abstract namespace (no file, no path length limit).
-  class ready_socket {
-   public:
-    ready_socket() {
-      static int counter = 0;
-      name_ = "evpipe-test-ready-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
-      fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-      sockaddr_un a{};
-      a.sun_family = AF_UNIX;
-      std::memcpy(a.sun_path + 1, name_.data(), name_.size());  // sun_path[0] == 0: abstract
-      socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name_.size());
-      if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0)
-        throw std::runtime_error("cannot bind the notify socket @" + name_);
-    }
-    ready_socket(const ready_socket&) = delete;
-    ready_socket& operator=(const ready_socket&) = delete;
-    ~ready_socket() { ::close(fd_); }
-    // NOTIFY_SOCKET's value: '@' names an abstract socket.
-    [[nodiscard]] std::string address() const { return "@" + name_; }
-    // True once a datagram that holds `line` has arrived (reads what is queued).
-    bool received(const std::string& line) {
-      char buf[4096];
-      ssize_t n;
-      while ((n = ::recv(fd_, buf, sizeof buf, 0)) > 0) seen_.append(buf, static_cast<size_t>(n)).push_back('\n');
-      return seen_.find(line) != std::string::npos;
-    }
-
-   private:
-    std::string name_, seen_;
-    int fd_ = -1;
-  };
 
   // `extra_env` ("NAME=value", or empty) is added to the child's environment.
   static pid_t spawn(const std::vector<std::string>& args, const std::string& log_path,
