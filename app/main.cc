@@ -38,7 +38,7 @@ namespace {
 // is read and freed by its shard after the commit, often hundreds of ms
 // later under load, so the pages went back and were faulted in again: 0.12
 // page faults an event in steady state, a third of evpipe's CPU per event
-// on the bulk path (docs/performance.md, "CPU per event"). Memory now stays
+// on the bulk path (docs/performance-cpu.md). Memory now stays
 // 10 s: a busy evpipe keeps its working set, and a burst's memory goes back
 // 10 s after it. MIMALLOC_DECOMMIT_DELAY in the environment still decides.
 void tune_allocator() {
