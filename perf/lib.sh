@@ -20,6 +20,7 @@ perf_setup() {
   shard_count=$shards
   [ "$shard_count" -gt 0 ] || shard_count=$(nproc)
   scratch_cluster
+  writeback_apply  # as root; restored on exit (scripts/lib.sh)
   tcp_port="$(free_port)"
   cat >"$scratch/evpipe.toml" <<CONF
 [pipeline]

@@ -16,7 +16,9 @@
 #                  now, so its baseline arm sets PostgreSQL's defaults, 200ms and 1MB)
 #   backend-flush  backend_flush_after = 256kB
 #   no-flush-after checkpoint_flush_after = 0, bgwriter_flush_after = 0, wal_writer_flush_after = 0
-#   writeback      vm.dirty_background_bytes = 16 MiB, vm.dirty_expire_centisecs = 500 (root only)
+#   writeback      vm.dirty_background_bytes = 16 MiB, vm.dirty_expire_centisecs = 500 (root only;
+#                  perf_setup applies it for every perf script now, so its baseline arm is the
+#                  machine's own values)
 #   no-autovacuum  autovacuum = off (the launcher looks at each database once a minute; a vacuum or
 #                  analyze of the table being loaded then runs beside the load)
 set -euo pipefail
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
     --seconds) seconds="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     wal-writer|backend-flush|no-flush-after|writeback|no-autovacuum) settings+=("$1"); shift ;;
     *) die "unknown setting or option $1 (see --help)" ;;
   esac
@@ -38,21 +40,9 @@ done
 
 perf_setup 0
 
-# Kernel writeback: remember and restore (these are machine-wide).
-vm_saved=""
-vm_save() { vm_saved="$(grep . /proc/sys/vm/dirty_background_bytes /proc/sys/vm/dirty_background_ratio /proc/sys/vm/dirty_expire_centisecs)"; }
-vm_restore() {
-  [ -n "$vm_saved" ] || return 0
-  local bytes ratio expire
-  bytes=$(echo "$vm_saved" | awk -F: '/background_bytes/{print $2}')
-  ratio=$(echo "$vm_saved" | awk -F: '/background_ratio/{print $2}')
-  expire=$(echo "$vm_saved" | awk -F: '/expire/{print $2}')
-  # Writing one of bytes/ratio zeroes the other: write the one that was set.
-  if [ "$bytes" -gt 0 ]; then echo "$bytes" >/proc/sys/vm/dirty_background_bytes; else echo "$ratio" >/proc/sys/vm/dirty_background_ratio; fi
-  echo "$expire" >/proc/sys/vm/dirty_expire_centisecs
-}
-[ "$(id -u)" -eq 0 ] && vm_save   # in this shell, so the EXIT trap restores even after an interrupt
-trap 'vm_restore; cleanup_scratch' EXIT
+# The kernel's writeback: perf_setup applies scripts/lib.sh's setting as root,
+# so it is the baseline of every other A/B here; its own A/B takes the
+# machine's values (saved by writeback_apply) as the baseline.
 
 pg_set() { for kv in "$@"; do psqlq -c "ALTER SYSTEM SET ${kv%%=*} = '${kv#*=}'" >/dev/null; done; psqlq -c "SELECT pg_reload_conf()" >/dev/null; }
 pg_reset() { psqlq -c "ALTER SYSTEM RESET ALL" -c "SELECT pg_reload_conf()" >/dev/null; }
@@ -63,9 +53,7 @@ apply() {
     backend-flush) pg_set backend_flush_after=256kB ;;
     no-flush-after) pg_set checkpoint_flush_after=0 bgwriter_flush_after=0 wal_writer_flush_after=0 ;;
     no-autovacuum) pg_set autovacuum=off ;;
-    writeback)
-      echo 16777216 >/proc/sys/vm/dirty_background_bytes
-      echo 500 >/proc/sys/vm/dirty_expire_centisecs ;;
+    writeback) writeback_apply ;;
   esac
   sleep 0.5  # the reload reaches every process
 }
@@ -74,11 +62,12 @@ apply() {
 apply_base() {
   case "$1" in
     wal-writer) pg_set wal_writer_delay=200ms wal_writer_flush_after=1MB; sleep 0.5 ;;
+    writeback) writeback_restore ;;
   esac
 }
 undo() {
   case "$1" in
-    writeback) vm_restore ;;
+    writeback) ;;  # the "set" arm is perf_setup's state
     *) pg_reset ;;
   esac
 }
@@ -87,7 +76,12 @@ one_run() {  # one_run SETTING ARM(base|set) RUN
   local n="$1-$2-$3"
   if [ "$2" = set ]; then apply "$1"; else apply_base "$1"; fi
   floor_open "$scratch/ab$n.json" "$scratch/ab$n" "$rate" "$seconds" --warmup 2
-  if [ "$2" = set ]; then undo "$1"; else pg_reset; fi
+  if [ "$2" = set ]; then
+    undo "$1"
+  else
+    pg_reset
+    if [ "$1" = writeback ]; then writeback_apply; fi
+  fi
   local stalls
   stalls=$(stall_seconds "$scratch/ab$n.latency.csv")
   echo "$(json_field "$scratch/ab$n.json" "['latency_ms']['p99']") $(json_field "$scratch/ab$n.json" "['latency_ms']['p99_9']") $(json_field "$scratch/ab$n.json" "['latency_ms']['max']") $(echo "$stalls" | wc -w)"

@@ -45,6 +45,7 @@ log "building evpipe, evpipe-load and stream_fanout_client in $bin"
 cmake --build "$bin" --target evpipe evpipe-load stream_fanout_client >"$bin/stream_fanout_build.log" 2>&1 ||
   die "build failed (log: $bin/stream_fanout_build.log)"
 scratch_cluster
+writeback_apply  # as root; restored on exit (scripts/lib.sh)
 psqlq -d postgres -c "ALTER SYSTEM SET track_commit_timestamp = on" >/dev/null
 as_pg_user "$PG_BIN/pg_ctl" -D "$PG_SCRATCH/data" -l "$PG_SCRATCH/postgres.log" -w restart >/dev/null
 [ "$(psqlq -c 'SHOW track_commit_timestamp')" = on ] || die "track_commit_timestamp is not on"

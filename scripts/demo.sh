@@ -21,6 +21,7 @@ build_evpipe Release
 bin="$EVPIPE_BUILD_DIR"
 
 scratch_cluster
+writeback_apply  # as root: steady kernel writeback, restored on exit (scripts/lib.sh)
 mosquitto_start "$scratch/mqtt"
 
 tcp_port="$(free_port)"

@@ -124,7 +124,7 @@ max_wal_size = 4GB
 checkpoint_timeout = 30min
 wal_buffers = 16MB
 # The WAL writer flushes every 10 ms, so a commit finds less WAL to flush
-# itself: a smaller tail of plain COPY + commit (docs/performance.md, issue 19).
+# itself: a smaller tail of plain COPY + commit (docs/performance-limits.md, issue 19).
 wal_writer_delay = 10ms
 wal_writer_flush_after = 0
 max_connections = 100
@@ -177,6 +177,32 @@ mosquitto_stop() {
   MQTT_PID=""
 }
 
+# The kernel's writeback, for the demo and the perf scripts (issue 19, part 4;
+# docs/performance-limits.md, "Platform settings and the floor's tail"). By default
+# Linux writes a file's dirty pages back once the file has been dirty for 30 s
+# (dirty_expire_centisecs, kept per file, not per page) or once 10% of memory
+# is dirty. A load that writes the same table files for half a minute then
+# gets all of their dirty pages (a gigabyte or more) written back at once,
+# and every commit's WAL fsync waits behind that burst: 0.5-1 s stalls around
+# second 30 of every run. Writing back early and steadily (16 MiB dirty, 5 s)
+# removes them. Machine-wide, so only as root, and cleanup_scratch puts the
+# old values back.
+writeback_saved=""
+writeback_apply() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  [ -n "$writeback_saved" ] || writeback_saved="$(cat /proc/sys/vm/dirty_background_bytes /proc/sys/vm/dirty_background_ratio /proc/sys/vm/dirty_expire_centisecs | tr '\n' ' ')"
+  echo 16777216 >/proc/sys/vm/dirty_background_bytes
+  echo 500 >/proc/sys/vm/dirty_expire_centisecs
+}
+writeback_restore() {
+  [ -n "$writeback_saved" ] || return 0
+  local bytes ratio expire
+  read -r bytes ratio expire <<<"$writeback_saved"
+  # Writing one of bytes and ratio zeroes the other: write the one that was set.
+  if [ "$bytes" -gt 0 ]; then echo "$bytes" >/proc/sys/vm/dirty_background_bytes; else echo "$ratio" >/proc/sys/vm/dirty_background_ratio; fi
+  echo "$expire" >/proc/sys/vm/dirty_expire_centisecs
+}
+
 # scratch_cluster: makes $scratch (a directory the cluster's user can use),
 # starts the private PostgreSQL in it, and arranges that on exit the evpipe in
 # $evpipe_pid (if any), the cluster and the directory all go away.
@@ -193,6 +219,7 @@ cleanup_scratch() {
   fi
   mosquitto_stop
   pg_stop
+  writeback_restore
   rm -f "/tmp/evpipe-ports.$$"
   [ -n "${scratch:-}" ] && rm -rf "$scratch"
 }
