@@ -19,6 +19,8 @@
 #   writeback      vm.dirty_background_bytes = 16 MiB, vm.dirty_expire_centisecs = 500 (root only;
 #                  perf_setup applies it for every perf script now, so its baseline arm is the
 #                  machine's own values)
+#   writeback-1s   the same, with dirty_expire_centisecs = 100 and the flusher every second
+#                  (dirty_writeback_centisecs = 100); its baseline is perf_setup's (root only)
 #   no-autovacuum  autovacuum = off (the launcher looks at each database once a minute; a vacuum or
 #                  analyze of the table being loaded then runs beside the load)
 set -euo pipefail
@@ -31,8 +33,8 @@ while [ $# -gt 0 ]; do
     --seconds) seconds="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    wal-writer|backend-flush|no-flush-after|writeback|no-autovacuum) settings+=("$1"); shift ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    wal-writer|backend-flush|no-flush-after|writeback|writeback-1s|no-autovacuum) settings+=("$1"); shift ;;
     *) die "unknown setting or option $1 (see --help)" ;;
   esac
 done
@@ -54,6 +56,7 @@ apply() {
     no-flush-after) pg_set checkpoint_flush_after=0 bgwriter_flush_after=0 wal_writer_flush_after=0 ;;
     no-autovacuum) pg_set autovacuum=off ;;
     writeback) writeback_apply ;;
+    writeback-1s) writeback_apply 16777216 100 100 ;;
   esac
   sleep 0.5  # the reload reaches every process
 }
@@ -68,6 +71,7 @@ apply_base() {
 undo() {
   case "$1" in
     writeback) ;;  # the "set" arm is perf_setup's state
+    writeback-1s) writeback_apply ;;
     *) pg_reset ;;
   esac
 }
@@ -90,7 +94,7 @@ one_run() {  # one_run SETTING ARM(base|set) RUN
 table="| setting | arm | runs: p99 / p99.9 / max ms (stall seconds) | median p99 | median p99.9 | median max | stall seconds (sum) |
 |---|---|---|---|---|---|---|"
 for s in "${settings[@]}"; do
-  if [ "$s" = writeback ] && [ "$(id -u)" -ne 0 ]; then
+  if [[ "$s" = writeback* ]] && [ "$(id -u)" -ne 0 ]; then
     log "writeback: needs root, left out"
     continue
   fi

@@ -188,19 +188,25 @@ mosquitto_stop() {
 # removes them. Machine-wide, so only as root, and cleanup_scratch puts the
 # old values back.
 writeback_saved=""
+# writeback_apply [BACKGROUND_BYTES EXPIRE_CS WRITEBACK_CS]: these values (default 16 MiB, 500,
+# and the kernel's flusher interval as it is).
 writeback_apply() {
   [ "$(id -u)" -eq 0 ] || return 0
-  [ -n "$writeback_saved" ] || writeback_saved="$(cat /proc/sys/vm/dirty_background_bytes /proc/sys/vm/dirty_background_ratio /proc/sys/vm/dirty_expire_centisecs | tr '\n' ' ')"
-  echo 16777216 >/proc/sys/vm/dirty_background_bytes
-  echo 500 >/proc/sys/vm/dirty_expire_centisecs
+  local v=/proc/sys/vm
+  [ -n "$writeback_saved" ] ||
+    writeback_saved="$(cat $v/dirty_background_bytes $v/dirty_background_ratio $v/dirty_expire_centisecs $v/dirty_writeback_centisecs | tr '\n' ' ')"
+  echo "${1:-16777216}" >$v/dirty_background_bytes
+  echo "${2:-500}" >$v/dirty_expire_centisecs
+  echo "${3:-$(echo "$writeback_saved" | cut -d' ' -f4)}" >$v/dirty_writeback_centisecs
 }
 writeback_restore() {
   [ -n "$writeback_saved" ] || return 0
-  local bytes ratio expire
-  read -r bytes ratio expire <<<"$writeback_saved"
+  local v=/proc/sys/vm bytes ratio expire flusher
+  read -r bytes ratio expire flusher <<<"$writeback_saved"
   # Writing one of bytes and ratio zeroes the other: write the one that was set.
-  if [ "$bytes" -gt 0 ]; then echo "$bytes" >/proc/sys/vm/dirty_background_bytes; else echo "$ratio" >/proc/sys/vm/dirty_background_ratio; fi
-  echo "$expire" >/proc/sys/vm/dirty_expire_centisecs
+  if [ "$bytes" -gt 0 ]; then echo "$bytes" >$v/dirty_background_bytes; else echo "$ratio" >$v/dirty_background_ratio; fi
+  echo "$expire" >$v/dirty_expire_centisecs
+  echo "$flusher" >$v/dirty_writeback_centisecs
 }
 
 # scratch_cluster: makes $scratch (a directory the cluster's user can use),
