@@ -188,25 +188,28 @@ mosquitto_stop() {
 # removes them. Machine-wide, so only as root, and cleanup_scratch puts the
 # old values back.
 writeback_saved=""
+vm_write() { { echo "$2" >"/proc/sys/vm/$1"; } 2>/dev/null; }
 # writeback_apply [BACKGROUND_BYTES EXPIRE_CS WRITEBACK_CS]: these values (default 16 MiB, 500,
-# and the kernel's flusher interval as it is).
+# and the kernel's flusher interval as it is). Where /proc/sys is read-only (a container), says
+# so once and leaves the kernel as it is.
 writeback_apply() {
   [ "$(id -u)" -eq 0 ] || return 0
   local v=/proc/sys/vm
   [ -n "$writeback_saved" ] ||
     writeback_saved="$(cat $v/dirty_background_bytes $v/dirty_background_ratio $v/dirty_expire_centisecs $v/dirty_writeback_centisecs | tr '\n' ' ')"
-  echo "${1:-16777216}" >$v/dirty_background_bytes
-  echo "${2:-500}" >$v/dirty_expire_centisecs
-  echo "${3:-$(echo "$writeback_saved" | cut -d' ' -f4)}" >$v/dirty_writeback_centisecs
+  vm_write dirty_background_bytes "${1:-16777216}" && vm_write dirty_expire_centisecs "${2:-500}" &&
+    vm_write dirty_writeback_centisecs "${3:-$(echo "$writeback_saved" | cut -d' ' -f4)}" && return 0
+  [ -n "${writeback_told:-}" ] || log "the kernel's writeback settings are not writable here: left as they are"
+  writeback_told=1
 }
 writeback_restore() {
   [ -n "$writeback_saved" ] || return 0
-  local v=/proc/sys/vm bytes ratio expire flusher
+  local bytes ratio expire flusher
   read -r bytes ratio expire flusher <<<"$writeback_saved"
   # Writing one of bytes and ratio zeroes the other: write the one that was set.
-  if [ "$bytes" -gt 0 ]; then echo "$bytes" >$v/dirty_background_bytes; else echo "$ratio" >$v/dirty_background_ratio; fi
-  echo "$expire" >$v/dirty_expire_centisecs
-  echo "$flusher" >$v/dirty_writeback_centisecs
+  if [ "$bytes" -gt 0 ]; then vm_write dirty_background_bytes "$bytes" || true; else vm_write dirty_background_ratio "$ratio" || true; fi
+  vm_write dirty_expire_centisecs "$expire" || true
+  vm_write dirty_writeback_centisecs "$flusher" || true
 }
 
 # scratch_cluster: makes $scratch (a directory the cluster's user can use),
