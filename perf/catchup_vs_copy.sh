@@ -38,8 +38,8 @@ copy_rate "$scratch/events.csv" "$events" >/dev/null
 psqlq -c "VACUUM ANALYZE events_mirror"
 
 # The running evpipe serves the stream (and /metrics, to count what it handed over).
-stream_port="$(free_port)" http_port="$(free_port)"
-sed -i "s|^listen = \"\"$|listen = \"127.0.0.1:$http_port\"|" "$scratch/evpipe.toml"
+stream_port="$(free_port)"
+http_on
 printf '[metrics]\nprefix = "perf"\n[stream]\nlisten = "127.0.0.1:%s"\n' "$stream_port" >>"$scratch/evpipe.toml"
 evpipe_start "$evbin"
 trap '[ -n "${evpipe_pid:-}" ] && kill "$evpipe_pid" 2>/dev/null; cleanup_scratch' EXIT

@@ -37,6 +37,15 @@ topic = "perf/tcp"
 CONF
 }
 
+# http_on: evpipe's metrics and health on a free loopback port ($http_port);
+# perf_setup writes `[http] listen = ""`.
+http_on() {
+  http_port="$(free_port)"
+  sed -i "/^\[http\]/{n;s/^listen = \"\"$/listen = \"127.0.0.1:$http_port\"/}" "$scratch/evpipe.toml"
+}
+# The running evpipe's ($evpipe_pid) resident memory.
+rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$evpipe_pid/status"; }
+
 # Builds only what the perf scripts run (evpipe, evpipe-load, floor-client),
 # not the tests: the build machine is shared.
 perf_build() {

@@ -29,8 +29,7 @@ done
 
 perf_setup 2
 echo "max_connections = 2048" >>"$scratch/evpipe.toml"  # into [[sources.tcp]], the last section
-http_port="$(free_port)"
-sed -i "/^\[http\]/{n;s/^listen = \"\"/listen = \"127.0.0.1:$http_port\"/}" "$scratch/evpipe.toml"
+http_on
 ulimit -n 8192
 
 received() { http_get "$http_port" /metrics | awk '/^evpipe_events_received_total/ {s += $2} END {print s + 0}'; }

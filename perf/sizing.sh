@@ -24,11 +24,9 @@ while [ $# -gt 0 ]; do
 done
 
 perf_setup 0
-http_port="$(free_port)"
-sed -i "s/^listen = \"\"$/listen = \"127.0.0.1:$http_port\"/" "$scratch/evpipe.toml"
+http_on
 "$bin/app/evpipe" migrate --config "$scratch/evpipe.toml" 2>/dev/null
 evpipe_start
-rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$evpipe_pid/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$evpipe_pid/stat"; }
 load() {  # load RUN_ID: N events, closed loop, waits for every ack
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --count "$events" --connections "$connections" \

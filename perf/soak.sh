@@ -31,11 +31,9 @@ done
 [ "$minutes" -ge 2 ] || die "--minutes must be at least 2 (the first minute is the warm-up)"
 
 perf_setup 0
-http_port="$(free_port)"
-sed -i "s/^listen = \"\"$/listen = \"127.0.0.1:$http_port\"/" "$scratch/evpipe.toml"
+http_on
 "$bin/app/evpipe" migrate --config "$scratch/evpipe.toml" 2>/dev/null
 evpipe_start
-rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$evpipe_pid/status"; }
 # Reads the whole page (an early exit would fail the pipe under pipefail).
 metric() { http_get "$http_port" /metrics | awk -v m="$1" 'index($0, m) == 1 {v = $2} END {print v}'; }
 
