@@ -48,8 +48,8 @@ t0=$(now)
 while kill -0 "$loader" 2>/dev/null; do
   sleep "$sample_s"
   t=$(echo "$(now) - $t0" | bc -l | cut -d. -f1)
-  rss=$(rss_kib) unacked=$(metric 'evpipe_unacked_events{source="tcp"}') rows=$(metric 'evpipe_copy_rows_total{shard="0"}')
-  rows=$(awk -v a="${rows:-0}" -v b="$(metric 'evpipe_copy_rows_total{shard="1"}')" 'BEGIN {printf "%d", a + b}')
+  rss=$(rss_kib) unacked=$(metric 'evpipe_unacked_events{source="tcp"}')
+  rows=$(http_get "$http_port" /metrics | awk 'index($0, "evpipe_copy_rows_total{") == 1 {n += $2} END {printf "%d", n}')
   echo "$t,$rss,${unacked:-0},$rows" >>"$samples"
   log "$t s: RSS $rss KiB, unacked ${unacked:-0}, rows $rows"
 done

@@ -1,17 +1,16 @@
 #pragma once
 // The scene of the "room bell" tests of the MQTT and NATS sources (the TCP
 // source has its own, tcp_pipeline_integration_test.cc): both shards' queues
-// full behind commits that wait, a source that has read one message and then
-// paused, and nothing of its own in flight that could wake it. Only the
-// shard's ring (router::wait_for_room) can then wake it before its 1 s
-// back-up timer does.
+// full behind commits that wait, a source paused for room, and nothing of
+// its own in flight whose ack could wake it. Only the shard's ring
+// (router::wait_for_room) can then wake it before its 1 s back-up timer does.
 //
 // The commits are held by rows another session inserted and has not
 // committed, not by a table lock: the flood's first events have those keys,
 // so each shard's first COPY waits on that session (the first event each
-// shard receives is one of them), while the source's own first message waits
-// on a second session's row and stays unacknowledged after the first
-// session lets go. A table lock would hold the source's message too.
+// shard receives is one of them). A test holds the source's own first
+// message on a second session's key (held_keys), which a table lock could
+// not tell apart from the flood.
 
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
