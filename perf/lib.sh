@@ -46,7 +46,7 @@ http_on() {
 # The running evpipe's ($evpipe_pid) resident memory.
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$evpipe_pid/status"; }
 
-# Builds only what the perf scripts run (evpipe, evpipe-load, floor-client),
+# Builds only what the perf scripts run (evpipe, evpipe-load, the floor clients),
 # not the tests: the build machine is shared.
 perf_build() {
   EVPIPE_BUILD_DIR="${EVPIPE_BUILD_DIR:-$EVPIPE_ROOT/build}"
@@ -54,7 +54,7 @@ perf_build() {
   command -v ninja >/dev/null && [ ! -f "$EVPIPE_BUILD_DIR/CMakeCache.txt" ] && gen=(-G Ninja)
   cmake -S "$EVPIPE_ROOT" -B "$EVPIPE_BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
   log "building (Release) evpipe, evpipe-load, floor-client in $EVPIPE_BUILD_DIR"
-  cmake --build "$EVPIPE_BUILD_DIR" -j "$(nproc)" --target evpipe evpipe-load floor-client \
+  cmake --build "$EVPIPE_BUILD_DIR" -j "$(nproc)" --target evpipe evpipe-load floor-client nats-floor \
     >"$EVPIPE_BUILD_DIR/build.log" 2>&1 ||
     { tail -40 "$EVPIPE_BUILD_DIR/build.log" >&2; die "build failed (full log: $EVPIPE_BUILD_DIR/build.log)"; }
 }
@@ -128,14 +128,17 @@ with_config() { cp "$scratch/evpipe-$1.toml" "$scratch/evpipe.toml"; }
 # 200,000 rows that was a busy PostgreSQL backend beside the drain). The
 # count runs once max(id) says every row may be there: ids are handed out
 # before commit, so a shard's higher ids can be visible before another's.
+# rows_when_drained ROWS TRIES PAUSE [PID]: with PID, the poll also ends when
+# that process has exited (a writer that failed).
 rows_when_drained() {
-  local rows="$1" tries="$2" pause="$3" got=0
+  local rows="$1" tries="$2" pause="$3" watch="${4:-}" got=0
   coproc drain_poll { psql -X -q -At -d "$EVPIPE_DSN" 2>&1; }
   for _ in $(seq "$tries"); do
     echo "SELECT CASE WHEN coalesce(max(id), 0) >= $rows THEN (SELECT count(*) FROM events_mirror) ELSE 0 END FROM events_mirror;" \
       >&"${drain_poll[1]}"
     read -r got <&"${drain_poll[0]}" || break
     [ "$got" -ge "$rows" ] 2>/dev/null && break
+    [ -z "$watch" ] || kill -0 "$watch" 2>/dev/null || break
     sleep "$pause"
   done
   eval "exec ${drain_poll[1]}>&-"
@@ -190,15 +193,16 @@ print(busy, total, pg, ev, nats)
 PY
 }
 
-# cpu_since MARK SECONDS: what ran between cpu_mark's MARK and now, over the
-# SECONDS of wall time between them: the machine's busy share, and the cores
-# PostgreSQL, evpipe and nats-server used on average. Measure before evpipe
-# stops: an exited evpipe takes its CPU time with it.
+# cpu_since MARK SECONDS [NAME]: what ran between cpu_mark's MARK and now,
+# over the SECONDS of wall time between them: the machine's busy share, and
+# the cores PostgreSQL, evpipe (NAME: the label of that column) and
+# nats-server used on average. Measure before evpipe stops: an exited
+# evpipe takes its CPU time with it.
 cpu_since() {
   local now; now="$(cpu_mark)"
-  echo "$1 $now $2 $(getconf CLK_TCK)" | awk '{
+  echo "$1 $now $2 $(getconf CLK_TCK) ${3:-evpipe}" | awk '{
     hz = $12; s = $11
-    printf "machine busy %.0f%%, PostgreSQL %.2f cores, evpipe %.2f, nats-server %.2f", \
+    printf "machine busy %.0f%%, PostgreSQL %.2f cores, " $13 " %.2f, nats-server %.2f", \
       100 * ($6 - $1) / ($7 - $2), ($8 - $3) / hz / s, ($9 - $4) / hz / s, ($10 - $5) / hz / s }'
 }
 

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # NATS JetStream backlog drain against psql \copy, in one run on one machine
-# (issue 14 target: 0.9 or better).
+# (issue 14 target: 0.9 or better), and against its floor: the same drain by
+# perf/nats_floor.cc (fetch, one COPY that commits, an ack per message, no
+# evpipe), with as many threads as evpipe has shards.
 #
 # Publishes N events (default 200000 of ~400 B, all valid and unique) into a
 # JetStream stream on Debian's nats-server (file storage, loopback) with
 # evpipe-load --target nats:// while evpipe is not running, then starts evpipe
 # with a [[sources.nats]] durable pull consumer and times until every row is
 # committed. Beside it, the same rows go into a fresh events_mirror with
-# psql \copy (first in odd runs, second in even ones). Prints both rates and
-# their ratio per run, then the medians; logs where the CPU went in each
-# (machine busy share, cores used by PostgreSQL, evpipe and nats-server).
+# psql \copy, and the same backlog is drained by the floor; the three take
+# turns at going first. Prints the rates and the ratios per run, then the
+# medians; logs where the CPU went in each (machine busy share, cores used by
+# PostgreSQL, evpipe or the floor, and nats-server).
 # With --processes "1 2 3", each run also drains the backlog with that many
 # evpipe processes on the one durable consumer (issue 14: many processes, one
 # table), each with [pipeline] shards = cores.
@@ -18,7 +21,7 @@
 # --callgrind FILE runs the one-process drain's evpipe under valgrind
 # --tool=callgrind (profile in FILE; use a small --count: its rate is not one).
 # --shards K and --linger-ms L set evpipe's [pipeline] shards (default: one
-# per core) and [batch] linger_ms (default 0).
+# per core; the floor gets as many threads) and [batch] linger_ms (default 0).
 #   perf/nats_drain.sh [--count N] [--runs R] [--fetch-batch B] [--max-ack-pending P] [--processes "1 2 3"]
 #                      [--evpipe PATH] [--callgrind FILE] [--shards K] [--linger-ms L]
 set -euo pipefail
@@ -36,13 +39,14 @@ while [ $# -gt 0 ]; do
     --callgrind) callgrind="$(realpath -m "$2")"; shift 2 ;;
     --shards) shards="$2"; shift 2 ;;
     --linger-ms) linger_ms="$2"; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
 
 perf_setup "$shards"
 printf '[batch]\nlinger_ms = %s\n' "$linger_ms" >>"$scratch/evpipe.toml"
+http_on  # the one-process drain logs its rows per committed batch from /metrics
 ensure_packages nats-server
 evbin="${evbin:-$bin/app/evpipe}"
 drain_bin="$evbin"
@@ -100,6 +104,13 @@ cp "$scratch/evpipe.toml" "$scratch/evpipe-tcp.toml"
   --emit "$scratch/drain.ndjson" --emit-csv "$scratch/drain.csv" 2>/dev/null
 rows="$(wc -l <"$scratch/drain.csv")"
 
+# The running evpipe's COPY rows per committed batch, over all shards (its
+# /metrics: copy_rows_total / batches_total).
+rows_per_batch() {
+  http_get "$http_port" /metrics | awk '/^[a-z_]+_copy_rows_total/ {r += $NF} /^[a-z_]+_batches_total/ && !/slow/ {b += $NF}
+    END {if (b > 0) printf "%.0f rows per batch (%d batches)", r / b, b; else printf "no batches"}'
+}
+
 # nats_drain: fresh table and stream; the backlog is published (evpipe-load
 # waits for the stream's acks); evpipe starts and the time until every row is
 # committed is measured. Prints "rows/s preload_seconds".
@@ -116,11 +127,38 @@ nats_drain() {
   evpipe_start "$drain_bin"
   got="$(rows_when_drained "$rows" 6000 0.05)"
   t2=$(now)
-  log "drain, 1 process: $(cpu_since "$mark" "$(echo "$t1 $t2" | awk '{print $2 - $1}')")"
+  log "drain, 1 process: $(cpu_since "$mark" "$(echo "$t1 $t2" | awk '{print $2 - $1}')"), $(rows_per_batch)"
   evpipe_stop
   with_config tcp
   [ "$got" = "$rows" ] || die "evpipe committed $got rows from the JetStream backlog, expected $rows"
   echo "$rows $t1 $t2 $t0" | awk '{printf "%.0f %.1f", $1 / ($3 - $2), $2 - $4}'
+}
+
+# floor_drain: the same backlog drained by nats-floor (a durable of its own)
+# with $shard_count threads, timed the same way. Prints "rows/s".
+floor_drain() {
+  local t1 t2 got pid
+  fresh_table
+  stream_reset
+  "$bin/load/evpipe-load" --target "nats://127.0.0.1:$nats_port" --topic perf/nats/drain --input "$scratch/drain.ndjson" \
+    --connections 4 --quiet >/dev/null
+  t1=$(now)
+  local mark; mark="$(cpu_mark)"
+  "$bin/perf/nats-floor" --dsn "$EVPIPE_DSN" --server "nats://127.0.0.1:$nats_port" --stream PERF \
+    --connections "$shard_count" --fetch-batch "$fetch_batch" --max-ack-pending "$max_ack_pending" --count "$rows" \
+    >"$scratch/floor.out" 2>&1 &
+  pid=$!
+  got="$(rows_when_drained "$rows" 6000 0.05 "$pid")"
+  t2=$(now)
+  local secs used own
+  secs="$(echo "$t1 $t2" | awk '{print $2 - $1}')"
+  used="$(cpu_since "$mark" "$secs" nats-floor)"
+  wait "$pid" || die "nats-floor failed: $(tail -3 "$scratch/floor.out")"
+  # It exits at its last commit, taking its CPU time with it: its own report counts.
+  own="$(awk -v s="$secs" '/cpu_seconds/ {printf "%.2f", $2 / s}' "$scratch/floor.out")"
+  log "drain, floor: $(sed "s/nats-floor [0-9.]*/nats-floor $own/" <<<"$used")"
+  [ "$got" = "$rows" ] || die "nats-floor committed $got rows from the JetStream backlog, expected $rows"
+  echo "$rows $t1 $t2" | awk '{printf "%.0f", $1 / ($3 - $2)}'
 }
 
 # nats_drain_many K: as nats_drain, with K evpipe processes (each its own TCP
@@ -163,23 +201,22 @@ nats_drain_many() {
 
 echo "# $(machine_line)"
 echo "# load average $(cut -d' ' -f1-3 /proc/loadavg) at start; $count events, $(($(stat -c %s "$scratch/drain.ndjson") / count)) B each on average; fetch_batch $fetch_batch, max_ack_pending $max_ack_pending; shards $shard_count, linger_ms $linger_ms"
-printf '%-4s %12s %10s %14s %7s' run copy_rows/s preload_s nats_rows/s ratio
+printf '%-4s %12s %10s %14s %7s %13s %7s %12s' run copy_rows/s preload_s nats_rows/s ratio floor_rows/s ratio evpipe/floor
 for k in $processes; do printf ' %14s %7s' "${k}_procs_rows/s" ratio; done
 echo
-copies=() drains=()
+copies=() drains=() floors=()
 copy_cpu_log=1  # copy_rate logs where the CPU went, as the drains do
 timed_copy() { copy_rate "$scratch/drain.csv" "$rows"; }
 for r in $(seq "$runs"); do
-  # Alternate which goes first, so that neither always meets a warmer cache.
-  if [ $((r % 2)) = 1 ]; then
-    copy="$(timed_copy)"
-    read -r rate preload <<<"$(nats_drain)"
-  else
-    read -r rate preload <<<"$(nats_drain)"
-    copy="$(timed_copy)"
-  fi
-  copies+=("$copy") drains+=("$rate")
-  printf '%-4s %12s %10s %14s %7s' "$r" "$copy" "$preload" "$rate" "$(ratio "$rate" "$copy")"
+  # Each goes first in turn, so that none always meets a warmer cache.
+  case $((r % 3)) in
+    1) copy="$(timed_copy)"; read -r rate preload <<<"$(nats_drain)"; floor="$(floor_drain)" ;;
+    2) read -r rate preload <<<"$(nats_drain)"; floor="$(floor_drain)"; copy="$(timed_copy)" ;;
+    0) floor="$(floor_drain)"; copy="$(timed_copy)"; read -r rate preload <<<"$(nats_drain)" ;;
+  esac
+  copies+=("$copy") drains+=("$rate") floors+=("$floor")
+  printf '%-4s %12s %10s %14s %7s %13s %7s %12s' "$r" "$copy" "$preload" "$rate" "$(ratio "$rate" "$copy")" \
+    "$floor" "$(ratio "$floor" "$copy")" "$(ratio "$rate" "$floor")"
   for k in $processes; do
     many="$(nats_drain_many "$k")"
     printf ' %14s %7s' "$many" "$(ratio "$many" "$copy")"
@@ -187,4 +224,6 @@ for r in $(seq "$runs"); do
   echo
 done
 mc="$(printf '%s\n' "${copies[@]}" | median)" md="$(printf '%s\n' "${drains[@]}" | median)"
-printf '%-4s %12.0f %10s %14.0f %7s\n' median "$mc" "" "$md" "$(ratio "$md" "$mc")"
+mf="$(printf '%s\n' "${floors[@]}" | median)"
+printf '%-4s %12.0f %10s %14.0f %7s %13.0f %7s %12s\n' median "$mc" "" "$md" "$(ratio "$md" "$mc")" "$mf" "$(ratio "$mf" "$mc")" \
+  "$(ratio "$md" "$mf")"

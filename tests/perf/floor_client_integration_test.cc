@@ -1,7 +1,9 @@
 // perf/floor_client against the real PostgreSQL: open and closed loop store
 // exactly the rows they report, in evpipe's events_mirror (generated columns
 // filled, so the payload is the envelope evpipe stores), and write the
-// figures perf/run.sh reads; bad use fails with a message.
+// figures perf/run.sh reads; bad use fails with a message. perf/nats_floor
+// (the JetStream drain's floor) drains a stream into the same table, stores
+// each message once with its subject as the topic, and acks every one.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -9,6 +11,7 @@
 #include <sstream>
 
 #include "tests/support/harness.h"
+#include "tests/support/nats_server.h"
 
 namespace evpipe::testing {
 namespace {
@@ -62,6 +65,50 @@ TEST(FloorClient, OpenAndClosedLoopStoreWhatTheyReport) {
   cmd = bin + " --dsn '" + db.dsn() + "' --table no_such_table --rate 100 --count 10 > " + tmp + ".out 2>&1";
   EXPECT_EQ(WEXITSTATUS(std::system(cmd.c_str())), 1);
   EXPECT_NE(slurp(tmp + ".out").find("no_such_table"), std::string::npos) << slurp(tmp + ".out");
+}
+
+TEST(NatsFloor, DrainsTheStreamOnceAndAcksEveryMessage) {
+  test_db db;
+  if (!db.available()) {
+    if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "EVPIPE_TEST_DSN is not set";
+    GTEST_SKIP() << "EVPIPE_TEST_DSN not set (scripts/test.sh sets it)";
+  }
+  evpipe_process evp("[postgres]\ndsn = \"" + db.dsn() + "\"\n[http]\nlisten = \"\"\n", "natsfloor");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  nats_server server("natsfloor");
+  nats_client client(server.url());
+  client.add_stream("FLOOR", "floor.>");
+  // 2,500 messages, so that each of the 3 threads fetches several batches of
+  // 300 and the last fetches ask for less than a batch.
+  std::vector<std::pair<std::string, std::string>> msgs;
+  for (int i = 0; i < 2500; ++i) {
+    msgs.emplace_back("floor.events." + std::to_string(i % 2),
+                      R"({"event_id":"nf-)" + std::to_string(i) + R"(","idempotency_key":"nf-)" + std::to_string(i) +
+                          R"(","kind":"floor_test","payload":{"i":)" + std::to_string(i) + "}}");
+  }
+  client.publish_async(msgs);
+  const std::string tmp = env_or("TMPDIR", "/tmp") + "/natsfloor" + std::to_string(::getpid());
+  std::string cmd = std::string(NATS_FLOOR_BINARY) + " --dsn '" + db.dsn() + "' --server " + server.url() +
+                    " --stream FLOOR --durable fl --connections 3 --fetch-batch 300 --count 2500 > " + tmp +
+                    ".out 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << slurp(tmp + ".out");
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'nf-%'"), 2500);
+  EXPECT_EQ(db.count("SELECT count(DISTINCT idempotency_key) FROM events_mirror"), 2500);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE topic NOT IN ('floor/events/0', 'floor/events/1')"), 0);
+  // Every message acked (the acks are sent before the process exits), nothing left to deliver.
+  auto st = client.consumer("FLOOR", "fl");
+  ASSERT_TRUE(st.exists);
+  EXPECT_EQ(st.ack_pending, 0);
+  EXPECT_EQ(st.pending, 0u);
+  EXPECT_EQ(st.ack_floor_stream, 2500u);
+  std::string out = slurp(tmp + ".out");
+  EXPECT_NE(out.find("committed           2500"), std::string::npos) << out;
+
+  // A stream that is not there: refused with its name.
+  cmd = std::string(NATS_FLOOR_BINARY) + " --dsn '" + db.dsn() + "' --server " + server.url() +
+        " --stream NO_SUCH_STREAM --count 10 > " + tmp + ".out 2>&1";
+  EXPECT_EQ(WEXITSTATUS(std::system(cmd.c_str())), 1);
+  EXPECT_NE(slurp(tmp + ".out").find("NO_SUCH_STREAM"), std::string::npos) << slurp(tmp + ".out");
 }
 
 }  // namespace
