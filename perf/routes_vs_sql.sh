@@ -10,7 +10,9 @@
 #           session) and by evpipe's upsert route with [batch] max_rows = B.
 # Each of R runs measures every case once, the order of SQL and evpipe
 # alternating from run to run; prints each run's rows/s and ratios and the
-# medians. Only ratios of one run mean much on a shared machine.
+# medians, and for the append cases the CPU per row of PostgreSQL, evpipe and
+# the client (psql or evpipe-load). Only ratios of one run mean much on a
+# shared machine.
 #
 #   perf/routes_vs_sql.sh [--events N] [--statuses M] [--devices D] [--batch B]
 #                         [--connections C] [--runs R] [--binary PATH] [--out FILE]
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
     --binary) other_bin="$(realpath "$2")"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --stored-keys) stored_keys="$2"; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -146,19 +148,39 @@ rate() { echo "$1 $2 $3" | awk '{printf "%.0f", $1 / ($3 - $2)}'; }
 
 # append: psql \copy of the same rows
 sql_append() {
-  local t0 t1
+  local t0 t1 mark
   tables "${1:-}"
-  t0=$(now); psqlq -c "\\copy telemetry FROM '$scratch/telemetry.csv' WITH (FORMAT csv)"; t1=$(now)
+  mark="$(cpu_mark)"
+  t0=$(now)
+  { TIMEFORMAT='%U %S'; time psqlq -c "\\copy telemetry FROM '$scratch/telemetry.csv' WITH (FORMAT csv)"; } 2>"$scratch/client.time"
+  t1=$(now)
+  cpu_note "append${1:+, $1}" "psql \\copy" "$mark" psql
   [ "$(psqlq -c 'SELECT count(*) FROM telemetry')" = "$events" ] || die "psql \\copy loaded a wrong row count"
   rate "$events" "$t0" "$t1"
+}
+# cpu_note CASE WHO MARK CLIENT: logs, and keeps in $scratch/cpu for the CPU
+# table, the CPU per row since cpu_mark's MARK: PostgreSQL's (every process
+# of the cluster), evpipe's (0 for plain SQL) and the client's (psql or
+# evpipe-load, from bash's time in $scratch/client.time); run before evpipe
+# stops.
+cpu_note() {
+  local ticks client
+  ticks="$(cpu_ticks_since "$3")"
+  client="$(awk '{print $1 + $2}' "$scratch/client.time")"
+  echo "$ticks $client $events $(getconf CLK_TCK)" | awk -v c="$1" -v w="$2" -v cl="$4" '{
+    us = 1e6 / $5
+    printf "%s\t%s\t%.2f\t%.2f\t%.2f\n", c, w, $1 * us / $4, $2 * us / $4, $3 * 1e6 / $4 }' >>"$scratch/cpu"
+  log "$1, $2: $(tail -1 "$scratch/cpu" | awk -F'\t' -v cl="$4" '{printf "PostgreSQL %s µs/row, evpipe %s µs/row, %s %s µs/row", $3, $4, cl, $5}')"
 }
 # append: evpipe (binary $1; $2 = unique: see tables)
 route_append() {
   tables "${2:-}"
   with_config append; fresh_for "$1" "$( [ -z "${2:-}" ] && echo keys)"
   evpipe_start "$1"
-  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/telemetry.ndjson" \
-    --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null
+  local mark; mark="$(cpu_mark)"
+  { TIMEFORMAT='%U %S'; time "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/telemetry.ndjson" \
+    --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null; } 2>"$scratch/client.time"
+  [ "$1" != "$bin/app/evpipe" ] || cpu_note "append${2:+, $2}" "evpipe route" "$mark" evpipe-load
   evpipe_stop
   [ "$(psqlq -c 'SELECT count(*) FROM telemetry')" = "$events" ] || die "evpipe stored a wrong telemetry count"
   printf '%.0f' "$(json_field "$scratch/load.json" "['throughput']")"
@@ -260,6 +282,20 @@ append: psql \\copy of the CSV; upsert: COPY to temp + INSERT ON CONFLICT WHERE 
 machine: $(machine_line)
 
 $table"
+# Where the CPU went per row, medians over the runs (cpu_note).
+report+="
+
+CPU per row, medians over the runs (µs; PostgreSQL = every process of the cluster; client = psql or evpipe-load):
+
+| case | writer | PostgreSQL | evpipe | client | all |
+|---|---|---|---|---|---|"
+while IFS=$'\t' read -r c w; do
+  report+="
+| $c | $w | $(awk -F'\t' -v c="$c" -v w="$w" '$1 == c && $2 == w {print $3}' "$scratch/cpu" | median) | $(
+    awk -F'\t' -v c="$c" -v w="$w" '$1 == c && $2 == w {print $4}' "$scratch/cpu" | median) | $(
+    awk -F'\t' -v c="$c" -v w="$w" '$1 == c && $2 == w {print $5}' "$scratch/cpu" | median) | $(
+    awk -F'\t' -v c="$c" -v w="$w" '$1 == c && $2 == w {print $3 + $4 + $5}' "$scratch/cpu" | median) |"
+done < <(cut -f1,2 "$scratch/cpu" | sort -u)
 echo
 echo "$report"
 [ -n "$out" ] && echo "$report" >"$out"
