@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
     --binary) other_bin="$(realpath "$2")"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --stored-keys) stored_keys="$2"; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
