@@ -82,6 +82,35 @@ bool is_refusal(const pg_status& st) {
   return f == pg_failure::data || f == pg_failure::duplicate_key;
 }
 
+// Bisection over units [0, n) of a batch PostgreSQL refused: attempt(first,
+// last) writes the units of a range in a transaction of its own (BEGIN to
+// COMMIT). A range that commits is done; a range whose failure `refused`
+// accepts is rolled back and split until single units remain, which go to
+// on_refused(unit, why). k bad units in n cost about 2k·log2(n) transactions.
+// Any other failure ends it and is returned (rolled back unless the
+// connection is gone).
+template <typename Attempt, typename Refused, typename OnRefused>
+pg_status bisect(pg_connection& conn, size_t n, Attempt&& attempt, Refused&& refused, OnRefused&& on_refused) {
+  std::vector<std::pair<size_t, size_t>> todo{{0, n}};
+  while (!todo.empty()) {
+    const auto [first, last] = todo.back();
+    todo.pop_back();
+    if (first == last) continue;
+    pg_status st = attempt(first, last);
+    if (st.ok) continue;
+    if (!st.connection_lost) (void)conn.exec("ROLLBACK");
+    if (!refused(st)) return st;
+    if (last - first == 1) {
+      on_refused(first, st);
+      continue;
+    }
+    const size_t mid = first + (last - first) / 2;
+    todo.emplace_back(mid, last);
+    todo.emplace_back(first, mid);  // the first half is tried first
+  }
+  return {};
+}
+
 std::string with_schema(std::string_view sql, const std::string& schema) {
   std::string out(sql);
   for (size_t at; (at = out.find("{}")) != std::string::npos;) out.replace(at, 2, schema.empty() ? "" : schema + ".");
@@ -237,23 +266,16 @@ pipeline::write_status postgres_sink::isolate_refused_rows(stages::write_batch& 
   if ((batch.routed_row_count() > 0 || batch.identity_row_count() > 0) && tables_) {
     return isolate_refused_events(batch);
   }
-  // Bisection: a range that commits is done; a refused range is split until
-  // single rows remain. k bad rows in n cost about 2k·log2(n) transactions.
-  // If the connection drops midway, the whole write is retried: rows already
-  // committed here then come back as duplicates of themselves, which keeps
-  // exactly one row per key.
+  // Bisection by rows. If the connection drops midway, the whole write is
+  // retried: rows already committed here then come back as duplicates of
+  // themselves, which keeps exactly one row per key.
   std::string slice;
-  std::vector<std::pair<size_t, size_t>> todo{{0, batch.row_count()}};
   struct refused {
     size_t row;
     pg_status why;
   };
   std::vector<refused> refused_rows;
-  while (!todo.empty()) {
-    // Plain locals, not a structured binding: lambdas below capture them
-    // (clang before 16 cannot capture structured bindings).
-    const size_t first = todo.back().first, last = todo.back().second;
-    todo.pop_back();
+  auto attempt = [&](size_t first, size_t last) {
     batch.copy_slice(first, last, slice);
     pg_status st = conn_.exec("BEGIN");
     if (st.ok) st = resolve_conflicts(batch, first, last, slice);
@@ -265,16 +287,12 @@ pipeline::write_status postgres_sink::isolate_refused_rows(stages::write_batch& 
       });
     }
     if (st.ok) st = conn_.exec("COMMIT");
-    if (st.ok) continue;
-    if (!st.connection_lost) (void)conn_.exec("ROLLBACK");
-    if (!is_data_error(st)) return fail(st);
-    if (last - first == 1) {
-      refused_rows.push_back({first, st});
-      continue;
-    }
-    size_t mid = first + (last - first) / 2;
-    todo.emplace_back(mid, last);
-    todo.emplace_back(first, mid);  // the first half is tried first
+    return st;
+  };
+  if (pg_status st = bisect(conn_, batch.row_count(), attempt, is_data_error,
+                            [&](size_t row, const pg_status& why) { refused_rows.push_back({row, why}); });
+      !st.ok) {
+    return fail(st);
   }
   for (auto& r : refused_rows) {
     // Class 23 (constraints) judged a stored jsonb value: the JSON itself is
@@ -309,18 +327,12 @@ pipeline::write_status postgres_sink::isolate_refused_events(stages::write_batch
     return std::pair<size_t, size_t>(lo - rows.begin(), hi - rows.begin());
   };
   std::string slice;
-  std::vector<std::pair<size_t, size_t>> todo{{0, units.size()}};
   struct refused {
     uint32_t outcome;
     pg_status why;
   };
   std::vector<refused> refused_events;
-  while (!todo.empty()) {
-    // Plain locals, not a structured binding: lambdas below capture them
-    // (clang before 16 cannot capture structured bindings).
-    const size_t first = todo.back().first, last = todo.back().second;
-    todo.pop_back();
-    if (first == last) continue;
+  auto attempt = [&](size_t first, size_t last) {
     const uint32_t o_first = units[first], o_last = units[last - 1] + 1;
     auto [r_first, r_last] = mirror_range(o_first, o_last);
     pg_status st = conn_.exec("BEGIN");
@@ -339,19 +351,13 @@ pipeline::write_status postgres_sink::isolate_refused_events(stages::write_batch
       });
     }
     if (st.ok) st = conn_.exec("COMMIT");
-    if (st.ok) {
-      tables_->committed();
-      continue;
-    }
-    if (!st.connection_lost) (void)conn_.exec("ROLLBACK");
-    if (!is_refusal(st)) return fail(st);
-    if (last - first == 1) {
-      refused_events.push_back({o_first, st});
-      continue;
-    }
-    size_t mid = first + (last - first) / 2;
-    todo.emplace_back(mid, last);
-    todo.emplace_back(first, mid);
+    if (st.ok) tables_->committed();
+    return st;
+  };
+  if (pg_status st = bisect(conn_, units.size(), attempt, is_refusal,
+                            [&](size_t unit, const pg_status& why) { refused_events.push_back({units[unit], why}); });
+      !st.ok) {
+    return fail(st);
   }
   for (auto& r : refused_events) {
     auto [r_first, r_last] = mirror_range(r.outcome, r.outcome + 1);

@@ -405,8 +405,13 @@ decode_status parse_subscribe(const frame& f, subscribe_packet& out, properties&
   return out.filters.empty() ? decode_status::malformed : decode_status::ok;
 }
 
-decode_status parse_suback(const frame& f, suback_packet& out, properties& props) {
-  if (f.type != packet_type::suback) return decode_status::malformed;
+namespace {
+
+// SUBACK and UNSUBACK: a packet id, properties, then one reason code per
+// filter (at least one), each of them one `valid` accepts.
+decode_status parse_reason_list(const frame& f, packet_type type, bool (*valid)(uint8_t), suback_packet& out,
+                                properties& props) {
+  if (f.type != type) return decode_status::malformed;
   reader r{f.body};
   out.packet_id = r.u16();
   if (r.failed || out.packet_id == 0) return decode_status::malformed;
@@ -414,19 +419,29 @@ decode_status parse_suback(const frame& f, suback_packet& out, properties& props
   out.return_codes.clear();
   while (r.left() > 0) {
     uint8_t c = r.u8();
-    if (!valid_suback_reason(c)) return decode_status::malformed;
+    if (!valid(c)) return decode_status::malformed;
     out.return_codes.push_back(c);
   }
   return out.return_codes.empty() ? decode_status::malformed : decode_status::ok;
 }
 
-void encode_suback(std::string& out, const suback_packet& p, const properties& props) {
+void encode_reason_list(std::string& out, packet_type type, const suback_packet& p, const properties& props) {
   std::string body;
   put_u16(body, p.packet_id);
   encode_properties(body, props);
   for (uint8_t c : p.return_codes) body.push_back(static_cast<char>(c));
-  put_header(out, packet_type::suback, 0, body.size());
+  put_header(out, type, 0, body.size());
   out += body;
+}
+
+}  // namespace
+
+decode_status parse_suback(const frame& f, suback_packet& out, properties& props) {
+  return parse_reason_list(f, packet_type::suback, valid_suback_reason, out, props);
+}
+
+void encode_suback(std::string& out, const suback_packet& p, const properties& props) {
+  encode_reason_list(out, packet_type::suback, p, props);
 }
 
 void encode_unsubscribe(std::string& out, const unsubscribe_packet& p, const properties& props) {
@@ -454,27 +469,11 @@ decode_status parse_unsubscribe(const frame& f, unsubscribe_packet& out, propert
 }
 
 decode_status parse_unsuback(const frame& f, suback_packet& out, properties& props) {
-  if (f.type != packet_type::unsuback) return decode_status::malformed;
-  reader r{f.body};
-  out.packet_id = r.u16();
-  if (r.failed || out.packet_id == 0) return decode_status::malformed;
-  if (read_props(f.body, r.pos, props, ack_props) != decode_status::ok) return decode_status::malformed;
-  out.return_codes.clear();
-  while (r.left() > 0) {
-    uint8_t c = r.u8();
-    if (!valid_unsuback_reason(c)) return decode_status::malformed;
-    out.return_codes.push_back(c);
-  }
-  return out.return_codes.empty() ? decode_status::malformed : decode_status::ok;
+  return parse_reason_list(f, packet_type::unsuback, valid_unsuback_reason, out, props);
 }
 
 void encode_unsuback(std::string& out, const suback_packet& p, const properties& props) {
-  std::string body;
-  put_u16(body, p.packet_id);
-  encode_properties(body, props);
-  for (uint8_t c : p.return_codes) body.push_back(static_cast<char>(c));
-  put_header(out, packet_type::unsuback, 0, body.size());
-  out += body;
+  encode_reason_list(out, packet_type::unsuback, p, props);
 }
 
 decode_status parse_disconnect(const frame& f, disconnect_packet& out) {
