@@ -160,6 +160,19 @@ class intake {
   [[nodiscard]] int64_t settle_request();
   [[nodiscard]] size_t pending() const noexcept { return pending_; }
   void submitted() noexcept { pending_ = 0; }
+  // What a source does before router::submit(batches()): names `origin` (whose
+  // on_outcomes() hears of them) on every batch that holds events added since
+  // the last call, then starts counting anew (submitted()). Returns how many
+  // events that was (0: nothing to submit).
+  size_t hand_over(const std::shared_ptr<stages::event_origin>& origin) {
+    const size_t taken = pending_;
+    if (taken == 0) return 0;
+    for (auto& b : out_) {
+      if (!b.events.empty()) b.origin = origin;
+    }
+    pending_ = 0;
+    return taken;
+  }
 
  private:
   stages::event_batch& batch_of(const stages::event_record& rec) {

@@ -306,12 +306,9 @@ class http_connection : public std::enable_shared_from_this<http_connection> {
         res.set(http::field::retry_after, std::to_string(tenancy_.retry_after_s()));
         co_return res;
       }
-      for (auto& b : intake_.batches()) {
-        if (!b.events.empty()) b.origin = pending;
-      }
+      (void)intake_.hand_over(pending);
       probe_.note_received(events.size());
       probe_.unacked.fetch_add(static_cast<int64_t>(events.size()));
-      intake_.submitted();
       router_.submit(intake_.batches());
       reading_.fetch_sub(1);
       co_await pending->wait();

@@ -410,14 +410,9 @@ void mqtt_link::pass_through(uint16_t packet_id, uint8_t qos) {
 }
 
 void mqtt_link::submit() {
-  size_t taken = intake_.pending();
+  const size_t taken = intake_.hand_over(shared_from_this());
   if (taken == 0) return;
-  auto self = shared_from_this();
-  for (auto& b : intake_.batches()) {
-    if (!b.events.empty()) b.origin = self;
-  }
   sh_.probe.note_received(taken);
-  intake_.submitted();
   sh_.router.submit(intake_.batches());
 }
 

@@ -242,14 +242,9 @@ void nats_consumer::take(natsMsg* m, std::chrono::steady_clock::time_point now) 
 }
 
 void nats_consumer::submit() {
-  size_t taken = intake_.pending();
+  const size_t taken = intake_.hand_over(shared_from_this());
   if (taken == 0) return;
-  auto self = shared_from_this();
-  for (auto& b : intake_.batches()) {
-    if (!b.events.empty()) b.origin = self;
-  }
   sh_.probe.note_received(taken);
-  intake_.submitted();
   sh_.router.submit(intake_.batches());
 }
 

@@ -267,14 +267,9 @@ class tcp_connection final : public stages::event_origin,
   }
 
   void submit(int64_t started) {
-    size_t taken = intake_.pending();
+    const size_t taken = intake_.hand_over(shared_from_this());
     if (taken == 0) return;
-    auto self = shared_from_this();
-    for (auto& b : intake_.batches()) {
-      if (!b.events.empty()) b.origin = self;
-    }
     probe_.note_received(taken);
-    intake_.submitted();
     probe_.validate_latency.observe_ns(pipeline::steady_now_ns() - started);
     router_.submit(intake_.batches());
   }
