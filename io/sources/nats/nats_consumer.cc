@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "io/sources/nats/nats_fetch.h"
+#include "io/sources/nats/nats_reply.h"
 #include "stages/tenant/binding.h"
 
 namespace evpipe::io {
@@ -207,13 +208,14 @@ void nats_consumer::pull_loop() {
 }
 
 void nats_consumer::take(natsMsg* m, std::chrono::steady_clock::time_point now) {
-  uint64_t delivered = 1;
-  jsMsgMetaData* meta = nullptr;
-  if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
-    delivered = meta->NumDelivered;
-    jsMsgMetaData_Destroy(meta);
+  // pull_loop took only messages with a "$JS.ACK." reply; one the server
+  // wrote in another form counts as a first delivery.
+  const uint64_t delivered = nats_delivery_count(natsMsg_GetReply(m)).value_or(1);
+  // Most messages come on the subject of the one before.
+  if (const std::string_view subject = natsMsg_GetSubject(m); subject != subject_) {
+    subject_.assign(subject);
+    topic_ = nats_topic(subject, sh_.cfg.topic_separator);
   }
-  topic_ = nats_topic(natsMsg_GetSubject(m), sh_.cfg.topic_separator);
   std::string_view data(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m)));
   uint64_t seq = 0;
   {

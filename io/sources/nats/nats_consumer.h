@@ -96,7 +96,7 @@ class nats_consumer final : public stages::event_origin, public std::enable_shar
   stages::envelope_limits limits_;
   pipeline::limits_follower limits_follower_;
   std::string padded_;             // a message's bytes with the validator's padding
-  std::string topic_;
+  std::string subject_, topic_;    // the last message's subject, and its topic
   bool told_foreign_ = false;      // a fetched message that was no JetStream delivery was logged
   std::vector<natsMsg*> fetched_;  // one fetch's messages, reused
   uint64_t held_taken_ = 0;        // messages of late pull requests taken one by one (nats_fetch.h)
