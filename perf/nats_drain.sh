@@ -172,7 +172,9 @@ nats_drain_many() {
     --connections 4 --quiet >/dev/null
   for i in $(seq "$k"); do
     ports+=("$(free_port)")
-    sed "s/127.0.0.1:$tcp_port/127.0.0.1:${ports[-1]}/" "$scratch/evpipe-nats.toml" >"$scratch/evpipe-nats-$i.toml"
+    # Its own TCP port, and no /metrics listener (the one-process drain's port would clash).
+    sed -e "s/127.0.0.1:$tcp_port/127.0.0.1:${ports[-1]}/" -e "s/^listen = \"127.0.0.1:$http_port\"$/listen = \"\"/" \
+      "$scratch/evpipe-nats.toml" >"$scratch/evpipe-nats-$i.toml"
   done
   t1=$(now)
   local mark; mark="$(cpu_mark)"
