@@ -57,10 +57,25 @@ void intake::follow_routes() {
   (void)routes_follower_.changed(routes_);
 }
 
+uint64_t intake::topic_mask(std::string_view topic) {
+  if (mask_routes_ != routes_ || topic != mask_topic_) {
+    mask_routes_ = routes_;
+    mask_topic_.assign(topic);
+    mask_ = routes_->topic_mask(topic);
+  }
+  return mask_;
+}
+
+bool intake::bare_topic(std::string_view topic) {
+  if (!routes_) return false;
+  return (routes_->maskable() ? routes_->bare_route_for(topic_mask(topic)) : routes_->bare_route_for(topic)) != nullptr;
+}
+
 bool intake::apply_routes(std::string_view line, std::string_view topic, std::string_view kind, bool bare,
                           stages::envelope_validator& validator, stages::validation& v) {
   std::array<uint16_t, stages::route::route_set::max_routes_per_message> ids;
-  size_t n = routes_->match(topic, kind, !bare, ids);
+  const size_t n =
+      routes_->maskable() ? routes_->match(topic_mask(topic), kind, !bare, ids) : routes_->match(topic, kind, !bare, ids);
   routed_.clear();
   identity_.clear();
   upsert_key_.clear();
@@ -220,7 +235,7 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
   stages::envelope env;
   // A message on a topic whose first route takes bare JSON (envelope "none")
   // meets only the whole-document rules; its columns are checked by the route.
-  const bool bare = routes_ && routes_->bare_route_for(default_topic) != nullptr;
+  const bool bare = bare_topic(default_topic);
   auto v = bare ? validator.check_json(line, readable) : validator.check(line, readable, env);
   rec.why = v.why;
   std::string_view topic = default_topic;

@@ -226,6 +226,14 @@ class intake {
   std::string upsert_key_;                  // the first upsert route's key fields (shard_hash), reused
   std::string_view first_route_;            // name of the first route that took the message
   bool skip_mirror_ = false;
+  // The routes' topic mask (route_set::topic_mask) of the last topic met, and
+  // the set it is of: a connection's events mostly share one topic, which is
+  // then matched against the routes' filters once, not per event.
+  std::shared_ptr<const stages::route::route_set> mask_routes_;
+  std::string mask_topic_;
+  uint64_t mask_ = 0;
+  [[nodiscard]] uint64_t topic_mask(std::string_view topic);
+  [[nodiscard]] bool bare_topic(std::string_view topic);
 };
 
 }  // namespace evpipe::pipeline

@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <bit>
 
 #include "config/config.h"
 #include "stages/route/pg_binary.h"
@@ -92,8 +93,17 @@ route_set::route_set(const std::vector<config::route>& routes) {
     std::sort(cr.key_columns.begin(), cr.key_columns.end());
     cr.self_idempotent = is_self_idempotent(cr.cfg);
     cr.counts = &route_probe::instance().of(cr.cfg.name);
+    if (!cr.filters.empty() && i < max_masked_routes) with_topics_ |= uint64_t{1} << i;
     routes_.push_back(std::move(cr));
   }
+}
+
+bool route_set::takes(const compiled_route& r, std::string_view kind, bool has_envelope) noexcept {
+  if (r.cfg.envelope_standard && !has_envelope) return false;
+  if (r.cfg.kinds.empty()) return true;
+  bool kind_ok = false;
+  for (const auto& k : r.cfg.kinds) kind_ok |= k == kind;
+  return kind_ok;
 }
 
 size_t route_set::match(std::string_view topic, std::string_view kind, bool has_envelope,
@@ -108,12 +118,7 @@ size_t route_set::match(std::string_view topic, std::string_view kind, bool has_
         break;
       }
     }
-    if (!topic_ok) continue;
-    if (!r.cfg.kinds.empty()) {
-      bool kind_ok = false;
-      for (const auto& k : r.cfg.kinds) kind_ok |= k == kind;
-      if (!kind_ok) continue;
-    }
+    if (!topic_ok || !takes(r, kind, has_envelope)) continue;
     out[n++] = r.index;
     if (!r.cfg.also || n == out.size()) break;
   }
@@ -127,6 +132,41 @@ const compiled_route* route_set::bare_route_for(std::string_view topic) const no
     }
   }
   return nullptr;
+}
+
+uint64_t route_set::topic_mask(std::string_view topic) const noexcept {
+  uint64_t mask = 0;
+  for (size_t i = 0; i < routes_.size() && i < max_masked_routes; ++i) {
+    const auto& r = routes_[i];
+    bool ok = r.filters.empty();
+    for (const auto& f : r.filters) {
+      if (topic_matches(f, topic)) {
+        ok = true;
+        break;
+      }
+    }
+    if (ok) mask |= uint64_t{1} << i;
+  }
+  return mask;
+}
+
+size_t route_set::match(uint64_t topic_mask, std::string_view kind, bool has_envelope,
+                        std::span<uint16_t, max_routes_per_message> out) const noexcept {
+  size_t n = 0;
+  for (uint64_t m = topic_mask; m != 0; m &= m - 1) {
+    const auto& r = routes_[static_cast<size_t>(std::countr_zero(m))];
+    if (!takes(r, kind, has_envelope)) continue;
+    out[n++] = r.index;
+    if (!r.cfg.also || n == out.size()) break;
+  }
+  return n;
+}
+
+const compiled_route* route_set::bare_route_for(uint64_t topic_mask) const noexcept {
+  const uint64_t m = topic_mask & with_topics_;
+  if (m == 0) return nullptr;
+  const auto& r = routes_[static_cast<size_t>(std::countr_zero(m))];
+  return r.cfg.envelope_standard ? nullptr : &r;
 }
 
 }  // namespace evpipe::stages::route

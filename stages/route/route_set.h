@@ -62,12 +62,29 @@ class route_set {
   // messages (envelope "none"): such a message skips the envelope rules.
   [[nodiscard]] const compiled_route* bare_route_for(std::string_view topic) const noexcept;
 
+  // The same two in two steps, for a caller that meets one topic many times
+  // (pipeline::intake keeps the last topic's mask): topic_mask() tests every
+  // route's topics once (bit i: route i takes the topic, or has no topics),
+  // and the overloads below decide from the mask alone. Only while
+  // maskable(): at most 64 routes.
+  static constexpr size_t max_masked_routes = 64;
+  [[nodiscard]] bool maskable() const noexcept { return routes_.size() <= max_masked_routes; }
+  [[nodiscard]] uint64_t topic_mask(std::string_view topic) const noexcept;
+  size_t match(uint64_t topic_mask, std::string_view kind, bool has_envelope,
+               std::span<uint16_t, max_routes_per_message> out) const noexcept;
+  [[nodiscard]] const compiled_route* bare_route_for(uint64_t topic_mask) const noexcept;
+
   [[nodiscard]] const compiled_route& at(size_t i) const noexcept { return routes_[i]; }
   [[nodiscard]] size_t size() const noexcept { return routes_.size(); }
   [[nodiscard]] bool empty() const noexcept { return routes_.empty(); }
 
  private:
+  // Whether route r takes a message that passed its topics (has_envelope
+  // and kinds): the rest of match()'s test.
+  [[nodiscard]] static bool takes(const compiled_route& r, std::string_view kind, bool has_envelope) noexcept;
+
   std::vector<compiled_route> routes_;
+  uint64_t with_topics_ = 0;  // bit i: route i lists topics (the first 64)
 };
 
 }  // namespace evpipe::stages::route

@@ -91,6 +91,45 @@ TEST(RouteSet, KindsAndEnvelopes) {
   EXPECT_EQ(rs.bare_route_for("elsewhere"), nullptr);
 }
 
+// The two-step match that pipeline::intake uses (a topic's mask, kept per
+// topic) decides every case as the one-step match does.
+TEST(RouteSet, TheTopicMaskDecidesAsTheTopicDoes) {
+  const std::string kinds_only = R"(
+[[routes]]
+name = "by_kind"
+kinds = ["audit.entry"]
+table = "audit"
+columns = [{ name = "kind", source = "kind", type = "text" }]
+)";
+  const std::string sets[] = {mixed, kinds_only + mixed, std::string(mixed) + kinds_only};
+  const std::string_view topics[] = {"autocore/E1/relay/2/status", "autocore/E1/status", "autocore", "shop/eu",
+                                     "shop",  "elsewhere", "$SYS/x", "", "autocore/E1/relay/2/status/x"};
+  const std::string_view kinds[] = {"", "order.paid", "order.created", "cart.viewed", "audit.entry"};
+  for (const auto& toml : sets) {
+    route_set rs(routes_of(toml));
+    ASSERT_TRUE(rs.maskable());
+    for (auto topic : topics) {
+      const uint64_t mask = rs.topic_mask(topic);
+      EXPECT_EQ(rs.bare_route_for(mask), rs.bare_route_for(topic)) << topic;
+      for (auto kind : kinds) {
+        for (bool envelope : {false, true}) {
+          std::array<uint16_t, route_set::max_routes_per_message> out{};
+          const size_t n = rs.match(mask, kind, envelope, out);
+          EXPECT_EQ(std::vector<uint16_t>(out.begin(), out.begin() + n), match(rs, topic, kind, envelope))
+              << topic << " " << kind << " " << envelope;
+        }
+      }
+    }
+  }
+  // Past 64 routes a set says it cannot be masked (intake then matches by topic).
+  std::string many;
+  for (int i = 0; i < 65; ++i) {
+    many += "[[routes]]\nname = \"r" + std::to_string(i) + "\"\ntopics = [\"t/" + std::to_string(i) +
+            "\"]\nenvelope = \"none\"\ntable = \"t\"\ncolumns = [{ name = \"x\", type = \"text\" }]\n";
+  }
+  EXPECT_FALSE(route_set(routes_of(many)).maskable());
+}
+
 TEST(RouteSet, CompilesPathsAndDefaults) {
   route_set rs(routes_of(R"(
 [[routes]]
