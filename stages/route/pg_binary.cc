@@ -9,13 +9,6 @@
 
 namespace evpipe::stages::route {
 
-namespace pg_binary {
-void append_float8(std::string& out, double v) {
-  put_u32(out, 8);
-  put_u64(out, std::bit_cast<uint64_t>(v));
-}
-}  // namespace pg_binary
-
 namespace {
 
 bool digits(std::string_view s, size_t& p, int n, int& v) noexcept {
@@ -123,7 +116,8 @@ parse_status append_from_text(std::string& out, config::column_type type, std::s
     if (problem) *problem = std::move(why);
     return st;
   };
-  const std::string quoted = "\"" + std::string(text.substr(0, 64)) + "\"";
+  // For the failure's message only: made when one is reported.
+  auto quoted = [&] { return "\"" + std::string(text.substr(0, 64)) + "\""; };
   switch (type) {
     case column_type::text:
       if (text.find('\0') != std::string_view::npos) return fail(parse_status::out_of_range, "text cannot hold U+0000");
@@ -134,14 +128,14 @@ parse_status append_from_text(std::string& out, config::column_type type, std::s
       int64_t v = 0;
       auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
       if (ec == std::errc::result_out_of_range) {
-        return fail(parse_status::out_of_range, quoted + " is out of range for " + config::column_type_name(type));
+        return fail(parse_status::out_of_range, quoted() + " is out of range for " + config::column_type_name(type));
       }
       if (ec != std::errc{} || ptr != text.data() + text.size() || text.empty()) {
-        return fail(parse_status::malformed, quoted + " is not an integer");
+        return fail(parse_status::malformed, quoted() + " is not an integer");
       }
       if (type == column_type::int4) {
         if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max()) {
-          return fail(parse_status::out_of_range, quoted + " is out of range for int4");
+          return fail(parse_status::out_of_range, quoted() + " is out of range for int4");
         }
         pg_binary::append_int4(out, static_cast<int32_t>(v));
       } else {
@@ -152,12 +146,12 @@ parse_status append_from_text(std::string& out, config::column_type type, std::s
     case column_type::float8: {
       double v = 0;
       auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-      if (ec == std::errc::result_out_of_range) return fail(parse_status::out_of_range, quoted + " is out of range for float8");
+      if (ec == std::errc::result_out_of_range) return fail(parse_status::out_of_range, quoted() + " is out of range for float8");
       if (ec != std::errc{} || ptr != text.data() + text.size() || text.empty()) {
-        return fail(parse_status::malformed, quoted + " is not a number");
+        return fail(parse_status::malformed, quoted() + " is not a number");
       }
       // from_chars reads "nan" and "inf": a finite number is what a reader expects.
-      if (!std::isfinite(v)) return fail(parse_status::out_of_range, quoted + " is not a finite number");
+      if (!std::isfinite(v)) return fail(parse_status::out_of_range, quoted() + " is not a finite number");
       pg_binary::append_float8(out, v);
       return parse_status::ok;
     }
@@ -167,20 +161,20 @@ parse_status append_from_text(std::string& out, config::column_type type, std::s
       } else if (text == "false") {
         pg_binary::append_bool(out, false);
       } else {
-        return fail(parse_status::malformed, quoted + " is not true or false");
+        return fail(parse_status::malformed, quoted() + " is not true or false");
       }
       return parse_status::ok;
     case column_type::timestamptz: {
       int64_t us = 0;
       auto st = parse_timestamp(text, us);
-      if (st == parse_status::malformed) return fail(st, quoted + " is not an ISO 8601 date-time");
-      if (st == parse_status::out_of_range) return fail(st, quoted + " is out of range for timestamptz");
+      if (st == parse_status::malformed) return fail(st, quoted() + " is not an ISO 8601 date-time");
+      if (st == parse_status::out_of_range) return fail(st, quoted() + " is out of range for timestamptz");
       pg_binary::append_timestamptz(out, us);
       return parse_status::ok;
     }
     case column_type::uuid: {
       uint8_t b[16];
-      if (!parse_uuid(text, b)) return fail(parse_status::malformed, quoted + " is not a UUID");
+      if (!parse_uuid(text, b)) return fail(parse_status::malformed, quoted() + " is not a UUID");
       pg_binary::append_uuid(out, b);
       return parse_status::ok;
     }

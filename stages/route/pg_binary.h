@@ -5,6 +5,7 @@
 // Each append_* writes one field: its 4-byte big-endian length, then the
 // bytes (src/backend/utils/adt/*send functions define the forms).
 
+#include <bit>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -28,17 +29,25 @@ inline void put_u64(std::string& out, uint64_t v) {
   put_u32(out, static_cast<uint32_t>(v >> 32));
   put_u32(out, static_cast<uint32_t>(v));
 }
+// A fixed-width field (its length, then the value, both big-endian) in one
+// append: a row of numbers is mostly these, and each append checks the
+// string's capacity.
+inline void append_fixed(std::string& out, uint32_t value) {
+  const char b[8] = {0, 0, 0, 4, static_cast<char>(value >> 24), static_cast<char>(value >> 16),
+                     static_cast<char>(value >> 8), static_cast<char>(value)};
+  out.append(b, 8);
+}
+inline void append_fixed(std::string& out, uint64_t value) {
+  const char b[12] = {0, 0, 0, 8, static_cast<char>(value >> 56), static_cast<char>(value >> 48),
+                      static_cast<char>(value >> 40), static_cast<char>(value >> 32), static_cast<char>(value >> 24),
+                      static_cast<char>(value >> 16), static_cast<char>(value >> 8), static_cast<char>(value)};
+  out.append(b, 12);
+}
 
 inline void append_null(std::string& out) { put_u32(out, 0xFFFFFFFFu); }
-inline void append_int4(std::string& out, int32_t v) {
-  put_u32(out, 4);
-  put_u32(out, static_cast<uint32_t>(v));
-}
-inline void append_int8(std::string& out, int64_t v) {
-  put_u32(out, 8);
-  put_u64(out, static_cast<uint64_t>(v));
-}
-void append_float8(std::string& out, double v);
+inline void append_int4(std::string& out, int32_t v) { append_fixed(out, static_cast<uint32_t>(v)); }
+inline void append_int8(std::string& out, int64_t v) { append_fixed(out, static_cast<uint64_t>(v)); }
+inline void append_float8(std::string& out, double v) { append_fixed(out, std::bit_cast<uint64_t>(v)); }
 inline void append_bool(std::string& out, bool v) {
   put_u32(out, 1);
   out.push_back(v ? '\1' : '\0');
