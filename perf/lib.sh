@@ -8,7 +8,7 @@
 #   floor_ceiling ROWS K                rows/s of K closed-loop COPY streams
 #   stall_seconds LATENCY_TIMELINE      seconds whose max exceeds $stall_ms
 #   latency_time_plot PNG TITLE EVPIPE_CSV FLOOR_CSV   per-second latency, one above the other
-#   cpu_mark / cpu_since MARK SECONDS   where the CPU went in between (machine, PostgreSQL, evpipe, nats-server)
+#   cpu_mark / cpu_since MARK SECONDS [NAME]   where the CPU went in between (machine, PostgreSQL, evpipe or NAME, nats-server)
 #   alternate_pair RUNS FN A B UNIT     A/B runs in alternating order, rates in pair_a and pair_b
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
@@ -53,7 +53,7 @@ perf_build() {
   local gen=()
   command -v ninja >/dev/null && [ ! -f "$EVPIPE_BUILD_DIR/CMakeCache.txt" ] && gen=(-G Ninja)
   cmake -S "$EVPIPE_ROOT" -B "$EVPIPE_BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  log "building (Release) evpipe, evpipe-load, floor-client in $EVPIPE_BUILD_DIR"
+  log "building (Release) evpipe, evpipe-load, floor-client, nats-floor in $EVPIPE_BUILD_DIR"
   cmake --build "$EVPIPE_BUILD_DIR" -j "$(nproc)" --target evpipe evpipe-load floor-client nats-floor \
     >"$EVPIPE_BUILD_DIR/build.log" 2>&1 ||
     { tail -40 "$EVPIPE_BUILD_DIR/build.log" >&2; die "build failed (full log: $EVPIPE_BUILD_DIR/build.log)"; }

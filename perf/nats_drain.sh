@@ -154,7 +154,8 @@ floor_drain() {
   secs="$(echo "$t1 $t2" | awk '{print $2 - $1}')"
   used="$(cpu_since "$mark" "$secs" nats-floor)"
   wait "$pid" || die "nats-floor failed: $(tail -3 "$scratch/floor.out")"
-  # It exits at its last commit, taking its CPU time with it: its own report counts.
+  # It has exited by now (within its fetch timeout of its last commit), taking
+  # its CPU time with it: its own report counts.
   own="$(awk -v s="$secs" '/cpu_seconds/ {printf "%.2f", $2 / s}' "$scratch/floor.out")"
   log "drain, floor: $(sed "s/nats-floor [0-9.]*/nats-floor $own/" <<<"$used")"
   [ "$got" = "$rows" ] || die "nats-floor committed $got rows from the JetStream backlog, expected $rows"
@@ -212,10 +213,12 @@ timed_copy() { copy_rate "$scratch/drain.csv" "$rows"; }
 for r in $(seq "$runs"); do
   # Each goes first in turn, so that none always meets a warmer cache.
   case $((r % 3)) in
-    1) copy="$(timed_copy)"; read -r rate preload <<<"$(nats_drain)"; floor="$(floor_drain)" ;;
-    2) read -r rate preload <<<"$(nats_drain)"; floor="$(floor_drain)"; copy="$(timed_copy)" ;;
-    0) floor="$(floor_drain)"; copy="$(timed_copy)"; read -r rate preload <<<"$(nats_drain)" ;;
+    # (nats_drain into a variable first: a `die` in it then stops the script)
+    1) copy="$(timed_copy)"; drained="$(nats_drain)"; floor="$(floor_drain)" ;;
+    2) drained="$(nats_drain)"; floor="$(floor_drain)"; copy="$(timed_copy)" ;;
+    0) floor="$(floor_drain)"; copy="$(timed_copy)"; drained="$(nats_drain)" ;;
   esac
+  read -r rate preload <<<"$drained"
   copies+=("$copy") drains+=("$rate") floors+=("$floor")
   printf '%-4s %12s %10s %14s %7s %13s %7s %12s' "$r" "$copy" "$preload" "$rate" "$(ratio "$rate" "$copy")" \
     "$floor" "$(ratio "$floor" "$copy")" "$(ratio "$rate" "$floor")"

@@ -10,7 +10,9 @@
 // messages' bytes go into the payload column as they came (jsonb checks
 // them). The topic is the subject with '.' as '/', as evpipe stores it.
 //
-// It stops once --count messages are committed and prints its own rate; the
+// It stops once --count messages are fetched and committed (a redelivery
+// would be a second row with the same key, which the table's unique index
+// refuses: the run then fails) and prints its own rate and CPU time; the
 // script times it from the outside the same way it times evpipe (start of
 // the process to the last row visible).
 

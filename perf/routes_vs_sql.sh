@@ -152,7 +152,9 @@ sql_append() {
   tables "${1:-}"
   mark="$(cpu_mark)"
   t0=$(now)
-  { TIMEFORMAT='%U %S'; time psqlq -c "\\copy telemetry FROM '$scratch/telemetry.csv' WITH (FORMAT csv)"; } 2>"$scratch/client.time"
+  # (the command's own stderr apart: $scratch/client.time holds time's line alone)
+  { TIMEFORMAT='%U %S'; time psqlq -c "\\copy telemetry FROM '$scratch/telemetry.csv' WITH (FORMAT csv)" \
+      2>"$scratch/client.err"; } 2>"$scratch/client.time"
   t1=$(now)
   cpu_note "append${1:+, $1}" "psql \\copy" "$mark" psql
   [ "$(psqlq -c 'SELECT count(*) FROM telemetry')" = "$events" ] || die "psql \\copy loaded a wrong row count"
@@ -179,7 +181,7 @@ route_append() {
   evpipe_start "$1"
   local mark; mark="$(cpu_mark)"
   { TIMEFORMAT='%U %S'; time "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/telemetry.ndjson" \
-    --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null; } 2>"$scratch/client.time"
+    --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null 2>"$scratch/client.err"; } 2>"$scratch/client.time"
   [ "$1" != "$bin/app/evpipe" ] || cpu_note "append${2:+, $2}" "evpipe route" "$mark" evpipe-load
   evpipe_stop
   [ "$(psqlq -c 'SELECT count(*) FROM telemetry')" = "$events" ] || die "evpipe stored a wrong telemetry count"

@@ -57,25 +57,28 @@ void intake::follow_routes() {
   (void)routes_follower_.changed(routes_);
 }
 
-uint64_t intake::topic_mask(std::string_view topic) {
-  if (mask_routes_ != routes_ || topic != mask_topic_) {
-    mask_routes_ = routes_;
-    mask_topic_.assign(topic);
-    mask_ = routes_->topic_mask(topic);
-  }
-  return mask_;
-}
-
-bool intake::bare_topic(std::string_view topic) {
+bool intake::bare_topic(std::string_view default_topic) {
   if (!routes_) return false;
-  return (routes_->maskable() ? routes_->bare_route_for(topic_mask(topic)) : routes_->bare_route_for(topic)) != nullptr;
+  if (!routes_->maskable()) return routes_->bare_route_for(default_topic) != nullptr;
+  if (mask_routes_ != routes_ || default_topic != mask_topic_) {
+    // A topic not met by the event before: matched directly, and kept.
+    mask_routes_ = routes_;
+    mask_topic_.assign(default_topic);
+    mask_valid_ = false;
+    return routes_->bare_route_for(default_topic) != nullptr;
+  }
+  if (!mask_valid_) {
+    mask_ = routes_->topic_mask(default_topic);
+    mask_valid_ = true;
+  }
+  return routes_->bare_route_for(mask_) != nullptr;
 }
 
 bool intake::apply_routes(std::string_view line, std::string_view topic, std::string_view kind, bool bare,
                           stages::envelope_validator& validator, stages::validation& v) {
   std::array<uint16_t, stages::route::route_set::max_routes_per_message> ids;
-  const size_t n =
-      routes_->maskable() ? routes_->match(topic_mask(topic), kind, !bare, ids) : routes_->match(topic, kind, !bare, ids);
+  const uint64_t* mask = mask_of(topic);
+  const size_t n = mask != nullptr ? routes_->match(*mask, kind, !bare, ids) : routes_->match(topic, kind, !bare, ids);
   routed_.clear();
   identity_.clear();
   upsert_key_.clear();

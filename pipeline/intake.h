@@ -226,14 +226,22 @@ class intake {
   std::string upsert_key_;                  // the first upsert route's key fields (shard_hash), reused
   std::string_view first_route_;            // name of the first route that took the message
   bool skip_mirror_ = false;
-  // The routes' topic mask (route_set::topic_mask) of the last topic met, and
-  // the set it is of: a connection's events mostly share one topic, which is
-  // then matched against the routes' filters once, not per event.
+  // The routes' topic mask (route_set::topic_mask) of the source's topic of
+  // the last event, and the set it is of: a TCP connection's events share
+  // one topic, an MQTT subscription's often do, and then that topic is
+  // matched against the routes' filters once, not twice per event. The mask
+  // is made only when an event's topic is the one of the event before (a
+  // topic that changes from event to event keeps the direct match, which
+  // stops at the first route that takes it), and it serves apply_routes
+  // only for that same topic.
   std::shared_ptr<const stages::route::route_set> mask_routes_;
   std::string mask_topic_;
   uint64_t mask_ = 0;
-  [[nodiscard]] uint64_t topic_mask(std::string_view topic);
-  [[nodiscard]] bool bare_topic(std::string_view topic);
+  bool mask_valid_ = false;
+  [[nodiscard]] bool bare_topic(std::string_view default_topic);
+  [[nodiscard]] const uint64_t* mask_of(std::string_view topic) const noexcept {
+    return mask_valid_ && mask_routes_ == routes_ && topic == mask_topic_ ? &mask_ : nullptr;
+  }
 };
 
 }  // namespace evpipe::pipeline
