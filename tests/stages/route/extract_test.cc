@@ -102,6 +102,40 @@ TEST(Extract, Sources) {
   EXPECT_FALSE(r.row[6].has_value()) << "a topic without that level: NULL";
 }
 
+// Member names are found in any order of the members, with paths that share
+// a first step; of two members of one name the first counts; a first step
+// that is not there gives NULL.
+TEST(Extract, MemberNamesInAnyOrderAndTheFirstOfTwoOfOneName) {
+  auto rs = make_routes(R"(
+  { name = "b", source = "b", type = "int4" },
+  { name = "a", source = "a", type = "int4" },
+  { name = "nx", source = "n.x", type = "int4" },
+  { name = "topic", source = "topic", type = "text" },
+  { name = "ny", source = "n.y[1]", type = "int4" },
+  { name = "gone", source = "gone.z", type = "int4" },
+  { name = "dup", source = "dup", type = "text" })");
+  for (std::string_view msg : {R"({"a":1,"b":2,"n":{"x":3,"y":[0,4]},"dup":"first","dup":"second"})",
+                               R"({"dup":"first","n":{"y":[9,4],"x":3},"zz":0,"b":2,"dup":"second","a":1})",
+                               R"({"dup":"first","b":2,"a":1,"n":{"x":3,"y":[7,4]},"dup":"second"})"}) {
+    auto r = extract_one(rs, msg);
+    ASSERT_EQ(r.status, extract_status::ok) << r.err.message;
+    EXPECT_EQ(testing::as_int4(r.row[0]), 2) << msg;
+    EXPECT_EQ(testing::as_int4(r.row[1]), 1) << msg;
+    EXPECT_EQ(testing::as_int4(r.row[2]), 3) << msg;
+    EXPECT_EQ(*r.row[3], "autocore/ESP32_001/telemetry");
+    EXPECT_EQ(testing::as_int4(r.row[4]), 4) << msg;
+    EXPECT_FALSE(r.row[5].has_value()) << msg;
+    EXPECT_EQ(*r.row[6], "first") << msg;
+  }
+  auto r = extract_one(rs, R"({"a":1,"b":2})");
+  ASSERT_EQ(r.status, extract_status::ok) << r.err.message;
+  EXPECT_FALSE(r.row[2].has_value()) << "n absent: NULL";
+  EXPECT_FALSE(r.row[6].has_value());
+  r = extract_one(rs, R"({"a":1,"b":"two"})");
+  EXPECT_EQ(r.status, extract_status::wrong_type);
+  EXPECT_EQ(r.err.message, "route \"r\": column \"b\" (source \"b\"): expected an integer, got a string");
+}
+
 TEST(Extract, MissingNullAndExtra) {
   auto rs = make_routes(R"(
   { name = "device_id", type = "text", required = true },
