@@ -61,8 +61,9 @@ bool intake::bare_topic(std::string_view default_topic) {
   if (!routes_) return false;
   if (!routes_->maskable()) return routes_->bare_route_for(default_topic) != nullptr;
   if (mask_routes_ != routes_ || default_topic != mask_topic_) {
-    // A topic not met by the event before: matched directly, and kept.
-    mask_routes_ = routes_;
+    // A topic not met by the event before: matched directly, and kept. (The
+    // set is taken only when it changed: no reference count per event.)
+    if (mask_routes_ != routes_) mask_routes_ = routes_;
     mask_topic_.assign(default_topic);
     mask_valid_ = false;
     return routes_->bare_route_for(default_topic) != nullptr;
