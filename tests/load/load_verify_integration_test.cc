@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <regex>
+#include <sstream>
 
 #include "load/verify.h"
 #include "tests/support/harness.h"
@@ -88,6 +91,57 @@ TEST(LoadVerify, HttpMqttServeAndMqttTargetsVerify) {
   EXPECT_GT(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'too_large'"), 0);
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
+// --input sends every line of the file as it is (the last one without its
+// newline, a CRLF line without its CR), and the report counts the load
+// generator's own CPU while it sent, apart from reading the file.
+TEST(LoadInput, SendsEveryLineAndReportsItsOwnCpuWhileSending) {
+  test_db db;
+  if (!db.available()) {
+    if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "EVPIPE_TEST_DSN is not set";
+    GTEST_SKIP() << "EVPIPE_TEST_DSN not set (scripts/test.sh sets it)";
+  }
+  uint16_t port = free_port();
+  evpipe_process evp("[postgres]\ndsn = \"" + db.dsn() + "\"\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n"
+                     "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n",
+                     "loadinput");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(port);
+  const std::string dir = env_or("TMPDIR", "/tmp"), run = "li" + std::to_string(::getpid());
+  const std::string file = dir + "/" + run + ".ndjson", json = dir + "/" + run + ".json";
+  std::string cmd = evpipe_load_binary() + " --emit " + file + " --count 3000 --seed 4 --run-id " + run + " 2>/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  {
+    // Two more lines: one ended by CRLF, the last one by nothing.
+    std::ofstream out(file, std::ios::app | std::ios::binary);
+    for (int i = 0; i < 2; ++i) {
+      out << R"({"trace_id":"550e8400-e29b-41d4-a716-446655440000","ts":"2026-12-03T10:19:03.697Z","kind":"extra",)"
+          << R"("idempotency_key":")" << run << "-extra-" << i << R"(","topic":"load/input","payload":{}})"
+          << (i == 0 ? "\r\n" : "");
+    }
+  }
+  cmd = evpipe_load_binary() + " --target tcp://127.0.0.1:" + std::to_string(port) + " --input " + file +
+        " --connections 3 --quiet --json " + json + " > " + dir + "/" + run + ".out 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 3002);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 0);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE '" + run + "-extra-%'"), 2);
+  std::stringstream text;
+  text << std::ifstream(json).rdbuf();
+  std::smatch m;
+  const std::string j = text.str();
+  ASSERT_TRUE(std::regex_search(j, m, std::regex(R"re("acked":(\d+).*"seconds":([0-9.e-]+).*"cpu_seconds":([0-9.e-]+))re")))
+      << j;
+  EXPECT_EQ(m[1].str(), "3002");
+  const double seconds = std::stod(m[2].str()), cpu = std::stod(m[3].str());
+  EXPECT_GT(cpu, 0.0) << j;
+  // Its threads are a sender and a receiver per connection: at most all of
+  // them busy for the run (plus the clock's granularity).
+  EXPECT_LE(cpu, 6 * seconds + 0.05) << j;
 }
 
 }  // namespace
