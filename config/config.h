@@ -92,7 +92,7 @@ struct http_source {
 struct settings {
   struct {
     uint32_t shards = 0;              // 0 = one per core
-    uint32_t queue_capacity = 65536;  // events queued per shard before sources pause
+    uint32_t queue_capacity = 16384;  // events queued per shard before sources pause (docs/operations.md, "Memory")
     uint32_t io_threads = 1;          // threads running the sources
     uint32_t shutdown_timeout_ms = 30'000;  // on SIGTERM, how long to wait for pending commits
     uint32_t slow_batch_ms = 50;      // log a batch's timeline when read to ack takes longer, and count I/O
