@@ -99,8 +99,8 @@ struct settings {
                                       // thread stalls this long (0: off; docs/operations.md, "Hiccups")
   } pipeline;
   struct {
-    uint32_t max_rows = 4096;         // flush a batch at this many events
-    uint32_t max_bytes = 4 << 20;     // ... or this many encoded bytes
+    uint32_t max_rows = 16384;        // flush a batch at this many events
+    uint32_t max_bytes = 16 << 20;    // ... or this many encoded bytes
     uint32_t linger_ms = 0;           // ... or this long after its first event (0: as soon as the queue is empty)
   } batch;
   struct {

@@ -18,7 +18,9 @@ std::string error_of(const std::string& toml) {
 
 TEST(Config, DefaultsWhenEmpty) {
   auto s = load_string("");
-  EXPECT_EQ(s.batch.max_rows, 4096u);
+  EXPECT_EQ(s.batch.max_rows, 16384u);
+  EXPECT_EQ(s.batch.max_bytes, 16u << 20);
+  EXPECT_EQ(s.pipeline.queue_capacity, 16384u);
   EXPECT_EQ(s.batch.linger_ms, 0u);
   EXPECT_EQ(s.metrics.prefix, "evpipe");
   EXPECT_EQ(s.http.listen, "127.0.0.1:9464");
