@@ -47,8 +47,6 @@ done
 
 perf_setup 0
 cat >>"$scratch/evpipe.toml" <<CONF
-[batch]
-max_rows = $batch
 [[routes]]
 name = "telemetry"
 topics = ["perf/telemetry"]
@@ -66,7 +64,11 @@ columns = [
 CONF
 sed -e 's/topic = "perf\/tcp"/topic = "perf\/telemetry"/' "$scratch/evpipe.toml" >"$scratch/evpipe-append.toml"
 sed -e 's/topic = "perf\/tcp"/topic = "perf\/status"/' "$scratch/evpipe.toml" >"$scratch/evpipe-upsert.toml"
+# The upsert route's batches are the plain SQL's (B rows); the append route
+# keeps evpipe's defaults, as psql \copy is one COPY.
 cat >>"$scratch/evpipe-upsert.toml" <<CONF
+[batch]
+max_rows = $batch
 [[routes]]
 name = "status"
 topics = ["perf/status"]
@@ -281,7 +283,7 @@ rows "append" ca ea rea oa roa
 rows "append, unique index on (device_id, measured_at)" ci ei rei oi roi
 rows "upsert" cu eu reu ou rou
 
-report="routes vs plain SQL: $events telemetry rows (6 typed columns), $statuses status messages of $devices devices, batches of $batch, $connections connections, $runs runs, $stored_keys keys stored before each append run
+report="routes vs plain SQL: $events telemetry rows (6 typed columns), $statuses status messages of $devices devices, upsert batches of $batch (append: evpipe's [batch] defaults), $connections connections, $runs runs, $stored_keys keys stored before each append run
 append: psql \\copy of the CSV; upsert: COPY to temp + INSERT ON CONFLICT WHERE newer, per batch (ratio = evpipe / SQL; medians of each column and of the per-run ratios)
 machine: $(machine_line)
 
