@@ -2,7 +2,9 @@
 // Opens a listening socket for a configured endpoint: every listener of evpipe
 // (the TCP and HTTP sources, the metrics endpoint) starts the same way.
 
+#include <boost/asio/error.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -88,5 +90,19 @@ class accept_pacer {
   uint64_t failures_ = 0;
   std::chrono::steady_clock::time_point since_{};
 };
+
+// The failed branch of a source's accept loop: false when the loop ends here
+// (the listener was closed, or it pauses on `timer` and `again` runs after the
+// pause), true when it should accept again at once.
+template <class Again>
+bool accept_again_now(const boost::system::error_code& ec, const boost::asio::ip::tcp::acceptor& acceptor,
+                      accept_pacer& pacer, boost::asio::steady_timer& timer, Again again) {
+  if (!acceptor.is_open() || ec == boost::asio::error::operation_aborted) return false;
+  const auto pause = pacer.failed(ec);
+  if (pause.count() == 0) return true;
+  timer.expires_after(pause);
+  timer.async_wait([again = std::move(again)](boost::system::error_code) { again(); });
+  return false;
+}
 
 }  // namespace evpipe::io

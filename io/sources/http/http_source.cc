@@ -485,13 +485,7 @@ void http_source::accept() {
   auto strand = asio::make_strand(ioc_);
   acceptor_.async_accept(strand, [this, strand](boost::system::error_code ec, tcp::socket socket) {
     if (ec) {
-      if (!acceptor_.is_open() || ec == asio::error::operation_aborted) return;
-      auto pause = pacer_.failed(ec);
-      if (pause.count() > 0) {
-        accept_timer_.expires_after(pause);
-        accept_timer_.async_wait([this](boost::system::error_code) { accept(); });
-        return;
-      }
+      if (!io::accept_again_now(ec, acceptor_, pacer_, accept_timer_, [this] { accept(); })) return;
     } else if (open_connections() >= cfg_.max_connections || in_descriptor_reserve(socket.native_handle())) {
       pacer_.succeeded();
       pipeline::bump(probe_.connections_refused);

@@ -355,13 +355,7 @@ void tcp_source::start() {
 void tcp_source::accept() {
   acceptor_.async_accept(asio::make_strand(ioc_), [this](boost::system::error_code ec, tcp::socket socket) {
     if (ec) {
-      if (!acceptor_.is_open() || ec == asio::error::operation_aborted) return;
-      auto pause = pacer_.failed(ec);
-      if (pause.count() > 0) {
-        accept_timer_.expires_after(pause);
-        accept_timer_.async_wait([this](boost::system::error_code) { accept(); });
-        return;
-      }
+      if (!io::accept_again_now(ec, acceptor_, pacer_, accept_timer_, [this] { accept(); })) return;
     } else if (open_connections() >= cfg_.max_connections || in_descriptor_reserve(socket.native_handle())) {
       pacer_.succeeded();
       // Over the limit: close at once rather than let it wait unserved.
