@@ -7,14 +7,11 @@
 // stall shows up in the percentiles instead of slowing the sender down.
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,16 +21,19 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "load/event_generator.h"
+#include "load/input_lines.h"
 #include "load/latency_histogram.h"
 #include "load/latency_timeline.h"
 #include "load/rate_pacer.h"
@@ -54,52 +54,10 @@ int64_t now_ns() {
 // a perf script can count what the load generator took beside the server.
 double cpu_seconds() {
   rusage u{};
-  ::getrusage(RUSAGE_SELF, &u);
+  if (::getrusage(RUSAGE_SELF, &u) != 0) return 0;
   auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
   return s(u.ru_utime) + s(u.ru_stime);
 }
-
-// The lines of an NDJSON file, mapped in one piece: a copy, or a line per
-// allocation, cost more CPU than sending them (a page fault is some 10 us on
-// these virtual machines).
-class input_lines {
- public:
-  input_lines() = default;
-  input_lines(const input_lines&) = delete;
-  input_lines& operator=(const input_lines&) = delete;
-  ~input_lines() {
-    if (map_ != MAP_FAILED) ::munmap(map_, size_);
-  }
-  bool open(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    struct stat st{};
-    if (::fstat(fd, &st) != 0) {
-      ::close(fd);
-      return false;
-    }
-    size_ = static_cast<size_t>(st.st_size);
-    if (size_ > 0) map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-    ::close(fd);
-    if (size_ > 0 && map_ == MAP_FAILED) return false;
-    std::string_view rest(size_ ? static_cast<const char*>(map_) : "", size_);
-    while (!rest.empty()) {
-      const size_t nl = rest.find('\n');
-      std::string_view line = rest.substr(0, nl);
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      lines_.push_back(line);
-      if (nl == std::string_view::npos) break;
-      rest.remove_prefix(nl + 1);
-    }
-    return true;
-  }
-  const std::vector<std::string_view>& lines() const { return lines_; }
-
- private:
-  void* map_ = MAP_FAILED;
-  size_t size_ = 0;
-  std::vector<std::string_view> lines_;
-};
 
 struct options {
   std::string target;
@@ -413,11 +371,15 @@ int main(int argc, char** argv) {
     std::cerr << "evpipe-load: --verify checks generated events; it cannot be used with --input\n";
     return 2;
   }
-  input_lines input;
+  evpipe::load::input_lines input;
   const std::vector<std::string_view>& lines = input.lines();
   if (!o.input.empty()) {
     if (!input.open(o.input)) {
-      std::cerr << "evpipe-load: cannot read " << o.input << "\n";
+      std::cerr << "evpipe-load: cannot read " << o.input << ": " << std::strerror(errno) << "\n";
+      return 2;
+    }
+    if (lines.empty()) {
+      std::cerr << "evpipe-load: " << o.input << " has no lines to send\n";
       return 2;
     }
     o.count = lines.size();

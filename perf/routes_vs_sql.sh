@@ -185,7 +185,8 @@ route_append() {
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/telemetry.ndjson" \
     --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null 2>"$scratch/client.err"
   # Its CPU while it sent (its own count: reading the file before is not in the timed window).
-  echo "$(json_field "$scratch/load.json" "['cpu_seconds']") 0" >"$scratch/client.time"
+  local load_cpu; load_cpu="$(json_field "$scratch/load.json" "['cpu_seconds']")"
+  echo "$load_cpu 0" >"$scratch/client.time"
   [ "$1" != "$bin/app/evpipe" ] || cpu_note "append${2:+, $2}" "evpipe route" "$mark" evpipe-load
   evpipe_stop
   [ "$(psqlq -c 'SELECT count(*) FROM telemetry')" = "$events" ] || die "evpipe stored a wrong telemetry count"

@@ -26,6 +26,9 @@
 
 namespace evpipe::pipeline {
 
+// `evpipe run` sets every field from its config ([batch], [dedup], ...); the
+// defaults here are the library's, for tests and benchmarks that build shards
+// themselves (the daemon's batch defaults are config::settings').
 struct shard_options {
   uint32_t max_rows = 4096;
   uint32_t max_bytes = 4 << 20;

@@ -1,6 +1,11 @@
 // evpipe-load against evpipe and the real PostgreSQL: a short mixed run with
-// --verify passes; the verifier then catches a row taken away and a stray one.
+// --verify passes, and the verifier then catches a row taken away and a stray
+// one; each protocol target verifies; --input sends a file's lines and the
+// report counts the generator's own CPU while it sent.
 #include <gtest/gtest.h>
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -79,7 +84,7 @@ TEST(LoadVerify, HttpMqttServeAndMqttTargetsVerify) {
   // publishes to Mosquitto (else the first messages would go nowhere).
   ASSERT_TRUE(eventually([&] { return broker.subscriptions("lv-broker", "tracker/events/#") >= 1; })) << broker.log();
 
-  for (const std::string target : {"http://127.0.0.1:" + std::to_string(http_port) + "/v1/events",
+  for (const std::string& target : {"http://127.0.0.1:" + std::to_string(http_port) + "/v1/events",
                                    "mqtt-serve://127.0.0.1:" + std::to_string(serve_port), broker.url()}) {
     const std::string run = "lvp" + std::to_string(::getpid()) + "x" + std::to_string(target.size());
     std::string out = env_or("TMPDIR", "/tmp") + "/" + run + ".out";
@@ -123,7 +128,16 @@ TEST(LoadInput, SendsEveryLineAndReportsItsOwnCpuWhileSending) {
   }
   cmd = evpipe_load_binary() + " --target tcp://127.0.0.1:" + std::to_string(port) + " --input " + file +
         " --connections 3 --quiet --json " + json + " > " + dir + "/" + run + ".out 2>&1";
+  // The CPU of this command's processes (the shell and evpipe-load), which
+  // its own count of the sending must not exceed.
+  auto children_cpu = [] {
+    rusage u{};
+    ::getrusage(RUSAGE_CHILDREN, &u);
+    return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+  };
+  const double children_before = children_cpu();
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const double whole_command = children_cpu() - children_before;
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 
@@ -139,9 +153,11 @@ TEST(LoadInput, SendsEveryLineAndReportsItsOwnCpuWhileSending) {
   EXPECT_EQ(m[1].str(), "3002");
   const double seconds = std::stod(m[2].str()), cpu = std::stod(m[3].str());
   EXPECT_GT(cpu, 0.0) << j;
+  EXPECT_LE(cpu, whole_command + 0.01) << j;
   // Its threads are a sender and a receiver per connection: at most all of
   // them busy for the run (plus the clock's granularity).
   EXPECT_LE(cpu, 6 * seconds + 0.05) << j;
+  for (const auto& f : {file, json, dir + "/" + run + ".out"}) ::unlink(f.c_str());
 }
 
 }  // namespace
