@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <regex>
 #include <sstream>
 
@@ -19,6 +20,21 @@
 namespace evpipe::testing {
 namespace {
 
+// evpipe with one TCP source on `port`, its tables migrated, started; null
+// when the migration failed (its log says why).
+std::unique_ptr<evpipe_process> tcp_evpipe(test_db& db, uint16_t port, const std::string& name) {
+  auto evp = std::make_unique<evpipe_process>(
+      "[postgres]\ndsn = \"" + db.dsn() + "\"\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n"
+      "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n",
+      name);
+  if (evp->run_command("migrate") != 0) {
+    ADD_FAILURE() << evp->log("migrate.log");
+    return nullptr;
+  }
+  evp->start(port);
+  return evp;
+}
+
 TEST(LoadVerify, MixedRunVerifiesAndTamperingIsCaught) {
   test_db db;
   if (!db.available()) {
@@ -26,11 +42,9 @@ TEST(LoadVerify, MixedRunVerifiesAndTamperingIsCaught) {
     GTEST_SKIP() << "EVPIPE_TEST_DSN not set (scripts/test.sh sets it)";
   }
   uint16_t port = free_port();
-  evpipe_process evp("[postgres]\ndsn = \"" + db.dsn() + "\"\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n"
-                     "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n",
-                     "loadverify");
-  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
-  evp.start(port);
+  auto started = tcp_evpipe(db, port, "loadverify");
+  ASSERT_TRUE(started) << "migrate failed";
+  evpipe_process& evp = *started;
   const std::string run = "lv" + std::to_string(::getpid());
   std::string cmd = evpipe_load_binary() + " --target tcp://127.0.0.1:" + std::to_string(port) +
                     " --count 5000 --connections 2 --invalid-frac 0.05 --dup-frac 0.1 --seed 3 --quiet --run-id " + run +
@@ -108,11 +122,9 @@ TEST(LoadInput, SendsEveryLineAndReportsItsOwnCpuWhileSending) {
     GTEST_SKIP() << "EVPIPE_TEST_DSN not set (scripts/test.sh sets it)";
   }
   uint16_t port = free_port();
-  evpipe_process evp("[postgres]\ndsn = \"" + db.dsn() + "\"\n[http]\nlisten = \"\"\n[log]\nlevel = \"warn\"\n"
-                     "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(port) + "\"\n",
-                     "loadinput");
-  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
-  evp.start(port);
+  auto started = tcp_evpipe(db, port, "loadinput");
+  ASSERT_TRUE(started) << "migrate failed";
+  evpipe_process& evp = *started;
   const std::string dir = env_or("TMPDIR", "/tmp"), run = "li" + std::to_string(::getpid());
   const std::string file = dir + "/" + run + ".ndjson", json = dir + "/" + run + ".json";
   std::string cmd = evpipe_load_binary() + " --emit " + file + " --count 3000 --seed 4 --run-id " + run + " 2>/dev/null";
