@@ -73,6 +73,15 @@ void shard::run() {
     ~mark_finished() { f.store(true); }
   } guard{finished_};
   std::vector<stages::event_batch> items(32);
+  // Room for a batch at its limits, up to 64 MiB of COPY data and 256 Ki rows
+  // (larger limits grow as rows come). A batch may pass max_bytes by its last
+  // row: a little slack for that.
+  const auto reserve_batch = [this] {
+    constexpr size_t copy_slack = 64 << 10, most_bytes = 64 << 20, most_rows = 256 << 10;
+    batch_.reserve(std::min<size_t>(opts_.max_rows, most_rows),
+                   std::min<size_t>(size_t{opts_.max_bytes} + copy_slack, most_bytes));
+  };
+  reserve_batch();
   probe_.db_ready.store(sink_->ready());
   auto last_db_contact = std::chrono::steady_clock::now();
   for (;;) {
@@ -80,6 +89,7 @@ void shard::run() {
       opts_.max_rows = next_max_rows_.load(std::memory_order_relaxed);
       opts_.max_bytes = next_max_bytes_.load(std::memory_order_relaxed);
       opts_.linger = std::chrono::microseconds(next_linger_us_.load(std::memory_order_relaxed));
+      reserve_batch();
     }
     // Until the open batch's linger ends, or, with none open, until the
     // idle database check below: an idle shard wakes once a second, not

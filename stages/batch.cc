@@ -88,6 +88,13 @@ dead_letter route_dead_letter(const event_batch& from, const event_record& ev) {
 
 write_batch::write_batch() { clear(); }
 
+void write_batch::reserve(size_t rows, size_t copy_bytes) {
+  copy_.reserve(copy_bytes);
+  rows_.reserve(rows);
+  pending_.reserve(rows);
+  meta_.reserve(rows * 64);  // a row's key, topic and kind
+}
+
 void write_batch::note_open() {
   if (pending_.empty()) opened_ = std::chrono::steady_clock::now();
 }

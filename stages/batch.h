@@ -70,6 +70,12 @@ class write_batch {
 
   write_batch();
 
+  // Room for a batch of `rows` events and `copy_bytes` of COPY data, so that
+  // a batch at its limits grows no buffer: a growing buffer is copied into
+  // new memory at each doubling, and on a fresh process every new page is a
+  // fault. Only address space: pages are touched as rows fill them.
+  void reserve(size_t rows, size_t copy_bytes);
+
   // Registers the origin of the events that follow (consecutive events from
   // one origin share one entry).
   void begin_origin(const std::shared_ptr<event_origin>& origin);
