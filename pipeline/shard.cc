@@ -81,8 +81,10 @@ void shard::run() {
     batch_.reserve(std::min<size_t>(opts_.max_rows, most_rows),
                    std::min<size_t>(size_t{opts_.max_bytes} + copy_slack, most_bytes));
   };
-  reserve_batch();
+  // Readiness first: /health/ready reads db_ready from the moment the shard
+  // exists (the reservation below takes a few ms under a sanitizer).
   probe_.db_ready.store(sink_->ready());
+  reserve_batch();
   auto last_db_contact = std::chrono::steady_clock::now();
   for (;;) {
     if (limits_changed_.load(std::memory_order_relaxed) && limits_changed_.exchange(false, std::memory_order_acquire)) {

@@ -92,7 +92,7 @@ void write_batch::reserve(size_t rows, size_t copy_bytes) {
   copy_.reserve(copy_bytes);
   rows_.reserve(rows);
   pending_.reserve(rows);
-  meta_.reserve(rows * 64);  // a row's key, topic and kind
+  meta_.reserve(rows * 64);  // a row's key, topic and kind (and headers, tenant, a routed payload: these grow it)
 }
 
 void write_batch::note_open() {
@@ -112,11 +112,19 @@ void write_batch::begin_origin(const std::shared_ptr<event_origin>& origin) {
 void write_batch::widen_to(uint16_t fields) {
   // Each tuple: u16 field count, then u32 length + bytes per field; the new
   // fields go at its end. Every later tuple moves by the bytes added before it.
+  if (rows_.empty()) {
+    // Only the header (with tenancy on every batch widens at its first row):
+    // no tuple to move, and the buffer reserved for the batch stays.
+    copy_.assign(copy_format::header);
+    sealed_ = false;
+    fields_ = fields;
+    return;
+  }
   const uint32_t added = (fields_ < 3 ? 4 : 0) + 4;  // headers NULL; tenant_id '' (length 0)
-  std::string wide;
-  // At least the capacity copy_ had: clear() keeps it for the next batch, and
-  // with tenancy on every batch widens at its first row, so a smaller buffer
-  // here would grow again by doubling (and copying) in every batch.
+  // The old buffer becomes the next widening's (widen_scratch_): neither is
+  // allocated again, and the new one has at least the capacity copy_ had
+  // (clear() keeps it for the next batch).
+  std::string& wide = widen_scratch_;
   wide.reserve(std::max(copy_.capacity(), copy_.size() + added * rows_.size() + 64));
   wide.assign(copy_format::header);
   for (auto& r : rows_) {

@@ -71,9 +71,11 @@ class write_batch {
   write_batch();
 
   // Room for a batch of `rows` events and `copy_bytes` of COPY data, so that
-  // a batch at its limits grows no buffer: a growing buffer is copied into
-  // new memory at each doubling, and on a fresh process every new page is a
-  // fault. Only address space: pages are touched as rows fill them.
+  // the COPY stream and the row tables of a batch within those limits are not
+  // grown by doubling (each doubling a copy into new memory, whose every page
+  // is a fault on a fresh process). Only address space: pages are touched as
+  // rows fill them. Never shrinks; dead letters, routed rows' streams and
+  // long keys or headers still grow their own buffers.
   void reserve(size_t rows, size_t copy_bytes);
 
   // Registers the origin of the events that follow (consecutive events from
@@ -193,6 +195,7 @@ class write_batch {
   span_ref keep(std::string_view s);
 
   std::string copy_;  // binary COPY header + tuples (trailer added by copy_data)
+  std::string widen_scratch_;  // the buffer widen_to builds into (then copy_'s old one)
   bool sealed_ = false;
   uint16_t fields_ = 2;  // of every tuple: 2 (topic, payload), 3 (+ headers), 4 (+ tenant_id)
   std::string meta_;  // keys, topics, kinds of rows
