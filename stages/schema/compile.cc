@@ -411,7 +411,34 @@ class compiler {
     } else if ((has & node::h_type) && n.types == t_array && (has & ~(node::h_type | node::h_array_checks)) == 0) {
       l.kind = leaf_kind::array;
     }
+    l.op = op_of(l);
     return l;
+  }
+
+  // The leaf's first step (program.h, leaf_op).
+  static leaf_op op_of(const leaf& l) {
+    using tape::type_bit;
+    switch (l.kind) {
+      case leaf_kind::any: return leaf_op::any;
+      case leaf_kind::object: return leaf_op::object;
+      case leaf_kind::array: return leaf_op::array;
+      case leaf_kind::node: return leaf_op::general;
+      case leaf_kind::scalar: break;
+    }
+    const uint64_t numbers = type_bit('l') | type_bit('u') | type_bit('d');
+    if (l.tape_types != 0 && (l.tape_types & ~numbers) == 0) return leaf_op::number;
+    // Strings, and perhaps null or booleans (one word each, nothing to check).
+    const uint64_t words = type_bit('n') | type_bit('t') | type_bit('f');
+    if (!(l.tape_types & type_bit('"')) || (l.tape_types & ~(type_bit('"') | words)) != 0) return leaf_op::general;
+    switch (l.strings) {
+      case string_check::none: return leaf_op::string;
+      case string_check::uuid: return leaf_op::uuid;
+      case string_check::date_time: return leaf_op::date_time;
+      case string_check::enum_values: return leaf_op::enum_values;
+      case string_check::pattern: return leaf_op::pattern;
+      case string_check::several: return leaf_op::general;
+    }
+    return leaf_op::general;
   }
 
   // The walker compares enum and const values on a tape (stages/schema/tape.h),

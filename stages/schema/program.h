@@ -120,13 +120,18 @@ enum class leaf_kind : uint8_t {
   array,   // "type": "array" and array keywords only: walk_array at once
   node,    // anything else (const, enums of other values, applicators): the node's walk
 };
-// What a scalar leaf checks of a string after its length: one check called
-// directly, or `several` (the node's enum, pattern and format in turn). One
-// bit each, so that the walker tests bits: a switch on the value compiled to
-// a jump table, whose one indirect branch, going somewhere else from member
-// to member, was mispredicted more (docs/schemas.md, "Cost").
+// What a scalar leaf checks of a string after its length: one check, or
+// `several` (the node's enum, pattern and format in turn). compile.cc turns
+// the usual combinations into a leaf_op.
 enum class string_check : uint8_t { none = 0, uuid = 1, date_time = 2, enum_values = 4, pattern = 8, several = 16 };
+// What check_leaf does first, one value per common leaf shape, chosen by
+// compile.cc from the fields below: a string-only leaf with one string check
+// (or none) and a number-only leaf are checked without testing the kind,
+// the type mask and the string checks one after another. `general` runs the
+// leaf by its kind as written below.
+enum class leaf_op : uint8_t { general, string, uuid, date_time, enum_values, pattern, number, object, array, any };
 struct leaf {
+  leaf_op op = leaf_op::general;
   leaf_kind kind = leaf_kind::node;
   string_check strings = string_check::none;
   uint32_t node = 0;  // the subschema, for its full check

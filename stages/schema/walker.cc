@@ -171,6 +171,25 @@ template <typename Full>
   return same == 0xFFFF && std::memcmp(at + 16, std::string_view(full()).data() + 12, text.size - 12) == 0;
 }
 
+// Whether the string whose length prefix is at `at` is one of the node's
+// enum strings.
+[[gnu::always_inline]] inline bool enum_has(const node& n, const uint8_t* at) noexcept {
+  if (!n.enum_slots.empty()) [[likely]] {
+    // The one value it can equal: no loop whose exit depends on which value it is.
+    const int8_t i = n.enum_slots[(enum_word(at) * n.enum_mult) >> n.enum_shift];
+    return i >= 0 && text_is(n.enum_texts[i], at, [&] { return n.enum_strings[i]; });
+  }
+  for (size_t i = 0; i < n.enum_texts.size(); ++i) {
+    if (text_is(n.enum_texts[i], at, [&] { return n.enum_strings[i]; })) return true;
+  }
+  return false;
+}
+
+[[gnu::always_inline]] inline bool pattern_matches(const node& n, std::string_view s) {
+  return n.fast_pattern ? n.fast_pattern->search(s)
+                        : n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0);
+}
+
 void append_token(std::string& out, std::string_view key) {
   out.push_back('/');
   for (char c : key) {
@@ -251,78 +270,89 @@ template <bool Report>
 [[gnu::always_inline]] inline size_t walker::check_leaf(const leaf& l, tape::view t, size_t v) {
   const uint64_t w = t.words[v];
   const char c = static_cast<char>(w >> 56);
-  if (l.kind == leaf_kind::scalar) [[likely]] {
+  // The usual leaves in one step each (program.h, leaf_op); whatever such a
+  // step is not sure of is walked as the node below.
+  {
+    const uint8_t* at = t.strings + (w & 0x00FFFFFFFFFFFFFFull);  // read only for a string
+    uint32_t size = 0;
+    auto sized = [&] {
+      std::memcpy(&size, at, sizeof size);
+      return size - l.min_bytes <= l.byte_span;
+    };
+    auto text = [&] { return std::string_view(reinterpret_cast<const char*>(at + sizeof size), size); };
+    // Whether the leaf allows the value's type: for a string leaf a value
+    // that is no string can only be null or a boolean (["string", "null"]):
+    // one word, nothing to check.
+    auto other = [&] { return ((l.tape_types >> (uint8_t(c) & 63)) & 1) != 0; };
+    switch (l.op) {
+      case leaf_op::string:
+        if (c == '"' ? sized() : other()) [[likely]] return v + 1;
+        return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
+      case leaf_op::uuid:
+        if (c == '"' ? sized() && is_uuid_text(text()) : other()) [[likely]] return v + 1;
+        return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
+      case leaf_op::date_time:
+        if (c == '"' ? sized() && is_rfc3339_date_time(text()) : other()) [[likely]] return v + 1;
+        return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
+      case leaf_op::enum_values:
+        if (c == '"' ? sized() && enum_has(nodes_[l.node], at) : other()) [[likely]] return v + 1;
+        return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
+      case leaf_op::pattern:
+        if (c == '"' ? sized() && pattern_matches(nodes_[l.node], text()) : other()) [[likely]] return v + 1;
+        return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
+      case leaf_op::number:
+        if (other()) [[likely]] {
+          const uint64_t bits = t.words[v + 1];
+          double x;
+          if (c == 'd') std::memcpy(&x, &bits, sizeof x);
+          else x = c == 'l' ? static_cast<double>(static_cast<int64_t>(bits)) : static_cast<double>(bits);
+          if (x >= l.low && x <= l.high) [[likely]] return v + 2;
+        }
+        return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
+      case leaf_op::object:
+        if (c == '{') [[likely]] return walk_object<Report>(nodes_[l.node], v) ? static_cast<uint32_t>(w) : failed;
+        return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
+      case leaf_op::array:
+        if (c == '[') [[likely]] return walk_array<Report>(nodes_[l.node], v) ? static_cast<uint32_t>(w) : failed;
+        return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
+      case leaf_op::any: return tape::after(t, v);
+      case leaf_op::general: break;
+      default: __builtin_unreachable();  // compile.cc sets only the values above: no bounds test
+    }
+  }
+  // leaf_op::general: a scalar leaf of several types (strings and numbers)
+  // or with several string checks, else a node.
+  if (l.kind == leaf_kind::scalar) {
     if (((l.tape_types >> (uint8_t(c) & 63)) & 1) == 0) return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
     if (c == '"') {
       const uint8_t* at = t.strings + (w & 0x00FFFFFFFFFFFFFFull);
       uint32_t size;
       std::memcpy(&size, at, sizeof size);
       // A length outside the bytes that settle it needs its characters counted.
-      bool ok = size - l.min_bytes <= l.byte_span;
-      if (ok && l.strings != string_check::none) {
-        const std::string_view s(reinterpret_cast<const char*>(at + sizeof size), size);
-        // Bit tests in a row, not a switch (program.h, string_check).
-        const auto check = static_cast<uint8_t>(l.strings);
-        if (check & static_cast<uint8_t>(string_check::uuid)) {
-          ok = is_uuid_text(s);
-        } else if (check & static_cast<uint8_t>(string_check::date_time)) {
-          ok = is_rfc3339_date_time(s);
-        } else if (check & static_cast<uint8_t>(string_check::enum_values)) {
-          const node& n = nodes_[l.node];
-          if (!n.enum_slots.empty()) [[likely]] {
-            // The one value it can equal: no loop whose exit depends on which value it is.
-            const int8_t i = n.enum_slots[(enum_word(at) * n.enum_mult) >> n.enum_shift];
-            ok = i >= 0 && text_is(n.enum_texts[i], at, [&] { return n.enum_strings[i]; });
-          } else {
-            ok = false;
-            for (size_t i = 0; i < n.enum_texts.size(); ++i) {
-              if ((ok = text_is(n.enum_texts[i], at, [&] { return n.enum_strings[i]; }))) break;
-            }
-          }
-        } else if (check & static_cast<uint8_t>(string_check::pattern)) {
-          const node& n = nodes_[l.node];
-          ok = n.fast_pattern ? n.fast_pattern->search(s)
-                              : n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0);
-        } else {
-          ok = several_string_checks(nodes_[l.node], s);
-        }
+      const std::string_view s(reinterpret_cast<const char*>(at + sizeof size), size);
+      if (size - l.min_bytes <= l.byte_span && (l.strings == string_check::none || several_string_checks(nodes_[l.node], s))) {
+        return v + 1;
       }
-      if (ok) [[likely]] return v + 1;
     } else if (tape::is_number(c)) {
       double x;
       if (c == 'd') std::memcpy(&x, &t.words[v + 1], sizeof x);
       else x = c == 'l' ? static_cast<double>(static_cast<int64_t>(t.words[v + 1])) : static_cast<double>(t.words[v + 1]);
-      if (x >= l.low && x <= l.high) [[likely]] return v + 2;
+      if (x >= l.low && x <= l.high) return v + 2;
     } else {
       return tape::after(t, v);  // null, a boolean, or an array or object no scalar keyword looks at
     }
     return walk<Report>(l.node, v) ? v + 1 + (c != '"') : failed;
   }
-  switch (l.kind) {
-    case leaf_kind::any: return tape::after(t, v);
-    case leaf_kind::object:
-      if (c == '{') [[likely]] return walk_object<Report>(nodes_[l.node], v) ? static_cast<uint32_t>(w) : failed;
-      break;
-    case leaf_kind::array:
-      if (c == '[') [[likely]] return walk_array<Report>(nodes_[l.node], v) ? static_cast<uint32_t>(w) : failed;
-      break;
-    default: break;
-  }
   return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
 }
 
-// A scalar leaf's enum (of strings), pattern and format when it has more
-// than one of them.
+// A scalar leaf's enum (of strings), pattern and format, each it has.
 bool walker::several_string_checks(const node& n, std::string_view s) const {
   if ((n.has & node::h_enum) &&
       std::none_of(n.enum_strings.begin(), n.enum_strings.end(), [&](std::string_view e) { return same_bytes(s, e); })) {
     return false;
   }
-  if ((n.has & node::h_pattern) &&
-      !(n.fast_pattern ? n.fast_pattern->search(s)
-                       : n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0))) {
-    return false;
-  }
+  if ((n.has & node::h_pattern) && !pattern_matches(n, s)) return false;
   if (n.has & node::h_format) return n.format == format_kind::uuid ? is_uuid_text(s) : is_rfc3339_date_time(s);
   return true;
 }
@@ -382,9 +412,7 @@ template <bool Report>
       });
     }
   }
-  if ((n.has & node::h_pattern) &&
-      !(n.fast_pattern ? n.fast_pattern->search(s)
-                       : n.pattern->Match(re2::StringPiece(s.data(), s.size()), 0, s.size(), RE2::UNANCHORED, nullptr, 0))) {
+  if ((n.has & node::h_pattern) && !pattern_matches(n, s)) {
     return fail<Report>(n, keyword::pattern, [&] { return "does not match " + n.pattern->pattern(); });
   }
   if (n.has & node::h_format) {
@@ -446,6 +474,23 @@ bool walker::walk_array(const node& n, size_t a) {
   return true;
 }
 
+// The property named by the string whose length prefix is at `at`, by
+// node::property_slots, or null.
+[[gnu::noinline]] const member_leaf* walker::find_member(const node& n, const uint8_t* at) noexcept {
+  if (n.properties.empty()) return nullptr;
+  uint32_t size;
+  std::memcpy(&size, at, sizeof size);
+  const size_t mask = n.property_slots.size() - 1;
+  const std::string_view key(reinterpret_cast<const char*>(at + sizeof size), size);
+  for (size_t slot = property_hash(key) & mask; n.property_slots[slot] != 0; slot = (slot + 1) & mask) {
+    const member_leaf& candidate = n.members[n.property_slots[slot] - 1];
+    if (text_is(candidate.name, at, [&]() -> const std::string& { return n.properties[candidate.index].name; })) {
+      return &candidate;
+    }
+  }
+  return nullptr;
+}
+
 template <bool Report>
 bool walker::walk_object(const node& n, size_t o) {
   uint64_t seen = 0;
@@ -464,22 +509,9 @@ bool walker::walk_object(const node& n, size_t o) {
       auto named = [&](const member_leaf& m) {
         return text_is(m.name, at, [&]() -> const std::string& { return n.properties[m.index].name; });
       };
-      const member_leaf* m = nullptr;
-      if (named(*expect)) [[likely]] {
-        m = expect;
-      } else if (!n.properties.empty()) {
-        uint32_t size;
-        std::memcpy(&size, at, sizeof size);
-        const size_t mask = n.property_slots.size() - 1;
-        const std::string_view key(reinterpret_cast<const char*>(at + sizeof size), size);
-        for (size_t slot = property_hash(key) & mask; n.property_slots[slot] != 0; slot = (slot + 1) & mask) {
-          const member_leaf& candidate = members[n.property_slots[slot] - 1];
-          if (named(candidate)) {
-            m = &candidate;
-            break;
-          }
-        }
-      }
+      // Out of order or unknown: the hash, out of line, so that the loop
+      // keeps its registers for the usual member.
+      const member_leaf* m = named(*expect) ? expect : find_member(n, at);
       const leaf* check;
       if (m) {
         seen |= m->seen_bit;

@@ -70,6 +70,7 @@ class walker {
   template <bool Report>
   size_t check_leaf(const leaf& l, tape::view t, size_t at);
   [[nodiscard]] bool several_string_checks(const node& n, std::string_view s) const;
+  [[nodiscard]] static const member_leaf* find_member(const node& n, const uint8_t* at) noexcept;
   template <bool Report>
   bool check_value(const node& n, size_t at);
   template <bool Report>

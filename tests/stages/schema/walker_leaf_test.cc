@@ -97,6 +97,21 @@ TEST(walker_leaf, each_kind_of_subschema_gets_its_leaf) {
   EXPECT_EQ(leaf_of(*p, "c").kind, leaf_kind::node);
   EXPECT_EQ(leaf_of(*p, "eo").kind, leaf_kind::node);
   EXPECT_EQ(leaf_of(*p, "one").kind, leaf_kind::node);
+  // Each leaf's first step (program.h, leaf_op).
+  EXPECT_EQ(s.op, leaf_op::string);
+  EXPECT_EQ(leaf_of(*p, "u").op, leaf_op::uuid);
+  EXPECT_EQ(leaf_of(*p, "ref").op, leaf_op::uuid);
+  EXPECT_EQ(leaf_of(*p, "d").op, leaf_op::date_time);
+  EXPECT_EQ(leaf_of(*p, "e").op, leaf_op::enum_values);
+  EXPECT_EQ(leaf_of(*p, "p").op, leaf_op::pattern);
+  EXPECT_EQ(leaf_of(*p, "sp").op, leaf_op::general);
+  EXPECT_EQ(n.op, leaf_op::number);
+  EXPECT_EQ(leaf_of(*p, "i").op, leaf_op::number);
+  EXPECT_EQ(leaf_of(*p, "any").op, leaf_op::any);
+  EXPECT_EQ(leaf_of(*p, "o").op, leaf_op::object);
+  EXPECT_EQ(leaf_of(*p, "a").op, leaf_op::array);
+  EXPECT_EQ(leaf_of(*p, "c").op, leaf_op::general);
+  EXPECT_EQ(leaf_of(*p, "one").op, leaf_op::general);
   // The member table ends with an entry no name matches.
   EXPECT_EQ(p->nodes[0].members.size(), p->nodes[0].properties.size() + 1);
   EXPECT_EQ(p->nodes[0].members.back().name.size, UINT32_MAX);
@@ -155,6 +170,50 @@ TEST(walker_leaf, types_each_way) {
   // A member after an array or an object that a leaf let pass is found.
   EXPECT_EQ(run(*p, R"({"y":[0,{"a":[1]}],"x":2})").pointer, "/x");
   EXPECT_EQ(run(*p, R"({"y":{"a":[1]},"x":"ab"})").pointer, "/x");
+}
+
+// Each leaf_op against values of every type, and of every string shape its
+// check looks at: the verdict of the member's leaf (the walk of an object)
+// is the verdict of the same subschema walked as a node (the walk of a
+// root value, which checks each keyword in turn), and so is the keyword.
+TEST(walker_leaf, each_first_step_agrees_with_its_node_on_every_type) {
+  const std::vector<std::pair<std::string, leaf_op>> subschemas = {
+      {R"({"type":"string","minLength":2,"maxLength":40})", leaf_op::string},
+      {R"({"type":["string","null"],"maxLength":40})", leaf_op::string},
+      {R"({"type":["string","boolean"],"minLength":2})", leaf_op::string},
+      {R"({"type":"string","format":"uuid"})", leaf_op::uuid},
+      {R"({"type":["string","null"],"format":"uuid","maxLength":36})", leaf_op::uuid},
+      {R"({"type":"string","format":"date-time"})", leaf_op::date_time},
+      {R"({"type":["null","string"],"format":"date-time","minLength":30})", leaf_op::date_time},
+      {R"({"enum":["api","ui","import","mqtt","2025-01-15T10:30:00Z"]})", leaf_op::enum_values},
+      {R"({"type":"string","pattern":"^[0-9]+\\.[0-9]+$"})", leaf_op::pattern},
+      {R"({"type":["string","null"],"pattern":"[a-f]{4}"})", leaf_op::pattern},
+      {R"({"type":"number","minimum":-1,"exclusiveMaximum":100})", leaf_op::number},
+      {R"({"type":"integer","maximum":5})", leaf_op::number},
+      {R"({"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]})", leaf_op::object},
+      {R"({"type":"array","items":{"type":"string"},"maxItems":2})", leaf_op::array},
+      {R"({})", leaf_op::any},
+      {R"({"type":["string","number"],"minimum":0,"maxLength":3})", leaf_op::general},
+  };
+  const std::vector<std::string> values = {
+      R"("")", R"("a")", R"("ab")", R"("1.5")", R"("x1.5y")", R"("abcd")", R"("api")", R"("ui")", R"("apx")",
+      R"("2025-01-15T10:30:00Z")", R"("2025-02-30T10:30:00Z")", R"("123e4567-e89b-12d3-a456-426614174000")",
+      R"("123e4567-e89b-12d3-a456-42661417400g")", R"("a string that is longer than forty bytes, by a few")",
+      "null", "true", "false", "0", "-1", "-2", "5", "6", "99.5", "100", "3.0", "3.5", "18446744073709551615",
+      "-9223372036854775808", "[]", R"(["a","b"])", R"(["a","b","c"])", "[1]", "{}", R"({"a":1})", R"({"a":"1"})"};
+  for (const auto& [schema, op] : subschemas) {
+    auto as_member = compile_schema(R"({"properties":{"x":)" + schema + "}}", "t.json");
+    auto as_root = compile_schema(schema, "t.json");
+    ASSERT_EQ(leaf_of(*as_member, "x").op, op) << schema;
+    for (const auto& v : values) {
+      const checked leaf_verdict = run(*as_member, R"({"x":)" + v + "}");
+      const checked node_verdict = run(*as_root, v);
+      EXPECT_EQ(leaf_verdict.ok, node_verdict.ok) << schema << " with " << v;
+      EXPECT_EQ(leaf_verdict.keyword, node_verdict.keyword) << schema << " with " << v;
+      // The walk goes on after the value: a member after it is still checked.
+      EXPECT_EQ(run(*as_member, R"({"x":)" + v + R"(,"y":1})").ok, node_verdict.ok) << schema << " with " << v;
+    }
+  }
 }
 
 // One compare covers the length and 12 bytes of text: names and enum
