@@ -460,8 +460,23 @@ bool walker::walk_array(const node& n, size_t a) {
     const tape::view t = t_;
     size_t i = 0;
     size_t e = a + 1;
+    const size_t end = tape::scope_end(t, a) - 1;
+    if constexpr (!Report) {
+      // Items that are strings with at most a length (a list of tags): the
+      // type and the byte count of each, with no step through the leaf's
+      // switch; the first item they do not settle goes to the loop below.
+      if (items.op == leaf_op::string) {
+        for (; e < end; ++e) {
+          const uint64_t w = t.words[e];
+          if (static_cast<char>(w >> 56) != '"') break;
+          uint32_t size;
+          std::memcpy(&size, t.strings + (w & 0x00FFFFFFFFFFFFFFull), sizeof size);
+          if (size - items.min_bytes > items.byte_span) break;
+        }
+      }
+    }
     // `failed` is past every end: a failure ends the loop without a test of its own.
-    for (const size_t end = tape::scope_end(t, a) - 1; e < end;) {
+    while (e < end) {
       if constexpr (Report) path_.push_back(step{{}, i++});
       e = check_leaf<Report>(items, t, e);
       if constexpr (Report) {

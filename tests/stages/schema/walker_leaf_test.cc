@@ -192,6 +192,7 @@ TEST(walker_leaf, each_first_step_agrees_with_its_node_on_every_type) {
       {R"({"type":"integer","maximum":5})", leaf_op::number},
       {R"({"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]})", leaf_op::object},
       {R"({"type":"array","items":{"type":"string"},"maxItems":2})", leaf_op::array},
+      {R"({"type":"array","items":{"type":"string","minLength":2,"maxLength":3}})", leaf_op::array},
       {R"({})", leaf_op::any},
       {R"({"type":["string","number"],"minimum":0,"maxLength":3})", leaf_op::general},
   };
@@ -200,7 +201,9 @@ TEST(walker_leaf, each_first_step_agrees_with_its_node_on_every_type) {
       R"("2025-01-15T10:30:00Z")", R"("2025-02-30T10:30:00Z")", R"("123e4567-e89b-12d3-a456-426614174000")",
       R"("123e4567-e89b-12d3-a456-42661417400g")", R"("a string that is longer than forty bytes, by a few")",
       "null", "true", "false", "0", "-1", "-2", "5", "6", "99.5", "100", "3.0", "3.5", "18446744073709551615",
-      "-9223372036854775808", "[]", R"(["a","b"])", R"(["a","b","c"])", "[1]", "{}", R"({"a":1})", R"({"a":"1"})"};
+      "-9223372036854775808", "[]", R"(["a","b"])", R"(["a","b","c"])", "[1]", R"(["ab","abc"])", R"(["ab","a"])",
+      R"(["ab","abcd"])", R"(["ab",null,"abc"])", R"(["ab",["cd"]])", R"(["ab","éé"])", "{}", R"({"a":1})",
+      R"({"a":"1"})"};
   for (const auto& [schema, op] : subschemas) {
     auto as_member = compile_schema(R"({"properties":{"x":)" + schema + "}}", "t.json");
     auto as_root = compile_schema(schema, "t.json");
