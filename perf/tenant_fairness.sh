@@ -10,11 +10,12 @@
 # (the promise: <= 2.0). The noisy tenant's own latencies grow without bound
 # (its connections are paused); only the victim's are measured.
 #
-#   perf/tenant_fairness.sh [--quota Q] [--seconds S] [--runs R] [--connections C] [--out FILE]
+#   perf/tenant_fairness.sh [--quota Q] [--seconds S] [--runs R] [--connections C] [--evpipe BIN] [--out FILE]
+# --evpipe runs another build of evpipe (an A/B: invoke the script with each build in turn).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-quota=2000 seconds=15 runs=3 connections=2 out=""
+quota=2000 seconds=15 runs=3 connections=2 out="" evpipe_bin=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quota) quota="$2"; shift 2 ;;
@@ -22,6 +23,7 @@ while [ $# -gt 0 ]; do
     --runs) runs="$2"; shift 2 ;;
     --connections) connections="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
+    --evpipe) evpipe_bin="$2"; shift 2 ;;
     -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -46,7 +48,7 @@ cpu_seconds() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}'
 
 one_run() {  # one_run NOISY_RATE: prints the victim's p99 in ms
   fresh_table
-  evpipe_start
+  evpipe_start "$evpipe_bin"
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$noisy_port" --rate "$1" --duration "$seconds" \
     --connections "$connections" --run-id "noisy-$1-$RANDOM" --quiet --json "$scratch/noisy.json" >/dev/null &
   local noisy=$!

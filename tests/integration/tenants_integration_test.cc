@@ -259,8 +259,16 @@ TEST_F(Tenants, OverItsQuotaATenantsConnectionPausesAndItsRequestsGet429WhileOth
   alpha_sender.join();
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE tenant_id = 'alpha'"), long(n));
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE tenant_id = 'beta'"), long(n) + 1);
+  // Over its quota, alpha's connection reads a little at a time (4 KiB,
+  // some 24 of these events), so what it takes trickles in at the quota's
+  // pace rather than a whole read at once every 2 s, whose one large batch
+  // would hold up other tenants' events in the shard (perf/tenant_fairness.sh):
+  // past its burst and first read (at most 64 KiB, some 400 events), it
+  // pauses after every small read, over 100 times, where 64 KiB reads paused
+  // it some 8 times. (Counted by pauses, not by rows per transaction: a
+  // shard behind on beta's events batches what queued up meanwhile.)
   std::string m = http_get(metrics, "/metrics");
-  EXPECT_GT(metric_family_sum(m, "evpipe_tenant_throttled_total"), 0) << m;
+  EXPECT_GE(metric_family_sum(m, "evpipe_tenant_throttled_total"), 50) << m;
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(60s), 0) << evp.log();
 }

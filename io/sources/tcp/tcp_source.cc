@@ -168,6 +168,11 @@ class tcp_connection final : public stages::event_origin,
       // Every line takes at least one byte: reading no more bytes than the
       // tracker has free slots keeps the lines in flight within its window.
       size_t room = tracker_.window() - tracker_.in_flight() - 1;
+      // A connection whose tenant was over its quota at the last read reads
+      // a little at a time: what it takes then trickles in at the quota's
+      // pace instead of a buffer's worth at once every so often, whose one
+      // large batch would hold up other tenants' events in the same shard.
+      if (throttled_) room = std::min(room, throttled_read_bytes);
       auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space.data, std::min(space.size, room)),
                                                       asio::as_tuple(asio::use_awaitable));
       if (ec) {
@@ -203,7 +208,9 @@ class tcp_connection final : public stages::event_origin,
       }
       if (any) last_line_ = std::chrono::steady_clock::now();  // once a read, not once a line
       submit(t);
-      if (int64_t over = intake_.take_throttle_ns(); over > 0) {
+      const int64_t over = intake_.take_throttle_ns();
+      throttled_ = over > 0;
+      if (over > 0) {
         // Its tenant is over its quota (docs/tenants.md): this connection
         // waits until the tenant is back within it; others read on. Not
         // paused (pause_): acks must not end this wait (they cancel the timer to
@@ -337,6 +344,10 @@ class tcp_connection final : public stages::event_origin,
   bool stopping_ = false;
   bool closed_ = false;
   bool waiting_for_room_ = false;  // a room_waiter() is with the router and has not run yet
+  // The tenant was over its quota after the last read: the next reads are
+  // small (docs/tenants.md, "Quotas").
+  bool throttled_ = false;
+  static constexpr size_t throttled_read_bytes = 4096;
   pipeline::pause_timer pause_;    // the read loop waits for room (backpressure)
 };
 
