@@ -6,8 +6,8 @@
 # bench/schema_bench with the code after it moved by 0, 512, ... bytes
 # (EVPIPE_BENCH_CODE_PAD), runs each placement in turn, the whole sequence
 # --rounds times, and prints each figure and the median over placements.
-# With --against REV it also builds REV (a git worktree in a scratch
-# directory, its own tree next to --tree) and runs the two builds
+# With --against REV it also builds REV (a git worktree at DIR-against.src,
+# its own tree DIR-against, next to the --tree DIR) and runs the two builds
 # alternately, placement by placement, so both see the same minutes.
 # Usage: bench/schema_placement.sh [--tree DIR] [--pads "0 512 ..."] [--rounds N] [--against REV]
 # The tree (default build-placement/, a Release tree of its own) is
@@ -29,8 +29,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 out=$(mktemp -d)
+# At a fixed place, so that the REV's tree, kept between runs, finds its
+# source where its CMakeCache.txt says it is.
+against_src="$tree-against.src"
 cleanup() {
-  [ -z "$against" ] || git -C "$root" worktree remove --force "$out/against-src" >/dev/null 2>&1 || true
+  [ -z "$against" ] || git -C "$root" worktree remove --force "$against_src" >/dev/null 2>&1 || true
   rm -rf "$out"
 }
 trap cleanup EXIT
@@ -53,9 +56,16 @@ build() {
 builds=(this)
 build "$root" "$tree" this
 if [ -n "$against" ]; then
-  rev=$(git -C "$root" rev-parse --short "$against")
-  git -C "$root" worktree add --detach "$out/against-src" "$rev" >/dev/null 2>&1
-  build "$out/against-src" "$tree-against" "$rev"
+  rev=$(git -C "$root" rev-parse --short --verify "$against^{commit}") || { echo "error: $against is no commit" >&2; exit 2; }
+  git -C "$root" worktree remove --force "$against_src" >/dev/null 2>&1 || rm -rf "$against_src"
+  git -C "$root" worktree prune
+  git -C "$root" worktree add --detach "$against_src" "$rev" >/dev/null
+  # A tree configured from another source directory is configured afresh.
+  if [ -f "$tree-against/CMakeCache.txt" ] &&
+    ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$against_src" "$tree-against/CMakeCache.txt"; then
+    rm -rf "$tree-against"
+  fi
+  build "$against_src" "$tree-against" "$rev"
   builds=("$rev" this)
 fi
 

@@ -273,13 +273,14 @@ template <bool Report>
   // The usual leaves in one step each (program.h, leaf_op); whatever such a
   // step is not sure of is walked as the node below.
   {
-    const uint8_t* at = t.strings + (w & 0x00FFFFFFFFFFFFFFull);  // read only for a string
+    // A string's place in the string buffer: only a string's word holds one.
+    auto at = [&] { return t.strings + (w & 0x00FFFFFFFFFFFFFFull); };
     uint32_t size = 0;
     auto sized = [&] {
-      std::memcpy(&size, at, sizeof size);
+      std::memcpy(&size, at(), sizeof size);
       return size - l.min_bytes <= l.byte_span;
     };
-    auto text = [&] { return std::string_view(reinterpret_cast<const char*>(at + sizeof size), size); };
+    auto text = [&] { return std::string_view(reinterpret_cast<const char*>(at() + sizeof size), size); };
     // Whether the leaf allows the value's type: for a string leaf a value
     // that is no string can only be null or a boolean (["string", "null"]):
     // one word, nothing to check.
@@ -295,7 +296,7 @@ template <bool Report>
         if (c == '"' ? sized() && is_rfc3339_date_time(text()) : other()) [[likely]] return v + 1;
         return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
       case leaf_op::enum_values:
-        if (c == '"' ? sized() && enum_has(nodes_[l.node], at) : other()) [[likely]] return v + 1;
+        if (c == '"' ? sized() && enum_has(nodes_[l.node], at()) : other()) [[likely]] return v + 1;
         return walk<Report>(l.node, v) ? tape::after(t, v) : failed;
       case leaf_op::pattern:
         if (c == '"' ? sized() && pattern_matches(nodes_[l.node], text()) : other()) [[likely]] return v + 1;

@@ -193,6 +193,10 @@ TEST(walker_leaf, each_first_step_agrees_with_its_node_on_every_type) {
       {R"({"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]})", leaf_op::object},
       {R"({"type":"array","items":{"type":"string"},"maxItems":2})", leaf_op::array},
       {R"({"type":"array","items":{"type":"string","minLength":2,"maxLength":3}})", leaf_op::array},
+      // Bounds the byte count settles (at most 3 bytes; 1 to 8 bytes), so
+      // that the items' own loop decides on them.
+      {R"({"type":"array","items":{"type":"string","maxLength":3}})", leaf_op::array},
+      {R"({"type":"array","items":{"type":"string","minLength":1,"maxLength":8}})", leaf_op::array},
       {R"({})", leaf_op::any},
       {R"({"type":["string","number"],"minimum":0,"maxLength":3})", leaf_op::general},
   };
@@ -202,7 +206,11 @@ TEST(walker_leaf, each_first_step_agrees_with_its_node_on_every_type) {
       R"("123e4567-e89b-12d3-a456-42661417400g")", R"("a string that is longer than forty bytes, by a few")",
       "null", "true", "false", "0", "-1", "-2", "5", "6", "99.5", "100", "3.0", "3.5", "18446744073709551615",
       "-9223372036854775808", "[]", R"(["a","b"])", R"(["a","b","c"])", "[1]", R"(["ab","abc"])", R"(["ab","a"])",
-      R"(["ab","abcd"])", R"(["ab",null,"abc"])", R"(["ab",["cd"]])", R"(["ab","éé"])", "{}", R"({"a":1})",
+      R"(["ab","abcd"])", R"(["ab",null,"abc"])", R"(["ab",["cd"]])", R"(["ab","éé"])",
+      // Each item off at the first, a middle and the last place, by one byte either way.
+      R"(["abcd","a","abc"])", R"(["a","abcd","abc"])", R"(["a","abc","abcd"])", R"(["","a","abc"])",
+      R"(["a","","abc"])", R"(["a","abc",""])", R"(["abcdefghi","a"])", R"(["a","abcdefgh","abcdefghi"])",
+      R"(["abc","abcdefgh","a"])", R"(["ééé","a"])", R"(["a","éééé","ééééé"])", "{}", R"({"a":1})",
       R"({"a":"1"})"};
   for (const auto& [schema, op] : subschemas) {
     auto as_member = compile_schema(R"({"properties":{"x":)" + schema + "}}", "t.json");
