@@ -191,6 +191,9 @@ asio::awaitable<link_end> mqtt_link::read_loop(std::string& why) {
   for (;;) {
     if (auto end = process_buffer(why)) co_return *end;
     submit();
+    // Whether what was just taken took the tenant over its quota: then the
+    // next cycles take few messages each (process_buffer).
+    throttled_ = over_quota();
     // Backpressure: wait while a shard queue is full, too much is
     // unacknowledged or the tenant is over its quota. Nothing polls: acks
     // end the wait (acknowledge), and so does a shard once its queue has
@@ -245,13 +248,18 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
   }
   auto& validator = pipeline::thread_validator(limits_);
   held_ = false;
+  size_t taken = 0;
   for (;;) {
     if (skip_) {
       if (!skip_some()) return std::nullopt;
       continue;
     }
-    if (tracker_.in_flight() >= read_limit()) {
-      held_ = begin_ < end_;  // our bound: the rest waits in the buffer
+    // Our bound, and while the tenant is over its quota a few messages a
+    // cycle, so that what it gets in trickles in at the quota's pace rather
+    // than a buffer's worth at once after each pause (docs/tenants.md): the
+    // rest waits in the buffer.
+    if (tracker_.in_flight() >= read_limit() || (throttled_ && taken >= throttled_publishes)) {
+      held_ = begin_ < end_;
       return std::nullopt;
     }
     mqtt::frame f;
@@ -325,6 +333,7 @@ std::optional<link_end> mqtt_link::process_buffer(std::string& why) {
         size_t readable = static_cast<size_t>(buf_.data() + buf_.size() - p.payload.data());
         intake_.add(p.payload, readable, seq, received, p.topic, validator, pipeline::topic_rule::source_only,
                     properties_json_);
+        ++taken;
         break;
       }
       case mqtt::packet_type::suback: {

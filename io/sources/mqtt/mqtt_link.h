@@ -290,6 +290,10 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
     return quota_until_ns_ > 0 && quota_until_ns_ > pipeline::steady_now_ns();
   }
   int64_t quota_until_ns_ = 0;
+  // The last cycle took the tenant over its quota: the next ones take at
+  // most this many messages each.
+  bool throttled_ = false;
+  static constexpr size_t throttled_publishes = 16;
   std::deque<inflight> inflight_;       // read, not yet acknowledged, in arrival order
   // [events] limits, followed at each read (a reload may change them).
   stages::envelope_limits limits_;
