@@ -49,21 +49,21 @@ TEST_F(MqttSource, TenantsFromATopicLevelOrAFixedTenantPerConnection) {
 
 // Over its quota, a tenant's MQTT connection pauses, and it takes a few
 // messages a cycle while it is over (docs/tenants.md, "Quotas"): the broker
-// (no in-flight limit here) hands evpipe all 600 messages at once, and a link
-// taking every buffered one would pause a few times for seconds each; it
-// pauses after every 16 instead, so what it takes trickles in at the
-// quota's pace. The quota holds either way.
+// (no in-flight limit here) hands evpipe the 2,000 messages as fast as it
+// reads, and a link taking every buffered one (up to some 450 of these a
+// read) would pause a handful of times; it pauses after every 16 instead,
+// so what it takes trickles in at the quota's pace. The quota holds either way.
 TEST_F(MqttSource, OverItsQuotaAConnectionPausesAndTakesAFewMessagesAtATime) {
   mosquitto_broker broker("tenants_quota");
   uint16_t http_port = free_port();
   mqtt_options o;
   o.topics = R"(["quota/#"])";
-  o.extra = "tenant = \"alpha\"\n[tenants]\nenabled = true\n[tenants.quotas.alpha]\nevents_per_s = 100\nburst = 100\n";
+  o.extra = "tenant = \"alpha\"\n[tenants]\nenabled = true\n[tenants.quotas.alpha]\nevents_per_s = 400\nburst = 100\n";
   evpipe_process evp(mqtt_config(db, broker.url(), http_port, o), "mqtt_tenants_quota");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(http_port);
   ASSERT_TRUE(eventually([&] { return mqtt_metric(http_port, "evpipe_mqtt_sessions_subscribed") == 1; })) << evp.log();
-  const size_t n = 600;
+  const size_t n = 2000;
   std::vector<std::string> messages;
   for (size_t i = 0; i < n; ++i) messages.push_back(message("q" + std::to_string(i)));
   const auto sent_at = std::chrono::steady_clock::now();
@@ -72,11 +72,12 @@ TEST_F(MqttSource, OverItsQuotaAConnectionPausesAndTakesAFewMessagesAtATime) {
     ASSERT_EQ(producer.publish_all("quota/x", messages), n);
   }
   ASSERT_TRUE(eventually([&] { return settled(http_port, n); }, 120s)) << evp.log();
-  // 500 past the burst at 100/s: at least 5 s (a lower bound: a slow machine only takes longer).
+  // 1,900 past the burst at 400/s: 4.75 s (a lower bound of 4 s: a slow machine only takes longer).
   const auto took = std::chrono::steady_clock::now() - sent_at;
   EXPECT_GE(took, std::chrono::seconds(4)) << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE tenant_id = 'alpha'"), long(n));
-  // Some 30 pauses of 16 messages; taking all it had buffered paused it a few times.
+  // Past the first cycle (up to some 450 messages), a pause every 16: near
+  // 100; taking all it had buffered paused it a handful of times.
   EXPECT_GE(metric_family_sum(http_get(http_port, "/metrics"), "evpipe_tenant_throttled_total"), 20) << evp.log();
   evp.kill(SIGTERM);
   EXPECT_EQ(evp.wait(60s), 0) << evp.log();

@@ -192,8 +192,10 @@ asio::awaitable<link_end> mqtt_link::read_loop(std::string& why) {
     if (auto end = process_buffer(why)) co_return *end;
     submit();
     // Whether what was just taken took the tenant over its quota: then the
-    // next cycles take few messages each (process_buffer).
-    throttled_ = over_quota();
+    // next cycles take few messages each (process_buffer), and go on doing
+    // so while they leave messages buffered, even through a cycle that a
+    // late wake let stay within the quota.
+    throttled_ = over_quota() || (throttled_ && held_);
     // Backpressure: wait while a shard queue is full, too much is
     // unacknowledged or the tenant is over its quota. Nothing polls: acks
     // end the wait (acknowledge), and so does a shard once its queue has

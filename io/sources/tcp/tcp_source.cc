@@ -173,7 +173,8 @@ class tcp_connection final : public stages::event_origin,
       // pace instead of a buffer's worth at once every so often, whose one
       // large batch would hold up other tenants' events in the same shard.
       if (throttled_) room = std::min(room, throttled_read_bytes);
-      auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space.data, std::min(space.size, room)),
+      const size_t asked = std::min(space.size, room);
+      auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space.data, asked),
                                                       asio::as_tuple(asio::use_awaitable));
       if (ec) {
         // At end of stream the unterminated last line is an event too; when
@@ -209,7 +210,9 @@ class tcp_connection final : public stages::event_origin,
       if (any) last_line_ = std::chrono::steady_clock::now();  // once a read, not once a line
       submit(t);
       const int64_t over = intake_.take_throttle_ns();
-      throttled_ = over > 0;
+      // Small reads go on while they come back full (more is waiting), even
+      // through one that a late wake let stay within the quota.
+      throttled_ = over > 0 || (throttled_ && n == asked);
       if (over > 0) {
         // Its tenant is over its quota (docs/tenants.md): this connection
         // waits until the tenant is back within it; others read on. Not
