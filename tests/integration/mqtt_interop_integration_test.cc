@@ -203,6 +203,38 @@ TEST_F(MqttInterop, AedesQos2DeliveryToAQos1SubscriberIsStoredOnceWithoutALoop) 
   EXPECT_EQ(evp.wait(), 0) << evp.log();
 }
 
+// Throttled for several keep alives at QoS 0, a link keeps its connection.
+// The first 50 messages take its tenant 40 over its quota of 10/s: it pauses
+// for about 4 s without reading. It has no PUBACK to write at QoS 0, and the
+// PINGRESP to its last PINGREQ waits unread, so it pings again without
+// waiting for one. aedes drops a client it has heard nothing from for 1.5
+// keep alives, and keeps no QoS 0 message for a session that is away: the
+// link before this was dropped 1.5 s into the pause, and the 40 messages
+// published 2.5 s into it were lost. (Mosquitto 2.0 waited some 19 s before
+// it dropped that link, at a keep alive of 1 s.)
+TEST_F(MqttInterop, AedesKeepsAQos0LinkThrottledForSeveralKeepAlives) {
+  if (aedes_missing()) GTEST_SKIP() << "aedes is not installed: npm could not install it (see scripts/test.sh's log)";
+  aedes_broker broker("throttled");
+  uint16_t http_port = free_port();
+  std::string cfg = interop_config(db, broker.url(), http_port, "evpipe-aedes-throttled");
+  cfg.replace(cfg.find("keepalive_s = 5"), 15, "keepalive_s = 1");
+  cfg += "qos = 0\ntenant = \"alpha\"\n[tenants]\nenabled = true\n[tenants.quotas.alpha]\nevents_per_s = 10\nburst = 10\n";
+  evpipe_process evp(cfg, "aedes_throttled");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  start_connected(evp, http_port);
+  mqtt_test_client producer(broker.port(), "producer-aedes-throttled");
+  ASSERT_EQ(producer.publish_all("tracker/events/t", events("aedes-throttled", 0, 50)), 50u);
+  ASSERT_TRUE(eventually([&] { return received(http_port) >= 50; })) << evp.log();
+  std::this_thread::sleep_for(2500ms);
+  ASSERT_EQ(producer.publish_all("tracker/events/t", events("aedes-throttled", 50, 90)), 40u);
+  EXPECT_TRUE(eventually([&] { return received(http_port) >= 90 && unacked(http_port) == 0; }, 30s))
+      << "received " << received(http_port) << "\n" << evp.log();
+  EXPECT_EQ(evp.log().find("connection lost"), std::string::npos) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE tenant_id = 'alpha'"), 90);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(), 0) << evp.log();
+}
+
 // aedes keeps sessions in memory: after its restart evpipe finds no session
 // (session present = 0), subscribes again, and stores what comes after.
 TEST_F(MqttInterop, AedesRestartLosesTheSessionAndEvpipeSubscribesAgain) {

@@ -26,6 +26,7 @@ struct mqtt_options {
   std::string dsn;           // default: the test schema
   bool dlq_publish = false;
   uint32_t max_inflight = 16384;
+  uint32_t keepalive_s = 5;
   std::string topics = R"(["tracker/events/#", "autocore/+/telemetry"])";
 };
 
@@ -37,7 +38,7 @@ inline std::string mqtt_config(const test_db& db, const std::string& url, uint16
          "[log]\nlevel = \"info\"\n"
          "[[sources.mqtt]]\nurl = \"" + url + "\"\nclient_id = \"" + o.client_id + "\"\n"
          "topics = " + o.topics + "\n"
-         "keepalive_s = 5\nbase_ms = 50\nmax_ms = 500\n"
+         "keepalive_s = " + std::to_string(o.keepalive_s) + "\nbase_ms = 50\nmax_ms = 500\n"
          "max_inflight = " + std::to_string(o.max_inflight) + "\n" +
          (o.shared_group.empty() ? "" : "shared_group = \"" + o.shared_group + "\"\n") +
          (o.dlq_publish ? "dlq_publish = true\n" : "") + o.extra;

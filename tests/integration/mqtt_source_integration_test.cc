@@ -100,6 +100,48 @@ TEST_F(MqttSource, StopsReadingAtMaxInflight) {
   EXPECT_EQ(mirrored(), 100);
 }
 
+// A link that does not read still tells the broker it is alive. Here it is
+// at max_inflight with its table locked: nothing commits, so it has no
+// PUBACK to send, and the PINGRESP to its PINGREQ waits unread behind the 90
+// messages in its socket. A broker drops a client it has heard nothing from
+// for 1.5 keep alives, so the link sends a PINGREQ every half keep alive even
+// with the last one unanswered; the link before this sent one and then
+// nothing for as long as the pause lasted.
+TEST_F(MqttSource, APausedLinkKeepsPingingTheBroker) {
+  fake_broker broker;
+  uint16_t http_port = free_port();
+  mqtt_options o;
+  o.max_inflight = 10;
+  o.keepalive_s = 1;
+  evpipe_process evp(mqtt_config(db, "mqtt://127.0.0.1:" + std::to_string(broker.port()), http_port, o), "mqtt_paused_ping");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  broker.accept_client();
+  db.exec("BEGIN");
+  db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
+  std::vector<uint16_t> ids;
+  for (uint16_t i = 1; i <= 100; ++i) {
+    ids.push_back(i);
+    broker.publish("tracker/events/paused", valid_event("paused-ping-" + std::to_string(i)), i);
+  }
+  ASSERT_TRUE(eventually([&] {
+    return received(http_port) >= 10 && mqtt_metric(http_port, "evpipe_backpressure_waits_total{source=\"mqtt\"}") >= 1;
+  })) << "received " << received(http_port) << "\n" << evp.log();
+  // 5 s of the pause, every PINGREQ answered at once: one every 0.5 to 0.75 s.
+  const size_t before = broker.pingreqs();
+  EXPECT_TRUE(broker.read_pubacks(1, 5s).empty()) << "PUBACK sent before the commit";
+  EXPECT_GE(broker.pingreqs() - before, 4u) << evp.log();
+  EXPECT_EQ(received(http_port), 10);
+  db.exec("COMMIT");
+  EXPECT_EQ(broker.read_pubacks(ids.size(), 60s), ids) << evp.log();
+  // Its own verdict on the broker waited while it was not reading. Checked
+  // at once: from here on nothing answers its PINGREQs, and a second after
+  // the next one it gives this broker up, as it should.
+  EXPECT_EQ(evp.log().find("no PINGRESP"), std::string::npos) << evp.log();
+  EXPECT_EQ(mqtt_metric(http_port, "evpipe_mqtt_reconnects_total"), 0) << evp.log();
+  EXPECT_EQ(mirrored(), 100);
+}
+
 // A link paused because a shard queue is full reads on once the shards have
 // taken their queues: the shard rings the link's room bell (router::
 // wait_for_room). Here nothing else can wake it: its one message in flight

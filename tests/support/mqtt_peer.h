@@ -241,6 +241,8 @@ class fake_broker {
   // Closes the client's connection (the broker going away).
   void drop_client() { client_.reset(); }
   [[nodiscard]] const std::vector<std::pair<std::string, uint8_t>>& filters() const { return filters_; }
+  // PINGREQs read_pubacks has answered.
+  [[nodiscard]] size_t pingreqs() const { return pingreqs_; }
   // The client said DISCONNECT (a clean goodbye) before closing.
   [[nodiscard]] bool saw_disconnect() const { return saw_disconnect_; }
 
@@ -270,6 +272,7 @@ class fake_broker {
         if (mqtt::parse_packet_id(f, id) != mqtt::decode_status::ok) throw std::runtime_error("bad PUBACK");
         ids.push_back(id);
       } else if (f.type == mqtt::packet_type::pingreq) {
+        ++pingreqs_;
         std::string out;
         mqtt::encode_pingresp(out);
         client_->send(out);
@@ -284,6 +287,7 @@ class fake_broker {
   std::optional<mqtt_socket> client_;
   std::vector<std::pair<std::string, uint8_t>> filters_;
   bool saw_disconnect_ = false;
+  size_t pingreqs_ = 0;
 };
 
 // Debian's Mosquitto on 127.0.0.1:port, data in a scratch directory.

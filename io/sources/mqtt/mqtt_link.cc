@@ -514,7 +514,8 @@ void mqtt_link::flush() {
 }
 
 asio::awaitable<void> mqtt_link::keepalive_loop(std::shared_ptr<mqtt_link> self) {
-  const auto keepalive = std::chrono::seconds(keepalive_s_);
+  // In milliseconds: half of a keep alive of 1 s is not 0 s.
+  const auto keepalive = std::chrono::milliseconds(1000 * int64_t(keepalive_s_));
   const auto tick = std::max<clock_type::duration>(keepalive / 4, 250ms);
   while (!closed_) {
     keepalive_timer_.expires_after(tick);
@@ -526,10 +527,15 @@ asio::awaitable<void> mqtt_link::keepalive_loop(std::shared_ptr<mqtt_link> self)
       shut();
       break;
     }
-    if (!ping_outstanding_ && now - last_write_ >= keepalive / 2) {
+    // Quiet for half a keep alive: a PINGREQ, even with one unanswered. A
+    // broker drops a client it has heard nothing from for 1.5 keep alives,
+    // and a link that is not reading (paused, messages held) cannot read
+    // the PINGRESP, which waits behind what it holds; with QoS 0, or no
+    // commit to acknowledge, it would write nothing else (docs/mqtt.md).
+    if (!writing_ && now - last_write_ >= keepalive / 2) {
       mqtt::encode_pingreq(pending_);
+      if (!ping_outstanding_) ping_sent_ = now;  // the verdict counts from the first unanswered one
       ping_outstanding_ = true;
-      ping_sent_ = now;
       flush();
     }
   }
