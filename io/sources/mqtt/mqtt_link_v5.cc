@@ -72,7 +72,17 @@ bool mqtt_link::accept_connack_v5(const mqtt::frame& f, std::string& why) {
   }
   session_present_ = ack.session_present;
   const auto& cfg = sh_.cfg;
-  if (ack.props.server_keep_alive) {
+  if (ack.props.server_keep_alive && *ack.props.server_keep_alive == 0) {
+    // 0 turns the keep alive off (MQTT 5, 3.1.2.10): nothing obliges the
+    // client to ping. evpipe still pings at its own keepalive_s (a PINGREQ
+    // is allowed at any time), to notice a broker that went away; taken as
+    // a keep alive of 0 s, it pinged every tick and gave up the broker the
+    // first time a PINGRESP took longer than a tick.
+    keepalive_s_ = cfg.keepalive_s;
+    spdlog::info("mqtt {} ({}): the broker turns the keep alive off (Server Keep Alive 0); evpipe still pings every "
+                 "{} ms to notice a broker that went away",
+                 cfg.url, client_id_, 500 * cfg.keepalive_s);
+  } else if (ack.props.server_keep_alive) {
     // MQTT-3.2.2-21: the client uses the broker's value.
     keepalive_s_ = *ack.props.server_keep_alive;
     if (keepalive_s_ != cfg.keepalive_s) {
