@@ -66,6 +66,23 @@ TEST_F(MqttSource, PubacksWaitForTheCommitAndKeepArrivalOrder) {
   EXPECT_EQ(mqtt_metric(http_port, "evpipe_mqtt_pubacks_total"), 40);
 }
 
+// With events_mirror locked (in `db`'s open transaction), the broker
+// publishes 100 messages, packet ids 1 to 100 (returned), to a link of
+// max_inflight 10; returns once the link has read 10 and paused. COMMIT lets
+// it go on.
+void pause_at_max_inflight(test_db& db, fake_broker& broker, evpipe_process& evp, uint16_t http_port,
+                           const std::string& key_prefix, std::vector<uint16_t>& ids) {
+  db.exec("BEGIN");
+  db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
+  for (uint16_t i = 1; i <= 100; ++i) {
+    ids.push_back(i);
+    broker.publish("tracker/events/inflight", valid_event(key_prefix + std::to_string(i)), i);
+  }
+  ASSERT_TRUE(eventually([&] {
+    return received(http_port) >= 10 && mqtt_metric(http_port, "evpipe_backpressure_waits_total{source=\"mqtt\"}") >= 1;
+  })) << "received " << received(http_port) << "\n" << evp.log();
+}
+
 // evpipe bounds its own unacknowledged messages (max_inflight) instead of
 // trusting the broker's limit: past it, it stops reading the socket.
 TEST_F(MqttSource, StopsReadingAtMaxInflight) {
@@ -77,21 +94,12 @@ TEST_F(MqttSource, StopsReadingAtMaxInflight) {
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(http_port);
   broker.accept_client();
-  db.exec("BEGIN");
-  db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
-  std::vector<uint16_t> ids;
-  for (uint16_t i = 1; i <= 100; ++i) {
-    ids.push_back(i);
-    broker.publish("tracker/events/inflight", valid_event("inflight-" + std::to_string(i)), i);
-  }
   // First the pause itself (10 read, reading stopped and counted), then that
   // it holds: the other 90 wait in the socket, readable at once, so a reader
   // that went on would show within the 1.5 s.
-  auto paused = [&] {
-    return received(http_port) >= 10 &&
-           mqtt_metric(http_port, "evpipe_backpressure_waits_total{source=\"mqtt\"}") >= 1;
-  };
-  ASSERT_TRUE(eventually(paused)) << "received " << received(http_port) << "\n" << evp.log();
+  std::vector<uint16_t> ids;
+  pause_at_max_inflight(db, broker, evp, http_port, "inflight-", ids);
+  if (HasFatalFailure()) return;
   std::this_thread::sleep_for(1500ms);
   EXPECT_EQ(received(http_port), 10);
   EXPECT_EQ(unacked(http_port), 10);
@@ -117,17 +125,11 @@ TEST_F(MqttSource, APausedLinkKeepsPingingTheBroker) {
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(http_port);
   broker.accept_client();
-  db.exec("BEGIN");
-  db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
   std::vector<uint16_t> ids;
-  for (uint16_t i = 1; i <= 100; ++i) {
-    ids.push_back(i);
-    broker.publish("tracker/events/paused", valid_event("paused-ping-" + std::to_string(i)), i);
-  }
-  ASSERT_TRUE(eventually([&] {
-    return received(http_port) >= 10 && mqtt_metric(http_port, "evpipe_backpressure_waits_total{source=\"mqtt\"}") >= 1;
-  })) << "received " << received(http_port) << "\n" << evp.log();
-  // 5 s of the pause, every PINGREQ answered at once: one every 0.5 to 0.75 s.
+  pause_at_max_inflight(db, broker, evp, http_port, "paused-ping-", ids);
+  if (HasFatalFailure()) return;
+  // 5 s of the pause, with every PINGREQ read then answered at once: one
+  // every 0.5 to 0.75 s.
   const size_t before = broker.pingreqs();
   EXPECT_TRUE(broker.read_pubacks(1, 5s).empty()) << "PUBACK sent before the commit";
   EXPECT_GE(broker.pingreqs() - before, 4u) << evp.log();

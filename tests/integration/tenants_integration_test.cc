@@ -273,6 +273,34 @@ TEST_F(Tenants, OverItsQuotaATenantsConnectionPausesAndItsRequestsGet429WhileOth
   EXPECT_EQ(evp.wait(60s), 0) << evp.log();
 }
 
+// While a TCP connection waits for its tenant's quota it reads nothing, so
+// lines may wait in its socket: it is not idle, and idle_timeout_s counts
+// only time in which it reads. Here its first read overdraws the quota by 40
+// events at 10/s, a 4 s wait, and the client sends 10 more 2 s into it. The
+// connection before this was closed as idle 1 s into the wait (nothing was
+// unacked), and those 10 were never read.
+TEST_F(Tenants, AConnectionWaitingForItsQuotaIsNotClosedAsIdle) {
+  uint16_t a = free_port(), metrics = free_port();
+  std::string cfg = config(metrics, "[tenants.quotas.alpha]\nevents_per_s = 10\nburst = 10\n") +
+                    tcp(a, "tenant = \"alpha\"\nidle_timeout_s = 1\n");
+  evpipe_process evp(cfg, "tenants_quota_idle");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(metrics);
+  std::string first, second;
+  for (int i = 0; i < 50; ++i) first += event("qi" + std::to_string(i)) + "\n";
+  for (int i = 50; i < 60; ++i) second += event("qi" + std::to_string(i)) + "\n";
+  ndjson_client c(a);
+  c.send_all(first);
+  ASSERT_EQ(c.read_acks_until(50, 30s), 50u) << evp.log();
+  std::this_thread::sleep_for(2s);
+  c.send_all(second);
+  EXPECT_EQ(c.read_acks_until(60, 30s), 60u) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE tenant_id = 'alpha'"), 60);
+  EXPECT_EQ(metric_family_sum(http_get(metrics, "/metrics"), "evpipe_connections_timed_out_total"), 0);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(60s), 0) << evp.log();
+}
+
 // The read side: a stream client with a tenant's token sees only that
 // tenant's events, live and caught up, whatever it asks for; replay and
 // dlq list take --tenant.

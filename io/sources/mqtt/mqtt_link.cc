@@ -532,7 +532,9 @@ asio::awaitable<void> mqtt_link::keepalive_loop(std::shared_ptr<mqtt_link> self)
     // and a link that is not reading (paused, messages held) cannot read
     // the PINGRESP, which waits behind what it holds; with QoS 0, or no
     // commit to acknowledge, it would write nothing else (docs/mqtt.md).
-    if (!writing_ && now - last_write_ >= keepalive / 2) {
+    // Behind a write that does not complete (a broker that stopped reading)
+    // one PINGREQ waits, and starts the verdict's clock.
+    if (now - last_write_ >= keepalive / 2 && !(writing_ && ping_outstanding_)) {
       mqtt::encode_pingreq(pending_);
       if (!ping_outstanding_) ping_sent_ = now;  // the verdict counts from the first unanswered one
       ping_outstanding_ = true;

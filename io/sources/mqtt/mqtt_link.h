@@ -300,7 +300,7 @@ class mqtt_link final : public stages::event_origin, public std::enable_shared_f
   pipeline::limits_follower limits_follower_;
   size_t max_packet_;                   // from limits_.max_event_bytes
   const bool v5_;                       // protocol = "5"
-  uint32_t keepalive_s_;                // ours, or the broker's Server Keep Alive (MQTT 5)
+  uint32_t keepalive_s_;                // ours, or the broker's Server Keep Alive (MQTT 5) when shorter and not 0
   uint16_t receive_maximum_ = 65535;    // MQTT 5: what we told the broker
   size_t qos_unacked_ = 0;              // QoS 1 and 2 messages read and not yet acknowledged
   mqtt::v5::properties props_;          // of the packet being handled (views into buf_)

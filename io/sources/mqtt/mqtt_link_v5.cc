@@ -20,6 +20,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "io/sources/mqtt/mqtt_link.h"
 #include "stages/json_text.h"
 #include "stages/tenant/binding.h"
@@ -72,22 +74,21 @@ bool mqtt_link::accept_connack_v5(const mqtt::frame& f, std::string& why) {
   }
   session_present_ = ack.session_present;
   const auto& cfg = sh_.cfg;
-  if (ack.props.server_keep_alive && *ack.props.server_keep_alive == 0) {
-    // 0 turns the keep alive off (MQTT 5, 3.1.2.10): nothing obliges the
-    // client to ping. evpipe still pings at its own keepalive_s (a PINGREQ
-    // is allowed at any time), to notice a broker that went away; taken as
-    // a keep alive of 0 s, it pinged every tick and gave up the broker the
-    // first time a PINGRESP took longer than a tick.
-    keepalive_s_ = cfg.keepalive_s;
-    spdlog::info("mqtt {} ({}): the broker turns the keep alive off (Server Keep Alive 0); evpipe still pings every "
-                 "{} ms to notice a broker that went away",
-                 cfg.url, client_id_, 500 * cfg.keepalive_s);
-  } else if (ack.props.server_keep_alive) {
-    // MQTT-3.2.2-21: the client uses the broker's value.
-    keepalive_s_ = *ack.props.server_keep_alive;
-    if (keepalive_s_ != cfg.keepalive_s) {
-      spdlog::info("mqtt {} ({}): the broker sets the keep alive to {} s (asked {} s)", cfg.url, client_id_,
-                   keepalive_s_, cfg.keepalive_s);
+  if (ack.props.server_keep_alive) {
+    // MQTT-3.2.2-21: the client uses the broker's value, and 0 turns the
+    // keep alive off (3.1.2.10). A PINGREQ is allowed at any time, so evpipe
+    // pings at the shorter of the broker's and its own keepalive_s, to notice
+    // a broker that went away. Taken as a keep alive of 0 s, it pinged every
+    // tick and gave the broker up the first time a PINGRESP took longer.
+    const uint32_t server = *ack.props.server_keep_alive;
+    keepalive_s_ = server == 0 ? cfg.keepalive_s : std::min<uint32_t>(server, cfg.keepalive_s);
+    if (server == 0) {
+      spdlog::info("mqtt {} ({}): the broker turns the keep alive off (Server Keep Alive 0); evpipe keeps its own "
+                   "keep alive of {} s to notice a broker that went away",
+                   cfg.url, client_id_, cfg.keepalive_s);
+    } else if (server != cfg.keepalive_s) {
+      spdlog::info("mqtt {} ({}): the broker sets the keep alive to {} s (asked {} s); evpipe uses {} s", cfg.url,
+                   client_id_, server, cfg.keepalive_s, keepalive_s_);
     }
   }
   if (ack.props.maximum_qos && *ack.props.maximum_qos < cfg.qos) {

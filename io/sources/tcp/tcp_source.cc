@@ -162,6 +162,7 @@ class tcp_connection final : public stages::event_origin,
         timer_.expires_after(std::chrono::seconds(1));
         co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
       }
+      if (pause_.paused()) last_line_ = std::chrono::steady_clock::now();  // idle counts while it reads (idle_watch)
       pause_.end(probe_);
       if (stopping_ || closed_) break;
       auto space = framer_.writable();
@@ -220,10 +221,13 @@ class tcp_connection final : public stages::event_origin,
         // end a backpressure wait), so it runs to its deadline.
         probe_.note_tenant_throttled(intake_.throttled_tenant());
         const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(over);
+        quota_wait_ = true;
         while (!stopping_ && std::chrono::steady_clock::now() < until) {
           timer_.expires_at(until);
           co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
         }
+        quota_wait_ = false;
+        last_line_ = std::chrono::steady_clock::now();  // idle counts while it reads (idle_watch)
       }
     }
     reading_done_ = true;
@@ -247,14 +251,17 @@ class tcp_connection final : public stages::event_origin,
 
   // Closes the connection once no complete line has arrived for the idle
   // timeout and nothing is unacked: an idle client, a vanished one (with TCP
-  // keepalive), or one trickling bytes that never make a line.
+  // keepalive), or one trickling bytes that never make a line. Only time in
+  // which the connection reads counts: while it waits for room or for its
+  // tenant's quota, lines may wait unread in its socket.
   asio::awaitable<void> idle_watch(std::shared_ptr<tcp_connection> self) {
     const auto timeout = std::chrono::seconds(cfg_.idle_timeout_s);
     while (!closed_) {
       idle_timer_.expires_at(last_line_ + timeout);
       co_await idle_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
       if (closed_) break;
-      if (std::chrono::steady_clock::now() - last_line_ >= timeout && tracker_.in_flight() == 0 && !writing_) {
+      if (std::chrono::steady_clock::now() - last_line_ >= timeout && tracker_.in_flight() == 0 && !writing_ &&
+          !pause_.paused() && !quota_wait_) {
         spdlog::debug("tcp {}: closing a connection idle for {} s", cfg_.listen.str(), cfg_.idle_timeout_s);
         pipeline::bump(probe_.connections_timed_out);
         stopping_ = true;  // a partial line is dropped unacked: the client resends it
@@ -330,6 +337,7 @@ class tcp_connection final : public stages::event_origin,
   asio::steady_timer timer_;       // backpressure waits
   asio::steady_timer idle_timer_;  // idle_watch
   std::chrono::steady_clock::time_point last_line_{};
+  bool quota_wait_ = false;  // the read loop waits for its tenant's quota
   const config::tcp_source cfg_;
   pipeline::router& router_;
   pipeline::source_probe& probe_;
