@@ -24,6 +24,7 @@ EVPIPE_PACKAGES=(
   prometheus libsystemd-dev systemd lintian
   tmux        # tests only: `evpipe top` on a real terminal (top_integration_test)
   curl        # tests and perf only: reads evpipe's SSE stream on loopback (StreamSse, perf/catchup_vs_copy.sh)
+  iproute2    # tests only: tc holds back one test's PostgreSQL connections on lo (a server that vanished)
 )
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

@@ -44,9 +44,17 @@ pg_status pg_connection::connect(const std::string& dsn, const std::string& appl
   // fallback_application_name, which also yields to PGAPPNAME; the connect
   // timeout default is left out when PGCONNECT_TIMEOUT is set. An empty DSN
   // is an empty value, which libpq skips: its defaults and PG* environment.
-  const char* keys[4] = {"fallback_application_name", nullptr, nullptr, nullptr};
-  const char* values[4] = {application_name.c_str(), nullptr, nullptr, nullptr};
-  int n = 1;
+  //
+  // A server that vanishes without a word (a failed-over host, a network
+  // partition) is noticed within 30 s of data going unacknowledged, and
+  // within 40 s of silence while a shard waits for a reply (the kernel's
+  // keepalive probes, from 10 s on, ended by the same user timeout), instead
+  // of the kernel's some 15 minutes and 2 hours: then the shard connects
+  // again and retries (docs/postgres.md).
+  const char* keys[9] = {"fallback_application_name", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                         "tcp_user_timeout"};
+  const char* values[9] = {application_name.c_str(), "10", "5", "3", "30000"};
+  int n = 5;
   if (!std::getenv("PGCONNECT_TIMEOUT")) {
     keys[n] = "connect_timeout";
     values[n++] = "5";
