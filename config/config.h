@@ -30,7 +30,7 @@ struct tcp_source {
   std::string topic = "evpipe/tcp";   // topic of events without a `topic` field
   uint32_t max_unacked = 65536;       // per connection: stop reading past this many unacked lines
   uint32_t max_connections = 1024;    // further connections are closed at once
-  uint32_t idle_timeout_s = 300;      // close after this long without a complete line (0: never)
+  uint32_t idle_timeout_s = 300;      // close after this long reading without a complete line (0: never)
   std::string route_by = "key";       // "key": each event to its key's shard; "connection": all of a
                                       // connection's events to one shard (docs/operations.md)
   source_tenancy tenancy;             // tenant, allowed_tenants (docs/tenants.md)

@@ -46,15 +46,13 @@ pg_status pg_connection::connect(const std::string& dsn, const std::string& appl
   // is an empty value, which libpq skips: its defaults and PG* environment.
   //
   // A server that vanishes without a word (a failed-over host, a network
-  // partition) is noticed within 30 s of data going unacknowledged, and
-  // within 40 s of silence while a shard waits for a reply (the kernel's
-  // keepalive probes, from 10 s on, ended by the same user timeout), instead
-  // of the kernel's some 15 minutes and 2 hours: then the shard connects
-  // again and retries (docs/postgres.md).
-  const char* keys[9] = {"fallback_application_name", "keepalives_idle", "keepalives_interval", "keepalives_count",
-                         "tcp_user_timeout"};
-  const char* values[9] = {application_name.c_str(), "10", "5", "3", "30000"};
-  int n = 5;
+  // partition) while a shard waits for its reply is noticed in about 25 s
+  // (keepalive probes from 10 s of silence on, 3 of them 5 s apart) instead
+  // of the kernel's 2 hours; then the shard connects again and retries
+  // (docs/postgres.md, which says why tcp_user_timeout is left to the DSN).
+  const char* keys[8] = {"fallback_application_name", "keepalives_idle", "keepalives_interval", "keepalives_count"};
+  const char* values[8] = {application_name.c_str(), "10", "5", "3"};
+  int n = 4;
   if (!std::getenv("PGCONNECT_TIMEOUT")) {
     keys[n] = "connect_timeout";
     values[n++] = "5";
