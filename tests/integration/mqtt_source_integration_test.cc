@@ -153,11 +153,11 @@ TEST_F(MqttSource, ALinkPausedForRoomReadsOnOnceTheShardsTakeTheirQueues) {
   fake_broker broker;
   uint16_t http_port = free_port(), tcp_port = free_port();
   mqtt_options o;
+  o.keepalive_s = 60;  // the fake broker answers no ping here
   o.extra = "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(tcp_port) + "\"\ntopic = \"tracker/events/it\"\n";
   std::string cfg = mqtt_config(db, "mqtt://127.0.0.1:" + std::to_string(broker.port()), http_port, o);
   const std::string pipeline = "[pipeline]\nshards = 2\n";
   cfg.replace(cfg.find(pipeline), pipeline.size(), pipeline + held_queues_tuning);
-  cfg.replace(cfg.find("keepalive_s = 5"), 15, "keepalive_s = 60");  // the fake broker answers no ping here
   evpipe_process evp(cfg, "mqtt_ring");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(http_port);
@@ -192,9 +192,10 @@ TEST_F(MqttSource, ALinkPausedForRoomReadsOnOnceTheShardsTakeTheirQueues) {
 TEST_F(MqttSource, SilentBrokerIsDetectedByKeepAliveAndReconnected) {
   fake_broker broker;
   uint16_t http_port = free_port();
-  std::string cfg = mqtt_config(db, "mqtt://127.0.0.1:" + std::to_string(broker.port()), http_port);
-  cfg.replace(cfg.find("keepalive_s = 5"), 15, "keepalive_s = 1");
-  evpipe_process evp(cfg, "mqtt_keepalive");
+  mqtt_options o;
+  o.keepalive_s = 1;
+  evpipe_process evp(mqtt_config(db, "mqtt://127.0.0.1:" + std::to_string(broker.port()), http_port, o),
+                     "mqtt_keepalive");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   evp.start(http_port);
   auto first = broker.accept_client();
