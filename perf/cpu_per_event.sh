@@ -64,16 +64,6 @@ load() {  # load [FILE]: every event of the file, closed loop, waits for every a
 stat_field() { awk -v f="$2" '{print $f}' "/proc/$1/stat"; }
 # Context switches (voluntary + involuntary) of every thread of PID.
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'; }
-# "tid name minflt utime stime" of every thread of PID (the name is what
-# comes between the parentheses of /proc/PID/task/TID/stat).
-threads() {
-  local t
-  for t in /proc/"$1"/task/*/stat; do
-    sed -E 's/^([0-9]+) \((.*)\) [A-Za-z] (.*)$/\1 \2 \3/' "$t" 2>/dev/null |
-      awk '{print $1, $2, $9, $13, $14}'
-  done
-}
-
 # One timed run of EVPIPE: prints "user_ns_per_event sys_ns_per_event
 # events_per_s minor_faults_per_1000_events switches_per_1000_events".
 timed_run() {
@@ -81,21 +71,15 @@ timed_run() {
   fresh_table
   evpipe_start "$evbin"
   [ "$warm" = 0 ] || load "$scratch/warm.ndjson"
-  threads "$evpipe_pid" >"$scratch/threads.0"
+  thread_mark "$evpipe_pid" >"$scratch/threads.0"
   u0=$(stat_field "$evpipe_pid" 14) s0=$(stat_field "$evpipe_pid" 15) f0=$(stat_field "$evpipe_pid" 10)
   c0=$(switches "$evpipe_pid") t0=$(now)
   load
   u1=$(stat_field "$evpipe_pid" 14) s1=$(stat_field "$evpipe_pid" 15) f1=$(stat_field "$evpipe_pid" 10)
   c1=$(switches "$evpipe_pid") t1=$(now)
-  threads "$evpipe_pid" >"$scratch/threads.1"
+  thread_note "$scratch/threads.0" "$evpipe_pid" "$events" "$2" >>"$out/threads.txt"
   evpipe_stop
   [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" = "$((events + warm))" ] || die "a run stored a wrong row count"
-  # Per thread name: CPU ns and minor faults per event over the load.
-  awk -v hz="$hz" -v n="$events" -v tag="$2" 'NR == FNR {f[$1] = $3; u[$1] = $4; s[$1] = $5; next}
-    ($1 in f) {name = $2; sub(/-[0-9]+$/, "-N", name); dc[name] += ($4 - u[$1] + $5 - s[$1]) / hz * 1e9 / n;
-               df[name] += ($3 - f[$1]) * 1000 / n}
-    END {for (k in dc) if (dc[k] > 0 || df[k] > 0) printf "%s %s %.0f %.1f\n", tag, k, dc[k], df[k]}' \
-    "$scratch/threads.0" "$scratch/threads.1" >>"$out/threads.txt"
   awk -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v hz="$hz" -v n="$events" -v t0="$t0" -v t1="$t1" \
     -v f="$((f1 - f0))" -v c="$((c1 - c0))" \
     'BEGIN {printf "%.0f %.0f %.0f %.1f %.1f\n", u / hz * 1e9 / n, s / hz * 1e9 / n, n / (t1 - t0), f * 1000 / n, c * 1000 / n}'
@@ -201,12 +185,4 @@ if [ -n "$other" ]; then
 fi
 echo
 echo "By thread (medians over the runs; shard-N and io-N are the sum of all shards or io threads):"
-echo "| build | thread | CPU ns/event | minor faults / 1k events |"
-echo "|---|---|---|---|"
-for which in this other; do
-  for t in $(awk -v w="$which" '$1 == w {print $2}' "$out/threads.txt" | sort -u); do
-    c=$(awk -v w="$which" -v t="$t" '$1 == w && $2 == t {print $3}' "$out/threads.txt" | median)
-    f=$(awk -v w="$which" -v t="$t" '$1 == w && $2 == t {print $4}' "$out/threads.txt" | median)
-    printf '| %s | %s | %.0f | %.1f |\n' "$which" "$t" "$c" "$f"
-  done
-done
+thread_table "$out/threads.txt" this other

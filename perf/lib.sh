@@ -213,6 +213,40 @@ cpu_ticks_since() {
   echo "$1 $now" | awk '{print $8 - $3, $9 - $4}'
 }
 
+# thread_mark PID: "tid name minflt utime stime" of every thread of PID (the
+# name is what comes between the parentheses of /proc/PID/task/TID/stat).
+thread_mark() {
+  local t
+  for t in /proc/"$1"/task/*/stat; do
+    sed -E 's/^([0-9]+) \((.*)\) [A-Za-z] (.*)$/\1 \2 \3/' "$t" 2>/dev/null |
+      awk '{print $1, $2, $9, $13, $14}'
+  done
+}
+# thread_note MARK_FILE PID N TAG: one line "TAG thread CPU_ns_per_event
+# minor_faults_per_1000_events" per thread name, over the N events since
+# thread_mark's MARK_FILE (shard-N sums the shards, io-N the io threads).
+thread_note() {
+  thread_mark "$2" | awk -v hz="$(getconf CLK_TCK)" -v n="$3" -v tag="$4" \
+    'NR == FNR {f[$1] = $3; u[$1] = $4; s[$1] = $5; next}
+    ($1 in f) {name = $2; sub(/-[0-9]+$/, "-N", name); dc[name] += ($4 - u[$1] + $5 - s[$1]) / hz * 1e9 / n;
+               df[name] += ($3 - f[$1]) * 1000 / n}
+    END {for (k in dc) if (dc[k] > 0 || df[k] > 0) printf "%s %s %.0f %.1f\n", tag, k, dc[k], df[k]}' "$1" -
+}
+# thread_table FILE [TAGS...]: the medians of thread_note's lines in FILE, by
+# tag and thread, as a Markdown table.
+thread_table() {
+  local file="$1" which t c f; shift
+  echo "| build | thread | CPU ns/event | minor faults / 1k events |"
+  echo "|---|---|---|---|"
+  for which in "$@"; do
+    for t in $(awk -v w="$which" '$1 == w {print $2}' "$file" | sort -u); do
+      c=$(awk -v w="$which" -v t="$t" '$1 == w && $2 == t {print $3}' "$file" | median)
+      f=$(awk -v w="$which" -v t="$t" '$1 == w && $2 == t {print $4}' "$file" | median)
+      printf '| %s | %s | %.0f | %.1f |\n' "$which" "$t" "$c" "$f"
+    done
+  done
+}
+
 # mqtt_drain NDJSON ROWS: fresh table; evpipe subscribes once and stops; every
 # line of NDJSON is published at QoS 1 to Mosquitto (evpipe-load waits for the
 # broker's PUBACKs); evpipe starts and the time until ROWS rows are committed

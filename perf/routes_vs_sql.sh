@@ -182,12 +182,15 @@ route_append() {
   with_config append; fresh_for "$1" "$( [ -z "${2:-}" ] && echo keys)"
   evpipe_start "$1"
   local mark; mark="$(cpu_mark)"
+  thread_mark "$evpipe_pid" >"$scratch/threads.0"
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/telemetry.ndjson" \
     --connections "$connections" --quiet --json "$scratch/load.json" >/dev/null 2>"$scratch/client.err"
   # Its CPU while it sent (its own count: reading the file before is not in the timed window).
   local load_cpu; load_cpu="$(json_field "$scratch/load.json" "['cpu_seconds']")"
   echo "$load_cpu 0" >"$scratch/client.time"
   [ "$1" != "$bin/app/evpipe" ] || cpu_note "append${2:+, $2}" "evpipe route" "$mark" evpipe-load
+  thread_note "$scratch/threads.0" "$evpipe_pid" "$events" \
+    "$([ "$1" = "$bin/app/evpipe" ] && echo this || echo other):append${2:+,$2}" >>"$scratch/threads.txt"
   evpipe_stop
   [ "$(psqlq -c 'SELECT count(*) FROM telemetry')" = "$events" ] || die "evpipe stored a wrong telemetry count"
   printf '%.0f' "$(json_field "$scratch/load.json" "['throughput']")"
@@ -303,6 +306,11 @@ while IFS=$'\t' read -r c w; do
     awk -F'\t' -v c="$c" -v w="$w" '$1 == c && $2 == w {print $5}' "$scratch/cpu" | median) | $(
     awk -F'\t' -v c="$c" -v w="$w" '$1 == c && $2 == w {print $3 + $4 + $5}' "$scratch/cpu" | median) |"
 done < <(cut -f1,2 "$scratch/cpu" | sort -u)
+report+="
+
+evpipe's CPU and minor page faults by thread in the append runs (medians; this: this build, other: --binary):
+
+$(thread_table "$scratch/threads.txt" this:append this:append,unique other:append other:append,unique)"
 echo
 echo "$report"
 [ -n "$out" ] && echo "$report" >"$out"
