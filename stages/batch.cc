@@ -92,7 +92,12 @@ void write_batch::reserve(size_t rows, size_t copy_bytes) {
   copy_.reserve(copy_bytes);
   rows_.reserve(rows);
   pending_.reserve(rows);
-  meta_.reserve(rows * 64);  // a row's key, topic and kind (and headers, tenant, a routed payload: these grow it)
+  routed_.reserve(rows);
+  // A row's key, topic and kind; a routed row's whole message too (its
+  // events_mirror row, if any, holds it in copy_ instead).
+  meta_.reserve(std::max(rows * 64, copy_bytes));
+  reserved_rows_ = rows;
+  reserved_bytes_ = copy_bytes;
 }
 
 void write_batch::note_open() {
@@ -200,6 +205,9 @@ void write_batch::add_routed(std::string_view routed, bool mirror, std::string_v
     uint32_t len = (uint32_t(u[2]) << 24) | (uint32_t(u[3]) << 16) | (uint32_t(u[4]) << 8) | u[5];
     if (route_copy_.size() <= route) route_copy_.resize(route + 1);
     std::string& stream = route_copy_[route];
+    // A route's tuples are a few typed columns: room for the batch's rows at
+    // up to 256 bytes each, within its byte limit (address space only).
+    if (stream.capacity() < 64) stream.reserve(std::min(reserved_rows_ * 256, reserved_bytes_));
     routed_.push_back(routed_row{route, outcome, static_cast<uint32_t>(stream.size()), len, t, p, k, kd, h, tn, first});
     first = false;
     stream.append(routed.substr(pos + 6, len));
@@ -224,6 +232,32 @@ size_t write_batch::route_copy_slice(size_t route, size_t first_outcome, size_t 
   }
   if (any) out.append(copy_format::trailer);
   return n;
+}
+
+write_batch::copy_pieces write_batch::route_copy(size_t route, size_t first_outcome, size_t last_outcome,
+                                                 std::string& scratch) const {
+  copy_pieces out;
+  if (route >= route_copy_.size() || route_copy_[route].empty()) return out;
+  size_t all = 0, wanted = 0;
+  for (const auto& r : routed_) {
+    if (r.route != route) continue;
+    ++all;
+    if (r.outcome_index >= first_outcome && r.outcome_index < last_outcome &&
+        pending_[r.outcome_index].kind == outcome_kind::mirrored) {
+      ++wanted;
+    }
+  }
+  if (wanted == all) {
+    out.part = {copy_format::header, route_copy_[route], copy_format::trailer};
+    out.count = 3;
+    out.tuples = all;
+    return out;
+  }
+  out.tuples = route_copy_slice(route, first_outcome, last_outcome, scratch);
+  if (out.tuples == 0) return out;
+  out.part[0] = scratch;
+  out.count = 1;
+  return out;
 }
 
 void write_batch::reject_routed(uint32_t outcome_index, std::string sqlstate, std::string message) {

@@ -9,9 +9,11 @@
 // Owned by one shard thread; not thread-safe. Reused across flushes (clear()
 // keeps the buffers' capacity, so steady state allocates nothing per event).
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -74,7 +76,9 @@ class write_batch {
   // the COPY stream and the row tables of a batch within those limits are not
   // grown by doubling (each doubling a copy into new memory, whose every page
   // is a fault on a fresh process). Only address space: pages are touched as
-  // rows fill them. Never shrinks; dead letters, routed rows' streams and
+  // rows fill them. Never shrinks. A routed row keeps its whole message (for
+  // its dead letter) beside its key: `copy_bytes` of that room too, and of
+  // each route's stream when the route first has a row; dead letters and
   // long keys or headers still grow their own buffers.
   void reserve(size_t rows, size_t copy_bytes);
 
@@ -139,6 +143,19 @@ class write_batch {
   // last_outcome) (all: 0, SIZE_MAX); empty when it has none. Returns how
   // many tuples it holds.
   size_t route_copy_slice(size_t route, size_t first_outcome, size_t last_outcome, std::string& out) const;
+  // The same stream as pieces to send in order (header, tuples, trailer):
+  // views of the route's own stream when every one of its rows is wanted (the
+  // usual case: nothing is copied), else one piece, the slice built in
+  // `scratch`. Empty when it has no row. Valid until the next add/clear, or
+  // the next use of `scratch`.
+  struct copy_pieces {
+    std::array<std::string_view, 3> part{};
+    size_t count = 0;   // parts in use
+    size_t tuples = 0;  // rows in the stream
+    [[nodiscard]] std::span<const std::string_view> parts() const noexcept { return {part.data(), count}; }
+  };
+  [[nodiscard]] copy_pieces route_copy(size_t route, size_t first_outcome, size_t last_outcome,
+                                       std::string& scratch) const;
   // Turns the event at `outcome_index`, whose routed rows the database
   // refused, into a db_rejected dead letter.
   void reject_routed(uint32_t outcome_index, std::string sqlstate, std::string message);
@@ -209,6 +226,7 @@ class write_batch {
   std::vector<std::string> route_copy_;  // per route: tuples (no header, no trailer)
   size_t routed_bytes_ = 0;
   size_t identity_rows_ = 0;
+  size_t reserved_rows_ = 0, reserved_bytes_ = 0;  // reserve()'s, for a route's first stream
   std::shared_ptr<const route::route_set> routes_;
 };
 

@@ -132,15 +132,22 @@ pg_status pg_connection::query_params(const char* sql, int n, const char* const*
 }
 
 pg_status pg_connection::copy_in(const char* copy_sql, std::string_view data, int64_t* data_sent_ns) {
+  return copy_in(copy_sql, std::span<const std::string_view>(&data, 1), data_sent_ns);
+}
+
+pg_status pg_connection::copy_in(const char* copy_sql, std::span<const std::string_view> pieces,
+                                 int64_t* data_sent_ns) {
   if (!conn_) return pg_status{false, "08003", "not connected", true};
   pg_result start(PQexec(conn_, copy_sql));
   if (!start || PQresultStatus(start.get()) != PGRES_COPY_IN) return error_of(start.get());
   // PQputCopyData buffers and, on a blocking connection, sends as it fills;
   // large batches go in slices so libpq's buffer stays small.
   constexpr size_t slice = 1 << 20;
-  for (size_t off = 0; off < data.size(); off += slice) {
-    size_t n = std::min(slice, data.size() - off);
-    if (PQputCopyData(conn_, data.data() + off, static_cast<int>(n)) != 1) return error_of(nullptr);
+  for (std::string_view data : pieces) {
+    for (size_t off = 0; off < data.size(); off += slice) {
+      size_t n = std::min(slice, data.size() - off);
+      if (PQputCopyData(conn_, data.data() + off, static_cast<int>(n)) != 1) return error_of(nullptr);
+    }
   }
   if (PQputCopyEnd(conn_, nullptr) != 1) return error_of(nullptr);
   if (data_sent_ns) *data_sent_ns = stages::steady_ns();

@@ -328,22 +328,23 @@ pg_status table_writer::write(pg_connection& conn, const stages::write_batch& ba
                               size_t last_outcome, bool tolerate_conflicts) {
   pending_.assign(routes_.size(), {});
   for (size_t r = 0; r < batch.route_stream_count() && r < routes_.size(); ++r) {
-    const size_t n = batch.route_copy_slice(r, first_outcome, last_outcome, slice_);
-    if (slice_.empty()) continue;
+    const auto data = batch.route_copy(r, first_outcome, last_outcome, slice_);
+    if (data.tuples == 0) continue;
+    const size_t n = data.tuples;
     pg_status st;
     uint64_t merged = 0;
     if (tolerate_conflicts && r < table_keyed_.size() && table_keyed_[r]) {
       // A row whose identity the table holds was stored before (a
       // redelivery after a restart): left out by ON CONFLICT DO NOTHING.
       st = conn.exec(keyed_stage_sql_[r].c_str());
-      if (st.ok) st = conn.copy_in(keyed_copy_sql_[r].c_str(), slice_);
+      if (st.ok) st = conn.copy_in(keyed_copy_sql_[r].c_str(), data.parts());
       if (st.ok) st = conn.exec_counted(keyed_merge_sql_[r].c_str(), merged);
       if (!st.ok) return st;
       pending_[r].appended = merged;
       continue;
     }
     if (!stage_sql_[r].empty()) st = conn.exec(stage_sql_[r].c_str());
-    if (st.ok) st = conn.copy_in(copy_sql_[r].c_str(), slice_);
+    if (st.ok) st = conn.copy_in(copy_sql_[r].c_str(), data.parts());
     if (st.ok && !merge_sql_[r].empty()) st = conn.exec_counted(merge_sql_[r].c_str(), merged);
     if (!st.ok) return st;
     if (merge_sql_[r].empty()) {

@@ -49,7 +49,30 @@ TEST(RoutedBatch, StreamsPerRouteAndSlicesByEvent) {
   b.route_copy_slice(1, 1, 3, s);
   EXPECT_EQ(s, header + "B2" + trailer);
 
+  // The pieces the sink sends: the route's own stream when all of it is
+  // wanted, the slice otherwise.
+  const auto joined = [](const write_batch::copy_pieces& p) {
+    std::string out;
+    for (auto part : p.parts()) out += part;
+    return out;
+  };
+  std::string scratch;
+  auto whole = b.route_copy(0, 0, SIZE_MAX, scratch);
+  EXPECT_EQ(whole.count, 3u) << "all of route 0's rows: its stream, not a copy";
+  EXPECT_EQ(whole.tuples, 2u);
+  EXPECT_EQ(joined(whole), header + "A1A3" + trailer);
+  EXPECT_TRUE(scratch.empty());
+  auto part = b.route_copy(1, 1, 3, scratch);
+  EXPECT_EQ(part.count, 1u);
+  EXPECT_EQ(part.tuples, 1u);
+  EXPECT_EQ(joined(part), header + "B2" + trailer);
+  EXPECT_EQ(b.route_copy(0, 1, 2, scratch).tuples, 0u) << "event 1 has no row of route 0";
+  EXPECT_EQ(b.route_copy(0, 1, 2, scratch).count, 0u);
+  EXPECT_EQ(b.route_copy(7, 0, SIZE_MAX, scratch).count, 0u) << "a route without a stream";
+
   b.mark_event_duplicate(2);
+  EXPECT_EQ(joined(b.route_copy(0, 0, SIZE_MAX, scratch)), header + "A1" + trailer)
+      << "a duplicate's rows are left out of the pieces too";
   b.route_copy_slice(0, 0, SIZE_MAX, s);
   EXPECT_EQ(s, header + "A1" + trailer) << "a duplicate's rows are left out";
   b.reject_routed(0, "23514", "check violated");
