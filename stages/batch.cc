@@ -93,11 +93,13 @@ void write_batch::reserve(size_t rows, size_t copy_bytes) {
   rows_.reserve(rows);
   pending_.reserve(rows);
   routed_.reserve(rows);
-  // A row's key, topic and kind; a routed row's whole message too (its
-  // events_mirror row, if any, holds it in copy_ instead).
-  meta_.reserve(std::max(rows * 64, copy_bytes));
+  // A row's key, topic and kind, and a routed row's whole message (for its
+  // dead letter; kept even when its events_mirror row holds it in copy_ too).
+  meta_.reserve(rows * 64 + copy_bytes);
   reserved_rows_ = rows;
   reserved_bytes_ = copy_bytes;
+  streams_reserved_ = 0;
+  for (const auto& c : route_copy_) streams_reserved_ += c.capacity();
 }
 
 void write_batch::note_open() {
@@ -206,8 +208,13 @@ void write_batch::add_routed(std::string_view routed, bool mirror, std::string_v
     if (route_copy_.size() <= route) route_copy_.resize(route + 1);
     std::string& stream = route_copy_[route];
     // A route's tuples are a few typed columns: room for the batch's rows at
-    // up to 256 bytes each, within its byte limit (address space only).
-    if (stream.capacity() < 64) stream.reserve(std::min(reserved_rows_ * 256, reserved_bytes_));
+    // up to 256 bytes each (address space only), as long as the streams'
+    // rooms together stay within the batch's byte limit, which counts them all.
+    if (stream.capacity() < 64 && streams_reserved_ < reserved_bytes_) {
+      const size_t room = std::min(reserved_rows_ * 256, reserved_bytes_ - streams_reserved_);
+      stream.reserve(room);
+      streams_reserved_ += room;
+    }
     routed_.push_back(routed_row{route, outcome, static_cast<uint32_t>(stream.size()), len, t, p, k, kd, h, tn, first});
     first = false;
     stream.append(routed.substr(pos + 6, len));

@@ -227,6 +227,7 @@ class write_batch {
   size_t routed_bytes_ = 0;
   size_t identity_rows_ = 0;
   size_t reserved_rows_ = 0, reserved_bytes_ = 0;  // reserve()'s, for a route's first stream
+  size_t streams_reserved_ = 0;  // room the routes' streams have (their sum stays within reserved_bytes_)
   std::shared_ptr<const route::route_set> routes_;
 };
 

@@ -69,15 +69,21 @@ TEST(RoutedBatch, StreamsPerRouteAndSlicesByEvent) {
   EXPECT_EQ(b.route_copy(0, 1, 2, scratch).tuples, 0u) << "event 1 has no row of route 0";
   EXPECT_EQ(b.route_copy(0, 1, 2, scratch).count, 0u);
   EXPECT_EQ(b.route_copy(7, 0, SIZE_MAX, scratch).count, 0u) << "a route without a stream";
+  auto all_in_range = b.route_copy(1, 0, 2, scratch);  // events 0 and 1 hold all of route 1's rows
+  EXPECT_EQ(all_in_range.count, 3u) << "a range holding every row of the route: its stream";
+  EXPECT_EQ(joined(all_in_range), header + "B1B2" + trailer);
 
   b.mark_event_duplicate(2);
-  EXPECT_EQ(joined(b.route_copy(0, 0, SIZE_MAX, scratch)), header + "A1" + trailer)
-      << "a duplicate's rows are left out of the pieces too";
+  auto without_dup = b.route_copy(0, 0, SIZE_MAX, scratch);
+  EXPECT_EQ(without_dup.count, 1u) << "a row left out: a slice";
+  EXPECT_EQ(joined(without_dup), header + "A1" + trailer) << "a duplicate's rows are left out of the pieces too";
   b.route_copy_slice(0, 0, SIZE_MAX, s);
   EXPECT_EQ(s, header + "A1" + trailer) << "a duplicate's rows are left out";
   b.reject_routed(0, "23514", "check violated");
   b.route_copy_slice(1, 0, SIZE_MAX, s);
   EXPECT_EQ(s, header + "B2" + trailer) << "a refused event's rows are left out";
+  EXPECT_EQ(joined(b.route_copy(1, 0, SIZE_MAX, scratch)), header + "B2" + trailer);
+  EXPECT_EQ(b.route_copy(1, 0, SIZE_MAX, scratch).tuples, 1u);
   ASSERT_EQ(b.dead_letters().size(), 1u);
   EXPECT_EQ(b.dead_letters()[0].why, reason::db_rejected);
   EXPECT_EQ(b.dead_letters()[0].bytes, "{\"m\":1}");
@@ -86,6 +92,33 @@ TEST(RoutedBatch, StreamsPerRouteAndSlicesByEvent) {
   b.clear();
   EXPECT_EQ(b.routed_row_count(), 0u);
   EXPECT_EQ(b.byte_count(), header.size());
+}
+
+TEST(RoutedBatch, AReservedBatchKeepsItsRouteStreamsInPlaceAcrossRowsRoutesAndBatches) {
+  write_batch b;
+  b.reserve(1000, 100'000);
+  b.begin_origin(std::make_shared<null_origin>());
+  const std::string tuple(90, 'x');
+  std::string scratch;
+  uint64_t seq = 0;
+  b.add_routed(routed({{0, tuple}}), false, "t", "{}", "k", "", ++seq, 0);
+  const char* stream = b.route_copy(0, 0, SIZE_MAX, scratch).part[1].data();
+  for (int i = 0; i < 900; ++i) b.add_routed(routed({{0, tuple}}), false, "t", "{}", "k", "", ++seq, 0);
+  EXPECT_EQ(b.route_copy(0, 0, SIZE_MAX, scratch).part[1].data(), stream)
+      << "81,090 bytes of tuples fit the room reserved at the route's first row: no growth by doubling";
+  b.add_routed(routed({{5, tuple}}), false, "t", "{}", "k", "", ++seq, 0);  // the streams' vector grows
+  EXPECT_EQ(b.route_copy(0, 0, SIZE_MAX, scratch).part[1].data(), stream) << "a moved stream keeps its buffer";
+  EXPECT_EQ(b.route_copy(5, 0, SIZE_MAX, scratch).tuples, 1u);
+
+  b.clear();
+  b.begin_origin(std::make_shared<null_origin>());
+  b.add_routed(routed({{0, "C1"}}), false, "t", "{}", "k", "", 1, 0);
+  auto again = b.route_copy(0, 0, SIZE_MAX, scratch);
+  EXPECT_EQ(again.part[1].data(), stream) << "the next batch reuses the stream's buffer";
+  std::string joined;
+  for (auto part : again.parts()) joined += part;
+  EXPECT_EQ(joined, header + "C1" + trailer) << "and holds only its own rows";
+  EXPECT_EQ(b.route_copy(5, 0, SIZE_MAX, scratch).count, 0u) << "route 5 has no row in this batch";
 }
 
 TEST(RoutedBatch, GivingUpDeadLettersRoutedOnlyEventsToo) {
