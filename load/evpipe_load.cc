@@ -72,6 +72,7 @@ struct options {
   std::string emit, emit_csv, input, json, hdr, verify, timeline, latency_timeline;
   double warmup_s = 0;
   uint64_t window = 0;
+  uint32_t tick_us = 0;
   uint64_t http_batch = 1000;
   size_t too_large_bytes = 0;
   std::string bearer_token_file;
@@ -179,9 +180,15 @@ void sender(connection_state& c, const options& o, int stream, uint64_t quota, d
   evpipe::load::rate_pacer pacer(start, rate_per_conn > 0 ? rate_per_conn : 1.0);
   // Nothing is sent before the schedule starts (threads start a little early).
   std::this_thread::sleep_for(std::chrono::nanoseconds(std::max<int64_t>(0, start - now_ns())));
+  int64_t next_tick = 0;
   while (more()) {
     buf.clear();
     int64_t now = now_ns();
+    if (rate_per_conn > 0 && o.tick_us > 0 && now < next_tick) {
+      // --tick-us: at most one send per tick; what fell due meanwhile goes together.
+      std::this_thread::sleep_for(std::chrono::nanoseconds(next_tick - now));
+      continue;
+    }
     uint64_t due;
     if (rate_per_conn > 0) {
       // Open loop: every event whose intended time has come.
@@ -244,6 +251,7 @@ void sender(connection_state& c, const options& o, int stream, uint64_t quota, d
     }
     i += due;
     c.sent.store(i);
+    if (o.tick_us > 0) next_tick = now + int64_t{o.tick_us} * 1000;
   }
   c.send_done.store(true);
 }
@@ -313,6 +321,9 @@ int main(int argc, char** argv) {
   cli.add_option("--seed", o.seed, "seed of the event stream")->default_val(1);
   cli.add_option("--run-id", o.run_id, "prefix of every idempotency key (default: derived from the clock)");
   cli.add_option("--warmup", o.warmup_s, "seconds at the start left out of the latency figures")->default_val(0);
+  cli.add_option("--tick-us", o.tick_us,
+                 "with --rate R: send at most once per this many µs per connection, everything due "
+                 "by then together (0: as soon as an event is due, sleeping at least 250 µs when none is)");
   cli.add_option("--window", o.window, "with --rate max: most unacked events per connection (0: no limit but TCP's)")
       ->default_val(0);
   cli.add_option("--emit", o.emit, "write the stream as NDJSON to FILE instead of sending (needs --count)");

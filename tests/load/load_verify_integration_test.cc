@@ -1,10 +1,14 @@
 // evpipe-load against evpipe and the real PostgreSQL: a short mixed run with
 // --verify passes, and the verifier then catches a row taken away and a stray
 // one; each protocol target verifies; --input sends a file's lines and the
-// report counts the generator's own CPU while it sent.
+// report counts the generator's own CPU while it sent; --tick-us paces sends.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -12,6 +16,7 @@
 #include <memory>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "load/verify.h"
 #include "tests/support/harness.h"
@@ -170,6 +175,56 @@ TEST(LoadInput, SendsEveryLineAndReportsItsOwnCpuWhileSending) {
   // them busy for the run (plus the clock's granularity).
   EXPECT_LE(cpu, 6 * seconds + 0.05) << j;
   for (const auto& f : {file, json, dir + "/" + run + ".out"}) ::unlink(f.c_str());
+}
+
+// A TCP peer that acks every line it gets and counts the reads that
+// brought data: how many sends evpipe-load made, at most (the kernel may
+// join sends, never split one into more reads here: each is a few lines).
+size_t reads_of_paced_run(uint32_t tick_us) {
+  const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  ::setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(lfd, 4) != 0) return 0;
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+  const std::string cmd = evpipe_load_binary() + " --target tcp://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) +
+                          " --rate 1000 --duration 2 --connections 1 --quiet --tick-us " + std::to_string(tick_us) +
+                          " >/dev/null 2>&1";
+  std::thread load([&] { (void)std::system(cmd.c_str()); });
+  size_t reads = 0;
+  pollfd p{lfd, POLLIN, 0};
+  if (::poll(&p, 1, 10'000) != 1) {  // it never connected (an option it does not know?)
+    load.join();
+    ::close(lfd);
+    return 0;
+  }
+  const int fd = ::accept(lfd, nullptr, nullptr);
+  uint64_t lines = 0;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    ++reads;
+    for (ssize_t k = 0; k < n; ++k) lines += buf[k] == '\n';
+    const std::string ack = "{\"ack\":" + std::to_string(lines) + "}\n";
+    (void)::send(fd, ack.data(), ack.size(), MSG_NOSIGNAL);
+  }
+  load.join();
+  ::close(fd);
+  ::close(lfd);
+  return reads;
+}
+
+TEST(LoadPacing, TickUsSendsAtMostOncePerTick) {
+  // 2,000 events in 2 s: one send per event due (every 1 ms) by default,
+  // at most one per 20 ms (about 100, each of about 20 events) with a tick.
+  const size_t plain = reads_of_paced_run(0), ticked = reads_of_paced_run(20'000);
+  EXPECT_GE(ticked, 1u) << "evpipe-load connected and sent";
+  EXPECT_LE(ticked, 105u) << "--tick-us 20000 over 2 s";
+  EXPECT_GE(plain, 300u) << "without a tick, each event goes when it is due";
 }
 
 }  // namespace
