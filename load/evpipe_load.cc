@@ -176,19 +176,27 @@ void sender(connection_state& c, const options& o, int stream, uint64_t quota, d
   evpipe::load::event_generator gen(generator_for(o, stream));
   std::string buf, event;
   uint64_t i = 0;
-  auto more = [&] { return (quota == 0 || i < quota) && (stop == 0 || now_ns() < stop); };
   evpipe::load::rate_pacer pacer(start, rate_per_conn > 0 ? rate_per_conn : 1.0);
+  // With --tick-us the last tick may end past --duration with events of the
+  // schedule still to send (a send holds at most 1,000): those go too.
+  const bool ticked = rate_per_conn > 0 && o.tick_us > 0;
+  auto more = [&] {
+    return (quota == 0 || i < quota) &&
+           (stop == 0 || now_ns() < stop || (ticked && i < pacer.due(stop - 1)));
+  };
   // Nothing is sent before the schedule starts (threads start a little early).
   std::this_thread::sleep_for(std::chrono::nanoseconds(std::max<int64_t>(0, start - now_ns())));
   int64_t next_tick = 0;
   while (more()) {
     buf.clear();
     int64_t now = now_ns();
-    if (rate_per_conn > 0 && o.tick_us > 0 && now < next_tick) {
-      // --tick-us: at most one send per tick; what fell due meanwhile goes together.
+    if (ticked && now < next_tick) {
+      // --tick-us: at most one send per tick; what fell due meanwhile goes
+      // together (the last tick's too, though the sleep may end past --duration).
       std::this_thread::sleep_for(std::chrono::nanoseconds(next_tick - now));
-      continue;
+      now = now_ns();
     }
+    if (ticked && stop > 0) now = std::min(now, stop - 1);  // the schedule ends with --duration
     uint64_t due;
     if (rate_per_conn > 0) {
       // Open loop: every event whose intended time has come.
@@ -251,7 +259,14 @@ void sender(connection_state& c, const options& o, int stream, uint64_t quota, d
     }
     i += due;
     c.sent.store(i);
-    if (o.tick_us > 0) next_tick = now + int64_t{o.tick_us} * 1000;
+    // The next tick only once caught up: a send holds at most 1,000 events (or
+    // one HTTP group), and a backlog goes on at once, as without a tick.
+    // The last tick ends just before --duration does, so that what falls due
+    // by then is still sent.
+    if (ticked && i >= pacer.due(now)) {
+      next_tick = now + int64_t{o.tick_us} * 1000;
+      if (stop > 0) next_tick = std::min(next_tick, stop - 1);
+    }
   }
   c.send_done.store(true);
 }
@@ -322,8 +337,9 @@ int main(int argc, char** argv) {
   cli.add_option("--run-id", o.run_id, "prefix of every idempotency key (default: derived from the clock)");
   cli.add_option("--warmup", o.warmup_s, "seconds at the start left out of the latency figures")->default_val(0);
   cli.add_option("--tick-us", o.tick_us,
-                 "with --rate R: send at most once per this many µs per connection, everything due "
-                 "by then together (0: as soon as an event is due, sleeping at least 250 µs when none is)");
+                 "with --rate R: send at most once per this many us per connection, everything due "
+                 "by then together (0: as soon as an event is due, sleeping at least 250 us when none is)")
+      ->default_val(0);
   cli.add_option("--window", o.window, "with --rate max: most unacked events per connection (0: no limit but TCP's)")
       ->default_val(0);
   cli.add_option("--emit", o.emit, "write the stream as NDJSON to FILE instead of sending (needs --count)");
@@ -376,6 +392,9 @@ int main(int argc, char** argv) {
       std::cerr << "evpipe-load: --rate must be positive\n";
       return 2;
     }
+  } else if (o.tick_us > 0) {
+    std::cerr << "evpipe-load: --tick-us paces --rate R; with --rate max the server's acks pace the sends\n";
+    return 2;
   }
 
   if (!o.verify.empty() && !o.input.empty()) {

@@ -9,6 +9,8 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -182,39 +184,44 @@ TEST(LoadInput, SendsEveryLineAndReportsItsOwnCpuWhileSending) {
 // join sends, never split one into more reads here: each is a few lines).
 size_t reads_of_paced_run(uint32_t tick_us) {
   const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (lfd < 0) return 0;
   int one = 1;
   ::setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof a;
-  if (::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(lfd, 4) != 0) return 0;
+  if (::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(lfd, 4) != 0) {
+    ::close(lfd);
+    return 0;
+  }
   ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
   const std::string cmd = evpipe_load_binary() + " --target tcp://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) +
                           " --rate 1000 --duration 2 --connections 1 --quiet --tick-us " + std::to_string(tick_us) +
                           " >/dev/null 2>&1";
-  std::thread load([&] { (void)std::system(cmd.c_str()); });
+  int status = -1;
+  std::thread load([&] { status = std::system(cmd.c_str()); });
   size_t reads = 0;
   pollfd p{lfd, POLLIN, 0};
-  if (::poll(&p, 1, 10'000) != 1) {  // it never connected (an option it does not know?)
-    load.join();
-    ::close(lfd);
-    return 0;
-  }
-  const int fd = ::accept(lfd, nullptr, nullptr);
-  uint64_t lines = 0;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    ++reads;
-    for (ssize_t k = 0; k < n; ++k) lines += buf[k] == '\n';
-    const std::string ack = "{\"ack\":" + std::to_string(lines) + "}\n";
-    (void)::send(fd, ack.data(), ack.size(), MSG_NOSIGNAL);
+  const int fd = ::poll(&p, 1, 10'000) == 1 ? ::accept(lfd, nullptr, nullptr) : -1;
+  ::close(lfd);  // one connection only
+  if (fd >= 0) {
+    timeval limit{30, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    uint64_t lines = 0;
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      ++reads;
+      for (ssize_t k = 0; k < n; ++k) lines += buf[k] == '\n';
+      const std::string ack = "{\"ack\":" + std::to_string(lines) + "}\n";
+      (void)::send(fd, ack.data(), ack.size(), MSG_NOSIGNAL);
+    }
+    ::close(fd);
   }
   load.join();
-  ::close(fd);
-  ::close(lfd);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << cmd << ": every event acked, exit 0";
   return reads;
 }
 
@@ -224,7 +231,7 @@ TEST(LoadPacing, TickUsSendsAtMostOncePerTick) {
   const size_t plain = reads_of_paced_run(0), ticked = reads_of_paced_run(20'000);
   EXPECT_GE(ticked, 1u) << "evpipe-load connected and sent";
   EXPECT_LE(ticked, 105u) << "--tick-us 20000 over 2 s";
-  EXPECT_GE(plain, 300u) << "without a tick, each event goes when it is due";
+  EXPECT_GE(plain, 200u) << "without a tick, each event goes when it is due (about 2,000 sends)";
 }
 
 }  // namespace
