@@ -4,11 +4,13 @@
 #
 #   perf/run.sh [scenario ...] [--events N] [--latency-seconds S] [--rate R]
 #               [--floor-runs N] [--stall-ms MS] [--warmup W] [--shards K]
-#               [--route-by key|connection] [--out DIR]
+#               [--route-by key|connection] [--tick-us T] [--out DIR]
 #
 # --shards K: evpipe's [pipeline] shards, and the floor's and the ceiling's
 # connections (default: one per core).
 # --route-by: the TCP source's route_by (default key; docs/operations.md).
+# --tick-us: evpipe-load's --tick-us in the latency runs (default 0: each event
+# sent when it falls due; T: at most one send per T µs per connection).
 # Scenarios (default: all, in this order):
 #   tcp-max    maximum sustained rate over TCP (N events, 4 connections, closed loop)
 #   dlq-heavy  the same with 10% invalid events
@@ -33,7 +35,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-events=200000 latency_seconds=60 rate="" out="" scenarios=() floor_runs=3 warmup=5 shards=0 route_by=key
+events=200000 latency_seconds=60 rate="" out="" scenarios=() floor_runs=3 warmup=5 shards=0 route_by=key tick_us=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events="$2"; shift 2 ;;
@@ -44,8 +46,9 @@ while [ $# -gt 0 ]; do
     --warmup) warmup="$2"; shift 2 ;;
     --shards) shards="$2"; shift 2 ;;
     --route-by) route_by="$2"; shift 2 ;;
+    --tick-us) tick_us="$2"; shift 2 ;;
     --stall-ms) stall_ms="$2"; shift 2 ;;
-    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     tcp-max|dlq-heavy|dup-heavy|latency|latency-floor|mqtt-drain) scenarios+=("$1"); shift ;;
     *) die "unknown scenario or option $1 (see --help)" ;;
   esac
@@ -116,7 +119,7 @@ evpipe_open() {
   fresh_table
   evpipe_start
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate "$r" --duration "$secs" \
-    --warmup "$warmup" --connections 2 --quiet --json "$out/$name.json" --hdr "$out/$name.hdr" \
+    --warmup "$warmup" --connections 2 --tick-us "$tick_us" --quiet --json "$out/$name.json" --hdr "$out/$name.hdr" \
     --timeline "$out/$name.timeline.csv" --latency-timeline "$out/$name.latency.csv" >"$out/$name.txt"
   evpipe_stop
   # Its warnings: the slow-batch traces and I/O stalls of the run (docs/operations.md, "Hiccups").
