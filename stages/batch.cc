@@ -1,6 +1,7 @@
 #include "stages/batch.h"
 
 #include "stages/dedup.h"
+#include "stages/huge_pages.h"
 
 #include <xxhash.h>
 
@@ -96,6 +97,8 @@ void write_batch::reserve(size_t rows, size_t copy_bytes) {
   // A row's key, topic and kind, and a routed row's whole message (for its
   // dead letter; kept even when its events_mirror row holds it in copy_ too).
   meta_.reserve(rows * 64 + copy_bytes);
+  advise_huge_pages(copy_.data(), copy_.capacity());
+  advise_huge_pages(meta_.data(), meta_.capacity());
   reserved_rows_ = rows;
   reserved_bytes_ = copy_bytes;
   streams_reserved_ = 0;
@@ -213,6 +216,7 @@ void write_batch::add_routed(std::string_view routed, bool mirror, std::string_v
     if (stream.capacity() < 64 && streams_reserved_ < reserved_bytes_) {
       const size_t room = std::min(reserved_rows_ * 256, reserved_bytes_ - streams_reserved_);
       stream.reserve(room);
+      advise_huge_pages(stream.data(), stream.capacity());
       streams_reserved_ += room;
     }
     routed_.push_back(routed_row{route, outcome, static_cast<uint32_t>(stream.size()), len, t, p, k, kd, h, tn, first});

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <new>
 
+#include "stages/huge_pages.h"
+
 namespace evpipe::stages {
 
 key_hash hash_key(const void* data, size_t len) noexcept {
@@ -38,6 +40,9 @@ void* allocate_resident(size_t bytes) {
   if (bytes >= mapped_from) {
     void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw std::bad_alloc();
+    // Huge pages first, so that the populate maps them: each insert lands on
+    // a random slot, and 17 TLB entries cover 34 MB where 8,500 did not.
+    advise_huge_pages(p, bytes);
     // Anonymous pages are zero; populating them faults them all in at once.
     // Without it (an older kernel), touch each page.
     if (::madvise(p, bytes, MADV_POPULATE_WRITE) != 0) {

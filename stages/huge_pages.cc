@@ -1,0 +1,18 @@
+#include "stages/huge_pages.h"
+
+#include <sys/mman.h>
+
+#include <cstdint>
+
+namespace evpipe::stages {
+
+void advise_huge_pages(const void* p, size_t bytes) noexcept {
+  constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  const std::uintptr_t from = (at + huge - 1) & ~(huge - 1);
+  const std::uintptr_t to = (at + bytes) & ~(huge - 1);
+  if (p == nullptr || to <= from) return;
+  (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
+}
+
+}  // namespace evpipe::stages
