@@ -9,9 +9,13 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <strings.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <string_view>
 
 #ifdef EVPIPE_WITH_MIMALLOC
 #include <mimalloc.h>
@@ -19,6 +23,7 @@
 
 #include "app/daemon.h"
 #include "app/huge_pages.h"
+#include "stages/huge_pages.h"
 #include "app/process.h"
 #include "app/version.h"
 #include "config/config.h"
@@ -43,27 +48,45 @@ namespace {
 // 10 s: a busy evpipe keeps its working set, and a burst's memory goes back
 // 10 s after it. MIMALLOC_DECOMMIT_DELAY in the environment still decides.
 //
-// mimalloc also asks for transparent huge pages (madvise MADV_HUGEPAGE on its
-// segments; used when /sys/kernel/mm/transparent_hugepage/enabled is
-// "madvise" or "always"). A page fault then maps 2 MiB instead of 4 KiB,
-// and the TLB covers the event buffers with far fewer entries: in steady
-// state 1,550 -> 1,100 ns of CPU an event on the bulk path
-// (docs/performance-cpu.md, "Transparent huge pages"). MIMALLOC_LARGE_OS_PAGES=0
-// in the environment turns it off. The segments mimalloc mapped before main()
-// (the main thread's, which is the io thread's with one io thread) are
-// advised here too.
+// evpipe also asks for transparent huge pages (app/huge_pages.h decides):
+// mimalloc's large_os_pages (MADV_HUGEPAGE on each new segment; mimalloc
+// then keeps those segments resident, so the decommit delay applies only to
+// the memory mapped before main()), a new thread's first segment mapped the
+// same way (no eager_commit_delay), the mappings made before main() advised,
+// and the stages' large buffers (stages/huge_pages.h). A page fault then maps
+// 2 MiB instead of 4 KiB, and the TLB covers the event buffers with far fewer
+// entries: on the bulk path 2,650 -> 1,400 ns of CPU an event on a fresh
+// process, 1,500 -> 1,100 in steady state (docs/performance-cpu.md,
+// "Transparent huge pages"). MIMALLOC_LARGE_OS_PAGES in the environment
+// decides instead (0 turns it all off).
+#ifdef EVPIPE_WITH_MIMALLOC
+bool environment_sets(std::string_view name) {
+  // mimalloc reads its options without regard to case.
+  for (char** e = environ; *e != nullptr; ++e)
+    if (::strncasecmp(*e, name.data(), name.size()) == 0 && (*e)[name.size()] == '=') return true;
+  return false;
+}
+
+std::string huge_pages_why;
+#endif
+
 void tune_allocator() {
 #ifdef EVPIPE_WITH_MIMALLOC
   constexpr long decommit_delay_ms = 10'000;
-  if (std::getenv("MIMALLOC_DECOMMIT_DELAY") == nullptr) mi_option_set(mi_option_decommit_delay, decommit_delay_ms);
-  if (std::getenv("MIMALLOC_LARGE_OS_PAGES") == nullptr) mi_option_enable(mi_option_large_os_pages);
-  // mimalloc maps a new thread's first segment without huge pages (its
-  // commit is delayed); the shard threads' batches live there.
-  if (std::getenv("MIMALLOC_EAGER_COMMIT_DELAY") == nullptr && mi_option_is_enabled(mi_option_large_os_pages))
-    mi_option_set(mi_option_eager_commit_delay, 0);
+  if (!environment_sets("MIMALLOC_DECOMMIT_DELAY")) mi_option_set(mi_option_decommit_delay, decommit_delay_ms);
+  if (environment_sets("MIMALLOC_LARGE_OS_PAGES")) {
+    huge_pages_why = "MIMALLOC_LARGE_OS_PAGES in the environment";
+  } else {
+    const auto choice = evpipe::app::choose_huge_pages();
+    mi_option_set_enabled(mi_option_large_os_pages, choice.on);
+    huge_pages_why = choice.why;
+  }
+  const bool huge = mi_option_is_enabled(mi_option_large_os_pages);
+  evpipe::stages::set_huge_pages(huge);
+  if (!huge) return;
+  if (!environment_sets("MIMALLOC_EAGER_COMMIT_DELAY")) mi_option_set(mi_option_eager_commit_delay, 0);
   constexpr std::size_t mib = std::size_t{1} << 20;
-  if (mi_option_is_enabled(mi_option_large_os_pages))
-    (void)evpipe::app::advise_huge_pages_on_heap_mappings(4 * mib, 1024 * mib);
+  (void)evpipe::app::advise_huge_pages_on_heap_mappings(4 * mib, 1024 * mib);
 #endif
 }
 
@@ -72,8 +95,8 @@ std::string version_text() {
 #ifdef EVPIPE_WITH_MIMALLOC
   out += "\nallocator: mimalloc, freed memory kept " + std::to_string(mi_option_get(mi_option_decommit_delay)) +
          " ms (MIMALLOC_DECOMMIT_DELAY), transparent huge pages " +
-         (mi_option_is_enabled(mi_option_large_os_pages) ? "asked for" : "off") +
-         " (MIMALLOC_LARGE_OS_PAGES; the kernel's mode: " + evpipe::app::transparent_huge_pages_mode() + ")";
+         (mi_option_is_enabled(mi_option_large_os_pages) ? "on" : "off") + ": " + huge_pages_why +
+         " (MIMALLOC_LARGE_OS_PAGES)";
 #endif
   return out;
 }

@@ -136,6 +136,7 @@ void write_batch::widen_to(uint16_t fields) {
   // (clear() keeps it for the next batch).
   std::string& wide = widen_scratch_;
   wide.reserve(std::max(copy_.capacity(), copy_.size() + added * rows_.size() + 64));
+  advise_huge_pages(wide.data(), wide.capacity());
   wide.assign(copy_format::header);
   for (auto& r : rows_) {
     auto off = static_cast<uint32_t>(wide.size());
