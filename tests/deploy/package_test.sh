@@ -35,10 +35,23 @@ apt_get install --no-install-recommends "$deb" >"$out/install.log" 2>&1 || { cat
 /usr/bin/evpipe --version | grep -q '^evpipe [0-9]' || fail "--version has no release line"
 # The shipped build links mimalloc and keeps freed memory 10 s (app/main.cc);
 # the allocator's own environment variable still decides.
-/usr/bin/evpipe --version | grep -qx 'allocator: mimalloc, freed memory kept 10000 ms (MIMALLOC_DECOMMIT_DELAY)' ||
+/usr/bin/evpipe --version | grep -q '^allocator: mimalloc, freed memory kept 10000 ms (MIMALLOC_DECOMMIT_DELAY), ' ||
   fail "--version: no mimalloc with freed memory kept 10000 ms"
 MIMALLOC_DECOMMIT_DELAY=25 /usr/bin/evpipe --version | grep -q 'freed memory kept 25 ms' ||
   fail "MIMALLOC_DECOMMIT_DELAY=25 did not decide"
+# Transparent huge pages: asked for where the kernel's mode allows them and
+# the host has no hugetlb pool (app/huge_pages.h); the environment decides.
+thp_mode=$(sed -n 's/.*\[\(.*\)\].*/\1/p' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || true)
+pool=$(awk '/^HugePages_Total:/ {print $2}' /proc/meminfo)
+if { [ "$thp_mode" = madvise ] || [ "$thp_mode" = always ]; } && [ "${pool:-0}" = 0 ]; then
+  /usr/bin/evpipe --version | grep -q "transparent huge pages on: the kernel's mode is '$thp_mode'" ||
+    fail "--version: huge pages not on with the kernel's mode '$thp_mode' and no hugetlb pool"
+else
+  /usr/bin/evpipe --version | grep -q 'transparent huge pages off: ' ||
+    fail "--version: huge pages not off with the kernel's mode '$thp_mode' and HugePages_Total ${pool:-?}"
+fi
+MIMALLOC_LARGE_OS_PAGES=0 /usr/bin/evpipe --version | grep -q 'transparent huge pages off: MIMALLOC_LARGE_OS_PAGES in the environment' ||
+  fail "MIMALLOC_LARGE_OS_PAGES=0 did not decide"
 getent passwd evpipe >/dev/null || fail "postinst did not create the evpipe user"
 [ "$(stat -c '%U:%G %a' /etc/evpipe/evpipe.toml)" = "root:evpipe 640" ] ||
   fail "/etc/evpipe/evpipe.toml is $(stat -c '%U:%G %a' /etc/evpipe/evpipe.toml), not root:evpipe 640"
