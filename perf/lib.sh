@@ -151,7 +151,8 @@ rows_when_drained() {
 # (/proc/stat), this cluster's PostgreSQL (the postmaster, its live children,
 # and the children it has reaped: backends of closed connections), and the
 # live evpipe and nats-server processes of this run (their command lines name
-# $scratch; other evpipes on the machine are not counted).
+# $scratch; other evpipes on the machine are not counted; an evpipe is any
+# binary whose name starts with "evpipe" running "run", so another build counts).
 cpu_mark() {
   python3 - "$PG_SCRATCH/data/postmaster.pid" "$scratch" <<'PY'
 import os, sys
@@ -180,14 +181,17 @@ for d in os.listdir("/proc"):
         pg += u + s + cu + cs
     elif ppid == pm:
         pg += u + s
-    elif comm in ("evpipe", "nats-server"):
+    else:
+        # evpipe by its command line ("run" with a config in $scratch), so that
+        # another build (--evpipe /tmp/evpipe-old) counts too; nats-server by name.
         try:
-            ours = sys.argv[2].encode() in open(f"/proc/{d}/cmdline", "rb").read()
+            argv = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
         except OSError:
-            ours = False
-        if ours and comm == "evpipe":
+            continue
+        ours = sys.argv[2].encode() in b" ".join(argv)
+        if ours and len(argv) > 1 and argv[1] == b"run" and os.path.basename(argv[0]).startswith(b"evpipe"):
             ev += u + s
-        elif ours:
+        elif ours and comm == "nats-server":
             nats += u + s
 print(busy, total, pg, ev, nats)
 PY
