@@ -1,7 +1,7 @@
 #pragma once
 // Transparent huge pages for the process's heap (docs/performance-cpu.md,
 // "Transparent huge pages"). main() decides whether evpipe asks for them
-// (use_huge_pages), turns on mimalloc's large_os_pages (MADV_HUGEPAGE on each
+// (choose_huge_pages), turns on mimalloc's large_os_pages (MADV_HUGEPAGE on each
 // new segment), and advises the memory mimalloc mapped before main() ran, for
 // allocations made while the C++ runtime started.
 

@@ -52,15 +52,15 @@ namespace {
 // mimalloc's large_os_pages (MADV_HUGEPAGE on each new segment; mimalloc
 // then keeps those segments resident, so the decommit delay applies only to
 // the memory mapped before main()), the mappings made before main() advised,
-// and the stages' large buffers (stages/huge_pages.h). A new thread's first
-// segment stays without the hint (mimalloc's eager_commit_delay): with it,
-// each stream client's session thread held 2 MiB more (evpipe's RSS with
-// 100 clients 365 MB against 164), for no CPU measurable on the bulk path. A page fault then maps
+// and the stages' large buffers (stages/huge_pages.h). A page fault then maps
 // 2 MiB instead of 4 KiB, and the TLB covers the event buffers with far fewer
 // entries: on the bulk path 2,650 -> 1,400 ns of CPU an event on a fresh
 // process, 1,500 -> 1,100 in steady state (docs/performance-cpu.md,
-// "Transparent huge pages"). MIMALLOC_LARGE_OS_PAGES in the environment
-// decides instead (0 turns it all off).
+// "Transparent huge pages"). A new thread's first segment stays without the
+// hint (mimalloc's eager_commit_delay is left alone): with it, each stream
+// client's session thread held 2 MiB more (evpipe's RSS with 100 clients
+// 365 MB against 164), for no CPU measurable on the bulk path.
+// MIMALLOC_LARGE_OS_PAGES in the environment decides instead (0 turns it all off).
 #ifdef EVPIPE_WITH_MIMALLOC
 bool environment_sets(std::string_view name) {
   // mimalloc reads its options without regard to case.

@@ -135,8 +135,9 @@ void write_batch::widen_to(uint16_t fields) {
   // allocated again, and the new one has at least the capacity copy_ had
   // (clear() keeps it for the next batch).
   std::string& wide = widen_scratch_;
+  const size_t had = wide.capacity();
   wide.reserve(std::max(copy_.capacity(), copy_.size() + added * rows_.size() + 64));
-  advise_huge_pages(wide.data(), wide.capacity());
+  if (wide.capacity() != had) advise_huge_pages(wide.data(), wide.capacity());  // new memory only
   wide.assign(copy_format::header);
   for (auto& r : rows_) {
     auto off = static_cast<uint32_t>(wide.size());

@@ -52,6 +52,9 @@ else
 fi
 MIMALLOC_LARGE_OS_PAGES=0 /usr/bin/evpipe --version | grep -q 'transparent huge pages off: MIMALLOC_LARGE_OS_PAGES in the environment' ||
   fail "MIMALLOC_LARGE_OS_PAGES=0 did not decide"
+# mimalloc reads its variables without regard to case, and so does evpipe's check.
+env mimalloc_large_os_pages=0 /usr/bin/evpipe --version | grep -q 'transparent huge pages off: MIMALLOC_LARGE_OS_PAGES in the environment' ||
+  fail "mimalloc_large_os_pages=0 did not decide"
 getent passwd evpipe >/dev/null || fail "postinst did not create the evpipe user"
 [ "$(stat -c '%U:%G %a' /etc/evpipe/evpipe.toml)" = "root:evpipe 640" ] ||
   fail "/etc/evpipe/evpipe.toml is $(stat -c '%U:%G %a' /etc/evpipe/evpipe.toml), not root:evpipe 640"
