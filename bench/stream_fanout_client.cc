@@ -13,9 +13,15 @@
 //   --events FILE: "tx recv_us" for every event of client 0 (exact).
 // recv_us is CLOCK_REALTIME in microseconds, to be compared with
 // pg_xact_commit_timestamp() of the row's transaction on the same host.
+// With --position-time (the server is perf/fanout_floor.cc, whose positions
+// carry each event's intended send time, CLOCK_REALTIME µs, where evpipe's
+// carry the transaction id) each client records receive minus that time in
+// a histogram instead, and one line says its percentiles:
+//   "latency all p50 <ms> p99 <ms> max <ms> client0 p50 <ms> p99 <ms> max <ms>".
 //
 //   stream_fanout_client --port P --clients N --expect E [--read-rate R]
 //                        [--timeout S] [--ready-file F] [--per-tx F] [--events F]
+//                        [--position-time 1]
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -35,6 +41,8 @@
 #include <thread>
 #include <vector>
 
+#include "load/latency_histogram.h"
+
 namespace {
 
 struct options {
@@ -44,6 +52,7 @@ struct options {
   double read_rate = 0;  // events/s per client; 0: as fast as they come
   int timeout_s = 300;
   std::string ready_file, per_tx_file, events_file;
+  bool position_time = false;  // the position's tx is a send time (µs): record latency directly
 };
 
 int64_t realtime_us() {
@@ -64,6 +73,7 @@ struct client_result {
   int64_t ready_ms = -1;
   std::vector<tx_record> per_tx;
   std::vector<std::pair<uint64_t, int64_t>> events_seen;  // client 0 only
+  evpipe::load::latency_histogram latency;                // with --position-time
   std::string error;
 };
 
@@ -182,10 +192,14 @@ void run_client(const options& o, int index, client_result& r, std::atomic<int>&
     last.assign(pos);
     uint64_t tx = 0;
     for (char c : pos.substr(2, 16)) tx = (tx << 4) | static_cast<uint64_t>(c <= '9' ? c - '0' : c - 'a' + 10);
-    if (r.per_tx.empty() || r.per_tx.back().tx != tx) r.per_tx.push_back({tx, now_us, 0});
-    r.per_tx.back().last_recv_us = now_us;
-    ++r.per_tx.back().count;
-    if (index == 0 && !o.events_file.empty()) r.events_seen.emplace_back(tx, now_us);
+    if (o.position_time) {
+      r.latency.record((now_us - static_cast<int64_t>(tx)) * 1000);
+    } else {
+      if (r.per_tx.empty() || r.per_tx.back().tx != tx) r.per_tx.push_back({tx, now_us, 0});
+      r.per_tx.back().last_recv_us = now_us;
+      ++r.per_tx.back().count;
+      if (index == 0 && !o.events_file.empty()) r.events_seen.emplace_back(tx, now_us);
+    }
     ++r.events;
     if (o.read_rate > 0) {
       // A slow reader: no faster than read_rate events/s from its first event.
@@ -212,6 +226,7 @@ int main(int argc, char** argv) {
     else if (k == "--ready-file") o.ready_file = v;
     else if (k == "--per-tx") o.per_tx_file = v;
     else if (k == "--events") o.events_file = v;
+    else if (k == "--position-time") o.position_time = v == "1";
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -262,6 +277,14 @@ int main(int argc, char** argv) {
   ::getrusage(RUSAGE_SELF, &ru);
   std::printf("clients cpu_s %.2f\n", static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                                            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+  if (o.position_time) {
+    evpipe::load::latency_histogram all;
+    for (const auto& r : results) all.merge(r.latency);
+    const auto& c0 = results[0].latency;
+    auto ms = [](uint64_t ns) { return static_cast<double>(ns) / 1e6; };
+    std::printf("latency all p50 %.2f p99 %.2f max %.2f client0 p50 %.2f p99 %.2f max %.2f\n", ms(all.percentile(50)),
+                ms(all.percentile(99)), ms(all.max()), ms(c0.percentile(50)), ms(c0.percentile(99)), ms(c0.max()));
+  }
   if (!o.per_tx_file.empty()) {
     std::ofstream f(o.per_tx_file);
     for (const auto& r : results) {

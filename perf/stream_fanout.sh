@@ -8,14 +8,23 @@
 #      (the wake's before/after);
 #   2. ingest at full speed (evpipe-load --rate max): no client, CLIENTS
 #      clients, and one client reading SLOW times slower than that ingest
-#      rate (it must get every event; evpipe's peak RSS is sampled).
+#      rate (it must get every event; evpipe's peak RSS is sampled);
+#   3. the fan-out's floor (build/perf/fanout-floor, perf/fanout_floor.cc):
+#      the same CLIENTS clients fed RATE events/s of the same size by one
+#      thread with no database, alone and then beside evpipe ingesting RATE
+#      events/s with no stream client (the rest of the paced phase's work).
+#      Its latency is from each event's intended send time to the client's
+#      receive, which includes up to FLOOR_TICK_US (default 1000) of waiting
+#      for its tick; the clients record it in a histogram as they receive
+#      (--position-time), not per transaction as for evpipe.
 # Every client must receive every event once, in position order. Each row
 # also has evpipe's CPU seconds (user + system, /proc/PID/stat) from the
 # load's start to the last client's last event, and that per delivered event
 # (per ingested event without clients), and the clients' own CPU seconds
 # (they share the machine). EVPIPE_BIN=path runs another evpipe
 # binary (a before/after comparison with the same clients and load);
-# PHASES="name ..." runs only those phases.
+# STREAM_EXTRA="key = value" adds lines to the [stream] section (a setting's
+# A/B); PHASES="name ..." runs only those phases.
 #
 #   perf/stream_fanout.sh [--clients N] [--rate R] [--seconds S] [--payload-bytes B]
 #                         [--shards K] [--slow-factor F] [--out FILE]
@@ -41,8 +50,8 @@ count=$((rate * seconds))
 # Only the three programs this needs (not the whole tree with its tests).
 bin="$EVPIPE_ROOT/build"
 [ -f "$bin/CMakeCache.txt" ] || cmake -S "$EVPIPE_ROOT" -B "$bin" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-log "building evpipe, evpipe-load and stream_fanout_client in $bin"
-cmake --build "$bin" --target evpipe evpipe-load stream_fanout_client >"$bin/stream_fanout_build.log" 2>&1 ||
+log "building evpipe, evpipe-load, stream_fanout_client and fanout-floor in $bin"
+cmake --build "$bin" --target evpipe evpipe-load stream_fanout_client fanout-floor >"$bin/stream_fanout_build.log" 2>&1 ||
   die "build failed (log: $bin/stream_fanout_build.log)"
 scratch_cluster
 writeback_apply  # as root; restored on exit (scripts/lib.sh)
@@ -50,7 +59,7 @@ psqlq -d postgres -c "ALTER SYSTEM SET track_commit_timestamp = on" >/dev/null
 as_pg_user "$PG_BIN/pg_ctl" -D "$PG_SCRATCH/data" -l "$PG_SCRATCH/postgres.log" -w restart >/dev/null
 [ "$(psqlq -c 'SHOW track_commit_timestamp')" = on ] || die "track_commit_timestamp is not on"
 
-tcp_port="$(free_port)" stream_port="$(free_port)"
+tcp_port="$(free_port)" stream_port="$(free_port)" floor_port="$(free_port)"
 write_config() {  # wake_on_commit
   cat >"$scratch/evpipe.toml" <<CONF
 [pipeline]
@@ -63,6 +72,7 @@ listen = ""
 listen = "127.0.0.1:$stream_port"
 max_clients = $((clients + 8))
 wake_on_commit = $1
+${STREAM_EXTRA:-}
 [log]
 level = "warn"
 [[sources.tcp]]
@@ -148,6 +158,48 @@ evpipe (running: $(kill -0 "$evpipe_pid" 2>/dev/null && echo yes || echo no)): $
   rows="$rows"$'\n'"| $name | $n | $load_rate | $ingest | $delivered | $lat | $cpu | $per_event | $client_cpu | $rss |"
 }
 
+# floor_phase NAME CLIENTS BESIDE_INGEST(0|1): the fan-out floor serves the
+# clients RATE events/s; with 1, evpipe ingests RATE events/s (fresh table,
+# no stream client) at the same time. Same row format as phase().
+floor_phase() {
+  local name="$1" n="$2" beside="$3" floor_pid client_pid ingest="-" cpu="-"
+  if [ -n "${PHASES:-}" ] && [[ " $PHASES " != *" $name "* ]]; then return 0; fi
+  if [ "$beside" = 1 ]; then
+    fresh_table
+    evpipe_start "${EVPIPE_BIN:-$bin/app/evpipe}"
+  fi
+  # Bounded like the clients: a floor whose clients never come does not wait for ever.
+  timeout "$((seconds * 30 + 180))" "$bin/perf/fanout-floor" --port "$floor_port" --clients "$n" --rate "$rate" --count "$count" \
+    --tick-us "${FLOOR_TICK_US:-1000}" --payload-bytes "$payload" >"$scratch/$name.floor" 2>&1 &
+  floor_pid=$!
+  for _ in $(seq 50); do ss -ltn "sport = :$floor_port" | grep -q LISTEN && break; sleep 0.1; done
+  rm -f "$scratch/$name.ready"
+  nice -n "${CLIENT_NICE:-0}" "$bin/bench/stream_fanout_client" --port "$floor_port" --clients "$n" --expect "$count" \
+    --timeout "$((seconds * 30 + 120))" --ready-file "$scratch/$name.ready" --position-time 1 \
+    >"$scratch/$name.clients" 2>&1 &
+  client_pid=$!
+  if [ "$beside" = 1 ]; then
+    for _ in $(seq 600); do [ -s "$scratch/$name.ready" ] && break; sleep 0.1; done
+    cpu0=$(cpu_s)
+    "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate "$rate" --count "$count" \
+      --payload-bytes "$payload" --connections 2 --run-id "$name" --quiet --json "$scratch/$name.json" >/dev/null
+    ingest=$(printf '%.0f' "$(json_field "$scratch/$name.json" "['throughput']")")
+  fi
+  wait "$client_pid" || die "$name: a client did not get every event once in order: $(grep -v "events $count in_order 1" "$scratch/$name.clients" | head -3)"
+  wait "$floor_pid" || die "$name: fanout-floor failed: $(tail -3 "$scratch/$name.floor")"
+  if [ "$beside" = 1 ]; then
+    cpu=$(awk -v a="$cpu0" -v b="$(cpu_s)" 'BEGIN{printf "%.2f", b - a}')
+    evpipe_stop
+  fi
+  local floor_cpu client_cpu lat per_delivery
+  floor_cpu=$(awk '{print $NF}' "$scratch/$name.floor")
+  client_cpu=$(awk '/^clients cpu_s/{print $3}' "$scratch/$name.clients")
+  per_delivery=$(awk -v c="$floor_cpu" -v n="$n" -v e="$count" 'BEGIN{printf "%.2f", c * 1e6 / (e * n)}')
+  lat=$(awk '/^latency all/{printf "all clients: p50 %s ms, p99 %s ms, max %s ms; client 0: p50 %s ms, p99 %s ms, max %s ms", $4, $6, $8, $11, $13, $15}' "$scratch/$name.clients")
+  log "$name: fanout-floor, clients $n x $count, in order, intended→client $lat, floor CPU $floor_cpu s ($per_delivery us/delivery), evpipe ingest $ingest ev/s (CPU $cpu s), clients' CPU $client_cpu s"
+  rows="$rows"$'\n'"| $name | $n | $rate | $ingest | $n x $count, in order | (floor, intended→client) $lat | floor $floor_cpu (evpipe $cpu) | floor $per_delivery | $client_cpu | - |"
+}
+
 rows="| phase | clients | offered ev/s | ingest ev/s | delivered | commit→client latency | evpipe CPU s | evpipe CPU µs per delivered (ingested) event | clients' CPU s | evpipe peak RSS MB |"$'\n'"|---|---|---|---|---|---|---|---|---|---|"
 ingest=0
 write_config true
@@ -161,6 +213,9 @@ phase "max-no-client" 0 max
 max_rate="$ingest"
 phase "max-$clients-clients" "$clients" max
 phase "max-1-client-${slow}x-slower" 1 max "$(awk -v r="$max_rate" -v f="$slow" 'BEGIN{printf "%d", r / f}')"
+write_config true
+floor_phase "floor-$clients-clients" "$clients" 0
+floor_phase "floor-$clients-clients-beside-ingest" "$clients" 1
 
 report="stream fan-out: $count events of ~$payload bytes per phase, $shards shards, TCP source (2 connections)
 machine: $(machine_line); shared with other builds while measured
