@@ -18,7 +18,7 @@ struct stream_section {
   bool listen_set = false;                      // the file names listen
   uint32_t max_clients = 64;                    // further clients get 503
   uint32_t max_filters = 32;                    // topics + kinds of one subscription
-  uint32_t max_client_buffer_bytes = 1u << 20;  // a client with more queued falls back to catch-up from the table
+  uint32_t max_client_buffer_bytes = 8u << 20;  // a client holding more falls back to catch-up from the table (docs/read.md)
   uint32_t poll_ms = 20;                        // how often the tail reads past the last position
   bool wake_on_commit = true;                   // also read at once when a shard of this process commits
   uint32_t heartbeat_s = 15;                    // an SSE comment line when idle this long

@@ -93,7 +93,7 @@ class sse_client final : public stream_client {
                             std::chrono::steady_clock::now().time_since_epoch()).count();
     size_t n = 0;
     for (const auto& it : items) {
-      n += it.bytes.size();
+      n += it.charge;
       if (ok && it.commit_ns != 0) probe_.commit_to_send.observe_ns(now - it.commit_ns, it.events);
     }
     queue_.sent(n);

@@ -58,8 +58,13 @@ void append_sse_frame(std::string& out, std::string_view id, std::string_view ev
   out += "\n\n";
 }
 
+namespace {
+std::atomic<uint64_t> next_block_serial{1};
+}  // namespace
+
 event_frames::event_frames(bool websocket, bool sse, int64_t commit_ns)
-    : websocket_(websocket), sse_(sse), commit_ns_(commit_ns) {}
+    : serial_(next_block_serial.fetch_add(1, std::memory_order_relaxed)), websocket_(websocket), sse_(sse),
+      commit_ns_(commit_ns) {}
 
 void event_frames::add(const event_row& r) {
   positions_.push_back(r.pos);
@@ -109,6 +114,10 @@ bool frame_queue::push_events(const std::shared_ptr<const event_frames>& f, fram
   it.commit_ns = f->commit_ns();
   it.events = static_cast<uint32_t>(last - first);
   it.last = f->pos(last - 1);
+  if (f->serial() != last_block_) {
+    last_block_ = f->serial();
+    it.charge = f->bytes(fmt);
+  }
   return push(std::move(it));
 }
 
@@ -116,13 +125,14 @@ bool frame_queue::push_message(std::string framed, std::optional<position> last)
   auto owned = std::make_shared<const std::string>(std::move(framed));
   item it;
   it.bytes = *owned;
+  it.charge = it.bytes.size();
   it.owner = std::move(owned);
   it.last = last;
   return push(std::move(it));
 }
 
 bool frame_queue::push(item it) {
-  bytes_.fetch_add(it.bytes.size(), std::memory_order_relaxed);
+  bytes_.fetch_add(it.charge, std::memory_order_relaxed);
   std::lock_guard lock(mu_);
   bool was_empty = q_.empty();
   q_.push_back(std::move(it));

@@ -61,8 +61,14 @@ class event_frames {
   [[nodiscard]] size_t fit(frame_format f, size_t first, size_t last, size_t room) const;
   // The first row after `p` (size() when none): rows are in position order.
   [[nodiscard]] size_t first_after(position p) const;
+  // All the frames in `f`: what this block holds in memory for that format.
+  [[nodiscard]] size_t bytes(frame_format f) const { return f == frame_format::websocket ? ws_.size() : sse_bytes_.size(); }
+  // Unique to this block in the process (a client's queue tells blocks apart
+  // by it, not by address, which a later block may reuse).
+  [[nodiscard]] uint64_t serial() const { return serial_; }
 
  private:
+  uint64_t serial_;
   bool websocket_, sse_;
   int64_t commit_ns_;
   std::vector<position> positions_;
@@ -71,12 +77,18 @@ class event_frames {
   std::string json_;                 // scratch: the row's message, reused
 };
 
-// One client's bytes waiting for its socket, in order.
+// One client's bytes waiting for its socket, in order. What counts against
+// the client's limit (bytes(), max_client_buffer_bytes) is the memory its
+// queue keeps alive: the whole block of a read the first time one of its
+// spans is queued (a filtered client's few rows keep the whole block, shared
+// or not, until they are written), then nothing more for that block's other
+// spans; a message of its own, its size.
 class frame_queue {
  public:
   struct item {
     std::shared_ptr<const void> owner;  // keeps `bytes` alive (shared event_frames, or a message of its own)
     std::string_view bytes;
+    size_t charge = 0;                  // what this item added to bytes(): give it back with sent()
     int64_t commit_ns = 0;              // live events: their commit (commit_to_send); 0 otherwise
     uint32_t events = 0;                // events in `bytes`
     std::optional<position> last;       // the position the client has once it has `bytes`
@@ -89,7 +101,7 @@ class frame_queue {
   bool push_message(std::string framed, std::optional<position> last = std::nullopt);
   // Moves everything queued to `out` (appended), in order.
   void take(std::vector<item>& out);
-  // `n` bytes of taken items were written (or dropped).
+  // Taken items whose charges add up to `n` were written (or dropped).
   void sent(size_t n) { bytes_.fetch_sub(n, std::memory_order_relaxed); }
   [[nodiscard]] size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
   [[nodiscard]] bool empty() const;
@@ -99,6 +111,7 @@ class frame_queue {
   mutable std::mutex mu_;
   std::deque<item> q_;
   std::atomic<size_t> bytes_{0};
+  uint64_t last_block_ = 0;  // serial of the block last charged (hub thread only)
 };
 
 }  // namespace evpipe::read

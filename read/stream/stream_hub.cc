@@ -365,6 +365,13 @@ void stream_hub::run() {
           const frame_format fmt = c->client->format();
           const size_t queued = c->client->queued_bytes();
           size_t room = queued < opts_.max_client_buffer_bytes ? opts_.max_client_buffer_bytes - queued : 0;
+          // A filtered client's spans keep the whole read's block alive, and
+          // its queue is charged the block (frame_queue): it takes all its
+          // rows of this read or, without room for the block, none of them.
+          if (!c->filter.everything() && !c->runs.empty()) {
+            const size_t block = shared->bytes(fmt);
+            room = block <= room ? block : 0;
+          }
           for (auto [first, last] : c->runs) {
             const size_t k = shared->fit(fmt, first, last, room);
             if (k > first) {

@@ -73,7 +73,7 @@ struct stream_since {
 struct stream_hub_options {
   std::string dsn, schema;
   uint32_t poll_ms = 20;
-  size_t max_client_buffer_bytes = 1u << 20;
+  size_t max_client_buffer_bytes = 8u << 20;
   uint32_t catch_up_page = 500;   // rows per catch-up read (shared by the clients at one filter and position)
   uint32_t tail_page = 10'000;    // rows per tail read
 };

@@ -151,12 +151,12 @@ class session {
     asio::async_write(sock_, buffers_, [this](beast::error_code ec, size_t) {
       writing_active_ = false;
       const int64_t now = steady_ns();
-      size_t bytes = 0;
+      size_t charged = 0;
       for (const auto& it : writing_) {
-        bytes += it.bytes.size();
+        charged += it.charge;
         if (!ec && it.commit_ns != 0) hub_.probe().commit_to_send.observe_ns(now - it.commit_ns, it.events);
       }
-      if (writing_from_) writing_from_->queue().sent(bytes);
+      if (writing_from_) writing_from_->queue().sent(charged);
       writing_.clear();
       writing_own_.clear();
       writing_from_.reset();

@@ -135,7 +135,10 @@ TEST(FrameQueue, SpansShareTheBlockAndCountTheirBytes) {
   EXPECT_FALSE(a.push_message("\x81\x02{}"));                          // already woken
   EXPECT_TRUE(b.push_events(shared, frame_format::websocket, 2, 3));
   EXPECT_EQ(shared.use_count(), 3);  // one block, referenced by both queues and here
-  EXPECT_EQ(a.bytes(), shared->span(frame_format::websocket, 0, 4).size() + 4);
+  EXPECT_EQ(shared->bytes(frame_format::websocket), shared->span(frame_format::websocket, 0, 4).size());
+  EXPECT_EQ(a.bytes(), shared->bytes(frame_format::websocket) + 4);
+  // b holds one row, and keeps the whole block alive: it is charged the block.
+  EXPECT_EQ(b.bytes(), shared->bytes(frame_format::websocket));
   std::vector<frame_queue::item> items;
   a.take(items);
   ASSERT_EQ(items.size(), 2u);
@@ -144,9 +147,38 @@ TEST(FrameQueue, SpansShareTheBlockAndCountTheirBytes) {
   EXPECT_EQ(items[0].last, (position{1, 4}));
   EXPECT_EQ(items[0].bytes.data(), shared->span(frame_format::websocket, 0, 4).data());  // not copied
   EXPECT_TRUE(a.empty());
-  a.sent(items[0].bytes.size() + items[1].bytes.size());
+  EXPECT_EQ(items[0].charge, shared->bytes(frame_format::websocket));
+  EXPECT_EQ(items[1].charge, 4u);
+  a.sent(items[0].charge + items[1].charge);
   EXPECT_EQ(a.bytes(), 0u);
   EXPECT_TRUE(a.push_message("x"));  // empty again: the next push wakes
+}
+
+// A filtered client takes several runs of one read: the block is charged
+// once, with its first span; a later block is charged again, even where a
+// freed block's memory is reused (blocks are told apart by serial).
+TEST(FrameQueue, ABlockIsChargedOnceWhateverTheNumberOfItsSpans) {
+  frame_queue q;
+  std::vector<frame_queue::item> items;
+  size_t block_bytes = 0;
+  for (int round = 0; round < 3; ++round) {
+    auto f = std::make_shared<event_frames>(true, true, 0);
+    for (int64_t i = 1; i <= 6; ++i) f->add(row(round + 1, i, R"({"y": 1})"));
+    std::shared_ptr<const event_frames> shared = std::move(f);
+    block_bytes = shared->bytes(frame_format::sse);
+    EXPECT_GT(block_bytes, shared->bytes(frame_format::websocket));  // each format its own size
+    q.push_events(shared, frame_format::sse, 0, 1);
+    q.push_events(shared, frame_format::sse, 3, 4);
+    q.push_events(shared, frame_format::sse, 5, 6);
+    EXPECT_EQ(q.bytes(), block_bytes);
+    q.take(items);
+    ASSERT_EQ(items.size(), 3u);
+    EXPECT_EQ(items[0].charge, block_bytes);
+    EXPECT_EQ(items[1].charge + items[2].charge, 0u);
+    q.sent(items[0].charge + items[1].charge + items[2].charge);
+    EXPECT_EQ(q.bytes(), 0u);
+    items.clear();  // the block is freed here; the next round's may take its place
+  }
 }
 
 }  // namespace
