@@ -9,9 +9,8 @@
 // It speaks what build/bench/stream_fanout_client needs: the WebSocket
 // upgrade (Beast), a subscribe message read and ignored, "caught_up", then
 // event messages whose position carries, where evpipe's carries the
-// transaction id, the event's intended send time (CLOCK_REALTIME, µs). The
-// client's --per-tx / --events files then give intended-to-receive latency
-// directly (perf/stream_fanout.sh computes the percentiles).
+// transaction id, the event's intended send time (CLOCK_REALTIME, µs); the
+// client, with --position-time, records receive minus that time.
 //
 // A client that stops reading stalls the others (the writes block): a floor,
 // not a server. Prints its own CPU seconds at the end.

@@ -41,7 +41,7 @@ while [ $# -gt 0 ]; do
     --shards) shards="$2"; shift 2 ;;
     --slow-factor) slow="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -180,6 +180,7 @@ floor_phase() {
   client_pid=$!
   if [ "$beside" = 1 ]; then
     for _ in $(seq 600); do [ -s "$scratch/$name.ready" ] && break; sleep 0.1; done
+    [ "$(cat "$scratch/$name.ready" 2>/dev/null)" = "$n" ] || die "$name: only $(cat "$scratch/$name.ready" 2>/dev/null) of $n clients subscribed"
     cpu0=$(cpu_s)
     "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate "$rate" --count "$count" \
       --payload-bytes "$payload" --connections 2 --run-id "$name" --quiet --json "$scratch/$name.json" >/dev/null
@@ -192,7 +193,7 @@ floor_phase() {
     evpipe_stop
   fi
   local floor_cpu client_cpu lat per_delivery
-  floor_cpu=$(awk '{print $NF}' "$scratch/$name.floor")
+  floor_cpu=$(awk '/^fanout-floor events/{print $NF}' "$scratch/$name.floor")
   client_cpu=$(awk '/^clients cpu_s/{print $3}' "$scratch/$name.clients")
   per_delivery=$(awk -v c="$floor_cpu" -v n="$n" -v e="$count" 'BEGIN{printf "%.2f", c * 1e6 / (e * n)}')
   lat=$(awk '/^latency all/{printf "all clients: p50 %s ms, p99 %s ms, max %s ms; client 0: p50 %s ms, p99 %s ms, max %s ms", $4, $6, $8, $11, $13, $15}' "$scratch/$name.clients")

@@ -123,7 +123,7 @@ std::string render_stream_metrics(const stream_probe& p, const std::string& pref
       u(p.events_delivered.load(std::memory_order_relaxed)));
   one("catch_ups_total", "counter", "Clients read from the table (a past since, or fallen behind).",
       u(p.catch_ups.load(std::memory_order_relaxed)));
-  one("fell_behind_total", "counter", "Live clients moved back to catch-up: send buffer over max_client_buffer_bytes.",
+  one("fell_behind_total", "counter", "Live clients moved back to catch-up: what their queue holds over max_client_buffer_bytes.",
       u(p.fell_behind.load(std::memory_order_relaxed)));
   one("read_errors_total", "counter", "Failed reads of events_mirror by the stream.",
       u(p.read_errors.load(std::memory_order_relaxed)));
@@ -350,8 +350,9 @@ void stream_hub::run() {
       });
       // Rows read before a failure are handed out too, and the tail moves past
       // them, so nobody gets them twice. A client takes what fits in its
-      // buffer (max_client_buffer_bytes); if its rows do not all fit, it falls
-      // behind from the last row it was given.
+      // buffer (max_client_buffer_bytes, counted as frame_queue charges it);
+      // if its rows do not all fit, it falls behind from the last row it was
+      // given (a filtered client given none: from the row before its first).
       if (const auto n = static_cast<uint32_t>(frames->size()); n > 0) {
         std::shared_ptr<const event_frames> shared = std::move(frames);
         for (auto& c : clients) {
@@ -368,9 +369,12 @@ void stream_hub::run() {
           // A filtered client's spans keep the whole read's block alive, and
           // its queue is charged the block (frame_queue): it takes all its
           // rows of this read or, without room for the block, none of them.
+          // An empty queue takes the block whatever its size (a read can be
+          // larger than the limit): the limit plus one read, as for a client
+          // without a filter, and no fall-behind on every large read.
           if (!c->filter.everything() && !c->runs.empty()) {
             const size_t block = shared->bytes(fmt);
-            room = block <= room ? block : 0;
+            room = block <= room || queued == 0 ? block : 0;
           }
           for (auto [first, last] : c->runs) {
             const size_t k = shared->fit(fmt, first, last, room);

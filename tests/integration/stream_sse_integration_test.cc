@@ -7,7 +7,6 @@
 
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <fstream>
@@ -176,57 +175,6 @@ TEST_F(StreamSse, AClientThatStopsReadingCatchesUpFromTheTable) {
   // It did fall behind and was caught up from the table (not just buffered).
   EXPECT_GE(metric("fell_behind_total"), 1);
   EXPECT_GE(metric("catch_ups_total"), 1);
-}
-
-// A filtered client's few rows of a read keep the whole read's block alive,
-// and it is charged for the blocks (docs/read.md, "Slow clients"): one that
-// stops reading falls behind once the reads it holds pass its limit, not
-// only once its own rows do (here they never do), and is then caught up from
-// the table, with its filter, in order.
-TEST_F(StreamSse, AFilteredClientThatStopsReadingIsChargedTheReadsItHolds) {
-  start("max_client_buffer_bytes = 262144\n");
-  sse_client c(stream_port, "?since=now&kinds=rare_kind", "Accept: text/event-stream\r\n", 4096);
-  ASSERT_NE(c.head().find("200 OK"), std::string::npos);
-  auto caught = c.next();
-  ASSERT_TRUE(caught);
-  // 6,000 events, one in 20 of the client's kind: its own frames come to
-  // about 300 x 400 bytes, under half its limit; all of them, some 2.4 MB.
-  const int n = 6000;
-  std::vector<std::string> rare;
-  {
-    ndjson_client p(tcp_port);
-    for (int i = 0; i < n; i += 100) {
-      std::string data;
-      for (int j = i; j < i + 100; ++j) {
-        std::string e = valid_event((j % 20 == 0 ? "rare-" : "common-") + std::to_string(j));
-        if (j % 20 == 0) {
-          e.replace(e.find("project_created"), 15, "rare_kind");
-          rare.push_back("rare-" + std::to_string(j));
-        }
-        data += e + "\n";
-      }
-      p.send_all(data);
-      std::this_thread::sleep_for(1ms);
-    }
-    ASSERT_EQ(p.read_acks_until(n, 120s), static_cast<uint64_t>(n));
-  }
-  ASSERT_TRUE(eventually([&] { return metric("fell_behind_total") >= 1; }, 30s))
-      << "the client held reads of " << n << " events and was not moved to the table";
-  // Then it reads: every one of its events once, in order.
-  std::vector<std::string> got;
-  std::string last = caught->id;
-  while (got.size() < rare.size()) {
-    auto f = c.next(30s);
-    ASSERT_TRUE(f) << got.size();
-    if (f->event != "event") continue;
-    ASSERT_GT(f->id, last);
-    last = f->id;
-    got.push_back(key_in(f->data));
-  }
-  std::sort(rare.begin(), rare.end(), [](const std::string& a, const std::string& b) { return a < b; });
-  std::vector<std::string> sorted = got;
-  std::sort(sorted.begin(), sorted.end());
-  EXPECT_EQ(sorted, rare);  // each once (the position order is checked above)
 }
 
 TEST_F(StreamSse, BadRequestsGetAClearError) {
