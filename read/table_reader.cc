@@ -94,6 +94,14 @@ std::string table_reader::select_sql(const read_window& w) const {
       // here are all the rows there will ever be up to the last one read.
       " WHERE tx < pg_snapshot_xmin(pg_current_snapshot())"
       " AND (tx, id) > ('" + std::to_string(w.after.tx) + "'::xid8, " + std::to_string(w.after.id) + ")";
+  // Implied by the row comparison, and there for the planner: without
+  // statistics (a fresh table, a new partition) it guesses a third of the
+  // table for a row comparison, and for a large enough table reads and sorts
+  // all of it for every read; a range on tx it guesses small, and walks the
+  // position index. With statistics the bound is past the histogram, and
+  // estimated from the index's real end. A read from the start has no bound
+  // to give (its plan is a whole-table read anyway).
+  if (w.after.tx != 0) sql += " AND tx >= '" + std::to_string(w.after.tx) + "'::xid8";
   if (w.until) {
     sql += " AND (tx, id) <= ('" + std::to_string(w.until->tx) + "'::xid8, " + std::to_string(w.until->id) + ")";
   }
