@@ -111,6 +111,18 @@ SELECT format('p50 %s ms, p99 %s ms, max %s ms',
 SQL
 }
 
+# wait_ready NAME N: until the clients say all N are subscribed (caught_up).
+wait_ready() {
+  for _ in $(seq 600); do [ -s "$scratch/$1.ready" ] && break; sleep 0.1; done
+  [ "$(cat "$scratch/$1.ready" 2>/dev/null)" = "$2" ] || die "$1: only $(cat "$scratch/$1.ready" 2>/dev/null) of $2 clients subscribed"
+}
+# load NAME RATE: evpipe-load sends $count events to the TCP source; sets $ingest (ev/s).
+load() {
+  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate "$2" --count "$count" \
+    --payload-bytes "$payload" --connections 2 --run-id "$1" --quiet --json "$scratch/$1.json" >/dev/null
+  ingest=$(printf '%.0f' "$(json_field "$scratch/$1.json" "['throughput']")")
+}
+
 # phase NAME CLIENTS LOAD_RATE [READ_RATE]: fresh table, evpipe, clients
 # subscribed (all caught up) before the load starts; the load's figures go
 # to $scratch/NAME.json, the clients' to $scratch/NAME.*.
@@ -131,13 +143,10 @@ phase() {
       --timeout "$timeout" --ready-file "$scratch/$name.ready" --per-tx "$scratch/$name.pertx" \
       --events "$scratch/$name.events" >"$scratch/$name.clients" 2>&1 &
     client_pid=$!
-    for _ in $(seq 600); do [ -s "$scratch/$name.ready" ] && break; sleep 0.1; done
-    [ "$(cat "$scratch/$name.ready" 2>/dev/null)" = "$n" ] || die "$name: only $(cat "$scratch/$name.ready" 2>/dev/null) of $n clients subscribed"
+    wait_ready "$name" "$n"
   fi
   cpu0=$(cpu_s)
-  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate "$load_rate" --count "$count" \
-    --payload-bytes "$payload" --connections 2 --run-id "$name" --quiet --json "$scratch/$name.json" >/dev/null
-  ingest=$(printf '%.0f' "$(json_field "$scratch/$name.json" "['throughput']")")
+  load "$name" "$load_rate"
   delivered="-" lat="-" client_cpu="-"
   if [ -n "$client_pid" ]; then
     wait "$client_pid" || die "$name: a client did not get every event once in order: $(grep -v "events $count in_order 1" "$scratch/$name.clients" | head -3)
@@ -179,12 +188,9 @@ floor_phase() {
     >"$scratch/$name.clients" 2>&1 &
   client_pid=$!
   if [ "$beside" = 1 ]; then
-    for _ in $(seq 600); do [ -s "$scratch/$name.ready" ] && break; sleep 0.1; done
-    [ "$(cat "$scratch/$name.ready" 2>/dev/null)" = "$n" ] || die "$name: only $(cat "$scratch/$name.ready" 2>/dev/null) of $n clients subscribed"
+    wait_ready "$name" "$n"
     cpu0=$(cpu_s)
-    "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate "$rate" --count "$count" \
-      --payload-bytes "$payload" --connections 2 --run-id "$name" --quiet --json "$scratch/$name.json" >/dev/null
-    ingest=$(printf '%.0f' "$(json_field "$scratch/$name.json" "['throughput']")")
+    load "$name" "$rate"
   fi
   wait "$client_pid" || die "$name: a client did not get every event once in order: $(grep -v "events $count in_order 1" "$scratch/$name.clients" | head -3)"
   wait "$floor_pid" || die "$name: fanout-floor failed: $(tail -3 "$scratch/$name.floor")"
