@@ -86,7 +86,7 @@ std::string table_reader::check() {
   return "cannot read table " + table_ + ": " + st.message;
 }
 
-std::string table_reader::select_sql(const read_window& w) const {
+std::string table_reader::select_sql(const read_window& w, bool range_hint) const {
   std::string sql =
       "SELECT tx, id, topic, payload ? 'topic', payload, created_at, payload->>'kind', " +
       std::string(has_headers_ ? "headers" : "NULL::jsonb") + ", tenant_id FROM " + table_ +
@@ -96,12 +96,14 @@ std::string table_reader::select_sql(const read_window& w) const {
       " AND (tx, id) > ('" + std::to_string(w.after.tx) + "'::xid8, " + std::to_string(w.after.id) + ")";
   // Implied by the row comparison, and there for the planner: without
   // statistics (a fresh table, a new partition) it guesses a third of the
-  // table for a row comparison, and for a large enough table reads and sorts
-  // all of it for every read; a range on tx it guesses small, and walks the
-  // position index. With statistics the bound is past the histogram, and
-  // estimated from the index's real end. A read from the start has no bound
-  // to give (its plan is a whole-table read anyway).
-  if (w.after.tx != 0) sql += " AND tx >= '" + std::to_string(w.after.tx) + "'::xid8";
+  // table for a row comparison (and for tx >= P alone), and for a large
+  // enough table reads and sorts all of it for every read. This bound and the
+  // horizon's `tx <` above make a two-sided range on tx, which it guesses at
+  // 0.5 %, and it reads from the position index (a bitmap scan of it from P,
+  // then a sort of those rows). With statistics the bound is past the
+  // histogram, estimated from the index's real end. A read from the start has
+  // no bound to give (its plan is a whole-table read anyway).
+  if (range_hint && w.after.tx != 0) sql += " AND tx >= '" + std::to_string(w.after.tx) + "'::xid8";
   if (w.until) {
     sql += " AND (tx, id) <= ('" + std::to_string(w.until->tx) + "'::xid8, " + std::to_string(w.until->id) + ")";
   }
@@ -217,7 +219,7 @@ io::pg_status table_reader::live_edge(position& out) {
 
 uint64_t table_reader::estimate_rows(const read_window& w) {
   io::pg_result r;
-  std::string sql = "EXPLAIN (FORMAT JSON) " + select_sql(w);
+  std::string sql = "EXPLAIN (FORMAT JSON) " + select_sql(w, false);
   if (!conn_.query(sql.c_str(), r).ok) return 0;
   std::string_view plan = PQgetvalue(r.get(), 0, 0);
   auto at = plan.find("\"Plan Rows\": ");

@@ -72,8 +72,11 @@ class table_reader {
   // The planner's estimate of the window's rows (for an ETA): no scan.
   [[nodiscard]] uint64_t estimate_rows(const read_window& w);
 
-  // The SELECT a window reads (exposed for tests and EXPLAIN).
-  [[nodiscard]] std::string select_sql(const read_window& w) const;
+  // The SELECT a window reads (exposed for tests and EXPLAIN). `range_hint`:
+  // with the redundant lower bound on tx that steers the planner to the
+  // position index on a table without statistics (table_reader.cc); off for
+  // estimate_rows, where PostgreSQL would count tx's bound twice.
+  [[nodiscard]] std::string select_sql(const read_window& w, bool range_hint = true) const;
 
  private:
   io::pg_connection& conn_;

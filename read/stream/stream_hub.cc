@@ -123,7 +123,7 @@ std::string render_stream_metrics(const stream_probe& p, const std::string& pref
       u(p.events_delivered.load(std::memory_order_relaxed)));
   one("catch_ups_total", "counter", "Clients read from the table (a past since, or fallen behind).",
       u(p.catch_ups.load(std::memory_order_relaxed)));
-  one("fell_behind_total", "counter", "Live clients moved back to catch-up: what their queue holds over max_client_buffer_bytes.",
+  one("fell_behind_total", "counter", "Live clients moved back to catch-up: what their queue holds, or a read's rows would take it, over max_client_buffer_bytes.",
       u(p.fell_behind.load(std::memory_order_relaxed)));
   one("read_errors_total", "counter", "Failed reads of events_mirror by the stream.",
       u(p.read_errors.load(std::memory_order_relaxed)));
@@ -366,16 +366,15 @@ void stream_hub::run() {
           const frame_format fmt = c->client->format();
           const size_t queued = c->client->queued_bytes();
           size_t room = queued < opts_.max_client_buffer_bytes ? opts_.max_client_buffer_bytes - queued : 0;
+          // An empty queue takes the whole read whatever its size (a read can
+          // be larger than the limit): the limit plus one read, and no client
+          // falls behind on every large read.
+          const size_t block = shared->bytes(fmt);
+          if (queued == 0) room = std::max(room, block);
           // A filtered client's spans keep the whole read's block alive, and
           // its queue is charged the block (frame_queue): it takes all its
           // rows of this read or, without room for the block, none of them.
-          // An empty queue takes the block whatever its size (a read can be
-          // larger than the limit): the limit plus one read, as for a client
-          // without a filter, and no fall-behind on every large read.
-          if (!c->filter.everything() && !c->runs.empty()) {
-            const size_t block = shared->bytes(fmt);
-            room = block <= room || queued == 0 ? block : 0;
-          }
+          if (!c->filter.everything() && !c->runs.empty()) room = block <= room ? block : 0;
           for (auto [first, last] : c->runs) {
             const size_t k = shared->fit(fmt, first, last, room);
             if (k > first) {

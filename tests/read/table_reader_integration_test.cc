@@ -211,11 +211,11 @@ TEST_F(TableReader, StoppingEarlyLeavesTheConnectionUsable) {
 
 // A table PostgreSQL has no statistics for yet (a fresh table, a new
 // partition, the first minute of a deployment): a read from a position near
-// the end walks the position index from there, and does not read and sort
-// the whole table. Before the redundant lower bound on tx, the planner's
-// default guess for the row comparison (a third of the table, a third again
-// for the horizon) chose a sequential scan and a sort once the table had
-// some 100,000 rows: the stream's tail reads of 3,000 rows took 170-190 ms
+// the end reads from the position index, and does not read and sort the
+// whole table. Before the redundant lower bound on tx, the planner's default
+// guess for the row comparison (a third of the table, a third again for the
+// horizon) chose a sequential scan and a sort (here with 120,000 rows;
+// during a 20,000/s load already at some 50,000): the stream's tail reads of 3,000 rows took 170-190 ms
 // instead of 11-15 (docs/read.md).
 TEST_F(TableReader, AReadFromAPositionUsesThePositionIndexWithoutStatistics) {
   db.exec("ALTER TABLE events_mirror SET (autovacuum_enabled = false)");
