@@ -82,6 +82,16 @@ class StreamHub : public ::testing::Test {
             "'kind', CASE WHEN g % 20 = 0 THEN 'rare' ELSE 'common' END, 'text', repeat('x', 200)) "
             "FROM generate_series(1, 2000) g");
   }
+  // A started hub and a client of kind "rare", subscribed from now.
+  std::shared_ptr<stuck_client> subscribe_rare(stream_hub& hub) {
+    hub.start();
+    auto client = std::make_shared<stuck_client>();
+    stream_filter f;
+    f.kinds = {"rare"};
+    hub.add(client, f, {});
+    EXPECT_TRUE(testing::eventually([&] { return client->caught_up_.load(); }));
+    return client;
+  }
   test_db db;
   io::pg_connection conn;
   stream_hub_options o;
@@ -93,12 +103,7 @@ class StreamHub : public ::testing::Test {
 // only its own rows, as before, it stayed live holding 20 times them.
 TEST_F(StreamHub, AFilteredClientIsChargedTheReadsItsRowsKeepAlive) {
   stream_hub hub(o);
-  hub.start();
-  auto client = std::make_shared<stuck_client>();
-  stream_filter f;
-  f.kinds = {"rare"};
-  hub.add(client, f, {});
-  ASSERT_TRUE(testing::eventually([&] { return client->caught_up_.load(); }));
+  auto client = subscribe_rare(hub);
   // The empty queue takes the read whole (the limit plus one read), and is
   // charged all of it.
   insert_2000();
@@ -119,12 +124,7 @@ TEST_F(StreamHub, AFilteredClientIsChargedTheReadsItsRowsKeepAlive) {
 // writes, the table gives it each of its rows once, in position order.
 TEST_F(StreamHub, AFilteredClientThatFellBehindGetsEachOfItsRowsOnceFromTheTable) {
   stream_hub hub(o);
-  hub.start();
-  auto client = std::make_shared<stuck_client>();
-  stream_filter f;
-  f.kinds = {"rare"};
-  hub.add(client, f, {});
-  ASSERT_TRUE(testing::eventually([&] { return client->caught_up_.load(); }));
+  auto client = subscribe_rare(hub);
   client->hold(40 * 1024);
   insert_2000();
   ASSERT_TRUE(testing::eventually([&] { return hub.probe().fell_behind.load() >= 1; }));
