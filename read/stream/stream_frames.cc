@@ -114,11 +114,7 @@ bool frame_queue::push_events(const std::shared_ptr<const event_frames>& f, fram
   it.commit_ns = f->commit_ns();
   it.events = static_cast<uint32_t>(last - first);
   it.last = f->pos(last - 1);
-  if (f->serial() != last_block_) {
-    last_block_ = f->serial();
-    it.charge = f->bytes(fmt);
-  }
-  return push(std::move(it));
+  return push(std::move(it), f->serial(), f->bytes(fmt));
 }
 
 bool frame_queue::push_message(std::string framed, std::optional<position> last) {
@@ -131,9 +127,16 @@ bool frame_queue::push_message(std::string framed, std::optional<position> last)
   return push(std::move(it));
 }
 
-bool frame_queue::push(item it) {
-  bytes_.fetch_add(it.charge, std::memory_order_relaxed);
+bool frame_queue::push(item it, uint64_t block, size_t block_bytes) {
   std::lock_guard lock(mu_);
+  // A block is charged with its first span, and again with a later one once
+  // the charged span has been taken (its charge may come back before this
+  // span is written).
+  if (block != 0 && block != charged_block_) {
+    charged_block_ = block;
+    it.charge = block_bytes;
+  }
+  bytes_.fetch_add(it.charge, std::memory_order_relaxed);
   bool was_empty = q_.empty();
   q_.push_back(std::move(it));
   return was_empty;
@@ -143,6 +146,7 @@ void frame_queue::take(std::vector<item>& out) {
   std::lock_guard lock(mu_);
   for (auto& it : q_) out.push_back(std::move(it));
   q_.clear();
+  charged_block_ = 0;
 }
 
 bool frame_queue::empty() const {

@@ -82,7 +82,8 @@ class event_frames {
 // queue keeps alive: the whole block of a read the first time one of its
 // spans is queued (a filtered client's few rows keep the whole block, shared
 // or not, until they are written), then nothing more for that block's other
-// spans; a message of its own, its size.
+// spans while that charged span is still queued (once it has been taken, the
+// next span of the block is charged again); a message of its own, its size.
 class frame_queue {
  public:
   struct item {
@@ -107,11 +108,13 @@ class frame_queue {
   [[nodiscard]] bool empty() const;
 
  private:
-  bool push(item it);
+  // `block`: the serial of the read `it` is a span of (0: a message of its
+  // own, already charged), `block_bytes` what charging it costs.
+  bool push(item it, uint64_t block = 0, size_t block_bytes = 0);
   mutable std::mutex mu_;
   std::deque<item> q_;
   std::atomic<size_t> bytes_{0};
-  uint64_t last_block_ = 0;  // serial of the block last charged (hub thread only)
+  uint64_t charged_block_ = 0;  // serial of the block charged to an item still queued (under mu_)
 };
 
 }  // namespace evpipe::read

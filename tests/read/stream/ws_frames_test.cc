@@ -155,8 +155,9 @@ TEST(FrameQueue, SpansShareTheBlockAndCountTheirBytes) {
 }
 
 // A filtered client takes several runs of one read: the block is charged
-// once, with its first span; a later block is charged again, even where a
-// freed block's memory is reused (blocks are told apart by serial).
+// once, with its first span, while that span is queued; again once it has
+// been taken; a later block is charged again, even where a freed block's
+// memory is reused (blocks are told apart by serial).
 TEST(FrameQueue, ABlockIsChargedOnceWhateverTheNumberOfItsSpans) {
   frame_queue q;
   std::vector<frame_queue::item> items;
@@ -175,7 +176,14 @@ TEST(FrameQueue, ABlockIsChargedOnceWhateverTheNumberOfItsSpans) {
     ASSERT_EQ(items.size(), 3u);
     EXPECT_EQ(items[0].charge, block_bytes);
     EXPECT_EQ(items[1].charge + items[2].charge, 0u);
-    q.sent(items[0].charge + items[1].charge + items[2].charge);
+    // Taken (its charge may come back before a later span is written): the
+    // block's next span is charged again.
+    q.push_events(shared, frame_format::sse, 4, 5);
+    EXPECT_EQ(q.bytes(), 2 * block_bytes);
+    q.take(items);
+    ASSERT_EQ(items.size(), 4u);
+    EXPECT_EQ(items[3].charge, block_bytes);
+    q.sent(items[0].charge + items[1].charge + items[2].charge + items[3].charge);
     EXPECT_EQ(q.bytes(), 0u);
     items.clear();  // the block is freed here; the next round's may take its place
   }
