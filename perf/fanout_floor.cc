@@ -33,13 +33,14 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "load/event_generator.h"
 #include "load/rate_pacer.h"
+#include "read/position.h"
+#include "read/stream/stream_frames.h"
 
 namespace {
 
@@ -53,28 +54,6 @@ int64_t steady_ns() {
 int64_t realtime_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-// An unmasked server text frame (RFC 6455 5.2).
-void append_frame(std::string& out, std::string_view payload) {
-  out += static_cast<char>(0x81);
-  if (payload.size() < 126) {
-    out += static_cast<char>(payload.size());
-  } else if (payload.size() < 65536) {
-    out += static_cast<char>(126);
-    out += static_cast<char>(payload.size() >> 8);
-    out += static_cast<char>(payload.size() & 0xff);
-  } else {
-    out += static_cast<char>(127);
-    for (int i = 7; i >= 0; --i) out += static_cast<char>((uint64_t{payload.size()} >> (8 * i)) & 0xff);
-  }
-  out += payload;
-}
-
-void append_hex16(std::string& out, uint64_t v) {
-  char b[17];
-  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
-  out.append(b, 16);
 }
 
 bool send_all(int fd, std::string_view data) {
@@ -110,7 +89,8 @@ int main(int argc, char** argv) {
   asio::ip::tcp::acceptor acceptor(ioc, {asio::ip::make_address("127.0.0.1"), port});
   std::vector<asio::ip::tcp::socket> socks;
   std::string caught_up;
-  append_frame(caught_up, R"({"type":"caught_up","position":"1-00000000000000000000000000000000"})");
+  evpipe::read::append_ws_text_frame(caught_up, R"({"type":"caught_up","position":")" +
+                                                    evpipe::read::encode(evpipe::read::position::start()) + "\"}");
   for (int i = 0; i < clients; ++i) {
     asio::ip::tcp::socket s(ioc);
     acceptor.accept(s);
@@ -146,13 +126,13 @@ int main(int argc, char** argv) {
         event.clear();
         gen.next(event);
         const int64_t intended_us = (realtime_at_start + (pacer.intended(sent) - start)) / 1000;
-        message.assign(R"({"type":"event","position":"1-)");
-        append_hex16(message, static_cast<uint64_t>(intended_us));
-        append_hex16(message, sent + 1);
+        // The position's tx is the intended send time (the stream's framing and positions: read/).
+        message.assign(R"({"type":"event","position":")");
+        message += evpipe::read::encode({static_cast<uint64_t>(intended_us), static_cast<int64_t>(sent + 1)});
         message += R"(","topic":"perf/stream","event":)";
         message += event;
         message += '}';
-        append_frame(block, message);
+        evpipe::read::append_ws_text_frame(block, message);
       }
       for (auto& s : socks) {
         if (!send_all(s.native_handle(), block)) {

@@ -82,12 +82,13 @@ class StreamHub : public ::testing::Test {
             "'kind', CASE WHEN g % 20 = 0 THEN 'rare' ELSE 'common' END, 'text', repeat('x', 200)) "
             "FROM generate_series(1, 2000) g");
   }
-  // A started hub and a client of kind "rare", subscribed from now.
-  std::shared_ptr<stuck_client> subscribe_rare(stream_hub& hub) {
+  // A started hub and a client of kind "rare" (of every kind: `every`),
+  // subscribed from now.
+  std::shared_ptr<stuck_client> subscribe_rare(stream_hub& hub, bool every = false) {
     hub.start();
     auto client = std::make_shared<stuck_client>();
     stream_filter f;
-    f.kinds = {"rare"};
+    if (!every) f.kinds = {"rare"};
     hub.add(client, f, {});
     EXPECT_TRUE(testing::eventually([&] { return client->caught_up_.load(); }));
     return client;
@@ -136,6 +137,19 @@ TEST_F(StreamHub, AFilteredClientThatFellBehindGetsEachOfItsRowsOnceFromTheTable
     expected.push_back({std::stoull(row.substr(0, row.find(' '))), std::stoll(row.substr(row.find(' ') + 1))});
   }
   EXPECT_EQ(client->seen(), expected);
+  hub.stop();
+}
+
+// A client without a filter whose queue is empty takes a read larger than
+// its limit whole (before, the rows that fit, about a tenth here, and then it
+// fell behind on every such read), and falls behind only after it.
+TEST_F(StreamHub, AnEmptyQueueTakesAReadLargerThanTheLimitWhole) {
+  stream_hub hub(o);
+  auto client = subscribe_rare(hub, true);
+  insert_2000();
+  ASSERT_TRUE(testing::eventually([&] { return client->events_.load() >= 2000; })) << client->events_.load();
+  EXPECT_EQ(client->events_.load(), 2000u);
+  EXPECT_GT(client->queued_bytes(), o.max_client_buffer_bytes);
   hub.stop();
 }
 
