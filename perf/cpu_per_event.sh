@@ -19,17 +19,22 @@
 #  - --warm W: each timed run first loads W other events (their own keys) and
 #    measures only the load after them: the steady state, without the
 #    first-touch costs of a fresh process (page faults of new memory).
+#  - --rate R: the load is open loop at R events/s instead of closed loop (the
+#    same events, the same measurement): CPU per event at a steady rate, where
+#    per-read and per-commit work is spread over a few events each (the
+#    callgrind run too, whose rate must then be low enough for evpipe under
+#    valgrind to keep up).
 #  - per thread: each run's CPU and minor faults by thread name go to
 #    DIR/threads.txt, with medians at the end of the output (shard-N sums the
 #    shards; the main thread, which runs the I/O with one io thread, carries
 #    the binary's name).
 #
 #   perf/cpu_per_event.sh [--events N] [--runs R] [--shards S] [--connections C]
-#                         [--warm W] [--binary OTHER_EVPIPE] [--callgrind N] [--out DIR]
+#                         [--warm W] [--rate R] [--binary OTHER_EVPIPE] [--callgrind N] [--out DIR]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-events=200000 runs=5 shards=2 connections=4 other="" callgrind=0 out="" warm=0
+events=200000 runs=5 shards=2 connections=4 other="" callgrind=0 out="" warm=0 rate=max
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events="$2"; shift 2 ;;
@@ -39,8 +44,9 @@ while [ $# -gt 0 ]; do
     --binary) other="$(realpath "$2")"; shift 2 ;;
     --callgrind) callgrind="$2"; shift 2 ;;
     --warm) warm="$2"; shift 2 ;;
+    --rate) rate="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -57,9 +63,9 @@ fresh_table
   --emit "$scratch/events.ndjson" --quiet >/dev/null
 [ "$warm" = 0 ] || "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --count "$warm" --run-id warm \
   --emit "$scratch/warm.ndjson" --quiet >/dev/null
-load() {  # load [FILE]: every event of the file, closed loop, waits for every ack
+load() {  # load [FILE]: every event of the file, at --rate (closed loop by default), waits for every ack
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "${1:-$scratch/events.ndjson}" \
-    --connections "$connections" --rate max --quiet >/dev/null
+    --connections "$connections" --rate "$rate" --quiet >/dev/null
 }
 stat_field() { awk -v f="$2" '{print $f}' "/proc/$1/stat"; }
 # Context switches (voluntary + involuntary) of every thread of PID.
@@ -103,7 +109,7 @@ callgrind_run() {
   head -n "$callgrind" "$scratch/events.ndjson" >"$scratch/events-cg.ndjson"
   callgrind_control -i on "$evpipe_pid" >/dev/null
   "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$scratch/events-cg.ndjson" \
-    --connections "$connections" --rate max --quiet >/dev/null
+    --connections "$connections" --rate "$rate" --quiet >/dev/null
   callgrind_control -i off "$evpipe_pid" >/dev/null
   evpipe_stop
   callgrind_annotate --inclusive=yes --threshold=100 "$cg" >"$out/callgrind.$name.txt" 2>/dev/null
@@ -142,7 +148,7 @@ PY
 if [ "$callgrind" -gt 0 ]; then
   command -v valgrind >/dev/null || ensure_packages valgrind
   echo "machine: $(machine_line)"
-  echo "command: perf/cpu_per_event.sh --callgrind $callgrind --shards $shards --connections $connections${other:+ --binary $other}"
+  echo "command: perf/cpu_per_event.sh --callgrind $callgrind --shards $shards --connections $connections$([ "$rate" = max ] || echo " --rate $rate")${other:+ --binary $other}"
   callgrind_run "$this" this
   [ -z "$other" ] || callgrind_run "$other" other
   echo "annotations: $out/callgrind.*.txt"
@@ -162,7 +168,7 @@ for r in $(seq "$runs"); do
 done
 
 echo "machine: $(machine_line)"
-echo "command: perf/cpu_per_event.sh --events $events --runs $runs --shards $shards --connections $connections$([ "$warm" = 0 ] || echo " --warm $warm")${other:+ --binary $other}"
+echo "command: perf/cpu_per_event.sh --events $events --runs $runs --shards $shards --connections $connections$([ "$warm" = 0 ] || echo " --warm $warm")$([ "$rate" = max ] || echo " --rate $rate")${other:+ --binary $other}"
 echo
 echo "| build | run | user ns/event | system ns/event | CPU ns/event | events/s | minor faults / 1k events | switches / 1k events |"
 echo "|---|---|---|---|---|---|---|---|"

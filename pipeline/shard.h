@@ -44,9 +44,15 @@ struct shard_options {
 };
 
 // Tuning of the shard queue (moodycamel's traits): blocks of 64 batches; a
-// batch carries many events, so the queue itself stays short.
+// batch carries many events, so the queue itself stays short. A shard that
+// finds its queue empty sleeps at once: moodycamel's default first spins
+// 10,000 times, even for a wait of 0 us, and a shard waits after nearly every
+// commit at a moderate rate, when the next read is 0.1-1 ms away (those
+// spins were three quarters of a shard thread's instructions at 1,000
+// events/s: docs/performance-cpu.md, "The shard queue's spin").
 struct shard_queue_traits : moodycamel::ConcurrentQueueDefaultTraits {
   static const size_t BLOCK_SIZE = 64;
+  static const int MAX_SEMA_SPINS = 0;
 };
 
 class shard {
