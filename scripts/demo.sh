@@ -111,7 +111,7 @@ for _ in $(seq 100); do
   [ "$(psql -X -Atq -d "$EVPIPE_DSN" -c "SELECT count(*) FROM relay_events")" -ge 6 ] && break
   sleep 0.1
 done
-psql -X -q -d "$EVPIPE_DSN" -c "SELECT device_id, status, ip_address, firmware_version, last_seen FROM devices ORDER BY 1"
+psql -X -q -d "$EVPIPE_DSN" -c "SELECT device_id, status, is_online, ip_address, firmware_version, last_seen FROM devices ORDER BY 1"
 psql -X -q -d "$EVPIPE_DSN" -c "SELECT device_id, relay_index, current_state, triggered_by, changed_at FROM relays ORDER BY 1, 2"
 psql -X -q -d "$EVPIPE_DSN" -c "SELECT device_id, count(*) AS telemetry_rows, max(temperature) FROM telemetry GROUP BY 1 ORDER BY 1"
 kill -TERM "$evpipe_pid"

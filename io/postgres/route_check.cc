@@ -52,32 +52,42 @@ std::vector<std::string> route_db_problems(pg_connection& conn, const std::vecto
       out.push_back(where + "table: \"" + table + "\" does not exist");
       continue;
     }
-    // Every column: name -> (type, NOT NULL without default).
+    // Every column: its type, whether it is NOT NULL without a default, and
+    // whether PostgreSQL generates it (GENERATED ALWAYS AS ... STORED).
     pg_result cols;
     const char* params[1] = {oid.c_str()};
     if (!conn.query_params("SELECT a.attname, t.typname, a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' "
-                           "AND a.attgenerated = '' FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-                           "WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped",
+                           "AND a.attgenerated = '', a.attgenerated <> '' FROM pg_attribute a JOIN pg_type t ON "
+                           "t.oid = a.atttypid WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped",
                            1, params, cols)
              .ok) {
       out.push_back(where + "table: cannot read the columns of \"" + table + "\"");
       continue;
     }
-    std::map<std::string, std::pair<std::string, bool>> have;
+    struct column_info {
+      std::string type;
+      bool must_fill = false;
+      bool generated = false;
+    };
+    std::map<std::string, column_info> have;
     for (int i = 0; i < PQntuples(cols.get()); ++i) {
-      have[PQgetvalue(cols.get(), i, 0)] = {PQgetvalue(cols.get(), i, 1), PQgetvalue(cols.get(), i, 2)[0] == 't'};
+      have[PQgetvalue(cols.get(), i, 0)] = {PQgetvalue(cols.get(), i, 1), PQgetvalue(cols.get(), i, 2)[0] == 't',
+                                            PQgetvalue(cols.get(), i, 3)[0] == 't'};
     }
     for (const auto& c : r.columns) {
       auto it = have.find(c.name);
       if (it == have.end()) {
         out.push_back(where + "columns \"" + c.name + "\": table \"" + table + "\" has no such column");
-      } else if (!binary_compatible(c.type, it->second.first)) {
+      } else if (it->second.generated) {
+        out.push_back(where + "columns \"" + c.name + "\": \"" + table +
+                      "\" generates it (GENERATED ALWAYS AS): PostgreSQL computes it, the route cannot write it");
+      } else if (!binary_compatible(c.type, it->second.type)) {
         out.push_back(where + "columns \"" + c.name + "\": the route writes " + config::column_type_name(c.type) +
-                      ", the column is " + it->second.first);
+                      ", the column is " + it->second.type);
       }
     }
     for (const auto& [name, info] : have) {
-      if (info.second && !r.column(name)) {
+      if (info.must_fill && !r.column(name)) {
         out.push_back(where + "columns: \"" + name + "\" of \"" + table +
                       "\" is NOT NULL without a default, and the route does not fill it");
       }

@@ -7,8 +7,10 @@
 -- older or redelivered status never moves it backwards.
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY,
-    is_online BOOLEAN NOT NULL DEFAULT false,
     status TEXT,
+    -- Computed from the status the device sends ("online", "offline"):
+    -- the route writes status, PostgreSQL keeps this in step with it.
+    is_online BOOLEAN GENERATED ALWAYS AS (status IS NOT DISTINCT FROM 'online') STORED,
     last_seen TIMESTAMPTZ,
     ip_address TEXT,
     firmware_version TEXT,

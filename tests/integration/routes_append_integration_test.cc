@@ -156,6 +156,26 @@ TEST_F(RoutesAppend, TypedRowsCommitWithTheirBatchAndBadOnesAreDeadLettered) {
       << "one key per stored bare message; mirrored envelopes are settled by events_mirror";
 }
 
+// A routed message is acked only once the row in its own table has
+// committed: while a migration's lock holds the route's table, evpipe's
+// write waits and nothing is acked; once the lock goes, everything is, and
+// every row is there.
+TEST_F(RoutesAppend, RoutedMessagesAreAckedOnlyAfterTheirTableCommits) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port) + routes, "routes_append_ack");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec(tables);
+  evp.start(port);
+  std::string data;
+  const uint64_t n = 50;
+  for (uint64_t i = 0; i < n; ++i) data += telemetry("ACK_" + std::to_string(i % 5), static_cast<int>(i)) + "\n";
+  const auto acks = send_with_table_locked(db, port, "telemetry", data, n);
+  ASSERT_GT(acks.waiters, 0) << "evpipe never waited for the lock: the test proved nothing\n" << evp.log();
+  EXPECT_EQ(acks.while_locked, 0u) << "acked before the route's table committed";
+  EXPECT_EQ(acks.after, n) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), static_cast<long>(n));
+}
+
 // A table with a unique index on exactly the route's idempotency columns
 // settles redeliveries itself: no evpipe_route_keys rows, and after a
 // restart the same messages store nothing twice. A unique violation of

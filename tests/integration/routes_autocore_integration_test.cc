@@ -71,7 +71,9 @@ TEST_F(RoutesAutoCore, DevicesRelaysTelemetryInteractionsAndSystemMessages) {
     std::string id = "ESP32_00" + std::to_string(d);
     std::vector<std::string> msgs;
     for (int t = 1; t <= 8; ++t) {
-      msgs.push_back("{\"device_id\":\"" + id + "\",\"status\":\"online\",\"ip_address\":\"192.168.1." +
+      // Device 3 goes offline at its newest time.
+      const std::string status = d == 3 && t == 8 ? "offline" : "online";
+      msgs.push_back("{\"device_id\":\"" + id + "\",\"status\":\"" + status + "\",\"ip_address\":\"192.168.1." +
                      std::to_string(100 + d) + "\",\"firmware_version\":\"1.2." + std::to_string(t) +
                      "\",\"uptime\":" + std::to_string(t * 60) + ",\"timestamp\":\"" + at(t) + "\"}");
     }
@@ -138,7 +140,8 @@ TEST_F(RoutesAutoCore, DevicesRelaysTelemetryInteractionsAndSystemMessages) {
     std::string id = "ESP32_00" + std::to_string(d);
     EXPECT_EQ(db.column("SELECT concat_ws('|', status, is_online, ip_address, firmware_version, uptime_s, "
                         "last_seen = '" + at(8) + "'::timestamptz) FROM devices WHERE device_id = '" + id + "'"),
-              std::vector<std::string>{"online|t|192.168.1." + std::to_string(100 + d) + "|1.2.8|480|t"})
+              std::vector<std::string>{(d == 3 ? "offline|f" : "online|t") + std::string("|192.168.1.") +
+                                       std::to_string(100 + d) + "|1.2.8|480|t"})
         << id << "\n" << evp.log();
   }
   EXPECT_EQ(db.count("SELECT count(*) FROM devices"), devices);

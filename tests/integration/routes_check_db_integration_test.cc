@@ -39,7 +39,11 @@ name = "readings"
 topics = ["a/+/readings"]
 envelope = "none"
 table = "readings"
-columns = [{ name = "value", type = "float8" }]
+columns = [
+  { name = "value", type = "float8" },
+  { name = "unit", type = "text" },
+  { name = "level", type = "int4" },
+]
 [[routes]]
 name = "missing"
 topics = ["a/+/other"]
@@ -49,7 +53,7 @@ columns = [{ name = "x", type = "int4" }]
 )";
   evpipe_process evp(cfg, "checkdb");
   db.exec("CREATE TABLE devices (device_id text, last_seen timestamp, doc json, site text NOT NULL)");
-  db.exec("CREATE TABLE readings (value int4)");
+  db.exec("CREATE TABLE readings (value int4, level int4 GENERATED ALWAYS AS (value / 10) STORED)");
   std::string err;
   EXPECT_EQ(check_db(cfg, err), 2) << err;
   for (const char* expect :
@@ -59,6 +63,9 @@ columns = [{ name = "x", type = "int4" }]
         "[[routes]] \"status\" columns: \"site\" of \"devices\" is NOT NULL without a default, and the route does not fill it",
         "[[routes]] \"status\" key: \"devices\" has no unique index on exactly (device_id)",
         "[[routes]] \"readings\" columns \"value\": the route writes float8, the column is int4",
+        "[[routes]] \"readings\" columns \"unit\": table \"readings\" has no such column",
+        "[[routes]] \"readings\" columns \"level\": \"readings\" generates it (GENERATED ALWAYS AS): PostgreSQL "
+        "computes it, the route cannot write it",
         "[[routes]] \"missing\" table: \"nowhere\" does not exist"}) {
     EXPECT_NE(err.find(expect), std::string::npos) << "missing: " << expect << "\nin:\n" << err;
   }
@@ -71,7 +78,7 @@ columns = [{ name = "x", type = "int4" }]
   db.exec("DROP TABLE devices, readings");
   db.exec("CREATE TABLE devices (device_id varchar(64) PRIMARY KEY, last_seen timestamptz, doc jsonb, "
           "site text NOT NULL DEFAULT 'lab')");
-  db.exec("CREATE TABLE readings (value float8)");
+  db.exec("CREATE TABLE readings (value float8, unit text, level int4)");
   db.exec("CREATE TABLE nowhere (x int4)");
   EXPECT_EQ(check_db(cfg, err), 0) << err;
   evp.start(port);  // and now it runs

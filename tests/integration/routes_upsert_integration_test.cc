@@ -94,5 +94,23 @@ TEST_F(RoutesUpsert, StateNeverMovesBackwardsAndRedeliveriesWriteNothing) {
   EXPECT_EQ(db.column("SELECT status FROM devices WHERE device_id = 'dev-7'").at(0), "s" + std::to_string(times + 1));
 }
 
+// An upserted message is acked only once its row has committed: while a
+// migration's lock holds the route's table, nothing is acked.
+TEST_F(RoutesUpsert, MessagesAreAckedOnlyAfterTheirUpsertCommits) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port) + device_status_route, "routes_upsert_ack");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec(device_status_tables);
+  evp.start(port);
+  std::string data;
+  const auto lines = device_status_lines(10, 5);
+  for (const auto& l : lines) data += l + "\n";
+  const auto acks = send_with_table_locked(db, port, "devices", data, lines.size());
+  ASSERT_GT(acks.waiters, 0) << "evpipe never waited for the lock: the test proved nothing\n" << evp.log();
+  EXPECT_EQ(acks.while_locked, 0u) << "acked before the upsert committed";
+  EXPECT_EQ(acks.after, lines.size()) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM devices WHERE status = 's5'"), 10);
+}
+
 }  // namespace
 }  // namespace evpipe::testing

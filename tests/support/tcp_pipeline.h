@@ -34,6 +34,33 @@ inline std::string config_for(const test_db& db, uint16_t tcp_port, uint16_t htt
          t.tcp_extra;
 }
 
+// What send_with_table_locked saw: the sessions that waited for the lock,
+// the lines acked while they waited, and those acked after the commit.
+struct acks_around_lock {
+  long waiters = 0;
+  uint64_t while_locked = 0;
+  uint64_t after = 0;
+};
+
+// Acked only after commit, for whatever table the events go to: sends
+// `lines` lines of `data` on a new connection to `port` while `db` holds
+// `table` in ACCESS EXCLUSIVE mode, waits until evpipe's write waits for that
+// lock, reads acks for a second, then commits and reads every ack.
+inline acks_around_lock send_with_table_locked(test_db& db, uint16_t port, const std::string& table,
+                                               const std::string& data, uint64_t lines) {
+  using namespace std::chrono_literals;
+  acks_around_lock r;
+  db.exec("BEGIN");
+  db.exec("LOCK TABLE " + table + " IN ACCESS EXCLUSIVE MODE");
+  ndjson_client c(port);
+  c.send_all(data);
+  (void)eventually([&] { return (r.waiters = db.lock_waiters(table)) > 0; }, 30s);
+  r.while_locked = c.read_acks_until(1, 1s);
+  db.exec("COMMIT");
+  r.after = c.read_acks_until(lines, 60s);
+  return r;
+}
+
 // The fixture of both files: the test's own schema; skipped without a test
 // database (failed instead under EVPIPE_REQUIRE_DB).
 class TcpPipeline : public ::testing::Test {
