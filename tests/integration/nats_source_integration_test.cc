@@ -272,6 +272,40 @@ TEST_F(NatsSource, SigkillMidStreamThenRestartLosesAndDuplicatesNothing) {
   EXPECT_GT(client.consumer("EVENTS", "evpipe").delivered, static_cast<uint64_t>(total));
 }
 
+// Killed before the commit: with events_mirror locked, evpipe pulls and
+// writes, but nothing it holds can commit, so nothing may be acked; after a
+// SIGKILL the server delivers every message it held again, and each is
+// stored once.
+TEST_F(NatsSource, SigkillBeforeTheCommitLeavesEveryHeldMessageToTheServer) {
+  nats_server server("sigkill_held");
+  nats_client client(server.url());
+  client.add_stream("EVENTS", "tracker.>");
+  uint16_t http_port = free_port();
+  nats_options o;
+  o.ack_wait_s = 3;  // what the killed process held comes back after 3 s
+  evpipe_process evp(nats_config(db, server.url(), http_port, o), "nats_sigkill_held");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  db.exec("BEGIN");
+  db.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
+  client.publish_async(messages("held", 0, 1000));
+  ASSERT_TRUE(eventually([&] { return received(http_port) >= 100 && db.lock_waiters("events_mirror") > 0; }))
+      << evp.log();
+  const auto held = client.consumer("EVENTS", "evpipe");
+  evp.kill(SIGKILL);
+  db.exec("COMMIT");
+  EXPECT_GE(held.ack_pending, 100) << "evpipe held fewer messages than it had received";
+  EXPECT_EQ(held.ack_floor, 0u) << "a message was acked before its commit";
+  evp.start(http_port);
+  ASSERT_TRUE(eventually([&] {
+    auto st = client.consumer("EVENTS", "evpipe");
+    return st.ack_floor == st.delivered && st.pending == 0 && st.ack_pending == 0 && unacked(http_port) == 0;
+  }, 60s)) << evp.log();
+  expect_once("held", 1000);
+  EXPECT_GE(client.consumer("EVENTS", "evpipe").delivered, 1000u + static_cast<uint64_t>(held.ack_pending))
+      << "every message the killed process held was delivered again";
+}
+
 TEST_F(NatsSource, MessageDeliveredMoreThanMaxDeliveriesIsDeadLetteredUnprocessed) {
   nats_server server("maxdeliv");
   nats_client client(server.url());
