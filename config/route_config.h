@@ -48,7 +48,7 @@ struct route {
   std::vector<std::string> key;          // upsert: the columns of the table's unique key
   std::string order_by;                  // upsert: a column; an older value never overwrites a newer one ("" = last wins)
   std::vector<std::string> idempotency;  // columns that identify a message (envelope "none")
-  bool idempotency_digest = false;       // idempotency = "digest": XXH3-128 of the message's bytes
+  bool idempotency_digest = false;       // idempotency = "digest": XXH3-128 of the message's topic and bytes
   bool mirror = false;                   // also keep the events_mirror row (envelope "standard" only)
   std::string partition_by;              // append: the table's range partition key, a timestamptz column whose
                                          // partitions evpipe keeps ([storage] partition); "" = none (docs/partitions.md)

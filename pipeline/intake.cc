@@ -119,10 +119,13 @@ bool intake::apply_routes(std::string_view line, std::string_view topic, std::st
   }
   skip_mirror_ = !mirror;
   if (bare && identity_.empty()) {
-    // No idempotency columns: the bytes are the message's identity.
-    auto d = stages::hash_key(line.data(), line.size());
-    identity_.assign("\0digest\0");
-    identity_.append(reinterpret_cast<const char*>(&d), sizeof d);
+    // No idempotency columns: the topic and the bytes are the message's
+    // identity (XXH3-128 of the bytes, seeded by the topic's). A redelivery
+    // repeats both; two devices that send equal bytes on their own topics
+    // (AutoCore's {"code":17} on autocore/<device>/system/error) are two
+    // messages.
+    const auto d = stages::hash_key(line.data(), line.size(), stages::hash_key(topic.data(), topic.size()).lo);
+    identity_.assign(reinterpret_cast<const char*>(&d), sizeof d);
   }
   return true;
 }

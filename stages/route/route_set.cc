@@ -16,8 +16,8 @@ namespace {
 // See compiled_route::self_idempotent. The key and order_by columns must
 // come from what a redelivery repeats (the bytes and the topic; not
 // received_at), and be determined by the identity: its columns include them,
-// or the identity is the digest of the bytes and none of them comes from
-// the topic (two messages with equal bytes on two topics share a digest).
+// or the identity is the digest of the topic and the bytes (which fixes every
+// value a message's topic and bytes give).
 bool is_self_idempotent(const config::route& r) {
   using config::column_source;
   if (!r.upsert || r.order_by.empty() || r.envelope_standard || r.mirror) return false;
@@ -27,11 +27,7 @@ bool is_self_idempotent(const config::route& r) {
   for (const auto& name : decisive) {
     const config::route_column* c = r.column(name);
     if (c == nullptr || c->source == column_source::received_at) return false;
-    if (digest) {
-      if (c->source == column_source::topic || c->source == column_source::topic_segment) return false;
-    } else if (std::find(r.idempotency.begin(), r.idempotency.end(), name) == r.idempotency.end()) {
-      return false;
-    }
+    if (!digest && std::find(r.idempotency.begin(), r.idempotency.end(), name) == r.idempotency.end()) return false;
   }
   return true;
 }

@@ -230,6 +230,41 @@ TEST(Intake, PublishedRoutesApplyFromTheNextRead) {
   EXPECT_EQ(stages::route::active_routes(), nullptr);
 }
 
+// A bare message without idempotency columns is identified by its topic
+// and bytes: a redelivery (same topic, same bytes) has the key of the first
+// delivery, while two devices sending equal bytes on their own topics are two
+// messages (they were one, and the second was dropped as a duplicate).
+TEST(Intake, ABareMessagesDigestIsOfItsTopicAndBytes) {
+  config::route r;
+  r.name = "system";
+  r.topics = {"d/+/system/+"};
+  r.envelope_standard = false;
+  r.table = "sys";
+  config::route_column c;
+  c.name = "code";
+  c.source_text = "code";
+  c.path = {"code"};
+  c.type = config::column_type::int4;
+  r.columns = {c};
+  stages::route::set_active_routes(std::make_shared<const stages::route::route_set>(std::vector<config::route>{r}));
+  intake in(1, {});
+  stages::envelope_validator v;
+  const std::string msg = "{\"code\":17}";
+  in.add(msg, msg.size(), 1, 0, "d/A/system/error", v, topic_rule::source_only);
+  in.add(msg, msg.size(), 2, 0, "d/B/system/error", v, topic_rule::source_only);
+  in.add(msg, msg.size(), 3, 0, "d/A/system/error", v, topic_rule::source_only);
+  stages::route::set_active_routes(nullptr);
+  const auto a = find_seq(in, 1), b = find_seq(in, 2), again = find_seq(in, 3);
+  ASSERT_TRUE(a.rec && b.rec && again.rec);
+  ASSERT_TRUE(a.rec->bare && b.rec->bare);
+  EXPECT_NE(std::pair(a.rec->key_hash_lo, a.rec->key_hash_hi), std::pair(b.rec->key_hash_lo, b.rec->key_hash_hi))
+      << "equal bytes on two topics are two messages";
+  EXPECT_EQ(std::pair(a.rec->key_hash_lo, a.rec->key_hash_hi),
+            std::pair(again.rec->key_hash_lo, again.rec->key_hash_hi))
+      << "a redelivery has the key of its first delivery";
+  EXPECT_NE(a.batch->view(a.rec->key), b.batch->view(b.rec->key));
+}
+
 }  // namespace
 }  // namespace evpipe::pipeline
 
