@@ -366,6 +366,71 @@ TEST_F(NatsSource, RefusedCredentialsStopTheStartWithAClearError) {
   EXPECT_EQ(count("SELECT count(*) FROM events_mirror"), 1);
 }
 
+TEST_F(NatsSource, ATokenFileIsPresentedAndNeverLogged) {
+  nats_server::auth a;
+  a.token = "right-token";
+  nats_server server("token", a);
+  nats_client client(server.url(), a);
+  client.add_stream("EVENTS", "tracker.>");
+  uint16_t http_port = free_port();
+  std::string dir = env_or("TMPDIR", "/tmp") + "/nats_it_" + std::to_string(::getpid()) + "_token";
+  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
+  std::ofstream(dir + "/wrong") << "wrong-token\n";
+  std::ofstream(dir + "/right") << "right-token\n";
+  nats_options o;
+  o.extra = "token_file = \"" + dir + "/wrong\"\n";
+  evpipe_process bad(nats_config(db, server.url(), http_port, o), "nats_badtoken");
+  ASSERT_EQ(bad.run_command("migrate"), 0) << bad.log("migrate.log");
+  EXPECT_THROW(bad.start(http_port), std::runtime_error);
+  std::string log = bad.log();
+  EXPECT_NE(log.find("the server refused evpipe's credentials"), std::string::npos) << log;
+  EXPECT_NE(log.find("check token_file"), std::string::npos) << log;
+  EXPECT_EQ(log.find("wrong-token"), std::string::npos) << "the token was logged";
+
+  o.extra = "token_file = \"" + dir + "/right\"\n";
+  evpipe_process good(nats_config(db, server.url(), http_port, o), "nats_goodtoken");
+  good.start(http_port);
+  client.publish("tracker.a", valid_event("token-1"));
+  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 1; })) << good.log();
+  EXPECT_EQ(good.log().find("right-token"), std::string::npos);
+  EXPECT_EQ(count("SELECT count(*) FROM events_mirror"), 1);
+}
+
+// TLS with the server's CA and a client certificate (the server verifies
+// clients): events flow; without the client certificate the server refuses
+// the connection and evpipe stops at start with the reason.
+TEST_F(NatsSource, TlsWithACaAndAClientCertificate) {
+  const std::string dir = env_or("TMPDIR", "/tmp") + "/nats_it_" + std::to_string(::getpid()) + "_tls";
+  ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
+  make_test_certificates(dir);
+  nats_server::auth a;
+  a.tls_dir = dir;
+  nats_server server("tls", a);
+  nats_client client(server.url(), a);
+  client.add_stream("EVENTS", "tracker.>");
+  uint16_t http_port = free_port();
+  const std::string url = "tls://127.0.0.1:" + std::to_string(server.port());
+
+  nats_options o;
+  o.extra = "ca_file = \"" + dir + "/ca.pem\"\n";
+  evpipe_process bare(nats_config(db, url, http_port, o), "nats_tls_nocert");
+  ASSERT_EQ(bare.run_command("migrate"), 0) << bare.log("migrate.log");
+  EXPECT_THROW(bare.start(http_port), std::runtime_error) << "the server took a client without a certificate";
+  EXPECT_NE(bare.log().find("if the server verifies client certificates (tls { verify: true }), set cert_file and "
+                            "key_file"),
+            std::string::npos)
+      << bare.log();
+
+  o.extra = "ca_file = \"" + dir + "/ca.pem\"\ncert_file = \"" + dir + "/client.pem\"\nkey_file = \"" + dir +
+            "/client.key\"\n";
+  evpipe_process evp(nats_config(db, url, http_port, o), "nats_tls");
+  evp.start(http_port);
+  client.publish_async(messages("tls", 0, 200));
+  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 200 && unacked(http_port) == 0; })) << evp.log();
+  expect_once("tls", 200);
+  EXPECT_NE(server.log().find("TLS"), std::string::npos) << server.log();
+}
+
 TEST_F(NatsSource, ServerAwayIsWaitedForAndShownInMetricsAndReadiness) {
   auto server = std::make_unique<nats_server>("away");
   std::string url = server->url();

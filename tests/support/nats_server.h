@@ -25,11 +25,31 @@
 
 namespace evpipe::testing {
 
+// A test CA in `dir` (ca.pem), and certificates it signed for the server
+// (server.pem/.key, for 127.0.0.1 and localhost) and for a client
+// (client.pem/.key), made with the openssl command line; valid two days.
+inline void make_test_certificates(const std::string& dir) {
+  std::ofstream(dir + "/san.ext") << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+  const std::string q = " >>'" + dir + "/openssl.log' 2>&1";
+  const std::string cmd =
+      "cd '" + dir + "' && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 "
+      "-subj /CN=evpipe-test-ca" + q + " && openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+      "-subj /CN=127.0.0.1" + q + " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+      "-out server.pem -days 2 -extfile san.ext" + q + " && openssl req -newkey rsa:2048 -nodes -keyout client.key "
+      "-out client.csr -subj /CN=evpipe" + q + " && openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key "
+      "-CAcreateserial -out client.pem -days 2" + q;
+  if (std::system(cmd.c_str()) != 0) throw std::runtime_error("openssl failed: see " + dir + "/openssl.log");
+}
+
 class nats_server {
  public:
   struct auth {
     std::string user, password;  // both set: the one account; anonymous clients are refused
     std::string token;           // set: clients must present it
+    // Set: a directory of make_test_certificates(): the server speaks only
+    // TLS, with its certificate, and takes only clients whose certificate the
+    // CA signed.
+    std::string tls_dir;
   };
   // `extra`: more lines of the server's config (a cluster block); `port`: 0
   // for a free one.
@@ -46,6 +66,10 @@ class nats_server {
          << "jetstream {\n  store_dir: \"" << dir_ << "/js\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}\n";
     if (!a.user.empty()) conf << "authorization {\n  user: \"" << a.user << "\"\n  password: \"" << a.password << "\"\n}\n";
     if (!a.token.empty()) conf << "authorization {\n  token: \"" << a.token << "\"\n}\n";
+    if (!a.tls_dir.empty()) {
+      conf << "tls {\n  cert_file: \"" << a.tls_dir << "/server.pem\"\n  key_file: \"" << a.tls_dir
+           << "/server.key\"\n  ca_file: \"" << a.tls_dir << "/ca.pem\"\n  verify: true\n  timeout: 5\n}\n";
+    }
     conf << extra;
     conf.close();
     start();
@@ -144,6 +168,12 @@ class nats_client {
     ok(natsOptions_SetMaxReconnect(o, -1), "reconnect");
     if (!a.user.empty()) ok(natsOptions_SetUserInfo(o, a.user.c_str(), a.password.c_str()), "user");
     if (!a.token.empty()) ok(natsOptions_SetToken(o, a.token.c_str()), "token");
+    if (!a.tls_dir.empty()) {
+      ok(natsOptions_SetSecure(o, true), "tls");
+      ok(natsOptions_LoadCATrustedCertificates(o, (a.tls_dir + "/ca.pem").c_str()), "ca");
+      ok(natsOptions_LoadCertificatesChain(o, (a.tls_dir + "/client.pem").c_str(), (a.tls_dir + "/client.key").c_str()),
+         "client certificate");
+    }
     // A cluster's nodes may refuse clients for a moment while their routes form.
     natsStatus s = natsConnection_Connect(&nc_, o);
     for (auto until = std::chrono::steady_clock::now() + 30s; s != NATS_OK && std::chrono::steady_clock::now() < until;) {

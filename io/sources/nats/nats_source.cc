@@ -142,7 +142,13 @@ void nats_source::connect_or_throw() {
                                 : !cfg_.user.empty()       ? "user and password_file"
                                                            : "the server's authorization: none is configured"));
     }
-    throw std::runtime_error("[[sources.nats]] cannot connect to " + servers_text(cfg_) + ": " + why);
+    // A server that verifies client certificates just closes a connection
+    // without one: libnats then reports a protocol error of its own.
+    const std::string hint = tls && cfg_.cert_file.empty()
+                                 ? "; if the server verifies client certificates (tls { verify: true }), set "
+                                   "cert_file and key_file"
+                                 : "";
+    throw std::runtime_error("[[sources.nats]] cannot connect to " + servers_text(cfg_) + ": " + why + hint);
   }
   jsOptions jo;
   jsOptions_Init(&jo);
