@@ -123,6 +123,43 @@ TEST_F(NatsSource, EveryMessageStoredOnceAndAckedAfterCommitWithTheSubjectAsTopi
   EXPECT_EQ(st.ack_floor, 1000u);
 }
 
+// Two filter subjects: nats-server 2.9 takes one filter per consumer, so
+// evpipe pulls from <durable>-1 and <durable>-2, each acked after commit;
+// a subject no filter names stays on the server. topic_separator "." keeps
+// the subject as the topic.
+TEST_F(NatsSource, EachFilterSubjectHasItsConsumerAndTheSeparatorIsKept) {
+  nats_server server("filters");
+  nats_client client(server.url());
+  client.add_stream("EVENTS", "tracker.>");
+  uint16_t http_port = free_port();
+  nats_options o;
+  o.filters = R"(["tracker.events.>", "tracker.audit.*"])";
+  o.extra = "topic_separator = \".\"\n";
+  evpipe_process evp(nats_config(db, server.url(), http_port, o), "nats_filters");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  std::vector<std::pair<std::string, std::string>> msgs;
+  for (int i = 0; i < 100; ++i) {
+    msgs.emplace_back("tracker.events.created", valid_event("f-events-" + std::to_string(i)));
+    msgs.emplace_back("tracker.audit.login", valid_event("f-audit-" + std::to_string(i)));
+    msgs.emplace_back("tracker.other.x", valid_event("f-other-" + std::to_string(i)));
+  }
+  client.publish_async(msgs);
+  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 200 && unacked(http_port) == 0; })) << evp.log();
+  std::this_thread::sleep_for(300ms);  // anything of the third subject would show now
+  expect_once("f-events", 100);
+  expect_once("f-audit", 100);
+  EXPECT_EQ(count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE 'f-other-%'"), 0);
+  EXPECT_EQ(count("SELECT count(*) FROM events_mirror WHERE topic = 'tracker.events.created'"), 100);
+  EXPECT_EQ(count("SELECT count(*) FROM events_mirror WHERE topic = 'tracker.audit.login'"), 100);
+  for (const char* durable : {"evpipe-1", "evpipe-2"}) {
+    auto st = client.consumer("EVENTS", durable);
+    EXPECT_TRUE(st.exists) << durable;
+    EXPECT_TRUE(eventually([&] { return client.consumer("EVENTS", durable).ack_floor >= 100u; }, 10s)) << durable;
+  }
+  EXPECT_EQ(metric(http_port, "evpipe_nats_consumers_ready"), 2);
+}
+
 // A puller paused because a shard queue is full fetches again once the
 // shards have taken their queues: the shard rings the puller's room bell
 // (router::wait_for_room). Here nothing else can wake it: it has nothing in
