@@ -132,7 +132,10 @@ int main(int argc, char** argv) {
   auto* replay = cli.add_subcommand("replay", "Print committed events as NDJSON in position order, or send them to an "
                                               "evpipe source; the last position goes to stderr at the end");
   replay->add_option("-c,--config", config_path, "TOML configuration file")->required();
-  replay->add_option("--since", replay_opts.since, "after this position, or from this time (ISO 8601)");
+  replay->add_option("--since", replay_opts.since,
+                     "after this position, or from this time (ISO 8601); twice, a position and a time: both "
+                     "(resumes a window from its last position)")
+      ->allow_extra_args(false);
   replay->add_option("--until", replay_opts.until, "up to this position, or before this time (ISO 8601)");
   replay->add_option("--topic", replay_opts.topics, "MQTT-style topic filter (repeatable; any of them)");
   replay->add_option("--kind", replay_opts.kinds, "event kind (repeatable; any of them)");

@@ -102,12 +102,28 @@ int run_replay(const config::settings& s, const replay_options& o) {
   }
   read_window w;
   std::optional<position> since_pos;
-  for (auto [flag, text, pos, time] : {std::tuple{"--since", &o.since, &since_pos, &w.since_time},
-                                        std::tuple{"--until", &o.until, &w.until, &w.until_time}}) {
-    if (auto problem = parse_bound(conn, flag, *text, *pos, *time); !problem.empty()) {
+  if (o.since.size() > 2) {
+    std::fprintf(stderr, "evpipe replay: --since: at most twice, a position and a time\n");
+    return 2;
+  }
+  for (const auto& text : o.since) {
+    std::optional<position> pos;
+    std::string time;
+    if (auto problem = parse_bound(conn, "--since", text, pos, time); !problem.empty()) {
       std::fprintf(stderr, "evpipe replay: %s\n", problem.c_str());
       return 2;
     }
+    if ((pos && since_pos) || (!time.empty() && !w.since_time.empty())) {
+      std::fprintf(stderr, "evpipe replay: --since twice takes a position and a time, not two %s\n",
+                   pos ? "positions" : "times");
+      return 2;
+    }
+    if (pos) since_pos = pos;
+    if (!time.empty()) w.since_time = time;
+  }
+  if (auto problem = parse_bound(conn, "--until", o.until, w.until, w.until_time); !problem.empty()) {
+    std::fprintf(stderr, "evpipe replay: %s\n", problem.c_str());
+    return 2;
   }
   // A position whose transaction id has not been handed out yet is from
   // another cluster (or from before a restore): refused, not read as "nothing
@@ -204,6 +220,13 @@ int run_replay(const config::settings& s, const replay_options& o) {
   if (!last && w.since_time.empty()) last = position::start();
   if (last) {
     std::fprintf(stderr, "last position: %s\n", encode(*last).c_str());
+    // The position alone would drop the window's start time: rows created
+    // before it that commit after the position (a long transaction, another
+    // writer's backfill) would come back in.
+    if (!w.since_time.empty()) {
+      std::fprintf(stderr, "resume this window with: --since %s --since %s\n", encode(*last).c_str(),
+                   w.since_time.c_str());
+    }
   } else {
     std::fprintf(stderr, "last position: none (no rows since %s)\n", w.since_time.c_str());
   }

@@ -18,7 +18,9 @@
 namespace evpipe::read {
 
 struct replay_options {
-  std::string since;                // a position (rows after it) or an ISO 8601 time (rows created at or after it)
+  // A position (rows after it) or an ISO 8601 time (rows created at or after
+  // it); given twice, one of each: both apply (a window resumed from a position).
+  std::vector<std::string> since;
   std::string until;                // a position (rows up to it) or a time (rows created before it)
   std::vector<std::string> topics;  // MQTT-style filters; any of them
   std::vector<std::string> kinds;   // event kinds; any of them

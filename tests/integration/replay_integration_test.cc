@@ -177,6 +177,45 @@ TEST_F(Replay, IntoTheOwnTcpSourceAddsNoRows) {
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE topic = 'autocore/dev/telemetry'"), 500);
 }
 
+// A window that starts at a time, resumed: --since given twice (the printed
+// position and the time) keeps the start time, so rows created before it
+// that committed after the position (here another writer's backfill) stay
+// out, as they were out of the first run.
+TEST_F(Replay, ResumingATimeWindowKeepsItsStartTime) {
+  insert_rows();
+  const std::string t = "2025-01-03T00:00:00Z";
+  auto first = replay("--no-progress --since " + t + " --max-rows 100");
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  ASSERT_EQ(first.lines.size(), 100u);
+  const std::string p = first.last_position;
+  EXPECT_NE(first.err.find("resume this window with: --since " + p + " --since " + t), std::string::npos) << first.err;
+  // Another writer, after the first run: rows created before the window.
+  db.exec("INSERT INTO events_mirror (topic, payload, created_at) SELECT 'backfill', jsonb_build_object("
+          "'idempotency_key', 'late-' || g, 'kind', 'project_created', 'trace_id', "
+          "'550e8400-e29b-41d4-a716-446655440000', 'ts', '2025-01-15T10:30:00Z', 'payload', '{}'::jsonb), "
+          "timestamptz '2025-01-01 01:00:00+00' FROM generate_series(1, 50) g");
+  ASSERT_TRUE(eventually([&] { return replay("--no-progress").lines.size() == 650; }));
+  auto rest = replay("--no-progress --since " + p + " --since " + t);
+  ASSERT_EQ(rest.exit_code, 0) << rest.err;
+  std::vector<std::string> expected = reference("created_at >= '" + t + "'");
+  expected.erase(expected.begin(), expected.begin() + 100);
+  EXPECT_EQ(keys_of(rest.lines), expected);
+  std::vector<std::string> joined = keys_of(first.lines);
+  joined.insert(joined.end(), expected.begin(), expected.end());
+  EXPECT_EQ(joined, reference("created_at >= '" + t + "'")) << "the two runs are the window, once";
+  // The position alone lets the backfill in: what the time is kept for.
+  EXPECT_EQ(replay("--no-progress --since " + p).lines.size(), expected.size() + 50);
+  // Either order; but not two of a kind.
+  EXPECT_EQ(keys_of(replay("--no-progress --since " + t + " --since " + p).lines), expected);
+  auto two_times = replay("--no-progress --since " + t + " --since 2025-01-04T00:00:00Z");
+  EXPECT_EQ(two_times.exit_code, 2);
+  EXPECT_NE(two_times.err.find("--since twice takes a position and a time, not two times"), std::string::npos)
+      << two_times.err;
+  auto two_positions = replay("--no-progress --since " + p + " --since " + p);
+  EXPECT_EQ(two_positions.exit_code, 2);
+  EXPECT_NE(two_positions.err.find("not two positions"), std::string::npos) << two_positions.err;
+}
+
 TEST_F(Replay, ResumingFromThePrintedPositionContinuesExactly) {
   insert_rows();
   auto all = replay("--no-progress");
