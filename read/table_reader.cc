@@ -1,10 +1,20 @@
 #include "read/table_reader.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "stages/topic_filter.h"
 
 namespace evpipe::read {
+
+bool row_clause::matches(std::string_view topic, std::string_view kind) const {
+  if (!kinds.empty() && std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) return false;
+  if (topic_filters.empty()) return true;
+  for (const auto& f : topic_filters) {
+    if (stages::topic_matches(f, topic)) return true;
+  }
+  return false;
+}
 
 namespace {
 
@@ -109,26 +119,37 @@ std::string table_reader::select_sql(const read_window& w, bool range_hint) cons
   }
   if (!w.since_time.empty()) sql += " AND created_at >= " + sql_literal(w.since_time) + "::timestamptz";
   if (!w.until_time.empty()) sql += " AND created_at < " + sql_literal(w.until_time) + "::timestamptz";
-  if (!w.topic_filters.empty()) {
-    sql += " AND (";
-    for (size_t i = 0; i < w.topic_filters.size(); ++i) {
-      if (i) sql += " OR ";
-      const auto& f = w.topic_filters[i];
-      // A filter without wildcards is an equality the topic index can use.
-      if (f.find_first_of("+#") == std::string::npos) {
-        sql += "topic = " + sql_literal(f);
-      } else {
-        sql += "topic ~ " + sql_literal(stages::topic_filter_regex(f));
+  // Any of the clauses: each is its topics (any) and its kinds (any); a
+  // clause without either takes every row, and then so does the window.
+  std::string any;
+  bool every = w.any_of.empty();
+  for (const auto& c : w.any_of) {
+    if (c.everything()) every = true;
+    std::string one;
+    if (!c.topic_filters.empty()) {
+      one += "(";
+      for (size_t i = 0; i < c.topic_filters.size(); ++i) {
+        if (i) one += " OR ";
+        const auto& f = c.topic_filters[i];
+        // A filter without wildcards is an equality the topic index can use.
+        if (f.find_first_of("+#") == std::string::npos) {
+          one += "topic = " + sql_literal(f);
+        } else {
+          one += "topic ~ " + sql_literal(stages::topic_filter_regex(f));
+        }
       }
+      one += ")";
     }
-    sql += ")";
+    if (!c.kinds.empty()) {
+      one += one.empty() ? "" : " AND ";
+      one += "payload->>'kind' IN (";
+      for (size_t i = 0; i < c.kinds.size(); ++i) one += (i ? ", " : "") + sql_literal(c.kinds[i]);
+      one += ")";
+    }
+    any += (any.empty() ? "" : " OR ") + ("(" + one + ")");
   }
+  if (!every) sql += " AND (" + any + ")";
   if (w.tenant) sql += " AND tenant_id = " + sql_literal(*w.tenant);
-  if (!w.kinds.empty()) {
-    sql += " AND payload->>'kind' IN (";
-    for (size_t i = 0; i < w.kinds.size(); ++i) sql += (i ? ", " : "") + sql_literal(w.kinds[i]);
-    sql += ")";
-  }
   sql += " ORDER BY tx, id";
   if (w.limit) sql += " LIMIT " + std::to_string(w.limit);
   return sql;

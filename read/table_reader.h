@@ -25,14 +25,24 @@
 
 namespace evpipe::read {
 
+// Rows on any of these topics and of any of these kinds: one subscription of
+// a stream client, or replay's --topic and --kind options.
+struct row_clause {
+  std::vector<std::string> topic_filters;  // MQTT-style, any of them ([] = every topic); valid filters only
+  std::vector<std::string> kinds;          // payload->>'kind', any of them ([] = every kind)
+  [[nodiscard]] bool everything() const { return topic_filters.empty() && kinds.empty(); }
+  [[nodiscard]] bool matches(std::string_view topic, std::string_view kind) const;
+  bool operator==(const row_clause&) const = default;
+  auto operator<=>(const row_clause&) const = default;
+};
+
 // Which rows to read. Every bound is optional; they combine with AND.
 struct read_window {
   position after = position::start();  // rows strictly after this position
   std::optional<position> until;       // ... and at or before this one
   std::string since_time;              // created_at >= this (ISO 8601, "" = no bound)
   std::string until_time;              // created_at < this
-  std::vector<std::string> topic_filters;  // MQTT-style, any of them ([] = every topic); valid filters only
-  std::vector<std::string> kinds;          // payload->>'kind', any of them ([] = every kind)
+  std::vector<row_clause> any_of;          // rows that match one of them ([] = every row)
   uint64_t limit = 0;                      // at most this many rows (0 = no limit)
   std::optional<std::string> tenant;       // tenant_id = this (docs/tenants.md); unset = every tenant
 };

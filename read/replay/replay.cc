@@ -137,8 +137,7 @@ int run_replay(const config::settings& s, const replay_options& o) {
     }
   }
   if (since_pos) w.after = *since_pos;
-  w.topic_filters = o.topics;
-  w.kinds = o.kinds;
+  if (!o.topics.empty() || !o.kinds.empty()) w.any_of = {row_clause{o.topics, o.kinds}};
   w.tenant = o.tenant;
   w.limit = o.max_rows;
 

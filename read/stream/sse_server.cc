@@ -367,6 +367,7 @@ void sse_server::serve(int fd, uint64_t session) {
   if (req.method() != http::verb::get) return respond(fd, http::status::method_not_allowed, "only GET");
 
   stream_filter filter;
+  row_clause& sub = filter.any_of.emplace_back();  // one subscription: the query's
   std::string since = "now", token;
   for (size_t start = 0; start < query.size();) {
     size_t amp = query.find('&', start);
@@ -376,9 +377,9 @@ void sse_server::serve(int fd, uint64_t session) {
     std::string key = url_decode(pair.substr(0, eq));
     std::string value = eq == std::string_view::npos ? "" : url_decode(pair.substr(eq + 1));
     if (key == "topics" || key == "topic") {
-      split_into(value, filter.topics);
+      split_into(value, sub.topic_filters);
     } else if (key == "kinds" || key == "kind") {
-      split_into(value, filter.kinds);
+      split_into(value, sub.kinds);
     } else if (key == "since") {
       since = value;
     } else if (key == "access_token") {
@@ -423,10 +424,10 @@ void sse_server::serve(int fd, uint64_t session) {
     return respond(fd, http::status::bad_request,
                    "GET /v1/stream is a stream: send Accept: text/event-stream (Server-Sent Events)");
   }
-  for (const auto& t : filter.topics) {
+  for (const auto& t : sub.topic_filters) {
     if (auto p = stages::topic_filter_problem(t); !p.empty()) return respond(fd, http::status::bad_request, "topics: " + t + ": " + p);
   }
-  if (filter.topics.size() + filter.kinds.size() > cfg_.max_filters) {
+  if (sub.topic_filters.size() + sub.kinds.size() > cfg_.max_filters) {
     return respond(fd, http::status::bad_request,
                    "more than max_filters (" + std::to_string(cfg_.max_filters) + ") topics and kinds");
   }

@@ -17,10 +17,9 @@ namespace evpipe::read {
 
 bool stream_filter::matches(std::string_view topic, std::string_view kind, std::string_view row_tenant) const {
   if (tenant && *tenant != row_tenant) return false;
-  if (!kinds.empty() && std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) return false;
-  if (topics.empty()) return true;
-  for (const auto& f : topics) {
-    if (stages::topic_matches(f, topic)) return true;
+  if (any_of.empty()) return true;
+  for (const auto& c : any_of) {
+    if (c.matches(topic, kind)) return true;
   }
   return false;
 }
@@ -449,8 +448,8 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
     waiting.push_back(c.get());
   }
   std::sort(waiting.begin(), waiting.end(), [](const client_state* a, const client_state* b) {
-    return std::tie(a->since_time, a->filter.topics, a->filter.kinds, a->pos) <
-           std::tie(b->since_time, b->filter.topics, b->filter.kinds, b->pos);
+    return std::tie(a->since_time, a->filter.any_of, a->filter.tenant, a->pos) <
+           std::tie(b->since_time, b->filter.any_of, b->filter.tenant, b->pos);
   });
   for (size_t g = 0; g < waiting.size();) {
     size_t g_end = g + 1;
@@ -471,8 +470,7 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       read_window w;
       w.after = lead.pos;
       w.until = tail;
-      w.topic_filters = lead.filter.topics;
-      w.kinds = lead.filter.kinds;
+      w.any_of = lead.filter.any_of;
       w.tenant = lead.filter.tenant;
       w.since_time = lead.since_time;
       w.limit = opts_.catch_up_page;

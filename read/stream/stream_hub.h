@@ -13,6 +13,7 @@
 // The hub connects to PostgreSQL only while it has clients. Thread-safe:
 // add() and remove() from any thread; clients are called on the hub thread.
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <condition_variable>
@@ -28,6 +29,7 @@
 
 #include "pipeline/metrics.h"
 #include "read/position.h"
+#include "read/table_reader.h"
 #include "read/stream/stream_frames.h"
 
 namespace evpipe::read {
@@ -54,12 +56,16 @@ class stream_client {
   [[nodiscard]] virtual size_t queued_bytes() const = 0;
 };
 
+// What a client wants: rows that match any of its subscriptions (each its
+// topics and its kinds: row_clause), of its tenant.
 struct stream_filter {
-  std::vector<std::string> topics;  // MQTT-style filters, any of them ([] = every topic)
-  std::vector<std::string> kinds;   // any of them ([] = every kind)
+  std::vector<row_clause> any_of;     // [] = every row
   std::optional<std::string> tenant;  // this tenant's rows only (docs/tenants.md); unset = every tenant
   [[nodiscard]] bool matches(std::string_view topic, std::string_view kind, std::string_view row_tenant = {}) const;
-  [[nodiscard]] bool everything() const { return topics.empty() && kinds.empty() && !tenant; }
+  [[nodiscard]] bool everything() const {
+    return !tenant && (any_of.empty() || std::any_of(any_of.begin(), any_of.end(),
+                                                     [](const row_clause& c) { return c.everything(); }));
+  }
   bool operator==(const stream_filter&) const = default;
 };
 

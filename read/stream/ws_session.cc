@@ -16,6 +16,7 @@
 
 #include <mutex>
 
+#include "read/stream/subscriptions.h"
 #include "read/stream/ws_frames.h"
 #include "stages/json_text.h"
 #include "stages/topic_filter.h"
@@ -226,7 +227,7 @@ class session {
       from.pos = *last_;
     }  // else "now"
     unregister();
-    if (filter_.topics.empty() && filter_.kinds.empty() && !subscribed_all_) return;
+    if (filter_.any_of.empty()) return;
     current_ = std::make_shared<ws_client>(this, ioc_, ++generation_);
     hub_id_ = hub_.add(current_, filter_, from);
   }
@@ -267,13 +268,7 @@ class session {
       if (auto p = stages::topic_filter_problem(t); !p.empty()) return error("topics: " + t + ": " + p);
     }
     if (type == "unsubscribe") {
-      if (kinds.empty() && topics.empty()) {
-        filter_.topics.clear();  // the tenant stays (docs/tenants.md)
-        filter_.kinds.clear();
-        subscribed_all_ = false;
-      }
-      for (const auto& k : kinds) std::erase(filter_.kinds, k);
-      for (const auto& t : topics) std::erase(filter_.topics, t);
+      remove_subscription(filter_.any_of, topics, kinds);  // the tenant stays (docs/tenants.md)
       return resubscribe(std::nullopt);
     }
     std::optional<stream_since> since;
@@ -293,18 +288,14 @@ class session {
       }
       since = s;
     }
+    // Each subscribe adds a subscription: events of its kinds on its topics,
+    // besides those of the ones before (subscriptions.h).
     stream_filter next = filter_;
-    for (auto& k : kinds) {
-      if (std::find(next.kinds.begin(), next.kinds.end(), k) == next.kinds.end()) next.kinds.push_back(k);
-    }
-    for (auto& t : topics) {
-      if (std::find(next.topics.begin(), next.topics.end(), t) == next.topics.end()) next.topics.push_back(t);
-    }
-    if (next.kinds.size() + next.topics.size() > cfg_.max_filters) {
+    add_subscription(next.any_of, row_clause{std::move(topics), std::move(kinds)});
+    if (filter_count(next.any_of) > cfg_.max_filters) {
       return error("more than max_filters (" + std::to_string(cfg_.max_filters) + ") topics and kinds");
     }
     filter_ = std::move(next);
-    if (kinds.empty() && topics.empty()) subscribed_all_ = true;
     resubscribe(since);
   }
   void on_ping(std::string_view payload) {
@@ -333,7 +324,6 @@ class session {
   std::vector<asio::const_buffer> buffers_;
   bool writing_active_ = false, closed_ = false, ping_sent_ = false, pong_seen_ = false;
   std::function<void()> ending_;  // serve_websocket's `ending`, called once by close or close_with
-  bool subscribed_all_ = false;  // subscribed with no kinds and no topics: everything
   stream_filter filter_;
   std::shared_ptr<ws_client> current_;
   uint64_t hub_id_ = 0;

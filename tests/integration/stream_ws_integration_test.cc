@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+
 #include <memory>
 #include <optional>
 #include <set>
@@ -138,6 +140,52 @@ TEST_F(StreamWs, UnsubscribeThenSubscribeResumesWithoutAGap) {
   all.insert(second.begin(), second.end());
   EXPECT_EQ(all.size(), 100u);
   for (const auto& k : second) EXPECT_EQ(k.rfind("b-", 0), 0u) << k;
+}
+
+// Each subscribe adds events: kinds first, then topics, is "this kind
+// anywhere, or anything there" (it used to narrow the stream to that kind
+// there). An unsubscribe ends what it names and nothing else.
+TEST_F(StreamWs, EachSubscribeAddsEventsAndAnUnsubscribeEndsOnlyWhatItNames) {
+  ws_client c(stream_port);
+  c.send(R"({"type":"subscribe","kinds":["alert"],"since":"now"})");
+  auto caught = c.next();
+  ASSERT_TRUE(caught);
+  ASSERT_EQ(field(*caught, "type"), "caught_up") << *caught;
+  std::string last = field(*caught, "position");
+  c.send(R"({"type":"subscribe","topics":["lab/#"]})");
+  // One line each: its key, its kind, its topic; committed in this order.
+  auto send = [&](std::vector<std::array<std::string, 3>> lines) {
+    for (const auto& [key, kind, topic] : lines) {
+      std::string e = valid_event(key, "x", ",\"topic\":\"" + topic + "\"");
+      e.replace(e.find("project_created"), 15, kind);
+      ndjson_client p(tcp_port);
+      p.send_all(e + "\n");
+      ASSERT_EQ(p.read_acks_until(1, 60s), 1u);
+    }
+  };
+  // `expected` events, then whatever else comes before the answer to a
+  // ping (an event that should not have come).
+  auto keys_then_pong = [&](size_t expected) {
+    std::vector<std::string> keys = events(c, expected, last);
+    c.send(R"({"type":"ping"})");
+    for (;;) {
+      auto m = c.next();
+      if (!m) {
+        ADD_FAILURE() << "no pong";
+        break;
+      }
+      if (field(*m, "type") == "pong") break;
+      if (field(*m, "type") == "event") keys.push_back(key_in(*m));  // one that should not have come
+    }
+    return keys;
+  };
+  send({{"s1", "alert", "plant/a"}, {"s2", "project_created", "lab/1"}, {"s3", "project_created", "plant/a"},
+        {"s4", "alert", "lab/2"}});
+  EXPECT_EQ(keys_then_pong(3), (std::vector<std::string>{"s1", "s2", "s4"}));
+  c.send(R"({"type":"unsubscribe","kinds":["alert"]})");
+  send({{"u1", "alert", "plant/a"}, {"u2", "project_created", "lab/1"}, {"u3", "alert", "lab/3"}});
+  EXPECT_EQ(keys_then_pong(2), (std::vector<std::string>{"u2", "u3"}))
+      << "alerts elsewhere ended; lab/# still takes every kind";
 }
 
 TEST_F(StreamWs, BadMessagesGetAnErrorAndTheConnectionStays) {

@@ -182,11 +182,43 @@ TEST_F(TableReader, TopicFiltersInSqlAgreeWithMqttMatching) {
   ASSERT_EQ(read_at_least(position::start(), topics.size()).size(), topics.size());
   for (const auto& c : stages::topic_cases) {
     read_window w;
-    w.topic_filters = {c.filter};
+    w.any_of = {row_clause{{c.filter}, {}}};
     std::set<std::string> got;
     for (const auto& r : read_all(position::start(), w)) got.insert(r.topic);
     for (const auto& t : topics) EXPECT_EQ(got.count(t) == 1, stages::topic_matches(c.filter, t)) << c.filter << " vs " << t;
   }
+}
+
+// Several clauses (a stream client's subscriptions): a row matching any one
+// of them is read, each clause being its topics and its kinds; the SQL and
+// row_clause::matches agree.
+TEST_F(TableReader, ARowOfAnyClauseIsReadEachClauseItsTopicsAndKinds) {
+  int n = 0;
+  for (const char* topic : {"a/1", "b/1", "c/1"}) {
+    for (const char* kind : {"x", "y"}) {
+      db.exec("INSERT INTO events_mirror (topic, payload) VALUES ('" + std::string(topic) +
+              "', jsonb_build_object('idempotency_key', 'k" + std::to_string(n++) + "', 'kind', '" + kind + "'))");
+    }
+  }
+  ASSERT_EQ(read_at_least(position::start(), 6).size(), 6u);
+  read_window w;
+  w.any_of = {row_clause{{"a/#"}, {"x"}}, row_clause{{"b/1"}, {}}, row_clause{{}, {"nothing"}}};
+  std::set<std::string> got;
+  for (const auto& r : read_all(position::start(), w)) {
+    const size_t at = r.payload.find("\"kind\": \"");
+    ASSERT_NE(at, std::string::npos) << r.payload;
+    got.insert(r.topic + ":" + r.payload.substr(at + 9, 1));
+  }
+  EXPECT_EQ(got, (std::set<std::string>{"a/1:x", "b/1:x", "b/1:y"}));
+  for (const char* topic : {"a/1", "b/1", "c/1"}) {
+    for (const char* kind : {"x", "y"}) {
+      bool any = false;
+      for (const auto& c : w.any_of) any = any || c.matches(topic, kind);
+      EXPECT_EQ(any, got.count(std::string(topic) + ":" + kind) == 1) << topic << " " << kind;
+    }
+  }
+  w.any_of.push_back(row_clause{});  // a clause of every row: every row
+  EXPECT_EQ(read_all(position::start(), w).size(), 6u);
 }
 
 TEST_F(TableReader, StoppingEarlyLeavesTheConnectionUsable) {
@@ -199,7 +231,7 @@ TEST_F(TableReader, StoppingEarlyLeavesTheConnectionUsable) {
   EXPECT_EQ(got, 10);
   read_window w;
   w.limit = 5;
-  w.kinds = {"k"};
+  w.any_of = {row_clause{{}, {"k"}}};
   EXPECT_EQ(read_all(position::start(), w).size(), 5u);
   db.exec("ANALYZE events_mirror");
   EXPECT_GT(reader.estimate_rows({}), 1000u);

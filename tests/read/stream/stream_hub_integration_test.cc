@@ -88,7 +88,7 @@ class StreamHub : public ::testing::Test {
     hub.start();
     auto client = std::make_shared<stuck_client>();
     stream_filter f;
-    if (!every) f.kinds = {"rare"};
+    if (!every) f.any_of = {row_clause{{}, {"rare"}}};
     hub.add(client, f, {});
     EXPECT_TRUE(testing::eventually([&] { return client->caught_up_.load(); }));
     return client;
