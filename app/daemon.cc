@@ -101,28 +101,39 @@ db_check check_database(const config::settings& s, std::string& why) {
     why = st.message;
     return db_check::unreachable;
   }
+  // From the catalog only: a query of the table itself would wait for any
+  // lock on it (a migration's ACCESS EXCLUSIVE), and evpipe would neither
+  // listen nor answer its health checks until the migration ended. Started
+  // that way, it listens, and its writes wait (readiness says so).
+  // MQTT 5 sources store content type and user properties in the headers
+  // columns (docs/mqtt.md); a batch naming a missing column would be retried forever.
+  bool mqtt5 = false;
+  for (const auto& m : s.mqtt_sources) mqtt5 = mqtt5 || m.protocol == "5";
   for (const char* table : {"events_mirror", "dlq_events"}) {
     std::string qualified = s.postgres.schema.empty() ? table : s.postgres.schema + "." + table;
-    std::string sql = "SELECT 1 FROM " + qualified + " LIMIT 0";
-    st = conn.exec(sql.c_str());
+    io::pg_result r;
+    const char* params[1] = {qualified.c_str()};
+    st = conn.query_params("SELECT c.oid IS NOT NULL, coalesce(has_table_privilege(c.oid, 'SELECT, INSERT'), false), "
+                           "EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'headers' "
+                           "AND a.attnum > 0 AND NOT a.attisdropped) FROM (SELECT to_regclass($1) AS oid) c",
+                           1, params, r);
     if (!st.ok) {
-      if (st.sqlstate == "42P01" || st.sqlstate == "3F000") {  // no such table, or schema
+      if (st.sqlstate == "3F000") {  // no such schema
         spdlog::error("table {} does not exist: run `evpipe migrate --config FILE` first", qualified);
       } else {
         spdlog::error("cannot read table {}: {}", qualified, st.message);
       }
       return db_check::unusable;
     }
-  }
-  // MQTT 5 sources store content type and user properties in the headers
-  // columns (docs/mqtt.md); a batch naming a missing column would be retried forever.
-  bool mqtt5 = false;
-  for (const auto& m : s.mqtt_sources) mqtt5 = mqtt5 || m.protocol == "5";
-  for (const char* table : {"events_mirror", "dlq_events"}) {
-    if (!mqtt5) break;
-    std::string qualified = s.postgres.schema.empty() ? table : s.postgres.schema + "." + table;
-    std::string sql = "SELECT headers FROM " + qualified + " LIMIT 0";
-    if (st = conn.exec(sql.c_str()); !st.ok) {
+    if (PQgetvalue(r.get(), 0, 0)[0] != 't') {
+      spdlog::error("table {} does not exist: run `evpipe migrate --config FILE` first", qualified);
+      return db_check::unusable;
+    }
+    if (PQgetvalue(r.get(), 0, 1)[0] != 't') {
+      spdlog::error("cannot read table {}: the role has no SELECT and INSERT privilege on it", qualified);
+      return db_check::unusable;
+    }
+    if (mqtt5 && PQgetvalue(r.get(), 0, 2)[0] != 't') {
       spdlog::error("table {} has no headers column, where MQTT 5 sources keep content type and user properties: "
                     "run `evpipe migrate --config FILE`",
                     qualified);

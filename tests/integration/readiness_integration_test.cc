@@ -82,6 +82,36 @@ TEST_F(Readiness, StalledCommitsMakeItNotReadyUntilTheNextCommit) {
   EXPECT_EQ(evp.wait(60s), 0) << evp.log();
 }
 
+// Started while a migration holds events_mirror (ACCESS EXCLUSIVE): evpipe
+// checks its tables in the catalog, so it listens and answers its health
+// checks at once (it waited for the lock before, silent, without /health);
+// its writes wait for the lock, readiness says so, and they commit once the
+// lock goes.
+TEST_F(Readiness, AStartDuringAMigrationsLockListensAndItsWritesWaitForTheLock) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(ready_config(db.dsn(), port, http_port), "ready_locked_start");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  side_session locker(db.dsn());
+  locker.exec("BEGIN");
+  locker.exec("LOCK TABLE events_mirror IN ACCESS EXCLUSIVE MODE");
+  ASSERT_NO_THROW(evp.start(port)) << "it did not listen while the table was locked";
+  EXPECT_EQ(status_of(http_get(http_port, "/health/live")), "HTTP/1.1 200 OK");
+  ndjson_client c(port);
+  c.send_all(batch_of("locked-start", 100));
+  std::string reply;
+  EXPECT_TRUE(eventually([&] {
+    reply = http_get(http_port, "/health/ready");
+    return reply.find("commit stalled") != std::string::npos;
+  }, 60s)) << reply;
+  EXPECT_EQ(c.read_acks_until(1, 500ms), 0u) << "acked while the table was locked";
+  locker.exec("COMMIT");
+  EXPECT_EQ(c.read_acks_until(100, 60s), 100u) << evp.log();
+  EXPECT_TRUE(eventually([&] { return status_of(http_get(http_port, "/health/ready")) == "HTTP/1.1 200 OK"; }, 60s))
+      << http_get(http_port, "/health/ready");
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(60s), 0) << evp.log();
+}
+
 // Writes that fail and are retried (here: evpipe's lock_timeout of 200 ms
 // against a held lock, SQLSTATE 55P03) make readiness 503 "retrying a failed
 // write" with that SQLSTATE, while the connection itself is fine.
