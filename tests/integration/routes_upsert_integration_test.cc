@@ -94,6 +94,57 @@ TEST_F(RoutesUpsert, StateNeverMovesBackwardsAndRedeliveriesWriteNothing) {
   EXPECT_EQ(db.column("SELECT status FROM devices WHERE device_id = 'dev-7'").at(0), "s" + std::to_string(times + 1));
 }
 
+// Without order_by the last message to arrive wins, so a redelivery could
+// move a device back: there the keys table (evpipe_route_keys) settles
+// redeliveries, across a restart too. A row the table's CHECK refuses is
+// dead-lettered as db_rejected, and the rest of its batch commits.
+TEST_F(RoutesUpsert, WithoutOrderByTheKeysTableStopsARedeliveryAndARefusedRowIsDeadLettered) {
+  uint16_t port = free_port(), http_port = free_port();
+  std::string route = device_status_route;
+  const std::string order_by = "order_by = \"last_seen\"\n";
+  route.erase(route.find(order_by), order_by.size());
+  evpipe_process evp(config_for(db, port, http_port) + route, "routes_upsert_keys");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec(device_status_tables);
+  db.exec("ALTER TABLE devices ADD CONSTRAINT status_not_bad CHECK (status <> 'bad')");
+  evp.start(port);
+  auto send = [&](const std::vector<std::string>& msgs) {
+    std::string data;
+    for (const auto& m : msgs) data += m + "\n";
+    ndjson_client producer(port);
+    producer.send_all(data);
+    ASSERT_EQ(producer.read_acks_until(msgs.size(), 60s), msgs.size()) << evp.log();
+  };
+  std::string bad = device_status(1, 3);
+  bad.replace(bad.find("\"s3\""), 4, "\"bad\"");
+  send({device_status(0, 1), device_status(1, 1), bad, device_status(2, 1)});
+  send({device_status(0, 2)});
+  auto status_of = [&](int d) {
+    return db.column("SELECT status FROM devices WHERE device_id = 'dev-" + std::to_string(d) + "'").at(0);
+  };
+  EXPECT_EQ(status_of(0), "s2");
+  EXPECT_EQ(status_of(1), "s1") << "the refused row changed nothing";
+  EXPECT_EQ(status_of(2), "s1") << "its batch committed";
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'db_rejected' AND failure_reason LIKE "
+                     "'%status_not_bad%'"),
+            1)
+      << evp.log();
+  EXPECT_GT(db.count("SELECT count(*) FROM evpipe_route_keys"), 0) << "this route needs keys";
+  // A restart empties the dedup window; the old message of dev-0 arrives
+  // again: it is recognised, and the device stays at s2 (last-wins would
+  // have moved it back to s1).
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(port);
+  const long writes = db.count("SELECT count(*) FROM device_writes");
+  send({device_status(0, 1), device_status(2, 1)});
+  EXPECT_EQ(status_of(0), "s2") << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM device_writes"), writes) << "redeliveries write no row version";
+  // A message not seen before still wins, as without order_by it should, even an older one.
+  send({device_status(0, 0)});
+  EXPECT_EQ(status_of(0), "s0");
+}
+
 // An upserted message is acked only once its row has committed: while a
 // migration's lock holds the route's table, nothing is acked.
 TEST_F(RoutesUpsert, MessagesAreAckedOnlyAfterTheirUpsertCommits) {
