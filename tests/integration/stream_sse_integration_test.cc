@@ -245,5 +245,82 @@ TEST_F(StreamSse, CurlReceivesCommittedEvents) {
   EXPECT_NE(t.find("event: event\ndata: {\"type\":\"event\",\"position\":\"1-"), std::string::npos) << t;
 }
 
+// A listening socket on 127.0.0.1:`port`, held while it lives (-1 if the
+// port is taken).
+struct held_port {
+  explicit held_port(uint16_t port) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 1) != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  ~held_port() {
+    if (fd >= 0) ::close(fd);
+  }
+  int fd = -1;
+};
+
+// [stream] listen: the default address is best effort (taken: a warning,
+// and evpipe runs without a stream); an address the file names must be free
+// (taken: exit 1); "" disables the stream.
+class StreamListen : public TcpPipeline {};
+
+TEST_F(StreamListen, TheDefaultIsBestEffortANamedAddressMustBeFreeAndEmptyDisables) {
+  uint16_t port = free_port(), http_port = free_port();
+  {
+    tuning t;
+    t.tcp_extra = "\n[stream]\nlisten = \"\"\n";
+    evpipe_process evp(config_for(db, port, http_port, t), "stream_listen_off");
+    ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+    evp.start(port);
+    ndjson_client c(port);
+    c.send_all(valid_event("listen-off") + "\n");
+    EXPECT_EQ(c.read_acks_until(1, 60s), 1u) << evp.log();
+    EXPECT_EQ(evp.log().find("/v1/stream"), std::string::npos) << evp.log();
+    EXPECT_EQ(evp.log().find("running without the stream"), std::string::npos) << evp.log();
+    evp.kill(SIGTERM);
+    EXPECT_EQ(evp.wait(), 0) << evp.log();
+  }
+  {
+    const uint16_t taken = free_port();
+    held_port hold(taken);
+    ASSERT_GE(hold.fd, 0);
+    tuning t;
+    t.tcp_extra = "\n[stream]\nlisten = \"127.0.0.1:" + std::to_string(taken) + "\"\n";
+    evpipe_process evp(config_for(db, port, http_port, t), "stream_listen_named");
+    EXPECT_THROW(evp.start(port), std::runtime_error) << "a named address that is taken is an error";
+    EXPECT_NE(evp.log().find(std::to_string(taken)), std::string::npos) << evp.log();
+  }
+  {
+    // The default, 127.0.0.1:9465, taken (by this test, or by anything else
+    // on the host): a warning, and evpipe ingests.
+    held_port hold(9465);
+    if (hold.fd < 0) {  // taken already: by a listener, or in a state neither binds nor connects
+      bool listening = true;
+      try {
+        ::close(connect_loopback(9465));
+      } catch (const std::exception&) {
+        listening = false;
+      }
+      if (!listening) GTEST_SKIP() << "127.0.0.1:9465 can neither be bound nor connected to";
+    }
+    tuning t;
+    t.tcp_extra = "\n[stream]\npoll_ms = 5\n";  // no listen: the default
+    evpipe_process evp(config_for(db, port, http_port, t), "stream_listen_default");
+    evp.start(port);
+    ndjson_client c(port);
+    c.send_all(valid_event("listen-default") + "\n");
+    EXPECT_EQ(c.read_acks_until(1, 60s), 1u) << evp.log();
+    EXPECT_TRUE(evp.log_has("running without the stream")) << evp.log();
+    evp.kill(SIGTERM);
+    EXPECT_EQ(evp.wait(), 0) << evp.log();
+  }
+}
+
 }  // namespace
 }  // namespace evpipe::testing

@@ -29,7 +29,10 @@ inline std::string config_for(const test_db& db, uint16_t tcp_port, uint16_t htt
          "max_attempts = " + std::to_string(t.max_attempts) + "\n"
          "[http]\nlisten = \"127.0.0.1:" + std::to_string(http_port) + "\"\n"
          "[metrics]\nprefix = \"taylor\"\n"
-         "[log]\nlevel = \"warn\"\n"
+         "[log]\nlevel = \"warn\"\n" +
+         // No stream unless the test asks for one (in tcp_extra): tests run in
+         // parallel, and each evpipe would try the default 127.0.0.1:9465.
+         std::string(t.tcp_extra.find("[stream]") == std::string::npos ? "[stream]\nlisten = \"\"\n" : "") +
          "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(tcp_port) + "\"\ntopic = \"tracker/events/it\"\n" +
          t.tcp_extra;
 }

@@ -1,0 +1,49 @@
+// [stream] (config/stream_section.cc): the live stream's keys, their
+// defaults and limits (docs/read.md).
+#include <gtest/gtest.h>
+
+#include "config/config.h"
+
+using evpipe::config::config_error;
+using evpipe::config::load_string;
+
+namespace {
+
+std::string error_of(const std::string& toml) {
+  try {
+    (void)load_string(toml, "test.toml");
+  } catch (const config_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(StreamSection, DefaultsListenOnLoopback9465UnlessTheFileSaysOtherwise) {
+  auto s = load_string("");
+  EXPECT_EQ(s.stream.listen, "127.0.0.1:9465");
+  EXPECT_FALSE(s.stream.listen_set) << "the default is best effort: a busy port is no error";
+  EXPECT_EQ(s.stream.max_clients, 64u);
+  EXPECT_EQ(s.stream.max_filters, 32u);
+  EXPECT_EQ(s.stream.max_client_buffer_bytes, 8u << 20);
+  EXPECT_EQ(s.stream.heartbeat_s, 15u);
+  EXPECT_TRUE(s.stream.wake_on_commit);
+  auto off = load_string("[stream]\nlisten = \"\"\n");
+  EXPECT_EQ(off.stream.listen, "");
+  EXPECT_TRUE(off.stream.listen_set);
+  auto other = load_string("[stream]\nlisten = \"127.0.0.1:19465\"\nmax_clients = 3\n");
+  EXPECT_EQ(other.stream.listen, "127.0.0.1:19465");
+  EXPECT_TRUE(other.stream.listen_set);
+  EXPECT_EQ(other.stream.max_clients, 3u);
+}
+
+TEST(StreamSection, RefusesWhatItCannotMean) {
+  EXPECT_NE(error_of("[stream]\nlisten = \"nowhere\"\n").find("[stream] listen"), std::string::npos)
+      << error_of("[stream]\nlisten = \"nowhere\"\n");
+  EXPECT_NE(error_of("[stream]\nmax_clients = 0\n").find("max_clients"), std::string::npos);
+  EXPECT_NE(error_of("[stream]\nmax_client_buffer_bytes = 100\n").find("max_client_buffer_bytes"), std::string::npos);
+  EXPECT_NE(error_of("[stream]\nlistn = \"127.0.0.1:1\"\n").find("listn"), std::string::npos) << "a misspelt key";
+  EXPECT_NE(error_of("[stream]\nbearer_token_file = \"/nonexistent/token\"\n").find("bearer_token_file"),
+            std::string::npos);
+}
+
+}  // namespace
