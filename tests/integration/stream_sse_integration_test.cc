@@ -66,6 +66,19 @@ class StreamSse : public TcpPipeline {
     eventually([&] { return (rows = db.column(sql)).size() >= expected; }, 30s);
     return rows;
   }
+  // `n` events at `per_s` a second (20 every 1/(per_s/20) s, on a schedule,
+  // not after each other), then waits for their acks.
+  static void produce_paced(uint16_t port, const std::string& prefix, int n, int per_s) {
+    ndjson_client p(port);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < n; i += 20) {
+      std::this_thread::sleep_until(t0 + std::chrono::microseconds(int64_t{i} * 1'000'000 / per_s));
+      std::string data;
+      for (int j = i; j < std::min(n, i + 20); ++j) data += valid_event(prefix + "-" + std::to_string(j)) + "\n";
+      p.send_all(data);
+    }
+    ASSERT_EQ(p.read_acks_until(static_cast<uint64_t>(n), 120s), static_cast<uint64_t>(n));
+  }
   double metric(const std::string& name) { return metric_value(http_get(http_port, "/metrics"), "taylor_stream_" + name); }
   uint16_t tcp_port = 0, stream_port = 0, http_port = 0;
   std::unique_ptr<evpipe_process> evpipe;
@@ -109,8 +122,9 @@ TEST_F(StreamSse, EventsCommittedDuringAndRightAfterTheSubscribeAreAllDelivered)
   for (int i = 0; i < 500; ++i) EXPECT_NE(std::find(got.begin(), got.end(), "after-" + std::to_string(i)), got.end());
 }
 
-// Two evpipe processes (two shards each) write one table; a client resumes
-// with Last-Event-ID at 20 random points: every row exactly once, in order.
+// Two evpipe processes (two shards each) write one table at 20,000 events/s
+// together; a client resumes with Last-Event-ID at 20 random points while
+// they write: every row exactly once, in order.
 TEST_F(StreamSse, ResumingWithLastEventIdAtRandomPointsLosesAndRepeatsNothing) {
   start();
   uint16_t second_port = free_port();
@@ -119,14 +133,23 @@ TEST_F(StreamSse, ResumingWithLastEventIdAtRandomPointsLosesAndRepeatsNothing) {
   t2.tcp_extra = "\n[stream]\nlisten = \"\"\n";
   evpipe_process second(config_for(db, second_port, free_port(), t2), "stream_sse_second");
   second.start(second_port);
-  constexpr int per_process = 4000;
-  std::thread w1([&] { produce(tcp_port, "one", per_process, 100); });
-  std::thread w2([&] { produce(second_port, "two", per_process, 100); });
+  constexpr int per_process = 20000;  // 2 s at 10,000 events/s each
+  std::atomic<int> writing{2};
+  std::thread w1([&] {
+    produce_paced(tcp_port, "one", per_process, 10000);
+    --writing;
+  });
+  std::thread w2([&] {
+    produce_paced(second_port, "two", per_process, 10000);
+    --writing;
+  });
+  int resumed_while_writing = 0;
 
   std::mt19937 rng(11);
   std::vector<std::string> ids, keys;
   std::string resume_from = "1-00000000000000000000000000000000";  // from the start
   for (int reconnect = 0; reconnect <= 20; ++reconnect) {
+    if (reconnect > 0 && writing.load() > 0) ++resumed_while_writing;
     sse_client c(stream_port, "", "Accept: text/event-stream\r\nLast-Event-ID: " + resume_from + "\r\n");
     ASSERT_NE(c.head().find("200 OK"), std::string::npos);
     size_t take = reconnect == 20 ? SIZE_MAX : 1 + rng() % 600;
@@ -144,6 +167,7 @@ TEST_F(StreamSse, ResumingWithLastEventIdAtRandomPointsLosesAndRepeatsNothing) {
   }
   w1.join();
   w2.join();
+  EXPECT_GE(resumed_while_writing, 15) << "the resumes were meant to meet commits of both processes";
   std::set<std::string> unique(keys.begin(), keys.end());
   EXPECT_EQ(unique.size(), keys.size()) << "an event was delivered twice";
   EXPECT_EQ(keys.size(), 2u * per_process);
