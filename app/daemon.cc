@@ -113,7 +113,9 @@ db_check check_database(const config::settings& s, std::string& why) {
     std::string qualified = s.postgres.schema.empty() ? table : s.postgres.schema + "." + table;
     io::pg_result r;
     const char* params[1] = {qualified.c_str()};
-    st = conn.query_params("SELECT c.oid IS NOT NULL, coalesce(has_table_privilege(c.oid, 'SELECT, INSERT'), false), "
+    // (has_table_privilege's list "SELECT, INSERT" means either: both asked apart.)
+    st = conn.query_params("SELECT c.oid IS NOT NULL, coalesce(has_table_privilege(c.oid, 'SELECT') AND "
+                           "has_table_privilege(c.oid, 'INSERT'), false), "
                            "EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'headers' "
                            "AND a.attnum > 0 AND NOT a.attisdropped) FROM (SELECT to_regclass($1) AS oid) c",
                            1, params, r);

@@ -17,7 +17,7 @@ struct stream_section {
   std::string listen = "127.0.0.1:9465";
   bool listen_set = false;                      // the file names listen
   uint32_t max_clients = 64;                    // further clients get 503
-  uint32_t max_filters = 32;                    // topics + kinds of one subscription
+  uint32_t max_filters = 32;                    // topics + kinds of a client's subscriptions, all together
   uint32_t max_client_buffer_bytes = 8u << 20;  // a client holding more falls back to catch-up from the table (docs/read.md)
   uint32_t poll_ms = 20;                        // how often the tail reads past the last position
   bool wake_on_commit = true;                   // also read at once when a shard of this process commits

@@ -1,11 +1,13 @@
 #include "pipeline/intake.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <memory>
 
 #include <simdjson.h>
 
+#include "stages/batch.h"
 #include "stages/dedup.h"
 #include "stages/published.h"
 #include "stages/route/active.h"
@@ -92,6 +94,11 @@ bool intake::apply_routes(std::string_view line, std::string_view topic, std::st
           .count();
   const stages::route::message_view mv{line, topic, now_us};
   stages::route::extract_error err;
+  // Each table route's tuple header, and the route whose identity columns
+  // the message's identity is (none: the digest of topic and bytes).
+  std::array<std::pair<size_t, uint16_t>, stages::route::route_set::max_routes_per_message> headers;
+  size_t tables = 0;
+  int identity_route = -1;
   for (size_t i = 0; i < n; ++i) {
     const auto& r = routes_->at(ids[i]);
     mirror |= r.cfg.mirror;
@@ -101,6 +108,7 @@ bool intake::apply_routes(std::string_view line, std::string_view topic, std::st
     routed_.append(6, '\0');
     // A bare message's identity comes from the first route that names columns for it.
     std::string* id = bare && identity_.empty() && !r.identity_columns.empty() ? &identity_ : nullptr;
+    if (id != nullptr) identity_route = r.index;
     if (stages::route::extract_row(r, validator.document(), mv, routed_, &err, id) != stages::route::extract_status::ok) {
       v.why = stages::reason::route_mismatch;
       v.message = std::move(err.message);
@@ -116,6 +124,17 @@ bool intake::apply_routes(std::string_view line, std::string_view topic, std::st
     routed_[at] = static_cast<char>(r.index >> 8);
     routed_[at + 1] = static_cast<char>(r.index);
     for (int k = 0; k < 4; ++k) routed_[at + 2 + k] = static_cast<char>(len >> (24 - 8 * k));
+    headers[tables++] = {at, r.index};
+  }
+  // A route whose own identity the message does not have (an `also` chain
+  // where another route names the identity columns) cannot tell a
+  // redelivery by its table or by its upsert's order: its row keeps the key.
+  if (bare && identity_route >= 0) {
+    for (size_t h = 0; h < tables; ++h) {
+      if (headers[h].second != identity_route) {
+        routed_[headers[h].first] |= static_cast<char>(stages::write_batch::foreign_identity_bit >> 8);
+      }
+    }
   }
   skip_mirror_ = !mirror;
   if (bare && identity_.empty()) {

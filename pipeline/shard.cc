@@ -304,6 +304,12 @@ void shard::flush() {
   batch_.clear();
 }
 
+void shard::forget(std::string_view key, std::string_view tenant) {
+  // The window holds the key as intake hashed it: seeded with its tenant's
+  // (stages/dedup.h; seed 0, the plain hash, without tenancy).
+  window_.erase(stages::hash_key(key.data(), key.size(), stages::tenant_hash_seed(tenant)));
+}
+
 void shard::forget_unmirrored_keys(bool giving_up) {
   // The window holds a key from the moment its event is absorbed. A row that
   // ended in the DLQ instead of events_mirror (refused by the database, or
@@ -314,14 +320,12 @@ void shard::forget_unmirrored_keys(bool giving_up) {
     auto kind = outcomes[r.outcome_index].kind;
     bool unmirrored = giving_up ? kind != stages::outcome_kind::duplicate : kind == stages::outcome_kind::dead_lettered;
     if (!unmirrored) continue;
-    std::string_view key = batch_.text(r.key);
-    window_.erase(stages::hash_key(key.data(), key.size()));
+    forget(batch_.text(r.key), batch_.text(r.tenant));
   }
   for (const auto& r : batch_.routed_rows()) {
     auto kind = outcomes[r.outcome_index].kind;
     if (giving_up ? kind == stages::outcome_kind::duplicate : kind != stages::outcome_kind::dead_lettered) continue;
-    std::string_view key = batch_.text(r.key);
-    window_.erase(stages::hash_key(key.data(), key.size()));
+    forget(batch_.text(r.key), batch_.text(r.tenant));
   }
 }
 

@@ -96,6 +96,7 @@ class shard {
   // Forgets the keys of rows that did not become rows of events_mirror (all
   // rows not already stored, when giving up on the batch).
   void forget_unmirrored_keys(bool giving_up);
+  void forget(std::string_view key, std::string_view tenant);  // one key out of the dedup window
   void record_labels();
 
   uint32_t id_;

@@ -208,7 +208,8 @@ void write_batch::add_routed(std::string_view routed, bool mirror, std::string_v
   size_t pos = 0;
   while (pos + 6 <= routed.size()) {
     auto* u = reinterpret_cast<const unsigned char*>(routed.data() + pos);
-    uint16_t route = static_cast<uint16_t>((u[0] << 8) | u[1]);
+    const uint16_t header = static_cast<uint16_t>((u[0] << 8) | u[1]);
+    const uint16_t route = header & static_cast<uint16_t>(~foreign_identity_bit);
     uint32_t len = (uint32_t(u[2]) << 24) | (uint32_t(u[3]) << 16) | (uint32_t(u[4]) << 8) | u[5];
     if (route_copy_.size() <= route) route_copy_.resize(route + 1);
     std::string& stream = route_copy_[route];
@@ -221,7 +222,8 @@ void write_batch::add_routed(std::string_view routed, bool mirror, std::string_v
       advise_huge_pages(stream.data(), stream.capacity());
       streams_reserved_ += room;
     }
-    routed_.push_back(routed_row{route, outcome, static_cast<uint32_t>(stream.size()), len, t, p, k, kd, h, tn, first});
+    routed_.push_back(routed_row{route, outcome, static_cast<uint32_t>(stream.size()), len, t, p, k, kd, h, tn, first,
+                                 (header & foreign_identity_bit) != 0});
     first = false;
     stream.append(routed.substr(pos + 6, len));
     routed_bytes_ += len;

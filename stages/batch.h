@@ -123,6 +123,12 @@ class write_batch {
   // batches with tenancy off stay as before.
   [[nodiscard]] bool has_tenant() const noexcept { return fields_ == 4; }
   // Rows of routed tables (docs/routes.md), in arrival order per route.
+  // A routed tuple's header ([u16][u32 length], written by pipeline/intake):
+  // the route's index in the low 15 bits; the top bit set when the message's
+  // identity is not the route's own (another route of an `also` chain names
+  // the identity columns): such a row cannot skip its evpipe_route_keys row
+  // (a self-idempotent upsert or a table-keyed append).
+  static constexpr uint16_t foreign_identity_bit = 0x8000;
   struct routed_row {
     uint16_t route = 0;
     uint32_t outcome_index = 0;
@@ -134,6 +140,7 @@ class write_batch {
     span_ref headers;         // in meta_: the event's transport headers, for its dead letter
     span_ref tenant;          // in meta_: the event's tenant, for its dead letter
     bool counts_event = false;  // the event's first row, and it has no events_mirror row: counts in ingest_total
+    bool foreign_identity = false;  // the message's identity is another route's (foreign_identity_bit)
   };
   [[nodiscard]] size_t routed_row_count() const noexcept { return routed_.size(); }
   [[nodiscard]] const std::vector<routed_row>& routed_rows() const noexcept { return routed_; }

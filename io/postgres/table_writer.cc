@@ -203,7 +203,7 @@ pg_status table_writer::claim_keys(pg_connection& conn, stages::write_batch& bat
     bool needs_key = false;
     size_t j = i;
     for (; j < routed.size() && routed[j].outcome_index == outcome; ++j) {
-      needs_key |= routed[j].route >= needs_key_.size() || needs_key_[routed[j].route];
+      needs_key |= routed[j].route >= needs_key_.size() || needs_key_[routed[j].route] || routed[j].foreign_identity;
     }
     const auto key = routed[i].key;
     const size_t route = routed[i].route;

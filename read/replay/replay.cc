@@ -223,8 +223,11 @@ int run_replay(const config::settings& s, const replay_options& o) {
     // before it that commit after the position (a long transaction, another
     // writer's backfill) would come back in.
     if (!w.since_time.empty()) {
-      std::fprintf(stderr, "resume this window with: --since %s --since %s\n", encode(*last).c_str(),
-                   w.since_time.c_str());
+      // Quoted for a shell: a time may hold spaces ("2025-01-03 00:00:00+00").
+      std::string quoted = "'";
+      for (char ch : w.since_time) quoted += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+      quoted += "'";
+      std::fprintf(stderr, "resume this window with: --since %s --since %s\n", encode(*last).c_str(), quoted.c_str());
     }
   } else {
     std::fprintf(stderr, "last position: none (no rows since %s)\n", w.since_time.c_str());

@@ -9,7 +9,11 @@ CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY,
     status TEXT,
     -- Computed from the status the device sends ("online", "offline"):
-    -- the route writes status, PostgreSQL keeps this in step with it.
+    -- the route writes status, PostgreSQL keeps this in step with it. A
+    -- devices table made by an earlier version of this file has a plain
+    -- is_online the route no longer writes; change it once with
+    --   ALTER TABLE devices DROP COLUMN is_online, ADD COLUMN is_online BOOLEAN
+    --     GENERATED ALWAYS AS (status IS NOT DISTINCT FROM 'online') STORED;
     is_online BOOLEAN GENERATED ALWAYS AS (status IS NOT DISTINCT FROM 'online') STORED,
     last_seen TIMESTAMPTZ,
     ip_address TEXT,

@@ -41,6 +41,9 @@ bool is_self_idempotent(const config::route& r) {
 route_set::route_set(const std::vector<config::route>& routes) {
   routes_.reserve(routes.size());
   for (size_t i = 0; i < routes.size(); ++i) {
+    // A routed tuple's header holds the route's index in 15 bits (the top
+    // bit says the message's identity is another route's: pipeline/intake).
+    if (i >= route_index_limit) fail(routes[i], "name", "more than " + std::to_string(route_index_limit) + " routes");
     compiled_route cr;
     cr.cfg = routes[i];
     cr.index = static_cast<uint16_t>(i);

@@ -43,6 +43,10 @@ struct compiled_route {
   route_counts* counts = nullptr;  // route_probe::instance().of(cfg.name)
 };
 
+// A routed tuple's header holds the route's index in 15 bits
+// (stages::routed_foreign_identity_bit, stages/batch.h).
+inline constexpr size_t route_index_limit = 0x8000;
+
 class route_set {
  public:
   static constexpr size_t max_routes_per_message = 16;

@@ -464,8 +464,7 @@ TEST_F(NatsSource, TlsWithACaAndAClientCertificate) {
   evp.start(http_port);
   client.publish_async(messages("tls", 0, 200));
   ASSERT_TRUE(eventually([&] { return acks(http_port) >= 200 && unacked(http_port) == 0; })) << evp.log();
-  expect_once("tls", 200);
-  EXPECT_NE(server.log().find("TLS"), std::string::npos) << server.log();
+  expect_once("tls", 200);  // through a server that takes nothing but TLS with a client certificate
 }
 
 TEST_F(NatsSource, ServerAwayIsWaitedForAndShownInMetricsAndReadiness) {

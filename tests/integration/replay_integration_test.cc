@@ -188,7 +188,8 @@ TEST_F(Replay, ResumingATimeWindowKeepsItsStartTime) {
   ASSERT_EQ(first.exit_code, 0) << first.err;
   ASSERT_EQ(first.lines.size(), 100u);
   const std::string p = first.last_position;
-  EXPECT_NE(first.err.find("resume this window with: --since " + p + " --since " + t), std::string::npos) << first.err;
+  EXPECT_NE(first.err.find("resume this window with: --since " + p + " --since '" + t + "'"), std::string::npos)
+      << first.err;
   // Another writer, after the first run: rows created before the window.
   db.exec("INSERT INTO events_mirror (topic, payload, created_at) SELECT 'backfill', jsonb_build_object("
           "'idempotency_key', 'late-' || g, 'kind', 'project_created', 'trace_id', "

@@ -145,6 +145,62 @@ TEST_F(RoutesUpsert, WithoutOrderByTheKeysTableStopsARedeliveryAndARefusedRowIsD
   EXPECT_EQ(status_of(0), "s0");
 }
 
+// An `also` chain whose first route names the identity columns (an append
+// keyed by its table's unique index) and whose second is an upsert with a
+// digest identity and its key from the topic: the message's identity is the
+// first route's, so the upsert cannot count on its own redelivery rule and
+// its row keeps an evpipe_route_keys key. A message of the same identity
+// after a restart changes neither table (it used to update the upsert's).
+TEST_F(RoutesUpsert, InAnAlsoChainTheUpsertKeepsTheKeyOfAnotherRoutesIdentity) {
+  uint16_t port = free_port(), http_port = free_port();
+  const std::string chain = R"(
+[[routes]]
+name = "log"
+topics = ["tracker/events/+"]
+envelope = "none"
+also = true
+table = "state_log"
+idempotency = ["event_id"]
+columns = [
+  { name = "event_id", type = "text", required = true },
+  { name = "state", type = "text", required = true },
+]
+[[routes]]
+name = "current"
+topics = ["tracker/events/+"]
+envelope = "none"
+table = "current_state"
+mode = "upsert"
+key = ["device"]
+order_by = "at"
+columns = [
+  { name = "device", source = "topic[2]", type = "text" },
+  { name = "state", type = "text", required = true },
+  { name = "at", source = "ts", type = "timestamptz", required = true },
+]
+)";
+  evpipe_process evp(config_for(db, port, http_port) + chain, "routes_also_chain");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec("CREATE TABLE state_log (event_id text PRIMARY KEY, state text NOT NULL)");
+  db.exec("CREATE TABLE current_state (device text PRIMARY KEY, state text, at timestamptz)");
+  evp.start(port);
+  auto send = [&](const std::string& state, const std::string& ts) {
+    ndjson_client producer(port);
+    producer.send_all("{\"event_id\":\"e1\",\"state\":\"" + state + "\",\"ts\":\"" + ts +
+                      "\"}\n");
+    ASSERT_EQ(producer.read_acks_until(1, 60s), 1u) << evp.log();
+  };
+  send("s1", "2025-01-28T10:00:01Z");
+  ASSERT_EQ(db.column("SELECT state FROM current_state"), std::vector<std::string>{"s1"}) << evp.log();
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  evp.start(port);
+  send("s2", "2025-01-28T10:00:02Z");  // the same message by its identity (event_id e1)
+  EXPECT_EQ(db.column("SELECT state FROM state_log"), std::vector<std::string>{"s1"});
+  EXPECT_EQ(db.column("SELECT state FROM current_state"), std::vector<std::string>{"s1"})
+      << "the upsert took a message its identity says was stored already";
+}
+
 // An upserted message is acked only once its row has committed: while a
 // migration's lock holds the route's table, nothing is acked.
 TEST_F(RoutesUpsert, MessagesAreAckedOnlyAfterTheirUpsertCommits) {

@@ -93,8 +93,11 @@ class timed_origin : public recording_origin {
   std::vector<stages::batch_timeline> timelines;  // under mu
 };
 
+// Events of `keys` ("<bad>": invalid JSON; "": blank), of `tenant` (their
+// key hashes seeded with its, as intake hashes them; "" = no tenant).
 stages::event_batch make_batch(std::shared_ptr<stages::event_origin> origin,
-                               const std::vector<std::string>& keys, uint64_t first_seq) {
+                               const std::vector<std::string>& keys, uint64_t first_seq,
+                               const std::string& tenant = "") {
   stages::event_batch b;
   b.origin = std::move(origin);
   uint64_t seq = first_seq;
@@ -109,7 +112,8 @@ stages::event_batch make_batch(std::shared_ptr<stages::event_origin> origin,
     } else if (k.empty()) {
       r.blank = true;
     } else {
-      auto h = stages::hash_key(k.data(), k.size());
+      auto h = stages::hash_key(k.data(), k.size(), stages::tenant_hash_seed(tenant));
+      if (!tenant.empty()) r.tenant = b.append(tenant);
       r.key_hash_lo = h.lo;
       r.key_hash_hi = h.hi;
       r.key = b.append(k);
@@ -279,6 +283,35 @@ TEST_F(shard_fixture, AfterMaxAttemptsTheEventsAreDeadLettered) {
   EXPECT_EQ(sink->calls, 4);  // three refused attempts, then the dead letters
   EXPECT_EQ(sink->dead_letters, 3u);
   EXPECT_TRUE(sink->rows.empty());
+}
+
+// A tenant's event that was given up on leaves the dedup window (its key
+// as intake hashed it: seeded with the tenant's), so its resend is stored,
+// not taken for a duplicate of what never reached events_mirror. The window
+// was erasing the unseeded hash, which a tenant's key is never under.
+TEST_F(shard_fixture, ATenantsEventGivenUpOnLeavesTheWindowAndItsResendIsStored) {
+  opts.linger = 1ms;
+  opts.retry_base = 5ms;
+  opts.retry_max = 5ms;
+  opts.max_attempts = 2;
+  start();
+  {
+    std::lock_guard lock(sink->mu);
+    sink->refuse_rows = true;
+  }
+  auto origin = std::make_shared<recording_origin>();
+  s->push(make_batch(origin, {"x"}, 1, "alpha"));
+  ASSERT_TRUE(origin->wait_for(1));
+  EXPECT_EQ(origin->got[0].kind, stages::outcome_kind::dead_lettered);
+  {
+    std::lock_guard lock(sink->mu);
+    sink->refuse_rows = false;
+  }
+  s->push(make_batch(origin, {"x"}, 2, "alpha"));
+  ASSERT_TRUE(origin->wait_for(2));
+  s->stop(std::chrono::steady_clock::now() + 5s);
+  EXPECT_NE(origin->got[1].kind, stages::outcome_kind::duplicate) << "the resend was taken for a duplicate";
+  EXPECT_EQ(sink->rows, std::vector<std::string>{"x"});
 }
 
 TEST_F(shard_fixture, StopAbandonsRetriesAtTheDeadline) {
