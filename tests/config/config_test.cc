@@ -1,3 +1,4 @@
+#include "tests/support/config_error.h"
 #include "config/config.h"
 
 #include <gtest/gtest.h>
@@ -7,14 +8,7 @@
 namespace evpipe::config {
 namespace {
 
-std::string error_of(const std::string& toml) {
-  try {
-    (void)load_string(toml, "test.toml");
-  } catch (const config_error& e) {
-    return e.what();
-  }
-  return "";
-}
+using evpipe::testing::config_error_of;
 
 TEST(Config, DefaultsWhenEmpty) {
   auto s = load_string("");
@@ -62,29 +56,29 @@ listen = "0.0.0.0:7001"
 }
 
 TEST(Config, ErrorsNameTheKeyAndTheProblem) {
-  EXPECT_EQ(error_of("[batch]\nmax_rows = 0"), "test.toml: [batch] max_rows: must be between 1 and 1000000, got 0");
-  EXPECT_EQ(error_of("[batch]\nmax_rows = \"ten\""), "test.toml: [batch] max_rows: must be an integer");
+  EXPECT_EQ(config_error_of("[batch]\nmax_rows = 0"), "test.toml: [batch] max_rows: must be between 1 and 1000000, got 0");
+  EXPECT_EQ(config_error_of("[batch]\nmax_rows = \"ten\""), "test.toml: [batch] max_rows: must be an integer");
   // A float, even one past int64's range (config_fuzz found 655e36 converted
   // with undefined behaviour): refused as such, not converted.
-  EXPECT_EQ(error_of("[batch]\nmax_rows = 100.0"), "test.toml: [batch] max_rows: must be an integer");
-  EXPECT_EQ(error_of("[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\nmax_unacked = 655e36"),
+  EXPECT_EQ(config_error_of("[batch]\nmax_rows = 100.0"), "test.toml: [batch] max_rows: must be an integer");
+  EXPECT_EQ(config_error_of("[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\nmax_unacked = 655e36"),
             "test.toml: [[sources.tcp]] #1 max_unacked: must be an integer");
-  EXPECT_EQ(error_of("[batch]\nmax_rowz = 1"), "test.toml: [batch]: unknown key \"max_rowz\"");
-  EXPECT_EQ(error_of("[bach]\nmax_rows = 1"), "test.toml: unknown section or key \"bach\"");
-  EXPECT_EQ(error_of("[[sources.tcp]]\ntopic = \"x\""), "test.toml: [[sources.tcp]] #1 listen: is required (\"host:port\")");
-  EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"nohost\"").find("expected \"host:port\""), std::string::npos);
-  EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"h:99999\"").find("port must be a number"), std::string::npos);
+  EXPECT_EQ(config_error_of("[batch]\nmax_rowz = 1"), "test.toml: [batch]: unknown key \"max_rowz\"");
+  EXPECT_EQ(config_error_of("[bach]\nmax_rows = 1"), "test.toml: unknown section or key \"bach\"");
+  EXPECT_EQ(config_error_of("[[sources.tcp]]\ntopic = \"x\""), "test.toml: [[sources.tcp]] #1 listen: is required (\"host:port\")");
+  EXPECT_NE(config_error_of("[[sources.tcp]]\nlisten = \"nohost\"").find("expected \"host:port\""), std::string::npos);
+  EXPECT_NE(config_error_of("[[sources.tcp]]\nlisten = \"h:99999\"").find("port must be a number"), std::string::npos);
   // Found by config_fuzz: a host that is neither a name nor an address.
-  EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"]1]:7::000\"").find("not a host name or IP address"), std::string::npos);
-  EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"::1:7000\"").find("IPv6 goes in brackets"), std::string::npos);
-  EXPECT_EQ(error_of("[[sources.tcp]]\nlisten = \"[fe80::1%eth0]:7000\""), "");
+  EXPECT_NE(config_error_of("[[sources.tcp]]\nlisten = \"]1]:7::000\"").find("not a host name or IP address"), std::string::npos);
+  EXPECT_NE(config_error_of("[[sources.tcp]]\nlisten = \"::1:7000\"").find("IPv6 goes in brackets"), std::string::npos);
+  EXPECT_EQ(config_error_of("[[sources.tcp]]\nlisten = \"[fe80::1%eth0]:7000\""), "");
   // `run` cannot listen on a name, so the check refuses it (issue 18).
-  EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"localhost:7000\"").find("not an IP address"), std::string::npos);
-  EXPECT_NE(error_of("[[sources.kafka]]\nx = 1").find("unknown source type \"kafka\""), std::string::npos);
-  EXPECT_NE(error_of("[metrics]\nprefix = \"bad-name\"").find("Prometheus metric name"), std::string::npos);
-  EXPECT_NE(error_of("[postgres]\nretry_base_ms = 500\nretry_max_ms = 100").find("retry_max_ms"), std::string::npos);
+  EXPECT_NE(config_error_of("[[sources.tcp]]\nlisten = \"localhost:7000\"").find("not an IP address"), std::string::npos);
+  EXPECT_NE(config_error_of("[[sources.kafka]]\nx = 1").find("unknown source type \"kafka\""), std::string::npos);
+  EXPECT_NE(config_error_of("[metrics]\nprefix = \"bad-name\"").find("Prometheus metric name"), std::string::npos);
+  EXPECT_NE(config_error_of("[postgres]\nretry_base_ms = 500\nretry_max_ms = 100").find("retry_max_ms"), std::string::npos);
   // A TOML syntax error carries the line and column.
-  EXPECT_NE(error_of("[batch\n").find("test.toml:1:"), std::string::npos);
+  EXPECT_NE(config_error_of("[batch\n").find("test.toml:1:"), std::string::npos);
 }
 
 TEST(Config, MasksPasswords) {
@@ -117,10 +111,10 @@ TEST(Config, RouteByKeyOrConnectionOnTcpAndHttpSources) {
   auto again = load_string(to_toml(s));
   EXPECT_EQ(again.tcp_sources[1].route_by, "connection");
   EXPECT_EQ(again.http_sources[0].route_by, "connection");
-  EXPECT_EQ(error_of("[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\nroute_by = \"topic\""),
+  EXPECT_EQ(config_error_of("[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\nroute_by = \"topic\""),
             "test.toml: [[sources.tcp]] #1 route_by: must be \"key\" or \"connection\"");
   // MQTT acks each message by itself: nothing waits on another shard there.
-  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://127.0.0.1:1883\"\ntopics = [\"a\"]\nroute_by = \"connection\"")
+  EXPECT_NE(config_error_of("[[sources.mqtt]]\nurl = \"mqtt://127.0.0.1:1883\"\ntopics = [\"a\"]\nroute_by = \"connection\"")
                 .find("unknown key \"route_by\""),
             std::string::npos);
 }
@@ -185,33 +179,33 @@ TEST(Config, MqttProtocolAndSessionExpiry) {
   auto again = load_string(to_toml(s));
   EXPECT_EQ(again.mqtt_sources[0].protocol, "5");
   EXPECT_EQ(again.mqtt_sources[0].session_expiry_s, 3600u);
-  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nprotocol = \"3.1\"").find("protocol: must be"),
+  EXPECT_NE(config_error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nprotocol = \"3.1\"").find("protocol: must be"),
             std::string::npos);
-  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nsession_expiry_s = 60").find("needs protocol"),
+  EXPECT_NE(config_error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nsession_expiry_s = 60").find("needs protocol"),
             std::string::npos);
-  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nprotocol = \"5\"\nsession_expiry_s = 0")
+  EXPECT_NE(config_error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nprotocol = \"5\"\nsession_expiry_s = 0")
                 .find("session_expiry_s: 0 ends the session"),
             std::string::npos);
 }
 
 TEST(Config, MqttErrorsNameTheKey) {
-  EXPECT_NE(error_of("[[sources.mqtt]]\ntopics = [\"a\"]").find("url: is required"), std::string::npos);
-  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"tcp://h:1\"\ntopics = [\"a\"]").find("must start with mqtt://"),
+  EXPECT_NE(config_error_of("[[sources.mqtt]]\ntopics = [\"a\"]").find("url: is required"), std::string::npos);
+  EXPECT_NE(config_error_of("[[sources.mqtt]]\nurl = \"tcp://h:1\"\ntopics = [\"a\"]").find("must start with mqtt://"),
             std::string::npos);
-  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"").find("topics: is required"), std::string::npos);
-  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a/#/b\"]").find("not a valid MQTT topic filter"),
+  EXPECT_NE(config_error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"").find("topics: is required"), std::string::npos);
+  EXPECT_NE(config_error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a/#/b\"]").find("not a valid MQTT topic filter"),
             std::string::npos);
-  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nconnections = 2")
+  EXPECT_NE(config_error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nconnections = 2")
                 .find("needs shared_group"),
             std::string::npos);
-  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nqos = 3").find("qos: must be between 0 and 2"),
+  EXPECT_NE(config_error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nqos = 3").find("qos: must be between 0 and 2"),
             std::string::npos);
-  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"")
+  EXPECT_NE(config_error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"")
                 .find("password_file: cannot read"),
             std::string::npos);
-  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nca_file = \"x\"").find("need an mqtts:// url"),
+  EXPECT_NE(config_error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\nca_file = \"x\"").find("need an mqtts:// url"),
             std::string::npos);
-  EXPECT_NE(error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\ncolour = 1").find("unknown key \"colour\""),
+  EXPECT_NE(config_error_of("[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\ncolour = 1").find("unknown key \"colour\""),
             std::string::npos);
 }
 
@@ -229,8 +223,8 @@ bearer_token_file = ")" + tok + R"("
   EXPECT_EQ(s.http_sources[0].max_body_bytes, 1024u);
   EXPECT_EQ(s.http_sources[0].bearer_token, "tok-123");
   EXPECT_EQ(to_toml(s).find("tok-123"), std::string::npos);
-  EXPECT_NE(error_of("[[sources.http]]\ntopic = \"x\"").find("listen: is required"), std::string::npos);
-  EXPECT_NE(error_of("[[sources.http]]\nlisten = \"127.0.0.1:1\"\nmax_body_bytes = 1").find("max_body_bytes: must be between"),
+  EXPECT_NE(config_error_of("[[sources.http]]\ntopic = \"x\"").find("listen: is required"), std::string::npos);
+  EXPECT_NE(config_error_of("[[sources.http]]\nlisten = \"127.0.0.1:1\"\nmax_body_bytes = 1").find("max_body_bytes: must be between"),
             std::string::npos);
 }
 
@@ -247,7 +241,7 @@ cors_allow_origins = ["https://dash.example", "http://127.0.0.1:5173"]
   EXPECT_EQ(load_string("[[sources.http]]\nlisten = \"127.0.0.1:1\"\ncors_allow_origins = [\"*\"]")
                 .http_sources[0].cors_allow_origins.size(), 1u);
   for (const char* bad : {"dash.example", "https://dash.example/", "https://dash.example/app", "https://", "ftp://x"}) {
-    EXPECT_NE(error_of(std::string("[[sources.http]]\nlisten = \"127.0.0.1:1\"\ncors_allow_origins = [\"") + bad + "\"]")
+    EXPECT_NE(config_error_of(std::string("[[sources.http]]\nlisten = \"127.0.0.1:1\"\ncors_allow_origins = [\"") + bad + "\"]")
                   .find("cors_allow_origins: \"" + std::string(bad) + "\" is not an origin"),
               std::string::npos) << bad;
   }
@@ -272,9 +266,9 @@ TEST(Config, RouteKeysRetention) {
   EXPECT_EQ(s.route_keys.retention_s, 0u) << "0: never pruned";
   EXPECT_EQ(s.route_keys.prune_batch, 50u);
   EXPECT_EQ(load_string(to_toml(s)).route_keys.prune_batch, 50u) << "check-config shows it";
-  EXPECT_EQ(error_of("[route_keys]\nprune_batch = 0"),
+  EXPECT_EQ(config_error_of("[route_keys]\nprune_batch = 0"),
             "test.toml: [route_keys] prune_batch: must be between 1 and 100000, got 0");
-  EXPECT_EQ(error_of("[route_keys]\nretention = 5"), "test.toml: [route_keys]: unknown key \"retention\"");
+  EXPECT_EQ(config_error_of("[route_keys]\nretention = 5"), "test.toml: [route_keys]: unknown key \"retention\"");
   EXPECT_EQ(load_file(std::string(EVPIPE_SOURCE_DIR) + "/config/evpipe.toml").route_keys.retention_s,
             d.route_keys.retention_s);
 }
@@ -287,7 +281,7 @@ TEST(Config, SlowBatchThreshold) {
   EXPECT_EQ(s.pipeline.slow_batch_ms, 0u) << "0: off";
   EXPECT_EQ(load_string(to_toml(s)).pipeline.slow_batch_ms, 0u) << "check-config shows it";
   EXPECT_EQ(load_string("[pipeline]\nslow_batch_ms = 60000\n").pipeline.slow_batch_ms, 60'000u);
-  EXPECT_EQ(error_of("[pipeline]\nslow_batch_ms = 60001"),
+  EXPECT_EQ(config_error_of("[pipeline]\nslow_batch_ms = 60001"),
             "test.toml: [pipeline] slow_batch_ms: must be between 0 and 60000, got 60001");
   EXPECT_EQ(load_file(std::string(EVPIPE_SOURCE_DIR) + "/config/evpipe.toml").pipeline.slow_batch_ms, 50u);
 }
@@ -302,7 +296,7 @@ TEST(Config, SchemaIsALowercaseIdentifier) {
   EXPECT_EQ(settings{}.postgres.schema, "");
   EXPECT_EQ(load_string("[postgres]\nschema = \"ingest_2\"\n").postgres.schema, "ingest_2");
   for (const char* bad : {"Ingest", "in gest", "a;b", "1x", "x.y"}) {
-    EXPECT_NE(error_of(std::string("[postgres]\nschema = \"") + bad + "\"\n").find("schema"), std::string::npos) << bad;
+    EXPECT_NE(config_error_of(std::string("[postgres]\nschema = \"") + bad + "\"\n").find("schema"), std::string::npos) << bad;
   }
 }
 
@@ -339,10 +333,10 @@ client_id = "pay$$roll"
   EXPECT_EQ(s.mqtt_sources.at(0).topics.at(0), "tracker/events/env/#");
   EXPECT_EQ(s.mqtt_sources.at(0).client_id, "pay$roll");
   EXPECT_EQ(to_toml(s).find("s3cret"), std::string::npos) << "the expanded password is still masked";
-  std::string err = error_of("[postgres]\ndsn = \"postgresql://u:${EVPIPE_TEST_UNSET}@h/db\"");
+  std::string err = config_error_of("[postgres]\ndsn = \"postgresql://u:${EVPIPE_TEST_UNSET}@h/db\"");
   EXPECT_NE(err.find("[postgres] dsn: environment variable EVPIPE_TEST_UNSET is not set"), std::string::npos) << err;
-  EXPECT_NE(error_of("[postgres]\ndsn = \"${EVPIPE_TEST_PGPW\"").find("without a closing"), std::string::npos);
-  EXPECT_NE(error_of("[postgres]\ndsn = \"${1BAD}\"").find("not a valid variable reference"), std::string::npos);
+  EXPECT_NE(config_error_of("[postgres]\ndsn = \"${EVPIPE_TEST_PGPW\"").find("without a closing"), std::string::npos);
+  EXPECT_NE(config_error_of("[postgres]\ndsn = \"${1BAD}\"").find("not a valid variable reference"), std::string::npos);
   // check-config's output loads again to the same values (found by config_fuzz).
   auto round = load_string(to_toml(s), "round-trip");
   EXPECT_EQ(round.mqtt_sources.at(0).client_id, "pay$roll");
@@ -383,14 +377,14 @@ ca_file = "secrets/ca.pem"
 // A listener takes an IP address; a host name is refused by the check with the
 // key's name, not by `run` later.
 TEST(Config, ListenAddressesMustBeIpAddresses) {
-  std::string err = error_of("[[sources.tcp]]\nlisten = \"localhost:7000\"");
+  std::string err = config_error_of("[[sources.tcp]]\nlisten = \"localhost:7000\"");
   EXPECT_NE(err.find("[[sources.tcp]] #1 listen: \"localhost\" is not an IP address"), std::string::npos) << err;
-  EXPECT_NE(error_of("[http]\nlisten = \"localhost:9464\"").find("[http] listen: \"localhost\" is not an IP address"),
+  EXPECT_NE(config_error_of("[http]\nlisten = \"localhost:9464\"").find("[http] listen: \"localhost\" is not an IP address"),
             std::string::npos);
-  EXPECT_NE(error_of("[[sources.http]]\nlisten = \"example.org:80\"").find("is not an IP address"), std::string::npos);
-  EXPECT_EQ(error_of("[[sources.tcp]]\nlisten = \"[::1]:7000\"\n[http]\nlisten = \"0.0.0.0:9464\""), "");
+  EXPECT_NE(config_error_of("[[sources.http]]\nlisten = \"example.org:80\"").find("is not an IP address"), std::string::npos);
+  EXPECT_EQ(config_error_of("[[sources.tcp]]\nlisten = \"[::1]:7000\"\n[http]\nlisten = \"0.0.0.0:9464\""), "");
   // A broker, unlike a listener, may be a name.
-  EXPECT_EQ(error_of("[[sources.mqtt]]\nurl = \"mqtt://localhost:1883\"\ntopics = [\"a\"]"), "");
+  EXPECT_EQ(config_error_of("[[sources.mqtt]]\nurl = \"mqtt://localhost:1883\"\ntopics = [\"a\"]"), "");
 }
 
 TEST(Config, NoSourceIsAProblemForRun) {

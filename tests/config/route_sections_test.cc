@@ -2,19 +2,13 @@
 // the key), and check-config's round trip.
 #include <gtest/gtest.h>
 
+#include "tests/support/config_error.h"
 #include "config/config.h"
 
 namespace evpipe::config {
 namespace {
 
-std::string error_of(const std::string& toml) {
-  try {
-    (void)load_string(toml, "test.toml");
-  } catch (const config_error& e) {
-    return e.what();
-  }
-  return "";
-}
+using evpipe::testing::config_error_of;
 
 constexpr const char* status_route = R"(
 [[routes]]
@@ -187,7 +181,7 @@ TEST(RouteConfig, RefusesWithTheRouteAndTheKey) {
   };
   for (const auto& c : cases) {
     std::string toml = head + c.toml;
-    std::string e = error_of(toml);
+    std::string e = config_error_of(toml);
     EXPECT_NE(e.find(c.expect), std::string::npos) << "config:\n" << toml << "\nerror: " << e;
     EXPECT_EQ(e.rfind("test.toml: ", 0), 0u) << e;
   }
@@ -196,12 +190,12 @@ TEST(RouteConfig, RefusesWithTheRouteAndTheKey) {
 TEST(RouteConfig, NamesMustDiffer) {
   std::string r = "[[routes]]\nname = \"same\"\ntopics = [\"a\"]\ntable = \"t\"\n"
                   "columns = [{ name = \"x\", type = \"int4\" }]\n";
-  EXPECT_NE(error_of(r + r).find("[[routes]] \"same\" name: \"same\" names an earlier route too"), std::string::npos)
-      << error_of(r + r);
+  EXPECT_NE(config_error_of(r + r).find("[[routes]] \"same\" name: \"same\" names an earlier route too"), std::string::npos)
+      << config_error_of(r + r);
 }
 
 TEST(RouteConfig, MustBeAnArrayOfTables) {
-  EXPECT_NE(error_of("routes = 3\n").find("routes must be written [[routes]]"), std::string::npos);
+  EXPECT_NE(config_error_of("routes = 3\n").find("routes must be written [[routes]]"), std::string::npos);
 }
 
 }  // namespace
@@ -230,7 +224,7 @@ TEST(RouteConfig, PartitionByNamesANeverNullTimestamptzColumn) {
       {route("at"), "[[routes]] \"t\" partition_by: needs [storage] partition = \"day\", \"week\" or \"month\""},
   };
   for (const auto& [toml, want] : refused) {
-    const std::string e = error_of(toml);
+    const std::string e = config_error_of(toml);
     EXPECT_NE(e.find(want), std::string::npos) << "want: " << want << "\ngot: " << e;
   }
 }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "tests/support/config_error.h"
 #include "config/config.h"
 #include "config/reload.h"
 
@@ -11,14 +12,7 @@ using evpipe::config::load_string;
 
 namespace {
 
-std::string error_of(const std::string& toml) {
-  try {
-    (void)load_string(toml, "test.toml");
-  } catch (const config_error& e) {
-    return e.what();
-  }
-  return "";
-}
+using evpipe::testing::config_error_of;
 
 TEST(StorageSection, DefaultsAreOnePlainTableKeptForEver) {
   auto s = load_string("");
@@ -38,16 +32,16 @@ TEST(StorageSection, ReadsPartitionAndRetentionUnits) {
 }
 
 TEST(StorageSection, RefusesWhatItCannotMean) {
-  EXPECT_NE(error_of("[storage]\npartition = \"hour\"\n").find("[storage] partition: must be \"none\", \"day\""),
+  EXPECT_NE(config_error_of("[storage]\npartition = \"hour\"\n").find("[storage] partition: must be \"none\", \"day\""),
             std::string::npos);
   for (const char* bad : {"30", "d", "30m", "-3d", "0d", "30 d", "3.5d"}) {
-    std::string e = error_of(std::string("[storage]\npartition = \"day\"\nretention = \"") + bad + "\"\n");
+    std::string e = config_error_of(std::string("[storage]\npartition = \"day\"\nretention = \"") + bad + "\"\n");
     EXPECT_NE(e.find("[storage] retention: must be a positive count then h, d or w"), std::string::npos) << bad << ": " << e;
   }
-  EXPECT_NE(error_of("[storage]\nretention = \"30d\"\n").find("drops whole partitions"), std::string::npos)
+  EXPECT_NE(config_error_of("[storage]\nretention = \"30d\"\n").find("drops whole partitions"), std::string::npos)
       << "retention without partitions has nothing to drop";
-  EXPECT_NE(error_of("[storage]\npartition = \"day\"\npremake = 0\n").find("premake"), std::string::npos);
-  EXPECT_NE(error_of("[storage]\nparttion = \"day\"\n").find("parttion"), std::string::npos);
+  EXPECT_NE(config_error_of("[storage]\npartition = \"day\"\npremake = 0\n").find("premake"), std::string::npos);
+  EXPECT_NE(config_error_of("[storage]\nparttion = \"day\"\n").find("parttion"), std::string::npos);
 }
 
 // A reload does not re-plan the tables: a changed [storage] waits for a restart.

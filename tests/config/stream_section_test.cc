@@ -2,6 +2,7 @@
 // defaults and limits (docs/read.md).
 #include <gtest/gtest.h>
 
+#include "tests/support/config_error.h"
 #include "config/config.h"
 
 using evpipe::config::config_error;
@@ -9,14 +10,7 @@ using evpipe::config::load_string;
 
 namespace {
 
-std::string error_of(const std::string& toml) {
-  try {
-    (void)load_string(toml, "test.toml");
-  } catch (const config_error& e) {
-    return e.what();
-  }
-  return "";
-}
+using evpipe::testing::config_error_of;
 
 TEST(StreamSection, DefaultsListenOnLoopback9465UnlessTheFileSaysOtherwise) {
   auto s = load_string("");
@@ -37,12 +31,12 @@ TEST(StreamSection, DefaultsListenOnLoopback9465UnlessTheFileSaysOtherwise) {
 }
 
 TEST(StreamSection, RefusesWhatItCannotMean) {
-  EXPECT_NE(error_of("[stream]\nlisten = \"nowhere\"\n").find("[stream] listen"), std::string::npos)
-      << error_of("[stream]\nlisten = \"nowhere\"\n");
-  EXPECT_NE(error_of("[stream]\nmax_clients = 0\n").find("max_clients"), std::string::npos);
-  EXPECT_NE(error_of("[stream]\nmax_client_buffer_bytes = 100\n").find("max_client_buffer_bytes"), std::string::npos);
-  EXPECT_NE(error_of("[stream]\nlistn = \"127.0.0.1:1\"\n").find("listn"), std::string::npos) << "a misspelt key";
-  EXPECT_NE(error_of("[stream]\nbearer_token_file = \"/nonexistent/token\"\n").find("bearer_token_file"),
+  EXPECT_NE(config_error_of("[stream]\nlisten = \"nowhere\"\n").find("[stream] listen"), std::string::npos)
+      << config_error_of("[stream]\nlisten = \"nowhere\"\n");
+  EXPECT_NE(config_error_of("[stream]\nmax_clients = 0\n").find("max_clients"), std::string::npos);
+  EXPECT_NE(config_error_of("[stream]\nmax_client_buffer_bytes = 100\n").find("max_client_buffer_bytes"), std::string::npos);
+  EXPECT_NE(config_error_of("[stream]\nlistn = \"127.0.0.1:1\"\n").find("listn"), std::string::npos) << "a misspelt key";
+  EXPECT_NE(config_error_of("[stream]\nbearer_token_file = \"/nonexistent/token\"\n").find("bearer_token_file"),
             std::string::npos);
 }
 

@@ -5,19 +5,13 @@
 
 #include <fstream>
 
+#include "tests/support/config_error.h"
 #include "config/config.h"
 
 namespace evpipe::config {
 namespace {
 
-std::string error_of(const std::string& toml) {
-  try {
-    (void)load_string(toml, "t.toml");
-  } catch (const config_error& e) {
-    return e.what();
-  }
-  return "";
-}
+using evpipe::testing::config_error_of;
 
 TEST(TenantsConfig, OffByDefaultAndParsedWithQuotas) {
   auto s = load_string("[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\n");
@@ -56,20 +50,20 @@ allowed_tenants = ["alpha", "beta"]
 }
 
 TEST(TenantsConfig, RefusalsNameTheKey) {
-  EXPECT_NE(error_of("[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\ntenant = \"a\"\n").find("tenant keys need [tenants] enabled"),
+  EXPECT_NE(config_error_of("[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\ntenant = \"a\"\n").find("tenant keys need [tenants] enabled"),
             std::string::npos);
   const std::string on = "[tenants]\nenabled = true\n";
-  EXPECT_NE(error_of(on + "[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\ntenant = \"a b\"\n").find("tenant: \"a b\" is not a tenant name"),
+  EXPECT_NE(config_error_of(on + "[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\ntenant = \"a b\"\n").find("tenant: \"a b\" is not a tenant name"),
             std::string::npos);
-  EXPECT_NE(error_of(on + "[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\ntenant_topic = \"a/+\"\n").find("unknown key \"tenant_topic\""),
+  EXPECT_NE(config_error_of(on + "[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\ntenant_topic = \"a/+\"\n").find("unknown key \"tenant_topic\""),
             std::string::npos);
-  EXPECT_NE(error_of(on + "[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\ntenant_topic = \"a/b\"\n").find("exactly one '+'"),
+  EXPECT_NE(config_error_of(on + "[[sources.mqtt]]\nurl = \"mqtt://h:1\"\ntopics = [\"a\"]\ntenant_topic = \"a/b\"\n").find("exactly one '+'"),
             std::string::npos);
-  EXPECT_NE(error_of(on + "[[sources.http]]\nlisten = \"127.0.0.1:1\"\ntokens_file = \"/nonexistent/t\"\n").find("tokens_file: cannot read"),
+  EXPECT_NE(config_error_of(on + "[[sources.http]]\nlisten = \"127.0.0.1:1\"\ntokens_file = \"/nonexistent/t\"\n").find("tokens_file: cannot read"),
             std::string::npos);
-  EXPECT_NE(error_of("[tenants]\nfield = \"a.b\"\n").find("field: must be one field name"), std::string::npos);
-  EXPECT_NE(error_of("[tenants]\n[tenants.quotas.alpha]\nrate = 1\n").find("unknown key \"rate\""), std::string::npos);
-  EXPECT_NE(error_of("[tenants]\nevents_per_s = -1\n").find("events_per_s"), std::string::npos);
+  EXPECT_NE(config_error_of("[tenants]\nfield = \"a.b\"\n").find("field: must be one field name"), std::string::npos);
+  EXPECT_NE(config_error_of("[tenants]\n[tenants.quotas.alpha]\nrate = 1\n").find("unknown key \"rate\""), std::string::npos);
+  EXPECT_NE(config_error_of("[tenants]\nevents_per_s = -1\n").find("events_per_s"), std::string::npos);
 }
 
 // tenant_property: MQTT 5 only, alone among the credential keys, printed by
@@ -84,20 +78,20 @@ TEST(TenantsConfig, TenantPropertyIsAnMqtt5SourcesOnlyCredential) {
   EXPECT_NE(printed.find("tenant_property = 'tenant'"), std::string::npos) << printed;
   EXPECT_EQ(load_string(printed).mqtt_sources.at(0).tenancy, s.mqtt_sources.at(0).tenancy);
 
-  EXPECT_NE(error_of(on + mqtt + "tenant_property = \"tenant\"\n").find("tenant_property: needs protocol = \"5\""),
+  EXPECT_NE(config_error_of(on + mqtt + "tenant_property = \"tenant\"\n").find("tenant_property: needs protocol = \"5\""),
             std::string::npos)
       << "the default protocol is 3.1.1";
-  EXPECT_NE(error_of(on + mqtt + "protocol = \"3.1.1\"\ntenant_property = \"tenant\"\n").find("needs protocol = \"5\""),
+  EXPECT_NE(config_error_of(on + mqtt + "protocol = \"3.1.1\"\ntenant_property = \"tenant\"\n").find("needs protocol = \"5\""),
             std::string::npos);
-  EXPECT_NE(error_of(on + mqtt + "protocol = \"5\"\ntenant_property = \"tenant\"\ntenant = \"alpha\"\n")
+  EXPECT_NE(config_error_of(on + mqtt + "protocol = \"5\"\ntenant_property = \"tenant\"\ntenant = \"alpha\"\n")
                 .find("tenant_property: and tenant exclude each other"),
             std::string::npos);
-  EXPECT_NE(error_of(on + mqtt + "protocol = \"5\"\ntenant_property = \"tenant\"\ntenant_topic = \"t/+\"\n")
+  EXPECT_NE(config_error_of(on + mqtt + "protocol = \"5\"\ntenant_property = \"tenant\"\ntenant_topic = \"t/+\"\n")
                 .find("tenant_property: and tenant_topic exclude each other"),
             std::string::npos);
-  EXPECT_NE(error_of(mqtt + "protocol = \"5\"\ntenant_property = \"tenant\"\n").find("tenant keys need [tenants] enabled"),
+  EXPECT_NE(config_error_of(mqtt + "protocol = \"5\"\ntenant_property = \"tenant\"\n").find("tenant keys need [tenants] enabled"),
             std::string::npos);
-  EXPECT_NE(error_of(on + "[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\ntenant_property = \"tenant\"\n")
+  EXPECT_NE(config_error_of(on + "[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\ntenant_property = \"tenant\"\n")
                 .find("unknown key \"tenant_property\""),
             std::string::npos);
 }
@@ -112,7 +106,7 @@ TEST(TenantsConfig, TheTokensFileBindsEachTokenToOneTenant) {
   EXPECT_EQ(to_toml(s).find("alpha-token"), std::string::npos) << "tokens are never printed";
   auto with = [&](const std::string& text) {
     std::ofstream(dir + "/tokens_bad", std::ios::trunc) << text;
-    return error_of("[tenants]\nenabled = true\n[[sources.http]]\nlisten = \"127.0.0.1:1\"\ntokens_file = \"" + dir +
+    return config_error_of("[tenants]\nenabled = true\n[[sources.http]]\nlisten = \"127.0.0.1:1\"\ntokens_file = \"" + dir +
                     "/tokens_bad\"\n");
   };
   EXPECT_NE(with("a alpha\na beta\n").find("line 2: a token given twice"), std::string::npos);
@@ -121,7 +115,7 @@ TEST(TenantsConfig, TheTokensFileBindsEachTokenToOneTenant) {
   EXPECT_NE(with("a -bad\n").find("is not a tenant name"), std::string::npos);
   EXPECT_NE(with("# nothing\n").find("holds no token"), std::string::npos);
   std::ofstream(dir + "/bearer") << "tok\n";
-  EXPECT_NE(error_of("[tenants]\nenabled = true\n[[sources.http]]\nlisten = \"127.0.0.1:1\"\ntokens_file = \"" + dir +
+  EXPECT_NE(config_error_of("[tenants]\nenabled = true\n[[sources.http]]\nlisten = \"127.0.0.1:1\"\ntokens_file = \"" + dir +
                      "/tokens_ok\"\nbearer_token_file = \"" + dir + "/bearer\"\n")
                 .find("exclude each other"),
             std::string::npos);

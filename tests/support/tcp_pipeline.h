@@ -64,6 +64,15 @@ inline acks_around_lock send_with_table_locked(test_db& db, uint16_t port, const
   return r;
 }
 
+// send_with_table_locked's promise: evpipe's write waited for the lock,
+// nothing was acked meanwhile, and every line was after the commit.
+inline ::testing::AssertionResult acked_only_after_commit(const acks_around_lock& a, uint64_t lines) {
+  if (a.waiters <= 0) return ::testing::AssertionFailure() << "evpipe never waited for the lock: nothing was tested";
+  if (a.while_locked != 0) return ::testing::AssertionFailure() << a.while_locked << " acked while the table was locked";
+  if (a.after != lines) return ::testing::AssertionFailure() << a.after << " of " << lines << " acked after the commit";
+  return ::testing::AssertionSuccess();
+}
+
 // The fixture of both files: the test's own schema; skipped without a test
 // database (failed instead under EVPIPE_REQUIRE_DB).
 class TcpPipeline : public ::testing::Test {
