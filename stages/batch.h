@@ -122,13 +122,13 @@ class write_batch {
   // when absent): only once some row of the batch has a tenant, so that
   // batches with tenancy off stay as before.
   [[nodiscard]] bool has_tenant() const noexcept { return fields_ == 4; }
-  // Rows of routed tables (docs/routes.md), in arrival order per route.
   // A routed tuple's header ([u16][u32 length], written by pipeline/intake):
   // the route's index in the low 15 bits; the top bit set when the message's
   // identity is not the route's own (another route of an `also` chain names
   // the identity columns): such a row cannot skip its evpipe_route_keys row
   // (a self-idempotent upsert or a table-keyed append).
   static constexpr uint16_t foreign_identity_bit = 0x8000;
+  // Rows of routed tables (docs/routes.md), in arrival order per route.
   struct routed_row {
     uint16_t route = 0;
     uint32_t outcome_index = 0;
