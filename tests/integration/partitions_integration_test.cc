@@ -391,6 +391,52 @@ TEST_F(Partitions, DedupHorizonAtItsEdges) {
 // key table through, so the maintenance thread does it only when keys may be
 // past the cutoff: after a drop or a deletion of the oldest rows, not every
 // round. Keys spread over several sweep statements (prune_pages = 2).
+// The same horizon for dead letters (evpipe_dlq_keys, one row per topic and
+// event digest): a dead letter whose partition was dropped is dead-lettered
+// again when resent; one past the retention whose row is still stored, or a
+// young one, is recognised and stored once.
+TEST_F(Partitions, DeadLetterDedupHorizonAtItsEdges) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port) + storage(), "partitions_dlq_horizon");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  db.exec("CREATE TABLE dlq_events_a PARTITION OF dlq_events FOR VALUES FROM (now() - interval '50 days') "
+          "TO (now() - interval '40 days')");
+  db.exec("CREATE TABLE dlq_events_b PARTITION OF dlq_events FOR VALUES FROM (now() - interval '40 days') "
+          "TO (now() - interval '29 days')");
+  const std::string bad = "{\"bad\": \"gone\"}\n{\"bad\": \"kept\"}\n{\"bad\": \"young\"}\n";
+  evp.start(port);
+  send(port, bad, evp);
+  evp.kill(SIGTERM);
+  ASSERT_EQ(evp.wait(), 0) << evp.log();
+  ASSERT_EQ(db.count("SELECT count(*) FROM dlq_events"), 3);
+  ASSERT_EQ(db.count("SELECT count(*) FROM evpipe_dlq_keys"), 3);
+  // Aged as if stored 45, 35 and 20 days ago: each row moves to the partition
+  // of its time (DEFAULT for 20 days), and its key gets the row's time.
+  for (const auto& [what, days] : {std::pair{"gone", 45}, {"kept", 35}, {"young", 20}}) {
+    db.exec("UPDATE dlq_events SET created_at = now() - interval '" + std::to_string(days) + " days' WHERE payload->>'bad' = '" +
+            what + "'");
+  }
+  db.exec("UPDATE evpipe_dlq_keys k SET created_at = d.created_at FROM dlq_events d WHERE k.original_topic = "
+          "d.original_topic AND k.event_digest = d.event_digest");
+  (void)maintain(30 * 86'400);
+  EXPECT_EQ(db.count("SELECT count(*) FROM pg_class WHERE relname = 'dlq_events_a' AND relnamespace = "
+                     "current_schema()::regnamespace"),
+            0)
+      << "the partition that ended 40 days ago is dropped";
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_dlq_keys"), 2) << "the dropped dead letter's key goes with it";
+  evp.start(port);
+  send(port, bad, evp);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE payload->>'bad' = 'gone'"), 1)
+      << "past the horizon: dead-lettered again";
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE payload->>'bad' = 'gone' AND created_at > now() - "
+                     "interval '1 hour'"),
+            1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE payload->>'bad' = 'kept'"), 1)
+      << "older than the retention, but its row is stored: still recognised";
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE payload->>'bad' = 'young'"), 1);
+}
+
 TEST_F(Partitions, KeyTablesArePrunedBySweepsOnlyWhenKeysMayBeOld) {
   uint16_t port = free_port(), http_port = free_port();
   evpipe_process evp(config_for(db, port, http_port) + storage(), "partitions_sweeps");
