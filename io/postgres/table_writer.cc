@@ -110,7 +110,10 @@ table_writer::table_writer(const stages::route::route_set& routes, const std::st
         keyed_stage_sql_[i] =
             "CREATE TEMP TABLE " + n + " ON COMMIT DROP AS SELECT " + cols + " FROM " + table + " WITH NO DATA";
         keyed_copy_sql_[i] = "COPY pg_temp." + n + " (" + cols + ") FROM STDIN (FORMAT binary)";
-        keyed_merge_sql_[i] = "INSERT INTO " + table + " (" + cols + ") SELECT " + cols + " FROM pg_temp." + n +
+        // OVERRIDING SYSTEM VALUE: the route's value for an identity column
+        // GENERATED ALWAYS, as COPY takes it.
+        keyed_merge_sql_[i] = "INSERT INTO " + table + " (" + cols + ") OVERRIDING SYSTEM VALUE SELECT " + cols +
+                              " FROM pg_temp." + n +
                               " ON CONFLICT (" + id + ") DO NOTHING; DROP TABLE pg_temp." + n;
       }
       continue;
@@ -128,7 +131,8 @@ table_writer::table_writer(const stages::route::route_set& routes, const std::st
       if (!is_key) updates += (updates.empty() ? "" : ", ") + c.name + " = EXCLUDED." + c.name;
     }
     std::string order = key + (r.order_by.empty() ? "" : ", " + r.order_by + " DESC NULLS LAST") + ", ctid DESC";
-    std::string sql = "INSERT INTO " + table + " AS t (" + cols + ") SELECT DISTINCT ON (" + key + ") " + cols +
+    std::string sql = "INSERT INTO " + table + " AS t (" + cols + ") OVERRIDING SYSTEM VALUE SELECT DISTINCT ON (" +
+                      key + ") " + cols +
                       " FROM " + stage + " ORDER BY " + order + " ON CONFLICT (" + key + ") DO ";
     if (updates.empty()) {
       sql += "NOTHING";

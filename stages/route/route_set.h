@@ -44,7 +44,7 @@ struct compiled_route {
 };
 
 // A routed tuple's header holds the route's index in 15 bits
-// (stages::routed_foreign_identity_bit, stages/batch.h).
+// (stages::write_batch::foreign_identity_bit, stages/batch.h).
 inline constexpr size_t route_index_limit = 0x8000;
 
 class route_set {

@@ -276,16 +276,22 @@ TEST_F(Partitions, MaintenanceUnderLoadCreatesMovesAndDropsOnBothTables) {
       ++rounds;
     }
   });
+  stop_and_join load_guard{stop, load};
   // Once events flow (evpipe's first round, at start, has run by then: it
   // had nothing to do), the work of the next rounds is made: the partitions
   // ahead go, and another writer's rows of 10 days ago (both tables) and of
   // 40 days ago (dead letters, past the retention) land in DEFAULT.
   ASSERT_TRUE(eventually([&] { return rounds.load() >= 3; }, 30s)) << evp.log();
   const std::string m0 = http_get(http_port, "/metrics");
-  db.exec("DO $$ DECLARE r record; BEGIN FOR r IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = "
-          "i.inhrelid WHERE i.inhparent IN ('events_mirror'::regclass, 'dlq_events'::regclass) AND c.relname ~ "
-          "'_p[0-9]{8}$' AND right(c.relname, 8) > '" + today + "' LOOP EXECUTE 'DROP TABLE ' || "
-          "quote_ident(r.relname); END LOOP; END $$");
+  // One table at a time (each DROP locks its parent): evpipe's writes lock
+  // events_mirror, then dlq_events; one transaction taking them the other
+  // way round could deadlock with a write.
+  for (const char* parent : {"events_mirror", "dlq_events"}) {
+    db.exec(std::string("DO $$ DECLARE r record; BEGIN FOR r IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON "
+                        "c.oid = i.inhrelid WHERE i.inhparent = '") + parent + "'::regclass AND c.relname ~ "
+            "'_p[0-9]{8}$' AND right(c.relname, 8) > '" + today + "' LOOP EXECUTE 'DROP TABLE ' || "
+            "quote_ident(r.relname); END LOOP; END $$");
+  }
   db.exec("INSERT INTO events_mirror (topic, payload, created_at) SELECT 'backfill', jsonb_build_object('n', g), "
           "now() - interval '10 days' FROM generate_series(1, 30) g");
   db.exec("INSERT INTO dlq_events (original_topic, failure_reason, reason_code, payload, created_at) SELECT "

@@ -141,6 +141,7 @@ TEST_F(StreamSse, ResumingWithLastEventIdAtRandomPointsLosesAndRepeatsNothing) {
   };
   std::thread w1([&] { writer(tcp_port, "one", sent_one); });
   std::thread w2([&] { writer(second_port, "two", sent_two); });
+  stop_and_join guard1{stop_writing, w1}, guard2{stop_writing, w2};
 
   std::mt19937 rng(11);
   std::vector<std::string> ids, keys;
@@ -151,8 +152,8 @@ TEST_F(StreamSse, ResumingWithLastEventIdAtRandomPointsLosesAndRepeatsNothing) {
     if (reconnect > 0 && reconnect < 20 && sent_one.load() == 0 && sent_two.load() == 0) ++resumed_while_writing;
     if (reconnect == 20) {  // the last connection reads the rest, once the writers are done
       stop_writing = true;
-      w1.join();
-      w2.join();
+      if (w1.joinable()) w1.join();
+      if (w2.joinable()) w2.join();
       total = static_cast<size_t>(sent_one.load() + sent_two.load());
     }
     sse_client c(stream_port, "", "Accept: text/event-stream\r\nLast-Event-ID: " + resume_from + "\r\n");

@@ -1,5 +1,6 @@
 #include "pipeline/intake.h"
 
+#include "stages/batch.h"
 #include "stages/dedup.h"
 #include "stages/route/active.h"
 #include "stages/tenant/binding.h"
@@ -192,7 +193,8 @@ std::shared_ptr<const stages::route::route_set> routes_to(const std::string& tab
 // The route index a routed event's first tuple names.
 uint16_t first_route_of(const stages::event_batch& b, const stages::event_record& r) {
   std::string_view t = b.view(r.routed);
-  return static_cast<uint16_t>((static_cast<uint8_t>(t[0]) << 8) | static_cast<uint8_t>(t[1]));
+  return static_cast<uint16_t>(((static_cast<uint8_t>(t[0]) << 8) | static_cast<uint8_t>(t[1])) &
+                               ~stages::write_batch::foreign_identity_bit);
 }
 
 // Routes a reload publishes (stages/route/active.h) apply from the next

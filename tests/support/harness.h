@@ -30,6 +30,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -137,6 +138,18 @@ inline int connect_loopback(uint16_t port) {
 
 // A connection to the test database, with its own schema so that tests do not
 // see each other's rows. dsn() is what evpipe should use.
+// Sets `stop` and joins `t` when the scope ends, however it ends: a failed
+// ASSERT returns from the test with the thread still running, and a
+// joinable std::thread's destructor would end the whole test binary.
+struct stop_and_join {
+  std::atomic<bool>& stop;
+  std::thread& t;
+  ~stop_and_join() {
+    stop = true;
+    if (t.joinable()) t.join();
+  }
+};
+
 class test_db {
  public:
   test_db() {

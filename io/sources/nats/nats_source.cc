@@ -144,7 +144,8 @@ void nats_source::connect_or_throw() {
     }
     // A server that verifies client certificates just closes a connection
     // without one: libnats then reports a protocol error of its own.
-    const bool closed = s == NATS_PROTOCOL_ERROR || s == NATS_CONNECTION_CLOSED || s == NATS_IO_ERROR;
+    const bool closed =
+        s == NATS_PROTOCOL_ERROR || s == NATS_CONNECTION_CLOSED || s == NATS_IO_ERROR || s == NATS_SSL_ERROR;
     const std::string hint = tls && cfg_.cert_file.empty() && closed
                                  ? "; if the server verifies client certificates (tls { verify: true }), set "
                                    "cert_file and key_file"
