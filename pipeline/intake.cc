@@ -92,7 +92,7 @@ bool intake::apply_routes(std::string_view line, std::string_view topic, std::st
   const int64_t now_us =
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
           .count();
-  const stages::route::message_view mv{line, topic, now_us};
+  const stages::route::message_view mv{line, topic, now_us, validator.marked_numbers()};
   stages::route::extract_error err;
   // Each table route's tuple header, and the route whose identity columns
   // the message's identity is (none: the digest of topic and bytes).
@@ -262,7 +262,9 @@ void intake::add(std::string_view line, size_t readable, uint64_t seq, int64_t r
   // A message on a topic whose first route takes bare JSON (envelope "none")
   // meets only the whole-document rules; its columns are checked by the route.
   const bool bare = bare_topic(default_topic);
-  auto v = bare ? validator.check_json(line, readable) : validator.check(line, readable, env);
+  // Its numbers beyond 64-bit integers or a double are stored as they are
+  // (jsonb holds them); only a column that needs one refuses it.
+  auto v = bare ? validator.check_json(line, readable, true) : validator.check(line, readable, env);
   rec.why = v.why;
   std::string_view topic = default_topic;
   std::string message;

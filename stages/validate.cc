@@ -6,6 +6,8 @@
 
 #include <cstring>
 
+#include "stages/big_numbers.h"
+
 namespace evpipe::stages {
 
 std::string_view reason_code(reason r) noexcept {
@@ -167,7 +169,8 @@ struct envelope_validator::impl {
   dom::parser parser;
   std::string padded;  // copy of a line that lacks simdjson's padding
   dom::element doc;    // the last document check_json() accepted
-
+  std::string marked;  // the line with its big numbers marked (stages/big_numbers.h)
+  bool marked_numbers = false;  // doc was parsed from `marked`
 };
 
 envelope_validator::envelope_validator(envelope_limits limits)
@@ -200,7 +203,8 @@ std::string utf8_prefix(std::string_view s, size_t n) {
 
 }  // namespace
 
-validation envelope_validator::check_json(std::string_view line, size_t capacity) {
+validation envelope_validator::check_json(std::string_view line, size_t capacity, bool big_numbers) {
+  impl_->marked_numbers = false;
   if (line.size() > limits_.max_event_bytes) {
     return fail(reason::too_large, "event is " + std::to_string(line.size()) +
                                        " bytes, over the limit of " +
@@ -219,7 +223,16 @@ validation envelope_validator::check_json(std::string_view line, size_t capacity
   // A full parse: simdjson validates the whole document (structure, UTF-8,
   // strings and their escapes, numbers, depth) before we look at a field.
   dom::element doc;
-  if (auto err = impl_->parser.parse(data, line.size(), false).get(doc)) {
+  bool marked = false;
+  auto err = impl_->parser.parse(data, line.size(), false).get(doc);
+  if (err == simdjson::NUMBER_ERROR && big_numbers && mark_big_numbers(line, impl_->marked)) {
+    // Only the numbers were beyond the parser: the marked copy stands in.
+    const size_t n = impl_->marked.size();
+    impl_->marked.resize(n + simdjson::SIMDJSON_PADDING, '\0');
+    err = impl_->parser.parse(impl_->marked.data(), n, false).get(doc);
+    marked = true;
+  }
+  if (err) {
     switch (err) {
       case simdjson::DEPTH_ERROR:
         return fail(reason::invalid_json, "not storable JSON: nesting deeper than " +
@@ -236,11 +249,13 @@ validation envelope_validator::check_json(std::string_view line, size_t capacity
     return fail(reason::invalid_json, "not storable JSON: a string or key contains \\u0000, which PostgreSQL jsonb cannot store");
   }
   impl_->doc = doc;
+  impl_->marked_numbers = marked;
   return {};
 }
 
 simdjson::dom::element envelope_validator::document() const { return impl_->doc; }
 const simdjson::dom::document& envelope_validator::parsed() const noexcept { return impl_->parser.doc; }
+bool envelope_validator::marked_numbers() const noexcept { return impl_->marked_numbers; }
 
 validation envelope_validator::check(std::string_view line, size_t capacity, envelope& out) {
   out = envelope{};

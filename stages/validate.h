@@ -94,13 +94,18 @@ class envelope_validator {
 
   // Only the whole-document rules (valid JSON, an object, storable as
   // jsonb, size and depth): for messages a route takes without an envelope.
-  [[nodiscard]] validation check_json(std::string_view line, size_t capacity);
+  // With `big_numbers`, numbers beyond 64-bit integers or a double are
+  // accepted (jsonb stores them): the document is then parsed from a marked
+  // copy (stages/big_numbers.h) and marked_numbers() says so.
+  [[nodiscard]] validation check_json(std::string_view line, size_t capacity, bool big_numbers = false);
   // The document the last check() or check_json() accepted, until the next
   // call: routes extract their columns from it instead of parsing again.
   [[nodiscard]] simdjson::dom::element document() const;
   // The same document whole, for readers of its tape (the payload schema
   // walker, stages/schema/tape.h); valid as long as document().
   [[nodiscard]] const simdjson::dom::document& parsed() const noexcept;
+  // Whether document() holds marker strings for numbers beyond the parser.
+  [[nodiscard]] bool marked_numbers() const noexcept;
 
   [[nodiscard]] const envelope_limits& limits() const noexcept { return limits_; }
 

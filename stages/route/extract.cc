@@ -1,9 +1,11 @@
 #include "stages/route/extract.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
+#include "stages/big_numbers.h"
 #include "stages/route/pg_binary.h"
 #include "stages/validate.h"
 
@@ -75,13 +77,54 @@ bool find_path(dom::element root, const std::vector<path_step>& steps, dom::elem
   return true;
 }
 
+std::string quoted_start(std::string_view s) {
+  return s.size() <= 64 ? std::string(s) : std::string(s.substr(0, 64)) + "...";
+}
+
+// Appends the field for a number beyond int64 or a double (its text).
+extract_status append_big_number(std::string& out, column_type type, std::string_view number, std::string& why) {
+  switch (type) {
+    case column_type::float8: {
+      // An integer past 64 bits is still a double.
+      double d;
+      auto r = std::from_chars(number.data(), number.data() + number.size(), d);
+      if (r.ec == std::errc() && r.ptr == number.data() + number.size() && std::isfinite(d)) {
+        pg_binary::append_float8(out, d);
+        return extract_status::ok;
+      }
+      why = quoted_start(number) + " is out of range for float8";
+      return extract_status::out_of_range;
+    }
+    case column_type::int4:
+    case column_type::int8:
+      if (!stages::is_integer_literal(number)) {
+        why = "expected an integer, got " + quoted_start(number);
+        return extract_status::wrong_type;
+      }
+      why = quoted_start(number) + " is out of range for " + std::string(config::column_type_name(type));
+      return extract_status::out_of_range;
+    case column_type::jsonb:
+      pg_binary::append_jsonb(out, number);  // jsonb's numeric holds it
+      return extract_status::ok;
+    case column_type::text: why = "expected a string, got a number"; break;
+    case column_type::boolean: why = "expected true or false, got a number"; break;
+    case column_type::timestamptz: why = "expected an ISO 8601 date-time string, got a number"; break;
+    case column_type::uuid: why = "expected a UUID string, got a number"; break;
+  }
+  return extract_status::wrong_type;
+}
+
 // Appends the field for a JSON value; the failure's `why` says what was wrong.
-extract_status append_json_value(std::string& out, column_type type, dom::element v, std::string& why) {
+// With `marked`, strings that are markers (stages/big_numbers.h) are numbers.
+extract_status append_json_value(std::string& out, column_type type, dom::element v, bool marked, std::string& why) {
   const auto t = v.type();
   auto wrong = [&](std::string_view expected) {
     why = "expected " + std::string(expected) + ", got " + std::string(json_type_name(t));
     return extract_status::wrong_type;
   };
+  if (std::string_view big; marked && t == dom::element_type::STRING && stages::big_number_of(std::string_view(v), big)) {
+    return append_big_number(out, type, big, why);
+  }
   switch (type) {
     case column_type::text: {
       if (t != dom::element_type::STRING) return wrong("a string");
@@ -168,6 +211,13 @@ extract_status append_json_value(std::string& out, column_type type, dom::elemen
       return extract_status::ok;
     }
     case column_type::jsonb: {
+      if (marked) {
+        // A marked document's text held no U+0000: its NULs are markers.
+        std::string json = simdjson::minify(v);
+        stages::unmark_big_numbers(json);
+        pg_binary::append_jsonb(out, json);
+        return extract_status::ok;
+      }
       if (holds_nul(v)) {
         why = "jsonb cannot hold U+0000";
         return extract_status::out_of_range;
@@ -221,7 +271,7 @@ extract_status extract_row(const compiled_route& route, dom::element root, const
           }
           break;
         }
-        extract_status st = append_json_value(out, c.type, v, why);
+        extract_status st = append_json_value(out, c.type, v, m.marked_numbers, why);
         if (st != extract_status::ok) return failed(st, i, why);
         break;
       }
@@ -307,13 +357,21 @@ void route_stage::extract_batch(std::span<const routed_message> in, route_scratc
     }
     std::memcpy(scratch.padded.data(), bytes.data(), bytes.size());
     auto doc = scratch.parser.parse(scratch.padded.data(), bytes.size(), false);
+    message_view mv = rm.msg;
+    if (doc.error() == simdjson::NUMBER_ERROR && stages::mark_big_numbers(bytes, scratch.marked)) {
+      // Numbers beyond the parser, as in the intake (pipeline/intake.cc).
+      const size_t n = scratch.marked.size();
+      scratch.marked.resize(n + simdjson::SIMDJSON_PADDING, '\0');
+      doc = scratch.parser.parse(scratch.marked.data(), n, false);
+      mv.marked_numbers = true;
+    }
     if (doc.error()) {
       res.status = extract_status::invalid_json;
       res.message = std::string("not valid JSON: ") + simdjson::error_message(doc.error());
       continue;
     }
     route_rows& target = rows[rm.route];
-    if (extract_row(routes_.at(rm.route), doc.value_unsafe(), rm.msg, target.tuples, &res) == extract_status::ok) {
+    if (extract_row(routes_.at(rm.route), doc.value_unsafe(), mv, target.tuples, &res) == extract_status::ok) {
       ++target.count;
     }
   }

@@ -37,6 +37,9 @@ struct message_view {
   std::string_view bytes;        // the message as received (valid JSON when it reaches extract_row)
   std::string_view topic;        // its topic (topic[N], topic)
   int64_t received_unix_us = 0;  // received_at
+  // The parsed document holds marker strings for numbers beyond int64 or a
+  // double (stages/big_numbers.h), read here as those numbers.
+  bool marked_numbers = false;
 };
 
 struct extract_error {
@@ -62,6 +65,7 @@ void append_fields(std::string_view tuple, std::span<const uint16_t> columns, st
 struct route_scratch {
   simdjson::dom::parser parser;
   std::string padded;  // the message with simdjson's padding
+  std::string marked;  // the message with its big numbers marked
 };
 
 // One message of a batch and the route that took it.

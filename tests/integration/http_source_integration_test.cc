@@ -54,6 +54,17 @@ TEST_F(HttpSource, AcceptsOneEventAnArrayOrNdjsonAndReportsEachOutcome) {
             "\"duplicate\"},{\"outcome\":\"dlq\",\"reason\":\"invalid_json\"},{\"outcome\":\"dlq\",\"reason\":"
             "\"missing_field\"}]}\n");
 
+  // One event with a number beyond a double: refused on its own (an
+  // envelope's numbers must fit one), its neighbours stored; the body is
+  // still JSON.
+  std::string big = "[" + valid_event("h-5") + ", " +
+                    valid_event("h-6", "t", ",\"reading\":1e400,\"serial\":123456789012345678901234567890") + "]";
+  auto bigs = http_request(port, "POST", "/v1/events", big);
+  EXPECT_EQ(bigs.status, 200) << bigs.body;
+  EXPECT_EQ(bigs.body,
+            "{\"accepted\":2,\"ok\":1,\"duplicate\":0,\"dlq\":1,\"results\":[{\"outcome\":\"ok\"},{\"outcome\":"
+            "\"dlq\",\"reason\":\"invalid_json\"}]}\n");
+
   std::string ndjson = valid_event("h-3") + "\n\n" + valid_event("h-4", "t", ",\"topic\":\"ignored/by/x-topic\"") + "\r\n";
   auto nd = http_request(port, "POST", "/v1/events", ndjson,
                          "Content-Type: application/x-ndjson\r\nX-Topic: autocore/ESP32_001/telemetry\r\n");
@@ -61,11 +72,11 @@ TEST_F(HttpSource, AcceptsOneEventAnArrayOrNdjsonAndReportsEachOutcome) {
   EXPECT_NE(nd.body.find("\"accepted\":2,\"ok\":2"), std::string::npos) << nd.body;
 
   // Stored as sent; topics from X-Topic, else the event, else the listener.
-  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 4);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 5);
   EXPECT_EQ(db.column("SELECT topic FROM events_mirror WHERE idempotency_key = 'h-1'").at(0), "tracker/events/http");
   EXPECT_EQ(db.column("SELECT topic FROM events_mirror WHERE idempotency_key = 'h-4'").at(0),
             "autocore/ESP32_001/telemetry");
-  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 3);
 }
 
 TEST_F(HttpSource, AnswersEveryErrorWithItsStatus) {

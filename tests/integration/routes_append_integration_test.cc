@@ -88,6 +88,11 @@ TEST_F(RoutesAppend, TypedRowsCommitWithTheirBatchAndBadOnesAreDeadLettered) {
   add("{\"device_id\":\"E9\",\"timestamp\":\"2025-02-30T10:31:00Z\"}");                         // no such date
   add("{\"device_id\":\"E9\",\"timestamp\":\"2025-01-28T10:31:00Z\",\"temperature\":5000}");  // CHECK refuses it
   add("{not json");
+  // Numbers beyond a double or 64 bits: where no column needs them, stored
+  // as they are (jsonb holds them); a float8 column cannot.
+  add("{\"device_id\":\"E8\",\"serial\":123456789012345678901234567890,\"peak\":1e400,"
+      "\"timestamp\":\"2025-01-28T10:31:00Z\",\"diag\":{\"energy\":-2.5E+400,\"n\":[18446744073709551616]}}");
+  add("{\"device_id\":\"E9\",\"temperature\":1e400,\"timestamp\":\"2025-01-28T10:32:00Z\"}");
   add(telemetry("ESP32_009", 59));  // after the bad ones: still stored
   // Standard envelopes: a kind with a route (also mirrored), and one without.
   const std::string envelopes = reading("r-1", "{\"sensor\":\"s1\",\"value\":7}") + "\n" +
@@ -102,10 +107,10 @@ TEST_F(RoutesAppend, TypedRowsCommitWithTheirBatchAndBadOnesAreDeadLettered) {
   };
   send();
 
-  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 41) << evp.log();
-  EXPECT_EQ(db.count("SELECT count(DISTINCT (device_id, ts)) FROM telemetry"), 41);
+  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 42) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(DISTINCT (device_id, ts)) FROM telemetry"), 42);
   EXPECT_EQ(metric_value(http_get(http_port, "/metrics"), "taylor_ingest_total{topic=\"tracker/events/it\",kind=\"telemetry\"}"),
-            41)
+            42)
       << "routed messages count as ingested, a bare one under its route's name";
   EXPECT_EQ(db.column("SELECT temperature::text FROM telemetry WHERE device_id = 'ESP32_001' AND ts = "
                       "'2025-01-28T10:30:05Z'"),
@@ -114,10 +119,18 @@ TEST_F(RoutesAppend, TypedRowsCommitWithTheirBatchAndBadOnesAreDeadLettered) {
   EXPECT_EQ(db.column("SELECT concat_ws('|', memory_free, online, topic, extra->>'rssi') FROM telemetry WHERE "
                       "device_id = 'ESP32_009'"),
             std::vector<std::string>{"45120|t|tracker/events/it|-61"});
+  EXPECT_EQ(db.column("SELECT concat_ws('|', extra->'energy' = '-2.5e400'::jsonb, extra->'n'->>0, temperature IS NULL) "
+                      "FROM telemetry WHERE device_id = 'E8'"),
+            std::vector<std::string>{"t|18446744073709551616|t"})
+      << "numbers beyond a double in a jsonb column are stored exactly";
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE payload ? 'device_id'"), 0)
       << "a route without mirror keeps no events_mirror row";
 
-  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'route_mismatch'"), 5);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'route_mismatch' AND failure_reason = "
+                     "'route \"telemetry\": column \"temperature\" (source \"temperature\"): 1e400 is out of range for "
+                     "float8'"),
+            1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'route_mismatch'"), 6);
   EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'route_mismatch' AND failure_reason = "
                      "'route \"telemetry\": column \"device_id\" (source \"device_id\"): required, but absent or null'"),
             1);
@@ -131,9 +144,9 @@ TEST_F(RoutesAppend, TypedRowsCommitWithTheirBatchAndBadOnesAreDeadLettered) {
   EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events WHERE reason_code = 'invalid_json'"), 1);
   {
     const std::string m = http_get(http_port, "/metrics");
-    EXPECT_EQ(metric_value(m, "taylor_route_rows_appended_total{route=\"telemetry\"}"), 41) << m;
+    EXPECT_EQ(metric_value(m, "taylor_route_rows_appended_total{route=\"telemetry\"}"), 42) << m;
     EXPECT_EQ(metric_value(m, "taylor_route_rows_appended_total{route=\"readings\"}"), 1);
-    EXPECT_EQ(metric_value(m, "taylor_route_mismatch_total{route=\"telemetry\"}"), 4);
+    EXPECT_EQ(metric_value(m, "taylor_route_mismatch_total{route=\"telemetry\"}"), 5);
     EXPECT_EQ(metric_value(m, "taylor_route_mismatch_total{route=\"readings\"}"), 1);
   }
 
@@ -148,11 +161,11 @@ TEST_F(RoutesAppend, TypedRowsCommitWithTheirBatchAndBadOnesAreDeadLettered) {
   ASSERT_EQ(evp.wait(), 0) << evp.log();
   evp.start(port);
   send();
-  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 41) << evp.log();
+  EXPECT_EQ(db.count("SELECT count(*) FROM telemetry"), 42) << evp.log();
   EXPECT_EQ(db.count("SELECT count(*) FROM readings"), 1);
   EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror"), 2);
-  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 7) << "dead letters resent byte for byte are stored once";
-  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 41)
+  EXPECT_EQ(db.count("SELECT count(*) FROM dlq_events"), 8) << "dead letters resent byte for byte are stored once";
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_route_keys"), 42)
       << "one key per stored bare message; mirrored envelopes are settled by events_mirror";
 }
 

@@ -1,7 +1,9 @@
 // Fuzz target: the envelope validator on arbitrary bytes. Beyond not
 // crashing, a valid verdict must satisfy every envelope rule, a refusal must
 // carry a message, and every message must be valid UTF-8 (it is stored in a
-// TEXT column). The same input must get the same verdict twice.
+// TEXT column). The same input must get the same verdict twice. The bare
+// check with numbers beyond the parser (stages/big_numbers.h) accepts all
+// the plain check accepts, unmarked, and refuses only with a message.
 #include <simdjson.h>
 
 #include <cstdint>
@@ -31,5 +33,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   auto second = validator.check(line, env);
   if (second.why != first.why || second.message != first.message) __builtin_trap();
+  auto plain = validator.check_json(line, line.size());
+  auto bare = validator.check_json(line, line.size(), true);
+  if (plain.ok() && (!bare.ok() || validator.marked_numbers())) __builtin_trap();
+  if (!bare.ok() && (validator.marked_numbers() || bare.message.empty())) __builtin_trap();
   return 0;
 }

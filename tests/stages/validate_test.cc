@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <simdjson.h>
+
 #include <string>
 
 namespace evpipe::stages {
@@ -63,6 +65,30 @@ TEST(Validate, RejectsWhatJsonbCannotStore) {
   EXPECT_EQ(r.why, reason::invalid_json) << "lone surrogate";
   r = check(std::string("{\"trace_id\":\"") + "\xff\xfe" + "\"}");
   EXPECT_EQ(r.why, reason::invalid_json) << "invalid UTF-8";
+}
+
+// An envelope's numbers must fit the parser (schemas/envelope.md); a bare
+// message for a route may hold bigger ones, read through markers.
+TEST(Validate, NumbersBeyondTheParserOnlyForBareMessages) {
+  const std::string big = event("\"550e8400-e29b-41d4-a716-446655440000\"", "\"2025-01-15T10:30:00Z\"", "\"k\"",
+                                "\"k\"", "{\"a\":1e400}");
+  auto r = check(big);
+  EXPECT_EQ(r.why, reason::invalid_json);
+  EXPECT_NE(r.message.find("out of range"), std::string::npos) << r.message;
+  envelope_validator v;
+  EXPECT_EQ(v.check_json(big, big.size()).why, reason::invalid_json) << "not unless asked";
+  EXPECT_FALSE(v.marked_numbers());
+  ASSERT_TRUE(v.check_json(big, big.size(), true).ok());
+  EXPECT_TRUE(v.marked_numbers());
+  std::string_view marker;
+  ASSERT_FALSE(v.document()["payload"]["a"].get_string().get(marker));
+  EXPECT_EQ(marker, std::string_view("\0" "1e400", 6));
+  ASSERT_TRUE(v.check_json(R"({"a":1})", 7, true).ok());
+  EXPECT_FALSE(v.marked_numbers()) << "only the document it was set for";
+  // Still refused: a malformed number, and a big one beside U+0000.
+  EXPECT_EQ(v.check_json(R"({"a":1e400,"b":01})", 18, true).why, reason::invalid_json);
+  EXPECT_EQ(v.check_json(R"({"a":1e400,"b":"\u0000"})", 24, true).why, reason::invalid_json);
+  EXPECT_FALSE(v.marked_numbers());
 }
 
 TEST(Validate, DepthLimit) {

@@ -2,6 +2,8 @@
 
 #include <cctype>
 
+#include "stages/big_numbers.h"
+
 namespace evpipe::io {
 
 body_form form_of(std::string_view content_type) {
@@ -46,7 +48,15 @@ bool split_events(const simdjson::padded_string& body, body_form form, std::vect
   // JSON: one event object, or an array of events. The whole body must parse.
   simdjson::dom::parser dom;
   simdjson::dom::element root;
-  if (auto err = dom.parse(body).get(root)) {
+  auto err = dom.parse(body).get(root);
+  std::string marked;
+  if (err == simdjson::NUMBER_ERROR && stages::mark_big_numbers(all, marked)) {
+    // Numbers beyond 64-bit integers or a double: the body's structure is
+    // checked on a copy with them marked, and each event meets its own rules
+    // (an envelope refuses them; a route may store them).
+    err = dom.parse(simdjson::padded_string(marked)).get(root);
+  }
+  if (err) {
     error = std::string("the body is not JSON (") + simdjson::error_message(err) +
             "); send one event, an array of events, or NDJSON with Content-Type: application/x-ndjson";
     return false;

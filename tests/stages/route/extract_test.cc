@@ -221,13 +221,52 @@ TEST(Extract, TopicSegmentsOfTheWrongType) {
 
 TEST(Extract, NotJsonOrNotAnObject) {
   auto rs = make_routes(R"({ name = "v", type = "int4" })");
-  // JSON itself cannot write NaN or Infinity, nor a number beyond a double.
-  for (const char* bad : {"{", "{\"v\": NaN}", "{\"v\": Infinity}", "{\"v\": 1e400}", "not json", ""}) {
+  // JSON itself cannot write NaN or Infinity.
+  for (const char* bad : {"{", "{\"v\": NaN}", "{\"v\": Infinity}", "{\"v\": 1e400, \"w\": 01}", "not json", ""}) {
     EXPECT_EQ(extract_one(rs, bad).status, extract_status::invalid_json) << bad;
   }
   auto r = extract_one(rs, "[1,2]");
   EXPECT_EQ(r.status, extract_status::wrong_type);
   EXPECT_EQ(r.err.message, "route \"r\": the message is an array, not a JSON object");
+}
+
+// Numbers beyond a double or 64 bits: the message is still JSON; only a
+// column that needs such a number refuses it, each type as for any number.
+TEST(Extract, NumbersBeyondTheParserAreReadOnlyWhereAColumnNeedsThem) {
+  auto rs = make_routes(R"({ name = "id", type = "text" }, { name = "f", type = "float8" },
+                           { name = "i", type = "int8" }, { name = "j", type = "jsonb" })");
+  // In a field no column reads, and in a jsonb value: stored exactly.
+  auto r = extract_one(rs, R"({"id":"a","serial":123456789012345678901234567890,"j":{"e":1e400,"n":[-99999999999999999999]}})");
+  ASSERT_EQ(r.status, extract_status::ok) << r.err.message;
+  EXPECT_EQ(*r.row[0], "a");
+  EXPECT_FALSE(r.row[1].has_value());
+  EXPECT_EQ(r.row[3]->substr(1), R"({"e":1e400,"n":[-99999999999999999999]})");
+  r = extract_one(rs, R"({"j":1E+400})");
+  ASSERT_EQ(r.status, extract_status::ok) << r.err.message;
+  EXPECT_EQ(r.row[3]->substr(1), "1E+400");
+  // An integer past 64 bits is a float8 still; past a double, not.
+  r = extract_one(rs, R"({"f":18446744073709551616})");
+  ASSERT_EQ(r.status, extract_status::ok) << r.err.message;
+  EXPECT_EQ(testing::as_float8(r.row[1]), 18446744073709551616.0);
+  struct bad {
+    const char* json;
+    extract_status status;
+    const char* message;
+  };
+  for (const bad& b : {
+           bad{R"({"f":1e400})", extract_status::out_of_range, "column \"f\" (source \"f\"): 1e400 is out of range for float8"},
+           bad{R"({"f":-1.5e999})", extract_status::out_of_range, "-1.5e999 is out of range for float8"},
+           bad{R"({"i":99999999999999999999})", extract_status::out_of_range, "99999999999999999999 is out of range for int8"},
+           bad{R"({"i":1e400})", extract_status::wrong_type, "expected an integer, got 1e400"},
+           bad{R"({"id":1e400})", extract_status::wrong_type, "expected a string, got a number"},
+       }) {
+    r = extract_one(rs, b.json);
+    EXPECT_EQ(r.status, b.status) << b.json << ": " << r.err.message;
+    EXPECT_NE(r.err.message.find(b.message), std::string::npos) << r.err.message;
+  }
+  // A message that holds U+0000 is never read with markers: refused as before.
+  r = extract_one(rs, R"({"id":"\u0000","f":1e400})");
+  EXPECT_EQ(r.status, extract_status::invalid_json);
 }
 
 TEST(Extract, ABadMessageLeavesItsNeighboursAlone) {
