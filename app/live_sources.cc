@@ -26,32 +26,59 @@ void live_sources::set_metrics_thread(std::function<void(std::function<void()>)>
   on_metrics_thread_ = std::move(run_there);
 }
 
-// One probe per kind of source, shared by the sources of that kind.
-pipeline::source_probe& live_sources::probe_for(const std::string& kind) {
+namespace {
+std::string endpoint_text(const config::endpoint& e) { return e.host + ":" + std::to_string(e.port); }
+}  // namespace
+
+pipeline::source_probe& live_sources::probe_for(const std::string& kind, const std::string& address) {
   for (const auto& p : registry_.sources()) {
-    if (p->kind == kind) return *p;
+    if (p->kind == kind && p->address == address) {
+      p->retired.store(false, std::memory_order_relaxed);
+      return *p;
+    }
   }
   pipeline::source_probe* added = nullptr;
   if (on_metrics_thread_) {
-    on_metrics_thread_([&] { added = &registry_.add_source(kind); });
+    on_metrics_thread_([&] { added = &registry_.add_source(kind, address); });
   } else {
-    added = &registry_.add_source(kind);
+    added = &registry_.add_source(kind, address);
   }
   return *added;
 }
 
+void live_sources::retire_probe(const io::source& src) {
+  auto it = probe_of_.find(&src);
+  if (it == probe_of_.end()) return;
+  it->second->retired.store(true, std::memory_order_relaxed);
+  probe_of_.erase(it);
+}
+
 std::unique_ptr<io::source> live_sources::make_tcp(const config::tcp_source& c) {
-  return std::make_unique<io::tcp_source>(ioc_, c, router_, probe_for("tcp"), limits_);
+  auto& probe = probe_for("tcp", endpoint_text(c.listen));
+  auto src = std::make_unique<io::tcp_source>(ioc_, c, router_, probe, limits_);
+  probe_of_[src.get()] = &probe;
+  return src;
 }
 std::unique_ptr<io::source> live_sources::make_mqtt(const config::mqtt_source& c) {
-  return std::make_unique<io::mqtt_source>(ioc_, c, router_, probe_for("mqtt"), limits_, mqtt_memory_);
+  auto& probe = probe_for("mqtt", c.client_id.empty() ? c.url : c.url + " as " + c.client_id);
+  auto src = std::make_unique<io::mqtt_source>(ioc_, c, router_, probe, limits_, mqtt_memory_);
+  probe_of_[src.get()] = &probe;
+  return src;
 }
 std::unique_ptr<io::source> live_sources::make_http(const config::http_source& c) {
-  return std::make_unique<io::http_source>(ioc_, c, router_, probe_for("http"), limits_);
+  auto& probe = probe_for("http", endpoint_text(c.listen));
+  auto src = std::make_unique<io::http_source>(ioc_, c, router_, probe, limits_);
+  probe_of_[src.get()] = &probe;
+  return src;
 }
 
 std::unique_ptr<io::source> live_sources::make_nats(const config::nats_source& c) {
-  return std::make_unique<io::nats_source>(c, router_, probe_for("nats"), limits_);
+  std::string servers;
+  for (const auto& s : c.servers) servers += (servers.empty() ? "" : ",") + s;
+  auto& probe = probe_for("nats", servers + " stream " + c.stream + " as " + c.durable);
+  auto src = std::make_unique<io::nats_source>(c, router_, probe, limits_);
+  probe_of_[src.get()] = &probe;
+  return src;
 }
 
 void live_sources::start_all(const config::settings& s) {
@@ -83,6 +110,7 @@ std::unique_ptr<io::source> live_sources::start_one(const std::function<std::uni
       return src;
     } catch (const std::exception& e) {
       last = e.what();
+      retire_probe(*src);
       retired_.push_back(std::move(src));  // may hold Asio objects: destroyed at exit
     }
     std::this_thread::sleep_for(50ms);
@@ -111,6 +139,7 @@ int live_sources::apply(const config::reload_plan& plan, config::settings& effec
     for (size_t i : ch.stop) {
       spdlog::info("reload: stopping {}", list[i]->describe());
       stop_one(*list[i], stop_budget);
+      retire_probe(*list[i]);
     }
   };
   stop_all(tcp_, plan.tcp);

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "config/config.h"
@@ -83,7 +84,11 @@ class live_sources {
   [[nodiscard]] std::vector<io::http_server_options::source_note> nats_notes();
 
  private:
-  pipeline::source_probe& probe_for(const std::string& kind);
+  // The probe of the source of `kind` at `address`: the one it had before a
+  // reload restarted it (its counters go on), else a new one.
+  pipeline::source_probe& probe_for(const std::string& kind, const std::string& address);
+  // A source stopped for good: its probe leaves /health/ready (its counts stay in the metrics).
+  void retire_probe(const io::source& src);
   std::unique_ptr<io::source> make_tcp(const config::tcp_source& c);
   std::unique_ptr<io::source> make_mqtt(const config::mqtt_source& c);
   std::unique_ptr<io::source> make_http(const config::http_source& c);
@@ -110,6 +115,7 @@ class live_sources {
   // (config/reload.cc names it in the reload's kept settings).
   std::vector<std::unique_ptr<io::source>> nats_;
   std::vector<std::unique_ptr<io::source>> retired_;
+  std::unordered_map<const io::source*, pipeline::source_probe*> probe_of_;
   uint16_t first_tcp_port_ = 0;
 
   std::mutex notes_mu_;  // guards mqtt_list_ (read by the metrics thread)

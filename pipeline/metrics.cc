@@ -80,9 +80,10 @@ shard_probe& metrics_registry::add_shard() {
   return p;
 }
 
-source_probe& metrics_registry::add_source(std::string kind) {
+source_probe& metrics_registry::add_source(std::string kind, std::string address) {
   auto& p = *sources_.emplace_back(std::make_unique<source_probe>());
   p.kind = std::move(kind);
+  p.address = std::move(address);
   p.registry = this;
   return p;
 }
@@ -188,15 +189,20 @@ metrics_registry::readiness metrics_registry::ready_state(std::chrono::milliseco
     }
     shards += "}";
   }
-  // The fields of AutoCore's /health/mqtt-monitor (seed 004), per source
-  // kind. messages_processed: events read; errors: protocol errors, refused
+  // The fields of AutoCore's /health/mqtt-monitor (seed 004), per source.
+  // messages_processed: events read; errors: protocol errors, refused
   // connections and 4xx answers (what the source itself could not take).
   r.source_health = "[";
   for (const auto& sp : sources_) {
     const auto& src = *sp;
+    if (src.retired.load(std::memory_order_relaxed)) continue;
     if (r.source_health.size() > 1) r.source_health += ",";
     r.source_health += "{\"source\":";
     stages::append_json_string(r.source_health, src.kind);
+    if (!src.address.empty()) {
+      r.source_health += ",\"address\":";
+      stages::append_json_string(r.source_health, src.address);
+    }
     const int64_t active = src.connections_active.load();
     if (src.kind == "mqtt" || src.kind == "nats") {
       r.source_health += std::string(",\"broker_connected\":") + (active > 0 ? "true" : "false");

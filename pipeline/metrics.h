@@ -127,9 +127,12 @@ struct shard_probe {
   std::string last_error_;
 };
 
-// Written by the source threads (one probe per source kind).
+// Written by the source threads (one probe per configured source; the
+// metrics sum a kind's probes, /health/ready lists each).
 struct source_probe {
   std::string kind;                     // "tcp", ...
+  std::string address;                  // which source of its kind: "127.0.0.1:5555", "mqtt://... as <client id>"
+  std::atomic<bool> retired{false};     // its source was stopped by a reload (still counted, no longer listed)
   counter received{0};
   std::atomic<int64_t> last_received_unix_ms{0};  // wall clock of the last read with events (0: none yet)
   // Events read: counts them and notes when (for /health/ready).
@@ -239,7 +242,9 @@ class metrics_registry {
   metrics_registry(std::string prefix, size_t max_label_values, size_t max_series = 2000);
 
   shard_probe& add_shard();          // call before threads start
-  source_probe& add_source(std::string kind);
+  // A source's probe (kind "tcp", "mqtt", "http", "nats"; address: which
+  // one, for /health/ready). Metrics sum the probes of a kind.
+  source_probe& add_source(std::string kind, std::string address = "");
 
   // Labelled counts of one committed batch: key is "a\x1fb" (topic, kind) or
   // (topic, reason code). Thread-safe.

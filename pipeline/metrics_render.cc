@@ -101,9 +101,26 @@ std::string metrics_registry::render() const {
     return t;
   };
 
+  // The source kinds in the order their first probe was added: each kind's
+  // series sums its sources' probes (one per configured source).
+  std::vector<std::string_view> kinds;
+  for (const auto& s : sources_) {
+    if (std::find(kinds.begin(), kinds.end(), s->kind) == kinds.end()) kinds.push_back(s->kind);
+  }
+  auto sum_kind = [&](std::string_view kind, auto value) {
+    double t = 0;
+    for (const auto& s : sources_) {
+      if (s->kind == kind) t += value(*s);
+    }
+    return t;
+  };
+
   std::string name = p + "_events_received_total";
   header(out, name, "counter", "Events read by sources.");
-  for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", double(s->received.load()));
+  for (auto kind : kinds) {
+    sample(out, name, "source=\"" + std::string(kind) + "\"",
+           sum_kind(kind, [](const source_probe& s) { return double(s.received.load()); }));
+  }
 
   {
     std::lock_guard lock(mu_);
@@ -268,7 +285,7 @@ std::string metrics_registry::render() const {
   for (const auto& m : source_metrics) {
     name = p + m.suffix;
     header(out, name, m.type, m.help);
-    for (const auto& s : sources_) sample(out, name, "source=\"" + s->kind + "\"", m.value(*s));
+    for (auto kind : kinds) sample(out, name, "source=\"" + std::string(kind) + "\"", sum_kind(kind, m.value));
   }
   // Metrics of one source kind, unlabelled (names as the dashboards know them).
   struct kind_metric {
@@ -328,20 +345,18 @@ std::string metrics_registry::render() const {
        [](const source_probe& s) { return double(s.nats_fetch_errors.load()); }},
   };
   for (const auto& m : kind_metrics) {
-    for (const auto& s : sources_) {
-      if (s->kind != m.kind) continue;
-      name = p + m.suffix;
-      header(out, name, m.type, m.help);
-      sample(out, name, "", m.value(*s));
-    }
+    if (std::find(kinds.begin(), kinds.end(), m.kind) == kinds.end()) continue;
+    name = p + m.suffix;
+    header(out, name, m.type, m.help);
+    sample(out, name, "", sum_kind(m.kind, m.value));
   }
-  for (const auto& s : sources_) {
-    if (s->kind != "http") continue;
+  if (std::find(kinds.begin(), kinds.end(), "http") != kinds.end()) {
     name = p + "_http_responses_total";
     header(out, name, "counter", "Responses of the HTTP source to POST /v1/events, by status class.");
-    sample(out, name, "code=\"200\"", double(s->http_ok.load()));
-    sample(out, name, "code=\"4xx\"", double(s->http_client_errors.load()));
-    sample(out, name, "code=\"503\"", double(s->http_busy.load()));
+    sample(out, name, "code=\"200\"", sum_kind("http", [](const source_probe& s) { return double(s.http_ok.load()); }));
+    sample(out, name, "code=\"4xx\"",
+           sum_kind("http", [](const source_probe& s) { return double(s.http_client_errors.load()); }));
+    sample(out, name, "code=\"503\"", sum_kind("http", [](const source_probe& s) { return double(s.http_busy.load()); }));
   }
 
   name = p + "_event_latency_seconds";

@@ -311,5 +311,58 @@ TEST_F(Reload, ATokenChangedInItsFileTakesEffectAndTheOtherSourceKeepsItsConnect
   EXPECT_EQ(log.find("secret-token"), std::string::npos) << log;
 }
 
+// /health/ready lists each source by its address with its own counts (the
+// seed's health fields, issue 10); the metrics sum a kind. A source a reload
+// removes leaves the list, its counts stay in the metrics; added back at
+// the same address, it is listed again and its counts go on.
+TEST_F(Reload, EachSourceHasItsOwnHealthAndARemovedOneLeavesTheList) {
+  uint16_t pa = free_port(), pb = free_port(), metrics = free_port();
+  auto config = [&](bool with_b) {
+    std::string t = "[postgres]\ndsn = \"" + db.dsn() + "\"\n[http]\nlisten = \"127.0.0.1:" + std::to_string(metrics) +
+                    "\"\n[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(pa) + "\"\ntopic = \"health/a\"\n";
+    if (with_b) t += "[[sources.tcp]]\nlisten = \"127.0.0.1:" + std::to_string(pb) + "\"\ntopic = \"health/b\"\n";
+    return t;
+  };
+  evpipe_process evp(config(true), "reload_health");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(pa);
+  auto send = [](uint16_t port, const std::string& prefix, int n) {
+    ndjson_client producer(port);
+    std::string data;
+    for (int i = 0; i < n; ++i) data += valid_event(prefix + std::to_string(i)) + "\n";
+    producer.send_all(data);
+    return producer.read_acks_until(static_cast<uint64_t>(n), 30s);
+  };
+  ASSERT_EQ(send(pa, "rh-a-", 3), 3u) << evp.log();
+  ASSERT_EQ(send(pb, "rh-b-", 2), 2u) << evp.log();
+  // The entry of the source at `port`: "" when it is not listed.
+  auto entry = [&](uint16_t port) {
+    const std::string ready = http_get(metrics, "/health/ready");
+    const size_t at = ready.find("\"address\":\"127.0.0.1:" + std::to_string(port) + "\"");
+    if (at == std::string::npos) return std::string();
+    return ready.substr(at, ready.find('}', at) - at);
+  };
+  EXPECT_NE(entry(pa).find("\"messages_processed\":3,"), std::string::npos) << entry(pa);
+  EXPECT_NE(entry(pb).find("\"messages_processed\":2,"), std::string::npos) << entry(pb);
+  EXPECT_EQ(count_of(http_get(metrics, "/health/ready"), "\"source\":\"tcp\""), 2u);
+  EXPECT_EQ(metric_value(http_get(metrics, "/metrics"), "evpipe_events_received_total{source=\"tcp\"}"), 5);
+
+  evp.write_config(config(false));
+  evp.kill(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return evp.log_has("reload done"); }, 30s)) << evp.log();
+  EXPECT_TRUE(entry(pb).empty()) << http_get(metrics, "/health/ready");
+  EXPECT_NE(entry(pa).find("\"messages_processed\":3,"), std::string::npos) << entry(pa);
+  EXPECT_EQ(metric_value(http_get(metrics, "/metrics"), "evpipe_events_received_total{source=\"tcp\"}"), 5)
+      << "a counter never goes back";
+
+  evp.write_config(config(true));
+  evp.kill(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return count_of(evp.log(), "reload done") == 2; }, 30s)) << evp.log();
+  ASSERT_EQ(send(pb, "rh-b2-", 1), 1u) << evp.log();
+  EXPECT_NE(entry(pb).find("\"messages_processed\":3,"), std::string::npos) << entry(pb);
+  evp.kill(SIGTERM);
+  EXPECT_EQ(evp.wait(60s), 0) << evp.log();
+}
+
 }  // namespace
 }  // namespace evpipe::testing

@@ -127,7 +127,8 @@ TEST_F(RoutesAutoCore, DevicesRelaysTelemetryInteractionsAndSystemMessages) {
   {
     // The seed's health fields for the MQTT source (issue 10).
     const std::string ready = http_get(http_port, "/health/ready");
-    EXPECT_NE(ready.find("\"source\":\"mqtt\",\"broker_connected\":true,\"connections\":1,\"last_message_time\":\"20"),
+    EXPECT_NE(ready.find("\"source\":\"mqtt\",\"address\":\"" + broker.url() +
+                         " as evpipe-autocore\",\"broker_connected\":true,\"connections\":1,\"last_message_time\":\"20"),
               std::string::npos)
         << ready;
     const size_t at = ready.find("\"messages_processed\":");

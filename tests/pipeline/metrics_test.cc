@@ -159,6 +159,48 @@ TEST(Metrics, ReadyBodyHasEachSourcesHealth) {
       << "no broker for TCP; " << body;
 }
 
+// Two sources of one kind: /health/ready lists each by its address, the
+// metrics sum them in one series per kind; a retired source (stopped by a
+// reload) leaves the list and keeps its counts.
+TEST(Metrics, EachSourceIsListedAndTheMetricsSumAKind) {
+  metrics_registry r("evpipe", 10);
+  r.add_shard().db_ready = true;
+  auto& a = r.add_source("mqtt", "mqtt://127.0.0.1:1883 as a");
+  auto& b = r.add_source("mqtt", "mqtt://127.0.0.1:1884 as b");
+  auto& http = r.add_source("http", "127.0.0.1:8080");
+  a.connections_active = 1;
+  a.note_received(3);
+  b.note_received(4);
+  bump(b.reconnects);
+  bump(http.http_ok, 2);
+  auto body = r.ready_state(std::chrono::seconds(30)).body;
+  EXPECT_NE(body.find("{\"source\":\"mqtt\",\"address\":\"mqtt://127.0.0.1:1883 as a\",\"broker_connected\":true,"
+                      "\"connections\":1,\"last_message_time\":\"20"),
+            std::string::npos)
+      << body;
+  EXPECT_NE(body.find("\"messages_processed\":3,"), std::string::npos) << body;
+  EXPECT_NE(body.find("{\"source\":\"mqtt\",\"address\":\"mqtt://127.0.0.1:1884 as b\",\"broker_connected\":false,"),
+            std::string::npos)
+      << body;
+  EXPECT_NE(body.find("\"messages_processed\":4,"), std::string::npos) << body;
+  auto text = r.render();
+  EXPECT_NE(text.find("\nevpipe_events_received_total{source=\"mqtt\"} 7\n"), std::string::npos) << text;
+  EXPECT_EQ(family(text, "evpipe_events_received_total").first, 2u) << "one series per kind";
+  EXPECT_NE(text.find("\nevpipe_mqtt_connections_active 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nevpipe_mqtt_reconnects_total 1\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("\nevpipe_mqtt_reconnects_total "), text.rfind("\nevpipe_mqtt_reconnects_total ")) << "one sample";
+  EXPECT_NE(text.find("\nevpipe_http_responses_total{code=\"200\"} 2\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("evpipe_nats_"), std::string::npos) << "no NATS source, no NATS series";
+
+  b.retired = true;
+  body = r.ready_state(std::chrono::seconds(30)).body;
+  EXPECT_EQ(body.find("1884"), std::string::npos) << body;
+  EXPECT_NE(body.find("1883"), std::string::npos) << body;
+  text = r.render();
+  EXPECT_NE(text.find("\nevpipe_events_received_total{source=\"mqtt\"} 7\n"), std::string::npos)
+      << "a counter never goes back: " << text;
+}
+
 // Per-route counters, labelled by the route's name (escaped).
 TEST(Metrics, RouteCountersByRouteName) {
   auto& c = stages::route::route_probe::instance().of("metrics \"test\" route");
