@@ -13,6 +13,7 @@
 
 #include "tests/support/harness.h"
 #include "tests/support/held_queues.h"
+#include "tests/support/nats_jwt.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/tcp_proxy.h"
 #include "tests/support/test_events.h"
@@ -431,6 +432,47 @@ TEST_F(NatsSource, ATokenFileIsPresentedAndNeverLogged) {
   ASSERT_TRUE(eventually([&] { return acks(http_port) >= 1; })) << good.log();
   EXPECT_EQ(good.log().find("right-token"), std::string::npos);
   EXPECT_EQ(count("SELECT count(*) FROM events_mirror"), 1);
+}
+
+// Operator mode (decentralised JWT auth, as NGS and nsc set up): a creds
+// file of a user the server's operator does not trust stops the start with
+// the reason; the right one reads, and its seed is never logged.
+TEST_F(NatsSource, ACredsFileOfATrustedUserIsPresentedAndItsSeedNeverLogged) {
+  const std::string dir = env_or("TMPDIR", "/tmp") + "/nats_it_" + std::to_string(::getpid()) + "_creds";
+  ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "/right' '" + dir + "/other'").c_str()), 0);
+  make_test_nats_jwts(dir + "/right");
+  make_test_nats_jwts(dir + "/other");  // another operator's user
+  nats_server::auth a;
+  a.jwt_dir = dir + "/right";
+  nats_server server("creds", a);
+  nats_client client(server.url(), a);
+  client.add_stream("EVENTS", "tracker.>");
+  uint16_t http_port = free_port();
+  auto seed_of = [](const std::string& creds) {
+    const std::string text = read_file(creds);
+    const size_t at = text.find("-----BEGIN USER NKEY SEED-----\n") + 31;
+    return text.substr(at, text.find('\n', at) - at);
+  };
+
+  nats_options o;
+  o.extra = "creds_file = \"" + dir + "/other/user.creds\"\n";
+  evpipe_process bad(nats_config(db, server.url(), http_port, o), "nats_badcreds");
+  ASSERT_EQ(bad.run_command("migrate"), 0) << bad.log("migrate.log");
+  EXPECT_THROW(bad.start(http_port), std::runtime_error);
+  std::string log = bad.log();
+  EXPECT_NE(log.find("the server refused evpipe's credentials"), std::string::npos) << log;
+  EXPECT_NE(log.find("check creds_file"), std::string::npos) << log;
+  EXPECT_EQ(log.find(seed_of(dir + "/other/user.creds")), std::string::npos) << "the seed was logged";
+
+  o.extra = "creds_file = \"" + dir + "/right/user.creds\"\n";
+  evpipe_process good(nats_config(db, server.url(), http_port, o), "nats_goodcreds");
+  good.start(http_port);
+  client.publish_async(messages("creds", 0, 50));
+  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 50 && unacked(http_port) == 0; })) << good.log();
+  expect_once("creds", 50);
+  const std::string right_seed = seed_of(dir + "/right/user.creds");
+  ASSERT_GT(right_seed.size(), 50u);
+  EXPECT_EQ(good.log().find(right_seed), std::string::npos);
 }
 
 // TLS with the server's CA and a client certificate (the server verifies

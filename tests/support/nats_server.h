@@ -50,6 +50,9 @@ class nats_server {
     // TLS, with its certificate, and takes only clients whose certificate the
     // CA signed.
     std::string tls_dir;
+    // Set: a directory of make_test_nats_jwts() (tests/support/nats_jwt.h):
+    // operator mode, its one account preloaded; clients present user.creds.
+    std::string jwt_dir;
   };
   // `extra`: more lines of the server's config (a cluster block); `port`: 0
   // for a free one.
@@ -69,6 +72,15 @@ class nats_server {
     if (!a.tls_dir.empty()) {
       conf << "tls {\n  cert_file: \"" << a.tls_dir << "/server.pem\"\n  key_file: \"" << a.tls_dir
            << "/server.key\"\n  ca_file: \"" << a.tls_dir << "/ca.pem\"\n  verify: true\n  timeout: 5\n}\n";
+    }
+    if (!a.jwt_dir.empty()) {
+      auto file = [&](const std::string& name) {
+        std::ifstream in(a.jwt_dir + "/" + name);
+        return std::string((std::istreambuf_iterator<char>(in)), {});
+      };
+      conf << "operator: \"" << a.jwt_dir << "/operator.jwt\"\nsystem_account: " << file("sys.pub")
+           << "\nresolver: MEMORY\nresolver_preload: {\n  " << file("account.pub") << ": \"" << file("account.jwt")
+           << "\"\n  " << file("sys.pub") << ": \"" << file("sys.jwt") << "\"\n}\n";
     }
     conf << extra;
     conf.close();
@@ -168,6 +180,9 @@ class nats_client {
     ok(natsOptions_SetMaxReconnect(o, -1), "reconnect");
     if (!a.user.empty()) ok(natsOptions_SetUserInfo(o, a.user.c_str(), a.password.c_str()), "user");
     if (!a.token.empty()) ok(natsOptions_SetToken(o, a.token.c_str()), "token");
+    if (!a.jwt_dir.empty()) {
+      ok(natsOptions_SetUserCredentialsFromFiles(o, (a.jwt_dir + "/user.creds").c_str(), nullptr), "creds");
+    }
     if (!a.tls_dir.empty()) {
       ok(natsOptions_SetSecure(o, true), "tls");
       ok(natsOptions_LoadCATrustedCertificates(o, (a.tls_dir + "/ca.pem").c_str()), "ca");
