@@ -238,6 +238,39 @@ io::pg_status table_reader::live_edge(position& out) {
   return {};
 }
 
+io::pg_status table_reader::dropped_after(position since, std::optional<dropped_rows>& out) {
+  out.reset();
+  const size_t dot = table_.rfind('.');
+  const std::string marks = (dot == std::string::npos ? "" : table_.substr(0, dot + 1)) + "evpipe_retention_marks";
+  const std::string tx = std::to_string(since.tx), id = std::to_string(since.id);
+  const char* params[3] = {marks.c_str(), tx.c_str(), id.c_str()};
+  io::pg_result r;
+  // A database migrated before the table existed has none: nothing recorded.
+  if (auto st = conn_.query_params("SELECT to_regclass($1) IS NOT NULL", 1, params, r); !st.ok) return st;
+  if (std::string_view(PQgetvalue(r.get(), 0, 0)) != "t") return {};
+  const std::string sql =
+      "SELECT last_tx::text, last_id, dropped, rows, to_char(dropped_at AT TIME ZONE 'UTC', "
+      "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM " + marks +
+      " WHERE table_name = 'events_mirror' AND (last_tx, last_id) > ($1::text::xid8, $2::bigint) "
+      "ORDER BY last_tx DESC, last_id DESC LIMIT 1";
+  if (auto st = conn_.query_params(sql.c_str(), 2, params + 1, r); !st.ok) return st;
+  if (PQntuples(r.get()) == 0) return {};
+  dropped_rows d;
+  d.last = {std::strtoull(PQgetvalue(r.get(), 0, 0), nullptr, 10), std::strtoll(PQgetvalue(r.get(), 0, 1), nullptr, 10)};
+  d.what = PQgetvalue(r.get(), 0, 2);
+  d.rows = std::strtoll(PQgetvalue(r.get(), 0, 3), nullptr, 10);
+  d.dropped_at = PQgetvalue(r.get(), 0, 4);
+  out = std::move(d);
+  return {};
+}
+
+std::string describe_dropped(position since, const table_reader::dropped_rows& d) {
+  return "events after position " + encode(since) + " are gone: [storage] retention dropped " +
+         std::to_string(d.rows) + " rows up to position " + encode(d.last) + " (" + d.what + ", at " + d.dropped_at +
+         "). Resume from \"" + encode(d.last) + "\" for the events after them, or give a time as since for every "
+         "event kept from that time";
+}
+
 uint64_t table_reader::estimate_rows(const read_window& w) {
   io::pg_result r;
   std::string sql = "EXPLAIN (FORMAT JSON) " + select_sql(w, false);

@@ -79,6 +79,17 @@ class table_reader {
   // where a reader that wants only what comes next begins.
   [[nodiscard]] io::pg_status live_edge(position& out);
 
+  // What retention dropped after `since` (evpipe_retention_marks, written by
+  // the partition maintainer): the newest such record, or nothing. A reader
+  // resuming from `since` would miss those rows without being told.
+  struct dropped_rows {
+    position last;           // the last position among the rows dropped
+    std::string what;        // the partition dropped, or the DEFAULT partition's rows
+    int64_t rows = 0;
+    std::string dropped_at;  // ISO 8601 UTC
+  };
+  [[nodiscard]] io::pg_status dropped_after(position since, std::optional<dropped_rows>& out);
+
   // The planner's estimate of the window's rows (for an ETA): no scan.
   [[nodiscard]] uint64_t estimate_rows(const read_window& w);
 
@@ -95,6 +106,10 @@ class table_reader {
   // has it; a table migrated before it existed reads as all NULL.
   bool has_headers_ = true;
 };
+
+// The error a reader gets for a `since` before rows retention dropped: what
+// went, and where to resume instead.
+[[nodiscard]] std::string describe_dropped(position since, const table_reader::dropped_rows& d);
 
 // What holds the horizon back: the oldest transaction with an id that is
 // still running (a writer, or anything else that wrote), if any.

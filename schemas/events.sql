@@ -80,3 +80,19 @@ ALTER TABLE dlq_events ADD COLUMN IF NOT EXISTS headers JSONB;
 -- builds concurrently before dropping the index on idempotency_key alone.
 ALTER TABLE events_mirror ADD COLUMN IF NOT EXISTS tenant_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE dlq_events ADD COLUMN IF NOT EXISTS tenant_id TEXT NOT NULL DEFAULT '';
+
+-- What retention took from events_mirror ([storage] retention,
+-- docs/partitions.md): in the transaction that drops a partition, or deletes
+-- rows past the retention from the DEFAULT partition, evpipe records how many
+-- rows went and the last read position among them. A reader resuming from a
+-- position before it (the stream's `since`, `replay --since`) is told that
+-- events it never got are gone instead of resuming past the gap in silence
+-- (docs/read.md, "Positions before what retention dropped").
+CREATE TABLE IF NOT EXISTS evpipe_retention_marks (
+    table_name TEXT NOT NULL,
+    dropped TEXT NOT NULL,
+    rows BIGINT NOT NULL,
+    last_tx xid8 NOT NULL,
+    last_id BIGINT NOT NULL,
+    dropped_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);

@@ -28,6 +28,9 @@ struct maintained_table {
   std::string parent;
   std::string column;  // the range partition key
   std::string keys;    // the key table pruned after its rows ("" = none)
+  // Where what retention drops is recorded ("" = nowhere): events_mirror's,
+  // which readers resume on by position.
+  std::string marks;
 };
 
 // The base columns of each table, as schemas/events.sql creates them, but
@@ -82,6 +85,25 @@ std::string timestamp_literal(int64_t t) {
                 unsigned(d.day()));
   return buf;
 }
+
+// `s` as an SQL string literal (standard_conforming_strings: quotes doubled).
+std::string sql_text_literal(std::string_view s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  return out + "'";
+}
+
+// "events_mirror" of "schema.events_mirror".
+std::string unqualified(const std::string& table) {
+  const size_t dot = table.rfind('.');
+  return dot == std::string::npos ? table : table.substr(dot + 1);
+}
+
+// The day of `t` as text: "2026-12-04".
+std::string day_text(int64_t t) { return timestamp_literal(t).substr(1, 10); }
 
 std::string name_suffix(int64_t t) {
   const year_month_day d{floor<days>(sys_seconds{seconds{t}})};
@@ -310,6 +332,19 @@ pg_status maintain_table(pg_connection& conn, const partition_options& o, const 
   auto& probe = partition_probe::instance().of(parent);
   const char* params[1] = {parent.c_str()};
   pg_result r;
+  // Retention is recorded where the table for it exists (a database
+  // migrated by an older evpipe has none until the next migrate).
+  bool marks = false;
+  if (!t.marks.empty() && o.retention_s > 0) {
+    const char* mp[1] = {t.marks.c_str()};
+    pg_status ms = conn.query_params("SELECT to_regclass($1) IS NOT NULL", 1, mp, r);
+    if (!ms.ok) return ms;
+    marks = std::string_view(PQgetvalue(r.get(), 0, 0)) == "t";
+    if (!marks) {
+      spdlog::warn("{} does not exist: what retention drops from {} is not recorded for readers until `evpipe "
+                   "migrate` makes it", t.marks, parent);
+    }
+  }
   // The DEFAULT partition, whatever its name, and the span of its rows.
   std::string default_part;
   pg_status st = conn.query_params(
@@ -347,11 +382,24 @@ pg_status maintain_table(pg_connection& conn, const partition_options& o, const 
     if (p.end <= cutoff) {
       // Past the retention already: dropped like the partition it would have had.
       uint64_t n = 0;
-      st = conn.exec_counted(("DELETE FROM " + default_part + " WHERE " + col + " >= " + timestamp_literal(p.begin) +
-                              " AND " + col + " < " + timestamp_literal(p.end))
-                                 .c_str(),
-                             n);
-      if (!st.ok) return st;
+      const std::string range = col + " >= " + timestamp_literal(p.begin) + " AND " + col + " < " + timestamp_literal(p.end);
+      if (marks) {
+        // The deleted rows' count and last position, recorded in the same statement.
+        pg_result d;
+        st = conn.query(("WITH d AS (DELETE FROM " + default_part + " WHERE " + range + " RETURNING tx, id), " +
+                         "l AS (SELECT tx, id FROM d ORDER BY tx DESC, id DESC LIMIT 1), " +
+                         "m AS (INSERT INTO " + t.marks + " (table_name, dropped, rows, last_tx, last_id) SELECT " +
+                         sql_text_literal(unqualified(parent)) + ", " +
+                         sql_text_literal("rows of " + default_part + " from " + day_text(p.begin) + " to " + day_text(p.end)) +
+                         ", (SELECT count(*) FROM d), tx, id FROM l) SELECT count(*) FROM d")
+                            .c_str(),
+                        d);
+        if (!st.ok) return st;
+        n = static_cast<uint64_t>(first_int(d));
+      } else {
+        st = conn.exec_counted(("DELETE FROM " + default_part + " WHERE " + range).c_str(), n);
+        if (!st.ok) return st;
+      }
       if (n > 0) spdlog::info("{} rows of {} past the retention deleted from {}", n, parent, default_part);
       probe.rows_dropped.fetch_add(n, std::memory_order_relaxed);
       done.rows_dropped += n;
@@ -385,8 +433,21 @@ pg_status maintain_table(pg_connection& conn, const partition_options& o, const 
     st = conn.query(("SELECT count(*) FROM " + name).c_str(), count);
     if (!st.ok) return st;
     const auto rows = static_cast<uint64_t>(first_int(count));
-    st = conn.exec(("DROP TABLE " + name).c_str());
-    if (!st.ok) return st;
+    if (marks && rows > 0) {
+      // Its last position is recorded in the transaction that drops it.
+      st = conn.exec(("BEGIN; INSERT INTO " + t.marks + " (table_name, dropped, rows, last_tx, last_id) SELECT " +
+                      sql_text_literal(unqualified(parent)) + ", " + sql_text_literal(name) +
+                      ", (SELECT count(*) FROM " + name + "), tx, id FROM " + name +
+                      " ORDER BY tx DESC, id DESC LIMIT 1; DROP TABLE " + name + "; COMMIT")
+                         .c_str());
+      if (!st.ok) {
+        (void)conn.exec("ROLLBACK");
+        return st;
+      }
+    } else {
+      st = conn.exec(("DROP TABLE " + name).c_str());
+      if (!st.ok) return st;
+    }
     spdlog::info("partition {} dropped: its range ended more than {} s ago ([storage] retention); {} rows", name,
                  o.retention_s, rows);
     probe.dropped.fetch_add(1, std::memory_order_relaxed);
@@ -416,9 +477,12 @@ namespace {
 std::vector<maintained_table> maintained_tables(const partition_options& o) {
   const std::string prefix = o.schema.empty() ? "" : o.schema + ".";
   std::vector<maintained_table> out;
-  for (const auto& t : tables) out.push_back({prefix + t.name, "created_at", prefix + t.keys});
+  for (const auto& t : tables) {
+    out.push_back({prefix + t.name, "created_at", prefix + t.keys,
+                   std::string_view(t.name) == "events_mirror" ? prefix + "evpipe_retention_marks" : ""});
+  }
   for (const auto& t : o.route_tables) {
-    out.push_back({t.table.find('.') == std::string::npos ? prefix + t.table : t.table, t.column, ""});
+    out.push_back({t.table.find('.') == std::string::npos ? prefix + t.table : t.table, t.column, "", ""});
   }
   return out;
 }

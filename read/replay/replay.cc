@@ -136,6 +136,11 @@ int run_replay(const config::settings& s, const replay_options& o) {
       return 2;
     }
   }
+  if (std::optional<table_reader::dropped_rows> gone; since_pos && since_pos->tx != 0 &&
+                                                       reader.dropped_after(*since_pos, gone).ok && gone) {
+    std::fprintf(stderr, "evpipe replay: --since: %s\n", describe_dropped(*since_pos, *gone).c_str());
+    return 2;
+  }
   if (since_pos) w.after = *since_pos;
   if (!o.topics.empty() || !o.kinds.empty()) w.any_of = {row_clause{o.topics, o.kinds}};
   w.tenant = o.tenant;

@@ -275,6 +275,13 @@ void stream_hub::run() {
             c->dead = true;
             break;
           }
+          // Rows after it that retention dropped: said, not skipped in silence.
+          if (std::optional<table_reader::dropped_rows> gone;
+              c->since.pos.tx != 0 && reader->dropped_after(c->since.pos, gone).ok && gone) {
+            c->client->on_error(describe_dropped(c->since.pos, *gone));
+            c->dead = true;
+            break;
+          }
           c->pos = c->since.pos;
           probe_.catch_ups.fetch_add(1, std::memory_order_relaxed);
           break;

@@ -242,6 +242,78 @@ TEST_F(Partitions, RetentionDropsAPartitionUnderLoadAndNothingElse) {
   EXPECT_TRUE(evp.log_has("events_mirror_p" + old_day + " dropped")) << "logged";
 }
 
+// What retention drops from events_mirror is recorded with its last read
+// position, in the transaction that drops it (a partition, and rows past the
+// retention found in DEFAULT), and a replay from before it is refused with
+// where to resume; from there it reads exactly the rows kept after it.
+TEST_F(Partitions, RetentionRecordsWhatItDroppedAndAResumeFromBeforeItIsRefused) {
+  uint16_t port = free_port(), http_port = free_port();
+  evpipe_process evp(config_for(db, port, http_port) + storage(), "partitions_marks");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  // The position text of a row (read/position.h: "1-" tx and id, 16 lowercase hex digits each).
+  const std::string pos_sql = "'1-' || lpad(to_hex(tx::text::bigint), 16, '0') || lpad(to_hex(id), 16, '0')";
+  auto position_of = [&](const std::string& where, const std::string& order) {
+    return db.column("SELECT " + pos_sql + " FROM events_mirror WHERE " + where + " ORDER BY tx " + order + ", id " +
+                     order + " LIMIT 1")
+        .at(0);
+  };
+  // 100 rows of 40 days ago in their day's partition; then 50 of 45 days ago
+  // (no partition: DEFAULT) and 30 of 20 days ago, each batch its own transaction.
+  db.exec("INSERT INTO events_mirror (topic, payload, created_at) SELECT 'old', jsonb_build_object('n', g), "
+          "now() - interval '40 days' FROM generate_series(1, 100) g");
+  ASSERT_EQ(maintain(0).rows_moved, 100u);
+  db.exec("INSERT INTO events_mirror (topic, payload, created_at) SELECT 'older', jsonb_build_object('n', g), "
+          "now() - interval '45 days' FROM generate_series(1, 50) g");
+  db.exec("INSERT INTO events_mirror (topic, payload, created_at) SELECT 'recent', jsonb_build_object('n', g), "
+          "now() - interval '20 days' FROM generate_series(1, 30) g");
+  ASSERT_EQ(db.count("SELECT count(*) FROM events_mirror_default WHERE topic = 'older'"), 50);
+  const std::string first_old = position_of("topic = 'old'", "ASC"), last_old = position_of("topic = 'old'", "DESC");
+  const std::string last_older = position_of("topic = 'older'", "DESC");
+  const std::string old_day = db.column("SELECT to_char((now() - interval '40 days') AT TIME ZONE 'UTC', 'YYYYMMDD')").at(0);
+
+  const auto done = maintain(30 * 86400);
+  EXPECT_EQ(done.rows_dropped, 150u);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE topic IN ('old', 'older')"), 0);
+  EXPECT_EQ(db.column("SELECT dropped || '|' || rows || '|' || '1-' || lpad(to_hex(last_tx::text::bigint), 16, '0') || "
+                      "lpad(to_hex(last_id), 16, '0') FROM evpipe_retention_marks WHERE table_name = 'events_mirror' "
+                      "ORDER BY last_tx, last_id"),
+            (std::vector<std::string>{"events_mirror_p" + old_day + "|100|" + last_old,
+                                      db.column("SELECT 'rows of events_mirror_default from ' || "
+                                                "to_char((now() - interval '45 days') AT TIME ZONE 'UTC', 'YYYY-MM-DD') || ' to ' || "
+                                                "to_char((now() - interval '44 days') AT TIME ZONE 'UTC', 'YYYY-MM-DD')").at(0) +
+                                          "|50|" + last_older}));
+  EXPECT_EQ(maintain(30 * 86400).rows_dropped, 0u) << "nothing more to drop";
+  EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_retention_marks"), 2) << "and nothing recorded for it";
+
+  // A replay from before what was dropped: refused, naming where to resume.
+  auto replay = [&](const std::string& args, std::string& err) {
+    const std::string out = evp.dir() + "/replay.out", errf = evp.dir() + "/replay.err";
+    int status = std::system((evpipe_binary() + " replay --config " + evp.dir() + "/evpipe.toml " + args + " >" + out +
+                              " 2>" + errf).c_str());
+    std::ifstream e(errf);
+    err.assign(std::istreambuf_iterator<char>(e), {});
+    std::ifstream o(out);
+    std::string text((std::istreambuf_iterator<char>(o)), {});
+    return std::pair{WIFEXITED(status) ? WEXITSTATUS(status) : -1, std::count(text.begin(), text.end(), '\n')};
+  };
+  std::string err;
+  for (const std::string& from : {first_old, last_old}) {
+    auto [code, lines] = replay("--since " + from, err);
+    EXPECT_EQ(code, 2) << from << ": " << err;
+    EXPECT_NE(err.find("events after position " + from + " are gone: [storage] retention dropped 50 rows up to "
+                       "position " + last_older),
+              std::string::npos)
+        << err;
+    EXPECT_NE(err.find("Resume from \"" + last_older + "\""), std::string::npos) << err;
+  }
+  auto [code, lines] = replay("--since " + last_older, err);
+  EXPECT_EQ(code, 0) << err;
+  EXPECT_EQ(lines, 30) << "the rows kept after it, each once: " << err;
+  auto [all_code, all_lines] = replay("--since 2000-01-01T00:00:00Z", err);
+  EXPECT_EQ(all_code, 0) << "a time reads every event kept from then: " << err;
+  EXPECT_EQ(all_lines, 30) << err;
+}
+
 // Every step of evpipe's own maintenance round while events flow, on both
 // tables: the partitions ahead (dropped before the start) are made again,
 // rows of another writer found in DEFAULT get a partition of their day and

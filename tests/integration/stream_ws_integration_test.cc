@@ -219,6 +219,51 @@ TEST_F(StreamWs, BadMessagesGetAnErrorAndTheConnectionStays) {
   EXPECT_EQ(events(c, 5, last).size(), 5u);
 }
 
+// Rows after a client's position that retention dropped (the partition
+// maintainer records them in evpipe_retention_marks, as done by hand here;
+// Partitions.RetentionRecordsWhatItDroppedAndAResumeFromBeforeItIsRefused
+// tests the recording): the subscribe gets an error naming what went and
+// where to resume, the connection stays, and from there every kept event
+// comes once, in order.
+TEST_F(StreamWs, AResumeFromBeforeWhatRetentionDroppedIsRefusedWithWhereToResume) {
+  produce("ret", 20);
+  std::vector<std::string> keys, positions;
+  {
+    ws_client c(stream_port);
+    c.send(R"({"type":"subscribe","since":"1-00000000000000000000000000000000"})");
+    std::string last = "1-00000000000000000000000000000000";
+    while (keys.size() < 20) {
+      auto m = c.next();
+      ASSERT_TRUE(m) << keys.size();
+      if (field(*m, "type") != "event") continue;
+      positions.push_back(field(*m, "position"));
+      keys.push_back(key_in(*m));
+    }
+  }
+  // "Retention" takes the first 10 in position order.
+  std::string in;
+  for (size_t i = 0; i < 10; ++i) in += std::string(i ? "," : "") + "'" + keys[i] + "'";
+  db.exec("INSERT INTO evpipe_retention_marks (table_name, dropped, rows, last_tx, last_id) SELECT 'events_mirror', "
+          "'events_mirror_p20261020', 10, tx, id FROM events_mirror WHERE idempotency_key = '" + keys[9] + "'; "
+          "DELETE FROM events_mirror WHERE idempotency_key IN (" + in + ")");
+  ws_client c(stream_port);
+  c.send(R"({"type":"subscribe","since":")" + positions[2] + "\"}");
+  auto refused = c.next();
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(field(*refused, "type"), "error") << *refused;
+  EXPECT_NE(refused->find("events after position " + positions[2] + " are gone: [storage] retention dropped 10 rows "
+                          "up to position " + positions[9] + " (events_mirror_p20261020, at 20"),
+            std::string::npos)
+      << *refused;
+  EXPECT_NE(refused->find("Resume from \\\"" + positions[9] + "\\\""), std::string::npos) << *refused;
+  c.send(R"({"type":"subscribe","since":")" + positions[9] + "\"}");
+  std::string last = positions[9];
+  EXPECT_EQ(events(c, 10, last), std::vector<std::string>(keys.begin() + 10, keys.end()));
+  auto caught = c.next();
+  ASSERT_TRUE(caught);
+  EXPECT_EQ(field(*caught, "type"), "caught_up") << *caught;
+}
+
 TEST_F(StreamWs, ReconnectingFromTheLastPositionRepeatsNothing) {
   std::thread writer([&] { produce("r", 2000); });
   std::vector<std::string> keys;

@@ -430,6 +430,8 @@ class evpipe_process {
     }
   }
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  // Its directory: evpipe.toml and the logs.
+  [[nodiscard]] const std::string& dir() const noexcept { return dir_; }
   // Waits for the process to exit; returns its exit code (-1 on timeout or signal).
   int wait(std::chrono::milliseconds timeout = 60s) { return wait_for_exit(pid_, timeout); }
   // Replaces the config file (a reload test then sends SIGHUP).
