@@ -177,8 +177,11 @@ TEST_F(PostgresSetup, ConfiguredSchemaIsUsedWhateverTheSearchPath) {
   evpipe_process evp(cfg, "schema_opt");
   ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
   EXPECT_EQ(db.count("SELECT count(*) FROM pg_tables WHERE schemaname = '" + schema + "'"), 0);
-  // events_mirror, dlq_events and evpipe_mqtt_subscriptions (issue 9: what each MQTT client id subscribed).
-  EXPECT_EQ(db.count("SELECT count(*) FROM pg_tables WHERE schemaname = '" + ingest + "'"), 3);
+  // events_mirror, dlq_events, evpipe_mqtt_subscriptions (issue 9: what each MQTT client id subscribed)
+  // and evpipe_retention_marks (what retention dropped, for readers).
+  EXPECT_EQ(db.column("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = '" +
+                      ingest + "'"),
+            std::vector<std::string>{"dlq_events,events_mirror,evpipe_mqtt_subscriptions,evpipe_retention_marks"});
   evp.start(port);
   ASSERT_NO_FATAL_FAILURE(store(port, "schema-1"));
   {
