@@ -60,15 +60,6 @@ io::pg_status protocol_error(const std::string& what) {
 
 }  // namespace
 
-std::string sql_literal(std::string_view s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') out += '\'';
-    out += c;
-  }
-  return out + "'";
-}
-
 table_reader::table_reader(io::pg_connection& conn, std::string schema)
     : conn_(conn), table_(schema.empty() ? "events_mirror" : schema + ".events_mirror") {}
 

@@ -122,8 +122,8 @@ struct horizon_state {
 };
 [[nodiscard]] io::pg_status read_horizon(io::pg_connection& conn, horizon_state& out);
 
-// `s` quoted as an SQL string literal (standard_conforming_strings on, as
-// table_reader sets it). NUL bytes cannot be quoted: callers refuse them.
-[[nodiscard]] std::string sql_literal(std::string_view s);
+// `s` quoted as an SQL string literal (io/postgres/pg_connection.h;
+// table_reader makes sure standard_conforming_strings is on).
+using io::sql_literal;
 
 }  // namespace evpipe::read

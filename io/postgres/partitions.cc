@@ -86,16 +86,6 @@ std::string timestamp_literal(int64_t t) {
   return buf;
 }
 
-// `s` as an SQL string literal (standard_conforming_strings: quotes doubled).
-std::string sql_text_literal(std::string_view s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') out += '\'';
-    out += c;
-  }
-  return out + "'";
-}
-
 // "events_mirror" of "schema.events_mirror".
 std::string unqualified(const std::string& table) {
   const size_t dot = table.rfind('.');
@@ -389,8 +379,8 @@ pg_status maintain_table(pg_connection& conn, const partition_options& o, const 
         st = conn.query(("WITH d AS (DELETE FROM " + default_part + " WHERE " + range + " RETURNING tx, id), " +
                          "l AS (SELECT tx, id FROM d ORDER BY tx DESC, id DESC LIMIT 1), " +
                          "m AS (INSERT INTO " + t.marks + " (table_name, dropped, rows, last_tx, last_id) SELECT " +
-                         sql_text_literal(unqualified(parent)) + ", " +
-                         sql_text_literal("rows of " + default_part + " from " + day_text(p.begin) + " to " + day_text(p.end)) +
+                         sql_literal(unqualified(parent)) + ", " +
+                         sql_literal("rows of " + default_part + " from " + day_text(p.begin) + " to " + day_text(p.end)) +
                          ", (SELECT count(*) FROM d), tx, id FROM l) SELECT count(*) FROM d")
                             .c_str(),
                         d);
@@ -436,7 +426,7 @@ pg_status maintain_table(pg_connection& conn, const partition_options& o, const 
     if (marks && rows > 0) {
       // Its last position is recorded in the transaction that drops it.
       st = conn.exec(("BEGIN; INSERT INTO " + t.marks + " (table_name, dropped, rows, last_tx, last_id) SELECT " +
-                      sql_text_literal(unqualified(parent)) + ", " + sql_text_literal(name) +
+                      sql_literal(unqualified(parent)) + ", " + sql_literal(name) +
                       ", (SELECT count(*) FROM " + name + "), tx, id FROM " + name +
                       " ORDER BY tx DESC, id DESC LIMIT 1; DROP TABLE " + name + "; COMMIT")
                          .c_str());

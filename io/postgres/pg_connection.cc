@@ -6,6 +6,15 @@
 
 namespace evpipe::io {
 
+std::string sql_literal(std::string_view s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  return out + "'";
+}
+
 namespace {
 std::string one_line(const char* s) {
   std::string out = s ? s : "";

@@ -78,4 +78,8 @@ class pg_connection {
   PGconn* conn_ = nullptr;
 };
 
+// `s` quoted as an SQL string literal (standard_conforming_strings on, the
+// default since PostgreSQL 9.1). NUL bytes cannot be quoted: callers refuse them.
+[[nodiscard]] std::string sql_literal(std::string_view s);
+
 }  // namespace evpipe::io

@@ -29,38 +29,26 @@ inline uint16_t crc16(const std::string& data) {
   return crc;
 }
 
-inline std::string base32(const std::string& in) {  // RFC 4648, no padding
-  static constexpr char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+// `in` in an alphabet of 2^bits characters, most significant bits first, no padding.
+inline std::string encode_bits(const std::string& in, const char* alphabet, int bits_per_char) {
   std::string out;
   uint32_t buf = 0;
   int bits = 0;
+  const uint32_t mask = (1u << bits_per_char) - 1;
   for (unsigned char c : in) {
     buf = (buf << 8) | c;
     bits += 8;
-    while (bits >= 5) {
-      out += abc[(buf >> (bits - 5)) & 31];
-      bits -= 5;
+    while (bits >= bits_per_char) {
+      out += alphabet[(buf >> (bits - bits_per_char)) & mask];
+      bits -= bits_per_char;
     }
   }
-  if (bits > 0) out += abc[(buf << (5 - bits)) & 31];
+  if (bits > 0) out += alphabet[(buf << (bits_per_char - bits)) & mask];
   return out;
 }
-
-inline std::string base64url(const std::string& in) {  // no padding
-  static constexpr char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  uint32_t buf = 0;
-  int bits = 0;
-  for (unsigned char c : in) {
-    buf = (buf << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      out += abc[(buf >> (bits - 6)) & 63];
-      bits -= 6;
-    }
-  }
-  if (bits > 0) out += abc[(buf << (6 - bits)) & 63];
-  return out;
+inline std::string base32(const std::string& in) { return encode_bits(in, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 5); }
+inline std::string base64url(const std::string& in) {
+  return encode_bits(in, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", 6);
 }
 
 inline std::string with_crc(std::string raw) {
