@@ -31,11 +31,9 @@ std::string endpoint_text(const config::endpoint& e) { return e.host + ":" + std
 }  // namespace
 
 pipeline::source_probe& live_sources::probe_for(const std::string& kind, const std::string& address) {
-  for (const auto& p : registry_.sources()) {
-    if (p->kind == kind && p->address == address) {
-      p->retired.store(false, std::memory_order_relaxed);
-      return *p;
-    }
+  if (auto* p = registry_.find_source(kind, address)) {
+    p->retired.store(false, std::memory_order_relaxed);
+    return *p;
   }
   pipeline::source_probe* added = nullptr;
   if (on_metrics_thread_) {

@@ -81,11 +81,20 @@ shard_probe& metrics_registry::add_shard() {
 }
 
 source_probe& metrics_registry::add_source(std::string kind, std::string address) {
+  std::lock_guard lock(sources_mu_);
   auto& p = *sources_.emplace_back(std::make_unique<source_probe>());
   p.kind = std::move(kind);
   p.address = std::move(address);
   p.registry = this;
   return p;
+}
+
+source_probe* metrics_registry::find_source(std::string_view kind, std::string_view address) const {
+  std::lock_guard lock(sources_mu_);
+  for (const auto& p : sources_) {
+    if (p->kind == kind && p->address == address) return p.get();
+  }
+  return nullptr;
 }
 
 void source_probe::note_tenant_throttled(std::string_view tenant) {
@@ -193,6 +202,7 @@ metrics_registry::readiness metrics_registry::ready_state(std::chrono::milliseco
   // messages_processed: events read; errors: protocol errors, refused
   // connections and 4xx answers (what the source itself could not take).
   r.source_health = "[";
+  std::lock_guard sources_lock(sources_mu_);
   for (const auto& sp : sources_) {
     const auto& src = *sp;
     if (src.retired.load(std::memory_order_relaxed)) continue;

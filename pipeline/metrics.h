@@ -288,7 +288,8 @@ class metrics_registry {
   [[nodiscard]] readiness ready_state(std::chrono::milliseconds max_stall) const;
   [[nodiscard]] const std::string& prefix() const noexcept { return prefix_; }
   [[nodiscard]] const std::vector<std::unique_ptr<shard_probe>>& shards() const { return shards_; }
-  [[nodiscard]] const std::vector<std::unique_ptr<source_probe>>& sources() const { return sources_; }
+  // The probe of the source of `kind` at `address`, or null.
+  [[nodiscard]] source_probe* find_source(std::string_view kind, std::string_view address) const;
 
   // Config reloads (SIGHUP, app/daemon.cc): how many loaded and applied or
   // failed to load, and when the last one ended. Written by the reload thread.
@@ -303,6 +304,9 @@ class metrics_registry {
 
   std::string prefix_;
   std::vector<std::unique_ptr<shard_probe>> shards_;
+  // Added to by a reload while the metrics are rendered (on the HTTP or the
+  // stream thread): guarded; the probes themselves are atomics, never moved.
+  mutable std::mutex sources_mu_;
   std::vector<std::unique_ptr<source_probe>> sources_;
   std::shared_ptr<const shard_lease::counts> leases_;  // watch_shard_leases
 

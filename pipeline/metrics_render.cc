@@ -92,6 +92,7 @@ void render_tenants(std::string& out, const std::string& name, const char* help,
 }  // namespace
 
 std::string metrics_registry::render() const {
+  std::lock_guard sources_lock(sources_mu_);  // a reload may add a source meanwhile
   std::string out;
   out.reserve(16 * 1024);
   const std::string& p = prefix_;

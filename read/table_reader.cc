@@ -240,7 +240,7 @@ io::pg_status table_reader::dropped_after(position since, std::optional<dropped_
   if (auto st = conn_.query_params("SELECT to_regclass($1) IS NOT NULL", 1, params, r); !st.ok) return st;
   if (std::string_view(PQgetvalue(r.get(), 0, 0)) != "t") return {};
   const std::string sql =
-      "SELECT last_tx::text, last_id, dropped, rows, to_char(dropped_at AT TIME ZONE 'UTC', "
+      "SELECT last_tx::text, last_id, dropped, sum(rows) OVER (), count(*) OVER (), to_char(dropped_at AT TIME ZONE 'UTC', "
       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM " + marks +
       " WHERE table_name = 'events_mirror' AND (last_tx, last_id) > ($1::text::xid8, $2::bigint) "
       "ORDER BY last_tx DESC, last_id DESC LIMIT 1";
@@ -250,16 +250,18 @@ io::pg_status table_reader::dropped_after(position since, std::optional<dropped_
   d.last = {std::strtoull(PQgetvalue(r.get(), 0, 0), nullptr, 10), std::strtoll(PQgetvalue(r.get(), 0, 1), nullptr, 10)};
   d.what = PQgetvalue(r.get(), 0, 2);
   d.rows = std::strtoll(PQgetvalue(r.get(), 0, 3), nullptr, 10);
-  d.dropped_at = PQgetvalue(r.get(), 0, 4);
+  d.drops = std::strtoll(PQgetvalue(r.get(), 0, 4), nullptr, 10);
+  d.dropped_at = PQgetvalue(r.get(), 0, 5);
   out = std::move(d);
   return {};
 }
 
 std::string describe_dropped(position since, const table_reader::dropped_rows& d) {
   return "events after position " + encode(since) + " are gone: [storage] retention dropped " +
-         std::to_string(d.rows) + " rows up to position " + encode(d.last) + " (" + d.what + ", at " + d.dropped_at +
-         "). Resume from \"" + encode(d.last) + "\" for the events after them, or give a time as since for every "
-         "event kept from that time";
+         std::to_string(d.rows) + " rows up to position " + encode(d.last) + " (" +
+         (d.drops > 1 ? "in " + std::to_string(d.drops) + " drops, the last " : std::string()) + d.what + ", at " +
+         d.dropped_at + "). Resume from \"" + encode(d.last) +
+         "\" for the events after them, or give a time as since for every event kept from that time";
 }
 
 uint64_t table_reader::estimate_rows(const read_window& w) {

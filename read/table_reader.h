@@ -80,13 +80,14 @@ class table_reader {
   [[nodiscard]] io::pg_status live_edge(position& out);
 
   // What retention dropped after `since` (evpipe_retention_marks, written by
-  // the partition maintainer): the newest such record, or nothing. A reader
-  // resuming from `since` would miss those rows without being told.
+  // the partition maintainer), or nothing. A reader resuming from `since`
+  // would miss those rows without being told.
   struct dropped_rows {
     position last;           // the last position among the rows dropped
-    std::string what;        // the partition dropped, or the DEFAULT partition's rows
-    int64_t rows = 0;
-    std::string dropped_at;  // ISO 8601 UTC
+    int64_t rows = 0;        // rows dropped after `since`, by every drop
+    int64_t drops = 0;       // how many drops (partitions, DEFAULT rows of a period)
+    std::string what;        // the last drop: the partition, or the DEFAULT partition's rows
+    std::string dropped_at;  // when, ISO 8601 UTC
   };
   [[nodiscard]] io::pg_status dropped_after(position since, std::optional<dropped_rows>& out);
 

@@ -35,48 +35,66 @@ size_t number_length(std::string_view s) noexcept {
   return i;
 }
 
-// Whether the magnitude of a well-formed number is at least 1 (so a range
-// error reading it is an overflow, not an underflow).
-bool at_least_one(std::string_view n) noexcept {
-  if (!n.empty() && n[0] == '-') n.remove_prefix(1);
-  // Decimal exponent of the first significant digit: digits before the
-  // point, or minus the zeros after it; then the written exponent.
+// The decimal shape of a well-formed number: the exponent of its first
+// significant digit (1e400: 400; 0.05: -2), and its scale (digits after the
+// point once the exponent is applied; 1.25e1: 1).
+struct decimal_shape {
+  bool zero = true;
   int64_t first = 0;
+  int64_t scale = 0;
+};
+
+decimal_shape shape_of(std::string_view n) noexcept {
+  if (!n.empty() && n[0] == '-') n.remove_prefix(1);
+  decimal_shape d;
   size_t i = 0;
-  bool found = false;
+  int64_t int_digits = 0;  // after leading zeros
   for (; i < n.size() && digit(n[i]); ++i) {
-    if (n[i] != '0' && !found) {
-      found = true;
-      first = 0;
-    }
-    if (found) ++first;
+    if (n[i] != '0' || int_digits > 0) ++int_digits;
   }
-  if (found) {
-    first -= 1;
-  } else if (i < n.size() && n[i] == '.') {
+  int64_t frac_digits = 0, frac_zeros = 0;
+  if (i < n.size() && n[i] == '.') {
     for (++i; i < n.size() && digit(n[i]); ++i) {
-      --first;
-      if (n[i] != '0') {
-        found = true;
-        break;
+      ++frac_digits;
+      if (int_digits == 0 && d.zero) {
+        if (n[i] == '0') {
+          ++frac_zeros;
+        } else {
+          d.zero = false;
+        }
       }
     }
   }
-  if (!found) return false;  // zero
-  size_t e = n.find_first_of("eE");
+  if (int_digits > 0) d.zero = false;
   int64_t exp = 0;
-  if (e != std::string_view::npos) {
-    std::string_view x = n.substr(e + 1);
-    bool neg = !x.empty() && x[0] == '-';
+  if (i < n.size() && (n[i] == 'e' || n[i] == 'E')) {
+    std::string_view x = n.substr(i + 1);
+    const bool neg = !x.empty() && x[0] == '-';
     if (!x.empty() && (x[0] == '-' || x[0] == '+')) x.remove_prefix(1);
-    // Exponents past int64 are clamped: only the sign of the sum matters.
+    // Exponents past any limit are clamped: only how far past matters.
     for (char c : x) {
       exp = exp * 10 + (c - '0');
       if (exp > 1'000'000'000'000) break;
     }
     if (neg) exp = -exp;
   }
-  return first + exp >= 0;
+  d.first = (int_digits > 0 ? int_digits - 1 : -(frac_zeros + 1)) + exp;
+  d.scale = frac_digits - exp > 0 ? frac_digits - exp : 0;
+  return d;
+}
+
+// Whether the magnitude of a well-formed number is at least 1 (so a range
+// error reading it is an overflow, not an underflow).
+bool at_least_one(std::string_view n) noexcept {
+  const decimal_shape d = shape_of(n);
+  return !d.zero && d.first >= 0;
+}
+
+// Whether PostgreSQL's numeric (what jsonb holds a number as) can: fewer than
+// 131,072 digits before the point and at most 16,383 after it.
+bool numeric_holds(std::string_view n) noexcept {
+  const decimal_shape d = shape_of(n);
+  return (d.zero || d.first < 131072) && d.scale <= 16383;
 }
 
 // Whether the parser refuses this well-formed number for its size.
@@ -101,20 +119,26 @@ bool is_integer_literal(std::string_view number) noexcept {
   return number.find_first_of(".eE") == std::string_view::npos;
 }
 
-bool mark_big_numbers(std::string_view json, std::string& out) {
-  if (std::memchr(json.data(), 0, json.size()) != nullptr || json.find("\\u0000") != std::string_view::npos) {
-    return false;
-  }
+bool mark_big_numbers(std::string_view json, std::string& out, bool structure_only) {
+  if (!structure_only && std::memchr(json.data(), 0, json.size()) != nullptr) return false;
   std::string marked;
   marked.reserve(json.size() + 16);
   bool any = false;
+  bool nul_escape = false;  // a \u0000 in some string
   size_t i = 0;
   while (i < json.size()) {
     const char c = json[i];
     if (c == '"') {
       // A string, escapes and all, copied as it is.
       size_t j = i + 1;
-      while (j < json.size() && json[j] != '"') j += json[j] == '\\' ? 2 : 1;
+      while (j < json.size() && json[j] != '"') {
+        if (json[j] == '\\') {
+          if (json.compare(j, 6, "\\u0000") == 0) nul_escape = true;
+          j += 2;
+        } else {
+          ++j;
+        }
+      }
       j = j < json.size() ? j + 1 : json.size();
       marked.append(json, i, j - i);
       i = j;
@@ -134,7 +158,14 @@ bool mark_big_numbers(std::string_view json, std::string& out) {
         continue;
       }
       std::string_view n = json.substr(i, len);
-      if (beyond_parser(n)) {
+      // A number where a key belongs is left for the parser to refuse.
+      size_t after = i + len;
+      while (after < json.size() && (json[after] == ' ' || json[after] == '\t' || json[after] == '\n' ||
+                                     json[after] == '\r')) {
+        ++after;
+      }
+      const bool key = after < json.size() && json[after] == ':';
+      if (!key && beyond_parser(n) && numeric_holds(n)) {
         marked.append("\"\\u0000");
         marked.append(n);
         marked.push_back('"');
@@ -148,6 +179,7 @@ bool mark_big_numbers(std::string_view json, std::string& out) {
     marked.push_back(c);
     ++i;
   }
+  if (nul_escape && !structure_only) return false;
   if (any) out = std::move(marked);
   return any;
 }

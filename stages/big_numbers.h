@@ -16,11 +16,14 @@ namespace evpipe::stages {
 
 // Writes `json` to `out` with every number beyond int64/uint64 (integers) or
 // a double (others) as a marker string; true when it marked at least one.
-// Malformed numbers are copied as they are (the parse still refuses them);
-// numbers too small for a double (1e-400) are left alone (the parser reads
-// them as 0). False, with `out` untouched, when `json` holds \u0000 or a NUL
-// byte.
-bool mark_big_numbers(std::string_view json, std::string& out);
+// Not marked, so the parse still refuses them: malformed numbers, a number
+// where an object key belongs, and one PostgreSQL's numeric cannot hold
+// (131,072 digits or more before the point, more than 16,383 after it).
+// Numbers too small for a double (1e-400) are left alone (the parser reads
+// them as 0). False, with `out` untouched, when `json` holds a \u0000 escape
+// or a NUL byte, unless `structure_only` (the marked text is only checked for
+// its structure; its strings are never read).
+bool mark_big_numbers(std::string_view json, std::string& out, bool structure_only = false);
 
 // The number a marker stands for, when the parsed string `s` is one.
 [[nodiscard]] inline bool big_number_of(std::string_view s, std::string_view& number) noexcept {

@@ -424,10 +424,15 @@ pg_status maintain_table(pg_connection& conn, const partition_options& o, const 
     if (!st.ok) return st;
     const auto rows = static_cast<uint64_t>(first_int(count));
     if (marks && rows > 0) {
-      // Its last position is recorded in the transaction that drops it.
-      st = conn.exec(("BEGIN; INSERT INTO " + t.marks + " (table_name, dropped, rows, last_tx, last_id) SELECT " +
-                      sql_literal(unqualified(parent)) + ", " + sql_literal(name) +
-                      ", (SELECT count(*) FROM " + name + "), tx, id FROM " + name +
+      // Its last position (through its (tx, id) index) is recorded in the
+      // transaction that drops it, under the lock the drop takes on the
+      // parent, taken first as DROP takes it: no row comes in between, and
+      // two maintainers (or a reader of the parent) cannot each hold a lock
+      // the other waits for. The count is the one above (a whole partition's
+      // count is not taken under that lock).
+      st = conn.exec(("BEGIN; LOCK TABLE ONLY " + parent + " IN ACCESS EXCLUSIVE MODE; INSERT INTO " + t.marks +
+                      " (table_name, dropped, rows, last_tx, last_id) SELECT " + sql_literal(unqualified(parent)) +
+                      ", " + sql_literal(name) + ", " + std::to_string(rows) + ", tx, id FROM " + name +
                       " ORDER BY tx DESC, id DESC LIMIT 1; DROP TABLE " + name + "; COMMIT")
                          .c_str());
       if (!st.ok) {

@@ -136,10 +136,18 @@ int run_replay(const config::settings& s, const replay_options& o) {
       return 2;
     }
   }
-  if (std::optional<table_reader::dropped_rows> gone; since_pos && since_pos->tx != 0 &&
-                                                       reader.dropped_after(*since_pos, gone).ok && gone) {
-    std::fprintf(stderr, "evpipe replay: --since: %s\n", describe_dropped(*since_pos, *gone).c_str());
-    return 2;
+  // Rows after it that retention dropped: said, not skipped in silence. (No
+  // drop can happen during the read: it holds the table until it ends.)
+  if (since_pos && since_pos->tx != 0) {
+    std::optional<table_reader::dropped_rows> gone;
+    if (auto st = reader.dropped_after(*since_pos, gone); !st.ok) {
+      std::fprintf(stderr, "evpipe replay: cannot read what retention dropped: %s\n", st.message.c_str());
+      return 1;
+    }
+    if (gone) {
+      std::fprintf(stderr, "evpipe replay: --since: %s\n", describe_dropped(*since_pos, *gone).c_str());
+      return 2;
+    }
   }
   if (since_pos) w.after = *since_pos;
   if (!o.topics.empty() || !o.kinds.empty()) w.any_of = {row_clause{o.topics, o.kinds}};

@@ -303,7 +303,7 @@ extract_status extract_row(const compiled_route& route, dom::element root, const
       case column_source::message:
         // jsonb cannot hold U+0000 (JSON can only write it as \u0000): the
         // tree is walked only when that escape is in the text.
-        if (m.bytes.find("\\u0000") != std::string_view::npos && holds_nul(root)) {
+        if (!m.marked_numbers && m.bytes.find("\\u0000") != std::string_view::npos && holds_nul(root)) {
           return failed(extract_status::out_of_range, i, "jsonb cannot hold U+0000");
         }
         if (c.type == column_type::jsonb) {

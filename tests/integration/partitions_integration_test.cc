@@ -297,11 +297,12 @@ TEST_F(Partitions, RetentionRecordsWhatItDroppedAndAResumeFromBeforeItIsRefused)
     return std::pair{WIFEXITED(status) ? WEXITSTATUS(status) : -1, std::count(text.begin(), text.end(), '\n')};
   };
   std::string err;
-  for (const std::string& from : {first_old, last_old}) {
+  // From before both drops, all 150 rows; from the first's last row, the second's 50.
+  for (const auto& [from, gone] : {std::pair{first_old, std::string("150 rows up to position " + last_older + " (in 2 drops, the last rows of events_mirror_default from ")},
+                                   std::pair{last_old, std::string("50 rows up to position " + last_older + " (rows of events_mirror_default from ")}}) {
     auto [code, lines] = replay("--since " + from, err);
     EXPECT_EQ(code, 2) << from << ": " << err;
-    EXPECT_NE(err.find("events after position " + from + " are gone: [storage] retention dropped 50 rows up to "
-                       "position " + last_older),
+    EXPECT_NE(err.find("events after position " + from + " are gone: [storage] retention dropped " + gone),
               std::string::npos)
         << err;
     EXPECT_NE(err.find("Resume from \"" + last_older + "\""), std::string::npos) << err;

@@ -57,6 +57,28 @@ TEST(BigNumbers, NeverMarksATextThatHoldsUPlus0000) {
   EXPECT_FALSE(mark_big_numbers(R"({"s":"\u0000","n":1e400})", out));
   EXPECT_FALSE(mark_big_numbers(std::string("{\"s\":\"\0\",\"n\":1e400}", 20), out));
   EXPECT_TRUE(out.empty());
+  // An escaped backslash before "u0000" is no U+0000.
+  ASSERT_TRUE(mark_big_numbers(R"({"s":"C:\\u0000x","n":1e400})", out));
+  EXPECT_EQ(out, R"({"s":"C:\\u0000x","n":"\u00001e400"})");
+  // Only the structure to check (an HTTP array body's split): marked anyway.
+  ASSERT_TRUE(mark_big_numbers(R"([{"s":"\u0000"},{"n":1e400}])", out, true));
+  EXPECT_EQ(out, R"([{"s":"\u0000"},{"n":"\u00001e400"}])");
+}
+
+// What the parser must go on refusing: a number where a key belongs, and
+// numbers PostgreSQL's numeric (jsonb) cannot hold.
+TEST(BigNumbers, LeavesKeysAndNumbersBeyondNumericForTheParserToRefuse) {
+  std::string out;
+  ASSERT_TRUE(mark_big_numbers(R"({"a":1e400,"b":{1e400 :1}})", out));
+  EXPECT_EQ(out, R"({"a":"\u00001e400","b":{1e400 :1}})");
+  EXPECT_FALSE(parses(out));
+  EXPECT_TRUE(mark_big_numbers("[1e131071, 9.99e131071, -1E+131071]", out));
+  EXPECT_TRUE(parses(out));
+  for (const std::string n : {std::string("1e131072"), std::string("-0.5e131073"), std::string("1e99999999999999999999"),
+                              "1." + std::string(17000, '1') + "e400", std::string(131073, '7')}) {
+    EXPECT_FALSE(mark_big_numbers("[" + n + "]", out)) << n.substr(0, 40);
+  }
+  EXPECT_TRUE(mark_big_numbers("[1." + std::string(16000, '1') + "e400]", out)) << "scale 15,601";
 }
 
 TEST(BigNumbers, TheParsedMarkersUnmarkToTheNumbers) {

@@ -85,6 +85,9 @@ TEST(Validate, NumbersBeyondTheParserOnlyForBareMessages) {
   EXPECT_EQ(marker, std::string_view("\0" "1e400", 6));
   ASSERT_TRUE(v.check_json(R"({"a":1})", 7, true).ok());
   EXPECT_FALSE(v.marked_numbers()) << "only the document it was set for";
+  const std::string backslash = R"({"path":"C:\\u0000x","n":1e400})";
+  ASSERT_TRUE(v.check_json(backslash, backslash.size(), true).ok()) << "an escaped backslash is no U+0000";
+  EXPECT_TRUE(v.marked_numbers());
   // Still refused: a malformed number, and a big one beside U+0000.
   EXPECT_EQ(v.check_json(R"({"a":1e400,"b":01})", 18, true).why, reason::invalid_json);
   EXPECT_EQ(v.check_json(R"({"a":1e400,"b":"\u0000"})", 24, true).why, reason::invalid_json);

@@ -50,7 +50,7 @@ bool split_events(const simdjson::padded_string& body, body_form form, std::vect
   simdjson::dom::element root;
   auto err = dom.parse(body).get(root);
   std::string marked;
-  if (err == simdjson::NUMBER_ERROR && stages::mark_big_numbers(all, marked)) {
+  if (err == simdjson::NUMBER_ERROR && stages::mark_big_numbers(all, marked, true)) {
     // Numbers beyond 64-bit integers or a double: the body's structure is
     // checked on a copy with them marked, and each event meets its own rules
     // (an envelope refuses them; a route may store them).

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 #include <string>
+#include <thread>
 
 #include "io/postgres/pg_connection.h"
 #include "io/postgres/schema_check.h"
@@ -38,7 +39,14 @@ class stuck_client final : public stream_client {
     if (draining_) drain();
   }
   void on_caught_up(position) override { caught_up_ = true; }
-  void on_error(std::string_view) override {}
+  void on_error(std::string_view message) override {
+    std::lock_guard lock(mu_);
+    error_ = std::string(message);
+  }
+  std::string error() {
+    std::lock_guard lock(mu_);
+    return error_;
+  }
   size_t queued_bytes() const override { return queue_.bytes(); }
   // A message of `bytes` of its own, queued (like a ping the client has not read).
   void hold(size_t bytes) { queue_.push_message(std::string(bytes, 'x')); }
@@ -63,6 +71,7 @@ class stuck_client final : public stream_client {
   frame_queue queue_;
   std::mutex mu_;
   std::vector<position> seen_;
+  std::string error_;
 };
 
 class StreamHub : public ::testing::Test {
@@ -150,6 +159,40 @@ TEST_F(StreamHub, AnEmptyQueueTakesAReadLargerThanTheLimitWhole) {
   ASSERT_TRUE(testing::eventually([&] { return client->events_.load() >= 2000; })) << client->events_.load();
   EXPECT_EQ(client->events_.load(), 2000u);
   EXPECT_GT(client->queued_bytes(), o.max_client_buffer_bytes);
+  hub.stop();
+}
+
+// Retention drops rows after a client's position while it catches up (after
+// its subscribe was checked): the client is told, with what went and where
+// to resume, instead of being handed the rows around the gap as if whole.
+TEST_F(StreamHub, RowsRetentionDropsWhileAClientCatchesUpAreSaid) {
+  insert_2000();
+  auto position_at = [&](int n) {  // the n-th row in position order, from 1
+    const auto row = db.column("SELECT tx::text || ' ' || id FROM events_mirror ORDER BY tx, id OFFSET " +
+                               std::to_string(n - 1) + " LIMIT 1").at(0);
+    return position{std::stoull(row.substr(0, row.find(' '))), std::stoll(row.substr(row.find(' ') + 1))};
+  };
+  const position from = position_at(100), last_dropped = position_at(1500);
+  stream_hub hub(o);
+  hub.start();
+  auto client = std::make_shared<stuck_client>();
+  client->hold(40 * 1024);  // over half its limit: catch-up waits for it
+  hub.add(client, stream_filter{}, stream_since{stream_since::kind::after_position, from, ""});
+  ASSERT_TRUE(testing::eventually([&] { return hub.probe().catch_ups.load() >= 1; }));
+  std::this_thread::sleep_for(50ms);  // its start (and its check) behind it
+  EXPECT_EQ(client->events_.load(), 0u);
+  // "Retention" takes rows 1000 to 1500, as the partition maintainer records it.
+  db.exec("WITH d AS (DELETE FROM events_mirror WHERE (tx, id) IN (SELECT tx, id FROM events_mirror ORDER BY tx, id "
+          "OFFSET 999 LIMIT 501) RETURNING 1) INSERT INTO evpipe_retention_marks (table_name, dropped, rows, last_tx, "
+          "last_id) VALUES ('events_mirror', 'events_mirror_p20261020', (SELECT count(*) FROM d), '" +
+          std::to_string(last_dropped.tx) + "', " + std::to_string(last_dropped.id) + ")");
+  client->drain();
+  ASSERT_TRUE(testing::eventually([&] { return !client->error().empty(); })) << client->events_.load();
+  EXPECT_NE(client->error().find("events after position " + encode(from) + " are gone: [storage] retention dropped "
+                                 "501 rows up to position " + encode(last_dropped)),
+            std::string::npos)
+      << client->error();
+  EXPECT_FALSE(client->caught_up_.load()) << "never told it is whole";
   hub.stop();
 }
 
