@@ -463,6 +463,9 @@ TEST_F(NatsSource, ACredsFileOfATrustedUserIsPresentedAndItsSeedNeverLogged) {
   EXPECT_NE(log.find("the server refused evpipe's credentials"), std::string::npos) << log;
   EXPECT_NE(log.find("check creds_file"), std::string::npos) << log;
   EXPECT_EQ(log.find(seed_of(dir + "/other/user.creds")), std::string::npos) << "the seed was logged";
+  // The server looked up the account of the user JWT presented (an unknown
+  // one): evpipe presented the file, not nothing.
+  EXPECT_NE(server.log().find("Account fetch failed: account missing"), std::string::npos) << server.log();
 
   o.extra = "creds_file = \"" + dir + "/right/user.creds\"\n";
   evpipe_process good(nats_config(db, server.url(), http_port, o), "nats_goodcreds");
