@@ -61,7 +61,9 @@ io::pg_status protocol_error(const std::string& what) {
 }  // namespace
 
 table_reader::table_reader(io::pg_connection& conn, std::string schema)
-    : conn_(conn), table_(schema.empty() ? "events_mirror" : schema + ".events_mirror") {}
+    : conn_(conn),
+      table_(schema.empty() ? "events_mirror" : schema + ".events_mirror"),
+      marks_(schema.empty() ? "evpipe_retention_marks" : schema + ".evpipe_retention_marks") {}
 
 std::string table_reader::check() {
   // Literals are quoted for standard_conforming_strings = on (the default
@@ -76,6 +78,12 @@ std::string table_reader::check() {
     auto hst = conn_.query(headers.c_str(), hr);
     if (!hst.ok && hst.sqlstate != "42703") return "cannot read table " + table_ + ": " + hst.message;
     has_headers_ = hst.ok;
+    const char* params[1] = {marks_.c_str()};
+    io::pg_result mr;
+    if (auto mst = conn_.query_params("SELECT to_regclass($1) IS NOT NULL", 1, params, mr); !mst.ok) {
+      return "cannot look for " + marks_ + ": " + mst.message;
+    }
+    has_marks_ = std::string_view(PQgetvalue(mr.get(), 0, 0)) == "t";
     return "";
   }
   if (st.sqlstate == "42703") {
@@ -229,38 +237,70 @@ io::pg_status table_reader::live_edge(position& out) {
   return {};
 }
 
-io::pg_status table_reader::dropped_after(position since, std::optional<dropped_rows>& out) {
-  out.reset();
-  const size_t dot = table_.rfind('.');
-  const std::string marks = (dot == std::string::npos ? "" : table_.substr(0, dot + 1)) + "evpipe_retention_marks";
-  const std::string tx = std::to_string(since.tx), id = std::to_string(since.id);
-  const char* params[3] = {marks.c_str(), tx.c_str(), id.c_str()};
-  io::pg_result r;
-  // A database migrated before the table existed has none: nothing recorded.
-  if (auto st = conn_.query_params("SELECT to_regclass($1) IS NOT NULL", 1, params, r); !st.ok) return st;
-  if (std::string_view(PQgetvalue(r.get(), 0, 0)) != "t") return {};
+io::pg_status table_reader::drops_after(position since, int64_t after_seq, std::vector<drop_record>& out) {
+  out.clear();
+  if (!has_marks_) return {};
+  const std::string tx = std::to_string(since.tx), id = std::to_string(since.id), seq = std::to_string(after_seq);
+  const char* params[3] = {tx.c_str(), id.c_str(), seq.c_str()};
   const std::string sql =
-      "SELECT last_tx::text, last_id, dropped, sum(rows) OVER (), count(*) OVER (), to_char(dropped_at AT TIME ZONE 'UTC', "
-      "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM " + marks +
-      " WHERE table_name = 'events_mirror' AND (last_tx, last_id) > ($1::text::xid8, $2::bigint) "
-      "ORDER BY last_tx DESC, last_id DESC LIMIT 1";
-  if (auto st = conn_.query_params(sql.c_str(), 2, params + 1, r); !st.ok) return st;
-  if (PQntuples(r.get()) == 0) return {};
-  dropped_rows d;
-  d.last = {std::strtoull(PQgetvalue(r.get(), 0, 0), nullptr, 10), std::strtoll(PQgetvalue(r.get(), 0, 1), nullptr, 10)};
-  d.what = PQgetvalue(r.get(), 0, 2);
-  d.rows = std::strtoll(PQgetvalue(r.get(), 0, 3), nullptr, 10);
-  d.drops = std::strtoll(PQgetvalue(r.get(), 0, 4), nullptr, 10);
-  d.dropped_at = PQgetvalue(r.get(), 0, 5);
-  out = std::move(d);
+      "SELECT seq, last_tx::text, last_id, rows, dropped, to_char(dropped_at AT TIME ZONE 'UTC', "
+      "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM " + marks_ +
+      " WHERE table_name = 'events_mirror' AND (last_tx, last_id) > ($1::text::xid8, $2::bigint) AND seq > $3::bigint "
+      "ORDER BY seq";
+  io::pg_result r;
+  if (auto st = conn_.query_params(sql.c_str(), 3, params, r); !st.ok) return st;
+  for (int i = 0, n = PQntuples(r.get()); i < n; ++i) {
+    drop_record d;
+    d.seq = std::strtoll(PQgetvalue(r.get(), i, 0), nullptr, 10);
+    d.last = {std::strtoull(PQgetvalue(r.get(), i, 1), nullptr, 10), std::strtoll(PQgetvalue(r.get(), i, 2), nullptr, 10)};
+    d.rows = std::strtoll(PQgetvalue(r.get(), i, 3), nullptr, 10);
+    d.what = PQgetvalue(r.get(), i, 4);
+    d.dropped_at = PQgetvalue(r.get(), i, 5);
+    out.push_back(std::move(d));
+  }
   return {};
 }
 
-std::string describe_dropped(position since, const table_reader::dropped_rows& d) {
-  return "events after position " + encode(since) + " are gone: [storage] retention dropped " +
-         std::to_string(d.rows) + " rows up to position " + encode(d.last) + " (" +
-         (d.drops > 1 ? "in " + std::to_string(d.drops) + " drops, the last " : std::string()) + d.what + ", at " +
-         d.dropped_at + "). Resume from \"" + encode(d.last) +
+io::pg_status table_reader::newest_drop(int64_t& seq) {
+  seq = 0;
+  if (!has_marks_) return {};
+  io::pg_result r;
+  if (auto st = conn_.query(("SELECT COALESCE(max(seq), 0) FROM " + marks_).c_str(), r); !st.ok) return st;
+  seq = std::strtoll(PQgetvalue(r.get(), 0, 0), nullptr, 10);
+  return {};
+}
+
+io::pg_status table_reader::begin_drop_guard() {
+  if (!has_marks_) return {};
+  auto st = conn_.exec(("BEGIN; LOCK TABLE ONLY " + table_ + " IN ACCESS SHARE MODE").c_str());
+  if (!st.ok) {
+    (void)conn_.exec("ROLLBACK");
+    return st;
+  }
+  guarded_ = true;
+  return {};
+}
+
+void table_reader::end_drop_guard() {
+  if (!guarded_) return;
+  guarded_ = false;
+  // A read that failed left the transaction aborted: ROLLBACK ends it as well.
+  (void)conn_.exec("ROLLBACK");
+}
+
+std::string describe_dropped(position since, std::span<const table_reader::drop_record> drops) {
+  int64_t rows = 0;
+  const table_reader::drop_record* last = nullptr;
+  for (const auto& d : drops) {
+    rows += d.rows;
+    if (!last || d.last > last->last) last = &d;
+  }
+  if (!last) return {};
+  const std::string resume = encode(last->last);
+  return "events after position " + encode(since) + " are gone: [storage] retention dropped them (" +
+         (drops.size() > 1 ? std::to_string(drops.size()) + " drops of " + std::to_string(rows) + " rows in all; the last "
+                           : std::to_string(rows) + " rows, ") +
+         last->what + ", at " + last->dropped_at + "), up to position " + resume + ". Resume from \"" + resume +
          "\" for the events after them, or give a time as since for every event kept from that time";
 }
 

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -79,17 +80,28 @@ class table_reader {
   // where a reader that wants only what comes next begins.
   [[nodiscard]] io::pg_status live_edge(position& out);
 
-  // What retention dropped after `since` (evpipe_retention_marks, written by
-  // the partition maintainer), or nothing. A reader resuming from `since`
-  // would miss those rows without being told.
-  struct dropped_rows {
-    position last;           // the last position among the rows dropped
-    int64_t rows = 0;        // rows dropped after `since`, by every drop
-    int64_t drops = 0;       // how many drops (partitions, DEFAULT rows of a period)
-    std::string what;        // the last drop: the partition, or the DEFAULT partition's rows
-    std::string dropped_at;  // when, ISO 8601 UTC
+  // What retention dropped (evpipe_retention_marks, written by the
+  // partition maintainer in the transaction of each drop): one record per
+  // drop, `seq` in the order they were made.
+  struct drop_record {
+    int64_t seq = 0;
+    position last;           // the last position among the rows it dropped
+    int64_t rows = 0;        // how many rows it dropped (all of them, also any before a reader's position)
+    std::string what;        // the partition dropped, or the DEFAULT partition's rows
+    std::string dropped_at;  // ISO 8601 UTC
   };
-  [[nodiscard]] io::pg_status dropped_after(position since, std::optional<dropped_rows>& out);
+  // The drops after `after_seq` that took rows past `since`, in `seq` order
+  // (none when the table does not exist: a database migrated before it).
+  [[nodiscard]] io::pg_status drops_after(position since, int64_t after_seq, std::vector<drop_record>& out);
+  // The newest drop's seq (0: none yet): a reader starting now has seen them all.
+  [[nodiscard]] io::pg_status newest_drop(int64_t& seq);
+  // Reads between begin_drop_guard() and end_drop_guard() see no drop land
+  // between them: one transaction holding events_mirror in ACCESS SHARE
+  // mode, which a drop (ACCESS EXCLUSIVE on the parent) waits for. So a
+  // drops_after() check inside holds for the read after it. A no-op without
+  // the marks table.
+  [[nodiscard]] io::pg_status begin_drop_guard();
+  void end_drop_guard();
 
   // The planner's estimate of the window's rows (for an ETA): no scan.
   [[nodiscard]] uint64_t estimate_rows(const read_window& w);
@@ -106,11 +118,16 @@ class table_reader {
   // The nullable headers column (schemas/events.sql) is read when the table
   // has it; a table migrated before it existed reads as all NULL.
   bool has_headers_ = true;
+  // evpipe_retention_marks (qualified as table_) and whether it exists: a
+  // database migrated before it has none, and no drop is recorded.
+  std::string marks_;
+  bool has_marks_ = false;
+  bool guarded_ = false;  // inside begin_drop_guard()
 };
 
-// The error a reader gets for a `since` before rows retention dropped: what
-// went, and where to resume instead.
-[[nodiscard]] std::string describe_dropped(position since, const table_reader::dropped_rows& d);
+// The error a reader at `since` gets when the `drops` took rows after it:
+// what went, and where to resume instead.
+[[nodiscard]] std::string describe_dropped(position since, std::span<const table_reader::drop_record> drops);
 
 // What holds the horizon back: the oldest transaction with an id that is
 // still running (a writer, or anything else that wrote), if any.

@@ -89,6 +89,7 @@ ALTER TABLE dlq_events ADD COLUMN IF NOT EXISTS tenant_id TEXT NOT NULL DEFAULT 
 -- events it never got are gone instead of resuming past the gap in silence
 -- (docs/read.md, "Positions before what retention dropped").
 CREATE TABLE IF NOT EXISTS evpipe_retention_marks (
+    seq BIGSERIAL PRIMARY KEY,  -- the order of the drops (readers note the last one they have seen)
     table_name TEXT NOT NULL,
     dropped TEXT NOT NULL,
     rows BIGINT NOT NULL,

@@ -136,19 +136,6 @@ int run_replay(const config::settings& s, const replay_options& o) {
       return 2;
     }
   }
-  // Rows after it that retention dropped: said, not skipped in silence. (No
-  // drop can happen during the read: it holds the table until it ends.)
-  if (since_pos && since_pos->tx != 0) {
-    std::optional<table_reader::dropped_rows> gone;
-    if (auto st = reader.dropped_after(*since_pos, gone); !st.ok) {
-      std::fprintf(stderr, "evpipe replay: cannot read what retention dropped: %s\n", st.message.c_str());
-      return 1;
-    }
-    if (gone) {
-      std::fprintf(stderr, "evpipe replay: --since: %s\n", describe_dropped(*since_pos, *gone).c_str());
-      return 2;
-    }
-  }
   if (since_pos) w.after = *since_pos;
   if (!o.topics.empty() || !o.kinds.empty()) w.any_of = {row_clause{o.topics, o.kinds}};
   w.tenant = o.tenant;
@@ -193,6 +180,23 @@ int run_replay(const config::settings& s, const replay_options& o) {
   auto next_progress = t0 + std::chrono::seconds(1);
   uint64_t rows = 0;
   bool output_failed = false;
+  // Rows after --since that retention dropped: said, not skipped in silence;
+  // checked in one transaction with the read, so no drop lands in between.
+  if (auto st = reader.begin_drop_guard(); !st.ok) {
+    std::fprintf(stderr, "evpipe replay: cannot read events_mirror: %s\n", st.message.c_str());
+    return 1;
+  }
+  if (since_pos && since_pos->tx != 0) {
+    std::vector<table_reader::drop_record> gone;
+    if (auto st = reader.drops_after(*since_pos, 0, gone); !st.ok) {
+      std::fprintf(stderr, "evpipe replay: cannot read what retention dropped: %s\n", st.message.c_str());
+      return 1;
+    }
+    if (!gone.empty()) {
+      std::fprintf(stderr, "evpipe replay: --since: %s\n", describe_dropped(*since_pos, gone).c_str());
+      return 2;
+    }
+  }
   auto st = reader.read(w, [&](const event_row& r) {
     if (o.rate > 0) {
       // Open loop: row i is due at t0 + i / rate.
@@ -220,6 +224,7 @@ int run_replay(const config::settings& s, const replay_options& o) {
     }
     return interrupted.load() ? row_action::stop : row_action::next;
   });
+  reader.end_drop_guard();
   if (!output_failed && !out->finish()) output_failed = true;
   double seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
   if (o.progress) print_progress(rows, seconds, estimate, true);

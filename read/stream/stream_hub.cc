@@ -35,6 +35,7 @@ struct stream_hub::client_state {
   position pos;           // everything up to here was handed to the client (or did not match)
   std::string since_time; // catch-up only: the first catch-up's time bound
   bool dead = false;      // given up after on_error()
+  int64_t drops_seen = 0; // the newest retention drop when it started: later ones are checked as it catches up
   // A tail read's rows this (filtered) client takes, as runs [first, last);
   // reused from read to read.
   std::vector<std::pair<uint32_t, uint32_t>> runs;
@@ -253,9 +254,19 @@ void stream_hub::run() {
       tail_due = true;
     }
 
-    // New clients: where they start.
+    // New clients: where they start, and the newest retention drop then
+    // (a drop after it that takes rows past a client's position while it
+    // catches up is said: catch_up).
+    int64_t drops_now = -1;
     for (auto& c : clients) {
       if (c->started) continue;
+      if (drops_now < 0) {
+        if (auto st = reader->newest_drop(drops_now); !st.ok) {
+          spdlog::warn("stream: cannot read what retention dropped ({}): clients start unchecked", st.message);
+          drops_now = 0;
+        }
+      }
+      c->drops_seen = drops_now;
       c->started = true;
       switch (c->since.what) {
         case stream_since::kind::now:
@@ -276,14 +287,14 @@ void stream_hub::run() {
             break;
           }
           // Rows after it that retention dropped: said, not skipped in silence.
-          std::optional<table_reader::dropped_rows> gone;
+          std::vector<table_reader::drop_record> gone;
           if (c->since.pos.tx != 0) {
-            if (auto st = reader->dropped_after(c->since.pos, gone); !st.ok) {
+            if (auto st = reader->drops_after(c->since.pos, 0, gone); !st.ok) {
               spdlog::warn("stream: cannot read what retention dropped ({}): a client resumes unchecked", st.message);
             }
           }
-          if (gone) {
-            c->client->on_error(describe_dropped(c->since.pos, *gone));
+          if (!gone.empty()) {
+            c->client->on_error(describe_dropped(c->since.pos, gone));
             c->dead = true;
             break;
           }
@@ -459,13 +470,6 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
     if (c->client->queued_bytes() > opts_.max_client_buffer_bytes / 2) continue;
     waiting.push_back(c.get());
   }
-  // Where the clients resuming from a position stood (a time as since
-  // reads what is kept): retention dropping rows after one of them while it
-  // catches up is said at the end of the round.
-  std::vector<std::pair<client_state*, position>> stood;
-  for (auto* c : waiting) {
-    if (c->pos.tx != 0 && c->since_time.empty()) stood.emplace_back(c, c->pos);
-  }
   std::sort(waiting.begin(), waiting.end(), [](const client_state* a, const client_state* b) {
     return std::tie(a->since_time, a->filter.any_of, a->filter.tenant, a->pos) <
            std::tie(b->since_time, b->filter.any_of, b->filter.tenant, b->pos);
@@ -494,10 +498,33 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       w.since_time = lead.since_time;
       w.limit = opts_.catch_up_page;
       auto frames = std::make_shared<event_frames>(want_ws, want_sse, 0);
-      auto st = reader.read(w, [&](const event_row& r) {
-        frames->add(r);
-        return row_action::next;
-      });
+      // Retention drops after a client started that took rows past its
+      // position (a time as since asks only for what is kept): checked in
+      // one transaction with the read, so none lands in between, and said
+      // before the client is handed anything of the page.
+      int64_t seen = INT64_MAX;
+      for (size_t i = next; i < g_end; ++i) seen = std::min(seen, waiting[i]->drops_seen);
+      std::vector<table_reader::drop_record> drops;
+      auto st = reader.begin_drop_guard();
+      if (st.ok) st = reader.drops_after(lead.pos, seen, drops);
+      if (st.ok) {
+        st = reader.read(w, [&](const event_row& r) {
+          frames->add(r);
+          return row_action::next;
+        });
+      }
+      reader.end_drop_guard();
+      for (size_t i = next; st.ok && !drops.empty() && i < g_end; ++i) {
+        client_state& c = *waiting[i];
+        if (!c.since_time.empty()) continue;
+        std::vector<table_reader::drop_record> gone;
+        for (const auto& d : drops) {
+          if (d.seq > c.drops_seen && d.last > c.pos) gone.push_back(d);
+        }
+        if (gone.empty()) continue;
+        c.client->on_error(describe_dropped(c.pos, gone));
+        c.dead = true;
+      }
       if (!st.ok) {
         if (st.sqlstate.rfind("22", 0) == 0) {
           // The clients' own input (a time PostgreSQL does not take).
@@ -518,6 +545,7 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       size_t i = next;
       for (; i < g_end; ++i) {
         client_state& c = *waiting[i];
+        if (c.dead) continue;
         const size_t first = shared->first_after(c.pos);
         if (!to_tail && first >= n) break;  // at or past the page's end (the rest too: sorted)
         if (first < n) {
@@ -536,25 +564,6 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       next = i;
     }
     g = g_end;
-  }
-  if (!stood.empty()) {
-    // One query for the newest drop; the exact account only for a client it passed.
-    std::optional<table_reader::dropped_rows> newest;
-    if (auto st = reader.dropped_after(position::start(), newest); !st.ok) {
-      failed(st);
-      return false;
-    }
-    for (auto& [c, from] : stood) {
-      if (!newest || newest->last <= from || c->dead) continue;
-      std::optional<table_reader::dropped_rows> gone;
-      if (auto st = reader.dropped_after(from, gone); !st.ok) {
-        failed(st);
-        return false;
-      }
-      if (!gone) continue;
-      c->client->on_error(describe_dropped(from, *gone));
-      c->dead = true;
-    }
   }
   return true;
 }

@@ -298,13 +298,15 @@ TEST_F(Partitions, RetentionRecordsWhatItDroppedAndAResumeFromBeforeItIsRefused)
   };
   std::string err;
   // From before both drops, all 150 rows; from the first's last row, the second's 50.
-  for (const auto& [from, gone] : {std::pair{first_old, std::string("150 rows up to position " + last_older + " (in 2 drops, the last rows of events_mirror_default from ")},
-                                   std::pair{last_old, std::string("50 rows up to position " + last_older + " (rows of events_mirror_default from ")}}) {
+  for (const auto& [from, gone] :
+       {std::pair{first_old, std::string("(2 drops of 150 rows in all; the last rows of events_mirror_default from ")},
+        std::pair{last_old, std::string("(50 rows, rows of events_mirror_default from ")}}) {
     auto [code, lines] = replay("--since " + from, err);
     EXPECT_EQ(code, 2) << from << ": " << err;
-    EXPECT_NE(err.find("events after position " + from + " are gone: [storage] retention dropped " + gone),
+    EXPECT_NE(err.find("events after position " + from + " are gone: [storage] retention dropped them " + gone),
               std::string::npos)
         << err;
+    EXPECT_NE(err.find("), up to position " + last_older + ". Resume from"), std::string::npos) << err;
     EXPECT_NE(err.find("Resume from \"" + last_older + "\""), std::string::npos) << err;
   }
   auto [code, lines] = replay("--since " + last_older, err);

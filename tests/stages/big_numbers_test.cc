@@ -78,7 +78,13 @@ TEST(BigNumbers, LeavesKeysAndNumbersBeyondNumericForTheParserToRefuse) {
                               "1." + std::string(17000, '1') + "e400", std::string(131073, '7')}) {
     EXPECT_FALSE(mark_big_numbers("[" + n + "]", out)) << n.substr(0, 40);
   }
-  EXPECT_TRUE(mark_big_numbers("[1." + std::string(16000, '1') + "e400]", out)) << "scale 15,601";
+  // The scale's edge: 16,783 digits after the point less an exponent of 400
+  // is 16,383 (numeric's most); one more digit is past it.
+  EXPECT_TRUE(mark_big_numbers("[1." + std::string(16783, '1') + "e400]", out)) << "scale 16,383";
+  EXPECT_FALSE(mark_big_numbers("[1." + std::string(16784, '1') + "e400]", out)) << "scale 16,384";
+  // And the magnitude's: below 1e131072 (numeric's 131,072 digits before the point).
+  EXPECT_TRUE(mark_big_numbers("[" + std::string(131072, '9') + "]", out)) << "131,072 digits";
+  EXPECT_FALSE(mark_big_numbers("[1" + std::string(131072, '0') + "]", out)) << "131,073 digits";
 }
 
 TEST(BigNumbers, TheParsedMarkersUnmarkToTheNumbers) {
