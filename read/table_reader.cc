@@ -237,27 +237,35 @@ io::pg_status table_reader::live_edge(position& out) {
   return {};
 }
 
+namespace {
+// Each drop record of `rows` (the SELECT of drops_sql) into `out`.
+void read_drops(const PGresult* rows, std::vector<table_reader::drop_record>& out) {
+  for (int i = 0, n = PQntuples(rows); i < n; ++i) {
+    table_reader::drop_record d;
+    d.seq = std::strtoll(PQgetvalue(rows, i, 0), nullptr, 10);
+    d.last = {std::strtoull(PQgetvalue(rows, i, 1), nullptr, 10), std::strtoll(PQgetvalue(rows, i, 2), nullptr, 10)};
+    d.rows = std::strtoll(PQgetvalue(rows, i, 3), nullptr, 10);
+    d.what = PQgetvalue(rows, i, 4);
+    d.dropped_at = PQgetvalue(rows, i, 5);
+    out.push_back(std::move(d));
+  }
+}
+}  // namespace
+
+std::string table_reader::drops_sql(position since, int64_t after_seq) const {
+  // Numbers only: written into the statement, so that it can follow BEGIN in one round trip.
+  return "SELECT seq, last_tx::text, last_id, rows, dropped, to_char(dropped_at AT TIME ZONE 'UTC', "
+         "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM " + marks_ +
+         " WHERE table_name = 'events_mirror' AND (last_tx, last_id) > ('" + std::to_string(since.tx) + "'::xid8, " +
+         std::to_string(since.id) + ") AND seq > " + std::to_string(after_seq) + " ORDER BY seq";
+}
+
 io::pg_status table_reader::drops_after(position since, int64_t after_seq, std::vector<drop_record>& out) {
   out.clear();
   if (!has_marks_) return {};
-  const std::string tx = std::to_string(since.tx), id = std::to_string(since.id), seq = std::to_string(after_seq);
-  const char* params[3] = {tx.c_str(), id.c_str(), seq.c_str()};
-  const std::string sql =
-      "SELECT seq, last_tx::text, last_id, rows, dropped, to_char(dropped_at AT TIME ZONE 'UTC', "
-      "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM " + marks_ +
-      " WHERE table_name = 'events_mirror' AND (last_tx, last_id) > ($1::text::xid8, $2::bigint) AND seq > $3::bigint "
-      "ORDER BY seq";
   io::pg_result r;
-  if (auto st = conn_.query_params(sql.c_str(), 3, params, r); !st.ok) return st;
-  for (int i = 0, n = PQntuples(r.get()); i < n; ++i) {
-    drop_record d;
-    d.seq = std::strtoll(PQgetvalue(r.get(), i, 0), nullptr, 10);
-    d.last = {std::strtoull(PQgetvalue(r.get(), i, 1), nullptr, 10), std::strtoll(PQgetvalue(r.get(), i, 2), nullptr, 10)};
-    d.rows = std::strtoll(PQgetvalue(r.get(), i, 3), nullptr, 10);
-    d.what = PQgetvalue(r.get(), i, 4);
-    d.dropped_at = PQgetvalue(r.get(), i, 5);
-    out.push_back(std::move(d));
-  }
+  if (auto st = conn_.query(drops_sql(since, after_seq).c_str(), r); !st.ok) return st;
+  read_drops(r.get(), out);
   return {};
 }
 
@@ -270,14 +278,20 @@ io::pg_status table_reader::newest_drop(int64_t& seq) {
   return {};
 }
 
-io::pg_status table_reader::begin_drop_guard() {
+io::pg_status table_reader::begin_drop_guard(position since, int64_t after_seq, std::vector<drop_record>& out) {
+  out.clear();
   if (!has_marks_) return {};
-  auto st = conn_.exec(("BEGIN; LOCK TABLE ONLY " + table_ + " IN ACCESS SHARE MODE").c_str());
+  // One round trip: the transaction, its lock, and the drops (the last result).
+  io::pg_result r;
+  auto st = conn_.query(("BEGIN; LOCK TABLE ONLY " + table_ + " IN ACCESS SHARE MODE; " + drops_sql(since, after_seq))
+                            .c_str(),
+                        r);
   if (!st.ok) {
     (void)conn_.exec("ROLLBACK");
     return st;
   }
   guarded_ = true;
+  read_drops(r.get(), out);
   return {};
 }
 

@@ -97,10 +97,10 @@ class table_reader {
   [[nodiscard]] io::pg_status newest_drop(int64_t& seq);
   // Reads between begin_drop_guard() and end_drop_guard() see no drop land
   // between them: one transaction holding events_mirror in ACCESS SHARE
-  // mode, which a drop (ACCESS EXCLUSIVE on the parent) waits for. So a
-  // drops_after() check inside holds for the read after it. A no-op without
-  // the marks table.
-  [[nodiscard]] io::pg_status begin_drop_guard();
+  // mode, which a drop (ACCESS EXCLUSIVE on the parent) waits for. It
+  // begins with drops_after(since, after_seq) into `out`, so that check holds
+  // for the reads after it. A no-op without the marks table.
+  [[nodiscard]] io::pg_status begin_drop_guard(position since, int64_t after_seq, std::vector<drop_record>& out);
   void end_drop_guard();
 
   // The planner's estimate of the window's rows (for an ETA): no scan.
@@ -118,6 +118,7 @@ class table_reader {
   // The nullable headers column (schemas/events.sql) is read when the table
   // has it; a table migrated before it existed reads as all NULL.
   bool has_headers_ = true;
+  [[nodiscard]] std::string drops_sql(position since, int64_t after_seq) const;
   // evpipe_retention_marks (qualified as table_) and whether it exists: a
   // database migrated before it has none, and no drop is recorded.
   std::string marks_;

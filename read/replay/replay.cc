@@ -182,20 +182,15 @@ int run_replay(const config::settings& s, const replay_options& o) {
   bool output_failed = false;
   // Rows after --since that retention dropped: said, not skipped in silence;
   // checked in one transaction with the read, so no drop lands in between.
-  if (auto st = reader.begin_drop_guard(); !st.ok) {
-    std::fprintf(stderr, "evpipe replay: cannot read events_mirror: %s\n", st.message.c_str());
+  std::vector<table_reader::drop_record> gone;
+  if (auto st = reader.begin_drop_guard(since_pos.value_or(position::start()), 0, gone); !st.ok) {
+    std::fprintf(stderr, "evpipe replay: cannot read what retention dropped: %s\n", st.message.c_str());
     return 1;
   }
-  if (since_pos && since_pos->tx != 0) {
-    std::vector<table_reader::drop_record> gone;
-    if (auto st = reader.drops_after(*since_pos, 0, gone); !st.ok) {
-      std::fprintf(stderr, "evpipe replay: cannot read what retention dropped: %s\n", st.message.c_str());
-      return 1;
-    }
-    if (!gone.empty()) {
-      std::fprintf(stderr, "evpipe replay: --since: %s\n", describe_dropped(*since_pos, gone).c_str());
-      return 2;
-    }
+  if (since_pos && since_pos->tx != 0 && !gone.empty()) {
+    reader.end_drop_guard();
+    std::fprintf(stderr, "evpipe replay: --since: %s\n", describe_dropped(*since_pos, gone).c_str());
+    return 2;
   }
   auto st = reader.read(w, [&](const event_row& r) {
     if (o.rate > 0) {

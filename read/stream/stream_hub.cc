@@ -505,8 +505,7 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       int64_t seen = INT64_MAX;
       for (size_t i = next; i < g_end; ++i) seen = std::min(seen, waiting[i]->drops_seen);
       std::vector<table_reader::drop_record> drops;
-      auto st = reader.begin_drop_guard();
-      if (st.ok) st = reader.drops_after(lead.pos, seen, drops);
+      auto st = reader.begin_drop_guard(lead.pos, seen, drops);
       if (st.ok) {
         st = reader.read(w, [&](const event_row& r) {
           frames->add(r);
