@@ -272,10 +272,16 @@ io::pg_status table_reader::drops_after(position since, int64_t after_seq, std::
 io::pg_status table_reader::newest_drop(int64_t& seq) {
   seq = 0;
   if (!has_marks_) return {};
+  // Under the lock every drop holds while it is made: no seq is then taken
+  // and not yet committed, so none below the newest can appear later.
   io::pg_result r;
-  if (auto st = conn_.query(("SELECT COALESCE(max(seq), 0) FROM " + marks_).c_str(), r); !st.ok) return st;
-  seq = std::strtoll(PQgetvalue(r.get(), 0, 0), nullptr, 10);
-  return {};
+  auto st = conn_.query(("BEGIN; LOCK TABLE ONLY " + table_ + " IN ACCESS SHARE MODE; SELECT COALESCE(max(seq), 0) FROM " +
+                         marks_)
+                            .c_str(),
+                        r);
+  if (st.ok) seq = std::strtoll(PQgetvalue(r.get(), 0, 0), nullptr, 10);
+  (void)conn_.exec("ROLLBACK");
+  return st;
 }
 
 io::pg_status table_reader::begin_drop_guard(position since, int64_t after_seq, std::vector<drop_record>& out) {

@@ -97,3 +97,4 @@ CREATE TABLE IF NOT EXISTS evpipe_retention_marks (
     last_id BIGINT NOT NULL,
     dropped_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+ALTER TABLE evpipe_retention_marks ADD COLUMN IF NOT EXISTS seq BIGSERIAL;

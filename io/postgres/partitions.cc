@@ -374,9 +374,13 @@ pg_status maintain_table(pg_connection& conn, const partition_options& o, const 
       uint64_t n = 0;
       const std::string range = col + " >= " + timestamp_literal(p.begin) + " AND " + col + " < " + timestamp_literal(p.end);
       if (marks) {
-        // The deleted rows' count and last position, recorded in the same statement.
+        // The deleted rows' count and last position, recorded in the same
+        // statement, under the parent's lock as a partition's drop: a reader
+        // checks for drops and reads in one transaction holding the parent,
+        // so no drop lands between the two, and a reader's newest drop is
+        // never one still being made (docs/read.md).
         pg_result d;
-        st = conn.query(("WITH d AS (DELETE FROM " + default_part + " WHERE " + range + " RETURNING tx, id), " +
+        st = conn.query(("BEGIN; LOCK TABLE ONLY " + parent + " IN ACCESS EXCLUSIVE MODE; WITH d AS (DELETE FROM " + default_part + " WHERE " + range + " RETURNING tx, id), " +
                          "l AS (SELECT tx, id FROM d ORDER BY tx DESC, id DESC LIMIT 1), " +
                          "m AS (INSERT INTO " + t.marks + " (table_name, dropped, rows, last_tx, last_id) SELECT " +
                          sql_literal(unqualified(parent)) + ", " +
@@ -384,8 +388,12 @@ pg_status maintain_table(pg_connection& conn, const partition_options& o, const 
                          ", (SELECT count(*) FROM d), tx, id FROM l) SELECT count(*) FROM d")
                             .c_str(),
                         d);
-        if (!st.ok) return st;
-        n = static_cast<uint64_t>(first_int(d));
+        if (st.ok) n = static_cast<uint64_t>(first_int(d));
+        if (st.ok) st = conn.exec("COMMIT");
+        if (!st.ok) {
+          (void)conn.exec("ROLLBACK");
+          return st;
+        }
       } else {
         st = conn.exec_counted(("DELETE FROM " + default_part + " WHERE " + range).c_str(), n);
         if (!st.ok) return st;

@@ -262,8 +262,9 @@ void stream_hub::run() {
       if (c->started) continue;
       if (drops_now < 0) {
         if (auto st = reader->newest_drop(drops_now); !st.ok) {
-          spdlog::warn("stream: cannot read what retention dropped ({}): clients start unchecked", st.message);
-          drops_now = 0;
+          // They start at a later round, once it can be read.
+          spdlog::warn("stream: cannot read what retention dropped ({}); new clients wait", st.message);
+          break;
         }
       }
       c->drops_seen = drops_now;
@@ -503,7 +504,9 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       // one transaction with the read, so none lands in between, and said
       // before the client is handed anything of the page.
       int64_t seen = INT64_MAX;
-      for (size_t i = next; i < g_end; ++i) seen = std::min(seen, waiting[i]->drops_seen);
+      for (size_t i = next; i < g_end; ++i) {
+        if (!waiting[i]->dead) seen = std::min(seen, waiting[i]->drops_seen);
+      }
       std::vector<table_reader::drop_record> drops;
       auto st = reader.begin_drop_guard(lead.pos, seen, drops);
       if (st.ok) {
@@ -515,7 +518,9 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       reader.end_drop_guard();
       for (size_t i = next; st.ok && !drops.empty() && i < g_end; ++i) {
         client_state& c = *waiting[i];
-        if (!c.since_time.empty()) continue;
+        // A time as since asks for what is kept; so does a client that has
+        // had nothing yet from the start.
+        if (c.dead || !c.since_time.empty() || c.pos.tx == 0) continue;
         std::vector<table_reader::drop_record> gone;
         for (const auto& d : drops) {
           if (d.seq > c.drops_seen && d.last > c.pos) gone.push_back(d);
@@ -528,6 +533,7 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
         if (st.sqlstate.rfind("22", 0) == 0) {
           // The clients' own input (a time PostgreSQL does not take).
           for (size_t i = next; i < g_end; ++i) {
+            if (waiting[i]->dead) continue;
             waiting[i]->client->on_error("cannot read from there: " + st.message);
             waiting[i]->dead = true;
           }
