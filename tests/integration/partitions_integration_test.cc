@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "io/postgres/partitions.h"
+#include "tests/integration/replay_run.h"
 #include "tests/support/harness.h"
 #include "tests/support/metrics_wait.h"
 #include "tests/support/tcp_pipeline.h"
@@ -286,35 +287,25 @@ TEST_F(Partitions, RetentionRecordsWhatItDroppedAndAResumeFromBeforeItIsRefused)
   EXPECT_EQ(db.count("SELECT count(*) FROM evpipe_retention_marks"), 2) << "and nothing recorded for it";
 
   // A replay from before what was dropped: refused, naming where to resume.
-  auto replay = [&](const std::string& args, std::string& err) {
-    const std::string out = evp.dir() + "/replay.out", errf = evp.dir() + "/replay.err";
-    int status = std::system((evpipe_binary() + " replay --config " + evp.dir() + "/evpipe.toml " + args + " >" + out +
-                              " 2>" + errf).c_str());
-    std::ifstream e(errf);
-    err.assign(std::istreambuf_iterator<char>(e), {});
-    std::ifstream o(out);
-    std::string text((std::istreambuf_iterator<char>(o)), {});
-    return std::pair{WIFEXITED(status) ? WEXITSTATUS(status) : -1, std::count(text.begin(), text.end(), '\n')};
-  };
-  std::string err;
+  auto replay = [&](const std::string& args) { return run_replay(evpipe_binary(), evp.dir(), args); };
   // From before both drops, all 150 rows; from the first's last row, the second's 50.
   for (const auto& [from, gone] :
        {std::pair{first_old, std::string("(2 drops of 150 rows in all; the last rows of events_mirror_default from ")},
         std::pair{last_old, std::string("(50 rows, rows of events_mirror_default from ")}}) {
-    auto [code, lines] = replay("--since " + from, err);
-    EXPECT_EQ(code, 2) << from << ": " << err;
-    EXPECT_NE(err.find("events after position " + from + " are gone: [storage] retention dropped them " + gone),
+    const auto r = replay("--since " + from);
+    EXPECT_EQ(r.exit_code, 2) << from << ": " << r.err;
+    EXPECT_NE(r.err.find("events after position " + from + " are gone: [storage] retention dropped them " + gone),
               std::string::npos)
-        << err;
-    EXPECT_NE(err.find("), up to position " + last_older + ". Resume from"), std::string::npos) << err;
-    EXPECT_NE(err.find("Resume from \"" + last_older + "\""), std::string::npos) << err;
+        << r.err;
+    EXPECT_NE(r.err.find("), up to position " + last_older + ". Resume from \"" + last_older + "\""), std::string::npos)
+        << r.err;
   }
-  auto [code, lines] = replay("--since " + last_older, err);
-  EXPECT_EQ(code, 0) << err;
-  EXPECT_EQ(lines, 30) << "the rows kept after it, each once: " << err;
-  auto [all_code, all_lines] = replay("--since 2000-01-01T00:00:00Z", err);
-  EXPECT_EQ(all_code, 0) << "a time reads every event kept from then: " << err;
-  EXPECT_EQ(all_lines, 30) << err;
+  auto r = replay("--since " + last_older);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.lines.size(), 30u) << "the rows kept after it, each once: " << r.err;
+  r = replay("--since 2000-01-01T00:00:00Z");
+  EXPECT_EQ(r.exit_code, 0) << "a time reads every event kept from then: " << r.err;
+  EXPECT_EQ(r.lines.size(), 30u) << r.err;
 }
 
 // Every step of evpipe's own maintenance round while events flow, on both

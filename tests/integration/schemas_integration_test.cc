@@ -140,14 +140,7 @@ TEST_F(Schemas, SighupSwapsWholeSetsUnderLoadLosingNothing) {
     }
   });
   // Joined on every way out of the test body (an ASSERT returns early).
-  struct joiner {
-    std::atomic<bool>& stop;
-    std::thread& t;
-    ~joiner() {
-      stop = true;
-      if (t.joinable()) t.join();
-    }
-  } join_producer{stop, producer};
+  stop_and_join join_producer{stop, producer};
 
   // Reloads are counted by the metrics (log lines of one kind are rate limited).
   auto reloads_seen = [&] {

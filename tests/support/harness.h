@@ -136,8 +136,6 @@ inline int connect_loopback(uint16_t port) {
   return fd;
 }
 
-// A connection to the test database, with its own schema so that tests do not
-// see each other's rows. dsn() is what evpipe should use.
 // Sets `stop` and joins `t` when the scope ends, however it ends: a failed
 // ASSERT returns from the test with the thread still running, and a
 // joinable std::thread's destructor would end the whole test binary.
@@ -150,6 +148,8 @@ struct stop_and_join {
   }
 };
 
+// A connection to the test database, with its own schema so that tests do not
+// see each other's rows. dsn() is what evpipe should use.
 class test_db {
  public:
   test_db() {
