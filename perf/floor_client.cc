@@ -34,6 +34,7 @@
 #include "load/latency_histogram.h"
 #include "load/latency_timeline.h"
 #include "load/rate_pacer.h"
+#include "perf/copy_rows.h"
 
 namespace {
 
@@ -60,37 +61,13 @@ struct options {
   bool quiet = false;
 };
 
-// Binary COPY, as evpipe writes it (stages/batch.cc): header, per row the
-// field count and (length, bytes) of topic (varchar: its text) and payload
-// (jsonb: version byte 1, then the JSON text), and the trailer.
-void put_u16(std::string& out, uint16_t v) {
-  out.push_back(static_cast<char>(v >> 8));
-  out.push_back(static_cast<char>(v));
-}
-void put_u32(std::string& out, uint32_t v) {
-  for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<char>(v >> s));
-}
-void copy_header(std::string& out) {
-  out.append("PGCOPY\n\377\r\n\0", 11);
-  put_u32(out, 0);  // flags
-  put_u32(out, 0);  // header extension length
-}
+using evpipe::perf::copy_header;
+using evpipe::perf::copy_trailer;
+
+// One row of evpipe-load's mix, with the topic evpipe stores for it.
 void copy_row(std::string& out, std::string_view event) {
-  // The topic evpipe stores is the event's own "topic" field (the generator
-  // always sets one); evpipe-load --emit-csv does the same for psql \copy.
-  std::string_view topic = "evpipe/load";
-  if (auto p = event.find("\"topic\":\""); p != std::string_view::npos) {
-    auto end = event.find('"', p + 9);
-    topic = event.substr(p + 9, end - p - 9);
-  }
-  put_u16(out, 2);
-  put_u32(out, static_cast<uint32_t>(topic.size()));
-  out.append(topic);
-  put_u32(out, static_cast<uint32_t>(event.size() + 1));
-  out.push_back('\1');
-  out.append(event);
+  evpipe::perf::copy_row(out, evpipe::perf::topic_of(event, "evpipe/load"), event);
 }
-void copy_trailer(std::string& out) { put_u16(out, 0xffff); }
 
 // One stream: a connection, what it committed, and its latencies.
 // Owned by its thread while the run lasts; read by main after join.
@@ -107,34 +84,7 @@ struct stream_state {
 
 // COPY one payload and commit it (a single statement commits on its own).
 bool copy_commit(stream_state& s, const std::string& copy_sql, const std::string& data) {
-  PGresult* r = PQexec(s.conn, copy_sql.c_str());
-  if (PQresultStatus(r) != PGRES_COPY_IN) {
-    s.error = PQresultErrorMessage(r);
-    PQclear(r);
-    return false;
-  }
-  PQclear(r);
-  constexpr size_t slice = 1 << 20;
-  for (size_t off = 0; off < data.size(); off += slice) {
-    size_t n = std::min(slice, data.size() - off);
-    if (PQputCopyData(s.conn, data.data() + off, static_cast<int>(n)) != 1) {
-      s.error = PQerrorMessage(s.conn);
-      return false;
-    }
-  }
-  if (PQputCopyEnd(s.conn, nullptr) != 1) {
-    s.error = PQerrorMessage(s.conn);
-    return false;
-  }
-  bool ok = true;
-  while (PGresult* res = PQgetResult(s.conn)) {
-    if (PQresultStatus(res) != PGRES_COMMAND_OK && ok) {
-      s.error = PQresultErrorMessage(res);
-      ok = false;
-    }
-    PQclear(res);
-  }
-  return ok;
+  return evpipe::perf::copy_commit(s.conn, copy_sql, data, s.error);
 }
 
 evpipe::load::generator_options generator_for(const options& o, int stream) {

@@ -7,7 +7,7 @@
 #   floor_open JSON PREFIX RATE SECONDS [floor-client options]   the latency floor
 #   floor_ceiling ROWS K                rows/s of K closed-loop COPY streams
 #   stall_seconds LATENCY_TIMELINE      seconds whose max exceeds $stall_ms
-#   latency_time_plot PNG TITLE EVPIPE_CSV FLOOR_CSV   per-second latency, one above the other
+#   latency_time_plot PNG TITLE EVPIPE_CSV FLOOR_CSV [TCP_FLOOR_CSV]   per-second latency, one above the other
 #   cpu_mark / cpu_since MARK SECONDS [NAME]   where the CPU went in between (machine, PostgreSQL, evpipe or NAME, nats-server)
 #   alternate_pair RUNS FN A B UNIT     A/B runs in alternating order, rates in pair_a and pair_b
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
@@ -329,23 +329,32 @@ stall_seconds() {
   awk -F, -v t="$stall_ms" 'NR > 1 && $6 > t {printf "%s%d:%.0fms", sep, $1, $6; sep=" "}' "$1"
 }
 
-# latency_time_plot PNG TITLE EVPIPE_CSV FLOOR_CSV: per-second p99 and max
-# over time, evpipe above, the floor below, same axes.
+# latency_time_plot PNG TITLE EVPIPE_CSV FLOOR_CSV [TCP_FLOOR_CSV]: per-second p99 and max
+# over time, evpipe above, the TCP floor (when given) and the floor below, same axes.
 latency_time_plot() {
-  local png="$1" title="$2" ev="$3" fl="$4" ymax
-  ymax=$(awk -F, 'FNR > 1 && $6 > m {m = $6} END {print (m > 0 ? m * 1.1 : 1)}' "$ev" "$fl")
-  cat >"$png.gp" <<GP
-set terminal pngcairo size 900,640
+  local png="$1" title="$2" ev="$3" fl="$4" tf="${5:-}" ymax rows=2
+  [ -n "$tf" ] && rows=3
+  ymax=$(awk -F, 'FNR > 1 && $6 > m {m = $6} END {print (m > 0 ? m * 1.1 : 1)}' "$ev" "$fl" ${tf:+"$tf"})
+  {
+    cat <<GP
+set terminal pngcairo size 900,$((320 * rows))
 set output '$png'
 set datafile separator ','
-set multiplot layout 2,1 title '$title'
+set multiplot layout $rows,1 title '$title'
 set grid; set key top right; set yrange [0:$ymax]; set ylabel 'latency (ms)'
 set title 'evpipe (intended send to ack)'
 plot '$ev' using 1:4 every ::1 with lines lw 2 title 'p99', '' using 1:6 every ::1 with lines lw 1 title 'max'
+GP
+    [ -z "$tf" ] || cat <<GP
+set title 'TCP floor: the same load into tcp-floor (intended send to ack)'
+plot '$tf' using 1:4 every ::1 with lines lw 2 title 'p99', '' using 1:6 every ::1 with lines lw 1 title 'max'
+GP
+    cat <<GP
 set title 'floor client (intended send to commit)'; set xlabel 'seconds'
 plot '$fl' using 1:4 every ::1 with lines lw 2 title 'p99', '' using 1:6 every ::1 with lines lw 1 title 'max'
 unset multiplot
 GP
+  } >"$png.gp"
   gnuplot "$png.gp" 2>"$png.log" || log "gnuplot failed: $(tail -2 "$png.log")"
 }
 

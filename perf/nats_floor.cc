@@ -32,6 +32,8 @@
 #include <thread>
 #include <vector>
 
+#include "perf/copy_rows.h"
+
 namespace {
 
 struct options {
@@ -42,15 +44,6 @@ struct options {
   uint64_t count = 0;
   int64_t fetch_timeout_ms = 2000;
 };
-
-// Binary COPY as evpipe writes it (stages/batch.cc; perf/floor_client.cc).
-void put_u16(std::string& out, uint16_t v) {
-  out.push_back(static_cast<char>(v >> 8));
-  out.push_back(static_cast<char>(v));
-}
-void put_u32(std::string& out, uint32_t v) {
-  for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<char>(v >> s));
-}
 
 struct shared_state {
   explicit shared_state(const options& opts) : o(opts) {}
@@ -63,28 +56,6 @@ struct shared_state {
 
 void fail(shared_state& sh, const std::string& what) {
   if (!sh.failed.exchange(true)) std::fprintf(stderr, "nats-floor: %s\n", what.c_str());
-}
-
-// COPY the rows and let the statement commit; false (and why) on an error.
-bool copy_commit(PGconn* conn, const std::string& sql, const std::string& data, std::string& why) {
-  PGresult* r = PQexec(conn, sql.c_str());
-  const bool in = PQresultStatus(r) == PGRES_COPY_IN;
-  if (!in) why = PQresultErrorMessage(r);
-  PQclear(r);
-  if (!in) return false;
-  if (PQputCopyData(conn, data.data(), static_cast<int>(data.size())) != 1 || PQputCopyEnd(conn, nullptr) != 1) {
-    why = PQerrorMessage(conn);
-    return false;
-  }
-  bool ok = true;
-  while (PGresult* res = PQgetResult(conn)) {
-    if (PQresultStatus(res) != PGRES_COMMAND_OK && ok) {
-      why = PQresultErrorMessage(res);
-      ok = false;
-    }
-    PQclear(res);
-  }
-  return ok;
 }
 
 void drain(shared_state& sh) {
@@ -122,23 +93,17 @@ void drain(shared_state& sh) {
       break;
     }
     sh.fetched.fetch_add(static_cast<uint64_t>(list.Count));
-    data.assign("PGCOPY\n\377\r\n\0", 11);
-    put_u32(data, 0);
-    put_u32(data, 0);
+    data.clear();
+    evpipe::perf::copy_header(data);
     for (int i = 0; i < list.Count; ++i) {
       natsMsg* m = list.Msgs[i];
       topic.assign(natsMsg_GetSubject(m));
       std::replace(topic.begin(), topic.end(), '.', '/');
-      const int n = natsMsg_GetDataLength(m);
-      put_u16(data, 2);
-      put_u32(data, static_cast<uint32_t>(topic.size()));
-      data.append(topic);
-      put_u32(data, static_cast<uint32_t>(n + 1));
-      data.push_back('\1');  // jsonb's binary format: version 1, then the text
-      data.append(natsMsg_GetData(m), static_cast<size_t>(n));
+      evpipe::perf::copy_row(data, topic,
+                             std::string_view(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m))));
     }
-    put_u16(data, 0xffff);
-    if (!copy_commit(conn, sh.copy_sql, data, why)) {
+    evpipe::perf::copy_trailer(data);
+    if (!evpipe::perf::copy_commit(conn, sh.copy_sql, data, why)) {
       fail(sh, "COPY into " + o.table + " failed: " + why);
       natsMsgList_Destroy(&list);
       break;

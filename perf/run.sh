@@ -17,14 +17,18 @@
 #   dup-heavy  the same with 20% resent keys
 #   latency    constant rate at 50% of tcp-max's rate (or --rate) for S seconds (default 60),
 #              then the floor client at the same rate for as long
-#   latency-floor  evpipe and the floor client alternately at that rate, --floor-runs
-#              times each (default 3), S seconds each; medians; latency over time plotted
+#   latency-floor  evpipe, the floor client and the TCP floor in turn at that rate,
+#              --floor-runs times each (default 3; each first, second and third once
+#              in every three runs), S seconds each; medians; latency over time plotted
 #   mqtt-drain N QoS 1 messages preloaded in Mosquitto for evpipe's persistent
 #              session, drained after evpipe starts (perf/mqtt_drain.sh has more)
 # Each throughput scenario also times `psql \copy` of the rows it mirrors into a
 # fresh events_mirror, and the floor client's closed-loop COPY of as many rows
 # over K streams (K = shards: the ceiling) and over 1, in the same run, and
-# reports evpipe's rate as ratios. Every latency figure of evpipe stands next to
+# reports evpipe's rate as ratios; tcp-max also sends the same events into the
+# TCP floor (perf/tcp_floor.cc: the same load generator and acks over the same
+# sockets, a server that only reads, COPYs, commits and acks: evpipe's whole
+# TCP path without evpipe). Every latency figure of evpipe stands next to
 # the floor client's (plain libpq COPY + commit, K connections, open loop at the
 # same rate, latency from intended send time to commit); a run in which the
 # floor itself kept a row waiting over --stall-ms (default 50) in some second
@@ -48,7 +52,7 @@ while [ $# -gt 0 ]; do
     --route-by) route_by="$2"; shift 2 ;;
     --tick-us) tick_us="$2"; shift 2 ;;
     --stall-ms) stall_ms="$2"; shift 2 ;;
-    -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     tcp-max|dlq-heavy|dup-heavy|latency|latency-floor|mqtt-drain) scenarios+=("$1"); shift ;;
     *) die "unknown scenario or option $1 (see --help)" ;;
   esac
@@ -60,10 +64,10 @@ mkdir -p "$out"
 [ "$route_by" = key ] || [ "$route_by" = connection ] || die "--route-by: key or connection, not $route_by"
 perf_setup "$shards"
 echo "route_by = \"$route_by\"" >>"$scratch/evpipe.toml"  # the [[sources.tcp]] section is the file's last
-rows_md="| scenario | events | evpipe events/s | psql \\copy rows/s | ratio | ceiling: $shard_count-stream COPY rows/s | ratio | 1-stream COPY rows/s | ratio | p50 ms | p99 ms | p99.9 ms | max ms |
+rows_md="| scenario | events | evpipe events/s | psql \\copy rows/s | ratio | ceiling: $shard_count-stream COPY rows/s | ratio | 1-stream COPY rows/s | ratio | TCP floor events/s | ratio | p50 ms | p99 ms | p99.9 ms | max ms |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+lat_md="| run | rate/s | order | floor p50 / p99 / p99.9 / max ms | evpipe p50 / p99 / p99.9 / max ms | evpipe ÷ floor p99 | p99.9 | max | evpipe − floor p99 ms | TCP floor p50 / p99 / p99.9 / max ms | evpipe ÷ TCP floor p99 | evpipe − TCP floor p99 ms | floor stall (s:max) |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|"
-lat_md="| run | rate/s | first | floor p50 / p99 / p99.9 / max ms | evpipe p50 / p99 / p99.9 / max ms | evpipe ÷ floor p99 | p99.9 | max | evpipe − floor p99 ms | floor stall (s:max) |
-|---|---|---|---|---|---|---|---|---|---|"
 cpu_md="| scenario | PostgreSQL µs/row | evpipe µs/event | evpipe-load µs/event | all three µs/event | PostgreSQL µs/row in the $shard_count-stream COPY ceiling |
 |---|---|---|---|---|---|"
 max_rate="" stall_runs=0 lat_runs=0
@@ -80,6 +84,10 @@ throughput() {
   ceil=$(floor_ceiling "$rows" "$shard_count")
   local ceil_pg; ceil_pg=$(cat "$scratch/ceiling.pg_ticks")
   one=$(floor_ceiling "$rows" 1)
+  local tcpf=""
+  if [ "$inv" = 0 ] && [ "$dup" = 0 ]; then  # the TCP floor has no dead letters or dedup: every line is a row
+    tcpf=$(tcp_floor_bulk "$scratch/$name.ndjson" "$rows")
+  fi
   fresh_table
   evpipe_start
   local mark ticks load_cpu
@@ -97,8 +105,8 @@ throughput() {
   ev=$(json_field "$out/$name.json" "['throughput']")
   [ "$name" = tcp-max ] && max_rate="$ev"
   rows_md="$rows_md
-| $name | $events | $(printf '%.0f' "$ev") | $copy | $(ratio "$ev" "$copy") | $ceil | $(ratio "$ev" "$ceil") | $one | $(ratio "$ev" "$one") | $(json_field "$out/$name.json" "['latency_ms']['p50']") | $(json_field "$out/$name.json" "['latency_ms']['p99']") | $(json_field "$out/$name.json" "['latency_ms']['p99_9']") | $(json_field "$out/$name.json" "['latency_ms']['max']") |"
-  log "$name: evpipe $(printf '%.0f' "$ev") events/s, psql \\copy $copy rows/s, $shard_count-stream COPY $ceil, 1-stream $one rows/s"
+| $name | $events | $(printf '%.0f' "$ev") | $copy | $(ratio "$ev" "$copy") | $ceil | $(ratio "$ev" "$ceil") | $one | $(ratio "$ev" "$one") | $tcpf | ${tcpf:+$(ratio "$ev" "$tcpf")} | $(json_field "$out/$name.json" "['latency_ms']['p50']") | $(json_field "$out/$name.json" "['latency_ms']['p99']") | $(json_field "$out/$name.json" "['latency_ms']['p99_9']") | $(json_field "$out/$name.json" "['latency_ms']['max']") |"
+  log "$name: evpipe $(printf '%.0f' "$ev") events/s, psql \\copy $copy rows/s, $shard_count-stream COPY $ceil, 1-stream $one rows/s${tcpf:+, TCP floor $tcpf events/s}"
   # Where the cores went, per event: the 2-core budget of the ratio above.
   cpu_md="$cpu_md
 $(echo "$name $events $rows $ticks $load_cpu $ceil_pg $(getconf CLK_TCK)" | awk '{
@@ -112,32 +120,78 @@ pcts() {
   python3 -c "import json,sys; l=json.load(open(sys.argv[1]))['latency_ms']; print(' / '.join('%.1f' % l[k] for k in ('p50','p99','p99_9','max')))" "$1"
 }
 
-# evpipe_open NAME RATE SECONDS: fresh table, evpipe, evpipe-load open loop
-# (2 connections, as the latency scenario always did), evpipe stopped.
+# open_load NAME RATE SECONDS: evpipe-load open loop against whatever listens
+# on the TCP port (2 connections, as the latency scenario always did).
+open_load() {
+  local name="$1" r="$2" secs="$3"
+  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate "$r" --duration "$secs" \
+    --warmup "$warmup" --connections 2 --tick-us "$tick_us" --quiet --json "$out/$name.json" --hdr "$out/$name.hdr" \
+    --timeline "$out/$name.timeline.csv" --latency-timeline "$out/$name.latency.csv" >"$out/$name.txt"
+}
+
+# evpipe_open NAME RATE SECONDS: fresh table, evpipe, the open loop, evpipe stopped.
 evpipe_open() {
   local name="$1" r="$2" secs="$3"
   fresh_table
   evpipe_start
-  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --rate "$r" --duration "$secs" \
-    --warmup "$warmup" --connections 2 --tick-us "$tick_us" --quiet --json "$out/$name.json" --hdr "$out/$name.hdr" \
-    --timeline "$out/$name.timeline.csv" --latency-timeline "$out/$name.latency.csv" >"$out/$name.txt"
+  open_load "$name" "$r" "$secs"
   evpipe_stop
   # Its warnings: the slow-batch traces and I/O stalls of the run (docs/operations.md, "Hiccups").
   cp "$scratch/evpipe.log" "$out/$name.evpipe.log"
 }
 
-# latency_row LABEL RATE FIRST EVPIPE_NAME FLOOR_NAME: one row of the latency
-# table; counts platform stalls.
+# tcp_floor_start CLIENTS: the TCP floor (perf/tcp_floor.cc) on evpipe's port
+# with K = shards libpq connections, exiting once CLIENTS connections are done.
+tcp_floor_start() {
+  rm -f "$scratch/tcp-floor.port"
+  "$bin/perf/tcp-floor" --dsn "$EVPIPE_DSN" --listen "127.0.0.1:$tcp_port" --connections "$shard_count" \
+    --clients "$1" --port-file "$scratch/tcp-floor.port" --json "$scratch/tcp-floor.json" >"$scratch/tcp-floor.txt" 2>&1 &
+  tcp_floor_pid=$!
+  local i
+  for i in $(seq 100); do [ -s "$scratch/tcp-floor.port" ] && return 0; sleep 0.05; done
+  die "tcp-floor did not start: $(tail -2 "$scratch/tcp-floor.txt")"
+}
+tcp_floor_wait() {
+  wait "$tcp_floor_pid" || die "tcp-floor failed: $(tail -2 "$scratch/tcp-floor.txt")"
+}
+
+# tcp_floor_bulk FILE ROWS: events/s of the TCP floor taking FILE's events as
+# evpipe does in the throughput runs (4 connections, closed loop, every ack
+# after its commit), into a fresh table.
+tcp_floor_bulk() {
+  fresh_table
+  tcp_floor_start 4
+  "$bin/load/evpipe-load" --target "tcp://127.0.0.1:$tcp_port" --input "$1" --connections 4 --quiet \
+    --json "$scratch/tcp-floor-load.json" >"$scratch/tcp-floor-load.txt" 2>&1 || die "evpipe-load into tcp-floor failed"
+  tcp_floor_wait
+  [ "$(psqlq -c 'SELECT count(*) FROM events_mirror')" = "$2" ] || die "tcp-floor stored a wrong row count"
+  printf '%.0f' "$(json_field "$scratch/tcp-floor-load.json" "['throughput']")"
+}
+
+# tcp_floor_open NAME RATE SECONDS: the same open loop into the TCP floor instead of evpipe.
+tcp_floor_open() {
+  fresh_table
+  tcp_floor_start 2
+  open_load "$@"
+  tcp_floor_wait
+}
+
+# latency_row LABEL RATE ORDER EVPIPE_NAME FLOOR_NAME [TCP_FLOOR_NAME]: one
+# row of the latency table; counts platform stalls.
 latency_row() {
-  local label="$1" r="$2" first="$3" e="$out/$4.json" f="$out/$5.json" stalls
+  local label="$1" r="$2" first="$3" e="$out/$4.json" f="$out/$5.json" t="" stalls
+  [ -n "${6:-}" ] && t="$out/$6.json"
   stalls=$(stall_seconds "$out/$5.latency.csv")
   lat_runs=$((lat_runs + 1))
   [ -n "$stalls" ] && stall_runs=$((stall_runs + 1))
   g() { json_field "$1" "['latency_ms']['$2']"; }
+  minus() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", a-b}'; }
+  local tcells="| | |"
+  [ -n "$t" ] && tcells="| $(pcts "$t") | $(ratio "$(g "$e" p99)" "$(g "$t" p99)") | $(minus "$(g "$e" p99)" "$(g "$t" p99)") |"
   lat_md="$lat_md
-| $label | $r | $first | $(pcts "$f") | $(pcts "$e") | $(ratio "$(g "$e" p99)" "$(g "$f" p99)") | $(ratio "$(g "$e" p99_9)" "$(g "$f" p99_9)") | $(ratio "$(g "$e" max)" "$(g "$f" max)") | $(awk -v a="$(g "$e" p99)" -v b="$(g "$f" p99)" 'BEGIN{printf "%.1f", a-b}') | ${stalls:-none} |"
+| $label | $r | $first | $(pcts "$f") | $(pcts "$e") | $(ratio "$(g "$e" p99)" "$(g "$f" p99)") | $(ratio "$(g "$e" p99_9)" "$(g "$f" p99_9)") | $(ratio "$(g "$e" max)" "$(g "$f" max)") | $(minus "$(g "$e" p99)" "$(g "$f" p99)") $tcells ${stalls:-none} |"
   latency_time_plot "$out/latency-time-$label.png" "latency over time, $label, $r events/s" \
-    "$out/$4.latency.csv" "$out/$5.latency.csv"
+    "$out/$4.latency.csv" "$out/$5.latency.csv" ${6:+"$out/$6.latency.csv"}
 }
 
 latency_rate() {
@@ -153,22 +207,28 @@ latency_rate() {
 # percentile and of the ratios, over all runs and over the runs without a
 # platform stall.
 latency_floor() {
-  local r i first e_p99=() f_p99=() e_p999=() f_p999=() e_max=() f_max=() clean=()
+  local r i order e_p99=() f_p99=() t_p99=() e_p999=() f_p999=() e_max=() f_max=() clean=()
   r=$(latency_rate)
   for i in $(seq "$floor_runs"); do
-    log "latency-floor run $i/$floor_runs: $r events/s for $latency_seconds s, evpipe and floor client"
-    if [ $((i % 2)) -eq 1 ]; then
-      first=evpipe
-      evpipe_open "lf$i-evpipe" "$r" "$latency_seconds"
-      floor_open "$out/lf$i-floor.json" "$out/lf$i-floor" "$r" "$latency_seconds" --warmup "$warmup"
-    else
-      first=floor
-      floor_open "$out/lf$i-floor.json" "$out/lf$i-floor" "$r" "$latency_seconds" --warmup "$warmup"
-      evpipe_open "lf$i-evpipe" "$r" "$latency_seconds"
-    fi
-    latency_row "lf$i" "$r" "$first" "lf$i-evpipe" "lf$i-floor"
+    log "latency-floor run $i/$floor_runs: $r events/s for $latency_seconds s: evpipe, the floor client, the TCP floor"
+    # Each of the three first, second and third once in every three runs.
+    case $((i % 3)) in
+      1) order="evpipe floor tcp-floor" ;;
+      2) order="floor tcp-floor evpipe" ;;
+      0) order="tcp-floor evpipe floor" ;;
+    esac
+    local arm
+    for arm in $order; do
+      case "$arm" in
+        evpipe) evpipe_open "lf$i-evpipe" "$r" "$latency_seconds" ;;
+        floor) floor_open "$out/lf$i-floor.json" "$out/lf$i-floor" "$r" "$latency_seconds" --warmup "$warmup" ;;
+        tcp-floor) tcp_floor_open "lf$i-tcp-floor" "$r" "$latency_seconds" ;;
+      esac
+    done
+    latency_row "lf$i" "$r" "${order// /, }" "lf$i-evpipe" "lf$i-floor" "lf$i-tcp-floor"
     e_p99+=("$(json_field "$out/lf$i-evpipe.json" "['latency_ms']['p99']")")
     f_p99+=("$(json_field "$out/lf$i-floor.json" "['latency_ms']['p99']")")
+    t_p99+=("$(json_field "$out/lf$i-tcp-floor.json" "['latency_ms']['p99']")")
     e_p999+=("$(json_field "$out/lf$i-evpipe.json" "['latency_ms']['p99_9']")")
     f_p999+=("$(json_field "$out/lf$i-floor.json" "['latency_ms']['p99_9']")")
     e_max+=("$(json_field "$out/lf$i-evpipe.json" "['latency_ms']['max']")")
@@ -178,12 +238,13 @@ latency_floor() {
   med() { printf '%s\n' "$@" | median | xargs printf '%.1f'; }
   local mf="$(med "${f_p99[@]}") / $(med "${f_p999[@]}") / $(med "${f_max[@]}")"
   local me="$(med "${e_p99[@]}") / $(med "${e_p999[@]}") / $(med "${e_max[@]}")"
-  local rp99 rp999 rmax
+  local rp99 rp999 rmax rtp99
   rp99=$(for i in "${!e_p99[@]}"; do ratio "${e_p99[$i]}" "${f_p99[$i]}"; echo; done | median)
   rp999=$(for i in "${!e_p99[@]}"; do ratio "${e_p999[$i]}" "${f_p999[$i]}"; echo; done | median)
   rmax=$(for i in "${!e_p99[@]}"; do ratio "${e_max[$i]}" "${f_max[$i]}"; echo; done | median)
+  rtp99=$(for i in "${!e_p99[@]}"; do ratio "${e_p99[$i]}" "${t_p99[$i]}"; echo; done | median)
   lat_md="$lat_md
-| median of $floor_runs (p99 / p99.9 / max) | $r | | $mf | $me | $rp99 | $rp999 | $rmax | | ${#clean[@]} runs without a floor stall: ${clean[*]:-none} |"
+| median of $floor_runs (p99 / p99.9 / max) | $r | | $mf | $me | $rp99 | $rp999 | $rmax | | p99 $(med "${t_p99[@]}") | $rtp99 | | ${#clean[@]} runs without a floor stall: ${clean[*]:-none} |"
 }
 
 latency() {
@@ -196,7 +257,7 @@ latency() {
   local sent
   sent=$(json_field "$out/latency.json" "['sent']")
   rows_md="$rows_md
-| latency ($r/s, ${latency_seconds} s) | $sent | $(printf '%.0f' "$(json_field "$out/latency.json" "['throughput']")") | | | | | | | $(json_field "$out/latency.json" "['latency_ms']['p50']") | $(json_field "$out/latency.json" "['latency_ms']['p99']") | $(json_field "$out/latency.json" "['latency_ms']['p99_9']") | $(json_field "$out/latency.json" "['latency_ms']['max']") |"
+| latency ($r/s, ${latency_seconds} s) | $sent | $(printf '%.0f' "$(json_field "$out/latency.json" "['throughput']")") | | | | | | | | | $(json_field "$out/latency.json" "['latency_ms']['p50']") | $(json_field "$out/latency.json" "['latency_ms']['p99']") | $(json_field "$out/latency.json" "['latency_ms']['p99_9']") | $(json_field "$out/latency.json" "['latency_ms']['max']") |"
 }
 
 # The backlog drain through Mosquitto: no per-event latency (the messages
@@ -213,7 +274,7 @@ mqtt_drain_scenario() {
   one=$(floor_ceiling "$rows" 1)
   read -r rate preload <<<"$(mqtt_drain "$scratch/mqtt-drain.ndjson" "$rows")"
   rows_md="$rows_md
-| mqtt-drain (via Mosquitto) | $events | $rate | $copy | $(ratio "$rate" "$copy") | $ceil | $(ratio "$rate" "$ceil") | $one | $(ratio "$rate" "$one") | | | | |"
+| mqtt-drain (via Mosquitto) | $events | $rate | $copy | $(ratio "$rate" "$copy") | $ceil | $(ratio "$rate" "$ceil") | $one | $(ratio "$rate" "$one") | | | | | | |"
   log "mqtt-drain: evpipe $rate rows/s, psql \\copy $copy rows/s"
 }
 
@@ -280,7 +341,12 @@ $cpu_md
 
 Latency, evpipe next to the floor client at the same rate (open loop, from each
 event's intended send time to evpipe's ack or the floor's commit; the floor is
-$shard_count libpq connections COPYing what is due and committing, no evpipe):
+$shard_count libpq connections COPYing what is due and committing, no evpipe),
+and in latency-floor runs next to the TCP floor too (the same evpipe-load
+sending over TCP to perf/tcp_floor.cc, which reads, COPYs over $shard_count
+connections, commits and acks; intended send time to ack, as for evpipe): the
+floor client minus the TCP floor is what the sockets, the acks and the load
+generator cost on this machine, the TCP floor minus evpipe is evpipe's own:
 
 $lat_md
 
@@ -294,7 +360,8 @@ Throughput rows: the same events sent over 4 TCP connections as fast as evpipe
 acks them (closed loop); psql \\copy loads the rows evpipe mirrors (valid, first
 copy of each key) into a fresh events_mirror in the same run; the ceiling is
 the floor client COPYing as many rows of the same mix over $shard_count streams
-(one per shard, one COPY per stream) and over 1, as fast as PostgreSQL takes them. Latency: open
+(one per shard, one COPY per stream) and over 1, as fast as PostgreSQL takes them; the TCP
+floor takes the same events over the same 4 connections as evpipe (tcp-max only). Latency: open
 loop at a constant rate, measured from each event's intended send time.
 
 ![latency](latency.png)

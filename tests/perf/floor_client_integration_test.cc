@@ -4,14 +4,19 @@
 // figures perf/run.sh reads; bad use fails with a message. perf/nats_floor
 // (the JetStream drain's floor) drains a stream into the same table, stores
 // each message once with its subject as the topic, and acks every one.
+// perf/tcp_floor (the TCP path's floor) stores each line once and acks it
+// only after its commit.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "tests/support/harness.h"
 #include "tests/support/nats_server.h"
+#include "tests/support/tcp_pipeline.h"
 
 namespace evpipe::testing {
 namespace {
@@ -111,6 +116,84 @@ TEST(NatsFloor, DrainsTheStreamOnceAndAcksEveryMessage) {
         " --stream NO_SUCH_STREAM --count 10 > " + tmp + ".out 2>&1";
   EXPECT_EQ(WEXITSTATUS(std::system(cmd.c_str())), 1);
   EXPECT_NE(slurp(tmp + ".out").find("NO_SUCH_STREAM"), std::string::npos) << slurp(tmp + ".out");
+}
+
+TEST(TcpFloor, StoresEachLineOnceAndAcksItOnlyAfterItsCommit) {
+  test_db db;
+  if (!db.available()) {
+    if (!env_or("EVPIPE_REQUIRE_DB").empty()) FAIL() << "EVPIPE_TEST_DSN is not set";
+    GTEST_SKIP() << "EVPIPE_TEST_DSN not set (scripts/test.sh sets it)";
+  }
+  evpipe_process evp("[postgres]\ndsn = \"" + db.dsn() + "\"\n[http]\nlisten = \"\"\n", "tcpfloor");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  const std::string tmp = env_or("TMPDIR", "/tmp") + "/tcpfloor" + std::to_string(::getpid());
+  std::remove((tmp + ".port").c_str());
+  // Two clients, then it exits; `timeout` bounds it if the test fails first.
+  const std::string cmd = "timeout 60 " + std::string(TCP_FLOOR_BINARY) + " --dsn '" + db.dsn() +
+                          "' --connections 2 --clients 2 --port-file " + tmp + ".port --json " + tmp + ".json > " +
+                          tmp + ".out 2>&1";
+  std::atomic<bool> unused{false};
+  int rc = -1;
+  std::thread floor([&] { rc = std::system(cmd.c_str()); });
+  stop_and_join joined{unused, floor};
+  uint16_t port = 0;
+  ASSERT_TRUE(eventually([&] {
+    std::ifstream in(tmp + ".port");
+    return static_cast<bool>(in >> port) && port != 0;
+  }, 10s)) << slurp(tmp + ".out");
+  auto lines = [](const std::string& prefix, int n, bool last_newline) {
+    std::string data;
+    for (int i = 0; i < n; ++i) {
+      data += R"({"event_id":")" + prefix + std::to_string(i) + R"(","idempotency_key":")" + prefix +
+              std::to_string(i) + R"(","kind":"floor_test","topic":"floor/tcp/)" + prefix + R"(","payload":{"i":)" +
+              std::to_string(i) + "}}";
+      if (i + 1 < n || last_newline) data += "\n";
+    }
+    return data;
+  };
+
+  // The first client's 300 lines while the table is locked: none acked
+  // before the commit, all of them after it.
+  const auto around = send_with_table_locked(db, port, "events_mirror", lines("a", 300, true), 300);
+  EXPECT_TRUE(acked_only_after_commit(around, 300));
+  // The second's last line has no newline: at the end of its stream it is a
+  // line too.
+  {
+    ndjson_client c(port);
+    c.send_all(lines("b", 700, false));
+    c.shutdown_write();
+    EXPECT_EQ(c.read_acks_until(700, 30s), 700u);
+  }
+  floor.join();
+  EXPECT_EQ(WEXITSTATUS(rc), 0) << slurp(tmp + ".out");
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE topic = 'floor/tcp/a' AND idempotency_key LIKE 'a%'"),
+            300);
+  EXPECT_EQ(db.count("SELECT count(*) FROM events_mirror WHERE topic = 'floor/tcp/b' AND idempotency_key LIKE 'b%'"),
+            700);
+  EXPECT_EQ(db.count("SELECT count(DISTINCT idempotency_key) FROM events_mirror"), 1000);
+  const std::string json = slurp(tmp + ".json");
+  EXPECT_NE(json.find("\"rows\":1000,"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"clients\":2,"), std::string::npos) << json;
+
+  // A table that is not there: the run fails with its name, and a line
+  // sent is never acked.
+  const std::string bad = "timeout 60 " + std::string(TCP_FLOOR_BINARY) + " --dsn '" + db.dsn() +
+                          "' --table no_such_table --clients 1 --port-file " + tmp + ".port2 > " + tmp + ".out2 2>&1";
+  std::remove((tmp + ".port2").c_str());
+  std::thread bad_floor([&] { rc = std::system(bad.c_str()); });
+  stop_and_join bad_joined{unused, bad_floor};
+  ASSERT_TRUE(eventually([&] {
+    std::ifstream in(tmp + ".port2");
+    return static_cast<bool>(in >> port) && port != 0;
+  }, 10s)) << slurp(tmp + ".out2");
+  {
+    ndjson_client c(port);
+    c.send_all(lines("c", 1, true));
+    EXPECT_EQ(c.read_acks_until(1, 5s), 0u);
+  }
+  bad_floor.join();
+  EXPECT_EQ(WEXITSTATUS(rc), 1);
+  EXPECT_NE(slurp(tmp + ".out2").find("no_such_table"), std::string::npos) << slurp(tmp + ".out2");
 }
 
 }  // namespace
