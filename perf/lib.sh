@@ -53,8 +53,8 @@ perf_build() {
   local gen=()
   command -v ninja >/dev/null && [ ! -f "$EVPIPE_BUILD_DIR/CMakeCache.txt" ] && gen=(-G Ninja)
   cmake -S "$EVPIPE_ROOT" -B "$EVPIPE_BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  log "building (Release) evpipe, evpipe-load, floor-client, nats-floor in $EVPIPE_BUILD_DIR"
-  cmake --build "$EVPIPE_BUILD_DIR" -j "$(nproc)" --target evpipe evpipe-load floor-client nats-floor \
+  log "building (Release) evpipe, evpipe-load, floor-client, nats-floor, tcp-floor in $EVPIPE_BUILD_DIR"
+  cmake --build "$EVPIPE_BUILD_DIR" -j "$(nproc)" --target evpipe evpipe-load floor-client nats-floor tcp-floor \
     >"$EVPIPE_BUILD_DIR/build.log" 2>&1 ||
     { tail -40 "$EVPIPE_BUILD_DIR/build.log" >&2; die "build failed (full log: $EVPIPE_BUILD_DIR/build.log)"; }
 }
