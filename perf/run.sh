@@ -210,13 +210,13 @@ latency_floor() {
   local r i order e_p99=() f_p99=() t_p99=() e_p999=() f_p999=() e_max=() f_max=() clean=()
   r=$(latency_rate)
   for i in $(seq "$floor_runs"); do
-    log "latency-floor run $i/$floor_runs: $r events/s for $latency_seconds s: evpipe, the floor client, the TCP floor"
     # Each of the three first, second and third once in every three runs.
     case $((i % 3)) in
       1) order="evpipe floor tcp-floor" ;;
       2) order="floor tcp-floor evpipe" ;;
       0) order="tcp-floor evpipe floor" ;;
     esac
+    log "latency-floor run $i/$floor_runs: $r events/s for $latency_seconds s: ${order// /, }"
     local arm
     for arm in $order; do
       case "$arm" in

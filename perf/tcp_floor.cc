@@ -7,11 +7,15 @@
 // generator cost the machine, and the difference between this and evpipe is
 // evpipe's own.
 //
-// K threads (streams), each with its own libpq connection; client connection
-// c is served by stream c % K. A stream loops:
-//   wait until one of its sockets has bytes (poll) -> read what each holds
-//   -> one binary COPY (topic, payload) of every complete line, which commits
-//   on its own -> write each client {"ack":N}\n, N its lines committed so far.
+// K streams, each with its own libpq connection; client connection c is
+// served by stream c % K. A stream has two threads, so that it reads while it
+// commits (as evpipe does, and as any server that cares about its rate would):
+//   reader: wait until one of its sockets has bytes (poll) -> read what each
+//     holds -> frame the complete lines into the next COPY (at most
+//     --max-batch-bytes of them: then it waits for the writer);
+//   writer: take everything framed so far -> one binary COPY (topic, payload),
+//     which commits on its own -> write each client {"ack":N}\n, N its lines
+//     committed so far.
 // No parsing beyond finding each line's "topic", no validation, dedup,
 // routing, backpressure or metrics: jsonb checks the payload, and a line it
 // refuses fails the run.
@@ -36,6 +40,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -79,21 +84,33 @@ struct shared_state {
   }
 };
 
-// One client connection, owned by its stream's thread.
+// One client connection. The stream's reader reads and frames it; its writer
+// acks it and, after the end of its stream, closes it once all is acked.
 struct client {
   int fd = -1;
-  std::string buf;           // bytes read and not yet taken as lines
-  uint64_t committed = 0;    // lines acked
-  uint64_t pending = 0;      // lines in the COPY being built
-  bool eof = false;
+  std::string buf;        // reader: bytes read, not yet a whole line
+  bool eof = false;       // reader: nothing more will come
+  uint64_t acked = 0;     // writer: lines committed and acked
 };
 
+// Lines of one client taken into the COPY being built; `last`: its stream
+// has ended, so it is closed once these are acked.
+struct due {
+  std::shared_ptr<client> c;
+  uint64_t lines = 0;
+  bool last = false;
+};
+
+// One stream: a reader thread that reads its clients' sockets and frames
+// their lines into the next COPY while its writer thread COPYs, commits and
+// acks the one before, as a server that keeps reading during a commit does.
 class stream {
  public:
   stream(shared_state& sh, const options& o) : sh_(sh), o_(o), wake_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
   ~stream() {
+    stop();
     if (conn_ != nullptr) PQfinish(conn_);
-    for (auto& c : clients_) ::close(c.fd);
+    for (auto& c : clients_) ::close(c->fd);
     ::close(wake_);
   }
 
@@ -106,80 +123,89 @@ class stream {
     PQclear(PQexec(conn_, "SET application_name = 'evpipe-tcp-floor'"));
     return true;
   }
+  void start() {
+    reader_ = std::thread([this] { read_loop(); });
+    writer_ = std::thread([this] { write_loop(); });
+  }
   // From the accepting thread.
   void add(int fd) {
     {
       std::lock_guard lock(mu_);
       incoming_.push_back(fd);
     }
-    const uint64_t one = 1;
-    (void)::write(wake_, &one, sizeof one);
+    wake();
   }
+  // Commits what was read, then ends both threads.
+  void stop() {
+    stopping_.store(true);
+    wake();
+    {
+      std::lock_guard lock(mu_);
+    }
+    ready_.notify_all();
+    room_.notify_all();
+    if (reader_.joinable()) reader_.join();
+    if (writer_.joinable()) writer_.join();
+  }
+
+ private:
+  bool done() const { return stopping_.load() || sh_.failed.load(); }
   void wake() {
     const uint64_t one = 1;
     (void)::write(wake_, &one, sizeof one);
   }
 
-  void run() {
-    const std::string sql = "COPY " + o_.table + " (topic, payload) FROM STDIN (FORMAT binary)";
+  void read_loop() {
     std::vector<pollfd> fds;
-    std::string data, why;
-    while (!stop_requested.load() && !sh_.failed.load()) {
+    while (!done()) {
+      {
+        // Backpressure: no more reading while a whole batch waits for the writer.
+        std::unique_lock lock(mu_);
+        room_.wait(lock, [&] { return pending_.size() < o_.max_batch_bytes || done(); });
+        for (int fd : incoming_) {
+          auto c = std::make_shared<client>();
+          c->fd = fd;
+          clients_.push_back(std::move(c));
+        }
+        incoming_.clear();
+      }
+      if (done()) break;
       fds.assign(1, pollfd{wake_, POLLIN, 0});
-      for (auto& c : clients_) fds.push_back(pollfd{c.fd, POLLIN, 0});
+      for (auto& c : clients_) fds.push_back(pollfd{c->fd, POLLIN, 0});
       if (::poll(fds.data(), fds.size(), 200) < 0 && errno != EINTR) {
         sh_.fail(std::string("poll: ") + std::strerror(errno));
-        return;
+        break;
       }
-      if (fds[0].revents != 0) take_incoming();
-      data.clear();
-      evpipe::perf::copy_header(data);
-      uint64_t rows = 0;
-      for (size_t i = 0; i < clients_.size(); ++i) {
-        // A client added just now has no pollfd yet: it is read on the next round.
-        if (i + 1 < fds.size() && fds[i + 1].revents != 0) read_all(clients_[i], data.size());
-        rows += take_lines(clients_[i], data);
+      if (fds[0].revents != 0) {
+        uint64_t n;
+        (void)::read(wake_, &n, sizeof n);
       }
-      evpipe::perf::copy_trailer(data);
-      if (rows > 0) {
-        if (!evpipe::perf::copy_commit(conn_, sql, data, why)) {
-          sh_.fail("COPY into " + o_.table + " failed: " + why);
-          return;
-        }
-        sh_.rows.fetch_add(rows);
-        sh_.commits.fetch_add(1);
-        sh_.last_commit.store(now_ns());
-        for (auto& c : clients_) ack(c);
+      bool any = false;
+      for (size_t i = 0; i + 1 < fds.size(); ++i) {
+        if (fds[i + 1].revents != 0) any |= read_all(*clients_[i]);
       }
-      for (size_t i = 0; i < clients_.size();) {
-        if (clients_[i].eof) {
-          ::close(clients_[i].fd);
-          clients_.erase(clients_.begin() + static_cast<ptrdiff_t>(i));
-          sh_.closed.fetch_add(1);
-        } else {
-          ++i;
+      if (!any) continue;
+      {
+        std::lock_guard lock(mu_);
+        for (auto& c : clients_) {
+          if (pending_.empty()) evpipe::perf::copy_header(pending_);
+          const uint64_t n = take_lines(*c, pending_);
+          if (n > 0 || c->eof) due_.push_back(due{c, n, c->eof});
         }
       }
+      // An ended client is the writer's now (it closes it once acked).
+      std::erase_if(clients_, [](const std::shared_ptr<client>& c) { return c->eof; });
+      ready_.notify_one();
     }
+    ready_.notify_one();
   }
 
- private:
-  void take_incoming() {
-    uint64_t n;
-    (void)::read(wake_, &n, sizeof n);
-    std::lock_guard lock(mu_);
-    for (int fd : incoming_) {
-      client c;
-      c.fd = fd;
-      clients_.push_back(std::move(c));
-    }
-    incoming_.clear();
-  }
-
-  // Everything the socket holds now, up to the batch's byte limit.
-  void read_all(client& c, size_t batch_bytes) {
-    constexpr size_t chunk = 64 << 10;
-    while (c.buf.size() + batch_bytes < o_.max_batch_bytes) {
+  // What the socket holds now, up to 1 MiB a round; true when anything
+  // came (or the stream ended).
+  bool read_all(client& c) {
+    constexpr size_t chunk = 64 << 10, most = 1 << 20;
+    size_t got = 0;
+    while (got < most) {
       const size_t had = c.buf.size();
       c.buf.resize(had + chunk);
       const ssize_t n = ::recv(c.fd, c.buf.data() + had, chunk, MSG_DONTWAIT);
@@ -187,16 +213,20 @@ class stream {
       if (n > 0) {
         int64_t zero = 0;
         sh_.first_read.compare_exchange_strong(zero, now_ns());
-        if (static_cast<size_t>(n) < chunk) return;  // drained
+        got += static_cast<size_t>(n);
+        if (static_cast<size_t>(n) < chunk) break;  // drained
         continue;
       }
       if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) c.eof = true;
-      return;
+      break;
     }
+    return got > 0 || c.eof;
   }
 
-  // Appends a row for each complete line of the client's buffer (and, at end
-  // of stream, its unterminated last one); returns how many.
+  // Appends a row for each complete line of the client's buffer (and, at the
+  // end of its stream, its unterminated last one); returns how many lines
+  // (an empty one counts for the ack, as evpipe acks it as a dead letter;
+  // evpipe-load sends none).
   uint64_t take_lines(client& c, std::string& data) {
     size_t start = 0;
     uint64_t n = 0;
@@ -208,22 +238,63 @@ class stream {
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
       if (!line.empty()) {
         evpipe::perf::copy_row(data, evpipe::perf::topic_of(line, "evpipe/load"), line);
-        ++n;
+        ++rows_;
       }
-      // Every line counts for the ack, an empty one too (evpipe acks it as
-      // a dead letter; evpipe-load sends none).
-      ++c.pending;
+      ++n;
       start = last ? c.buf.size() : nl + 1;
     }
     c.buf.erase(0, start);
     return n;
   }
 
+  void write_loop() {
+    const std::string sql = "COPY " + o_.table + " (topic, payload) FROM STDIN (FORMAT binary)";
+    std::string data, why;
+    std::vector<due> dues;
+    for (;;) {
+      uint64_t rows = 0;
+      {
+        std::unique_lock lock(mu_);
+        ready_.wait(lock, [&] { return !due_.empty() || done(); });
+        if (due_.empty() || sh_.failed.load()) return;
+        data.clear();
+        data.swap(pending_);
+        dues.clear();
+        dues.swap(due_);
+        rows = rows_;
+        rows_ = 0;
+      }
+      room_.notify_one();
+      if (rows > 0) {
+        evpipe::perf::copy_trailer(data);
+        if (!evpipe::perf::copy_commit(conn_, sql, data, why)) {
+          sh_.fail("COPY into " + o_.table + " failed: " + why);
+          room_.notify_all();
+          return;
+        }
+        sh_.rows.fetch_add(rows);
+        sh_.commits.fetch_add(1);
+        sh_.last_commit.store(now_ns());
+      }
+      for (size_t i = 0; i < dues.size(); ++i) {
+        // A client's entries of this batch together: its last one acks them all.
+        bool later = false;
+        for (size_t j = i + 1; j < dues.size() && !later; ++j) later = dues[j].c == dues[i].c;
+        if (later) continue;
+        uint64_t lines = 0;
+        for (size_t j = 0; j <= i; ++j) lines += dues[j].c == dues[i].c ? dues[j].lines : 0;
+        dues[i].c->acked += lines;
+        if (lines > 0) ack(*dues[i].c);
+        if (dues[i].last) {
+          ::close(dues[i].c->fd);
+          sh_.closed.fetch_add(1);
+        }
+      }
+    }
+  }
+
   void ack(client& c) {
-    if (c.pending == 0) return;
-    c.committed += c.pending;
-    c.pending = 0;
-    const std::string text = "{\"ack\":" + std::to_string(c.committed) + "}\n";
+    const std::string text = "{\"ack\":" + std::to_string(c.acked) + "}\n";
     size_t off = 0;
     while (off < text.size()) {
       const ssize_t n = ::send(c.fd, text.data() + off, text.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -233,8 +304,7 @@ class stream {
         pollfd p{c.fd, POLLOUT, 0};
         (void)::poll(&p, 1, 100);
       } else {
-        c.eof = true;  // the client went away: nothing more to ack
-        return;
+        return;  // the client went away: nothing more to ack
       }
     }
   }
@@ -243,9 +313,16 @@ class stream {
   const options& o_;
   PGconn* conn_ = nullptr;
   int wake_;
+  std::atomic<bool> stopping_{false};
+  std::thread reader_, writer_;
   std::mutex mu_;
-  std::vector<int> incoming_;
-  std::vector<client> clients_;
+  std::condition_variable ready_;  // the writer waits for lines
+  std::condition_variable room_;   // the reader waits for the writer to take a full batch
+  std::vector<int> incoming_;      // accepted, not yet the reader's
+  std::string pending_;            // the next COPY: header and rows
+  uint64_t rows_ = 0;              // rows in pending_
+  std::vector<due> due_;           // lines in pending_, by client
+  std::vector<std::shared_ptr<client>> clients_;  // reader: the clients it reads
 };
 
 int listen_on(const std::string& addr, uint16_t& port, std::string& why) {
@@ -332,8 +409,7 @@ int main(int argc, char** argv) {
   }
   if (!o.port_file.empty()) std::ofstream(o.port_file) << port << "\n";
   const double cpu0 = cpu_seconds();
-  std::vector<std::thread> threads;
-  for (auto& s : streams) threads.emplace_back([&s] { s->run(); });
+  for (auto& s : streams) s->start();
 
   uint64_t accepted = 0;
   while (!stop_requested.load() && !sh.failed.load()) {
@@ -348,8 +424,7 @@ int main(int argc, char** argv) {
     ++accepted;
   }
   stop_requested.store(true);
-  for (auto& s : streams) s->wake();
-  for (auto& t : threads) t.join();
+  for (auto& s : streams) s->stop();
   ::close(lfd);
   const double cpu = cpu_seconds() - cpu0;
 
