@@ -17,8 +17,8 @@
 //     which commits on its own -> write each client {"ack":N}\n, N its lines
 //     committed so far.
 // No parsing beyond finding each line's "topic", no validation, dedup,
-// routing, backpressure or metrics: jsonb checks the payload, and a line it
-// refuses fails the run.
+// routing or metrics, and no backpressure but --max-batch-bytes: jsonb checks
+// the payload, and a line it refuses fails the run.
 //
 // It stops once --clients connections have come and gone (or at SIGINT or
 // SIGTERM) and prints rows, commits, the rate from the first byte read to the
@@ -91,6 +91,7 @@ struct client {
   std::string buf;        // reader: bytes read, not yet a whole line
   bool eof = false;       // reader: nothing more will come
   uint64_t acked = 0;     // writer: lines committed and acked
+  bool gone = false;      // writer: acks can no longer be sent
 };
 
 // Lines of one client taken into the COPY being built; `last`: its stream
@@ -135,21 +136,27 @@ class stream {
     }
     wake();
   }
-  // Commits what was read, then ends both threads.
+  // Ends the reader, then the writer once it has committed and acked what
+  // the reader framed.
   void stop() {
     stopping_.store(true);
     wake();
-    {
-      std::lock_guard lock(mu_);
-    }
-    ready_.notify_all();
-    room_.notify_all();
+    notify(room_);
     if (reader_.joinable()) reader_.join();
+    writer_stopping_.store(true);
+    notify(ready_);
     if (writer_.joinable()) writer_.join();
   }
 
  private:
   bool done() const { return stopping_.load() || sh_.failed.load(); }
+  // Under the lock, so that a waiter between its check and its wait cannot miss it.
+  void notify(std::condition_variable& cv) {
+    {
+      std::lock_guard lock(mu_);
+    }
+    cv.notify_all();
+  }
   void wake() {
     const uint64_t one = 1;
     (void)::write(wake_, &one, sizeof one);
@@ -217,7 +224,12 @@ class stream {
         if (static_cast<size_t>(n) < chunk) break;  // drained
         continue;
       }
-      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) c.eof = true;
+      if (n == 0) {
+        c.eof = true;  // a clean end: an unterminated last line is a line too
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        c.buf.clear();  // reset or broken: a cut-off last line is no event (the client resends it)
+        c.eof = true;
+      }
       break;
     }
     return got > 0 || c.eof;
@@ -255,7 +267,7 @@ class stream {
       uint64_t rows = 0;
       {
         std::unique_lock lock(mu_);
-        ready_.wait(lock, [&] { return !due_.empty() || done(); });
+        ready_.wait(lock, [&] { return !due_.empty() || writer_stopping_.load() || sh_.failed.load(); });
         if (due_.empty() || sh_.failed.load()) return;
         data.clear();
         data.swap(pending_);
@@ -269,7 +281,7 @@ class stream {
         evpipe::perf::copy_trailer(data);
         if (!evpipe::perf::copy_commit(conn_, sql, data, why)) {
           sh_.fail("COPY into " + o_.table + " failed: " + why);
-          room_.notify_all();
+          notify(room_);
           return;
         }
         sh_.rows.fetch_add(rows);
@@ -293,18 +305,23 @@ class stream {
     }
   }
 
+  // A client that reads no acks for 5 s, or went away, is sent no more.
   void ack(client& c) {
+    if (c.gone) return;
     const std::string text = "{\"ack\":" + std::to_string(c.acked) + "}\n";
+    const int64_t deadline = now_ns() + 5'000'000'000;
     size_t off = 0;
     while (off < text.size()) {
       const ssize_t n = ::send(c.fd, text.data() + off, text.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n > 0) {
         off += static_cast<size_t>(n);
-      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) && now_ns() < deadline &&
+                 !sh_.failed.load()) {
         pollfd p{c.fd, POLLOUT, 0};
         (void)::poll(&p, 1, 100);
       } else {
-        return;  // the client went away: nothing more to ack
+        c.gone = true;
+        return;
       }
     }
   }
@@ -313,7 +330,8 @@ class stream {
   const options& o_;
   PGconn* conn_ = nullptr;
   int wake_;
-  std::atomic<bool> stopping_{false};
+  std::atomic<bool> stopping_{false};         // the reader ends
+  std::atomic<bool> writer_stopping_{false};  // the writer ends once nothing is due
   std::thread reader_, writer_;
   std::mutex mu_;
   std::condition_variable ready_;  // the writer waits for lines
@@ -337,8 +355,21 @@ int listen_on(const std::string& addr, uint16_t& port, std::string& why) {
     why = "--listen: not an IPv4 address: " + addr.substr(0, colon);
     return -1;
   }
-  sa.sin_port = htons(static_cast<uint16_t>(std::stoi(addr.substr(colon + 1))));
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int port_number = -1;
+  try {
+    port_number = std::stoi(addr.substr(colon + 1));
+  } catch (const std::exception&) {
+  }
+  if (port_number < 0 || port_number > 65535) {
+    why = "--listen: not a port: " + addr.substr(colon + 1);
+    return -1;
+  }
+  sa.sin_port = htons(static_cast<uint16_t>(port_number));
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    why = std::string("socket: ") + std::strerror(errno);
+    return -1;
+  }
   const int on = 1;
   (void)::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
   if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || ::listen(fd, 128) != 0) {
