@@ -4,13 +4,21 @@
 #
 #   perf/run.sh [scenario ...] [--events N] [--latency-seconds S] [--rate R]
 #               [--floor-runs N] [--stall-ms MS] [--warmup W] [--shards K]
-#               [--route-by key|connection] [--tick-us T] [--out DIR]
+#               [--route-by key|connection] [--tick-us T] [--first ARM]
+#               [--platform-warmup S] [--out DIR]
 #
 # --shards K: evpipe's [pipeline] shards, and the floor's and the ceiling's
 # connections (default: one per core).
 # --route-by: the TCP source's route_by (default key; docs/operations.md).
 # --tick-us: evpipe-load's --tick-us in the latency runs (default 0: each event
 # sent when it falls due; T: at most one send per T µs per connection).
+# --first: which of evpipe, floor and tcp-floor goes first in latency-floor's
+# first run (default evpipe; the others follow in turn).
+# --platform-warmup S: before the first latency run, the floor client at the
+# same rate for S seconds into a fresh table, not counted (default 60; 0: none):
+# on a freshly started cluster, whatever runs first had a p99 of about 70 ms
+# against 20-28 for the runs after it (docs/performance-hiccups.md, "The first
+# minute is the platform's").
 # Scenarios (default: all, in this order):
 #   tcp-max    maximum sustained rate over TCP (N events, 4 connections, closed loop)
 #   dlq-heavy  the same with 10% invalid events
@@ -34,12 +42,13 @@
 # floor itself kept a row waiting over --stall-ms (default 50) in some second
 # is marked as a platform stall.
 # Results: DIR/results.md, DIR/latency.png, DIR/rate.png, DIR/latency-time-*.png
-# (evpipe above the floor, per second), and the raw files
+# (per second: evpipe above the TCP floor, when run, and the floor), and the raw files
 # (default DIR: perf/results/<date-time>).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-events=200000 latency_seconds=60 rate="" out="" scenarios=() floor_runs=3 warmup=5 shards=0 route_by=key tick_us=0
+events=200000 latency_seconds=60 rate="" out="" scenarios=() floor_runs=3 warmup=5 shards=0 route_by=key tick_us=0 first_arm=evpipe
+platform_warmup=60 platform_warmed=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --events) events="$2"; shift 2 ;;
@@ -52,7 +61,9 @@ while [ $# -gt 0 ]; do
     --route-by) route_by="$2"; shift 2 ;;
     --tick-us) tick_us="$2"; shift 2 ;;
     --stall-ms) stall_ms="$2"; shift 2 ;;
-    -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --first) first_arm="$2"; shift 2 ;;
+    --platform-warmup) platform_warmup="$2"; shift 2 ;;
+    -h|--help) sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     tcp-max|dlq-heavy|dup-heavy|latency|latency-floor|mqtt-drain) scenarios+=("$1"); shift ;;
     *) die "unknown scenario or option $1 (see --help)" ;;
   esac
@@ -62,6 +73,12 @@ out="${out:-$EVPIPE_ROOT/perf/results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 
 [ "$route_by" = key ] || [ "$route_by" = connection ] || die "--route-by: key or connection, not $route_by"
+case "$first_arm" in
+  evpipe) first_offset=0 ;;
+  floor) first_offset=1 ;;
+  tcp-floor) first_offset=2 ;;
+  *) die "--first: evpipe, floor or tcp-floor, not $first_arm" ;;
+esac
 perf_setup "$shards"
 echo "route_by = \"$route_by\"" >>"$scratch/evpipe.toml"  # the [[sources.tcp]] section is the file's last
 rows_md="| scenario | events | evpipe events/s | psql \\copy rows/s | ratio | ceiling: $shard_count-stream COPY rows/s | ratio | 1-stream COPY rows/s | ratio | TCP floor events/s | ratio | p50 ms | p99 ms | p99.9 ms | max ms |
@@ -70,7 +87,7 @@ lat_md="| run | rate/s | order | floor p50 / p99 / p99.9 / max ms | evpipe p50 /
 |---|---|---|---|---|---|---|---|---|---|---|---|---|"
 cpu_md="| scenario | PostgreSQL µs/row | evpipe µs/event | evpipe-load µs/event | all three µs/event | PostgreSQL µs/row in the $shard_count-stream COPY ceiling |
 |---|---|---|---|---|---|"
-max_rate="" stall_runs=0 lat_runs=0
+max_rate="" stall_runs=0 lat_runs=0 warmup_md=""
 
 # throughput NAME INVALID_FRAC DUP_FRAC
 throughput() {
@@ -147,12 +164,14 @@ tcp_floor_start() {
   "$bin/perf/tcp-floor" --dsn "$EVPIPE_DSN" --listen "127.0.0.1:$tcp_port" --connections "$shard_count" \
     --clients "$1" --port-file "$scratch/tcp-floor.port" --json "$scratch/tcp-floor.json" >"$scratch/tcp-floor.txt" 2>&1 &
   tcp_floor_pid=$!
+  echo "$tcp_floor_pid" >"$scratch/tcp-floor.pid"  # for cleanup_scratch, should this run fail
   local i
   for i in $(seq 100); do [ -s "$scratch/tcp-floor.port" ] && return 0; sleep 0.05; done
   die "tcp-floor did not start: $(tail -2 "$scratch/tcp-floor.txt")"
 }
 tcp_floor_wait() {
   wait "$tcp_floor_pid" || die "tcp-floor failed: $(tail -2 "$scratch/tcp-floor.txt")"
+  rm -f "$scratch/tcp-floor.pid"
 }
 
 # tcp_floor_bulk FILE ROWS: events/s of the TCP floor taking FILE's events as
@@ -186,12 +205,23 @@ latency_row() {
   [ -n "$stalls" ] && stall_runs=$((stall_runs + 1))
   g() { json_field "$1" "['latency_ms']['$2']"; }
   minus() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", a-b}'; }
-  local tcells="| | |"
+  local tcells="| | | |"
   [ -n "$t" ] && tcells="| $(pcts "$t") | $(ratio "$(g "$e" p99)" "$(g "$t" p99)") | $(minus "$(g "$e" p99)" "$(g "$t" p99)") |"
   lat_md="$lat_md
 | $label | $r | $first | $(pcts "$f") | $(pcts "$e") | $(ratio "$(g "$e" p99)" "$(g "$f" p99)") | $(ratio "$(g "$e" p99_9)" "$(g "$f" p99_9)") | $(ratio "$(g "$e" max)" "$(g "$f" max)") | $(minus "$(g "$e" p99)" "$(g "$f" p99)") $tcells ${stalls:-none} |"
   latency_time_plot "$out/latency-time-$label.png" "latency over time, $label, $r events/s" \
     "$out/$4.latency.csv" "$out/$5.latency.csv" ${6:+"$out/$6.latency.csv"}
+}
+
+# warm_platform RATE: once, before the first latency run (--platform-warmup).
+warm_platform() {
+  [ "$platform_warmup" != 0 ] && [ -z "$platform_warmed" ] || return 0
+  log "platform warm-up: the floor client at $1 events/s for $platform_warmup s (not counted)"
+  floor_open "$out/platform-warmup.json" "$out/platform-warmup" "$1" "$platform_warmup"
+  warmup_md="The platform warm-up before the latency runs (the floor client at $1 events/s for $platform_warmup s
+on a fresh table, not counted): p50 / p99 / p99.9 / max $(pcts "$out/platform-warmup.json") ms."
+  log "platform warm-up: p50 / p99 / p99.9 / max $(pcts "$out/platform-warmup.json") ms"
+  platform_warmed=1
 }
 
 latency_rate() {
@@ -203,18 +233,20 @@ latency_rate() {
   echo "$r"
 }
 
-# evpipe and the floor alternately, floor_runs times each; medians of each
-# percentile and of the ratios, over all runs and over the runs without a
-# platform stall.
+# evpipe, the floor client and the TCP floor in turn, floor_runs times each;
+# medians of each percentile and of the ratios over all runs, and which runs
+# had no platform stall.
 latency_floor() {
   local r i order e_p99=() f_p99=() t_p99=() e_p999=() f_p999=() e_max=() f_max=() clean=()
   r=$(latency_rate)
+  warm_platform "$r"
   for i in $(seq "$floor_runs"); do
-    # Each of the three first, second and third once in every three runs.
-    case $((i % 3)) in
-      1) order="evpipe floor tcp-floor" ;;
-      2) order="floor tcp-floor evpipe" ;;
-      0) order="tcp-floor evpipe floor" ;;
+    # Each of the three first, second and third once in every three runs;
+    # --first picks the first run's first.
+    case $(((i - 1 + first_offset) % 3)) in
+      0) order="evpipe floor tcp-floor" ;;
+      1) order="floor tcp-floor evpipe" ;;
+      2) order="tcp-floor evpipe floor" ;;
     esac
     log "latency-floor run $i/$floor_runs: $r events/s for $latency_seconds s: ${order// /, }"
     local arm
@@ -250,6 +282,7 @@ latency_floor() {
 latency() {
   local r
   r=$(latency_rate)
+  warm_platform "$r"
   log "latency: $r events/s for $latency_seconds s ($warmup s warm-up left out), then the floor client"
   evpipe_open latency "$r" "$latency_seconds"
   floor_open "$out/latency-floor.json" "$out/latency-floor" "$r" "$latency_seconds" --warmup "$warmup"
@@ -345,15 +378,17 @@ $shard_count libpq connections COPYing what is due and committing, no evpipe),
 and in latency-floor runs next to the TCP floor too (the same evpipe-load
 sending over TCP to perf/tcp_floor.cc, which reads, COPYs over $shard_count
 connections, commits and acks; intended send time to ack, as for evpipe): the
-floor client minus the TCP floor is what the sockets, the acks and the load
-generator cost on this machine, the TCP floor minus evpipe is evpipe's own:
+TCP floor minus the floor client is what the sockets, the acks and the load
+generator cost on this machine, evpipe minus the TCP floor is evpipe's own:
 
 $lat_md
+
+$warmup_md
 
 Platform stalls: $stall_runs of $lat_runs latency runs had a second in which the
 floor client itself kept a row waiting over $stall_ms ms (listed as second:max);
 evpipe's figures from those runs say more about the machine than about evpipe.
-Latency over time (per second p99 and max, evpipe above the floor):
+Latency over time (per second p99 and max: evpipe above the TCP floor, when run, and the floor):
 $(for f in "$out"/latency-time-*.png; do [ -f "$f" ] && echo "![$(basename "$f" .png)]($(basename "$f"))"; done)
 
 Throughput rows: the same events sent over 4 TCP connections as fast as evpipe

@@ -227,6 +227,11 @@ cleanup_scratch() {
   if [ -n "${evpipe_pid:-}" ]; then
     kill "$evpipe_pid" 2>/dev/null && wait "$evpipe_pid" 2>/dev/null || true
   fi
+  # Helpers started in a subshell, whose pid only their file keeps (perf/run.sh's tcp-floor).
+  local pidfile
+  for pidfile in "${scratch:-/nonexistent}"/*.pid; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
   mosquitto_stop
   pg_stop
   writeback_restore
