@@ -16,9 +16,9 @@
 # first run (default evpipe; the others follow in turn).
 # --platform-warmup S: before the first latency run, the floor client at the
 # same rate for S seconds into a fresh table, not counted (default 60; 0: none):
-# on a freshly started cluster, whatever runs first had a p99 of about 70 ms
-# against 20-28 for the runs after it (docs/performance-hiccups.md, "The first
-# minute is the platform's").
+# in the first minute of open-loop load after the cluster starts (even after
+# bulk loads), whatever ran had a p99 of about 70 ms against 20-28 for the runs
+# after it (docs/performance-hiccups.md, "The first minute is the platform's").
 # Scenarios (default: all, in this order):
 #   tcp-max    maximum sustained rate over TCP (N events, 4 connections, closed loop)
 #   dlq-heavy  the same with 10% invalid events

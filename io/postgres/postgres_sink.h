@@ -74,6 +74,9 @@ class postgres_sink final : public pipeline::batch_sink {
   // isolate_refused_rows for a batch with routed rows: bisects over events,
   // each with its events_mirror row and its routed rows.
   [[nodiscard]] pipeline::write_status isolate_refused_events(stages::write_batch& batch);
+  // After either isolation: the refused rows' dead letters, and every
+  // requeued dead letter the isolation did not settle, in one transaction.
+  [[nodiscard]] pipeline::write_status write_isolated_dead_letters(stages::write_batch& batch);
 
   std::string dsn_;
   std::string application_name_;

@@ -49,14 +49,7 @@ pipeline::write_status postgres_sink::isolate_refused_rows(stages::write_batch& 
     // fine. Otherwise keep the bytes, which PostgreSQL may not accept as jsonb.
     batch.reject_row(r.row, r.why.sqlstate, r.why.message, r.why.sqlstate.starts_with("23"));
   }
-  if (batch.dead_letters().empty() && !has_requeued(batch)) return pipeline::write_status::committed;
-  // Every requeued dead letter not settled above (rows refused again, events
-  // invalid again, duplicates): its old row goes before its new one comes.
-  pg_status st = conn_.exec("BEGIN");
-  if (st.ok) st = settle_requeued(batch, [](uint32_t) { return true; });
-  if (st.ok) st = insert_dead_letters(batch);  // ends with COMMIT
-  if (!st.ok) return fail(st);
-  return pipeline::write_status::committed;
+  return write_isolated_dead_letters(batch);
 }
 
 pipeline::write_status postgres_sink::isolate_refused_events(stages::write_batch& batch) {
@@ -117,9 +110,14 @@ pipeline::write_status postgres_sink::isolate_refused_events(stages::write_batch
       batch.reject_routed(r.outcome, r.why.sqlstate, r.why.message);
     }
   }
+  return write_isolated_dead_letters(batch);
+}
+
+pipeline::write_status postgres_sink::write_isolated_dead_letters(stages::write_batch& batch) {
   if (batch.dead_letters().empty() && !has_requeued(batch)) return pipeline::write_status::committed;
-  // Every requeued dead letter not settled above (rows refused again, events
-  // invalid again, duplicates): its old row goes before its new one comes.
+  // Every requeued dead letter not settled by the isolation (rows refused
+  // again, events invalid again, duplicates): its old row goes before its new
+  // one comes.
   pg_status st = conn_.exec("BEGIN");
   if (st.ok) st = settle_requeued(batch, [](uint32_t) { return true; });
   if (st.ok) st = insert_dead_letters(batch);  // ends with COMMIT
