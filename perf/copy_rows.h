@@ -1,43 +1,16 @@
 #pragma once
-// What the floors in perf/ share: binary COPY of (topic, payload) rows into
-// events_mirror, as evpipe writes them (stages/batch.cc), and the COPY itself.
-// A COPY outside a transaction commits on its own when it ends.
+// What the floors in perf/ share besides evpipe's own binary COPY framing
+// (stages::copy_format, stages/batch.h, which they write their rows with):
+// the topic of an event of evpipe-load's mix, and the COPY itself. A COPY
+// outside a transaction commits on its own when it ends.
 
 #include <libpq-fe.h>
 
 #include <algorithm>
-#include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace evpipe::perf {
-
-inline void put_u16(std::string& out, uint16_t v) {
-  out.push_back(static_cast<char>(v >> 8));
-  out.push_back(static_cast<char>(v));
-}
-inline void put_u32(std::string& out, uint32_t v) {
-  for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<char>(v >> s));
-}
-
-inline void copy_header(std::string& out) {
-  out.append("PGCOPY\n\377\r\n\0", 11);
-  put_u32(out, 0);  // flags
-  put_u32(out, 0);  // header extension length
-}
-
-// One row: the field count and (length, bytes) of topic (varchar: its text)
-// and payload (jsonb: version byte 1, then the JSON text).
-inline void copy_row(std::string& out, std::string_view topic, std::string_view json) {
-  put_u16(out, 2);
-  put_u32(out, static_cast<uint32_t>(topic.size()));
-  out.append(topic);
-  put_u32(out, static_cast<uint32_t>(json.size() + 1));
-  out.push_back('\1');
-  out.append(json);
-}
-
-inline void copy_trailer(std::string& out) { put_u16(out, 0xffff); }
 
 // The topic evpipe stores for an event of evpipe-load's mix: its own "topic"
 // field (the generator always sets one; evpipe-load --emit-csv does the same

@@ -35,6 +35,7 @@
 #include "load/latency_timeline.h"
 #include "load/rate_pacer.h"
 #include "perf/copy_rows.h"
+#include "stages/batch.h"
 
 namespace {
 
@@ -61,12 +62,11 @@ struct options {
   bool quiet = false;
 };
 
-using evpipe::perf::copy_header;
-using evpipe::perf::copy_trailer;
+namespace copy_format = evpipe::stages::copy_format;
 
 // One row of evpipe-load's mix, with the topic evpipe stores for it.
 void copy_row(std::string& out, std::string_view event) {
-  evpipe::perf::copy_row(out, evpipe::perf::topic_of(event, "evpipe/load"), event);
+  copy_format::append_event_row(out, evpipe::perf::topic_of(event, "evpipe/load"), event);
 }
 
 // One stream: a connection, what it committed, and its latencies.
@@ -115,13 +115,13 @@ void open_loop(stream_state& s, const options& o, const std::string& copy_sql, i
     }
     due = std::min<uint64_t>(due, i + 65536);  // one COPY stays a few tens of MB at most
     data.clear();
-    copy_header(data);
+    data.append(copy_format::header);
     for (uint64_t k = i; k < due; ++k) {
       event.clear();
       (void)gen.next(event);  // no invalid events or resends: every row is stored
       copy_row(data, event);
     }
-    copy_trailer(data);
+    data.append(copy_format::trailer);
     if (!copy_commit(s, copy_sql, data)) return;
     int64_t done = now_ns();
     for (uint64_t k = i; k < due; ++k) {
@@ -162,14 +162,14 @@ void prepare(stream_state& s, const options& o, int stream, uint64_t rows, uint6
   s.prepared_rows = rows;
   for (uint64_t i = 0; i < rows;) {
     std::string data;
-    copy_header(data);
+    data.append(copy_format::header);
     uint64_t end = std::min(rows, i + rows_per_copy);
     for (; i < end; ++i) {
       event.clear();
       (void)gen.next(event);
       copy_row(data, event);
     }
-    copy_trailer(data);
+    data.append(copy_format::trailer);
     s.prepared.push_back(std::move(data));
   }
 }

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "perf/copy_rows.h"
+#include "stages/batch.h"
 
 namespace {
 
@@ -94,15 +95,15 @@ void drain(shared_state& sh) {
     }
     sh.fetched.fetch_add(static_cast<uint64_t>(list.Count));
     data.clear();
-    evpipe::perf::copy_header(data);
+    data.append(evpipe::stages::copy_format::header);
     for (int i = 0; i < list.Count; ++i) {
       natsMsg* m = list.Msgs[i];
       topic.assign(natsMsg_GetSubject(m));
       std::replace(topic.begin(), topic.end(), '.', '/');
-      evpipe::perf::copy_row(data, topic,
+      evpipe::stages::copy_format::append_event_row(data, topic,
                              std::string_view(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m))));
     }
-    evpipe::perf::copy_trailer(data);
+    data.append(evpipe::stages::copy_format::trailer);
     if (!evpipe::perf::copy_commit(conn, sh.copy_sql, data, why)) {
       fail(sh, "COPY into " + o.table + " failed: " + why);
       natsMsgList_Destroy(&list);

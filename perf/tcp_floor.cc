@@ -53,6 +53,7 @@
 #include <vector>
 
 #include "perf/copy_rows.h"
+#include "stages/batch.h"
 
 namespace {
 
@@ -195,7 +196,7 @@ class stream {
       {
         std::lock_guard lock(mu_);
         for (auto& c : clients_) {
-          if (pending_.empty()) evpipe::perf::copy_header(pending_);
+          if (pending_.empty()) pending_.append(evpipe::stages::copy_format::header);
           const uint64_t n = take_lines(*c, pending_);
           if (n > 0 || c->eof) due_.push_back(due{c, n, c->eof});
         }
@@ -249,7 +250,7 @@ class stream {
       std::string_view line(c.buf.data() + start, (last ? c.buf.size() : nl) - start);
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
       if (!line.empty()) {
-        evpipe::perf::copy_row(data, evpipe::perf::topic_of(line, "evpipe/load"), line);
+        evpipe::stages::copy_format::append_event_row(data, evpipe::perf::topic_of(line, "evpipe/load"), line);
         ++rows_;
       }
       ++n;
@@ -278,7 +279,7 @@ class stream {
       }
       room_.notify_one();
       if (rows > 0) {
-        evpipe::perf::copy_trailer(data);
+        data.append(evpipe::stages::copy_format::trailer);
         if (!evpipe::perf::copy_commit(conn_, sql, data, why)) {
           sh_.fail("COPY into " + o_.table + " failed: " + why);
           notify(room_);
