@@ -36,20 +36,24 @@ namespace http = beast::http;
 
 namespace {
 
-// One SSE client's send queue: filled by the hub thread, drained by the
-// client's own thread, which writes everything queued in one gather write.
+// One SSE client's send queue: filled by the hub thread, which also writes it
+// to the socket while the client's thread is idle (frame_queue::write_now);
+// the client's thread writes what the socket did not take at once, in one
+// gather write, and its heartbeats.
 class sse_client final : public stream_client {
  public:
   explicit sse_client(stream_probe& probe) : probe_(probe) {}
   frame_format format() const override { return frame_format::sse; }
   void on_events(const std::shared_ptr<const event_frames>& frames, size_t first, size_t last) override {
-    if (queue_.push_events(frames, frame_format::sse, first, last)) wake();
+    if (queue_.push_events(frames, frame_format::sse, first, last)) unwritten_ = true;
   }
+  void flush() override { write(); }
   void on_caught_up(position pos) override {
     std::string p = encode(pos);
     std::string f;
     append_sse_frame(f, p, "caught_up", "{\"type\":\"caught_up\",\"position\":\"" + p + "\"}");
-    if (queue_.push_message(std::move(f), pos)) wake();
+    if (queue_.push_message(std::move(f), pos)) unwritten_ = true;
+    write();
   }
   void on_error(std::string_view message) override {
     std::string m = "{\"type\":\"error\",\"message\":";
@@ -57,25 +61,36 @@ class sse_client final : public stream_client {
     m += '}';
     std::string f;
     append_sse_frame(f, "", "error", m);
+    // Queued before the stream is marked closing: a thread that sees
+    // closing_ then takes the error with it.
+    queue_.push_message(std::move(f));
     {
       std::lock_guard lock(mu_);
       closing_ = true;
     }
-    queue_.push_message(std::move(f));
-    wake();
+    wake();  // the client's thread ends the stream
   }
   size_t queued_bytes() const override { return queue_.bytes(); }
 
-  // Waits up to `wait` for frames; moves them to `out` (empty on timeout)
-  // and says whether the stream ends after them. An idle client's thread
-  // sleeps for the whole `wait`: frames, an error and stop() (through
-  // wake(), after `stopping` is set) end the wait early.
-  void take(std::chrono::seconds wait, bool& last, const std::atomic<bool>& stopping,
+  // The socket, for the hub's writes; detach() before it is closed.
+  void attach(int fd) { queue_.attach(fd); }
+  void detach() { queue_.detach(); }
+
+  // Hands the socket back to the hub unless something is queued, waits up
+  // to `wait` for frames the hub could not write, then takes the socket
+  // and moves what is queued to `out` (empty on timeout) and says whether
+  // the stream ends after them. An idle client's thread sleeps for the
+  // whole `wait`: frames the socket did not take, an error and stop()
+  // (through wake(), after `stopping` is set) end the wait early.
+  void take(std::chrono::nanoseconds wait, bool& last, const std::atomic<bool>& stopping,
             std::vector<frame_queue::item>& out) {
     out.clear();
-    {
+    if (queue_.release()) {
       std::unique_lock lock(mu_);
       cv_.wait_for(lock, wait, [&] { return !queue_.empty() || closing_ || stopping.load(); });
+    }
+    {
+      std::lock_guard lock(mu_);
       last = closing_;
     }
     queue_.take(out);
@@ -98,8 +113,17 @@ class sse_client final : public stream_client {
     }
     queue_.sent(n);
   }
+  // Steady-clock time of the hub's last write to the socket.
+  [[nodiscard]] int64_t last_hub_write_ns() const { return queue_.last_hub_write_ns(); }
 
  private:
+  // When a push since the last write found the queue empty, writes what is
+  // queued (or wakes the client's thread to). Not set: the client's thread
+  // holds the socket and looks again before it lets go.
+  void write() {
+    if (std::exchange(unwritten_, false) && queue_.write_now(probe_.commit_to_send)) wake();
+  }
+  bool unwritten_ = false;  // hub thread only
   std::mutex mu_;
   std::condition_variable cv_;
   stream_probe& probe_;
@@ -469,14 +493,17 @@ void sse_server::serve(int fd, uint64_t session) {
     return;
   }
   auto client = std::make_shared<sse_client>(hub_.probe());
+  client->attach(fd);
   struct wake_registration {
     sse_server* s;
     uint64_t session;
+    sse_client& client;
     ~wake_registration() {
+      client.detach();  // before the descriptor is closed (done_guard)
       std::lock_guard lock(s->mu_);
       s->sse_wakes_.erase(session);
     }
-  } registered{this, session};
+  } registered{this, session, *client};
   {
     std::lock_guard lock(mu_);
     sse_wakes_.emplace(session, [client] { client->wake(); });
@@ -484,15 +511,24 @@ void sse_server::serve(int fd, uint64_t session) {
   uint64_t id = hub_.add(client, std::move(filter), std::move(from));
   std::vector<frame_queue::item> items;
   disconnect_reason why = disconnect_reason::shutdown;
+  using clock = std::chrono::steady_clock;
+  const auto heartbeat = std::chrono::nanoseconds(std::chrono::seconds(cfg_.heartbeat_s));
+  auto last_own_write = clock::now();
+  auto last_write = [&] {  // this thread's or the hub's
+    return std::max(last_own_write, clock::time_point(std::chrono::nanoseconds(client->last_hub_write_ns())));
+  };
   for (;;) {
     bool last = false;
-    client->take(std::chrono::seconds(cfg_.heartbeat_s), last, stopping_, items);
+    client->take(std::max(heartbeat - (clock::now() - last_write()), std::chrono::nanoseconds(0)), last, stopping_,
+                 items);
     if (stopping_.load()) break;
     // A stream the server ends frees its slot before the last frame goes out: a client that reads the
     // error event and reconnects at once must not find its own old connection still counted.
     if (last) active.release();
-    // Idle: a comment line, which also finds out a client that went away.
-    bool ok = items.empty() ? send_all(fd, ": ping\n\n") : send_items(fd, items);
+    if (items.empty() && !last && clock::now() - last_write() < heartbeat) continue;  // the hub wrote meanwhile
+    // Idle for heartbeat_s: a comment line, which also finds out a client that went away.
+    bool ok = items.empty() ? last || send_all(fd, ": ping\n\n") : send_items(fd, items);
+    last_own_write = clock::now();
     client->sent(items, ok);
     if (!ok || last) {
       why = ok ? disconnect_reason::stream_error : disconnect_reason::client_closed;

@@ -1,6 +1,12 @@
 #include "read/stream/stream_frames.h"
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
 #include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
 
 #include "stages/json_text.h"
 
@@ -114,6 +120,7 @@ bool frame_queue::push_events(const std::shared_ptr<const event_frames>& f, fram
   it.commit_ns = f->commit_ns();
   it.events = static_cast<uint32_t>(last - first);
   it.last = f->pos(last - 1);
+  it.block = f->serial();
   return push(std::move(it), f->serial(), f->bytes(fmt));
 }
 
@@ -142,16 +149,117 @@ bool frame_queue::push(item it, uint64_t block, size_t block_bytes) {
   return was_empty;
 }
 
+void frame_queue::attach(int fd) {
+  std::lock_guard lock(mu_);
+  fd_ = fd;
+}
+
+void frame_queue::detach() {
+  std::lock_guard lock(mu_);
+  fd_ = -1;
+}
+
+bool frame_queue::write_now(pipeline::histogram& commit_to_send) {
+  std::lock_guard lock(mu_);
+  if (client_holds_ || q_.empty()) return false;  // the client's thread looks again before it lets go
+  if (fd_ < 0) return true;
+  // A read's span per client, and a message or two: a few spans at most.
+  constexpr size_t max_iov = 64;
+  std::array<iovec, max_iov> iov{};
+  size_t n_iov = 0;
+  for (const auto& it : q_) {
+    if (n_iov == max_iov) break;
+    iov[n_iov++] = {const_cast<char*>(it.bytes.data()), it.bytes.size()};
+  }
+  size_t written = 0;
+  bool failed = false;
+  for (size_t at = 0; at < n_iov;) {
+    msghdr msg{};
+    msg.msg_iov = iov.data() + at;
+    msg.msg_iovlen = n_iov - at;
+    ssize_t n = ::sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      failed = n < 0 && errno != EAGAIN && errno != EWOULDBLOCK;
+      break;
+    }
+    written += static_cast<size_t>(n);
+    // Past the spans written whole; into the one written in part.
+    auto left = static_cast<size_t>(n);
+    while (at < n_iov && left >= iov[at].iov_len) left -= iov[at++].iov_len;
+    if (left > 0) {
+      iov[at].iov_base = static_cast<char*>(iov[at].iov_base) + left;
+      iov[at].iov_len -= left;
+    }
+  }
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  if (written > 0) last_hub_write_ns_.store(now, std::memory_order_relaxed);
+  // The items written whole leave the queue; a begun one keeps its rest.
+  while (written > 0 && !q_.empty()) {
+    item& front = q_.front();
+    if (front.last) last_handed_ = front.last;
+    if (written < front.bytes.size()) {
+      front.bytes.remove_prefix(written);
+      front_begun_ = true;
+      break;
+    }
+    written -= front.bytes.size();
+    if (front.commit_ns != 0) commit_to_send.observe_ns(now - front.commit_ns, front.events);
+    bytes_.fetch_sub(front.charge, std::memory_order_relaxed);
+    if (front.charge > 0 && front.block != 0 && front.block == charged_block_) charged_block_ = 0;
+    front_begun_ = false;
+    q_.pop_front();
+  }
+  if (q_.empty() && !failed) return false;
+  client_holds_ = true;  // the rest is the client's thread's to write
+  return true;
+}
+
 void frame_queue::take(std::vector<item>& out) {
   std::lock_guard lock(mu_);
-  for (auto& it : q_) out.push_back(std::move(it));
+  client_holds_ = true;
+  for (auto& it : q_) {
+    if (it.last) last_handed_ = it.last;
+    out.push_back(std::move(it));
+  }
   q_.clear();
   charged_block_ = 0;
+  front_begun_ = false;
+}
+
+bool frame_queue::release() {
+  std::lock_guard lock(mu_);
+  if (!q_.empty()) return false;
+  client_holds_ = false;
+  return true;
+}
+
+void frame_queue::drop_unbegun() {
+  std::lock_guard lock(mu_);
+  const size_t keep = front_begun_ ? 1 : 0;
+  size_t n = 0;
+  while (q_.size() > keep) {
+    n += q_.back().charge;
+    q_.pop_back();
+  }
+  bytes_.fetch_sub(n, std::memory_order_relaxed);
+  if (q_.empty() || q_.front().charge == 0 || q_.front().block != charged_block_) charged_block_ = 0;
+}
+
+bool frame_queue::mid_frame() const {
+  std::lock_guard lock(mu_);
+  return front_begun_;
 }
 
 bool frame_queue::empty() const {
   std::lock_guard lock(mu_);
   return q_.empty();
+}
+
+std::optional<position> frame_queue::last_handed() const {
+  std::lock_guard lock(mu_);
+  return last_handed_;
 }
 
 }  // namespace evpipe::read

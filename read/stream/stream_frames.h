@@ -11,8 +11,9 @@
 //
 // event_frames: built by the hub thread, then immutable and shared
 // (std::shared_ptr<const event_frames>) until the last client's socket has
-// it. frame_queue: one client's queue, filled by the hub thread and drained by
-// the client's thread (thread-safe).
+// it. frame_queue: one client's queue, filled by the hub thread and written
+// to the client's socket by the hub thread itself or by the client's thread
+// (thread-safe; who writes: frame_queue).
 
 #include <atomic>
 #include <cstdint>
@@ -24,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "pipeline/metrics.h"
 #include "read/position.h"
 #include "read/table_reader.h"
 
@@ -84,6 +86,18 @@ class event_frames {
 // or not, until they are written), then nothing more for that block's other
 // spans while that charged span is still queued (once it has been taken, the
 // next span of the block is charged again); a message of its own, its size.
+//
+// Who writes the socket (docs/read.md, "Fan-out"): the hub thread, right
+// after a push that found the queue empty (write_now), as long as the
+// client's thread does not hold the socket; it writes what is queued without
+// blocking, as the fan-out's floor does (one thread, one sendmsg per client
+// per read, no wake of the client's thread). What the socket does not take
+// at once stays queued, the rest of a begun frame first, and the client's
+// thread is woken to write it: it holds the socket from take() until a
+// release() that finds nothing queued, and writes everything queued in
+// between (blocking, or waiting for the socket, as it must). So frames never
+// interleave, and a client that reads slower than the stream holds up only
+// its own thread.
 class frame_queue {
  public:
   struct item {
@@ -93,19 +107,49 @@ class frame_queue {
     int64_t commit_ns = 0;              // live events: their commit (commit_to_send); 0 otherwise
     uint32_t events = 0;                // events in `bytes`
     std::optional<position> last;       // the position the client has once it has `bytes`
+    uint64_t block = 0;                 // serial of the event_frames `bytes` is a span of; 0: a message
   };
 
   // Rows [first, last) of `f`, in `fmt`. Returns true when the queue was empty
-  // (the client's writer may be idle and must be woken).
+  // (call write_now(), and wake the client's thread when it says so).
   bool push_events(const std::shared_ptr<const event_frames>& f, frame_format fmt, size_t first, size_t last);
   // A message of its own (caught_up, error, ...), already framed.
   bool push_message(std::string framed, std::optional<position> last = std::nullopt);
-  // Moves everything queued to `out` (appended), in order.
+
+  // The client's socket, for write_now (set by the client's thread when the
+  // connection is ready). detach() before the socket is closed: once it
+  // returns, no write of the hub's is under way on it, and none follows.
+  void attach(int fd);
+  void detach();
+  // Hub thread, after a push that returned true. Unless the client's thread
+  // holds the socket, writes everything queued without blocking; the events
+  // written are timed in `commit_to_send`. Returns true when the client's
+  // thread must be woken to write: the socket took only part (it holds the
+  // socket from now; the unwritten rest stays queued, first), a write failed
+  // (it finds the error), or no socket is attached.
+  bool write_now(pipeline::histogram& commit_to_send);
+  // Client thread: takes the socket (waiting for a write of the hub's under
+  // way) and moves everything queued to `out` (appended), in order.
   void take(std::vector<item>& out);
+  // Client thread, its write done: hands the socket back to the hub and
+  // returns true when nothing is queued; false when more was queued
+  // meanwhile (take() it: the socket is still the client's).
+  bool release();
+  // Client thread, holding the socket: drops what is queued and not begun
+  // (the part of a frame the hub has begun stays, to be finished first).
+  void drop_unbegun();
+  // Whether the hub wrote part of the queue's first item, so that the
+  // socket may be in the middle of a frame.
+  [[nodiscard]] bool mid_frame() const;
   // Taken items whose charges add up to `n` were written (or dropped).
   void sent(size_t n) { bytes_.fetch_sub(n, std::memory_order_relaxed); }
   [[nodiscard]] size_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
   [[nodiscard]] bool empty() const;
+  // The position of the last item taken for the socket or written to it
+  // (by either thread): what the client has once the socket delivers.
+  [[nodiscard]] std::optional<position> last_handed() const;
+  // Steady-clock time of the hub's last write to the socket (0: none).
+  [[nodiscard]] int64_t last_hub_write_ns() const { return last_hub_write_ns_.load(std::memory_order_relaxed); }
 
  private:
   // `block`: the serial of the read `it` is a span of (0: a message of its
@@ -115,6 +159,11 @@ class frame_queue {
   std::deque<item> q_;
   std::atomic<size_t> bytes_{0};
   uint64_t charged_block_ = 0;  // serial of the block charged to an item still queued (under mu_)
+  int fd_ = -1;                 // the socket write_now writes (under mu_)
+  bool client_holds_ = false;   // take() until release() (under mu_)
+  bool front_begun_ = false;    // q_.front() is the rest of a frame the socket has part of (under mu_)
+  std::optional<position> last_handed_;  // under mu_
+  std::atomic<int64_t> last_hub_write_ns_{0};
 };
 
 }  // namespace evpipe::read

@@ -145,7 +145,6 @@ std::string render_stream_metrics(const stream_probe& p, const std::string& pref
 }
 
 void stream_hub::run() {
-  lower_stream_thread_priority();
   std::vector<std::shared_ptr<client_state>> clients;
   io::pg_connection conn;
   std::unique_ptr<table_reader> reader;
@@ -415,6 +414,7 @@ void stream_hub::run() {
               break;
             }
           }
+          c->client->flush();  // all its runs of this read, in one write
         }
       }
       if (!st.ok) {
@@ -565,6 +565,7 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
           c.since_time.clear();
           c.client->on_caught_up(tail);
         }
+        c.client->flush();
       }
       next = i;
     }

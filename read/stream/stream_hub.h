@@ -37,8 +37,8 @@ namespace evpipe::read {
 class table_reader;
 
 // What a client receives, called on the hub thread. Must not block: a
-// client queues the bytes (read/stream/stream_frames.h) and writes them on
-// its own thread.
+// client queues the bytes (read/stream/stream_frames.h) and writes what the
+// socket takes without blocking, leaving the rest to its own thread.
 class stream_client {
  public:
   virtual ~stream_client() = default;
@@ -50,6 +50,11 @@ class stream_client {
   // the rows readable (stream_hub::note_commit), 0 for a catch-up read; the
   // client records commit_to_send when it has written them to its socket.
   virtual void on_events(const std::shared_ptr<const event_frames>& frames, size_t first, size_t last) = 0;
+  // The hub has handed the client all its rows of one read (each run of
+  // matching rows in an on_events call): a client that writes its socket
+  // from the hub thread (frame_queue::write_now) writes them now, in one
+  // call, rather than once per run. on_caught_up and on_error write at once.
+  virtual void flush() {}
   virtual void on_caught_up(position pos) = 0;
   virtual void on_error(std::string_view message) = 0;  // the hub gives the client up after this
   // Bytes queued and not yet sent (thread-safe).
@@ -118,10 +123,14 @@ struct stream_probe {
   pipeline::histogram commit_to_send;
 };
 
-// The stream's threads (the hub's and each client's) run this much nicer
-// than the rest of evpipe: when CPU is short, the shards and sources keep
-// their rate and the stream falls behind, which it survives by design
-// (clients go back to catch-up from the table). Applied by
+// Each client's thread runs this much nicer than the rest of evpipe: when
+// CPU is short, the shards and sources keep their rate and a client that
+// reads slowly falls behind, which it survives by design (it goes back to
+// catch-up from the table). The hub's thread runs at evpipe's own priority:
+// it writes each read to every idle client's socket itself, without
+// blocking (frame_queue::write_now), so its work is bounded per event and
+// per client, and a hub starved behind ingest delays every client at once
+// (docs/performance-read.md, "The hub writes the sockets"). Applied by
 // lower_stream_thread_priority() on the calling thread (Linux: per thread).
 inline constexpr int stream_thread_nice = 10;
 void lower_stream_thread_priority() noexcept;

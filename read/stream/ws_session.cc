@@ -15,6 +15,7 @@
 #include <simdjson.h>
 
 #include <mutex>
+#include <utility>
 
 #include "read/stream/subscriptions.h"
 #include "read/stream/ws_frames.h"
@@ -36,21 +37,32 @@ int64_t steady_ns() {
       .count();
 }
 
-// The hub's handle on a session: queues what the hub hands it and wakes the
-// session's thread when its queue was empty. A new one is registered on every
+// The hub's handle on a session: queues what the hub hands it on the
+// connection's queue, writes it to the socket at once when the session's
+// thread is not writing (frame_queue::write_now), and wakes that thread when
+// the socket did not take it all. A new one is registered on every
 // (re)subscribe, and the old one detached, so that nothing of an old
-// subscription arrives after it.
+// subscription is queued after it.
 class ws_client final : public stream_client {
  public:
-  ws_client(session* s, asio::io_context& ioc, uint64_t generation) : s_(s), ioc_(ioc), generation_(generation) {}
+  ws_client(session* s, asio::io_context& ioc, frame_queue& queue, pipeline::histogram& commit_to_send)
+      : s_(s), ioc_(ioc), queue_(queue), commit_to_send_(commit_to_send) {}
   frame_format format() const override { return frame_format::websocket; }
   void on_events(const std::shared_ptr<const event_frames>& frames, size_t first, size_t last) override {
-    wake_if(queue_.push_events(frames, frame_format::websocket, first, last));
+    std::lock_guard lock(mu_);
+    if (s_ && queue_.push_events(frames, frame_format::websocket, first, last)) unwritten_ = true;
+  }
+  void flush() override {
+    std::lock_guard lock(mu_);
+    if (s_) write();
   }
   void on_caught_up(position pos) override {
     std::string f;
     append_ws_text_frame(f, "{\"type\":\"caught_up\",\"position\":\"" + encode(pos) + "\"}");
-    wake_if(queue_.push_message(std::move(f), pos));
+    std::lock_guard lock(mu_);
+    if (!s_) return;
+    if (queue_.push_message(std::move(f), pos)) unwritten_ = true;
+    write();
   }
   void on_error(std::string_view message) override {
     std::string m = "{\"type\":\"error\",\"message\":";
@@ -58,22 +70,34 @@ class ws_client final : public stream_client {
     m += '}';
     std::string f;
     append_ws_text_frame(f, m);
-    wake_if(queue_.push_message(std::move(f)));
+    std::lock_guard lock(mu_);
+    if (!s_) return;
+    if (queue_.push_message(std::move(f))) unwritten_ = true;
+    write();
   }
-  size_t queued_bytes() const override { return queue_.bytes(); }
+  size_t queued_bytes() const override {
+    std::lock_guard lock(mu_);
+    return s_ ? queue_.bytes() : 0;
+  }
+  // Once this returns, nothing more of this subscription is queued.
   void detach() {
     std::lock_guard lock(mu_);
     s_ = nullptr;
   }
-  frame_queue& queue() { return queue_; }
 
  private:
-  void wake_if(bool queue_was_empty);
-  std::mutex mu_;
+  // Under mu_, s_ set: when a push since the last write found the queue
+  // empty, writes what is queued (or wakes the session to).
+  void write();
+  mutable std::mutex mu_;
   session* s_;
+  // A push found the queue empty and nothing has written it since (hub
+  // thread). Not set: the session holds the socket and looks again before
+  // it lets go, or the hub has written already.
+  bool unwritten_ = false;
   asio::io_context& ioc_;
-  uint64_t generation_;  // which subscription of the session this is
-  frame_queue queue_;
+  frame_queue& queue_;  // the session's (outlives every ws_client it is attached to: detach)
+  pipeline::histogram& commit_to_send_;
 };
 
 class session {
@@ -102,6 +126,7 @@ class session {
     if (ec) return;
     int one = 1;
     ::setsockopt(sock_.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    queue_.attach(sock_.native_handle());
     // A read is always pending: sse_server::stop() shuts the socket down,
     // which ends it, so an idle session sleeps until its next ping.
     do_read();
@@ -109,11 +134,9 @@ class session {
     ioc_.run();
   }
 
-  // On the session's thread (posted by ws_client): the subscription's queue
-  // has frames.
-  void woken(uint64_t generation) {
-    if (current_ && generation == generation_) pump();
-  }
+  // On the session's thread (posted by ws_client): the socket did not take
+  // everything the hub wrote, and the rest is the session's to write.
+  void woken() { pump(); }
 
  private:
   void do_read() {
@@ -134,20 +157,21 @@ class session {
     });
   }
 
-  // Everything queued, in one write: the session's own frames (pongs,
-  // errors, pings) first, then the subscription's.
+  // Everything queued, in one write: what the hub queued first (it may
+  // begin with the rest of a frame the hub began), then the session's own
+  // frames (pongs, errors, pings). The socket is the session's from the
+  // take until a release that finds nothing more queued.
   void pump() {
     if (writing_active_ || closed_) return;
-    writing_own_.swap(own_);
-    if (current_) current_->queue().take(writing_);
-    if (writing_own_.empty() && writing_.empty()) return;
-    writing_from_ = current_;
-    buffers_.clear();
-    for (const auto& f : writing_own_) buffers_.emplace_back(f.data(), f.size());
-    for (const auto& it : writing_) {
-      buffers_.emplace_back(it.bytes.data(), it.bytes.size());
-      if (it.last) last_ = it.last;
+    for (;;) {
+      queue_.take(writing_);
+      writing_own_.swap(own_);
+      if (!writing_.empty() || !writing_own_.empty()) break;
+      if (queue_.release()) return;  // the hub writes again
     }
+    buffers_.clear();
+    for (const auto& it : writing_) buffers_.emplace_back(it.bytes.data(), it.bytes.size());
+    for (const auto& f : writing_own_) buffers_.emplace_back(f.data(), f.size());
     writing_active_ = true;
     asio::async_write(sock_, buffers_, [this](beast::error_code ec, size_t) {
       writing_active_ = false;
@@ -157,10 +181,9 @@ class session {
         charged += it.charge;
         if (!ec && it.commit_ns != 0) hub_.probe().commit_to_send.observe_ns(now - it.commit_ns, it.events);
       }
-      if (writing_from_) writing_from_->queue().sent(charged);
+      queue_.sent(charged);
       writing_.clear();
       writing_own_.clear();
-      writing_from_.reset();
       if (ec) return close(stopping_.load() ? disconnect_reason::shutdown : disconnect_reason::client_closed);
       pump();
     });
@@ -196,17 +219,22 @@ class session {
     if (ending_) std::exchange(ending_, {})();
     hub_.probe().disconnected(why);
     unregister();
+    queue_.detach();  // no write of the hub's is under way, and none follows
     beast::error_code ec;
     sock_.close(ec);
     ping_timer_.cancel();
     ioc_.stop();
   }
   // A close frame, sent without waiting (a client that reads nothing gets
-  // none), then the connection ends.
+  // none, nor does one whose socket is in the middle of a frame), then the
+  // connection ends.
   void close_with(uint16_t code, disconnect_reason why) {
     if (ending_) std::exchange(ending_, {})();
-    std::string f = ws_close_frame(code);
-    (void)::send(sock_.native_handle(), f.data(), f.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    queue_.detach();
+    if (!writing_active_ && !queue_.mid_frame()) {
+      std::string f = ws_close_frame(code);
+      (void)::send(sock_.native_handle(), f.data(), f.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
     close(why);
   }
   void unregister() {
@@ -217,18 +245,21 @@ class session {
     }
   }
 
-  // A subscription changed: register afresh from where the client is.
+  // A subscription changed: register afresh from where the client is (the
+  // last event or caught_up handed to the socket); what the old one queued
+  // and the socket has not begun is dropped.
   void resubscribe(std::optional<stream_since> since) {
+    unregister();  // from here the hub neither queues nor writes anything of the old subscription
+    queue_.drop_unbegun();
     stream_since from;
     if (since) {
       from = *since;
-    } else if (last_) {
+    } else if (auto last = queue_.last_handed()) {
       from.what = stream_since::kind::after_position;
-      from.pos = *last_;
+      from.pos = *last;
     }  // else "now"
-    unregister();
     if (filter_.any_of.empty()) return;
-    current_ = std::make_shared<ws_client>(this, ioc_, ++generation_);
+    current_ = std::make_shared<ws_client>(this, ioc_, queue_, hub_.probe().commit_to_send);
     hub_id_ = hub_.add(current_, filter_, from);
   }
 
@@ -316,26 +347,24 @@ class session {
   std::array<char, 16384> read_buf_{};
   ws_frame_reader reader_{64 * 1024};
   simdjson::dom::parser parser_;
-  // The session's own frames, and what the write under way holds (its
-  // buffers point into writing_own_ and the items' shared blocks).
+  // What the hub hands the connection (every subscription's, in turn), the
+  // session's own frames, and what the write under way holds (its buffers
+  // point into the items' shared blocks and writing_own_).
+  frame_queue queue_;
   std::vector<std::string> own_, writing_own_;
   std::vector<frame_queue::item> writing_;
-  std::shared_ptr<ws_client> writing_from_;  // whose queue writing_ came from
   std::vector<asio::const_buffer> buffers_;
   bool writing_active_ = false, closed_ = false, ping_sent_ = false, pong_seen_ = false;
   std::function<void()> ending_;  // serve_websocket's `ending`, called once by close or close_with
   stream_filter filter_;
   std::shared_ptr<ws_client> current_;
   uint64_t hub_id_ = 0;
-  uint64_t generation_ = 0;
-  std::optional<position> last_;  // the last event or caught_up handed to the socket
 };
 
-void ws_client::wake_if(bool queue_was_empty) {
-  if (!queue_was_empty) return;  // a wake is already on its way, or the session is writing and will look again
-  std::lock_guard lock(mu_);
-  if (!s_) return;
-  asio::post(ioc_, [s = s_, g = generation_] { s->woken(g); });
+void ws_client::write() {
+  if (std::exchange(unwritten_, false) && queue_.write_now(commit_to_send_)) {
+    asio::post(ioc_, [s = s_] { s->woken(); });
+  }
 }
 
 }  // namespace

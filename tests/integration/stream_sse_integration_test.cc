@@ -180,16 +180,26 @@ TEST_F(StreamSse, ResumingWithLastEventIdAtRandomPointsLosesAndRepeatsNothing) {
 }
 
 // A client that stops reading, with a small buffer, is moved back to the
-// table and in the end gets every event, in order.
+// table and in the end gets every event, in order. The hub writes to the
+// socket itself until it is full: the kernel's send buffer grows up to
+// tcp_wmem's maximum (4 MiB by default), so more than that is sent while the
+// client reads nothing (an SSE frame here is over 200 bytes).
 TEST_F(StreamSse, AClientThatStopsReadingCatchesUpFromTheTable) {
   start("max_client_buffer_bytes = 4096\n");
+  size_t wmem_max = 4u << 20;
+  {
+    std::ifstream in("/proc/sys/net/ipv4/tcp_wmem");
+    size_t lo = 0, def = 0;
+    in >> lo >> def >> wmem_max;
+  }
+  const size_t n = std::max<size_t>(3000, wmem_max / 200 + 3000);
   sse_client c(stream_port, "?since=now", "Accept: text/event-stream\r\n", 4096);
   ASSERT_NE(c.head().find("200 OK"), std::string::npos);
   auto caught = c.next();
   ASSERT_TRUE(caught);
-  produce(tcp_port, "slow", 3000, 100);  // meanwhile the client reads nothing
-  auto expected = keys_after(caught->id, 3000);
-  ASSERT_EQ(expected.size(), 3000u);
+  produce(tcp_port, "slow", static_cast<int>(n), 500);  // meanwhile the client reads nothing
+  auto expected = keys_after(caught->id, n);
+  ASSERT_EQ(expected.size(), n);
   std::vector<std::string> got;
   std::string last = caught->id;
   while (got.size() < expected.size()) {

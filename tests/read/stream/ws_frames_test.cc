@@ -1,9 +1,15 @@
 // The stream's WebSocket framing (read/stream/ws_frames) and its shared
 // event frames (read/stream/stream_frames): client frames unmasked and
 // assembled, protocol breaks answered with a close status; each read's
-// events laid out once per format, a client's rows one contiguous span.
+// events laid out once per format, a client's rows one contiguous span; who
+// writes a client's socket (the hub while the client's thread is idle, the
+// client's thread what the socket did not take at once).
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <thread>
 
 #include "read/stream/stream_frames.h"
 #include "read/stream/ws_frames.h"
@@ -187,6 +193,179 @@ TEST(FrameQueue, ABlockIsChargedOnceWhateverTheNumberOfItsSpans) {
     EXPECT_EQ(q.bytes(), 0u);
     items.clear();  // the block is freed here; the next round's may take its place
   }
+}
+
+// A connected pair of local stream sockets; [0] is the client's side of the
+// server (the socket the queue writes), [1] what the client reads.
+struct socket_pair {
+  int fd[2] = {-1, -1};
+  explicit socket_pair(int send_buffer = 0) {
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fd), 0);
+    if (send_buffer > 0) {
+      ::setsockopt(fd[0], SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof send_buffer);
+      ::setsockopt(fd[1], SOL_SOCKET, SO_RCVBUF, &send_buffer, sizeof send_buffer);
+    }
+  }
+  ~socket_pair() {
+    for (int f : fd) {
+      if (f >= 0) ::close(f);
+    }
+  }
+  // Everything readable now (the peer's bytes so far).
+  std::string drain() const {
+    std::string out;
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::recv(fd[1], buf, sizeof buf, MSG_DONTWAIT);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+  }
+};
+
+std::shared_ptr<const event_frames> block_of(uint64_t tx, int64_t rows, int64_t commit_ns, size_t payload_bytes = 8) {
+  auto f = std::make_shared<event_frames>(true, false, commit_ns);
+  const std::string payload = "{\"p\":\"" + std::string(payload_bytes, 'x') + "\"}";
+  for (int64_t i = 1; i <= rows; ++i) f->add(row(tx, i, payload));
+  return f;
+}
+
+// The usual case: the hub writes the read's span to an idle client's socket
+// itself; nothing is left for the client's thread, whose charge, position
+// and commit_to_send are settled as if it had written it.
+TEST(FrameQueue, TheHubWritesAnIdleClientsSocketItself) {
+  socket_pair sp;
+  frame_queue q;
+  pipeline::histogram commit_to_send;
+  auto shared = block_of(3, 5, 1);
+  EXPECT_TRUE(q.push_events(shared, frame_format::websocket, 0, 5));
+  EXPECT_TRUE(q.write_now(commit_to_send)) << "no socket attached: the client's thread must be woken";
+  std::vector<frame_queue::item> items;
+  q.take(items);
+  q.sent(items[0].charge);
+  EXPECT_TRUE(q.release());
+  items.clear();
+
+  q.attach(sp.fd[0]);
+  EXPECT_TRUE(q.push_events(shared, frame_format::websocket, 1, 4));
+  EXPECT_TRUE(q.push_message("!caught up!", position{3, 9}) == false);
+  EXPECT_FALSE(q.write_now(commit_to_send)) << "the socket took it all: no wake";
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(q.bytes(), 0u);
+  EXPECT_EQ(sp.drain(), std::string(shared->span(frame_format::websocket, 1, 4)) + "!caught up!");
+  EXPECT_EQ(q.last_handed(), (position{3, 9}));
+  EXPECT_EQ(commit_to_send.read().total(), 3u) << "the three events, timed from their commit";
+  EXPECT_GT(q.last_hub_write_ns(), 0);
+
+  // Detached (the client's thread is about to close the socket): nothing
+  // more is written, and the client's thread is told.
+  q.detach();
+  EXPECT_TRUE(q.push_events(shared, frame_format::websocket, 4, 5));
+  EXPECT_TRUE(q.write_now(commit_to_send));
+  EXPECT_EQ(sp.drain(), "");
+  EXPECT_FALSE(q.empty());
+}
+
+// A client that reads slower than the stream: the hub writes what the socket
+// takes without blocking and leaves the rest, the rest of a begun frame
+// first, to the client's thread, which holds the socket (the hub writes
+// nothing meanwhile) until a release that finds the queue empty. The client
+// reads every byte once, in order.
+TEST(FrameQueue, WhatTheSocketDoesNotTakeIsTheClientThreadsToWriteFirst) {
+  socket_pair sp(4096);
+  frame_queue q;
+  q.attach(sp.fd[0]);
+  pipeline::histogram commit_to_send;
+  auto first = block_of(1, 400, 1, 100);
+  auto second = block_of(2, 10, 1);
+  const std::string expected = std::string(first->span(frame_format::websocket, 0, 400)) +
+                               std::string(second->span(frame_format::websocket, 0, 10));
+  ASSERT_TRUE(q.push_events(first, frame_format::websocket, 0, 400));
+  EXPECT_TRUE(q.write_now(commit_to_send)) << "a 4 KiB socket cannot take " << expected.size() << " bytes";
+  std::string got = sp.drain();
+  ASSERT_GT(got.size(), 0u);
+  ASSERT_LT(got.size(), first->bytes(frame_format::websocket));
+  EXPECT_TRUE(q.mid_frame()) << "part of a span went out: its rest must go before anything else";
+  EXPECT_EQ(q.last_handed(), (position{1, 400})) << "a begun span is handed: the client gets all of it";
+  EXPECT_EQ(commit_to_send.read().total(), 0u);
+
+  // The client's thread holds the socket now: the next read is queued, not written.
+  EXPECT_FALSE(q.push_events(second, frame_format::websocket, 0, 10));
+  EXPECT_FALSE(q.write_now(commit_to_send));
+  EXPECT_EQ(sp.drain(), "");
+  EXPECT_GT(q.bytes(), first->bytes(frame_format::websocket)) << "both blocks still charged";
+
+  // drop_unbegun keeps the begun rest (only a resubscribe drops, and the
+  // socket must finish its frame).
+  std::vector<frame_queue::item> items;
+  q.take(items);
+  ASSERT_EQ(items.size(), 2u);
+  EXPECT_EQ(items[0].bytes.size() + got.size(), first->bytes(frame_format::websocket));
+  std::thread reader([&] {
+    std::string more;
+    char buf[4096];
+    while (got.size() + more.size() < expected.size()) {
+      ssize_t n = ::recv(sp.fd[1], buf, sizeof buf, 0);
+      if (n <= 0) break;
+      more.append(buf, static_cast<size_t>(n));
+    }
+    got += more;
+  });
+  for (const auto& it : items) {
+    for (std::string_view rest = it.bytes; !rest.empty();) {
+      ssize_t n = ::send(sp.fd[0], rest.data(), rest.size(), MSG_NOSIGNAL);
+      ASSERT_GT(n, 0);
+      rest.remove_prefix(static_cast<size_t>(n));
+    }
+  }
+  reader.join();
+  EXPECT_EQ(got, expected);
+  q.sent(items[0].charge + items[1].charge);
+  EXPECT_EQ(q.bytes(), 0u);
+  EXPECT_TRUE(q.release()) << "nothing queued meanwhile: the hub writes again";
+  EXPECT_TRUE(q.push_message("after"));
+  EXPECT_FALSE(q.write_now(commit_to_send));
+  EXPECT_EQ(sp.drain(), "after");
+}
+
+// More queued while the client's thread wrote: release() keeps the socket
+// and the thread takes again. A dropped queue keeps only a begun frame.
+TEST(FrameQueue, ReleaseKeepsTheSocketWhileFramesWaitAndADropKeepsOnlyABegunFrame) {
+  socket_pair sp(4096);
+  frame_queue q;
+  q.attach(sp.fd[0]);
+  pipeline::histogram commit_to_send;
+  std::vector<frame_queue::item> items;
+  q.take(items);  // the client's thread writes (a pong, say)
+  EXPECT_TRUE(q.push_message("a"));
+  EXPECT_FALSE(q.write_now(commit_to_send)) << "the client's thread holds the socket and looks again";
+  EXPECT_FALSE(q.release());
+  q.take(items);
+  ASSERT_EQ(items.size(), 1u);
+  q.sent(items[0].charge);
+  EXPECT_TRUE(q.release());
+
+  auto big = block_of(1, 400, 1, 100);
+  ASSERT_TRUE(q.push_events(big, frame_format::websocket, 0, 400));
+  ASSERT_TRUE(q.write_now(commit_to_send));
+  const size_t written = sp.drain().size();
+  q.push_message("dropped");
+  q.drop_unbegun();
+  items.clear();
+  q.take(items);
+  ASSERT_EQ(items.size(), 1u);
+  EXPECT_EQ(items[0].bytes.size() + written, big->bytes(frame_format::websocket));
+  EXPECT_EQ(q.bytes(), items[0].charge) << "the dropped message's charge came back";
+
+  // A peer gone: the hub's write fails, and the client's thread is woken to find out.
+  q.sent(items[0].charge);
+  EXPECT_TRUE(q.release());
+  ::close(sp.fd[1]);
+  sp.fd[1] = -1;
+  EXPECT_TRUE(q.push_message("x"));
+  EXPECT_TRUE(q.write_now(commit_to_send));
+  EXPECT_FALSE(q.empty());
 }
 
 }  // namespace
