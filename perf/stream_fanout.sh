@@ -24,7 +24,8 @@
 # (they share the machine). EVPIPE_BIN=path runs another evpipe
 # binary (a before/after comparison with the same clients and load);
 # STREAM_EXTRA="key = value" adds lines to the [stream] section (a setting's
-# A/B); PHASES="name ..." runs only those phases.
+# A/B); PHASES="name ..." runs only those phases; METRICS_OUT=PREFIX keeps
+# evpipe's /v1/metrics at the end of each evpipe phase in PREFIX.PHASE.
 #
 #   perf/stream_fanout.sh [--clients N] [--rate R] [--seconds S] [--payload-bytes B]
 #                         [--shards K] [--slow-factor F] [--out FILE]
@@ -154,6 +155,11 @@ evpipe (running: $(kill -0 "$evpipe_pid" 2>/dev/null && echo yes || echo no)): $
     delivered="$n x $count, in order"
     client_cpu=$(awk '/^clients cpu_s/{print $3}' "$scratch/$name.clients")
     lat="all clients (tx's last event): $(latency_ms "$scratch/$name.pertx"); client 0 (exact): $(awk '{print $0, 1}' "$scratch/$name.events" >"$scratch/$name.events1"; latency_ms "$scratch/$name.events1")"
+  fi
+  # METRICS_OUT=PREFIX: the stream's own view (commit_to_send: commit to the
+  # write to a socket) beside the clients' (commit to receive), in PREFIX.NAME.
+  if [ -n "${METRICS_OUT:-}" ]; then
+    curl -s "http://127.0.0.1:$stream_port/v1/metrics" >"$METRICS_OUT.$name" || log "could not read /v1/metrics"
   fi
   # From the load's start to the last client's last event: evpipe's CPU
   # seconds, and per event delivered to a client (per event ingested
