@@ -4,8 +4,8 @@
 #include <sys/uio.h>
 
 #include <algorithm>
-#include <array>
 #include <cerrno>
+#include <climits>
 #include <chrono>
 
 #include "stages/json_text.h"
@@ -163,20 +163,18 @@ bool frame_queue::write_now(pipeline::histogram& commit_to_send) {
   std::lock_guard lock(mu_);
   if (client_holds_ || q_.empty()) return false;  // the client's thread looks again before it lets go
   if (fd_ < 0) return true;
-  // A read's span per client, and a message or two: a few spans at most.
-  constexpr size_t max_iov = 64;
-  std::array<iovec, max_iov> iov{};
-  size_t n_iov = 0;
-  for (const auto& it : q_) {
-    if (n_iov == max_iov) break;
-    iov[n_iov++] = {const_cast<char*>(it.bytes.data()), it.bytes.size()};
-  }
+  // A span per run of the client's rows of a read (one for a client without
+  // a filter) and a message or two; IOV_MAX spans per call.
+  std::vector<iovec>& iov = iov_;
+  iov.clear();
+  for (const auto& it : q_) iov.push_back({const_cast<char*>(it.bytes.data()), it.bytes.size()});
+  const size_t n_iov = iov.size();
   size_t written = 0;
   bool failed = false;
   for (size_t at = 0; at < n_iov;) {
     msghdr msg{};
     msg.msg_iov = iov.data() + at;
-    msg.msg_iovlen = n_iov - at;
+    msg.msg_iovlen = std::min<size_t>(n_iov - at, IOV_MAX);
     ssize_t n = ::sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {

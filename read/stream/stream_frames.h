@@ -15,6 +15,8 @@
 // to the client's socket by the hub thread itself or by the client's thread
 // (thread-safe; who writes: frame_queue).
 
+#include <sys/uio.h>
+
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -87,11 +89,11 @@ class event_frames {
 // spans while that charged span is still queued (once it has been taken, the
 // next span of the block is charged again); a message of its own, its size.
 //
-// Who writes the socket (docs/read.md, "Fan-out"): the hub thread, right
-// after a push that found the queue empty (write_now), as long as the
-// client's thread does not hold the socket; it writes what is queued without
-// blocking, as the fan-out's floor does (one thread, one sendmsg per client
-// per read, no wake of the client's thread). What the socket does not take
+// Who writes the socket (docs/read.md, "Fan-out"): the hub thread, once it
+// has queued a read's spans for a client whose queue was empty (write_now),
+// as long as the client's thread does not hold the socket; it writes what is
+// queued without blocking, as the fan-out's floor does (one thread, as a rule
+// one sendmsg per client per read, no wake of the client's thread). What the socket does not take
 // at once stays queued, the rest of a begun frame first, and the client's
 // thread is woken to write it: it holds the socket from take() until a
 // release() that finds nothing queued, and writes everything queued in
@@ -135,8 +137,9 @@ class frame_queue {
   // returns true when nothing is queued; false when more was queued
   // meanwhile (take() it: the socket is still the client's).
   bool release();
-  // Client thread, holding the socket: drops what is queued and not begun
-  // (the part of a frame the hub has begun stays, to be finished first).
+  // Client thread, once the hub queues nothing more (a WebSocket resubscribe,
+  // after the old subscription is detached): drops what is queued and not
+  // begun (the part of a frame the hub has begun stays, to be finished first).
   void drop_unbegun();
   // Whether the hub wrote part of the queue's first item, so that the
   // socket may be in the middle of a frame.
@@ -163,6 +166,7 @@ class frame_queue {
   bool client_holds_ = false;   // take() until release() (under mu_)
   bool front_begun_ = false;    // q_.front() is the rest of a frame the socket has part of (under mu_)
   std::optional<position> last_handed_;  // under mu_
+  std::vector<iovec> iov_;               // write_now's scratch (under mu_)
   std::atomic<int64_t> last_hub_write_ns_{0};
 };
 

@@ -53,7 +53,8 @@ class stream_client {
   // The hub has handed the client all its rows of one read (each run of
   // matching rows in an on_events call): a client that writes its socket
   // from the hub thread (frame_queue::write_now) writes them now, in one
-  // call, rather than once per run. on_caught_up and on_error write at once.
+  // call, rather than once per run. on_caught_up writes at once, and so does
+  // on_error (or it wakes the client's thread, which ends the stream).
   virtual void flush() {}
   virtual void on_caught_up(position pos) = 0;
   virtual void on_error(std::string_view message) = 0;  // the hub gives the client up after this

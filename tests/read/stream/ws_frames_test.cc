@@ -258,6 +258,18 @@ TEST(FrameQueue, TheHubWritesAnIdleClientsSocketItself) {
   EXPECT_EQ(commit_to_send.read().total(), 3u) << "the three events, timed from their commit";
   EXPECT_GT(q.last_hub_write_ns(), 0);
 
+  // A filtered client's many runs of one read (more spans than one sendmsg
+  // takes, IOV_MAX): all written, in order, without the client's thread.
+  std::string runs;
+  for (int i = 0; i < 1500; ++i) {
+    const std::string m = "<" + std::to_string(i) + ">";
+    runs += m;
+    EXPECT_EQ(q.push_message(m), i == 0);
+  }
+  EXPECT_FALSE(q.write_now(commit_to_send));
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(sp.drain(), runs);
+
   // Detached (the client's thread is about to close the socket): nothing
   // more is written, and the client's thread is told.
   q.detach();
