@@ -48,7 +48,10 @@ bool is_rfc3339_date_time(std::string_view s) noexcept {
         _mm_cmpeq_epi8(lowered, _mm_setr_epi8(0, 0, 0, 0, '-', 0, 0, '-', 0, 0, 't', 0, 0, ':', 0, 0));
     constexpr int sep_at = (1 << 4) | (1 << 7) | (1 << 10) | (1 << 13);
     const int ok16 = (_mm_movemask_epi8(digit) & ~sep_at) | (_mm_movemask_epi8(sep) & sep_at);
-    if (((ok16 == 0xFFFF) & (p[16] == ':') & (d(17) <= 9) & (d(18) <= 9)) == 0) return false;
+    // Branch-free: every test made, the results combined bitwise.
+    if ((unsigned{ok16 == 0xFFFF} & unsigned{p[16] == ':'} & unsigned{d(17) <= 9} & unsigned{d(18) <= 9}) == 0) {
+      return false;
+    }
   }
 #else
   const bool all_digits = (d(0) <= 9) & (d(1) <= 9) & (d(2) <= 9) & (d(3) <= 9) & (d(5) <= 9) & (d(6) <= 9) &

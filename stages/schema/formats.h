@@ -61,7 +61,9 @@ constexpr uint64_t each_byte(uint8_t b) noexcept { return 0x0101010101010101ull 
     return (_mm_movemask_epi8(ok) | hyphens) == 0xFFFF;
   };
   // Bytes 0-15 (hyphens at 8, 13), 16-31 (18, 23), 20-35 (23).
-  return hex16(p, (1 << 8) | (1 << 13)) & hex16(p + 16, (1 << 2) | (1 << 7)) & hex16(p + 20, 1 << 3);
+  // Branch-free: all three tested, the results combined bitwise.
+  return (unsigned{hex16(p, (1 << 8) | (1 << 13))} & unsigned{hex16(p + 16, (1 << 2) | (1 << 7))} &
+          unsigned{hex16(p + 20, 1 << 3)}) != 0;
 #else
   using namespace format_detail;
   // '-' + 3 = '0': add 3 at the hyphens of each word so that they read as 0.

@@ -296,7 +296,7 @@ TEST(schema_differential, shipped_schemas_agree_with_valijson) {
     parser.populateSchema(schema_adapter, reference);
     valijson::Validator validator;
 
-    generator gen{original, std::mt19937_64(std::hash<std::string>{}(name))};
+    generator gen{.root = original, .rng = std::mt19937_64(std::hash<std::string>{}(name))};
     walker w;
     simdjson::dom::parser sj;
     totals t;

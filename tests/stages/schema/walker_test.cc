@@ -186,11 +186,11 @@ TEST(walker, reused_walker_starts_each_check_at_the_root) {
   simdjson::dom::parser parser;
   walker w;
   violation why;
-  simdjson::dom::element bad = parser.parse(std::string(R"([{"x":1},{"x":"no"}])"));
+  ASSERT_FALSE(parser.parse(std::string(R"([{"x":1},{"x":"no"}])")).error());
   EXPECT_FALSE(w.check(*p, parser.doc, &why));
   EXPECT_EQ(why.pointer, "/1/x");
   simdjson::dom::parser parser2;
-  simdjson::dom::element bad2 = parser2.parse(std::string(R"([{"x":"no"}])"));
+  ASSERT_FALSE(parser2.parse(std::string(R"([{"x":"no"}])")).error());
   EXPECT_FALSE(w.check(*p, parser2.doc, &why));
   EXPECT_EQ(why.pointer, "/0/x");
   EXPECT_EQ(why.schema_at, "#/items/properties/x");
