@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -18,6 +19,15 @@ namespace evpipe::testing {
 using namespace std::chrono_literals;
 
 // The string value of `"name":"…"` in a message as the stream writes it ("" when absent).
+// Events of ~200 bytes or more that a stream client which reads nothing
+// cannot all hold in the kernel's buffers: the server's send buffer grows up
+// to tcp_wmem's maximum (4 MiB by default) while the hub writes into it.
+inline size_t events_past_the_send_buffer() {
+  size_t lo = 0, def = 0, max = 4u << 20;
+  std::ifstream("/proc/sys/net/ipv4/tcp_wmem") >> lo >> def >> max;
+  return std::max<size_t>(3000, max / 200 + 3000);
+}
+
 inline std::string field(const std::string& json, const std::string& name) {
   std::string tag = "\"" + name + "\":\"";
   auto at = json.find(tag);

@@ -186,13 +186,7 @@ TEST_F(StreamSse, ResumingWithLastEventIdAtRandomPointsLosesAndRepeatsNothing) {
 // client reads nothing (an SSE frame here is over 200 bytes).
 TEST_F(StreamSse, AClientThatStopsReadingCatchesUpFromTheTable) {
   start("max_client_buffer_bytes = 4096\n");
-  size_t wmem_max = 4u << 20;
-  {
-    std::ifstream in("/proc/sys/net/ipv4/tcp_wmem");
-    size_t lo = 0, def = 0;
-    in >> lo >> def >> wmem_max;
-  }
-  const size_t n = std::max<size_t>(3000, wmem_max / 200 + 3000);
+  const size_t n = events_past_the_send_buffer();
   sse_client c(stream_port, "?since=now", "Accept: text/event-stream\r\n", 4096);
   ASSERT_NE(c.head().find("200 OK"), std::string::npos);
   auto caught = c.next();

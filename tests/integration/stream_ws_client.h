@@ -23,8 +23,13 @@ namespace websocket = beast::websocket;
 
 class ws_client {
  public:
-  explicit ws_client(uint16_t port) : ws_(ioc_) {
+  // `rcvbuf`: the socket's receive buffer (0: the kernel's default).
+  explicit ws_client(uint16_t port, int rcvbuf = 0) : ws_(ioc_) {
     asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
+    if (rcvbuf > 0) {
+      ws_.next_layer().open(asio::ip::tcp::v4());
+      ws_.next_layer().set_option(asio::socket_base::receive_buffer_size(rcvbuf));
+    }
     ws_.next_layer().connect(ep);
     ws_.handshake("127.0.0.1", "/v1/stream");
   }

@@ -142,6 +142,27 @@ TEST_F(StreamWs, UnsubscribeThenSubscribeResumesWithoutAGap) {
   for (const auto& k : second) EXPECT_EQ(k.rfind("b-", 0), 0u) << k;
 }
 
+// A subscribe while the connection is full (the client reads nothing, and
+// more events come than the kernel's buffers hold, so the hub has left the
+// rest to the session's thread, which waits for the socket): the new
+// subscription resumes after the last event handed to the socket, so the
+// client gets every event once, in order, in whole frames.
+TEST_F(StreamWs, ASubscribeWhileTheSocketIsFullRepeatsAndSkipsNothing) {
+  ws_client c(stream_port, 4096);
+  c.send(R"({"type":"subscribe","kinds":["project_created"]})");
+  auto caught = c.next();
+  ASSERT_TRUE(caught);
+  ASSERT_EQ(field(*caught, "type"), "caught_up") << *caught;
+  const size_t n = events_past_the_send_buffer();
+  produce("full", static_cast<int>(n));  // meanwhile the client reads nothing
+  c.send(R"({"type":"subscribe","topics":["#"]})");  // every event: the same ones, resubscribed
+  std::string last = field(*caught, "position");
+  auto keys = events(c, n, last);
+  std::set<std::string> unique(keys.begin(), keys.end());
+  EXPECT_EQ(unique.size(), n) << "an event repeated or missing";
+  EXPECT_EQ(keys.size(), n);
+}
+
 // Each subscribe adds events: kinds first, then topics, is "this kind
 // anywhere, or anything there" (it used to narrow the stream to that kind
 // there). An unsubscribe ends what it names and nothing else.
