@@ -324,6 +324,11 @@ std::string describe_dropped(position since, std::span<const table_reader::drop_
          "\" for the events after them, or give a time as since for every event kept from that time";
 }
 
+io::pg_status table_reader::plan_for_pages() {
+  io::pg_result r;
+  return conn_.query("SET enable_bitmapscan = off", r);
+}
+
 uint64_t table_reader::estimate_rows(const read_window& w) {
   io::pg_result r;
   std::string sql = "EXPLAIN (FORMAT JSON) " + select_sql(w, false);

@@ -269,5 +269,45 @@ TEST_F(TableReader, AReadFromAPositionUsesThePositionIndexWithoutStatistics) {
   EXPECT_EQ(read_at_least(w.after, 3000, w).size(), 3000u);
 }
 
+// A page far from the end (the stream's catch-up of a client that fell far
+// behind): on the reader's connection, set up for pages, the plan is a scan
+// of the position index in order that stops after the page. Without it, the
+// range bound of select_sql makes PostgreSQL read every row from the position
+// on (a bitmap scan) and sort them for each page.
+TEST_F(TableReader, APageFarFromTheEndReadsOnlyThePageWithoutStatistics) {
+  db.exec("ALTER TABLE events_mirror SET (autovacuum_enabled = false)");
+  db.exec("DO $$ BEGIN FOR i IN 1..120 LOOP "
+          "INSERT INTO events_mirror (topic, payload) SELECT 't/a', jsonb_build_object('idempotency_key', "
+          "'p-' || i || '-' || g, 'kind', 'k', 'text', repeat('x', 200)) FROM generate_series(1, 1000) g; "
+          "COMMIT; END LOOP; END $$");
+  auto early = db.column("SELECT tx::text || ' ' || id FROM events_mirror ORDER BY tx, id OFFSET 1000 LIMIT 1");
+  auto last = db.column("SELECT tx::text || ' ' || id FROM events_mirror ORDER BY tx DESC, id DESC LIMIT 1");
+  ASSERT_EQ(early.size(), 1u);
+  ASSERT_EQ(last.size(), 1u);
+  auto pos = [](const std::string& s) {
+    return position{std::stoull(s.substr(0, s.find(' '))), std::stoll(s.substr(s.find(' ') + 1))};
+  };
+  read_window w;
+  w.after = pos(early[0]);
+  w.until = pos(last[0]);
+  w.limit = 500;
+  auto explain = [&] {
+    io::pg_result r;
+    std::string plan;
+    EXPECT_TRUE(conn.query(("EXPLAIN (ANALYZE, TIMING OFF) " + reader.select_sql(w)).c_str(), r).ok);
+    for (int i = 0; i < PQntuples(r.get()); ++i) plan += std::string(PQgetvalue(r.get(), i, 0)) + "\n";
+    return plan;
+  };
+  const std::string before = explain();
+  ASSERT_TRUE(reader.plan_for_pages().ok);
+  const std::string plan = explain();
+  EXPECT_EQ(plan.find("Bitmap"), std::string::npos) << plan;
+  EXPECT_EQ(plan.find("Sort"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("Index Scan using idx_events_mirror_tx_id"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("rows=500 "), std::string::npos) << "the scan stops after the page:\n" << plan;
+  std::cout << "without plan_for_pages:\n" << before;
+  EXPECT_EQ(read_at_least(w.after, 500, w).size(), 500u);
+}
+
 }  // namespace
 }  // namespace evpipe::read
