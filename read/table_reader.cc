@@ -154,7 +154,55 @@ std::string table_reader::select_sql(const read_window& w, bool range_hint) cons
   return sql;
 }
 
+namespace {
+// A page of every row between two positions (read()'s comment in the header).
+bool unfiltered_page(const read_window& w) {
+  return w.limit > 0 && w.until && w.since_time.empty() && w.until_time.empty() &&
+         (w.any_of.empty() ||
+          std::any_of(w.any_of.begin(), w.any_of.end(), [](const row_clause& c) { return c.everything(); }));
+}
+}  // namespace
+
+// For an unfiltered page: bitmap scans off for this read's transaction
+// only (SET LOCAL: nothing stays on the session, which a pooler in
+// transaction mode may hand to another client). `own` says the transaction
+// is this read's, to end with end_page().
+io::pg_status table_reader::begin_page(const read_window& w, bool& own) {
+  own = false;
+  if (!unfiltered_page(w)) return {};
+  own = !guarded_;
+  return conn_.exec(own ? "BEGIN; SET LOCAL enable_bitmapscan = off" : "SET LOCAL enable_bitmapscan = off");
+}
+
+void table_reader::end_page(bool own) {
+  // Read only: ROLLBACK also ends a transaction a cancelled COPY aborted.
+  if (own) (void)conn_.exec("ROLLBACK");
+}
+
+std::vector<std::string> table_reader::explain_read(const read_window& w) {
+  std::vector<std::string> lines;
+  bool own = false;
+  if (!begin_page(w, own).ok) return lines;
+  io::pg_result r;
+  if (conn_.query(("EXPLAIN (ANALYZE, TIMING OFF) " + select_sql(w)).c_str(), r).ok) {
+    for (int i = 0; i < PQntuples(r.get()); ++i) lines.emplace_back(PQgetvalue(r.get(), i, 0));
+  }
+  end_page(own);
+  return lines;
+}
+
 io::pg_status table_reader::read(const read_window& w, const std::function<row_action(const event_row&)>& on_row) {
+  bool own = false;
+  if (auto st = begin_page(w, own); !st.ok) {
+    end_page(own);
+    return st;
+  }
+  auto st = read_rows(w, on_row);
+  end_page(own);
+  return st;
+}
+
+io::pg_status table_reader::read_rows(const read_window& w, const std::function<row_action(const event_row&)>& on_row) {
   std::string sql = "COPY (" + select_sql(w) + ") TO STDOUT (FORMAT binary)";
   PGconn* c = conn_.raw();
   io::pg_result start(PQexec(c, sql.c_str()));
@@ -322,11 +370,6 @@ std::string describe_dropped(position since, std::span<const table_reader::drop_
                            : std::to_string(rows) + " rows, ") +
          last->what + ", at " + last->dropped_at + "), up to position " + resume + ". Resume from \"" + resume +
          "\" for the events after them, or give a time as since for every event kept from that time";
-}
-
-io::pg_status table_reader::plan_for_pages() {
-  io::pg_result r;
-  return conn_.query("SET enable_bitmapscan = off", r);
 }
 
 uint64_t table_reader::estimate_rows(const read_window& w) {

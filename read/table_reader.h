@@ -72,20 +72,25 @@ class table_reader {
   // that `evpipe migrate` adds); else one line saying what to do.
   [[nodiscard]] std::string check();
 
-  // For a reader that reads in pages (a window with a limit, far from the
-  // end: the stream's catch-up): PostgreSQL plans this connection's reads as
-  // a scan of the position index in order, which stops after the page,
-  // rather than a bitmap scan of every row from the position on and a sort
-  // of them. The range bound that keeps a table without statistics off a
-  // whole-table read (select_sql) makes the planner take the bitmap plan,
-  // and a client 300,000 rows behind then cost PostgreSQL about 60 ms per
-  // page of 500 rows instead of 0.2 (docs/performance-read.md). Sets
-  // enable_bitmapscan = off for the session.
-  [[nodiscard]] io::pg_status plan_for_pages();
-
   // Streams the window's rows below the horizon to `on_row`, in position
   // order. Stopping early cancels the COPY (the connection stays usable).
+  //
+  // A page of every row between two positions (a limit and `until`, no
+  // topic, kind or time filter: the stream's catch-up of a client without
+  // one) is read as a scan of the position index in order, which stops
+  // after the page: the read runs in a transaction (the drop guard's, or
+  // its own) with enable_bitmapscan off for that transaction only. Else
+  // the range bound that keeps a table without statistics off a whole-table
+  // read (select_sql) makes PostgreSQL take a bitmap scan of every row from
+  // the position on and a sort of them: a client 300,000 rows behind cost
+  // about 60 ms per page of 500 rows instead of 0.2
+  // (docs/performance-read.md). Filtered pages keep the planner's choice: a
+  // bitmap of a topic or kind index can be the only good plan for a sparse
+  // filter.
   [[nodiscard]] io::pg_status read(const read_window& w, const std::function<row_action(const event_row&)>& on_row);
+  // The plan PostgreSQL takes for read(w), run as read() runs it (EXPLAIN
+  // ANALYZE, one line per element): for tests and diagnosis.
+  [[nodiscard]] std::vector<std::string> explain_read(const read_window& w);
 
   // The newest position below the horizon (start() for an empty table):
   // where a reader that wants only what comes next begins.
@@ -135,6 +140,9 @@ class table_reader {
   std::string marks_;
   bool has_marks_ = false;
   bool guarded_ = false;  // inside begin_drop_guard()
+  io::pg_status begin_page(const read_window& w, bool& own);
+  void end_page(bool own);
+  io::pg_status read_rows(const read_window& w, const std::function<row_action(const event_row&)>& on_row);
 };
 
 // The error a reader at `since` gets when the `drops` took rows after it:

@@ -220,8 +220,6 @@ void stream_hub::run() {
       if (st.ok) {
         reader = std::make_unique<table_reader>(conn, opts_.schema);
         problem = reader->check();
-        // Catch-up pages from far behind read only the page (table_reader).
-        if (auto st = reader->plan_for_pages(); problem.empty() && !st.ok) problem = st.message;
       }
       if (!problem.empty()) {
         probe_.read_errors.fetch_add(1, std::memory_order_relaxed);
