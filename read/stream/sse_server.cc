@@ -8,7 +8,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include <climits>
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/beast/core.hpp>
@@ -132,29 +131,17 @@ class sse_client final : public stream_client {
 };
 
 // Writes every item's bytes, in order, with as few writev() as the kernel
-// allows (IOV_MAX spans per call).
+// allows (blocking).
 bool send_items(int fd, const std::vector<frame_queue::item>& items) {
   std::vector<iovec> iov;
   iov.reserve(items.size());
+  size_t total = 0;
   for (const auto& it : items) {
     if (!it.bytes.empty()) iov.push_back({const_cast<char*>(it.bytes.data()), it.bytes.size()});
+    total += it.bytes.size();
   }
-  size_t at = 0;
-  while (at < iov.size()) {
-    msghdr msg{};
-    msg.msg_iov = iov.data() + at;
-    msg.msg_iovlen = std::min<size_t>(iov.size() - at, IOV_MAX);
-    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    // Past the spans written whole; into the one written in part.
-    auto left = static_cast<size_t>(n);
-    while (at < iov.size() && left >= iov[at].iov_len) left -= iov[at++].iov_len;
-    if (left > 0) {
-      iov[at].iov_base = static_cast<char*>(iov[at].iov_base) + left;
-      iov[at].iov_len -= left;
-    }
-  }
-  return true;
+  bool failed = false;
+  return send_spans(fd, iov, 0, failed) == total && !failed;
 }
 
 std::string url_decode(std::string_view s) {

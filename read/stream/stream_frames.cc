@@ -159,37 +159,41 @@ void frame_queue::detach() {
   fd_ = -1;
 }
 
+size_t send_spans(int fd, std::vector<iovec>& iov, int flags, bool& failed) {
+  failed = false;
+  size_t written = 0;
+  for (size_t at = 0; at < iov.size();) {
+    msghdr msg{};
+    msg.msg_iov = iov.data() + at;
+    msg.msg_iovlen = std::min<size_t>(iov.size() - at, IOV_MAX);
+    ssize_t n = ::sendmsg(fd, &msg, flags | MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      failed = n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+      break;
+    }
+    written += static_cast<size_t>(n);
+    // Past the spans written whole; into the one written in part.
+    auto left = static_cast<size_t>(n);
+    while (at < iov.size() && left >= iov[at].iov_len) left -= iov[at++].iov_len;
+    if (left > 0) {
+      iov[at].iov_base = static_cast<char*>(iov[at].iov_base) + left;
+      iov[at].iov_len -= left;
+    }
+  }
+  return written;
+}
+
 bool frame_queue::write_now(pipeline::histogram& commit_to_send) {
   std::lock_guard lock(mu_);
   if (client_holds_ || q_.empty()) return false;  // the client's thread looks again before it lets go
   if (fd_ < 0) return true;
   // A span per run of the client's rows of a read (one for a client without
   // a filter) and a message or two; IOV_MAX spans per call.
-  std::vector<iovec>& iov = iov_;
-  iov.clear();
-  for (const auto& it : q_) iov.push_back({const_cast<char*>(it.bytes.data()), it.bytes.size()});
-  const size_t n_iov = iov.size();
-  size_t written = 0;
+  iov_.clear();
+  for (const auto& it : q_) iov_.push_back({const_cast<char*>(it.bytes.data()), it.bytes.size()});
   bool failed = false;
-  for (size_t at = 0; at < n_iov;) {
-    msghdr msg{};
-    msg.msg_iov = iov.data() + at;
-    msg.msg_iovlen = std::min<size_t>(n_iov - at, IOV_MAX);
-    ssize_t n = ::sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      failed = n < 0 && errno != EAGAIN && errno != EWOULDBLOCK;
-      break;
-    }
-    written += static_cast<size_t>(n);
-    // Past the spans written whole; into the one written in part.
-    auto left = static_cast<size_t>(n);
-    while (at < n_iov && left >= iov[at].iov_len) left -= iov[at++].iov_len;
-    if (left > 0) {
-      iov[at].iov_base = static_cast<char*>(iov[at].iov_base) + left;
-      iov[at].iov_len -= left;
-    }
-  }
+  size_t written = send_spans(fd_, iov_, MSG_DONTWAIT, failed);
   const int64_t now =
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
   if (written > 0) last_hub_write_ns_.store(now, std::memory_order_relaxed);

@@ -81,6 +81,13 @@ class event_frames {
   std::string json_;                 // scratch: the row's message, reused
 };
 
+// Writes `iov` to `fd` with sendmsg(`flags` | MSG_NOSIGNAL), IOV_MAX spans
+// per call, until everything is written or a call writes nothing (with
+// MSG_DONTWAIT: the socket is full); `iov` is advanced past what was
+// written. Returns the bytes written; `failed`: a call failed for another
+// reason than a full socket (EAGAIN) or a signal (EINTR, retried).
+size_t send_spans(int fd, std::vector<iovec>& iov, int flags, bool& failed);
+
 // One client's bytes waiting for its socket, in order. What counts against
 // the client's limit (bytes(), max_client_buffer_bytes) is the memory its
 // queue keeps alive: the whole block of a read the first time one of its
