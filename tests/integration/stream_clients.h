@@ -81,6 +81,8 @@ class sse_client {
     }
     return buf_;
   }
+  // Heartbeat comments (": ping") that next() has skipped so far.
+  [[nodiscard]] size_t pings() const { return pings_; }
   // The next frame with an event name (comments skipped); nullopt on timeout or close.
   std::optional<sse_frame> next(std::chrono::milliseconds timeout = 30s) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -101,6 +103,7 @@ class sse_client {
           start = nl + 1;
         }
         if (!f.event.empty()) return f;
+        if (block.rfind(": ping", 0) == 0) ++pings_;
         continue;
       }
       if (!fill(deadline)) return std::nullopt;
@@ -121,6 +124,7 @@ class sse_client {
   }
   int fd_;
   std::string buf_;
+  size_t pings_ = 0;
 };
 
 }  // namespace evpipe::testing

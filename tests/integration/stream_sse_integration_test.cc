@@ -210,6 +210,33 @@ TEST_F(StreamSse, AClientThatStopsReadingCatchesUpFromTheTable) {
   EXPECT_GE(metric("catch_ups_total"), 1);
 }
 
+// The heartbeat comes after heartbeat_s of silence, and only then: events
+// the hub writes to the socket itself count as traffic, though the client's
+// own thread, which sends the heartbeat, writes none of them.
+TEST_F(StreamSse, AHeartbeatComesOnlyAfterHeartbeatSecondsOfSilence) {
+  start("heartbeat_s = 2\n");
+  sse_client c(stream_port, "?since=now");
+  ASSERT_NE(c.head().find("200 OK"), std::string::npos);
+  auto caught = c.next();
+  ASSERT_TRUE(caught);
+  // 4 s of traffic, an event every 250 ms: no heartbeat is due.
+  const auto until = std::chrono::steady_clock::now() + 4s;
+  int sent = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    produce(tcp_port, "hb" + std::to_string(sent++), 1);
+    std::this_thread::sleep_for(250ms);
+  }
+  for (int got = 0; got < sent;) {
+    auto f = c.next(10s);
+    ASSERT_TRUE(f) << got << " of " << sent;
+    if (f->event == "event") ++got;
+  }
+  EXPECT_EQ(c.pings(), 0u) << "a heartbeat while events flowed";
+  // Then silence: a heartbeat within heartbeat_s (and some slack).
+  EXPECT_FALSE(c.next(4s)) << "no event was written";
+  EXPECT_GE(c.pings(), 1u) << "no heartbeat after 4 s of silence";
+}
+
 TEST_F(StreamSse, BadRequestsGetAClearError) {
   std::string token_file = env_or("TMPDIR", "/tmp") + "/stream_token_" + std::to_string(::getpid());
   std::ofstream(token_file) << "s3cret\n";
