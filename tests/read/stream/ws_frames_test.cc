@@ -6,9 +6,15 @@
 // client's thread what the socket did not take at once).
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <iostream>
+#include <mutex>
 #include <thread>
 
 #include "read/stream/stream_frames.h"
@@ -378,6 +384,142 @@ TEST(FrameQueue, ReleaseKeepsTheSocketWhileFramesWaitAndADropKeepsOnlyABegunFram
   EXPECT_TRUE(q.push_message("x"));
   EXPECT_TRUE(q.write_now(commit_to_send));
   EXPECT_FALSE(q.empty());
+}
+
+
+// The hub and a client's thread taking turns on one socket, as they do under
+// load: the hub queues reads and messages and writes what it may, the
+// client's thread takes and writes what the socket did not take, and a
+// reader drains the socket at an uneven pace, so both the hub's partial
+// writes and the client's turns happen many times, and in every order.
+// Whoever writes, the reader gets every byte once, in order, and every
+// charge comes back.
+TEST(FrameQueue, HubAndClientThreadsTakingTurnsDeliverEveryByteOnceInOrder) {
+  socket_pair sp(4096);
+  frame_queue q;
+  q.attach(sp.fd[0]);
+  pipeline::histogram commit_to_send;
+
+  // The plan, fixed up front so that the expected bytes are known: reads
+  // (spans of shared blocks, 1 to 30 rows of 30 to 200 bytes) and the
+  // client's own messages, in push order.
+  struct push {
+    std::shared_ptr<const event_frames> block;
+    size_t first = 0, last = 0;
+    std::string message;
+  };
+  std::vector<push> plan;
+  std::vector<int> pauses;
+  std::string expected;
+  uint64_t seed = 12345;
+  auto next = [&seed](uint64_t n) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (seed >> 33) % n;
+  };
+  for (uint64_t tx = 1; tx <= 2500; ++tx) {
+    pauses.push_back(static_cast<int>(next(4) == 0 ? next(400) : 0));
+    if (next(8) == 0) {
+      plan.push_back({nullptr, 0, 0, "<message " + std::to_string(tx) + ">"});
+      expected += plan.back().message;
+      continue;
+    }
+    const auto rows = static_cast<int64_t>(1 + next(30));
+    auto block = block_of(tx, rows, 1, 30 + next(170));
+    const size_t first = next(static_cast<size_t>(rows));
+    const size_t last = first + 1 + next(static_cast<size_t>(rows) - first);
+    expected += block->span(frame_format::websocket, first, last);
+    plan.push_back({block, first, last, {}});
+  }
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::atomic<bool> hub_done{false};
+  auto wake = [&] {
+    std::lock_guard lock(mu);
+    cv.notify_one();
+  };
+  std::atomic<int> hub_wakes{0}, client_turns{0};
+
+  std::thread hub([&] {
+    for (size_t i = 0; i < plan.size(); ++i) {
+      const auto& p = plan[i];
+      const bool was_empty = p.block ? q.push_events(p.block, frame_format::websocket, p.first, p.last)
+                                     : q.push_message(p.message);
+      if (was_empty && q.write_now(commit_to_send)) {
+        hub_wakes.fetch_add(1);
+        wake();
+      }
+      // Paced like reads (a fast hub only ever queues behind the client's thread).
+      std::this_thread::sleep_for(std::chrono::microseconds(pauses[i]));
+    }
+    hub_done = true;
+    wake();
+  });
+
+  std::thread client([&] {
+    std::vector<frame_queue::item> items;
+    for (;;) {
+      if (q.release()) {
+        std::unique_lock lock(mu);
+        cv.wait_for(lock, std::chrono::milliseconds(2), [&] { return !q.empty() || hub_done.load(); });
+      }
+      const bool done = hub_done.load();
+      items.clear();
+      q.take(items);
+      if (!items.empty()) client_turns.fetch_add(1);
+      size_t charges = 0;
+      for (const auto& it : items) {
+        for (std::string_view rest = it.bytes; !rest.empty();) {
+          ssize_t n = ::send(sp.fd[0], rest.data(), rest.size(), MSG_NOSIGNAL);
+          if (n <= 0) return;
+          rest.remove_prefix(static_cast<size_t>(n));
+        }
+        charges += it.charge;
+      }
+      q.sent(charges);
+      if (done && items.empty() && q.release()) return;
+    }
+  });
+
+  std::string got;
+  got.reserve(expected.size());
+  char buf[3000];
+  for (size_t reads = 0; got.size() < expected.size(); ++reads) {
+    pollfd pfd{sp.fd[1], POLLIN, 0};
+    if (::poll(&pfd, 1, 10'000) != 1) break;  // nothing for 10 s: stuck
+    ssize_t n = ::recv(sp.fd[1], buf, 1 + reads % sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+    if (reads % 16 == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  // Whatever more comes (it must not) is read, so that no writer blocks on
+  // a full socket.
+  std::atomic<bool> joined{false};
+  std::string extra;
+  std::thread drainer([&] {
+    while (!joined.load()) {
+      pollfd pfd{sp.fd[1], POLLIN, 0};
+      if (::poll(&pfd, 1, 10) != 1) continue;
+      ssize_t n = ::recv(sp.fd[1], buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) extra.append(buf, static_cast<size_t>(n));
+    }
+  });
+  hub.join();
+  client.join();
+  joined = true;
+  drainer.join();
+  extra += sp.drain();
+  EXPECT_EQ(extra.size(), 0u) << "bytes beyond the plan";
+  ASSERT_EQ(got.size(), expected.size());
+  EXPECT_TRUE(got == expected) << "first difference at byte "
+                               << (std::mismatch(got.begin(), got.end(), expected.begin()).first - got.begin());
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(q.bytes(), 0u) << "every charge came back";
+  // Both writers had turns (else the test did not test the hand-over).
+  EXPECT_GT(hub_wakes.load(), 10);
+  EXPECT_GT(client_turns.load(), 10);
+  std::cout << "hub wakes " << hub_wakes.load() << ", client turns " << client_turns.load() << ", "
+            << expected.size() << " bytes\n";
 }
 
 }  // namespace
