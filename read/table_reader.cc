@@ -275,7 +275,9 @@ io::pg_status table_reader::read_rows(const read_window& w, const std::function<
 
 io::pg_status table_reader::live_edge(position& out) {
   io::pg_result r;
-  std::string sql = "SELECT tx::text, id FROM " + table_ +
+  // xid8's text is its decimal number. (Selected as `tx::text`, ORDER BY tx
+  // would sort that text: "999" after "1000", and a whole-table sort.)
+  std::string sql = "SELECT tx, id FROM " + table_ +
                     " WHERE tx < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx DESC, id DESC LIMIT 1";
   auto st = conn_.query(sql.c_str(), r);
   if (!st.ok) return st;

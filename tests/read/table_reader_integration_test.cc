@@ -63,6 +63,22 @@ class TableReader : public ::testing::Test {
   table_reader reader{conn, ""};
 };
 
+// The live edge (where a client that subscribes "now" begins) is the newest
+// position below the horizon in position order, and is found from the
+// position index. It was once ordered by the transaction id's text ("9"
+// after "10"): on a table whose ids had passed 999 (or 9,999,999) the edge
+// was far back, and a "now" subscriber got every event since; and that sort
+// read the whole table. (Ids below any cluster's horizon: initdb alone uses
+// hundreds.)
+TEST_F(TableReader, TheLiveEdgeIsTheNewestPositionWhateverTheIdsDigitCount) {
+  db.exec("INSERT INTO events_mirror (tx, topic, payload) SELECT t::text::xid8, 't/a', "
+          "jsonb_build_object('idempotency_key', 'edge-' || t) FROM unnest(ARRAY[9, 10, 98, 99, 100, 101]) t");
+  position edge;
+  ASSERT_TRUE(reader.live_edge(edge).ok);
+  EXPECT_EQ(edge.tx, 101u);
+  EXPECT_EQ(edge, read_all(position::start()).back().pos);
+}
+
 // Tables that predate positions get the column from `evpipe migrate` without
 // a rewrite (same relfilenode), and their rows become readable in id order.
 TEST_F(TableReader, MigrationAddsPositionsWithoutRewritingTheTable) {
