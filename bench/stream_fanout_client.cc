@@ -203,9 +203,12 @@ void run_client(const options& o, int index, client_result& r, std::atomic<int>&
     ++r.events;
     if (o.read_rate > 0) {
       // A slow reader: no faster than read_rate events/s from its first event.
+      // It sleeps once it is a millisecond ahead, not after every event: a
+      // sleep an event cost the client about 20 us of CPU an event, taken
+      // from the machine that ingests.
       if (r.events == 1) read_start = std::chrono::steady_clock::now();
       auto due = read_start + std::chrono::microseconds(int64_t(1e6 * double(r.events) / o.read_rate));
-      std::this_thread::sleep_until(due);
+      if (due - std::chrono::steady_clock::now() > std::chrono::milliseconds(1)) std::this_thread::sleep_until(due);
     }
   }
   fd_out = -1;  // not to be shut down by number any more
