@@ -99,6 +99,13 @@ void stream_hub::note_commit(int64_t commit_ns) {
   wake_.notify_all();
 }
 
+namespace {
+int64_t steady_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
 void stream_hub::run() {
   std::vector<std::shared_ptr<client_state>> clients;
   io::pg_connection conn;
@@ -195,11 +202,25 @@ void stream_hub::run() {
         conn.close();
       }
     };
+    // The tail read (or moved to the live edge) from a look begun at
+    // `started_ns`. Rows came: the commits noted so far are accounted for.
+    // (None came: the noted commit waits behind the horizon; keep timing
+    // from it, and look again after `recheck`.)
+    auto tail_moved = [&](position to, int64_t started_ns) {
+      if (to != tail || commit_ns == 0) {
+        commit_ns = 0;
+        recheck = std::chrono::milliseconds(1);
+      } else {
+        recheck = std::min(recheck * 2, std::chrono::milliseconds(50));
+        next_tail_read = std::min(next_tail_read, std::chrono::steady_clock::now() + recheck);
+      }
+      previous_read_ns = started_ns;
+      tail = to;
+    };
     if (!tail_known) {
       // Rows past the live edge committed after this moment, at the earliest
       // (the first tail read's rows are timed from it when no commit was noted).
-      previous_read_ns =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+      previous_read_ns = steady_now_ns();
       if (auto st = reader->live_edge(tail); !st.ok) {
         failed(st);
         continue;
@@ -272,13 +293,13 @@ void stream_hub::run() {
       if (read_horizon(conn, h).ok) probe_.horizon_age_s.store(h.oldest_pid ? h.oldest_age_s : 0, std::memory_order_relaxed);
     }
 
+    // The tail: rows past it, formatted once (in the formats the live clients
+    // speak) and handed to every live client whose filter matches, as one
+    // span per run of matching rows. A live client whose queue is over
+    // max_client_buffer_bytes falls behind first: back to the table from the
+    // tail, with nothing of this read.
+    bool want_ws = false, want_sse = false;
     if (tail_due) {
-      // The tail: rows past it, formatted once (in the formats the live clients
-      // speak) and handed to every live client whose filter matches, as one
-      // span per run of matching rows. A live client whose queue is over
-      // max_client_buffer_bytes falls behind first: back to the table from the
-      // tail, with nothing of this read.
-      bool want_ws = false, want_sse = false;
       for (auto& c : clients) {
         if (!c->live) continue;
         if (c->client->queued_bytes() > opts_.max_client_buffer_bytes) {
@@ -295,13 +316,28 @@ void stream_hub::run() {
         c->in_run = false;
       }
       next_tail_read = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.poll_ms);
+      if (!want_ws && !want_sse) {
+        // No client is live: nobody takes the tail's rows, so the tail moves
+        // to the live edge (one index lookup) instead of reading them. Clients
+        // behind read them from the table up to the new tail (catch_up); the
+        // seam is the same, since no row can later appear at or before the
+        // live edge (docs/read.md, "Positions").
+        position edge;
+        const int64_t started_ns = steady_now_ns();
+        if (auto st = reader->live_edge(edge); !st.ok) {
+          failed(st);
+          continue;
+        }
+        tail_moved(std::max(tail, edge), started_ns);
+        tail_due = false;
+      }
+    }
+    if (tail_due) {
       read_window tw;
       tw.after = tail;
       tw.limit = opts_.tail_page;
       position before = tail;
-      const int64_t read_started_ns =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-              .count();
+      const int64_t read_started_ns = steady_now_ns();
       // Rows found without an own commit noted were committed by another
       // writer after the previous read began, at the earliest (later, if an
       // open transaction held the horizon back: then this undercounts).
@@ -380,19 +416,7 @@ void stream_hub::run() {
         failed(st);
         continue;
       }
-      // Rows came: the commits noted so far are accounted for. (None came:
-      // the noted commit waits behind the horizon; keep timing from it.)
-      if (before != tail || commit_ns == 0) {
-        commit_ns = 0;
-        recheck = std::chrono::milliseconds(1);
-      } else {
-        recheck = std::min(recheck * 2, std::chrono::milliseconds(50));
-      }
-      if (commit_ns != 0) {
-        next_tail_read = std::min(next_tail_read, std::chrono::steady_clock::now() + recheck);
-      }
-      previous_read_ns = read_started_ns;
-      tail = before;
+      tail_moved(before, read_started_ns);
       for (auto& c : clients) {
         if (c->live) c->pos = tail;
       }
