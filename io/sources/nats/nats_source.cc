@@ -45,6 +45,16 @@ void on_connected(natsConnection* nc, void* closure) {
   }
 }
 
+// The library runs a connection's callbacks in order on one thread of its
+// own, after natsConnection_Close and natsConnection_Destroy have returned
+// too: this one comes last, and only then may their closure go (close()).
+void on_closed(natsConnection*, void* closure) {
+  auto* sh = static_cast<nats_source::shared*>(closure);
+  std::lock_guard lock(sh->closed_mu);
+  sh->closed = true;
+  sh->closed_cv.notify_all();
+}
+
 void on_reconnected(natsConnection* nc, void* closure) {
   pipeline::bump(static_cast<nats_source::shared*>(closure)->probe.reconnects);
   on_connected(nc, closure);
@@ -83,7 +93,11 @@ nats_source::nats_source(config::nats_source cfg, pipeline::router& router, pipe
   }
 }
 
-nats_source::~nats_source() { close(); }
+nats_source::~nats_source() {
+  close();
+  // Left to the library's callback thread, which may still run with it.
+  if (keep_shared_) (void)sh_.release();
+}
 
 void nats_source::connect_or_throw() {
   check(natsOptions_Create(&opts_), "options");
@@ -101,6 +115,7 @@ void nats_source::connect_or_throw() {
   check(natsOptions_SetDisconnectedCB(opts_, on_disconnected, sh_.get()), "callbacks");
   check(natsOptions_SetReconnectedCB(opts_, on_reconnected, sh_.get()), "callbacks");
   check(natsOptions_SetErrorHandler(opts_, on_async_error, sh_.get()), "callbacks");
+  check(natsOptions_SetClosedCB(opts_, on_closed, sh_.get()), "callbacks");
   if (tls) {
     check(natsOptions_SetSecure(opts_, true), "TLS");
     if (!cfg_.ca_file.empty()) check(natsOptions_LoadCATrustedCertificates(opts_, cfg_.ca_file.c_str()), "ca_file");
@@ -267,6 +282,16 @@ void nats_source::close() {
     if (sh_->conn != nullptr) {
       on_disconnected(sh_->conn, sh_.get());
       natsConnection_Destroy(sh_->conn);
+      // The disconnected and closed callbacks that the close queued run
+      // later, on the library's thread, with sh_: it must outlive them
+      // (ThreadSanitizer caught the disconnected one writing to a source
+      // already destroyed, at shutdown; a reload that removes a source does
+      // the same while evpipe runs on).
+      std::unique_lock lock(sh_->closed_mu);
+      if (!sh_->closed_cv.wait_for(lock, 10s, [&] { return sh_->closed; })) {
+        spdlog::warn("nats: the client library did not report the connection closed within 10 s; its state is left to it");
+        keep_shared_ = true;
+      }
     }
     sh_->conn = nullptr;
     if (opts_ != nullptr) natsOptions_Destroy(opts_);

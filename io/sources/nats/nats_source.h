@@ -87,6 +87,11 @@ class nats_source final : public source {
     std::string problem;
     bool problem_is_config = false;
     void set_problem(std::string p, bool config);
+    // Set by the library's closed callback, the last it runs for the
+    // connection (after the disconnected one): this object may go then.
+    std::mutex closed_mu;
+    std::condition_variable closed_cv;
+    bool closed = false;
   };
 
  private:
@@ -102,6 +107,7 @@ class nats_source final : public source {
   std::atomic<bool> acker_stop_{false};
   std::atomic<int> reading_{0};
   std::once_flag closed_;
+  bool keep_shared_ = false;  // the library did not say it closed: sh_ is left to it (close())
 };
 
 }  // namespace evpipe::io
