@@ -328,6 +328,11 @@ void stream_hub::run() {
           failed(st);
           continue;
         }
+        if (edge < tail) {
+          // Only when rows at the end were deleted (or the connection reached
+          // another database): the tail stays, and so does every position.
+          spdlog::debug("stream: the live edge {} is behind the tail {}; the tail stays", encode(edge), encode(tail));
+        }
         tail_moved(std::max(tail, edge), started_ns);
         tail_due = false;
       }
