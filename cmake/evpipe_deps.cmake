@@ -11,7 +11,7 @@ find_package(CLI11 REQUIRED CONFIG)
 find_package(absl REQUIRED CONFIG)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(libsystemd REQUIRED IMPORTED_TARGET libsystemd)  # sd_notify (app/service_notify.cc)
-pkg_check_modules(re2 REQUIRED IMPORTED_TARGET re2)  # payload schemas' `pattern` (stages/schema, libre2-dev)
+pkg_check_modules(re2 REQUIRED IMPORTED_TARGET re2)  # payload schemas' `pattern` (stages/schema) and the config's checks (config/; linear time, no recursion), libre2-dev
 if(EVPIPE_USE_MIMALLOC)
   find_package(mimalloc REQUIRED CONFIG)
 endif()

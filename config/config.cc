@@ -4,6 +4,7 @@
 #include "config/route_sections.h"
 
 #include <arpa/inet.h>
+#include <re2/re2.h>
 #include <toml++/toml.h>
 #include <unistd.h>
 
@@ -11,7 +12,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -50,11 +50,11 @@ endpoint parse_endpoint(std::string_view text, const std::string& what) {
     port_text = text.substr(colon + 1);
   }
   // A host name or IPv4 address, or an IPv6 address in brackets.
-  static const std::regex name_re(R"(^[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?$)");
-  static const std::regex v6_re(R"(^[0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?$)");
+  static const RE2 name_re(R"([A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?)");
+  static const RE2 v6_re(R"([0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?)");
   bool bracketed = !text.empty() && text.front() == '[';
-  if (!(bracketed ? std::regex_match(ep.host, v6_re) && ep.host.find(':') != std::string::npos
-                  : std::regex_match(ep.host, name_re))) {
+  if (!(bracketed ? RE2::FullMatch(ep.host, v6_re) && ep.host.find(':') != std::string::npos
+                  : RE2::FullMatch(ep.host, name_re))) {
     throw config_error(what + ": \"" + ep.host + "\" is not a host name or IP address (IPv6 goes in brackets)");
   }
   unsigned port = 0;
@@ -82,14 +82,19 @@ endpoint parse_listen(std::string_view text, const std::string& what) {
 
 std::string mask_dsn(const std::string& dsn) {
   // URI form: scheme://user:password@host...
-  static const std::regex uri_pw(R"(^([a-z]+://[^:/@]*):([^@]*)@)");
+  static const RE2 uri_pw(R"(^([a-z]+://[^:/@]*):([^@]*)@)");
   // key=value form: password=...
-  static const std::regex kv_pw(R"((^|\s)password\s*=\s*('([^'\\]|\\.)*'|\S+))");
+  static const RE2 kv_pw(R"((^|\s)password\s*=\s*('([^'\\]|\\.)*'|\S+))");
   // URI query parameter: ...?password=... or ...&password=...
-  static const std::regex query_pw(R"(([?&])password=[^&]*)");
-  std::string out = std::regex_replace(dsn, uri_pw, "$1:****@");
-  if (out.find("://") != std::string::npos) return std::regex_replace(out, query_pw, "$1password=****");
-  return std::regex_replace(out, kv_pw, "$1password=****");
+  static const RE2 query_pw(R"(([?&])password=[^&]*)");
+  std::string out = dsn;
+  RE2::Replace(&out, uri_pw, R"(\1:****@)");
+  if (out.find("://") != std::string::npos) {
+    RE2::GlobalReplace(&out, query_pw, R"(\1password=****)");
+  } else {
+    RE2::GlobalReplace(&out, kv_pw, R"(\1password=****)");
+  }
+  return out;
 }
 
 namespace {
@@ -157,8 +162,8 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
       r.fail("retry_max_ms", "must not be below retry_base_ms");
     }
     // An unquoted lowercase identifier: means the same in every statement, no quoting rules to explain.
-    static const std::regex identifier("[a-z_][a-z0-9_]{0,62}");
-    if (!s.postgres.schema.empty() && !std::regex_match(s.postgres.schema, identifier)) {
+    static const RE2 identifier("[a-z_][a-z0-9_]{0,62}");
+    if (!s.postgres.schema.empty() && !RE2::FullMatch(s.postgres.schema, identifier)) {
       r.fail("schema", "must be a lowercase identifier (a-z, 0-9, _)");
     }
   }
@@ -184,8 +189,8 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
     r.uint("max_label_values", s.metrics.max_label_values, 1, 100'000);
     r.uint("max_series", s.metrics.max_series, 1, 1'000'000);
     r.reject_unknown();
-    static const std::regex name_re("^[a-zA-Z_:][a-zA-Z0-9_:]*$");
-    if (!std::regex_match(s.metrics.prefix, name_re)) {
+    static const RE2 name_re("[a-zA-Z_:][a-zA-Z0-9_:]*");
+    if (!RE2::FullMatch(s.metrics.prefix, name_re)) {
       r.fail("prefix", "must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)");
     }
   }

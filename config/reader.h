@@ -2,11 +2,11 @@
 // and the small rules several sections share. Not part of the public API.
 #pragma once
 
+#include <re2/re2.h>
 #include <toml++/toml.h>
 
 #include <cstdint>
 #include <cstdlib>
-#include <regex>
 #include <set>
 #include <string>
 #include <string_view>
@@ -98,8 +98,8 @@ class table_reader {
         fallback = inner.substr(d + 2);
         has_default = true;
       }
-      static const std::regex var_re("^[A-Za-z_][A-Za-z0-9_]*$");
-      if (!std::regex_match(name, var_re)) fail(key, "\"${" + inner + "}\" is not a valid variable reference");
+      static const RE2 var_re("[A-Za-z_][A-Za-z0-9_]*");
+      if (!RE2::FullMatch(name, var_re)) fail(key, "\"${" + inner + "}\" is not a valid variable reference");
       const char* v = std::getenv(name.c_str());
       if (v && *v) {
         out += v;

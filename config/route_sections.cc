@@ -1,10 +1,11 @@
 #include "config/route_sections.h"
 
+#include <re2/re2.h>
+
 #include <charconv>
 #include <functional>
 #include <cmath>
 #include <limits>
-#include <regex>
 #include <set>
 
 #include "config/reader.h"
@@ -31,8 +32,8 @@ namespace {
 
 // Unquoted lowercase identifiers, as for [postgres] schema: they mean the
 // same in every statement evpipe builds, with no quoting rules to explain.
-const std::regex& identifier_re() {
-  static const std::regex re("[a-z_][a-z0-9_]{0,62}");
+const RE2& identifier_re() {
+  static const RE2 re("[a-z_][a-z0-9_]{0,62}");
   return re;
 }
 
@@ -79,17 +80,17 @@ bool parse_json_path(const std::string& s, std::vector<std::string>& out) {
 
 void parse_source(route_column& c, const std::function<void(const std::string&)>& fail) {
   const std::string& s = c.source_text;
-  static const std::regex segment_re(R"(topic\[([0-9]{1,3})\])");
-  std::smatch m;
+  static const RE2 segment_re(R"(topic\[([0-9]{1,3})\])");
+  std::string digits;
   if (s == "topic") {
     c.source = column_source::topic;
   } else if (s == "received_at") {
     c.source = column_source::received_at;
   } else if (s == "message") {
     c.source = column_source::message;
-  } else if (std::regex_match(s, m, segment_re)) {
+  } else if (RE2::FullMatch(s, segment_re, &digits)) {
     c.source = column_source::topic_segment;
-    c.segment = static_cast<uint32_t>(std::stoul(m[1].str()));
+    c.segment = static_cast<uint32_t>(std::stoul(digits));
   } else if (parse_json_path(s, c.path)) {
     c.source = column_source::json_path;
   } else {
@@ -146,7 +147,7 @@ route_column parse_column(const toml::table& t, const std::string& where, const 
     }
   }
   if (c.name.empty()) r.fail("name", "is required");
-  if (!std::regex_match(c.name, identifier_re())) r.fail("name", "\"" + c.name + "\" must be a lowercase identifier");
+  if (!RE2::FullMatch(c.name, identifier_re())) r.fail("name", "\"" + c.name + "\" must be a lowercase identifier");
   if (c.source_text.empty()) c.source_text = c.name;  // the usual case: the same name in the message
   if (type.empty()) r.fail("type", "is required (text, int4, int8, float8, bool, timestamptz, uuid or jsonb)");
   if (!parse_type(type, c.type)) {
@@ -233,8 +234,8 @@ route parse_route(const toml::table& t, size_t index, const std::string& origin,
     r.fail("kinds", "a route with envelope = \"none\" matches by topics only (its messages have no kind)");
   }
 
-  static const std::regex table_re("[a-z_][a-z0-9_]{0,62}(\\.[a-z_][a-z0-9_]{0,62})?");
-  if (!rt.table.empty() && !std::regex_match(rt.table, table_re)) {
+  static const RE2 table_re("[a-z_][a-z0-9_]{0,62}(\\.[a-z_][a-z0-9_]{0,62})?");
+  if (!rt.table.empty() && !RE2::FullMatch(rt.table, table_re)) {
     r.fail("table", "\"" + rt.table + "\" must be a lowercase identifier, optionally schema.table");
   }
   if (rt.table.empty() && !rt.mirror) r.fail("table", "is required (or mirror = true for a route that only mirrors)");

@@ -1,5 +1,7 @@
 #include "config/schemas_section.h"
 
+#include <re2/re2.h>
+
 #include "config/reader.h"
 
 namespace evpipe::config::detail {
@@ -15,8 +17,8 @@ schemas_section parse_schemas(const toml::table& t, const std::string& origin, c
   if (s.unknown_version != "accept" && s.unknown_version != "dead_letter") {
     r.fail("unknown_version", "must be \"accept\" or \"dead_letter\"");
   }
-  static const std::regex path_re(R"(^[^.]+(\.[^.]+)*$)");
-  if (!std::regex_match(s.version_path, path_re)) r.fail("version_path", "must be keys joined by dots (\"payload.version\")");
+  static const RE2 path_re(R"([^.]+(\.[^.]+)*)");
+  if (!RE2::FullMatch(s.version_path, path_re)) r.fail("version_path", "must be keys joined by dots (\"payload.version\")");
   s.dir = resolve_path(s.dir, base_dir);
   return s;
 }

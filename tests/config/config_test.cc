@@ -92,6 +92,30 @@ TEST(Config, MasksPasswords) {
   EXPECT_EQ(to_toml(s).find("hunter2"), std::string::npos);
 }
 
+// Values of any length are checked without recursion: libstdc++'s
+// std::regex recursed once a character, and a 4 KB listen host (found by the
+// config fuzzer) overflowed the stack instead of giving an error. Each of
+// these values is 200,000 characters, checked by every pattern the config
+// uses; a valid long key=value password is masked whole.
+TEST(Config, ValuesOfAnyLengthAreCheckedWithoutOverflowingTheStack) {
+  const std::string long_name(200'000, 'a');
+  EXPECT_NE(config_error_of("[[sources.tcp]]\nlisten = \"" + long_name + "-:7000\"").find("not a host name or IP address"),
+            std::string::npos);
+  EXPECT_NE(config_error_of("[[sources.tcp]]\nlisten = \"[" + std::string(200'000, ':') + "x]:7000\"")
+                .find("not a host name or IP address"),
+            std::string::npos);
+  EXPECT_NE(config_error_of("[metrics]\nprefix = \"" + long_name + "-\"").find("Prometheus metric name"),
+            std::string::npos);
+  EXPECT_NE(config_error_of("[postgres]\nschema = \"" + long_name + "\"").find("lowercase identifier"),
+            std::string::npos);
+  EXPECT_NE(config_error_of("[schemas]\nversion_path = \"" + long_name + "..x\"").find("keys joined by dots"),
+            std::string::npos);
+  EXPECT_NE(config_error_of("[postgres]\ndsn = \"${" + long_name + "-}\"").find("not a valid variable reference"),
+            std::string::npos);
+  EXPECT_EQ(mask_dsn("host=h password=" + long_name + " dbname=d"), "host=h password=**** dbname=d");
+  EXPECT_EQ(mask_dsn("postgresql://u:" + long_name + "@h/db"), "postgresql://u:****@h/db");
+}
+
 TEST(Config, EffectiveConfigRoundTrips) {
   auto s = load_string("[batch]\nmax_rows = 77\n[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\n");
   auto again = load_string(to_toml(s));
