@@ -75,6 +75,41 @@ class NatsSource : public ::testing::Test {
     }
   }
   long count(const std::string& sql) { return db.count(sql); }
+  // A server that wants `a`'s secret (its password, or its token): evpipe
+  // given a file with a wrong one (`key` = "<file>", with what goes before
+  // that key) stops the start with the reason and `hint`, and the wrong
+  // secret is not in its log; given the right one, it reads, and the right
+  // one is not in its log either.
+  void refused_then_accepted(const nats_server::auth& a, const std::string& name, const std::string& key,
+                             const std::string& hint) {
+    const std::string right = a.token.empty() ? a.password : a.token;
+    const std::string wrong = "wrong-" + name + "-secret";
+    nats_server server(name, a);
+    nats_client client(server.url(), a);
+    client.add_stream("EVENTS", "tracker.>");
+    uint16_t http_port = free_port();
+    std::string dir = env_or("TMPDIR", "/tmp") + "/nats_it_" + std::to_string(::getpid()) + "_" + name;
+    ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
+    std::ofstream(dir + "/wrong") << wrong << "\n";
+    std::ofstream(dir + "/right") << right << "\n";
+    nats_options o;
+    o.extra = key + " = \"" + dir + "/wrong\"\n";
+    evpipe_process bad(nats_config(db, server.url(), http_port, o), "nats_bad_" + name);
+    ASSERT_EQ(bad.run_command("migrate"), 0) << bad.log("migrate.log");
+    EXPECT_THROW(bad.start(http_port), std::runtime_error);
+    std::string log = bad.log();
+    EXPECT_NE(log.find("the server refused evpipe's credentials"), std::string::npos) << log;
+    EXPECT_NE(log.find(hint), std::string::npos) << log;
+    EXPECT_EQ(log.find(wrong), std::string::npos) << "the secret was logged";
+
+    o.extra = key + " = \"" + dir + "/right\"\n";
+    evpipe_process good(nats_config(db, server.url(), http_port, o), "nats_good_" + name);
+    good.start(http_port);
+    client.publish("tracker.a", valid_event(name + "-1"));
+    ASSERT_TRUE(eventually([&] { return acks(http_port) >= 1; })) << good.log();
+    EXPECT_EQ(good.log().find(right), std::string::npos);
+    EXPECT_EQ(count("SELECT count(*) FROM events_mirror"), 1);
+  }
   // Every key of the run stored exactly once.
   void expect_once(const std::string& run, long n) {
     EXPECT_EQ(count("SELECT count(*) FROM events_mirror WHERE idempotency_key LIKE '" + run + "-%'"), n);
@@ -377,61 +412,13 @@ TEST_F(NatsSource, RefusedCredentialsStopTheStartWithAClearError) {
   nats_server::auth a;
   a.user = "evpipe";
   a.password = "right-secret";
-  nats_server server("auth", a);
-  nats_client client(server.url(), a);
-  client.add_stream("EVENTS", "tracker.>");
-  uint16_t http_port = free_port();
-  std::string dir = env_or("TMPDIR", "/tmp") + "/nats_it_" + std::to_string(::getpid()) + "_pw";
-  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
-  std::ofstream(dir + "/wrong") << "wrong-secret\n";
-  std::ofstream(dir + "/right") << "right-secret\n";
-  nats_options o;
-  o.extra = "user = \"evpipe\"\npassword_file = \"" + dir + "/wrong\"\n";
-  evpipe_process bad(nats_config(db, server.url(), http_port, o), "nats_badauth");
-  ASSERT_EQ(bad.run_command("migrate"), 0) << bad.log("migrate.log");
-  EXPECT_THROW(bad.start(http_port), std::runtime_error);
-  std::string log = bad.log();
-  EXPECT_NE(log.find("the server refused evpipe's credentials"), std::string::npos) << log;
-  EXPECT_NE(log.find("check user and password_file"), std::string::npos) << log;
-  EXPECT_EQ(log.find("wrong-secret"), std::string::npos) << "the password was logged";
-
-  o.extra = "user = \"evpipe\"\npassword_file = \"" + dir + "/right\"\n";
-  evpipe_process good(nats_config(db, server.url(), http_port, o), "nats_goodauth");
-  good.start(http_port);
-  client.publish("tracker.a", valid_event("auth-1"));
-  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 1; })) << good.log();
-  EXPECT_EQ(good.log().find("right-secret"), std::string::npos);
-  EXPECT_EQ(count("SELECT count(*) FROM events_mirror"), 1);
+  refused_then_accepted(a, "pw", "user = \"evpipe\"\npassword_file", "check user and password_file");
 }
 
 TEST_F(NatsSource, ATokenFileIsPresentedAndNeverLogged) {
   nats_server::auth a;
   a.token = "right-token";
-  nats_server server("token", a);
-  nats_client client(server.url(), a);
-  client.add_stream("EVENTS", "tracker.>");
-  uint16_t http_port = free_port();
-  std::string dir = env_or("TMPDIR", "/tmp") + "/nats_it_" + std::to_string(::getpid()) + "_token";
-  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
-  std::ofstream(dir + "/wrong") << "wrong-token\n";
-  std::ofstream(dir + "/right") << "right-token\n";
-  nats_options o;
-  o.extra = "token_file = \"" + dir + "/wrong\"\n";
-  evpipe_process bad(nats_config(db, server.url(), http_port, o), "nats_badtoken");
-  ASSERT_EQ(bad.run_command("migrate"), 0) << bad.log("migrate.log");
-  EXPECT_THROW(bad.start(http_port), std::runtime_error);
-  std::string log = bad.log();
-  EXPECT_NE(log.find("the server refused evpipe's credentials"), std::string::npos) << log;
-  EXPECT_NE(log.find("check token_file"), std::string::npos) << log;
-  EXPECT_EQ(log.find("wrong-token"), std::string::npos) << "the token was logged";
-
-  o.extra = "token_file = \"" + dir + "/right\"\n";
-  evpipe_process good(nats_config(db, server.url(), http_port, o), "nats_goodtoken");
-  good.start(http_port);
-  client.publish("tracker.a", valid_event("token-1"));
-  ASSERT_TRUE(eventually([&] { return acks(http_port) >= 1; })) << good.log();
-  EXPECT_EQ(good.log().find("right-token"), std::string::npos);
-  EXPECT_EQ(count("SELECT count(*) FROM events_mirror"), 1);
+  refused_then_accepted(a, "token", "token_file", "check token_file");
 }
 
 // Operator mode (decentralised JWT auth, as NGS and nsc set up): a creds
