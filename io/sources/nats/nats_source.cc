@@ -45,9 +45,10 @@ void on_connected(natsConnection* nc, void* closure) {
   }
 }
 
-// The library runs a connection's callbacks in order on one thread of its
-// own, after natsConnection_Close and natsConnection_Destroy have returned
-// too: this one comes last, and only then may their closure go (close()).
+// The library runs every connection's callbacks in order on one thread it
+// shares among connections, also after natsConnection_Close and
+// natsConnection_Destroy have returned: this one comes last for a
+// connection, and only then may their closure go (close()).
 void on_closed(natsConnection*, void* closure) {
   auto* sh = static_cast<nats_source::shared*>(closure);
   std::lock_guard lock(sh->closed_mu);
@@ -285,8 +286,7 @@ void nats_source::close() {
       // The disconnected and closed callbacks that the close queued run
       // later, on the library's thread, with sh_: it must outlive them
       // (ThreadSanitizer caught the disconnected one writing to a source
-      // already destroyed, at shutdown; a reload that removes a source does
-      // the same while evpipe runs on).
+      // already destroyed, at shutdown).
       std::unique_lock lock(sh_->closed_mu);
       if (!sh_->closed_cv.wait_for(lock, 10s, [&] { return sh_->closed; })) {
         spdlog::warn("nats: the client library did not report the connection closed within 10 s; its state is left to it");

@@ -71,7 +71,9 @@ class nats_source final : public source {
   struct shared {
     shared(const config::nats_source& c, pipeline::router& r, pipeline::source_probe& p, stages::envelope_limits l)
         : cfg(c), router(r), probe(p), limits(l) {}
-    const config::nats_source& cfg;
+    // A copy: the library's callbacks read it, and may outlive the source
+    // (close()).
+    const config::nats_source cfg;
     pipeline::router& router;
     pipeline::source_probe& probe;
     stages::envelope_limits limits;
