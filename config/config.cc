@@ -50,8 +50,8 @@ endpoint parse_endpoint(std::string_view text, const std::string& what) {
     port_text = text.substr(colon + 1);
   }
   // A host name or IPv4 address, or an IPv6 address in brackets.
-  static const RE2 name_re(R"([A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?)");
-  static const RE2 v6_re(R"([0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?)");
+  static const RE2 name_re(R"([A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?)", detail::byte_patterns());
+  static const RE2 v6_re(R"([0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?)", detail::byte_patterns());
   bool bracketed = !text.empty() && text.front() == '[';
   if (!(bracketed ? RE2::FullMatch(ep.host, v6_re) && ep.host.find(':') != std::string::npos
                   : RE2::FullMatch(ep.host, name_re))) {
@@ -82,11 +82,12 @@ endpoint parse_listen(std::string_view text, const std::string& what) {
 
 std::string mask_dsn(const std::string& dsn) {
   // URI form: scheme://user:password@host...
-  static const RE2 uri_pw(R"(^([a-z]+://[^:/@]*):([^@]*)@)");
-  // key=value form: password=...
-  static const RE2 kv_pw(R"((^|\s)password\s*=\s*('([^'\\]|\\.)*'|\S+))");
+  static const RE2 uri_pw(R"(^([a-z]+://[^:/@]*):([^@]*)@)", detail::byte_patterns());
+  // key=value form: password=... (white space as libpq's isspace() has it)
+  static const RE2 kv_pw(R"((^|[\t\n\v\f\r ])password[\t\n\v\f\r ]*=[\t\n\v\f\r ]*('([^'\\]|\\.)*'|[^\t\n\v\f\r ]+))",
+                         detail::byte_patterns());
   // URI query parameter: ...?password=... or ...&password=...
-  static const RE2 query_pw(R"(([?&])password=[^&]*)");
+  static const RE2 query_pw(R"(([?&])password=[^&]*)", detail::byte_patterns());
   std::string out = dsn;
   RE2::Replace(&out, uri_pw, R"(\1:****@)");
   if (out.find("://") != std::string::npos) {
@@ -162,7 +163,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
       r.fail("retry_max_ms", "must not be below retry_base_ms");
     }
     // An unquoted lowercase identifier: means the same in every statement, no quoting rules to explain.
-    static const RE2 identifier("[a-z_][a-z0-9_]{0,62}");
+    static const RE2 identifier("[a-z_][a-z0-9_]{0,62}", byte_patterns());
     if (!s.postgres.schema.empty() && !RE2::FullMatch(s.postgres.schema, identifier)) {
       r.fail("schema", "must be a lowercase identifier (a-z, 0-9, _)");
     }
@@ -189,7 +190,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
     r.uint("max_label_values", s.metrics.max_label_values, 1, 100'000);
     r.uint("max_series", s.metrics.max_series, 1, 1'000'000);
     r.reject_unknown();
-    static const RE2 name_re("[a-zA-Z_:][a-zA-Z0-9_:]*");
+    static const RE2 name_re("[a-zA-Z_:][a-zA-Z0-9_:]*", byte_patterns());
     if (!RE2::FullMatch(s.metrics.prefix, name_re)) {
       r.fail("prefix", "must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)");
     }

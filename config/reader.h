@@ -16,6 +16,20 @@
 
 namespace evpipe::config::detail {
 
+// The config's pattern checks: RE2 over a value's bytes, in linear time and
+// without recursion whatever the value's length (libstdc++'s std::regex
+// recursed once a byte, and a long value overflowed the stack). Latin-1
+// mode, as std::regex matched bytes: `[^@]` and `.` take any byte, not only
+// valid UTF-8 (a DSN's password from ${ENV} can hold any).
+inline const RE2::Options& byte_patterns() {
+  static const RE2::Options options = [] {
+    RE2::Options o;
+    o.set_encoding(RE2::Options::EncodingLatin1);
+    return o;
+  }();
+  return options;
+}
+
 // Reads keys of one table, checking types and bounds, and remembers which keys
 // it knows so that the rest can be reported as unknown.
 class table_reader {
@@ -98,7 +112,7 @@ class table_reader {
         fallback = inner.substr(d + 2);
         has_default = true;
       }
-      static const RE2 var_re("[A-Za-z_][A-Za-z0-9_]*");
+      static const RE2 var_re("[A-Za-z_][A-Za-z0-9_]*", byte_patterns());
       if (!RE2::FullMatch(name, var_re)) fail(key, "\"${" + inner + "}\" is not a valid variable reference");
       const char* v = std::getenv(name.c_str());
       if (v && *v) {

@@ -33,7 +33,7 @@ namespace {
 // Unquoted lowercase identifiers, as for [postgres] schema: they mean the
 // same in every statement evpipe builds, with no quoting rules to explain.
 const RE2& identifier_re() {
-  static const RE2 re("[a-z_][a-z0-9_]{0,62}");
+  static const RE2 re("[a-z_][a-z0-9_]{0,62}", byte_patterns());
   return re;
 }
 
@@ -80,7 +80,7 @@ bool parse_json_path(const std::string& s, std::vector<std::string>& out) {
 
 void parse_source(route_column& c, const std::function<void(const std::string&)>& fail) {
   const std::string& s = c.source_text;
-  static const RE2 segment_re(R"(topic\[([0-9]{1,3})\])");
+  static const RE2 segment_re(R"(topic\[([0-9]{1,3})\])", byte_patterns());
   std::string digits;
   if (s == "topic") {
     c.source = column_source::topic;
@@ -234,7 +234,7 @@ route parse_route(const toml::table& t, size_t index, const std::string& origin,
     r.fail("kinds", "a route with envelope = \"none\" matches by topics only (its messages have no kind)");
   }
 
-  static const RE2 table_re("[a-z_][a-z0-9_]{0,62}(\\.[a-z_][a-z0-9_]{0,62})?");
+  static const RE2 table_re("[a-z_][a-z0-9_]{0,62}(\\.[a-z_][a-z0-9_]{0,62})?", byte_patterns());
   if (!rt.table.empty() && !RE2::FullMatch(rt.table, table_re)) {
     r.fail("table", "\"" + rt.table + "\" must be a lowercase identifier, optionally schema.table");
   }

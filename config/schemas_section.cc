@@ -17,7 +17,7 @@ schemas_section parse_schemas(const toml::table& t, const std::string& origin, c
   if (s.unknown_version != "accept" && s.unknown_version != "dead_letter") {
     r.fail("unknown_version", "must be \"accept\" or \"dead_letter\"");
   }
-  static const RE2 path_re(R"([^.]+(\.[^.]+)*)");
+  static const RE2 path_re(R"([^.]+(\.[^.]+)*)", byte_patterns());
   if (!RE2::FullMatch(s.version_path, path_re)) r.fail("version_path", "must be keys joined by dots (\"payload.version\")");
   s.dir = resolve_path(s.dir, base_dir);
   return s;

@@ -113,7 +113,19 @@ TEST(Config, ValuesOfAnyLengthAreCheckedWithoutOverflowingTheStack) {
   EXPECT_NE(config_error_of("[postgres]\ndsn = \"${" + long_name + "-}\"").find("not a valid variable reference"),
             std::string::npos);
   EXPECT_EQ(mask_dsn("host=h password=" + long_name + " dbname=d"), "host=h password=**** dbname=d");
+  EXPECT_EQ(mask_dsn("host=h password='" + long_name + " x' dbname=d"), "host=h password=**** dbname=d");
   EXPECT_EQ(mask_dsn("postgresql://u:" + long_name + "@h/db"), "postgresql://u:****@h/db");
+  EXPECT_EQ(mask_dsn("postgresql://h/db?password=" + long_name + "&sslmode=require"),
+            "postgresql://h/db?password=****&sslmode=require");
+}
+
+// A password is masked whatever its bytes (one from ${ENV} need not be
+// UTF-8), and white space is libpq's, vertical tab included.
+TEST(Config, PasswordsOfAnyBytesAreMasked) {
+  EXPECT_EQ(mask_dsn("postgresql://u:p\xe9ss@h/db"), "postgresql://u:****@h/db");
+  EXPECT_EQ(mask_dsn("host=h password=ab\xe9" "cd dbname=d"), "host=h password=**** dbname=d");
+  EXPECT_EQ(mask_dsn("postgresql://h/db?password=\xff\xfe&sslmode=require"), "postgresql://h/db?password=****&sslmode=require");
+  EXPECT_EQ(mask_dsn("host=h\vpassword=secret\vdbname=d"), "host=h\vpassword=****\vdbname=d");
 }
 
 TEST(Config, EffectiveConfigRoundTrips) {
