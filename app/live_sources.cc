@@ -298,14 +298,20 @@ std::vector<io::http_server_options::source_note> live_sources::mqtt_notes() {
 namespace evpipe::app {
 
 // A NATS source whose consumer cannot be set up for a reason waiting will not
-// fix (the stream was deleted, a consumer of the wrong kind) is not ready; a
-// server away, or a consumer not bound yet, is noted (the library reconnects).
+// fix (the stream was deleted, a consumer of the wrong kind), or whose
+// connection the library closed for good, is not ready; a server away, or a
+// consumer not bound yet, is noted (the library reconnects).
 std::vector<io::http_server_options::source_note> live_sources::nats_notes() {
   std::vector<io::http_server_options::source_note> notes;
   std::lock_guard lock(mu_);
   for (const auto& src : nats_) {
     auto r = static_cast<io::nats_source&>(*src).ready_state();
     std::string who = src->describe();
+    if (r.closed_for_good) {
+      // Waiting will not bring it back: not ready, with the reason.
+      notes.push_back({true, who + ": " + r.problem + "; restart evpipe once that is fixed"});
+      continue;
+    }
     if (!r.connected) notes.push_back({false, who + ": not connected to a server"});
     if (r.consumers_ready < r.consumers) {
       notes.push_back({r.problem_is_config, who + ": " + std::to_string(r.consumers - r.consumers_ready) + " of " +

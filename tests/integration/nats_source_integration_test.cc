@@ -525,6 +525,45 @@ TEST_F(NatsSource, ServerAwayIsWaitedForAndShownInMetricsAndReadiness) {
   EXPECT_EQ(ready.find("not connected"), std::string::npos) << ready;
 }
 
+// A server that comes back refusing evpipe's credentials (a password
+// changed, a creds JWT expired): the library tries twice and then closes the
+// connection for good. evpipe says so in its log and is not ready, with the
+// reason, rather than "not connected", which waiting would fix.
+TEST_F(NatsSource, CredentialsRefusedOnAReconnectMakeTheSourceNotReadyWithTheReason) {
+  nats_server::auth a;
+  a.user = "evpipe";
+  a.password = "first-secret";
+  auto server = std::make_unique<nats_server>("reauth", a);
+  const std::string url = server->url();
+  const uint16_t port = static_cast<uint16_t>(std::stoi(url.substr(url.rfind(':') + 1)));
+  {
+    nats_client client(url, a);
+    client.add_stream("EVENTS", "tracker.>");
+  }
+  std::string dir = env_or("TMPDIR", "/tmp") + "/nats_it_" + std::to_string(::getpid()) + "_reauth";
+  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
+  std::ofstream(dir + "/password") << "first-secret\n";
+  nats_options o;
+  o.extra = "user = \"evpipe\"\npassword_file = \"" + dir + "/password\"\n";
+  uint16_t http_port = free_port();
+  evpipe_process evp(nats_config(db, url, http_port, o), "nats_reauth");
+  ASSERT_EQ(evp.run_command("migrate"), 0) << evp.log("migrate.log");
+  evp.start(http_port);
+  ASSERT_TRUE(eventually([&] { return metric(http_port, "evpipe_nats_consumers_ready") == 1; })) << evp.log();
+  EXPECT_NE(http_get(http_port, "/health/ready").find("200"), std::string::npos);
+
+  server.reset();  // killed; back on the same port with another password
+  nats_server::auth changed = a;
+  changed.password = "second-secret";
+  nats_server again("reauth2", changed, "", port);
+  ASSERT_TRUE(evp.log_has("closed the connection", 30s)) << evp.log();
+  std::string ready = http_get(http_port, "/health/ready");
+  EXPECT_NE(ready.find("503"), std::string::npos) << ready;
+  EXPECT_NE(ready.find("closed for good"), std::string::npos) << ready;
+  EXPECT_NE(ready.find("restart evpipe"), std::string::npos) << ready;
+  EXPECT_EQ(evp.log().find("first-secret"), std::string::npos) << "the password was logged";
+}
+
 TEST_F(NatsSource, LoadGeneratorPublishesTheMixAndItVerifies) {
   nats_server server("load");
   nats_client client(server.url());

@@ -49,8 +49,18 @@ void on_connected(natsConnection* nc, void* closure) {
 // shares among connections, also after natsConnection_Close and
 // natsConnection_Destroy have returned: this one comes last for a
 // connection, and only then may their closure go (close()).
-void on_closed(natsConnection*, void* closure) {
+void on_closed(natsConnection* nc, void* closure) {
   auto* sh = static_cast<nats_source::shared*>(closure);
+  if (!sh->stopping.load()) {
+    // Not closed by evpipe: the library gave the connection up for good.
+    const char* text = nullptr;
+    natsStatus s = natsConnection_GetLastError(nc, &text);
+    std::string why = text != nullptr && *text != '\0' ? text : natsStatus_GetText(s);
+    spdlog::error("nats: the client library closed the connection to {} for good ({}); restart evpipe once that is fixed",
+                  servers_text(sh->cfg), why);
+    sh->set_problem("the connection is closed for good: " + why, true);
+    sh->gave_up.store(true);
+  }
   std::lock_guard lock(sh->closed_mu);
   sh->closed = true;
   sh->closed_cv.notify_all();
@@ -314,6 +324,7 @@ nats_source::readiness nats_source::ready_state() const {
   std::lock_guard lock(sh_->problem_mu);
   r.problem = sh_->problem;
   r.problem_is_config = sh_->problem_is_config;
+  r.closed_for_good = sh_->gave_up.load();
   return r;
 }
 

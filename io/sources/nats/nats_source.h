@@ -64,6 +64,7 @@ class nats_source final : public source {
     size_t consumers_ready = 0; // bound and pulling
     std::string problem;        // the last setup failure ("" when none)
     bool problem_is_config = false;  // refused credentials, missing stream: not fixed by waiting
+    bool closed_for_good = false;    // the library closed the connection and will not reconnect (`problem` says why)
   };
   [[nodiscard]] readiness ready_state() const;
 
@@ -94,6 +95,9 @@ class nats_source final : public source {
     std::mutex closed_mu;
     std::condition_variable closed_cv;
     bool closed = false;
+    // The library closed it on its own (credentials refused twice on a
+    // reconnect, an error it does not know): it will not reconnect.
+    std::atomic<bool> gave_up{false};
   };
 
  private:
