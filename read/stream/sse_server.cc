@@ -8,7 +8,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-
 #include <boost/asio/ip/address.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>

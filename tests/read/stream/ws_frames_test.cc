@@ -386,7 +386,6 @@ TEST(FrameQueue, ReleaseKeepsTheSocketWhileFramesWaitAndADropKeepsOnlyABegunFram
   EXPECT_FALSE(q.empty());
 }
 
-
 // The hub and a client's thread taking turns on one socket, as they do under
 // load: the hub queues reads and messages and writes what it may, the
 // client's thread takes and writes what the socket did not take, and a
