@@ -269,6 +269,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
     so.schema = s.postgres.schema;
     so.poll_ms = s.stream.poll_ms;
     so.max_client_buffer_bytes = s.stream.max_client_buffer_bytes;
+    so.writer_threads = s.stream.writer_threads;
     stream_hub = std::make_unique<read::stream_hub>(so);
   }
 

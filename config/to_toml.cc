@@ -78,6 +78,7 @@ std::string to_toml(const settings& s) {
                                     {"max_client_buffer_bytes", int64_t(s.stream.max_client_buffer_bytes)},
                                     {"poll_ms", int64_t(s.stream.poll_ms)},
                                     {"wake_on_commit", s.stream.wake_on_commit},
+                                    {"writer_threads", int64_t(s.stream.writer_threads)},
                                     {"heartbeat_s", int64_t(s.stream.heartbeat_s)},
                                     {"bearer_token_file", s.stream.bearer_token_file}});
   if (!s.stream.tokens_file.empty()) root["stream"].as_table()->insert("tokens_file", s.stream.tokens_file);

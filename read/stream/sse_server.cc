@@ -34,23 +34,23 @@ namespace http = beast::http;
 
 namespace {
 
-// One SSE client's send queue: filled by the hub thread, which also writes it
-// to the socket while the client's thread is idle (frame_queue::write_now);
-// the client's thread writes what the socket did not take at once, in one
-// gather write, and its heartbeats.
+// One SSE client's send queue: filled by the hub thread, and written to the
+// socket by a fan-out writer or the hub while the client's thread is idle
+// (frame_queue::write_now); the client's thread writes what the socket did
+// not take at once, in one gather write, and its heartbeats.
 class sse_client final : public stream_client {
  public:
   explicit sse_client(stream_probe& probe) : probe_(probe) {}
   frame_format format() const override { return frame_format::sse; }
   void on_events(const std::shared_ptr<const event_frames>& frames, size_t first, size_t last) override {
-    if (queue_.push_events(frames, frame_format::sse, first, last)) unwritten_ = true;
+    if (queue_.push_events(frames, frame_format::sse, first, last)) unwritten_.store(true);
   }
   void flush() override { write(); }
   void on_caught_up(position pos) override {
     std::string p = encode(pos);
     std::string f;
     append_sse_frame(f, p, "caught_up", "{\"type\":\"caught_up\",\"position\":\"" + p + "\"}");
-    if (queue_.push_message(std::move(f), pos)) unwritten_ = true;
+    if (queue_.push_message(std::move(f), pos)) unwritten_.store(true);
     write();
   }
   void on_error(std::string_view message) override {
@@ -119,9 +119,9 @@ class sse_client final : public stream_client {
   // queued (or wakes the client's thread to). Not set: the client's thread
   // holds the socket and looks again before it lets go.
   void write() {
-    if (std::exchange(unwritten_, false) && queue_.write_now(probe_.commit_to_send)) wake();
+    if (unwritten_.exchange(false) && queue_.write_now(probe_.commit_to_send)) wake();
   }
-  bool unwritten_ = false;  // hub thread only
+  std::atomic<bool> unwritten_{false};  // set by the hub, taken by whoever flushes
   std::mutex mu_;
   std::condition_variable cv_;
   stream_probe& probe_;

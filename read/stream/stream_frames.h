@@ -12,8 +12,8 @@
 // event_frames: built by the hub thread, then immutable and shared
 // (std::shared_ptr<const event_frames>) until the last client's socket has
 // it. frame_queue: one client's queue, filled by the hub thread and written
-// to the client's socket by the hub thread itself or by the client's thread
-// (thread-safe; who writes: frame_queue).
+// to the client's socket by a fan-out writer (fanout_writers.h), the hub
+// thread or the client's thread (thread-safe; who writes: frame_queue).
 
 #include <sys/uio.h>
 
@@ -96,17 +96,18 @@ size_t send_spans(int fd, std::vector<iovec>& iov, int flags, bool& failed);
 // spans while that charged span is still queued (once it has been taken, the
 // next span of the block is charged again); a message of its own, its size.
 //
-// Who writes the socket (docs/read.md, "Fan-out"): the hub thread, once it
-// has queued a read's spans for a client whose queue was empty (write_now),
-// as long as the client's thread does not hold the socket; it writes what is
-// queued without blocking, as the fan-out's floor does (one thread, as a rule
-// one sendmsg per client per read, no wake of the client's thread). What the socket does not take
-// at once stays queued, the rest of a begun frame first, and the client's
-// thread is woken to write it: it holds the socket from take() until a
-// release() that finds nothing queued, and writes everything queued in
-// between (blocking, or waiting for the socket, as it must). So frames never
-// interleave, and a client that reads slower than the stream holds up only
-// its own thread.
+// Who writes the socket (docs/read.md, "Fan-out"): once the hub has queued a
+// read's spans for a client whose queue was empty, the client's fan-out
+// writer (fanout_writers.h; the hub thread itself for its own messages)
+// writes them (write_now), as long as the client's thread does not hold the
+// socket; it writes what is queued without blocking, as the fan-out's floor
+// does (as a rule one sendmsg per client per read, no wake of the client's
+// thread). What the socket does not take at once stays queued, the rest of
+// a begun frame first, and the client's thread is woken to write it: it
+// holds the socket from take() until a release() that finds nothing queued,
+// and writes everything queued in between (blocking, or waiting for the
+// socket, as it must). So frames never interleave, and a client that reads
+// slower than the stream holds up only its own thread.
 class frame_queue {
  public:
   struct item {
@@ -127,15 +128,17 @@ class frame_queue {
 
   // The client's socket, for write_now (set by the client's thread when the
   // connection is ready). detach() before the socket is closed: once it
-  // returns, no write of the hub's is under way on it, and none follows.
+  // returns, no write of a writer's or the hub's is under way on it, and
+  // none follows.
   void attach(int fd);
   void detach();
-  // Hub thread, after a push that returned true. Unless the client's thread
-  // holds the socket, writes everything queued without blocking; the events
-  // written are timed in `commit_to_send`. Returns true when the client's
-  // thread must be woken to write: the socket took only part (it holds the
-  // socket from now; the unwritten rest stays queued, first), a write failed
-  // (it finds the error), or no socket is attached.
+  // A fan-out writer or the hub thread, after a push that returned true.
+  // Unless the client's thread holds the socket, writes everything queued
+  // without blocking; the events written are timed in `commit_to_send`.
+  // Returns true when the client's thread must be woken to write: the socket
+  // took only part (it holds the socket from now; the unwritten rest stays
+  // queued, first), a write failed (it finds the error), or no socket is
+  // attached.
   bool write_now(pipeline::histogram& commit_to_send);
   // Client thread: takes the socket (waiting for a write of the hub's under
   // way) and moves everything queued to `out` (appended), in order.

@@ -47,7 +47,11 @@ stream_hub::stream_hub(stream_hub_options o) : opts_(std::move(o)) {}
 
 stream_hub::~stream_hub() { stop(); }
 
-void stream_hub::start() { thread_ = std::thread([this] { run(); }); }
+void stream_hub::start() {
+  writers_ = std::make_unique<fanout_writers>(opts_.writer_threads != 0 ? opts_.writer_threads
+                                                                        : fanout_writers::default_threads());
+  thread_ = std::thread([this] { run(); });
+}
 
 void stream_hub::stop() {
   {
@@ -56,6 +60,7 @@ void stream_hub::stop() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  writers_.reset();
 }
 
 uint64_t stream_hub::add(std::shared_ptr<stream_client> c, stream_filter f, stream_since since) {
@@ -410,8 +415,9 @@ void stream_hub::run() {
               break;
             }
           }
-          c->client->flush();  // all its runs of this read, in one write
+          writers_->stage(c->id, c->client);  // all its runs of this read, in one write
         }
+        writers_->submit();  // written while the next read goes on
       }
       if (!st.ok) {
         tail = before;

@@ -4,14 +4,17 @@
 // process, of other evpipe processes and of other writers alike), and at
 // once when a shard of this process commits (note_commit()), formats each
 // read's rows once (stream_frames.h) and hands the live clients whose
-// filters match their spans of it. A client that asks for an older position,
+// filters match their spans of it, which the fan-out writers write to the
+// sockets while it reads on (fanout_writers.h). A client that asks for an
+// older position,
 // or whose send buffer passes max_client_buffer_bytes, is caught up from the
 // table by the same thread, page by page while its buffer has room, up to
 // the tail's position (clients with one filter share those reads); then it
 // is live again. The tail never waits for a client, so ingest never does.
 //
 // The hub connects to PostgreSQL only while it has clients. Thread-safe:
-// add() and remove() from any thread; clients are called on the hub thread.
+// add() and remove() from any thread; clients are called on the hub thread,
+// except flush(), which a fan-out writer calls (fanout_writers.h).
 
 #include <algorithm>
 #include <array>
@@ -30,13 +33,15 @@
 #include "pipeline/metrics.h"
 #include "read/position.h"
 #include "read/table_reader.h"
+#include "read/stream/fanout_writers.h"
 #include "read/stream/stream_frames.h"
 
 namespace evpipe::read {
 
 class table_reader;
 
-// What a client receives, called on the hub thread. Must not block: a
+// What a client receives, called on the hub thread (flush(): on a fan-out
+// writer's, or the hub's, while the hub goes on). Must not block: a
 // client queues the bytes (read/stream/stream_frames.h) and writes what the
 // socket takes without blocking, leaving the rest to its own thread.
 class stream_client {
@@ -52,9 +57,12 @@ class stream_client {
   virtual void on_events(const std::shared_ptr<const event_frames>& frames, size_t first, size_t last) = 0;
   // The hub has handed the client all its rows of one read (each run of
   // matching rows in an on_events call): a client that writes its socket
-  // from the hub thread (frame_queue::write_now) writes them now, in one
-  // call, rather than once per run. on_caught_up writes at once, and so does
-  // on_error (or it wakes the client's thread, which ends the stream).
+  // outside its own thread (frame_queue::write_now) writes them now, in one
+  // call, rather than once per run. Called by a fan-out writer for a tail
+  // read (while the hub may already call on_events with the next: the two
+  // must be safe together), by the hub for a catch-up page. on_caught_up
+  // writes at once, and so does on_error (or it wakes the client's thread,
+  // which ends the stream).
   virtual void flush() {}
   virtual void on_caught_up(position pos) = 0;
   virtual void on_error(std::string_view message) = 0;  // the hub gives the client up after this
@@ -88,6 +96,7 @@ struct stream_hub_options {
   size_t max_client_buffer_bytes = 8u << 20;
   uint32_t catch_up_page = 500;   // rows per catch-up read (shared by the clients at one filter and position)
   uint32_t tail_page = 10'000;    // rows per tail read
+  uint32_t writer_threads = 0;    // threads writing the tail's reads to the sockets (fanout_writers); 0: default_threads()
 };
 
 // Why a stream client's connection ended (label of _stream_disconnects_total).
@@ -127,11 +136,12 @@ struct stream_probe {
 // Each client's thread runs this much nicer than the rest of evpipe: when
 // CPU is short, the shards and sources keep their rate and a client that
 // reads slowly falls behind, which it survives by design (it goes back to
-// catch-up from the table). The hub's thread runs at evpipe's own priority:
-// it writes each read to every idle client's socket itself, without
-// blocking (frame_queue::write_now), so its work is bounded per event and
-// per client, and a hub starved behind ingest delays every client at once
-// (docs/performance-read.md, "The hub writes the sockets"). Applied by
+// catch-up from the table). The hub's thread and its fan-out writers
+// (fanout_writers.h) run at evpipe's own priority: the writers write each
+// read to every idle client's socket, without blocking
+// (frame_queue::write_now), so their work is bounded per event and per
+// client, and a hub or writer starved behind ingest delays every client at
+// once (docs/performance-read.md, "The hub writes the sockets"). Applied by
 // lower_stream_thread_priority() on the calling thread (Linux: per thread).
 inline constexpr int stream_thread_nice = 10;
 void lower_stream_thread_priority() noexcept;
@@ -175,6 +185,7 @@ class stream_hub {
   uint64_t next_id_ = 1;
   bool stopping_ = false;
   int64_t earliest_commit_ns_ = 0;  // the earliest commit noted since the hub last looked; 0: none
+  std::unique_ptr<fanout_writers> writers_;  // from start() to stop()
   std::thread thread_;
 };
 

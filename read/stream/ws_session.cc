@@ -91,9 +91,10 @@ class ws_client final : public stream_client {
   void write();
   mutable std::mutex mu_;
   session* s_;
-  // A push found the queue empty and nothing has written it since (hub
-  // thread). Not set: the session holds the socket and looks again before
-  // it lets go, or the hub has written already.
+  // A push found the queue empty and nothing has written it since (under
+  // mu_: set by the hub, taken by a fan-out writer's or the hub's flush).
+  // Not set: the session holds the socket and looks again before it lets
+  // go, or a flush has written already.
   bool unwritten_ = false;
   asio::io_context& ioc_;
   frame_queue& queue_;  // the session's (outlives every ws_client it is attached to: detach)

@@ -21,6 +21,8 @@ TEST(StreamSection, DefaultsListenOnLoopback9465UnlessTheFileSaysOtherwise) {
   EXPECT_EQ(s.stream.max_client_buffer_bytes, 8u << 20);
   EXPECT_EQ(s.stream.heartbeat_s, 15u);
   EXPECT_TRUE(s.stream.wake_on_commit);
+  EXPECT_EQ(s.stream.writer_threads, 0u) << "0: one writer per core, at most 4";
+  EXPECT_EQ(load_string("[stream]\nwriter_threads = 2\n").stream.writer_threads, 2u);
   auto off = load_string("[stream]\nlisten = \"\"\n");
   EXPECT_EQ(off.stream.listen, "");
   EXPECT_TRUE(off.stream.listen_set);
@@ -34,6 +36,7 @@ TEST(StreamSection, RefusesWhatItCannotMean) {
   EXPECT_NE(config_error_of("[stream]\nlisten = \"nowhere\"\n").find("[stream] listen"), std::string::npos)
       << config_error_of("[stream]\nlisten = \"nowhere\"\n");
   EXPECT_NE(config_error_of("[stream]\nmax_clients = 0\n").find("max_clients"), std::string::npos);
+  EXPECT_NE(config_error_of("[stream]\nwriter_threads = 65\n").find("writer_threads"), std::string::npos);
   EXPECT_NE(config_error_of("[stream]\nmax_client_buffer_bytes = 100\n").find("max_client_buffer_bytes"), std::string::npos);
   EXPECT_NE(config_error_of("[stream]\nlistn = \"127.0.0.1:1\"\n").find("listn"), std::string::npos) << "a misspelt key";
   EXPECT_NE(config_error_of("[stream]\nbearer_token_file = \"/nonexistent/token\"\n").find("bearer_token_file"),
