@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "read/stream/stream_hub.h"
 
@@ -13,10 +14,11 @@ struct fanout_writers::writer {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<std::shared_ptr<stream_client>> queued;  // under mu
+  size_t queued_bytes = 0;                             // the reads `queued` is of (under mu)
   bool stopping = false;                               // under mu
   std::thread thread;
 
-  void run() {
+  void run(fanout_writers& all) {
     std::vector<std::shared_ptr<stream_client>> batch;
     for (;;) {
       {
@@ -24,22 +26,37 @@ struct fanout_writers::writer {
         cv.wait(lock, [&] { return stopping || !queued.empty(); });
         if (stopping) return;
         batch.swap(queued);
+        all.untaken_bytes_.fetch_sub(std::exchange(queued_bytes, 0), std::memory_order_acq_rel);
       }
+      if (all.on_taken_) all.on_taken_();
       for (auto& c : batch) c->flush();
       batch.clear();  // the clients' references go here, off the hub thread
     }
   }
 };
 
-fanout_writers::fanout_writers(size_t threads) : staged_(std::max<size_t>(threads, 1)) {
+fanout_writers::fanout_writers(size_t threads, size_t run_ahead_bytes, std::function<void()> on_taken)
+    : run_ahead_bytes_(run_ahead_bytes), on_taken_(std::move(on_taken)), staged_(std::max<size_t>(threads, 1)) {
   writers_.resize(staged_.size());
-  for (auto& w : writers_) {
-    w = std::make_unique<writer>();
-    w->thread = std::thread([p = w.get()] { p->run(); });
+  for (auto& w : writers_) w = std::make_unique<writer>();
+  try {
+    for (auto& w : writers_) w->thread = std::thread([this, p = w.get()] { p->run(*this); });
+  } catch (...) {
+    join();  // the threads started end before the writers they run go
+    throw;
   }
 }
 
-fanout_writers::~fanout_writers() {
+fanout_writers::~fanout_writers() { join(); }
+
+void fanout_writers::join() {
+  request_stop();
+  for (auto& w : writers_) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+}
+
+void fanout_writers::request_stop() {
   for (auto& w : writers_) {
     {
       std::lock_guard lock(w->mu);
@@ -47,25 +64,26 @@ fanout_writers::~fanout_writers() {
     }
     w->cv.notify_one();
   }
-  for (auto& w : writers_) w->thread.join();
 }
 
 void fanout_writers::stage(uint64_t id, std::shared_ptr<stream_client> c) {
   staged_[id % staged_.size()].push_back(std::move(c));
 }
 
-void fanout_writers::submit() {
+void fanout_writers::submit(size_t read_bytes) {
   for (size_t i = 0; i < staged_.size(); ++i) {
     auto& staged = staged_[i];
     if (staged.empty()) continue;
     writer& w = *writers_[i];
     {
       std::lock_guard lock(w.mu);
+      w.queued_bytes += read_bytes;
+      untaken_bytes_.fetch_add(read_bytes, std::memory_order_acq_rel);
       if (w.queued.empty()) {
         w.queued.swap(staged);  // the writer's emptied batch comes back as the next staging
       } else {
-        // Still writing the previous read: these flushes follow its (a
-        // client's second flush finds its first wrote everything).
+        // The writer is still busy with an earlier read: these follow (a
+        // client's later flush finds its earlier one wrote everything).
         w.queued.insert(w.queued.end(), std::make_move_iterator(staged.begin()), std::make_move_iterator(staged.end()));
       }
     }

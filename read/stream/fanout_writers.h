@@ -6,20 +6,36 @@
 // writers, and the hub goes back to reading while they write. So the next
 // read does not wait for 100 sockets: the rows committed meanwhile are read
 // while the writes go on, and with two writers the writes of one read run
-// on two cores. A writer still busy with earlier reads finds the later
-// ones queued, and writes all of a client's queued reads in one call.
+// on two cores.
+//
+// How far the hub reads ahead of the writes is bounded: once the reads
+// submitted to the writers and not yet taken by them hold more than
+// `run_ahead_bytes` a writer (backlog()), the tail waits, and the commits
+// noted meanwhile are read together once the writers have taken them
+// (`on_taken` wakes the hub). A writer that keeps up takes each read within
+// a few milliseconds, and the bound is not reached; one that falls behind
+// on a busy machine leaves the rows in the table, as the hub did when it
+// wrote the sockets itself, and not in its clients' queues. So a client's
+// queue holds what its socket has not taken plus the read being written and
+// about `run_ahead_bytes` after it (the read that passes the bound is the
+// last one handed out), and what max_client_buffer_bytes
+// judges is still the client's pace, not the writers'. (Unbounded, every
+// client of a writer that fell behind for about a second would go over its
+// limit and back to the table at once.)
 //
 // A client always goes to the same writer (by its id), which flushes it in
 // the order the hub staged it; its frame_queue keeps the bytes in order
 // whoever writes them (a writer, the hub's own caught_up and error messages,
-// the client's thread). A flush of a client that has gone does nothing
+// the client's thread). A flush of a client that has gone does no harm
 // (the client detached its socket first).
 //
-// Used by the hub thread only: stage() and submit() are not thread-safe with
-// each other; the writers are its own.
+// stage() and submit() are the hub thread's (not thread-safe with each
+// other); backlog() and request_stop() may be called from any thread.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -29,16 +45,27 @@ class stream_client;
 
 class fanout_writers {
  public:
-  // Starts `threads` writers (at least one), at the calling thread's priority.
-  explicit fanout_writers(size_t threads);
-  ~fanout_writers();  // stops them; flushes not yet begun are dropped
+  // Starts `threads` writers (at least one), at the calling thread's
+  // priority. `on_taken` is called on a writer's thread each time it takes
+  // the flushes submitted to it (the hub: the tail may read again).
+  fanout_writers(size_t threads, size_t run_ahead_bytes, std::function<void()> on_taken);
+  ~fanout_writers();  // request_stop(), then joins them
+  // Each writer ends after the flush under way; flushes not yet begun are
+  // dropped (the hub is stopping: its clients get nothing more).
+  void request_stop();
   fanout_writers(const fanout_writers&) = delete;
   fanout_writers& operator=(const fanout_writers&) = delete;
 
   // Client `id`'s flush, handed to its writer by the next submit().
   void stage(uint64_t id, std::shared_ptr<stream_client> c);
-  // Hands what was staged to the writers, waking those that got some.
-  void submit();
+  // Hands what was staged to the writers, waking those that got some;
+  // `read_bytes`: the read's frames (what each of its clients is charged).
+  void submit(size_t read_bytes);
+  // The writers have not yet taken more than run_ahead_bytes a writer of
+  // the reads submitted to them: the tail waits. Thread-safe.
+  [[nodiscard]] bool backlog() const {
+    return untaken_bytes_.load(std::memory_order_acquire) > run_ahead_bytes_ * writers_.size();
+  }
   [[nodiscard]] size_t threads() const { return writers_.size(); }
 
   // The default number of writers: one per core, at most four (two and four
@@ -47,6 +74,10 @@ class fanout_writers {
 
  private:
   struct writer;
+  void join();  // request_stop(), and waits for the writers' threads to end
+  size_t run_ahead_bytes_;
+  std::function<void()> on_taken_;
+  std::atomic<size_t> untaken_bytes_{0};  // reads' bytes submitted and not taken, once per writer
   std::vector<std::unique_ptr<writer>> writers_;
   std::vector<std::vector<std::shared_ptr<stream_client>>> staged_;  // per writer
 };

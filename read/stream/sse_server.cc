@@ -70,7 +70,8 @@ class sse_client final : public stream_client {
   }
   size_t queued_bytes() const override { return queue_.bytes(); }
 
-  // The socket, for the hub's writes; detach() before it is closed.
+  // The socket, for write_now (a fan-out writer's or the hub's); detach()
+  // before it is closed.
   void attach(int fd) { queue_.attach(fd); }
   void detach() { queue_.detach(); }
 
@@ -111,7 +112,7 @@ class sse_client final : public stream_client {
     }
     queue_.sent(n);
   }
-  // Steady-clock time of the hub's last write to the socket.
+  // Steady-clock time of write_now's last write to the socket.
   [[nodiscard]] int64_t last_hub_write_ns() const { return queue_.last_hub_write_ns(); }
 
  private:
@@ -500,7 +501,7 @@ void sse_server::serve(int fd, uint64_t session) {
   using clock = std::chrono::steady_clock;
   const auto heartbeat = std::chrono::nanoseconds(std::chrono::seconds(cfg_.heartbeat_s));
   auto last_own_write = clock::now();
-  auto last_write = [&] {  // this thread's or the hub's
+  auto last_write = [&] {  // this thread's or write_now's
     return std::max(last_own_write, clock::time_point(std::chrono::nanoseconds(client->last_hub_write_ns())));
   };
   for (;;) {
@@ -511,7 +512,7 @@ void sse_server::serve(int fd, uint64_t session) {
     // A stream the server ends frees its slot before the last frame goes out: a client that reads the
     // error event and reconnects at once must not find its own old connection still counted.
     if (last) active.release();
-    if (items.empty() && !last && clock::now() - last_write() < heartbeat) continue;  // the hub wrote meanwhile
+    if (items.empty() && !last && clock::now() - last_write() < heartbeat) continue;  // write_now wrote meanwhile
     // Idle for heartbeat_s: a comment line, which also finds out a client that went away.
     bool ok = items.empty() ? last || send_all(fd, ": ping\n\n") : send_items(fd, items);
     last_own_write = clock::now();

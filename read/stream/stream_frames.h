@@ -140,10 +140,10 @@ class frame_queue {
   // queued, first), a write failed (it finds the error), or no socket is
   // attached.
   bool write_now(pipeline::histogram& commit_to_send);
-  // Client thread: takes the socket (waiting for a write of the hub's under
+  // Client thread: takes the socket (waiting for a write_now under
   // way) and moves everything queued to `out` (appended), in order.
   void take(std::vector<item>& out);
-  // Client thread, its write done: hands the socket back to the hub and
+  // Client thread, its write done: hands the socket back to write_now and
   // returns true when nothing is queued; false when more was queued
   // meanwhile (take() it: the socket is still the client's).
   bool release();
@@ -151,7 +151,7 @@ class frame_queue {
   // after the old subscription is detached): drops what is queued and not
   // begun (the part of a frame the hub has begun stays, to be finished first).
   void drop_unbegun();
-  // Whether the hub wrote part of the queue's first item, so that the
+  // Whether write_now wrote part of the queue's first item, so that the
   // socket may be in the middle of a frame.
   [[nodiscard]] bool mid_frame() const;
   // Taken items whose charges add up to `n` were written (or dropped).
@@ -161,7 +161,7 @@ class frame_queue {
   // The position of the last item taken for the socket or written to it
   // (by either thread): what the client has once the socket delivers.
   [[nodiscard]] std::optional<position> last_handed() const;
-  // Steady-clock time of the hub's last write to the socket (0: none).
+  // Steady-clock time of write_now's last write to the socket (0: none).
   [[nodiscard]] int64_t last_hub_write_ns() const { return last_hub_write_ns_.load(std::memory_order_relaxed); }
 
  private:

@@ -48,8 +48,15 @@ stream_hub::stream_hub(stream_hub_options o) : opts_(std::move(o)) {}
 stream_hub::~stream_hub() { stop(); }
 
 void stream_hub::start() {
-  writers_ = std::make_unique<fanout_writers>(opts_.writer_threads != 0 ? opts_.writer_threads
-                                                                        : fanout_writers::default_threads());
+  // The writers may be a quarter of a client's limit behind the tail
+  // (fanout_writers.h); one that takes what it was handed lets the tail read
+  // again.
+  writers_ = std::make_unique<fanout_writers>(
+      opts_.writer_threads != 0 ? opts_.writer_threads : fanout_writers::default_threads(),
+      opts_.max_client_buffer_bytes / 4, [this] {
+        std::lock_guard lock(mu_);
+        wake_.notify_all();
+      });
   thread_ = std::thread([this] { run(); });
 }
 
@@ -144,20 +151,28 @@ void stream_hub::run() {
     bool tail_due = false;
     {
       std::unique_lock lock(mu_);
-      // Woken by a new client, a shard's commit (note_commit) or the poll,
-      // which finds the rows of other processes and writers.
+      // Woken by a new client, a shard's commit (note_commit), the poll,
+      // which finds the rows of other processes and writers, or a writer
+      // that took what it was handed: the tail reads only so far ahead of
+      // the writes (fanout_writers.h), and the commits noted while it waits
+      // are read together.
+      auto tail_wanted = [&] {
+        return (earliest_commit_ns_ != 0 || std::chrono::steady_clock::now() >= next_tail_read) &&
+               !writers_->backlog();
+      };
       auto until = next_tail_read;
+      if (writers_->backlog()) until = std::max(until, std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
       if (behind == catching_up::ready) until = std::chrono::steady_clock::now();
       if (behind == catching_up::waiting_for_room) {
         until = std::min(until, std::chrono::steady_clock::now() + std::chrono::milliseconds(1));
       }
-      wake_.wait_until(lock, until, [&] { return stopping_ || !pending_.empty() || earliest_commit_ns_ != 0; });
+      wake_.wait_until(lock, until, [&] { return stopping_ || !pending_.empty() || tail_wanted(); });
       if (stopping_) return;
       if (earliest_commit_ns_ != 0 && (commit_ns == 0 || earliest_commit_ns_ < commit_ns)) {
         commit_ns = earliest_commit_ns_;
       }
-      tail_due = earliest_commit_ns_ != 0 || std::chrono::steady_clock::now() >= next_tail_read;
-      earliest_commit_ns_ = 0;
+      tail_due = tail_wanted();
+      if (tail_due) earliest_commit_ns_ = 0;  // else kept for the read once the writers have taken the last
       for (auto& p : pending_) clients.push_back(std::move(p));
       pending_.clear();
       for (uint64_t id : removed_) {
@@ -417,7 +432,8 @@ void stream_hub::run() {
           }
           writers_->stage(c->id, c->client);  // all its runs of this read, in one write
         }
-        writers_->submit();  // written while the next read goes on
+        // Written while the next read goes on.
+        writers_->submit(shared->bytes(frame_format::websocket) + shared->bytes(frame_format::sse));
       }
       if (!st.ok) {
         tail = before;

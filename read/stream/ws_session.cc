@@ -136,7 +136,7 @@ class session {
   }
 
   // On the session's thread (posted by ws_client): the socket did not take
-  // everything the hub wrote, and the rest is the session's to write.
+  // everything write_now offered it, and the rest is the session's to write.
   void woken() { pump(); }
 
  private:
@@ -168,7 +168,7 @@ class session {
       queue_.take(writing_);
       writing_own_.swap(own_);
       if (!writing_.empty() || !writing_own_.empty()) break;
-      if (queue_.release()) return;  // the hub writes again
+      if (queue_.release()) return;  // write_now writes again
     }
     buffers_.clear();
     for (const auto& it : writing_) buffers_.emplace_back(it.bytes.data(), it.bytes.size());
@@ -220,7 +220,7 @@ class session {
     if (ending_) std::exchange(ending_, {})();
     hub_.probe().disconnected(why);
     unregister();
-    queue_.detach();  // no write of the hub's is under way, and none follows
+    queue_.detach();  // no write_now is under way, and none follows
     beast::error_code ec;
     sock_.close(ec);
     ping_timer_.cancel();

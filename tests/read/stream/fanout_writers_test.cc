@@ -68,14 +68,14 @@ class recording_client final : public stream_client {
 };
 
 TEST(FanoutWriters, EveryStagedFlushRunsOnceOnTheClientsOwnWriterOffTheHubThread) {
-  fanout_writers w(3);
+  fanout_writers w(3, 1 << 20, {});
   ASSERT_EQ(w.threads(), 3u);
   std::vector<std::shared_ptr<recording_client>> clients;
   for (int i = 0; i < 9; ++i) clients.push_back(std::make_shared<recording_client>());
   constexpr int reads = 50;
   for (int r = 0; r < reads; ++r) {
     for (size_t i = 0; i < clients.size(); ++i) w.stage(i, clients[i]);
-    w.submit();
+    w.submit(100);
   }
   std::map<size_t, std::thread::id> writer_of;  // by id % 3
   for (size_t i = 0; i < clients.size(); ++i) {
@@ -93,47 +93,55 @@ TEST(FanoutWriters, EveryStagedFlushRunsOnceOnTheClientsOwnWriterOffTheHubThread
   EXPECT_EQ(writers.size(), 3u) << "the clients are spread over the three writers";
 }
 
-TEST(FanoutWriters, TheHubGoesOnWhileAWriterIsStillWriting) {
-  fanout_writers w(1);
+TEST(FanoutWriters, SubmitWaitsForNoWriteAndTheBacklogLastsUntilTheWriterTakesIt) {
+  std::atomic<int> taken{0};
+  fanout_writers w(1, 150, [&] { ++taken; });  // a backlog: more than 150 bytes not taken
+  EXPECT_FALSE(w.backlog());
   auto slow = std::make_shared<recording_client>();
   auto other = std::make_shared<recording_client>();
   slow->hold();
   w.stage(0, slow);
-  w.submit();
+  w.submit(100);
   ASSERT_TRUE(slow->wait_for(1));
+  EXPECT_EQ(taken.load(), 1) << "the writer said it took the read's flushes";
+  EXPECT_FALSE(w.backlog()) << "taken: the hub may read the next one";
   // The writer is inside slow's flush: the next read's flushes are staged
   // and submitted without waiting for it, and run once it is done, in order.
   auto t0 = std::chrono::steady_clock::now();
   w.stage(1, other);
   w.stage(0, slow);
-  w.submit();
+  w.submit(100);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s) << "submit waits for no socket";
+  EXPECT_FALSE(w.backlog()) << "100 bytes not taken: under the bound, the tail reads on";
+  w.stage(1, other);
+  w.submit(100);
+  EXPECT_TRUE(w.backlog()) << "200 bytes not taken while the writer writes: the tail waits";
   std::this_thread::sleep_for(20ms);
   EXPECT_EQ(other->flushes(), 0) << "one writer: what follows a flush waits for it";
+  EXPECT_TRUE(w.backlog());
   slow->let_go();
-  EXPECT_TRUE(other->wait_for(1));
+  EXPECT_TRUE(other->wait_for(2));
   EXPECT_TRUE(slow->wait_for(2));
+  for (int i = 0; i < 1000 && w.backlog(); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_FALSE(w.backlog()) << "taken";
+  EXPECT_EQ(taken.load(), 2) << "the two later reads were taken together";
 }
 
 TEST(FanoutWriters, StoppingWithFlushesQueuedEndsTheWriters) {
   auto held = std::make_shared<recording_client>();
   held->hold();
-  std::thread let_go;
   {
-    fanout_writers w(2);
+    fanout_writers w(2, 1 << 20, {});
     w.stage(0, held);
-    w.submit();
+    w.submit(100);
     ASSERT_TRUE(held->wait_for(1));
     for (int i = 0; i < 100; ++i) w.stage(0, held);
-    w.submit();
-    let_go = std::thread([&] {
-      std::this_thread::sleep_for(20ms);
-      held->let_go();
-    });
+    w.submit(100);
+    w.request_stop();
+    held->let_go();
   }  // joins once the flush under way returns; the queued ones are dropped
-  let_go.join();
   EXPECT_EQ(held->flushes(), 1) << "the writer stopped after the flush under way, without running the queued ones";
-  EXPECT_EQ(fanout_writers(0).threads(), 1u) << "at least one writer";
+  EXPECT_EQ(fanout_writers(0, 0, {}).threads(), 1u) << "at least one writer";
   EXPECT_GE(fanout_writers::default_threads(), 1u);
   EXPECT_LE(fanout_writers::default_threads(), 4u);
 }

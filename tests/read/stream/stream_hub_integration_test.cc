@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -72,6 +73,54 @@ class stuck_client final : public stream_client {
   std::mutex mu_;
   std::vector<position> seen_;
   std::string error_;
+};
+
+// A client whose flush (its socket write, on a fan-out writer) can be held,
+// as a full socket would hold a blocking write: counts what it is handed and
+// on which threads.
+class held_flush_client final : public stream_client {
+ public:
+  frame_format format() const override { return frame_format::websocket; }
+  void on_events(const std::shared_ptr<const event_frames>&, size_t first, size_t last) override {
+    std::lock_guard lock(mu_);
+    events_ += last - first;
+    hub_thread_ = std::this_thread::get_id();
+  }
+  void flush() override {
+    std::unique_lock lock(mu_);
+    ++flushes_;
+    flush_thread_ = std::this_thread::get_id();
+    cv_.wait(lock, [&] { return !held_; });
+  }
+  void on_caught_up(position) override { caught_up_ = true; }
+  void on_error(std::string_view) override {}
+  size_t queued_bytes() const override { return 0; }
+  void hold(bool h) {
+    std::lock_guard lock(mu_);
+    held_ = h;
+    cv_.notify_all();
+  }
+  size_t events() {
+    std::lock_guard lock(mu_);
+    return events_;
+  }
+  int flushes() {
+    std::lock_guard lock(mu_);
+    return flushes_;
+  }
+  bool flushed_off_the_hub_thread() {
+    std::lock_guard lock(mu_);
+    return flush_thread_ != std::thread::id{} && flush_thread_ != hub_thread_;
+  }
+  std::atomic<bool> caught_up_{false};
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  size_t events_ = 0;
+  int flushes_ = 0;
+  bool held_ = false;
+  std::thread::id hub_thread_, flush_thread_;
 };
 
 class StreamHub : public ::testing::Test {
@@ -159,6 +208,45 @@ TEST_F(StreamHub, AnEmptyQueueTakesAReadLargerThanTheLimitWhole) {
   ASSERT_TRUE(testing::eventually([&] { return client->events_.load() >= 2000; })) << client->events_.load();
   EXPECT_EQ(client->events_.load(), 2000u);
   EXPECT_GT(client->queued_bytes(), o.max_client_buffer_bytes);
+  hub.stop();
+}
+
+// The tail reads only so far ahead of the fan-out writers: while the writer
+// is still writing one read (its flush held, as a full socket would hold a
+// write) and the next read, over a quarter of the client's limit, is queued
+// for it, a third commit stays in the table, and it is read once the writer
+// has taken the queued one. The client's write is not the hub's: flush()
+// runs on the writer's thread.
+TEST_F(StreamHub, TheTailReadsOnlySoFarAheadOfTheWriters) {
+  o.writer_threads = 1;
+  stream_hub hub(o);
+  hub.start();
+  auto client = std::make_shared<held_flush_client>();
+  struct let_go {  // before the hub stops, whatever fails
+    held_flush_client& c;
+    ~let_go() { c.hold(false); }
+  } guard{*client};
+  hub.add(client, {}, {});
+  ASSERT_TRUE(testing::eventually([&] { return client->caught_up_.load(); }, 10s));
+  client->hold(true);
+  auto insert = [&](int from) {
+    // 10 rows of about 2 KB: a read of more than a quarter of the 64 KiB limit.
+    db.exec("INSERT INTO events_mirror (topic, payload) SELECT 't/hub', jsonb_build_object('idempotency_key', 'w-' || g, "
+            "'text', repeat('x', 2000)) FROM generate_series(" + std::to_string(from) + ", " + std::to_string(from + 9) +
+            ") g");
+  };
+  insert(1);
+  ASSERT_TRUE(testing::eventually([&] { return client->events() == 10 && client->flushes() == 1; }, 10s))
+      << client->events() << " events, " << client->flushes() << " flushes";
+  EXPECT_TRUE(client->flushed_off_the_hub_thread());
+  insert(11);  // read while the writer is in the first read's flush
+  ASSERT_TRUE(testing::eventually([&] { return client->events() == 20; }, 10s)) << client->events();
+  insert(21);  // waits: the second read's flush is not taken yet
+  std::this_thread::sleep_for(300ms);  // 60 polls of 5 ms
+  EXPECT_EQ(client->events(), 20u) << "the tail read on while the writer had a read not yet taken";
+  client->hold(false);
+  EXPECT_TRUE(testing::eventually([&] { return client->events() == 30 && client->flushes() == 3; }, 10s))
+      << client->events() << " events, " << client->flushes() << " flushes";
   hub.stop();
 }
 
