@@ -20,15 +20,17 @@ struct fanout_writers::writer {
 
   void run(fanout_writers& all) {
     std::vector<std::shared_ptr<stream_client>> batch;
+    bool was_over = false;
     for (;;) {
       {
         std::unique_lock lock(mu);
         cv.wait(lock, [&] { return stopping || !queued.empty(); });
         if (stopping) return;
         batch.swap(queued);
-        all.untaken_bytes_.fetch_sub(std::exchange(queued_bytes, 0), std::memory_order_acq_rel);
+        was_over = std::exchange(queued_bytes, 0) > all.run_ahead_bytes_;
+        if (was_over) all.over_.fetch_sub(1, std::memory_order_acq_rel);
       }
-      if (all.on_taken_) all.on_taken_();
+      if (was_over && all.on_taken_) all.on_taken_();
       for (auto& c : batch) c->flush();
       batch.clear();  // the clients' references go here, off the hub thread
     }
@@ -77,8 +79,9 @@ void fanout_writers::submit(size_t read_bytes) {
     writer& w = *writers_[i];
     {
       std::lock_guard lock(w.mu);
+      const bool was_over = w.queued_bytes > run_ahead_bytes_;
       w.queued_bytes += read_bytes;
-      untaken_bytes_.fetch_add(read_bytes, std::memory_order_acq_rel);
+      if (!was_over && w.queued_bytes > run_ahead_bytes_) over_.fetch_add(1, std::memory_order_acq_rel);
       if (w.queued.empty()) {
         w.queued.swap(staged);  // the writer's emptied batch comes back as the next staging
       } else {

@@ -9,19 +9,19 @@
 // on two cores.
 //
 // How far the hub reads ahead of the writes is bounded: once the reads
-// submitted to the writers and not yet taken by them hold more than
-// `run_ahead_bytes` a writer (backlog()), the tail waits, and the commits
-// noted meanwhile are read together once the writers have taken them
-// (`on_taken` wakes the hub). A writer that keeps up takes each read within
-// a few milliseconds, and the bound is not reached; one that falls behind
-// on a busy machine leaves the rows in the table, as the hub did when it
-// wrote the sockets itself, and not in its clients' queues. So a client's
-// queue holds what its socket has not taken plus the read being written and
-// about `run_ahead_bytes` after it (the read that passes the bound is the
-// last one handed out), and what max_client_buffer_bytes
-// judges is still the client's pace, not the writers'. (Unbounded, every
-// client of a writer that fell behind for about a second would go over its
-// limit and back to the table at once.)
+// submitted to one writer and not yet taken by it hold more than
+// `run_ahead_bytes` (backlog()), the tail waits, and the commits noted
+// meanwhile are read together once that writer has taken them (`on_taken`
+// wakes the hub). A writer that keeps up takes each read within a few
+// milliseconds, and the bound is not reached; one that falls behind on a
+// busy machine leaves the rows in the table, as the hub did when it wrote
+// the sockets itself, and not in its clients' queues. A writer's reads stop
+// counting when it takes them, not when they are written, so a client's
+// queue holds what its socket has not taken plus at most about twice
+// `run_ahead_bytes` and two reads (what the writer took, what it has not),
+// and what max_client_buffer_bytes judges is still the client's pace, not
+// the writers'. (Unbounded, every client of a writer that fell behind for
+// about a second would go over its limit and back to the table at once.)
 //
 // A client always goes to the same writer (by its id), which flushes it in
 // the order the hub staged it; its frame_queue keeps the bytes in order
@@ -46,8 +46,8 @@ class stream_client;
 class fanout_writers {
  public:
   // Starts `threads` writers (at least one), at the calling thread's
-  // priority. `on_taken` is called on a writer's thread each time it takes
-  // the flushes submitted to it (the hub: the tail may read again).
+  // priority. `on_taken` is called on a writer's thread when it takes
+  // flushes of more than `run_ahead_bytes` (the hub: the tail may read again).
   fanout_writers(size_t threads, size_t run_ahead_bytes, std::function<void()> on_taken);
   ~fanout_writers();  // request_stop(), then joins them
   // Each writer ends after the flush under way; flushes not yet begun are
@@ -61,11 +61,9 @@ class fanout_writers {
   // Hands what was staged to the writers, waking those that got some;
   // `read_bytes`: the read's frames (what each of its clients is charged).
   void submit(size_t read_bytes);
-  // The writers have not yet taken more than run_ahead_bytes a writer of
-  // the reads submitted to them: the tail waits. Thread-safe.
-  [[nodiscard]] bool backlog() const {
-    return untaken_bytes_.load(std::memory_order_acquire) > run_ahead_bytes_ * writers_.size();
-  }
+  // A writer has not yet taken more than run_ahead_bytes of the reads
+  // submitted to it: the tail waits. Thread-safe.
+  [[nodiscard]] bool backlog() const { return over_.load(std::memory_order_acquire) > 0; }
   [[nodiscard]] size_t threads() const { return writers_.size(); }
 
   // The default number of writers: one per core, at most four (two and four
@@ -77,7 +75,7 @@ class fanout_writers {
   void join();  // request_stop(), and waits for the writers' threads to end
   size_t run_ahead_bytes_;
   std::function<void()> on_taken_;
-  std::atomic<size_t> untaken_bytes_{0};  // reads' bytes submitted and not taken, once per writer
+  std::atomic<int> over_{0};  // writers whose untaken reads hold more than run_ahead_bytes_
   std::vector<std::unique_ptr<writer>> writers_;
   std::vector<std::vector<std::shared_ptr<stream_client>>> staged_;  // per writer
 };

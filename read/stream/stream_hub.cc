@@ -48,9 +48,8 @@ stream_hub::stream_hub(stream_hub_options o) : opts_(std::move(o)) {}
 stream_hub::~stream_hub() { stop(); }
 
 void stream_hub::start() {
-  // The writers may be a quarter of a client's limit behind the tail
-  // (fanout_writers.h); one that takes what it was handed lets the tail read
-  // again.
+  // A writer may be a quarter of a client's limit behind the tail
+  // (fanout_writers.h); one that takes what held the tail lets it read again.
   writers_ = std::make_unique<fanout_writers>(
       opts_.writer_threads != 0 ? opts_.writer_threads : fanout_writers::default_threads(),
       opts_.max_client_buffer_bytes / 4, [this] {
@@ -141,6 +140,7 @@ void stream_hub::run() {
   // at once for a noted commit). Rounds in between only catch clients up:
   // the tail does not move, so the seam argument is unchanged.
   auto next_tail_read = std::chrono::steady_clock::now();
+  bool held_by_writers = false;  // the tail was due and a writer's backlog held it (probe_.writer_waits)
   // What the previous round's catch-up left: clients behind with room in
   // their queue (read the next page at once, not at the next poll: a
   // catch-up is as fast as the reads and the client, docs/read.md), or only
@@ -161,7 +161,11 @@ void stream_hub::run() {
                !writers_->backlog();
       };
       auto until = next_tail_read;
-      if (writers_->backlog()) until = std::max(until, std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
+      // The poll is due but a writer holds the tail: it wakes the hub when it
+      // takes (on_taken); 50 ms is only a backstop.
+      if (const auto now = std::chrono::steady_clock::now(); writers_->backlog() && until <= now) {
+        until = now + std::chrono::milliseconds(50);
+      }
       if (behind == catching_up::ready) until = std::chrono::steady_clock::now();
       if (behind == catching_up::waiting_for_room) {
         until = std::min(until, std::chrono::steady_clock::now() + std::chrono::milliseconds(1));
@@ -173,6 +177,11 @@ void stream_hub::run() {
       }
       tail_due = tail_wanted();
       if (tail_due) earliest_commit_ns_ = 0;  // else kept for the read once the writers have taken the last
+      // Counted once each time the writers start holding a due tail back.
+      const bool held = !tail_due && writers_->backlog() &&
+                        (earliest_commit_ns_ != 0 || std::chrono::steady_clock::now() >= next_tail_read);
+      if (held && !held_by_writers) probe_.writer_waits.fetch_add(1, std::memory_order_relaxed);
+      held_by_writers = held;
       for (auto& p : pending_) clients.push_back(std::move(p));
       pending_.clear();
       for (uint64_t id : removed_) {

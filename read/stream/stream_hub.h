@@ -116,6 +116,9 @@ struct stream_probe {
   std::atomic<uint64_t> catch_ups{0};        // clients moved (back) to catch-up from the table
   std::atomic<uint64_t> fell_behind{0};      // of which: buffer over max_client_buffer_bytes
   std::atomic<uint64_t> read_errors{0};
+  // Times the tail was due but waited for a fan-out writer to take earlier
+  // reads (fanout_writers.h): the writers, not the clients, were behind.
+  std::atomic<uint64_t> writer_waits{0};
   // Age of the oldest transaction in the cluster that has written and is
   // still open: it holds every reader's horizon back (docs/read.md). Sampled
   // once a second while clients listen; 0 when there is none.
@@ -141,7 +144,8 @@ struct stream_probe {
 // read to every idle client's socket, without blocking
 // (frame_queue::write_now), so their work is bounded per event and per
 // client, and a hub or writer starved behind ingest delays every client at
-// once (docs/performance-read.md, "The hub writes the sockets"). Applied by
+// once (docs/performance-read.md, "The hub writes the sockets" and "The
+// fan-out writers": writers at nice 5 were worse in every pair). Applied by
 // lower_stream_thread_priority() on the calling thread (Linux: per thread).
 inline constexpr int stream_thread_nice = 10;
 void lower_stream_thread_priority() noexcept;

@@ -35,6 +35,9 @@ std::string render_stream_metrics(const stream_probe& p, const std::string& pref
       u(p.fell_behind.load(std::memory_order_relaxed)));
   one("read_errors_total", "counter", "Failed reads of events_mirror by the stream.",
       u(p.read_errors.load(std::memory_order_relaxed)));
+  one("writer_waits_total", "counter",
+      "Times the tail was due but waited for a fan-out writer to take earlier reads (the writers were behind).",
+      u(p.writer_waits.load(std::memory_order_relaxed)));
   char age[32];
   std::snprintf(age, sizeof age, "%.3f", p.horizon_age_s.load(std::memory_order_relaxed));
   one("horizon_age_seconds", "gauge",

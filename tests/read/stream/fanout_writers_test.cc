@@ -94,17 +94,21 @@ TEST(FanoutWriters, EveryStagedFlushRunsOnceOnTheClientsOwnWriterOffTheHubThread
 }
 
 TEST(FanoutWriters, SubmitWaitsForNoWriteAndTheBacklogLastsUntilTheWriterTakesIt) {
+  auto slow = std::make_shared<recording_client>();
+  auto other = std::make_shared<recording_client>();
+  struct let_go {  // before the writers are joined, whatever fails
+    recording_client& c;
+    ~let_go() { c.let_go(); }
+  } guard{*slow};
   std::atomic<int> taken{0};
   fanout_writers w(1, 150, [&] { ++taken; });  // a backlog: more than 150 bytes not taken
   EXPECT_FALSE(w.backlog());
-  auto slow = std::make_shared<recording_client>();
-  auto other = std::make_shared<recording_client>();
   slow->hold();
   w.stage(0, slow);
-  w.submit(100);
+  w.submit(200);
   ASSERT_TRUE(slow->wait_for(1));
-  EXPECT_EQ(taken.load(), 1) << "the writer said it took the read's flushes";
   EXPECT_FALSE(w.backlog()) << "taken: the hub may read the next one";
+  EXPECT_EQ(taken.load(), 1) << "the writer said it took what held the tail";
   // The writer is inside slow's flush: the next read's flushes are staged
   // and submitted without waiting for it, and run once it is done, in order.
   auto t0 = std::chrono::steady_clock::now();
@@ -124,7 +128,7 @@ TEST(FanoutWriters, SubmitWaitsForNoWriteAndTheBacklogLastsUntilTheWriterTakesIt
   EXPECT_TRUE(slow->wait_for(2));
   for (int i = 0; i < 1000 && w.backlog(); ++i) std::this_thread::sleep_for(10ms);
   EXPECT_FALSE(w.backlog()) << "taken";
-  EXPECT_EQ(taken.load(), 2) << "the two later reads were taken together";
+  EXPECT_EQ(taken.load(), 2) << "the two later reads were taken together, and held the tail";
 }
 
 TEST(FanoutWriters, StoppingWithFlushesQueuedEndsTheWriters) {
@@ -134,7 +138,10 @@ TEST(FanoutWriters, StoppingWithFlushesQueuedEndsTheWriters) {
     fanout_writers w(2, 1 << 20, {});
     w.stage(0, held);
     w.submit(100);
-    ASSERT_TRUE(held->wait_for(1));
+    if (!held->wait_for(1)) {
+      held->let_go();
+      FAIL() << "the writer never flushed";
+    }
     for (int i = 0; i < 100; ++i) w.stage(0, held);
     w.submit(100);
     w.request_stop();

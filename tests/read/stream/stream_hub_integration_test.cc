@@ -211,14 +211,15 @@ TEST_F(StreamHub, AnEmptyQueueTakesAReadLargerThanTheLimitWhole) {
   hub.stop();
 }
 
-// The tail reads only so far ahead of the fan-out writers: while the writer
-// is still writing one read (its flush held, as a full socket would hold a
+// The tail reads only so far ahead of the fan-out writers: while a writer is
+// still writing one read (its flush held, as a full socket would hold a
 // write) and the next read, over a quarter of the client's limit, is queued
 // for it, a third commit stays in the table, and it is read once the writer
-// has taken the queued one. The client's write is not the hub's: flush()
-// runs on the writer's thread.
+// has taken the queued one. With two writers, the one client's writer alone
+// holds the tail (the bound is a writer's, not the writers' together). The
+// client's write is not the hub's: flush() runs on the writer's thread.
 TEST_F(StreamHub, TheTailReadsOnlySoFarAheadOfTheWriters) {
-  o.writer_threads = 1;
+  o.writer_threads = 2;
   stream_hub hub(o);
   hub.start();
   auto client = std::make_shared<held_flush_client>();
@@ -242,8 +243,9 @@ TEST_F(StreamHub, TheTailReadsOnlySoFarAheadOfTheWriters) {
   insert(11);  // read while the writer is in the first read's flush
   ASSERT_TRUE(testing::eventually([&] { return client->events() == 20; }, 10s)) << client->events();
   insert(21);  // waits: the second read's flush is not taken yet
-  std::this_thread::sleep_for(300ms);  // 60 polls of 5 ms
+  std::this_thread::sleep_for(300ms);  // 60 times poll_ms (the hub looks again at least every 50 ms)
   EXPECT_EQ(client->events(), 20u) << "the tail read on while the writer had a read not yet taken";
+  EXPECT_EQ(hub.probe().writer_waits.load(), 1u) << "one wait, however many times the hub looked";
   client->hold(false);
   EXPECT_TRUE(testing::eventually([&] { return client->events() == 30 && client->flushes() == 3; }, 10s))
       << client->events() << " events, " << client->flushes() << " flushes";
