@@ -156,10 +156,8 @@ void stream_hub::run() {
       // that took what it was handed: the tail reads only so far ahead of
       // the writes (fanout_writers.h), and the commits noted while it waits
       // are read together.
-      auto tail_wanted = [&] {
-        return (earliest_commit_ns_ != 0 || std::chrono::steady_clock::now() >= next_tail_read) &&
-               !writers_->backlog();
-      };
+      auto due = [&] { return earliest_commit_ns_ != 0 || std::chrono::steady_clock::now() >= next_tail_read; };
+      auto tail_wanted = [&] { return due() && !writers_->backlog(); };
       auto until = next_tail_read;
       // The poll is due but a writer holds the tail: it wakes the hub when it
       // takes (on_taken); 50 ms is only a backstop.
@@ -178,8 +176,7 @@ void stream_hub::run() {
       tail_due = tail_wanted();
       if (tail_due) earliest_commit_ns_ = 0;  // else kept for the read once the writers have taken the last
       // Counted once each time the writers start holding a due tail back.
-      const bool held = !tail_due && writers_->backlog() &&
-                        (earliest_commit_ns_ != 0 || std::chrono::steady_clock::now() >= next_tail_read);
+      const bool held = !tail_due && writers_->backlog() && due();
       if (held && !held_by_writers) probe_.writer_waits.fetch_add(1, std::memory_order_relaxed);
       held_by_writers = held;
       for (auto& p : pending_) clients.push_back(std::move(p));
