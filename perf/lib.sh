@@ -7,6 +7,7 @@
 #   floor_open JSON PREFIX RATE SECONDS [floor-client options]   the latency floor
 #   floor_ceiling ROWS K                rows/s of K closed-loop COPY streams
 #   stall_seconds LATENCY_TIMELINE      seconds whose max exceeds $stall_ms
+#   commit_probe_start PREFIX SECONDS / commit_probe_wait PREFIX / probe_stalls PREFIX   the platform's commit stalls beside an arm
 #   latency_time_plot PNG TITLE EVPIPE_CSV FLOOR_CSV [TCP_FLOOR_CSV]   per-second latency, one above the other
 #   cpu_mark / cpu_since MARK SECONDS [NAME]   where the CPU went in between (machine, PostgreSQL, evpipe or NAME, nats-server)
 #   alternate_pair RUNS FN A B UNIT     A/B runs in alternating order, rates in pair_a and pair_b
@@ -327,6 +328,57 @@ floor_ceiling() {
 stall_ms="${stall_ms:-50}"
 stall_seconds() {
   awk -F, -v t="$stall_ms" 'NR > 1 && $6 > t {printf "%s%d:%.0fms", sep, $1, $6; sep=" "}' "$1"
+}
+
+# commit_probe_start PREFIX SECONDS / commit_probe_wait PREFIX / probe_stalls
+# PREFIX: a witness of the platform's commit stalls in the minute an arm runs,
+# whatever the arm is. A one-row INSERT commits $probe_rate times a second
+# (pgbench, one connection, open loop) for SECONDS beside the arm; PREFIX.log
+# gets each second's transactions and their max latency in µs from the
+# intended start (pgbench's aggregate log: epoch second, count, sum, sum of
+# squares, min, max, ...). Start it before the arm's set-up with SECONDS = the
+# load's duration plus a few for the set-up, and wait for it right after the
+# arm: commit_probe_wait takes the arm's end as the load's end, and the load's
+# measured window as the last $latency_seconds - $warmup seconds before it
+# (to about a second: the arm stops its server after the load). A second of
+# that window in which the INSERT waited over $stall_ms ms is a stall of the
+# platform's: the probe does nothing an arm could hold up but compete for the
+# cores and the WAL. probe_stalls prints those seconds, counted from the
+# load's start as in the latency timelines ("34:141ms"), nothing when none,
+# "off" with --probe-rate 0 and "not run" for an arm without a probe.
+probe_rate="${probe_rate:-50}"
+commit_probe_start() {
+  probe_pid=""
+  [ "$probe_rate" != 0 ] || return 0
+  local prefix
+  prefix="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"  # the caller's --out may be relative
+  psqlq -c "SET client_min_messages = warning; CREATE TABLE IF NOT EXISTS perf_commit_probe (t timestamptz)"
+  printf 'INSERT INTO perf_commit_probe VALUES (now());\n' >"$scratch/commit-probe.sql"
+  rm -f "$prefix".log "$prefix".log.* "$prefix".window
+  "$PG_BIN/pgbench" -n -c 1 -R "$probe_rate" -T "$2" -f "$scratch/commit-probe.sql" -l --aggregate-interval 1 \
+    --log-prefix "$prefix.log" "$EVPIPE_DSN" >"$prefix.txt" 2>&1 &
+  probe_pid=$!
+  echo "$probe_pid" >"$scratch/commit-probe.pid"  # for cleanup_scratch, should the run fail
+}
+commit_probe_wait() {
+  [ -n "$probe_pid" ] || return 0
+  local ended
+  ended=$(date +%s)
+  wait "$probe_pid" || die "the commit probe (pgbench) failed: $(tail -2 "$1.txt")"
+  rm -f "$scratch/commit-probe.pid"
+  probe_pid=""
+  compgen -G "$1.log.*" >/dev/null || die "the commit probe (pgbench) wrote no log ($1.log.*)"
+  cat "$1".log.* >"$1.log"
+  rm -f "$1".log.*
+  echo "$((ended - latency_seconds)) $warmup $ended" >"$1.window"
+}
+probe_stalls() {
+  [ "$probe_rate" != 0 ] || { echo "off"; return 0; }
+  [ -e "$1.log" ] && [ -e "$1.window" ] || { echo "not run"; return 0; }
+  local start warm ended
+  read -r start warm ended <"$1.window"
+  awk -v t="$stall_ms" -v start="$start" -v warm="$warm" -v ended="$ended" \
+    '$1 >= start + warm && $1 < ended && $6 / 1000 > t {printf "%s%d:%.0fms", sep, $1 - start + 1, $6 / 1000; sep=" "}' "$1.log"
 }
 
 # latency_time_plot PNG TITLE EVPIPE_CSV FLOOR_CSV [TCP_FLOOR_CSV]: per-second p99 and max

@@ -5,7 +5,7 @@
 #   perf/run.sh [scenario ...] [--events N] [--latency-seconds S] [--rate R]
 #               [--floor-runs N] [--stall-ms MS] [--warmup W] [--shards K]
 #               [--route-by key|connection] [--tick-us T] [--first ARM]
-#               [--platform-warmup S] [--out DIR]
+#               [--platform-warmup S] [--probe-rate R] [--out DIR]
 #
 # --shards K: evpipe's [pipeline] shards, and the floor's and the ceiling's
 # connections (default: one per core).
@@ -19,6 +19,10 @@
 # in the first minute of open-loop load after the cluster starts (even after
 # bulk loads), whatever ran had a p99 of about 70 ms against 20-28 for the runs
 # after it (docs/performance-hiccups.md, "The first minute is the platform's").
+# --probe-rate R: beside every latency arm, a one-row INSERT committed R times
+# a second (pgbench), whose seconds over --stall-ms are the platform's commit
+# stalls in that arm's own minute (default 50; 0: none). The floor client
+# witnesses only its own minute; the probe witnesses each arm's.
 # Scenarios (default: all, in this order):
 #   tcp-max    maximum sustained rate over TCP (N events, 4 connections, closed loop)
 #   dlq-heavy  the same with 10% invalid events
@@ -63,7 +67,9 @@ while [ $# -gt 0 ]; do
     --stall-ms) stall_ms="$2"; shift 2 ;;
     --first) first_arm="$2"; shift 2 ;;
     --platform-warmup) platform_warmup="$2"; shift 2 ;;
-    -h|--help) sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --probe-rate) probe_rate="$2"; shift 2
+      [[ "$probe_rate" =~ ^[0-9]+$ ]] || die "--probe-rate: a whole number of commits a second (0: none), not $probe_rate" ;;
+    -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     tcp-max|dlq-heavy|dup-heavy|latency|latency-floor|mqtt-drain) scenarios+=("$1"); shift ;;
     *) die "unknown scenario or option $1 (see --help)" ;;
   esac
@@ -83,8 +89,8 @@ perf_setup "$shards"
 echo "route_by = \"$route_by\"" >>"$scratch/evpipe.toml"  # the [[sources.tcp]] section is the file's last
 rows_md="| scenario | events | evpipe events/s | psql \\copy rows/s | ratio | ceiling: $shard_count-stream COPY rows/s | ratio | 1-stream COPY rows/s | ratio | TCP floor events/s | ratio | p50 ms | p99 ms | p99.9 ms | max ms |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-lat_md="| run | rate/s | order | floor p50 / p99 / p99.9 / max ms | evpipe p50 / p99 / p99.9 / max ms | evpipe ÷ floor p99 | p99.9 | max | evpipe − floor p99 ms | TCP floor p50 / p99 / p99.9 / max ms | evpipe ÷ TCP floor p99 | evpipe − TCP floor p99 ms | floor stall (s:max) |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+lat_md="| run | rate/s | order | floor p50 / p99 / p99.9 / max ms | evpipe p50 / p99 / p99.9 / max ms | evpipe ÷ floor p99 | p99.9 | max | evpipe − floor p99 ms | TCP floor p50 / p99 / p99.9 / max ms | evpipe ÷ TCP floor p99 | evpipe − TCP floor p99 ms | floor stall (s:max) | commit probe stalls: evpipe's / floor's / TCP floor's minute |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 cpu_md="| scenario | PostgreSQL µs/row | evpipe µs/event | evpipe-load µs/event | all three µs/event | PostgreSQL µs/row in the $shard_count-stream COPY ceiling |
 |---|---|---|---|---|---|"
 max_rate="" stall_runs=0 lat_runs=0 warmup_md=""
@@ -195,12 +201,21 @@ tcp_floor_open() {
   tcp_floor_wait
 }
 
+# probe_cell NAME: the commit probe's stalls beside arm NAME, or none.
+probe_cell() {
+  local st
+  st=$(probe_stalls "$out/$1.probe")
+  echo "${st:-none}"
+}
+
 # latency_row LABEL RATE ORDER EVPIPE_NAME FLOOR_NAME [TCP_FLOOR_NAME]: one
 # row of the latency table; counts platform stalls.
 latency_row() {
-  local label="$1" r="$2" first="$3" e="$out/$4.json" f="$out/$5.json" t="" stalls
+  local label="$1" r="$2" first="$3" e="$out/$4.json" f="$out/$5.json" t="" stalls probe
   [ -n "${6:-}" ] && t="$out/$6.json"
   stalls=$(stall_seconds "$out/$5.latency.csv")
+  probe="$(probe_cell "$4") / $(probe_cell "$5")"
+  [ -n "${6:-}" ] && probe="$probe / $(probe_cell "$6")"
   lat_runs=$((lat_runs + 1))
   [ -n "$stalls" ] && stall_runs=$((stall_runs + 1))
   g() { json_field "$1" "['latency_ms']['$2']"; }
@@ -208,7 +223,7 @@ latency_row() {
   local tcells="| | | |"
   [ -n "$t" ] && tcells="| $(pcts "$t") | $(ratio "$(g "$e" p99)" "$(g "$t" p99)") | $(minus "$(g "$e" p99)" "$(g "$t" p99)") |"
   lat_md="$lat_md
-| $label | $r | $first | $(pcts "$f") | $(pcts "$e") | $(ratio "$(g "$e" p99)" "$(g "$f" p99)") | $(ratio "$(g "$e" p99_9)" "$(g "$f" p99_9)") | $(ratio "$(g "$e" max)" "$(g "$f" max)") | $(minus "$(g "$e" p99)" "$(g "$f" p99)") $tcells ${stalls:-none} |"
+| $label | $r | $first | $(pcts "$f") | $(pcts "$e") | $(ratio "$(g "$e" p99)" "$(g "$f" p99)") | $(ratio "$(g "$e" p99_9)" "$(g "$f" p99_9)") | $(ratio "$(g "$e" max)" "$(g "$f" max)") | $(minus "$(g "$e" p99)" "$(g "$f" p99)") $tcells ${stalls:-none} | $probe |"
   latency_time_plot "$out/latency-time-$label.png" "latency over time, $label, $r events/s" \
     "$out/$4.latency.csv" "$out/$5.latency.csv" ${6:+"$out/$6.latency.csv"}
 }
@@ -237,7 +252,7 @@ latency_rate() {
 # medians of each percentile and of the ratios over all runs, and which runs
 # had no platform stall.
 latency_floor() {
-  local r i order e_p99=() f_p99=() t_p99=() e_p999=() f_p999=() e_max=() f_max=() clean=()
+  local r i order probe_clean=() e_p99=() f_p99=() t_p99=() e_p999=() f_p999=() e_max=() f_max=() clean=()
   r=$(latency_rate)
   warm_platform "$r"
   for i in $(seq "$floor_runs"); do
@@ -251,11 +266,13 @@ latency_floor() {
     log "latency-floor run $i/$floor_runs: $r events/s for $latency_seconds s: ${order// /, }"
     local arm
     for arm in $order; do
+      commit_probe_start "$out/lf$i-$arm.probe" $((latency_seconds + 3))  # the load's --duration includes its warm-up
       case "$arm" in
         evpipe) evpipe_open "lf$i-evpipe" "$r" "$latency_seconds" ;;
         floor) floor_open "$out/lf$i-floor.json" "$out/lf$i-floor" "$r" "$latency_seconds" --warmup "$warmup" ;;
         tcp-floor) tcp_floor_open "lf$i-tcp-floor" "$r" "$latency_seconds" ;;
       esac
+      commit_probe_wait "$out/lf$i-$arm.probe"
     done
     latency_row "lf$i" "$r" "${order// /, }" "lf$i-evpipe" "lf$i-floor" "lf$i-tcp-floor"
     e_p99+=("$(json_field "$out/lf$i-evpipe.json" "['latency_ms']['p99']")")
@@ -266,6 +283,7 @@ latency_floor() {
     e_max+=("$(json_field "$out/lf$i-evpipe.json" "['latency_ms']['max']")")
     f_max+=("$(json_field "$out/lf$i-floor.json" "['latency_ms']['max']")")
     [ -z "$(stall_seconds "$out/lf$i-floor.latency.csv")" ] && clean+=("$i")
+    [ -z "$(probe_stalls "$out/lf$i-evpipe.probe")" ] && probe_clean+=("$i")
   done
   med() { printf '%s\n' "$@" | median | xargs printf '%.1f'; }
   local mf="$(med "${f_p99[@]}") / $(med "${f_p999[@]}") / $(med "${f_max[@]}")"
@@ -276,7 +294,7 @@ latency_floor() {
   rmax=$(for i in "${!e_p99[@]}"; do ratio "${e_max[$i]}" "${f_max[$i]}"; echo; done | median)
   rtp99=$(for i in "${!e_p99[@]}"; do ratio "${e_p99[$i]}" "${t_p99[$i]}"; echo; done | median)
   lat_md="$lat_md
-| median of $floor_runs (p99 / p99.9 / max) | $r | | $mf | $me | $rp99 | $rp999 | $rmax | | p99 $(med "${t_p99[@]}") | $rtp99 | | ${#clean[@]} runs without a floor stall: ${clean[*]:-none} |"
+| median of $floor_runs (p99 / p99.9 / max) | $r | | $mf | $me | $rp99 | $rp999 | $rmax | | p99 $(med "${t_p99[@]}") | $rtp99 | | ${#clean[@]} runs without a floor stall: ${clean[*]:-none} | $([ "$probe_rate" = 0 ] && echo off || echo "${#probe_clean[@]} runs without a probe stall in evpipe's minute: ${probe_clean[*]:-none}") |"
 }
 
 latency() {
@@ -388,6 +406,12 @@ $warmup_md
 Platform stalls: $stall_runs of $lat_runs latency runs had a second in which the
 floor client itself kept a row waiting over $stall_ms ms (listed as second:max);
 evpipe's figures from those runs say more about the machine than about evpipe.
+$([ "$probe_rate" = 0 ] && echo "No commit probe ran (--probe-rate 0)." || echo "The floor client sees only its own minute: in latency-floor runs a commit probe
+(pgbench, a one-row INSERT committed $probe_rate times a second) runs beside every arm,
+and the seconds of the arm's measured window (after its warm-up) in which it waited
+over $stall_ms ms are listed per arm, counted from the load's start as the latency
+timelines are (to about a second): a stall there, in evpipe's minute, is the
+platform's too.")
 Latency over time (per second p99 and max: evpipe above the TCP floor, when run, and the floor):
 $(for f in "$out"/latency-time-*.png; do [ -f "$f" ] && echo "![$(basename "$f" .png)]($(basename "$f"))"; done)
 
