@@ -340,7 +340,7 @@ stall_seconds() {
 # load's duration plus a few for the set-up, and wait for it right after the
 # arm: commit_probe_wait takes the arm's end as the load's end, and the load's
 # measured window as the last $latency_seconds - $warmup seconds before it
-# (to about a second: the arm stops its server after the load). A second of
+# (to a second or two: the arm stops its server after the load). A second of
 # that window in which the INSERT waited over $stall_ms ms is a stall of the
 # platform's: the probe does nothing an arm could hold up but compete for the
 # cores and the WAL. probe_stalls prints those seconds, counted from the

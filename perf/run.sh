@@ -266,7 +266,9 @@ latency_floor() {
     log "latency-floor run $i/$floor_runs: $r events/s for $latency_seconds s: ${order// /, }"
     local arm
     for arm in $order; do
-      commit_probe_start "$out/lf$i-$arm.probe" $((latency_seconds + 3))  # the load's --duration includes its warm-up
+      # The load's --duration includes its warm-up; the arm's set-up (a fresh
+      # table, a CHECKPOINT, a server started) takes a few seconds before it.
+      commit_probe_start "$out/lf$i-$arm.probe" $((latency_seconds + 8))
       case "$arm" in
         evpipe) evpipe_open "lf$i-evpipe" "$r" "$latency_seconds" ;;
         floor) floor_open "$out/lf$i-floor.json" "$out/lf$i-floor" "$r" "$latency_seconds" --warmup "$warmup" ;;
