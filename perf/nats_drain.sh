@@ -220,13 +220,14 @@ for r in $(seq "$runs"); do
   esac
   read -r rate preload <<<"$drained"
   copies+=("$copy") drains+=("$rate") floors+=("$floor")
-  printf '%-4s %12s %10s %14s %7s %13s %7s %12s' "$r" "$copy" "$preload" "$rate" "$(ratio "$rate" "$copy")" \
-    "$floor" "$(ratio "$floor" "$copy")" "$(ratio "$rate" "$floor")"
+  # The row is printed whole once its drains are done: they log on stderr.
+  row="$(printf '%-4s %12s %10s %14s %7s %13s %7s %12s' "$r" "$copy" "$preload" "$rate" "$(ratio "$rate" "$copy")" \
+    "$floor" "$(ratio "$floor" "$copy")" "$(ratio "$rate" "$floor")")"
   for k in $processes; do
     many="$(nats_drain_many "$k")"
-    printf ' %14s %7s' "$many" "$(ratio "$many" "$copy")"
+    row+="$(printf ' %14s %7s' "$many" "$(ratio "$many" "$copy")")"
   done
-  echo
+  echo "$row"
 done
 mc="$(printf '%s\n' "${copies[@]}" | median)" md="$(printf '%s\n' "${drains[@]}" | median)"
 mf="$(printf '%s\n' "${floors[@]}" | median)"
