@@ -7,8 +7,7 @@
 #           the table as it is (evpipe keeps the keys in evpipe_route_keys),
 #           with a unique index on the identity (both sides pay for it), and
 #           against the rows' and their keys' \copy in one transaction (the
-#           least PostgreSQL work that keeps evpipe's promise without the
-#           index: the case's ceiling);
+#           plain SQL that keeps evpipe's promise without the index);
 #   upsert: M status messages of D devices, out of order, by the best plain
 #           SQL (per batch of B rows: COPY into a temporary table, then
 #           INSERT ... ON CONFLICT ... DO UPDATE ... WHERE newer, one psql
@@ -23,11 +22,12 @@
 #                         [--connections C] [--runs R] [--binary PATH] [--out FILE]
 #                         [--stored-keys K]
 #
-# --stored-keys: before each evpipe append run (the case without an index),
-# evpipe_route_keys already holds K keys of the week before, as a running
-# evpipe's table does (K/2 random 16-byte keys, K/2 24-byte keys led by an
-# earlier message time); without it the keys table starts empty, which
-# flatters a B-tree of random keys (it fits in memory, few pages to log).
+# --stored-keys: before each append run without an index (evpipe's, and the
+# SQL's with the keys), evpipe_route_keys already holds K keys of the week
+# before, as a running evpipe's table does (K/2 random 16-byte keys, K/2
+# 24-byte keys led by an earlier message time); without it the keys table
+# starts empty, which flatters a B-tree of random keys (it fits in memory,
+# few pages to log).
 # --binary measures another evpipe build in the same runs (an extra column),
 # e.g. the build before a change.
 set -euo pipefail
@@ -176,9 +176,9 @@ sql_append() {
 # append with the keys: what PostgreSQL does for evpipe's append into a table
 # without a unique index, by plain SQL in one session and one transaction:
 # psql \copy of the rows, then of their keys into the evpipe_route_keys that
-# evpipe's migrate makes (with --stored-keys, holding them). The least any
-# writer can do that recognises a redelivery after a restart without a
-# unique index on the table: the ceiling of the case "append".
+# evpipe's migrate makes (with --stored-keys, holding them): the plain SQL a
+# user would write to recognise a redelivery after a restart without a
+# unique index on the table (a reference, not a ceiling).
 sql_append_keys() {
   local t0 t1 mark
   tables
