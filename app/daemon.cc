@@ -270,6 +270,7 @@ int run_daemon(const config::settings& s, const run_hooks& hooks) {
     so.poll_ms = s.stream.poll_ms;
     so.max_client_buffer_bytes = s.stream.max_client_buffer_bytes;
     so.writer_threads = s.stream.writer_threads;
+    so.max_fanout_writes_per_s = s.stream.max_fanout_writes_per_s;
     stream_hub = std::make_unique<read::stream_hub>(so);
   }
 

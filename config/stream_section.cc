@@ -15,6 +15,7 @@ stream_section parse_stream(const toml::table& t, const std::string& origin, con
   r.uint("poll_ms", s.poll_ms, 1, 10'000);
   r.boolean("wake_on_commit", s.wake_on_commit);
   r.uint("writer_threads", s.writer_threads, 0, 64);
+  r.uint("max_fanout_writes_per_s", s.max_fanout_writes_per_s, 0, 100'000'000);
   r.uint("heartbeat_s", s.heartbeat_s, 1, 3600);
   r.str("bearer_token_file", s.bearer_token_file);
   r.str("tokens_file", s.tokens_file);

@@ -22,6 +22,7 @@ struct stream_section {
   uint32_t poll_ms = 20;                        // how often the tail reads past the last position
   bool wake_on_commit = true;                   // also read at once when a shard of this process commits
   uint32_t writer_threads = 0;                  // threads writing the tail's reads to the sockets; 0: one per core, at most 4
+  uint32_t max_fanout_writes_per_s = 20'000;    // paces the reads commits start (a write per live client each); 0: none
   uint32_t heartbeat_s = 15;                    // an SSE comment line when idle this long
   std::string bearer_token_file;                // "" = no authentication; else file holding the token
   std::string bearer_token;                     // read from bearer_token_file at load; never printed

@@ -79,6 +79,7 @@ std::string to_toml(const settings& s) {
                                     {"poll_ms", int64_t(s.stream.poll_ms)},
                                     {"wake_on_commit", s.stream.wake_on_commit},
                                     {"writer_threads", int64_t(s.stream.writer_threads)},
+                                    {"max_fanout_writes_per_s", int64_t(s.stream.max_fanout_writes_per_s)},
                                     {"heartbeat_s", int64_t(s.stream.heartbeat_s)},
                                     {"bearer_token_file", s.stream.bearer_token_file}});
   if (!s.stream.tokens_file.empty()) root["stream"].as_table()->insert("tokens_file", s.stream.tokens_file);

@@ -101,6 +101,13 @@ void lower_stream_thread_priority() noexcept {
   if (errno == 0) (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), std::min(now + stream_thread_nice, 19));
 }
 
+std::chrono::microseconds commit_read_spacing(size_t live_clients, uint32_t max_fanout_writes_per_s,
+                                              uint32_t poll_ms) noexcept {
+  if (max_fanout_writes_per_s == 0 || live_clients == 0) return std::chrono::microseconds(0);
+  const uint64_t us = uint64_t(live_clients) * 1'000'000 / max_fanout_writes_per_s;
+  return std::chrono::microseconds(std::min<uint64_t>(us, uint64_t(poll_ms) * 1000));
+}
+
 void stream_hub::note_commit(int64_t commit_ns) {
   if (probe_.clients.load(std::memory_order_relaxed) <= 0) return;  // no one listens: no read to wake
   {
@@ -141,6 +148,14 @@ void stream_hub::run() {
   // the tail does not move, so the seam argument is unchanged.
   auto next_tail_read = std::chrono::steady_clock::now();
   bool held_by_writers = false;  // the tail was due and a writer's backlog held it (probe_.writer_waits)
+  // When the last tail read began, and how many clients it found live: a
+  // noted commit starts the next read no sooner than commit_read_spacing()
+  // after it. Each read costs a write and a wake-up per live client; on a
+  // machine short of CPU, reads on every commit (some 1,000 a second at
+  // 20,000 events/s) made the fan-out's wake-ups, not its bytes, the cost
+  // (docs/performance-read.md, "Pacing the reads").
+  auto last_tail_read = std::chrono::steady_clock::time_point{};
+  size_t live_at_last_read = 0;
   // What the previous round's catch-up left: clients behind with room in
   // their queue (read the next page at once, not at the next poll: a
   // catch-up is as fast as the reads and the client, docs/read.md), or only
@@ -156,7 +171,14 @@ void stream_hub::run() {
       // that took what it was handed: the tail reads only so far ahead of
       // the writes (fanout_writers.h), and the commits noted while it waits
       // are read together.
-      auto due = [&] { return earliest_commit_ns_ != 0 || std::chrono::steady_clock::now() >= next_tail_read; };
+      const auto commit_read_at =
+          last_tail_read + commit_read_spacing(live_at_last_read, opts_.max_fanout_writes_per_s, opts_.poll_ms);
+      auto due = [&] {
+        const auto now = std::chrono::steady_clock::now();
+        return (earliest_commit_ns_ != 0 && now >= commit_read_at) || now >= next_tail_read;
+      };
+      // A commit is noted, and its read waits for the spacing.
+      auto spaced = [&] { return earliest_commit_ns_ != 0 && std::chrono::steady_clock::now() < commit_read_at; };
       auto tail_wanted = [&] { return due() && !writers_->backlog(); };
       auto until = next_tail_read;
       // The poll is due but a writer holds the tail: it wakes the hub when it
@@ -168,7 +190,12 @@ void stream_hub::run() {
       if (behind == catching_up::waiting_for_room) {
         until = std::min(until, std::chrono::steady_clock::now() + std::chrono::milliseconds(1));
       }
-      wake_.wait_until(lock, until, [&] { return stopping_ || !pending_.empty() || tail_wanted(); });
+      wake_.wait_until(lock, until, [&] { return stopping_ || !pending_.empty() || tail_wanted() || spaced(); });
+      if (!stopping_ && pending_.empty() && !tail_wanted() && spaced()) {
+        // (Not past `until`: a catch-up round or the poll keeps its time.)
+        wake_.wait_until(lock, std::min(commit_read_at, until),
+                         [&] { return stopping_ || !pending_.empty() || tail_wanted(); });
+      }
       if (stopping_) return;
       if (earliest_commit_ns_ != 0 && (commit_ns == 0 || earliest_commit_ns_ < commit_ns)) {
         commit_ns = earliest_commit_ns_;
@@ -326,6 +353,8 @@ void stream_hub::run() {
     // tail, with nothing of this read.
     bool want_ws = false, want_sse = false;
     if (tail_due) {
+      last_tail_read = std::chrono::steady_clock::now();
+      live_at_last_read = 0;
       for (auto& c : clients) {
         if (!c->live) continue;
         if (c->client->queued_bytes() > opts_.max_client_buffer_bytes) {
@@ -338,6 +367,7 @@ void stream_hub::run() {
           continue;
         }
         (c->client->format() == frame_format::websocket ? want_ws : want_sse) = true;
+        ++live_at_last_read;
         c->runs.clear();
         c->in_run = false;
       }

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <cstdint>
@@ -97,7 +98,17 @@ struct stream_hub_options {
   uint32_t catch_up_page = 500;   // rows per catch-up read (shared by the clients at one filter and position)
   uint32_t tail_page = 10'000;    // rows per tail read
   uint32_t writer_threads = 0;    // threads writing the tail's reads to the sockets (fanout_writers); 0: default_threads()
+  // Paces the reads a noted commit starts: the next begins no sooner than
+  // live clients / this many seconds after the previous tail read began
+  // (at most poll_ms), so that each read's writes (one per live client) stay
+  // near this many a second. 0: a read on every noted commit.
+  uint32_t max_fanout_writes_per_s = 20'000;
 };
+
+// How long after a tail read the next read a noted commit starts may begin
+// (stream_hub_options::max_fanout_writes_per_s).
+[[nodiscard]] std::chrono::microseconds commit_read_spacing(size_t live_clients, uint32_t max_fanout_writes_per_s,
+                                                            uint32_t poll_ms) noexcept;
 
 // Why a stream client's connection ended (label of _stream_disconnects_total).
 enum class disconnect_reason : uint8_t {

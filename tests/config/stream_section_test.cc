@@ -23,6 +23,8 @@ TEST(StreamSection, DefaultsListenOnLoopback9465UnlessTheFileSaysOtherwise) {
   EXPECT_TRUE(s.stream.wake_on_commit);
   EXPECT_EQ(s.stream.writer_threads, 0u) << "0: one writer per core, at most 4";
   EXPECT_EQ(load_string("[stream]\nwriter_threads = 2\n").stream.writer_threads, 2u);
+  EXPECT_EQ(s.stream.max_fanout_writes_per_s, 20'000u) << "100 live clients: reads at least 5 ms apart";
+  EXPECT_EQ(load_string("[stream]\nmax_fanout_writes_per_s = 0\n").stream.max_fanout_writes_per_s, 0u) << "0: no pacing";
   auto off = load_string("[stream]\nlisten = \"\"\n");
   EXPECT_EQ(off.stream.listen, "");
   EXPECT_TRUE(off.stream.listen_set);
@@ -37,6 +39,8 @@ TEST(StreamSection, RefusesWhatItCannotMean) {
       << config_error_of("[stream]\nlisten = \"nowhere\"\n");
   EXPECT_NE(config_error_of("[stream]\nmax_clients = 0\n").find("max_clients"), std::string::npos);
   EXPECT_NE(config_error_of("[stream]\nwriter_threads = 65\n").find("writer_threads"), std::string::npos);
+  EXPECT_NE(config_error_of("[stream]\nmax_fanout_writes_per_s = -1\n").find("max_fanout_writes_per_s"),
+            std::string::npos);
   EXPECT_NE(config_error_of("[stream]\nmax_client_buffer_bytes = 100\n").find("max_client_buffer_bytes"), std::string::npos);
   EXPECT_NE(config_error_of("[stream]\nlistn = \"127.0.0.1:1\"\n").find("listn"), std::string::npos) << "a misspelt key";
   EXPECT_NE(config_error_of("[stream]\nbearer_token_file = \"/nonexistent/token\"\n").find("bearer_token_file"),
