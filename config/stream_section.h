@@ -20,7 +20,7 @@ struct stream_section {
   uint32_t max_filters = 32;                    // topics + kinds of a client's subscriptions, all together
   uint32_t max_client_buffer_bytes = 8u << 20;  // a client holding more falls back to catch-up from the table (docs/read.md)
   uint32_t poll_ms = 20;                        // how often the tail reads past the last position
-  bool wake_on_commit = true;                   // also read at once when a shard of this process commits
+  bool wake_on_commit = true;                   // also read soon after a shard of this process commits (paced)
   uint32_t writer_threads = 0;                  // threads writing the tail's reads to the sockets; 0: one per core, at most 4
   uint32_t max_fanout_writes_per_s = 20'000;    // paces the reads commits start (a write per live client each); 0: none
   uint32_t heartbeat_s = 15;                    // an SSE comment line when idle this long

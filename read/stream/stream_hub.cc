@@ -144,13 +144,13 @@ void stream_hub::run() {
   // one indexed read per 50 ms while it lasts costs little.
   auto recheck = std::chrono::milliseconds(1);
   // When the tail reads next (poll_ms, or the recheck, after its last read;
-  // at once for a noted commit). Rounds in between only catch clients up:
+  // for a noted commit at once, or after the pacing: commit_read_at below). Rounds in between only catch clients up:
   // the tail does not move, so the seam argument is unchanged.
   auto next_tail_read = std::chrono::steady_clock::now();
   bool held_by_writers = false;  // the tail was due and a writer's backlog held it (probe_.writer_waits)
-  // When the last tail read began, and how many clients it found live: a
-  // noted commit starts the next read no sooner than commit_read_spacing()
-  // after it. Each read costs a write and a wake-up per live client; on a
+  // When the last tail read that found rows began, and how many clients it
+  // was handed to: a noted commit starts the next read no sooner than
+  // commit_read_spacing() after it. Each read costs a write and a wake-up per live client; on a
   // machine short of CPU, reads on every commit (some 1,000 a second at
   // 20,000 events/s) made the fan-out's wake-ups, not its bytes, the cost
   // (docs/performance-read.md, "Pacing the reads").
@@ -352,9 +352,11 @@ void stream_hub::run() {
     // max_client_buffer_bytes falls behind first: back to the table from the
     // tail, with nothing of this read.
     bool want_ws = false, want_sse = false;
+    // When this round's tail read began: the pacing counts from it once the
+    // read has rows to write (a read that finds none costs the clients nothing).
+    auto read_began = std::chrono::steady_clock::time_point{};
     if (tail_due) {
-      last_tail_read = std::chrono::steady_clock::now();
-      live_at_last_read = 0;
+      read_began = std::chrono::steady_clock::now();
       for (auto& c : clients) {
         if (!c->live) continue;
         if (c->client->queued_bytes() > opts_.max_client_buffer_bytes) {
@@ -367,7 +369,6 @@ void stream_hub::run() {
           continue;
         }
         (c->client->format() == frame_format::websocket ? want_ws : want_sse) = true;
-        ++live_at_last_read;
         c->runs.clear();
         c->in_run = false;
       }
@@ -429,6 +430,7 @@ void stream_hub::run() {
       // given (a filtered client given none: from the row before its first).
       if (const auto n = static_cast<uint32_t>(frames->size()); n > 0) {
         std::shared_ptr<const event_frames> shared = std::move(frames);
+        size_t staged = 0;  // clients handed this read: a write (and a wake-up) each
         for (auto& c : clients) {
           if (!c->live) continue;
           if (c->filter.everything()) {
@@ -467,9 +469,12 @@ void stream_hub::run() {
             }
           }
           writers_->stage(c->id, c->client);  // all its runs of this read, in one write
+          ++staged;
         }
         // Written while the next read goes on.
         writers_->submit(shared->bytes(frame_format::websocket) + shared->bytes(frame_format::sse));
+        last_tail_read = read_began;
+        live_at_last_read = staged;
       }
       if (!st.ok) {
         tail = before;

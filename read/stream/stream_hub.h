@@ -1,8 +1,9 @@
 #pragma once
 // The stream's one tail reader and its fan-out (docs/read.md). One thread
 // reads events_mirror past the last position every poll_ms (rows of this
-// process, of other evpipe processes and of other writers alike), and at
-// once when a shard of this process commits (note_commit()), formats each
+// process, of other evpipe processes and of other writers alike), and soon
+// after a shard of this process commits (note_commit(): at once, or paced by
+// max_fanout_writes_per_s when many clients listen), formats each
 // read's rows once (stream_frames.h) and hands the live clients whose
 // filters match their spans of it, which the fan-out writers write to the
 // sockets while it reads on (fanout_writers.h). A client that asks for an
@@ -99,9 +100,10 @@ struct stream_hub_options {
   uint32_t tail_page = 10'000;    // rows per tail read
   uint32_t writer_threads = 0;    // threads writing the tail's reads to the sockets (fanout_writers); 0: default_threads()
   // Paces the reads a noted commit starts: the next begins no sooner than
-  // live clients / this many seconds after the previous tail read began
-  // (at most poll_ms), so that each read's writes (one per live client) stay
-  // near this many a second. 0: a read on every noted commit.
+  // N / this many seconds after the previous tail read with rows began, N
+  // being the clients it was handed to (at most poll_ms), so that the reads'
+  // writes (one per client handed a read) stay near this many a second.
+  // 0: a read on every noted commit.
   uint32_t max_fanout_writes_per_s = 20'000;
 };
 
@@ -178,7 +180,8 @@ class stream_hub {
   uint64_t add(std::shared_ptr<stream_client> c, stream_filter f, stream_since since);
   void remove(uint64_t id);
   // A shard of this process committed at `commit_ns` (steady clock): the
-  // tail reads at once instead of at its next poll. Thread-safe and cheap
+  // tail reads at once (or once the pacing, commit_read_spacing, allows)
+  // instead of at its next poll. Thread-safe and cheap
   // (a lock and a notify; nothing when no client listens).
   void note_commit(int64_t commit_ns);
   [[nodiscard]] stream_probe& probe() { return probe_; }
