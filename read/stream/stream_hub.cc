@@ -144,16 +144,17 @@ void stream_hub::run() {
   // one indexed read per 50 ms while it lasts costs little.
   auto recheck = std::chrono::milliseconds(1);
   // When the tail reads next (poll_ms, or the recheck, after its last read;
-  // for a noted commit at once, or after the pacing: commit_read_at below). Rounds in between only catch clients up:
-  // the tail does not move, so the seam argument is unchanged.
+  // for a noted commit at once, or after the pacing: commit_read_at below).
+  // Rounds in between only catch clients up: the tail does not move, so the
+  // seam argument is unchanged.
   auto next_tail_read = std::chrono::steady_clock::now();
   bool held_by_writers = false;  // the tail was due and a writer's backlog held it (probe_.writer_waits)
   // When the last tail read that found rows began, and how many clients it
   // was handed to: a noted commit starts the next read no sooner than
-  // commit_read_spacing() after it. Each read costs a write and a wake-up per live client; on a
-  // machine short of CPU, reads on every commit (some 1,000 a second at
-  // 20,000 events/s) made the fan-out's wake-ups, not its bytes, the cost
-  // (docs/performance-read.md, "Pacing the reads").
+  // commit_read_spacing() after it. Each such read costs a write and a
+  // wake-up per client; on a machine short of CPU, reads on every commit
+  // (some 1,000 a second at 20,000 events/s) made the fan-out's wake-ups,
+  // not its bytes, the cost (docs/performance-read.md, "Pacing the reads").
   auto last_tail_read = std::chrono::steady_clock::time_point{};
   size_t live_at_last_read = 0;
   // What the previous round's catch-up left: clients behind with room in
