@@ -237,6 +237,7 @@ settings parse(const toml::table& root, const std::string& origin, const std::st
         r.uint("max_connections", src.max_connections, 1, 1'000'000);
         r.uint("idle_timeout_s", src.idle_timeout_s, 0, 86'400);
         parse_route_by(r, src.route_by);
+        r.boolean("selective_acks", src.selective_acks);
         parse_source_tenancy(r, src.tenancy, "tcp", base_dir);
         r.reject_unknown();
         if (listen.empty()) r.fail("listen", "is required (\"host:port\")");

@@ -33,6 +33,8 @@ struct tcp_source {
   uint32_t idle_timeout_s = 300;      // close after this long reading without a complete line (0: never)
   std::string route_by = "key";       // "key": each event to its key's shard; "connection": all of a
                                       // connection's events to one shard (docs/operations.md)
+  bool selective_acks = true;         // acks also name lines done beyond the cumulative count
+                                      // ({"ack":N,"sack":[[a,b],...]}: docs/operations.md, "Acks")
   source_tenancy tenancy;             // tenant, allowed_tenants (docs/tenants.md)
   bool operator==(const tcp_source&) const = default;  // a reload restarts a source only when it changed
 };

@@ -110,7 +110,8 @@ std::string to_toml(const settings& s) {
                               {"max_unacked", int64_t(src.max_unacked)},
                               {"max_connections", int64_t(src.max_connections)},
                               {"idle_timeout_s", int64_t(src.idle_timeout_s)},
-                              {"route_by", src.route_by}});
+                              {"route_by", src.route_by},
+                              {"selective_acks", src.selective_acks}});
     tenancy_to_toml(src.tenancy, *tcp.back().as_table());
   }
   toml::array mqtt;

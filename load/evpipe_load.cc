@@ -92,6 +92,9 @@ class send_times {
     b[i % block] = t;
   }
   int64_t get(uint64_t i) const { return blocks_[i / block][i % block]; }
+  // Marks an event's latency as recorded (a selective ack came before the
+  // cumulative count passed it). Receiver only; the event was sent.
+  static constexpr int64_t recorded = INT64_MIN;
 
  private:
   std::vector<std::unique_ptr<int64_t[]>> blocks_;
@@ -123,6 +126,7 @@ bool send_all(int fd, const std::string& data) {
 
 void receiver(connection_state& c, int64_t warmup_until, std::chrono::seconds drain_timeout) {
   std::string pending, reply;
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
   char buf[65536];
   int64_t give_up = 0;
   for (;;) {
@@ -148,11 +152,25 @@ void receiver(connection_state& c, int64_t warmup_until, std::chrono::seconds dr
       (void)send_all(c.fd, reply);
       reply.clear();
     }
-    for (uint64_t i = before; i < ack; ++i) {
+    // An event's latency ends at the first ack that names it: the count, or a
+    // selective run beyond it (TCP's "sack").
+    auto record = [&](uint64_t i) {
       int64_t t = c.times.get(i);
-      if (t < warmup_until) continue;
-      c.latencies.record(now - t);
-      if (c.per_second) c.per_second->record(t, now - t);
+      if (t == send_times::recorded) return;
+      if (t >= warmup_until) {
+        c.latencies.record(now - t);
+        if (c.per_second) c.per_second->record(t, now - t);
+      }
+    };
+    for (uint64_t i = before; i < ack; ++i) record(i);
+    runs.clear();
+    c.wire->take_selective(runs);
+    const uint64_t sent = c.sent.load();
+    for (const auto& [first, last] : runs) {
+      for (uint64_t i = std::max(first, ack); i <= last && i < sent; ++i) {
+        record(i);
+        c.times.set(i, send_times::recorded);
+      }
     }
     c.acked.store(ack);
   }

@@ -133,13 +133,39 @@ class ndjson_wire final : public wire {
   }
   uint64_t on_bytes(std::string& in, uint64_t acked, std::string&) override {
     size_t nl;
-    while ((nl = in.find('\n')) != std::string::npos) {
-      auto colon = in.find(':');
+    size_t at = 0;
+    while ((nl = in.find('\n', at)) != std::string::npos) {
+      auto colon = in.find(':', at);
       if (colon < nl) acked = std::strtoull(in.c_str() + colon + 1, nullptr, 10);
-      in.erase(0, nl + 1);
+      auto sack = in.find("\"sack\":[", at);
+      if (sack < nl) parse_runs(in.c_str() + sack + 8, in.c_str() + nl);
+      at = nl + 1;
     }
+    in.erase(0, at);
     return acked;
   }
+  void take_selective(std::vector<std::pair<uint64_t, uint64_t>>& out) override {
+    out.insert(out.end(), runs_.begin(), runs_.end());
+    runs_.clear();
+  }
+
+ private:
+  // [[a,b],[c,d],...] of lines from 1, up to `end`.
+  void parse_runs(const char* p, const char* end) {
+    while (p < end) {
+      while (p < end && (*p < '0' || *p > '9')) ++p;
+      if (p >= end) return;
+      char* q = nullptr;
+      uint64_t a = std::strtoull(p, &q, 10);
+      p = q;
+      while (p < end && (*p < '0' || *p > '9')) ++p;
+      if (p >= end || a == 0) return;
+      uint64_t b = std::strtoull(p, &q, 10);
+      p = q;
+      if (b >= a) runs_.emplace_back(a - 1, b - 1);
+    }
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> runs_;
 };
 
 class mqtt_wire final : public wire {

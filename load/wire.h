@@ -2,9 +2,11 @@
 // How evpipe-load speaks to each kind of endpoint. A target URL names the
 // protocol; a wire frames events into bytes for one connection and turns the
 // endpoint's replies into a cumulative count of acknowledged events (every
-// protocol here acknowledges in send order on a connection).
+// protocol here acknowledges in send order on a connection), and for TCP
+// also into the runs of events acknowledged beyond that count.
 //
-//   tcp://host:port          NDJSON lines; replies {"ack":N}
+//   tcp://host:port          NDJSON lines; replies {"ack":N} or
+//                            {"ack":N,"sack":[[a,b],...]} (lines a to b, from 1)
 //   mqtt://host:port         PUBLISH at QoS 1 through a broker; the ack is the
 //                            broker's PUBACK (evpipe, subscribed, commits later)
 //   mqtt-serve://host:port   evpipe-load plays the broker: evpipe's MQTT source
@@ -21,6 +23,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace evpipe::load {
 
@@ -67,6 +71,10 @@ class wire {
   // new cumulative acknowledged count. Bytes to send back (PINGRESP) go to
   // `reply`. Throws std::runtime_error when the endpoint refuses events.
   virtual uint64_t on_bytes(std::string& in, uint64_t acked, std::string& reply) = 0;
+  // Events acknowledged beyond the cumulative count by the replies the last
+  // on_bytes() consumed, as runs [first, last] of event numbers from 0 (TCP's
+  // "sack"), appended to `out`; a run may overlap the count.
+  virtual void take_selective(std::vector<std::pair<uint64_t, uint64_t>>& out) { (void)out; }
   // The most events that may be unacknowledged at once (MQTT packet ids).
   [[nodiscard]] virtual uint64_t max_in_flight() const { return UINT64_MAX; }
   // Largest group finish() should close (HTTP events per request).

@@ -4,12 +4,14 @@
 #
 #   perf/run.sh [scenario ...] [--events N] [--latency-seconds S] [--rate R]
 #               [--floor-runs N] [--stall-ms MS] [--warmup W] [--shards K]
-#               [--route-by key|connection] [--tick-us T] [--first ARM]
+#               [--route-by key|connection] [--selective-acks on|off] [--tick-us T] [--first ARM]
 #               [--platform-warmup S] [--probe-rate R] [--out DIR]
 #
 # --shards K: evpipe's [pipeline] shards, and the floor's and the ceiling's
 # connections (default: one per core).
 # --route-by: the TCP source's route_by (default key; docs/operations.md).
+# --selective-acks: the TCP source's selective_acks (default on; docs/operations.md,
+# "Acks"); evpipe-load ends an event's latency at the first ack that names it.
 # --tick-us: evpipe-load's --tick-us in the latency runs (default 0: each event
 # sent when it falls due; T: at most one send per T µs per connection).
 # --first: which of evpipe, floor and tcp-floor goes first in latency-floor's
@@ -51,7 +53,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-events=200000 latency_seconds=60 rate="" out="" scenarios=() floor_runs=3 warmup=5 shards=0 route_by=key tick_us=0 first_arm=evpipe
+events=200000 latency_seconds=60 rate="" out="" scenarios=() floor_runs=3 warmup=5 shards=0 route_by=key selective_acks=on tick_us=0 first_arm=evpipe
 platform_warmup=60 platform_warmed=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -63,6 +65,7 @@ while [ $# -gt 0 ]; do
     --warmup) warmup="$2"; shift 2 ;;
     --shards) shards="$2"; shift 2 ;;
     --route-by) route_by="$2"; shift 2 ;;
+    --selective-acks) selective_acks="$2"; shift 2 ;;
     --tick-us) tick_us="$2"; shift 2 ;;
     --stall-ms) stall_ms="$2"; shift 2 ;;
     --first) first_arm="$2"; shift 2 ;;
@@ -79,6 +82,7 @@ out="${out:-$EVPIPE_ROOT/perf/results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 
 [ "$route_by" = key ] || [ "$route_by" = connection ] || die "--route-by: key or connection, not $route_by"
+[ "$selective_acks" = on ] || [ "$selective_acks" = off ] || die "--selective-acks: on or off, not $selective_acks"
 case "$first_arm" in
   evpipe) first_offset=0 ;;
   floor) first_offset=1 ;;
@@ -87,6 +91,7 @@ case "$first_arm" in
 esac
 perf_setup "$shards"
 echo "route_by = \"$route_by\"" >>"$scratch/evpipe.toml"  # the [[sources.tcp]] section is the file's last
+echo "selective_acks = $([ "$selective_acks" = on ] && echo true || echo false)" >>"$scratch/evpipe.toml"
 rows_md="| scenario | events | evpipe events/s | psql \\copy rows/s | ratio | ceiling: $shard_count-stream COPY rows/s | ratio | 1-stream COPY rows/s | ratio | TCP floor events/s | ratio | p50 ms | p99 ms | p99.9 ms | max ms |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 lat_md="| run | rate/s | order | floor p50 / p99 / p99.9 / max ms | evpipe p50 / p99 / p99.9 / max ms | evpipe ÷ floor p99 | p99.9 | max | evpipe − floor p99 ms | TCP floor p50 / p99 / p99.9 / max ms | evpipe ÷ TCP floor p99 | evpipe − TCP floor p99 ms | floor stall (s:max) | commit probe stalls: evpipe's / floor's / TCP floor's minute |
@@ -381,7 +386,7 @@ cat >"$out/results.md" <<MD
 # evpipe perf run $(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 machine: $(machine_line)
-evpipe: shards $shard_count, route_by $route_by
+evpipe: shards $shard_count, route_by $route_by, selective_acks $selective_acks
 
 $rows_md
 

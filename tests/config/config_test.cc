@@ -155,6 +155,19 @@ TEST(Config, RouteByKeyOrConnectionOnTcpAndHttpSources) {
             std::string::npos);
 }
 
+TEST(Config, SelectiveAcksOnTcpSourcesAreOnUnlessTurnedOff) {
+  auto s = load_string(
+      "[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\n"
+      "[[sources.tcp]]\nlisten = \"127.0.0.1:7001\"\nselective_acks = false\n");
+  EXPECT_TRUE(s.tcp_sources[0].selective_acks);
+  EXPECT_FALSE(s.tcp_sources[1].selective_acks);
+  auto again = load_string(to_toml(s));
+  EXPECT_TRUE(again.tcp_sources[0].selective_acks);
+  EXPECT_FALSE(again.tcp_sources[1].selective_acks);
+  EXPECT_EQ(config_error_of("[[sources.tcp]]\nlisten = \"127.0.0.1:7000\"\nselective_acks = \"yes\""),
+            "test.toml: [[sources.tcp]] #1 selective_acks: must be true or false");
+}
+
 TEST(Config, EffectiveConfigWithoutSourcesRoundTrips) {
   // Found by config_fuzz: check-config's output must load again.
   auto s = load_string("");

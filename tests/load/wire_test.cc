@@ -36,6 +36,25 @@ TEST(Wire, NdjsonCountsCumulativeAcksAcrossChunks) {
   EXPECT_TRUE(in.empty());
 }
 
+TEST(Wire, NdjsonReadsSelectiveRunsFromZero) {
+  auto w = make_wire(parse_target("tcp://h:1"), {}, 1);
+  std::string in = "{\"ack\":2,\"sack\":[[4,6],[9,9]]}\n{\"ack\":3}\n{\"ack\":3,\"sack\":[[11,";
+  std::string reply;
+  EXPECT_EQ(w->on_bytes(in, 0, reply), 3u);
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  w->take_selective(runs);
+  EXPECT_EQ(runs, (std::vector<std::pair<uint64_t, uint64_t>>{{3, 5}, {8, 8}}));  // event numbers from 0
+  in += "12]]}\n";
+  EXPECT_EQ(w->on_bytes(in, 3, reply), 3u);  // a line of runs only: the count stays
+  runs.clear();
+  w->take_selective(runs);
+  EXPECT_EQ(runs, (std::vector<std::pair<uint64_t, uint64_t>>{{10, 11}}));
+  runs.clear();
+  w->take_selective(runs);
+  EXPECT_TRUE(runs.empty());  // each run once
+  EXPECT_TRUE(in.empty());
+}
+
 TEST(Wire, MqttPublishesQos1AndCountsPubacksAndAnswersPings) {
   auto w = make_wire(parse_target("mqtt-serve://h:1"), {.topic = "tracker/events/x"}, 1);
   std::string out;

@@ -32,6 +32,7 @@
 #include <string>
 #include <atomic>
 #include <thread>
+#include <utility>
 #include <vector>
 
 extern char** environ;
@@ -505,7 +506,8 @@ class ndjson_client {
   void shutdown_write() { ::shutdown(fd_, SHUT_WR); }
 
   // Reads acks until `target` is acked, the peer closes, or the timeout.
-  // Returns the last ack seen; every ack must be larger than the one before.
+  // Returns the last count seen; every count must be larger than the one
+  // before, or equal in a line that names selective runs.
   uint64_t read_acks_until(uint64_t target, std::chrono::milliseconds timeout, bool* monotonic = nullptr) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     while (last_ < target && std::chrono::steady_clock::now() < deadline) {
@@ -524,20 +526,50 @@ class ndjson_client {
         pending_.erase(0, nl + 1);
         auto colon = line.find(':');
         uint64_t v = std::stoull(line.substr(colon + 1));
-        if (v <= last_ && monotonic) *monotonic = false;
+        // A line that names runs beyond the count ("sack") may repeat it.
+        const size_t sack = line.find("\"sack\":[");
+        const bool runs = sack != std::string::npos;
+        if ((v < last_ || (v == last_ && !runs)) && monotonic) *monotonic = false;
         last_ = v;
+        if (runs) parse_runs(line.substr(sack + 8));
       }
     }
     return last_;
   }
   [[nodiscard]] bool closed() const { return closed_; }
   [[nodiscard]] uint64_t last_ack() const { return last_; }
+  // Every run [first, last] of lines (from 1) that selective acks named, in
+  // the order they came.
+  [[nodiscard]] const std::vector<std::pair<uint64_t, uint64_t>>& runs() const { return runs_; }
 
  private:
+  // The runs of a "sack":[[a,b],...] array, from just after its '['.
+  void parse_runs(const std::string& text) {
+    size_t at = 0;
+    auto number = [&](uint64_t& v) {
+      at = text.find_first_of("0123456789]", at);
+      if (at == std::string::npos || text[at] == ']') return false;
+      size_t used = 0;
+      v = std::stoull(text.substr(at), &used);
+      at += used;
+      return true;
+    };
+    for (;;) {
+      at = text.find_first_of("[]", at);
+      if (at == std::string::npos || text[at] == ']') return;
+      ++at;
+      uint64_t a = 0, b = 0;
+      if (!number(a) || !number(b)) throw std::runtime_error("malformed sack: " + text);
+      runs_.emplace_back(a, b);
+      at = text.find(']', at) + 1;
+    }
+  }
+
   int fd_ = -1;
   std::string pending_;
   uint64_t last_ = 0;
   bool closed_ = false;
+  std::vector<std::pair<uint64_t, uint64_t>> runs_;
 };
 
 }  // namespace evpipe::testing

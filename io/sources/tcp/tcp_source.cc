@@ -77,9 +77,10 @@ class tcp_connection final : public stages::event_origin,
   }
 
  private:
-  // A batch's timeline waiting for the ack that covers its last line.
+  // A batch's timeline waiting for the ack that covers its lines.
   struct due_ack {
     uint64_t last_seq = 0;
+    uint64_t writes_before = 0;  // acks begun before its outcomes were marked
     stages::batch_timeline timeline;
   };
 
@@ -95,6 +96,7 @@ class tcp_connection final : public stages::event_origin,
     asio::post(socket_.get_executor(), [self = shared_from_this(), seqs = std::move(seqs), due]() mutable {
       if (due.timeline.of(stages::step::ack_posted) != 0) {
         due.timeline.stamp(stages::step::ack_run);
+        due.writes_before = self->writes_begun_;
         self->due_.push_back(due);
       }
       for (uint64_t s : seqs) self->tracker_.complete(s);
@@ -106,14 +108,17 @@ class tcp_connection final : public stages::event_origin,
     });
   }
 
-  // An ack of `n` lines was written: the timelines it covers are finished.
-  void acks_written(uint64_t n) {
+  // Ack number `write` was written, covering the first `n` lines and, when
+  // `all_ranges`, every line done when it began: the timelines it covers are
+  // finished.
+  void acks_written(uint64_t n, uint64_t write, bool all_ranges) {
     if (due_.empty()) return;
     const int64_t now = stages::steady_ns();
     size_t kept = 0;
     for (size_t i = 0; i < due_.size(); ++i) {
       auto& d = due_[i];
-      if (d.last_seq > n) {  // waits for a later ack (an earlier line of another shard, or the next write)
+      const bool covered = d.last_seq <= n || (all_ranges && d.writes_before < write);
+      if (!covered) {  // waits for a later ack (an earlier line of another shard, or the next write)
         if (kept != i) due_[kept] = d;
         ++kept;
         continue;
@@ -291,23 +296,44 @@ class tcp_connection final : public stages::event_origin,
     router_.submit(intake_.batches());
   }
 
+  // Writes {"ack":N} when N grew, with "sack":[[a,b],...] naming the runs
+  // of lines done beyond N since the last ack (selective_acks). One write at
+  // a time: outcomes that arrive meanwhile go into the next.
   void send_ack() {
-    if (writing_ || closed_ || tracker_.acked() == sent_) {
+    const bool ranges = cfg_.selective_acks && tracker_.unreported() > 0;
+    if (writing_ || closed_ || (tracker_.acked() == sent_ && !ranges)) {
       finish_if_done();
       return;
     }
     writing_ = true;
-    uint64_t n = tracker_.acked();
-    ack_text_ = "{\"ack\":" + std::to_string(n) + "}\n";
+    const uint64_t n = tracker_.acked();
+    const uint64_t write = ++writes_begun_;
+    ack_text_ = "{\"ack\":";
+    ack_text_ += std::to_string(n);
+    if (ranges) {
+      ranges_.clear();
+      tracker_.take_ranges(ranges_, max_ranges_per_ack);
+      ack_text_ += ",\"sack\":[";
+      for (size_t i = 0; i < ranges_.size(); ++i) {
+        ack_text_ += i == 0 ? "[" : ",[";
+        ack_text_ += std::to_string(ranges_[i].first);
+        ack_text_ += ',';
+        ack_text_ += std::to_string(ranges_[i].last);
+        ack_text_ += ']';
+      }
+      ack_text_ += ']';
+    }
+    ack_text_ += "}\n";
+    const bool all_ranges = tracker_.unreported() == 0;
     asio::async_write(socket_, asio::buffer(ack_text_),
-                      [self = shared_from_this(), n](boost::system::error_code ec, size_t) {
+                      [self = shared_from_this(), n, write, all_ranges](boost::system::error_code ec, size_t) {
                         self->writing_ = false;
                         if (ec) {
                           self->shut();
                           return;
                         }
                         self->sent_ = n;
-                        self->acks_written(n);
+                        self->acks_written(n, write, all_ranges);
                         self->send_ack();
                       });
   }
@@ -347,6 +373,12 @@ class tcp_connection final : public stages::event_origin,
   pipeline::ack_tracker tracker_;
   pipeline::intake intake_;
   std::string ack_text_;
+  std::vector<pipeline::ack_tracker::range> ranges_;  // the runs of the ack being written
+  // Bounds one ack line (about 20 bytes a run; a line of one shard's batch,
+  // interleaved by key with the others', is many short runs). More waits for
+  // the next write.
+  static constexpr size_t max_ranges_per_ack = 1024;
+  uint64_t writes_begun_ = 0;
   std::vector<due_ack> due_;  // timelines of batches whose last line is not acked yet (strand only)
   int64_t opened_ns_ = 0;     // steady ns when the connection started
   uint64_t sent_ = 0;

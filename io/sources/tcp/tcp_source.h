@@ -6,7 +6,10 @@
 // shards report outcomes after COMMIT, the connection writes back
 // {"ack":N}\n, N being how many lines from the first all have a durable
 // outcome. Acks are cumulative and coalesced: a line is never acked before its
-// outcome is committed. The connection stops reading while any shard queue is
+// outcome is committed. With selective_acks (the default) an ack also names
+// the runs of lines beyond N committed since the last ack,
+// {"ack":N,"sack":[[a,b],...]}, so that a line committed by one shard need
+// not wait for an earlier line in another. The connection stops reading while any shard queue is
 // full or its own unacked lines reach `max_unacked` (backpressure, no drops).
 //
 // Lifecycle: start() binds; stop_reading() stops accepting and reading (lines
