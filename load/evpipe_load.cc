@@ -106,6 +106,7 @@ struct connection_state {
   std::mutex send_mu;                // sender and receiver (PINGRESP) both write
   send_times times;
   std::atomic<uint64_t> sent{0};   // events whose bytes were handed to the socket
+  std::atomic<uint64_t> stamped{0};  // events whose intended time is set (a send may be part-way)
   std::atomic<uint64_t> acked{0};
   std::atomic<bool> send_done{false};
   evpipe::load::latency_histogram latencies;  // receiver-owned
@@ -165,9 +166,9 @@ void receiver(connection_state& c, int64_t warmup_until, std::chrono::seconds dr
     for (uint64_t i = before; i < ack; ++i) record(i);
     runs.clear();
     c.wire->take_selective(runs);
-    const uint64_t sent = c.sent.load();
+    const uint64_t stamped = c.stamped.load();
     for (const auto& [first, last] : runs) {
-      for (uint64_t i = std::max(first, ack); i <= last && i < sent; ++i) {
+      for (uint64_t i = std::max(first, ack); i <= last && i < stamped; ++i) {
         record(i);
         c.times.set(i, send_times::recorded);
       }
@@ -266,6 +267,9 @@ void sender(connection_state& c, const options& o, int stream, uint64_t quota, d
       c.wire->add(idx, event, buf);
     }
     c.wire->finish(buf);
+    // Before the send: a selective ack can name the first of these events
+    // while the rest still wait for room in the socket.
+    c.stamped.store(i + due);
     bool sent_ok;
     {
       std::lock_guard lock(c.send_mu);
@@ -328,7 +332,7 @@ int main(int argc, char** argv) {
   options o;
   CLI::App cli{"evpipe-load: send events to evpipe over TCP, MQTT or HTTP and measure acknowledged throughput and latency"};
   cli.add_option("--target", o.target,
-                 "tcp://host:port (NDJSON, acked by {\"ack\":N}); mqtt://host:port (QoS 1 through a broker, acked by "
+                 "tcp://host:port (NDJSON, acked by {\"ack\":N} and its \"sack\" runs); mqtt://host:port (QoS 1 through a broker, acked by "
                  "the broker's PUBACK); mqtt-serve://host:port (play the broker for evpipe's MQTT source: acked by "
                  "evpipe's PUBACK after commit); http://host:port/v1/events (NDJSON batches, acked by the response); "
                  "nats://host:port (into a JetStream stream, acked by the stream's publish ack)");

@@ -137,8 +137,13 @@ class ndjson_wire final : public wire {
     while ((nl = in.find('\n', at)) != std::string::npos) {
       auto colon = in.find(':', at);
       if (colon < nl) acked = std::strtoull(in.c_str() + colon + 1, nullptr, 10);
-      auto sack = in.find("\"sack\":[", at);
-      if (sack < nl) parse_runs(in.c_str() + sack + 8, in.c_str() + nl);
+      const std::string_view line(in.data() + at, nl - at);
+      const size_t sack = line.find("\"sack\":[");
+      if (sack != std::string_view::npos) {
+        // The runs end at the array's "]]".
+        const size_t end = line.find("]]", sack);
+        if (end != std::string_view::npos) parse_runs(line.data() + sack + 8, line.data() + end + 1);
+      }
       at = nl + 1;
     }
     in.erase(0, at);

@@ -12,8 +12,10 @@ ack_tracker::ack_tracker(uint64_t window) {
 }
 
 void ack_tracker::complete(uint64_t seq) noexcept {
-  uint64_t i = slot(seq);
-  done_[i >> 6] |= uint64_t{1} << (i & 63);
+  const uint64_t i = slot(seq);
+  const uint64_t b = uint64_t{1} << (i & 63);
+  if (done_[i >> 6] & b) return;  // marked already: counted once
+  done_[i >> 6] |= b;
   ++unreported_;
 }
 

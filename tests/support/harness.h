@@ -561,7 +561,9 @@ class ndjson_client {
       uint64_t a = 0, b = 0;
       if (!number(a) || !number(b)) throw std::runtime_error("malformed sack: " + text);
       runs_.emplace_back(a, b);
-      at = text.find(']', at) + 1;
+      at = text.find(']', at);
+      if (at == std::string::npos) throw std::runtime_error("malformed sack: " + text);
+      ++at;
     }
   }
 

@@ -300,19 +300,22 @@ class tcp_connection final : public stages::event_origin,
   // of lines done beyond N since the last ack (selective_acks). One write at
   // a time: outcomes that arrive meanwhile go into the next.
   void send_ack() {
-    const bool ranges = cfg_.selective_acks && tracker_.unreported() > 0;
-    if (writing_ || closed_ || (tracker_.acked() == sent_ && !ranges)) {
+    if (writing_ || closed_) {
+      finish_if_done();
+      return;
+    }
+    ranges_.clear();
+    if (cfg_.selective_acks && tracker_.unreported() > 0) tracker_.take_ranges(ranges_, max_ranges_per_ack);
+    const uint64_t n = tracker_.acked();
+    if (n == sent_ && ranges_.empty()) {
       finish_if_done();
       return;
     }
     writing_ = true;
-    const uint64_t n = tracker_.acked();
     const uint64_t write = ++writes_begun_;
     ack_text_ = "{\"ack\":";
     ack_text_ += std::to_string(n);
-    if (ranges) {
-      ranges_.clear();
-      tracker_.take_ranges(ranges_, max_ranges_per_ack);
+    if (!ranges_.empty()) {
       ack_text_ += ",\"sack\":[";
       for (size_t i = 0; i < ranges_.size(); ++i) {
         ack_text_ += i == 0 ? "[" : ",[";
