@@ -9,8 +9,9 @@
 // outcome is committed. With selective_acks (the default) an ack also names
 // the runs of lines beyond N committed since the last ack,
 // {"ack":N,"sack":[[a,b],...]}, so that a line committed by one shard need
-// not wait for an earlier line in another. The connection stops reading while any shard queue is
-// full or its own unacked lines reach `max_unacked` (backpressure, no drops).
+// not wait for an earlier line in another. The connection stops reading while
+// any shard queue is full or its own unacked lines reach `max_unacked`
+// (backpressure, no drops).
 //
 // Lifecycle: start() binds; stop_reading() stops accepting and reading (lines
 // already read still complete and are acked); close() closes every connection
