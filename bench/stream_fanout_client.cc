@@ -188,7 +188,10 @@ void run_client(const options& o, int index, client_result& r, std::atomic<int>&
     }
     if (m.rfind(event_prefix, 0) != 0 || m.size() < event_prefix.size() + 34) continue;
     std::string_view pos = m.substr(event_prefix.size(), 34);
-    if (!last.empty() && !(pos > std::string_view(last))) r.in_order = false;
+    if (!last.empty() && !(pos > std::string_view(last)) && r.in_order) {
+      r.in_order = false;
+      r.error = "out of order after event " + std::to_string(r.events) + ": " + last + " then " + std::string(pos);
+    }
     last.assign(pos);
     uint64_t tx = 0;
     for (char c : pos.substr(2, 16)) tx = (tx << 4) | static_cast<uint64_t>(c <= '9' ? c - '0' : c - 'a' + 10);
