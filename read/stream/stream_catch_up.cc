@@ -16,7 +16,7 @@
 namespace evpipe::read {
 
 bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, table_reader& reader, position tail,
-                          const std::function<void(const io::pg_status&)>& failed) {
+                          bool tail_busy, const std::function<void(const io::pg_status&)>& failed) {
   // Clients behind the tail whose queue has room, grouped by what they read
   // (filter and time bound), by position within a group.
   std::vector<client_state*> waiting;
@@ -56,7 +56,8 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       w.any_of = lead.filter.any_of;
       w.tenant = lead.filter.tenant;
       w.since_time = lead.since_time;
-      w.limit = opts_.catch_up_page;
+      // Pages grow only while no live client waits on the tail, which waits for each read.
+      w.limit = tail_busy ? opts_.catch_up_page : std::max(opts_.catch_up_page, lead.page_rows);
       auto frames = std::make_shared<event_frames>(want_ws, want_sse, 0);
       // Retention drops after a client started that took rows past its
       // position (a time as since asks only for what is kept): checked in
@@ -66,10 +67,23 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       for (size_t i = next; i < g_end; ++i) {
         if (!waiting[i]->dead) seen = std::min(seen, waiting[i]->drops_seen);
       }
+      // A page holds at most a quarter of the clients' limit (and at least
+      // one row): rows larger than the last page's (whose size set this
+      // one's rows), or than the limit allows 500 of, are left for the next
+      // page. They are read to the end and dropped, not cancelled: a cancel
+      // can land on this connection's next statement.
+      const size_t page_bytes = opts_.max_client_buffer_bytes / 4;
+      bool full_in_bytes = false;
       std::vector<table_reader::drop_record> drops;
       auto st = reader.begin_drop_guard(lead.pos, seen, drops);
       if (st.ok) {
         st = reader.read(w, [&](const event_row& r) {
+          if (full_in_bytes) return row_action::next;
+          if (frames->size() > 0 &&
+              frames->bytes(frame_format::websocket) + frames->bytes(frame_format::sse) >= page_bytes) {
+            full_in_bytes = true;
+            return row_action::next;
+          }
           frames->add(r);
           return row_action::next;
         });
@@ -104,8 +118,19 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       const size_t n = frames->size();
       // A short page: everything up to the tail was read, from a position at
       // or before every client's of the group.
-      const bool to_tail = n < opts_.catch_up_page;
+      const bool to_tail = n < w.limit && !full_in_bytes;
       std::shared_ptr<const event_frames> shared = std::move(frames);
+      // A full page: the clients that take it read twice this page's rows
+      // next time, up to what fits in a quarter of their queue's limit at
+      // this page's bytes per row (so a page stays well inside the room a
+      // round needs: at most half the limit queued) and a tail read's rows.
+      uint32_t next_page = 0;
+      if (!to_tail && !tail_busy) {
+        const size_t row_bytes =
+            std::max<size_t>(1, (shared->bytes(frame_format::websocket) + shared->bytes(frame_format::sse)) / n);
+        next_page = static_cast<uint32_t>(std::max<size_t>(
+            opts_.catch_up_page, std::min({size_t{w.limit} * 2, size_t{opts_.tail_page}, page_bytes / row_bytes})));
+      }
       size_t i = next;
       for (; i < g_end; ++i) {
         client_state& c = *waiting[i];
@@ -116,11 +141,13 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
           c.client->on_events(shared, first, n);
           probe_.events_delivered.fetch_add(n - first, std::memory_order_relaxed);
           c.pos = shared->pos(n - 1);
+          c.page_rows = next_page;
         }
         if (to_tail) {
           // Live from here.
           c.pos = tail;
           c.live = true;
+          c.page_rows = 0;
           c.since_time.clear();
           c.client->on_caught_up(tail);
         }

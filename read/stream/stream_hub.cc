@@ -472,7 +472,9 @@ void stream_hub::run() {
       }
     }
 
-    if (!catch_up(clients, *reader, tail, failed)) continue;
+    const bool tail_busy =
+        live_at_last_read > 0 && std::chrono::steady_clock::now() - last_tail_read < std::chrono::seconds(1);
+    if (!catch_up(clients, *reader, tail, tail_busy, failed)) continue;
     std::erase_if(clients, [](const auto& c) { return c->dead; });
     for (const auto& c : clients) {
       if (c->live || !c->started || c->pos > tail) continue;  // ahead of the tail: waits for its next read

@@ -96,7 +96,13 @@ struct stream_hub_options {
   std::string dsn, schema;
   uint32_t poll_ms = 20;
   size_t max_client_buffer_bytes = 8u << 20;
-  uint32_t catch_up_page = 500;   // rows per catch-up read (shared by the clients at one filter and position)
+  // Rows of a client's first catch-up read (shared by the clients at one
+  // filter and position). Each full page a client takes doubles its next,
+  // up to tail_page rows and a quarter of max_client_buffer_bytes
+  // (docs/read.md, "Catch-up"), except while the tail hands live clients
+  // rows (within the last second): a page holds their next read back for as
+  // long as it reads, and pages stay at this size.
+  uint32_t catch_up_page = 500;
   uint32_t tail_page = 10'000;    // rows per tail read
   uint32_t writer_threads = 0;    // threads writing the tail's reads to the sockets (fanout_writers); 0: default_threads()
   // Paces the reads a noted commit starts: the next begins no sooner than
@@ -190,9 +196,10 @@ class stream_hub {
   struct client_state;
   void run();
   // One round of catch-up reads (on the hub thread); false when a read
-  // failed (`failed` was called).
+  // failed (`failed` was called). `tail_busy`: live clients were handed
+  // rows of the tail lately, and a page holds their next read back.
   bool catch_up(std::vector<std::shared_ptr<client_state>>& clients, table_reader& reader, position tail,
-                const std::function<void(const io::pg_status&)>& failed);
+                bool tail_busy, const std::function<void(const io::pg_status&)>& failed);
 
   stream_hub_options opts_;
   stream_probe probe_;

@@ -25,6 +25,7 @@ struct stream_hub::client_state {
   std::string since_time; // catch-up only: the first catch-up's time bound
   bool dead = false;      // given up after on_error()
   int64_t drops_seen = 0; // the newest retention drop when it started: later ones are checked as it catches up
+  uint32_t page_rows = 0; // catch-up only: rows of its next page (0: catch_up_page; stream_hub_options)
   // A tail read's rows this (filtered) client takes, as runs [first, last);
   // reused from read to read.
   std::vector<std::pair<uint32_t, uint32_t>> runs;

@@ -5,11 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 #include <string>
 #include <thread>
@@ -38,9 +40,14 @@ class stuck_client final : public stream_client {
       for (size_t i = first; i < last; ++i) seen_.push_back(frames->pos(i));
     }
     events_ += last - first;
+    ++handed_;
+    max_handed_bytes_ = std::max<size_t>(max_handed_bytes_, frames->span(frame_format::websocket, first, last).size());
     if (draining_) drain();
   }
-  void on_caught_up(position) override { caught_up_ = true; }
+  void on_caught_up(position) override {
+    handed_at_caught_up_ = handed_.load();
+    caught_up_ = true;
+  }
   void on_error(std::string_view message) override {
     std::lock_guard lock(mu_);
     error_ = std::string(message);
@@ -68,6 +75,10 @@ class stuck_client final : public stream_client {
   }
   std::atomic<bool> caught_up_{false}, draining_{false};
   std::atomic<size_t> own_bytes_{0}, events_{0};
+  // on_events calls (one per catch-up page it takes rows of), and how many
+  // before caught_up; the most bytes handed in one call.
+  std::atomic<int> handed_{0}, handed_at_caught_up_{0};
+  std::atomic<size_t> max_handed_bytes_{0};
 
  private:
   frame_queue queue_;
@@ -87,6 +98,14 @@ class held_flush_client final : public stream_client {
     events_ += last - first;
     ++handed_;
     hub_thread_ = std::this_thread::get_id();
+    const auto now = std::chrono::steady_clock::now();
+    if (last_handed_ != std::chrono::steady_clock::time_point{}) longest_gap_ = std::max(longest_gap_, now - last_handed_);
+    last_handed_ = now;
+  }
+  // The longest time between two on_events calls since the last call of this.
+  std::chrono::steady_clock::duration take_longest_gap() {
+    std::lock_guard lock(mu_);
+    return std::exchange(longest_gap_, {});
   }
   void flush() override {
     std::unique_lock lock(mu_);
@@ -129,6 +148,8 @@ class held_flush_client final : public stream_client {
   int handed_ = 0;
   bool held_ = false;
   std::thread::id hub_thread_, flush_thread_;
+  std::chrono::steady_clock::time_point last_handed_{};
+  std::chrono::steady_clock::duration longest_gap_{};
 };
 
 class StreamHub : public ::testing::Test {
@@ -147,6 +168,14 @@ class StreamHub : public ::testing::Test {
     db.exec("INSERT INTO events_mirror (topic, payload) SELECT 't/hub', jsonb_build_object('idempotency_key', 'h-' || g, "
             "'kind', CASE WHEN g % 20 = 0 THEN 'rare' ELSE 'common' END, 'text', repeat('x', 200)) "
             "FROM generate_series(1, 2000) g");
+  }
+  // Until `rows` rows of the table are below the horizon (a transaction of
+  // a test running beside this one can hold it back).
+  void wait_past_horizon(size_t rows) {
+    ASSERT_TRUE(testing::eventually([&] {
+      return db.column("SELECT count(*) FROM events_mirror WHERE tx < pg_snapshot_xmin(pg_current_snapshot())")
+                 .at(0) == std::to_string(rows);
+    }));
   }
   // A started hub and a client of kind "rare" (of every kind: `every`),
   // subscribed from now.
@@ -341,6 +370,95 @@ TEST_F(StreamHub, RowsRetentionDropsWhileAClientCatchesUpAreSaid) {
   EXPECT_EQ(client->events_.load(), 0u) << "nothing handed after the error: the check comes before the page";
   EXPECT_FALSE(client->caught_up_.load()) << "never told it is whole";
   hub.stop();
+}
+
+// Catch-up pages (docs/read.md, "Catch-up pages grow"): a client that takes
+// full pages reads twice as many rows each time (500, 1,000, ..., up to a
+// quarter of its queue's limit), so 20,000 rows come in a handful of reads,
+// each a transaction of its own, not 500 at a time (41): with no other
+// client, and with a live one while the tail is quiet. While the tail hands
+// a live client rows (a commit every few milliseconds), the pages stay at
+// 500: the tail waits for each. Every row comes once, in order, and the
+// client is then live.
+TEST_F(StreamHub, CatchUpPagesGrowUnlessTheTailIsHandingLiveClientsRows) {
+  o.max_client_buffer_bytes = 8u << 20;
+  db.exec("INSERT INTO events_mirror (topic, payload) SELECT 't/hub', jsonb_build_object('idempotency_key', 'p-' || g, "
+          "'text', repeat('x', 200)) FROM generate_series(1, 20000) g");
+  wait_past_horizon(20000);
+  enum class live_client : uint8_t { none, idle, fed };
+  bool tail_stalled = false;  // the fed client's rows stopped coming for a while (see below)
+  auto catch_up_reads = [&](live_client other) {
+    stream_hub hub(o);
+    hub.start();
+    auto live = std::make_shared<held_flush_client>();
+    std::atomic<bool> feeding{other == live_client::fed};
+    std::thread feeder;
+    if (other != live_client::none) {
+      hub.add(live, stream_filter{}, {});
+      EXPECT_TRUE(testing::eventually([&] { return live->caught_up_.load(); }));
+    }
+    if (other == live_client::fed) {
+      feeder = std::thread([&] {
+        io::pg_connection ins;
+        if (!ins.connect(db.dsn(), "hub-test-feeder").ok) return;
+        for (int i = 0; feeding && i < 6000; ++i) {
+          (void)ins.exec("INSERT INTO events_mirror (topic, payload) VALUES ('t/hub', '{\"fed\": true}')");
+          std::this_thread::sleep_for(5ms);
+        }
+      });
+      EXPECT_TRUE(testing::eventually([&] { return live->events() > 0; }));
+      (void)live->take_longest_gap();
+    }
+    auto behind = std::make_shared<stuck_client>();
+    behind->drain();  // writes everything at once: always room
+    hub.add(behind, stream_filter{}, stream_since{stream_since::kind::after_position, position::start(), ""});
+    EXPECT_TRUE(testing::eventually([&] { return behind->caught_up_.load(); }, 30s)) << behind->events_.load();
+    // A transaction of a test running beside this one can hold the horizon,
+    // and with it the tail's rows, back for over the second that makes the
+    // tail count as busy: then pages rightly grow.
+    if (other == live_client::fed) tail_stalled = live->take_longest_gap() > 800ms;
+    feeding = false;
+    if (feeder.joinable()) feeder.join();
+    hub.stop();
+    const auto seen = behind->seen();
+    EXPECT_GE(seen.size(), 20000u);
+    EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()) &&
+                std::adjacent_find(seen.begin(), seen.end()) == seen.end());
+    return behind->handed_at_caught_up_.load();
+  };
+  EXPECT_LE(catch_up_reads(live_client::none), 8)
+      << "pages of 500, 1,000, 2,000, 4,000, then about 6,300 (2 MiB of ~330-byte rows)";
+  EXPECT_LE(catch_up_reads(live_client::idle), 8) << "a live client with nothing to be handed waits for nothing";
+  const int fed = catch_up_reads(live_client::fed);
+  if (tail_stalled) GTEST_SKIP() << "the tail's rows stopped for over 800 ms (the horizon held by another session)";
+  EXPECT_GE(fed, 40) << "a live client's tail waits for each page: they stay at 500 rows";
+}
+
+// A grown page is sized by the rows before it: rows far larger than those
+// are left for the next page once the page holds a quarter of the client's
+// limit, and so are pages of large rows. Without that cap, the page of
+// 4,000 rows after 3,500 small ones would hold 1,500 small and all 300 large
+// rows (some 6.5 MB, over three times the cap) in one block handed to the
+// client at once.
+TEST_F(StreamHub, AGrownCatchUpPageStopsAtAQuarterOfTheClientsLimitWhenRowsGrow) {
+  o.max_client_buffer_bytes = 8u << 20;
+  db.exec("INSERT INTO events_mirror (topic, payload) SELECT 't/hub', jsonb_build_object('idempotency_key', 's-' || g, "
+          "'text', repeat('x', 200)) FROM generate_series(1, 5000) g");
+  db.exec("INSERT INTO events_mirror (topic, payload) SELECT 't/hub', jsonb_build_object('idempotency_key', 'l-' || g, "
+          "'text', repeat('y', 20000)) FROM generate_series(1, 300) g");
+  wait_past_horizon(5300);
+  stream_hub hub(o);
+  hub.start();
+  auto behind = std::make_shared<stuck_client>();
+  behind->drain();
+  hub.add(behind, stream_filter{}, stream_since{stream_since::kind::after_position, position::start(), ""});
+  ASSERT_TRUE(testing::eventually([&] { return behind->caught_up_.load(); }, 30s)) << behind->events_.load();
+  hub.stop();
+  const auto seen = behind->seen();
+  EXPECT_EQ(seen.size(), 5300u);
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()) && std::adjacent_find(seen.begin(), seen.end()) == seen.end());
+  // A quarter of the limit, plus the row that passed it.
+  EXPECT_LE(behind->max_handed_bytes_.load(), (o.max_client_buffer_bytes / 4) + 21'000);
 }
 
 }  // namespace
