@@ -56,8 +56,11 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       w.any_of = lead.filter.any_of;
       w.tenant = lead.filter.tenant;
       w.since_time = lead.since_time;
-      // Pages grow only while no live client waits on the tail, which waits for each read.
-      w.limit = tail_busy ? opts_.catch_up_page : std::max(opts_.catch_up_page, lead.page_rows);
+      // The lead's page size (page_rows; catch_up_page at first), at most
+      // catch_up_page while live clients wait on the tail, which waits for
+      // each read.
+      const uint32_t rows = lead.page_rows != 0 ? lead.page_rows : opts_.catch_up_page;
+      w.limit = tail_busy ? std::min(rows, opts_.catch_up_page) : rows;
       auto frames = std::make_shared<event_frames>(want_ws, want_sse, 0);
       // Retention drops after a client started that took rows past its
       // position (a time as since asks only for what is kept): checked in
@@ -67,11 +70,11 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       for (size_t i = next; i < g_end; ++i) {
         if (!waiting[i]->dead) seen = std::min(seen, waiting[i]->drops_seen);
       }
-      // A page holds at most a quarter of the clients' limit (and at least
-      // one row): rows larger than the last page's (whose size set this
-      // one's rows), or than the limit allows 500 of, are left for the next
-      // page. They are read to the end and dropped, not cancelled: a cancel
-      // can land on this connection's next statement.
+      // A page stops at the first row past a quarter of the clients' limit
+      // (it holds at least one row): rows larger than the last page's, whose
+      // size set this one's rows, are left for the next page, sized by them.
+      // They are read to the end of this page and dropped, not cancelled: a
+      // cancel can land on this connection's next statement.
       const size_t page_bytes = opts_.max_client_buffer_bytes / 4;
       bool full_in_bytes = false;
       std::vector<table_reader::drop_record> drops;
@@ -120,16 +123,18 @@ bool stream_hub::catch_up(std::vector<std::shared_ptr<client_state>>& clients, t
       // or before every client's of the group.
       const bool to_tail = n < w.limit && !full_in_bytes;
       std::shared_ptr<const event_frames> shared = std::move(frames);
-      // A full page: the clients that take it read twice this page's rows
-      // next time, up to what fits in a quarter of their queue's limit at
-      // this page's bytes per row (so a page stays well inside the room a
-      // round needs: at most half the limit queued) and a tail read's rows.
+      // A full page: the clients that take it read what fits in a quarter of
+      // their queue's limit at this page's bytes per row next time (so a page
+      // stays well inside the room a round needs: at most half the limit
+      // queued), at most twice this page's rows and a tail read's, and at
+      // most catch_up_page while the tail is busy. Below catch_up_page when
+      // rows are that large: a page does not read rows only to drop them.
       uint32_t next_page = 0;
-      if (!to_tail && !tail_busy) {
+      if (!to_tail) {
         const size_t row_bytes =
             std::max<size_t>(1, (shared->bytes(frame_format::websocket) + shared->bytes(frame_format::sse)) / n);
-        next_page = static_cast<uint32_t>(std::max<size_t>(
-            opts_.catch_up_page, std::min({size_t{w.limit} * 2, size_t{opts_.tail_page}, page_bytes / row_bytes})));
+        const size_t most = tail_busy ? opts_.catch_up_page : std::min(size_t{w.limit} * 2, size_t{opts_.tail_page});
+        next_page = static_cast<uint32_t>(std::max<size_t>(1, std::min(most, page_bytes / row_bytes)));
       }
       size_t i = next;
       for (; i < g_end; ++i) {

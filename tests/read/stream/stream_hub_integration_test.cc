@@ -102,10 +102,14 @@ class held_flush_client final : public stream_client {
     if (last_handed_ != std::chrono::steady_clock::time_point{}) longest_gap_ = std::max(longest_gap_, now - last_handed_);
     last_handed_ = now;
   }
-  // The longest time between two on_events calls since the last call of this.
+  // The longest time without an on_events call since the last call of this,
+  // the one still going on included.
   std::chrono::steady_clock::duration take_longest_gap() {
     std::lock_guard lock(mu_);
-    return std::exchange(longest_gap_, {});
+    const auto now = std::chrono::steady_clock::now();
+    auto gap = std::exchange(longest_gap_, {});
+    if (last_handed_ != std::chrono::steady_clock::time_point{}) gap = std::max(gap, now - last_handed_);
+    return gap;
   }
   void flush() override {
     std::unique_lock lock(mu_);
