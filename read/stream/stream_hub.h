@@ -98,10 +98,12 @@ struct stream_hub_options {
   size_t max_client_buffer_bytes = 8u << 20;
   // Rows of a client's first catch-up read (shared by the clients at one
   // filter and position). Each full page a client takes doubles its next,
-  // up to tail_page rows and a quarter of max_client_buffer_bytes
-  // (docs/read.md, "Catch-up"), except while the tail hands live clients
-  // rows (within the last second): a page holds their next read back for as
-  // long as it reads, and pages stay at this size.
+  // up to tail_page rows and what fits in a quarter of
+  // max_client_buffer_bytes (fewer than this for rows that large; a page
+  // stops at that quarter in any case: docs/read.md, "Catch-up pages
+  // grow"). While the tail hands live clients rows (within the last
+  // second), a page holds their next read back for as long as it reads, and
+  // pages are at most this size.
   uint32_t catch_up_page = 500;
   uint32_t tail_page = 10'000;    // rows per tail read
   uint32_t writer_threads = 0;    // threads writing the tail's reads to the sockets (fanout_writers); 0: default_threads()
