@@ -25,7 +25,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -42,6 +41,7 @@
 #include <vector>
 
 #include "load/latency_histogram.h"
+#include "load/cpu_time.h"
 
 namespace {
 
@@ -279,10 +279,7 @@ int main(int argc, char** argv) {
     if (r.events != o.expect || !r.in_order) ++failed;
   }
   // The clients' own CPU (all threads): they share the machine with evpipe.
-  rusage ru{};
-  ::getrusage(RUSAGE_SELF, &ru);
-  std::printf("clients cpu_s %.2f\n", static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                                           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+  std::printf("clients cpu_s %.2f\n", evpipe::load::process_cpu_seconds());
   if (o.position_time) {
     evpipe::load::latency_histogram all;
     for (const auto& r : results) all.merge(r.latency);

@@ -11,7 +11,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,6 +32,7 @@
 #include <vector>
 
 #include "load/event_generator.h"
+#include "load/cpu_time.h"
 #include "load/input_lines.h"
 #include "load/latency_histogram.h"
 #include "load/latency_timeline.h"
@@ -47,16 +47,6 @@ using namespace std::chrono_literals;
 
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch()).count();
-}
-
-// This process's CPU time so far, user + system, in seconds: the run's share
-// is reported apart from reading --input and from the report itself, so that
-// a perf script can count what the load generator took beside the server.
-double cpu_seconds() {
-  rusage u{};
-  if (::getrusage(RUSAGE_SELF, &u) != 0) return 0;
-  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
-  return s(u.ru_utime) + s(u.ru_stime);
 }
 
 struct options {
@@ -452,7 +442,8 @@ int main(int argc, char** argv) {
   int64_t start = now_ns() + 10'000'000;  // 10 ms for the threads to start
   int64_t stop = o.count ? 0 : start + static_cast<int64_t>(o.duration_s * 1e9);
   int64_t warmup_until = start + static_cast<int64_t>(o.warmup_s * 1e9);
-  const double cpu_at_start = cpu_seconds();
+  // The run's share, apart from reading --input and from the report itself.
+  const double cpu_at_start = evpipe::load::process_cpu_seconds();
   std::vector<std::thread> threads;
   size_t next_line = 0;
   for (int i = 0; i < o.connections; ++i) {
@@ -498,7 +489,7 @@ int main(int argc, char** argv) {
   int64_t end = now_ns();
   finished.store(true);
   progress.join();
-  const double cpu = cpu_seconds() - cpu_at_start;
+  const double cpu = evpipe::load::process_cpu_seconds() - cpu_at_start;
 
   uint64_t sent = 0, acked = 0, valid = 0, invalid = 0, dups = 0;
   bool error = false;

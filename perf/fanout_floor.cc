@@ -30,7 +30,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -50,6 +49,7 @@
 #include <vector>
 
 #include "load/event_generator.h"
+#include "load/cpu_time.h"
 #include "load/rate_pacer.h"
 #include "read/position.h"
 #include "read/stream/stream_frames.h"
@@ -232,11 +232,8 @@ int main(int argc, char** argv) {
     while (::recv(s.native_handle(), buf, sizeof buf, 0) > 0) {
     }
   }
-  rusage ru{};
-  ::getrusage(RUSAGE_SELF, &ru);
   std::printf("fanout-floor events %llu clients %d writes_per_client %llu cpu_s %.2f\n",
               static_cast<unsigned long long>(count), clients, static_cast<unsigned long long>(writes),
-              static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                  static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+              evpipe::load::process_cpu_seconds());
   return 0;
 }

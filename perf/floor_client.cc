@@ -16,7 +16,6 @@
 // same size and shape as the ones evpipe stores in a run.
 
 #include <libpq-fe.h>
-#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 
@@ -32,6 +31,7 @@
 #include <vector>
 
 #include "load/event_generator.h"
+#include "load/cpu_time.h"
 #include "load/latency_histogram.h"
 #include "load/latency_timeline.h"
 #include "load/rate_pacer.h"
@@ -39,15 +39,6 @@
 #include "stages/batch.h"
 
 namespace {
-
-// User + system seconds of this process so far (evpipe-load's JSON field
-// "cpu_seconds", here over the whole run, the rows' generation included).
-double own_cpu_seconds() {
-  rusage u{};
-  if (::getrusage(RUSAGE_SELF, &u) != 0) return 0;
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
 
 using namespace std::chrono_literals;
 
@@ -338,7 +329,9 @@ int main(int argc, char** argv) {
   if (!o.json.empty()) {
     std::ofstream j(o.json);
     j << "{\"sent\":" << committed << ",\"acked\":" << committed << ",\"connections\":" << k
-      << ",\"seconds\":" << secs << ",\"throughput\":" << throughput << ",\"cpu_seconds\":" << own_cpu_seconds()
+      << ",\"seconds\":" << secs << ",\"throughput\":" << throughput
+      // evpipe-load's field; here the whole run, the rows' generation included.
+      << ",\"cpu_seconds\":" << evpipe::load::process_cpu_seconds()
       << ",\"latency_ms\":{\"p50\":" << p50
       << ",\"p90\":" << p90 << ",\"p99\":" << p99 << ",\"p99_9\":" << p999 << ",\"max\":" << pmax << "}}\n";
   }
